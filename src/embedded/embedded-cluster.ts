@@ -1,0 +1,239 @@
+/**
+ * Owns choosing where the shards' MySQL servers come from and starting them all in parallel:
+ *   1. a server binary already on this machine  -> local processes, data in <dataDir>/shard-<i>/
+ *   2. else a Docker engine that answers         -> one mysql:8.4 container per shard
+ *   3. else install MariaDB with apt (as root)   -> local processes, as in 1
+ *   4. else an Error saying what to install.
+ * Relies on local-mysqld.ts, mysql-binary.ts and (optionally) testcontainers. Must not create
+ * schemas or tables: it hands out URLs to an existing, empty-or-not `kvsql` database.
+ */
+import path from 'node:path';
+import mysql from 'mysql2/promise';
+import { findMysqlBinary, ensureMysqlBinary, dockerEngineReachable, type MysqlBinary } from './mysql-binary';
+import { startLocalMysqld, type LocalMysqld } from './local-mysqld';
+
+export interface EmbeddedClusterOptions {
+  shards: number;
+  dataDir: string;
+  /** Shard i listens on basePort + i; 0 = a free port per shard. Ignored for containers. */
+  basePort: number;
+  log: (msg: string) => void;
+}
+
+export interface EmbeddedCluster {
+  /** One URL per shard, in shard order (read again after a container restart: its port may move). */
+  readonly urls: string[];
+  readonly shards: LocalMysqld[];
+  stop(): Promise<void>;
+}
+
+export const EMBEDDED_DATABASE = 'kvsql';
+
+/** A container behind the LocalMysqld interface; remove() stops it for good and deletes it. */
+export interface MysqlContainer extends LocalMysqld {
+  remove(): Promise<void>;
+}
+
+// The subset of testcontainers we use, typed here so that this file compiles (and the local path
+// runs) when the optional dependency failed to install.
+interface TcStartedContainer {
+  getHost(): string;
+  getMappedPort(port: number): number;
+  getId(): string;
+  restart(options?: { timeout?: number }): Promise<void>;
+  stop(options?: { timeout?: number; remove?: boolean; removeVolumes?: boolean }): Promise<unknown>;
+}
+interface TcGenericContainer {
+  withEnvironment(env: Record<string, string>): TcGenericContainer;
+  withCommand(cmd: string[]): TcGenericContainer;
+  withExposedPorts(...ports: number[]): TcGenericContainer;
+  withWaitStrategy(strategy: unknown): TcGenericContainer;
+  withStartupTimeout(ms: number): TcGenericContainer;
+  start(): Promise<TcStartedContainer>;
+}
+interface TcRuntimeClient {
+  container: {
+    getById(id: string): { kill(opts?: { signal?: string }): Promise<unknown> };
+    stop(container: unknown, opts?: { timeout: number }): Promise<void>;
+  };
+}
+interface TcModule {
+  GenericContainer: new (image: string) => TcGenericContainer;
+  Wait: { forLogMessage(message: RegExp, times?: number): unknown };
+  getContainerRuntimeClient(): Promise<TcRuntimeClient>;
+}
+
+function loadTestcontainers(): TcModule | null {
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    return require('testcontainers') as TcModule;
+  } catch {
+    return null;
+  }
+}
+
+/** Same durability and limits as local-mysqld.ts serverArgs, minus what the image sets itself. */
+const CONTAINER_ARGS = [
+  '--innodb-flush-log-at-trx-commit=1',
+  '--sync-binlog=1',
+  '--transaction-isolation=READ-COMMITTED',
+  '--max-connections=1000',
+  '--max-allowed-packet=256M',
+  '--skip-name-resolve',
+  '--character-set-server=utf8mb4',
+  '--innodb-lock-wait-timeout=5',
+  '--mysqlx=OFF',
+];
+
+const CONTAINER_STOP_GRACE_MS = 20_000;
+
+/**
+ * One mysql:8.4 container. Data lives in the container's writable layer: it survives stop() +
+ * restart() and kill() + restart(), but not remove(), and nothing is kept under a host dataDir;
+ * persistence across kvsql runs is only offered by the local-process path.
+ */
+export async function startMysqlContainer(opts: { database: string; bufferPoolMb?: number; log: (msg: string) => void }): Promise<MysqlContainer> {
+  const tc = loadTestcontainers();
+  if (tc === null) throw new Error('testcontainers is not installed (it is an optional dependency); run `npm install testcontainers`');
+  const started = Date.now();
+  const container = await new tc.GenericContainer('mysql:8.4')
+    .withEnvironment({ MYSQL_ALLOW_EMPTY_PASSWORD: 'yes', MYSQL_DATABASE: opts.database })
+    .withCommand([...CONTAINER_ARGS, `--innodb-buffer-pool-size=${opts.bufferPoolMb ?? 256}M`])
+    .withExposedPorts(3306)
+    // The image's entrypoint first runs a temporary server with networking off ("port: 0"), then
+    // the real one; only the second line means the exposed port is served.
+    .withWaitStrategy(tc.Wait.forLogMessage(/ready for connections.*port: 3306/, 1))
+    .withStartupTimeout(180_000)
+    .start();
+  const url = (): string => `mysql://root@${container.getHost()}:${container.getMappedPort(3306)}/${opts.database}`;
+  await waitForUrl(url(), 30_000);
+  opts.log(`mysql:8.4 container ${container.getId().slice(0, 12)} ready at ${url()} in ${Date.now() - started} ms`);
+
+  let running = true;
+  let removed = false;
+  const runtime = (): Promise<TcRuntimeClient> => tc.getContainerRuntimeClient();
+  const handle: MysqlContainer = {
+    get url() {
+      return url();
+    },
+    get port() {
+      return container.getMappedPort(3306);
+    },
+    dataDir: '',
+    pid: 0,
+    // Not container.stop(): testcontainers memoises it (a second call after a restart is a no-op)
+    // and it deletes the container, which would make restart() impossible.
+    async stop() {
+      if (!running || removed) return;
+      const client = await runtime();
+      await client.container.stop(client.container.getById(container.getId()), { timeout: CONTAINER_STOP_GRACE_MS });
+      running = false;
+    },
+    async kill() {
+      if (!running || removed) return;
+      const client = await runtime();
+      await client.container.getById(container.getId()).kill({ signal: 'SIGKILL' });
+      running = false;
+    },
+    async restart() {
+      if (removed) throw new Error('container was removed');
+      // `docker restart` starts a stopped container too; testcontainers then re-reads the port
+      // mapping (it may change) and re-runs the wait strategy.
+      await container.restart({ timeout: CONTAINER_STOP_GRACE_MS });
+      running = true;
+      await waitForUrl(url(), 30_000);
+    },
+    async remove() {
+      if (removed) return;
+      removed = true;
+      running = false;
+      await container.stop({ timeout: CONTAINER_STOP_GRACE_MS, remove: true, removeVolumes: true });
+    },
+  };
+  return handle;
+}
+
+/** Waits until `url` accepts a login (the container's log line can precede the port mapping). */
+async function waitForUrl(url: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const conn = await mysql.createConnection({ uri: url, connectTimeout: 2000 });
+      await conn.end();
+      return;
+    } catch (err) {
+      if (Date.now() > deadline) throw new Error(`${url} not accepting connections after ${timeoutMs} ms: ${(err as Error).message}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+}
+
+/** Starts every item; if any fails, disposes of the ones that started and rethrows the first failure. */
+async function startAll<T>(starters: Array<() => Promise<T>>, what: string, dispose: (item: T) => Promise<void>): Promise<T[]> {
+  const results = await Promise.allSettled(starters.map((s) => s()));
+  const failures = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failures.length === 0) return results.map((r) => (r as PromiseFulfilledResult<T>).value);
+  await Promise.allSettled(results.map((r) => (r.status === 'fulfilled' ? dispose(r.value) : undefined)));
+  const first = failures[0]!.reason as Error;
+  throw new Error(`${failures.length} of ${starters.length} ${what} failed to start: ${first.message}`, { cause: first });
+}
+
+function startLocalShards(binary: MysqlBinary, opts: EmbeddedClusterOptions): Promise<LocalMysqld[]> {
+  const starters = Array.from({ length: opts.shards }, (_, i) => () =>
+    startLocalMysqld({
+      dataDir: path.join(opts.dataDir, `shard-${i}`),
+      port: opts.basePort === 0 ? 0 : opts.basePort + i,
+      database: EMBEDDED_DATABASE,
+      log: (msg) => opts.log(`shard-${i}: ${msg}`),
+      binary,
+    }),
+  );
+  return startAll(starters, 'local MySQL shards', (s) => s.stop());
+}
+
+export async function startEmbeddedCluster(opts: EmbeddedClusterOptions): Promise<EmbeddedCluster> {
+  if (!Number.isInteger(opts.shards) || opts.shards < 1) throw new Error(`shards must be a positive integer: ${opts.shards}`);
+  if (opts.basePort !== 0 && (!Number.isInteger(opts.basePort) || opts.basePort < 1 || opts.basePort + opts.shards - 1 > 65535)) {
+    throw new Error(`basePort ${opts.basePort} + ${opts.shards} shards does not fit in 1..65535`);
+  }
+
+  let binary = findMysqlBinary();
+  if (binary !== null) {
+    opts.log(`using local ${binary.flavor} server ${binary.server}; data under ${path.resolve(opts.dataDir)}`);
+    return localCluster(await startLocalShards(binary, opts));
+  }
+
+  if ((await dockerEngineReachable()) && loadTestcontainers() !== null) {
+    opts.log('no local MySQL binary; using mysql:8.4 containers (data is NOT kept across runs on this path)');
+    const containers = await startAll(
+      Array.from({ length: opts.shards }, (_, i) => () => startMysqlContainer({ database: EMBEDDED_DATABASE, log: (msg) => opts.log(`shard-${i}: ${msg}`) })),
+      'MySQL containers',
+      (c) => c.remove(),
+    );
+    return {
+      get urls() {
+        return containers.map((c) => c.url);
+      },
+      shards: containers,
+      async stop() {
+        await Promise.all(containers.map((c) => c.remove()));
+      },
+    };
+  }
+
+  // Throws with install instructions when it cannot install.
+  binary = await ensureMysqlBinary(opts.log);
+  return localCluster(await startLocalShards(binary, opts));
+}
+
+function localCluster(shards: LocalMysqld[]): EmbeddedCluster {
+  return {
+    get urls() {
+      return shards.map((s) => s.url);
+    },
+    shards,
+    async stop() {
+      await Promise.all(shards.map((s) => s.stop()));
+    },
+  };
+}

@@ -1,0 +1,136 @@
+/**
+ * Tests src/embedded/local-mysqld.ts against a real server: data survives a graceful restart and
+ * a crash, a server left behind by an earlier parent is taken over, and a parent killed by SIGKILL
+ * does not leave its server running. Also the test helper's createDatabase, which every suite uses.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import mysql from 'mysql2/promise';
+import { startLocalMysqld, type LocalMysqld } from '../../src/embedded/local-mysqld';
+import { startTestServer } from '../helpers/mysql';
+
+function tempDir(): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), 'kvsql-test-'));
+}
+
+async function query<T = unknown>(url: string, sql: string, params: unknown[] = []): Promise<T> {
+  const conn = await mysql.createConnection({ uri: url });
+  try {
+    const [rows] = await conn.query(sql, params);
+    return rows as T;
+  } finally {
+    await conn.end();
+  }
+}
+
+async function readValue(server: LocalMysqld, k: string): Promise<string | undefined> {
+  const rows = await query<Array<{ v: string }>>(server.url, 'SELECT v FROM kv WHERE k = ?', [k]);
+  return rows[0]?.v;
+}
+
+/** Linux: a zombie (exited, not yet reaped by init) is as dead as a missing pid. */
+function processRunning(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+async function eventually(check: () => boolean, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (check()) return true;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return check();
+}
+
+// One server for the tests below, which run in order and build on each other's rows.
+const dataDir = tempDir();
+let server!: LocalMysqld; // set by before(); undefined only if it failed
+before(async () => {
+  server = await startLocalMysqld({ dataDir, port: 0, database: 'kvsql', bufferPoolMb: 64 });
+});
+after(async () => {
+  await server?.stop();
+  fs.rmSync(dataDir, { recursive: true, force: true });
+});
+
+test('starts a fresh server on a free port and creates the database', async () => {
+  assert.match(server.url, /^mysql:\/\/root@127\.0\.0\.1:\d+\/kvsql$/);
+  assert.ok(server.pid > 0);
+  await query(server.url, 'CREATE TABLE kv (k VARCHAR(64) PRIMARY KEY, v VARCHAR(64)) ENGINE=InnoDB');
+  await query(server.url, "INSERT INTO kv VALUES ('a', 'one')");
+  const [settings] = await query<Array<Record<string, unknown>>>(
+    server.url,
+    'SELECT @@innodb_flush_log_at_trx_commit AS flush, @@bind_address AS bind, @@character_set_server AS cs',
+  );
+  assert.deepEqual(settings, { flush: 1, bind: '127.0.0.1', cs: 'utf8mb4' });
+});
+
+test('data survives stop() + restart() on the same port', async () => {
+  const { port } = server;
+  await server.stop();
+  assert.equal(server.pid, 0);
+  await assert.rejects(query(server.url, 'SELECT 1'));
+  await server.restart();
+  assert.equal(server.port, port);
+  assert.equal(await readValue(server, 'a'), 'one');
+});
+
+test('a committed row survives kill() (SIGKILL) + restart()', async () => {
+  await query(server.url, "INSERT INTO kv VALUES ('b', 'two')");
+  await server.kill();
+  await server.restart();
+  assert.equal(await readValue(server, 'a'), 'one');
+  assert.equal(await readValue(server, 'b'), 'two');
+});
+
+test('a second start on the same data dir stops the previous owner and keeps the data', async (t) => {
+  const previousPid = server.pid;
+  const successor = await startLocalMysqld({ dataDir, port: 0, database: 'kvsql', bufferPoolMb: 64 });
+  t.after(() => successor.stop());
+  assert.ok(await eventually(() => !processRunning(previousPid), 5000), 'previous server still running');
+  assert.equal(await readValue(successor, 'a'), 'one');
+  assert.equal(server.pid, 0, 'the first handle should notice its server exited');
+});
+
+test('a parent killed with SIGKILL does not leave its server running', { skip: !fs.existsSync('/usr/bin/setpriv') && !fs.existsSync('/bin/setpriv') }, async (t) => {
+  const dir = tempDir();
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const modulePath = path.join(__dirname, '../../src/embedded/local-mysqld.js');
+  const script =
+    `require(${JSON.stringify(modulePath)}).startLocalMysqld({ dataDir: ${JSON.stringify(dir)}, port: 0, database: 'kvsql', bufferPoolMb: 64 })` +
+    '.then((s) => { console.log(s.pid); setInterval(() => {}, 1000); }, (e) => { console.error(e); process.exit(1); });';
+  const parent = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  t.after(() => parent.kill('SIGKILL'));
+  const serverPid = await new Promise<number>((resolve, reject) => {
+    parent.stdout.once('data', (chunk: Buffer) => resolve(Number.parseInt(chunk.toString(), 10)));
+    parent.once('exit', (code) => reject(new Error(`parent exited with ${code} before starting the server`)));
+  });
+  assert.ok(processRunning(serverPid));
+  parent.kill('SIGKILL');
+  assert.ok(await eventually(() => !processRunning(serverPid), 5000), `server ${serverPid} outlived its parent`);
+});
+
+test('startTestServer().createDatabase() gives each caller its own empty database', async (t) => {
+  const testServer = await startTestServer();
+  t.after(() => testServer.stop());
+  const first = await testServer.createDatabase();
+  const second = await testServer.createDatabase();
+  assert.notEqual(first, second);
+  await query(first, 'CREATE TABLE t (id INT PRIMARY KEY)');
+  const tables = await query<unknown[]>(second, 'SHOW TABLES');
+  assert.equal(tables.length, 0);
+  if (testServer.canRestart) {
+    await query(first, 'INSERT INTO t VALUES (1)');
+    await testServer.restart();
+    assert.deepEqual(await query(first, 'SELECT id FROM t'), [{ id: 1 }]);
+  }
+});
