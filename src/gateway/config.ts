@@ -1,0 +1,179 @@
+/**
+ * Owns configuration: every setting, its default, its parser, resolved once (flag, then env, then
+ * the KV_CONFIG file, then default), unknown keys rejected, the result frozen. Relies on nothing
+ * else in kvsql. Workers receive their slice in workerData and never read process.env.
+ */
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+
+export interface Config {
+  host: string;
+  port: number;
+  dataDir: string;
+  /** External shard URLs; empty means "run the embedded cluster". */
+  shards: string[];
+  embeddedShards: number;
+  embeddedBasePort: number;
+  maxValueBytes: number;
+  batching: boolean;
+  maxBatchOps: number;
+  maxBatchBytes: number;
+  readsInFlight: number;
+  writesInFlight: number;
+  queueLimit: number;
+  queryTimeoutMs: number;
+  maxRetries: number;
+  expiry: boolean;
+  expiryTickMs: number;
+  expiryHorizonMs: number;
+  reapBatch: number;
+  reapsInFlight: number;
+  maxWheelKeys: number;
+  expiryLockRetryMs: number;
+  wsMaxInflight: number;
+  shutdownTimeoutMs: number;
+  logLevel: string;
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** The hard key limit: the schema's VARBINARY(1024). Not configurable. */
+export const MAX_KEY_BYTES = 1024;
+/** The largest value the store supports: tested, and within the embedded max_allowed_packet. */
+export const MAX_SUPPORTED_VALUE_BYTES = 16 * 1024 * 1024;
+
+type Parser<T> = (raw: string, name: string) => T;
+
+const int = (min: number, max: number): Parser<number> => (raw, name) => {
+  const n = Number(raw);
+  if (!/^\d+$/.test(raw.trim()) || !Number.isSafeInteger(n) || n < min || n > max) {
+    throw new ConfigError(`${name} must be an integer in ${min}..${max}, got "${raw}"`);
+  }
+  return n;
+};
+const bool: Parser<boolean> = (raw, name) => {
+  const v = raw.trim().toLowerCase();
+  if (['1', 'true', 'yes', 'on'].includes(v)) return true;
+  if (['0', 'false', 'no', 'off'].includes(v)) return false;
+  throw new ConfigError(`${name} must be true or false, got "${raw}"`);
+};
+const str: Parser<string> = (raw) => raw;
+const urls: Parser<string[]> = (raw, name) => {
+  const list = raw.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+  for (const u of list) {
+    let parsed: URL;
+    try {
+      parsed = new URL(u);
+    } catch {
+      throw new ConfigError(`${name}: "${u}" is not a URL (expected mysql://user:pass@host:3306/db)`);
+    }
+    if (parsed.protocol !== 'mysql:') throw new ConfigError(`${name}: "${u}" must start with mysql://`);
+    if (parsed.pathname.length <= 1) throw new ConfigError(`${name}: "${u}" names no database`);
+  }
+  return list;
+};
+const host: Parser<string> = (raw, name) => {
+  if (!/^[A-Za-z0-9.:\-[\]]+$/.test(raw)) throw new ConfigError(`${name}: "${raw}" is not a host name or address`);
+  return raw;
+};
+const level: Parser<string> = (raw, name) => {
+  if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(raw)) throw new ConfigError(`${name}: unknown log level "${raw}"`);
+  return raw;
+};
+
+interface Setting<K extends keyof Config> {
+  key: K;
+  env: string;
+  parse: Parser<Config[K]>;
+  def: Config[K];
+  doc: string;
+}
+
+const s = <K extends keyof Config>(key: K, env: string, parse: Parser<Config[K]>, def: Config[K], doc: string): Setting<K> => ({ key, env, parse, def, doc });
+
+/** Every setting. README's configuration table is generated from the same facts (keep in sync). */
+export const SETTINGS = [
+  s('host', 'KV_HOST', host, '127.0.0.1', 'address to listen on'),
+  s('port', 'KV_PORT', int(0, 65535), 8080, 'HTTP/WebSocket port (0 picks a free one)'),
+  s('dataDir', 'KV_DATA_DIR', str, './data', 'where the embedded shards keep their data'),
+  s('shards', 'KV_SHARDS', urls, [], 'comma-separated mysql:// URLs; empty runs the embedded cluster'),
+  s('embeddedShards', 'KV_EMBEDDED_SHARDS', int(1, 64), 2, 'number of embedded MySQL shards'),
+  s('embeddedBasePort', 'KV_EMBEDDED_BASE_PORT', int(1024, 65000), 13306, 'embedded shard i listens on base+i'),
+  s('maxValueBytes', 'KV_MAX_VALUE_BYTES', int(1, MAX_SUPPORTED_VALUE_BYTES), 1024 * 1024, 'largest value accepted'),
+  s('batching', 'KV_BATCHING', bool, true, 'gather ops into multi-row statements (false: one op per transaction)'),
+  s('maxBatchOps', 'KV_MAX_BATCH_OPS', int(1, 4096), 512, 'ops per batch'),
+  s('maxBatchBytes', 'KV_MAX_BATCH_BYTES', int(1024, 64 * 1024 * 1024), 8 * 1024 * 1024, 'value bytes per write batch'),
+  s('readsInFlight', 'KV_READS_IN_FLIGHT', int(1, 64), 4, 'read batches in flight per shard'),
+  s('writesInFlight', 'KV_WRITES_IN_FLIGHT', int(1, 64), 4, 'write transactions in flight per shard'),
+  s('queueLimit', 'KV_QUEUE_LIMIT', int(1, 1_000_000), 50_000, 'ops outstanding per shard before 503'),
+  s('queryTimeoutMs', 'KV_QUERY_TIMEOUT_MS', int(100, 600_000), 10_000, 'per-statement timeout'),
+  s('maxRetries', 'KV_MAX_RETRIES', int(0, 20), 4, 'retries of a batch after deadlock, lock wait timeout or lost connection'),
+  s('expiry', 'KV_EXPIRY', bool, true, 'run the expirer (physical deletion of expired rows)'),
+  s('expiryTickMs', 'KV_EXPIRY_TICK_MS', int(10, 10_000), 100, 'expiry wheel resolution and tick'),
+  s('expiryHorizonMs', 'KV_EXPIRY_HORIZON_MS', int(1000, 3_600_000), 60_000, 'how far ahead the wheel holds keys'),
+  s('reapBatch', 'KV_REAP_BATCH', int(1, 100_000), 2000, 'rows per overdue sweep page'),
+  s('reapsInFlight', 'KV_REAPS_IN_FLIGHT', int(1, 1_000_000), 4000, 'reaps in flight per shard (the expiry work budget)'),
+  s('maxWheelKeys', 'KV_MAX_WHEEL_KEYS', int(1000, 100_000_000), 2_000_000, 'keys the wheel may hold per shard'),
+  s('expiryLockRetryMs', 'KV_EXPIRY_LOCK_RETRY_MS', int(100, 600_000), 2000, 'how often the expirer role is checked'),
+  s('wsMaxInflight', 'KV_WS_MAX_INFLIGHT', int(1, 1_000_000), 4096, 'ops in flight per WebSocket before it stops reading'),
+  s('shutdownTimeoutMs', 'KV_SHUTDOWN_TIMEOUT_MS', int(0, 600_000), 30_000, 'how long SIGTERM waits for in-flight work'),
+  s('logLevel', 'KV_LOG_LEVEL', level, 'info', 'pino log level'),
+] as const;
+
+const BY_ENV = new Map<string, Setting<keyof Config>>(SETTINGS.map((x) => [x.env, x as Setting<keyof Config>]));
+const BY_FLAG = new Map<string, Setting<keyof Config>>(
+  SETTINGS.map((x) => [x.env.slice(3).toLowerCase().replace(/_/g, '-'), x as Setting<keyof Config>]),
+);
+/** Env variables we read that are not settings. */
+const OTHER_ENV = new Set(['KV_CONFIG', 'KV_TEST_MYSQL_URL']);
+
+/**
+ * Resolve from `--name=value` flags, then KV_* env, then the JSON file named by KV_CONFIG (keys are
+ * env names, e.g. {"KV_SHARDS": "..."}), then defaults. Throws ConfigError naming the bad setting.
+ */
+export function resolveConfig(argv: string[] = [], env: NodeJS.ProcessEnv = process.env): Readonly<Config> {
+  const raw = new Map<string, string>();
+  const file = env.KV_CONFIG;
+  if (file) {
+    let json: Record<string, unknown>;
+    try {
+      json = JSON.parse(readFileSync(file, 'utf8'));
+    } catch (err) {
+      throw new ConfigError(`KV_CONFIG: cannot read ${file}: ${(err as Error).message}`);
+    }
+    for (const [k, v] of Object.entries(json)) {
+      if (!BY_ENV.has(k)) throw new ConfigError(`KV_CONFIG: unknown setting "${k}" (known: ${[...BY_ENV.keys()].join(', ')})`);
+      raw.set(k, Array.isArray(v) ? v.join(',') : String(v));
+    }
+  }
+  for (const [k, v] of Object.entries(env)) {
+    if (!k.startsWith('KV_') || v === undefined || OTHER_ENV.has(k)) continue;
+    if (!BY_ENV.has(k)) throw new ConfigError(`unknown setting ${k} (known: ${[...BY_ENV.keys()].join(', ')})`);
+    raw.set(k, v);
+  }
+  for (const arg of argv) {
+    const m = /^--([a-z-]+)=(.*)$/s.exec(arg);
+    const setting = m ? BY_FLAG.get(m[1]) : undefined;
+    if (!m || !setting) throw new ConfigError(`unknown argument "${arg}" (flags are --name=value, e.g. --port=8080; known: ${[...BY_FLAG.keys()].join(', ')})`);
+    raw.set(setting.env, m[2]);
+  }
+  const out: Record<string, unknown> = {};
+  for (const x of SETTINGS) {
+    const v = raw.get(x.env);
+    out[x.key] = v === undefined ? x.def : x.parse(v, x.env);
+  }
+  const cfg = out as unknown as Config;
+  cfg.dataDir = resolve(cfg.dataDir);
+  return Object.freeze(cfg);
+}
+
+/** Overrides for tests and embedding: defaults, then the given values; same validation rules. */
+export function configFrom(overrides: Partial<Config>): Readonly<Config> {
+  const base = resolveConfig([], {});
+  for (const k of Object.keys(overrides)) {
+    if (!(k in base)) throw new ConfigError(`unknown setting "${k}"`);
+  }
+  return Object.freeze({ ...base, ...overrides });
+}

@@ -1,0 +1,330 @@
+/**
+ * Owns the HTTP API: routes, request decoding, response encoding. Relies on uWebSockets.js,
+ * ShardPool, protocol (ops, errors, validate) and Metrics. Must not touch MySQL or the actors'
+ * internals: every operation goes through ShardPool.submit and comes back as a Reply.
+ *
+ * uWebSockets.js lifetimes: the HttpRequest is valid only during the handler, so everything is
+ * read from it before returning; the body arrives in chunks that are neutered after each callback,
+ * so they are copied; every async response sets onAborted and writes inside cork().
+ */
+import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
+import { ERRORS, KvError, RETRY_AFTER_SECONDS, toErrorData, type ErrorCode } from '../protocol/errors';
+import {
+  FLAG_IF_ABSENT,
+  FLAG_IF_VERSION,
+  FLAG_KEEP_TTL,
+  OP_DEL,
+  OP_EXPIRE,
+  OP_GET,
+  OP_NAMES,
+  OP_PERSIST,
+  OP_PUT,
+  OP_TTL,
+  type OpCode,
+  type Reply,
+} from '../protocol/ops';
+import { checkKey, checkValue, parseTtlSeconds, parseVersionTag, type Limits } from '../protocol/validate';
+import type { Metrics } from './metrics';
+import type { ReplyTarget, ShardPool } from './shard-pool';
+
+const STATUS_TEXT: Record<number, string> = {
+  200: '200 OK',
+  201: '201 Created',
+  204: '204 No Content',
+  400: '400 Bad Request',
+  404: '404 Not Found',
+  405: '405 Method Not Allowed',
+  412: '412 Precondition Failed',
+  413: '413 Payload Too Large',
+  414: '414 URI Too Long',
+  500: '500 Internal Server Error',
+  503: '503 Service Unavailable',
+  504: '504 Gateway Timeout',
+};
+const statusLine = (s: number): string => STATUS_TEXT[s] ?? `${s} Unknown`;
+
+export interface HttpContext {
+  pool: ShardPool;
+  metrics: Metrics;
+  limits: Limits;
+  /** Set when shutting down: new requests get 503. */
+  closing: () => boolean;
+  /** Called when an HTTP call finishes, for graceful shutdown accounting. */
+  inflight: { n: number };
+}
+
+/** Writes a JSON error. Only call corked (inside a handler's synchronous part or res.cork). */
+function writeError(res: HttpResponse, code: ErrorCode | string, message: string, extra?: () => void): void {
+  const status = (ERRORS as Record<string, number>)[code] ?? 500;
+  res.writeStatus(statusLine(status));
+  if (status === 503) res.writeHeader('Retry-After', String(RETRY_AFTER_SECONDS));
+  extra?.();
+  res.writeHeader('Content-Type', 'application/json');
+  res.end(JSON.stringify({ error: { code, message } }));
+}
+
+/**
+ * One HTTP call waiting for its shard. Holds the response until the reply arrives; an aborted
+ * client only marks it, the shard's reply is still consumed (the write still happened).
+ */
+class HttpCall implements ReplyTarget {
+  aborted = false;
+  done = false;
+  readonly started = performance.now();
+  constructor(
+    readonly ctx: HttpContext,
+    readonly res: HttpResponse,
+    readonly op: OpCode,
+    /** TTL routes reply with JSON instead of the value. */
+    readonly ttlRoute: boolean,
+  ) {
+    ctx.inflight.n++;
+    res.onAborted(() => {
+      this.aborted = true;
+      this.finish(499);
+    });
+  }
+
+  deliver(reply: Reply): void {
+    if (this.aborted || this.done) return;
+    this.res.cork(() => this.write(reply));
+    this.finish(reply[1]);
+  }
+
+  fail(err: unknown): void {
+    if (this.aborted || this.done) return;
+    const e = toErrorData(err);
+    this.res.cork(() => writeError(this.res, e.code, e.message));
+    this.finish(ERRORS[e.code]);
+  }
+
+  finish(status: number): void {
+    if (this.done) return;
+    this.done = true;
+    this.ctx.inflight.n--;
+    this.ctx.metrics.observe('http', OP_NAMES[this.op], status, (performance.now() - this.started) / 1000);
+  }
+
+  private write(r: Reply): void {
+    const res = this.res;
+    const status = r[1];
+    if (status >= 400 && r[2] !== undefined) {
+      writeError(res, r[2] as string, r[3] as string);
+      return;
+    }
+    if (status === 404) return writeError(res, 'KV_ERR_NOT_FOUND', 'key not found');
+    if (status === 412) return writeError(res, 'KV_ERR_PRECONDITION_FAILED', 'precondition failed');
+    switch (this.op) {
+      case OP_GET: {
+        res.writeStatus('200 OK');
+        res.writeHeader('ETag', `"${r[3]}"`);
+        if (r[4] !== null) res.writeHeader('X-Expires-At', String(r[4]));
+        res.writeHeader('Content-Type', 'application/octet-stream');
+        res.end(r[2] as Uint8Array);
+        return;
+      }
+      case OP_PUT: {
+        res.writeStatus(statusLine(status));
+        res.writeHeader('ETag', `"${r[2]}"`);
+        if (r[3] !== null) res.writeHeader('X-Expires-At', String(r[3]));
+        res.writeHeader('Content-Type', 'application/json');
+        res.end(`{"version":${r[2]},"expiresAt":${r[3] ?? null}}`);
+        return;
+      }
+      case OP_DEL:
+        res.writeStatus('204 No Content');
+        res.endWithoutBody();
+        return;
+      case OP_EXPIRE:
+        res.writeStatus('200 OK').writeHeader('Content-Type', 'application/json');
+        res.end(`{"expiresAt":${r[2]}}`);
+        return;
+      case OP_PERSIST:
+        res.writeStatus('200 OK').writeHeader('Content-Type', 'application/json');
+        res.end('{"expiresAt":null}');
+        return;
+      case OP_TTL: {
+        const expiresAt = r[2] as number | null;
+        const ttl = expiresAt === null ? null : Math.max(0, expiresAt - (r[3] as number)) / 1000;
+        res.writeStatus('200 OK').writeHeader('Content-Type', 'application/json');
+        res.end(`{"ttl":${ttl},"expiresAt":${expiresAt}}`);
+        return;
+      }
+    }
+  }
+}
+
+const HEX = /^[0-9a-fA-F]{2}$/;
+
+/**
+ * The key is the percent-decoded rest of the path after the route prefix, as bytes: `%2F` is a
+ * `/` inside the key, `%00`..`%FF` any byte; a literal `/` is part of the key too. Characters
+ * outside ASCII (sent unencoded) count as their UTF-8 bytes.
+ */
+export function decodeKey(url: string, prefixLength: number): Buffer {
+  const raw = url.slice(prefixLength);
+  let plain = true;
+  for (let i = 0; i < raw.length; i++) {
+    const c = raw.charCodeAt(i);
+    if (c === 37 /* % */ || c > 127) {
+      plain = false;
+      break;
+    }
+  }
+  if (plain) return Buffer.from(raw, 'latin1');
+  const bytes: number[] = [];
+  for (let i = 0; i < raw.length; i++) {
+    const c = raw.charCodeAt(i);
+    if (c === 37) {
+      const hex = raw.slice(i + 1, i + 3);
+      if (!HEX.test(hex)) throw new KvError('KV_ERR_BAD_KEY', `bad percent-encoding at offset ${i} of the key`);
+      bytes.push(parseInt(hex, 16));
+      i += 2;
+    } else if (c > 127) {
+      for (const b of Buffer.from(raw[i], 'utf8')) bytes.push(b);
+    } else {
+      bytes.push(c);
+    }
+  }
+  return Buffer.from(bytes);
+}
+
+interface Query {
+  ttlMs: number;
+  keepTtl: boolean;
+}
+
+function parseQuery(raw: string, allowed: ReadonlySet<string>): Query {
+  const q: Query = { ttlMs: 0, keepTtl: false };
+  if (raw.length === 0) return q;
+  let sawTtl = false;
+  for (const part of raw.split('&')) {
+    if (part.length === 0) continue;
+    const eq = part.indexOf('=');
+    const name = eq === -1 ? part : part.slice(0, eq);
+    let value: string;
+    try {
+      value = decodeURIComponent((eq === -1 ? '' : part.slice(eq + 1)).replace(/\+/g, ' '));
+    } catch {
+      throw new KvError('KV_ERR_BAD_REQUEST', `query parameter "${name.slice(0, 40)}" is not valid percent-encoding`);
+    }
+    if (!allowed.has(name)) {
+      throw new KvError('KV_ERR_BAD_REQUEST', `unknown query parameter "${name.slice(0, 40)}" (allowed: ${[...allowed].join(', ') || 'none'})`);
+    }
+    if (name === 'ttl') {
+      q.ttlMs = parseTtlSeconds(value);
+      sawTtl = true;
+    } else if (name === 'keepttl') {
+      if (value === 'true' || value === '1' || value === '') q.keepTtl = true;
+      else if (value === 'false' || value === '0') q.keepTtl = false;
+      else throw new KvError('KV_ERR_BAD_REQUEST', `keepttl must be true or false, got "${value.slice(0, 40)}"`);
+    }
+  }
+  if (sawTtl && q.keepTtl) throw new KvError('KV_ERR_BAD_REQUEST', 'ttl and keepttl=true contradict each other; send one');
+  if (allowed.has('ttl') && allowed.size === 1 && !sawTtl) throw new KvError('KV_ERR_BAD_TTL', 'ttl query parameter is required');
+  return q;
+}
+
+const NO_PARAMS = new Set<string>();
+const PUT_PARAMS = new Set(['ttl', 'keepttl']);
+const TTL_PARAMS = new Set(['ttl']);
+
+interface Conditions {
+  flags: number;
+  ifVersion: number;
+}
+
+function parseConditions(req: HttpRequest, allowIfNoneMatch: boolean): Conditions {
+  const ifMatch = req.getHeader('if-match');
+  const ifNoneMatch = req.getHeader('if-none-match');
+  if (ifMatch !== '' && ifNoneMatch !== '') throw new KvError('KV_ERR_BAD_REQUEST', 'send If-Match or If-None-Match, not both');
+  if (ifNoneMatch !== '') {
+    if (!allowIfNoneMatch) throw new KvError('KV_ERR_BAD_REQUEST', 'If-None-Match is only supported on PUT');
+    if (ifNoneMatch.trim() !== '*') throw new KvError('KV_ERR_BAD_REQUEST', 'If-None-Match supports only "*" (create if absent)');
+    return { flags: FLAG_IF_ABSENT, ifVersion: 0 };
+  }
+  if (ifMatch !== '') return { flags: FLAG_IF_VERSION, ifVersion: parseVersionTag(ifMatch) };
+  return { flags: 0, ifVersion: 0 };
+}
+
+export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
+  const { pool, limits } = ctx;
+  const KV = '/v1/kv/'.length;
+  const TTL = '/v1/ttl/'.length;
+
+  /** Shared guard: refuse during shutdown, and turn any decode error into a 4xx. */
+  const guard = (res: HttpResponse, op: OpCode, fn: () => void): void => {
+    if (ctx.closing()) {
+      writeError(res, 'KV_ERR_SHUTTING_DOWN', 'server is shutting down', () => res.writeHeader('Connection', 'close'));
+      return;
+    }
+    try {
+      fn();
+    } catch (err) {
+      const e = toErrorData(err);
+      ctx.metrics.observe('http', OP_NAMES[op], ERRORS[e.code], 0);
+      writeError(res, e.code, e.code === 'KV_ERR_INTERNAL' ? 'internal error' : e.message);
+    }
+  };
+
+  const simple = (op: OpCode, prefix: number, params: ReadonlySet<string>, allowConditions: boolean, ttlRoute: boolean) =>
+    (res: HttpResponse, req: HttpRequest): void =>
+      guard(res, op, () => {
+        const key = decodeKey(req.getUrl(), prefix);
+        checkKey(key, limits);
+        const q = parseQuery(req.getQuery() ?? '', params);
+        const c = allowConditions ? parseConditions(req, false) : { flags: 0, ifVersion: 0 };
+        pool.submit(new HttpCall(ctx, res, op, ttlRoute), op, key, null, q.ttlMs, c.flags, c.ifVersion);
+      });
+
+  app.get('/v1/kv/*', simple(OP_GET, KV, NO_PARAMS, false, false));
+  app.del('/v1/kv/*', simple(OP_DEL, KV, NO_PARAMS, true, false));
+  app.get('/v1/ttl/*', simple(OP_TTL, TTL, NO_PARAMS, false, true));
+  app.put('/v1/ttl/*', simple(OP_EXPIRE, TTL, TTL_PARAMS, false, true));
+  app.del('/v1/ttl/*', simple(OP_PERSIST, TTL, NO_PARAMS, false, true));
+
+  app.put('/v1/kv/*', (res, req) =>
+    guard(res, OP_PUT, () => {
+      const key = decodeKey(req.getUrl(), KV);
+      checkKey(key, limits);
+      const q = parseQuery(req.getQuery() ?? '', PUT_PARAMS);
+      const c = parseConditions(req, true);
+      const flags = c.flags | (q.keepTtl ? FLAG_KEEP_TTL : 0);
+      const declared = req.getHeader('content-length');
+      if (declared !== '' && Number(declared) > limits.maxValueBytes) checkValue(Number(declared), limits);
+      const call = new HttpCall(ctx, res, OP_PUT, false);
+      let chunks: Buffer[] | null = [];
+      let size = 0;
+      res.onData((chunk, isLast) => {
+        if (chunks === null) return; // already answered (too large)
+        size += chunk.byteLength;
+        if (size > limits.maxValueBytes) {
+          chunks = null;
+          call.fail(new KvError('KV_ERR_VALUE_TOO_LARGE', `value exceeds the limit of ${limits.maxValueBytes} bytes`));
+          return;
+        }
+        // Copy: uWebSockets.js neuters the chunk when this callback returns.
+        chunks.push(Buffer.from(new Uint8Array(chunk)));
+        if (isLast) {
+          const value = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size);
+          chunks = null;
+          pool.submit(call, OP_PUT, key, value, q.ttlMs, flags, c.ifVersion);
+        }
+      });
+    }),
+  );
+
+  // Known routes, wrong method: 405 with Allow. Empty key: 400.
+  const notAllowed = (allow: string) => (res: HttpResponse) =>
+    writeError(res, 'KV_ERR_METHOD_NOT_ALLOWED', `method not allowed; allowed: ${allow}`, () => res.writeHeader('Allow', allow));
+  const emptyKey = (res: HttpResponse) => writeError(res, 'KV_ERR_BAD_KEY', 'key must not be empty');
+  for (const route of ['/v1/kv', '/v1/ttl']) {
+    app.get(route, emptyKey).put(route, emptyKey).del(route, emptyKey);
+  }
+  app.any('/v1/kv/*', notAllowed('GET, PUT, DELETE'));
+  app.any('/v1/ttl/*', notAllowed('GET, PUT, DELETE'));
+  app.any('/v1/kv', notAllowed('GET, PUT, DELETE'));
+  app.any('/v1/ttl', notAllowed('GET, PUT, DELETE'));
+}
+
+export { writeError, statusLine };

@@ -1,0 +1,134 @@
+/**
+ * Owns the gateway's counters and their Prometheus text rendering. Relies on port-messages for
+ * the actors' stats shape. Counting is a few array writes per request; rendering happens only on
+ * a scrape of /metrics.
+ */
+import { BATCH_SIZE_BUCKETS, EXPIRY_LAG_BUCKETS_MS, type ShardStats } from '../protocol/port-messages';
+
+const LATENCY_BUCKETS_S = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+class Histogram {
+  readonly counts = new Array<number>(LATENCY_BUCKETS_S.length + 1).fill(0);
+  sum = 0;
+  count = 0;
+  observe(v: number): void {
+    let i = 0;
+    while (i < LATENCY_BUCKETS_S.length && v > LATENCY_BUCKETS_S[i]) i++;
+    this.counts[i]++;
+    this.sum += v;
+    this.count++;
+  }
+}
+
+export class Metrics {
+  private readonly requests = new Map<string, number>();
+  private readonly latency = new Map<string, Histogram>();
+  private wsConnections = 0;
+  private httpRejected = 0;
+
+  observe(api: 'http' | 'ws', op: string, status: number, seconds: number): void {
+    const key = `${api}\u0000${op}\u0000${status}`;
+    this.requests.set(key, (this.requests.get(key) ?? 0) + 1);
+    const lk = `${api}\u0000${op}`;
+    let h = this.latency.get(lk);
+    if (h === undefined) {
+      h = new Histogram();
+      this.latency.set(lk, h);
+    }
+    h.observe(seconds);
+  }
+
+  wsOpened(): void {
+    this.wsConnections++;
+  }
+
+  wsClosed(): void {
+    this.wsConnections--;
+  }
+
+  rejected(): void {
+    this.httpRejected++;
+  }
+
+  render(stats: Array<ShardStats | null>, depths: number[]): string {
+    const out: string[] = [];
+    out.push('# HELP kvsql_requests_total Requests answered, by API, operation and status.');
+    out.push('# TYPE kvsql_requests_total counter');
+    for (const [k, v] of this.requests) {
+      const [api, op, status] = k.split('\u0000');
+      out.push(`kvsql_requests_total{api="${api}",op="${op}",status="${status}"} ${v}`);
+    }
+    out.push('# HELP kvsql_request_duration_seconds Time from request to reply, by API and operation.');
+    out.push('# TYPE kvsql_request_duration_seconds histogram');
+    for (const [k, h] of this.latency) {
+      const [api, op] = k.split('\u0000');
+      let cum = 0;
+      for (let i = 0; i < LATENCY_BUCKETS_S.length; i++) {
+        cum += h.counts[i];
+        out.push(`kvsql_request_duration_seconds_bucket{api="${api}",op="${op}",le="${LATENCY_BUCKETS_S[i]}"} ${cum}`);
+      }
+      out.push(`kvsql_request_duration_seconds_bucket{api="${api}",op="${op}",le="+Inf"} ${h.count}`);
+      out.push(`kvsql_request_duration_seconds_sum{api="${api}",op="${op}"} ${h.sum}`);
+      out.push(`kvsql_request_duration_seconds_count{api="${api}",op="${op}"} ${h.count}`);
+    }
+    out.push('# HELP kvsql_websocket_connections Open WebSocket connections.');
+    out.push('# TYPE kvsql_websocket_connections gauge');
+    out.push(`kvsql_websocket_connections ${this.wsConnections}`);
+    out.push('# HELP kvsql_shard_queue_depth Operations sent to a shard actor and not yet answered.');
+    out.push('# TYPE kvsql_shard_queue_depth gauge');
+    depths.forEach((d, i) => out.push(`kvsql_shard_queue_depth{shard="${i}"} ${d}`));
+
+    const gauge = (name: string, help: string, pick: (s: ShardStats) => number) => {
+      out.push(`# HELP ${name} ${help}`);
+      out.push(`# TYPE ${name} gauge`);
+      for (const s of stats) if (s) out.push(`${name}{shard="${s.shard}"} ${pick(s)}`);
+    };
+    const counter = (name: string, help: string, pick: (s: ShardStats) => number) => {
+      out.push(`# HELP ${name} ${help}`);
+      out.push(`# TYPE ${name} counter`);
+      for (const s of stats) if (s) out.push(`${name}{shard="${s.shard}"} ${pick(s)}`);
+    };
+    gauge('kvsql_shard_up', '1 when the shard answers, 0 when it is down.', (s) => (s.up ? 1 : 0));
+    gauge('kvsql_shard_actor_queued', 'Operations held by the shard actor (waiting, ready or running).', (s) => s.queued);
+    counter('kvsql_shard_retries_total', 'Batches retried after deadlock, lock wait timeout or lost connection.', (s) => s.retries);
+    const batchHist = (name: string, kind: string, pick: (s: ShardStats) => number[], total: (s: ShardStats) => number) => {
+      out.push(`# HELP ${name} Operations per ${kind} batch.`);
+      out.push(`# TYPE ${name} histogram`);
+      for (const s of stats) {
+        if (!s) continue;
+        const c = pick(s);
+        let cum = 0;
+        BATCH_SIZE_BUCKETS.forEach((b, i) => {
+          cum += c[i];
+          out.push(`${name}_bucket{shard="${s.shard}",le="${b}"} ${cum}`);
+        });
+        out.push(`${name}_bucket{shard="${s.shard}",le="+Inf"} ${cum + c[BATCH_SIZE_BUCKETS.length]}`);
+        out.push(`${name}_count{shard="${s.shard}"} ${total(s)}`);
+      }
+    };
+    batchHist('kvsql_read_batch_size', 'read', (s) => s.readBatchSizes, (s) => s.readBatches);
+    batchHist('kvsql_write_batch_size', 'write', (s) => s.writeBatchSizes, (s) => s.writeBatches);
+    gauge('kvsql_expiry_is_expirer', '1 when this gateway holds the shard\'s expirer role.', (s) => (s.expiry.isExpirer ? 1 : 0));
+    counter('kvsql_expired_keys_total', 'Expired rows physically deleted by this gateway.', (s) => s.expiry.expired);
+    gauge('kvsql_expiry_wheel_keys', 'Keys held in the expiry wheel.', (s) => s.expiry.wheelSize);
+    gauge('kvsql_expiry_backlog', 'Keys known to be due and not yet deleted (due in wheel + reaps in flight + last full sweep page).', (s) => s.expiry.backlog);
+    out.push('# HELP kvsql_expiry_lag_seconds Time from expires_at to physical delete.');
+    out.push('# TYPE kvsql_expiry_lag_seconds histogram');
+    for (const s of stats) {
+      if (!s) continue;
+      let cum = 0;
+      EXPIRY_LAG_BUCKETS_MS.forEach((b, i) => {
+        cum += s.expiry.lag[i];
+        out.push(`kvsql_expiry_lag_seconds_bucket{shard="${s.shard}",le="${b / 1000}"} ${cum}`);
+      });
+      cum += s.expiry.lag[EXPIRY_LAG_BUCKETS_MS.length];
+      out.push(`kvsql_expiry_lag_seconds_bucket{shard="${s.shard}",le="+Inf"} ${cum}`);
+      out.push(`kvsql_expiry_lag_seconds_sum{shard="${s.shard}"} ${s.expiry.lagSumMs / 1000}`);
+      out.push(`kvsql_expiry_lag_seconds_count{shard="${s.shard}"} ${cum}`);
+    }
+    out.push('# HELP kvsql_rejected_total Requests refused before reaching a shard (overload, shard down).');
+    out.push('# TYPE kvsql_rejected_total counter');
+    out.push(`kvsql_rejected_total ${this.httpRejected}`);
+    return out.join('\n') + '\n';
+  }
+}

@@ -1,0 +1,98 @@
+/**
+ * Owns one gateway process's server: the uWebSockets.js app, its operational routes (/healthz,
+ * /readyz, /metrics, /v1/slots), the shard pool, and graceful shutdown. Relies on http-api,
+ * ws-api, ShardPool, Metrics, config. Must not touch MySQL: only the shard actors do.
+ *
+ * Shutdown order (SIGTERM/SIGINT via the CLI): stop listening -> refuse new requests with 503 ->
+ * wait for in-flight HTTP calls and WebSocket ops to be answered -> drain and stop the actors
+ * (their last transactions commit) -> close sockets.
+ */
+import pino from 'pino';
+import type { TemplatedApp, us_listen_socket, WebSocket } from 'uWebSockets.js';
+import { MAX_KEY_BYTES, type Config } from './config';
+import { mountHttpApi, writeError } from './http-api';
+import { Metrics } from './metrics';
+import { ShardPool } from './shard-pool';
+import { loadUws } from './uws';
+import { mountWsApi } from './ws-api';
+
+export interface Server {
+  port: number;
+  host: string;
+  pool: ShardPool;
+  close(): Promise<void>;
+}
+
+export type Logger = pino.Logger;
+
+export function createLogger(level: string): Logger {
+  return pino({ level, base: { service: 'kvsql' } });
+}
+
+export async function startServer(config: Readonly<Config>, shardUrls: string[], log: Logger = createLogger(config.logLevel)): Promise<Server> {
+  const uws = loadUws();
+  const pool = await ShardPool.start(config, shardUrls, log);
+  const metrics = new Metrics();
+  const limits = { maxKeyBytes: MAX_KEY_BYTES, maxValueBytes: config.maxValueBytes };
+  let closing = false;
+  const inflight = { n: 0 };
+  const sockets = new Set<WebSocket<unknown>>();
+
+  const app: TemplatedApp = uws.App();
+  mountHttpApi(app, { pool, metrics, limits, closing: () => closing, inflight });
+  mountWsApi(app, { pool, metrics, limits, closing: () => closing, inflight, sockets, maxInflight: config.wsMaxInflight });
+
+  app.get('/healthz', (res) => {
+    res.writeHeader('Content-Type', 'application/json').end('{"status":"ok"}');
+  });
+  app.get('/readyz', (res) => {
+    const health = pool.health();
+    const down = health.filter((h) => !h.up);
+    if (closing) {
+      writeError(res, 'KV_ERR_SHUTTING_DOWN', 'server is shutting down');
+    } else if (down.length > 0) {
+      res.writeStatus('503 Service Unavailable').writeHeader('Retry-After', '1').writeHeader('Content-Type', 'application/json');
+      res.end(JSON.stringify({ status: 'unavailable', down: down.map((d) => ({ shard: d.shard, error: d.error })) }));
+    } else {
+      res.writeHeader('Content-Type', 'application/json').end(JSON.stringify({ status: 'ready', shards: health.length }));
+    }
+  });
+  app.get('/metrics', (res) => {
+    let aborted = false;
+    res.onAborted(() => (aborted = true));
+    void pool.stats().then((stats) => {
+      if (aborted) return;
+      const body = metrics.render(stats, pool.queueDepths());
+      res.cork(() => res.writeHeader('Content-Type', 'text/plain; version=0.0.4').end(body));
+    });
+  });
+  app.get('/v1/slots', (res) => {
+    res.writeHeader('Content-Type', 'application/json');
+    res.end(JSON.stringify({ slots: 16384, hash: 'crc16-xmodem', shards: pool.shardCount, ranges: pool.slotMap.toRanges() }));
+  });
+  app.any('/*', (res) => writeError(res, 'KV_ERR_ROUTE_NOT_FOUND', 'no such route; see README for the API'));
+
+  const listenSocket = await new Promise<us_listen_socket>((resolve, reject) => {
+    app.listen(config.host, config.port, (sock) => (sock ? resolve(sock) : reject(new Error(`cannot listen on ${config.host}:${config.port}`))));
+  });
+  const port = uws.us_socket_local_port(listenSocket);
+  log.info({ host: config.host, port, shards: shardUrls.length, batching: config.batching }, 'kvsql listening');
+
+  let closed: Promise<void> | null = null;
+  const close = (): Promise<void> => {
+    if (closed) return closed;
+    closed = (async () => {
+      closing = true;
+      uws.us_listen_socket_close(listenSocket);
+      const deadline = Date.now() + config.shutdownTimeoutMs;
+      while (inflight.n > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      if (inflight.n > 0) log.warn({ inflight: inflight.n }, 'shutdown timeout: answering no more');
+      for (const ws of sockets) ws.end(1001, 'server shutting down');
+      await pool.stop(Math.max(1000, deadline - Date.now()));
+      log.info({}, 'kvsql stopped');
+    })();
+    return closed;
+  };
+
+  return { port, host: config.host, pool, close };
+}

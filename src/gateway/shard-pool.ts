@@ -1,0 +1,264 @@
+/**
+ * Owns the gateway's side of the shard actors: one worker thread per shard, the requests waiting
+ * for replies, and the per-shard bound on outstanding work. Relies on protocol (slot map, ops,
+ * port messages). Must not touch HTTP or WebSocket objects: a reply goes to a `ReplyTarget`.
+ *
+ *   submit(target, request) ─> shard = slotMap.shardOf(key)
+ *        outstanding[shard] >= queueLimit or shard down?  -> target gets 503 at once
+ *        else frame[shard].push(request); one postMessage per shard per event-loop turn
+ *   worker reply frame ─> pending.get(id).deliver(reply)
+ */
+import { Worker } from 'node:worker_threads';
+import { join } from 'node:path';
+import { Packr } from 'msgpackr';
+import { RETRY_AFTER_SECONDS, type ErrorData } from '../protocol/errors';
+import type { Reply, Request } from '../protocol/ops';
+import type { ActorConfig, FromActor, ShardStats, ToActor } from '../protocol/port-messages';
+import { SlotMap } from '../protocol/slot-map';
+import type { Config } from './config';
+
+export interface ReplyTarget {
+  deliver(reply: Reply): void;
+}
+
+export interface PoolLogger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+const ACTOR_MAIN = join(__dirname, '..', 'shard-actor', 'main.js');
+
+class ShardHandle {
+  readonly worker: Worker;
+  /** Requests sent to this shard and not yet answered, by id. */
+  readonly pending = new Map<number, ReplyTarget>();
+  up = true;
+  lastError: ErrorData | undefined;
+  frame: Request[] = [];
+  constructor(
+    readonly index: number,
+    cfg: ActorConfig,
+  ) {
+    this.worker = new Worker(ACTOR_MAIN, { workerData: cfg, name: `shard-${index}` });
+  }
+}
+
+export class ShardPool {
+  readonly slotMap: SlotMap;
+  private readonly shards: ShardHandle[];
+  private nextId = 1;
+  private totalOutstanding = 0;
+  private flushScheduled = false;
+  private readonly packr = new Packr({ useRecords: false, moreTypes: false });
+  private statsWaiters = new Map<number, (s: ShardStats) => void>();
+  private nextStatsId = 1;
+  private readonly queueLimit: number;
+  /** Called when the last outstanding request is answered (for graceful shutdown). */
+  onIdle: (() => void) | null = null;
+
+  private constructor(config: Readonly<Config>, urls: string[], private readonly log: PoolLogger) {
+    this.queueLimit = config.queueLimit;
+    this.slotMap = SlotMap.even(urls.length);
+    this.shards = urls.map(
+      (url, i) =>
+        new ShardHandle(i, {
+          shard: i,
+          shardCount: urls.length,
+          url,
+          slotRanges: this.slotMap.rangesOf(i),
+          batching: config.batching,
+          maxBatchOps: config.maxBatchOps,
+          maxBatchBytes: config.maxBatchBytes,
+          readsInFlight: config.readsInFlight,
+          writesInFlight: config.writesInFlight,
+          queryTimeoutMs: config.queryTimeoutMs,
+          maxRetries: config.maxRetries,
+          expiry: {
+            enabled: config.expiry,
+            tickMs: config.expiryTickMs,
+            horizonMs: config.expiryHorizonMs,
+            reapBatch: config.reapBatch,
+            reapsInFlight: config.reapsInFlight,
+            maxWheelKeys: config.maxWheelKeys,
+            lockRetryMs: config.expiryLockRetryMs,
+          },
+        }),
+    );
+  }
+
+  /** Start one actor per shard URL; resolves when every actor has initialised its shard. */
+  static async start(config: Readonly<Config>, urls: string[], log: PoolLogger): Promise<ShardPool> {
+    const pool = new ShardPool(config, urls, log);
+    try {
+      await Promise.all(pool.shards.map((s) => pool.wire(s)));
+    } catch (err) {
+      await Promise.all(pool.shards.map((s) => s.worker.terminate()));
+      throw err;
+    }
+    return pool;
+  }
+
+  get shardCount(): number {
+    return this.shards.length;
+  }
+
+  /** Requests sent and not yet answered, over all shards. */
+  get outstanding(): number {
+    return this.totalOutstanding;
+  }
+
+  health(): Array<{ shard: number; up: boolean; error?: ErrorData }> {
+    return this.shards.map((s) => ({ shard: s.index, up: s.up, error: s.up ? undefined : s.lastError }));
+  }
+
+  queueDepths(): number[] {
+    return this.shards.map((s) => s.pending.size);
+  }
+
+  /** Route one request. The target is answered exactly once, possibly synchronously. */
+  submit(target: ReplyTarget, op: Request[1], key: Uint8Array, value: Uint8Array | null, ttlMs: number, flags: number, ifVersion: number): void {
+    const shard = this.shards[this.slotMap.shardOf(key)];
+    if (!shard.up) {
+      target.deliver([0, 503, 'KV_ERR_SHARD_UNAVAILABLE', `shard ${shard.index} is unavailable`, RETRY_AFTER_SECONDS]);
+      return;
+    }
+    if (shard.pending.size >= this.queueLimit) {
+      target.deliver([0, 503, 'KV_ERR_OVERLOADED', `shard ${shard.index} has ${shard.pending.size} operations queued`, RETRY_AFTER_SECONDS]);
+      return;
+    }
+    const id = this.nextId++;
+    shard.pending.set(id, target);
+    this.totalOutstanding++;
+    shard.frame.push([id, op, key, value, ttlMs, flags, ifVersion]);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flushFrames);
+    }
+  }
+
+  /** One postMessage per shard carrying everything submitted during this event-loop turn. */
+  private readonly flushFrames = (): void => {
+    this.flushScheduled = false;
+    for (const s of this.shards) {
+      if (s.frame.length === 0) continue;
+      const bytes = new Uint8Array(this.packr.pack(s.frame));
+      s.frame = [];
+      s.worker.postMessage(bytes satisfies ToActor, [bytes.buffer as ArrayBuffer]);
+    }
+  };
+
+  async stats(timeoutMs = 2000): Promise<Array<ShardStats | null>> {
+    return Promise.all(
+      this.shards.map(
+        (s) =>
+          new Promise<ShardStats | null>((resolve) => {
+            const id = this.nextStatsId++;
+            const timer = setTimeout(() => {
+              this.statsWaiters.delete(id);
+              resolve(null);
+            }, timeoutMs);
+            this.statsWaiters.set(id, (st) => {
+              clearTimeout(timer);
+              resolve(st);
+            });
+            s.worker.postMessage({ type: 'stats', id } satisfies ToActor);
+          }),
+      ),
+    );
+  }
+
+  /** Let every actor finish what it accepted, then stop them and close their MySQL pools. */
+  async stop(timeoutMs: number): Promise<void> {
+    const waitFor = (s: ShardHandle, type: 'drained' | 'stopped') =>
+      new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, timeoutMs);
+        const on = (m: FromActor) => {
+          if (!(m instanceof Uint8Array) && m.type === type) {
+            clearTimeout(timer);
+            s.worker.off('message', on);
+            resolve();
+          }
+        };
+        s.worker.on('message', on);
+        s.worker.once('exit', () => resolve());
+      });
+    await Promise.all(
+      this.shards.map(async (s) => {
+        const drained = waitFor(s, 'drained');
+        s.worker.postMessage({ type: 'drain' } satisfies ToActor);
+        await drained;
+        const stopped = waitFor(s, 'stopped');
+        s.worker.postMessage({ type: 'stop' } satisfies ToActor);
+        await stopped;
+        await s.worker.terminate();
+      }),
+    );
+  }
+
+  private wire(s: ShardHandle): Promise<void> {
+    return new Promise((resolve, reject) => {
+      let started = false;
+      s.worker.on('message', (m: FromActor) => {
+        if (m instanceof Uint8Array) {
+          this.onReplies(s, this.packr.unpack(m) as Reply[]);
+          return;
+        }
+        switch (m.type) {
+          case 'ready':
+            started = true;
+            resolve();
+            break;
+          case 'fatal':
+            this.log.error({ shard: s.index, error: m.error }, 'shard actor failed to start');
+            reject(new Error(`shard ${s.index}: ${m.error.message}`));
+            break;
+          case 'health':
+            s.up = m.up;
+            s.lastError = m.error;
+            if (m.up) this.log.info({ shard: s.index }, 'shard up');
+            else this.log.error({ shard: s.index, error: m.error }, 'shard down');
+            break;
+          case 'stats':
+            this.statsWaiters.get(m.id)?.(m.stats);
+            this.statsWaiters.delete(m.id);
+            break;
+          case 'log':
+            this.log[m.level]({ shard: s.index, ...m.data }, m.msg);
+            break;
+        }
+      });
+      s.worker.on('error', (err) => {
+        this.log.error({ shard: s.index, err: err.message }, 'shard actor crashed');
+        if (!started) reject(err);
+        this.failShard(s, 'shard actor crashed');
+      });
+      s.worker.on('exit', (code) => {
+        if (!started) reject(new Error(`shard ${s.index} actor exited with code ${code}`));
+      });
+    });
+  }
+
+  private onReplies(s: ShardHandle, replies: Reply[]): void {
+    for (const r of replies) {
+      const target = s.pending.get(r[0]);
+      if (target === undefined) continue;
+      s.pending.delete(r[0]);
+      this.totalOutstanding--;
+      target.deliver(r);
+    }
+    if (this.totalOutstanding === 0 && this.onIdle) this.onIdle();
+  }
+
+  /** A crashed actor answers nothing more: fail what it held so no caller hangs. */
+  private failShard(s: ShardHandle, why: string): void {
+    s.up = false;
+    s.lastError = { code: 'KV_ERR_SHARD_UNAVAILABLE', message: why };
+    for (const [id, target] of s.pending) {
+      s.pending.delete(id);
+      this.totalOutstanding--;
+      target.deliver([id, 503, 'KV_ERR_SHARD_UNAVAILABLE', why, RETRY_AFTER_SECONDS]);
+    }
+    if (this.totalOutstanding === 0 && this.onIdle) this.onIdle();
+  }
+}

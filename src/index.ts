@@ -1,0 +1,8 @@
+/**
+ * The package entry point: the server for embedding and tests, and (from src/client) the
+ * TypeScript client.
+ */
+export { startServer, type Server } from './gateway/server';
+export { resolveConfig, configFrom, type Config } from './gateway/config';
+export { SlotMap, slotOf, SLOT_COUNT } from './protocol/slot-map';
+export { KvError, ERRORS, type ErrorCode } from './protocol/errors';

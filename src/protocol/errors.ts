@@ -1,0 +1,67 @@
+/**
+ * Owns the error registry: every error kvsql reports has a stable `KV_ERR_*` code and an HTTP
+ * status, defined here and nowhere else. Relies on nothing. Pure: no I/O.
+ *
+ * Errors cross the gateway/actor MessagePort and the WebSocket as data (`{code, message}`), never
+ * as Error instances: structured clone drops an Error's class and `code`. Match on `code`.
+ */
+
+export const ERRORS = {
+  KV_ERR_BAD_KEY: 400,
+  KV_ERR_KEY_TOO_LONG: 414,
+  KV_ERR_VALUE_TOO_LARGE: 413,
+  KV_ERR_BAD_TTL: 400,
+  KV_ERR_BAD_REQUEST: 400,
+  KV_ERR_BAD_FRAME: 400,
+  KV_ERR_UNKNOWN_OP: 400,
+  KV_ERR_NOT_FOUND: 404,
+  KV_ERR_ROUTE_NOT_FOUND: 404,
+  KV_ERR_METHOD_NOT_ALLOWED: 405,
+  KV_ERR_PRECONDITION_FAILED: 412,
+  KV_ERR_OVERLOADED: 503,
+  KV_ERR_BUSY: 503,
+  KV_ERR_SHARD_UNAVAILABLE: 503,
+  KV_ERR_OUTCOME_UNKNOWN: 503,
+  KV_ERR_SHUTTING_DOWN: 503,
+  KV_ERR_TIMEOUT: 504,
+  KV_ERR_INTERNAL: 500,
+} as const;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+/** The shape of an error on every wire: HTTP body, WebSocket reply, MessagePort message. */
+export interface ErrorData {
+  code: ErrorCode;
+  message: string;
+}
+
+export class KvError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  constructor(code: ErrorCode, message: string) {
+    super(message);
+    this.name = 'KvError';
+    this.code = code;
+    this.status = ERRORS[code];
+  }
+  toData(): ErrorData {
+    return { code: this.code, message: this.message };
+  }
+}
+
+export function statusOf(code: string): number {
+  return (ERRORS as Record<string, number>)[code] ?? 500;
+}
+
+/** Anything that is not a KvError is an internal error; its message is not leaked as-is. */
+export function toErrorData(err: unknown): ErrorData {
+  if (err instanceof KvError) return err.toData();
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && code in ERRORS) {
+    return { code: code as ErrorCode, message: String((err as Error).message ?? code) };
+  }
+  return { code: 'KV_ERR_INTERNAL', message: 'internal error' };
+}
+
+/** Seconds a client should wait before retrying a 503, sent as Retry-After. */
+export const RETRY_AFTER_SECONDS = 1;

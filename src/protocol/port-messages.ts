@@ -1,0 +1,78 @@
+/**
+ * Owns the messages between the gateway (main thread) and a shard actor (worker thread): one
+ * discriminated union per direction, here and nowhere else. Relies on ops.ts. Pure: no I/O.
+ *
+ * The hot path is a bare Uint8Array: a msgpack array of Requests (gateway -> actor) or Replies
+ * (actor -> gateway), gathered within one event-loop turn so one postMessage carries many ops.
+ * Control messages are small plain objects; errors inside them are `{code, message}` data.
+ */
+import type { ErrorData } from './errors';
+
+export interface ShardStats {
+  shard: number;
+  up: boolean;
+  queued: number;
+  readsInFlight: number;
+  writesInFlight: number;
+  readBatches: number;
+  writeBatches: number;
+  /** Histogram of batch sizes: counts per bucket, upper bounds in BATCH_SIZE_BUCKETS. */
+  readBatchSizes: number[];
+  writeBatchSizes: number[];
+  retries: number;
+  expiry: ExpiryStats;
+}
+
+export interface ExpiryStats {
+  isExpirer: boolean;
+  expired: number;
+  wheelSize: number;
+  backlog: number;
+  /** Histogram of expiry lag in ms: counts per bucket, upper bounds in EXPIRY_LAG_BUCKETS_MS. */
+  lag: number[];
+  lagSumMs: number;
+}
+
+export const BATCH_SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+export const EXPIRY_LAG_BUCKETS_MS = [10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000];
+
+export type ToActor =
+  | Uint8Array
+  | { type: 'stats'; id: number }
+  | { type: 'drain' }
+  | { type: 'stop' };
+
+export type FromActor =
+  | Uint8Array
+  | { type: 'ready' }
+  | { type: 'health'; up: boolean; error?: ErrorData }
+  | { type: 'stats'; id: number; stats: ShardStats }
+  | { type: 'log'; level: 'info' | 'warn' | 'error'; msg: string; data?: Record<string, unknown> }
+  | { type: 'fatal'; error: ErrorData }
+  | { type: 'drained' }
+  | { type: 'stopped' };
+
+/** Everything an actor needs, resolved once by the gateway and passed as workerData. */
+export interface ActorConfig {
+  shard: number;
+  shardCount: number;
+  url: string;
+  /** JSON of this shard's slot ranges; stored in the shard at first start and checked after. */
+  slotRanges: string;
+  batching: boolean;
+  maxBatchOps: number;
+  maxBatchBytes: number;
+  readsInFlight: number;
+  writesInFlight: number;
+  queryTimeoutMs: number;
+  maxRetries: number;
+  expiry: {
+    enabled: boolean;
+    tickMs: number;
+    horizonMs: number;
+    reapBatch: number;
+    reapsInFlight: number;
+    maxWheelKeys: number;
+    lockRetryMs: number;
+  };
+}

@@ -1,0 +1,391 @@
+/**
+ * Owns one shard's work: accepts operations from the gateway, keeps per-key order (KeyScheduler),
+ * gathers ready operations into batches (one SELECT for reads, one transaction for writes), runs a
+ * bounded number of batches at once, retries what MySQL asks to retry, answers every operation
+ * exactly once, and watches the shard's health. Relies on ShardStore, KeyScheduler, write-plan,
+ * VersionAllocator and Expirer. Must not touch sockets or HTTP: replies leave through `send`.
+ *
+ *   gateway frame ─> submit ─> KeyScheduler ─> ready reads ──> readLive (≤ readsInFlight)
+ *                                           └─> ready chains ─> transact (≤ writesInFlight)
+ *                               replies <─ outbox (one postMessage per completed batch)
+ *
+ * Batching: a flush runs on setImmediate after ops arrive (so everything that arrived in one
+ * event-loop turn shares a batch) or at once when maxBatchOps are ready; while all batch slots are
+ * busy, ready ops accumulate and the next batch is larger. With batching off every batch is one op.
+ */
+import { OP_GET, OP_REAP, type OpCode, type Reply, type Request } from '../protocol/ops';
+import { RETRY_AFTER_SECONDS, statusOf, type ErrorData } from '../protocol/errors';
+import { BATCH_SIZE_BUCKETS, type ActorConfig, type ShardStats } from '../protocol/port-messages';
+import { classify, toKvError } from './mysql-errors';
+import { KeyScheduler, type Chain } from './key-scheduler';
+import type { PendingOp } from './pending-op';
+import type { LiveRow, ShardStore } from './shard-store';
+import { VersionAllocator } from './version-allocator';
+import { highestVersion, planWrites, versionsNeeded, type WritePlan } from './write-plan';
+import { Expirer, type Log } from './expirer';
+
+export type SendReplies = (replies: Reply[]) => void;
+export type HealthListener = (up: boolean, error?: ErrorData) => void;
+
+/** Hard cap on ops held by the actor; the gateway's own bound is lower, this guards bugs. */
+const HARD_QUEUE_LIMIT = 1_000_000;
+const PROBE_INTERVAL_MS = 1000;
+const CLOCK_SYNC_MS = 5000;
+
+export class ShardActor {
+  private readonly scheduler: KeyScheduler;
+  private readonly versions: VersionAllocator;
+  readonly expirer: Expirer;
+  private outbox: Reply[] = [];
+  private readsInFlight = 0;
+  private writesInFlight = 0;
+  private flushScheduled = false;
+  private up = true;
+  private probing = false;
+  private initialized = false;
+  private stopping = false;
+  private clockOffset = 0;
+  private nextReapId = -1;
+  private readonly timers: NodeJS.Timeout[] = [];
+  private drainWaiters: Array<() => void> = [];
+  private readonly stats = {
+    readBatches: 0,
+    writeBatches: 0,
+    retries: 0,
+    readBatchSizes: new Array<number>(BATCH_SIZE_BUCKETS.length + 1).fill(0),
+    writeBatchSizes: new Array<number>(BATCH_SIZE_BUCKETS.length + 1).fill(0),
+  };
+  private readonly maxBatchOps: number;
+  private readonly maxBatchBytes: number;
+
+  constructor(
+    private readonly cfg: ActorConfig,
+    private readonly store: ShardStore,
+    private readonly send: SendReplies,
+    private readonly onHealth: HealthListener,
+    private readonly log: Log,
+    /** The process clock; the actor corrects it by the shard's offset. Injected for tests. */
+    private readonly localClock: () => number = Date.now,
+  ) {
+    this.maxBatchOps = cfg.batching ? cfg.maxBatchOps : 1;
+    this.maxBatchBytes = cfg.batching ? cfg.maxBatchBytes : Infinity;
+    this.scheduler = new KeyScheduler(cfg.batching ? cfg.maxBatchOps : 1);
+    this.versions = new VersionAllocator((size, above) => this.store.reserveVersionBlock(size, above));
+    this.expirer = new Expirer(cfg.expiry, store, (key, dueAt) => this.submitReap(key, dueAt), log, this.now());
+  }
+
+  /** The shard's clock, estimated locally: process clock plus the measured offset. */
+  now(): number {
+    return this.localClock() + this.clockOffset;
+  }
+
+  /**
+   * Applies the schema and checks the shard's identity. A shard that cannot be reached starts
+   * "down" (its keys get 503) and is initialised by the probe when it comes back; a shard that
+   * answers with the wrong identity is fatal.
+   */
+  async start(): Promise<void> {
+    try {
+      await this.init();
+    } catch (err) {
+      if (classify(err) !== 'connection') throw err;
+      this.up = false;
+      this.log('error', 'shard is down at start', { code: (err as { code?: string })?.code, message: (err as Error)?.message });
+      this.onHealth(false, { code: 'KV_ERR_SHARD_UNAVAILABLE', message: String((err as Error)?.message ?? err) });
+    }
+    this.timers.push(setInterval(() => void (this.up ? this.syncClock().catch(() => undefined) : undefined), CLOCK_SYNC_MS));
+    this.timers.push(setInterval(() => this.probeIfDown(), PROBE_INTERVAL_MS));
+    if (this.cfg.expiry.enabled) this.timers.push(setInterval(() => this.up && this.expirer.tick(this.now()), this.cfg.expiry.tickMs));
+    for (const t of this.timers) t.unref();
+  }
+
+  /** A frame of requests from the gateway. */
+  receive(requests: Request[]): void {
+    for (const r of requests) {
+      if (!this.up || this.stopping) {
+        this.outbox.push(errorReply(r[0], this.stopping ? 'KV_ERR_SHUTTING_DOWN' : 'KV_ERR_SHARD_UNAVAILABLE', `shard ${this.cfg.shard} is ${this.stopping ? 'stopping' : 'unavailable'}`));
+        continue;
+      }
+      if (this.scheduler.size >= HARD_QUEUE_LIMIT) {
+        this.outbox.push(errorReply(r[0], 'KV_ERR_OVERLOADED', `shard ${this.cfg.shard} queue is full`));
+        continue;
+      }
+      const key = asBuffer(r[2]);
+      this.scheduler.submit({
+        id: r[0],
+        op: r[1] as OpCode,
+        key,
+        keyStr: key.toString('latin1'),
+        value: r[3] === null ? null : asBuffer(r[3]),
+        ttlMs: r[4],
+        flags: r[5],
+        ifVersion: r[6],
+        dueAt: 0,
+      });
+    }
+    this.flushOutbox();
+    this.requestFlush();
+  }
+
+  statsSnapshot(): ShardStats {
+    return {
+      shard: this.cfg.shard,
+      up: this.up,
+      queued: this.scheduler.size,
+      readsInFlight: this.readsInFlight,
+      writesInFlight: this.writesInFlight,
+      readBatches: this.stats.readBatches,
+      writeBatches: this.stats.writeBatches,
+      readBatchSizes: this.stats.readBatchSizes.slice(),
+      writeBatchSizes: this.stats.writeBatchSizes.slice(),
+      retries: this.stats.retries,
+      expiry: this.expirer.stats(),
+    };
+  }
+
+  /** Resolves when every accepted operation has been answered. New work is refused meanwhile. */
+  drain(): Promise<void> {
+    this.stopping = true;
+    if (this.scheduler.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.drainWaiters.push(resolve));
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    for (const t of this.timers) clearInterval(t);
+    await this.expirer.stop();
+    await this.store.close();
+  }
+
+  private submitReap(key: Buffer, dueAt: number): void {
+    if (!this.up || this.stopping) {
+      this.expirer.onReapFailed(key);
+      return;
+    }
+    this.scheduler.submit({ id: this.nextReapId--, op: OP_REAP, key, keyStr: key.toString('latin1'), value: null, ttlMs: 0, flags: 0, ifVersion: 0, dueAt });
+    this.requestFlush();
+  }
+
+  private requestFlush(): void {
+    if (this.scheduler.readyReadCount >= this.maxBatchOps || this.scheduler.readyWriteCount >= this.maxBatchOps) {
+      this.flush();
+    } else if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flushNow);
+    }
+  }
+
+  private readonly flushNow = (): void => {
+    this.flushScheduled = false;
+    this.flush();
+  };
+
+  private flush(): void {
+    while (this.scheduler.readyReadCount > 0 && this.readsInFlight < this.cfg.readsInFlight) {
+      void this.runReads(this.scheduler.takeReads(this.maxBatchOps));
+    }
+    while (this.scheduler.readyWriteCount > 0 && this.writesInFlight < this.cfg.writesInFlight) {
+      void this.runWrites(this.scheduler.takeWrites(this.maxBatchOps, this.maxBatchBytes));
+    }
+  }
+
+  private async runReads(batch: PendingOp[]): Promise<void> {
+    this.readsInFlight++;
+    this.stats.readBatches++;
+    observe(this.stats.readBatchSizes, batch.length);
+    const keys: Buffer[] = [];
+    const seen = new Set<string>();
+    for (const op of batch) {
+      if (!seen.has(op.keyStr)) {
+        seen.add(op.keyStr);
+        keys.push(op.key);
+      }
+    }
+    let rows: LiveRow[] | null = null;
+    let failure: unknown = null;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        rows = await this.store.readLive(keys);
+        break;
+      } catch (err) {
+        if (attempt >= this.cfg.maxRetries || classify(err) === 'fatal') {
+          failure = err;
+          break;
+        }
+        this.stats.retries++;
+        await backoff(attempt);
+      }
+    }
+    this.readsInFlight--;
+    if (rows !== null) {
+      const byKey = new Map<string, LiveRow>();
+      for (const r of rows) byKey.set(r.k.toString('latin1'), r);
+      for (const op of batch) {
+        const row = byKey.get(op.keyStr);
+        if (row === undefined) this.outbox.push([op.id, 404]);
+        else if (op.op === OP_GET) this.outbox.push([op.id, 200, row.v, Number(row.version), row.expires_at === null ? null : Number(row.expires_at)]);
+        else this.outbox.push([op.id, 200, row.expires_at === null ? null : Number(row.expires_at), Number(row.now_ms)]);
+      }
+    } else {
+      this.onStoreError(failure);
+      const e = toKvError(failure, this.cfg.shard);
+      for (const op of batch) this.outbox.push(errorReply(op.id, e.code, e.message));
+    }
+    for (const op of batch) this.scheduler.readDone(op);
+    this.afterBatch();
+  }
+
+  private async runWrites(chains: Chain[]): Promise<void> {
+    this.writesInFlight++;
+    this.stats.writeBatches++;
+    let opCount = 0;
+    for (const c of chains) opCount += c.ops.length;
+    observe(this.stats.writeBatchSizes, opCount);
+    // Lock order: every transaction locks its rows in ascending key order.
+    chains.sort((a, b) => Buffer.compare(a.key, b.key));
+    const keys = chains.map((c) => c.key);
+    const needed = versionsNeeded(chains);
+    let plan: WritePlan | null = null;
+    let failure: unknown = null;
+    let ambiguous = false;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.store.transact(keys, async (locked, now) => {
+          const first = needed > 0 ? await this.versions.take(needed, highestVersion(locked)) : 0;
+          plan = planWrites(chains, locked, now, first);
+          return plan.mutations;
+        });
+        break;
+      } catch (err) {
+        plan = null;
+        const cls = classify(err);
+        // A connection lost while COMMIT was in flight may or may not have committed.
+        if (cls === 'connection' && (err as { kvPhase?: string }).kvPhase === 'commit') {
+          failure = err;
+          ambiguous = true;
+          break;
+        }
+        if (attempt >= this.cfg.maxRetries || cls === 'fatal') {
+          failure = err;
+          break;
+        }
+        this.stats.retries++;
+        await backoff(attempt);
+      }
+    }
+    this.writesInFlight--;
+    const committed = plan as WritePlan | null;
+    if (committed !== null) {
+      const now = this.now();
+      for (const [op, reply] of committed.replies) {
+        if (op.op === OP_REAP) this.expirer.onReaped(op.key, op.dueAt, reply[2] === 1, now);
+        else this.outbox.push(reply);
+      }
+      for (const [key, at] of committed.expiries) this.expirer.onExpirySet(key, at);
+    } else {
+      this.onStoreError(failure);
+      const e = ambiguous
+        ? { code: 'KV_ERR_OUTCOME_UNKNOWN' as const, message: `shard ${this.cfg.shard}: connection lost during commit; the write may or may not have been applied` }
+        : toKvError(failure, this.cfg.shard);
+      for (const c of chains) {
+        for (const op of c.ops) {
+          if (op.op === OP_REAP) this.expirer.onReapFailed(op.key);
+          else this.outbox.push(errorReply(op.id, e.code, e.message));
+        }
+      }
+    }
+    for (const c of chains) this.scheduler.chainDone(c);
+    this.afterBatch();
+  }
+
+  private afterBatch(): void {
+    this.flushOutbox();
+    this.flush();
+    if (this.drainWaiters.length > 0 && this.scheduler.size === 0) {
+      const waiters = this.drainWaiters;
+      this.drainWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  private flushOutbox(): void {
+    if (this.outbox.length === 0) return;
+    const out = this.outbox;
+    this.outbox = [];
+    this.send(out);
+  }
+
+  private onStoreError(err: unknown): void {
+    if (classify(err) === 'connection') {
+      this.log('warn', 'shard connection error', { code: (err as { code?: string })?.code, message: (err as Error)?.message });
+      void this.probe();
+    } else if (classify(err) === 'fatal') {
+      this.log('error', 'shard statement failed', { code: (err as { code?: string })?.code, message: (err as Error)?.message });
+    }
+  }
+
+  private probeIfDown(): void {
+    if (!this.up) void this.probe();
+  }
+
+  /** Decide up/down from one cheap query. While down, every new op gets 503 at once. */
+  private async probe(): Promise<void> {
+    if (this.probing) return;
+    this.probing = true;
+    try {
+      if (this.initialized) await this.syncClock();
+      else await this.init();
+      if (!this.up) {
+        this.up = true;
+        this.log('info', 'shard is back');
+        this.onHealth(true);
+      }
+    } catch (err) {
+      if (this.up) {
+        this.up = false;
+        this.log('error', 'shard is down', { code: (err as { code?: string })?.code, message: (err as Error)?.message });
+        this.onHealth(false, { code: 'KV_ERR_SHARD_UNAVAILABLE', message: String((err as Error)?.message ?? err) });
+        // Waiting ops would only time out one by one; answer them now.
+        for (const op of this.scheduler.drainWaiting()) {
+          if (op.op === OP_REAP) this.expirer.onReapFailed(op.key);
+          else this.outbox.push(errorReply(op.id, 'KV_ERR_SHARD_UNAVAILABLE', `shard ${this.cfg.shard} is unavailable`));
+        }
+        this.afterBatch();
+      }
+    } finally {
+      this.probing = false;
+    }
+  }
+
+  private async init(): Promise<void> {
+    await this.store.init({ shard: this.cfg.shard, shardCount: this.cfg.shardCount, slotRanges: this.cfg.slotRanges });
+    this.initialized = true;
+    await this.syncClock();
+  }
+
+  private async syncClock(): Promise<void> {
+    const t0 = this.localClock();
+    const shardNow = await this.store.now();
+    const t1 = this.localClock();
+    this.clockOffset = shardNow - Math.round((t0 + t1) / 2);
+  }
+}
+
+function errorReply(id: number, code: ErrorData['code'], message: string): Reply {
+  return [id, statusOf(code), code, message, RETRY_AFTER_SECONDS];
+}
+
+function observe(hist: number[], n: number): void {
+  let i = 0;
+  while (i < BATCH_SIZE_BUCKETS.length && n > BATCH_SIZE_BUCKETS[i]) i++;
+  hist[i]++;
+}
+
+function backoff(attempt: number): Promise<void> {
+  const ms = Math.min(200, 5 * 2 ** attempt) * (0.5 + Math.random());
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function asBuffer(u: Uint8Array): Buffer {
+  return Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength);
+}

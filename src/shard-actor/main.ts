@@ -1,0 +1,69 @@
+/**
+ * Owns the worker thread's entry point: builds the store and actor from workerData (config is
+ * resolved once by the gateway; this thread never reads process.env) and wires the MessagePort.
+ * Relies on ShardActor and MysqlShardStore.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { Packr } from 'msgpackr';
+import type { ActorConfig, FromActor, ToActor } from '../protocol/port-messages';
+import type { Reply, Request } from '../protocol/ops';
+import { toErrorData } from '../protocol/errors';
+import { ShardActor } from './actor';
+import { MysqlShardStore } from './shard-store';
+
+const cfg = workerData as ActorConfig;
+const port = parentPort!;
+const packr = new Packr({ useRecords: false, moreTypes: false });
+
+function post(msg: FromActor, transfer?: ArrayBuffer[]): void {
+  port.postMessage(msg, transfer);
+}
+
+function sendReplies(replies: Reply[]): void {
+  // pack() returns a view into a reused slab: copy into an exact-size buffer, then transfer it.
+  const bytes = new Uint8Array(packr.pack(replies));
+  post(bytes, [bytes.buffer as ArrayBuffer]);
+}
+
+const store = new MysqlShardStore({
+  url: cfg.url,
+  poolSize: cfg.readsInFlight + cfg.writesInFlight + 2,
+  queryTimeoutMs: cfg.queryTimeoutMs,
+});
+
+const actor = new ShardActor(
+  cfg,
+  store,
+  sendReplies,
+  (up, error) => post({ type: 'health', up, error }),
+  (level, msg, data) => post({ type: 'log', level, msg, data }),
+);
+
+port.on('message', (msg: ToActor) => {
+  if (msg instanceof Uint8Array) {
+    actor.receive(packr.unpack(msg) as Request[]);
+    return;
+  }
+  switch (msg.type) {
+    case 'stats':
+      post({ type: 'stats', id: msg.id, stats: actor.statsSnapshot() });
+      break;
+    case 'drain':
+      void actor.drain().then(() => post({ type: 'drained' }));
+      break;
+    case 'stop':
+      void actor.stop().finally(() => {
+        post({ type: 'stopped' });
+        port.close();
+      });
+      break;
+  }
+});
+
+actor.start().then(
+  () => post({ type: 'ready' }),
+  (err) => {
+    const data = toErrorData(err);
+    post({ type: 'fatal', error: { code: data.code, message: String((err as Error)?.message ?? err) } });
+  },
+);

@@ -1,0 +1,53 @@
+/**
+ * Owns the translation of MySQL driver errors into kvsql's terms, by `err.code`, in one place.
+ * Relies on protocol/errors. Touches no connection.
+ *
+ *   retry       the transaction was rolled back by the server and can run again as it was
+ *               (ER_LOCK_DEADLOCK 1213, ER_LOCK_WAIT_TIMEOUT 1205)
+ *   connection  the connection or server is gone; the shard may be down
+ *   fatal       anything else: a bug or a misconfigured server, reported as 500
+ */
+import { KvError } from '../protocol/errors';
+
+export type ErrorClass = 'retry' | 'connection' | 'fatal';
+
+const RETRY_CODES = new Set(['ER_LOCK_DEADLOCK', 'ER_LOCK_WAIT_TIMEOUT']);
+const CONNECTION_CODES = new Set([
+  'PROTOCOL_CONNECTION_LOST',
+  'PROTOCOL_SEQUENCE_TIMEOUT',
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENOTFOUND',
+  'ER_SERVER_SHUTDOWN',
+  'ER_CON_COUNT_ERROR',
+  'ER_TOO_MANY_USER_CONNECTIONS',
+  'ER_CONNECTION_KILLED',
+  'ER_QUERY_INTERRUPTED',
+  'ER_CLIENT_INTERACTION_TIMEOUT',
+  'ER_OPTION_PREVENTS_STATEMENT', // read-only primary during a failover
+  'ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION',
+  'POOL_CLOSED',
+]);
+
+export function classify(err: unknown): ErrorClass {
+  const e = err as { code?: string; fatal?: boolean; errno?: number } | null;
+  const code = e?.code ?? '';
+  if (RETRY_CODES.has(code)) return 'retry';
+  if (CONNECTION_CODES.has(code) || e?.fatal === true) return 'connection';
+  if (/connect|closed state|Connection lost/i.test(String((err as Error)?.message))) return 'connection';
+  return 'fatal';
+}
+
+export function toKvError(err: unknown, shard: number): KvError {
+  switch (classify(err)) {
+    case 'retry':
+      return new KvError('KV_ERR_OVERLOADED', `shard ${shard}: lock contention persisted after retries`);
+    case 'connection':
+      return new KvError('KV_ERR_SHARD_UNAVAILABLE', `shard ${shard} is unavailable`);
+    default:
+      return new KvError('KV_ERR_INTERNAL', `shard ${shard}: ${(err as { code?: string })?.code ?? 'internal error'}`);
+  }
+}

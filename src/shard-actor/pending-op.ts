@@ -1,0 +1,21 @@
+/**
+ * Owns the actor's in-memory form of one operation. Relies on protocol/ops. Pure.
+ */
+import type { OpCode, Reply } from '../protocol/ops';
+
+export interface PendingOp {
+  /** The gateway's request id (or the expirer's own id for a reap). */
+  id: number;
+  op: OpCode;
+  key: Buffer;
+  /** The key bytes as a latin1 string: a 1:1, binary-safe map key. */
+  keyStr: string;
+  value: Uint8Array | null;
+  ttlMs: number;
+  flags: number;
+  ifVersion: number;
+  /** For a reap: the expires_at the expirer saw, for the lag metric. */
+  dueAt: number;
+}
+
+export type ReplySink = (op: PendingOp, reply: Reply) => void;

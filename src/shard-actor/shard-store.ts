@@ -1,0 +1,322 @@
+/**
+ * Owns every SQL statement the actor sends to its MySQL shard, and the shard's connection pool.
+ * Relies on mysql2 and sql/schema.sql. Must not decide anything: which rows change and how is the
+ * write plan's job; when to run is the actor's.
+ *
+ * Statements are built once per batch size and cached (one text per size, so the server's parser
+ * and mysql2's formatter see a small, fixed set). The shard's clock decides expiry: every read and
+ * every write transaction evaluates NOW(3) on the server (session time zone +00:00), so gateways
+ * with skewed clocks still agree on which keys are live.
+ *
+ * A write transaction is two round trips:
+ *   1. START TRANSACTION; SELECT ... WHERE k IN (sorted keys) ORDER BY k FOR UPDATE; SELECT now
+ *   2. INSERT ... ON DUPLICATE KEY UPDATE ...; UPDATE ... CASE ...; DELETE ...; COMMIT
+ * READ COMMITTED takes no gap locks, so only existing rows in the batch are locked, in key order.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import mysql from 'mysql2/promise';
+import type { Pool, PoolConnection, RowDataPacket, ResultSetHeader } from 'mysql2/promise';
+
+export interface LiveRow {
+  k: Buffer;
+  v: Buffer;
+  version: number;
+  expires_at: number | null;
+  now_ms: number;
+}
+
+export interface LockedRow {
+  version: number;
+  expiresAt: number | null;
+}
+
+export interface RowMutations {
+  /** [key, value, version, expiresAt] */
+  upserts: Array<[Buffer, Uint8Array, number, number | null]>;
+  /** [key, expiresAt] for rows whose value is unchanged */
+  ttlUpdates: Array<[Buffer, number | null]>;
+  deletes: Buffer[];
+}
+
+export interface DueRow {
+  k: Buffer;
+  expires_at: number;
+}
+
+export interface ShardIdentity {
+  shard: number;
+  shardCount: number;
+  slotRanges: string;
+}
+
+/** The seam between the actor and MySQL. */
+export interface ShardStore {
+  init(identity: ShardIdentity): Promise<void>;
+  readLive(keys: Buffer[]): Promise<LiveRow[]>;
+  /** One attempt of one transaction. Errors thrown while committing carry `kvPhase = 'commit'`. */
+  transact(
+    sortedKeys: Buffer[],
+    decide: (locked: Map<string, LockedRow>, now: number) => Promise<RowMutations> | RowMutations,
+  ): Promise<void>;
+  /** Reserve `size` versions, all above `above`; returns the first. */
+  reserveVersionBlock(size: number, above: number): Promise<number>;
+  /** The shard's clock, in unix ms. Doubles as the health probe. */
+  now(): Promise<number>;
+  scanDueWindow(afterTs: number, uptoTs: number, limit: number): Promise<DueRow[]>;
+  scanDueTies(ts: number, afterKey: Buffer, limit: number): Promise<DueRow[]>;
+  scanOverdue(limit: number): Promise<DueRow[]>;
+  /** Try to become this shard's expirer: GET_LOCK on a dedicated connection. */
+  tryExpirerLock(): Promise<boolean>;
+  releaseExpirerLock(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export const NOW_MS = 'CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)';
+
+const placeholders = (n: number, group: string): string => new Array(n).fill(group).join(',');
+
+/** A cache of statement texts per batch size, named for logs. */
+class Statements {
+  private readonly cache = new Map<number, string>();
+  constructor(
+    readonly name: string,
+    private readonly build: (n: number) => string,
+  ) {}
+  sql(n: number): string {
+    let s = this.cache.get(n);
+    if (s === undefined) {
+      s = this.build(n);
+      this.cache.set(n, s);
+    }
+    return s;
+  }
+}
+
+export const STATEMENTS = {
+  readLive: new Statements(
+    'readLive',
+    (n) => `SELECT k, v, version, expires_at, ${NOW_MS} AS now_ms FROM kv WHERE k IN (${placeholders(n, '?')}) AND (expires_at IS NULL OR expires_at > ${NOW_MS})`,
+  ),
+  lockBatch: new Statements(
+    'lockBatch',
+    (n) => `START TRANSACTION; SELECT k, version, expires_at FROM kv WHERE k IN (${placeholders(n, '?')}) ORDER BY k FOR UPDATE; SELECT ${NOW_MS} AS now_ms`,
+  ),
+  upsertBatch: new Statements(
+    'upsertBatch',
+    (n) => `INSERT INTO kv (k, v, version, expires_at) VALUES ${placeholders(n, '(?,?,?,?)')} ON DUPLICATE KEY UPDATE v = VALUES(v), version = VALUES(version), expires_at = VALUES(expires_at)`,
+  ),
+  ttlBatch: new Statements(
+    'ttlBatch',
+    (n) => `UPDATE kv SET expires_at = CASE k ${new Array(n).fill('WHEN ? THEN ?').join(' ')} END WHERE k IN (${placeholders(n, '?')})`,
+  ),
+  deleteBatch: new Statements('deleteBatch', (n) => `DELETE FROM kv WHERE k IN (${placeholders(n, '?')})`),
+};
+
+const SCHEMA_PATH = join(__dirname, '..', '..', '..', 'sql', 'schema.sql');
+
+export function schemaStatements(): string[] {
+  return readFileSync(SCHEMA_PATH, 'utf8')
+    .split(/;\s*\n/)
+    .map((s) => s.replace(/^\s*--.*$/gm, '').trim())
+    .filter((s) => s.length > 0);
+}
+
+export interface StoreOptions {
+  url: string;
+  poolSize: number;
+  queryTimeoutMs: number;
+}
+
+export class MysqlShardStore implements ShardStore {
+  private readonly pool: Pool;
+  private lockConn: mysql.Connection | null = null;
+  private readonly timeout: number;
+
+  constructor(private readonly opts: StoreOptions) {
+    this.timeout = opts.queryTimeoutMs;
+    this.pool = mysql.createPool({
+      uri: opts.url,
+      connectionLimit: opts.poolSize,
+      maxIdle: opts.poolSize,
+      waitForConnections: true,
+      queueLimit: 0, // the actor bounds work in flight; the pool never holds more than that
+      multipleStatements: true,
+      connectTimeout: 3000,
+      enableKeepAlive: true,
+      supportBigNumbers: true,
+      bigNumberStrings: false,
+    });
+    // Every connection: READ COMMITTED (no gap locks) and UTC so NOW(3) maps 1:1 to unix time.
+    (this.pool as unknown as { pool: { on(ev: string, cb: (c: { query(sql: string): void }) => void): void } }).pool.on(
+      'connection',
+      (conn) => conn.query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; SET SESSION time_zone = '+00:00'"),
+    );
+  }
+
+  async init(identity: ShardIdentity): Promise<void> {
+    const conn = await this.pool.getConnection();
+    try {
+      for (const sql of schemaStatements()) await conn.query({ sql, timeout: 60_000 });
+      await conn.query(
+        'INSERT IGNORE INTO kv_shard (id, shard_index, shard_count, slot_ranges, created_at) VALUES (1, ?, ?, ?, ?)',
+        [identity.shard, identity.shardCount, identity.slotRanges, Date.now()],
+      );
+      const [rows] = await conn.query<RowDataPacket[]>('SELECT shard_index, shard_count, slot_ranges FROM kv_shard WHERE id = 1');
+      const row = rows[0];
+      if (row.shard_index !== identity.shard || row.slot_ranges !== identity.slotRanges) {
+        const err = new Error(
+          `shard ${identity.shard} was created as shard ${row.shard_index} of ${row.shard_count} with slots ${row.slot_ranges}; ` +
+            `this gateway maps slots ${identity.slotRanges} to it. Refusing to start: keys would be served from the wrong shard. ` +
+            'Use the same shard list (and count) as when the data was written.',
+        );
+        (err as { code?: string }).code = 'KV_SHARD_IDENTITY_MISMATCH';
+        throw err;
+      }
+    } finally {
+      conn.release();
+    }
+  }
+
+  async readLive(keys: Buffer[]): Promise<LiveRow[]> {
+    const [rows] = await this.pool.query<RowDataPacket[]>({ sql: STATEMENTS.readLive.sql(keys.length), timeout: this.timeout }, keys);
+    return rows as LiveRow[];
+  }
+
+  async transact(
+    sortedKeys: Buffer[],
+    decide: (locked: Map<string, LockedRow>, now: number) => Promise<RowMutations> | RowMutations,
+  ): Promise<void> {
+    const conn: PoolConnection = await this.pool.getConnection();
+    let broken = false;
+    try {
+      const [results] = await conn.query<RowDataPacket[][]>({ sql: STATEMENTS.lockBatch.sql(sortedKeys.length), timeout: this.timeout }, sortedKeys);
+      const lockedRows = results[1];
+      const now = Number(results[2][0].now_ms);
+      const locked = new Map<string, LockedRow>();
+      for (const r of lockedRows) {
+        locked.set((r.k as Buffer).toString('latin1'), { version: Number(r.version), expiresAt: r.expires_at === null ? null : Number(r.expires_at) });
+      }
+      const m = await decide(locked, now);
+      let sql = '';
+      const params: unknown[] = [];
+      if (m.upserts.length > 0) {
+        sql += STATEMENTS.upsertBatch.sql(m.upserts.length) + ';';
+        for (const u of m.upserts) params.push(u[0], u[1], u[2], u[3]);
+      }
+      if (m.ttlUpdates.length > 0) {
+        sql += STATEMENTS.ttlBatch.sql(m.ttlUpdates.length) + ';';
+        for (const t of m.ttlUpdates) params.push(t[0], t[1]);
+        for (const t of m.ttlUpdates) params.push(t[0]);
+      }
+      if (m.deletes.length > 0) {
+        sql += STATEMENTS.deleteBatch.sql(m.deletes.length) + ';';
+        for (const d of m.deletes) params.push(d);
+      }
+      try {
+        await conn.query({ sql: sql + 'COMMIT', timeout: this.timeout }, params);
+      } catch (err) {
+        (err as { kvPhase?: string }).kvPhase = 'commit';
+        throw err;
+      }
+    } catch (err) {
+      broken = isConnectionFatal(err);
+      if (!broken) {
+        try {
+          await conn.query({ sql: 'ROLLBACK', timeout: this.timeout });
+        } catch {
+          broken = true;
+        }
+      }
+      throw err;
+    } finally {
+      if (broken) conn.destroy();
+      else conn.release();
+    }
+  }
+
+  async reserveVersionBlock(size: number, above: number): Promise<number> {
+    // Autocommit, outside any data transaction: the counter row is locked for one statement only.
+    // GREATEST keeps versions above rows restored from a backup taken after the counter's.
+    const [results] = await this.pool.query<RowDataPacket[][]>(
+      {
+        sql: 'UPDATE kv_seq SET next_version = LAST_INSERT_ID(GREATEST(next_version, ? + 1) + ?) WHERE id = 1; SELECT LAST_INSERT_ID() AS end_version',
+        timeout: this.timeout,
+      },
+      [above, size],
+    );
+    return Number(results[1][0].end_version) - size;
+  }
+
+  async now(): Promise<number> {
+    const [rows] = await this.pool.query<RowDataPacket[]>({ sql: `SELECT ${NOW_MS} AS now_ms`, timeout: Math.min(this.timeout, 3000) });
+    return Number(rows[0].now_ms);
+  }
+
+  async scanDueWindow(afterTs: number, uptoTs: number, limit: number): Promise<DueRow[]> {
+    const [rows] = await this.pool.query<RowDataPacket[]>(
+      { sql: 'SELECT k, expires_at FROM kv WHERE expires_at > ? AND expires_at <= ? ORDER BY expires_at, k LIMIT ?', timeout: this.timeout },
+      [afterTs, uptoTs, limit],
+    );
+    return normalizeDue(rows);
+  }
+
+  async scanDueTies(ts: number, afterKey: Buffer, limit: number): Promise<DueRow[]> {
+    const [rows] = await this.pool.query<RowDataPacket[]>(
+      { sql: 'SELECT k, expires_at FROM kv WHERE expires_at = ? AND k > ? ORDER BY k LIMIT ?', timeout: this.timeout },
+      [ts, afterKey, limit],
+    );
+    return normalizeDue(rows);
+  }
+
+  async scanOverdue(limit: number): Promise<DueRow[]> {
+    const [rows] = await this.pool.query<RowDataPacket[]>(
+      { sql: `SELECT k, expires_at FROM kv WHERE expires_at <= ${NOW_MS} ORDER BY expires_at LIMIT ?`, timeout: this.timeout },
+      [limit],
+    );
+    return normalizeDue(rows);
+  }
+
+  async tryExpirerLock(): Promise<boolean> {
+    if (this.lockConn === null) {
+      const conn = await mysql.createConnection({ uri: this.opts.url, connectTimeout: 3000, enableKeepAlive: true });
+      conn.on('error', () => {
+        // The server released the lock with the connection; the next tryExpirerLock reconnects.
+        if (this.lockConn === conn) this.lockConn = null;
+      });
+      this.lockConn = conn;
+    }
+    try {
+      const [rows] = await this.lockConn.query<RowDataPacket[]>({
+        sql: "SELECT GET_LOCK(CONCAT('kvsql-expirer:', DATABASE()), 0) AS got",
+        timeout: 3000,
+      });
+      return Number(rows[0].got) === 1;
+    } catch (err) {
+      this.lockConn?.destroy();
+      this.lockConn = null;
+      throw err;
+    }
+  }
+
+  async releaseExpirerLock(): Promise<void> {
+    const conn = this.lockConn;
+    this.lockConn = null;
+    if (conn) await conn.end().catch(() => conn.destroy());
+  }
+
+  async close(): Promise<void> {
+    await this.releaseExpirerLock();
+    await this.pool.end().catch(() => undefined);
+  }
+}
+
+function normalizeDue(rows: RowDataPacket[]): DueRow[] {
+  for (const r of rows) r.expires_at = Number(r.expires_at);
+  return rows as DueRow[];
+}
+
+function isConnectionFatal(err: unknown): boolean {
+  const e = err as { fatal?: boolean; code?: string };
+  return e?.fatal === true || e?.code === 'PROTOCOL_CONNECTION_LOST' || e?.code === 'PROTOCOL_SEQUENCE_TIMEOUT';
+}

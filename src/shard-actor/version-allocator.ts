@@ -1,0 +1,57 @@
+/**
+ * Owns the versions this actor hands out. Relies on ShardStore.reserveVersionBlock. Never touches
+ * a data transaction.
+ *
+ * Versions come from blocks reserved in the shard's kv_seq row by an autocommit UPDATE, so each
+ * number is issued once per shard, by one actor, forever: a key's version never repeats, even
+ * after the key is deleted or expires and is created again. Reserving blocks outside the data
+ * transactions keeps the counter row from serializing writers (one UPDATE per BLOCK writes).
+ *
+ *   kv_seq.next_version:  ... | block of actor A | block of actor B | next free ->
+ *                               ^cursor    ^end
+ *
+ * A write must also get a version above the row's current one. With one gateway that always
+ * holds (the block is newer than any row). With several, another actor may hold a newer block;
+ * then `take` reserves a fresh block, which starts above every number issued so far.
+ */
+export class VersionAllocator {
+  private cursor = 0;
+  private end = 0;
+  private pending: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly reserve: (size: number, above: number) => Promise<number>,
+    private readonly blockSize = 10_000,
+  ) {}
+
+  /** First of `count` consecutive versions, all greater than `above`, for the caller alone. */
+  take(count: number, above: number): Promise<number> | number {
+    if (this.cursor > above && this.end - this.cursor >= count) {
+      const first = this.cursor;
+      this.cursor += count;
+      return first;
+    }
+    return this.refillAndTake(count, above);
+  }
+
+  private async refillAndTake(count: number, above: number): Promise<number> {
+    // One reservation at a time; a waiter re-checks the block another waiter just reserved.
+    const previous = this.pending;
+    let done!: () => void;
+    this.pending = new Promise((r) => (done = r));
+    try {
+      await previous;
+      if (!(this.cursor > above && this.end - this.cursor >= count)) {
+        const size = Math.max(this.blockSize, count);
+        const start = await this.reserve(size, above);
+        this.cursor = start;
+        this.end = start + size;
+      }
+      const first = this.cursor;
+      this.cursor += count;
+      return first;
+    } finally {
+      done();
+    }
+  }
+}

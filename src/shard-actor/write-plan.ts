@@ -1,0 +1,143 @@
+/**
+ * Owns the meaning of every write: given the rows a transaction has locked and the shard's clock,
+ * decide each operation's result and the row changes to apply. Relies on protocol/ops. Pure: no
+ * I/O, no clock (`now` comes from MySQL inside the transaction), so conditional writes are
+ * decided from locked rows, never from memory, and stay correct with several gateways.
+ *
+ * A chain (several writes to one key, in order) is folded over the row's state:
+ *
+ *   locked row ──op1──> state ──op2──> state ... ──> one mutation for the key:
+ *     absent at the end, row existed      -> DELETE
+ *     a put in the chain                   -> upsert (key, last value, last version, expiry)
+ *     only the expiry changed              -> expiry update
+ *
+ * A row whose expires_at <= now is treated as absent by every op (it is merely not reaped yet).
+ */
+import {
+  FLAG_IF_ABSENT,
+  FLAG_IF_VERSION,
+  FLAG_KEEP_TTL,
+  OP_DEL,
+  OP_EXPIRE,
+  OP_PERSIST,
+  OP_PUT,
+  OP_REAP,
+  type Reply,
+} from '../protocol/ops';
+import type { Chain } from './key-scheduler';
+import type { PendingOp } from './pending-op';
+import type { LockedRow, RowMutations } from './shard-store';
+
+export interface WritePlan {
+  mutations: RowMutations;
+  replies: Array<[PendingOp, Reply]>;
+  /** expires_at of each row reaped, for the expiry-lag metric. */
+  reapedDueAt: number[];
+  /** Keys whose new expires_at is set, for the expiry wheel. */
+  expiries: Array<[Buffer, number]>;
+}
+
+export function versionsNeeded(chains: Chain[]): number {
+  let n = 0;
+  for (const c of chains) for (const op of c.ops) if (op.op === OP_PUT) n++;
+  return n;
+}
+
+export function highestVersion(locked: Map<string, LockedRow>): number {
+  let max = 0;
+  for (const row of locked.values()) if (row.version > max) max = row.version;
+  return max;
+}
+
+export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now: number, firstVersion: number): WritePlan {
+  const plan: WritePlan = { mutations: { upserts: [], ttlUpdates: [], deletes: [] }, replies: [], reapedDueAt: [], expiries: [] };
+  let nextVersion = firstVersion;
+  for (const chain of chains) {
+    const row = locked.get(chain.keyStr);
+    const existed = row !== undefined;
+    let exists = existed;
+    let version = row?.version ?? 0;
+    let expiresAt = row?.expiresAt ?? null;
+    let value: Uint8Array | null = null;
+    let expiryChanged = false;
+
+    for (const op of chain.ops) {
+      const live = exists && (expiresAt === null || expiresAt > now);
+      switch (op.op) {
+        case OP_PUT: {
+          if ((op.flags & FLAG_IF_ABSENT) !== 0 && live) {
+            plan.replies.push([op, [op.id, 412]]);
+            break;
+          }
+          if ((op.flags & FLAG_IF_VERSION) !== 0 && !(live && version === op.ifVersion)) {
+            plan.replies.push([op, [op.id, 412]]);
+            break;
+          }
+          version = nextVersion++;
+          expiresAt = op.ttlMs > 0 ? now + op.ttlMs : (op.flags & FLAG_KEEP_TTL) !== 0 && live ? expiresAt : null;
+          value = op.value!;
+          exists = true;
+          plan.replies.push([op, [op.id, live ? 200 : 201, version, expiresAt]]);
+          break;
+        }
+        case OP_DEL: {
+          if (!live) {
+            exists = false; // an expired row is removed too; the caller still sees 404
+            plan.replies.push([op, [op.id, 404]]);
+          } else if ((op.flags & FLAG_IF_VERSION) !== 0 && version !== op.ifVersion) {
+            plan.replies.push([op, [op.id, 412]]);
+          } else {
+            exists = false;
+            value = null;
+            plan.replies.push([op, [op.id, 204]]);
+          }
+          break;
+        }
+        case OP_EXPIRE: {
+          if (!live) {
+            plan.replies.push([op, [op.id, 404]]);
+          } else {
+            expiresAt = now + op.ttlMs;
+            expiryChanged = true;
+            plan.replies.push([op, [op.id, 200, expiresAt]]);
+          }
+          break;
+        }
+        case OP_PERSIST: {
+          if (!live) {
+            plan.replies.push([op, [op.id, 404]]);
+          } else {
+            if (expiresAt !== null) expiryChanged = true;
+            expiresAt = null;
+            plan.replies.push([op, [op.id, 200]]);
+          }
+          break;
+        }
+        case OP_REAP: {
+          // Only a row that is still expired now, inside this transaction, is deleted.
+          const expired = exists && expiresAt !== null && expiresAt <= now;
+          if (expired) {
+            exists = false;
+            value = null;
+            plan.reapedDueAt.push(expiresAt!);
+          }
+          plan.replies.push([op, [op.id, 200, expired ? 1 : 0]]);
+          break;
+        }
+        default:
+          plan.replies.push([op, [op.id, 400, 'KV_ERR_UNKNOWN_OP', `op ${op.op} is not a write`]]);
+      }
+    }
+
+    if (!exists) {
+      if (existed) plan.mutations.deletes.push(chain.key);
+    } else if (value !== null) {
+      plan.mutations.upserts.push([chain.key, value, version, expiresAt]);
+      if (expiresAt !== null) plan.expiries.push([chain.key, expiresAt]);
+    } else if (expiryChanged) {
+      plan.mutations.ttlUpdates.push([chain.key, expiresAt]);
+      if (expiresAt !== null) plan.expiries.push([chain.key, expiresAt]);
+    }
+  }
+  return plan;
+}
