@@ -42,6 +42,10 @@ export async function startServer(config: Readonly<Config>, shardUrls: string[],
   mountHttpApi(app, { pool, metrics, limits, closing: () => closing, inflight });
   mountWsApi(app, { pool, metrics, limits, closing: () => closing, inflight, sockets, maxInflight: config.wsMaxInflight });
 
+  // The load generator's ceiling: the same server and routing layer, no shard work at all.
+  app.get('/v1/noop', (res) => {
+    res.end('ok');
+  });
   app.get('/healthz', (res) => {
     res.writeHeader('Content-Type', 'application/json').end('{"status":"ok"}');
   });

@@ -1,0 +1,49 @@
+/**
+ * Owns starting a whole kvsql store for a test: a real MySQL (test/helpers/mysql), one database
+ * per shard on it, and a gateway on port 0 in this process. Relies on startServer and
+ * startTestServer. Every suite calls it once in `before` and closes it in `after`.
+ */
+import { configFrom, type Config } from '../../src/gateway/config';
+import { createLogger, startServer, type Server } from '../../src/gateway/server';
+import { startTestServer, type TestServer } from './mysql';
+
+export interface TestStore {
+  /** http://127.0.0.1:PORT */
+  base: string;
+  port: number;
+  server: Server;
+  mysql: TestServer;
+  urls: string[];
+  config: Readonly<Config>;
+  /** Start another gateway process-equivalent on the same shards (a second gateway). */
+  startAnotherGateway(overrides?: Partial<Config>): Promise<Server>;
+  close(): Promise<void>;
+}
+
+export async function startTestStore(opts: { shards?: number; config?: Partial<Config>; mysql?: TestServer } = {}): Promise<TestStore> {
+  const mysql = opts.mysql ?? (await startTestServer());
+  const urls: string[] = [];
+  for (let i = 0; i < (opts.shards ?? 2); i++) urls.push(await mysql.createDatabase());
+  const config = configFrom({ port: 0, logLevel: process.env.KV_TEST_LOG_LEVEL ?? 'silent', ...opts.config });
+  const log = createLogger(config.logLevel);
+  const server = await startServer(config, urls, log);
+  const others: Server[] = [];
+  return {
+    base: `http://127.0.0.1:${server.port}`,
+    port: server.port,
+    server,
+    mysql,
+    urls,
+    config,
+    async startAnotherGateway(overrides = {}) {
+      const s = await startServer({ ...config, ...overrides }, urls, log);
+      others.push(s);
+      return s;
+    },
+    async close() {
+      for (const s of others) await s.close();
+      await server.close();
+      if (!opts.mysql) await mysql.stop();
+    },
+  };
+}
