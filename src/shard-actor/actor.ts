@@ -21,7 +21,7 @@ import { KeyScheduler, type Chain } from './key-scheduler';
 import type { PendingOp } from './pending-op';
 import type { LiveRow, ShardStore } from './shard-store';
 import { VersionAllocator } from './version-allocator';
-import { highestVersion, planWrites, versionsNeeded, type WritePlan } from './write-plan';
+import { createsKey, highestVersion, planWrites, versionsNeeded, type WritePlan } from './write-plan';
 import { Expirer, type Log } from './expirer';
 
 export type SendReplies = (replies: Reply[]) => void;
@@ -250,8 +250,10 @@ export class ShardActor {
     let ambiguous = false;
     for (let attempt = 0; ; attempt++) {
       try {
-        await this.store.transact(keys, async (locked, now) => {
-          const first = needed > 0 ? await this.versions.take(needed, highestVersion(locked)) : 0;
+        await this.store.transact(keys, async (locked, now, issuedBelow = 0) => {
+          // A re-created key must get a version above its deleted past, which may have been
+          // issued through another gateway: check kv_seq then (see VersionAllocator.take).
+          const first = needed > 0 ? await this.versions.take(needed, highestVersion(locked), createsKey(chains, locked) ? issuedBelow : 0) : 0;
           plan = planWrites(chains, locked, now, first);
           return plan.mutations;
         });

@@ -54,10 +54,14 @@ export interface ShardIdentity {
 export interface ShardStore {
   init(identity: ShardIdentity): Promise<void>;
   readLive(keys: Buffer[]): Promise<LiveRow[]>;
-  /** One attempt of one transaction. Errors thrown while committing carry `kvPhase = 'commit'`. */
+  /**
+   * One attempt of one transaction. Errors thrown while committing carry `kvPhase = 'commit'`.
+   * `decide` also gets kv_seq's counter as committed when the rows were locked: every version
+   * issued on this shard by then, by any gateway, is below it.
+   */
   transact(
     sortedKeys: Buffer[],
-    decide: (locked: Map<string, LockedRow>, now: number) => Promise<RowMutations> | RowMutations,
+    decide: (locked: Map<string, LockedRow>, now: number, issuedBelow: number) => Promise<RowMutations> | RowMutations,
   ): Promise<void>;
   /** Reserve `size` versions, all above `above`; returns the first. */
   reserveVersionBlock(size: number, above: number): Promise<number>;
@@ -100,7 +104,9 @@ export const STATEMENTS = {
   ),
   lockBatch: new Statements(
     'lockBatch',
-    (n) => `START TRANSACTION; SELECT k, version, expires_at FROM kv WHERE k IN (${placeholders(n, '?')}) ORDER BY k FOR UPDATE; SELECT ${NOW_MS} AS now_ms`,
+    (n) =>
+      `START TRANSACTION; SELECT k, version, expires_at FROM kv WHERE k IN (${placeholders(n, '?')}) ORDER BY k FOR UPDATE; ` +
+      `SELECT ${NOW_MS} AS now_ms, (SELECT next_version FROM kv_seq WHERE id = 1) AS next_version`,
   ),
   upsertBatch: new Statements(
     'upsertBatch',
@@ -185,7 +191,7 @@ export class MysqlShardStore implements ShardStore {
 
   async transact(
     sortedKeys: Buffer[],
-    decide: (locked: Map<string, LockedRow>, now: number) => Promise<RowMutations> | RowMutations,
+    decide: (locked: Map<string, LockedRow>, now: number, issuedBelow: number) => Promise<RowMutations> | RowMutations,
   ): Promise<void> {
     const conn: PoolConnection = await this.pool.getConnection();
     let broken = false;
@@ -193,11 +199,12 @@ export class MysqlShardStore implements ShardStore {
       const [results] = await conn.query<RowDataPacket[][]>({ sql: STATEMENTS.lockBatch.sql(sortedKeys.length), timeout: this.timeout }, sortedKeys);
       const lockedRows = results[1];
       const now = Number(results[2][0].now_ms);
+      const issuedBelow = Number(results[2][0].next_version);
       const locked = new Map<string, LockedRow>();
       for (const r of lockedRows) {
         locked.set((r.k as Buffer).toString('latin1'), { version: Number(r.version), expiresAt: r.expires_at === null ? null : Number(r.expires_at) });
       }
-      const m = await decide(locked, now);
+      const m = await decide(locked, now, issuedBelow);
       let sql = '';
       const params: unknown[] = [];
       if (m.upserts.length > 0) {

@@ -24,8 +24,15 @@ export class VersionAllocator {
     private readonly blockSize = 10_000,
   ) {}
 
-  /** First of `count` consecutive versions, all greater than `above`, for the caller alone. */
-  take(count: number, above: number): Promise<number> | number {
+  /**
+   * First of `count` consecutive versions, all greater than `above`, for the caller alone.
+   * `issuedBelow` (kv_seq's counter, 0 when not needed): when it has moved past this block,
+   * another actor reserved a newer block and may have issued versions above ours, so the
+   * versions must also be above those. A key created from absent needs this: its earlier life
+   * (deleted or reaped, perhaps through another gateway) left no row to take `above` from.
+   */
+  take(count: number, above: number, issuedBelow = 0): Promise<number> | number {
+    if (issuedBelow > this.end) above = Math.max(above, issuedBelow - 1);
     if (this.cursor > above && this.end - this.cursor >= count) {
       const first = this.cursor;
       this.cursor += count;

@@ -43,6 +43,15 @@ export function versionsNeeded(chains: Chain[]): number {
   return n;
 }
 
+/** True when a put may create a key that has no row: its past versions are then unknown here. */
+export function createsKey(chains: Chain[], locked: Map<string, LockedRow>): boolean {
+  for (const c of chains) {
+    if (locked.has(c.keyStr)) continue;
+    for (const op of c.ops) if (op.op === OP_PUT) return true;
+  }
+  return false;
+}
+
 export function highestVersion(locked: Map<string, LockedRow>): number {
   let max = 0;
   for (const row of locked.values()) if (row.version > max) max = row.version;
