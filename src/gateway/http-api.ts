@@ -53,14 +53,33 @@ export interface HttpContext {
   inflight: { n: number };
 }
 
+export interface ErrorWriteOptions {
+  /** The request was HEAD: headers only (a body would be read as the start of the next reply). */
+  head?: boolean;
+  /**
+   * The request's body is left unread: uWebSockets.js closes such a connection after the reply,
+   * so say `Connection: close`, or a keep-alive client reuses the dying socket ("socket hang up").
+   */
+  close?: boolean;
+}
+
+const CLOSE: ErrorWriteOptions = Object.freeze({ close: true });
+
 /** Writes a JSON error. Only call corked (inside a handler's synchronous part or res.cork). */
-function writeError(res: HttpResponse, code: ErrorCode | string, message: string, extra?: () => void): void {
+function writeError(res: HttpResponse, code: ErrorCode | string, message: string, extra?: () => void, opts?: ErrorWriteOptions): void {
   const status = (ERRORS as Record<string, number>)[code] ?? 500;
   res.writeStatus(statusLine(status));
   if (status === 503) res.writeHeader('Retry-After', String(RETRY_AFTER_SECONDS));
   extra?.();
   res.writeHeader('Content-Type', 'application/json');
-  res.end(JSON.stringify({ error: { code, message } }));
+  if (opts?.head) res.endWithoutBody(); // (a HEAD request has no body to leave unread)
+  else res.end(JSON.stringify({ error: { code, message } }), opts?.close);
+}
+
+/** True when the request carries a body (which only PUT /v1/kv reads). Call before returning. */
+function hasBody(req: HttpRequest): boolean {
+  const length = req.getHeader('content-length');
+  return (length !== '' && length !== '0') || req.getHeader('transfer-encoding') !== '';
 }
 
 /**
@@ -91,10 +110,11 @@ class HttpCall implements ReplyTarget {
     this.finish(reply[1]);
   }
 
-  fail(err: unknown): void {
+  /** `close`: the request body is not (fully) read, see ErrorWriteOptions. */
+  fail(err: unknown, close = false): void {
     if (this.aborted || this.done) return;
     const e = toErrorData(err);
-    this.res.cork(() => writeError(this.res, e.code, e.message));
+    this.res.cork(() => writeError(this.res, e.code, e.message, undefined, close ? CLOSE : undefined));
     this.finish(ERRORS[e.code]);
   }
 
@@ -181,7 +201,13 @@ export function decodeKey(url: string, prefixLength: number): Buffer {
       bytes.push(parseInt(hex, 16));
       i += 2;
     } else if (c > 127) {
-      for (const b of Buffer.from(raw[i], 'utf8')) bytes.push(b);
+      // uWebSockets.js decodes the raw path as UTF-8 and turns bytes that are not UTF-8 into
+      // U+FFFD, so those bytes are lost: refuse rather than write a key the client did not name.
+      if (c === 0xfffd) throw new KvError('KV_ERR_BAD_KEY', `byte at offset ${i} of the key is not UTF-8; send binary key bytes percent-encoded (%XX)`);
+      // One code point, which may be a surrogate pair: encoding the halves alone gives U+FFFD.
+      const cp = raw.codePointAt(i)!;
+      for (const b of Buffer.from(String.fromCodePoint(cp), 'utf8')) bytes.push(b);
+      if (cp > 0xffff) i++;
     } else {
       bytes.push(c);
     }
@@ -196,7 +222,6 @@ interface Query {
 
 function parseQuery(raw: string, allowed: ReadonlySet<string>): Query {
   const q: Query = { ttlMs: 0, keepTtl: false };
-  if (raw.length === 0) return q;
   let sawTtl = false;
   for (const part of raw.split('&')) {
     if (part.length === 0) continue;
@@ -252,10 +277,13 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
   const KV = '/v1/kv/'.length;
   const TTL = '/v1/ttl/'.length;
 
-  /** Shared guard: refuse during shutdown, and turn any decode error into a 4xx. */
-  const guard = (res: HttpResponse, op: OpCode, fn: () => void): void => {
+  /**
+   * Shared guard: refuse during shutdown, and turn any decode error into a 4xx. A refused
+   * request's body is never read, so such a reply closes the connection (see ErrorWriteOptions).
+   */
+  const guard = (res: HttpResponse, req: HttpRequest, op: OpCode, fn: () => void): void => {
     if (ctx.closing()) {
-      writeError(res, 'KV_ERR_SHUTTING_DOWN', 'server is shutting down', () => res.writeHeader('Connection', 'close'));
+      writeError(res, 'KV_ERR_SHUTTING_DOWN', 'server is shutting down', undefined, CLOSE);
       return;
     }
     try {
@@ -263,13 +291,13 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
     } catch (err) {
       const e = toErrorData(err);
       ctx.metrics.observe('http', OP_NAMES[op], ERRORS[e.code], 0);
-      writeError(res, e.code, e.code === 'KV_ERR_INTERNAL' ? 'internal error' : e.message);
+      writeError(res, e.code, e.code === 'KV_ERR_INTERNAL' ? 'internal error' : e.message, undefined, hasBody(req) ? CLOSE : undefined);
     }
   };
 
   const simple = (op: OpCode, prefix: number, params: ReadonlySet<string>, allowConditions: boolean, ttlRoute: boolean) =>
     (res: HttpResponse, req: HttpRequest): void =>
-      guard(res, op, () => {
+      guard(res, req, op, () => {
         const key = decodeKey(req.getUrl(), prefix);
         checkKey(key, limits);
         const q = parseQuery(req.getQuery() ?? '', params);
@@ -284,7 +312,7 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
   app.del('/v1/ttl/*', simple(OP_PERSIST, TTL, NO_PARAMS, false, true));
 
   app.put('/v1/kv/*', (res, req) =>
-    guard(res, OP_PUT, () => {
+    guard(res, req, OP_PUT, () => {
       const key = decodeKey(req.getUrl(), KV);
       checkKey(key, limits);
       const q = parseQuery(req.getQuery() ?? '', PUT_PARAMS);
@@ -300,7 +328,7 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
         size += chunk.byteLength;
         if (size > limits.maxValueBytes) {
           chunks = null;
-          call.fail(new KvError('KV_ERR_VALUE_TOO_LARGE', `value exceeds the limit of ${limits.maxValueBytes} bytes`));
+          call.fail(new KvError('KV_ERR_VALUE_TOO_LARGE', `value exceeds the limit of ${limits.maxValueBytes} bytes`), !isLast);
           return;
         }
         // Copy: uWebSockets.js neuters the chunk when this callback returns.
@@ -315,9 +343,12 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
   );
 
   // Known routes, wrong method: 405 with Allow. Empty key: 400.
-  const notAllowed = (allow: string) => (res: HttpResponse) =>
-    writeError(res, 'KV_ERR_METHOD_NOT_ALLOWED', `method not allowed; allowed: ${allow}`, () => res.writeHeader('Allow', allow));
-  const emptyKey = (res: HttpResponse) => writeError(res, 'KV_ERR_BAD_KEY', 'key must not be empty');
+  const notAllowed = (allow: string) => (res: HttpResponse, req: HttpRequest) =>
+    writeError(res, 'KV_ERR_METHOD_NOT_ALLOWED', `method not allowed; allowed: ${allow}`, () => res.writeHeader('Allow', allow), {
+      head: req.getMethod() === 'head',
+      close: hasBody(req),
+    });
+  const emptyKey = (res: HttpResponse, req: HttpRequest) => writeError(res, 'KV_ERR_BAD_KEY', 'key must not be empty', undefined, hasBody(req) ? CLOSE : undefined);
   for (const route of ['/v1/kv', '/v1/ttl']) {
     app.get(route, emptyKey).put(route, emptyKey).del(route, emptyKey);
   }
@@ -327,4 +358,4 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
   app.any('/v1/ttl', notAllowed('GET, PUT, DELETE'));
 }
 
-export { writeError, statusLine };
+export { writeError, statusLine, hasBody };

@@ -10,7 +10,7 @@
 import pino from 'pino';
 import type { TemplatedApp, us_listen_socket, WebSocket } from 'uWebSockets.js';
 import { MAX_KEY_BYTES, type Config } from './config';
-import { mountHttpApi, writeError } from './http-api';
+import { hasBody, mountHttpApi, writeError } from './http-api';
 import { Metrics } from './metrics';
 import { ShardPool } from './shard-pool';
 import { loadUws } from './uws';
@@ -74,7 +74,9 @@ export async function startServer(config: Readonly<Config>, shardUrls: string[],
     res.writeHeader('Content-Type', 'application/json');
     res.end(JSON.stringify({ slots: 16384, hash: 'crc16-xmodem', shards: pool.shardCount, ranges: pool.slotMap.toRanges() }));
   });
-  app.any('/*', (res) => writeError(res, 'KV_ERR_ROUTE_NOT_FOUND', 'no such route; see README for the API'));
+  app.any('/*', (res, req) =>
+    writeError(res, 'KV_ERR_ROUTE_NOT_FOUND', 'no such route; see README for the API', undefined, { head: req.getMethod() === 'head', close: hasBody(req) }),
+  );
 
   const listenSocket = await new Promise<us_listen_socket>((resolve, reject) => {
     app.listen(config.host, config.port, (sock) => (sock ? resolve(sock) : reject(new Error(`cannot listen on ${config.host}:${config.port}`))));
