@@ -1,10 +1,34 @@
 /**
- * Owns the WebSocket API (GET /v1/ws). Placeholder until the pipelined protocol lands.
+ * Owns the WebSocket API (GET /v1/ws): per-connection flow control, turning frames into shard
+ * requests, and gathering replies into frames. Relies on uWebSockets.js, ShardPool, the wire
+ * format in protocol/ws-codec (docs/websocket-protocol.md) and Metrics. Must not touch MySQL or
+ * the actors' internals: every op goes through ShardPool.submit and comes back as a Reply.
+ *
+ *   message(frame) ─ copy ─ decodeFrame ─┬─ request ─ flow control ─ pool.submit(WsOp) ···> deliver
+ *                                        └─ reject / frameError ─────────────┐                │
+ *                                                                            v                v
+ *                       conn.outbox: | reply | reply | ... |  <── push ──────┴────────────────┘
+ *                       setImmediate: every dirty conn ─ cork ─ send (frames of about 1 MiB)
+ *
+ * What must stay true:
+ * - `ctx.inflight.n` counts replies owed to open sockets (op submitted, or reply waiting in an
+ *   outbox); it returns to 0 only when every one was written or its socket closed (graceful
+ *   shutdown waits on it).
+ * - After `close` fires nothing touches the uWS socket again: `conn.ws` is nulled, late replies
+ *   are counted and dropped.
+ * - Memory per connection is bounded: at most ctx.maxInflight ops at the shards; new ops are
+ *   answered KV_ERR_BUSY while more than BUSY_BUFFERED_BYTES wait to be sent; and uWS closes a
+ *   socket whose send buffer passes MAX_BACKPRESSURE_BYTES (a peer that never reads).
+ * uWS has no way to pause reading a WebSocket in this version, hence answers instead of pauses.
  */
-import type { TemplatedApp, WebSocket } from 'uWebSockets.js';
+import type { HttpRequest, HttpResponse, TemplatedApp, us_socket_context_t, WebSocket } from 'uWebSockets.js';
+import { ERRORS, type ErrorData } from '../protocol/errors';
+import { OP_NAMES, type OpCode, type Reply } from '../protocol/ops';
 import type { Limits } from '../protocol/validate';
+import { decodeFrame, errorReply, frameErrorReply, ReplyFrameEncoder, toWireReply, type RequestSink, type WireReply } from '../protocol/ws-codec';
+import { writeError } from './http-api';
 import type { Metrics } from './metrics';
-import type { ShardPool } from './shard-pool';
+import type { ReplyTarget, ShardPool } from './shard-pool';
 
 export interface WsContext {
   pool: ShardPool;
@@ -16,4 +40,226 @@ export interface WsContext {
   maxInflight: number;
 }
 
-export function mountWsApi(_app: TemplatedApp, _ctx: WsContext): void {}
+export const WS_PATH = '/v1/ws';
+/** Over this many bytes waiting to be sent, new ops get KV_ERR_BUSY. */
+export const BUSY_BUFFERED_BYTES = 4 * 1024 * 1024;
+/** uWS drops sends and closes the socket past this much buffered (a peer that does not read). */
+export const MAX_BACKPRESSURE_BYTES = 64 * 1024 * 1024;
+/** Replies are cut into frames of about this size (one reply may be larger). */
+export const OUT_FRAME_BYTES = 1024 * 1024;
+/** A frame may carry one maximal value plus this much for keys, options and other requests. */
+export const FRAME_OVERHEAD_BYTES = 64 * 1024;
+/**
+ * uWS's own maxPayloadLength is this many times the frame limit. Checked on uWS 20.30: a frame
+ * over maxPayloadLength is answered by dropping the TCP connection, no close frame (the peer sees
+ * 1006). So the frame limit is enforced here, with a 1009 close and a reason, and uWS's larger
+ * limit only bounds what a connection can make the server buffer.
+ */
+const UWS_PAYLOAD_FACTOR = 2;
+/** WebSocket close code: message too big. */
+const CLOSE_TOO_BIG = 1009;
+
+/** uWS send(): the message was dropped because the socket is over maxBackpressure. */
+const SEND_DROPPED = 2;
+
+/**
+ * uWS copies the user data's own properties onto its WebSocket object (the prototype is lost), so
+ * the connection travels as a property.
+ */
+interface WsData {
+  conn: WsConn;
+}
+
+/** One WebSocket connection. */
+class WsConn implements RequestSink {
+  ws: WebSocket<WsData> | null = null;
+  closed = false;
+  /** Ops submitted to the pool and not yet answered. */
+  inflight = 0;
+  /** Replies waiting for the next flush, in arrival order. */
+  readonly outbox: WireReply[] = [];
+  dirty = false;
+  /** Sampled once per frame: the send buffer is over BUSY_BUFFERED_BYTES. */
+  overBuffered = false;
+  /** The reply past ctx.maxInflight (one object per connection, shared by its BUSY replies). */
+  private readonly busyInflight: ErrorData;
+  constructor(readonly ctx: WsContext) {
+    this.busyInflight = { code: 'KV_ERR_BUSY', message: `${ctx.maxInflight} operations are in flight on this connection (the limit); wait for replies` };
+  }
+
+  request(id: number, op: OpCode, key: Uint8Array, value: Uint8Array | null, ttlMs: number, flags: number, ifVersion: number): void {
+    const ctx = this.ctx;
+    if (ctx.closing()) return this.refuse(id, op, SHUTTING_DOWN);
+    if (this.inflight >= ctx.maxInflight) return this.refuse(id, op, this.busyInflight);
+    if (this.overBuffered) return this.refuse(id, op, BUSY_BUFFERED);
+    this.inflight++;
+    ctx.inflight.n++;
+    ctx.pool.submit(new WsOp(this, id, op), op, key, value, ttlMs, flags, ifVersion);
+  }
+
+  reject(id: number, op: number, err: ErrorData): void {
+    this.refuse(id, op, err);
+  }
+
+  frameError(message: string): void {
+    this.ctx.metrics.observe('ws', 'frame', ERRORS.KV_ERR_BAD_FRAME, 0);
+    this.ctx.inflight.n++;
+    this.push(frameErrorReply(message));
+  }
+
+  /** Answers a request that never reaches a shard. */
+  private refuse(id: number, op: number, err: ErrorData): void {
+    this.ctx.metrics.observe('ws', OP_NAMES[op] ?? 'unknown', ERRORS[err.code] ?? 500, 0);
+    this.ctx.inflight.n++;
+    this.push(errorReply(id, err));
+  }
+
+  /** Queues a reply already counted in ctx.inflight.n. */
+  push(reply: WireReply): void {
+    this.outbox.push(reply);
+    if (!this.dirty) {
+      this.dirty = true;
+      dirtyConns.push(this);
+      if (!flushScheduled) {
+        flushScheduled = true;
+        setImmediate(flushAll);
+      }
+    }
+  }
+}
+
+const SHUTTING_DOWN: ErrorData = { code: 'KV_ERR_SHUTTING_DOWN', message: 'server is shutting down' };
+const BUSY_BUFFERED: ErrorData = {
+  code: 'KV_ERR_BUSY',
+  message: `more than ${BUSY_BUFFERED_BYTES} bytes of replies wait to be sent on this connection; read them before sending more`,
+};
+
+/** One op waiting for its shard: the only object allocated per op. */
+class WsOp implements ReplyTarget {
+  readonly started = performance.now();
+  constructor(
+    readonly conn: WsConn,
+    readonly id: number,
+    readonly op: OpCode,
+  ) {}
+
+  deliver(reply: Reply): void {
+    const conn = this.conn;
+    const ctx = conn.ctx;
+    conn.inflight--;
+    ctx.metrics.observe('ws', OP_NAMES[this.op], reply[1], (performance.now() - this.started) / 1000);
+    if (conn.closed) {
+      ctx.inflight.n--; // the socket is gone: the write happened, the reply has nowhere to go
+      return;
+    }
+    conn.push(toWireReply(reply, this.id, this.op));
+  }
+}
+
+// Flushing: module-level so no closure is made per flush.
+let dirtyConns: WsConn[] = [];
+let spareConns: WsConn[] = [];
+let flushScheduled = false;
+let flushing: WsConn | null = null;
+const encoder = new ReplyFrameEncoder();
+
+function flushAll(): void {
+  flushScheduled = false;
+  const list = dirtyConns;
+  dirtyConns = spareConns;
+  spareConns = list;
+  for (let i = 0; i < list.length; i++) {
+    const conn = list[i];
+    conn.dirty = false;
+    if (conn.closed || conn.outbox.length === 0) continue;
+    flushing = conn;
+    conn.ws!.cork(writeOutbox);
+  }
+  flushing = null;
+  list.length = 0;
+}
+
+/** Runs corked: sends the flushing connection's outbox as frames of about OUT_FRAME_BYTES. */
+function writeOutbox(): void {
+  const conn = flushing!;
+  const out = conn.outbox;
+  let i = 0;
+  while (i < out.length && !conn.closed) {
+    // The encoder's bytes are reused by the next encode; uWS copies them during send().
+    const bytes = encoder.encode(out, i, OUT_FRAME_BYTES);
+    i = encoder.next;
+    if (conn.ws!.send(bytes, true, false) === SEND_DROPPED && !conn.closed) {
+      // Over MAX_BACKPRESSURE_BYTES: the peer is not reading. What was dropped can never be
+      // answered, so the connection goes (uWS should already be closing it; make sure).
+      conn.ws!.close();
+    }
+  }
+  if (!conn.closed) {
+    conn.ctx.inflight.n -= out.length;
+    out.length = 0;
+  }
+}
+
+/** The largest frame a client may send. */
+export const frameLimit = (limits: Limits): number => limits.maxValueBytes + FRAME_OVERHEAD_BYTES;
+
+export function mountWsApi(app: TemplatedApp, ctx: WsContext): void {
+  const maxFrame = frameLimit(ctx.limits);
+  app.ws<WsData>(WS_PATH, {
+    maxPayloadLength: UWS_PAYLOAD_FACTOR * maxFrame,
+    maxBackpressure: MAX_BACKPRESSURE_BYTES,
+    closeOnBackpressureLimit: 1,
+    idleTimeout: 120,
+    sendPingsAutomatically: true,
+
+    upgrade: (res: HttpResponse, req: HttpRequest, context: us_socket_context_t) => {
+      if (ctx.closing()) {
+        writeError(res, 'KV_ERR_SHUTTING_DOWN', 'server is shutting down');
+        return;
+      }
+      res.upgrade<WsData>(
+        { conn: new WsConn(ctx) },
+        req.getHeader('sec-websocket-key'),
+        req.getHeader('sec-websocket-protocol'),
+        req.getHeader('sec-websocket-extensions'),
+        context,
+      );
+    },
+
+    open: (ws) => {
+      const conn = ws.getUserData().conn;
+      conn.ws = ws;
+      ctx.sockets.add(ws as WebSocket<unknown>);
+      ctx.metrics.wsOpened();
+    },
+
+    message: (ws, message, isBinary) => {
+      const conn = ws.getUserData().conn;
+      if (message.byteLength > maxFrame) {
+        ctx.metrics.observe('ws', 'frame', ERRORS.KV_ERR_VALUE_TOO_LARGE, 0);
+        ws.end(CLOSE_TOO_BIG, `frame is ${message.byteLength} bytes, the limit is ${maxFrame}`);
+        return;
+      }
+      if (!isBinary) {
+        conn.frameError('frames must be binary (msgpack); got a text frame');
+        return;
+      }
+      conn.overBuffered = ws.getBufferedAmount() > BUSY_BUFFERED_BYTES;
+      // Copy: uWS neuters `message` when this returns, and keys/values decoded from it stay in
+      // use until the pool's flush on the next turn.
+      const frame = Buffer.allocUnsafe(message.byteLength);
+      frame.set(new Uint8Array(message));
+      decodeFrame(frame, ctx.limits, conn);
+    },
+
+    close: (ws) => {
+      const conn = ws.getUserData().conn;
+      conn.closed = true;
+      conn.ws = null;
+      ctx.sockets.delete(ws as WebSocket<unknown>);
+      ctx.inflight.n -= conn.outbox.length;
+      conn.outbox.length = 0;
+      ctx.metrics.wsClosed();
+    },
+  });
+}
