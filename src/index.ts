@@ -6,3 +6,18 @@ export { startServer, type Server } from './gateway/server';
 export { resolveConfig, configFrom, type Config } from './gateway/config';
 export { SlotMap, slotOf, SLOT_COUNT } from './protocol/slot-map';
 export { KvError, ERRORS, type ErrorCode } from './protocol/errors';
+export {
+  createClient,
+  KvClient,
+  KvClientError,
+  CLIENT_ERRORS,
+  type ClientOptions,
+  type DelOptions,
+  type GetResult,
+  type Key,
+  type KvClientErrorCode,
+  type PutOptions,
+  type PutResult,
+  type TtlResult,
+  type Value,
+} from './client';

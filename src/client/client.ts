@@ -1,0 +1,512 @@
+/**
+ * Owns the TypeScript client for the WebSocket API (docs/websocket-protocol.md): pipelining with a
+ * bounded window, per-op timeouts, and reconnecting. Relies on the `ws` package and the wire format
+ * in protocol/ws-codec (shared with the server, so validation messages match). Must not import
+ * gateway code: the client runs in other processes.
+ *
+ *   put()/get()/... ─> queue: | settled | waiting ... |      (unbounded, in issue order)
+ *                               ^ head
+ *   flush (setImmediate, when connected): while inflight < maxInflight, take from head, cut into
+ *   frames of <= maxFrameBytes, send;  inflight: Map id -> op   (<= maxInflight)
+ *   reply frame ─> inflight.get(id) ─> resolve/reject ─> flush again if the queue waits
+ *
+ * What must stay true:
+ * - An op is settled exactly once: by its reply, its timeout, a dropped connection or close().
+ * - An op that was on the wire when the connection dropped is rejected KV_ERR_CONNECTION_LOST and
+ *   never sent again; an op still in the queue waits for the next connection (or its timeout).
+ * - A timed-out op that was sent stays in `inflight` until its reply or the drop: the server still
+ *   counts it, so the window must too.
+ */
+import WebSocket from 'ws';
+import { KvError } from '../protocol/errors';
+import { OP_DEL, OP_EXPIRE, OP_GET, OP_NAMES, OP_PERSIST, OP_PUT, OP_TTL, type OpCode } from '../protocol/ops';
+import { checkTtlMs, checkValue } from '../protocol/validate';
+import {
+  decodeReplyFrame,
+  encodeRequestFrame,
+  FRAME_ERROR_ID,
+  readDelOptions,
+  readPutOptions,
+  replyError,
+  type ClientRequest,
+  type DelOptions,
+  type OpFields,
+  type PutOptions,
+  type WireReply,
+} from '../protocol/ws-codec';
+import { KvClientError } from './errors';
+
+export type { PutOptions, DelOptions };
+
+export type Key = string | Uint8Array;
+export type Value = string | Uint8Array;
+
+export interface ClientOptions {
+  /** Ops on the wire at once; more are queued locally. Default 1024. */
+  maxInflight?: number;
+  /** Per-op timeout in ms, from the call until the reply (queued time included). Default 10000. */
+  timeoutMs?: number;
+  /** Values above this are refused locally (set it to the server's KV_MAX_VALUE_BYTES). Default 1 MiB. */
+  maxValueBytes?: number;
+  /** Keys above this are refused locally (the server's limit is 1024 and not configurable). */
+  maxKeyBytes?: number;
+  /**
+   * A frame of several ops stays under this many bytes; a single op larger than it goes alone.
+   * Default 60 KiB: below the 64 KiB a server always allows beyond its largest value.
+   */
+  maxFrameBytes?: number;
+  /** First reconnect delay in ms; doubles per failed attempt (with jitter). Default 100. */
+  reconnectMinDelayMs?: number;
+  /** Largest reconnect delay in ms. Default 5000. */
+  reconnectMaxDelayMs?: number;
+}
+
+export interface GetResult {
+  /** The value's bytes (a Buffer of its own, not a view of the received frame). */
+  value: Buffer;
+  version: number;
+  /** Unix ms when the key expires, or null when it has no TTL. */
+  expiresAt: number | null;
+}
+
+export interface PutResult {
+  version: number;
+  expiresAt: number | null;
+  /** True when the key was absent (or expired) before this put. */
+  created: boolean;
+}
+
+export interface TtlResult {
+  /** Milliseconds left, or null when the key has no TTL. */
+  ttl: number | null;
+  expiresAt: number | null;
+}
+
+const DEFAULTS = {
+  maxInflight: 1024,
+  timeoutMs: 10_000,
+  maxValueBytes: 1024 * 1024,
+  maxKeyBytes: 1024,
+  maxFrameBytes: 60 * 1024,
+  reconnectMinDelayMs: 100,
+  reconnectMaxDelayMs: 5000,
+} satisfies Required<ClientOptions>;
+
+/** Encoded bytes of one request beyond its key and value (array, id, op, headers, options). */
+const REQUEST_OVERHEAD_BYTES = 128;
+
+const QUEUED = 0;
+const SENT = 1;
+const SETTLED = 2;
+
+/** One call from issue to settlement. Doubles as the wire request (ClientRequest). */
+class PendingOp implements ClientRequest {
+  id = 0;
+  state = QUEUED;
+  timer: NodeJS.Timeout | null = null;
+  constructor(
+    readonly client: KvClient,
+    readonly op: OpCode,
+    readonly key: Key,
+    readonly value: Value | null,
+    readonly ttlMs: number,
+    readonly opts: PutOptions | DelOptions | undefined,
+    /** Upper bound of its encoded size. */
+    readonly size: number,
+    readonly resolve: (v: unknown) => void,
+    readonly reject: (e: KvClientError) => void,
+  ) {}
+}
+
+function onOpTimeout(op: PendingOp): void {
+  op.timer = null;
+  if (op.state === SETTLED) return;
+  const client = op.client;
+  const sent = op.state === SENT;
+  op.state = SETTLED;
+  op.reject(
+    new KvClientError(
+      'KV_ERR_TIMEOUT',
+      sent
+        ? `${OP_NAMES[op.op]}: no reply within ${client.timeoutMs} ms; the operation may or may not have been applied`
+        : `${OP_NAMES[op.op]}: not sent within ${client.timeoutMs} ms (${client.connectionState()})`,
+    ),
+  );
+  client.dropSettledHead();
+}
+
+const scratch: OpFields = { ttlMs: 0, flags: 0, ifVersion: 0 };
+
+function keyBytes(key: unknown): number {
+  if (typeof key === 'string') return Buffer.byteLength(key, 'utf8');
+  if (key instanceof Uint8Array) return key.length;
+  return -1;
+}
+
+export class KvClient {
+  readonly url: string;
+  readonly maxInflight: number;
+  readonly timeoutMs: number;
+  private readonly maxValueBytes: number;
+  private readonly maxKeyBytes: number;
+  private readonly maxFrameBytes: number;
+  private readonly reconnectMinDelayMs: number;
+  private readonly reconnectMaxDelayMs: number;
+
+  private socket: WebSocket | null = null;
+  private open = false;
+  private closed = false;
+  private closing: Promise<void> | null = null;
+  private readonly queue: Array<PendingOp | undefined> = [];
+  private head = 0;
+  private readonly inflightOps = new Map<number, PendingOp>();
+  private nextId = 1;
+  private flushScheduled = false;
+  private readonly batch: PendingOp[] = [];
+  private attempts = 0;
+  private reconnectTimer: NodeJS.Timeout | null = null;
+  private lastError = '';
+
+  constructor(url: string, opts: ClientOptions = {}) {
+    for (const k of Object.keys(opts)) {
+      if (!(k in DEFAULTS)) throw new TypeError(`unknown client option "${k}" (known: ${Object.keys(DEFAULTS).join(', ')})`);
+    }
+    const o = { ...DEFAULTS, ...opts };
+    for (const [k, v] of Object.entries(o)) {
+      if (!Number.isSafeInteger(v) || v < 1) throw new TypeError(`client option ${k} must be a positive integer, got ${String(v)}`);
+    }
+    this.url = url;
+    this.maxInflight = o.maxInflight;
+    this.timeoutMs = o.timeoutMs;
+    this.maxValueBytes = o.maxValueBytes;
+    this.maxKeyBytes = o.maxKeyBytes;
+    this.maxFrameBytes = o.maxFrameBytes;
+    this.reconnectMinDelayMs = o.reconnectMinDelayMs;
+    this.reconnectMaxDelayMs = Math.max(o.reconnectMaxDelayMs, o.reconnectMinDelayMs);
+    this.connect();
+  }
+
+  /** True while a connection is open. */
+  get connected(): boolean {
+    return this.open;
+  }
+
+  /** Ops on the wire awaiting a reply (timed-out ones included until their reply arrives). */
+  get inflight(): number {
+    return this.inflightOps.size;
+  }
+
+  /** Ops waiting to be sent. */
+  get queued(): number {
+    let n = 0;
+    for (let i = this.head; i < this.queue.length; i++) if (this.queue[i]!.state === QUEUED) n++;
+    return n;
+  }
+
+  /** The value, version and expiry of `key`, or null when it is absent or expired. */
+  get(key: Key): Promise<GetResult | null> {
+    return this.issue(OP_GET, key, null, 0, undefined) as Promise<GetResult | null>;
+  }
+
+  /** Writes `value`. A failed ifAbsent/ifVersion condition rejects with KV_ERR_PRECONDITION_FAILED. */
+  put(key: Key, value: Value, opts?: PutOptions): Promise<PutResult> {
+    return this.issue(OP_PUT, key, value, 0, opts) as Promise<PutResult>;
+  }
+
+  /** True when the key was deleted, false when it was absent. A failed ifVersion rejects (412). */
+  del(key: Key, opts?: DelOptions): Promise<boolean> {
+    return this.issue(OP_DEL, key, null, 0, opts) as Promise<boolean>;
+  }
+
+  /** Sets the key's TTL to `ttlMs` milliseconds; resolves its new expiresAt, or null when absent. */
+  expire(key: Key, ttlMs: number): Promise<number | null> {
+    return this.issue(OP_EXPIRE, key, null, ttlMs, undefined) as Promise<number | null>;
+  }
+
+  /** Removes the key's TTL; true when the key exists, false when absent. */
+  persist(key: Key): Promise<boolean> {
+    return this.issue(OP_PERSIST, key, null, 0, undefined) as Promise<boolean>;
+  }
+
+  /** The key's remaining TTL in milliseconds and its expiresAt, or null when absent. */
+  ttl(key: Key): Promise<TtlResult | null> {
+    return this.issue(OP_TTL, key, null, 0, undefined) as Promise<TtlResult | null>;
+  }
+
+  /**
+   * Stops reconnecting and closes the connection. Every op not yet answered is rejected with
+   * KV_ERR_CLIENT_CLOSED (await your ops first for a graceful close). Idempotent.
+   */
+  close(): Promise<void> {
+    if (this.closing) return this.closing;
+    this.closed = true;
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
+    const why = (op: PendingOp) => new KvClientError('KV_ERR_CLIENT_CLOSED', `${OP_NAMES[op.op]}: the client was closed before a reply`);
+    for (let i = this.head; i < this.queue.length; i++) this.settleError(this.queue[i]!, why(this.queue[i]!));
+    this.queue.length = 0;
+    this.head = 0;
+    for (const op of this.inflightOps.values()) this.settleError(op, why(op));
+    this.inflightOps.clear();
+    const ws = this.socket;
+    this.socket = null;
+    this.open = false;
+    this.closing =
+      ws === null || ws.readyState === WebSocket.CLOSED
+        ? Promise.resolve()
+        : new Promise<void>((resolve) => {
+            ws.once('close', () => resolve());
+            ws.close(1000, 'client closed');
+          });
+    return this.closing;
+  }
+
+  /** For timeout messages: why a queued op is still waiting. */
+  connectionState(): string {
+    if (this.open) return `connected; ${this.inflightOps.size} ops in flight, window ${this.maxInflight}`;
+    return `not connected to ${this.url}${this.lastError ? `: ${this.lastError}` : ''}`;
+  }
+
+  /** Timeouts fire in issue order: let the queue's head skip what they settled. */
+  dropSettledHead(): void {
+    const q = this.queue;
+    while (this.head < q.length && q[this.head]!.state === SETTLED) q[this.head++] = undefined;
+    if (this.head === q.length) {
+      q.length = 0;
+      this.head = 0;
+    }
+  }
+
+  private issue(op: OpCode, key: Key, value: Value | null, ttlMs: number, opts: PutOptions | DelOptions | undefined): Promise<unknown> {
+    if (this.closed) return Promise.reject(new KvClientError('KV_ERR_CLIENT_CLOSED', `${OP_NAMES[op]}: the client is closed`));
+    let size: number;
+    try {
+      size = this.check(op, key, value, ttlMs, opts);
+    } catch (err) {
+      const e = err as KvError;
+      return Promise.reject(new KvClientError(e.code, `${OP_NAMES[op]}: ${e.message}`, e.status));
+    }
+    return new Promise((resolve, reject) => {
+      const p = new PendingOp(this, op, key, value, ttlMs, opts, size, resolve, reject);
+      p.timer = setTimeout(onOpTimeout, this.timeoutMs, p);
+      this.queue.push(p);
+      this.scheduleFlush();
+    });
+  }
+
+  /** The same checks as the server, with its messages; returns the op's encoded size bound. */
+  private check(op: OpCode, key: Key, value: Value | null, ttlMs: number, opts: PutOptions | DelOptions | undefined): number {
+    const kb = keyBytes(key);
+    if (kb < 0) throw new KvError('KV_ERR_BAD_KEY', `key must be a string or Uint8Array, got ${typeof key}`);
+    if (kb === 0) throw new KvError('KV_ERR_BAD_KEY', 'key must not be empty');
+    if (kb > this.maxKeyBytes) throw new KvError('KV_ERR_KEY_TOO_LONG', `key is ${kb} bytes, the limit is ${this.maxKeyBytes}`);
+    let vb = 0;
+    if (op === OP_PUT) {
+      vb = keyBytes(value);
+      if (vb < 0) throw new KvError('KV_ERR_BAD_REQUEST', `value must be a string or Uint8Array, got ${typeof value}`);
+      checkValue(vb, { maxKeyBytes: this.maxKeyBytes, maxValueBytes: this.maxValueBytes });
+      readPutOptions(opts, scratch);
+    } else if (op === OP_DEL) {
+      readDelOptions(opts, scratch);
+    } else if (op === OP_EXPIRE) {
+      checkTtlMs(ttlMs);
+    }
+    return kb + vb + REQUEST_OVERHEAD_BYTES;
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled || !this.open) return;
+    this.flushScheduled = true;
+    setImmediate(this.flush);
+  }
+
+  /** Sends what the window allows, in frames of at most maxFrameBytes (or one op). */
+  private readonly flush = (): void => {
+    this.flushScheduled = false;
+    const ws = this.socket;
+    if (!this.open || ws === null) return;
+    const q = this.queue;
+    const batch = this.batch;
+    while (this.head < q.length && this.inflightOps.size < this.maxInflight) {
+      batch.length = 0;
+      let bytes = 0;
+      while (this.head < q.length && this.inflightOps.size + batch.length < this.maxInflight) {
+        const op = q[this.head]!;
+        if (op.state === SETTLED) {
+          q[this.head++] = undefined;
+          continue;
+        }
+        if (batch.length > 0 && bytes + op.size > this.maxFrameBytes) break;
+        q[this.head++] = undefined;
+        op.id = this.takeId();
+        op.state = SENT;
+        batch.push(op);
+        bytes += op.size;
+      }
+      if (batch.length === 0) break;
+      for (let i = 0; i < batch.length; i++) this.inflightOps.set(batch[i].id, batch[i]);
+      ws.send(encodeRequestFrame(batch, 0, batch.length));
+    }
+    batch.length = 0;
+    if (this.head === q.length) {
+      q.length = 0;
+      this.head = 0;
+    } else if (this.head > 1024 && this.head * 2 > q.length) {
+      q.splice(0, this.head);
+      this.head = 0;
+    }
+  };
+
+  /** Ids run 1..2^32-1 and wrap, skipping any still in flight; 0 is the server's frame-error id. */
+  private takeId(): number {
+    for (;;) {
+      const id = this.nextId;
+      this.nextId = id >= 0xffffffff ? 1 : id + 1;
+      if (!this.inflightOps.has(id)) return id;
+    }
+  }
+
+  private connect(): void {
+    this.reconnectTimer = null;
+    if (this.closed) return;
+    const ws = new WebSocket(this.url, { perMessageDeflate: false, handshakeTimeout: this.timeoutMs });
+    ws.binaryType = 'nodebuffer';
+    this.socket = ws;
+    ws.on('open', () => {
+      if (ws !== this.socket) return;
+      this.open = true;
+      this.attempts = 0;
+      this.lastError = '';
+      this.scheduleFlush();
+    });
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      if (ws !== this.socket) return;
+      if (!isBinary) return this.dropConnection('the server sent a text frame');
+      this.onFrame(data);
+    });
+    ws.on('error', (err: Error) => {
+      this.lastError = err.message;
+    });
+    ws.on('close', (code: number, reason: Buffer) => {
+      if (ws !== this.socket) return;
+      const why = reason.length > 0 ? `${code} ${reason.toString()}` : `${code}`;
+      this.detach(`the connection closed (${why}${this.lastError ? `; ${this.lastError}` : ''})`);
+    });
+  }
+
+  private onFrame(data: Buffer): void {
+    let replies: WireReply[];
+    try {
+      replies = decodeReplyFrame(data);
+    } catch (err) {
+      return this.dropConnection(`the server sent an unreadable frame: ${(err as Error).message}`);
+    }
+    for (let i = 0; i < replies.length; i++) {
+      const r = replies[i];
+      if (r[0] === FRAME_ERROR_ID) {
+        // The server could not read one of our frames: some ops in it will never be answered,
+        // and which ones cannot be known. Fail everything in flight now rather than at timeout.
+        return this.dropConnection(`the server rejected a frame: ${replyError(r)?.message ?? 'no reason given'}`);
+      }
+      const op = this.inflightOps.get(r[0]);
+      if (op === undefined) continue;
+      this.inflightOps.delete(r[0]);
+      if (op.state === SETTLED) continue; // timed out; the reply only frees its window slot
+      this.complete(op, r, data.length);
+    }
+    if (this.head < this.queue.length) this.scheduleFlush();
+  }
+
+  private complete(op: PendingOp, r: WireReply, frameBytes: number): void {
+    const status = r[1];
+    const err = replyError(r);
+    if (err !== null) return this.settleError(op, new KvClientError(err.code, `${OP_NAMES[op.op]}: ${err.message}`, status));
+    if (status === 412) {
+      return this.settleError(op, new KvClientError('KV_ERR_PRECONDITION_FAILED', `${OP_NAMES[op.op]}: precondition failed`, 412));
+    }
+    let result: unknown;
+    switch (op.op) {
+      case OP_GET:
+        if (status === 404) result = null;
+        else if (status === 200 && r[2] instanceof Uint8Array) {
+          result = { value: ownBytes(r[2], frameBytes), version: r[3] as number, expiresAt: (r[4] ?? null) as number | null };
+        }
+        break;
+      case OP_PUT:
+        if (status === 200 || status === 201) result = { version: r[2] as number, expiresAt: (r[3] ?? null) as number | null, created: status === 201 };
+        break;
+      case OP_DEL:
+        if (status === 204) result = true;
+        else if (status === 404) result = false;
+        break;
+      case OP_EXPIRE:
+        if (status === 200) result = r[2] as number;
+        else if (status === 404) result = null;
+        break;
+      case OP_PERSIST:
+        if (status === 200) result = true;
+        else if (status === 404) result = false;
+        break;
+      case OP_TTL:
+        if (status === 200) result = { ttl: (r[2] ?? null) as number | null, expiresAt: (r[3] ?? null) as number | null };
+        else if (status === 404) result = null;
+        break;
+    }
+    if (result === undefined) {
+      return this.settleError(op, new KvClientError('KV_ERR_BAD_FRAME', `${OP_NAMES[op.op]}: unexpected reply with status ${status}`, status));
+    }
+    op.state = SETTLED;
+    if (op.timer) clearTimeout(op.timer);
+    op.timer = null;
+    op.resolve(result);
+  }
+
+  private settleError(op: PendingOp, err: KvClientError): void {
+    if (op.state === SETTLED) return;
+    op.state = SETTLED;
+    if (op.timer) clearTimeout(op.timer);
+    op.timer = null;
+    op.reject(err);
+  }
+
+  /** Ends a connection we no longer trust, then reconnects. */
+  private dropConnection(why: string): void {
+    const ws = this.socket;
+    this.detach(why);
+    ws?.terminate();
+  }
+
+  /** The connection is gone: fail what was on the wire (never resend it), then reconnect. */
+  private detach(why: string): void {
+    this.socket = null;
+    this.open = false;
+    for (const op of this.inflightOps.values()) {
+      this.settleError(
+        op,
+        new KvClientError('KV_ERR_CONNECTION_LOST', `${OP_NAMES[op.op]}: ${why} with the operation in flight; it may or may not have been applied`),
+      );
+    }
+    this.inflightOps.clear();
+    if (this.closed) return;
+    const base = Math.min(this.reconnectMaxDelayMs, this.reconnectMinDelayMs * 2 ** Math.min(this.attempts, 20));
+    this.attempts++;
+    this.reconnectTimer = setTimeout(() => this.connect(), base * (0.5 + Math.random() / 2));
+  }
+}
+
+/**
+ * A value decoded from a frame is a view of it; a small value kept by the caller would pin the
+ * whole frame (up to about 1 MiB). Copy unless the value is most of the frame anyway.
+ */
+function ownBytes(v: Uint8Array, frameBytes: number): Buffer {
+  if (v.length * 2 >= frameBytes) return Buffer.isBuffer(v) ? v : Buffer.from(v.buffer, v.byteOffset, v.length);
+  return Buffer.from(v);
+}
+
+/**
+ * Connects to a kvsql server's WebSocket API, e.g. createClient('ws://127.0.0.1:8080/v1/ws').
+ * Returns at once; ops issued before the connection opens are queued (see ClientOptions).
+ */
+export function createClient(url: string, opts?: ClientOptions): KvClient {
+  return new KvClient(url, opts);
+}

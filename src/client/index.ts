@@ -1,0 +1,17 @@
+/**
+ * The client's public surface: createClient and its types. See client.ts for behaviour and
+ * docs/websocket-protocol.md for the wire format.
+ */
+export {
+  createClient,
+  KvClient,
+  type ClientOptions,
+  type DelOptions,
+  type GetResult,
+  type Key,
+  type PutOptions,
+  type PutResult,
+  type TtlResult,
+  type Value,
+} from './client';
+export { KvClientError, CLIENT_ERRORS, type KvClientErrorCode } from './errors';
