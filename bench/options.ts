@@ -1,0 +1,180 @@
+/**
+ * Owns the harness's command line: every flag, its default and its check, resolved once and
+ * frozen (the same habits as src/gateway/config.ts). Relies on nothing else in bench/.
+ */
+
+export const ALL_SCENARIOS = [
+  'noop',
+  'http-get',
+  'http-put',
+  'http-mixed',
+  'ws-get',
+  'ws-put',
+  'ws-mixed',
+  'ablation',
+  'latency-at-half-load',
+  'expiry',
+  'concurrency',
+] as const;
+export type ScenarioName = (typeof ALL_SCENARIOS)[number];
+
+/** What `npm run bench` runs with no --scenarios: everything that finishes in minutes. */
+export const DEFAULT_SCENARIOS: readonly ScenarioName[] = ALL_SCENARIOS;
+
+export interface BenchOptions {
+  scenarios: ScenarioName[];
+  /** Seconds of measured load per scenario (and per sub-scenario phase). */
+  duration: number;
+  /** HTTP keep-alive connections (autocannon) for http-* and noop. */
+  connections: number;
+  /** WebSocket connections for ws-*. */
+  wsConnections: number;
+  /** Ops in flight per WebSocket connection (pipeline depth). */
+  depth: number;
+  valueSize: number;
+  keys: number;
+  /** Fraction of GETs in the mixed scenarios, 0..1. */
+  readRatio: number;
+  runs: number;
+  /** Target an existing store instead of starting one. */
+  url: string | null;
+  /** With --url: a batching-off gateway for the ablation (otherwise ablation is skipped). */
+  ablationUrl: string | null;
+  /** With --url: shard mysql:// URLs for row counts (otherwise counts are skipped). */
+  shardUrls: string[];
+  /** With --url: the gateway's pid for RSS (otherwise RSS is skipped). */
+  gatewayPid: number | null;
+  expiryKeys: number;
+  memoryKeys: number;
+  /** Seconds the steady/storm sub-scenarios wait for physical deletion before giving up. */
+  expiryTimeout: number;
+  wsConcurrency: number;
+  httpConcurrency: number;
+  /** WebSocket connections per child load-generator process in the concurrency scenario. */
+  connectionsPerProcess: number;
+  /** Fraction of the measured peak used by latency-at-half-load. */
+  loadFraction: number;
+  /** Keep the store's existing rows (default: empty the kv table of our own store at start). */
+  keepData: boolean;
+  /** Skip writing bench/results/. */
+  noSave: boolean;
+}
+
+export class OptionsError extends Error {
+  override name = 'OptionsError';
+}
+
+interface Flag {
+  name: string;
+  doc: string;
+  apply(o: BenchOptions, raw: string): void;
+}
+
+const int = (min: number, max: number) => (raw: string, name: string): number => {
+  const n = Number(raw.replace(/_/g, ''));
+  if (!Number.isSafeInteger(n) || n < min || n > max) throw new OptionsError(`--${name} must be an integer in ${min}..${max}, got "${raw}"`);
+  return n;
+};
+const num = (min: number, max: number) => (raw: string, name: string): number => {
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n < min || n > max) throw new OptionsError(`--${name} must be a number in ${min}..${max}, got "${raw}"`);
+  return n;
+};
+const httpUrl = (raw: string, name: string): string => {
+  let u: URL;
+  try {
+    u = new URL(raw);
+  } catch {
+    throw new OptionsError(`--${name} must be a URL like http://127.0.0.1:8080, got "${raw}"`);
+  }
+  if (u.protocol !== 'http:') throw new OptionsError(`--${name} must start with http://`);
+  return `${u.protocol}//${u.host}`;
+};
+
+const FLAGS: Flag[] = [
+  {
+    name: 'scenarios',
+    doc: `comma-separated, default all: ${ALL_SCENARIOS.join(',')}`,
+    apply(o, raw) {
+      const list = raw.split(',').map((s) => s.trim()).filter(Boolean);
+      for (const s of list) {
+        if (!(ALL_SCENARIOS as readonly string[]).includes(s)) throw new OptionsError(`unknown scenario "${s}" (known: ${ALL_SCENARIOS.join(', ')})`);
+      }
+      if (list.length === 0) throw new OptionsError('--scenarios names no scenario');
+      o.scenarios = list as ScenarioName[];
+    },
+  },
+  { name: 'duration', doc: 'seconds per scenario (default 10)', apply: (o, r) => (o.duration = num(0.5, 3600)(r, 'duration')) },
+  { name: 'connections', doc: 'HTTP connections (default 64)', apply: (o, r) => (o.connections = int(1, 15000)(r, 'connections')) },
+  { name: 'ws-connections', doc: 'WebSocket connections for ws-* (default 16)', apply: (o, r) => (o.wsConnections = int(1, 15000)(r, 'ws-connections')) },
+  { name: 'depth', doc: 'WebSocket ops in flight per connection (default 64)', apply: (o, r) => (o.depth = int(1, 100000)(r, 'depth')) },
+  { name: 'value-size', doc: 'value bytes (default 100)', apply: (o, r) => (o.valueSize = int(1, 16 * 1024 * 1024)(r, 'value-size')) },
+  { name: 'keys', doc: 'key space (default 100000)', apply: (o, r) => (o.keys = int(1, 100_000_000)(r, 'keys')) },
+  { name: 'read-ratio', doc: 'GET fraction in *-mixed (default 0.9)', apply: (o, r) => (o.readRatio = num(0, 1)(r, 'read-ratio')) },
+  { name: 'runs', doc: 'repeat each scenario N times, report the median (default 1)', apply: (o, r) => (o.runs = int(1, 100)(r, 'runs')) },
+  { name: 'url', doc: 'target an existing store, e.g. http://127.0.0.1:8080', apply: (o, r) => (o.url = httpUrl(r, 'url')) },
+  { name: 'ablation-url', doc: 'with --url: a gateway started with KV_BATCHING=false', apply: (o, r) => (o.ablationUrl = httpUrl(r, 'ablation-url')) },
+  {
+    name: 'shard-urls',
+    doc: 'with --url: comma-separated mysql:// shard URLs (for row counts)',
+    apply(o, raw) {
+      o.shardUrls = raw.split(',').map((s) => s.trim()).filter(Boolean);
+      for (const u of o.shardUrls) if (!u.startsWith('mysql://')) throw new OptionsError(`--shard-urls: "${u}" must start with mysql://`);
+    },
+  },
+  { name: 'gateway-pid', doc: 'with --url: the gateway pid (for RSS)', apply: (o, r) => (o.gatewayPid = int(1, 2 ** 31)(r, 'gateway-pid')) },
+  { name: 'expiry-keys', doc: 'keys for expiry steady and storm (default 1000000)', apply: (o, r) => (o.expiryKeys = int(1, 100_000_000)(r, 'expiry-keys')) },
+  { name: 'memory-keys', doc: 'keys for expiry memory (default 5000000)', apply: (o, r) => (o.memoryKeys = int(1, 100_000_000)(r, 'memory-keys')) },
+  { name: 'expiry-timeout', doc: 'seconds to wait for expired rows to be deleted (default 300)', apply: (o, r) => (o.expiryTimeout = num(1, 86400)(r, 'expiry-timeout')) },
+  { name: 'ws-concurrency', doc: 'WebSocket connections in concurrency (default 10000)', apply: (o, r) => (o.wsConcurrency = int(0, 1_000_000)(r, 'ws-concurrency')) },
+  { name: 'http-concurrency', doc: 'HTTP connections in concurrency (default 5000)', apply: (o, r) => (o.httpConcurrency = int(0, 15000)(r, 'http-concurrency')) },
+  { name: 'connections-per-process', doc: 'WebSockets per load-generator child (default 5000)', apply: (o, r) => (o.connectionsPerProcess = int(1, 15000)(r, 'connections-per-process')) },
+  { name: 'load-fraction', doc: 'fraction of peak for latency-at-half-load (default 0.5)', apply: (o, r) => (o.loadFraction = num(0.01, 1)(r, 'load-fraction')) },
+  { name: 'keep-data', doc: 'do not empty our own store\'s kv table at start', apply: (o) => (o.keepData = true) },
+  { name: 'no-save', doc: 'do not write bench/results/', apply: (o) => (o.noSave = true) },
+];
+
+export function usage(): string {
+  const lines = ['Usage: npm run bench -- [--flag=value ...]', ''];
+  for (const f of FLAGS) lines.push(`  --${f.name.padEnd(24)} ${f.doc}`);
+  return lines.join('\n');
+}
+
+export function parseOptions(argv: string[]): Readonly<BenchOptions> {
+  const o: BenchOptions = {
+    scenarios: [...DEFAULT_SCENARIOS],
+    duration: 10,
+    connections: 64,
+    wsConnections: 16,
+    depth: 64,
+    valueSize: 100,
+    keys: 100_000,
+    readRatio: 0.9,
+    runs: 1,
+    url: null,
+    ablationUrl: null,
+    shardUrls: [],
+    gatewayPid: null,
+    expiryKeys: 1_000_000,
+    memoryKeys: 5_000_000,
+    expiryTimeout: 300,
+    wsConcurrency: 10_000,
+    httpConcurrency: 5_000,
+    connectionsPerProcess: 5_000,
+    loadFraction: 0.5,
+    keepData: false,
+    noSave: false,
+  };
+  for (const arg of argv) {
+    const m = /^--([a-z-]+)(?:=(.*))?$/s.exec(arg);
+    const flag = m ? FLAGS.find((f) => f.name === m[1]) : undefined;
+    if (!m || !flag) throw new OptionsError(`unknown argument "${arg}"\n\n${usage()}`);
+    const boolean = flag.name === 'keep-data' || flag.name === 'no-save';
+    if (m[2] === undefined && !boolean) throw new OptionsError(`--${flag.name} needs a value (--${flag.name}=...)`);
+    flag.apply(o, m[2] ?? '');
+  }
+  if (o.url === null && (o.ablationUrl !== null || o.shardUrls.length > 0 || o.gatewayPid !== null)) {
+    throw new OptionsError('--ablation-url, --shard-urls and --gateway-pid describe an existing store: use them with --url');
+  }
+  return Object.freeze(o);
+}

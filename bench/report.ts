@@ -1,0 +1,213 @@
+/**
+ * Owns presenting results: the terminal table, the JSON document and a self-contained HTML page
+ * with inline SVG bar charts, written under bench/results/ with timestamped names plus
+ * latest.json / latest.html. Relies on result.ts. Ratios are computed here, once all rows exist.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { MACHINE, type CpuUse } from './proc-stats';
+import type { Row } from './result';
+
+export interface RunInfo {
+  startedAt: string;
+  finishedAt: string;
+  gitCommit: string;
+  node: string;
+  cpus: number;
+  memoryGiB: number;
+  target: string;
+  options: Record<string, unknown>;
+  log: string[];
+}
+
+export interface Report {
+  info: RunInfo;
+  rows: Row[];
+}
+
+/** Fills `ratio`: HTTP rows vs noop; batching on vs off for PUT. */
+export function addRatios(rows: Row[]): void {
+  const ops = (n: string) => rows.find((r) => r.name === n && r.skipped === undefined)?.opsPerSec ?? NaN;
+  const noop = ops('noop');
+  const x = (a: number, b: number) => (Number.isFinite(a / b) ? `${(a / b).toFixed(2)}x` : undefined);
+  for (const r of rows) {
+    if (r.skipped !== undefined) continue;
+    if (['http-get', 'http-put', 'http-mixed'].includes(r.name)) {
+      const v = x(r.opsPerSec, noop);
+      if (v) r.ratio = `${v} noop`;
+    }
+  }
+  for (const [on, off] of [
+    ['http-put', 'ablation http-put (batching off)'],
+    ['ws-put', 'ablation ws-put (batching off)'],
+  ]) {
+    const v = x(ops(on), ops(off));
+    if (!v) continue;
+    const offRow = rows.find((r) => r.name === off)!;
+    offRow.ratio = `on/off ${v}`;
+    const onRow = rows.find((r) => r.name === on)!;
+    onRow.ratio = onRow.ratio ? `${onRow.ratio}; ${v} off` : `${v} batching off`;
+  }
+}
+
+export function fmtMs(ms: number | undefined): string {
+  if (ms === undefined || !Number.isFinite(ms)) return '-';
+  if (ms < 1) return ms.toFixed(3);
+  if (ms < 10) return ms.toFixed(2);
+  if (ms < 100) return ms.toFixed(1);
+  return Math.round(ms).toLocaleString('en-US');
+}
+
+const fmtOps = (n: number): string => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : '-');
+
+/**
+ * "gw 1.62 (main 0.98) db 0.41 lg 0.95 / all 1.99": the gateway and its main thread, the MySQL
+ * shards, the load generators, and the whole machine (anything else running shows up there).
+ */
+export function cpuSummary(cpu: CpuUse[]): string {
+  if (cpu.length === 0) return '';
+  const pick = (pred: (u: CpuUse) => boolean) => cpu.filter(pred).reduce((a, u) => a + (Number.isFinite(u.cores) ? u.cores : 0), 0);
+  const gw = cpu.find((u) => u.label === 'gateway');
+  const main = gw?.threads?.find((t) => t.name === 'main')?.cores;
+  const db = pick((u) => u.label.includes('mysqld'));
+  const all = cpu.find((u) => u.label === MACHINE)?.cores;
+  const lg = pick((u) => u.label.includes('load generator') || u.label.includes('loadgen'));
+  const parts: string[] = [];
+  if (gw) parts.push(`gw ${gw.cores.toFixed(2)}${main !== undefined ? ` (main ${main.toFixed(2)})` : ''}`);
+  if (cpu.some((u) => u.label.includes('mysqld'))) parts.push(`db ${db.toFixed(2)}`);
+  parts.push(`lg ${lg.toFixed(2)}`);
+  if (all !== undefined && Number.isFinite(all)) parts.push(`/ all ${all.toFixed(2)}`);
+  return parts.join(' ');
+}
+
+function pad(s: string, n: number, right = false): string {
+  return right ? s.padStart(n) : s.padEnd(n);
+}
+
+export function renderTable(rows: Row[]): string {
+  const head = ['scenario', 'api', 'ops/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'errors', 'ratio', 'CPU cores (gateway, mysqld, loadgen / machine)'];
+  const body = rows.map((r) =>
+    r.skipped !== undefined
+      ? [r.name, r.api, 'skipped', '', '', '', '', '', r.skipped]
+      : [
+          r.name,
+          r.api,
+          fmtOps(r.opsPerSec),
+          fmtMs(r.latency?.p50),
+          fmtMs(r.latency?.p99),
+          fmtMs(r.latency?.p999),
+          fmtOps(r.errors),
+          r.ratio ?? '',
+          cpuSummary(r.cpu),
+        ],
+  );
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
+  const numeric = [false, false, true, true, true, true, true, false, false];
+  const line = (cells: string[]) => cells.map((c, i) => pad(c, widths[i], numeric[i])).join('  ').trimEnd();
+  const out = [line(head), widths.map((w) => '-'.repeat(w)).join('  ')];
+  for (const b of body) out.push(line(b));
+  const notes: string[] = [];
+  for (const r of rows) {
+    const lines = [...r.notes];
+    if (r.errors > 0 && r.errorDetail) lines.push(`errors: ${r.errorDetail}`);
+    if (r.runs && r.runs.length > 1) lines.push(`runs (ops/s): ${r.runs.map((x) => fmtOps(x.opsPerSec)).join(', ')} -> median`);
+    if (lines.length > 0) notes.push(`  ${r.name}: ${lines.join('\n    ')}`);
+  }
+  if (notes.length > 0) out.push('', 'Notes:', ...notes);
+  return out.join('\n');
+}
+
+const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+
+/** Horizontal bar chart; `series` draws one bar per series per row (e.g. p50 and p99). */
+function barChart(title: string, unit: string, labels: string[], series: Array<{ name: string; color: string; values: number[] }>, log = false): string {
+  const rowH = 18 * series.length + 10;
+  const left = 300;
+  const width = 900;
+  const plotW = width - left - 110;
+  const top = 40;
+  const height = top + labels.length * rowH + 30;
+  const all = series.flatMap((s) => s.values).filter((v) => Number.isFinite(v) && v > 0);
+  const max = all.length ? Math.max(...all) : 1;
+  const min = all.length ? Math.min(...all) : 1;
+  const lo = log ? Math.log10(Math.min(min, max / 10)) : 0;
+  const scale = (v: number) => {
+    if (!Number.isFinite(v) || v <= 0) return 0;
+    if (!log) return (v / max) * plotW;
+    const hi = Math.log10(max);
+    return hi === lo ? plotW : ((Math.log10(v) - lo) / (hi - lo)) * plotW;
+  };
+  const parts = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="12">`,
+    `<text x="10" y="20" font-size="15" font-weight="bold">${esc(title)}</text>`,
+  ];
+  series.forEach((s, i) => {
+    parts.push(`<rect x="${left + i * 110}" y="28" width="10" height="10" fill="${s.color}"/><text x="${left + i * 110 + 14}" y="37">${esc(s.name)}</text>`);
+  });
+  labels.forEach((label, i) => {
+    const y = top + i * rowH + 6;
+    parts.push(`<text x="${left - 8}" y="${y + (rowH - 10) / 2 + 4}" text-anchor="end">${esc(label)}</text>`);
+    series.forEach((s, j) => {
+      const v = s.values[i];
+      const w = scale(v);
+      const by = y + j * 18;
+      parts.push(`<rect x="${left}" y="${by}" width="${w.toFixed(1)}" height="14" fill="${s.color}"><title>${esc(label)} ${esc(s.name)}: ${Number.isFinite(v) ? v.toFixed(3) : '-'} ${unit}</title></rect>`);
+      parts.push(`<text x="${left + w + 4}" y="${by + 11}">${Number.isFinite(v) ? (unit === 'ops/s' ? fmtOps(v) : fmtMs(v)) : '-'}</text>`);
+    });
+  });
+  parts.push(`<text x="${left}" y="${height - 8}" fill="#666">${esc(unit)}${log ? ' (log scale)' : ''}</text>`, '</svg>');
+  return parts.join('\n');
+}
+
+export function renderHtml(report: Report): string {
+  const live = report.rows.filter((r) => r.skipped === undefined);
+  const tput = live.filter((r) => Number.isFinite(r.opsPerSec) && r.api !== '-');
+  const lat = live.filter((r) => r.latency && Number.isFinite(r.latency.p99) && r.api !== '-');
+  const table = renderTable(report.rows);
+  const { info } = report;
+  return `<!doctype html>
+<html><head><meta charset="utf-8"><title>kvsql bench ${esc(info.startedAt)}</title>
+<style>body{font-family:sans-serif;margin:24px;color:#222}pre{background:#f6f6f6;padding:12px;overflow:auto;font-size:12px}td,th{padding:2px 8px;text-align:left}</style>
+</head><body>
+<h1>kvsql benchmark</h1>
+<table>
+<tr><th>started</th><td>${esc(info.startedAt)}</td></tr>
+<tr><th>commit</th><td>${esc(info.gitCommit)}</td></tr>
+<tr><th>machine</th><td>${info.cpus} cores, ${info.memoryGiB} GiB, Node ${esc(info.node)}</td></tr>
+<tr><th>target</th><td>${esc(info.target)}</td></tr>
+<tr><th>options</th><td><code>${esc(JSON.stringify(info.options))}</code></td></tr>
+</table>
+${barChart('Throughput', 'ops/s', tput.map((r) => r.name), [{ name: 'ops/s', color: '#3b78c2', values: tput.map((r) => r.opsPerSec) }])}
+${barChart('Latency', 'ms', lat.map((r) => r.name), [
+    { name: 'p50', color: '#7fb77e', values: lat.map((r) => r.latency!.p50) },
+    { name: 'p99', color: '#e0a030', values: lat.map((r) => r.latency!.p99) },
+    { name: 'p99.9', color: '#c0504d', values: lat.map((r) => r.latency!.p999) },
+  ], true)}
+<h2>Table</h2>
+<pre>${esc(table)}</pre>
+<h2>CPU per process (cores) per row</h2>
+<pre>${esc(
+    live
+      .filter((r) => r.cpu.length > 0)
+      .map((r) => `${r.name}\n${r.cpu.map((u) => `  ${u.label}: ${Number.isFinite(u.cores) ? u.cores.toFixed(2) : '-'}${u.threads ? '  [' + u.threads.map((t) => `${t.name} ${t.cores.toFixed(2)}`).join(', ') + ']' : ''}`).join('\n')}`)
+      .join('\n'),
+  )}</pre>
+<h2>Log</h2>
+<pre>${esc(info.log.join('\n'))}</pre>
+</body></html>
+`;
+}
+
+export function saveReport(dir: string, report: Report): { json: string; html: string } {
+  fs.mkdirSync(dir, { recursive: true });
+  const stamp = report.info.startedAt.replace(/[:.]/g, '-');
+  const json = JSON.stringify(report, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2);
+  const html = renderHtml(report);
+  const jsonPath = path.join(dir, `bench-${stamp}.json`);
+  const htmlPath = path.join(dir, `bench-${stamp}.html`);
+  fs.writeFileSync(jsonPath, json);
+  fs.writeFileSync(htmlPath, html);
+  fs.writeFileSync(path.join(dir, 'latest.json'), json);
+  fs.writeFileSync(path.join(dir, 'latest.html'), html);
+  return { json: jsonPath, html: htmlPath };
+}

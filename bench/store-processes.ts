@@ -1,0 +1,159 @@
+/**
+ * Owns the store processes the harness starts for itself: the main gateway with its embedded
+ * MySQL shards (`node dist/src/cli.js`, batching on) and the ablation gateway on the same shards
+ * (batching and expiry off). Relies on the compiled CLI. Must not touch a store it did not start:
+ * everything lives under bench/.data and on ports it picked (shards on 23306+, gateways free).
+ *
+ *   harness ──spawn──> gateway A (cli.js, KV_BATCHING=true) ──spawn──> mariadbd :23306, :23307
+ *           └─spawn──> gateway B (cli.js, KV_SHARDS=those two, KV_BATCHING=false, KV_EXPIRY=false)
+ *
+ * Children get a clean env (no inherited KV_*: the CLI rejects unknown ones and we want only
+ * ours) and, on Linux, `setpriv --pdeathsig TERM` so they stop if the harness is killed.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+
+export const BENCH_DIR = path.resolve(__dirname, '..', '..', 'bench');
+export const DATA_DIR = path.join(BENCH_DIR, '.data');
+const CLI = path.resolve(__dirname, '..', 'src', 'cli.js');
+const SETPRIV = process.platform === 'linux' ? ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => fs.existsSync(p)) : undefined;
+export const EMBEDDED_BASE_PORT = 23306;
+export const EMBEDDED_SHARDS = 2;
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export class GatewayProcess {
+  private exited: Promise<number | null>;
+  private exitCode: number | null | undefined = undefined;
+  constructor(
+    readonly name: string,
+    readonly child: ChildProcess,
+    readonly base: string,
+    readonly logFile: string,
+  ) {
+    this.exited = new Promise((resolve) =>
+      child.once('exit', (code, signal) => {
+        this.exitCode = code ?? (signal ? -1 : null);
+        resolve(this.exitCode);
+      }),
+    );
+  }
+
+  get pid(): number {
+    return this.child.pid ?? 0;
+  }
+
+  get running(): boolean {
+    return this.exitCode === undefined;
+  }
+
+  /** Last lines of the child's log, for error messages. */
+  tail(lines = 15): string {
+    try {
+      return fs.readFileSync(this.logFile, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+    } catch {
+      return '(no log)';
+    }
+  }
+
+  /** Polls /readyz until 200; fails early if the child exits. */
+  async waitReady(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if (!this.running) throw new Error(`${this.name} exited with ${this.exitCode} before it was ready; log ${this.logFile}:\n${this.tail()}`);
+      try {
+        const res = await fetch(`${this.base}/readyz`, { signal: AbortSignal.timeout(2000) });
+        await res.arrayBuffer();
+        if (res.status === 200) return;
+      } catch {
+        /* not listening yet */
+      }
+      if (Date.now() > deadline) throw new Error(`${this.name} not ready after ${timeoutMs} ms; log ${this.logFile}:\n${this.tail()}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+
+  /** SIGTERM and wait; returns the exit code (the CLI exits 0 after a clean stop). */
+  async stop(timeoutMs = 60_000): Promise<number | null> {
+    if (!this.running) return this.exitCode ?? null;
+    this.child.kill('SIGTERM');
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), timeoutMs);
+    const code = await this.exited;
+    clearTimeout(timer);
+    return code;
+  }
+}
+
+function cleanEnv(kv: Record<string, string>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('KV_')) env[k] = v;
+  return { ...env, ...kv };
+}
+
+function spawnGateway(name: string, kv: Record<string, string>, port: number): GatewayProcess {
+  fs.mkdirSync(path.join(DATA_DIR, 'logs'), { recursive: true });
+  const logFile = path.join(DATA_DIR, 'logs', `${name}.log`);
+  const fd = fs.openSync(logFile, 'a');
+  const argv = SETPRIV ? [SETPRIV, '--pdeathsig', 'TERM', process.execPath, CLI] : [process.execPath, CLI];
+  const child = spawn(argv[0], argv.slice(1), {
+    env: cleanEnv({ ...kv, KV_PORT: String(port), KV_HOST: '127.0.0.1', KV_LOG_LEVEL: 'warn' }),
+    stdio: ['ignore', fd, fd],
+  });
+  fs.closeSync(fd);
+  return new GatewayProcess(name, child, `http://127.0.0.1:${port}`, logFile);
+}
+
+/** Shard URLs of the embedded cluster gateway A starts. */
+export function embeddedShardUrls(): string[] {
+  return Array.from({ length: EMBEDDED_SHARDS }, (_, i) => `mysql://root@127.0.0.1:${EMBEDDED_BASE_PORT + i}/kvsql`);
+}
+
+/** mariadbd pids of the embedded shards (from their pid files), for CPU accounting. */
+export function embeddedShardPids(): number[] {
+  const pids: number[] = [];
+  for (let i = 0; i < EMBEDDED_SHARDS; i++) {
+    try {
+      pids.push(Number(fs.readFileSync(path.join(DATA_DIR, `shard-${i}`, 'mysqld.pid'), 'utf8').trim()));
+    } catch {
+      /* not there */
+    }
+  }
+  return pids.filter((p) => Number.isInteger(p) && p > 0);
+}
+
+/** Gateway A: embedded shards under bench/.data, batching on. First start initialises MySQL. */
+export async function startMainGateway(): Promise<GatewayProcess> {
+  const port = await freePort();
+  const gw = spawnGateway(
+    'gateway-batching-on',
+    {
+      KV_DATA_DIR: DATA_DIR,
+      KV_EMBEDDED_BASE_PORT: String(EMBEDDED_BASE_PORT),
+      KV_EMBEDDED_SHARDS: String(EMBEDDED_SHARDS),
+      KV_BATCHING: 'true',
+    },
+    port,
+  );
+  await gw.waitReady(240_000);
+  return gw;
+}
+
+/** Gateway B: the same shards, batching and expiry off (the ablation baseline). */
+export async function startAblationGateway(): Promise<GatewayProcess> {
+  const port = await freePort();
+  const gw = spawnGateway('gateway-batching-off', { KV_SHARDS: embeddedShardUrls().join(','), KV_BATCHING: 'false', KV_EXPIRY: 'false' }, port);
+  await gw.waitReady(60_000);
+  return gw;
+}
