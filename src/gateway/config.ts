@@ -169,11 +169,22 @@ export function resolveConfig(argv: string[] = [], env: NodeJS.ProcessEnv = proc
   return Object.freeze(cfg);
 }
 
-/** Overrides for tests and embedding: defaults, then the given values; same validation rules. */
+const BY_KEY = new Map<string, Setting<keyof Config>>(SETTINGS.map((x) => [x.key, x as Setting<keyof Config>]));
+
+/**
+ * Overrides for tests and embedding: defaults, then the given values; same validation rules (each
+ * value goes through its setting's parser, as if it came from the environment), so an embedder
+ * cannot configure what the CLI would refuse, e.g. maxValueBytes above the supported 16 MiB.
+ */
 export function configFrom(overrides: Partial<Config>): Readonly<Config> {
-  const base = resolveConfig([], {});
-  for (const k of Object.keys(overrides)) {
-    if (!(k in base)) throw new ConfigError(`unknown setting "${k}"`);
+  const out: Record<string, unknown> = { ...resolveConfig([], {}) };
+  for (const [k, v] of Object.entries(overrides)) {
+    const setting = BY_KEY.get(k);
+    if (setting === undefined) throw new ConfigError(`unknown setting "${k}"`);
+    if (v === undefined) continue;
+    out[k] = setting.parse(Array.isArray(v) ? v.join(',') : String(v), k);
   }
-  return Object.freeze({ ...base, ...overrides });
+  const cfg = out as unknown as Config;
+  cfg.dataDir = resolve(cfg.dataDir);
+  return Object.freeze(cfg);
 }

@@ -1,0 +1,247 @@
+/**
+ * Tests src/gateway/config.ts (resolution order flag > env > KV_CONFIG file > default, unknown
+ * settings and bad values rejected with ConfigError, the result frozen; configFrom applies the same
+ * rules) and the real CLI process (src/cli.ts): bad config exits 2, SIGTERM exits 0 only after the
+ * request in flight is answered and committed.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import mysql from 'mysql2/promise';
+import { ConfigError, configFrom, resolveConfig, MAX_SUPPORTED_VALUE_BYTES } from '../../src/gateway/config';
+import { pickFreePort } from '../../src/embedded/local-mysqld';
+import { startTestServer, type TestServer } from '../helpers/mysql';
+import { HttpClient, eventually, kvPath, sleep } from '../helpers/http-client';
+
+const CLI = path.join(__dirname, '..', '..', 'src', 'cli.js');
+
+function rejects(fn: () => unknown, mentions: string | RegExp): void {
+  assert.throws(fn, (err: unknown) => {
+    assert.ok(err instanceof ConfigError, `expected ConfigError, got ${String(err)}`);
+    assert.equal(err.name, 'ConfigError');
+    if (typeof mentions === 'string') assert.ok(err.message.includes(mentions), `"${err.message}" does not mention ${mentions}`);
+    else assert.match(err.message, mentions);
+    return true;
+  });
+}
+
+function tempFile(content: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvsql-config-'));
+  const file = path.join(dir, 'config.json');
+  fs.writeFileSync(file, content);
+  return file;
+}
+
+test('defaults: the documented values, resolved once and frozen', () => {
+  const cfg = resolveConfig([], {});
+  assert.ok(Object.isFrozen(cfg));
+  assert.equal(cfg.host, '127.0.0.1');
+  assert.equal(cfg.port, 8080);
+  assert.equal(cfg.maxValueBytes, 1024 * 1024);
+  assert.deepEqual(cfg.shards, []);
+  assert.equal(cfg.batching, true);
+  assert.ok(path.isAbsolute(cfg.dataDir));
+  assert.throws(() => {
+    (cfg as { port: number }).port = 1;
+  }, TypeError);
+});
+
+test('a flag beats the environment, which beats the KV_CONFIG file, which beats the default', (t) => {
+  const file = tempFile(JSON.stringify({ KV_PORT: 1001, KV_LOG_LEVEL: 'warn', KV_SHARDS: ['mysql://h/a', 'mysql://h/b'] }));
+  t.after(() => fs.rmSync(path.dirname(file), { recursive: true, force: true }));
+  assert.equal(resolveConfig([], { KV_CONFIG: file }).port, 1001);
+  assert.equal(resolveConfig([], { KV_CONFIG: file, KV_PORT: '1002' }).port, 1002);
+  assert.equal(resolveConfig(['--port=1003'], { KV_CONFIG: file, KV_PORT: '1002' }).port, 1003);
+  const cfg = resolveConfig(['--max-value-bytes=2048'], { KV_CONFIG: file });
+  assert.equal(cfg.logLevel, 'warn');
+  assert.equal(cfg.maxValueBytes, 2048);
+  assert.deepEqual(cfg.shards, ['mysql://h/a', 'mysql://h/b']);
+});
+
+test('values are parsed: booleans, URL lists, integers at their bounds', () => {
+  assert.equal(resolveConfig([], { KV_BATCHING: 'off' }).batching, false);
+  assert.equal(resolveConfig([], { KV_BATCHING: 'YES' }).batching, true);
+  assert.deepEqual(resolveConfig([], { KV_SHARDS: ' mysql://u:p@h:3306/a , mysql://h/b,' }).shards, ['mysql://u:p@h:3306/a', 'mysql://h/b']);
+  assert.equal(resolveConfig([], { KV_PORT: '0' }).port, 0);
+  assert.equal(resolveConfig([], { KV_PORT: '65535' }).port, 65535);
+  assert.equal(resolveConfig([], { KV_MAX_VALUE_BYTES: String(MAX_SUPPORTED_VALUE_BYTES) }).maxValueBytes, 16 * 1024 * 1024);
+  assert.equal(resolveConfig([], { KV_MAX_VALUE_BYTES: '1' }).maxValueBytes, 1);
+});
+
+test('environment variables that are not KV_* are ignored; KV_CONFIG and KV_TEST_MYSQL_URL are not settings but allowed', () => {
+  const cfg = resolveConfig([], { PATH: '/bin', HOME: '/root', KVX: '1', kv_port: '1', KV_TEST_MYSQL_URL: 'mysql://h/t' });
+  assert.equal(cfg.port, 8080);
+});
+
+test('an unknown KV_* variable, flag or file key is a ConfigError naming it', (t) => {
+  rejects(() => resolveConfig([], { KV_PROT: '8080' }), 'KV_PROT');
+  rejects(() => resolveConfig([], { KV_: '1' }), 'KV_');
+  rejects(() => resolveConfig(['--prot=8080']), '--prot=8080');
+  rejects(() => resolveConfig(['--port']), '--port');
+  rejects(() => resolveConfig(['port=8080']), 'port=8080');
+  rejects(() => resolveConfig(['--PORT=1']), '--PORT=1');
+  const file = tempFile(JSON.stringify({ KV_PROT: 1 }));
+  t.after(() => fs.rmSync(path.dirname(file), { recursive: true, force: true }));
+  rejects(() => resolveConfig([], { KV_CONFIG: file }), 'KV_PROT');
+});
+
+test('an unreadable or invalid KV_CONFIG file is a ConfigError', (t) => {
+  rejects(() => resolveConfig([], { KV_CONFIG: '/nonexistent/kvsql.json' }), 'KV_CONFIG');
+  const file = tempFile('{not json');
+  t.after(() => fs.rmSync(path.dirname(file), { recursive: true, force: true }));
+  rejects(() => resolveConfig([], { KV_CONFIG: file }), 'KV_CONFIG');
+});
+
+test('every bad value is a ConfigError naming the setting', () => {
+  const bad: Array<[string, string]> = [
+    ['KV_PORT', 'abc'],
+    ['KV_PORT', '-1'],
+    ['KV_PORT', '65536'],
+    ['KV_PORT', '1.5'],
+    ['KV_PORT', '1e3'],
+    ['KV_PORT', '0x10'],
+    ['KV_PORT', ''],
+    ['KV_MAX_VALUE_BYTES', '0'],
+    ['KV_MAX_VALUE_BYTES', String(MAX_SUPPORTED_VALUE_BYTES + 1)],
+    ['KV_MAX_VALUE_BYTES', '99999999999999999999'],
+    ['KV_BATCHING', 'maybe'],
+    ['KV_BATCHING', '2'],
+    ['KV_SHARDS', 'not a url'],
+    ['KV_SHARDS', 'http://h/db'],
+    ['KV_SHARDS', 'mysql://h'],
+    ['KV_SHARDS', 'mysql://h/a,mysql://h'],
+    ['KV_LOG_LEVEL', 'loud'],
+    ['KV_LOG_LEVEL', 'INFO'],
+    ['KV_HOST', 'bad host'],
+    ['KV_HOST', 'a/b'],
+    ['KV_EMBEDDED_SHARDS', '0'],
+    ['KV_EMBEDDED_SHARDS', '65'],
+    ['KV_EXPIRY_TICK_MS', '5'],
+    ['KV_SHUTDOWN_TIMEOUT_MS', '-1'],
+    ['KV_QUEUE_LIMIT', '0'],
+  ];
+  for (const [name, value] of bad) rejects(() => resolveConfig([], { [name]: value }), name);
+  rejects(() => resolveConfig(['--max-value-bytes=16777217']), 'KV_MAX_VALUE_BYTES');
+});
+
+test('configFrom applies the same rules to overrides', () => {
+  const cfg = configFrom({ port: 0, maxValueBytes: MAX_SUPPORTED_VALUE_BYTES, logLevel: 'silent', shards: ['mysql://h/a'] });
+  assert.ok(Object.isFrozen(cfg));
+  assert.equal(cfg.port, 0);
+  assert.equal(cfg.maxValueBytes, MAX_SUPPORTED_VALUE_BYTES);
+  assert.deepEqual(cfg.shards, ['mysql://h/a']);
+  assert.equal(cfg.batching, true, 'the rest are defaults');
+  rejects(() => configFrom({ bogus: 1 } as never), 'bogus');
+  rejects(() => configFrom({ maxValueBytes: MAX_SUPPORTED_VALUE_BYTES + 1 }), 'maxValueBytes');
+  rejects(() => configFrom({ maxValueBytes: 0 }), 'maxValueBytes');
+  rejects(() => configFrom({ port: 70000 }), 'port');
+  rejects(() => configFrom({ port: 1.5 }), 'port');
+  rejects(() => configFrom({ logLevel: 'loud' }), 'logLevel');
+  rejects(() => configFrom({ shards: ['http://h/a'] }), 'shards');
+});
+
+// ---- The real CLI process ----
+
+let mysqlServer: TestServer;
+let urls: string[] = [];
+before(async () => {
+  mysqlServer = await startTestServer();
+  urls = [await mysqlServer.createDatabase(), await mysqlServer.createDatabase()];
+});
+after(() => mysqlServer?.stop());
+
+/** The parent's environment without any KV_* (a developer's KV_TEST_* must not reach the CLI). */
+function cliEnv(settings: Record<string, string>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('KV_')) env[k] = v;
+  return { ...env, ...settings };
+}
+
+interface Cli {
+  child: ChildProcess;
+  output: () => string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+function startCli(settings: Record<string, string>): Cli {
+  const child = spawn(process.execPath, [CLI], { env: cliEnv(settings), stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+  child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  return { child, output: () => out, exited };
+}
+
+test('the CLI exits 2 with a message on an unknown setting or a bad value', async () => {
+  for (const [settings, mention] of [
+    [{ KV_BOGUS: '1' }, 'KV_BOGUS'],
+    [{ KV_PORT: 'eighty' }, 'KV_PORT'],
+    [{ KV_MAX_VALUE_BYTES: String(MAX_SUPPORTED_VALUE_BYTES + 1) }, 'KV_MAX_VALUE_BYTES'],
+  ] as const) {
+    const cli = startCli(settings);
+    const { code } = await cli.exited;
+    assert.equal(code, 2, cli.output());
+    assert.match(cli.output(), new RegExp(`kvsql: .*${mention}`));
+  }
+});
+
+test('SIGTERM: the CLI stops listening, answers the request in flight, commits it, and exits 0', async (t) => {
+  const port = await pickFreePort();
+  const cli = startCli({ KV_SHARDS: urls.join(','), KV_PORT: String(port), KV_LOG_LEVEL: 'warn' });
+  t.after(() => {
+    if (cli.child.exitCode === null && cli.child.signalCode === null) cli.child.kill('SIGKILL');
+  });
+  const client = new HttpClient(port);
+  t.after(() => client.close());
+  const up = await eventually(async () => (await client.request('GET', '/readyz').catch(() => null))?.status === 200, 30_000, 100);
+  assert.ok(up, `CLI did not become ready: ${cli.output()}`);
+  assert.equal((await client.put('cli/before', 'b')).status, 201);
+
+  // A PUT whose headers arrived (the call is accepted) and whose body is half sent.
+  const agent = new http.Agent({ keepAlive: false });
+  t.after(() => agent.destroy());
+  let finish!: () => void;
+  const inflight = new Promise<{ status: number; body: string }>((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, method: 'PUT', path: kvPath('cli/inflight'), agent, headers: { 'content-length': '10' } }, (res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => (body += c.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+    req.write('01234');
+    finish = () => req.end('56789');
+  });
+  await sleep(200);
+  cli.child.kill('SIGTERM');
+  await sleep(300);
+  assert.equal(cli.child.exitCode, null, `the CLI exited with a request in flight: ${cli.output()}`);
+  // No longer listening: a new connection is refused.
+  const fresh = new HttpClient(port);
+  await assert.rejects(fresh.request('GET', '/healthz'), /ECONNREFUSED|ECONNRESET|socket hang up/);
+  fresh.close();
+
+  finish();
+  const done = await inflight;
+  assert.equal(done.status, 201, done.body);
+  const { code, signal } = await cli.exited;
+  assert.equal(signal, null);
+  assert.equal(code, 0, cli.output());
+
+  // The in-flight write was committed before exit: read it from the shards directly.
+  let found: Buffer | null = null;
+  for (const uri of urls) {
+    const conn = await mysql.createConnection({ uri });
+    try {
+      const [rows] = await conn.query('SELECT v FROM kv WHERE k = ?', [Buffer.from('cli/inflight')]);
+      const r = rows as Array<{ v: Buffer }>;
+      if (r.length > 0) found = r[0].v;
+    } finally {
+      await conn.end();
+    }
+  }
+  assert.equal(found?.toString(), '0123456789');
+});
