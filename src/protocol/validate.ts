@@ -32,7 +32,10 @@ const DECIMAL = /^(?:\d+(?:\.\d*)?|\.\d+)$/;
  */
 export function parseTtlSeconds(text: string): number {
   if (!DECIMAL.test(text)) throw new KvError('KV_ERR_BAD_TTL', `ttl must be a positive number of seconds, got "${text.slice(0, 40)}"`);
-  return checkTtlMs(Math.ceil(Number(text) * 1000 - 1e-9), text);
+  const seconds = Number(text);
+  // The epsilon absorbs binary rounding upward (2.007 * 1000 = 2007.0000000000002 is 2007 ms,
+  // not 2008); max(1, ...) keeps a positive TTL too small for it (1e-12 s) from becoming 0.
+  return checkTtlMs(seconds > 0 ? Math.max(1, Math.ceil(seconds * 1000 - 1e-9)) : 0, text);
 }
 
 /** A TTL in milliseconds (WebSocket): a positive integer, at most 10 years. */
@@ -46,9 +49,9 @@ export function checkTtlMs(ms: unknown, shown: unknown = ms): number {
 
 /** A version as sent in `If-Match: "<version>"` (quotes optional, weak tags refused). */
 export function parseVersionTag(text: string): number {
-  const m = /^\s*"?(\d{1,16})"?\s*$/.exec(text);
+  const m = /^\s*(?:"(\d{1,16})"|(\d{1,16}))\s*$/.exec(text);
   if (!m) throw new KvError('KV_ERR_BAD_REQUEST', `If-Match must be one version tag like "42", got ${text.slice(0, 40)}`);
-  const v = Number(m[1]);
+  const v = Number(m[1] ?? m[2]);
   if (!Number.isSafeInteger(v)) throw new KvError('KV_ERR_BAD_REQUEST', 'If-Match version out of range');
   return v;
 }
