@@ -41,7 +41,7 @@ export async function ensurePreloaded(ctx: BenchContext): Promise<void> {
   if (r.failed > 0) throw new Error(`preload failed for ${r.failed} of ${keys} keys (last error: ${r.lastError})`);
   ctx.loadRate = r.rate;
   ctx.preloaded = true;
-  log(`preloaded ${fmtInt(keys)} keys x ${ctx.value.length} B via ${r.via} in ${r.elapsedS.toFixed(1)} s (${fmtInt(r.rate)} keys/s)`);
+  log(`preloaded ${fmtInt(keys)} keys x ${ctx.value.length} B over WebSocket in ${r.elapsedS.toFixed(1)} s (${fmtInt(r.rate)} keys/s)`);
 }
 
 export interface Window {

@@ -13,8 +13,8 @@ export const ALL_SCENARIOS = [
   'ws-mixed',
   'ablation',
   'latency-at-half-load',
-  'expiry',
   'concurrency',
+  'expiry',
 ] as const;
 export type ScenarioName = (typeof ALL_SCENARIOS)[number];
 

@@ -1,7 +1,7 @@
 /**
  * Owns a minimal HTTP/1.1 keep-alive load client over raw sockets, for what autocannon cannot do:
- * open-loop load (latency measured from each request's *intended* send time, wrk2 style), many
- * thousands of connections opened at a controlled pace, and bulk loading. Relies on node:net.
+ * open-loop load (latency measured from each request's *intended* send time, wrk2 style) and
+ * many thousands of connections opened at a controlled pace. Relies on node:net.
  * Speaks only what the kvsql gateway answers: every response has Content-Length or no body
  * (204/304), no chunked encoding, no pipelining (one request per connection at a time).
  *
@@ -276,58 +276,6 @@ export class RawHttpPool {
       };
       pump();
       if (total === 0) finish();
-    });
-  }
-
-  /**
-   * Sends requests 0..count-1 (`makeRequest(seq)`) over all connections, one in flight on each,
-   * until every one has a 2xx or has failed `maxAttempts` times (503 and lost connections are
-   * retried: bulk loading must not leave holes because the store shed load for a moment).
-   */
-  drain(count: number, makeRequest: (seq: number) => Buffer, onTick?: (done: number, failed: number) => void, maxAttempts = 5): Promise<{ done: number; failed: number; elapsedMs: number; lastError: string }> {
-    let next = 0;
-    let done = 0;
-    let failed = 0;
-    let lastError = '';
-    const retry: Array<{ seq: number; attempt: number }> = [];
-    const t0 = performance.now();
-    return new Promise((resolve) => {
-      let active = 0;
-      const ticker = setInterval(() => onTick?.(done, failed), 250);
-      const take = (): { seq: number; attempt: number } | null => {
-        if (retry.length > 0) return retry.pop()!;
-        return next < count ? { seq: next++, attempt: 1 } : null;
-      };
-      const pump = (conn: Conn) => {
-        const job = conn.open ? take() : null;
-        if (job === null) {
-          if (--active === 0) {
-            clearInterval(ticker);
-            resolve({ done, failed, elapsedMs: performance.now() - t0, lastError });
-          }
-          return;
-        }
-        conn.send(makeRequest(job.seq), 0, (status) => {
-          if (status >= 200 && status < 300) done++;
-          else if ((status === 503 || status === 0) && job.attempt < maxAttempts) {
-            retry.push({ seq: job.seq, attempt: job.attempt + 1 });
-          } else {
-            failed++;
-            lastError = status === 0 ? this.lastError : `HTTP ${status}`;
-          }
-          if (status === 503) setTimeout(() => pump(conn), 50);
-          else pump(conn);
-        });
-      };
-      for (const c of this.conns) {
-        if (!c.open) continue;
-        active++;
-        pump(c);
-      }
-      if (active === 0) {
-        clearInterval(ticker);
-        resolve({ done, failed: count, elapsedMs: 0, lastError: 'no open connection' });
-      }
     });
   }
 

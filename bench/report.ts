@@ -61,8 +61,9 @@ export function fmtMs(ms: number | undefined): string {
 const fmtOps = (n: number): string => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : '-');
 
 /**
- * "gw 1.62 (main 0.98) db 0.41 lg 0.95 / all 1.99": the gateway and its main thread, the MySQL
- * shards, the load generators, and the whole machine (anything else running shows up there).
+ * "gw 1.02 (main 0.31) db 0.41 lg 0.55 other 0.01": the gateway and its main thread, the MySQL
+ * shards, the load generators, and everything else on the machine (machine-wide busy time from
+ * /proc/stat minus ours: other sandboxes on the same VM are invisible in /proc but not there).
  */
 export function cpuSummary(cpu: CpuUse[]): string {
   if (cpu.length === 0) return '';
@@ -76,7 +77,10 @@ export function cpuSummary(cpu: CpuUse[]): string {
   if (gw) parts.push(`gw ${gw.cores.toFixed(2)}${main !== undefined ? ` (main ${main.toFixed(2)})` : ''}`);
   if (cpu.some((u) => u.label.includes('mysqld'))) parts.push(`db ${db.toFixed(2)}`);
   parts.push(`lg ${lg.toFixed(2)}`);
-  if (all !== undefined && Number.isFinite(all)) parts.push(`/ all ${all.toFixed(2)}`);
+  if (all !== undefined && Number.isFinite(all)) {
+    const ours = (gw?.cores ?? 0) + db + lg;
+    parts.push(`other ${Math.max(0, all - ours).toFixed(2)}`);
+  }
   return parts.join(' ');
 }
 
@@ -85,7 +89,7 @@ function pad(s: string, n: number, right = false): string {
 }
 
 export function renderTable(rows: Row[]): string {
-  const head = ['scenario', 'api', 'ops/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'errors', 'ratio', 'CPU cores (gateway, mysqld, loadgen / machine)'];
+  const head = ['scenario', 'api', 'ops/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'errors', 'ratio', 'CPU cores: gateway (main thread), mysqld, load gen, other'];
   const body = rows.map((r) =>
     r.skipped !== undefined
       ? [r.name, r.api, 'skipped', '', '', '', '', '', r.skipped]
@@ -120,22 +124,29 @@ export function renderTable(rows: Row[]): string {
 const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 
 /** Horizontal bar chart; `series` draws one bar per series per row (e.g. p50 and p99). */
-function barChart(title: string, unit: string, labels: string[], series: Array<{ name: string; color: string; values: number[] }>, log = false): string {
+function barChart(
+  title: string,
+  unit: string,
+  labels: string[],
+  series: Array<{ name: string; color: string; values: number[]; colors?: string[] }>,
+  log = false,
+): string {
   const rowH = 18 * series.length + 10;
   const left = 300;
   const width = 900;
   const plotW = width - left - 110;
   const top = 40;
-  const height = top + labels.length * rowH + 30;
+  const height = top + labels.length * rowH + 34;
   const all = series.flatMap((s) => s.values).filter((v) => Number.isFinite(v) && v > 0);
   const max = all.length ? Math.max(...all) : 1;
   const min = all.length ? Math.min(...all) : 1;
-  const lo = log ? Math.log10(Math.min(min, max / 10)) : 0;
+  // Log scale: from the decade below the smallest value, so the smallest bar is still visible.
+  const lo = Math.floor(Math.log10(min) - 1e-9);
+  const hi = Math.log10(max);
   const scale = (v: number) => {
     if (!Number.isFinite(v) || v <= 0) return 0;
     if (!log) return (v / max) * plotW;
-    const hi = Math.log10(max);
-    return hi === lo ? plotW : ((Math.log10(v) - lo) / (hi - lo)) * plotW;
+    return hi <= lo ? plotW : Math.max(1, ((Math.log10(v) - lo) / (hi - lo)) * plotW);
   };
   const parts = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="12">`,
@@ -144,6 +155,13 @@ function barChart(title: string, unit: string, labels: string[], series: Array<{
   series.forEach((s, i) => {
     parts.push(`<rect x="${left + i * 110}" y="28" width="10" height="10" fill="${s.color}"/><text x="${left + i * 110 + 14}" y="37">${esc(s.name)}</text>`);
   });
+  if (log) {
+    for (let d = lo; d <= Math.ceil(hi); d++) {
+      const x = left + scale(10 ** d);
+      if (10 ** d > max) break;
+      parts.push(`<line x1="${x.toFixed(1)}" y1="${top}" x2="${x.toFixed(1)}" y2="${height - 24}" stroke="#ddd"/><text x="${x.toFixed(1)}" y="${height - 12}" text-anchor="middle" fill="#666">${(10 ** d).toLocaleString('en-US', { maximumFractionDigits: 3 })}</text>`);
+    }
+  }
   labels.forEach((label, i) => {
     const y = top + i * rowH + 6;
     parts.push(`<text x="${left - 8}" y="${y + (rowH - 10) / 2 + 4}" text-anchor="end">${esc(label)}</text>`);
@@ -151,11 +169,11 @@ function barChart(title: string, unit: string, labels: string[], series: Array<{
       const v = s.values[i];
       const w = scale(v);
       const by = y + j * 18;
-      parts.push(`<rect x="${left}" y="${by}" width="${w.toFixed(1)}" height="14" fill="${s.color}"><title>${esc(label)} ${esc(s.name)}: ${Number.isFinite(v) ? v.toFixed(3) : '-'} ${unit}</title></rect>`);
+      parts.push(`<rect x="${left}" y="${by}" width="${w.toFixed(1)}" height="14" fill="${s.colors?.[i] ?? s.color}"><title>${esc(label)} ${esc(s.name)}: ${Number.isFinite(v) ? v.toFixed(3) : '-'} ${unit}</title></rect>`);
       parts.push(`<text x="${left + w + 4}" y="${by + 11}">${Number.isFinite(v) ? (unit === 'ops/s' ? fmtOps(v) : fmtMs(v)) : '-'}</text>`);
     });
   });
-  parts.push(`<text x="${left}" y="${height - 8}" fill="#666">${esc(unit)}${log ? ' (log scale)' : ''}</text>`, '</svg>');
+  parts.push(`<text x="10" y="${height - 12}" fill="#666">${esc(unit)}${log ? ' (log scale)' : ''}</text>`, '</svg>');
   return parts.join('\n');
 }
 
@@ -177,7 +195,9 @@ export function renderHtml(report: Report): string {
 <tr><th>target</th><td>${esc(info.target)}</td></tr>
 <tr><th>options</th><td><code>${esc(JSON.stringify(info.options))}</code></td></tr>
 </table>
-${barChart('Throughput', 'ops/s', tput.map((r) => r.name), [{ name: 'ops/s', color: '#3b78c2', values: tput.map((r) => r.opsPerSec) }])}
+${barChart('Throughput (blue: HTTP, green: WebSocket)', 'ops/s', tput.map((r) => r.name), [
+    { name: 'ops/s', color: '#3b78c2', values: tput.map((r) => r.opsPerSec), colors: tput.map((r) => (r.api === 'ws' ? '#4a9a5a' : '#3b78c2')) },
+  ])}
 ${barChart('Latency', 'ms', lat.map((r) => r.name), [
     { name: 'p50', color: '#7fb77e', values: lat.map((r) => r.latency!.p50) },
     { name: 'p99', color: '#e0a030', values: lat.map((r) => r.latency!.p99) },

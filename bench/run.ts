@@ -18,7 +18,6 @@ import { addRatios, renderTable, saveReport, type Report } from './report';
 import { medianRow, skippedRow, type Row } from './result';
 import { ShardSql } from './shard-sql';
 import { BENCH_DIR, embeddedShardPids, embeddedShardUrls, startAblationGateway, startMainGateway, type GatewayProcess } from './store-processes';
-import { clientMissingReason, loadCreateClient } from './kv-client';
 import { runThroughput } from './scenarios/throughput';
 import { runHalfLoad } from './scenarios/half-load';
 import { runExpiry } from './scenarios/expiry';
@@ -102,7 +101,6 @@ async function main(): Promise<number> {
   };
   const lim = nofileLimits();
   note(`kvsql bench: scenarios ${opts.scenarios.join(',')}; ${opts.duration} s each x ${opts.runs} run(s); ${CORES} cores; open files ${lim ? lim[0] : '?'}`);
-  if (loadCreateClient() === null) note(`WebSocket scenarios use src/client: ${clientMissingReason()}; they are skipped, bulk loads use HTTP`);
 
   const gateways: GatewayProcess[] = [];
   let sql: ShardSql | null = null;

@@ -8,10 +8,9 @@
  */
 import { ensurePreloaded, KEY_PREFIX, measured, type BenchContext } from '../context';
 import { percentilesOf } from '../histogram';
-import { clientMissingReason, loadCreateClient } from '../kv-client';
 import { fmtInt, log, progress, clearProgress } from '../progress';
 import { RawHttpPool, getRequest, targetOf } from '../raw-http';
-import { skippedRow, type Row } from '../result';
+import type { Row } from '../result';
 import { wsOpenLoop } from '../ws-load';
 import { closeClients, httpRow, openClients, wsRow } from './throughput';
 
@@ -26,48 +25,42 @@ export async function peakOf(ctx: BenchContext, name: 'ws-put' | 'http-get', run
   return row.opsPerSec;
 }
 
-export async function runHalfLoad(ctx: BenchContext, runLabel: string): Promise<Row[]> {
+async function wsPutRow(ctx: BenchContext, runLabel: string): Promise<Row> {
   const { opts } = ctx;
-  const rows: Row[] = [];
   const pct = Math.round(opts.loadFraction * 100);
-  const durationMs = opts.duration * 1000;
-
-  // ws-put
-  const wsName = `ws-put @ ${pct}% of peak (open loop)`;
-  if (loadCreateClient() === null) {
-    rows.push(skippedRow(wsName, 'latency-at-half-load', clientMissingReason()));
-  } else {
-    const peak = await peakOf(ctx, 'ws-put', runLabel);
-    const rate = Math.max(1, Math.round(peak * opts.loadFraction));
-    const clients = await openClients(ctx.base, opts.wsConnections, opts.depth);
-    try {
-      const t0 = performance.now();
-      const { value: r, window } = await measured(ctx, ctx.base, () =>
-        wsOpenLoop(clients, rate, durationMs, { mix: 'put', keys: opts.keys, keyPrefix: KEY_PREFIX, value: ctx.value, readRatio: 0, missIsError: false }, (t, sent) => {
-          const el = (performance.now() - t0) / 1000;
-          progress(`${runLabel}half-load ws-put @ ${fmtInt(rate)}/s: ${el.toFixed(1)}/${opts.duration}s sent ${fmtInt(sent)} ok ${fmtInt(t.ok)} errors ${fmtInt(t.errors)}`);
-        }),
-      );
-      clearProgress();
-      rows.push({
-        name: wsName,
-        scenario: 'latency-at-half-load',
-        api: 'ws',
-        opsPerSec: r.ok / r.elapsedS,
-        latency: percentilesOf(r.hist),
-        errors: r.errors,
-        errorDetail: r.errorDetail,
-        durationS: r.elapsedS,
-        cpu: window.cpu,
-        notes: [`target ${fmtInt(rate)} ops/s = ${pct}% of peak ${fmtInt(peak)}; ${opts.wsConnections} connections`],
-        extra: { targetRate: rate, peak },
-      });
-    } finally {
-      await closeClients(clients);
-    }
+  const peak = await peakOf(ctx, 'ws-put', runLabel);
+  const rate = Math.max(1, Math.round(peak * opts.loadFraction));
+  const clients = await openClients(ctx.base, opts.wsConnections, opts.depth);
+  try {
+    const t0 = performance.now();
+    const { value: r, window } = await measured(ctx, ctx.base, () =>
+      wsOpenLoop(clients, rate, opts.duration * 1000, { mix: 'put', keys: opts.keys, keyPrefix: KEY_PREFIX, value: ctx.value, readRatio: 0, missIsError: false }, (t, sent) => {
+        const el = (performance.now() - t0) / 1000;
+        progress(`${runLabel}half-load ws-put @ ${fmtInt(rate)}/s: ${el.toFixed(1)}/${opts.duration}s sent ${fmtInt(sent)} ok ${fmtInt(t.ok)} errors ${fmtInt(t.errors)}`);
+      }),
+    );
+    clearProgress();
+    return {
+      name: `ws-put @ ${pct}% of peak (open loop)`,
+      scenario: 'latency-at-half-load',
+      api: 'ws',
+      opsPerSec: r.ok / r.elapsedS,
+      latency: percentilesOf(r.hist),
+      errors: r.errors,
+      errorDetail: r.errorDetail,
+      durationS: r.elapsedS,
+      cpu: window.cpu,
+      notes: [`target ${fmtInt(rate)} ops/s = ${pct}% of peak ${fmtInt(peak)}; ${opts.wsConnections} connections`],
+      extra: { targetRate: rate, peak },
+    };
+  } finally {
+    await closeClients(clients);
   }
+}
 
-  // http-get
+async function httpGetRow(ctx: BenchContext, runLabel: string): Promise<Row> {
+  const { opts } = ctx;
+  const pct = Math.round(opts.loadFraction * 100);
   await ensurePreloaded(ctx);
   const peak = await peakOf(ctx, 'http-get', runLabel);
   const rate = Math.max(1, Math.round(peak * opts.loadFraction));
@@ -78,7 +71,7 @@ export async function runHalfLoad(ctx: BenchContext, runLabel: string): Promise<
     const { value: r, window } = await measured(ctx, ctx.base, () =>
       pool.openLoop(
         rate,
-        durationMs,
+        opts.duration * 1000,
         () => getRequest(host, `/v1/kv/${KEY_PREFIX}${Math.floor(Math.random() * opts.keys)}`),
         (t, sent) => {
           const el = (performance.now() - t0) / 1000;
@@ -88,7 +81,7 @@ export async function runHalfLoad(ctx: BenchContext, runLabel: string): Promise<
     );
     clearProgress();
     const non2xx = Object.values(r.non2xx).reduce((a, b) => a + b, 0);
-    rows.push({
+    return {
       name: `http-get @ ${pct}% of peak (open loop)`,
       scenario: 'latency-at-half-load',
       api: 'http',
@@ -100,9 +93,12 @@ export async function runHalfLoad(ctx: BenchContext, runLabel: string): Promise<
       cpu: window.cpu,
       notes: [`target ${fmtInt(rate)} ops/s = ${pct}% of peak ${fmtInt(peak)}; ${pool.size} connections`],
       extra: { targetRate: rate, peak },
-    });
+    };
   } finally {
     pool.close();
   }
-  return rows;
+}
+
+export async function runHalfLoad(ctx: BenchContext, runLabel: string): Promise<Row[]> {
+  return [await wsPutRow(ctx, runLabel), await httpGetRow(ctx, runLabel)];
 }

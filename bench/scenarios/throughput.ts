@@ -7,7 +7,7 @@
 import { runAutocannon, type HttpMix } from '../autocannon-load';
 import { batchNote, ensurePreloaded, KEY_PREFIX, measured, type BenchContext } from '../context';
 import { percentilesOf } from '../histogram';
-import { clientMissingReason, loadCreateClient, openClient, type KvClient } from '../kv-client';
+import { openClient, type KvClient } from '../kv-client';
 import { fmtInt, progress, clearProgress } from '../progress';
 import { skippedRow, type Row } from '../result';
 import { wsClosedLoop, type WsMix } from '../ws-load';
@@ -48,10 +48,9 @@ export async function httpRow(ctx: BenchContext, name: string, scenario: string,
 }
 
 export async function openClients(base: string, n: number, maxInflight: number): Promise<KvClient[]> {
-  const create = loadCreateClient()!;
   const clients: KvClient[] = [];
   try {
-    for (let i = 0; i < n; i++) clients.push(await openClient(create, base, { maxInflight, timeoutMs: 30_000 }));
+    for (let i = 0; i < n; i++) clients.push(await openClient(base, { maxInflight, timeoutMs: 30_000 }));
   } catch (err) {
     await closeClients(clients);
     throw err;
@@ -65,7 +64,6 @@ export async function closeClients(clients: KvClient[]): Promise<void> {
 
 export async function wsRow(ctx: BenchContext, name: string, scenario: string, base: string, mix: WsMix, label: string): Promise<Row> {
   const { opts } = ctx;
-  if (loadCreateClient() === null) return skippedRow(name, scenario, clientMissingReason());
   if (mix !== 'put') await ensurePreloaded(ctx);
   const clients = await openClients(base, opts.wsConnections, opts.depth);
   try {
