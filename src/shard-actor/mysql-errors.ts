@@ -2,8 +2,9 @@
  * Owns the translation of MySQL driver errors into kvsql's terms, by `err.code`, in one place.
  * Relies on protocol/errors. Touches no connection.
  *
- *   retry       the transaction was rolled back by the server and can run again as it was
- *               (ER_LOCK_DEADLOCK 1213, ER_LOCK_WAIT_TIMEOUT 1205)
+ *   retry       the transaction was rolled back and can be decided again from fresh locks
+ *               (ER_LOCK_DEADLOCK 1213, ER_LOCK_WAIT_TIMEOUT 1205, and ER_DUP_ENTRY 1062: another
+ *               gateway created a key this batch saw absent)
  *   connection  the connection or server is gone; the shard may be down
  *   fatal       anything else: a bug or a misconfigured server, reported as 500
  */
@@ -11,7 +12,7 @@ import { KvError } from '../protocol/errors';
 
 export type ErrorClass = 'retry' | 'connection' | 'fatal';
 
-const RETRY_CODES = new Set(['ER_LOCK_DEADLOCK', 'ER_LOCK_WAIT_TIMEOUT']);
+const RETRY_CODES = new Set(['ER_LOCK_DEADLOCK', 'ER_LOCK_WAIT_TIMEOUT', 'ER_DUP_ENTRY']);
 const CONNECTION_CODES = new Set([
   'PROTOCOL_CONNECTION_LOST',
   'PROTOCOL_SEQUENCE_TIMEOUT',

@@ -32,7 +32,9 @@ export interface LockedRow {
 }
 
 export interface RowMutations {
-  /** [key, value, version, expiresAt] */
+  /** [key, value, version, expiresAt] for keys that had no row when locked */
+  inserts: Array<[Buffer, Uint8Array, number, number | null]>;
+  /** [key, value, version, expiresAt] for keys whose row is locked */
   upserts: Array<[Buffer, Uint8Array, number, number | null]>;
   /** [key, expiresAt] for rows whose value is unchanged */
   ttlUpdates: Array<[Buffer, number | null]>;
@@ -108,6 +110,7 @@ export const STATEMENTS = {
       `START TRANSACTION; SELECT k, version, expires_at FROM kv WHERE k IN (${placeholders(n, '?')}) ORDER BY k FOR UPDATE; ` +
       `SELECT ${NOW_MS} AS now_ms, (SELECT next_version FROM kv_seq WHERE id = 1) AS next_version`,
   ),
+  insertBatch: new Statements('insertBatch', (n) => `INSERT INTO kv (k, v, version, expires_at) VALUES ${placeholders(n, '(?,?,?,?)')}`),
   upsertBatch: new Statements(
     'upsertBatch',
     (n) => `INSERT INTO kv (k, v, version, expires_at) VALUES ${placeholders(n, '(?,?,?,?)')} ON DUPLICATE KEY UPDATE v = VALUES(v), version = VALUES(version), expires_at = VALUES(expires_at)`,
@@ -207,6 +210,10 @@ export class MysqlShardStore implements ShardStore {
       const m = await decide(locked, now, issuedBelow);
       let sql = '';
       const params: unknown[] = [];
+      if (m.inserts.length > 0) {
+        sql += STATEMENTS.insertBatch.sql(m.inserts.length) + ';';
+        for (const u of m.inserts) params.push(u[0], u[1], u[2], u[3]);
+      }
       if (m.upserts.length > 0) {
         sql += STATEMENTS.upsertBatch.sql(m.upserts.length) + ';';
         for (const u of m.upserts) params.push(u[0], u[1], u[2], u[3]);

@@ -8,7 +8,8 @@
  *
  *   locked row ──op1──> state ──op2──> state ... ──> one mutation for the key:
  *     absent at the end, row existed      -> DELETE
- *     a put in the chain                   -> upsert (key, last value, last version, expiry)
+ *     a put in the chain, row existed      -> upsert (key, last value, last version, expiry)
+ *     a put in the chain, no row           -> plain INSERT (fails if another gateway created it)
  *     only the expiry changed              -> expiry update
  *
  * A row whose expires_at <= now is treated as absent by every op (it is merely not reaped yet).
@@ -59,7 +60,7 @@ export function highestVersion(locked: Map<string, LockedRow>): number {
 }
 
 export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now: number, firstVersion: number): WritePlan {
-  const plan: WritePlan = { mutations: { upserts: [], ttlUpdates: [], deletes: [] }, replies: [], reapedDueAt: [], expiries: [] };
+  const plan: WritePlan = { mutations: { inserts: [], upserts: [], ttlUpdates: [], deletes: [] }, replies: [], reapedDueAt: [], expiries: [] };
   let nextVersion = firstVersion;
   for (const chain of chains) {
     const row = locked.get(chain.keyStr);
@@ -141,7 +142,10 @@ export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now:
     if (!exists) {
       if (existed) plan.mutations.deletes.push(chain.key);
     } else if (value !== null) {
-      plan.mutations.upserts.push([chain.key, value, version, expiresAt]);
+      // A key with no row when locked is INSERTed, not upserted: if another gateway creates it
+      // meanwhile, the INSERT fails with ER_DUP_ENTRY and the whole batch is decided again from
+      // the row it then locks (never "both created it", never a lost If-None-Match).
+      (existed ? plan.mutations.upserts : plan.mutations.inserts).push([chain.key, value, version, expiresAt]);
       if (expiresAt !== null) plan.expiries.push([chain.key, expiresAt]);
     } else if (expiryChanged) {
       plan.mutations.ttlUpdates.push([chain.key, expiresAt]);
