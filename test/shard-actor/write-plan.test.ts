@@ -1,0 +1,233 @@
+/**
+ * Tests src/shard-actor/write-plan.ts, the pure decision of every write from the locked rows and
+ * the shard's clock: replies (201/200/204/404/412), versions (only successful puts consume one,
+ * in op order), TTL arithmetic (ttl, keepttl, expire, persist), expired rows treated as absent,
+ * reaps that delete only what is still expired, and the one mutation a chain folds into.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { FLAG_IF_ABSENT, FLAG_IF_VERSION, FLAG_KEEP_TTL, OP_DEL, OP_EXPIRE, OP_GET, OP_PERSIST, OP_PUT, OP_REAP, type OpCode } from '../../src/protocol/ops';
+import type { Chain } from '../../src/shard-actor/key-scheduler';
+import type { PendingOp } from '../../src/shard-actor/pending-op';
+import type { LockedRow, RowMutations } from '../../src/shard-actor/shard-store';
+import { createsKey, highestVersion, planWrites, versionsNeeded } from '../../src/shard-actor/write-plan';
+
+const NOW = 1_800_000_000_000;
+const FIRST = 1000;
+
+let nextId = 1;
+interface OpOptions {
+  value?: string;
+  ttlMs?: number;
+  flags?: number;
+  ifVersion?: number;
+}
+function op(kind: OpCode, key: string, o: OpOptions = {}): PendingOp {
+  const k = Buffer.from(key);
+  return {
+    id: nextId++,
+    op: kind,
+    key: k,
+    keyStr: k.toString('latin1'),
+    value: kind === OP_PUT ? Buffer.from(o.value ?? 'v') : null,
+    ttlMs: o.ttlMs ?? 0,
+    flags: o.flags ?? 0,
+    ifVersion: o.ifVersion ?? 0,
+    dueAt: 0,
+  };
+}
+const chain = (...ops: PendingOp[]): Chain => ({ keyStr: ops[0].keyStr, key: ops[0].key, ops });
+const rows = (entries: Record<string, LockedRow>) => new Map(Object.entries(entries).map(([k, v]) => [Buffer.from(k).toString('latin1'), v]));
+const LIVE = (version: number, expiresAt: number | null = null): LockedRow => ({ version, expiresAt });
+const EXPIRED = (version: number): LockedRow => ({ version, expiresAt: NOW - 1 });
+
+/** No row changes at all, of any kind. */
+const isEmpty = (m: RowMutations): boolean => Object.values(m).every((list) => (list as unknown[]).length === 0);
+type ValueWrite = [Buffer, Uint8Array, number, number | null];
+/** Rows written with a value, whatever statement the store uses for them (upsert, or insert for a key that had no row). */
+const valueWrites = (m: RowMutations): ValueWrite[] =>
+  Object.entries(m)
+    .filter(([kind]) => kind === 'upserts' || kind === 'inserts')
+    .flatMap(([, list]) => list as ValueWrite[]);
+
+/** Plans one chain and returns its replies without ids (status and payload). */
+function plan(c: Chain, locked = rows({})) {
+  const p = planWrites([c], locked, NOW, FIRST);
+  assert.deepEqual(
+    p.replies.map(([o]) => o.id),
+    c.ops.map((o) => o.id),
+    'one reply per op, in op order',
+  );
+  for (const [o, r] of p.replies) assert.equal(r[0], o.id);
+  return { ...p, out: p.replies.map(([, r]) => r.slice(1)) };
+}
+
+test('put on an absent key: 201 with the first version, one row write, no TTL', () => {
+  const p = plan(chain(op(OP_PUT, 'k', { value: 'hello' })));
+  assert.deepEqual(p.out, [[201, FIRST, null]]);
+  assert.equal(valueWrites(p.mutations).length, 1);
+  const [key, value, version, expiresAt] = valueWrites(p.mutations)[0];
+  assert.equal(key.toString(), 'k');
+  assert.equal(Buffer.from(value).toString(), 'hello');
+  assert.equal(version, FIRST);
+  assert.equal(expiresAt, null);
+  assert.deepEqual(p.mutations.deletes, []);
+  assert.deepEqual(p.mutations.ttlUpdates, []);
+  assert.deepEqual(p.expiries, []);
+});
+
+test('put on a live key: 200 and a new version; with a ttl the expiry is the shard clock plus ttl', () => {
+  const p = plan(chain(op(OP_PUT, 'k', { ttlMs: 1500 })), rows({ k: LIVE(7) }));
+  assert.deepEqual(p.out, [[200, FIRST, NOW + 1500]]);
+  assert.equal(valueWrites(p.mutations)[0][3], NOW + 1500);
+  assert.equal(p.expiries.length, 1);
+  assert.equal(p.expiries[0][1], NOW + 1500);
+});
+
+test('a row whose expires_at is now or earlier is absent to every op', () => {
+  for (const expiresAt of [NOW, NOW - 1, 0]) {
+    const locked = rows({ k: { version: 7, expiresAt } });
+    assert.deepEqual(plan(chain(op(OP_PUT, 'k')), locked).out, [[201, FIRST, null]], `put, expiresAt ${expiresAt}`);
+    assert.deepEqual(plan(chain(op(OP_DEL, 'k')), locked).out, [[404]]);
+    assert.deepEqual(plan(chain(op(OP_EXPIRE, 'k', { ttlMs: 10 })), locked).out, [[404]]);
+    assert.deepEqual(plan(chain(op(OP_PERSIST, 'k')), locked).out, [[404]]);
+    assert.deepEqual(plan(chain(op(OP_PUT, 'k', { flags: FLAG_IF_VERSION, ifVersion: 7 })), locked).out, [[412]]);
+    assert.deepEqual(plan(chain(op(OP_PUT, 'k', { flags: FLAG_IF_ABSENT })), locked).out, [[201, FIRST, null]]);
+  }
+  // One millisecond later is live.
+  assert.deepEqual(plan(chain(op(OP_DEL, 'k')), rows({ k: LIVE(7, NOW + 1) })).out, [[204]]);
+});
+
+test('put without ttl clears the TTL; keepttl keeps it on a live key, and means none on an absent or expired one', () => {
+  const live = rows({ k: LIVE(7, NOW + 5000) });
+  assert.deepEqual(plan(chain(op(OP_PUT, 'k')), live).out, [[200, FIRST, null]]);
+  assert.deepEqual(plan(chain(op(OP_PUT, 'k', { flags: FLAG_KEEP_TTL })), live).out, [[200, FIRST, NOW + 5000]]);
+  assert.deepEqual(plan(chain(op(OP_PUT, 'k', { flags: FLAG_KEEP_TTL })), rows({ k: LIVE(7) })).out, [[200, FIRST, null]]);
+  assert.deepEqual(plan(chain(op(OP_PUT, 'k', { flags: FLAG_KEEP_TTL })), rows({ k: EXPIRED(7) })).out, [[201, FIRST, null]]);
+  assert.deepEqual(plan(chain(op(OP_PUT, 'k', { flags: FLAG_KEEP_TTL }))).out, [[201, FIRST, null]]);
+  // An explicit ttl wins over keepttl (the HTTP layer refuses both; the plan still has an answer).
+  assert.deepEqual(plan(chain(op(OP_PUT, 'k', { flags: FLAG_KEEP_TTL, ttlMs: 10 })), live).out, [[200, FIRST, NOW + 10]]);
+});
+
+test('If-None-Match (IF_ABSENT): 412 on a live key without consuming a version or writing', () => {
+  const p = plan(chain(op(OP_PUT, 'k', { flags: FLAG_IF_ABSENT }), op(OP_PUT, 'k')), rows({ k: LIVE(7) }));
+  assert.deepEqual(p.out, [[412], [200, FIRST, null]], 'the next put gets the first version');
+  const only = plan(chain(op(OP_PUT, 'k', { flags: FLAG_IF_ABSENT })), rows({ k: LIVE(7) }));
+  assert.ok(isEmpty(only.mutations));
+});
+
+test('If-Match (IF_VERSION): the live version matches or 412', () => {
+  const locked = rows({ k: LIVE(7) });
+  assert.deepEqual(plan(chain(op(OP_PUT, 'k', { flags: FLAG_IF_VERSION, ifVersion: 7 })), locked).out, [[200, FIRST, null]]);
+  assert.deepEqual(plan(chain(op(OP_PUT, 'k', { flags: FLAG_IF_VERSION, ifVersion: 6 })), locked).out, [[412]]);
+  assert.deepEqual(plan(chain(op(OP_PUT, 'k', { flags: FLAG_IF_VERSION, ifVersion: 0 }))).out, [[412]], 'absent');
+  assert.deepEqual(plan(chain(op(OP_DEL, 'k', { flags: FLAG_IF_VERSION, ifVersion: 7 })), locked).out, [[204]]);
+  const mismatch = plan(chain(op(OP_DEL, 'k', { flags: FLAG_IF_VERSION, ifVersion: 8 })), locked);
+  assert.deepEqual(mismatch.out, [[412]]);
+  assert.deepEqual(mismatch.mutations.deletes, []);
+  // Inside a chain the condition sees the version the previous op wrote.
+  const chained = plan(chain(op(OP_PUT, 'k'), op(OP_PUT, 'k', { flags: FLAG_IF_VERSION, ifVersion: FIRST }), op(OP_PUT, 'k', { flags: FLAG_IF_VERSION, ifVersion: FIRST })), locked);
+  assert.deepEqual(chained.out, [[200, FIRST, null], [200, FIRST + 1, null], [412]]);
+});
+
+test('delete: 204 and a DELETE for a live key; 404 for an absent one; an expired row is deleted but still 404', () => {
+  const live = plan(chain(op(OP_DEL, 'k')), rows({ k: LIVE(7) }));
+  assert.deepEqual(live.out, [[204]]);
+  assert.deepEqual(live.mutations.deletes.map((k) => k.toString()), ['k']);
+  const absent = plan(chain(op(OP_DEL, 'k')));
+  assert.deepEqual(absent.out, [[404]]);
+  assert.ok(isEmpty(absent.mutations));
+  const expired = plan(chain(op(OP_DEL, 'k')), rows({ k: EXPIRED(7) }));
+  assert.deepEqual(expired.out, [[404]]);
+  assert.deepEqual(expired.mutations.deletes.map((k) => k.toString()), ['k']);
+});
+
+test('expire sets now + ttl on a live key (a TTL update, no new version); persist clears it', () => {
+  const e = plan(chain(op(OP_EXPIRE, 'k', { ttlMs: 300 })), rows({ k: LIVE(7) }));
+  assert.deepEqual(e.out, [[200, NOW + 300]]);
+  assert.deepEqual(valueWrites(e.mutations), []);
+  assert.deepEqual(e.mutations.ttlUpdates.map(([k, at]) => [k.toString(), at]), [['k', NOW + 300]]);
+  assert.deepEqual(e.expiries.map(([k, at]) => [k.toString(), at]), [['k', NOW + 300]]);
+
+  const p = plan(chain(op(OP_PERSIST, 'k')), rows({ k: LIVE(7, NOW + 100) }));
+  assert.deepEqual(p.out, [[200]]);
+  assert.deepEqual(p.mutations.ttlUpdates.map(([k, at]) => [k.toString(), at]), [['k', null]]);
+  assert.deepEqual(p.expiries, []);
+  const nothingToClear = plan(chain(op(OP_PERSIST, 'k')), rows({ k: LIVE(7) }));
+  assert.deepEqual(nothingToClear.out, [[200]]);
+  assert.ok(isEmpty(nothingToClear.mutations));
+  assert.deepEqual(plan(chain(op(OP_EXPIRE, 'k', { ttlMs: 1 }))).out, [[404]]);
+  assert.deepEqual(plan(chain(op(OP_PERSIST, 'k'))).out, [[404]]);
+});
+
+test('a reap deletes only a row that is still expired now', () => {
+  const reaped = planWrites([chain(op(OP_REAP, 'k'))], rows({ k: { version: 7, expiresAt: NOW - 50 } }), NOW, FIRST);
+  assert.deepEqual(reaped.replies.map(([, r]) => r.slice(1)), [[200, 1]]);
+  assert.deepEqual(reaped.mutations.deletes.map((k) => k.toString()), ['k']);
+  assert.deepEqual(reaped.reapedDueAt, [NOW - 50]);
+  for (const row of [LIVE(7, NOW + 1), LIVE(7), undefined]) {
+    const kept = planWrites([chain(op(OP_REAP, 'k'))], row ? rows({ k: row }) : rows({}), NOW, FIRST);
+    assert.deepEqual(kept.replies.map(([, r]) => r.slice(1)), [[200, 0]], `row ${JSON.stringify(row)}`);
+    assert.ok(isEmpty(kept.mutations));
+  }
+  // A put earlier in the same chain revived the key: the reap keeps it.
+  const revived = planWrites([chain(op(OP_PUT, 'k', { ttlMs: 1000 }), op(OP_REAP, 'k'))], rows({ k: EXPIRED(7) }), NOW, FIRST);
+  assert.deepEqual(revived.replies.map(([, r]) => r.slice(1)), [[201, FIRST, NOW + 1000], [200, 0]]);
+  assert.equal(valueWrites(revived.mutations).length, 1);
+});
+
+test('a chain folds into one mutation for its key', () => {
+  const cases: Array<[string, PendingOp[], LockedRow | undefined, string]> = [
+    ['put, put, del on absent', [op(OP_PUT, 'k'), op(OP_PUT, 'k'), op(OP_DEL, 'k')], undefined, 'none'],
+    ['put, del on live', [op(OP_PUT, 'k'), op(OP_DEL, 'k')], LIVE(7), 'delete'],
+    ['del, put on live', [op(OP_DEL, 'k'), op(OP_PUT, 'k', { value: 'again' })], LIVE(7), 'upsert'],
+    ['put(ttl), persist', [op(OP_PUT, 'k', { ttlMs: 100 }), op(OP_PERSIST, 'k')], undefined, 'upsert'],
+    ['expire, persist on live', [op(OP_EXPIRE, 'k', { ttlMs: 100 }), op(OP_PERSIST, 'k')], LIVE(7, NOW + 5), 'ttl'],
+    ['expire, expire', [op(OP_EXPIRE, 'k', { ttlMs: 100 }), op(OP_EXPIRE, 'k', { ttlMs: 200 })], LIVE(7), 'ttl'],
+    ['412 only', [op(OP_PUT, 'k', { flags: FLAG_IF_VERSION, ifVersion: 1 })], LIVE(7), 'none'],
+  ];
+  for (const [name, ops, row, want] of cases) {
+    const m = planWrites([chain(...ops)], row ? rows({ k: row }) : rows({}), NOW, FIRST).mutations;
+    const writes = valueWrites(m).length;
+    const got = isEmpty(m) ? 'none' : m.deletes.length ? 'delete' : writes ? 'upsert' : 'ttl';
+    assert.equal(got, want, name);
+    assert.ok(writes + m.ttlUpdates.length + m.deletes.length <= 1, `${name}: more than one mutation`);
+  }
+  const p = planWrites([chain(op(OP_DEL, 'k'), op(OP_PUT, 'k', { value: 'again' }))], rows({ k: LIVE(7) }), NOW, FIRST);
+  assert.deepEqual(p.replies.map(([, r]) => r.slice(1)), [[204], [201, FIRST, null]], 'a put after a delete creates');
+  assert.equal(Buffer.from(valueWrites(p.mutations)[0][1]).toString(), 'again');
+  const persisted = planWrites([chain(op(OP_PUT, 'k', { ttlMs: 100 }), op(OP_PERSIST, 'k'))], rows({}), NOW, FIRST);
+  assert.equal(valueWrites(persisted.mutations)[0][3], null, 'the write carries the final expiry');
+  assert.deepEqual(persisted.expiries, []);
+  const last = planWrites([chain(op(OP_EXPIRE, 'k', { ttlMs: 100 }), op(OP_EXPIRE, 'k', { ttlMs: 200 }))], rows({ k: LIVE(7) }), NOW, FIRST);
+  assert.deepEqual(last.mutations.ttlUpdates.map(([, at]) => at), [NOW + 200]);
+});
+
+test('versions: only successful puts take one, consecutively in op order across chains', () => {
+  const chains = [
+    chain(op(OP_PUT, 'a'), op(OP_PUT, 'a', { flags: FLAG_IF_ABSENT }), op(OP_PUT, 'a')),
+    chain(op(OP_DEL, 'b'), op(OP_PUT, 'b')),
+    chain(op(OP_EXPIRE, 'c', { ttlMs: 5 })),
+  ];
+  assert.equal(versionsNeeded(chains), 4, 'an upper bound: every put');
+  const p = planWrites(chains, rows({ b: LIVE(3), c: LIVE(4) }), NOW, FIRST);
+  assert.deepEqual(p.replies.map(([, r]) => r.slice(1)), [[201, FIRST, null], [412], [200, FIRST + 1, null], [204], [201, FIRST + 2, null], [200, NOW + 5]]);
+  assert.deepEqual(valueWrites(p.mutations).map((u) => [u[0].toString(), u[2]]).sort(), [['a', FIRST + 1], ['b', FIRST + 2]]);
+});
+
+test('an op that is not a write is answered 400 KV_ERR_UNKNOWN_OP, not applied', () => {
+  const p = plan(chain(op(OP_GET, 'k')), rows({ k: LIVE(7) }));
+  assert.equal(p.out[0][0], 400);
+  assert.equal(p.out[0][1], 'KV_ERR_UNKNOWN_OP');
+  assert.ok(isEmpty(p.mutations));
+});
+
+test('highestVersion and createsKey read the locked rows', () => {
+  assert.equal(highestVersion(rows({})), 0);
+  assert.equal(highestVersion(rows({ a: LIVE(3), b: LIVE(9), c: EXPIRED(5) })), 9);
+  const locked = rows({ a: LIVE(3) });
+  assert.equal(createsKey([chain(op(OP_PUT, 'a'))], locked), false, 'the row exists: its version bounds the new one');
+  assert.equal(createsKey([chain(op(OP_PUT, 'a')), chain(op(OP_PUT, 'b'))], locked), true);
+  assert.equal(createsKey([chain(op(OP_DEL, 'b')), chain(op(OP_EXPIRE, 'c', { ttlMs: 1 }))], locked), false, 'no put');
+  assert.equal(createsKey([chain(op(OP_DEL, 'b'), op(OP_PUT, 'b'))], locked), true);
+});
