@@ -94,7 +94,7 @@ const httpUrl = (raw: string, name: string): string => {
 const FLAGS: Flag[] = [
   {
     name: 'scenarios',
-    doc: `comma-separated, default all: ${ALL_SCENARIOS.join(',')}`,
+    doc: `comma-separated, default all; always run in this order: ${ALL_SCENARIOS.join(',')}`,
     apply(o, raw) {
       const list = raw.split(',').map((s) => s.trim()).filter(Boolean);
       for (const s of list) {
