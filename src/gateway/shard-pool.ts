@@ -29,18 +29,26 @@ export interface PoolLogger {
 
 const ACTOR_MAIN = join(__dirname, '..', 'shard-actor', 'main.js');
 
+/** Delay before a crashed actor is started again (its keys get 503 meanwhile). */
+const RESPAWN_DELAY_MS = 1000;
+
 class ShardHandle {
-  readonly worker: Worker;
+  worker: Worker;
   /** Requests sent to this shard and not yet answered, by id. */
   readonly pending = new Map<number, ReplyTarget>();
   up = true;
   lastError: ErrorData | undefined;
   frame: Request[] = [];
+  /** Set once stop() began: an exit is then expected, not a crash. */
+  stopping = false;
   constructor(
     readonly index: number,
-    cfg: ActorConfig,
+    readonly cfg: ActorConfig,
   ) {
-    this.worker = new Worker(ACTOR_MAIN, { workerData: cfg, name: `shard-${index}` });
+    this.worker = this.spawn();
+  }
+  spawn(): Worker {
+    return new Worker(ACTOR_MAIN, { workerData: this.cfg, name: `shard-${this.index}` });
   }
 }
 
@@ -106,6 +114,11 @@ export class ShardPool {
   /** Requests sent and not yet answered, over all shards. */
   get outstanding(): number {
     return this.totalOutstanding;
+  }
+
+  /** The worker thread of one shard (operations and tests: e.g. to observe a crash and restart). */
+  workerOf(shard: number): Worker {
+    return this.shards[shard].worker;
   }
 
   health(): Array<{ shard: number; up: boolean; error?: ErrorData }> {
@@ -185,6 +198,7 @@ export class ShardPool {
       });
     await Promise.all(
       this.shards.map(async (s) => {
+        s.stopping = true;
         const drained = waitFor(s, 'drained');
         s.worker.postMessage({ type: 'drain' } satisfies ToActor);
         await drained;
@@ -196,10 +210,12 @@ export class ShardPool {
     );
   }
 
+  /** Attach handlers to the shard's current worker; resolves on its first 'ready'. */
   private wire(s: ShardHandle): Promise<void> {
     return new Promise((resolve, reject) => {
       let started = false;
-      s.worker.on('message', (m: FromActor) => {
+      const worker = s.worker;
+      worker.on('message', (m: FromActor) => {
         if (m instanceof Uint8Array) {
           this.onReplies(s, this.packr.unpack(m) as Reply[]);
           return;
@@ -228,15 +244,40 @@ export class ShardPool {
             break;
         }
       });
-      s.worker.on('error', (err) => {
+      worker.on('error', (err) => {
         this.log.error({ shard: s.index, err: err.message }, 'shard actor crashed');
-        if (!started) reject(err);
-        this.failShard(s, 'shard actor crashed');
       });
-      s.worker.on('exit', (code) => {
-        if (!started) reject(new Error(`shard ${s.index} actor exited with code ${code}`));
+      worker.on('exit', (code) => {
+        if (!started) {
+          reject(new Error(`shard ${s.index} actor exited with code ${code}`));
+          return;
+        }
+        if (s.stopping) return;
+        // A crash after start: answer what it held, serve 503 for its keys, start a new actor.
+        this.failShard(s, `shard ${s.index} actor exited (code ${code}); restarting it`);
+        setTimeout(() => this.respawn(s), RESPAWN_DELAY_MS).unref();
       });
     });
+  }
+
+  private respawn(s: ShardHandle): void {
+    if (s.stopping) return;
+    const crash = s.lastError;
+    s.worker = s.spawn();
+    this.wire(s).then(
+      () => {
+        // Up again unless the new actor reported its MySQL down while starting.
+        if (s.lastError === crash) {
+          s.up = true;
+          s.lastError = undefined;
+        }
+        this.log.info({ shard: s.index, up: s.up }, 'shard actor restarted');
+      },
+      (err) => {
+        this.log.error({ shard: s.index, err: (err as Error).message }, 'shard actor restart failed; retrying');
+        if (!s.stopping) setTimeout(() => this.respawn(s), RESPAWN_DELAY_MS).unref();
+      },
+    );
   }
 
   private onReplies(s: ShardHandle, replies: Reply[]): void {

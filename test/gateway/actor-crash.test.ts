@@ -1,0 +1,49 @@
+/**
+ * A shard actor that dies (a bug, an OOM in its worker) must not hang callers or take the gateway
+ * down: what it held is answered 503, its keys get 503 while it is away, and a new actor takes
+ * over by itself. The other shard never notices.
+ */
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { SlotMap } from '../../src/protocol/slot-map';
+import { startTestStore, type TestStore } from '../helpers/store';
+
+let store: TestStore;
+before(async () => {
+  store = await startTestStore({ shards: 2 });
+});
+after(() => store.close());
+
+function keyOnShard(shard: number, prefix: string): string {
+  const map = SlotMap.even(2);
+  for (let i = 0; ; i++) if (map.shardOf(Buffer.from(`${prefix}${i}`)) === shard) return `${prefix}${i}`;
+}
+
+test('a crashed actor is replaced; its keys get 503 meanwhile, the other shard keeps serving', async () => {
+  const k0 = keyOnShard(0, 'crash-a-');
+  const k1 = keyOnShard(1, 'crash-b-');
+  assert.equal((await fetch(`${store.base}/v1/kv/${k0}`, { method: 'PUT', body: 'zero' })).status, 201);
+  assert.equal((await fetch(`${store.base}/v1/kv/${k1}`, { method: 'PUT', body: 'one' })).status, 201);
+
+  await store.server.pool.workerOf(0).terminate();
+  const during = await fetch(`${store.base}/v1/kv/${k0}`);
+  assert.equal(during.status, 503);
+  assert.equal(during.headers.get('retry-after'), '1');
+  assert.equal(((await during.json()) as { error: { code: string } }).error.code, 'KV_ERR_SHARD_UNAVAILABLE');
+  assert.equal(await (await fetch(`${store.base}/v1/kv/${k1}`)).text(), 'one');
+
+  const start = Date.now();
+  let status = 0;
+  while (Date.now() - start < 10_000) {
+    const r = await fetch(`${store.base}/v1/kv/${k0}`);
+    status = r.status;
+    if (status === 200) {
+      assert.equal(await r.text(), 'zero', 'committed data is still there');
+      break;
+    }
+    await r.arrayBuffer();
+    await new Promise((res) => setTimeout(res, 100));
+  }
+  assert.equal(status, 200, 'the shard serves again by itself');
+  assert.equal((await fetch(`${store.base}/readyz`)).status, 200);
+});
