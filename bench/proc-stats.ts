@@ -148,9 +148,8 @@ export function describeCpu(list: CpuUse[]): string {
 }
 
 /**
- * Cores busy machine-wide over `ms`, measured while the harness itself idles. On a shared
- * machine (other sandboxes' processes are invisible in /proc but use the same CPUs) this is
- * the background every result row shares.
+ * Cores busy machine-wide over `ms`, measured while the harness itself idles: the background
+ * every result row shares (on a shared machine, e.g. someone's test suite).
  */
 export async function backgroundBusyCores(ms = 1000): Promise<number> {
   const a = machineTicks();

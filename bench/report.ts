@@ -63,7 +63,7 @@ const fmtOps = (n: number): string => (Number.isFinite(n) ? Math.round(n).toLoca
 /**
  * "gw 1.02 (main 0.31) db 0.41 lg 0.55 other 0.01": the gateway and its main thread, the MySQL
  * shards, the load generators, and everything else on the machine (machine-wide busy time from
- * /proc/stat minus ours: other sandboxes on the same VM are invisible in /proc but not there).
+ * /proc/stat minus ours: e.g. a test suite whose short-lived processes no one could watch).
  */
 export function cpuSummary(cpu: CpuUse[]): string {
   if (cpu.length === 0) return '';

@@ -174,7 +174,7 @@ async function main(): Promise<number> {
     };
 
     const background = await backgroundBusyCores(2000);
-    note(`machine busy before load: ${background.toFixed(2)} of ${CORES} cores${background > 0.25 ? ' -- NOT idle (other processes, possibly outside this sandbox): results will be noisy' : ''}`);
+    note(`machine busy before load: ${background.toFixed(2)} of ${CORES} cores${background > 0.25 ? ' -- NOT idle (something else is running): results will be noisy' : ''}`);
 
     // Fixed order: the expiry scenario leaves millions of rows behind, so it goes last.
     const order = ALL_SCENARIOS.filter((s) => opts.scenarios.includes(s));

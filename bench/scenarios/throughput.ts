@@ -122,10 +122,11 @@ export async function runThroughput(ctx: BenchContext, scenario: string, runLabe
       const names = ['ablation http-put (batching off)', 'ablation ws-put (batching off)'];
       if (off === null) return names.map((n) => skippedRow(n, scenario, 'no batching-off gateway (with --url, pass --ablation-url)'));
       const rows: Row[] = [];
-      // The batching-on numbers this compares with: from this run if measured, else now.
-      if (!ctx.peaks.has('http-put')) rows.push(await httpRow(ctx, 'http-put', 'http-put', ctx.base, 'put', L('ablation: http-put (batching on)')));
+      // The batching-on numbers this compares with: from the http-put / ws-put scenarios when
+      // they are selected (they run first), else measured here, back to back with batching off.
+      if (!ctx.opts.scenarios.includes('http-put')) rows.push(await httpRow(ctx, 'http-put', 'http-put', ctx.base, 'put', L('ablation: http-put (batching on)')));
       rows.push(await httpRow(ctx, names[0], scenario, off, 'put', L('ablation: http-put (batching off)')));
-      if (!ctx.peaks.has('ws-put')) rows.push(await wsRow(ctx, 'ws-put', 'ws-put', ctx.base, 'put', L('ablation: ws-put (batching on)')));
+      if (!ctx.opts.scenarios.includes('ws-put')) rows.push(await wsRow(ctx, 'ws-put', 'ws-put', ctx.base, 'put', L('ablation: ws-put (batching on)')));
       rows.push(await wsRow(ctx, names[1], scenario, off, 'put', L('ablation: ws-put (batching off)')));
       return rows;
     }
