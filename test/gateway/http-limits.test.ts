@@ -107,7 +107,9 @@ test('a streamed (chunked) value is held to the same limit', async () => {
 });
 
 test('after a 413 the client can go on using its keep-alive connections', async () => {
-  assertError(await client.put('limit/after', Buffer.alloc(MiB + 1)), 413, 'KV_ERR_VALUE_TOO_LARGE');
+  const refused = await client.put('limit/after', Buffer.alloc(MiB + 1));
+  assertError(refused, 413, 'KV_ERR_VALUE_TOO_LARGE');
+  assert.equal(refused.headers.connection, 'close', 'the unread body ends the connection, and the reply says so');
   for (let i = 0; i < 5; i++) assert.equal((await client.put('limit/after', `v${i}`)).status, i === 0 ? 201 : 200);
 });
 
