@@ -76,7 +76,7 @@ function writeError(res: HttpResponse, code: ErrorCode | string, message: string
   else res.end(JSON.stringify({ error: { code, message } }), opts?.close);
 }
 
-/** True when the request carries a body (which only PUT /v1/kv reads). Call before returning. */
+/** True when the request carries a body (only PUT /v1/kv reads one). Call inside the handler. */
 function hasBody(req: HttpRequest): boolean {
   const length = req.getHeader('content-length');
   return (length !== '' && length !== '0') || req.getHeader('transfer-encoding') !== '';
