@@ -177,11 +177,43 @@ function barChart(
   return parts.join('\n');
 }
 
+/** Rows left over time (expiry): a line per series, x in seconds, y in rows. */
+function lineChart(title: string, series: Array<{ name: string; color: string; points: Array<[number, number]> }>): string {
+  const width = 900;
+  const height = 260;
+  const left = 80;
+  const right = 20;
+  const top = 40;
+  const bottom = 40;
+  const xs = series.flatMap((s) => s.points.map((p) => p[0]));
+  const ys = series.flatMap((s) => s.points.map((p) => p[1]));
+  const xMax = Math.max(1, ...xs);
+  const yMax = Math.max(1, ...ys);
+  const X = (x: number) => left + (x / xMax) * (width - left - right);
+  const Y = (y: number) => top + (1 - y / yMax) * (height - top - bottom);
+  const parts = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="12">`,
+    `<text x="10" y="20" font-size="15" font-weight="bold">${esc(title)}</text>`,
+    `<line x1="${left}" y1="${Y(0)}" x2="${width - right}" y2="${Y(0)}" stroke="#999"/><line x1="${left}" y1="${top}" x2="${left}" y2="${Y(0)}" stroke="#999"/>`,
+    `<text x="${left - 6}" y="${top + 4}" text-anchor="end">${fmtOps(yMax)}</text><text x="${left - 6}" y="${Y(0) + 4}" text-anchor="end">0</text>`,
+    `<text x="${width - right}" y="${height - 12}" text-anchor="end" fill="#666">${xMax.toFixed(0)} s</text><text x="${left}" y="${height - 12}" fill="#666">seconds since the load started; rows left in MySQL</text>`,
+  ];
+  series.forEach((s, i) => {
+    parts.push(`<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${s.points.map((p) => `${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join(' ')}"/>`);
+    parts.push(`<rect x="${left + 20 + i * 160}" y="28" width="10" height="10" fill="${s.color}"/><text x="${left + 34 + i * 160}" y="37">${esc(s.name)}</text>`);
+  });
+  parts.push('</svg>');
+  return parts.join('\n');
+}
+
 export function renderHtml(report: Report): string {
   const live = report.rows.filter((r) => r.skipped === undefined);
   const tput = live.filter((r) => Number.isFinite(r.opsPerSec) && r.api !== '-');
   const lat = live.filter((r) => r.latency && Number.isFinite(r.latency.p99) && r.api !== '-');
   const table = renderTable(report.rows);
+  const deletion = live
+    .filter((r) => Array.isArray(r.extra.rowsOverTime) && (r.extra.rowsOverTime as unknown[]).length > 1)
+    .map((r, i) => ({ name: r.name, color: ['#3b78c2', '#c0504d', '#4a9a5a'][i % 3], points: r.extra.rowsOverTime as Array<[number, number]> }));
   const { info } = report;
   return `<!doctype html>
 <html><head><meta charset="utf-8"><title>kvsql bench ${esc(info.startedAt)}</title>
@@ -203,6 +235,7 @@ ${barChart('Latency', 'ms', lat.map((r) => r.name), [
     { name: 'p99', color: '#e0a030', values: lat.map((r) => r.latency!.p99) },
     { name: 'p99.9', color: '#c0504d', values: lat.map((r) => r.latency!.p999) },
   ], true)}
+${deletion.length > 0 ? lineChart('Physical deletion of expired rows', deletion) : ''}
 <h2>Table</h2>
 <pre>${esc(table)}</pre>
 <h2>CPU per process (cores) per row</h2>

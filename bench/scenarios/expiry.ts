@@ -153,7 +153,7 @@ async function steady(ctx: BenchContext, runLabel: string): Promise<Row> {
   const expired = sum(after, 'kvsql_expired_keys_total') - (before ? sum(before, 'kvsql_expired_keys_total') : 0);
   const left = poller.available ? poller.latest : NaN;
   const notes = [
-    `${fmtInt(n)} keys, TTL uniform 1-60 s from each put; loaded in ${load.elapsedS.toFixed(1)} s; latency columns = expiry lag`,
+    `${fmtInt(n)} keys, TTL uniform 1-60 s from each put; loaded in ${load.elapsedS.toFixed(1)} s; ops/s = rows deleted per second since the load started; latency columns = expiry lag`,
     lag.note,
     poller.available
       ? goneAt !== null
