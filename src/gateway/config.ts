@@ -127,7 +127,9 @@ const BY_FLAG = new Map<string, Setting<keyof Config>>(
   SETTINGS.map((x) => [x.env.slice(3).toLowerCase().replace(/_/g, '-'), x as Setting<keyof Config>]),
 );
 /** Env variables we read that are not settings. */
-const OTHER_ENV = new Set(['KV_CONFIG', 'KV_TEST_MYSQL_URL']);
+const OTHER_ENV = new Set(['KV_CONFIG']);
+/** Variables for the test suite and the benchmark, never settings of the server. */
+const OTHER_PREFIXES = ['KV_TEST_', 'KV_BENCH_'];
 
 /**
  * Resolve from `--name=value` flags, then KV_* env, then the JSON file named by KV_CONFIG (keys are
@@ -149,7 +151,7 @@ export function resolveConfig(argv: string[] = [], env: NodeJS.ProcessEnv = proc
     }
   }
   for (const [k, v] of Object.entries(env)) {
-    if (!k.startsWith('KV_') || v === undefined || OTHER_ENV.has(k)) continue;
+    if (!k.startsWith('KV_') || v === undefined || OTHER_ENV.has(k) || OTHER_PREFIXES.some((p) => k.startsWith(p))) continue;
     if (!BY_ENV.has(k)) throw new ConfigError(`unknown setting ${k} (known: ${[...BY_ENV.keys()].join(', ')})`);
     raw.set(k, v);
   }
