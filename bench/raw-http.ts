@@ -154,6 +154,23 @@ export class RawHttpPool {
   }
 
   /**
+   * Reconnects every connection the server closed. uWebSockets.js closes an idle HTTP connection
+   * after about 10 s, so a pool that waited (e.g. while the storm's keys loaded) must call this.
+   */
+  async reopen(batch = 256): Promise<void> {
+    const closed = this.conns.filter((c) => !c.open);
+    for (let i = 0; i < closed.length; i += batch) {
+      const results = await Promise.allSettled(closed.slice(i, i + batch).map((c) => c.connect()));
+      for (const r of results) {
+        if (r.status === 'rejected') {
+          this.errors++;
+          this.lastError = (r.reason as Error).message;
+        }
+      }
+    }
+  }
+
+  /**
    * Closed loop: every connection sends its next request as soon as the previous answers, until
    * `durationMs` has passed. `makeRequest(connIndex)` returns the bytes of the next request.
    */

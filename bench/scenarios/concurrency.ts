@@ -92,8 +92,10 @@ export async function runConcurrency(ctx: BenchContext, runLabel: string): Promi
       progress(`${runLabel}concurrency: opening ${fmtInt(ws)}/${fmtInt(wsN)} WebSockets, ${fmtInt(httpOpened)}/${fmtInt(httpN)} HTTP connections`);
     }, 250);
     try {
-      pool = await RawHttpPool.open(ctx.base, httpN, { batch: 200, onProgress: (n) => (httpOpened = n) });
+      // WebSockets first: the server closes an HTTP connection idle for ~10 s, and opening
+      // thousands of WebSockets can take longer than that.
       const opened = await openedAll;
+      pool = await RawHttpPool.open(ctx.base, httpN, { batch: 200, onProgress: (n) => (httpOpened = n) });
       const wsOpen = opened.reduce((a, m) => a + m.opened, 0);
       const wsFailed = opened.reduce((a, m) => a + m.failed, 0);
       log(`concurrency: ${fmtInt(wsOpen)} WebSockets open (${wsFailed} failed${wsFailed ? `: ${opened.find((m) => m.error)?.error}` : ''}), ${fmtInt(pool.size)} HTTP connections open${pool.errors ? ` (${pool.errors} failed: ${pool.lastError})` : ''}`);

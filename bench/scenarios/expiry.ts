@@ -242,7 +242,9 @@ async function storm(ctx: BenchContext, runLabel: string): Promise<Row[]> {
     }
     clearProgress();
 
-    // 3. The same GET load from T until every storm row is gone (or the timeout).
+    // 3. The same GET load from T until every storm row is gone (or the timeout), on fresh
+    //    connections: the server closed the ones left idle while the keys loaded.
+    await pool.reopen();
     poller.start();
     const deadline = dueAt + opts.expiryTimeout * 1000;
     let goneAt: number | null = null;
