@@ -67,13 +67,6 @@ export class LatencyHistogram {
     if (other.maxUs > this.maxUs) this.maxUs = other.maxUs;
   }
 
-  reset(): void {
-    this.counts.fill(0);
-    this.count = 0;
-    this.sumUs = 0;
-    this.maxUs = 0;
-  }
-
   /** Value at percentile p (0..100) in milliseconds; NaN when empty. */
   percentileMs(p: number): number {
     if (this.count === 0) return NaN;
@@ -95,12 +88,6 @@ export class LatencyHistogram {
     const pairs: number[] = [];
     for (let i = 0; i < SIZE; i++) if (this.counts[i] !== 0) pairs.push(i, this.counts[i]);
     return { pairs, count: this.count, sumUs: this.sumUs, maxUs: this.maxUs };
-  }
-
-  static fromData(d: HistogramData): LatencyHistogram {
-    const h = new LatencyHistogram();
-    h.merge(d);
-    return h;
   }
 }
 

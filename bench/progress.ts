@@ -51,14 +51,3 @@ export function clearProgress(): void {
 }
 
 export const fmtInt = (n: number): string => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : '-');
-
-/** A ticker that calls `render` every `ms` until stopped; render returns the progress text. */
-export function startTicker(render: () => string, ms = 250): () => void {
-  const t = setInterval(() => progress(render()), ms);
-  t.unref();
-  progress(render(), true);
-  return () => {
-    clearInterval(t);
-    clearProgress();
-  };
-}

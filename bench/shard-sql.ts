@@ -13,10 +13,6 @@ export class ShardSql {
     return new ShardSql(conns);
   }
 
-  get shardCount(): number {
-    return this.conns.length;
-  }
-
   /** Rows whose key starts with `prefix`, per shard (a primary-key range scan). */
   async countPrefix(prefix: string): Promise<number[]> {
     const lo = Buffer.from(prefix, 'latin1');
@@ -25,16 +21,6 @@ export class ShardSql {
     return Promise.all(
       this.conns.map(async (c) => {
         const [rows] = await c.query('SELECT COUNT(*) AS n FROM kv WHERE k >= ? AND k < ?', [lo, hi]);
-        return Number((rows as Array<{ n: number }>)[0].n);
-      }),
-    );
-  }
-
-  /** All rows, per shard: `SELECT COUNT(*) FROM kv`. */
-  async countAll(): Promise<number[]> {
-    return Promise.all(
-      this.conns.map(async (c) => {
-        const [rows] = await c.query('SELECT COUNT(*) AS n FROM kv');
         return Number((rows as Array<{ n: number }>)[0].n);
       }),
     );
