@@ -62,7 +62,7 @@ export interface ClientOptions {
 }
 
 export interface GetResult {
-  /** The value's bytes (a Buffer of its own, not a view of the received frame). */
+  /** The value's bytes. Never pins a larger received frame: a small value is copied out of it. */
   value: Buffer;
   version: number;
   /** Unix ms when the key expires, or null when it has no TTL. */
@@ -505,7 +505,9 @@ function ownBytes(v: Uint8Array, frameBytes: number): Buffer {
 
 /**
  * Connects to a kvsql server's WebSocket API, e.g. createClient('ws://127.0.0.1:8080/v1/ws').
- * Returns at once; ops issued before the connection opens are queued (see ClientOptions).
+ * Returns at once; ops issued before the connection opens are queued (see ClientOptions). TTLs
+ * are milliseconds throughout. Like any socket, the client (and its reconnect timer) keeps the
+ * process alive until close().
  */
 export function createClient(url: string, opts?: ClientOptions): KvClient {
   return new KvClient(url, opts);
