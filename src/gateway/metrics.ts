@@ -24,7 +24,6 @@ export class Metrics {
   private readonly requests = new Map<string, number>();
   private readonly latency = new Map<string, Histogram>();
   private wsConnections = 0;
-  private httpRejected = 0;
 
   observe(api: 'http' | 'ws', op: string, status: number, seconds: number): void {
     const key = `${api}\u0000${op}\u0000${status}`;
@@ -46,11 +45,7 @@ export class Metrics {
     this.wsConnections--;
   }
 
-  rejected(): void {
-    this.httpRejected++;
-  }
-
-  render(stats: Array<ShardStats | null>, depths: number[]): string {
+  render(stats: Array<ShardStats | null>, depths: number[], rejected: number): string {
     const out: string[] = [];
     out.push('# HELP kvsql_requests_total Requests answered, by API, operation and status.');
     out.push('# TYPE kvsql_requests_total counter');
@@ -126,9 +121,9 @@ export class Metrics {
       out.push(`kvsql_expiry_lag_seconds_sum{shard="${s.shard}"} ${s.expiry.lagSumMs / 1000}`);
       out.push(`kvsql_expiry_lag_seconds_count{shard="${s.shard}"} ${cum}`);
     }
-    out.push('# HELP kvsql_rejected_total Requests refused before reaching a shard (overload, shard down).');
+    out.push('# HELP kvsql_rejected_total Operations answered 503 by the gateway without reaching a shard actor (queue full, shard down).');
     out.push('# TYPE kvsql_rejected_total counter');
-    out.push(`kvsql_rejected_total ${this.httpRejected}`);
+    out.push(`kvsql_rejected_total ${rejected}`);
     return out.join('\n') + '\n';
   }
 }

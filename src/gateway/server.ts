@@ -66,7 +66,7 @@ export async function startServer(config: Readonly<Config>, shardUrls: string[],
     res.onAborted(() => (aborted = true));
     void pool.stats().then((stats) => {
       if (aborted) return;
-      const body = metrics.render(stats, pool.queueDepths());
+      const body = metrics.render(stats, pool.queueDepths(), pool.rejected);
       res.cork(() => res.writeHeader('Content-Type', 'text/plain; version=0.0.4').end(body));
     });
   });
@@ -78,9 +78,15 @@ export async function startServer(config: Readonly<Config>, shardUrls: string[],
     writeError(res, 'KV_ERR_ROUTE_NOT_FOUND', 'no such route; see README for the API', undefined, { head: req.getMethod() === 'head', close: hasBody(req) }),
   );
 
-  const listenSocket = await new Promise<us_listen_socket>((resolve, reject) => {
-    app.listen(config.host, config.port, (sock) => (sock ? resolve(sock) : reject(new Error(`cannot listen on ${config.host}:${config.port}`))));
-  });
+  let listenSocket: us_listen_socket;
+  try {
+    listenSocket = await new Promise<us_listen_socket>((resolve, reject) => {
+      app.listen(config.host, config.port, (sock) => (sock ? resolve(sock) : reject(new Error(`cannot listen on ${config.host}:${config.port}`))));
+    });
+  } catch (err) {
+    await pool.stop(1000); // the actors and their MySQL pools would otherwise keep the process alive
+    throw err;
+  }
   const port = uws.us_socket_local_port(listenSocket);
   log.info({ host: config.host, port, shards: shardUrls.length, batching: config.batching }, 'kvsql listening');
 

@@ -57,6 +57,8 @@ export class ShardPool {
   private readonly shards: ShardHandle[];
   private nextId = 1;
   private totalOutstanding = 0;
+  /** Operations answered 503 here without reaching an actor (queue full or shard down). */
+  rejected = 0;
   private flushScheduled = false;
   private readonly packr = new Packr({ useRecords: false, moreTypes: false });
   private statsWaiters = new Map<number, (s: ShardStats) => void>();
@@ -133,10 +135,12 @@ export class ShardPool {
   submit(target: ReplyTarget, op: Request[1], key: Uint8Array, value: Uint8Array | null, ttlMs: number, flags: number, ifVersion: number): void {
     const shard = this.shards[this.slotMap.shardOf(key)];
     if (!shard.up) {
+      this.rejected++;
       target.deliver([0, 503, 'KV_ERR_SHARD_UNAVAILABLE', `shard ${shard.index} is unavailable`, RETRY_AFTER_SECONDS]);
       return;
     }
     if (shard.pending.size >= this.queueLimit) {
+      this.rejected++;
       target.deliver([0, 503, 'KV_ERR_OVERLOADED', `shard ${shard.index} has ${shard.pending.size} operations queued`, RETRY_AFTER_SECONDS]);
       return;
     }

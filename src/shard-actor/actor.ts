@@ -39,6 +39,7 @@ export class ShardActor {
   private outbox: Reply[] = [];
   private readsInFlight = 0;
   private writesInFlight = 0;
+  private reapsInFlight = 0;
   private flushScheduled = false;
   private up = true;
   private probing = false;
@@ -185,7 +186,13 @@ export class ShardActor {
       void this.runReads(this.scheduler.takeReads(this.maxBatchOps));
     }
     while (this.scheduler.readyWriteCount > 0 && this.writesInFlight < this.cfg.writesInFlight) {
-      void this.runWrites(this.scheduler.takeWrites(this.maxBatchOps, this.maxBatchBytes));
+      void this.runWrites(this.scheduler.takeWrites(this.maxBatchOps, this.maxBatchBytes), false);
+    }
+    // Expiry has its own lane: at most one reap transaction at a time, never holding a user
+    // write slot, so a storm of expiring keys costs foreground traffic one connection's worth of
+    // MySQL work, not all of it.
+    if (this.scheduler.readyReapCount > 0 && this.reapsInFlight === 0) {
+      void this.runWrites(this.scheduler.takeReaps(this.cfg.expiry.reapBatch), true);
     }
   }
 
@@ -235,8 +242,9 @@ export class ShardActor {
     this.afterBatch();
   }
 
-  private async runWrites(chains: Chain[]): Promise<void> {
-    this.writesInFlight++;
+  private async runWrites(chains: Chain[], reaps: boolean): Promise<void> {
+    if (reaps) this.reapsInFlight++;
+    else this.writesInFlight++;
     this.stats.writeBatches++;
     let opCount = 0;
     for (const c of chains) opCount += c.ops.length;
@@ -275,7 +283,8 @@ export class ShardActor {
         await backoff(attempt);
       }
     }
-    this.writesInFlight--;
+    if (reaps) this.reapsInFlight--;
+    else this.writesInFlight--;
     const committed = plan as WritePlan | null;
     if (committed !== null) {
       const now = this.now();

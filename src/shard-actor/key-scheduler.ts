@@ -12,11 +12,11 @@
  *   keys: Map<keyStr, KeyState>          (an entry exists while the key has work scheduled)
  *   KeyState { reads: n scheduled, writing: bool, queue: [op, op, ...] waiting, head index }
  *
- *   arrival ──> queue empty and allowed? ──yes──> readyReads / readyWrites (a chain)
+ *   arrival ──> queue empty and allowed? ──yes──> readyReads / readyWrites / readyReaps (a chain)
  *                       │no
  *                       └──> key's queue ── released when the key's running work completes
  */
-import { isReadOp } from '../protocol/ops';
+import { isReadOp, OP_REAP } from '../protocol/ops';
 import type { PendingOp } from './pending-op';
 
 export interface Chain {
@@ -37,8 +37,10 @@ export class KeyScheduler {
   /** Reads allowed to run, in arrival order. Consumed from `readHead`. */
   private readyReads: PendingOp[] = [];
   private readHead = 0;
-  private readyWrites: Chain[] = [];
-  private writeHead = 0;
+  /** User write chains, in arrival order. */
+  private readonly readyWrites = new ChainQueue();
+  /** Chains of the expirer's reaps only: a separate, lower-priority lane (see the actor). */
+  private readonly readyReaps = new ChainQueue();
   /** Operations accepted and not yet completed (queued, ready or running). */
   size = 0;
 
@@ -49,7 +51,11 @@ export class KeyScheduler {
   }
 
   get readyWriteCount(): number {
-    return this.readyWrites.length - this.writeHead;
+    return this.readyWrites.count;
+  }
+
+  get readyReapCount(): number {
+    return this.readyReaps.count;
   }
 
   get keyCount(): number {
@@ -79,26 +85,14 @@ export class KeyScheduler {
     return batch;
   }
 
-  /** Ready chains, oldest first, until `maxOps` ops or `maxBytes` of values (at least one chain). */
+  /** Ready user chains, oldest first, until `maxOps` ops or `maxBytes` of values (at least one chain). */
   takeWrites(maxOps: number, maxBytes: number): Chain[] {
-    const batch: Chain[] = [];
-    let ops = 0;
-    let bytes = 0;
-    while (this.writeHead < this.readyWrites.length) {
-      const chain = this.readyWrites[this.writeHead];
-      let chainBytes = 0;
-      for (const op of chain.ops) chainBytes += op.value === null ? 0 : op.value.length;
-      if (batch.length > 0 && (ops + chain.ops.length > maxOps || bytes + chainBytes > maxBytes)) break;
-      batch.push(chain);
-      ops += chain.ops.length;
-      bytes += chainBytes;
-      this.writeHead++;
-    }
-    if (this.writeHead === this.readyWrites.length) {
-      this.readyWrites = [];
-      this.writeHead = 0;
-    }
-    return batch;
+    return this.readyWrites.take(maxOps, maxBytes);
+  }
+
+  /** Ready reap-only chains, oldest first, up to `maxOps` ops. */
+  takeReaps(maxOps: number): Chain[] {
+    return this.readyReaps.take(maxOps, Infinity);
   }
 
   /** A read finished (replied). Releases what waited behind it. */
@@ -121,15 +115,14 @@ export class KeyScheduler {
   drainWaiting(): PendingOp[] {
     const out: PendingOp[] = [];
     for (let i = this.readHead; i < this.readyReads.length; i++) out.push(this.readyReads[i]);
-    for (let i = this.writeHead; i < this.readyWrites.length; i++) out.push(...this.readyWrites[i].ops);
+    const chains = [...this.readyWrites.drain(), ...this.readyReaps.drain()];
+    for (const c of chains) out.push(...c.ops);
     for (const st of this.keys.values()) for (let i = st.head; i < st.queue.length; i++) out.push(st.queue[i]);
     // Ready items count as scheduled on their key; undo that so completions stay balanced.
     for (let i = this.readHead; i < this.readyReads.length; i++) this.keys.get(this.readyReads[i].keyStr)!.reads--;
-    for (let i = this.writeHead; i < this.readyWrites.length; i++) this.keys.get(this.readyWrites[i].keyStr)!.writing = false;
+    for (const c of chains) this.keys.get(c.keyStr)!.writing = false;
     this.readyReads = [];
     this.readHead = 0;
-    this.readyWrites = [];
-    this.writeHead = 0;
     for (const [k, st] of this.keys) {
       st.queue = [];
       st.head = 0;
@@ -155,7 +148,9 @@ export class KeyScheduler {
       ops.push(st.queue[st.head++]);
     }
     this.compact(st);
-    this.readyWrites.push({ keyStr: op.keyStr, key: op.key, ops });
+    let reapsOnly = true;
+    for (const o of ops) if (o.op !== OP_REAP) reapsOnly = false;
+    (reapsOnly ? this.readyReaps : this.readyWrites).push({ keyStr: op.keyStr, key: op.key, ops });
   }
 
   private release(keyStr: string, st: KeyState): void {
@@ -178,5 +173,48 @@ export class KeyScheduler {
       st.queue = st.queue.slice(st.head);
       st.head = 0;
     }
+  }
+}
+
+/** A FIFO of chains consumed from a head index (no Array.shift on a hot queue). */
+class ChainQueue {
+  private items: Chain[] = [];
+  private head = 0;
+
+  get count(): number {
+    return this.items.length - this.head;
+  }
+
+  push(c: Chain): void {
+    this.items.push(c);
+  }
+
+  /** Oldest first, until `maxOps` ops or `maxBytes` of values; always at least one chain. */
+  take(maxOps: number, maxBytes: number): Chain[] {
+    const batch: Chain[] = [];
+    let ops = 0;
+    let bytes = 0;
+    while (this.head < this.items.length) {
+      const chain = this.items[this.head];
+      let chainBytes = 0;
+      for (const op of chain.ops) chainBytes += op.value === null ? 0 : op.value.length;
+      if (batch.length > 0 && (ops + chain.ops.length > maxOps || bytes + chainBytes > maxBytes)) break;
+      batch.push(chain);
+      ops += chain.ops.length;
+      bytes += chainBytes;
+      this.head++;
+    }
+    if (this.head === this.items.length) {
+      this.items = [];
+      this.head = 0;
+    }
+    return batch;
+  }
+
+  drain(): Chain[] {
+    const out = this.items.slice(this.head);
+    this.items = [];
+    this.head = 0;
+    return out;
   }
 }

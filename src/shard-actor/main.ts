@@ -27,7 +27,7 @@ function sendReplies(replies: Reply[]): void {
 
 const store = new MysqlShardStore({
   url: cfg.url,
-  poolSize: cfg.readsInFlight + cfg.writesInFlight + 2,
+  poolSize: cfg.readsInFlight + cfg.writesInFlight + 3, // + reap lane, expiry scans, version blocks
   queryTimeoutMs: cfg.queryTimeoutMs,
 });
 
