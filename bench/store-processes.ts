@@ -7,8 +7,9 @@
  *   harness ──spawn──> gateway A (cli.js, KV_BATCHING=true) ──spawn──> mariadbd :23306, :23307
  *           └─spawn──> gateway B (cli.js, KV_SHARDS=those two, KV_BATCHING=false, KV_EXPIRY=false)
  *
- * Children get a clean env (no inherited KV_*: the CLI rejects unknown ones and we want only
- * ours) and, on Linux, `setpriv --pdeathsig TERM` so they stop if the harness is killed.
+ * Children get a clean env: no inherited KV_* except tuning passed on purpose as
+ * KV_BENCH_GATEWAY_<SETTING> (e.g. KV_BENCH_GATEWAY_READS_IN_FLIGHT=1 becomes KV_READS_IN_FLIGHT=1
+ * for both gateways, for tuning experiments), and, on Linux, `setpriv --pdeathsig TERM` so they stop if the harness is killed.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -98,8 +99,12 @@ export class GatewayProcess {
 
 function cleanEnv(kv: Record<string, string>): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('KV_')) env[k] = v;
-  return { ...env, ...kv };
+  const tuning: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (!k.startsWith('KV_')) env[k] = v;
+    else if (k.startsWith('KV_BENCH_GATEWAY_') && v !== undefined) tuning[`KV_${k.slice('KV_BENCH_GATEWAY_'.length)}`] = v;
+  }
+  return { ...env, ...tuning, ...kv };
 }
 
 function spawnGateway(name: string, kv: Record<string, string>, port: number): GatewayProcess {

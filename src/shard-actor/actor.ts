@@ -57,6 +57,8 @@ export class ShardActor {
     writeBatchSizes: new Array<number>(BATCH_SIZE_BUCKETS.length + 1).fill(0),
   };
   private readonly maxBatchOps: number;
+  /** Ready ops (or chains) needed to open a second, third... batch of a kind in parallel. */
+  private readonly parallelThreshold: number;
   private readonly maxBatchBytes: number;
 
   constructor(
@@ -70,6 +72,7 @@ export class ShardActor {
   ) {
     this.maxBatchOps = cfg.batching ? cfg.maxBatchOps : 1;
     this.maxBatchBytes = cfg.batching ? cfg.maxBatchBytes : Infinity;
+    this.parallelThreshold = cfg.batching ? Math.max(1, Math.floor(cfg.maxBatchOps / 8)) : 1;
     this.scheduler = new KeyScheduler(cfg.batching ? cfg.maxBatchOps : 1);
     this.versions = new VersionAllocator((size, above) => this.store.reserveVersionBlock(size, above));
     this.expirer = new Expirer(cfg.expiry, store, (key, dueAt) => this.submitReap(key, dueAt), log, this.now());
@@ -181,11 +184,19 @@ export class ShardActor {
     this.flush();
   };
 
+  /**
+   * Start batches. The first batch of a kind starts as soon as anything is ready; a further one
+   * in parallel only when enough is waiting to fill a good share of a batch. Under light load
+   * ops then gather behind the batch in flight (few, large batches: each batch costs syscalls,
+   * thread wake-ups and a MySQL round trip whatever its size); under heavy load every slot runs.
+   */
   private flush(): void {
-    while (this.scheduler.readyReadCount > 0 && this.readsInFlight < this.cfg.readsInFlight) {
+    while (this.scheduler.readyReadCount > 0 && this.readsInFlight < this.cfg.readsInFlight &&
+        (this.readsInFlight === 0 || this.scheduler.readyReadCount >= this.parallelThreshold)) {
       void this.runReads(this.scheduler.takeReads(this.maxBatchOps));
     }
-    while (this.scheduler.readyWriteCount > 0 && this.writesInFlight < this.cfg.writesInFlight) {
+    while (this.scheduler.readyWriteCount > 0 && this.writesInFlight < this.cfg.writesInFlight &&
+        (this.writesInFlight === 0 || this.scheduler.readyWriteCount >= this.parallelThreshold)) {
       void this.runWrites(this.scheduler.takeWrites(this.maxBatchOps, this.maxBatchBytes), false);
     }
     // Expiry has its own lane: at most one reap transaction at a time, never holding a user
