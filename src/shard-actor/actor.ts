@@ -197,13 +197,13 @@ export class ShardActor {
     }
     while (this.scheduler.readyWriteCount > 0 && this.writesInFlight < this.cfg.writesInFlight &&
         (this.writesInFlight === 0 || this.scheduler.readyWriteCount >= this.parallelThreshold)) {
-      void this.runWrites(this.scheduler.takeWrites(this.maxBatchOps, this.maxBatchBytes), false);
+      void this.runWrites(this.scheduler.takeWrites(this.maxBatchOps, this.maxBatchBytes));
     }
     // Expiry has its own lane: at most one reap transaction at a time, never holding a user
     // write slot, so a storm of expiring keys costs foreground traffic one connection's worth of
     // MySQL work, not all of it.
     if (this.scheduler.readyReapCount > 0 && this.reapsInFlight === 0) {
-      void this.runWrites(this.scheduler.takeReaps(this.cfg.expiry.reapBatch), true);
+      void this.runReaps(this.scheduler.takeReaps(this.cfg.expiry.reapBatch));
     }
   }
 
@@ -253,9 +253,38 @@ export class ShardActor {
     this.afterBatch();
   }
 
-  private async runWrites(chains: Chain[], reaps: boolean): Promise<void> {
-    if (reaps) this.reapsInFlight++;
-    else this.writesInFlight++;
+  /**
+   * Reap-only chains: one conditional DELETE (autocommit), no locking read first. The keys are
+   * held by the scheduler, so no write of this process races it; a row rewritten or given a new
+   * TTL by another gateway fails the `expires_at <= NOW(3)` re-check under its row lock and stays.
+   */
+  private async runReaps(chains: Chain[]): Promise<void> {
+    this.reapsInFlight++;
+    const due: Array<{ key: Buffer; dueAt: number }> = [];
+    for (const c of chains) for (const op of c.ops) due.push({ key: op.key, dueAt: op.dueAt });
+    let deleted = -1;
+    for (let attempt = 0; attempt <= this.cfg.maxRetries; attempt++) {
+      try {
+        deleted = await this.store.reap(chains.map((c) => c.key));
+        break;
+      } catch (err) {
+        if (classify(err) !== 'retry') {
+          this.onStoreError(err);
+          break;
+        }
+        this.stats.retries++;
+        await backoff(attempt);
+      }
+    }
+    this.reapsInFlight--;
+    if (deleted >= 0) this.expirer.onReapedBatch(due, deleted, this.now());
+    else for (const d of due) this.expirer.onReapFailed(d.key);
+    for (const c of chains) this.scheduler.chainDone(c);
+    this.afterBatch();
+  }
+
+  private async runWrites(chains: Chain[]): Promise<void> {
+    this.writesInFlight++;
     this.stats.writeBatches++;
     let opCount = 0;
     for (const c of chains) opCount += c.ops.length;
@@ -294,8 +323,7 @@ export class ShardActor {
         await backoff(attempt);
       }
     }
-    if (reaps) this.reapsInFlight--;
-    else this.writesInFlight--;
+    this.writesInFlight--;
     const committed = plan as WritePlan | null;
     if (committed !== null) {
       const now = this.now();

@@ -102,6 +102,16 @@ export class Expirer {
     this.lag[i]++;
   }
 
+  /**
+   * A reap batch finished: `deleted` of its rows were still expired and are gone (the others
+   * were rewritten or got a new TTL meanwhile). One statement reports only the count, so the lag
+   * of the first `deleted` entries stands for the batch: exact when all were deleted, the usual
+   * case.
+   */
+  onReapedBatch(due: Array<{ key: Buffer; dueAt: number }>, deleted: number, now: number): void {
+    for (let i = 0; i < due.length; i++) this.onReaped(due[i].key, due[i].dueAt, i < deleted, now);
+  }
+
   /** A reap failed (shard down, contention): forget it; the sweep finds the row again. */
   onReapFailed(key: Buffer): void {
     this.reaping.delete(key.toString('latin1'));

@@ -67,6 +67,8 @@ export interface ShardStore {
   ): Promise<void>;
   /** Reserve `size` versions, all above `above`; returns the first. */
   reserveVersionBlock(size: number, above: number): Promise<number>;
+  /** Delete those of `keys` whose row is still expired now (autocommit); returns how many. */
+  reap(keys: Buffer[]): Promise<number>;
   /** The shard's clock, in unix ms. Doubles as the health probe. */
   now(): Promise<number>;
   scanDueWindow(afterTs: number, uptoTs: number, limit: number): Promise<DueRow[]>;
@@ -120,6 +122,8 @@ export const STATEMENTS = {
     (n) => `UPDATE kv SET expires_at = CASE k ${new Array(n).fill('WHEN ? THEN ?').join(' ')} END WHERE k IN (${placeholders(n, '?')})`,
   ),
   deleteBatch: new Statements('deleteBatch', (n) => `DELETE FROM kv WHERE k IN (${placeholders(n, '?')})`),
+  /** The expirer's delete: one statement, each row re-checked under its lock. */
+  reapBatch: new Statements('reapBatch', (n) => `DELETE FROM kv WHERE k IN (${placeholders(n, '?')}) AND expires_at <= ${NOW_MS}`),
 };
 
 const SCHEMA_PATH = join(__dirname, '..', '..', '..', 'sql', 'schema.sql');
@@ -247,6 +251,11 @@ export class MysqlShardStore implements ShardStore {
       if (broken) conn.destroy();
       else conn.release();
     }
+  }
+
+  async reap(keys: Buffer[]): Promise<number> {
+    const [res] = await this.pool.query<ResultSetHeader>({ sql: STATEMENTS.reapBatch.sql(keys.length), timeout: this.timeout }, keys);
+    return res.affectedRows;
   }
 
   async reserveVersionBlock(size: number, above: number): Promise<number> {
