@@ -97,7 +97,9 @@ export class ShardActor {
       this.log('error', 'shard is down at start', { code: (err as { code?: string })?.code, message: (err as Error)?.message });
       this.onHealth(false, { code: 'KV_ERR_SHARD_UNAVAILABLE', message: String((err as Error)?.message ?? err) });
     }
-    this.timers.push(setInterval(() => void (this.up ? this.syncClock().catch(() => undefined) : undefined), CLOCK_SYNC_MS));
+    // While up: every 5 s, measure the clock offset; the same query is the health probe, so a
+    // shard that turned read-only (a failover) is marked down even if no write failed yet.
+    this.timers.push(setInterval(() => void (this.up ? this.probe() : undefined), CLOCK_SYNC_MS));
     this.timers.push(setInterval(() => this.probeIfDown(), PROBE_INTERVAL_MS));
     if (this.cfg.expiry.enabled) this.timers.push(setInterval(() => this.up && this.expirer.tick(this.now()), this.cfg.expiry.tickMs));
     for (const t of this.timers) t.unref();

@@ -69,7 +69,7 @@ export interface ShardStore {
   reserveVersionBlock(size: number, above: number): Promise<number>;
   /** Delete those of `keys` whose row is still expired now (autocommit); returns how many. */
   reap(keys: Buffer[]): Promise<number>;
-  /** The shard's clock, in unix ms. Doubles as the health probe. */
+  /** The shard's clock, in unix ms. Doubles as the health probe: a read-only server fails it. */
   now(): Promise<number>;
   scanDueWindow(afterTs: number, uptoTs: number, limit: number): Promise<DueRow[]>;
   scanDueTies(ts: number, afterKey: Buffer, limit: number): Promise<DueRow[]>;
@@ -272,7 +272,14 @@ export class MysqlShardStore implements ShardStore {
   }
 
   async now(): Promise<number> {
-    const [rows] = await this.pool.query<RowDataPacket[]>({ sql: `SELECT ${NOW_MS} AS now_ms`, timeout: Math.min(this.timeout, 3000) });
+    const [rows] = await this.pool.query<RowDataPacket[]>({ sql: `SELECT ${NOW_MS} AS now_ms, @@read_only AS ro`, timeout: Math.min(this.timeout, 3000) });
+    if (Number(rows[0].ro) === 1) {
+      // A demoted primary or a replica during a failover: it answers, but must not take writes.
+      // Reporting it as down keeps the shard from flapping between "probe ok" and failed writes.
+      const err = new Error('shard is read-only (failover in progress, or the URL names a replica)');
+      (err as { code?: string }).code = 'ER_OPTION_PREVENTS_STATEMENT';
+      throw err;
+    }
     return Number(rows[0].now_ms);
   }
 
