@@ -40,6 +40,7 @@ export function addRatios(rows: Row[]): void {
   for (const [on, off] of [
     ['http-put', 'ablation http-put (batching off)'],
     ['ws-put', 'ablation ws-put (batching off)'],
+    ['http-get', 'ablation http-get (batching off)'],
   ]) {
     const v = x(ops(on), ops(off));
     if (!v) continue;

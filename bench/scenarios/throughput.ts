@@ -1,7 +1,7 @@
 /**
  * Owns the closed-loop throughput rows: noop (the load generator's ceiling), http-get/put/mixed
  * (autocannon, --connections keep-alive connections), ws-get/put/mixed (the client, --ws-connections
- * x --depth ops in flight), and the ablation (http-put and ws-put against the batching-off
+ * x --depth ops in flight), and the ablation (http-put, ws-put and http-get against the batching-off
  * gateway). Every request picks a uniformly random key of the --keys key space.
  */
 import { runAutocannon, type HttpMix } from '../autocannon-load';
@@ -119,7 +119,7 @@ export async function runThroughput(ctx: BenchContext, scenario: string, runLabe
       return [await wsRow(ctx, 'ws-mixed', scenario, ctx.base, 'mixed', L(`ws-mixed (${Math.round(ctx.opts.readRatio * 100)}% get)`))];
     case 'ablation': {
       const off = ctx.ablationBase;
-      const names = ['ablation http-put (batching off)', 'ablation ws-put (batching off)'];
+      const names = ['ablation http-put (batching off)', 'ablation ws-put (batching off)', 'ablation http-get (batching off)'];
       if (off === null) return names.map((n) => skippedRow(n, scenario, 'no batching-off gateway (with --url, pass --ablation-url)'));
       const rows: Row[] = [];
       // The batching-on numbers this compares with: from the http-put / ws-put scenarios when
@@ -128,6 +128,8 @@ export async function runThroughput(ctx: BenchContext, scenario: string, runLabe
       rows.push(await httpRow(ctx, names[0], scenario, off, 'put', L('ablation: http-put (batching off)')));
       if (!ctx.opts.scenarios.includes('ws-put')) rows.push(await wsRow(ctx, 'ws-put', 'ws-put', ctx.base, 'put', L('ablation: ws-put (batching on)')));
       rows.push(await wsRow(ctx, names[1], scenario, off, 'put', L('ablation: ws-put (batching off)')));
+      if (!ctx.opts.scenarios.includes('http-get')) rows.push(await httpRow(ctx, 'http-get', 'http-get', ctx.base, 'get', L('ablation: http-get (batching on)')));
+      rows.push(await httpRow(ctx, names[2], scenario, off, 'get', L('ablation: http-get (batching off)')));
       return rows;
     }
     default:

@@ -299,10 +299,13 @@ export class ShardPool {
   private failShard(s: ShardHandle, why: string): void {
     s.up = false;
     s.lastError = { code: 'KV_ERR_SHARD_UNAVAILABLE', message: why };
+    // The actor may have sent a COMMIT before it died: a write it held may or may not be applied,
+    // so nothing it held is reported as safely retryable.
+    const message = `${why}; an operation in flight may or may not have been applied`;
     for (const [id, target] of s.pending) {
       s.pending.delete(id);
       this.totalOutstanding--;
-      target.deliver([id, 503, 'KV_ERR_SHARD_UNAVAILABLE', why, RETRY_AFTER_SECONDS]);
+      target.deliver([id, 503, 'KV_ERR_OUTCOME_UNKNOWN', message, RETRY_AFTER_SECONDS]);
     }
     if (this.totalOutstanding === 0 && this.onIdle) this.onIdle();
   }

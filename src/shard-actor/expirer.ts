@@ -1,8 +1,9 @@
 /**
  * Owns physical deletion of one shard's expired rows. Relies on ShardStore (scans, expirer lock),
  * TimerWheel, and the actor's `submitReap`, which sends a reap through the same per-key scheduler
- * and write transactions as user writes (so a reap never races a write to its key in this process
- * and never deadlocks with it). Never reads the clock: `now` is passed to `tick`.
+ * as user writes (so a reap never races a write to its key in this process). Reap-only batches
+ * run in their own lane, one conditional DELETE at a time per shard, beside the user write slots.
+ * Never reads the clock: `now` is passed to `tick`.
  *
  * Visibility does not depend on this module: reads treat a row with expires_at <= now as absent.
  * This module bounds how long such a row occupies disk, with bounded work per tick:
