@@ -21,6 +21,7 @@ export interface Config {
   readsInFlight: number;
   writesInFlight: number;
   queueLimit: number;
+  queueBytes: number;
   queryTimeoutMs: number;
   maxRetries: number;
   expiry: boolean;
@@ -104,10 +105,11 @@ export const SETTINGS = [
   s('maxValueBytes', 'KV_MAX_VALUE_BYTES', int(1, MAX_SUPPORTED_VALUE_BYTES), 1024 * 1024, 'largest value accepted'),
   s('batching', 'KV_BATCHING', bool, true, 'gather ops into multi-row statements (false: one op per transaction)'),
   s('maxBatchOps', 'KV_MAX_BATCH_OPS', int(1, 4096), 512, 'ops per batch'),
-  s('maxBatchBytes', 'KV_MAX_BATCH_BYTES', int(1024, 64 * 1024 * 1024), 8 * 1024 * 1024, 'value bytes per write batch'),
+  s('maxBatchBytes', 'KV_MAX_BATCH_BYTES', int(1024, 64 * 1024 * 1024), 4 * 1024 * 1024, 'value bytes per write batch (sent hex-escaped: keep 2x under max_allowed_packet)'),
   s('readsInFlight', 'KV_READS_IN_FLIGHT', int(1, 64), 4, 'read batches in flight per shard'),
   s('writesInFlight', 'KV_WRITES_IN_FLIGHT', int(1, 64), 4, 'write transactions in flight per shard'),
   s('queueLimit', 'KV_QUEUE_LIMIT', int(1, 1_000_000), 50_000, 'ops outstanding per shard before 503'),
+  s('queueBytes', 'KV_QUEUE_BYTES', int(1024 * 1024, 64 * 1024 * 1024 * 1024), 256 * 1024 * 1024, 'value bytes of PUTs outstanding per shard before 503'),
   s('queryTimeoutMs', 'KV_QUERY_TIMEOUT_MS', int(100, 600_000), 10_000, 'per-statement timeout'),
   s('maxRetries', 'KV_MAX_RETRIES', int(0, 20), 4, 'retries of a batch after deadlock, lock wait timeout or lost connection'),
   s('expiry', 'KV_EXPIRY', bool, true, 'run the expirer (physical deletion of expired rows)'),

@@ -36,11 +36,16 @@ class ShardHandle {
   worker: Worker;
   /** Requests sent to this shard and not yet answered, by id. */
   readonly pending = new Map<number, ReplyTarget>();
+  /** Value bytes of the pending PUTs, by id (only those with a value). */
+  readonly pendingBytes = new Map<number, number>();
+  bytes = 0;
   up = true;
   lastError: ErrorData | undefined;
   frame: Request[] = [];
   /** Set once stop() began: an exit is then expected, not a crash. */
   stopping = false;
+  /** The current worker has exited (crashed, or failed to start) and no new one runs yet. */
+  exited = false;
   constructor(
     readonly index: number,
     readonly cfg: ActorConfig,
@@ -64,11 +69,14 @@ export class ShardPool {
   private statsWaiters = new Map<number, (s: ShardStats) => void>();
   private nextStatsId = 1;
   private readonly queueLimit: number;
+  /** Value bytes of pending PUTs per shard before 503 (a lone oversized PUT still passes). */
+  private readonly queueBytes: number;
   /** Called when the last outstanding request is answered (for graceful shutdown). */
   onIdle: (() => void) | null = null;
 
   private constructor(config: Readonly<Config>, urls: string[], private readonly log: PoolLogger) {
     this.queueLimit = config.queueLimit;
+    this.queueBytes = config.queueBytes;
     this.slotMap = SlotMap.even(urls.length);
     this.shards = urls.map(
       (url, i) =>
@@ -139,13 +147,17 @@ export class ShardPool {
       target.deliver([0, 503, 'KV_ERR_SHARD_UNAVAILABLE', `shard ${shard.index} is unavailable`, RETRY_AFTER_SECONDS]);
       return;
     }
-    if (shard.pending.size >= this.queueLimit) {
+    if (shard.pending.size >= this.queueLimit || (value !== null && value.length > 0 && shard.bytes + value.length > this.queueBytes && shard.bytes > 0)) {
       this.rejected++;
       target.deliver([0, 503, 'KV_ERR_OVERLOADED', `shard ${shard.index} has ${shard.pending.size} operations queued`, RETRY_AFTER_SECONDS]);
       return;
     }
     const id = this.nextId++;
     shard.pending.set(id, target);
+    if (value !== null && value.length > 0) {
+      shard.pendingBytes.set(id, value.length);
+      shard.bytes += value.length;
+    }
     this.totalOutstanding++;
     shard.frame.push([id, op, key, value, ttlMs, flags, ifVersion]);
     if (!this.flushScheduled) {
@@ -203,13 +215,17 @@ export class ShardPool {
     await Promise.all(
       this.shards.map(async (s) => {
         s.stopping = true;
-        const drained = waitFor(s, 'drained');
-        s.worker.postMessage({ type: 'drain' } satisfies ToActor);
-        await drained;
-        const stopped = waitFor(s, 'stopped');
-        s.worker.postMessage({ type: 'stop' } satisfies ToActor);
-        await stopped;
-        await s.worker.terminate();
+        if (!s.exited) {
+          const drained = waitFor(s, 'drained');
+          s.worker.postMessage({ type: 'drain' } satisfies ToActor);
+          await drained;
+          const stopped = waitFor(s, 'stopped');
+          s.worker.postMessage({ type: 'stop' } satisfies ToActor);
+          await stopped;
+          await s.worker.terminate();
+        }
+        // Whatever a timed-out actor still held gets an answer, never silence.
+        this.failShard(s, `gateway stopped before shard ${s.index} answered`);
       }),
     );
   }
@@ -252,6 +268,7 @@ export class ShardPool {
         this.log.error({ shard: s.index, err: err.message }, 'shard actor crashed');
       });
       worker.on('exit', (code) => {
+        if (worker === s.worker) s.exited = true;
         if (!started) {
           reject(new Error(`shard ${s.index} actor exited with code ${code}`));
           return;
@@ -268,6 +285,8 @@ export class ShardPool {
     if (s.stopping) return;
     const crash = s.lastError;
     s.worker = s.spawn();
+    s.exited = false;
+    const worker = s.worker;
     this.wire(s).then(
       () => {
         // Up again unless the new actor reported its MySQL down while starting.
@@ -279,9 +298,18 @@ export class ShardPool {
       },
       (err) => {
         this.log.error({ shard: s.index, err: (err as Error).message }, 'shard actor restart failed; retrying');
+        void worker.terminate(); // a worker that reported 'fatal' would otherwise live on, idle
         if (!s.stopping) setTimeout(() => this.respawn(s), RESPAWN_DELAY_MS).unref();
       },
     );
+  }
+
+  private release(s: ShardHandle, id: number): void {
+    const n = s.pendingBytes.get(id);
+    if (n !== undefined) {
+      s.pendingBytes.delete(id);
+      s.bytes -= n;
+    }
   }
 
   private onReplies(s: ShardHandle, replies: Reply[]): void {
@@ -289,6 +317,7 @@ export class ShardPool {
       const target = s.pending.get(r[0]);
       if (target === undefined) continue;
       s.pending.delete(r[0]);
+      this.release(s, r[0]);
       this.totalOutstanding--;
       target.deliver(r);
     }
@@ -304,6 +333,7 @@ export class ShardPool {
     const message = `${why}; an operation in flight may or may not have been applied`;
     for (const [id, target] of s.pending) {
       s.pending.delete(id);
+      this.release(s, id);
       this.totalOutstanding--;
       target.deliver([id, 503, 'KV_ERR_OUTCOME_UNKNOWN', message, RETRY_AFTER_SECONDS]);
     }

@@ -31,12 +31,15 @@ export type HealthListener = (up: boolean, error?: ErrorData) => void;
 const HARD_QUEUE_LIMIT = 1_000_000;
 const PROBE_INTERVAL_MS = 1000;
 const CLOCK_SYNC_MS = 5000;
+/** Reply frames to the gateway are cut at about this many value bytes. */
+const OUTBOX_FLUSH_BYTES = 4 * 1024 * 1024;
 
 export class ShardActor {
   private readonly scheduler: KeyScheduler;
   private readonly versions: VersionAllocator;
   readonly expirer: Expirer;
   private outbox: Reply[] = [];
+  private outboxBytes = 0;
   private readsInFlight = 0;
   private writesInFlight = 0;
   private reapsInFlight = 0;
@@ -243,7 +246,13 @@ export class ShardActor {
       for (const op of batch) {
         const row = byKey.get(op.keyStr);
         if (row === undefined) this.outbox.push([op.id, 404]);
-        else if (op.op === OP_GET) this.outbox.push([op.id, 200, row.v, Number(row.version), row.expires_at === null ? null : Number(row.expires_at)]);
+        else if (op.op === OP_GET) {
+          this.outbox.push([op.id, 200, row.v, Number(row.version), row.expires_at === null ? null : Number(row.expires_at)]);
+          // Many GETs of one large value share one row but each reply carries a copy: send in
+          // frames of a few MiB so one batch never packs gigabytes into one buffer.
+          this.outboxBytes += row.v.length;
+          if (this.outboxBytes >= OUTBOX_FLUSH_BYTES) this.flushOutbox();
+        }
         else this.outbox.push([op.id, 200, row.expires_at === null ? null : Number(row.expires_at), Number(row.now_ms)]);
       }
     } else {
@@ -364,6 +373,7 @@ export class ShardActor {
     if (this.outbox.length === 0) return;
     const out = this.outbox;
     this.outbox = [];
+    this.outboxBytes = 0;
     this.send(out);
   }
 

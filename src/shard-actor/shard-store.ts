@@ -161,9 +161,13 @@ export class MysqlShardStore implements ShardStore {
       bigNumberStrings: false,
     });
     // Every connection: READ COMMITTED (no gap locks) and UTC so NOW(3) maps 1:1 to unix time.
-    (this.pool as unknown as { pool: { on(ev: string, cb: (c: { query(sql: string): void }) => void): void } }).pool.on(
-      'connection',
-      (conn) => conn.query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; SET SESSION time_zone = '+00:00'"),
+    // With a callback: an error here (server shutting down, KILL) must not be an unhandled
+    // 'error' event, which would end the worker; the broken connection is dropped instead.
+    type CoreConn = { query(sql: string, cb: (err: Error | null) => void): void; destroy(): void };
+    (this.pool as unknown as { pool: { on(ev: string, cb: (c: CoreConn) => void): void } }).pool.on('connection', (conn) =>
+      conn.query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; SET SESSION time_zone = '+00:00'", (err) => {
+        if (err) conn.destroy();
+      }),
     );
   }
 
