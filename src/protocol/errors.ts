@@ -23,6 +23,7 @@ export const ERRORS = {
   KV_ERR_SHARD_UNAVAILABLE: 503,
   KV_ERR_OUTCOME_UNKNOWN: 503,
   KV_ERR_SHUTTING_DOWN: 503,
+  /** Raised by the client library when an op gets no reply within its timeout; never by the server. */
   KV_ERR_TIMEOUT: 504,
   KV_ERR_INTERNAL: 500,
 } as const;
