@@ -224,25 +224,12 @@ export class ShardActor {
         keys.push(op.key);
       }
     }
-    let rows: LiveRow[] | null = null;
-    let failure: unknown = null;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        rows = await this.store.readLive(keys);
-        break;
-      } catch (err) {
-        if (attempt >= this.cfg.maxRetries || classify(err) === 'fatal') {
-          failure = err;
-          break;
-        }
-        this.stats.retries++;
-        await backoff(attempt);
-      }
-    }
+    // A read is idempotent: retried on anything but a fatal error.
+    const result = await this.withRetries(() => this.store.readLive(keys), (err) => classify(err) !== 'fatal');
     this.readsInFlight--;
-    if (rows !== null) {
+    if (result.ok) {
       const byKey = new Map<string, LiveRow>();
-      for (const r of rows) byKey.set(r.k.toString('latin1'), r);
+      for (const r of result.value) byKey.set(r.k.toString('latin1'), r);
       for (const op of batch) {
         const row = byKey.get(op.keyStr);
         if (row === undefined) this.outbox.push([op.id, 404]);
@@ -256,8 +243,8 @@ export class ShardActor {
         else this.outbox.push([op.id, 200, row.expires_at === null ? null : Number(row.expires_at), Number(row.now_ms)]);
       }
     } else {
-      this.onStoreError(failure);
-      const e = toKvError(failure, this.cfg.shard);
+      this.onStoreError(result.error);
+      const e = toKvError(result.error, this.cfg.shard);
       for (const op of batch) this.outbox.push(errorReply(op.id, e.code, e.message));
     }
     for (const op of batch) this.scheduler.readDone(op);
@@ -273,22 +260,12 @@ export class ShardActor {
     this.reapsInFlight++;
     const due: Array<{ key: Buffer; dueAt: number }> = [];
     for (const c of chains) for (const op of c.ops) due.push({ key: op.key, dueAt: op.dueAt });
-    let deleted = -1;
-    for (let attempt = 0; attempt <= this.cfg.maxRetries; attempt++) {
-      try {
-        deleted = await this.store.reap(chains.map((c) => c.key));
-        break;
-      } catch (err) {
-        if (classify(err) !== 'retry') {
-          this.onStoreError(err);
-          break;
-        }
-        this.stats.retries++;
-        await backoff(attempt);
-      }
-    }
+    // Only lock conflicts are retried here; anything else leaves the rows to a later sweep.
+    const keys = chains.map((c) => c.key);
+    const result = await this.withRetries(() => this.store.reap(keys), (err) => classify(err) === 'retry');
+    if (!result.ok) this.onStoreError(result.error);
     this.reapsInFlight--;
-    if (deleted >= 0) this.expirer.onReapedBatch(due, deleted, this.now());
+    if (result.ok) this.expirer.onReapedBatch(due, result.value, this.now());
     else for (const d of due) this.expirer.onReapFailed(d.key);
     for (const c of chains) this.scheduler.chainDone(c);
     this.afterBatch();
@@ -304,11 +281,9 @@ export class ShardActor {
     chains.sort((a, b) => Buffer.compare(a.key, b.key));
     const keys = chains.map((c) => c.key);
     const needed = versionsNeeded(chains);
-    let plan: WritePlan | null = null;
-    let failure: unknown = null;
-    let ambiguous = false;
-    for (let attempt = 0; ; attempt++) {
-      try {
+    const result = await this.withRetries(
+      async () => {
+        let plan: WritePlan | undefined;
         await this.store.transact(keys, async (locked, now, issuedBelow = 0) => {
           // A re-created key must get a version above its deleted past, which may have been
           // issued through another gateway: check kv_seq then (see VersionAllocator.take).
@@ -316,27 +291,13 @@ export class ShardActor {
           plan = planWrites(chains, locked, now, first);
           return plan.mutations;
         });
-        break;
-      } catch (err) {
-        plan = null;
-        const cls = classify(err);
-        // A connection lost while COMMIT was in flight may or may not have committed.
-        if (cls === 'connection' && (err as { kvPhase?: string }).kvPhase === 'commit') {
-          failure = err;
-          ambiguous = true;
-          break;
-        }
-        if (attempt >= this.cfg.maxRetries || cls === 'fatal') {
-          failure = err;
-          break;
-        }
-        this.stats.retries++;
-        await backoff(attempt);
-      }
-    }
+        return plan!;
+      },
+      (err) => classify(err) !== 'fatal' && !lostDuringCommit(err),
+    );
     this.writesInFlight--;
-    const committed = plan as WritePlan | null;
-    if (committed !== null) {
+    if (result.ok) {
+      const committed = result.value;
       const now = this.now();
       for (const [op, reply] of committed.replies) {
         if (op.op === OP_REAP) this.expirer.onReaped(op.key, op.dueAt, reply[2] === 1, now);
@@ -344,10 +305,11 @@ export class ShardActor {
       }
       for (const [key, at] of committed.expiries) this.expirer.onExpirySet(key, at);
     } else {
-      this.onStoreError(failure);
-      const e = ambiguous
+      this.onStoreError(result.error);
+      // A connection lost while COMMIT was in flight may or may not have committed.
+      const e = lostDuringCommit(result.error)
         ? { code: 'KV_ERR_OUTCOME_UNKNOWN' as const, message: `shard ${this.cfg.shard}: connection lost during commit; the write may or may not have been applied` }
-        : toKvError(failure, this.cfg.shard);
+        : toKvError(result.error, this.cfg.shard);
       for (const c of chains) {
         for (const op of c.ops) {
           if (op.op === OP_REAP) this.expirer.onReapFailed(op.key);
@@ -357,6 +319,22 @@ export class ShardActor {
     }
     for (const c of chains) this.scheduler.chainDone(c);
     this.afterBatch();
+  }
+
+  /**
+   * Run `attempt` until it succeeds, `retryable` refuses its error, or KV_MAX_RETRIES retries (with
+   * backoff) are spent. The one retry policy of reads, writes and reaps; each passes its predicate.
+   */
+  private async withRetries<T>(attempt: () => Promise<T>, retryable: (err: unknown) => boolean): Promise<Attempted<T>> {
+    for (let n = 0; ; n++) {
+      try {
+        return { ok: true, value: await attempt() };
+      } catch (err) {
+        if (n >= this.cfg.maxRetries || !retryable(err)) return { ok: false, error: err };
+        this.stats.retries++;
+        await backoff(n);
+      }
+    }
   }
 
   private afterBatch(): void {
@@ -431,6 +409,13 @@ export class ShardActor {
     const t1 = this.localClock();
     this.clockOffset = shardNow - Math.round((t0 + t1) / 2);
   }
+}
+
+type Attempted<T> = { ok: true; value: T } | { ok: false; error: unknown };
+
+/** The connection broke during the COMMIT round trip: the outcome is unknown, never retried. */
+function lostDuringCommit(err: unknown): boolean {
+  return classify(err) === 'connection' && (err as { kvPhase?: string }).kvPhase === 'commit';
 }
 
 function errorReply(id: number, code: ErrorData['code'], message: string): Reply {

@@ -217,17 +217,12 @@ export class Expirer {
     try {
       const rows = await this.store.scanOverdue(this.cfg.reapBatch);
       if (!this.isExpirer) return;
-      let submitted = 0;
       for (const r of rows) {
         if (this.reaping.size >= this.cfg.reapsInFlight) break;
-        if (!this.reaping.has(r.k.toString('latin1'))) {
-          this.reap(r.k, r.expires_at);
-          submitted++;
-        }
+        this.reap(r.k, r.expires_at); // skips keys already being reaped
       }
       // A full page means more may wait: sweep again next tick instead of next interval.
       this.sweepBacklog = rows.length === this.cfg.reapBatch ? rows.length : 0;
-      void submitted;
     } catch (err) {
       this.log('warn', 'expiry sweep failed', { error: (err as Error).message });
     } finally {

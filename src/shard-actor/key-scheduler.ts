@@ -10,13 +10,14 @@
  * deadlock argument (the other half: rows are locked in key order; see shard-store).
  *
  *   keys: Map<keyStr, KeyState>          (an entry exists while the key has work scheduled)
- *   KeyState { reads: n scheduled, writing: bool, queue: [op, op, ...] waiting, head index }
+ *   KeyState { reads: n scheduled, writing: bool, queue: Fifo of ops waiting }
  *
  *   arrival ──> queue empty and allowed? ──yes──> readyReads / readyWrites / readyReaps (a chain)
  *                       │no
  *                       └──> key's queue ── released when the key's running work completes
  */
 import { isReadOp, OP_REAP } from '../protocol/ops';
+import { Fifo } from './fifo';
 import type { PendingOp } from './pending-op';
 
 export interface Chain {
@@ -28,26 +29,25 @@ export interface Chain {
 interface KeyState {
   reads: number;
   writing: boolean;
-  queue: PendingOp[];
-  head: number;
+  /** Ops waiting behind this key's running work, in arrival order. */
+  queue: Fifo<PendingOp>;
 }
 
 export class KeyScheduler {
   private readonly keys = new Map<string, KeyState>();
-  /** Reads allowed to run, in arrival order. Consumed from `readHead`. */
-  private readyReads: PendingOp[] = [];
-  private readHead = 0;
+  /** Reads allowed to run, in arrival order. */
+  private readonly readyReads = new Fifo<PendingOp>();
   /** User write chains, in arrival order. */
-  private readonly readyWrites = new ChainQueue();
+  private readonly readyWrites = new Fifo<Chain>();
   /** Chains of the expirer's reaps only: a separate, lower-priority lane (see the actor). */
-  private readonly readyReaps = new ChainQueue();
+  private readonly readyReaps = new Fifo<Chain>();
   /** Operations accepted and not yet completed (queued, ready or running). */
   size = 0;
 
   constructor(private readonly maxChain: number) {}
 
   get readyReadCount(): number {
-    return this.readyReads.length - this.readHead;
+    return this.readyReads.count;
   }
 
   get readyWriteCount(): number {
@@ -66,33 +66,26 @@ export class KeyScheduler {
     this.size++;
     let st = this.keys.get(op.keyStr);
     if (st === undefined) {
-      st = { reads: 0, writing: false, queue: [], head: 0 };
+      st = { reads: 0, writing: false, queue: new Fifo<PendingOp>() };
       this.keys.set(op.keyStr, st);
     }
-    if (st.head === st.queue.length && this.allowed(st, op)) this.start(st, op);
+    if (st.queue.count === 0 && this.allowed(st, op)) this.start(st, op);
     else st.queue.push(op);
   }
 
   /** Up to `maxOps` ready reads (ops, not keys), oldest first. */
   takeReads(maxOps: number): PendingOp[] {
-    const end = Math.min(this.readyReads.length, this.readHead + maxOps);
-    const batch = this.readyReads.slice(this.readHead, end);
-    this.readHead = end;
-    if (this.readHead === this.readyReads.length) {
-      this.readyReads = [];
-      this.readHead = 0;
-    }
-    return batch;
+    return this.readyReads.take(maxOps);
   }
 
   /** Ready user chains, oldest first, until `maxOps` ops or `maxBytes` of values (at least one chain). */
   takeWrites(maxOps: number, maxBytes: number): Chain[] {
-    return this.readyWrites.take(maxOps, maxBytes);
+    return takeChains(this.readyWrites, maxOps, maxBytes);
   }
 
   /** Ready reap-only chains, oldest first, up to `maxOps` ops. */
   takeReaps(maxOps: number): Chain[] {
-    return this.readyReaps.take(maxOps, Infinity);
+    return takeChains(this.readyReaps, maxOps, Infinity);
   }
 
   /** A read finished (replied). Releases what waited behind it. */
@@ -113,21 +106,15 @@ export class KeyScheduler {
 
   /** Everything not yet started, removed (for shutdown or a shard that went down). */
   drainWaiting(): PendingOp[] {
-    const out: PendingOp[] = [];
-    for (let i = this.readHead; i < this.readyReads.length; i++) out.push(this.readyReads[i]);
+    const reads = this.readyReads.drain();
     const chains = [...this.readyWrites.drain(), ...this.readyReaps.drain()];
+    const out: PendingOp[] = [...reads];
     for (const c of chains) out.push(...c.ops);
-    for (const st of this.keys.values()) for (let i = st.head; i < st.queue.length; i++) out.push(st.queue[i]);
+    for (const st of this.keys.values()) out.push(...st.queue.drain());
     // Ready items count as scheduled on their key; undo that so completions stay balanced.
-    for (let i = this.readHead; i < this.readyReads.length; i++) this.keys.get(this.readyReads[i].keyStr)!.reads--;
+    for (const op of reads) this.keys.get(op.keyStr)!.reads--;
     for (const c of chains) this.keys.get(c.keyStr)!.writing = false;
-    this.readyReads = [];
-    this.readHead = 0;
-    for (const [k, st] of this.keys) {
-      st.queue = [];
-      st.head = 0;
-      if (st.reads === 0 && !st.writing) this.keys.delete(k);
-    }
+    for (const [k, st] of this.keys) if (st.reads === 0 && !st.writing) this.keys.delete(k);
     this.size -= out.length;
     return out;
   }
@@ -144,77 +131,36 @@ export class KeyScheduler {
     }
     st.writing = true;
     const ops = [op];
-    while (st.head < st.queue.length && ops.length < this.maxChain && !isReadOp(st.queue[st.head].op)) {
-      ops.push(st.queue[st.head++]);
+    for (let next = st.queue.peek(); next !== undefined && ops.length < this.maxChain && !isReadOp(next.op); next = st.queue.peek()) {
+      ops.push(st.queue.shift());
     }
-    this.compact(st);
     let reapsOnly = true;
     for (const o of ops) if (o.op !== OP_REAP) reapsOnly = false;
     (reapsOnly ? this.readyReaps : this.readyWrites).push({ keyStr: op.keyStr, key: op.key, ops });
   }
 
   private release(keyStr: string, st: KeyState): void {
-    while (st.head < st.queue.length) {
-      const next = st.queue[st.head];
-      if (!this.allowed(st, next)) break;
-      st.head++;
+    for (let next = st.queue.peek(); next !== undefined && this.allowed(st, next); next = st.queue.peek()) {
+      st.queue.shift();
       this.start(st, next);
       if (st.writing) break;
     }
-    this.compact(st);
-    if (st.reads === 0 && !st.writing && st.head === st.queue.length) this.keys.delete(keyStr);
-  }
-
-  private compact(st: KeyState): void {
-    if (st.head === st.queue.length) {
-      st.queue = [];
-      st.head = 0;
-    } else if (st.head > 32 && st.head * 2 > st.queue.length) {
-      st.queue = st.queue.slice(st.head);
-      st.head = 0;
-    }
+    if (st.reads === 0 && !st.writing && st.queue.count === 0) this.keys.delete(keyStr);
   }
 }
 
-/** A FIFO of chains consumed from a head index (no Array.shift on a hot queue). */
-class ChainQueue {
-  private items: Chain[] = [];
-  private head = 0;
-
-  get count(): number {
-    return this.items.length - this.head;
+/** Ready chains, oldest first, until `maxOps` ops or `maxBytes` of values; always at least one. */
+function takeChains(queue: Fifo<Chain>, maxOps: number, maxBytes: number): Chain[] {
+  const batch: Chain[] = [];
+  let ops = 0;
+  let bytes = 0;
+  for (let chain = queue.peek(); chain !== undefined; chain = queue.peek()) {
+    let chainBytes = 0;
+    for (const op of chain.ops) chainBytes += op.value === null ? 0 : op.value.length;
+    if (batch.length > 0 && (ops + chain.ops.length > maxOps || bytes + chainBytes > maxBytes)) break;
+    batch.push(queue.shift());
+    ops += chain.ops.length;
+    bytes += chainBytes;
   }
-
-  push(c: Chain): void {
-    this.items.push(c);
-  }
-
-  /** Oldest first, until `maxOps` ops or `maxBytes` of values; always at least one chain. */
-  take(maxOps: number, maxBytes: number): Chain[] {
-    const batch: Chain[] = [];
-    let ops = 0;
-    let bytes = 0;
-    while (this.head < this.items.length) {
-      const chain = this.items[this.head];
-      let chainBytes = 0;
-      for (const op of chain.ops) chainBytes += op.value === null ? 0 : op.value.length;
-      if (batch.length > 0 && (ops + chain.ops.length > maxOps || bytes + chainBytes > maxBytes)) break;
-      batch.push(chain);
-      ops += chain.ops.length;
-      bytes += chainBytes;
-      this.head++;
-    }
-    if (this.head === this.items.length) {
-      this.items = [];
-      this.head = 0;
-    }
-    return batch;
-  }
-
-  drain(): Chain[] {
-    const out = this.items.slice(this.head);
-    this.items = [];
-    this.head = 0;
-    return out;
-  }
+  return batch;
 }

@@ -13,6 +13,8 @@
  *   takeDue()           slots move to the due queue once their whole slot has elapsed
  */
 
+import { Fifo } from './fifo';
+
 export interface WheelEntry {
   key: Buffer;
   dueAt: number;
@@ -21,8 +23,7 @@ export interface WheelEntry {
 export class TimerWheel {
   private readonly slots: WheelEntry[][];
   private cursor: number;
-  private due: WheelEntry[] = [];
-  private dueHead = 0;
+  private due = new Fifo<WheelEntry>();
   /** Entries in slots and in the due queue. */
   size = 0;
 
@@ -41,7 +42,7 @@ export class TimerWheel {
   }
 
   get dueCount(): number {
-    return this.due.length - this.dueHead;
+    return this.due.count;
   }
 
   /** false when `dueAt` is beyond one revolution: the caller leaves it to the range scan. */
@@ -75,24 +76,14 @@ export class TimerWheel {
 
   /** Up to `max` due entries, oldest slot first. */
   takeDue(max: number): WheelEntry[] {
-    const end = Math.min(this.due.length, this.dueHead + max);
-    const out = this.due.slice(this.dueHead, end);
-    this.dueHead = end;
-    if (this.dueHead === this.due.length) {
-      this.due = [];
-      this.dueHead = 0;
-    } else if (this.dueHead > 4096 && this.dueHead * 2 > this.due.length) {
-      this.due = this.due.slice(this.dueHead);
-      this.dueHead = 0;
-    }
+    const out = this.due.take(max);
     this.size -= out.length;
     return out;
   }
 
   clear(now: number): void {
     for (let i = 0; i < this.slotCount; i++) this.slots[i] = [];
-    this.due = [];
-    this.dueHead = 0;
+    this.due = new Fifo<WheelEntry>();
     this.size = 0;
     this.cursor = Math.floor(now / this.slotMs) - 1;
   }
