@@ -196,20 +196,22 @@ async function storm(ctx: BenchContext, runLabel: string): Promise<Row[]> {
       ),
     );
     clearProgress();
-    const non2xx = (r: typeof base) => Object.values(r.non2xx).reduce((a, b) => a + b, 0);
-    rows.push({
-      name: 'expiry storm: GET baseline (no storm)',
+    // The same GET load, measured twice (without and during the storm): one row shape.
+    const getLoadRow = (name: string, r: typeof base, cpu: typeof baseWindow.cpu, note: string): Row => ({
+      name,
       scenario: 'expiry',
       api: 'http',
-      opsPerSec: base.ok / (base.elapsedMs / 1000),
-      latency: percentilesOf(base.hist),
-      errors: base.errors + non2xx(base),
+      opsPerSec: r.ok / (r.elapsedMs / 1000),
+      latency: percentilesOf(r.hist),
+      errors: r.errors + Object.values(r.non2xx).reduce((a, b) => a + b, 0),
       errorDetail: '',
-      durationS: base.elapsedMs / 1000,
-      cpu: baseWindow.cpu,
-      notes: [`open-loop GET at ${fmtInt(rate)}/s (${Math.round(opts.loadFraction * 100)}% of http-get peak ${fmtInt(peak)})`],
+      durationS: r.elapsedMs / 1000,
+      cpu,
+      notes: [note],
       extra: { rate },
     });
+    rows.push(getLoadRow('expiry storm: GET baseline (no storm)', base, baseWindow.cpu,
+      `open-loop GET at ${fmtInt(rate)}/s (${Math.round(opts.loadFraction * 100)}% of http-get peak ${fmtInt(peak)})`));
 
     // 2. Load the storm: every key due at T. T leaves room for the load at the last measured
     //    bulk rate, plus margin; keys sent after T (a slow load) get 1 ms and are counted late.
@@ -280,19 +282,7 @@ async function storm(ctx: BenchContext, runLabel: string): Promise<Row[]> {
     const after = await scrape(ctx.base);
     const lag = lagNote(before, after);
     const left = poller.available ? poller.latest : NaN;
-    rows.push({
-      name: 'expiry storm: GET during storm',
-      scenario: 'expiry',
-      api: 'http',
-      opsPerSec: during.ok / (during.elapsedMs / 1000),
-      latency: percentilesOf(during.hist),
-      errors: during.errors + non2xx(during),
-      errorDetail: '',
-      durationS: during.elapsedMs / 1000,
-      cpu: window.cpu,
-      notes: [`same open-loop GET load from T until the last storm row was gone`],
-      extra: { rate },
-    });
+    rows.push(getLoadRow('expiry storm: GET during storm', during, window.cpu, 'same open-loop GET load from T until the last storm row was gone'));
     const goneS = goneAt !== null && poller.available ? (goneAt - dueAt) / 1000 : NaN;
     rows.push({
       name: 'expiry storm',

@@ -93,9 +93,8 @@ class HttpCall implements ReplyTarget {
   constructor(
     readonly ctx: HttpContext,
     readonly res: HttpResponse,
+    /** Also decides the reply's shape: the TTL routes are their own ops (ttl, expire, persist). */
     readonly op: OpCode,
-    /** TTL routes reply with JSON instead of the value. */
-    readonly ttlRoute: boolean,
   ) {
     ctx.inflight.n++;
     res.onAborted(() => {
@@ -295,21 +294,21 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
     }
   };
 
-  const simple = (op: OpCode, prefix: number, params: ReadonlySet<string>, allowConditions: boolean, ttlRoute: boolean) =>
+  const simple = (op: OpCode, prefix: number, params: ReadonlySet<string>, allowConditions: boolean) =>
     (res: HttpResponse, req: HttpRequest): void =>
       guard(res, req, op, () => {
         const key = decodeKey(req.getUrl(), prefix);
         checkKey(key, limits);
         const q = parseQuery(req.getQuery() ?? '', params);
         const c = allowConditions ? parseConditions(req, false) : { flags: 0, ifVersion: 0 };
-        pool.submit(new HttpCall(ctx, res, op, ttlRoute), op, key, null, q.ttlMs, c.flags, c.ifVersion);
+        pool.submit(new HttpCall(ctx, res, op), op, key, null, q.ttlMs, c.flags, c.ifVersion);
       });
 
-  app.get('/v1/kv/*', simple(OP_GET, KV, NO_PARAMS, false, false));
-  app.del('/v1/kv/*', simple(OP_DEL, KV, NO_PARAMS, true, false));
-  app.get('/v1/ttl/*', simple(OP_TTL, TTL, NO_PARAMS, false, true));
-  app.put('/v1/ttl/*', simple(OP_EXPIRE, TTL, TTL_PARAMS, false, true));
-  app.del('/v1/ttl/*', simple(OP_PERSIST, TTL, NO_PARAMS, false, true));
+  app.get('/v1/kv/*', simple(OP_GET, KV, NO_PARAMS, false));
+  app.del('/v1/kv/*', simple(OP_DEL, KV, NO_PARAMS, true));
+  app.get('/v1/ttl/*', simple(OP_TTL, TTL, NO_PARAMS, false));
+  app.put('/v1/ttl/*', simple(OP_EXPIRE, TTL, TTL_PARAMS, false));
+  app.del('/v1/ttl/*', simple(OP_PERSIST, TTL, NO_PARAMS, false));
 
   app.put('/v1/kv/*', (res, req) =>
     guard(res, req, OP_PUT, () => {
@@ -320,7 +319,7 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
       const flags = c.flags | (q.keepTtl ? FLAG_KEEP_TTL : 0);
       const declared = req.getHeader('content-length');
       if (declared !== '' && Number(declared) > limits.maxValueBytes) checkValue(Number(declared), limits);
-      const call = new HttpCall(ctx, res, OP_PUT, false);
+      const call = new HttpCall(ctx, res, OP_PUT);
       let chunks: Buffer[] | null = [];
       let size = 0;
       res.onData((chunk, isLast) => {

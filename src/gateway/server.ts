@@ -39,8 +39,9 @@ export async function startServer(config: Readonly<Config>, shardUrls: string[],
   const sockets = new Set<WebSocket<unknown>>();
 
   const app: TemplatedApp = uws.App();
-  mountHttpApi(app, { pool, metrics, limits, closing: () => closing, inflight });
-  mountWsApi(app, { pool, metrics, limits, closing: () => closing, inflight, sockets, maxInflight: config.wsMaxInflight });
+  const apiContext = { pool, metrics, limits, closing: () => closing, inflight };
+  mountHttpApi(app, apiContext);
+  mountWsApi(app, { ...apiContext, sockets, maxInflight: config.wsMaxInflight });
 
   // The load generator's ceiling: the same server and routing layer, no shard work at all.
   app.get('/v1/noop', (res) => {

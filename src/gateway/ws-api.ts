@@ -26,16 +26,12 @@ import { ERRORS, type ErrorData } from '../protocol/errors';
 import { OP_NAMES, type OpCode, type Reply } from '../protocol/ops';
 import type { Limits } from '../protocol/validate';
 import { decodeFrame, errorReply, frameErrorReply, ReplyFrameEncoder, toWireReply, type RequestSink, type WireReply } from '../protocol/ws-codec';
-import { writeError } from './http-api';
+import { writeError, type HttpContext } from './http-api';
 import type { Metrics } from './metrics';
 import type { ReplyTarget, ShardPool } from './shard-pool';
 
-export interface WsContext {
-  pool: ShardPool;
-  metrics: Metrics;
-  limits: Limits;
-  closing: () => boolean;
-  inflight: { n: number };
+/** What the HTTP API gets, plus the open sockets (closed at shutdown) and the per-socket limit. */
+export interface WsContext extends HttpContext {
   sockets: Set<WebSocket<unknown>>;
   maxInflight: number;
 }

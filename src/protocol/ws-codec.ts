@@ -549,43 +549,35 @@ export class MsgpackWriter {
   bin(v: Uint8Array): void {
     const n = v.length;
     this.room(5 + n);
-    const b = this.buf;
-    if (n < 0x100) {
-      b[this.pos] = 0xc4;
-      b[this.pos + 1] = n;
-      this.pos += 2;
-    } else if (n < 0x10000) {
-      b[this.pos] = 0xc5;
-      b.writeUInt16BE(n, this.pos + 1);
-      this.pos += 3;
-    } else {
-      b[this.pos] = 0xc6;
-      b.writeUInt32BE(n, this.pos + 1);
-      this.pos += 5;
-    }
-    b.set(v, this.pos);
+    this.sizedHeader(n, 0xc4, 0xc5, 0xc6);
+    this.buf.set(v, this.pos);
     this.pos += n;
   }
 
   str(v: string): void {
     const n = Buffer.byteLength(v, 'utf8');
     this.room(5 + n);
+    if (n < 32) this.buf[this.pos++] = 0xa0 | n;
+    else this.sizedHeader(n, 0xd9, 0xda, 0xdb);
+    this.pos += this.buf.write(v, this.pos, n, 'utf8');
+  }
+
+  /** The 8/16/32-bit length header of bin and str: the smallest of the three codes that fits. */
+  private sizedHeader(n: number, code8: number, code16: number, code32: number): void {
     const b = this.buf;
-    if (n < 32) b[this.pos++] = 0xa0 | n;
-    else if (n < 0x100) {
-      b[this.pos] = 0xd9;
+    if (n < 0x100) {
+      b[this.pos] = code8;
       b[this.pos + 1] = n;
       this.pos += 2;
     } else if (n < 0x10000) {
-      b[this.pos] = 0xda;
+      b[this.pos] = code16;
       b.writeUInt16BE(n, this.pos + 1);
       this.pos += 3;
     } else {
-      b[this.pos] = 0xdb;
+      b[this.pos] = code32;
       b.writeUInt32BE(n, this.pos + 1);
       this.pos += 5;
     }
-    this.pos += b.write(v, this.pos, n, 'utf8');
   }
 
   /** Any value a reply or request holds: nil, bool, number, str, bin, array, string-keyed map. */
