@@ -113,7 +113,7 @@ const FLAGS: Flag[] = [
   { name: 'read-ratio', doc: 'GET fraction in *-mixed (default 0.9)', apply: (o, r) => (o.readRatio = num(0, 1)(r, 'read-ratio')) },
   { name: 'runs', doc: 'repeat each scenario N times, report the median (default 1)', apply: (o, r) => (o.runs = int(1, 100)(r, 'runs')) },
   { name: 'url', doc: 'target an existing store, e.g. http://127.0.0.1:8080', apply: (o, r) => (o.url = httpUrl(r, 'url')) },
-  { name: 'ablation-url', doc: 'with --url: a gateway started with KV_BATCHING=false', apply: (o, r) => (o.ablationUrl = httpUrl(r, 'ablation-url')) },
+  { name: 'ablation-url', doc: 'with --url: a gateway started with KVSQL_BATCHING=false', apply: (o, r) => (o.ablationUrl = httpUrl(r, 'ablation-url')) },
   {
     name: 'shard-urls',
     doc: 'with --url: comma-separated mysql:// shard URLs (for row counts)',
@@ -147,7 +147,7 @@ export function parseOptions(argv: string[]): Readonly<BenchOptions> {
     connections: 64,
     wsConnections: 16,
     // 16 x 256 = 4096 in flight: what the store's write pipeline holds at its defaults
-    // (KV_MAX_BATCH_OPS 512 x KV_WRITES_IN_FLIGHT 4 x 2 shards). Fewer leaves it latency-bound:
+    // (KVSQL_MAX_BATCH_OPS 512 x KVSQL_WRITES_IN_FLIGHT 4 x 2 shards). Fewer leaves it latency-bound:
     // 16 x 64 measured about half the ops/s.
     depth: 256,
     valueSize: 100,

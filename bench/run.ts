@@ -152,7 +152,7 @@ async function main(): Promise<number> {
         gateways.push(off);
         ablationBase = off.base;
         ablationPid = off.pid;
-        note(`ablation gateway ready at ${off.base} (pid ${off.pid}, KV_BATCHING=false, KV_EXPIRY=false, same shards)`);
+        note(`ablation gateway ready at ${off.base} (pid ${off.pid}, KVSQL_BATCHING=false, KVSQL_EXPIRY=false, same shards)`);
       }
       embeddedShardPids().forEach((pid, i) => watched.push({ label: `shard-${i} mysqld`, pid }));
     }

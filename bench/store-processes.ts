@@ -4,11 +4,11 @@
  * (batching and expiry off). Relies on the compiled CLI. Must not touch a store it did not start:
  * everything lives under bench/.data and on ports it picked (shards on 23306+, gateways free).
  *
- *   harness ──spawn──> gateway A (cli.js, KV_BATCHING=true) ──spawn──> mariadbd :23306, :23307
- *           └─spawn──> gateway B (cli.js, KV_SHARDS=those two, KV_BATCHING=false, KV_EXPIRY=false)
+ *   harness ──spawn──> gateway A (cli.js, KVSQL_BATCHING=true) ──spawn──> mariadbd :23306, :23307
+ *           └─spawn──> gateway B (cli.js, KVSQL_SHARDS=those two, KVSQL_BATCHING=false, KVSQL_EXPIRY=false)
  *
- * Children get a clean env: no inherited KV_* except tuning passed on purpose as
- * KV_BENCH_GATEWAY_<SETTING> (e.g. KV_BENCH_GATEWAY_READS_IN_FLIGHT=1 becomes KV_READS_IN_FLIGHT=1
+ * Children get a clean env: no inherited KVSQL_* except tuning passed on purpose as
+ * KVSQL_BENCH_GATEWAY_<SETTING> (e.g. KVSQL_BENCH_GATEWAY_READS_IN_FLIGHT=1 becomes KVSQL_READS_IN_FLIGHT=1
  * for both gateways, for tuning experiments), and, on Linux, `setpriv --pdeathsig TERM` so they stop if the harness is killed.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -101,8 +101,8 @@ function cleanEnv(kv: Record<string, string>): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   const tuning: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) {
-    if (!k.startsWith('KV_')) env[k] = v;
-    else if (k.startsWith('KV_BENCH_GATEWAY_') && v !== undefined) tuning[`KV_${k.slice('KV_BENCH_GATEWAY_'.length)}`] = v;
+    if (!k.startsWith('KVSQL_')) env[k] = v;
+    else if (k.startsWith('KVSQL_BENCH_GATEWAY_') && v !== undefined) tuning[`KVSQL_${k.slice('KVSQL_BENCH_GATEWAY_'.length)}`] = v;
   }
   return { ...env, ...tuning, ...kv };
 }
@@ -113,7 +113,7 @@ function spawnGateway(name: string, kv: Record<string, string>, port: number): G
   const fd = fs.openSync(logFile, 'a');
   const argv = SETPRIV ? [SETPRIV, '--pdeathsig', 'TERM', process.execPath, CLI] : [process.execPath, CLI];
   const child = spawn(argv[0], argv.slice(1), {
-    env: cleanEnv({ ...kv, KV_PORT: String(port), KV_HOST: '127.0.0.1', KV_LOG_LEVEL: 'warn' }),
+    env: cleanEnv({ ...kv, KVSQL_PORT: String(port), KVSQL_HOST: '127.0.0.1', KVSQL_LOG_LEVEL: 'warn' }),
     stdio: ['ignore', fd, fd],
   });
   fs.closeSync(fd);
@@ -144,10 +144,10 @@ export async function startMainGateway(): Promise<GatewayProcess> {
   const gw = spawnGateway(
     'gateway-batching-on',
     {
-      KV_DATA_DIR: DATA_DIR,
-      KV_EMBEDDED_BASE_PORT: String(EMBEDDED_BASE_PORT),
-      KV_EMBEDDED_SHARDS: String(EMBEDDED_SHARDS),
-      KV_BATCHING: 'true',
+      KVSQL_DATA_DIR: DATA_DIR,
+      KVSQL_EMBEDDED_BASE_PORT: String(EMBEDDED_BASE_PORT),
+      KVSQL_EMBEDDED_SHARDS: String(EMBEDDED_SHARDS),
+      KVSQL_BATCHING: 'true',
     },
     port,
   );
@@ -158,7 +158,7 @@ export async function startMainGateway(): Promise<GatewayProcess> {
 /** Gateway B: the same shards, batching and expiry off (the ablation baseline). */
 export async function startAblationGateway(): Promise<GatewayProcess> {
   const port = await freePort();
-  const gw = spawnGateway('gateway-batching-off', { KV_SHARDS: embeddedShardUrls().join(','), KV_BATCHING: 'false', KV_EXPIRY: 'false' }, port);
+  const gw = spawnGateway('gateway-batching-off', { KVSQL_SHARDS: embeddedShardUrls().join(','), KVSQL_BATCHING: 'false', KVSQL_EXPIRY: 'false' }, port);
   await gw.waitReady(60_000);
   return gw;
 }

@@ -46,7 +46,7 @@ export interface ClientOptions {
   maxInflight?: number;
   /** Per-op timeout in ms, from the call until the reply (queued time included). Default 10000. */
   timeoutMs?: number;
-  /** Values above this are refused locally (set it to the server's KV_MAX_VALUE_BYTES). Default 1 MiB. */
+  /** Values above this are refused locally (set it to the server's KVSQL_MAX_VALUE_BYTES). Default 1 MiB. */
   maxValueBytes?: number;
   /** Keys above this are refused locally (the server's limit is 1024 and not configurable). */
   maxKeyBytes?: number;

@@ -25,7 +25,7 @@ export interface MysqlBinary {
 const INSTALL_HINT =
   'No MySQL server binary (mariadbd or mysqld) found on PATH, /usr/sbin, /usr/local/sbin or /usr/local/mysql/bin. ' +
   'Install one, e.g. `apt-get install -y --no-install-recommends mariadb-server` (Debian/Ubuntu, as root), ' +
-  '`brew install mariadb` (macOS), or set KV_TEST_MYSQL_URL / run a Docker engine.';
+  '`brew install mariadb` (macOS), or set KVSQL_TEST_MYSQL_URL / run a Docker engine.';
 
 // sbin directories are often missing from a non-login PATH (CI shells, `sudo -u`), and tarball
 // installs live in /usr/local/mysql, so they are searched after PATH.

@@ -1,6 +1,6 @@
 /**
  * Owns configuration: every setting, its default, its parser, resolved once (flag, then env, then
- * the KV_CONFIG file, then default), unknown keys rejected, the result frozen. Relies on nothing
+ * the KVSQL_CONFIG file, then default), unknown keys rejected, the result frozen. Relies on nothing
  * else in kvsql. Workers receive their slice in workerData and never read process.env.
  */
 import { readFileSync } from 'node:fs';
@@ -96,64 +96,64 @@ const s = <K extends keyof Config>(key: K, env: string, parse: Parser<Config[K]>
 
 /** Every setting. README's configuration table is generated from the same facts (keep in sync). */
 export const SETTINGS = [
-  s('host', 'KV_HOST', host, '127.0.0.1', 'address to listen on'),
-  s('port', 'KV_PORT', int(0, 65535), 8080, 'HTTP/WebSocket port (0 picks a free one)'),
-  s('dataDir', 'KV_DATA_DIR', str, './data', 'where the embedded shards keep their data'),
-  s('shards', 'KV_SHARDS', urls, [], 'comma-separated mysql:// URLs; empty runs the embedded cluster'),
-  s('embeddedShards', 'KV_EMBEDDED_SHARDS', int(1, 64), 2, 'number of embedded MySQL shards'),
-  s('embeddedBasePort', 'KV_EMBEDDED_BASE_PORT', int(1024, 65000), 13306, 'embedded shard i listens on base+i'),
-  s('maxValueBytes', 'KV_MAX_VALUE_BYTES', int(1, MAX_SUPPORTED_VALUE_BYTES), 1024 * 1024, 'largest value accepted'),
-  s('batching', 'KV_BATCHING', bool, true, 'gather ops into multi-row statements (false: one op per transaction)'),
-  s('maxBatchOps', 'KV_MAX_BATCH_OPS', int(1, 4096), 512, 'ops per batch'),
-  s('maxBatchBytes', 'KV_MAX_BATCH_BYTES', int(1024, 64 * 1024 * 1024), 4 * 1024 * 1024, 'value bytes per write batch (sent hex-escaped: keep 2x under max_allowed_packet)'),
-  s('readsInFlight', 'KV_READS_IN_FLIGHT', int(1, 64), 4, 'read batches in flight per shard'),
-  s('writesInFlight', 'KV_WRITES_IN_FLIGHT', int(1, 64), 4, 'write transactions in flight per shard'),
-  s('queueLimit', 'KV_QUEUE_LIMIT', int(1, 1_000_000), 50_000, 'ops outstanding per shard before 503'),
-  s('queueBytes', 'KV_QUEUE_BYTES', int(1024 * 1024, 64 * 1024 * 1024 * 1024), 256 * 1024 * 1024, 'value bytes of PUTs outstanding per shard before 503'),
-  s('queryTimeoutMs', 'KV_QUERY_TIMEOUT_MS', int(100, 600_000), 10_000, 'per-statement timeout'),
-  s('maxRetries', 'KV_MAX_RETRIES', int(0, 20), 4, 'retries of a batch after deadlock, lock wait timeout or lost connection'),
-  s('expiry', 'KV_EXPIRY', bool, true, 'run the expirer (physical deletion of expired rows)'),
-  s('expiryTickMs', 'KV_EXPIRY_TICK_MS', int(10, 10_000), 100, 'expiry wheel resolution and tick'),
-  s('expiryHorizonMs', 'KV_EXPIRY_HORIZON_MS', int(1000, 3_600_000), 60_000, 'how far ahead the wheel holds keys'),
-  s('reapBatch', 'KV_REAP_BATCH', int(1, 100_000), 2000, 'rows per overdue sweep page'),
-  s('reapsInFlight', 'KV_REAPS_IN_FLIGHT', int(1, 1_000_000), 4000, 'reaps in flight per shard (the expiry work budget)'),
-  s('maxWheelKeys', 'KV_MAX_WHEEL_KEYS', int(1000, 100_000_000), 2_000_000, 'keys the wheel may hold per shard'),
-  s('expiryLockRetryMs', 'KV_EXPIRY_LOCK_RETRY_MS', int(100, 600_000), 2000, 'how often the expirer role is checked'),
-  s('wsMaxInflight', 'KV_WS_MAX_INFLIGHT', int(1, 1_000_000), 4096, 'ops in flight per WebSocket; past it, ops are answered KV_ERR_BUSY'),
-  s('shutdownTimeoutMs', 'KV_SHUTDOWN_TIMEOUT_MS', int(0, 600_000), 30_000, 'how long SIGTERM waits for in-flight work'),
-  s('logLevel', 'KV_LOG_LEVEL', level, 'info', 'pino log level'),
+  s('host', 'KVSQL_HOST', host, '127.0.0.1', 'address to listen on'),
+  s('port', 'KVSQL_PORT', int(0, 65535), 8080, 'HTTP/WebSocket port (0 picks a free one)'),
+  s('dataDir', 'KVSQL_DATA_DIR', str, './data', 'where the embedded shards keep their data'),
+  s('shards', 'KVSQL_SHARDS', urls, [], 'comma-separated mysql:// URLs; empty runs the embedded cluster'),
+  s('embeddedShards', 'KVSQL_EMBEDDED_SHARDS', int(1, 64), 2, 'number of embedded MySQL shards'),
+  s('embeddedBasePort', 'KVSQL_EMBEDDED_BASE_PORT', int(1024, 65000), 13306, 'embedded shard i listens on base+i'),
+  s('maxValueBytes', 'KVSQL_MAX_VALUE_BYTES', int(1, MAX_SUPPORTED_VALUE_BYTES), 1024 * 1024, 'largest value accepted'),
+  s('batching', 'KVSQL_BATCHING', bool, true, 'gather ops into multi-row statements (false: one op per transaction)'),
+  s('maxBatchOps', 'KVSQL_MAX_BATCH_OPS', int(1, 4096), 512, 'ops per batch'),
+  s('maxBatchBytes', 'KVSQL_MAX_BATCH_BYTES', int(1024, 64 * 1024 * 1024), 4 * 1024 * 1024, 'value bytes per write batch (sent hex-escaped: keep 2x under max_allowed_packet)'),
+  s('readsInFlight', 'KVSQL_READS_IN_FLIGHT', int(1, 64), 4, 'read batches in flight per shard'),
+  s('writesInFlight', 'KVSQL_WRITES_IN_FLIGHT', int(1, 64), 4, 'write transactions in flight per shard'),
+  s('queueLimit', 'KVSQL_QUEUE_LIMIT', int(1, 1_000_000), 50_000, 'ops outstanding per shard before 503'),
+  s('queueBytes', 'KVSQL_QUEUE_BYTES', int(1024 * 1024, 64 * 1024 * 1024 * 1024), 256 * 1024 * 1024, 'value bytes of PUTs outstanding per shard before 503'),
+  s('queryTimeoutMs', 'KVSQL_QUERY_TIMEOUT_MS', int(100, 600_000), 10_000, 'per-statement timeout'),
+  s('maxRetries', 'KVSQL_MAX_RETRIES', int(0, 20), 4, 'retries of a batch after deadlock, lock wait timeout or lost connection'),
+  s('expiry', 'KVSQL_EXPIRY', bool, true, 'run the expirer (physical deletion of expired rows)'),
+  s('expiryTickMs', 'KVSQL_EXPIRY_TICK_MS', int(10, 10_000), 100, 'expiry wheel resolution and tick'),
+  s('expiryHorizonMs', 'KVSQL_EXPIRY_HORIZON_MS', int(1000, 3_600_000), 60_000, 'how far ahead the wheel holds keys'),
+  s('reapBatch', 'KVSQL_REAP_BATCH', int(1, 100_000), 2000, 'rows per overdue sweep page'),
+  s('reapsInFlight', 'KVSQL_REAPS_IN_FLIGHT', int(1, 1_000_000), 4000, 'reaps in flight per shard (the expiry work budget)'),
+  s('maxWheelKeys', 'KVSQL_MAX_WHEEL_KEYS', int(1000, 100_000_000), 2_000_000, 'keys the wheel may hold per shard'),
+  s('expiryLockRetryMs', 'KVSQL_EXPIRY_LOCK_RETRY_MS', int(100, 600_000), 2000, 'how often the expirer role is checked'),
+  s('wsMaxInflight', 'KVSQL_WS_MAX_INFLIGHT', int(1, 1_000_000), 4096, 'ops in flight per WebSocket; past it, ops are answered KV_ERR_BUSY'),
+  s('shutdownTimeoutMs', 'KVSQL_SHUTDOWN_TIMEOUT_MS', int(0, 600_000), 30_000, 'how long SIGTERM waits for in-flight work'),
+  s('logLevel', 'KVSQL_LOG_LEVEL', level, 'info', 'pino log level'),
 ] as const;
 
 const BY_ENV = new Map<string, Setting<keyof Config>>(SETTINGS.map((x) => [x.env, x as Setting<keyof Config>]));
 const BY_FLAG = new Map<string, Setting<keyof Config>>(
-  SETTINGS.map((x) => [x.env.slice(3).toLowerCase().replace(/_/g, '-'), x as Setting<keyof Config>]),
+  SETTINGS.map((x) => [x.env.slice("KVSQL_".length).toLowerCase().replace(/_/g, '-'), x as Setting<keyof Config>]),
 );
 /** Env variables we read that are not settings. */
-const OTHER_ENV = new Set(['KV_CONFIG']);
+const OTHER_ENV = new Set(['KVSQL_CONFIG']);
 /** Variables for the test suite and the benchmark, never settings of the server. */
-const OTHER_PREFIXES = ['KV_TEST_', 'KV_BENCH_'];
+const OTHER_PREFIXES = ['KVSQL_TEST_', 'KVSQL_BENCH_'];
 
 /**
- * Resolve from `--name=value` flags, then KV_* env, then the JSON file named by KV_CONFIG (keys are
- * env names, e.g. {"KV_SHARDS": "..."}), then defaults. Throws ConfigError naming the bad setting.
+ * Resolve from `--name=value` flags, then KVSQL_* env, then the JSON file named by KVSQL_CONFIG (keys are
+ * env names, e.g. {"KVSQL_SHARDS": "..."}), then defaults. Throws ConfigError naming the bad setting.
  */
 export function resolveConfig(argv: string[] = [], env: NodeJS.ProcessEnv = process.env): Readonly<Config> {
   const raw = new Map<string, string>();
-  const file = env.KV_CONFIG;
+  const file = env.KVSQL_CONFIG;
   if (file) {
     let json: Record<string, unknown>;
     try {
       json = JSON.parse(readFileSync(file, 'utf8'));
     } catch (err) {
-      throw new ConfigError(`KV_CONFIG: cannot read ${file}: ${(err as Error).message}`);
+      throw new ConfigError(`KVSQL_CONFIG: cannot read ${file}: ${(err as Error).message}`);
     }
     for (const [k, v] of Object.entries(json)) {
-      if (!BY_ENV.has(k)) throw new ConfigError(`KV_CONFIG: unknown setting "${k}" (known: ${[...BY_ENV.keys()].join(', ')})`);
+      if (!BY_ENV.has(k)) throw new ConfigError(`KVSQL_CONFIG: unknown setting "${k}" (known: ${[...BY_ENV.keys()].join(', ')})`);
       raw.set(k, Array.isArray(v) ? v.join(',') : String(v));
     }
   }
   for (const [k, v] of Object.entries(env)) {
-    if (!k.startsWith('KV_') || v === undefined || OTHER_ENV.has(k) || OTHER_PREFIXES.some((p) => k.startsWith(p))) continue;
+    if (!k.startsWith('KVSQL_') || v === undefined || OTHER_ENV.has(k) || OTHER_PREFIXES.some((p) => k.startsWith(p))) continue;
     if (!BY_ENV.has(k)) throw new ConfigError(`unknown setting ${k} (known: ${[...BY_ENV.keys()].join(', ')})`);
     raw.set(k, v);
   }

@@ -322,7 +322,7 @@ export class ShardActor {
   }
 
   /**
-   * Run `attempt` until it succeeds, `retryable` refuses its error, or KV_MAX_RETRIES retries (with
+   * Run `attempt` until it succeeds, `retryable` refuses its error, or KVSQL_MAX_RETRIES retries (with
    * backoff) are spent. The one retry policy of reads, writes and reaps; each passes its predicate.
    */
   private async withRetries<T>(attempt: () => Promise<T>, retryable: (err: unknown) => boolean): Promise<Attempted<T>> {

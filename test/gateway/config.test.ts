@@ -1,5 +1,5 @@
 /**
- * Tests src/gateway/config.ts (resolution order flag > env > KV_CONFIG file > default, unknown
+ * Tests src/gateway/config.ts (resolution order flag > env > KVSQL_CONFIG file > default, unknown
  * settings and bad values rejected with ConfigError, the result frozen; configFrom applies the same
  * rules) and the real CLI process (src/cli.ts): bad config exits 2, SIGTERM exits 0 only after the
  * request in flight is answered and committed.
@@ -50,82 +50,82 @@ test('defaults: the documented values, resolved once and frozen', () => {
   }, TypeError);
 });
 
-test('a flag beats the environment, which beats the KV_CONFIG file, which beats the default', (t) => {
-  const file = tempFile(JSON.stringify({ KV_PORT: 1001, KV_LOG_LEVEL: 'warn', KV_SHARDS: ['mysql://h/a', 'mysql://h/b'] }));
+test('a flag beats the environment, which beats the KVSQL_CONFIG file, which beats the default', (t) => {
+  const file = tempFile(JSON.stringify({ KVSQL_PORT: 1001, KVSQL_LOG_LEVEL: 'warn', KVSQL_SHARDS: ['mysql://h/a', 'mysql://h/b'] }));
   t.after(() => fs.rmSync(path.dirname(file), { recursive: true, force: true }));
-  assert.equal(resolveConfig([], { KV_CONFIG: file }).port, 1001);
-  assert.equal(resolveConfig([], { KV_CONFIG: file, KV_PORT: '1002' }).port, 1002);
-  assert.equal(resolveConfig(['--port=1003'], { KV_CONFIG: file, KV_PORT: '1002' }).port, 1003);
-  const cfg = resolveConfig(['--max-value-bytes=2048'], { KV_CONFIG: file });
+  assert.equal(resolveConfig([], { KVSQL_CONFIG: file }).port, 1001);
+  assert.equal(resolveConfig([], { KVSQL_CONFIG: file, KVSQL_PORT: '1002' }).port, 1002);
+  assert.equal(resolveConfig(['--port=1003'], { KVSQL_CONFIG: file, KVSQL_PORT: '1002' }).port, 1003);
+  const cfg = resolveConfig(['--max-value-bytes=2048'], { KVSQL_CONFIG: file });
   assert.equal(cfg.logLevel, 'warn');
   assert.equal(cfg.maxValueBytes, 2048);
   assert.deepEqual(cfg.shards, ['mysql://h/a', 'mysql://h/b']);
 });
 
 test('values are parsed: booleans, URL lists, integers at their bounds', () => {
-  assert.equal(resolveConfig([], { KV_BATCHING: 'off' }).batching, false);
-  assert.equal(resolveConfig([], { KV_BATCHING: 'YES' }).batching, true);
-  assert.deepEqual(resolveConfig([], { KV_SHARDS: ' mysql://u:p@h:3306/a , mysql://h/b,' }).shards, ['mysql://u:p@h:3306/a', 'mysql://h/b']);
-  assert.equal(resolveConfig([], { KV_PORT: '0' }).port, 0);
-  assert.equal(resolveConfig([], { KV_PORT: '65535' }).port, 65535);
-  assert.equal(resolveConfig([], { KV_MAX_VALUE_BYTES: String(MAX_SUPPORTED_VALUE_BYTES) }).maxValueBytes, 16 * 1024 * 1024);
-  assert.equal(resolveConfig([], { KV_MAX_VALUE_BYTES: '1' }).maxValueBytes, 1);
+  assert.equal(resolveConfig([], { KVSQL_BATCHING: 'off' }).batching, false);
+  assert.equal(resolveConfig([], { KVSQL_BATCHING: 'YES' }).batching, true);
+  assert.deepEqual(resolveConfig([], { KVSQL_SHARDS: ' mysql://u:p@h:3306/a , mysql://h/b,' }).shards, ['mysql://u:p@h:3306/a', 'mysql://h/b']);
+  assert.equal(resolveConfig([], { KVSQL_PORT: '0' }).port, 0);
+  assert.equal(resolveConfig([], { KVSQL_PORT: '65535' }).port, 65535);
+  assert.equal(resolveConfig([], { KVSQL_MAX_VALUE_BYTES: String(MAX_SUPPORTED_VALUE_BYTES) }).maxValueBytes, 16 * 1024 * 1024);
+  assert.equal(resolveConfig([], { KVSQL_MAX_VALUE_BYTES: '1' }).maxValueBytes, 1);
 });
 
-test('environment variables that are not KV_* are ignored; KV_CONFIG and KV_TEST_MYSQL_URL are not settings but allowed', () => {
-  const cfg = resolveConfig([], { PATH: '/bin', HOME: '/root', KVX: '1', kv_port: '1', KV_TEST_MYSQL_URL: 'mysql://h/t' });
+test('environment variables that are not KVSQL_* are ignored; KVSQL_CONFIG and KVSQL_TEST_MYSQL_URL are not settings but allowed', () => {
+  const cfg = resolveConfig([], { PATH: '/bin', HOME: '/root', KVX: '1', kv_port: '1', KVSQL_TEST_MYSQL_URL: 'mysql://h/t' });
   assert.equal(cfg.port, 8080);
 });
 
-test('an unknown KV_* variable, flag or file key is a ConfigError naming it', (t) => {
-  rejects(() => resolveConfig([], { KV_PROT: '8080' }), 'KV_PROT');
-  rejects(() => resolveConfig([], { KV_: '1' }), 'KV_');
+test('an unknown KVSQL_* variable, flag or file key is a ConfigError naming it', (t) => {
+  rejects(() => resolveConfig([], { KVSQL_PROT: '8080' }), 'KVSQL_PROT');
+  rejects(() => resolveConfig([], { KVSQL_: '1' }), 'KVSQL_');
   rejects(() => resolveConfig(['--prot=8080']), '--prot=8080');
   rejects(() => resolveConfig(['--port']), '--port');
   rejects(() => resolveConfig(['port=8080']), 'port=8080');
   rejects(() => resolveConfig(['--PORT=1']), '--PORT=1');
-  const file = tempFile(JSON.stringify({ KV_PROT: 1 }));
+  const file = tempFile(JSON.stringify({ KVSQL_PROT: 1 }));
   t.after(() => fs.rmSync(path.dirname(file), { recursive: true, force: true }));
-  rejects(() => resolveConfig([], { KV_CONFIG: file }), 'KV_PROT');
+  rejects(() => resolveConfig([], { KVSQL_CONFIG: file }), 'KVSQL_PROT');
 });
 
-test('an unreadable or invalid KV_CONFIG file is a ConfigError', (t) => {
-  rejects(() => resolveConfig([], { KV_CONFIG: '/nonexistent/kvsql.json' }), 'KV_CONFIG');
+test('an unreadable or invalid KVSQL_CONFIG file is a ConfigError', (t) => {
+  rejects(() => resolveConfig([], { KVSQL_CONFIG: '/nonexistent/kvsql.json' }), 'KVSQL_CONFIG');
   const file = tempFile('{not json');
   t.after(() => fs.rmSync(path.dirname(file), { recursive: true, force: true }));
-  rejects(() => resolveConfig([], { KV_CONFIG: file }), 'KV_CONFIG');
+  rejects(() => resolveConfig([], { KVSQL_CONFIG: file }), 'KVSQL_CONFIG');
 });
 
 test('every bad value is a ConfigError naming the setting', () => {
   const bad: Array<[string, string]> = [
-    ['KV_PORT', 'abc'],
-    ['KV_PORT', '-1'],
-    ['KV_PORT', '65536'],
-    ['KV_PORT', '1.5'],
-    ['KV_PORT', '1e3'],
-    ['KV_PORT', '0x10'],
-    ['KV_PORT', ''],
-    ['KV_MAX_VALUE_BYTES', '0'],
-    ['KV_MAX_VALUE_BYTES', String(MAX_SUPPORTED_VALUE_BYTES + 1)],
-    ['KV_MAX_VALUE_BYTES', '99999999999999999999'],
-    ['KV_BATCHING', 'maybe'],
-    ['KV_BATCHING', '2'],
-    ['KV_SHARDS', 'not a url'],
-    ['KV_SHARDS', 'http://h/db'],
-    ['KV_SHARDS', 'mysql://h'],
-    ['KV_SHARDS', 'mysql://h/a,mysql://h'],
-    ['KV_LOG_LEVEL', 'loud'],
-    ['KV_LOG_LEVEL', 'INFO'],
-    ['KV_HOST', 'bad host'],
-    ['KV_HOST', 'a/b'],
-    ['KV_EMBEDDED_SHARDS', '0'],
-    ['KV_EMBEDDED_SHARDS', '65'],
-    ['KV_EXPIRY_TICK_MS', '5'],
-    ['KV_SHUTDOWN_TIMEOUT_MS', '-1'],
-    ['KV_QUEUE_LIMIT', '0'],
+    ['KVSQL_PORT', 'abc'],
+    ['KVSQL_PORT', '-1'],
+    ['KVSQL_PORT', '65536'],
+    ['KVSQL_PORT', '1.5'],
+    ['KVSQL_PORT', '1e3'],
+    ['KVSQL_PORT', '0x10'],
+    ['KVSQL_PORT', ''],
+    ['KVSQL_MAX_VALUE_BYTES', '0'],
+    ['KVSQL_MAX_VALUE_BYTES', String(MAX_SUPPORTED_VALUE_BYTES + 1)],
+    ['KVSQL_MAX_VALUE_BYTES', '99999999999999999999'],
+    ['KVSQL_BATCHING', 'maybe'],
+    ['KVSQL_BATCHING', '2'],
+    ['KVSQL_SHARDS', 'not a url'],
+    ['KVSQL_SHARDS', 'http://h/db'],
+    ['KVSQL_SHARDS', 'mysql://h'],
+    ['KVSQL_SHARDS', 'mysql://h/a,mysql://h'],
+    ['KVSQL_LOG_LEVEL', 'loud'],
+    ['KVSQL_LOG_LEVEL', 'INFO'],
+    ['KVSQL_HOST', 'bad host'],
+    ['KVSQL_HOST', 'a/b'],
+    ['KVSQL_EMBEDDED_SHARDS', '0'],
+    ['KVSQL_EMBEDDED_SHARDS', '65'],
+    ['KVSQL_EXPIRY_TICK_MS', '5'],
+    ['KVSQL_SHUTDOWN_TIMEOUT_MS', '-1'],
+    ['KVSQL_QUEUE_LIMIT', '0'],
   ];
   for (const [name, value] of bad) rejects(() => resolveConfig([], { [name]: value }), name);
-  rejects(() => resolveConfig(['--max-value-bytes=16777217']), 'KV_MAX_VALUE_BYTES');
+  rejects(() => resolveConfig(['--max-value-bytes=16777217']), 'KVSQL_MAX_VALUE_BYTES');
 });
 
 test('configFrom applies the same rules to overrides', () => {
@@ -154,10 +154,10 @@ before(async () => {
 });
 after(() => mysqlServer?.stop());
 
-/** The parent's environment without any KV_* (a developer's KV_TEST_* must not reach the CLI). */
+/** The parent's environment without any KVSQL_* (a developer's KVSQL_TEST_* must not reach the CLI). */
 function cliEnv(settings: Record<string, string>): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('KV_')) env[k] = v;
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('KVSQL_')) env[k] = v;
   return { ...env, ...settings };
 }
 
@@ -178,9 +178,9 @@ function startCli(settings: Record<string, string>): Cli {
 
 test('the CLI exits 2 with a message on an unknown setting or a bad value', async () => {
   for (const [settings, mention] of [
-    [{ KV_BOGUS: '1' }, 'KV_BOGUS'],
-    [{ KV_PORT: 'eighty' }, 'KV_PORT'],
-    [{ KV_MAX_VALUE_BYTES: String(MAX_SUPPORTED_VALUE_BYTES + 1) }, 'KV_MAX_VALUE_BYTES'],
+    [{ KVSQL_BOGUS: '1' }, 'KVSQL_BOGUS'],
+    [{ KVSQL_PORT: 'eighty' }, 'KVSQL_PORT'],
+    [{ KVSQL_MAX_VALUE_BYTES: String(MAX_SUPPORTED_VALUE_BYTES + 1) }, 'KVSQL_MAX_VALUE_BYTES'],
   ] as const) {
     const cli = startCli(settings);
     const { code } = await cli.exited;
@@ -191,7 +191,7 @@ test('the CLI exits 2 with a message on an unknown setting or a bad value', asyn
 
 test('SIGTERM: the CLI stops listening, answers the request in flight, commits it, and exits 0', async (t) => {
   const port = await pickFreePort();
-  const cli = startCli({ KV_SHARDS: urls.join(','), KV_PORT: String(port), KV_LOG_LEVEL: 'warn' });
+  const cli = startCli({ KVSQL_SHARDS: urls.join(','), KVSQL_PORT: String(port), KVSQL_LOG_LEVEL: 'warn' });
   t.after(() => {
     if (cli.child.exitCode === null && cli.child.signalCode === null) cli.child.kill('SIGKILL');
   });

@@ -1,6 +1,6 @@
 /**
  * Memory is bounded by bytes, not only by operation count: PUT values waiting for a shard count
- * against KV_QUEUE_BYTES, and past it the gateway answers 503 KV_ERR_OVERLOADED with Retry-After
+ * against KVSQL_QUEUE_BYTES, and past it the gateway answers 503 KV_ERR_OVERLOADED with Retry-After
  * at once. Held waiting here by a real row lock taken in MySQL by the test.
  */
 import { test, after, before } from 'node:test';
@@ -14,7 +14,7 @@ before(async () => {
 });
 after(() => store.close());
 
-test('PUT values over KV_QUEUE_BYTES waiting on one shard get 503, the others commit', async () => {
+test('PUT values over KVSQL_QUEUE_BYTES waiting on one shard get 503, the others commit', async () => {
   assert.equal((await fetch(`${store.base}/v1/kv/locked`, { method: 'PUT', body: 'x' })).status, 201);
   const conn = await mysql.createConnection({ uri: store.urls[0] });
   try {

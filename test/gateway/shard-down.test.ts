@@ -29,7 +29,7 @@ before(async () => {
   mysqls.push(...(await Promise.all([startTestServer(), startTestServer()])));
   canRestart = mysqls.every((m) => m.canRestart);
   const urls = [await mysqls[0].createDatabase(), await mysqls[1].createDatabase()];
-  const config = configFrom({ port: 0, logLevel: process.env.KV_TEST_LOG_LEVEL ?? 'silent' });
+  const config = configFrom({ port: 0, logLevel: process.env.KVSQL_TEST_LOG_LEVEL ?? 'silent' });
   server = await startServer(config, urls, createLogger(config.logLevel));
   http = new HttpClient(server.port);
 });
@@ -48,7 +48,7 @@ function assertUnavailable(r: HttpReply, what: string): void {
 let v0 = 0;
 
 test('both shards serve while both servers run', async (t) => {
-  if (!canRestart) return t.skip('KV_TEST_MYSQL_URL: one shared server, cannot kill one shard');
+  if (!canRestart) return t.skip('KVSQL_TEST_MYSQL_URL: one shared server, cannot kill one shard');
   const p0 = await http.put(K0, 'zero');
   const p1 = await http.put(K1, 'one');
   assert.equal(p0.status, 201);
@@ -58,7 +58,7 @@ test('both shards serve while both servers run', async (t) => {
 });
 
 test('killing shard 0\'s server: its keys get 503 with Retry-After, /readyz is 503 naming it, shard 1 still works', async (t) => {
-  if (!canRestart) return t.skip('KV_TEST_MYSQL_URL: one shared server, cannot kill one shard');
+  if (!canRestart) return t.skip('KVSQL_TEST_MYSQL_URL: one shared server, cannot kill one shard');
   await mysqls[0].kill();
 
   // The first request after the crash discovers it (after the actor's retries): still a 503.
@@ -102,7 +102,7 @@ test('killing shard 0\'s server: its keys get 503 with Retry-After, /readyz is 5
 });
 
 test('after a restart shard 0 serves again by itself within a few seconds, with its data', async (t) => {
-  if (!canRestart) return t.skip('KV_TEST_MYSQL_URL: one shared server, cannot kill one shard');
+  if (!canRestart) return t.skip('KVSQL_TEST_MYSQL_URL: one shared server, cannot kill one shard');
   await mysqls[0].restart();
   const started = Date.now();
   const back = await eventually(async () => (await http.get(K0)).status === 200, 8000, 100);

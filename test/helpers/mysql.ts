@@ -2,10 +2,10 @@
  * Owns giving a test suite a real MySQL: one server per call to startTestServer(), and a fresh
  * database per createDatabase() so suites and tests never see each other's rows.
  * Source, first that applies:
- *   1. KV_TEST_MYSQL_URL (an existing server; stop/kill/restart unsupported, canRestart=false)
+ *   1. KVSQL_TEST_MYSQL_URL (an existing server; stop/kill/restart unsupported, canRestart=false)
  *   2. a Docker engine that answers          -> a mysql:8.4 container (testcontainers)
  *   3. otherwise                             -> a throwaway local mysqld in a fresh temp dir
- * KV_TEST_MYSQL_SOURCE=local|container forces 2 or 3 (e.g. a laptop with Docker that wants the
+ * KVSQL_TEST_MYSQL_SOURCE=local|container forces 2 or 3 (e.g. a laptop with Docker that wants the
  * faster local server).
  * Relies on src/embedded. Must not drop databases it did not create, nor touch any data dir but
  * its own temp dir.
@@ -35,7 +35,7 @@ export interface TestServer {
   kill(): Promise<void>;
   /** Graceful stop (if running) and start on the same data; URLs stay valid for local servers. */
   restart(): Promise<void>;
-  /** False when kill()/restart() are unsupported (KV_TEST_MYSQL_URL): skip crash tests then. */
+  /** False when kill()/restart() are unsupported (KVSQL_TEST_MYSQL_URL): skip crash tests then. */
   readonly canRestart: boolean;
 }
 
@@ -69,22 +69,22 @@ function makeServer(baseUrl: () => string, ops: Pick<TestServer, 'stop' | 'kill'
 }
 
 const unsupported = (what: string) => async (): Promise<void> => {
-  throw new Error(`${what} is not supported with KV_TEST_MYSQL_URL (check canRestart)`);
+  throw new Error(`${what} is not supported with KVSQL_TEST_MYSQL_URL (check canRestart)`);
 };
 
 async function chooseSource(): Promise<'local' | 'container'> {
-  const forced = process.env.KV_TEST_MYSQL_SOURCE;
+  const forced = process.env.KVSQL_TEST_MYSQL_SOURCE;
   if (forced === 'local' || forced === 'container') return forced;
-  if (forced !== undefined && forced !== '') throw new Error(`KV_TEST_MYSQL_SOURCE must be "local" or "container", not ${JSON.stringify(forced)}`);
+  if (forced !== undefined && forced !== '') throw new Error(`KVSQL_TEST_MYSQL_SOURCE must be "local" or "container", not ${JSON.stringify(forced)}`);
   return (await dockerEngineReachable()) ? 'container' : 'local';
 }
 
 const quietLog = (msg: string): void => {
-  if (process.env.KV_TEST_MYSQL_DEBUG) console.error(`[test-mysql] ${msg}`);
+  if (process.env.KVSQL_TEST_MYSQL_DEBUG) console.error(`[test-mysql] ${msg}`);
 };
 
 export async function startTestServer(): Promise<TestServer> {
-  const external = process.env.KV_TEST_MYSQL_URL;
+  const external = process.env.KVSQL_TEST_MYSQL_URL;
   if (external !== undefined && external !== '') {
     return makeServer(() => external, {
       canRestart: false,
