@@ -77,6 +77,12 @@ test('environment variables that are not KVSQL_* are ignored; KVSQL_CONFIG and K
   assert.equal(cfg.port, 8080);
 });
 
+test('KV_* variables (the old prefix, and what Kubernetes injects for a Service named kv) are ignored', () => {
+  const cfg = resolveConfig([], { KV_PORT: 'tcp://10.0.0.1:8080', KV_SERVICE_HOST: '10.0.0.1', KV_SHARDS: 'not a url' });
+  assert.equal(cfg.port, 8080);
+  assert.deepEqual(cfg.shards, []);
+});
+
 test('an unknown KVSQL_* variable, flag or file key is a ConfigError naming it', (t) => {
   rejects(() => resolveConfig([], { KVSQL_PROT: '8080' }), 'KVSQL_PROT');
   rejects(() => resolveConfig([], { KVSQL_: '1' }), 'KVSQL_');
