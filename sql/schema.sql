@@ -8,13 +8,19 @@
 --   version     unique per shard, never reused: taken from kv_seq blocks (see version-allocator).
 --   expires_at  unix milliseconds on the shard's clock, NULL for no TTL. Indexed so the expirer
 --               finds due keys by range scan; NULLs sort first and are never scanned.
+--   slot        CRC16(k) mod 16384, computed by the actor (MySQL has no CRC16). Indexed with k so
+--               a slot move pages one slot's rows in key order without scanning the table.
+--               65535 = not computed yet: a row written before this column existed; the actor
+--               fills those in pages at start (shard-actor/schema-migration.ts).
 CREATE TABLE IF NOT EXISTS kv (
   k VARBINARY(1024) NOT NULL,
   v LONGBLOB NOT NULL,
   version BIGINT UNSIGNED NOT NULL,
   expires_at BIGINT NULL,
+  slot SMALLINT UNSIGNED NOT NULL DEFAULT 65535,
   PRIMARY KEY (k),
-  KEY kv_expires_at (expires_at)
+  KEY kv_expires_at (expires_at),
+  KEY kv_slot (slot, k)
 ) ENGINE=InnoDB;
 
 -- Version blocks: each actor reserves a block of versions with one autocommit UPDATE, so the
@@ -26,12 +32,47 @@ CREATE TABLE IF NOT EXISTS kv_seq (
 
 INSERT IGNORE INTO kv_seq (id, next_version) VALUES (1, 1);
 
--- Identity of this shard: which index and which slots it was created for. A gateway whose slot
--- map disagrees refuses to start rather than serve keys from the wrong shard.
+-- Identity of this shard: its permanent index (shard id) and, for the record, the shard count and
+-- slots it was created with. Which slots it owns NOW is in kv_slots. slots_seeded = 1 once
+-- kv_slots was filled from slot_ranges (at creation, or once when a pre-kv_slots data dir is
+-- upgraded), so a shard that later moved every slot away is never re-seeded.
 CREATE TABLE IF NOT EXISTS kv_shard (
   id TINYINT UNSIGNED NOT NULL PRIMARY KEY,
   shard_index INT NOT NULL,
   shard_count INT NOT NULL,
   slot_ranges MEDIUMTEXT NOT NULL,
-  created_at BIGINT NOT NULL
+  created_at BIGINT NOT NULL,
+  slots_seeded TINYINT UNSIGNED NOT NULL DEFAULT 0
+) ENGINE=InnoDB;
+
+-- Slot ownership, where the data is (DESIGN.md §10). One row per slot this shard owns, or is
+-- moving, or once moved away. No row = not owned. Every read checks it in the same statement as
+-- the rows; every write transaction reads it LOCK IN SHARE MODE before locking kv rows, so the
+-- mover's UPDATE of one row (the fence) waits for the slot's writes in flight.
+--   state  1 owned, 2 copying (owned; writes also log their keys in kv_slot_changes),
+--          3 fenced (owned; reads served, writes held), 4 moved (to `peer`, at `epoch`),
+--          5 importing (from `peer`; not served until the mover flips it to owned)
+--   epoch  grows by one at every move of the slot; the map's highest epoch wins
+CREATE TABLE IF NOT EXISTS kv_slots (
+  slot SMALLINT UNSIGNED NOT NULL PRIMARY KEY,
+  state TINYINT UNSIGNED NOT NULL,
+  epoch BIGINT UNSIGNED NOT NULL,
+  peer INT NULL,
+  updated_at BIGINT NOT NULL
+) ENGINE=InnoDB;
+
+-- Keys written while their slot is being copied away (state 2). n counts writes, so the mover
+-- deletes an entry only if no write bumped it since the mover read it.
+CREATE TABLE IF NOT EXISTS kv_slot_changes (
+  slot SMALLINT UNSIGNED NOT NULL,
+  k VARBINARY(1024) NOT NULL,
+  n BIGINT UNSIGNED NOT NULL,
+  PRIMARY KEY (slot, k)
+) ENGINE=InnoDB;
+
+-- Other shards of the store this shard has heard of (written by `kvsql shards add` and the
+-- mover), so a gateway started with an older shard list still finds a shard added later.
+CREATE TABLE IF NOT EXISTS kv_peers (
+  shard_index INT NOT NULL PRIMARY KEY,
+  url VARCHAR(2048) NOT NULL
 ) ENGINE=InnoDB;

@@ -24,6 +24,7 @@ export interface Config {
   queueBytes: number;
   queryTimeoutMs: number;
   maxRetries: number;
+  slotHoldMs: number;
   expiry: boolean;
   expiryTickMs: number;
   expiryHorizonMs: number;
@@ -112,6 +113,7 @@ export const SETTINGS = [
   s('queueBytes', 'KVSQL_QUEUE_BYTES', int(1024 * 1024, 64 * 1024 * 1024 * 1024), 256 * 1024 * 1024, 'value bytes of PUTs outstanding per shard before 503'),
   s('queryTimeoutMs', 'KVSQL_QUERY_TIMEOUT_MS', int(100, 600_000), 10_000, 'per-statement timeout'),
   s('maxRetries', 'KVSQL_MAX_RETRIES', int(0, 20), 4, 'retries of a batch after deadlock, lock wait timeout or lost connection'),
+  s('slotHoldMs', 'KVSQL_SLOT_HOLD_MS', int(10, 60_000), 5000, 'longest a write to a slot being moved (fenced) is held before a 503'),
   s('expiry', 'KVSQL_EXPIRY', bool, true, 'run the expirer (physical deletion of expired rows)'),
   s('expiryTickMs', 'KVSQL_EXPIRY_TICK_MS', int(10, 10_000), 100, 'expiry wheel resolution and tick'),
   s('expiryHorizonMs', 'KVSQL_EXPIRY_HORIZON_MS', int(1000, 3_600_000), 60_000, 'how far ahead the wheel holds keys'),

@@ -73,7 +73,7 @@ export async function startServer(config: Readonly<Config>, shardUrls: string[],
   });
   app.get('/v1/slots', (res) => {
     res.writeHeader('Content-Type', 'application/json');
-    res.end(JSON.stringify({ slots: 16384, hash: 'crc16-xmodem', shards: pool.shardCount, ranges: pool.slotMap.toRanges() }));
+    res.end(JSON.stringify({ slots: 16384, hash: 'crc16-xmodem', shards: pool.shardCount, epoch: pool.epoch, moving: pool.movingSlots, ranges: pool.slotRanges() }));
   });
   app.any('/*', (res, req) =>
     writeError(res, 'KV_ERR_ROUTE_NOT_FOUND', 'no such route; see README for the API', undefined, { head: req.getMethod() === 'head', close: hasBody(req) }),

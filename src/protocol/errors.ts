@@ -23,6 +23,10 @@ export const ERRORS = {
   KV_ERR_SHARD_UNAVAILABLE: 503,
   KV_ERR_OUTCOME_UNKNOWN: 503,
   KV_ERR_SHUTTING_DOWN: 503,
+  /** A shard does not own the key's slot (it moved). The gateway refreshes its map and re-routes; a client sees it only after several re-routes failed. */
+  KV_ERR_WRONG_SHARD: 503,
+  /** The key's slot stayed fenced (being moved) longer than KVSQL_SLOT_HOLD_MS; retry. */
+  KV_ERR_SLOT_MOVING: 503,
   /** Raised by the client library when an op gets no reply within its timeout; never by the server. */
   KV_ERR_TIMEOUT: 504,
   KV_ERR_INTERNAL: 500,

@@ -7,6 +7,7 @@
  * Control messages are small plain objects; errors inside them are `{code, message}` data.
  */
 import type { ErrorData } from './errors';
+import type { ShardOwnership } from './slot-map';
 
 export interface ShardStats {
   shard: number;
@@ -39,12 +40,16 @@ export const EXPIRY_LAG_BUCKETS_MS = [10, 50, 100, 250, 500, 1000, 2500, 5000, 1
 export type ToActor =
   | Uint8Array
   | { type: 'stats'; id: number }
+  | { type: 'ownership'; id: number }
+  | { type: 'bootstrap'; id: number; shard: number; shardCount: number; slotRanges: string }
   | { type: 'drain' }
   | { type: 'stop' };
 
 export type FromActor =
   | Uint8Array
-  | { type: 'ready' }
+  | { type: 'ready'; shardIndex: number | null }
+  | { type: 'ownership'; id: number; ownership?: ShardOwnership; error?: ErrorData }
+  | { type: 'bootstrapped'; id: number; error?: ErrorData }
   | { type: 'health'; up: boolean; error?: ErrorData }
   | { type: 'stats'; id: number; stats: ShardStats }
   | { type: 'log'; level: 'info' | 'warn' | 'error'; msg: string; data?: Record<string, unknown> }
@@ -54,11 +59,11 @@ export type FromActor =
 
 /** Everything an actor needs, resolved once by the gateway and passed as workerData. */
 export interface ActorConfig {
+  /** The gateway's handle for this actor (logs, metrics); the shard's own index is in kv_shard. */
   shard: number;
-  shardCount: number;
   url: string;
-  /** JSON of this shard's slot ranges; stored in the shard at first start and checked after. */
-  slotRanges: string;
+  /** How long a write to a fenced (moving) slot is held before it is answered KV_ERR_SLOT_MOVING. */
+  slotHoldMs: number;
   batching: boolean;
   maxBatchOps: number;
   maxBatchBytes: number;

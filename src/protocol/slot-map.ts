@@ -99,3 +99,80 @@ export class SlotMap {
     return JSON.stringify(this.toRanges().filter((r) => r[2] === shard).map((r) => [r[0], r[1]]));
   }
 }
+
+/*
+ * Slot ownership as stored in each shard's kv_slots (DESIGN.md §10). Per slot and shard:
+ *
+ *   (no row) ──move in──> IMPORTING ──flip──> OWNED ──start──> COPYING ──fence──> FENCED ──flip──> MOVED
+ *                          (not served)        (r/w)           (r/w, log)        (r, w held)      (redirect)
+ *
+ * A move of slot s from A to B at epoch e: B IMPORTING(e+1); A COPYING; copy + catch-up;
+ * A FENCED; final catch-up; A MOVED(e+1, peer B); B OWNED(e+1). At most one shard serves s at
+ * any moment, and the rows always name one owner: the serving shard, or when none serves (between
+ * A MOVED and B OWNED), the MOVED row's peer at the highest epoch.
+ */
+export const SLOT_OWNED = 1;
+export const SLOT_COPYING = 2;
+export const SLOT_FENCED = 3;
+export const SLOT_MOVED = 4;
+export const SLOT_IMPORTING = 5;
+/** States in which a shard answers reads of the slot. */
+export const SERVED_STATES = [SLOT_OWNED, SLOT_COPYING, SLOT_FENCED];
+export const STATE_NAMES: Record<number, string> = { 1: 'owned', 2: 'copying', 3: 'fenced', 4: 'moved', 5: 'importing' };
+
+/** One shard's kv_slots and kv_peers, as its actor reports them. */
+export interface ShardOwnership {
+  /** kv_shard.shard_index, or null for a database not (yet) part of a store. */
+  shardIndex: number | null;
+  /** Flattened [slot, state, epoch, peer (-1 none)] rows. */
+  slots: number[];
+  /** [shardIndex, url] of other shards this one has heard of. */
+  peers: Array<[number, string]>;
+}
+
+/** Where each slot is routed: a shard index per slot (-1: nobody known), and the highest epoch. */
+export interface ResolvedMap {
+  owner: Int32Array;
+  epoch: number;
+  /** Slots in the middle of a move (copying/fenced/importing anywhere). */
+  moving: number;
+}
+
+/**
+ * The routing table from every reachable shard's rows. A slot goes to the shard that serves it
+ * (owned/copying/fenced) with the highest epoch; if none serves it (a flip in progress), to the
+ * peer named by the highest-epoch MOVED row, which is the importing target: it redirects until
+ * the flip completes, and the gateway retries.
+ */
+export function resolveOwners(shards: ShardOwnership[]): ResolvedMap {
+  const owner = new Int32Array(SLOT_COUNT).fill(-1);
+  const bestServe = new Float64Array(SLOT_COUNT).fill(-1);
+  const bestMoved = new Float64Array(SLOT_COUNT).fill(-1);
+  const movedTo = new Int32Array(SLOT_COUNT).fill(-1);
+  const movingSet = new Uint8Array(SLOT_COUNT);
+  let epoch = 0;
+  for (const sh of shards) {
+    if (sh.shardIndex === null) continue;
+    const r = sh.slots;
+    for (let i = 0; i < r.length; i += 4) {
+      const slot = r[i], state = r[i + 1], e = r[i + 2], peer = r[i + 3];
+      if (e > epoch) epoch = e;
+      if (state === SLOT_COPYING || state === SLOT_FENCED || state === SLOT_IMPORTING) movingSet[slot] = 1;
+      if (SERVED_STATES.includes(state)) {
+        if (e > bestServe[slot]) {
+          bestServe[slot] = e;
+          owner[slot] = sh.shardIndex;
+        }
+      } else if (state === SLOT_MOVED && e > bestMoved[slot]) {
+        bestMoved[slot] = e;
+        movedTo[slot] = peer;
+      }
+    }
+  }
+  let moving = 0;
+  for (let s = 0; s < SLOT_COUNT; s++) {
+    if (owner[s] === -1 || bestMoved[s] > bestServe[s]) owner[s] = movedTo[s];
+    moving += movingSet[s];
+  }
+  return { owner, epoch, moving };
+}

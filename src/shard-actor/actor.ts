@@ -19,7 +19,8 @@ import { BATCH_SIZE_BUCKETS, type ActorConfig, type ShardStats } from '../protoc
 import { classify, toKvError } from './mysql-errors';
 import { KeyScheduler, type Chain } from './key-scheduler';
 import type { PendingOp } from './pending-op';
-import type { LiveRow, ShardStore } from './shard-store';
+import type { LiveRow, ShardIdentity, ShardStore, SlotStates } from './shard-store';
+import { SLOT_COPYING, SLOT_FENCED, SLOT_OWNED, slotOf, type ShardOwnership } from '../protocol/slot-map';
 import { VersionAllocator } from './version-allocator';
 import { createsKey, highestVersion, planWrites, versionsNeeded, type WritePlan } from './write-plan';
 import { Expirer, type Log } from './expirer';
@@ -52,6 +53,11 @@ export class ShardActor {
   private nextReapId = -1;
   private readonly timers: NodeJS.Timeout[] = [];
   private drainWaiters: Array<() => void> = [];
+  /** This shard's index (kv_shard), known after init; null while the database is not a member. */
+  shardIndex: number | null = null;
+  /** Chains held by a fence: when each was first held. */
+  private readonly heldSince = new Map<Chain, number>();
+  private filling = false;
   private readonly stats = {
     readBatches: 0,
     writeBatches: 0,
@@ -125,6 +131,7 @@ export class ShardActor {
         op: r[1] as OpCode,
         key,
         keyStr: key.toString('latin1'),
+        slot: slotOf(key),
         value: r[3] === null ? null : asBuffer(r[3]),
         ttlMs: r[4],
         flags: r[5],
@@ -171,7 +178,7 @@ export class ShardActor {
       this.expirer.onReapFailed(key);
       return;
     }
-    this.scheduler.submit({ id: this.nextReapId--, op: OP_REAP, key, keyStr: key.toString('latin1'), value: null, ttlMs: 0, flags: 0, ifVersion: 0, dueAt });
+    this.scheduler.submit({ id: this.nextReapId--, op: OP_REAP, key, keyStr: key.toString('latin1'), slot: slotOf(key), value: null, ttlMs: 0, flags: 0, ifVersion: 0, dueAt });
     this.requestFlush();
   }
 
@@ -218,21 +225,26 @@ export class ShardActor {
     observe(this.stats.readBatchSizes, batch.length);
     const keys: Buffer[] = [];
     const seen = new Set<string>();
+    const slotSet = new Set<number>();
     for (const op of batch) {
+      slotSet.add(op.slot);
       if (!seen.has(op.keyStr)) {
         seen.add(op.keyStr);
         keys.push(op.key);
       }
     }
+    const slots = [...slotSet];
     // A read is idempotent: retried on anything but a fatal error.
-    const result = await this.withRetries(() => this.store.readLive(keys), (err) => classify(err) !== 'fatal');
+    const result = await this.withRetries(() => this.store.readLive(keys, slots), (err) => classify(err) !== 'fatal');
     this.readsInFlight--;
     if (result.ok) {
       const byKey = new Map<string, LiveRow>();
-      for (const r of result.value) byKey.set(r.k.toString('latin1'), r);
+      for (const r of result.value.rows) byKey.set(r.k.toString('latin1'), r);
+      const served = result.value.served;
       for (const op of batch) {
         const row = byKey.get(op.keyStr);
-        if (row === undefined) this.outbox.push([op.id, 404]);
+        if (!served.has(op.slot)) this.outbox.push(wrongShard(op.id, this.shardIndex, op.slot));
+        else if (row === undefined) this.outbox.push([op.id, 404]);
         else if (op.op === OP_GET) {
           this.outbox.push([op.id, 200, row.v, Number(row.version), row.expires_at === null ? null : Number(row.expires_at)]);
           // Many GETs of one large value share one row but each reply carries a copy: send in
@@ -280,22 +292,32 @@ export class ShardActor {
     // Lock order: every transaction locks its rows in ascending key order.
     chains.sort((a, b) => Buffer.compare(a.key, b.key));
     const keys = chains.map((c) => c.key);
+    const slotSet = new Set<number>();
+    for (const c of chains) slotSet.add(c.ops[0].slot);
+    const slots = [...slotSet].sort((a, b) => a - b);
     const needed = versionsNeeded(chains);
     const result = await this.withRetries(
       async () => {
         let plan: WritePlan | undefined;
-        await this.store.transact(keys, async (locked, now, issuedBelow = 0) => {
+        await this.store.transact(keys, slots, async (locked, now, issuedBelow = 0, states: SlotStates) => {
+          const changed = checkSlots(chains, states);
           // A re-created key must get a version above its deleted past, which may have been
           // issued through another gateway: check kv_seq then (see VersionAllocator.take).
           const first = needed > 0 ? await this.versions.take(needed, highestVersion(locked), createsKey(chains, locked) ? issuedBelow : 0) : 0;
           plan = planWrites(chains, locked, now, first);
+          if (changed !== undefined) plan.mutations.changed = changed;
           return plan.mutations;
         });
         return plan!;
       },
-      (err) => classify(err) !== 'fatal' && !lostDuringCommit(err),
+      (err) => !(err instanceof SlotsRefused) && classify(err) !== 'fatal' && !lostDuringCommit(err),
     );
     this.writesInFlight--;
+    if (!result.ok && result.error instanceof SlotsRefused) {
+      this.onSlotsRefused(chains, result.error);
+      return;
+    }
+    for (const c of chains) this.heldSince.delete(c);
     if (result.ok) {
       const committed = result.value;
       const now = this.now();
@@ -318,6 +340,48 @@ export class ShardActor {
       }
     }
     for (const c of chains) this.scheduler.chainDone(c);
+    this.afterBatch();
+  }
+
+  /**
+   * Split a refused batch: chains of slots this shard does not own are answered (the gateway
+   * re-routes them); chains of fenced slots are kept, still holding their keys in the scheduler
+   * so later ops on those keys stay behind them, and tried again shortly; the rest run at once.
+   */
+  private onSlotsRefused(chains: Chain[], refused: SlotsRefused): void {
+    const rest: Chain[] = [];
+    const held: Chain[] = [];
+    const now = this.localClock();
+    for (const c of chains) {
+      const slot = c.ops[0].slot;
+      const since = this.heldSince.get(c);
+      if (refused.wrong.has(slot)) {
+        this.heldSince.delete(c);
+        for (const op of c.ops) {
+          if (op.op === OP_REAP) this.expirer.onReapFailed(op.key);
+          else this.outbox.push(wrongShard(op.id, this.shardIndex, slot));
+        }
+        this.scheduler.chainDone(c);
+      } else if (refused.held.has(slot)) {
+        if (since !== undefined && now - since >= this.cfg.slotHoldMs) {
+          this.heldSince.delete(c);
+          for (const op of c.ops) {
+            if (op.op === OP_REAP) this.expirer.onReapFailed(op.key);
+            else this.outbox.push(errorReply(op.id, 'KV_ERR_SLOT_MOVING', `slot ${slot} is being moved; it stayed fenced for ${this.cfg.slotHoldMs} ms`));
+          }
+          this.scheduler.chainDone(c);
+        } else {
+          if (since === undefined) this.heldSince.set(c, now);
+          held.push(c);
+        }
+      } else rest.push(c);
+    }
+    if (rest.length > 0) void this.runWrites(rest);
+    if (held.length > 0) {
+      const waited = now - (this.heldSince.get(held[0]) ?? now);
+      const delay = Math.min(HOLD_RETRY_MAX_MS, Math.max(HOLD_RETRY_MS, waited / 2));
+      setTimeout(() => void this.runWrites(held), delay);
+    }
     this.afterBatch();
   }
 
@@ -398,9 +462,39 @@ export class ShardActor {
   }
 
   private async init(): Promise<void> {
-    await this.store.init({ shard: this.cfg.shard, shardCount: this.cfg.shardCount, slotRanges: this.cfg.slotRanges });
+    this.shardIndex = await this.store.init();
     this.initialized = true;
     await this.syncClock();
+    void this.fillSlots();
+  }
+
+  /** First start of a store: this database becomes shard `identity.shard` with its slots. */
+  async bootstrap(identity: ShardIdentity): Promise<void> {
+    await this.store.bootstrap(identity);
+    this.shardIndex = identity.shard;
+  }
+
+  ownership(): Promise<ShardOwnership> {
+    return this.store.ownership();
+  }
+
+  /**
+   * Compute `slot` for rows written before the column existed, one page per turn, beside the
+   * traffic. Idempotent: several gateways may do it at once. On error it stops; the next start
+   * (or probe re-init) resumes.
+   */
+  private async fillSlots(): Promise<void> {
+    if (this.filling) return;
+    this.filling = true;
+    try {
+      let total = 0;
+      for (let n = await this.store.fillSlots(FILL_SLOTS_PAGE); n > 0 && !this.stopping; n = await this.store.fillSlots(FILL_SLOTS_PAGE)) total += n;
+      if (total > 0) this.log('info', 'filled the slot column of rows from an older version', { rows: total });
+    } catch (err) {
+      this.log('warn', 'filling the slot column failed; it resumes at the next start', { code: (err as { code?: string })?.code, message: (err as Error)?.message });
+    } finally {
+      this.filling = false;
+    }
   }
 
   private async syncClock(): Promise<void> {
@@ -411,11 +505,56 @@ export class ShardActor {
   }
 }
 
+/**
+ * A write batch touched slots this shard must not write now: `wrong` ones it does not own
+ * (answered KV_ERR_WRONG_SHARD: the gateway re-routes), `held` ones are fenced by a move (kept
+ * and tried again until the flip, at most KVSQL_SLOT_HOLD_MS). Thrown inside the transaction,
+ * which then rolls back having written nothing.
+ */
+class SlotsRefused extends Error {
+  constructor(
+    readonly wrong: Set<number>,
+    readonly held: Set<number>,
+  ) {
+    super('slots refused');
+  }
+}
+
+/** Rows whose slot was never computed (written before the column existed) filled per page. */
+const FILL_SLOTS_PAGE = 1000;
+/** First retry of a write held by a fence; doubles up to HOLD_RETRY_MAX_MS. */
+const HOLD_RETRY_MS = 5;
+const HOLD_RETRY_MAX_MS = 50;
+
 type Attempted<T> = { ok: true; value: T } | { ok: false; error: unknown };
 
 /** The connection broke during the COMMIT round trip: the outcome is unknown, never retried. */
 function lostDuringCommit(err: unknown): boolean {
   return classify(err) === 'connection' && (err as { kvPhase?: string }).kvPhase === 'commit';
+}
+
+/**
+ * Which slots of a write batch this shard may write now. Throws SlotsRefused if any is not owned
+ * or fenced; returns the [slot, key] pairs to log for slots being copied away (else undefined).
+ */
+function checkSlots(chains: Chain[], states: SlotStates): Array<[number, Buffer]> | undefined {
+  let refused: SlotsRefused | undefined;
+  let changed: Array<[number, Buffer]> | undefined;
+  for (const c of chains) {
+    const slot = c.ops[0].slot;
+    const state = states.get(slot);
+    if (state === SLOT_OWNED) continue;
+    if (state === SLOT_COPYING) (changed ??= []).push([slot, c.key]);
+    else if (state === SLOT_FENCED) (refused ??= new SlotsRefused(new Set(), new Set())).held.add(slot);
+    else (refused ??= new SlotsRefused(new Set(), new Set())).wrong.add(slot);
+  }
+  if (refused !== undefined) throw refused;
+  return changed;
+}
+
+
+function wrongShard(id: number, shardIndex: number | null, slot: number): Reply {
+  return errorReply(id, 'KV_ERR_WRONG_SHARD', `shard ${shardIndex ?? '?'} does not own slot ${slot}`);
 }
 
 function errorReply(id: number, code: ErrorData['code'], message: string): Reply {

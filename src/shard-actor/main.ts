@@ -48,6 +48,18 @@ port.on('message', (msg: ToActor) => {
     case 'stats':
       post({ type: 'stats', id: msg.id, stats: actor.statsSnapshot() });
       break;
+    case 'ownership':
+      actor.ownership().then(
+        (ownership) => post({ type: 'ownership', id: msg.id, ownership }),
+        (err) => post({ type: 'ownership', id: msg.id, error: { code: 'KV_ERR_SHARD_UNAVAILABLE', message: String((err as Error)?.message ?? err) } }),
+      );
+      break;
+    case 'bootstrap':
+      actor.bootstrap({ shard: msg.shard, shardCount: msg.shardCount, slotRanges: msg.slotRanges }).then(
+        () => post({ type: 'bootstrapped', id: msg.id }),
+        (err) => post({ type: 'bootstrapped', id: msg.id, error: { ...toErrorData(err), message: String((err as Error)?.message ?? err) } }),
+      );
+      break;
     case 'drain':
       void actor.drain().then(() => post({ type: 'drained' }));
       break;
@@ -61,7 +73,7 @@ port.on('message', (msg: ToActor) => {
 });
 
 actor.start().then(
-  () => post({ type: 'ready' }),
+  () => post({ type: 'ready', shardIndex: actor.shardIndex }),
   (err) => {
     const data = toErrorData(err);
     post({ type: 'fatal', error: { code: data.code, message: String((err as Error)?.message ?? err) } });

@@ -10,6 +10,8 @@ export interface PendingOp {
   key: Buffer;
   /** The key bytes as a latin1 string: a 1:1, binary-safe map key. */
   keyStr: string;
+  /** slotOf(key): ownership is checked per slot in the same statement as the rows. */
+  slot: number;
   value: Uint8Array | null;
   ttlMs: number;
   flags: number;

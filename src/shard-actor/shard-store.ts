@@ -17,6 +17,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import mysql from 'mysql2/promise';
 import type { Pool, PoolConnection, RowDataPacket, ResultSetHeader } from 'mysql2/promise';
+import { SERVED_STATES, slotOf, type ShardOwnership } from '../protocol/slot-map';
+import { migrateSchema, seedSlots, UNSLOTTED } from './schema-migration';
 
 export interface LiveRow {
   k: Buffer;
@@ -39,6 +41,8 @@ export interface RowMutations {
   /** [key, expiresAt] for rows whose value is unchanged */
   ttlUpdates: Array<[Buffer, number | null]>;
   deletes: Buffer[];
+  /** [slot, key] of keys in slots being copied away (state 2): logged for the mover's catch-up. */
+  changed?: Array<[number, Buffer]>;
 }
 
 export interface DueRow {
@@ -52,18 +56,44 @@ export interface ShardIdentity {
   slotRanges: string;
 }
 
+/** The result of one read batch: live rows, and which of the asked slots this shard serves. */
+export interface ReadResult {
+  rows: LiveRow[];
+  /** Slots (of those asked) whose kv_slots state lets this shard serve reads, same snapshot. */
+  served: Set<number>;
+}
+
+/**
+ * The slots of a write batch as locked (LOCK IN SHARE MODE) in its transaction: state by slot,
+ * absent = not owned. The mover's fence (an UPDATE of the row) waits for this transaction.
+ */
+export type SlotStates = Map<number, number>;
+
 /** The seam between the actor and MySQL. */
 export interface ShardStore {
-  init(identity: ShardIdentity): Promise<void>;
-  readLive(keys: Buffer[]): Promise<LiveRow[]>;
+  /**
+   * Applies the schema and its migrations; returns this shard's index, or null for a database
+   * that is not yet part of a store (the gateway then bootstraps it, or refuses).
+   */
+  init(): Promise<number | null>;
+  /** First start of a store: record this shard's identity and seed its slots (idempotent). */
+  bootstrap(identity: ShardIdentity): Promise<void>;
+  /** This shard's kv_slots and kv_peers (the gateway builds the slot map from every shard's). */
+  ownership(): Promise<ShardOwnership>;
+  /** Fill `slot` of up to `limit` rows written before the column existed; returns how many. */
+  fillSlots(limit: number): Promise<number>;
+  readLive(keys: Buffer[], slots: number[]): Promise<ReadResult>;
   /**
    * One attempt of one transaction. Errors thrown while committing carry `kvPhase = 'commit'`.
    * `decide` also gets kv_seq's counter as committed when the rows were locked: every version
-   * issued on this shard by then, by any gateway, is below it.
+   * issued on this shard by then, by any gateway, is below it, and the state of every slot in
+   * `sortedSlots`, share-locked. Keys in `logKeys` (returned by decide: keys of slots being
+   * copied away) are recorded in kv_slot_changes in the same transaction.
    */
   transact(
     sortedKeys: Buffer[],
-    decide: (locked: Map<string, LockedRow>, now: number, issuedBelow: number) => Promise<RowMutations> | RowMutations,
+    sortedSlots: number[],
+    decide: (locked: Map<string, LockedRow>, now: number, issuedBelow: number, slots: SlotStates) => Promise<RowMutations> | RowMutations,
   ): Promise<void>;
   /** Reserve `size` versions, all above `above`; returns the first. */
   reserveVersionBlock(size: number, above: number): Promise<number>;
@@ -101,22 +131,54 @@ class Statements {
   }
 }
 
+/** Statement texts keyed by two sizes (keys, slots). */
+class Statements2 {
+  private readonly cache = new Map<number, string>();
+  constructor(
+    readonly name: string,
+    private readonly build: (n: number, n2: number) => string,
+  ) {}
+  sql(n: number, n2: number): string {
+    const key = n * 65536 + n2;
+    let s = this.cache.get(key);
+    if (s === undefined) {
+      s = this.build(n, n2);
+      this.cache.set(key, s);
+    }
+    return s;
+  }
+}
+
 export const STATEMENTS = {
-  readLive: new Statements(
+  /**
+   * Rows and ownership in ONE statement, so one read view (READ COMMITTED: per statement): the
+   * one-row derived table lists the asked slots this shard serves; the LEFT JOIN adds the live
+   * rows (or one all-NULL row). A slot moved away between two statements cannot make a key look
+   * absent. Parameters: the slots (n2), then the keys (n).
+   */
+  readLive: new Statements2(
     'readLive',
-    (n) => `SELECT k, v, version, expires_at, ${NOW_MS} AS now_ms FROM kv WHERE k IN (${placeholders(n, '?')}) AND (expires_at IS NULL OR expires_at > ${NOW_MS})`,
+    (n, n2) =>
+      `SELECT o.served, kv.k, kv.v, kv.version, kv.expires_at, ${NOW_MS} AS now_ms FROM ` +
+      `(SELECT GROUP_CONCAT(slot) AS served FROM kv_slots WHERE slot IN (${placeholders(n2, '?')}) AND state IN (${SERVED_STATES.join(',')})) o ` +
+      `LEFT JOIN kv ON kv.k IN (${placeholders(n, '?')}) AND (kv.expires_at IS NULL OR kv.expires_at > ${NOW_MS})`,
   ),
-  lockBatch: new Statements(
+  /** Slots share-locked first (ascending), then rows (ascending): one lock order for all (§7). */
+  lockBatch: new Statements2(
     'lockBatch',
-    (n) =>
-      `START TRANSACTION; SELECT k, version, expires_at FROM kv WHERE k IN (${placeholders(n, '?')}) ORDER BY k FOR UPDATE; ` +
+    (n, n2) =>
+      `START TRANSACTION; SELECT slot, state FROM kv_slots WHERE slot IN (${placeholders(n2, '?')}) ORDER BY slot LOCK IN SHARE MODE; ` +
+      `SELECT k, version, expires_at FROM kv WHERE k IN (${placeholders(n, '?')}) ORDER BY k FOR UPDATE; ` +
       `SELECT ${NOW_MS} AS now_ms, (SELECT next_version FROM kv_seq WHERE id = 1) AS next_version`,
   ),
-  insertBatch: new Statements('insertBatch', (n) => `INSERT INTO kv (k, v, version, expires_at) VALUES ${placeholders(n, '(?,?,?,?)')}`),
+  insertBatch: new Statements('insertBatch', (n) => `INSERT INTO kv (k, v, version, expires_at, slot) VALUES ${placeholders(n, '(?,?,?,?,?)')}`),
   upsertBatch: new Statements(
     'upsertBatch',
-    (n) => `INSERT INTO kv (k, v, version, expires_at) VALUES ${placeholders(n, '(?,?,?,?)')} ON DUPLICATE KEY UPDATE v = VALUES(v), version = VALUES(version), expires_at = VALUES(expires_at)`,
+    (n) =>
+      `INSERT INTO kv (k, v, version, expires_at, slot) VALUES ${placeholders(n, '(?,?,?,?,?)')} ` +
+      'ON DUPLICATE KEY UPDATE v = VALUES(v), version = VALUES(version), expires_at = VALUES(expires_at), slot = VALUES(slot)',
   ),
+  logChanges: new Statements('logChanges', (n) => `INSERT INTO kv_slot_changes (slot, k, n) VALUES ${placeholders(n, '(?,?,1)')} ON DUPLICATE KEY UPDATE n = n + 1`),
   ttlBatch: new Statements(
     'ttlBatch',
     (n) => `UPDATE kv SET expires_at = CASE k ${new Array(n).fill('WHEN ? THEN ?').join(' ')} END WHERE k IN (${placeholders(n, '?')})`,
@@ -171,17 +233,32 @@ export class MysqlShardStore implements ShardStore {
     );
   }
 
-  async init(identity: ShardIdentity): Promise<void> {
+  async init(): Promise<number | null> {
     const conn = await this.pool.getConnection();
     try {
       for (const sql of schemaStatements()) await conn.query({ sql, timeout: 60_000 });
+      await migrateSchema(conn);
+      const [rows] = await conn.query<RowDataPacket[]>('SELECT shard_index, slots_seeded FROM kv_shard WHERE id = 1');
+      if (rows.length === 0) return null;
+      // A data dir from before kv_slots: its slots are the ranges it was created with.
+      if (Number(rows[0].slots_seeded) === 0) await seedSlots(conn);
+      return Number(rows[0].shard_index);
+    } finally {
+      conn.release();
+    }
+  }
+
+  async bootstrap(identity: ShardIdentity): Promise<void> {
+    const conn = await this.pool.getConnection();
+    try {
       await conn.query(
-        'INSERT IGNORE INTO kv_shard (id, shard_index, shard_count, slot_ranges, created_at) VALUES (1, ?, ?, ?, ?)',
+        'INSERT IGNORE INTO kv_shard (id, shard_index, shard_count, slot_ranges, created_at, slots_seeded) VALUES (1, ?, ?, ?, ?, 0)',
         [identity.shard, identity.shardCount, identity.slotRanges, Date.now()],
       );
       const [rows] = await conn.query<RowDataPacket[]>('SELECT shard_index, shard_count, slot_ranges FROM kv_shard WHERE id = 1');
       const row = rows[0];
       if (row.shard_index !== identity.shard || row.slot_ranges !== identity.slotRanges) {
+        // Two gateways created the store at once with different shard lists.
         const err = new Error(
           `shard ${identity.shard} was created as shard ${row.shard_index} of ${row.shard_count} with slots ${row.slot_ranges}; ` +
             `this gateway maps slots ${identity.slotRanges} to it. Refusing to start: keys would be served from the wrong shard. ` +
@@ -190,41 +267,80 @@ export class MysqlShardStore implements ShardStore {
         (err as { code?: string }).code = 'KV_SHARD_IDENTITY_MISMATCH';
         throw err;
       }
+      await seedSlots(conn);
     } finally {
       conn.release();
     }
   }
 
-  async readLive(keys: Buffer[]): Promise<LiveRow[]> {
-    const [rows] = await this.pool.query<RowDataPacket[]>({ sql: STATEMENTS.readLive.sql(keys.length), timeout: this.timeout }, keys);
-    return rows as LiveRow[];
+  async ownership(): Promise<ShardOwnership> {
+    const [results] = await this.pool.query<RowDataPacket[][]>({
+      sql: 'SELECT shard_index FROM kv_shard WHERE id = 1; SELECT slot, state, epoch, peer FROM kv_slots; SELECT shard_index, url FROM kv_peers',
+      timeout: this.timeout,
+    });
+    const slots: number[] = [];
+    for (const r of results[1]) slots.push(Number(r.slot), Number(r.state), Number(r.epoch), r.peer === null ? -1 : Number(r.peer));
+    return {
+      shardIndex: results[0].length === 0 ? null : Number(results[0][0].shard_index),
+      slots,
+      peers: results[2].map((r) => [Number(r.shard_index), String(r.url)] as [number, string]),
+    };
+  }
+
+  async fillSlots(limit: number): Promise<number> {
+    const [rows] = await this.pool.query<RowDataPacket[]>({ sql: 'SELECT k FROM kv WHERE slot = ? ORDER BY k LIMIT ?', timeout: this.timeout }, [UNSLOTTED, limit]);
+    if (rows.length === 0) return 0;
+    const params: unknown[] = [];
+    for (const r of rows) params.push(r.k, slotOf(r.k as Buffer));
+    for (const r of rows) params.push(r.k);
+    await this.pool.query(
+      { sql: `UPDATE kv SET slot = CASE k ${new Array(rows.length).fill('WHEN ? THEN ?').join(' ')} END WHERE k IN (${placeholders(rows.length, '?')}) AND slot = ${UNSLOTTED}`, timeout: this.timeout },
+      params,
+    );
+    return rows.length;
+  }
+
+  async readLive(keys: Buffer[], slots: number[]): Promise<ReadResult> {
+    const [rows] = await this.pool.query<RowDataPacket[]>({ sql: STATEMENTS.readLive.sql(keys.length, slots.length), timeout: this.timeout }, [...slots, ...keys]);
+    const served = new Set<number>();
+    const list = rows[0]?.served as string | null | undefined;
+    if (list) for (const x of String(list).split(',')) served.add(Number(x));
+    const live: LiveRow[] = [];
+    for (const r of rows) if (r.k !== null) live.push(r as LiveRow);
+    return { rows: live, served };
   }
 
   async transact(
     sortedKeys: Buffer[],
-    decide: (locked: Map<string, LockedRow>, now: number, issuedBelow: number) => Promise<RowMutations> | RowMutations,
+    sortedSlots: number[],
+    decide: (locked: Map<string, LockedRow>, now: number, issuedBelow: number, slots: SlotStates) => Promise<RowMutations> | RowMutations,
   ): Promise<void> {
     const conn: PoolConnection = await this.pool.getConnection();
     let broken = false;
     try {
-      const [results] = await conn.query<RowDataPacket[][]>({ sql: STATEMENTS.lockBatch.sql(sortedKeys.length), timeout: this.timeout }, sortedKeys);
-      const lockedRows = results[1];
-      const now = Number(results[2][0].now_ms);
-      const issuedBelow = Number(results[2][0].next_version);
+      const [results] = await conn.query<RowDataPacket[][]>(
+        { sql: STATEMENTS.lockBatch.sql(sortedKeys.length, sortedSlots.length), timeout: this.timeout },
+        [...sortedSlots, ...sortedKeys],
+      );
+      const slotStates: SlotStates = new Map();
+      for (const r of results[1]) slotStates.set(Number(r.slot), Number(r.state));
+      const lockedRows = results[2];
+      const now = Number(results[3][0].now_ms);
+      const issuedBelow = Number(results[3][0].next_version);
       const locked = new Map<string, LockedRow>();
       for (const r of lockedRows) {
         locked.set((r.k as Buffer).toString('latin1'), { version: Number(r.version), expiresAt: r.expires_at === null ? null : Number(r.expires_at) });
       }
-      const m = await decide(locked, now, issuedBelow);
+      const m = await decide(locked, now, issuedBelow, slotStates);
       let sql = '';
       const params: unknown[] = [];
       if (m.inserts.length > 0) {
         sql += STATEMENTS.insertBatch.sql(m.inserts.length) + ';';
-        for (const u of m.inserts) params.push(u[0], u[1], u[2], u[3]);
+        for (const u of m.inserts) params.push(u[0], u[1], u[2], u[3], slotOf(u[0]));
       }
       if (m.upserts.length > 0) {
         sql += STATEMENTS.upsertBatch.sql(m.upserts.length) + ';';
-        for (const u of m.upserts) params.push(u[0], u[1], u[2], u[3]);
+        for (const u of m.upserts) params.push(u[0], u[1], u[2], u[3], slotOf(u[0]));
       }
       if (m.ttlUpdates.length > 0) {
         sql += STATEMENTS.ttlBatch.sql(m.ttlUpdates.length) + ';';
@@ -234,6 +350,10 @@ export class MysqlShardStore implements ShardStore {
       if (m.deletes.length > 0) {
         sql += STATEMENTS.deleteBatch.sql(m.deletes.length) + ';';
         for (const d of m.deletes) params.push(d);
+      }
+      if (m.changed !== undefined && m.changed.length > 0) {
+        sql += STATEMENTS.logChanges.sql(m.changed.length) + ';';
+        for (const c of m.changed) params.push(c[0], c[1]);
       }
       try {
         await conn.query({ sql: sql + 'COMMIT', timeout: this.timeout }, params);

@@ -15,7 +15,7 @@ import type { PendingOp } from '../../src/shard-actor/pending-op';
 let nextId = 1;
 function op(kind: OpCode, key: string, value: string | null = kind === OP_PUT ? 'v' : null): PendingOp {
   const k = Buffer.from(key);
-  return { id: nextId++, op: kind, key: k, keyStr: k.toString('latin1'), value: value === null ? null : Buffer.from(value), ttlMs: 0, flags: 0, ifVersion: 0, dueAt: 0 };
+  return { id: nextId++, op: kind, key: k, keyStr: k.toString('latin1'), slot: 0, value: value === null ? null : Buffer.from(value), ttlMs: 0, flags: 0, ifVersion: 0, dueAt: 0 };
 }
 const get = (key: string) => op(OP_GET, key);
 const put = (key: string, value = 'v') => op(OP_PUT, key, value);
@@ -131,7 +131,7 @@ test('binary keys that differ in any byte are different keys', () => {
   const s = new KeyScheduler(512);
   for (let b = 0; b < 256; b++) {
     const k = Buffer.from([0x00, b, 0xff]);
-    s.submit({ id: nextId++, op: OP_PUT, key: k, keyStr: k.toString('latin1'), value: Buffer.from('x'), ttlMs: 0, flags: 0, ifVersion: 0, dueAt: 0 });
+    s.submit({ id: nextId++, op: OP_PUT, key: k, keyStr: k.toString('latin1'), slot: 0, value: Buffer.from('x'), ttlMs: 0, flags: 0, ifVersion: 0, dueAt: 0 });
   }
   assert.equal(s.readyWriteCount, 256, 'no two of them may wait for each other');
   assert.equal(s.keyCount, 256);

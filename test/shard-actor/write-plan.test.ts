@@ -29,6 +29,7 @@ function op(kind: OpCode, key: string, o: OpOptions = {}): PendingOp {
     op: kind,
     key: k,
     keyStr: k.toString('latin1'),
+    slot: 0,
     value: kind === OP_PUT ? Buffer.from(o.value ?? 'v') : null,
     ttlMs: o.ttlMs ?? 0,
     flags: o.flags ?? 0,
