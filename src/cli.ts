@@ -8,8 +8,19 @@ import { resolveConfig, ConfigError } from './gateway/config';
 import { createLogger, startServer } from './gateway/server';
 import { UwsFallbackError } from './gateway/uws';
 import { startEmbeddedCluster, type EmbeddedCluster } from './embedded/embedded-cluster';
+import { ADMIN_COMMANDS, runAdmin, UsageError } from './admin/commands';
 
 async function main(): Promise<void> {
+  const first = process.argv[2];
+  if (first !== undefined && ADMIN_COMMANDS.has(first)) {
+    try {
+      process.exitCode = await runAdmin(process.argv.slice(2));
+    } catch (err) {
+      process.stderr.write(`kvsql: ${(err as Error).message}\n`);
+      process.exitCode = err instanceof UsageError || err instanceof ConfigError ? 2 : 1;
+    }
+    return;
+  }
   let config;
   try {
     config = resolveConfig(process.argv.slice(2));

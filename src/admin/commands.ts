@@ -1,0 +1,191 @@
+/**
+ * Owns the admin commands of the `kvsql` CLI: show the slot map, add a shard, drain (remove) one,
+ * rebalance, move a slot range; with a progress bar. Relies on ShardSet, SlotMover, planRebalance
+ * and the gateway's config (the same KVSQL_SHARDS / embedded settings as the server). Talks to
+ * MySQL directly; gateways follow through kv_slots, without a restart.
+ *
+ *   kvsql slots status                    map, epoch, slots per shard, moves in progress
+ *   kvsql slots move <lo>[-<hi>] <shard>  move a slot range to a shard (or finish a move)
+ *   kvsql shards add <url>                join an empty database, then rebalance
+ *   kvsql shards drain <shard>            move every slot off a shard, then forget it
+ *   kvsql rebalance                       even out the slots; finishes interrupted moves first
+ *
+ * Every command that moves is safe to interrupt (Ctrl-C, kill -9, a MySQL server dying) and to
+ * run again: it resumes each interrupted move where the shards' rows say it stopped.
+ */
+import { SLOT_COUNT, STATE_NAMES, SLOT_OWNED } from '../protocol/slot-map';
+import { resolveConfig, type Config } from '../gateway/config';
+import { EMBEDDED_DATABASE } from '../embedded/embedded-cluster';
+import { ShardSet, redact, type SlotRow } from './shard-set';
+import { DEFAULT_MOVE_OPTIONS, SlotMover, type MoveHooks, type MoveOptions } from './slot-mover';
+import { currentOwners, planRebalance, type MoveUnit } from './rebalance';
+
+export const ADMIN_COMMANDS = new Set(['slots', 'shards', 'rebalance']);
+
+const USAGE = `usage:
+  kvsql slots status
+  kvsql slots move <lo>[-<hi>] <shard>
+  kvsql shards add <url> [--no-rebalance]
+  kvsql shards drain <shard>
+  kvsql rebalance
+options: --slots-per-move=N (default 64), and the server's settings (KVSQL_SHARDS, --shards=...)`;
+
+export class UsageError extends Error {}
+
+/** The shard URLs the server would use: KVSQL_SHARDS, or the embedded shards' local ports. */
+export function adminUrls(config: Readonly<Config>): string[] {
+  if (config.shards.length > 0) return config.shards;
+  return Array.from({ length: config.embeddedShards }, (_, i) => `mysql://root@127.0.0.1:${config.embeddedBasePort + i}/${EMBEDDED_DATABASE}`);
+}
+
+export interface Progress {
+  unitsDone: number;
+  unitsTotal: number;
+  slotsDone: number;
+  slotsTotal: number;
+  rows: number;
+  startedAt: number;
+  pauses: number[];
+}
+
+/** Run the units in order, reporting progress; returns the pauses (ms) measured. */
+export async function runUnits(set: ShardSet, units: MoveUnit[], report: (p: Progress) => void, hooks: MoveHooks = {}, opts: MoveOptions = DEFAULT_MOVE_OPTIONS): Promise<Progress> {
+  const p: Progress = { unitsDone: 0, unitsTotal: units.length, slotsDone: 0, slotsTotal: units.reduce((n, u) => n + u.hi - u.lo + 1, 0), rows: 0, startedAt: Date.now(), pauses: [] };
+  const mover = new SlotMover(set, opts, {
+    ...hooks,
+    onRows: (n) => {
+      p.rows += n;
+      hooks.onRows?.(n);
+    },
+    onPause: (ms, lo, hi) => {
+      p.pauses.push(ms);
+      hooks.onPause?.(ms, lo, hi);
+    },
+  });
+  let rows: SlotRow[] | undefined = await set.slotRows();
+  for (const u of units) {
+    await mover.moveRange(u.lo, u.hi, u.target, rows);
+    rows = undefined; // re-read after the first: the rows changed
+    p.unitsDone++;
+    p.slotsDone += u.hi - u.lo + 1;
+    report(p);
+    rows = await set.slotRows();
+  }
+  return p;
+}
+
+/** One line of progress: a bar on a terminal, plain lines otherwise. */
+export function progressReporter(out: NodeJS.WriteStream): (p: Progress) => void {
+  let lastLine = 0;
+  return (p) => {
+    const secs = (Date.now() - p.startedAt) / 1000;
+    const rate = secs > 0 ? p.rows / secs : 0;
+    const frac = p.slotsTotal === 0 ? 1 : p.slotsDone / p.slotsTotal;
+    const eta = frac > 0 ? (secs / frac) * (1 - frac) : 0;
+    const sorted = [...p.pauses].sort((a, b) => a - b);
+    const p99 = sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.99))] : 0;
+    const text =
+      `${p.slotsDone}/${p.slotsTotal} slots, ${p.unitsDone}/${p.unitsTotal} moves, ${p.rows} rows, ${Math.round(rate)} rows/s, ` +
+      `ETA ${Math.round(eta)} s, write pause p99 ${p99.toFixed(1)} ms`;
+    if (out.isTTY) {
+      const width = 30;
+      const fill = Math.round(frac * width);
+      out.write(`\r[${'#'.repeat(fill)}${'.'.repeat(width - fill)}] ${text}   `);
+      if (p.unitsDone === p.unitsTotal) out.write('\n');
+    } else if (Date.now() - lastLine > 2000 || p.unitsDone === p.unitsTotal) {
+      lastLine = Date.now();
+      out.write(`${text}\n`);
+    }
+  };
+}
+
+export function formatStatus(set: ShardSet, rows: SlotRow[]): string {
+  const owner = currentOwners(rows);
+  const lines: string[] = [];
+  let epoch = 0;
+  for (const r of rows) epoch = Math.max(epoch, r.epoch);
+  lines.push(`slot map epoch ${epoch}, ${SLOT_COUNT} slots, ${set.members.size} shards`);
+  for (const m of [...set.members.values()].sort((a, b) => a.index - b.index)) {
+    let n = 0;
+    for (let s = 0; s < SLOT_COUNT; s++) if (owner[s] === m.index) n++;
+    lines.push(`  shard ${m.index}  ${String(n).padStart(5)} slots  ${redact(m.url)}`);
+  }
+  lines.push('ranges (first-last -> shard):');
+  let start = 0;
+  for (let s = 1; s <= SLOT_COUNT; s++) {
+    if (s === SLOT_COUNT || owner[s] !== owner[start]) {
+      lines.push(`  ${start}-${s - 1} -> ${owner[start]}`);
+      start = s;
+    }
+  }
+  const moving = rows.filter((r) => r.state !== SLOT_OWNED && r.state !== 4);
+  if (moving.length > 0) {
+    lines.push(`moves in progress (${moving.length} slot rows): run \`kvsql rebalance\` to finish them`);
+    for (const r of moving.slice(0, 20)) lines.push(`  slot ${r.slot}: shard ${r.shard} ${STATE_NAMES[r.state]} (peer ${r.peer}, epoch ${r.epoch})`);
+  }
+  return lines.join('\n');
+}
+
+/** `kvsql <slots|shards|rebalance> ...`; returns the exit code. */
+export async function runAdmin(argv: string[], env: NodeJS.ProcessEnv = process.env, out: NodeJS.WriteStream = process.stderr): Promise<number> {
+  const positional = argv.filter((a) => !a.startsWith('--'));
+  let slotsPerMove = 64;
+  let rebalanceAfterAdd = true;
+  const configArgs: string[] = [];
+  for (const a of argv.filter((x) => x.startsWith('--'))) {
+    const m = /^--slots-per-move=(\d+)$/.exec(a);
+    if (m) slotsPerMove = Math.max(1, Math.min(SLOT_COUNT, Number(m[1])));
+    else if (a === '--no-rebalance') rebalanceAfterAdd = false;
+    else configArgs.push(a);
+  }
+  const config = resolveConfig(configArgs, env);
+  const [cmd, sub, arg1, arg2] = positional;
+  const set = await ShardSet.open(adminUrls(config));
+  try {
+    const report = progressReporter(out);
+    const shardArg = (x: string | undefined): number => {
+      if (x === undefined || !/^\d+$/.test(x)) throw new UsageError(`expected a shard index, got ${x ?? 'nothing'}\n${USAGE}`);
+      return set.member(Number(x)).index;
+    };
+    const rebalance = async (draining: Set<number>) => {
+      await set.lockMovers();
+      const units = planRebalance(await set.slotRows(), [...set.members.keys()], draining, slotsPerMove);
+      if (units.length === 0) out.write('already balanced\n');
+      else await runUnits(set, units, report, { log: (msg) => (out.isTTY ? undefined : out.write(`${msg}\n`)) });
+    };
+    if (cmd === 'slots' && sub === 'status') {
+      process.stdout.write(formatStatus(set, await set.slotRows()) + '\n');
+    } else if (cmd === 'slots' && sub === 'move') {
+      const m = /^(\d+)(?:-(\d+))?$/.exec(arg1 ?? '');
+      if (!m) throw new UsageError(`expected a slot or slot range, got ${arg1 ?? 'nothing'}\n${USAGE}`);
+      const lo = Number(m[1]);
+      const hi = m[2] === undefined ? lo : Number(m[2]);
+      if (lo > hi || hi >= SLOT_COUNT) throw new UsageError(`slot range must be within 0-${SLOT_COUNT - 1}`);
+      const target = shardArg(arg2);
+      await set.lockMovers();
+      const units: MoveUnit[] = [];
+      for (let s = lo; s <= hi; s += slotsPerMove) units.push({ lo: s, hi: Math.min(hi, s + slotsPerMove - 1), source: -1, target, resume: false });
+      await runUnits(set, units, report);
+    } else if (cmd === 'shards' && sub === 'add') {
+      if (!arg1) throw new UsageError(`expected a mysql:// URL\n${USAGE}`);
+      await set.lockMovers();
+      const index = await set.addShard(arg1);
+      await set.publishPeers();
+      out.write(`shard ${index} joined (${redact(arg1)}); gateways pick it up at their next map refresh\n`);
+      if (rebalanceAfterAdd) await rebalance(new Set());
+    } else if (cmd === 'shards' && sub === 'drain') {
+      const index = shardArg(arg1);
+      await rebalance(new Set([index]));
+      // It owns nothing now: forget it, so gateways stop starting actors for it.
+      for (const m of set.members.values()) if (m.index !== index) await m.pool.query('DELETE FROM kv_peers WHERE shard_index = ?', [index]);
+      out.write(`shard ${index} owns no slots; remove its URL from KVSQL_SHARDS (and restart gateways that list it) before deleting the database\n`);
+    } else if (cmd === 'rebalance') {
+      await rebalance(new Set());
+    } else {
+      throw new UsageError(USAGE);
+    }
+    return 0;
+  } finally {
+    await set.close();
+  }
+}

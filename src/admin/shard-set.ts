@@ -1,0 +1,167 @@
+/**
+ * Owns the admin tools' connections to a store's shards: which databases are members (kv_shard),
+ * which other shards they know (kv_peers), the slot rows of each (kv_slots), and the store-wide
+ * mover lock. Relies on mysql2 and the schema the actors apply. Runs in the CLI process, never in
+ * a gateway: gateways only learn the results through kv_slots.
+ *
+ *   urls given ──> kv_shard.shard_index of each ──> kv_peers of each ──> every member, by index
+ */
+import mysql from 'mysql2/promise';
+import type { Pool, RowDataPacket } from 'mysql2/promise';
+import { schemaStatements } from '../shard-actor/shard-store';
+import { migrateSchema } from '../shard-actor/schema-migration';
+
+export interface Member {
+  index: number;
+  url: string;
+  pool: Pool;
+}
+
+export interface SlotRow {
+  shard: number;
+  slot: number;
+  state: number;
+  epoch: number;
+  peer: number | null;
+}
+
+export function openPool(url: string): Pool {
+  const pool = mysql.createPool({ uri: url, connectionLimit: 4, multipleStatements: true, connectTimeout: 3000, supportBigNumbers: true, bigNumberStrings: false });
+  type CoreConn = { query(sql: string, cb: (err: Error | null) => void): void; destroy(): void };
+  (pool as unknown as { pool: { on(ev: string, cb: (c: CoreConn) => void): void } }).pool.on('connection', (conn) =>
+    conn.query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; SET SESSION time_zone = '+00:00'; SET SESSION innodb_lock_wait_timeout = 5", (err) => {
+      if (err) conn.destroy();
+    }),
+  );
+  return pool;
+}
+
+export class ShardSet {
+  readonly members = new Map<number, Member>();
+  private readonly lockConns: mysql.Connection[] = [];
+
+  private constructor() {}
+
+  /** Connect to every member reachable from `urls` (directly or through kv_peers). */
+  static async open(urls: string[]): Promise<ShardSet> {
+    const set = new ShardSet();
+    const queue = [...urls];
+    const seen = new Set<string>();
+    try {
+      while (queue.length > 0) {
+        const url = queue.shift()!;
+        if (seen.has(url)) continue;
+        seen.add(url);
+        const pool = openPool(url);
+        const [results] = await pool.query<RowDataPacket[][]>('SELECT shard_index FROM kv_shard WHERE id = 1; SELECT shard_index, url FROM kv_peers');
+        if (results[0].length === 0) {
+          await pool.end();
+          continue; // not a member (yet): `shards add` handles it
+        }
+        const index = Number(results[0][0].shard_index);
+        if (set.members.has(index)) {
+          await pool.end();
+          continue;
+        }
+        set.members.set(index, { index, url, pool });
+        for (const p of results[1]) queue.push(String(p.url));
+      }
+    } catch (err) {
+      await set.close();
+      throw err;
+    }
+    if (set.members.size === 0) throw new Error('none of the shard URLs holds a kvsql store (start kvsql once to create it)');
+    return set;
+  }
+
+  member(index: number): Member {
+    const m = this.members.get(index);
+    if (!m) throw new Error(`shard ${index} is not a member of this store (members: ${[...this.members.keys()].join(', ')})`);
+    return m;
+  }
+
+  /**
+   * One mover at a time per store: GET_LOCK on every member, in index order, without waiting.
+   * The locks go with their connections: a killed mover releases them by dying.
+   */
+  async lockMovers(): Promise<void> {
+    for (const m of [...this.members.values()].sort((a, b) => a.index - b.index)) {
+      const conn = await mysql.createConnection({ uri: m.url, connectTimeout: 3000 });
+      this.lockConns.push(conn);
+      const [rows] = await conn.query<RowDataPacket[]>("SELECT GET_LOCK(CONCAT('kvsql-mover:', DATABASE()), 0) AS got");
+      if (Number(rows[0].got) !== 1) throw new Error(`another mover is running on shard ${m.index} (kvsql slots status shows its progress)`);
+    }
+  }
+
+  /** Every member's kv_slots rows. */
+  async slotRows(): Promise<SlotRow[]> {
+    const all: SlotRow[] = [];
+    await Promise.all(
+      [...this.members.values()].map(async (m) => {
+        const [rows] = await m.pool.query<RowDataPacket[]>('SELECT slot, state, epoch, peer FROM kv_slots');
+        for (const r of rows) all.push({ shard: m.index, slot: Number(r.slot), state: Number(r.state), epoch: Number(r.epoch), peer: r.peer === null ? null : Number(r.peer) });
+      }),
+    );
+    return all;
+  }
+
+  /** Tell every member about every other (so gateways with an old shard list find them all). */
+  async publishPeers(): Promise<void> {
+    const list = [...this.members.values()];
+    await Promise.all(
+      list.map((m) =>
+        m.pool.query(
+          `INSERT INTO kv_peers (shard_index, url) VALUES ${list.map(() => '(?, ?)').join(',')} ON DUPLICATE KEY UPDATE url = VALUES(url)`,
+          list.flatMap((p) => [p.index, p.url]),
+        ),
+      ),
+    );
+  }
+
+  /**
+   * Make an empty database a member with the next free index and no slots. Idempotent: a
+   * database that is already a member keeps its index.
+   */
+  async addShard(url: string): Promise<number> {
+    const pool = openPool(url);
+    try {
+      const conn = await pool.getConnection();
+      try {
+        for (const sql of schemaStatements()) await conn.query(sql);
+        await migrateSchema(conn);
+        const [rows] = await conn.query<RowDataPacket[]>('SELECT shard_index FROM kv_shard WHERE id = 1');
+        let index: number;
+        if (rows.length > 0) index = Number(rows[0].shard_index);
+        else {
+          const [count] = await conn.query<RowDataPacket[]>('SELECT COUNT(*) AS n FROM kv');
+          if (Number(count[0].n) > 0) throw new Error(`${redact(url)} has rows in kv but no kv_shard identity; refusing to add it`);
+          index = Math.max(...this.members.keys()) + 1;
+          // slots_seeded = 1 and slot_ranges '[]': it starts with no slots; moves give it some.
+          await conn.query('INSERT IGNORE INTO kv_shard (id, shard_index, shard_count, slot_ranges, created_at, slots_seeded) VALUES (1, ?, 0, ?, ?, 1)', [index, '[]', Date.now()]);
+          const [again] = await conn.query<RowDataPacket[]>('SELECT shard_index FROM kv_shard WHERE id = 1');
+          index = Number(again[0].shard_index);
+        }
+        if (!this.members.has(index)) this.members.set(index, { index, url, pool });
+        else await pool.end();
+        return index;
+      } finally {
+        conn.release();
+      }
+    } catch (err) {
+      await pool.end().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  async close(): Promise<void> {
+    for (const c of this.lockConns) await c.end().catch(() => c.destroy());
+    this.lockConns.length = 0;
+    for (const m of this.members.values()) await m.pool.end().catch(() => undefined);
+    this.members.clear();
+  }
+}
+
+/** A URL without its password, for messages. */
+export function redact(url: string): string {
+  return url.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');
+}
