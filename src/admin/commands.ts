@@ -57,9 +57,9 @@ export async function runUnits(set: ShardSet, units: MoveUnit[], report: (p: Pro
       p.rows += n;
       hooks.onRows?.(n);
     },
-    onPause: (ms, lo, hi) => {
+    onPause: (ms, lo, hi, parts) => {
       p.pauses.push(ms);
-      hooks.onPause?.(ms, lo, hi);
+      hooks.onPause?.(ms, lo, hi, parts);
     },
   });
   let rows: SlotRow[] | undefined = await set.slotRows();

@@ -31,10 +31,17 @@ export interface MoveHooks {
   /** Rows copied (step 3) or caught up (steps 4, 6). */
   onRows?(n: number): void;
   /** The write pause of one range (steps 5-8), in ms. */
-  onPause?(ms: number, lo: number, hi: number): void;
+  onPause?(ms: number, lo: number, hi: number, parts: PauseParts): void;
   log?(msg: string): void;
   /** Test seam: called before each step with its number; a throw simulates a crash there. */
   beforeStep?(step: number, lo: number, hi: number): void | Promise<void>;
+}
+
+/** Where a write pause went: waiting for writes in flight, the last catch-up, the two flips. */
+export interface PauseParts {
+  fenceMs: number;
+  catchUpMs: number;
+  flipMs: number;
 }
 
 export interface MoveOptions {
@@ -138,28 +145,53 @@ export class SlotMover {
       await step(3);
       await this.copy(a, b, lo, hi);
       await step(4);
+      // Rounds until one finds few changes: the fence then waits only for what the last round
+      // left, which depends on the write rate, not on the range's size.
       for (let round = 0; round < this.opts.maxRounds; round++) {
-        const changed = await this.catchUp(a, b, lo, hi, Infinity, this.opts.fenceBelow);
+        const changed = await this.catchUp(a, b, lo, hi, this.opts.fenceBelow);
         if (changed <= this.opts.fenceBelow) break;
       }
       await step(5);
     }
     let pauseStart = 0;
+    // A's kv_seq as read after the fence: every version of the range's keys is below it.
+    let seqAbove = 0;
+    let tFence = 0;
+    let tCatch = 0;
     if (sit.kind !== 'flip') {
       pauseStart = performance.now();
       if (sit.kind !== 'final') {
         await expectAll(a, `UPDATE kv_slots SET state = ${SLOT_FENCED}, updated_at = ? WHERE slot BETWEEN ? AND ? AND state = ${SLOT_COPYING}`, [Date.now(), lo, hi], n, 'fence');
       }
+      tFence = performance.now();
       await step(6);
-      while ((await this.catchUp(a, b, lo, hi, Infinity, 0)) > 0);
-      const [seq] = await a.query<RowDataPacket[]>('SELECT next_version FROM kv_seq WHERE id = 1');
-      await b.query('UPDATE kv_seq SET next_version = GREATEST(next_version, ?) WHERE id = 1', [Number(seq[0].next_version)]);
+      await this.finalCatchUp(a, b, lo, hi);
+      tCatch = performance.now();
       await step(7);
-      await expectAll(a, `UPDATE kv_slots SET state = ${SLOT_MOVED}, epoch = ?, updated_at = ? WHERE slot BETWEEN ? AND ? AND state = ${SLOT_FENCED}`, [epoch, Date.now(), lo, hi], n, 'hand off');
+      const [res] = await a.query<RowDataPacket[][]>(
+        `UPDATE kv_slots SET state = ${SLOT_MOVED}, epoch = ?, updated_at = ? WHERE slot BETWEEN ? AND ? AND state = ${SLOT_FENCED}; SELECT next_version FROM kv_seq WHERE id = 1`,
+        [epoch, Date.now(), lo, hi],
+      );
+      const moved = (res[0] as unknown as ResultSetHeader).affectedRows;
+      if (moved !== n) throw new Error(`hand off: expected ${n} fenced slot rows, changed ${moved}; run the command again`);
+      seqAbove = Number(res[1][0].next_version);
+    } else {
+      const [seq] = await a.query<RowDataPacket[]>('SELECT next_version FROM kv_seq WHERE id = 1');
+      seqAbove = Number(seq[0].next_version);
     }
     await step(8);
-    await expectAll(b, `UPDATE kv_slots SET state = ${SLOT_OWNED}, peer = NULL, updated_at = ? WHERE slot BETWEEN ? AND ? AND state = ${SLOT_IMPORTING}`, [Date.now(), lo, hi], n, 'take over');
-    if (pauseStart > 0) this.hooks.onPause?.(performance.now() - pauseStart, lo, hi);
+    // B's versions continue above A's (a key deleted on A and created again on B still gets a
+    // higher version), in the same transaction that makes B serve the range.
+    const [res] = await b.query<ResultSetHeader[]>(
+      `START TRANSACTION; UPDATE kv_seq SET next_version = GREATEST(next_version, ?) WHERE id = 1; ` +
+        `UPDATE kv_slots SET state = ${SLOT_OWNED}, peer = NULL, updated_at = ? WHERE slot BETWEEN ? AND ? AND state = ${SLOT_IMPORTING}; COMMIT`,
+      [seqAbove, Date.now(), lo, hi],
+    );
+    if (res[2].affectedRows !== n) throw new Error(`take over: expected ${n} importing slot rows on shard ${sit.target}, changed ${res[2].affectedRows}; run the command again`);
+    if (pauseStart > 0) {
+      const end = performance.now();
+      this.hooks.onPause?.(end - pauseStart, lo, hi, { fenceMs: tFence - pauseStart, catchUpMs: tCatch - tFence, flipMs: end - tCatch });
+    }
     await step(9);
     await deleteRange(a, lo, hi);
     await a.query('DELETE FROM kv_slot_changes WHERE slot BETWEEN ? AND ?', range);
@@ -192,21 +224,16 @@ export class SlotMover {
   }
 
   /**
-   * Steps 4 and 6: bring B up to date for keys written on A since copying began. Stops after a
-   * page smaller than `stopBelow`+1 entries; returns how many entries it applied in total.
+   * Step 4: bring B up to date for keys written on A since copying began; each applied entry is
+   * deleted unless a write bumped it meanwhile. Stops after a page of at most `stopBelow`
+   * entries; returns how many entries it applied.
    */
-  private async catchUp(a: Pool, b: Pool, lo: number, hi: number, maxPages: number, stopBelow: number): Promise<number> {
+  private async catchUp(a: Pool, b: Pool, lo: number, hi: number, stopBelow: number): Promise<number> {
     let total = 0;
-    for (let page = 0; page < maxPages; page++) {
-      const [log] = await a.query<RowDataPacket[]>('SELECT slot, k, n FROM kv_slot_changes WHERE slot BETWEEN ? AND ? ORDER BY slot, k LIMIT ?', [lo, hi, this.opts.pageRows]);
+    for (;;) {
+      const log = await readChanges(a, lo, hi, null, this.opts.pageRows);
       if (log.length === 0) break;
-      const keys = log.map((r) => r.k as Buffer);
-      // Read after the log: each row is at least as new as the write that set the entry's n.
-      const [cur] = await a.query<RowDataPacket[]>(`SELECT k, v, version, expires_at, slot FROM kv WHERE k IN (${keys.map(() => '?').join(',')})`, keys);
-      const present = new Set(cur.map((r) => (r.k as Buffer).toString('latin1')));
-      const gone = keys.filter((k) => !present.has(k.toString('latin1')));
-      if (cur.length > 0) await upsertRows(b, cur);
-      if (gone.length > 0) await b.query(`DELETE FROM kv WHERE k IN (${gone.map(() => '?').join(',')})`, gone);
+      await applyChanges(b, log);
       // An entry bumped since we read it stays for the next round.
       await a.query(`DELETE FROM kv_slot_changes WHERE ${log.map(() => '(slot = ? AND k = ? AND n = ?)').join(' OR ')}`, log.flatMap((r) => [r.slot, r.k, r.n]));
       this.hooks.onRows?.(log.length);
@@ -215,6 +242,51 @@ export class SlotMover {
     }
     return total;
   }
+
+  /**
+   * Step 6, inside the write pause: the range is fenced, so the log no longer grows; walk it
+   * once by key (two round trips per page, usually one page). Entries are deleted at step 9.
+   */
+  private async finalCatchUp(a: Pool, b: Pool, lo: number, hi: number): Promise<void> {
+    let after: { slot: number; k: Buffer } | null = null;
+    for (;;) {
+      const log = await readChanges(a, lo, hi, after, this.opts.pageRows);
+      if (log.length > 0) {
+        await applyChanges(b, log);
+        this.hooks.onRows?.(log.length);
+      }
+      if (log.length < this.opts.pageRows) return;
+      after = { slot: Number(log[log.length - 1].slot), k: log[log.length - 1].k as Buffer };
+    }
+  }
+}
+
+/**
+ * A page of the change log with each key's current row, in ONE statement (one read view): a
+ * writer commits its row and its log entry together, so each row is at least as new as the write
+ * that set the entry's n. A key with no row (deleted) comes back with k NULL.
+ */
+async function readChanges(a: Pool, lo: number, hi: number, after: { slot: number; k: Buffer } | null, limit: number): Promise<RowDataPacket[]> {
+  const where = after === null ? 'slot BETWEEN ? AND ?' : '((slot = ? AND k > ?) OR (slot > ? AND slot <= ?))';
+  const params = after === null ? [lo, hi, limit] : [after.slot, after.k, after.slot, hi, limit];
+  const [rows] = await a.query<RowDataPacket[]>(
+    `SELECT c.slot AS slot, c.k AS ck, c.n AS n, kv.k AS k, kv.v AS v, kv.version AS version, kv.expires_at AS expires_at ` +
+      `FROM (SELECT slot, k, n FROM kv_slot_changes WHERE ${where} ORDER BY slot, k LIMIT ?) c LEFT JOIN kv ON kv.k = c.k ORDER BY c.slot, c.k`,
+    params,
+  );
+  for (const r of rows) {
+    r.present = r.k !== null;
+    r.k = r.ck;
+  }
+  return rows;
+}
+
+/** Apply a page of changes to B: upsert the present rows, delete the gone ones. */
+async function applyChanges(b: Pool, log: RowDataPacket[]): Promise<void> {
+  const present = log.filter((r) => r.present);
+  const gone = log.filter((r) => !r.present).map((r) => r.k as Buffer);
+  if (present.length > 0) await upsertRows(b, present);
+  if (gone.length > 0) await b.query(`DELETE FROM kv WHERE k IN (${gone.map(() => '?').join(',')})`, gone);
 }
 
 async function upsertRows(b: Pool, rows: RowDataPacket[]): Promise<void> {

@@ -524,7 +524,7 @@ class SlotsRefused extends Error {
 const FILL_SLOTS_PAGE = 1000;
 /** First retry of a write held by a fence; doubles up to HOLD_RETRY_MAX_MS. */
 const HOLD_RETRY_MS = 5;
-const HOLD_RETRY_MAX_MS = 50;
+const HOLD_RETRY_MAX_MS = 20;
 
 type Attempted<T> = { ok: true; value: T } | { ok: false; error: unknown };
 
