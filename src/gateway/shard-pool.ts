@@ -120,6 +120,7 @@ export class ShardPool {
       await pool.bootstrapIfNew();
       await pool.refreshMap();
     } catch (err) {
+      for (const s of pool.shards) s.stopping = true; // an exit now is not a crash to respawn
       await Promise.all(pool.shards.map((s) => s.worker.terminate()));
       throw err;
     }
