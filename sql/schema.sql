@@ -76,3 +76,16 @@ CREATE TABLE IF NOT EXISTS kv_peers (
   shard_index INT NOT NULL PRIMARY KEY,
   url VARCHAR(2048) NOT NULL
 ) ENGINE=InnoDB;
+
+-- Progress of the current (or last) slot move, written by the mover to every shard it uses and
+-- read by gateways into /metrics.
+CREATE TABLE IF NOT EXISTS kv_move_progress (
+  id TINYINT UNSIGNED NOT NULL PRIMARY KEY,
+  state VARCHAR(16) NOT NULL,
+  slots_total INT NOT NULL,
+  slots_done INT NOT NULL,
+  rows_copied BIGINT NOT NULL,
+  started_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL,
+  pause_p99_ms DOUBLE NOT NULL
+) ENGINE=InnoDB;

@@ -13,7 +13,7 @@
  * Every command that moves is safe to interrupt (Ctrl-C, kill -9, a MySQL server dying) and to
  * run again: it resumes each interrupted move where the shards' rows say it stopped.
  */
-import { SLOT_COUNT, STATE_NAMES, SLOT_OWNED } from '../protocol/slot-map';
+import { SLOT_COUNT, STATE_NAMES, SLOT_OWNED, type MoveProgress } from '../protocol/slot-map';
 import { resolveConfig, type Config } from '../gateway/config';
 import { EMBEDDED_DATABASE } from '../embedded/embedded-cluster';
 import { ShardSet, redact, type SlotRow } from './shard-set';
@@ -62,16 +62,34 @@ export async function runUnits(set: ShardSet, units: MoveUnit[], report: (p: Pro
       hooks.onPause?.(ms, lo, hi, parts);
     },
   });
-  let rows: SlotRow[] | undefined = await set.slotRows();
-  for (const u of units) {
-    await mover.moveRange(u.lo, u.hi, u.target, rows);
-    rows = undefined; // re-read after the first: the rows changed
-    p.unitsDone++;
-    p.slotsDone += u.hi - u.lo + 1;
-    report(p);
-    rows = await set.slotRows();
+  const store = (state: MoveProgress['state']) =>
+    set.writeProgress({ state, slotsTotal: p.slotsTotal, slotsDone: p.slotsDone, rowsCopied: p.rows, startedAt: p.startedAt, updatedAt: Date.now(), pauseP99Ms: pauseP99(p) });
+  let stored = Date.now();
+  await store('running');
+  let rows: SlotRow[] = await set.slotRows();
+  try {
+    for (const u of units) {
+      await mover.moveRange(u.lo, u.hi, u.target, rows);
+      p.unitsDone++;
+      p.slotsDone += u.hi - u.lo + 1;
+      report(p);
+      if (Date.now() - stored >= 1000) {
+        stored = Date.now();
+        await store('running');
+      }
+      rows = await set.slotRows(); // re-read: this move changed them
+    }
+  } catch (err) {
+    await store('failed').catch(() => undefined);
+    throw err;
   }
+  await store('done');
   return p;
+}
+
+function pauseP99(p: Progress): number {
+  const sorted = [...p.pauses].sort((a, b) => a - b);
+  return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.99))] : 0;
 }
 
 /** One line of progress: a bar on a terminal, plain lines otherwise. */
@@ -82,8 +100,7 @@ export function progressReporter(out: NodeJS.WriteStream): (p: Progress) => void
     const rate = secs > 0 ? p.rows / secs : 0;
     const frac = p.slotsTotal === 0 ? 1 : p.slotsDone / p.slotsTotal;
     const eta = frac > 0 ? (secs / frac) * (1 - frac) : 0;
-    const sorted = [...p.pauses].sort((a, b) => a - b);
-    const p99 = sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.99))] : 0;
+    const p99 = pauseP99(p);
     const text =
       `${p.slotsDone}/${p.slotsTotal} slots, ${p.unitsDone}/${p.unitsTotal} moves, ${p.rows} rows, ${Math.round(rate)} rows/s, ` +
       `ETA ${Math.round(eta)} s, write pause p99 ${p99.toFixed(1)} ms`;

@@ -10,6 +10,7 @@ import mysql from 'mysql2/promise';
 import type { Pool, RowDataPacket } from 'mysql2/promise';
 import { schemaStatements } from '../shard-actor/shard-store';
 import { migrateSchema } from '../shard-actor/schema-migration';
+import type { MoveProgress } from '../protocol/slot-map';
 
 export interface Member {
   index: number;
@@ -103,6 +104,17 @@ export class ShardSet {
       }),
     );
     return all;
+  }
+
+  /** Store the mover's progress on every member (gateways export it in /metrics). */
+  async writeProgress(p: MoveProgress): Promise<void> {
+    await Promise.all(
+      [...this.members.values()].map((m) =>
+        m.pool.query('REPLACE INTO kv_move_progress (id, state, slots_total, slots_done, rows_copied, started_at, updated_at, pause_p99_ms) VALUES (1, ?, ?, ?, ?, ?, ?, ?)', [
+          p.state, p.slotsTotal, p.slotsDone, p.rowsCopied, p.startedAt, p.updatedAt, p.pauseP99Ms,
+        ]),
+      ),
+    );
   }
 
   /** Tell every member about every other (so gateways with an old shard list find them all). */

@@ -128,6 +128,19 @@ export interface ShardOwnership {
   slots: number[];
   /** [shardIndex, url] of other shards this one has heard of. */
   peers: Array<[number, string]>;
+  /** The mover's last progress report stored on this shard, if any. */
+  progress: MoveProgress | null;
+}
+
+/** A mover's progress, as it stores it in kv_move_progress on every shard it uses. */
+export interface MoveProgress {
+  state: 'running' | 'done' | 'failed';
+  slotsTotal: number;
+  slotsDone: number;
+  rowsCopied: number;
+  startedAt: number;
+  updatedAt: number;
+  pauseP99Ms: number;
 }
 
 /** Where each slot is routed: a shard index per slot (-1: nobody known), and the highest epoch. */

@@ -152,15 +152,17 @@ class Statements2 {
 export const STATEMENTS = {
   /**
    * Rows and ownership in ONE statement, so one read view (READ COMMITTED: per statement): the
-   * one-row derived table lists the asked slots this shard serves; the LEFT JOIN adds the live
-   * rows (or one all-NULL row). A slot moved away between two statements cannot make a key look
-   * absent. Parameters: the slots (n2), then the keys (n).
+   * uncorrelated subquery lists the asked slots this shard serves (evaluated once); the LEFT JOIN
+   * from a one-row table returns the live rows, or one all-NULL row when there are none. A slot
+   * moved away between two statements therefore cannot make a key look absent. (A derived table
+   * for the slots instead made MariaDB use a block-nested-loop join, 3-5x slower at 8-64 keys.)
+   * Parameters: the slots (n2), then the keys (n).
    */
   readLive: new Statements2(
     'readLive',
     (n, n2) =>
-      `SELECT o.served, kv.k, kv.v, kv.version, kv.expires_at, ${NOW_MS} AS now_ms FROM ` +
-      `(SELECT GROUP_CONCAT(slot) AS served FROM kv_slots WHERE slot IN (${placeholders(n2, '?')}) AND state IN (${SERVED_STATES.join(',')})) o ` +
+      `SELECT (SELECT GROUP_CONCAT(slot) FROM kv_slots WHERE slot IN (${placeholders(n2, '?')}) AND state IN (${SERVED_STATES.join(',')})) AS served, ` +
+      `kv.k, kv.v, kv.version, kv.expires_at, ${NOW_MS} AS now_ms FROM (SELECT 1 AS one) d ` +
       `LEFT JOIN kv ON kv.k IN (${placeholders(n, '?')}) AND (kv.expires_at IS NULL OR kv.expires_at > ${NOW_MS})`,
   ),
   /** Slots share-locked first (ascending), then rows (ascending): one lock order for all (§7). */
@@ -275,7 +277,9 @@ export class MysqlShardStore implements ShardStore {
 
   async ownership(): Promise<ShardOwnership> {
     const [results] = await this.pool.query<RowDataPacket[][]>({
-      sql: 'SELECT shard_index FROM kv_shard WHERE id = 1; SELECT slot, state, epoch, peer FROM kv_slots; SELECT shard_index, url FROM kv_peers',
+      sql:
+        'SELECT shard_index FROM kv_shard WHERE id = 1; SELECT slot, state, epoch, peer FROM kv_slots; SELECT shard_index, url FROM kv_peers; ' +
+        'SELECT state, slots_total, slots_done, rows_copied, started_at, updated_at, pause_p99_ms FROM kv_move_progress WHERE id = 1',
       timeout: this.timeout,
     });
     const slots: number[] = [];
@@ -284,6 +288,18 @@ export class MysqlShardStore implements ShardStore {
       shardIndex: results[0].length === 0 ? null : Number(results[0][0].shard_index),
       slots,
       peers: results[2].map((r) => [Number(r.shard_index), String(r.url)] as [number, string]),
+      progress:
+        results[3].length === 0
+          ? null
+          : {
+              state: results[3][0].state,
+              slotsTotal: Number(results[3][0].slots_total),
+              slotsDone: Number(results[3][0].slots_done),
+              rowsCopied: Number(results[3][0].rows_copied),
+              startedAt: Number(results[3][0].started_at),
+              updatedAt: Number(results[3][0].updated_at),
+              pauseP99Ms: Number(results[3][0].pause_p99_ms),
+            },
     };
   }
 
