@@ -8,7 +8,9 @@ import { resolveConfig, ConfigError } from './gateway/config';
 import { createLogger, startServer } from './gateway/server';
 import { UwsFallbackError } from './gateway/uws';
 import { startEmbeddedCluster, type EmbeddedCluster } from './embedded/embedded-cluster';
-import { ADMIN_COMMANDS, runAdmin, UsageError } from './admin/commands';
+import { ADMIN_COMMANDS, runAdmin, runUnits, UsageError } from './admin/commands';
+import { ShardSet } from './admin/shard-set';
+import { planRebalance } from './admin/rebalance';
 
 async function main(): Promise<void> {
   const first = process.argv[2];
@@ -45,6 +47,17 @@ async function main(): Promise<void> {
     urls = cluster.urls;
     log.info({ urls }, 'embedded MySQL shards ready');
   }
+  // Embedded, more shards than the data dir had: the new local databases join the store, and
+  // the slots are rebalanced in the background once the server serves.
+  let joined: number[] = [];
+  try {
+    if (cluster) joined = await joinNewEmbeddedShards(urls, (msg) => log.info({}, msg));
+  } catch (err) {
+    log.error({ err: (err as Error).message }, 'kvsql failed to add the new embedded shards');
+    await cluster?.stop();
+    process.exitCode = 1;
+    return;
+  }
   let server;
   try {
     server = await startServer(config, urls, log);
@@ -70,8 +83,52 @@ async function main(): Promise<void> {
       }
     })();
   };
+  if (joined.length > 0) {
+    log.info({ joined }, 'rebalancing slots onto the new embedded shards in the background (kvsql slots status shows progress)');
+    rebalanceInBackground(urls, log).catch((err) => log.error({ err: (err as Error).message }, 'background rebalance stopped; run `kvsql rebalance` to finish it'));
+  }
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+}
+
+/** Databases of the embedded cluster that are empty while others hold the store join it. */
+async function joinNewEmbeddedShards(urls: string[], log: (msg: string) => void): Promise<number[]> {
+  const set = await ShardSet.open(urls).catch(() => null); // a brand-new data dir: nothing to join
+  if (set === null) return [];
+  try {
+    const memberUrls = new Set([...set.members.values()].map((m) => m.url));
+    const fresh = urls.filter((u) => !memberUrls.has(u));
+    if (fresh.length === 0) return [];
+    await set.lockMovers();
+    const joined: number[] = [];
+    for (const url of fresh) {
+      const index = await set.addShard(url);
+      log(`embedded shard at ${url} joined the store as shard ${index}`);
+      joined.push(index);
+    }
+    await set.publishPeers();
+    return joined;
+  } finally {
+    await set.close();
+  }
+}
+
+async function rebalanceInBackground(urls: string[], log: ReturnType<typeof createLogger>): Promise<void> {
+  const set = await ShardSet.open(urls);
+  try {
+    await set.lockMovers();
+    const units = planRebalance(await set.slotRows(), [...set.members.keys()], new Set(), 64);
+    let last = 0;
+    const p = await runUnits(set, units, (pr) => {
+      if (Date.now() - last > 5000 || pr.unitsDone === pr.unitsTotal) {
+        last = Date.now();
+        log.info({ slotsDone: pr.slotsDone, slotsTotal: pr.slotsTotal, rows: pr.rows }, 'rebalance progress');
+      }
+    });
+    log.info({ slots: p.slotsTotal, rows: p.rows }, 'rebalance done');
+  } finally {
+    await set.close();
+  }
 }
 
 main().catch((err) => {

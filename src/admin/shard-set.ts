@@ -54,7 +54,14 @@ export class ShardSet {
         if (seen.has(url)) continue;
         seen.add(url);
         const pool = openPool(url);
-        const [results] = await pool.query<RowDataPacket[][]>('SELECT shard_index FROM kv_shard WHERE id = 1; SELECT shard_index, url FROM kv_peers');
+        let results: RowDataPacket[][];
+        try {
+          [results] = await pool.query<RowDataPacket[][]>('SELECT shard_index FROM kv_shard WHERE id = 1; SELECT shard_index, url FROM kv_peers');
+        } catch (err) {
+          await pool.end();
+          if ((err as { errno?: number }).errno === 1146) continue; // ER_NO_SUCH_TABLE: an empty database, not a member
+          throw err;
+        }
         if (results[0].length === 0) {
           await pool.end();
           continue; // not a member (yet): `shards add` handles it

@@ -4,6 +4,7 @@
  * a scrape of /metrics.
  */
 import { BATCH_SIZE_BUCKETS, EXPIRY_LAG_BUCKETS_MS, type ShardStats } from '../protocol/port-messages';
+import type { MoveProgress } from '../protocol/slot-map';
 
 const LATENCY_BUCKETS_S = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
@@ -43,6 +44,29 @@ export class Metrics {
 
   wsClosed(): void {
     this.wsConnections--;
+  }
+
+  /** The slot map this gateway routes by, and the progress of the store's slot mover. */
+  renderSlots(s: { epoch: number; moving: number; redirects: number; refreshes: number; progress: MoveProgress | null }): string {
+    const out: string[] = [];
+    const gauge = (name: string, help: string, v: number, type = 'gauge') => out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`, `${name} ${v}`);
+    gauge('kvsql_slot_map_epoch', 'Highest slot epoch in this gateway\'s map (grows by one per move of a slot).', s.epoch);
+    gauge('kvsql_slots_moving', 'Slots in the middle of a move (copying, fenced or importing) at the last map refresh.', s.moving);
+    gauge('kvsql_slot_redirects_total', 'Ops re-routed because a shard no longer owned their slot.', s.redirects, 'counter');
+    gauge('kvsql_slot_map_refreshes_total', 'Slot map reads from the shards.', s.refreshes, 'counter');
+    const p = s.progress;
+    if (p) {
+      const secs = Math.max(0.001, (p.updatedAt - p.startedAt) / 1000);
+      const frac = p.slotsTotal === 0 ? 1 : p.slotsDone / p.slotsTotal;
+      gauge('kvsql_move_running', 'A slot mover is running (1) or last finished or failed (0).', p.state === 'running' ? 1 : 0);
+      gauge('kvsql_move_slots_total', 'Slots the current (or last) rebalance moves.', p.slotsTotal);
+      gauge('kvsql_move_slots_done', 'Slots it has moved so far.', p.slotsDone);
+      gauge('kvsql_move_rows_copied', 'Rows it has copied (including catch-up).', p.rowsCopied);
+      gauge('kvsql_move_rows_per_second', 'Its copy rate so far.', Math.round(p.rowsCopied / secs));
+      gauge('kvsql_move_eta_seconds', 'Estimated seconds left.', p.state === 'running' && frac > 0 ? Math.round((secs / frac) * (1 - frac)) : 0);
+      gauge('kvsql_move_write_pause_p99_ms', 'p99 of the write pause per moved range so far.', p.pauseP99Ms);
+    }
+    return out.join('\n') + '\n';
   }
 
   render(stats: Array<ShardStats | null>, depths: number[], rejected: number): string {

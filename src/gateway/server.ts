@@ -67,7 +67,9 @@ export async function startServer(config: Readonly<Config>, shardUrls: string[],
     res.onAborted(() => (aborted = true));
     void pool.stats().then((stats) => {
       if (aborted) return;
-      const body = metrics.render(stats, pool.queueDepths(), pool.rejected);
+      const body =
+        metrics.render(stats, pool.queueDepths(), pool.rejected) +
+        metrics.renderSlots({ epoch: pool.epoch, moving: pool.movingSlots, redirects: pool.redirects, refreshes: pool.refreshes, progress: pool.moveProgress });
       res.cork(() => res.writeHeader('Content-Type', 'text/plain; version=0.0.4').end(body));
     });
   });

@@ -20,7 +20,7 @@ import { Packr } from 'msgpackr';
 import { RETRY_AFTER_SECONDS, type ErrorData } from '../protocol/errors';
 import type { Reply, Request } from '../protocol/ops';
 import type { ActorConfig, FromActor, ShardStats, ToActor } from '../protocol/port-messages';
-import { SlotMap, SLOT_COUNT, resolveOwners, slotOf, type ShardOwnership } from '../protocol/slot-map';
+import { SlotMap, SLOT_COUNT, resolveOwners, slotOf, type MoveProgress, type ShardOwnership } from '../protocol/slot-map';
 import type { Config } from './config';
 
 export interface ReplyTarget {
@@ -41,6 +41,8 @@ const ACTOR_MAIN = join(__dirname, '..', 'shard-actor', 'main.js');
 const RESPAWN_DELAY_MS = 1000;
 /** Re-routes of one request after KV_ERR_WRONG_SHARD before it is answered 503. */
 const MAX_REDIRECTS = 8;
+/** While slots move, how often the map (and the mover's progress) is re-read. */
+const PROGRESS_REFRESH_MS = 5000;
 /** How long the gateway waits for a shard's ownership rows or a new shard's actor. */
 const CONTROL_TIMEOUT_MS = 5000;
 
@@ -84,6 +86,9 @@ export class ShardPool {
   /** Map refreshes done, and requests re-routed after KV_ERR_WRONG_SHARD (metrics). */
   refreshes = 0;
   redirects = 0;
+  /** The newest mover progress any shard reported at the last refresh. */
+  moveProgress: MoveProgress | null = null;
+  private progressTimer: NodeJS.Timeout | null = null;
   private refreshing: Promise<void> | null = null;
   private refreshAgain = false;
   private readonly redirectCount = new WeakMap<Request, number>();
@@ -229,6 +234,16 @@ export class ShardPool {
     this.epoch = resolved.epoch;
     this.movingSlots = resolved.moving;
     this.refreshes++;
+    for (const o of seen) if (o.progress && (this.moveProgress === null || o.progress.updatedAt > this.moveProgress.updatedAt)) this.moveProgress = o.progress;
+    // While a mover works, re-read every few seconds so /metrics shows its progress.
+    const busy = this.movingSlots > 0 || (this.moveProgress?.state === 'running' && Date.now() - this.moveProgress.updatedAt < 60_000);
+    if (busy && this.progressTimer === null) {
+      this.progressTimer = setInterval(() => void this.refreshMap(), PROGRESS_REFRESH_MS);
+      this.progressTimer.unref();
+    } else if (!busy && this.progressTimer !== null) {
+      clearInterval(this.progressTimer);
+      this.progressTimer = null;
+    }
   }
 
   /** The routing table as `[[firstSlot, lastSlot, shardIndex], ...]` (-1: unknown). */
@@ -345,6 +360,8 @@ export class ShardPool {
 
   /** Let every actor finish what it accepted, then stop them and close their MySQL pools. */
   async stop(timeoutMs: number): Promise<void> {
+    if (this.progressTimer !== null) clearInterval(this.progressTimer);
+    this.progressTimer = null;
     const waitFor = (s: ShardHandle, type: 'drained' | 'stopped') =>
       new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, timeoutMs);

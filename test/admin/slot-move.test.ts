@@ -119,6 +119,10 @@ test('add a third shard and rebalance under load from two gateways: nothing ackn
   const counts = await checkShards([...store.urls, newUrl]);
   assert.deepEqual([...counts.entries()].sort(), [[0, 5462], [1, 5461], [2, 5461]]);
   assert.ok(pauses.length >= 11);
+  const metrics = (await c1.request('GET', '/metrics')).text();
+  assert.match(metrics, /^kvsql_slot_map_epoch 2$/m);
+  assert.match(metrics, /^kvsql_move_slots_total 5461$/m, 'the mover\'s progress reached /metrics');
+  assert.ok(Number(/^kvsql_slot_redirects_total (\d+)$/m.exec(metrics)?.[1]) > 0, 'stale routes were redirected');
   // Expired keys: absent through both gateways, and their rows deleted on whichever shard.
   for (const k of shortLived.slice(0, 50)) assert.equal((await c1.get(k)).status, 404);
   assert.ok(
