@@ -151,6 +151,10 @@ export class ShardPool {
       );
       return;
     }
+    if (members.length === 0) {
+      const down = this.shards.filter((s) => !s.up).map((s) => `#${s.index}`);
+      throw new Error(`cannot create the store while shard URL(s) ${down.join(', ')} are unreachable: every shard must be up at a store's first start`);
+    }
     // Some databases hold a store and these do not: they were added to the list by hand.
     throw new Error(
       `shard URL(s) ${fresh.map((s) => `#${s.index}`).join(', ')} name empty databases, but the others hold a store. ` +
@@ -291,7 +295,8 @@ export class ShardPool {
     const h = this.route[slotOf(key)];
     if (h === -1) {
       this.rejected++;
-      target.deliver([0, 503, 'KV_ERR_SLOT_MOVING', 'no shard is known to own this key\'s slot (the slot map is being refreshed)', RETRY_AFTER_SECONDS]);
+      // No reachable shard reported this slot (its shard was down when the map was read).
+      target.deliver([0, 503, 'KV_ERR_SHARD_UNAVAILABLE', 'no reachable shard owns this key\'s slot', RETRY_AFTER_SECONDS]);
       void this.refreshMap();
       return;
     }
@@ -520,6 +525,15 @@ export class ShardPool {
     }
     this.redirectCount.set(req, n);
     this.redirects++;
+    // The refusing shard moved the slot and named the new owner: go there now, and bring the
+    // rest of the map up to date in the background (a wrong hint just costs another redirect).
+    const hint = typeof refusal[4] === 'number' ? this.byShardIndex(refusal[4]) : undefined;
+    if (n === 1 && hint !== undefined && hint.up && !hint.exited) {
+      this.route[slotOf(req[2])] = hint.index;
+      void this.refreshMap();
+      this.dispatch(hint, target, req);
+      return;
+    }
     const resend = (): void => {
       const h = this.route[slotOf(req[2])];
       const shard = h === -1 ? undefined : this.shards[h];
@@ -534,6 +548,12 @@ export class ShardPool {
     };
     const delay = n === 1 ? 0 : Math.min(500, 5 * 2 ** n);
     void this.refreshMap().then(() => (delay === 0 ? resend() : setTimeout(resend, delay)));
+  }
+
+  private byShardIndex(index: number): ShardHandle | undefined {
+    if (index < 0) return undefined;
+    for (const s of this.shards) if (s.shardIndex === index) return s;
+    return undefined;
   }
 
   /** A crashed actor answers nothing more: fail what it held so no caller hangs. */

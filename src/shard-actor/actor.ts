@@ -241,9 +241,10 @@ export class ShardActor {
       const byKey = new Map<string, LiveRow>();
       for (const r of result.value.rows) byKey.set(r.k.toString('latin1'), r);
       const served = result.value.served;
+      let refused: PendingOp[] | undefined;
       for (const op of batch) {
         const row = byKey.get(op.keyStr);
-        if (!served.has(op.slot)) this.outbox.push(wrongShard(op.id, this.shardIndex, op.slot));
+        if (!served.has(op.slot)) (refused ??= []).push(op);
         else if (row === undefined) this.outbox.push([op.id, 404]);
         else if (op.op === OP_GET) {
           this.outbox.push([op.id, 200, row.v, Number(row.version), row.expires_at === null ? null : Number(row.expires_at)]);
@@ -254,6 +255,7 @@ export class ShardActor {
         }
         else this.outbox.push([op.id, 200, row.expires_at === null ? null : Number(row.expires_at), Number(row.now_ms)]);
       }
+      if (refused !== undefined) this.refuse(refused);
     } else {
       this.onStoreError(result.error);
       const e = toKvError(result.error, this.cfg.shard);
@@ -348,7 +350,9 @@ export class ShardActor {
    * re-routes them); chains of fenced slots are kept, still holding their keys in the scheduler
    * so later ops on those keys stay behind them, and tried again shortly; the rest run at once.
    */
-  private onSlotsRefused(chains: Chain[], refused: SlotsRefused): void {
+  private onSlotsRefused(chains: Chain[], slotsRefused: SlotsRefused): void {
+    const refused = slotsRefused;
+    let wrong: PendingOp[] | undefined;
     const rest: Chain[] = [];
     const held: Chain[] = [];
     const now = this.localClock();
@@ -359,7 +363,7 @@ export class ShardActor {
         this.heldSince.delete(c);
         for (const op of c.ops) {
           if (op.op === OP_REAP) this.expirer.onReapFailed(op.key);
-          else this.outbox.push(wrongShard(op.id, this.shardIndex, slot));
+          else (wrong ??= []).push(op);
         }
         this.scheduler.chainDone(c);
       } else if (refused.held.has(slot)) {
@@ -376,6 +380,7 @@ export class ShardActor {
         }
       } else rest.push(c);
     }
+    if (wrong !== undefined) this.refuse(wrong);
     if (rest.length > 0) void this.runWrites(rest);
     if (held.length > 0) {
       const waited = now - (this.heldSince.get(held[0]) ?? now);
@@ -383,6 +388,22 @@ export class ShardActor {
       setTimeout(() => void this.runWrites(held), delay);
     }
     this.afterBatch();
+  }
+
+  /**
+   * Answer ops whose slot this shard does not own KV_ERR_WRONG_SHARD, with the new owner's index
+   * when this shard moved the slot away (the gateway then re-routes at once, without re-reading
+   * the whole map). The hint is looked up after the refusal, so it is only a hint. Refusals are
+   * answered in the order they were decided.
+   */
+  private refusing: Promise<void> = Promise.resolve();
+  private refuse(ops: PendingOp[]): void {
+    const slots = [...new Set(ops.map((o) => o.slot))];
+    this.refusing = this.refusing.then(async () => {
+      const hints = await this.store.movedTo(slots).catch(() => new Map<number, number>());
+      for (const op of ops) this.outbox.push(wrongShard(op.id, this.shardIndex, op.slot, hints.get(op.slot) ?? -1));
+      this.flushOutbox();
+    });
   }
 
   /**
@@ -553,8 +574,12 @@ function checkSlots(chains: Chain[], states: SlotStates): Array<[number, Buffer]
 }
 
 
-function wrongShard(id: number, shardIndex: number | null, slot: number): Reply {
-  return errorReply(id, 'KV_ERR_WRONG_SHARD', `shard ${shardIndex ?? '?'} does not own slot ${slot}`);
+/**
+ * The refusal the gateway consumes (it never reaches a client as is): the third payload element,
+ * where other errors carry Retry-After, holds the new owner's shard index, or -1 if unknown.
+ */
+function wrongShard(id: number, shardIndex: number | null, slot: number, movedTo: number): Reply {
+  return [id, 503, 'KV_ERR_WRONG_SHARD', `shard ${shardIndex ?? '?'} does not own slot ${slot}`, movedTo];
 }
 
 function errorReply(id: number, code: ErrorData['code'], message: string): Reply {

@@ -17,7 +17,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import mysql from 'mysql2/promise';
 import type { Pool, PoolConnection, RowDataPacket, ResultSetHeader } from 'mysql2/promise';
-import { SERVED_STATES, slotOf, type ShardOwnership } from '../protocol/slot-map';
+import { SERVED_STATES, SLOT_MOVED, slotOf, type ShardOwnership } from '../protocol/slot-map';
 import { migrateSchema, seedSlots, UNSLOTTED } from './schema-migration';
 
 export interface LiveRow {
@@ -80,6 +80,8 @@ export interface ShardStore {
   bootstrap(identity: ShardIdentity): Promise<void>;
   /** This shard's kv_slots and kv_peers (the gateway builds the slot map from every shard's). */
   ownership(): Promise<ShardOwnership>;
+  /** Where slots this shard moved away went: slot -> the new owner's index (a routing hint). */
+  movedTo(slots: number[]): Promise<Map<number, number>>;
   /** Fill `slot` of up to `limit` rows written before the column existed; returns how many. */
   fillSlots(limit: number): Promise<number>;
   readLive(keys: Buffer[], slots: number[]): Promise<ReadResult>;
@@ -301,6 +303,14 @@ export class MysqlShardStore implements ShardStore {
               pauseP99Ms: Number(results[3][0].pause_p99_ms),
             },
     };
+  }
+
+  async movedTo(slots: number[]): Promise<Map<number, number>> {
+    const [rows] = await this.pool.query<RowDataPacket[]>(
+      { sql: `SELECT slot, peer FROM kv_slots WHERE slot IN (${placeholders(slots.length, '?')}) AND state = ${SLOT_MOVED}`, timeout: this.timeout },
+      slots,
+    );
+    return new Map(rows.map((r) => [Number(r.slot), Number(r.peer)]));
   }
 
   async fillSlots(limit: number): Promise<number> {
