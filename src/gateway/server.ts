@@ -10,7 +10,7 @@
 import pino from 'pino';
 import type { TemplatedApp, us_listen_socket, WebSocket } from 'uWebSockets.js';
 import { MAX_KEY_BYTES, type Config } from './config';
-import { hasBody, mountHttpApi, writeError } from './http-api';
+import { hasBody, mountHttpApi, refusedFraming, writeError } from './http-api';
 import { Metrics } from './metrics';
 import { ShardPool } from './shard-pool';
 import { loadUws } from './uws';
@@ -44,13 +44,16 @@ export async function startServer(config: Readonly<Config>, shardUrls: string[],
   mountWsApi(app, { ...apiContext, sockets, maxInflight: config.wsMaxInflight });
 
   // The load generator's ceiling: the same server and routing layer, no shard work at all.
-  app.get('/v1/noop', (res) => {
+  app.get('/v1/noop', (res, req) => {
+    if (refusedFraming(res, req)) return;
     res.end('ok');
   });
-  app.get('/healthz', (res) => {
+  app.get('/healthz', (res, req) => {
+    if (refusedFraming(res, req)) return;
     res.writeHeader('Content-Type', 'application/json').end('{"status":"ok"}');
   });
-  app.get('/readyz', (res) => {
+  app.get('/readyz', (res, req) => {
+    if (refusedFraming(res, req)) return;
     const health = pool.health();
     const down = health.filter((h) => !h.up);
     if (closing) {
@@ -62,7 +65,8 @@ export async function startServer(config: Readonly<Config>, shardUrls: string[],
       res.writeHeader('Content-Type', 'application/json').end(JSON.stringify({ status: 'ready', shards: health.length }));
     }
   });
-  app.get('/metrics', (res) => {
+  app.get('/metrics', (res, req) => {
+    if (refusedFraming(res, req)) return;
     let aborted = false;
     res.onAborted(() => (aborted = true));
     void pool.stats().then((stats) => {
@@ -71,13 +75,15 @@ export async function startServer(config: Readonly<Config>, shardUrls: string[],
       res.cork(() => res.writeHeader('Content-Type', 'text/plain; version=0.0.4').end(body));
     });
   });
-  app.get('/v1/slots', (res) => {
+  app.get('/v1/slots', (res, req) => {
+    if (refusedFraming(res, req)) return;
     res.writeHeader('Content-Type', 'application/json');
     res.end(JSON.stringify({ slots: 16384, hash: 'crc16-xmodem', shards: pool.shardCount, ranges: pool.slotMap.toRanges() }));
   });
-  app.any('/*', (res, req) =>
-    writeError(res, 'KV_ERR_ROUTE_NOT_FOUND', 'no such route; see README for the API', undefined, { head: req.getMethod() === 'head', close: hasBody(req) }),
-  );
+  app.any('/*', (res, req) => {
+    if (refusedFraming(res, req)) return;
+    writeError(res, 'KV_ERR_ROUTE_NOT_FOUND', 'no such route; see README for the API', undefined, { head: req.getMethod() === 'head', close: hasBody(req) });
+  });
 
   let listenSocket: us_listen_socket;
   try {
