@@ -121,6 +121,32 @@ export function checkKeyLinearizable(key: string, all: HistoryOp[], budget = 2_0
     z2[i] = rand();
   }
 
+  // ---- pruning, sound because versions only grow and values are unique:
+  // - a write with a known version can be placed only when no unplaced write has a lower known
+  //   version (it could never be placed after this one);
+  // - the current value can be replaced only when every read of it is placed (none could be later).
+  const linearized = new Uint8Array(n);
+  const byVersion = search.map((_, i) => i).filter((i) => isWrite(search[i].op) && !Number.isNaN(search[i].version));
+  byVersion.sort((a, b) => search[a].version - search[b].version);
+  const rankOf = new Int32Array(n).fill(-1);
+  byVersion.forEach((i, r) => (rankOf[i] = r));
+  let minRank = 0; // every write in byVersion before minRank is placed
+  const lowestUnplacedVersion = (): number => {
+    while (minRank < byVersion.length && linearized[byVersion[minRank]] === 1) minRank++;
+    return minRank < byVersion.length ? search[byVersion[minRank]].version : Infinity;
+  };
+  const unplacedReads = new Int32Array(n);
+  for (const s of search) if (s.op.kind === 'get' && s.reads >= 0) unplacedReads[s.reads]++;
+  const place = (i: number): void => {
+    linearized[i] = 1;
+    if (search[i].op.kind === 'get' && search[i].reads >= 0) unplacedReads[search[i].reads]--;
+  };
+  const unplace = (i: number): void => {
+    linearized[i] = 0;
+    if (search[i].op.kind === 'get' && search[i].reads >= 0) unplacedReads[search[i].reads]++;
+    if (rankOf[i] >= 0 && rankOf[i] < minRank) minRank = rankOf[i];
+  };
+
   // ---- the model
   let cur = ABSENT;
   let vmax = 0;
@@ -136,8 +162,11 @@ export function checkKeyLinearizable(key: string, all: HistoryOp[], budget = 2_0
       if (op.outcome === 'ok' && !op.found) return !allowed; // 412
       if (!allowed) return s.optional; // an unknown conditional write that found its condition false did nothing
       if (op.outcome === 'ok' && op.created !== !live) return false;
-      if (Number.isNaN(s.version)) vmax += 1;
-      else if (s.version > vmax) vmax = s.version;
+      if (live && unplacedReads[cur] > 0) return false;
+      if (Number.isNaN(s.version)) {
+        if (vmax + 1 >= lowestUnplacedVersion()) return false;
+        vmax += 1;
+      } else if (s.version > vmax && s.version === lowestUnplacedVersion()) vmax = s.version;
       else return false;
       ttl = op.ttl === true || (op.keepTtl === true && live && ttl);
       cur = i;
@@ -149,6 +178,7 @@ export function checkKeyLinearizable(key: string, all: HistoryOp[], budget = 2_0
         return cur === s.reads && ttl === (op.hasTtl === true) && (Number.isNaN(search[cur].version) || search[cur].version === op.version);
       case 'del':
         if (op.outcome === 'ok' && op.found !== live) return false;
+        if (live && unplacedReads[cur] > 0) return false;
         cur = ABSENT;
         ttl = false;
         return true;
@@ -187,6 +217,7 @@ export function checkKeyLinearizable(key: string, all: HistoryOp[], budget = 2_0
           if (seen.size >= budget) return { key, linearizable: null, ops: n, explored: seen.size };
           seen.add(k);
           stack.push(saved);
+          place(i);
           h1 ^= z1[i];
           h2 ^= z2[i];
           lift(node);
@@ -210,6 +241,7 @@ export function checkKeyLinearizable(key: string, all: HistoryOp[], budget = 2_0
         return { key, linearizable: false, ops: n, explored: seen.size, stuckAt: search[bestStuck].op, prefix: bestPrefix.reverse().map((j) => search[j].op) };
       }
       const j = (top.node - 1) >> 1;
+      unplace(j);
       h1 ^= z1[j];
       h2 ^= z2[j];
       cur = top.cur;
