@@ -22,6 +22,7 @@ import { runThroughput } from './scenarios/throughput';
 import { runHalfLoad } from './scenarios/half-load';
 import { runExpiry } from './scenarios/expiry';
 import { runConcurrency } from './scenarios/concurrency';
+import { runOverload } from './scenarios/overload';
 
 const RESULTS_DIR = path.join(BENCH_DIR, 'results');
 const REEXEC_ENV = 'KVSQL_BENCH_NOFILE_RAISED';
@@ -73,6 +74,8 @@ async function runScenario(ctx: BenchContext, s: ScenarioName, runLabel: string)
       return runExpiry(ctx, runLabel);
     case 'concurrency':
       return runConcurrency(ctx, runLabel);
+    case 'overload':
+      return runOverload(ctx, runLabel);
     default:
       return runThroughput(ctx, s, runLabel);
   }

@@ -19,8 +19,8 @@
  *
  * Time bound on queueing: an op is refused when its shard's oldest outstanding op has waited
  * longer than queueWaitMs AND the shard's backlog would take longer than queueWaitMs to serve at
- * its recently measured rate (outstanding / ops completed per second, an EWMA updated while the
- * shard has work). The first alone would let one slow op (a lock wait) close the whole shard;
+ * its recently measured rate (outstanding / ops completed per second, an EWMA over 250 ms
+ * windows in which the shard had work throughout). The first alone would let one slow op (a lock wait) close the whole shard;
  * the second alone would refuse a burst after a quiet spell, when the measured rate is low only
  * because little was offered. A hung shard meets both at once (no completions: the rate decays).
  */
@@ -47,10 +47,15 @@ const ACTOR_MAIN = join(__dirname, '..', 'shard-actor', 'main.js');
 
 /** Delay before a crashed actor is started again (its keys get 503 meanwhile). */
 const RESPAWN_DELAY_MS = 1000;
-/** Resolution of the deadline backstop and of the service-rate measurement. */
+/** Resolution of the deadline backstop. */
 const TICK_MS = 50;
-/** Weight of the newest rate sample in the EWMA (per tick: about a 1 s memory at 50 ms). */
-const RATE_ALPHA = 0.1;
+/**
+ * The service rate is sampled over windows this long (completions come in batches, so a 50 ms
+ * tick would see bursts and gaps) and smoothed with weight RATE_ALPHA for the newest sample
+ * (a time constant of about 0.7 s).
+ */
+const RATE_WINDOW_MS = 250;
+const RATE_ALPHA = 0.3;
 
 /** The actor's own deadline: a little under the gateway's, so its precise answer comes first. */
 export function actorDeadlineMs(opDeadlineMs: number): number {
@@ -112,7 +117,9 @@ class ShardHandle {
   /** Replies received since the last tick, and the service rate (ops/s) measured from them. */
   completed = 0;
   rate = 0;
-  busyAtLastTick = false;
+  /** The current rate window: when it began, and whether the shard had work at every tick of it. */
+  windowStart = Date.now();
+  busyAllWindow = true;
   constructor(
     readonly index: number,
     readonly cfg: ActorConfig,
@@ -143,7 +150,6 @@ export class ShardPool {
   private readonly opDeadlineMs: number;
   private readonly queueWaitMs: number;
   private readonly ticker: NodeJS.Timeout;
-  private lastTick = Date.now();
 
   private constructor(config: Readonly<Config>, urls: string[], private readonly log: PoolLogger) {
     this.queueLimit = config.queueLimit;
@@ -261,27 +267,29 @@ export class ShardPool {
   private estimatedWaitMs(s: ShardHandle, now: number): number {
     const ring = s.submitted;
     while (!ring.empty && !s.pending.has(Math.abs(ring.peekId()))) ring.shift();
-    if (ring.empty || now - ring.peekAt() <= this.queueWaitMs) return 0;
-    return s.rate > 0 ? (s.pending.size / s.rate) * 1000 : Infinity;
+    // No measurement yet (a fresh gateway): the count and byte bounds still hold.
+    if (ring.empty || now - ring.peekAt() <= this.queueWaitMs || s.rate === 0) return 0;
+    return (s.pending.size / s.rate) * 1000;
   }
 
   /** Every TICK_MS: measure each shard's service rate; answer what reached the op deadline. */
   private readonly tick = (): void => {
     const now = Date.now();
-    const dt = now - this.lastTick;
-    this.lastTick = now;
     let answered = false;
     for (const s of this.shards) {
-      // Rate: only while the shard had work for the whole interval (else it measures the offer).
-      const busy = s.pending.size > 0;
-      if (dt > 0 && s.busyAtLastTick && busy) {
-        const sample = (s.completed * 1000) / dt;
-        s.rate = s.rate === 0 ? sample : s.rate + RATE_ALPHA * (sample - s.rate);
-      } else if (dt > 0 && s.completed > 0) {
-        s.rate = Math.max(s.rate, (s.completed * 1000) / dt);
+      // Rate: only from windows in which the shard had work throughout (else it measures the
+      // offered load, not what the shard can serve).
+      if (s.pending.size === 0) s.busyAllWindow = false;
+      const span = now - s.windowStart;
+      if (span >= RATE_WINDOW_MS) {
+        if (s.busyAllWindow) {
+          const sample = (s.completed * 1000) / span;
+          s.rate = s.rate === 0 ? sample : s.rate + RATE_ALPHA * (sample - s.rate);
+        }
+        s.windowStart = now;
+        s.busyAllWindow = s.pending.size > 0;
+        s.completed = 0;
       }
-      s.busyAtLastTick = busy;
-      s.completed = 0;
       // Backstop deadline, oldest first.
       const ring = s.submitted;
       while (!ring.empty) {
