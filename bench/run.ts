@@ -23,6 +23,7 @@ import { runHalfLoad } from './scenarios/half-load';
 import { runExpiry } from './scenarios/expiry';
 import { runConcurrency } from './scenarios/concurrency';
 import { runRedisScenario } from './scenarios/redis';
+import { runOverload } from './scenarios/overload';
 
 const RESULTS_DIR = path.join(BENCH_DIR, 'results');
 /** Committed: the compact summary of each run DESIGN.md cites (raw reports stay in results/). */
@@ -78,6 +79,8 @@ async function runScenario(ctx: BenchContext, s: ScenarioName, runLabel: string)
       return runConcurrency(ctx, runLabel);
     case 'redis':
       return runRedisScenario(ctx, runLabel);
+    case 'overload':
+      return runOverload(ctx, runLabel);
     default:
       return runThroughput(ctx, s, runLabel);
   }
