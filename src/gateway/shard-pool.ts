@@ -19,8 +19,8 @@
  *
  * Time bound on queueing: an op is refused when its shard's oldest outstanding op has waited
  * longer than queueWaitMs AND the shard's backlog would take longer than queueWaitMs to serve at
- * its recently measured rate (outstanding / ops completed per second, an EWMA over 250 ms
- * windows in which the shard had work throughout). The first alone would let one slow op (a lock wait) close the whole shard;
+ * its recently measured rate (outstanding / ops completed per second of busy time, i.e. with
+ * work outstanding; an EWMA over 250 ms windows with at least 125 ms of busy time). The first alone would let one slow op (a lock wait) close the whole shard;
  * the second alone would refuse a burst after a quiet spell, when the measured rate is low only
  * because little was offered. A hung shard meets both at once (no completions: the rate decays).
  */
@@ -119,9 +119,11 @@ class ShardHandle {
   /** Replies received since the last tick, and the service rate (ops/s) measured from them. */
   completed = 0;
   rate = 0;
-  /** The current rate window: when it began, and whether the shard had work at every tick of it. */
+  /** The current rate window: when it began, and for how many ms of it the shard had work. */
   windowStart = Date.now();
-  busyAllWindow = true;
+  busyMs = 0;
+  /** Since when the shard has had work outstanding (meaningful while pending.size > 0). */
+  busySince = 0;
   constructor(
     readonly index: number,
     readonly cfg: ActorConfig,
@@ -247,6 +249,7 @@ export class ShardPool {
       }
     }
     const id = this.nextId++;
+    if (shard.pending.size === 0) shard.busySince = now;
     shard.submitted.push(isReadOp(op) ? id : -id, now);
     shard.pending.set(id, target);
     if (value !== null && value.length > 0) {
@@ -279,17 +282,20 @@ export class ShardPool {
     const now = Date.now();
     let answered = false;
     for (const s of this.shards) {
-      // Rate: only from windows in which the shard had work throughout (else it measures the
-      // offered load, not what the shard can serve).
-      if (s.pending.size === 0) s.busyAllWindow = false;
+      // Rate = completions per ms of *busy* time (work outstanding; counted exactly at the 0 <->
+      // non-0 transitions), so idle gaps do not dilute it: what the shard serves while it has work.
       const span = now - s.windowStart;
       if (span >= RATE_WINDOW_MS) {
-        if (s.busyAllWindow) {
-          const sample = (s.completed * 1000) / span;
+        if (s.pending.size > 0) {
+          s.busyMs += now - s.busySince;
+          s.busySince = now;
+        }
+        if (s.busyMs >= RATE_WINDOW_MS / 2) {
+          const sample = (s.completed * 1000) / s.busyMs;
           s.rate = s.rate === 0 ? sample : s.rate + RATE_ALPHA * (sample - s.rate);
         }
         s.windowStart = now;
-        s.busyAllWindow = s.pending.size > 0;
+        s.busyMs = 0;
         s.completed = 0;
       }
       // Backstop deadline, oldest first.
@@ -455,6 +461,7 @@ export class ShardPool {
   }
 
   private release(s: ShardHandle, id: number): void {
+    if (s.pending.size === 0) s.busyMs += Date.now() - s.busySince; // the last one: idle from now
     const n = s.pendingBytes.get(id);
     if (n !== undefined) {
       s.pendingBytes.delete(id);

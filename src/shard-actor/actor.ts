@@ -96,6 +96,8 @@ export class ShardActor {
   private readonly running = new Set<Batch>();
   /** Write batches whose COMMIT outcome is being settled (their keys stay held). */
   private settling = 0;
+  /** When a batch last succeeded (local clock): a probe that failed before it is stale news. */
+  private lastOkAt = 0;
   private drainWaiters: Array<() => void> = [];
   private readonly stats = {
     readBatches: 0,
@@ -296,6 +298,7 @@ export class ShardActor {
     if (result === null) {
       // Abandoned at the deadline: abandon() answered every op.
     } else if (result.ok) {
+      this.lastOkAt = this.localClock();
       const byKey = new Map<string, LiveRow>();
       for (const r of result.value) byKey.set(r.k.toString('latin1'), r);
       for (const op of batch) {
@@ -385,6 +388,7 @@ export class ShardActor {
     if (result === null) {
       inDoubt = b.ctl.phase === 'commit';
     } else if (result.ok) {
+      this.lastOkAt = this.localClock();
       const committed = result.value;
       const now = this.now();
       for (const [op, reply] of committed.replies) {
@@ -564,6 +568,7 @@ export class ShardActor {
   private async probe(): Promise<void> {
     if (this.probing) return;
     this.probing = true;
+    const startedAt = this.localClock();
     try {
       if (this.initialized) await this.syncClock();
       else await this.init();
@@ -573,7 +578,9 @@ export class ShardActor {
         this.onHealth(true);
       }
     } catch (err) {
-      if (this.up) {
+      // A batch that succeeded after this probe began is newer evidence: the fault (a slow link,
+      // a brief hang) is over, and declaring the shard down now would abandon healthy work.
+      if (this.up && this.lastOkAt <= startedAt) {
         this.up = false;
         this.log('error', 'shard is down', { code: (err as { code?: string })?.code, message: (err as Error)?.message });
         this.onHealth(false, { code: 'KV_ERR_SHARD_UNAVAILABLE', message: String((err as Error)?.message ?? err) });

@@ -31,8 +31,12 @@ import type { Pool, PoolConnection, RowDataPacket, ResultSetHeader } from 'mysql
 
 /** Longest wait for a pooled connection (a new one includes connect and session setup). */
 export const ACQUIRE_TIMEOUT_MS = 3000;
-/** Timeout of the health probe's query (acquire included). */
-export const PROBE_TIMEOUT_MS = 2000;
+/**
+ * Timeout of the health probe's query, and separately of its connection acquire. Not shorter: a
+ * new connection over a slow link costs several round trips, and a false "down" abandons every
+ * batch in flight.
+ */
+export const PROBE_TIMEOUT_MS = 3000;
 
 /**
  * Shared by the actor and the store for one batch (a read or a write transaction, retries

@@ -180,7 +180,7 @@ test('black hole: ops in flight answered within the deadline, new ones 503 at on
   }
   assert.ok(Math.max(...shard1) < DEADLINE_MS / 2, `shard 1 slowed down by shard 0's hang: ${shard1.join(',')} ms`);
   // Shard 0 is found down; its keys get 503 at once.
-  assert.ok(await eventually(async () => (await http.request('GET', '/readyz')).status === 503, 5000, 50), '/readyz never reported shard 0 down');
+  assert.ok(await eventually(async () => (await http.request('GET', '/readyz')).status === 503, 10_000, 50), '/readyz never reported shard 0 down');
   const { r, ms } = await timed(http.get(k0));
   assert.equal(r.status, 503);
   assert.ok(ms < 500, `a known-down shard answers at once, took ${ms} ms`);
@@ -223,19 +223,46 @@ test('queue bounds by count and bytes answer 503 at once while the shard hangs',
   }
 });
 
-test('time bound: while the shard hangs, new ops are refused at once once the queue stops moving', async () => {
-  const k = keyOn(0);
-  assert.equal((await http.put(k, 'x')).status, 201);
-  proxy.setMode({ kind: 'blackhole' });
-  // A backlog that stops moving: its estimated wait (outstanding / decaying measured rate) soon
-  // exceeds KVSQL_QUEUE_WAIT_MS (500 ms), well before the shard is declared down (~3 s).
-  const held = Array.from({ length: 100 }, () => http.get(keyOn(0)));
-  await sleep(1200);
-  const { r, ms } = await timed(http.get(keyOn(0)));
-  assert.equal(r.status, 503, r.text());
-  assert.match(code(r), /^KV_ERR_(OVERLOADED|SHARD_UNAVAILABLE)$/);
-  assert.ok(ms < 500, `refused after ${ms} ms`);
-  await Promise.all(held);
+test('time bound: while the shard hangs, new ops are refused at once once the backlog stops moving', async (t) => {
+  // A gateway with a long deadline (so the held ops stay outstanding) and a measured service rate.
+  const g = await gateway({ opDeadlineMs: 15_000 });
+  const burst = new HttpClient(g.server.port, 1000);
+  try {
+    const keys = Array.from({ length: 200 }, () => keyOn(0));
+    // Continuous load for 1.5 s, so the gateway measures the shard's rate (busy windows).
+    const end = Date.now() + 1500;
+    await Promise.all(keys.map(async (k) => {
+      while (Date.now() < end) await burst.get(k);
+    }));
+    assert.equal((await g.http.get(keys[0])).status, 404); // a warm socket: no connect during the test
+    proxy.setMode({ kind: 'blackhole' });
+    const t0 = Date.now();
+    // 200 ops outstanding (on the 200 warm sockets) that never complete: as the measured rate
+    // decays, their estimated wait soon exceeds KVSQL_QUEUE_WAIT_MS (500 ms).
+    const held = keys.map((k) => burst.get(k).catch((err: Error) => err));
+    // One new op every 100 ms (not waiting for the previous: an admitted one hangs with the rest).
+    let refused: { r: HttpReply; ms: number } | undefined;
+    const polls: Array<Promise<unknown>> = [];
+    while (refused === undefined && Date.now() - t0 < 8000) {
+      polls.push(
+        timed(g.http.get(keys[0])).then((one) => {
+          if (refused === undefined && one.r.status === 503 && code(one.r) === 'KV_ERR_OVERLOADED') refused = one;
+        }, () => undefined),
+      );
+      await sleep(100);
+    }
+    assert.ok(refused, 'never refused by the time bound while the shard hung');
+    assert.match(refused.r.json().error.message, /estimated queue wait/);
+    assert.equal(refused.r.headers['retry-after'], '1');
+    assert.ok(refused.ms < 500, `refused after ${refused.ms} ms`);
+    t.diagnostic(`refused by the time bound ${Date.now() - t0} ms into the hang`);
+    proxy.setMode({ kind: 'pass' });
+    await Promise.all(held);
+    await Promise.all(polls);
+  } finally {
+    burst.close();
+    g.http.close();
+  }
 });
 
 test('added latency and a slow link: ops still answered within the deadline; values intact', async () => {
