@@ -11,6 +11,9 @@
  * A write transaction is two round trips:
  *   1. START TRANSACTION; SELECT ... WHERE k IN (sorted keys) ORDER BY k FOR UPDATE; SELECT now
  *   2. INSERT ... ON DUPLICATE KEY UPDATE ...; UPDATE ... CASE ...; DELETE ...; COMMIT
+ * and three when it INSERTs keys that had no row (the version recheck, see Recheck):
+ *   2. INSERT ...; (the other statements); SELECT next_version FROM kv_seq
+ *   3. [INSERT ... ON DUPLICATE KEY UPDATE ... with new versions;] COMMIT
  * READ COMMITTED takes no gap locks, so only existing rows in the batch are locked, in key order.
  */
 import { readFileSync } from 'node:fs';
@@ -64,6 +67,7 @@ export interface ShardStore {
   transact(
     sortedKeys: Buffer[],
     decide: (locked: Map<string, LockedRow>, now: number, issuedBelow: number) => Promise<RowMutations> | RowMutations,
+    recheck?: Recheck,
   ): Promise<void>;
   /** Reserve `size` versions, all above `above`; returns the first. */
   reserveVersionBlock(size: number, above: number): Promise<number>;
@@ -79,6 +83,13 @@ export interface ShardStore {
   releaseExpirerLock(): Promise<void>;
   close(): Promise<void>;
 }
+
+/**
+ * Called when a transaction INSERTed rows (keys that had no row to lock), after the INSERT and
+ * before COMMIT, with kv_seq's counter as committed then. Returns upserts to apply before COMMIT
+ * (new versions for those rows), or null to commit as planned. See actor.ts, runWrites.
+ */
+export type Recheck = (issuedNow: number) => Promise<RowMutations['upserts'] | null> | RowMutations['upserts'] | null;
 
 export const NOW_MS = 'CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)';
 
@@ -121,6 +132,8 @@ export const STATEMENTS = {
     'ttlBatch',
     (n) => `UPDATE kv SET expires_at = CASE k ${new Array(n).fill('WHEN ? THEN ?').join(' ')} END WHERE k IN (${placeholders(n, '?')})`,
   ),
+  /** After a create's INSERT: has any actor reserved a newer version block meanwhile? */
+  readSeq: new Statements('readSeq', () => 'SELECT next_version FROM kv_seq WHERE id = 1'),
   deleteBatch: new Statements('deleteBatch', (n) => `DELETE FROM kv WHERE k IN (${placeholders(n, '?')})`),
   /** The expirer's delete: one statement, each row re-checked under its lock. */
   reapBatch: new Statements('reapBatch', (n) => `DELETE FROM kv WHERE k IN (${placeholders(n, '?')}) AND expires_at <= ${NOW_MS}`),
@@ -203,6 +216,7 @@ export class MysqlShardStore implements ShardStore {
   async transact(
     sortedKeys: Buffer[],
     decide: (locked: Map<string, LockedRow>, now: number, issuedBelow: number) => Promise<RowMutations> | RowMutations,
+    recheck?: Recheck,
   ): Promise<void> {
     const conn: PoolConnection = await this.pool.getConnection();
     let broken = false;
@@ -234,6 +248,17 @@ export class MysqlShardStore implements ShardStore {
       if (m.deletes.length > 0) {
         sql += STATEMENTS.deleteBatch.sql(m.deletes.length) + ';';
         for (const d of m.deletes) params.push(d);
+      }
+      if (m.inserts.length > 0 && recheck !== undefined) {
+        // Nothing is committed yet: an error here rolls back and may be retried.
+        const [res] = await conn.query<RowDataPacket[][]>({ sql: sql + STATEMENTS.readSeq.sql(1), timeout: this.timeout }, params);
+        const fix = await recheck(Number(res[res.length - 1][0].next_version));
+        sql = '';
+        params.length = 0;
+        if (fix !== null && fix.length > 0) {
+          sql = STATEMENTS.upsertBatch.sql(fix.length) + ';';
+          for (const u of fix) params.push(u[0], u[1], u[2], u[3]);
+        }
       }
       try {
         await conn.query({ sql: sql + 'COMMIT', timeout: this.timeout }, params);
