@@ -308,7 +308,9 @@ export class ShardActor {
             const replanned = planWrites(chains, decided!.locked, decided!.now, fresh.first);
             if (!sameRows(plan!.mutations, replanned.mutations)) throw versionsMoved();
             plan = replanned;
-            return [...replanned.mutations.inserts, ...replanned.mutations.upserts];
+            // Rows created and deleted again in the batch stay deleted.
+            const deleted = new Set(replanned.mutations.deletes.map((k) => k.toString('latin1')));
+            return [...replanned.mutations.inserts, ...replanned.mutations.upserts].filter((r) => !deleted.has(r[0].toString('latin1')));
           },
         );
         return plan!;
