@@ -77,7 +77,8 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
     const env: NodeJS.ProcessEnv = {};
     // The gateway refuses unknown KVSQL_* variables: pass none of ours (e.g. KVSQL_TEST_*).
     for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('KVSQL_')) env[k] = v;
-    Object.assign(env, { KVSQL_SHARDS: shards.map((s) => s.url).join(','), KVSQL_HOST: '127.0.0.1', KVSQL_LOG_LEVEL: 'warn' }, opts.env);
+    // No Redis door: two gateways on one host would both want its default port.
+    Object.assign(env, { KVSQL_SHARDS: shards.map((s) => s.url).join(','), KVSQL_HOST: '127.0.0.1', KVSQL_LOG_LEVEL: 'warn', KVSQL_REDIS_PORT: 'off' }, opts.env);
     for (let i = 0; i < (opts.gateways ?? 2); i++) gateways.push(new Gateway(i, await pickFreePort(), env, path.join(dir, `gateway-${i}.log`)));
     await Promise.all(gateways.map((g) => g.start()));
   } catch (err) {
