@@ -38,9 +38,9 @@ import { BATCH_SIZE_BUCKETS, type ActorConfig, type ShardStats } from '../protoc
 import { classify, toKvError } from './mysql-errors';
 import { KeyScheduler, type Chain } from './key-scheduler';
 import type { PendingOp } from './pending-op';
-import { newTxControl, type LiveRow, type ShardStore, type TxControl } from './shard-store';
+import { newTxControl, type LiveRow, type LockedRow, type RowMutations, type ShardStore, type TxControl } from './shard-store';
 import { Fifo } from './fifo';
-import { VersionAllocator } from './version-allocator';
+import { VersionAllocator, type Versions } from './version-allocator';
 import { createsKey, highestVersion, planWrites, versionsNeeded, type WritePlan } from './write-plan';
 import { Expirer, type Log } from './expirer';
 
@@ -364,16 +364,35 @@ export class ShardActor {
       this.withRetries(
         async () => {
           let plan: WritePlan | undefined;
+          let taken: Versions | null = null;
+          let decided: { locked: Map<string, LockedRow>; now: number } | undefined;
           await this.store.transact(
             keys,
             async (locked, now, issuedBelow = 0) => {
               // A re-created key must get a version above its deleted past, which may have been
               // issued through another gateway: check kv_seq then (see VersionAllocator.take).
-              const first = needed > 0 ? await this.versions.take(needed, highestVersion(locked), createsKey(chains, locked) ? issuedBelow : 0) : 0;
-              plan = planWrites(chains, locked, now, first);
+              taken = needed > 0 ? await this.versions.take(needed, highestVersion(locked), createsKey(chains, locked) ? issuedBelow : 0) : null;
+              decided = { locked, now };
+              plan = planWrites(chains, locked, now, taken?.first ?? 0);
               return plan.mutations;
             },
             b.ctl,
+            // After INSERTing keys that had no row: a key absent at the locking read was not
+            // locked, so between that read and the INSERT another gateway may have created it
+            // with a version from a newer block and deleted it again. Our INSERT then succeeds,
+            // but with versions below that incarnation's: the key's versions would go backwards
+            // (issue 8). The INSERT now holds those keys; if any actor reserved a block after
+            // ours, take versions from a block reserved now (above all issued so far) instead.
+            async (issuedNow) => {
+              if (taken === null || issuedNow <= taken.blockEnd) return null;
+              const fresh = await this.versions.take(needed, issuedNow - 1);
+              const replanned = planWrites(chains, decided!.locked, decided!.now, fresh.first);
+              if (!sameRows(plan!.mutations, replanned.mutations)) throw versionsMoved();
+              plan = replanned;
+              // Rows created and deleted again in the batch stay deleted.
+              const deleted = new Set(replanned.mutations.deletes.map((k) => k.toString('latin1')));
+              return [...replanned.mutations.inserts, ...replanned.mutations.upserts].filter((r) => !deleted.has(r[0].toString('latin1')));
+            },
           );
           return plan!;
         },
@@ -618,6 +637,31 @@ const isUnanswered = (op: PendingOp): boolean => op.answered !== true;
 /** The connection broke during the COMMIT round trip: the outcome is unknown, never retried. */
 function lostDuringCommit(err: unknown): boolean {
   return classify(err) === 'connection' && (err as { kvPhase?: string }).kvPhase === 'commit';
+}
+
+/**
+ * True when two plans of one batch change the same rows the same way (versions aside). New
+ * versions change a decision only for a conditional write on a version issued in the same chain,
+ * which a client cannot know in advance; then the batch is decided again from scratch.
+ */
+function sameRows(a: RowMutations, b: RowMutations): boolean {
+  const keys = (rows: Array<[Buffer, ...unknown[]]>) => rows.map((r) => r[0].toString('latin1')).join('\0');
+  return (
+    keys(a.inserts) === keys(b.inserts) &&
+    keys(a.upserts) === keys(b.upserts) &&
+    keys(a.ttlUpdates) === keys(b.ttlUpdates) &&
+    a.deletes.map((k) => k.toString('latin1')).join('\0') === b.deletes.map((k) => k.toString('latin1')).join('\0') &&
+    a.ttlUpdates.every((t, i) => t[1] === b.ttlUpdates[i][1]) &&
+    a.inserts.every((r, i) => r[3] === b.inserts[i][3]) &&
+    a.upserts.every((r, i) => r[3] === b.upserts[i][3])
+  );
+}
+
+/** Rolls the batch back to be decided again (classified 'retry', like a deadlock). */
+function versionsMoved(): Error {
+  const err = new Error('a conditional write depended on versions that had to be taken again');
+  (err as { code?: string }).code = 'KV_VERSIONS_MOVED';
+  return err;
 }
 
 function errorReply(id: number, code: ErrorData['code'], message: string): Reply {

@@ -4,7 +4,8 @@
  *
  *   retry       the transaction was rolled back and can be decided again from fresh locks
  *               (ER_LOCK_DEADLOCK 1213, ER_LOCK_WAIT_TIMEOUT 1205, and ER_DUP_ENTRY 1062: another
- *               gateway created a key this batch saw absent)
+ *               gateway created a key this batch saw absent; KV_VERSIONS_MOVED, raised by the
+ *               actor when a create's versions had to be taken again, see actor.ts)
  *   connection  the connection or server is gone; the shard may be down
  *   fatal       anything else: a bug or a misconfigured server, reported as 500
  */
@@ -12,7 +13,7 @@ import { KvError } from '../protocol/errors';
 
 export type ErrorClass = 'retry' | 'connection' | 'fatal';
 
-const RETRY_CODES = new Set(['ER_LOCK_DEADLOCK', 'ER_LOCK_WAIT_TIMEOUT', 'ER_DUP_ENTRY']);
+const RETRY_CODES = new Set(['ER_LOCK_DEADLOCK', 'ER_LOCK_WAIT_TIMEOUT', 'ER_DUP_ENTRY', 'KV_VERSIONS_MOVED']);
 const CONNECTION_CODES = new Set([
   'PROTOCOL_CONNECTION_LOST',
   'PROTOCOL_SEQUENCE_TIMEOUT',

@@ -12,6 +12,11 @@
  *   1. START TRANSACTION; SELECT ... WHERE k IN (sorted keys) ORDER BY k FOR UPDATE; SELECT now
  *   2. INSERT ... ON DUPLICATE KEY UPDATE ...; UPDATE ... CASE ...; DELETE ...
  *   3. COMMIT
+ * When it INSERTs keys that had no row, round trip 2 also reads kv_seq (the version recheck, see
+ * Recheck), and in the rare case that another actor reserved a block meanwhile one more round
+ * trip rewrites those rows with fresh versions before COMMIT:
+ *   2. INSERT ...; (the other statements); SELECT next_version FROM kv_seq
+ *   2b. INSERT ... ON DUPLICATE KEY UPDATE ... with new versions   (only then)
  * READ COMMITTED takes no gap locks, so only existing rows in the batch are locked, in key order.
  * COMMIT travels alone so that a connection lost before it was sent is a clean, retryable failure
  * (the server rolls back), and only a connection lost while COMMIT was in flight leaves the
@@ -107,6 +112,7 @@ export interface ShardStore {
     sortedKeys: Buffer[],
     decide: (locked: Map<string, LockedRow>, now: number, issuedBelow: number) => Promise<RowMutations> | RowMutations,
     ctl?: TxControl,
+    recheck?: Recheck,
   ): Promise<void>;
   /**
    * After a connection was lost with its COMMIT in flight: true once the server has certainly
@@ -128,6 +134,13 @@ export interface ShardStore {
   releaseExpirerLock(): Promise<void>;
   close(): Promise<void>;
 }
+
+/**
+ * Called when a transaction INSERTed rows (keys that had no row to lock), after the INSERT and
+ * before COMMIT, with kv_seq's counter as committed then. Returns upserts to apply before COMMIT
+ * (new versions for those rows), or null to commit as planned. See actor.ts, runWrites.
+ */
+export type Recheck = (issuedNow: number) => Promise<RowMutations['upserts'] | null> | RowMutations['upserts'] | null;
 
 export const NOW_MS = 'CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)';
 
@@ -170,6 +183,8 @@ export const STATEMENTS = {
     'ttlBatch',
     (n) => `UPDATE kv SET expires_at = CASE k ${new Array(n).fill('WHEN ? THEN ?').join(' ')} END WHERE k IN (${placeholders(n, '?')})`,
   ),
+  /** After a create's INSERT: has any actor reserved a newer version block meanwhile? */
+  readSeq: new Statements('readSeq', () => 'SELECT next_version FROM kv_seq WHERE id = 1'),
   deleteBatch: new Statements('deleteBatch', (n) => `DELETE FROM kv WHERE k IN (${placeholders(n, '?')})`),
   /** The expirer's delete: one statement, each row re-checked under its lock. */
   reapBatch: new Statements('reapBatch', (n) => `DELETE FROM kv WHERE k IN (${placeholders(n, '?')}) AND expires_at <= ${NOW_MS}`),
@@ -318,6 +333,7 @@ export class MysqlShardStore implements ShardStore {
     sortedKeys: Buffer[],
     decide: (locked: Map<string, LockedRow>, now: number, issuedBelow: number) => Promise<RowMutations> | RowMutations,
     ctl: TxControl = newTxControl(),
+    recheck?: Recheck,
   ): Promise<void> {
     const conn: PoolConnection = await this.acquire();
     if (ctl.abandoned) {
@@ -354,6 +370,17 @@ export class MysqlShardStore implements ShardStore {
       if (m.deletes.length > 0) {
         sql += STATEMENTS.deleteBatch.sql(m.deletes.length) + ';';
         for (const d of m.deletes) params.push(d);
+      }
+      if (m.inserts.length > 0 && recheck !== undefined) {
+        // Nothing is committed yet: an error here rolls back and may be retried.
+        const [res] = await conn.query<RowDataPacket[][]>({ sql: sql + STATEMENTS.readSeq.sql(1), timeout: this.timeout }, params);
+        const fix = await recheck(Number(res[res.length - 1][0].next_version));
+        sql = '';
+        params.length = 0;
+        if (fix !== null && fix.length > 0) {
+          sql = STATEMENTS.upsertBatch.sql(fix.length) + ';';
+          for (const u of fix) params.push(u[0], u[1], u[2], u[3]);
+        }
       }
       if (sql.length > 0) await conn.query({ sql: sql.slice(0, -1), timeout: this.timeout }, params);
       // The last moment to give up cleanly: past this line the server may commit.

@@ -10,6 +10,7 @@
  *     absent at the end, row existed      -> DELETE
  *     a put in the chain, row existed      -> upsert (key, last value, last version, expiry)
  *     a put in the chain, no row           -> plain INSERT (fails if another gateway created it)
+ *     ... and absent again at the end      -> INSERT, then DELETE (see below)
  *     only the expiry changed              -> expiry update
  *
  * A row whose expires_at <= now is treated as absent by every op (it is merely not reaped yet).
@@ -71,6 +72,7 @@ export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now:
     let expiresAt = row?.expiresAt ?? null;
     let value: Uint8Array | null = null;
     let expiryChanged = false;
+    let lastPut: [Uint8Array, number, number | null] | null = null;
 
     for (const op of chain.ops) {
       const live = exists && (expiresAt === null || expiresAt > now);
@@ -90,6 +92,7 @@ export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now:
           expiresAt = op.ttlMs > 0 ? now + op.ttlMs : (op.flags & FLAG_KEEP_TTL) !== 0 && live ? expiresAt : null;
           value = op.value!;
           exists = true;
+          lastPut = [value, version, expiresAt];
           plan.replies.push([op, [op.id, live ? 200 : 201, version, expiresAt]]);
           break;
         }
@@ -145,6 +148,16 @@ export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now:
 
     if (!exists) {
       if (existed) plan.mutations.deletes.push(chain.key);
+      else if (lastPut !== null) {
+        // Created and deleted again within the chain, on a key with no row (so not locked): the
+        // puts were answered with versions, so this incarnation must be ordered against other
+        // gateways' creates of the key like any other. INSERT (ER_DUP_ENTRY if another
+        // gateway's row is there; the actor's version recheck), then DELETE in the same
+        // transaction: nothing remains, but another gateway's concurrent create is ordered
+        // before or after it, never beside it with a lower version (issue 8).
+        plan.mutations.inserts.push([chain.key, lastPut[0], lastPut[1], lastPut[2]]);
+        plan.mutations.deletes.push(chain.key);
+      }
     } else if (value !== null) {
       // A key with no row when locked is INSERTed, not upserted: if another gateway creates it
       // meanwhile, the INSERT fails with ER_DUP_ENTRY and the whole batch is decided again from

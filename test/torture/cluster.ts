@@ -67,18 +67,20 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
     fs.rmSync(dir, { recursive: true, force: true });
   };
   try {
-    for (let i = 0; i < (opts.shards ?? 2); i++) {
-      shards.push(await startLocalMysqld({ dataDir: path.join(dir, `shard-${i}`), port: 0, database: 'kvsql', bufferPoolMb: 64, log }));
-    }
+    // In parallel: most of a start is mariadb-install-db, which waits on the disk.
+    const starting = Array.from({ length: opts.shards ?? 2 }, (_, i) =>
+      startLocalMysqld({ dataDir: path.join(dir, `shard-${i}`), port: 0, database: 'kvsql', bufferPoolMb: 64, log }),
+    );
+    const settled = await Promise.allSettled(starting);
+    for (const r of settled) if (r.status === 'fulfilled') shards.push(r.value);
+    for (const r of settled) if (r.status === 'rejected') throw r.reason;
     const env: NodeJS.ProcessEnv = {};
     // The gateway refuses unknown KVSQL_* variables: pass none of ours (e.g. KVSQL_TEST_*).
     for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('KVSQL_')) env[k] = v;
-    Object.assign(env, { KVSQL_SHARDS: shards.map((s) => s.url).join(','), KVSQL_HOST: '127.0.0.1', KVSQL_LOG_LEVEL: 'warn' }, opts.env);
-    for (let i = 0; i < (opts.gateways ?? 2); i++) {
-      const g = new Gateway(i, await pickFreePort(), env, path.join(dir, `gateway-${i}.log`));
-      gateways.push(g);
-      await g.start();
-    }
+    // No Redis door: two gateways on one host would both want its default port.
+    Object.assign(env, { KVSQL_SHARDS: shards.map((s) => s.url).join(','), KVSQL_HOST: '127.0.0.1', KVSQL_LOG_LEVEL: 'warn', KVSQL_REDIS_PORT: 'off' }, opts.env);
+    for (let i = 0; i < (opts.gateways ?? 2); i++) gateways.push(new Gateway(i, await pickFreePort(), env, path.join(dir, `gateway-${i}.log`)));
+    await Promise.all(gateways.map((g) => g.start()));
   } catch (err) {
     await close();
     throw err;

@@ -31,6 +31,7 @@ export interface TortureOptions {
   env?: Record<string, string>;
   mix?: 'full' | 'put-del';
   log?: (msg: string) => void;
+  keyPrefix?: string;
   /** Search limits passed to the checker. */
   maxSearchOps?: number;
   searchBudget?: number;
@@ -47,12 +48,22 @@ export interface TortureResult {
   details: string;
 }
 
-export async function runTorture(opts: TortureOptions): Promise<TortureResult> {
+/** Starts the cluster a run uses: a mariadbd per shard and two gateway processes. */
+export function startTortureCluster(opts: Pick<TortureOptions, 'shards' | 'env' | 'log'> = {}): Promise<Cluster> {
   const log = opts.log ?? (() => undefined);
-  const cluster = await startCluster({ shards: opts.shards ?? 2, gateways: 2, env: opts.env, log: (m) => log(`[mysql] ${m}`) });
+  return startCluster({ shards: opts.shards ?? 2, gateways: 2, env: opts.env, log: (m) => log(`[mysql] ${m}`) });
+}
+
+/**
+ * One run. With `shared`, runs on that cluster (its keys prefixed by `keyPrefix`) and leaves it
+ * running; otherwise starts its own and stops it at the end.
+ */
+export async function runTorture(opts: TortureOptions, shared?: Cluster): Promise<TortureResult> {
+  const log = opts.log ?? (() => undefined);
+  const cluster = shared ?? (await startTortureCluster(opts));
   const faults: Record<FaultKind, number> = { 'gw-kill': 0, 'db-kill': 0, 'db-stop': 0 };
   try {
-    const workload = startWorkload({ gateways: cluster.gateways.map((g) => g.base), clients: opts.clients, keys: opts.keys, seed: opts.seed, mix: opts.mix });
+    const workload = startWorkload({ gateways: cluster.gateways.map((g) => g.base), clients: opts.clients, keys: opts.keys, seed: opts.seed, mix: opts.mix, keyPrefix: opts.keyPrefix });
     const end = Date.now() + opts.durationMs;
     const random = rng(opts.seed ^ 0x5eed);
     const interval = opts.faultIntervalMs ?? 5000;
@@ -82,7 +93,7 @@ export async function runTorture(opts: TortureOptions): Promise<TortureResult> {
       `clients=${opts.clients} faults=${FAULT_KINDS.map((k) => `${k}:${faults[k]}`).join(',')} violations=${violations} linearizable=${report.linearizable}`;
     return { report, violations, faults, history: workload.history, summary, details: describeReport(report) };
   } finally {
-    await cluster.close();
+    if (shared === undefined) await cluster.close();
   }
 }
 

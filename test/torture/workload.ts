@@ -27,6 +27,8 @@ export interface WorkloadOptions {
   opTimeoutMs?: number;
   /** Pause between a client's ops, ms (0: back to back). */
   thinkMs?: number;
+  /** Keys are `${keyPrefix}${i}` (default "tk"): runs sharing a store use different prefixes. */
+  keyPrefix?: string;
   /** 'full' (default): every op kind; 'put-del': PUT 70%, DELETE 30% (the version-bug probe's mix). */
   mix?: 'full' | 'put-del';
 }
@@ -68,9 +70,6 @@ interface Transport {
   close(): Promise<void>;
 }
 
-export function keyName(i: number): string {
-  return `tk${i}`;
-}
 
 export function startWorkload(opts: WorkloadOptions): Workload {
   const history: HistoryOp[] = [];
@@ -118,7 +117,7 @@ export function startWorkload(opts: WorkloadOptions): Workload {
       const http = new HttpTransport(opts.gateways, 5000);
       for (let k = 0; k < opts.keys; k++) {
         for (let g = 0; g < opts.gateways.length; g++) {
-          const req: Request = { kind: 'get', key: keyName(k) };
+          const req: Request = { kind: 'get', key: `${opts.keyPrefix ?? 'tk'}${k}` };
           const deadline = Date.now() + timeoutMs;
           for (;;) {
             const invoke = performance.now();
@@ -137,7 +136,7 @@ export function startWorkload(opts: WorkloadOptions): Workload {
 }
 
 function choose(random: () => number, client: number, seq: number, opts: WorkloadOptions, lastVersion: Map<string, number>): Request {
-  const key = keyName(Math.floor(random() * opts.keys));
+  const key = `${opts.keyPrefix ?? 'tk'}${Math.floor(random() * opts.keys)}`;
   const value = `${opts.seed}:${client}:${seq}`;
   const p = random();
   if (opts.mix === 'put-del') return p < 0.7 ? { kind: 'put', key, value, ttl: false } : { kind: 'del', key };
