@@ -27,7 +27,7 @@ let store: TestStore;
 let clock: ShardClock;
 let clients: KvClient[] = [];
 before(async () => {
-  store = await startTestStore({ shards: 2 });
+  store = await startTestStore({ shards: 2, config: { queueWaitMs: 0 } }); // races, not admission
   clock = await measureShardClock(store.urls[0]); // both shards are databases on one server
   clients = Array.from({ length: 4 }, () => createClient(`ws://127.0.0.1:${store.port}/v1/ws`));
   await Promise.all(clients.map((c) => c.get('warm-up')));
