@@ -11,7 +11,7 @@
 import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
 import { Packr } from 'msgpackr';
-import { RETRY_AFTER_SECONDS, type ErrorData } from '../protocol/errors';
+import { ERRORS, RETRY_AFTER_SECONDS, type ErrorData } from '../protocol/errors';
 import type { Reply, Request } from '../protocol/ops';
 import type { ActorConfig, FromActor, ShardStats, ToActor } from '../protocol/port-messages';
 import { SlotMap } from '../protocol/slot-map';
@@ -335,7 +335,7 @@ export class ShardPool {
       s.pending.delete(id);
       this.release(s, id);
       this.totalOutstanding--;
-      target.deliver([id, 503, 'KV_ERR_OUTCOME_UNKNOWN', message, RETRY_AFTER_SECONDS]);
+      target.deliver([id, ERRORS.KV_ERR_OUTCOME_UNKNOWN, 'KV_ERR_OUTCOME_UNKNOWN', message]);
     }
     if (this.totalOutstanding === 0 && this.onIdle) this.onIdle();
   }

@@ -21,7 +21,15 @@ export const ERRORS = {
   KV_ERR_OVERLOADED: 503,
   KV_ERR_BUSY: 503,
   KV_ERR_SHARD_UNAVAILABLE: 503,
-  KV_ERR_OUTCOME_UNKNOWN: 503,
+  /**
+   * A write may or may not have been applied (MySQL connection lost during COMMIT, actor died).
+   * 500, not 503: a 503 with Retry-After tells proxies and client libraries "not applied, retry"
+   * (nginx proxy_next_upstream http_503, Envoy retry_on gateway-error, SDK retry policies), and a
+   * blind retry could apply a write twice or undo another client's. Not 504 either: Envoy's
+   * gateway-error policy and most SDKs retry 504 as well. 500 says "the server cannot tell":
+   * read the key back, or retry a conditional write.
+   */
+  KV_ERR_OUTCOME_UNKNOWN: 500,
   KV_ERR_SHUTTING_DOWN: 503,
   /** Raised by the client library when an op gets no reply within its timeout; never by the server. */
   KV_ERR_TIMEOUT: 504,

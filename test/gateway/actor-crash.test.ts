@@ -1,11 +1,13 @@
 /**
  * A shard actor that dies (a bug, an OOM in its worker) must not hang callers or take the gateway
- * down: what it held is answered 503, its keys get 503 while it is away, and a new actor takes
- * over by itself. The other shard never notices.
+ * down: what it held is answered 500 KV_ERR_OUTCOME_UNKNOWN (no Retry-After: it may have been
+ * applied), its keys get 503 while it is away, and a new actor takes over by itself. The other
+ * shard never notices.
  */
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { SlotMap } from '../../src/protocol/slot-map';
+import { OP_PUT, type Reply } from '../../src/protocol/ops';
 import { startTestStore, type TestStore } from '../helpers/store';
 
 let store: TestStore;
@@ -46,4 +48,20 @@ test('a crashed actor is replaced; its keys get 503 meanwhile, the other shard k
   }
   assert.equal(status, 200, 'the shard serves again by itself');
   assert.equal((await fetch(`${store.base}/readyz`)).status, 200);
+});
+
+test('what a dying actor held is answered 500 KV_ERR_OUTCOME_UNKNOWN, without a retry hint', async () => {
+  const k0 = keyOnShard(0, 'crash-held-');
+  const replies: Reply[] = [];
+  const got = new Promise<void>((resolve) =>
+    store.server.pool.submit({ deliver: (r) => (replies.push(r), resolve()) }, OP_PUT, Buffer.from(k0), Buffer.from('v'), 0, 0, 0),
+  );
+  await store.server.pool.workerOf(0).terminate();
+  await got;
+  assert.equal(replies[0][1], 500);
+  assert.equal(replies[0][2], 'KV_ERR_OUTCOME_UNKNOWN');
+  assert.equal(replies[0][4], undefined, 'no Retry-After seconds');
+  // Wait for the replacement actor, so the store closes cleanly.
+  const start = Date.now();
+  while (Date.now() - start < 10_000 && (await fetch(`${store.base}/v1/kv/${k0}`)).status === 503) await new Promise((r) => setTimeout(r, 100));
 });
