@@ -63,16 +63,21 @@ export async function startServer(
   app.get('/healthz', (res) => {
     res.writeHeader('Content-Type', 'application/json').end('{"status":"ok"}');
   });
+  // Ready = this gateway can serve: it is not shutting down and at least one shard answers. One
+  // shard down is "degraded", still 200: every gateway sees the same shards, so failing readiness
+  // for it would take every gateway out of the load balancer and turn one shard's outage into a
+  // full one (the down shard's keys get 503 from any gateway anyway). All shards down is 503.
   app.get('/readyz', (res) => {
     const health = pool.health();
-    const down = health.filter((h) => !h.up);
+    const down = health.filter((h) => !h.up).map((d) => ({ shard: d.shard, error: d.error }));
+    const body = { shards: health.length, up: health.length - down.length, down };
     if (closing) {
       writeError(res, 'KV_ERR_SHUTTING_DOWN', 'server is shutting down');
-    } else if (down.length > 0) {
+    } else if (down.length === health.length) {
       res.writeStatus('503 Service Unavailable').writeHeader('Retry-After', '1').writeHeader('Content-Type', 'application/json');
-      res.end(JSON.stringify({ status: 'unavailable', down: down.map((d) => ({ shard: d.shard, error: d.error })) }));
+      res.end(JSON.stringify({ status: 'unavailable', ...body }));
     } else {
-      res.writeHeader('Content-Type', 'application/json').end(JSON.stringify({ status: 'ready', shards: health.length }));
+      res.writeHeader('Content-Type', 'application/json').end(JSON.stringify({ status: down.length > 0 ? 'degraded' : 'ready', ...body }));
     }
   });
   app.get('/metrics', (res) => {

@@ -65,3 +65,21 @@ test('what a dying actor held is answered 500 KV_ERR_OUTCOME_UNKNOWN, without a 
   const start = Date.now();
   while (Date.now() - start < 10_000 && (await fetch(`${store.base}/v1/kv/${k0}`)).status === 503) await new Promise((r) => setTimeout(r, 100));
 });
+
+test('/readyz: one shard down is 200 "degraded"; every shard down is 503', async () => {
+  await store.server.pool.workerOf(0).terminate();
+  const one = await fetch(`${store.base}/readyz`);
+  assert.equal(one.status, 200);
+  const body = (await one.json()) as { status: string; up: number; down: Array<{ shard: number }> };
+  assert.equal(body.status, 'degraded');
+  assert.deepEqual(body.down.map((d) => d.shard), [0]);
+  await store.server.pool.workerOf(1).terminate();
+  // Both actors are restarted a second after they died; until then nothing can be served.
+  const all = await fetch(`${store.base}/readyz`);
+  assert.equal(all.status, 503);
+  assert.equal(((await all.json()) as { status: string }).status, 'unavailable');
+  const start = Date.now();
+  const status = async () => ((await (await fetch(`${store.base}/readyz`)).json()) as { status: string }).status;
+  while (Date.now() - start < 15_000 && (await status()) !== 'ready') await new Promise((r) => setTimeout(r, 100));
+  assert.equal(((await (await fetch(`${store.base}/readyz`)).json()) as { status: string }).status, 'ready');
+});

@@ -84,7 +84,7 @@ test('/healthz is 200 {"status":"ok"}', async () => {
 test('/readyz is 200 with every shard up', async () => {
   const r = await client.request('GET', '/readyz');
   assert.equal(r.status, 200);
-  assert.deepEqual(r.json(), { status: 'ready', shards: 2 });
+  assert.deepEqual(r.json(), { status: 'ready', shards: 2, up: 2, down: [] });
 });
 
 test('/v1/slots describes the slot map: 16384 CRC16 slots over the 2 shards', async () => {
