@@ -48,7 +48,7 @@ async function main(): Promise<void> {
   try {
     server = await startServer(config, urls, log);
   } catch (err) {
-    log.error({ err: (err as Error).message }, 'kvsql failed to start');
+    log.error({ err }, 'kvsql failed to start');
     if (cluster) await cluster.stop();
     process.exitCode = 1;
     return;
@@ -64,7 +64,7 @@ async function main(): Promise<void> {
         if (cluster) await cluster.stop();
         process.exit(0);
       } catch (err) {
-        log.error({ err: (err as Error).message }, 'error while stopping');
+        log.error({ err }, 'error while stopping');
         process.exit(1);
       }
     })();

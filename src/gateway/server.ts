@@ -7,6 +7,7 @@
  * wait for in-flight HTTP calls and WebSocket ops to be answered -> drain and stop the actors
  * (their last transactions commit) -> close sockets.
  */
+import { hostname } from 'node:os';
 import pino from 'pino';
 import type { TemplatedApp, us_listen_socket, WebSocket } from 'uWebSockets.js';
 import { MAX_KEY_BYTES, type Config } from './config';
@@ -29,7 +30,8 @@ export interface Server {
 export type Logger = pino.Logger;
 
 export function createLogger(level: string): Logger {
-  return pino({ level, base: { service: 'kvsql' } });
+  // pid and hostname tell apart the lines of many gateways; errors go under `err` (with stack).
+  return pino({ level, base: { service: 'kvsql', pid: process.pid, hostname: hostname() } });
 }
 
 export interface ServerOptions {

@@ -27,6 +27,16 @@ export interface PoolLogger {
   error(obj: object, msg: string): void;
 }
 
+/** An actor's error data (errLog) as an Error again, so the logger prints its type and stack. */
+function reviveErr(data: unknown): Error {
+  const d = data as { type?: string; message?: string; code?: string; stack?: string };
+  const err = new Error(d.message ?? String(data));
+  err.name = d.type ?? 'Error';
+  if (d.stack !== undefined) err.stack = d.stack;
+  if (d.code !== undefined) (err as { code?: string }).code = d.code;
+  return err;
+}
+
 const ACTOR_MAIN = join(__dirname, '..', 'shard-actor', 'main.js');
 
 /** Delay before a crashed actor is started again (its keys get 503 meanwhile). */
@@ -260,12 +270,12 @@ export class ShardPool {
             this.statsWaiters.delete(m.id);
             break;
           case 'log':
-            this.log[m.level]({ shard: s.index, ...m.data }, m.msg);
+            this.log[m.level]({ shard: s.index, ...m.data, ...(m.data?.err ? { err: reviveErr(m.data.err) } : {}) }, m.msg);
             break;
         }
       });
       worker.on('error', (err) => {
-        this.log.error({ shard: s.index, err: err.message }, 'shard actor crashed');
+        this.log.error({ shard: s.index, err }, 'shard actor crashed');
       });
       worker.on('exit', (code) => {
         if (worker === s.worker) s.exited = true;
@@ -297,7 +307,7 @@ export class ShardPool {
         this.log.info({ shard: s.index, up: s.up }, 'shard actor restarted');
       },
       (err) => {
-        this.log.error({ shard: s.index, err: (err as Error).message }, 'shard actor restart failed; retrying');
+        this.log.error({ shard: s.index, err }, 'shard actor restart failed; retrying');
         void worker.terminate(); // a worker that reported 'fatal' would otherwise live on, idle
         if (!s.stopping) setTimeout(() => this.respawn(s), RESPAWN_DELAY_MS).unref();
       },

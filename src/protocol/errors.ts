@@ -72,5 +72,19 @@ export function toErrorData(err: unknown): ErrorData {
   return { code: 'KV_ERR_INTERNAL', message: 'internal error' };
 }
 
+/**
+ * An error as data for a log line (pino's `{ err }` convention: type, message, stack), for errors
+ * that cross a MessagePort before they are logged: structured clone would drop their class.
+ */
+export function errLog(err: unknown): { type: string; message: string; code?: string; stack?: string } {
+  const e = err as { name?: unknown; message?: unknown; code?: unknown; stack?: unknown } | null;
+  return {
+    type: typeof e?.name === 'string' ? e.name : typeof err,
+    message: typeof e?.message === 'string' ? e.message : String(err),
+    ...(typeof e?.code === 'string' ? { code: e.code } : {}),
+    ...(typeof e?.stack === 'string' ? { stack: e.stack } : {}),
+  };
+}
+
 /** Seconds a client should wait before retrying a 503, sent as Retry-After. */
 export const RETRY_AFTER_SECONDS = 1;

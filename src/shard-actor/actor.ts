@@ -14,7 +14,7 @@
  * busy, ready ops accumulate and the next batch is larger. With batching off every batch is one op.
  */
 import { OP_GET, OP_REAP, type OpCode, type Reply, type Request } from '../protocol/ops';
-import { RETRY_AFTER_SECONDS, statusOf, type ErrorData } from '../protocol/errors';
+import { errLog, RETRY_AFTER_SECONDS, statusOf, type ErrorData } from '../protocol/errors';
 import { BATCH_SIZE_BUCKETS, type ActorConfig, type ShardStats } from '../protocol/port-messages';
 import { classify, toKvError } from './mysql-errors';
 import { KeyScheduler, type Chain } from './key-scheduler';
@@ -97,7 +97,7 @@ export class ShardActor {
     } catch (err) {
       if (classify(err) !== 'connection') throw err;
       this.up = false;
-      this.log('error', 'shard is down at start', { code: (err as { code?: string })?.code, message: (err as Error)?.message });
+      this.log('error', 'shard is down at start', { err: errLog(err) });
       this.onHealth(false, { code: 'KV_ERR_SHARD_UNAVAILABLE', message: String((err as Error)?.message ?? err) });
     }
     // While up: every 5 s, measure the clock offset; the same query is the health probe, so a
@@ -357,10 +357,10 @@ export class ShardActor {
 
   private onStoreError(err: unknown): void {
     if (classify(err) === 'connection') {
-      this.log('warn', 'shard connection error', { code: (err as { code?: string })?.code, message: (err as Error)?.message });
+      this.log('warn', 'shard connection error', { err: errLog(err) });
       void this.probe();
     } else if (classify(err) === 'fatal') {
-      this.log('error', 'shard statement failed', { code: (err as { code?: string })?.code, message: (err as Error)?.message });
+      this.log('error', 'shard statement failed', { err: errLog(err) });
     }
   }
 
@@ -383,7 +383,7 @@ export class ShardActor {
     } catch (err) {
       if (this.up) {
         this.up = false;
-        this.log('error', 'shard is down', { code: (err as { code?: string })?.code, message: (err as Error)?.message });
+        this.log('error', 'shard is down', { err: errLog(err) });
         this.onHealth(false, { code: 'KV_ERR_SHARD_UNAVAILABLE', message: String((err as Error)?.message ?? err) });
         // Waiting ops would only time out one by one; answer them now.
         for (const op of this.scheduler.drainWaiting()) {
