@@ -12,7 +12,7 @@ import pino from 'pino';
 import type { TemplatedApp, us_listen_socket, WebSocket } from 'uWebSockets.js';
 import { MAX_KEY_BYTES, type Config } from './config';
 import { hasBody, mountHttpApi, writeError } from './http-api';
-import { Metrics } from './metrics';
+import { Metrics, METRICS_CONTENT_TYPE } from './metrics';
 import { startRespServer, type RespGuard, type RespServer } from './resp-server';
 import { ShardPool } from './shard-pool';
 import { loadUws } from './uws';
@@ -88,7 +88,7 @@ export async function startServer(
     void pool.stats().then((stats) => {
       if (aborted) return;
       const body = metrics.render(stats, pool.queueDepths(), pool.rejected);
-      res.cork(() => res.writeHeader('Content-Type', 'text/plain; version=0.0.4').end(body));
+      res.cork(() => res.writeHeader('Content-Type', METRICS_CONTENT_TYPE).end(body));
     });
   });
   app.get('/v1/slots', (res) => {
@@ -120,6 +120,7 @@ export async function startServer(
     }
   }
   const redisPort = redis?.port ?? null;
+  if (redis !== null) metrics.redisConnections = () => redis!.connections;
   log.info({ host: config.host, port, redisPort, shards: shardUrls.length, batching: config.batching }, 'kvsql listening');
 
   let closed: Promise<void> | null = null;
@@ -135,6 +136,7 @@ export async function startServer(
       for (const ws of sockets) ws.end(1001, 'server shutting down');
       await redis?.closeConnections(1000);
       await pool.stop(Math.max(1000, deadline - Date.now()));
+      metrics.close();
       log.info({}, 'kvsql stopped');
     })();
     return closed;

@@ -55,6 +55,8 @@ export class ShardActor {
   private readonly stats = {
     readBatches: 0,
     writeBatches: 0,
+    readBatchOps: 0,
+    writeBatchOps: 0,
     retries: 0,
     readBatchSizes: new Array<number>(BATCH_SIZE_BUCKETS.length + 1).fill(0),
     writeBatchSizes: new Array<number>(BATCH_SIZE_BUCKETS.length + 1).fill(0),
@@ -145,6 +147,8 @@ export class ShardActor {
       writesInFlight: this.writesInFlight,
       readBatches: this.stats.readBatches,
       writeBatches: this.stats.writeBatches,
+      readBatchOps: this.stats.readBatchOps,
+      writeBatchOps: this.stats.writeBatchOps,
       readBatchSizes: this.stats.readBatchSizes.slice(),
       writeBatchSizes: this.stats.writeBatchSizes.slice(),
       retries: this.stats.retries,
@@ -216,6 +220,7 @@ export class ShardActor {
     this.readsInFlight++;
     this.stats.readBatches++;
     observe(this.stats.readBatchSizes, batch.length);
+    this.stats.readBatchOps += batch.length;
     const keys: Buffer[] = [];
     const seen = new Set<string>();
     for (const op of batch) {
@@ -277,6 +282,7 @@ export class ShardActor {
     let opCount = 0;
     for (const c of chains) opCount += c.ops.length;
     observe(this.stats.writeBatchSizes, opCount);
+    this.stats.writeBatchOps += opCount;
     // Lock order: every transaction locks its rows in ascending key order.
     chains.sort((a, b) => Buffer.compare(a.key, b.key));
     const keys = chains.map((c) => c.key);
