@@ -23,8 +23,11 @@ import { runHalfLoad } from './scenarios/half-load';
 import { runExpiry } from './scenarios/expiry';
 import { runConcurrency } from './scenarios/concurrency';
 import { runRedisScenario } from './scenarios/redis';
+import { runOverload } from './scenarios/overload';
 
 const RESULTS_DIR = path.join(BENCH_DIR, 'results');
+/** Committed: the compact summary of each run DESIGN.md cites (raw reports stay in results/). */
+const EVIDENCE_DIR = path.join(BENCH_DIR, 'evidence');
 const REEXEC_ENV = 'KVSQL_BENCH_NOFILE_RAISED';
 
 /** RLIMIT_NOFILE [soft, hard] from /proc (Node has no getrlimit). */
@@ -76,6 +79,8 @@ async function runScenario(ctx: BenchContext, s: ScenarioName, runLabel: string)
       return runConcurrency(ctx, runLabel);
     case 'redis':
       return runRedisScenario(ctx, runLabel);
+    case 'overload':
+      return runOverload(ctx, runLabel);
     default:
       return runThroughput(ctx, s, runLabel);
   }
@@ -240,8 +245,9 @@ async function main(): Promise<number> {
       },
       rows,
     };
-    const saved = saveReport(RESULTS_DIR, report);
+    const saved = saveReport(RESULTS_DIR, report, EVIDENCE_DIR);
     process.stdout.write(`\nsaved ${path.relative(process.cwd(), saved.json)}, ${path.relative(process.cwd(), saved.html)} (and latest.json / latest.html)\n`);
+    process.stdout.write(`summary for DESIGN.md: ${path.relative(process.cwd(), saved.summary!)} (commit it when a figure is quoted from this run)\n`);
   }
   return failed ? 1 : 0;
 }

@@ -173,6 +173,8 @@ const KIND_NAMES = ['get', 'set', 'del', 'exists', 'mget', 'expire', 'expire', '
 
 /** One request in a connection's reply queue. `out` is its encoded reply once known. */
 class Command implements ReplyTarget {
+  /** The op in flight for it (set at submit): what a crashed actor's answer depends on. */
+  op: OpCode = OP_GET;
   out: string | Buffer | null = null;
   next: Command | null = null;
   /** Close the connection after writing this reply (QUIT, protocol error). */
@@ -318,6 +320,7 @@ class Command implements ReplyTarget {
 
 /** MGET's target per key: the index says where its value goes. */
 class MgetPart implements ReplyTarget {
+  readonly op = OP_GET;
   constructor(
     readonly cmd: Command,
     readonly i: number,
@@ -424,7 +427,8 @@ class Conn implements RespSession {
     this.markDirty();
   }
 
-  submit(target: ReplyTarget, op: OpCode, key: Buffer, value: Buffer | null, ttlMs: number, flags: number, ifVersion: number): void {
+  submit(target: Command | MgetPart, op: OpCode, key: Buffer, value: Buffer | null, ttlMs: number, flags: number, ifVersion: number): void {
+    if (target instanceof Command) target.op = op;
     this.opsInFlight++;
     this.srv.ctx.pool.submit(target, op, key, value, ttlMs, flags, ifVersion);
   }

@@ -11,7 +11,7 @@ import { hostname } from 'node:os';
 import pino from 'pino';
 import type { TemplatedApp, us_listen_socket, WebSocket } from 'uWebSockets.js';
 import { MAX_KEY_BYTES, type Config } from './config';
-import { hasBody, mountHttpApi, writeError } from './http-api';
+import { hasBody, mountHttpApi, refusedFraming, writeError } from './http-api';
 import { Metrics, METRICS_CONTENT_TYPE } from './metrics';
 import { startRespServer, type RespGuard, type RespServer } from './resp-server';
 import { ShardPool } from './shard-pool';
@@ -59,17 +59,20 @@ export async function startServer(
   mountWsApi(app, { ...apiContext, sockets, maxInflight: config.wsMaxInflight });
 
   // The load generator's ceiling: the same server and routing layer, no shard work at all.
-  app.get('/v1/noop', (res) => {
+  app.get('/v1/noop', (res, req) => {
+    if (refusedFraming(res, req)) return;
     res.end('ok');
   });
-  app.get('/healthz', (res) => {
+  app.get('/healthz', (res, req) => {
+    if (refusedFraming(res, req)) return;
     res.writeHeader('Content-Type', 'application/json').end('{"status":"ok"}');
   });
   // Ready = this gateway can serve: it is not shutting down and at least one shard answers. One
   // shard down is "degraded", still 200: every gateway sees the same shards, so failing readiness
   // for it would take every gateway out of the load balancer and turn one shard's outage into a
   // full one (the down shard's keys get 503 from any gateway anyway). All shards down is 503.
-  app.get('/readyz', (res) => {
+  app.get('/readyz', (res, req) => {
+    if (refusedFraming(res, req)) return;
     const health = pool.health();
     const down = health.filter((h) => !h.up).map((d) => ({ shard: d.shard, error: d.error }));
     const body = { shards: health.length, up: health.length - down.length, down };
@@ -82,7 +85,8 @@ export async function startServer(
       res.writeHeader('Content-Type', 'application/json').end(JSON.stringify({ status: down.length > 0 ? 'degraded' : 'ready', ...body }));
     }
   });
-  app.get('/metrics', (res) => {
+  app.get('/metrics', (res, req) => {
+    if (refusedFraming(res, req)) return;
     let aborted = false;
     res.onAborted(() => (aborted = true));
     void pool.stats().then((stats) => {
@@ -91,13 +95,15 @@ export async function startServer(
       res.cork(() => res.writeHeader('Content-Type', METRICS_CONTENT_TYPE).end(body));
     });
   });
-  app.get('/v1/slots', (res) => {
+  app.get('/v1/slots', (res, req) => {
+    if (refusedFraming(res, req)) return;
     res.writeHeader('Content-Type', 'application/json');
     res.end(JSON.stringify({ slots: 16384, hash: 'crc16-xmodem', shards: pool.shardCount, ranges: pool.slotMap.toRanges() }));
   });
-  app.any('/*', (res, req) =>
-    writeError(res, 'KV_ERR_ROUTE_NOT_FOUND', 'no such route; see README for the API', undefined, { head: req.getMethod() === 'head', close: hasBody(req) }),
-  );
+  app.any('/*', (res, req) => {
+    if (refusedFraming(res, req)) return;
+    writeError(res, 'KV_ERR_ROUTE_NOT_FOUND', 'no such route; see README for the API', undefined, { head: req.getMethod() === 'head', close: hasBody(req) });
+  });
 
   let listenSocket: us_listen_socket;
   try {
