@@ -4,7 +4,7 @@
  * cluster when none are configured), start the gateway, and stop everything it started on
  * SIGTERM/SIGINT with exit code 0. Relies on config, embedded-cluster and server.
  */
-import { resolveConfig, ConfigError } from './gateway/config';
+import { resolveConfig, ConfigError, parseArgv, usage } from './gateway/config';
 import { createLogger, startServer } from './gateway/server';
 import { UwsFallbackError } from './gateway/uws';
 import { startEmbeddedCluster, type EmbeddedCluster } from './embedded/embedded-cluster';
@@ -12,6 +12,16 @@ import { startEmbeddedCluster, type EmbeddedCluster } from './embedded/embedded-
 async function main(): Promise<void> {
   let config;
   try {
+    const argv = parseArgv(process.argv.slice(2));
+    if (argv.help) {
+      process.stdout.write(usage());
+      return;
+    }
+    if (argv.version) {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      process.stdout.write(`kvsql ${(require('../../package.json') as { version: string }).version}\n`);
+      return;
+    }
     config = resolveConfig(process.argv.slice(2));
   } catch (err) {
     if (err instanceof ConfigError) {
@@ -38,7 +48,7 @@ async function main(): Promise<void> {
   try {
     server = await startServer(config, urls, log);
   } catch (err) {
-    log.error({ err: (err as Error).message }, 'kvsql failed to start');
+    log.error({ err }, 'kvsql failed to start');
     if (cluster) await cluster.stop();
     process.exitCode = 1;
     return;
@@ -54,7 +64,7 @@ async function main(): Promise<void> {
         if (cluster) await cluster.stop();
         process.exit(0);
       } catch (err) {
-        log.error({ err: (err as Error).message }, 'error while stopping');
+        log.error({ err }, 'error while stopping');
         process.exit(1);
       }
     })();

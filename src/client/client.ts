@@ -78,7 +78,7 @@ export interface PutResult {
 
 export interface TtlResult {
   /** Milliseconds left, or null when the key has no TTL. */
-  ttl: number | null;
+  ttlMs: number | null;
   expiresAt: number | null;
 }
 
@@ -218,8 +218,11 @@ export class KvClient {
     return this.issue(OP_DEL, key, null, 0, opts) as Promise<boolean>;
   }
 
-  /** Sets the key's TTL to `ttlMs` milliseconds; resolves its new expiresAt, or null when absent. */
-  expire(key: Key, ttlMs: number): Promise<number | null> {
+  /**
+   * Sets the key's TTL to `ttlMs` milliseconds (Redis PEXPIRE; the `p` is for milliseconds, so
+   * nobody passes seconds by mistake); resolves its new expiresAt, or null when absent.
+   */
+  pexpire(key: Key, ttlMs: number): Promise<number | null> {
     return this.issue(OP_EXPIRE, key, null, ttlMs, undefined) as Promise<number | null>;
   }
 
@@ -228,8 +231,8 @@ export class KvClient {
     return this.issue(OP_PERSIST, key, null, 0, undefined) as Promise<boolean>;
   }
 
-  /** The key's remaining TTL in milliseconds and its expiresAt, or null when absent. */
-  ttl(key: Key): Promise<TtlResult | null> {
+  /** The key's remaining TTL in milliseconds (Redis PTTL) and its expiresAt, or null when absent. */
+  pttl(key: Key): Promise<TtlResult | null> {
     return this.issue(OP_TTL, key, null, 0, undefined) as Promise<TtlResult | null>;
   }
 
@@ -448,7 +451,7 @@ export class KvClient {
         else if (status === 404) result = false;
         break;
       case OP_TTL:
-        if (status === 200) result = { ttl: (r[2] ?? null) as number | null, expiresAt: (r[3] ?? null) as number | null };
+        if (status === 200) result = { ttlMs: (r[2] ?? null) as number | null, expiresAt: (r[3] ?? null) as number | null };
         else if (status === 404) result = null;
         break;
     }

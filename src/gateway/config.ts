@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { parseArgs } from 'node:util';
 
 export interface Config {
   host: string;
@@ -171,12 +172,9 @@ export function resolveConfig(argv: string[] = [], env: NodeJS.ProcessEnv = proc
     if (!BY_ENV.has(k)) throw new ConfigError(`unknown setting ${k} (known: ${[...BY_ENV.keys()].join(', ')})`);
     raw.set(k, v);
   }
-  for (const arg of argv) {
-    const m = /^--([a-z-]+)=(.*)$/s.exec(arg);
-    const setting = m ? BY_FLAG.get(m[1]) : undefined;
-    if (!m || !setting) throw new ConfigError(`unknown argument "${arg}" (flags are --name=value, e.g. --port=8080; known: ${[...BY_FLAG.keys()].join(', ')})`);
-    raw.set(setting.env, m[2]);
-  }
+  const args = parseArgv(argv);
+  if (args.help || args.version) throw new ConfigError('--help and --version are answered by the kvsql command, not resolveConfig');
+  for (const [env, value] of args.values) raw.set(env, value);
   const out: Record<string, unknown> = {};
   for (const x of SETTINGS) {
     const v = raw.get(x.env);
@@ -185,6 +183,66 @@ export function resolveConfig(argv: string[] = [], env: NodeJS.ProcessEnv = proc
   const cfg = out as unknown as Config;
   cfg.dataDir = resolve(cfg.dataDir);
   return Object.freeze(cfg);
+}
+
+export interface ParsedArgv {
+  help: boolean;
+  version: boolean;
+  /** [env name, raw value] of each setting given as a flag, in order. */
+  values: Array<[string, string]>;
+}
+
+/**
+ * The command line, with node:util parseArgs: `--name=value` or `--name value` for each setting
+ * (the env name without KVSQL_, lower case, dashes), `--help`/`-h`, `--version`/`-v`. Anything else
+ * is a ConfigError naming the argument.
+ */
+export function parseArgv(argv: string[]): ParsedArgv {
+  for (const arg of argv) {
+    if (arg === '-h' || arg === '-v') continue;
+    const m = /^--([^=]+)(=.*)?$/s.exec(arg);
+    if (m === null) {
+      // A value after `--name`; parseArgs decides whether one was expected.
+      if (!arg.startsWith('-')) continue;
+    } else if (BY_FLAG.has(m[1]) || m[1] === 'help' || m[1] === 'version') continue;
+    throw new ConfigError(`unknown argument "${arg}" (flags are --name=value, e.g. --port=8080; see kvsql --help; known: ${[...BY_FLAG.keys()].join(', ')})`);
+  }
+  const options: Record<string, { type: 'string' | 'boolean'; short?: string }> = { help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'v' } };
+  for (const flag of BY_FLAG.keys()) options[flag] = { type: 'string' };
+  let parsed: ReturnType<typeof parseArgs>;
+  try {
+    parsed = parseArgs({ args: argv, options, strict: true, allowPositionals: false, tokens: true });
+  } catch (err) {
+    throw new ConfigError(`${(err as Error).message} (see kvsql --help)`);
+  }
+  const values: Array<[string, string]> = [];
+  for (const t of parsed.tokens ?? []) {
+    if (t.kind !== 'option' || t.name === 'help' || t.name === 'version') continue;
+    values.push([BY_FLAG.get(t.name)!.env, t.value ?? '']);
+  }
+  return { help: parsed.values.help === true, version: parsed.values.version === true, values };
+}
+
+/** `kvsql --help`: every setting with its flag, variable, default and meaning. */
+export function usage(): string {
+  const lines = [
+    'Usage: kvsql [--name=value ...]',
+    '',
+    'A key-value store on sharded MySQL: HTTP and WebSocket on --port, Redis protocol on --redis-port.',
+    'Without --shards it starts an embedded cluster of local MySQL/MariaDB shards under --data-dir.',
+    'Each setting is a flag, a KVSQL_* environment variable, or a key of the JSON file named by KVSQL_CONFIG',
+    '(in that order of precedence).',
+    '',
+    '  -h, --help       show this help',
+    '  -v, --version    show the version',
+    '',
+  ];
+  for (const [flag, x] of BY_FLAG) {
+    const def = Array.isArray(x.def) ? x.def.join(',') : x.def === null ? 'off' : String(x.def);
+    lines.push(`  --${flag}=<value>`.padEnd(34) + `${x.env}, default ${def === '' ? '(empty)' : def}`);
+    lines.push(' '.repeat(34) + x.doc);
+  }
+  return lines.join('\n') + '\n';
 }
 
 const BY_KEY = new Map<string, Setting<keyof Config>>(SETTINGS.map((x) => [x.key, x as Setting<keyof Config>]));

@@ -11,6 +11,7 @@ import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
 import { ERRORS, KvError, RETRY_AFTER_SECONDS, toErrorData, type ErrorCode } from '../protocol/errors';
 import {
   FLAG_IF_ABSENT,
+  FLAG_IF_EXISTS,
   FLAG_IF_VERSION,
   FLAG_KEEP_TTL,
   OP_DEL,
@@ -64,6 +65,7 @@ export interface ErrorWriteOptions {
 }
 
 const CLOSE: ErrorWriteOptions = Object.freeze({ close: true });
+const HEAD: ErrorWriteOptions = Object.freeze({ head: true });
 
 /** Writes a JSON error. Only call corked (inside a handler's synchronous part or res.cork). */
 function writeError(res: HttpResponse, code: ErrorCode | string, message: string, extra?: () => void, opts?: ErrorWriteOptions): void {
@@ -155,6 +157,8 @@ class HttpCall implements ReplyTarget {
     readonly res: HttpResponse,
     /** Also decides the reply's shape: the TTL routes are their own ops (ttl, expire, persist). */
     readonly op: OpCode,
+    /** HEAD: the headers of GET, no body. */
+    readonly head = false,
   ) {
     ctx.inflight.n++;
     res.onAborted(() => {
@@ -187,19 +191,29 @@ class HttpCall implements ReplyTarget {
   private write(r: Reply): void {
     const res = this.res;
     const status = r[1];
+    const head = this.head ? HEAD : undefined;
     if (status >= 400 && typeof r[2] === 'string') {
-      writeError(res, r[2] as string, r[3] as string);
+      writeError(res, r[2] as string, r[3] as string, undefined, head);
       return;
     }
-    if (status === 404) return writeError(res, 'KV_ERR_NOT_FOUND', 'key not found');
-    if (status === 412) return writeError(res, 'KV_ERR_PRECONDITION_FAILED', 'precondition failed');
+    if (status === 404) return writeError(res, 'KV_ERR_NOT_FOUND', 'key not found', undefined, head);
+    if (status === 412) {
+      // The key's current version, so a compare-and-set loop needs no extra GET; null: absent.
+      const current = r[2] as number | null | undefined;
+      if (current === null || current === undefined) return writeError(res, 'KV_ERR_PRECONDITION_FAILED', 'precondition failed: the key is absent');
+      return writeError(res, 'KV_ERR_PRECONDITION_FAILED', `precondition failed: the key's current version is ${current}`, () => res.writeHeader('ETag', `"${current}"`));
+    }
     switch (this.op) {
       case OP_GET: {
+        const value = r[2] as Uint8Array;
         res.writeStatus('200 OK');
         res.writeHeader('ETag', `"${r[3]}"`);
         if (r[4] !== null) res.writeHeader('X-Expires-At', String(r[4]));
         res.writeHeader('Content-Type', 'application/octet-stream');
-        res.end(r[2] as Uint8Array);
+        // (endWithoutBody(length) leaves uWS 20.30 waiting for that many bytes: it then drops the
+        // connection. The header written by hand and a bare endWithoutBody() keep it usable.)
+        if (this.head) res.writeHeader('Content-Length', String(value.length)).endWithoutBody();
+        else res.end(value);
         return;
       }
       case OP_PUT: {
@@ -327,7 +341,15 @@ function parseConditions(req: HttpRequest, allowIfNoneMatch: boolean): Condition
     if (ifNoneMatch.trim() !== '*') throw new KvError('KV_ERR_BAD_REQUEST', 'If-None-Match supports only "*" (create if absent)');
     return { flags: FLAG_IF_ABSENT, ifVersion: 0 };
   }
-  if (ifMatch !== '') return { flags: FLAG_IF_VERSION, ifVersion: parseVersionTag(ifMatch) };
+  if (ifMatch !== '') {
+    // `If-Match: *` (RFC 9110): only if the key exists (Redis SET XX). Only PUT takes it: on
+    // DELETE an absent key is already a 404.
+    if (ifMatch.trim() === '*') {
+      if (!allowIfNoneMatch) throw new KvError('KV_ERR_BAD_REQUEST', 'If-Match: * is only supported on PUT');
+      return { flags: FLAG_IF_EXISTS, ifVersion: 0 };
+    }
+    return { flags: FLAG_IF_VERSION, ifVersion: parseVersionTag(ifMatch) };
+  }
   return { flags: 0, ifVersion: 0 };
 }
 
@@ -351,7 +373,7 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
     } catch (err) {
       const e = toErrorData(err);
       ctx.metrics.observe('http', OP_NAMES[op], ERRORS[e.code], 0);
-      writeError(res, e.code, e.code === 'KV_ERR_INTERNAL' ? 'internal error' : e.message, undefined, hasBody(req) ? CLOSE : undefined);
+      writeError(res, e.code, e.code === 'KV_ERR_INTERNAL' ? 'internal error' : e.message, undefined, req.getMethod() === 'head' ? HEAD : hasBody(req) ? CLOSE : undefined);
     }
   };
 
@@ -366,6 +388,15 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
       });
 
   app.get('/v1/kv/*', simple(OP_GET, KV, NO_PARAMS, false));
+  // RFC 9110: HEAD wherever GET works; same status and headers, Content-Length of the value, no body.
+  app.head('/v1/kv/*', (res, req) =>
+    guard(res, req, OP_GET, () => {
+      const key = decodeKey(req.getUrl(), KV);
+      checkKey(key, limits);
+      parseQuery(req.getQuery() ?? '', NO_PARAMS);
+      pool.submit(new HttpCall(ctx, res, OP_GET, true), OP_GET, key, null, 0, 0, 0);
+    }),
+  );
   app.del('/v1/kv/*', simple(OP_DEL, KV, NO_PARAMS, true));
   app.get('/v1/ttl/*', simple(OP_TTL, TTL, NO_PARAMS, false));
   app.put('/v1/ttl/*', simple(OP_EXPIRE, TTL, TTL_PARAMS, false));
@@ -416,7 +447,7 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
   for (const route of ['/v1/kv', '/v1/ttl']) {
     app.get(route, emptyKey).put(route, emptyKey).del(route, emptyKey);
   }
-  app.any('/v1/kv/*', notAllowed('GET, PUT, DELETE'));
+  app.any('/v1/kv/*', notAllowed('GET, HEAD, PUT, DELETE'));
   app.any('/v1/ttl/*', notAllowed('GET, PUT, DELETE'));
   app.any('/v1/kv', notAllowed('GET, PUT, DELETE'));
   app.any('/v1/ttl', notAllowed('GET, PUT, DELETE'));

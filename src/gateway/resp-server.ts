@@ -339,8 +339,11 @@ const dirty = new Set<Conn>();
 let flushScheduled = false;
 const flushDirty = (): void => {
   flushScheduled = false;
-  for (const c of dirty) c.flush();
+  // Taken out first: a flush parses more requests, and their replies mark the connection dirty
+  // again for the next turn.
+  const conns = [...dirty];
   dirty.clear();
+  for (const c of conns) c.flush();
 };
 
 class Conn implements RespSession {

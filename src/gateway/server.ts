@@ -7,11 +7,12 @@
  * wait for in-flight HTTP calls and WebSocket ops to be answered -> drain and stop the actors
  * (their last transactions commit) -> close sockets.
  */
+import { hostname } from 'node:os';
 import pino from 'pino';
 import type { TemplatedApp, us_listen_socket, WebSocket } from 'uWebSockets.js';
 import { MAX_KEY_BYTES, type Config } from './config';
 import { hasBody, mountHttpApi, refusedFraming, writeError } from './http-api';
-import { Metrics } from './metrics';
+import { Metrics, METRICS_CONTENT_TYPE } from './metrics';
 import { startRespServer, type RespGuard, type RespServer } from './resp-server';
 import { ShardPool } from './shard-pool';
 import { loadUws } from './uws';
@@ -29,7 +30,8 @@ export interface Server {
 export type Logger = pino.Logger;
 
 export function createLogger(level: string): Logger {
-  return pino({ level, base: { service: 'kvsql' } });
+  // pid and hostname tell apart the lines of many gateways; errors go under `err` (with stack).
+  return pino({ level, base: { service: 'kvsql', pid: process.pid, hostname: hostname() } });
 }
 
 export interface ServerOptions {
@@ -65,17 +67,22 @@ export async function startServer(
     if (refusedFraming(res, req)) return;
     res.writeHeader('Content-Type', 'application/json').end('{"status":"ok"}');
   });
+  // Ready = this gateway can serve: it is not shutting down and at least one shard answers. One
+  // shard down is "degraded", still 200: every gateway sees the same shards, so failing readiness
+  // for it would take every gateway out of the load balancer and turn one shard's outage into a
+  // full one (the down shard's keys get 503 from any gateway anyway). All shards down is 503.
   app.get('/readyz', (res, req) => {
     if (refusedFraming(res, req)) return;
     const health = pool.health();
-    const down = health.filter((h) => !h.up);
+    const down = health.filter((h) => !h.up).map((d) => ({ shard: d.shard, error: d.error }));
+    const body = { shards: health.length, up: health.length - down.length, down };
     if (closing) {
       writeError(res, 'KV_ERR_SHUTTING_DOWN', 'server is shutting down');
-    } else if (down.length > 0) {
+    } else if (down.length === health.length) {
       res.writeStatus('503 Service Unavailable').writeHeader('Retry-After', '1').writeHeader('Content-Type', 'application/json');
-      res.end(JSON.stringify({ status: 'unavailable', down: down.map((d) => ({ shard: d.shard, error: d.error })) }));
+      res.end(JSON.stringify({ status: 'unavailable', ...body }));
     } else {
-      res.writeHeader('Content-Type', 'application/json').end(JSON.stringify({ status: 'ready', shards: health.length }));
+      res.writeHeader('Content-Type', 'application/json').end(JSON.stringify({ status: down.length > 0 ? 'degraded' : 'ready', ...body }));
     }
   });
   app.get('/metrics', (res, req) => {
@@ -85,7 +92,7 @@ export async function startServer(
     void pool.stats().then((stats) => {
       if (aborted) return;
       const body = metrics.render(stats, pool.queueDepths(), pool.rejected);
-      res.cork(() => res.writeHeader('Content-Type', 'text/plain; version=0.0.4').end(body));
+      res.cork(() => res.writeHeader('Content-Type', METRICS_CONTENT_TYPE).end(body));
     });
   });
   app.get('/v1/slots', (res, req) => {
@@ -119,6 +126,7 @@ export async function startServer(
     }
   }
   const redisPort = redis?.port ?? null;
+  if (redis !== null) metrics.redisConnections = () => redis!.connections;
   log.info({ host: config.host, port, redisPort, shards: shardUrls.length, batching: config.batching }, 'kvsql listening');
 
   let closed: Promise<void> | null = null;
@@ -134,6 +142,7 @@ export async function startServer(
       for (const ws of sockets) ws.end(1001, 'server shutting down');
       await redis?.closeConnections(1000);
       await pool.stop(Math.max(1000, deadline - Date.now()));
+      metrics.close();
       log.info({}, 'kvsql stopped');
     })();
     return closed;

@@ -27,7 +27,7 @@
 import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
 import { Packr } from 'msgpackr';
-import { RETRY_AFTER_SECONDS, type ErrorData } from '../protocol/errors';
+import { ERRORS, RETRY_AFTER_SECONDS, type ErrorData } from '../protocol/errors';
 import { isReadOp, type Reply, type Request } from '../protocol/ops';
 import type { ActorConfig, FromActor, ShardStats, ToActor } from '../protocol/port-messages';
 import { SlotMap } from '../protocol/slot-map';
@@ -43,6 +43,16 @@ export interface PoolLogger {
   info(obj: object, msg: string): void;
   warn(obj: object, msg: string): void;
   error(obj: object, msg: string): void;
+}
+
+/** An actor's error data (errLog) as an Error again, so the logger prints its type and stack. */
+function reviveErr(data: unknown): Error {
+  const d = data as { type?: string; message?: string; code?: string; stack?: string };
+  const err = new Error(d.message ?? String(data));
+  err.name = d.type ?? 'Error';
+  if (d.stack !== undefined) err.stack = d.stack;
+  if (d.code !== undefined) (err as { code?: string }).code = d.code;
+  return err;
 }
 
 const ACTOR_MAIN = join(__dirname, '..', 'shard-actor', 'main.js');
@@ -313,7 +323,7 @@ export class ShardPool {
         answered = true;
         target.deliver(
           signed < 0
-            ? [id, 503, 'KV_ERR_OUTCOME_UNKNOWN', `shard ${s.index} gave no answer within the op deadline (${this.opDeadlineMs} ms); the write may or may not have been applied`, RETRY_AFTER_SECONDS]
+            ? [id, ERRORS.KV_ERR_OUTCOME_UNKNOWN, 'KV_ERR_OUTCOME_UNKNOWN', `shard ${s.index} gave no answer within the op deadline (${this.opDeadlineMs} ms); the write may or may not have been applied`]
             : [id, 503, 'KV_ERR_SHARD_UNAVAILABLE', `shard ${s.index} gave no answer within the op deadline (${this.opDeadlineMs} ms)`, RETRY_AFTER_SECONDS],
         );
       }
@@ -416,12 +426,12 @@ export class ShardPool {
             this.statsWaiters.delete(m.id);
             break;
           case 'log':
-            this.log[m.level]({ shard: s.index, ...m.data }, m.msg);
+            this.log[m.level]({ shard: s.index, ...m.data, ...(m.data?.err ? { err: reviveErr(m.data.err) } : {}) }, m.msg);
             break;
         }
       });
       worker.on('error', (err) => {
-        this.log.error({ shard: s.index, err: err.message }, 'shard actor crashed');
+        this.log.error({ shard: s.index, err }, 'shard actor crashed');
       });
       worker.on('exit', (code) => {
         if (worker === s.worker) s.exited = true;
@@ -453,7 +463,7 @@ export class ShardPool {
         this.log.info({ shard: s.index, up: s.up }, 'shard actor restarted');
       },
       (err) => {
-        this.log.error({ shard: s.index, err: (err as Error).message }, 'shard actor restart failed; retrying');
+        this.log.error({ shard: s.index, err }, 'shard actor restart failed; retrying');
         void worker.terminate(); // a worker that reported 'fatal' would otherwise live on, idle
         if (!s.stopping) setTimeout(() => this.respawn(s), RESPAWN_DELAY_MS).unref();
       },
@@ -495,7 +505,7 @@ export class ShardPool {
       this.release(s, id);
       this.totalOutstanding--;
       if (isReadOp(target.op)) target.deliver([id, 503, 'KV_ERR_SHARD_UNAVAILABLE', why, RETRY_AFTER_SECONDS]);
-      else target.deliver([id, 503, 'KV_ERR_OUTCOME_UNKNOWN', message, RETRY_AFTER_SECONDS]);
+      else target.deliver([id, ERRORS.KV_ERR_OUTCOME_UNKNOWN, 'KV_ERR_OUTCOME_UNKNOWN', message]);
     }
     if (this.totalOutstanding === 0 && this.onIdle) this.onIdle();
   }

@@ -21,7 +21,15 @@ export const ERRORS = {
   KV_ERR_OVERLOADED: 503,
   KV_ERR_BUSY: 503,
   KV_ERR_SHARD_UNAVAILABLE: 503,
-  KV_ERR_OUTCOME_UNKNOWN: 503,
+  /**
+   * A write may or may not have been applied (MySQL connection lost during COMMIT, actor died).
+   * 500, not 503: a 503 with Retry-After tells proxies and client libraries "not applied, retry"
+   * (nginx proxy_next_upstream http_503, Envoy retry_on gateway-error, SDK retry policies), and a
+   * blind retry could apply a write twice or undo another client's. Not 504 either: Envoy's
+   * gateway-error policy and most SDKs retry 504 as well. 500 says "the server cannot tell":
+   * read the key back, or retry a conditional write.
+   */
+  KV_ERR_OUTCOME_UNKNOWN: 500,
   KV_ERR_SHUTTING_DOWN: 503,
   /** Raised by the client library when an op gets no reply within its timeout; never by the server. */
   KV_ERR_TIMEOUT: 504,
@@ -62,6 +70,20 @@ export function toErrorData(err: unknown): ErrorData {
     return { code: code as ErrorCode, message: String((err as Error).message ?? code) };
   }
   return { code: 'KV_ERR_INTERNAL', message: 'internal error' };
+}
+
+/**
+ * An error as data for a log line (pino's `{ err }` convention: type, message, stack), for errors
+ * that cross a MessagePort before they are logged: structured clone would drop their class.
+ */
+export function errLog(err: unknown): { type: string; message: string; code?: string; stack?: string } {
+  const e = err as { name?: unknown; message?: unknown; code?: unknown; stack?: unknown } | null;
+  return {
+    type: typeof e?.name === 'string' ? e.name : typeof err,
+    message: typeof e?.message === 'string' ? e.message : String(err),
+    ...(typeof e?.code === 'string' ? { code: e.code } : {}),
+    ...(typeof e?.stack === 'string' ? { stack: e.stack } : {}),
+  };
 }
 
 /** Seconds a client should wait before retrying a 503, sent as Retry-After. */

@@ -16,6 +16,9 @@ export interface ShardStats {
   writesInFlight: number;
   readBatches: number;
   writeBatches: number;
+  /** Ops over all read / write batches (the batch-size histograms' _sum). */
+  readBatchOps: number;
+  writeBatchOps: number;
   /** Histogram of batch sizes: counts per bucket, upper bounds in BATCH_SIZE_BUCKETS. */
   readBatchSizes: number[];
   writeBatchSizes: number[];

@@ -18,7 +18,7 @@
  *   in a read batch                     -> the batch is abandoned: 503 SHARD_UNAVAILABLE
  *   in a write batch, COMMIT not sent   -> abandoned: 503 SHARD_UNAVAILABLE; COMMIT is never
  *                                          sent (TxControl), the connection is destroyed: rollback
- *   in a write batch, COMMIT sent       -> abandoned: 503 OUTCOME_UNKNOWN; the connection is
+ *   in a write batch, COMMIT sent       -> abandoned: 500 OUTCOME_UNKNOWN; the connection is
  *                                          destroyed and the batch's keys STAY held in the
  *                                          scheduler until the server has settled that
  *                                          transaction (store.settle: its thread is gone), so
@@ -33,7 +33,7 @@
  * busy, ready ops accumulate and the next batch is larger. With batching off every batch is one op.
  */
 import { OP_GET, OP_REAP, type OpCode, type Reply, type Request } from '../protocol/ops';
-import { RETRY_AFTER_SECONDS, statusOf, type ErrorData } from '../protocol/errors';
+import { errLog, RETRY_AFTER_SECONDS, statusOf, type ErrorData } from '../protocol/errors';
 import { BATCH_SIZE_BUCKETS, type ActorConfig, type ShardStats } from '../protocol/port-messages';
 import { classify, toKvError } from './mysql-errors';
 import { KeyScheduler, type Chain } from './key-scheduler';
@@ -102,6 +102,8 @@ export class ShardActor {
   private readonly stats = {
     readBatches: 0,
     writeBatches: 0,
+    readBatchOps: 0,
+    writeBatchOps: 0,
     retries: 0,
     abandoned: 0,
     readBatchSizes: new Array<number>(BATCH_SIZE_BUCKETS.length + 1).fill(0),
@@ -145,7 +147,7 @@ export class ShardActor {
     } catch (err) {
       if (classify(err) !== 'connection') throw err;
       this.up = false;
-      this.log('error', 'shard is down at start', { code: (err as { code?: string })?.code, message: (err as Error)?.message });
+      this.log('error', 'shard is down at start', { err: errLog(err) });
       this.onHealth(false, { code: 'KV_ERR_SHARD_UNAVAILABLE', message: String((err as Error)?.message ?? err) });
     }
     // While up: every 5 s, measure the clock offset; the same query is the health probe, so a
@@ -200,6 +202,8 @@ export class ShardActor {
       writesInFlight: this.writesInFlight,
       readBatches: this.stats.readBatches,
       writeBatches: this.stats.writeBatches,
+      readBatchOps: this.stats.readBatchOps,
+      writeBatchOps: this.stats.writeBatchOps,
       readBatchSizes: this.stats.readBatchSizes.slice(),
       writeBatchSizes: this.stats.writeBatchSizes.slice(),
       retries: this.stats.retries,
@@ -282,6 +286,7 @@ export class ShardActor {
     this.readsInFlight++;
     this.stats.readBatches++;
     observe(this.stats.readBatchSizes, batch.length);
+    this.stats.readBatchOps += batch.length;
     const keys: Buffer[] = [];
     const seen = new Set<string>();
     for (const op of batch) {
@@ -352,6 +357,7 @@ export class ShardActor {
     let opCount = 0;
     for (const c of chains) opCount += c.ops.length;
     observe(this.stats.writeBatchSizes, opCount);
+    this.stats.writeBatchOps += opCount;
     // Lock order: every transaction locks its rows in ascending key order.
     chains.sort((a, b) => Buffer.compare(a.key, b.key));
     const keys = chains.map((c) => c.key);
@@ -572,10 +578,10 @@ export class ShardActor {
 
   private onStoreError(err: unknown): void {
     if (classify(err) === 'connection') {
-      this.log('warn', 'shard connection error', { code: (err as { code?: string })?.code, message: (err as Error)?.message });
+      this.log('warn', 'shard connection error', { err: errLog(err) });
       void this.probe();
     } else if (classify(err) === 'fatal') {
-      this.log('error', 'shard statement failed', { code: (err as { code?: string })?.code, message: (err as Error)?.message });
+      this.log('error', 'shard statement failed', { err: errLog(err) });
     }
   }
 
@@ -601,7 +607,7 @@ export class ShardActor {
       // a brief hang) is over, and declaring the shard down now would abandon healthy work.
       if (this.up && this.lastOkAt <= startedAt) {
         this.up = false;
-        this.log('error', 'shard is down', { code: (err as { code?: string })?.code, message: (err as Error)?.message });
+        this.log('error', 'shard is down', { err: errLog(err) });
         this.onHealth(false, { code: 'KV_ERR_SHARD_UNAVAILABLE', message: String((err as Error)?.message ?? err) });
         // Waiting ops would only time out one by one; answer them now, and give up on what runs.
         for (const op of this.scheduler.drainWaiting()) {

@@ -21,6 +21,7 @@
  *   goes with its connection, so the role moves by itself when a holder dies. Two holders at once
  *   (a network partition) only waste work: every reap re-checks the row under its lock.
  */
+import { errLog } from '../protocol/errors';
 import type { ActorConfig, ExpiryStats } from '../protocol/port-messages';
 import { EXPIRY_LAG_BUCKETS_MS } from '../protocol/port-messages';
 import type { DueRow, ShardStore } from './shard-store';
@@ -205,7 +206,7 @@ export class Expirer {
         this.loadKey = last.k;
       }
     } catch (err) {
-      this.log('warn', 'expiry loader page failed', { error: (err as Error).message });
+      this.log('warn', 'expiry loader page failed', { err: errLog(err) });
     } finally {
       this.loading = false;
     }
@@ -224,7 +225,7 @@ export class Expirer {
       // A full page means more may wait: sweep again next tick instead of next interval.
       this.sweepBacklog = rows.length === this.cfg.reapBatch ? rows.length : 0;
     } catch (err) {
-      this.log('warn', 'expiry sweep failed', { error: (err as Error).message });
+      this.log('warn', 'expiry sweep failed', { err: errLog(err) });
     } finally {
       this.sweeping = false;
     }

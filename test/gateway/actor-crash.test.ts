@@ -1,7 +1,7 @@
 /**
  * A shard actor that dies (a bug, an OOM in its worker) must not hang callers or take the gateway
- * down: what it held is answered 503 (a write KV_ERR_OUTCOME_UNKNOWN, since its COMMIT may have
- * been sent; a read KV_ERR_SHARD_UNAVAILABLE), its keys get 503 while it is away, and a new actor
+ * down: what it held is answered at once (a write 500 KV_ERR_OUTCOME_UNKNOWN without Retry-After,
+ * since its COMMIT may have been sent; a read 503 KV_ERR_SHARD_UNAVAILABLE), its keys get 503 while it is away, and a new actor
  * takes over by itself. The other shard never notices. Writes are held in flight by a row lock
  * taken in MySQL by the test (test/helpers/row-lock), so the worker dies with them inside MySQL.
  */
@@ -76,8 +76,8 @@ test('writes in flight when the actor dies are answered KV_ERR_OUTCOME_UNKNOWN (
   const [a, b, r, t] = await Promise.all([inMysql, behind, read, ttl]);
   assert.ok(Date.now() - started < 2000, `in-flight ops were answered after ${Date.now() - started} ms`);
   for (const w of [a, b, t]) {
-    assertError(w, 503, 'KV_ERR_OUTCOME_UNKNOWN');
-    assert.equal(w.headers['retry-after'], '1');
+    assertError(w, 500, 'KV_ERR_OUTCOME_UNKNOWN');
+    assert.equal(w.headers['retry-after'], undefined, 'maybe applied: no retry hint');
   }
   assertError(r, 503, 'KV_ERR_SHARD_UNAVAILABLE');
 
@@ -90,4 +90,22 @@ test('writes in flight when the actor dies are answered KV_ERR_OUTCOME_UNKNOWN (
   assert.equal(got.headers['x-expires-at'], undefined, 'the TTL of the dead worker was not applied');
   assert.equal((await client.get(queued)).text(), 'before');
   assert.equal((await client.put(held, 'after')).status, 200);
+});
+
+test('/readyz: one shard down is 200 "degraded"; every shard down is 503', async () => {
+  await store.server.pool.workerOf(0).terminate();
+  const one = await fetch(`${store.base}/readyz`);
+  assert.equal(one.status, 200);
+  const body = (await one.json()) as { status: string; up: number; down: Array<{ shard: number }> };
+  assert.equal(body.status, 'degraded');
+  assert.deepEqual(body.down.map((d) => d.shard), [0]);
+  await store.server.pool.workerOf(1).terminate();
+  // Both actors are restarted a second after they died; until then nothing can be served.
+  const all = await fetch(`${store.base}/readyz`);
+  assert.equal(all.status, 503);
+  assert.equal(((await all.json()) as { status: string }).status, 'unavailable');
+  const start = Date.now();
+  const status = async () => ((await (await fetch(`${store.base}/readyz`)).json()) as { status: string }).status;
+  while (Date.now() - start < 15_000 && (await status()) !== 'ready') await new Promise((r) => setTimeout(r, 100));
+  assert.equal(((await (await fetch(`${store.base}/readyz`)).json()) as { status: string }).status, 'ready');
 });

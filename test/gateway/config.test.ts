@@ -6,13 +6,14 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import mysql from 'mysql2/promise';
-import { ConfigError, configFrom, resolveConfig, MAX_SUPPORTED_VALUE_BYTES } from '../../src/gateway/config';
+import { ConfigError, configFrom, parseArgv, resolveConfig, MAX_SUPPORTED_VALUE_BYTES, SETTINGS } from '../../src/gateway/config';
 import { pickFreePort } from '../../src/embedded/local-mysqld';
 import { startTestServer, type TestServer } from '../helpers/mysql';
 import { HttpClient, eventually, kvPath, sleep } from '../helpers/http-client';
@@ -197,7 +198,7 @@ test('the CLI exits 2 with a message on an unknown setting or a bad value', asyn
 
 test('SIGTERM: the CLI stops listening, answers the request in flight, commits it, and exits 0', async (t) => {
   const port = await pickFreePort();
-  const cli = startCli({ KVSQL_SHARDS: urls.join(','), KVSQL_PORT: String(port), KVSQL_LOG_LEVEL: 'warn' });
+  const cli = startCli({ KVSQL_SHARDS: urls.join(','), KVSQL_PORT: String(port), KVSQL_REDIS_PORT: '0', KVSQL_LOG_LEVEL: 'warn' });
   t.after(() => {
     if (cli.child.exitCode === null && cli.child.signalCode === null) cli.child.kill('SIGKILL');
   });
@@ -250,4 +251,25 @@ test('SIGTERM: the CLI stops listening, answers the request in flight, commits i
     }
   }
   assert.equal(found?.toString(), '0123456789');
+});
+
+test('flags: --name=value and --name value (node:util parseArgs); -h/--help and -v/--version are recognised', () => {
+  assert.equal(resolveConfig(['--port', '1004']).port, 1004);
+  assert.equal(resolveConfig(['--redis-port=off']).redisPort, null);
+  assert.equal(resolveConfig(['--redis-port', '0']).redisPort, 0);
+  assert.deepEqual(parseArgv(['-h']), { help: true, version: false, values: [] });
+  assert.deepEqual(parseArgv(['--version', '--port=1']), { help: false, version: true, values: [['KVSQL_PORT', '1']] });
+  rejects(() => resolveConfig(['--port', '1', 'extra']), 'extra');
+  rejects(() => resolveConfig(['--help']), '--help');
+});
+
+test('kvsql --help lists every setting; kvsql --version prints the package version', async () => {
+  const cli = path.join(__dirname, '..', '..', 'src', 'cli.js');
+  const run = (arg: string) => promisify(execFile)(process.execPath, [cli, arg], { env: { PATH: process.env.PATH } });
+  const help = (await run('--help')).stdout;
+  for (const x of SETTINGS) assert.ok(help.includes(x.env), `--help names ${x.env}`);
+  assert.match(help, /--redis-port=<value>/);
+  const version = (await run('--version')).stdout;
+  assert.equal(version, `kvsql ${JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', '..', 'package.json'), 'utf8')).version}\n`);
+  assert.equal((await run('-v')).stdout, version);
 });

@@ -308,6 +308,15 @@ test('flow control: with 4 ops in flight per connection, a 400-command burst is 
   }
   const res = await p.exec();
   for (let i = 0; i < 200; i++) assert.deepEqual(res![i * 2 + 1], [null, String(i)]);
+  // A reply without shard work, parsed only once the op before it finished, is still sent.
+  const one = await store.startAnotherGateway({ redisPort: 0, port: 0, redisMaxInflight: 1 });
+  const sock = connect(one.redisPort!, '127.0.0.1');
+  t.after(() => sock.destroy());
+  let got = '';
+  sock.on('data', (d) => (got += d));
+  sock.write('SET r:flow:one 1\r\nPING\r\n');
+  for (let i = 0; i < 100 && got.length < 12; i++) await sleep(50);
+  assert.equal(got, '+OK\r\n+PONG\r\n');
 });
 
 test('503s become -TRYAGAIN with the kvsql code; the connection keeps serving', async (t) => {

@@ -257,7 +257,7 @@ class WsTransport implements Transport {
         case 'del':
           return { outcome: 'ok', found: await c.del(req.key), note };
         case 'expire':
-          return { outcome: 'ok', found: (await c.expire(req.key, TTL_SECONDS * 1000)) !== null, note };
+          return { outcome: 'ok', found: (await c.pexpire(req.key, TTL_SECONDS * 1000)) !== null, note };
         case 'persist':
           return { outcome: 'ok', found: await c.persist(req.key), note };
       }
