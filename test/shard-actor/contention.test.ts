@@ -49,7 +49,7 @@ function oneOp(c: KvClient, r: Rng, n: number): Promise<unknown> {
     case 4:
       return c.del(key);
     case 5:
-      return c.expire(key, 20 + r.int(200));
+      return c.pexpire(key, 20 + r.int(200));
     case 6:
       return c.persist(key);
     case 7:

@@ -100,7 +100,7 @@ test(`${N} keys expiring in one tick, raced by reads, keepTtl puts, TTL set and 
       let applied: boolean;
       switch (k.group) {
         case 'extend': {
-          const at = await c.expire(k.key, 30_000);
+          const at = await c.pexpire(k.key, 30_000);
           applied = at !== null;
           k.finalExpiresAt = at;
           break;
