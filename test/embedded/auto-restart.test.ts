@@ -30,7 +30,7 @@ test('kill -9 of an embedded mariadbd: the store restarts it and its keys serve 
   if (findMysqlBinary() === null) return t.skip('no local MySQL/MariaDB binary: the embedded cluster would use containers');
   const logs: string[] = [];
   cluster = await startEmbeddedCluster({ shards: 1, dataDir, basePort: 0, log: (m) => logs.push(m) });
-  const config = configFrom({ port: 0, logLevel: process.env.KVSQL_TEST_LOG_LEVEL ?? 'silent', opDeadlineMs: 2000 });
+  const config = configFrom({ port: 0, redisPort: 0, logLevel: process.env.KVSQL_TEST_LOG_LEVEL ?? 'silent', opDeadlineMs: 2000 });
   server = await startServer(config, cluster.urls, createLogger(config.logLevel));
   http = new HttpClient(server.port);
   for (let i = 0; i < 20; i++) assert.equal((await http.put(`ar-${i}`, `v${i}`)).status, 201);

@@ -38,7 +38,7 @@ const keyOn = (shard: number, prefix = 'f'): string => {
 };
 
 async function gateway(overrides: Partial<Config> = {}): Promise<{ server: Server; http: HttpClient }> {
-  const config = configFrom({ port: 0, logLevel: process.env.KVSQL_TEST_LOG_LEVEL ?? 'silent', opDeadlineMs: DEADLINE_MS, ...overrides });
+  const config = configFrom({ port: 0, redisPort: 0, logLevel: process.env.KVSQL_TEST_LOG_LEVEL ?? 'silent', opDeadlineMs: DEADLINE_MS, ...overrides });
   const server = await startServer(config, [proxy.via(urls[0]), urls[1]], createLogger(config.logLevel));
   servers.push(server);
   return { server, http: new HttpClient(server.port, 256) };
