@@ -16,6 +16,7 @@ import type { Reply, Request } from '../protocol/ops';
 import type { ActorConfig, FromActor, ShardStats, ToActor } from '../protocol/port-messages';
 import { SlotMap } from '../protocol/slot-map';
 import type { Config } from './config';
+import { mysqlTls } from './tls';
 
 export interface ReplyTarget {
   deliver(reply: Reply): void;
@@ -92,6 +93,7 @@ export class ShardPool {
           writesInFlight: config.writesInFlight,
           queryTimeoutMs: config.queryTimeoutMs,
           maxRetries: config.maxRetries,
+          tls: mysqlTls(config),
           expiry: {
             enabled: config.expiry,
             tickMs: config.expiryTickMs,

@@ -17,6 +17,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import mysql from 'mysql2/promise';
 import type { Pool, PoolConnection, RowDataPacket, ResultSetHeader } from 'mysql2/promise';
+import type { MysqlTls } from '../protocol/port-messages';
 
 export interface LiveRow {
   k: Buffer;
@@ -139,6 +140,17 @@ export interface StoreOptions {
   url: string;
   poolSize: number;
   queryTimeoutMs: number;
+  /** TLS to the server; null/undefined = clear text. */
+  tls?: MysqlTls | null;
+}
+
+/**
+ * mysql2's `ssl` option. Verification is chain AND host name (mysql2 skips the name unless
+ * verifyIdentity is set); a server without TLS then fails the connect, never a silent downgrade.
+ */
+function sslOption(tls: MysqlTls | null | undefined): { ca?: string; rejectUnauthorized: boolean; verifyIdentity: boolean } | undefined {
+  if (!tls) return undefined;
+  return { ca: tls.ca ?? undefined, rejectUnauthorized: tls.verify, verifyIdentity: tls.verify };
 }
 
 export class MysqlShardStore implements ShardStore {
@@ -150,6 +162,7 @@ export class MysqlShardStore implements ShardStore {
     this.timeout = opts.queryTimeoutMs;
     this.pool = mysql.createPool({
       uri: opts.url,
+      ssl: sslOption(opts.tls),
       connectionLimit: opts.poolSize,
       maxIdle: opts.poolSize,
       waitForConnections: true,
@@ -313,7 +326,7 @@ export class MysqlShardStore implements ShardStore {
 
   async tryExpirerLock(): Promise<boolean> {
     if (this.lockConn === null) {
-      const conn = await mysql.createConnection({ uri: this.opts.url, connectTimeout: 3000, enableKeepAlive: true });
+      const conn = await mysql.createConnection({ uri: this.opts.url, ssl: sslOption(this.opts.tls), connectTimeout: 3000, enableKeepAlive: true });
       conn.on('error', () => {
         // The server released the lock with the connection; the next tryExpirerLock reconnects.
         if (this.lockConn === conn) this.lockConn = null;
