@@ -31,8 +31,16 @@ export interface LocalMysqldOptions {
   log?: (msg: string) => void;
   /** InnoDB buffer pool; small values (64) start faster and suit throwaway test servers. */
   bufferPoolMb?: number;
+  /** Serve TLS with these PEM files (--ssl-cert/--ssl-key/--ssl-ca); clients may still use clear text. */
+  tls?: MysqldTls;
   /** Skips the binary lookup (and any apt install) when the caller already has one. */
   binary?: MysqlBinary;
+}
+
+export interface MysqldTls {
+  certFile: string;
+  keyFile: string;
+  caFile?: string;
 }
 
 export interface LocalMysqld {
@@ -272,7 +280,7 @@ async function stopPreviousOwner(pidFile: string, log: (msg: string) => void): P
   }
 }
 
-function serverArgs(binary: MysqlBinary, dataDir: string, port: number, socket: string, tmpDir: string, bufferPoolMb: number): string[] {
+function serverArgs(binary: MysqlBinary, dataDir: string, port: number, socket: string, tmpDir: string, bufferPoolMb: number, tls?: MysqldTls): string[] {
   const args = [
     '--no-defaults', // must be the first argument
     `--datadir=${dataDir}`,
@@ -296,6 +304,10 @@ function serverArgs(binary: MysqlBinary, dataDir: string, port: number, socket: 
   // MariaDB has no binlog unless asked (--log-bin); MySQL 8 also opens the X protocol on 33060 by
   // default, which would collide between shards on one host.
   if (binary.flavor === 'mysql') args.push('--mysqlx=OFF');
+  if (tls) {
+    args.push(`--ssl-cert=${path.resolve(tls.certFile)}`, `--ssl-key=${path.resolve(tls.keyFile)}`);
+    if (tls.caFile) args.push(`--ssl-ca=${path.resolve(tls.caFile)}`);
+  }
   if (asRoot()) args.push('--user=root');
   return args;
 }
@@ -339,6 +351,7 @@ class LocalMysqldProcess implements LocalMysqld {
     private readonly database: string,
     private readonly bufferPoolMb: number,
     private readonly log: (msg: string) => void,
+    private readonly tls?: MysqldTls,
   ) {}
 
   get port(): number {
@@ -391,7 +404,7 @@ class LocalMysqldProcess implements LocalMysqld {
     const outFrom = sizeOf(outFile);
     const tmpDir = tmpDirFor(this.dataDir);
     fs.mkdirSync(tmpDir, { recursive: true });
-    const args = serverArgs(this.binary, this.dataDir, this.portNumber, socket, tmpDir, this.bufferPoolMb);
+    const args = serverArgs(this.binary, this.dataDir, this.portNumber, socket, tmpDir, this.bufferPoolMb, this.tls);
 
     // stdout/stderr go to a file descriptor, not a pipe: the server then holds no handle in our
     // event loop, and its output survives us for post-mortems.
@@ -508,7 +521,7 @@ export async function startLocalMysqld(opts: LocalMysqldOptions): Promise<LocalM
   // Absolute: the server is told this path and its pid/socket paths are derived from it.
   const dataDir = path.resolve(opts.dataDir);
   fs.mkdirSync(dataDir, { recursive: true });
-  const server = new LocalMysqldProcess(binary, dataDir, opts.port, opts.database, opts.bufferPoolMb ?? 256, log);
+  const server = new LocalMysqldProcess(binary, dataDir, opts.port, opts.database, opts.bufferPoolMb ?? 256, log, opts.tls);
   await server.start(opts.port === 0);
   return server;
 }
