@@ -13,15 +13,26 @@ import os from 'node:os';
 import path from 'node:path';
 import http from 'node:http';
 import net from 'node:net';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import WebSocket from 'ws';
 import { createClient, KvClientError } from '../../src/index';
 import { configFrom } from '../../src/gateway/config';
 import { createLogger, startServer } from '../../src/gateway/server';
 import { WS_BEARER_PROTOCOL } from '../../src/protocol/access';
 import { tokenCommand } from '../../src/token-cli';
+import { pickFreePort } from '../../src/embedded/local-mysqld';
 import { startTestStore, type TestStore } from '../helpers/store';
 import { assertError, encodeKey, HttpClient, type HttpReply } from '../helpers/http-client';
 import { bearer, makeToken, writeTokenFile, type TestToken } from '../helpers/tokens';
+
+const CLI = path.resolve(__dirname, '..', '..', 'src', 'cli.js');
+/** The parent's environment without any KVSQL_*. */
+function cliEnv(settings: Record<string, string>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('KVSQL_')) env[k] = v;
+  return { ...env, ...settings };
+}
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvsql-auth-'));
 const file = path.join(dir, 'tokens.jsonl');
@@ -378,4 +389,40 @@ test('kvsql token create prints the token once, writes only its hash; revoke rem
   } finally {
     c.close();
   }
+});
+
+test('the CLI: SIGHUP reloads the token file and the process keeps serving; 0.0.0.0 without auth exits 2', async (t) => {
+  const refused = spawn(process.execPath, [CLI], { env: cliEnv({ KVSQL_SHARDS: store.urls.join(','), KVSQL_HOST: '0.0.0.0', KVSQL_PORT: '0' }), stdio: ['ignore', 'pipe', 'pipe'] });
+  let refusedOut = '';
+  refused.stderr!.on('data', (c: Buffer) => (refusedOut += c.toString()));
+  const [code] = (await once(refused, 'exit')) as [number | null];
+  assert.equal(code, 2);
+  assert.match(refusedOut, /refusing to listen on 0\.0\.0\.0.*KVSQL_ALLOW_INSECURE/s);
+
+  const f = path.join(dir, 'cli-hup.jsonl');
+  const t1 = makeToken('one', [{ rights: ['read', 'write'], prefixes: ['h/'] }]);
+  const t2 = makeToken('two', [{ rights: ['read', 'write'], prefixes: ['h/'] }]);
+  writeTokenFile(f, [t1]);
+  const port = await pickFreePort();
+  const cli = spawn(process.execPath, [CLI], { env: cliEnv({ KVSQL_SHARDS: store.urls.join(','), KVSQL_PORT: String(port), KVSQL_AUTH_FILE: f, KVSQL_LOG_LEVEL: 'warn' }), stdio: 'ignore' });
+  t.after(() => {
+    if (cli.exitCode === null && cli.signalCode === null) cli.kill('SIGKILL');
+  });
+  const c = new HttpClient(port, 1);
+  t.after(() => c.close());
+  const up = async (): Promise<boolean> => (await c.request('GET', '/healthz').catch(() => null))?.status === 200;
+  for (let i = 0; i < 300 && !(await up()); i++) await new Promise((r) => setTimeout(r, 100));
+  assert.equal((await c.put('h/1', 'v', '', bearer(t1))).status, 201);
+  writeTokenFile(f, [t2]);
+  cli.kill('SIGHUP');
+  let swapped = false;
+  for (let i = 0; i < 100 && !swapped; i++) {
+    swapped = (await c.get('h/1', bearer(t2))).status === 200;
+    if (!swapped) await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.ok(swapped, 'the new token works after SIGHUP');
+  assert401(await c.get('h/1', bearer(t1)));
+  assert.equal(cli.exitCode, null, 'SIGHUP does not stop the process');
+  cli.kill('SIGTERM');
+  assert.deepEqual(await once(cli, 'exit'), [0, null]);
 });
