@@ -40,6 +40,8 @@ export class Auth {
   private readonly forbidden = new Map<string, number>();
   private reloadsOk = 0;
   private reloadsFailed = 0;
+  /** Grows on every successful reload: a door holding an entry re-resolves it when this moved. */
+  generation = 0;
 
   private constructor(
     readonly file: string,
@@ -80,6 +82,7 @@ export class Auth {
   reload(): string | null {
     try {
       this.tokens = this.read();
+      this.generation++;
       this.reloadsOk++;
       this.log.info({ file: this.file, tokens: this.tokens.size }, 'auth: tokens reloaded');
       return null;
