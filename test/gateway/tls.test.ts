@@ -29,12 +29,13 @@ let otherCa!: TestCa;
 let gwCert!: CertFiles;
 let store!: TestStore;
 let tlsMysql!: TestServer;
+let dbCert!: CertFiles;
 
 before(async () => {
   ca = makeCa(dir, 'test CA');
   otherCa = makeCa(dir, 'other CA');
   gwCert = makeCert(dir, ca, 'gateway', ['127.0.0.1', 'localhost']);
-  const dbCert = makeCert(dir, ca, 'mysql', ['127.0.0.1']);
+  dbCert = makeCert(dir, ca, 'mysql', ['127.0.0.1']);
   writeTokenFile(tokenFile, [tok]);
   tlsMysql = await startTestServer({ tls: { certFile: dbCert.certFile, keyFile: dbCert.keyFile, caFile: ca.certFile } });
   store = await startTestStore({ mysql: tlsMysql, config: { authFile: tokenFile, tlsCertFile: gwCert.certFile, tlsKeyFile: gwCert.keyFile } });
@@ -205,4 +206,25 @@ test('actors connect to MySQL over TLS, verifying the server certificate by defa
   // Verification off (encrypted, not authenticated): the wrong CA is accepted.
   const loose = await startServer(configFrom({ ...base, mysqlTls: true, mysqlTlsCaFile: otherCa.certFile, mysqlTlsVerify: false }), dbs, log);
   await loose.close();
+});
+
+test('a shard certificate that does not name the IP in the shard URL is refused (checked against that IP; mysql2 alone checks "localhost")', async () => {
+  const urlFor = await tlsOnlyUser();
+  const dbs = [urlFor(new URL(await tlsMysql.createDatabase()).pathname.slice(1))];
+  const log = createLogger('silent');
+  makeCert(dir, ca, 'mysql', ['db.example']); // same CA, same files, another name
+  await tlsMysql.restart();
+  try {
+    const gw = await startServer(configFrom({ port: 0, logLevel: 'silent', mysqlTls: true, mysqlTlsCaFile: ca.certFile }), dbs, log);
+    try {
+      const [h] = gw.pool.health();
+      assert.equal(h.up, false);
+      assert.match(String(h.error?.message), /IP: 127\.0\.0\.1 is not in the cert's list/);
+    } finally {
+      await gw.close();
+    }
+  } finally {
+    makeCert(dir, ca, 'mysql', ['127.0.0.1']);
+    await tlsMysql.restart();
+  }
 });
