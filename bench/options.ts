@@ -15,6 +15,7 @@ export const ALL_SCENARIOS = [
   'security',
   'latency-at-half-load',
   'concurrency',
+  'redis',
   'expiry',
 ] as const;
 export type ScenarioName = (typeof ALL_SCENARIOS)[number];
@@ -39,6 +40,8 @@ export interface BenchOptions {
   runs: number;
   /** Target an existing store instead of starting one. */
   url: string | null;
+  /** With --url: the store's Redis-protocol port (else the redis scenario is skipped). */
+  redisPort: number | null;
   /** With --url: a batching-off gateway for the ablation (otherwise ablation is skipped). */
   ablationUrl: string | null;
   /** With --url: shard mysql:// URLs for row counts (otherwise counts are skipped). */
@@ -123,6 +126,7 @@ const FLAGS: Flag[] = [
       for (const u of o.shardUrls) if (!u.startsWith('mysql://')) throw new OptionsError(`--shard-urls: "${u}" must start with mysql://`);
     },
   },
+  { name: 'redis-port', doc: 'with --url: the store\'s Redis-protocol port (KVSQL_REDIS_PORT) for the redis scenario', apply: (o, r) => (o.redisPort = int(1, 65535)(r, 'redis-port')) },
   { name: 'gateway-pid', doc: 'with --url: the gateway pid (for RSS)', apply: (o, r) => (o.gatewayPid = int(1, 2 ** 31)(r, 'gateway-pid')) },
   { name: 'expiry-keys', doc: 'keys for expiry steady and storm (default 1000000)', apply: (o, r) => (o.expiryKeys = int(1, 100_000_000)(r, 'expiry-keys')) },
   { name: 'memory-keys', doc: 'keys for expiry memory (default 5000000)', apply: (o, r) => (o.memoryKeys = int(1, 100_000_000)(r, 'memory-keys')) },
@@ -156,6 +160,7 @@ export function parseOptions(argv: string[]): Readonly<BenchOptions> {
     readRatio: 0.9,
     runs: 1,
     url: null,
+    redisPort: null,
     ablationUrl: null,
     shardUrls: [],
     gatewayPid: null,
@@ -177,7 +182,7 @@ export function parseOptions(argv: string[]): Readonly<BenchOptions> {
     if (m[2] === undefined && !boolean) throw new OptionsError(`--${flag.name} needs a value (--${flag.name}=...)`);
     flag.apply(o, m[2] ?? '');
   }
-  if (o.url === null && (o.ablationUrl !== null || o.shardUrls.length > 0 || o.gatewayPid !== null)) {
+  if (o.url === null && (o.ablationUrl !== null || o.shardUrls.length > 0 || o.gatewayPid !== null || o.redisPort !== null)) {
     throw new OptionsError('--ablation-url, --shard-urls and --gateway-pid describe an existing store: use them with --url');
   }
   return Object.freeze(o);

@@ -9,6 +9,9 @@ import { resolve } from 'node:path';
 export interface Config {
   host: string;
   port: number;
+  /** RESP (Redis protocol) port; null when turned off. */
+  redisPort: number | null;
+  redisMaxInflight: number;
   dataDir: string;
   /** External shard URLs; empty means "run the embedded cluster". */
   shards: string[];
@@ -71,6 +74,11 @@ const bool: Parser<boolean> = (raw, name) => {
   throw new ConfigError(`${name} must be true or false, got "${raw}"`);
 };
 const str: Parser<string> = (raw) => raw;
+/** A port, or off ("off", "false", "none", "no" or empty) to turn a listener off. */
+const portOrOff: Parser<number | null> = (raw, name) => {
+  if (['', 'off', 'false', 'none', 'no', 'null'].includes(raw.trim().toLowerCase())) return null;
+  return int(0, 65535)(raw, name);
+};
 const urls: Parser<string[]> = (raw, name) => {
   const list = raw.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
   for (const u of list) {
@@ -108,6 +116,8 @@ const s = <K extends keyof Config>(key: K, env: string, parse: Parser<Config[K]>
 export const SETTINGS = [
   s('host', 'KVSQL_HOST', host, '127.0.0.1', 'address to listen on'),
   s('port', 'KVSQL_PORT', int(0, 65535), 8080, 'HTTP/WebSocket port (0 picks a free one)'),
+  s('redisPort', 'KVSQL_REDIS_PORT', portOrOff, 6380, 'Redis-protocol (RESP2/RESP3) port on the same host; "off" turns it off (0 picks a free one)'),
+  s('redisMaxInflight', 'KVSQL_REDIS_MAX_INFLIGHT', int(1, 1_000_000), 1024, 'ops in flight per Redis connection; past it the socket is not read until replies are written'),
   s('dataDir', 'KVSQL_DATA_DIR', str, './data', 'where the embedded shards keep their data'),
   s('shards', 'KVSQL_SHARDS', urls, [], 'comma-separated mysql:// URLs; empty runs the embedded cluster'),
   s('embeddedShards', 'KVSQL_EMBEDDED_SHARDS', int(1, 64), 2, 'number of embedded MySQL shards'),

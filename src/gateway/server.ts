@@ -19,8 +19,9 @@ import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket, WebSock
 import { toErrorData } from '../protocol/errors';
 import { Auth, checkExposure } from './auth';
 import { MAX_KEY_BYTES, type Config } from './config';
-import { hasBody, mountHttpApi, writeError, type HttpContext } from './http-api';
+import { hasBody, mountHttpApi, refusedFraming, writeError, type HttpContext } from './http-api';
 import { Metrics } from './metrics';
+import { startRespServer, type RespGuard, type RespServer } from './resp-server';
 import { ShardPool } from './shard-pool';
 import { serverTls, type ServerTls } from './tls';
 import { loadUws } from './uws';
@@ -28,6 +29,8 @@ import { mountWsApi, refreshTokens, type WsContext } from './ws-api';
 
 export interface Server {
   port: number;
+  /** The Redis-protocol port; null when KVSQL_REDIS_PORT is off. */
+  redisPort: number | null;
   host: string;
   pool: ShardPool;
   /** Token checks (null: auth off), for other doors (the Redis door) to share. */
@@ -45,7 +48,17 @@ export function createLogger(level: string): Logger {
   return pino({ level, base: { service: 'kvsql' } });
 }
 
-export async function startServer(config: Readonly<Config>, shardUrls: string[], log: Logger = createLogger(config.logLevel)): Promise<Server> {
+export interface ServerOptions {
+  /** Authentication and authorisation of Redis-protocol connections (default: allow everything). */
+  redisGuard?: RespGuard;
+}
+
+export async function startServer(
+  config: Readonly<Config>,
+  shardUrls: string[],
+  log: Logger = createLogger(config.logLevel),
+  opts: ServerOptions = {},
+): Promise<Server> {
   const uws = loadUws();
   // Refuse a bad security setup before any shard work starts.
   checkExposure(config, config.host, 'HTTP/WebSocket');
@@ -87,14 +100,17 @@ export async function startServer(config: Readonly<Config>, shardUrls: string[],
     // The load generator's ceiling: the same server and routing layer, no shard work at all
     // (with auth on, the token check too: any valid token).
     app.get('/v1/noop', (res, req) => {
+      if (refusedFraming(res, req)) return;
       if (admitted(res, req, false)) res.end('ok');
     });
     // Open: a liveness probe carries no token and says nothing.
-    app.get('/healthz', (res) => {
+    app.get('/healthz', (res, req) => {
+      if (refusedFraming(res, req)) return;
       res.writeHeader('Content-Type', 'application/json').end('{"status":"ok"}');
     });
     // Open too (a readiness probe carries no token), but the per-shard errors are for admins.
     app.get('/readyz', (res, req) => {
+      if (refusedFraming(res, req)) return;
       const health = pool.health();
       const down = health.filter((h) => !h.up);
       if (closing) {
@@ -112,6 +128,7 @@ export async function startServer(config: Readonly<Config>, shardUrls: string[],
       }
     });
     app.get('/metrics', (res, req) => {
+      if (refusedFraming(res, req)) return;
       if (!admitted(res, req, true)) return;
       let aborted = false;
       res.onAborted(() => (aborted = true));
@@ -122,13 +139,15 @@ export async function startServer(config: Readonly<Config>, shardUrls: string[],
       });
     });
     app.get('/v1/slots', (res, req) => {
+      if (refusedFraming(res, req)) return;
       if (!admitted(res, req, true)) return;
       res.writeHeader('Content-Type', 'application/json');
       res.end(JSON.stringify({ slots: 16384, hash: 'crc16-xmodem', shards: pool.shardCount, ranges: pool.slotMap.toRanges() }));
     });
-    app.any('/*', (res, req) =>
-      writeError(res, 'KV_ERR_ROUTE_NOT_FOUND', 'no such route; see README for the API', undefined, { head: req.getMethod() === 'head', close: hasBody(req) }),
-    );
+    app.any('/*', (res, req) => {
+      if (refusedFraming(res, req)) return;
+      writeError(res, 'KV_ERR_ROUTE_NOT_FOUND', 'no such route; see README for the API', undefined, { head: req.getMethod() === 'head', close: hasBody(req) });
+    });
     return app;
   };
 
@@ -153,7 +172,18 @@ export async function startServer(config: Readonly<Config>, shardUrls: string[],
     throw err;
   }
   const port = uws.us_socket_local_port(listenSocket);
-  log.info({ host: config.host, port, shards: shardUrls.length, batching: config.batching, auth: auth !== null, tls: tls !== null }, 'kvsql listening');
+  let redis: RespServer | null = null;
+  if (config.redisPort !== null) {
+    try {
+      redis = await startRespServer({ ...apiContext, host: config.host, port: config.redisPort, maxInflight: config.redisMaxInflight, guard: opts.redisGuard, log });
+    } catch (err) {
+      uws.us_listen_socket_close(listenSocket);
+      await pool.stop(1000);
+      throw new Error(`cannot listen for Redis clients on ${config.host}:${config.redisPort} (KVSQL_REDIS_PORT; "off" turns it off): ${(err as Error).message}`);
+    }
+  }
+  const redisPort = redis?.port ?? null;
+  log.info({ host: config.host, port, redisPort, shards: shardUrls.length, batching: config.batching, auth: auth !== null, tls: tls !== null }, 'kvsql listening');
   if (tls !== null) log.info({ cert: tls.certFile, validTo: tls.validTo }, 'TLS on');
 
   let closed: Promise<void> | null = null;
@@ -199,15 +229,17 @@ export async function startServer(config: Readonly<Config>, shardUrls: string[],
     closed = (async () => {
       closing = true;
       uws.us_listen_socket_close(listenSocket);
+      redis?.stopListening();
       const deadline = Date.now() + config.shutdownTimeoutMs;
       while (inflight.n > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
       if (inflight.n > 0) log.warn({ inflight: inflight.n }, 'shutdown timeout: answering no more');
       for (const ws of sockets) ws.end(1001, 'server shutting down');
+      await redis?.closeConnections(1000);
       await pool.stop(Math.max(1000, deadline - Date.now()));
       log.info({}, 'kvsql stopped');
     })();
     return closed;
   };
 
-  return { port, host: config.host, pool, auth, tls: tls !== null, reload, close };
+  return { port, redisPort, host: config.host, pool, auth, tls: tls !== null, reload, close };
 }

@@ -12,13 +12,15 @@ import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
 import { Packr } from 'msgpackr';
 import { RETRY_AFTER_SECONDS, type ErrorData } from '../protocol/errors';
-import type { Reply, Request } from '../protocol/ops';
+import { isReadOp, type Reply, type Request } from '../protocol/ops';
 import type { ActorConfig, FromActor, ShardStats, ToActor } from '../protocol/port-messages';
 import { SlotMap } from '../protocol/slot-map';
 import type { Config } from './config';
 import { mysqlTls } from './tls';
 
 export interface ReplyTarget {
+  /** The op it waits for: a crashed actor's reads are safely retryable, its writes are not. */
+  readonly op: number;
   deliver(reply: Reply): void;
 }
 
@@ -332,12 +334,14 @@ export class ShardPool {
     s.lastError = { code: 'KV_ERR_SHARD_UNAVAILABLE', message: why };
     // The actor may have sent a COMMIT before it died: a write it held may or may not be applied,
     // so nothing it held is reported as safely retryable.
+    // A read changed nothing whatever happened to it: it is plainly unavailable (safe to retry).
     const message = `${why}; an operation in flight may or may not have been applied`;
     for (const [id, target] of s.pending) {
       s.pending.delete(id);
       this.release(s, id);
       this.totalOutstanding--;
-      target.deliver([id, 503, 'KV_ERR_OUTCOME_UNKNOWN', message, RETRY_AFTER_SECONDS]);
+      if (isReadOp(target.op)) target.deliver([id, 503, 'KV_ERR_SHARD_UNAVAILABLE', why, RETRY_AFTER_SECONDS]);
+      else target.deliver([id, 503, 'KV_ERR_OUTCOME_UNKNOWN', message, RETRY_AFTER_SECONDS]);
     }
     if (this.totalOutstanding === 0 && this.onIdle) this.onIdle();
   }

@@ -101,9 +101,11 @@ test('TTLs are milliseconds: put ttl, ttl(), expire, persist, keepTtl', async ()
 });
 
 test('a key expires after its ttl', async () => {
-  await client.put('c-short', 'v', { ttl: 50 });
+  // 1.5 s: long enough that a loaded machine still reads it back before expiry, short for a test.
+  const sent = Date.now();
+  await client.put('c-short', 'v', { ttl: 1500 });
   assert.ok(await client.get('c-short'));
-  await new Promise((r) => setTimeout(r, 120));
+  await new Promise((r) => setTimeout(r, sent + 1600 - Date.now()));
   assert.equal(await client.get('c-short'), null);
   assert.equal((await client.put('c-short', 'again', { ifAbsent: true })).created, true, 'an expired key counts as absent');
 });
