@@ -29,7 +29,7 @@ async function main(): Promise<void> {
       throw new ConfigError('KVSQL_MYSQL_TLS applies to external shards (KVSQL_SHARDS); the embedded cluster listens on loopback only, in clear');
     }
     // Before the embedded cluster starts: these refusals should come at once.
-    checkExposure(config, config.host, 'HTTP/WebSocket');
+    checkExposure(config, config.host, config.redisPort === null ? 'HTTP/WebSocket' : 'HTTP/WebSocket and Redis');
     serverTls(config);
   } catch (err) {
     if (err instanceof ConfigError) {

@@ -21,6 +21,7 @@ import { Auth, checkExposure } from './auth';
 import { MAX_KEY_BYTES, type Config } from './config';
 import { hasBody, mountHttpApi, refusedFraming, writeError, type HttpContext } from './http-api';
 import { Metrics } from './metrics';
+import { respAuthGuard } from './resp-auth';
 import { startRespServer, type RespGuard, type RespServer } from './resp-server';
 import { ShardPool } from './shard-pool';
 import { serverTls, type ServerTls } from './tls';
@@ -49,7 +50,7 @@ export function createLogger(level: string): Logger {
 }
 
 export interface ServerOptions {
-  /** Authentication and authorisation of Redis-protocol connections (default: allow everything). */
+  /** Authentication and authorisation of Redis-protocol connections (default: the tokens when auth is on, else allow everything). */
   redisGuard?: RespGuard;
 }
 
@@ -61,7 +62,7 @@ export async function startServer(
 ): Promise<Server> {
   const uws = loadUws();
   // Refuse a bad security setup before any shard work starts.
-  checkExposure(config, config.host, 'HTTP/WebSocket');
+  checkExposure(config, config.host, config.redisPort === null ? 'HTTP/WebSocket' : 'HTTP/WebSocket and Redis');
   const auth = Auth.fromConfig(config, log);
   let tls = serverTls(config);
   const pool = await ShardPool.start(config, shardUrls, log);
@@ -175,7 +176,9 @@ export async function startServer(
   let redis: RespServer | null = null;
   if (config.redisPort !== null) {
     try {
-      redis = await startRespServer({ ...apiContext, host: config.host, port: config.redisPort, maxInflight: config.redisMaxInflight, guard: opts.redisGuard, log });
+      // With auth on, the Redis door checks the same tokens (AUTH <token>); TLS as on the HTTP port.
+      const guard = opts.redisGuard ?? (auth !== null ? (respAuthGuard(auth) satisfies RespGuard) : undefined);
+      redis = await startRespServer({ ...apiContext, host: config.host, port: config.redisPort, maxInflight: config.redisMaxInflight, guard, tls, log });
     } catch (err) {
       uws.us_listen_socket_close(listenSocket);
       await pool.stop(1000);
@@ -214,6 +217,7 @@ export async function startServer(
           listenSocket = sock;
           apps.push(app);
           tls = next;
+          redis?.setTls(next);
           log.info({ cert: next.certFile, validTo: next.validTo }, 'TLS certificate reloaded');
         } catch (err) {
           const message = `TLS: ${(err as Error).message}; the previous certificate stays in use`;
