@@ -353,11 +353,11 @@ test('failed token checks are rate-limited per source address (429 with Retry-Af
 
 test('secure by default: no auth means loopback only, unless KVSQL_ALLOW_INSECURE', async () => {
   const log = createLogger('silent');
-  await assert.rejects(startServer(configFrom({ host: '0.0.0.0', port: 0 }), store.urls, log), /auth off.*read, overwrite and delete every key.*KVSQL_ALLOW_INSECURE/s);
-  await assert.rejects(startServer(configFrom({ host: '::', port: 0 }), store.urls, log), /KVSQL_ALLOW_INSECURE/);
-  const insecure = await startServer(configFrom({ host: '0.0.0.0', port: 0, allowInsecure: true, logLevel: 'silent' }), store.urls, log);
+  await assert.rejects(startServer(configFrom({ redisPort: 0, host: '0.0.0.0', port: 0 }), store.urls, log), /auth off.*read, overwrite and delete every key.*KVSQL_ALLOW_INSECURE/s);
+  await assert.rejects(startServer(configFrom({ redisPort: 0, host: '::', port: 0 }), store.urls, log), /KVSQL_ALLOW_INSECURE/);
+  const insecure = await startServer(configFrom({ redisPort: 0, host: '0.0.0.0', port: 0, allowInsecure: true, logLevel: 'silent' }), store.urls, log);
   await insecure.close();
-  const authed = await startServer(configFrom({ host: '0.0.0.0', port: 0, authFile: file, logLevel: 'silent' }), store.urls, log);
+  const authed = await startServer(configFrom({ redisPort: 0, host: '0.0.0.0', port: 0, authFile: file, logLevel: 'silent' }), store.urls, log);
   await authed.close();
 });
 
@@ -392,7 +392,7 @@ test('kvsql token create prints the token once, writes only its hash; revoke rem
 });
 
 test('the CLI: SIGHUP reloads the token file and the process keeps serving; 0.0.0.0 without auth exits 2', async (t) => {
-  const refused = spawn(process.execPath, [CLI], { env: cliEnv({ KVSQL_SHARDS: store.urls.join(','), KVSQL_HOST: '0.0.0.0', KVSQL_PORT: '0' }), stdio: ['ignore', 'pipe', 'pipe'] });
+  const refused = spawn(process.execPath, [CLI], { env: cliEnv({ KVSQL_SHARDS: store.urls.join(','), KVSQL_HOST: '0.0.0.0', KVSQL_PORT: '0', KVSQL_REDIS_PORT: 'off' }), stdio: ['ignore', 'pipe', 'pipe'] });
   let refusedOut = '';
   refused.stderr!.on('data', (c: Buffer) => (refusedOut += c.toString()));
   const [code] = (await once(refused, 'exit')) as [number | null];
@@ -404,7 +404,7 @@ test('the CLI: SIGHUP reloads the token file and the process keeps serving; 0.0.
   const t2 = makeToken('two', [{ rights: ['read', 'write'], prefixes: ['h/'] }]);
   writeTokenFile(f, [t1]);
   const port = await pickFreePort();
-  const cli = spawn(process.execPath, [CLI], { env: cliEnv({ KVSQL_SHARDS: store.urls.join(','), KVSQL_PORT: String(port), KVSQL_AUTH_FILE: f, KVSQL_LOG_LEVEL: 'warn' }), stdio: 'ignore' });
+  const cli = spawn(process.execPath, [CLI], { env: cliEnv({ KVSQL_SHARDS: store.urls.join(','), KVSQL_PORT: String(port), KVSQL_REDIS_PORT: 'off', KVSQL_AUTH_FILE: f, KVSQL_LOG_LEVEL: 'warn' }), stdio: 'ignore' });
   t.after(() => {
     if (cli.exitCode === null && cli.signalCode === null) cli.kill('SIGKILL');
   });

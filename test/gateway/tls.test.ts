@@ -162,7 +162,7 @@ test('actors connect to MySQL over TLS, verifying the server certificate by defa
   // The server enforces it: this user cannot log in without TLS.
   await assert.rejects(mysql.createConnection({ uri: dbs[0] }).then((c) => c.end()), /Access denied|SSL|secure/i);
   const log = createLogger('silent');
-  const base = { port: 0, logLevel: 'silent' };
+  const base = { port: 0, redisPort: 0, logLevel: 'silent' };
 
   // Clear text (KVSQL_MYSQL_TLS off): the actors cannot start.
   await assert.rejects(startServer(configFrom(base), dbs, log), /Access denied/i);
@@ -215,7 +215,7 @@ test('a shard certificate that does not name the IP in the shard URL is refused 
   makeCert(dir, ca, 'mysql', ['db.example']); // same CA, same files, another name
   await tlsMysql.restart();
   try {
-    const gw = await startServer(configFrom({ port: 0, logLevel: 'silent', mysqlTls: true, mysqlTlsCaFile: ca.certFile }), dbs, log);
+    const gw = await startServer(configFrom({ port: 0, redisPort: 0, logLevel: 'silent', mysqlTls: true, mysqlTlsCaFile: ca.certFile }), dbs, log);
     try {
       const [h] = gw.pool.health();
       assert.equal(h.up, false);
