@@ -67,9 +67,13 @@ export function tokenId(token: string): string | null {
 export function bearerToken(header: string): string | null {
   if (header.length === 0) return '';
   if (header.length > 7 + 16 + TOKEN_CHARS) return null; // bounded work on a huge header
-  if (header.length < 7 || header.slice(0, 7).toLowerCase() !== 'bearer ') return null;
+  if (header.length < 7) return null;
+  // "bearer " case-insensitively, without allocating (this runs on every HTTP request).
+  for (let i = 0; i < 6; i++) if ((header.charCodeAt(i) | 0x20) !== BEARER.charCodeAt(i)) return null;
+  if (header.charCodeAt(6) !== 0x20) return null;
   return header.slice(7).trim();
 }
+const BEARER = 'bearer ';
 
 /** WebSocket subprotocol carrying a token, for browsers (which cannot set Authorization). */
 export const WS_BEARER_PROTOCOL = 'kvsql.bearer.';

@@ -37,6 +37,8 @@ test('Authorization: Bearer only, case-insensitive scheme, bounded', () => {
   assert.equal(bearerToken('bearer   abc  '), 'abc');
   assert.equal(bearerToken('Basic abc'), null);
   assert.equal(bearerToken('Bearer'), null);
+  assert.equal(bearerToken('Bearer\u0000abc'), null);
+  assert.equal(bearerToken('BEARER abc'), 'abc');
   assert.equal(bearerToken('Bearer ' + 'x'.repeat(10_000)), null);
 });
 
