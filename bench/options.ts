@@ -16,6 +16,7 @@ export const ALL_SCENARIOS = [
   'latency-at-half-load',
   'concurrency',
   'redis',
+  'overload',
   'expiry',
 ] as const;
 export type ScenarioName = (typeof ALL_SCENARIOS)[number];
@@ -58,6 +59,10 @@ export interface BenchOptions {
   connectionsPerProcess: number;
   /** Fraction of the measured peak used by latency-at-half-load. */
   loadFraction: number;
+  /** overload: offered rate as a multiple of the measured PUT peak, connections, value size. */
+  overloadFactor: number;
+  overloadConnections: number;
+  overloadValueSize: number;
   /** Keep the store's existing rows (default: empty the kv table of our own store at start). */
   keepData: boolean;
   /** Skip writing bench/results/. */
@@ -135,6 +140,9 @@ const FLAGS: Flag[] = [
   { name: 'http-concurrency', doc: 'HTTP connections in concurrency (default 5000)', apply: (o, r) => (o.httpConcurrency = int(0, 15000)(r, 'http-concurrency')) },
   { name: 'connections-per-process', doc: 'WebSockets per load-generator child (default 5000)', apply: (o, r) => (o.connectionsPerProcess = int(1, 15000)(r, 'connections-per-process')) },
   { name: 'load-fraction', doc: 'fraction of peak for latency-at-half-load (default 0.5)', apply: (o, r) => (o.loadFraction = num(0.01, 1)(r, 'load-fraction')) },
+  { name: 'overload-factor', doc: 'overload: offered PUT rate as a multiple of the measured peak (default 2)', apply: (o, r) => (o.overloadFactor = num(0.1, 100)(r, 'overload-factor')) },
+  { name: 'overload-connections', doc: 'overload: HTTP connections for the open loop (default 4000)', apply: (o, r) => (o.overloadConnections = int(1, 15000)(r, 'overload-connections')) },
+  { name: 'overload-value-size', doc: 'overload: PUT value bytes (default 65536)', apply: (o, r) => (o.overloadValueSize = int(1, 16 * 1024 * 1024)(r, 'overload-value-size')) },
   { name: 'keep-data', doc: 'do not empty our own store\'s kv table at start', apply: (o) => (o.keepData = true) },
   { name: 'no-save', doc: 'do not write bench/results/', apply: (o) => (o.noSave = true) },
 ];
@@ -171,6 +179,9 @@ export function parseOptions(argv: string[]): Readonly<BenchOptions> {
     httpConcurrency: 5_000,
     connectionsPerProcess: 5_000,
     loadFraction: 0.5,
+    overloadFactor: 2,
+    overloadConnections: 4000,
+    overloadValueSize: 64 * 1024,
     keepData: false,
     noSave: false,
   };

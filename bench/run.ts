@@ -24,6 +24,7 @@ import { runExpiry } from './scenarios/expiry';
 import { runConcurrency } from './scenarios/concurrency';
 import { runSecurity } from './scenarios/security';
 import { runRedisScenario } from './scenarios/redis';
+import { runOverload } from './scenarios/overload';
 
 const RESULTS_DIR = path.join(BENCH_DIR, 'results');
 /** Committed: the compact summary of each run DESIGN.md cites (raw reports stay in results/). */
@@ -82,6 +83,8 @@ async function runScenario(ctx: BenchContext, s: ScenarioName, runLabel: string,
       return runConcurrency(ctx, runLabel);
     case 'redis':
       return runRedisScenario(ctx, runLabel);
+    case 'overload':
+      return runOverload(ctx, runLabel);
     default:
       return runThroughput(ctx, s, runLabel);
   }

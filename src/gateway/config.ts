@@ -26,6 +26,8 @@ export interface Config {
   queueLimit: number;
   queueBytes: number;
   queryTimeoutMs: number;
+  opDeadlineMs: number;
+  queueWaitMs: number;
   maxRetries: number;
   expiry: boolean;
   expiryTickMs: number;
@@ -130,7 +132,9 @@ export const SETTINGS = [
   s('writesInFlight', 'KVSQL_WRITES_IN_FLIGHT', int(1, 64), 4, 'write transactions in flight per shard'),
   s('queueLimit', 'KVSQL_QUEUE_LIMIT', int(1, 1_000_000), 50_000, 'ops outstanding per shard before 503'),
   s('queueBytes', 'KVSQL_QUEUE_BYTES', int(1024 * 1024, 64 * 1024 * 1024 * 1024), 256 * 1024 * 1024, 'value bytes of PUTs outstanding per shard before 503'),
-  s('queryTimeoutMs', 'KVSQL_QUERY_TIMEOUT_MS', int(100, 600_000), 10_000, 'per-statement timeout'),
+  s('queryTimeoutMs', 'KVSQL_QUERY_TIMEOUT_MS', int(100, 600_000), 10_000, 'per-statement timeout (a timed-out connection is destroyed)'),
+  s('opDeadlineMs', 'KVSQL_OP_DEADLINE_MS', int(500, 600_000), 5000, 'every op is answered within this many ms of arriving, whatever MySQL does (503, or OUTCOME_UNKNOWN for a write whose COMMIT was sent)'),
+  s('queueWaitMs', 'KVSQL_QUEUE_WAIT_MS', int(0, 600_000), 500, 'refuse an op (503) when its estimated queue wait on its shard is longer (0: no time bound)'),
   s('maxRetries', 'KVSQL_MAX_RETRIES', int(0, 20), 4, 'retries of a batch after deadlock, lock wait timeout or lost connection'),
   s('expiry', 'KVSQL_EXPIRY', bool, true, 'run the expirer (physical deletion of expired rows)'),
   s('expiryTickMs', 'KVSQL_EXPIRY_TICK_MS', int(10, 10_000), 100, 'expiry wheel resolution and tick'),

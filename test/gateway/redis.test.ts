@@ -17,7 +17,9 @@ let store: TestStore;
 let port: number;
 let redis: Redis;
 before(async () => {
-  store = await startTestStore({ shards: 2, config: { maxValueBytes: 64 * 1024 } });
+  // queueWaitMs 0: the 10,000-command pipeline checks ordering, not admission (the time bound
+  // has its own tests in mysql-faults), and a loaded machine would refuse part of it.
+  store = await startTestStore({ shards: 2, config: { maxValueBytes: 64 * 1024, queueWaitMs: 0 } });
   port = store.server.redisPort!;
   redis = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0 });
   await redis.connect();
@@ -123,7 +125,7 @@ test('SET NX / XX / GET / KEEPTTL / EX / PX', async () => {
     assert.deepEqual(res![i * 2], [null, i === 0 ? null : String(i - 1)]);
     assert.deepEqual(res![i * 2 + 1], [null, String(i)]);
   }
-  assert.ok((await redis.ttl('r:ttl')) >= 49);
+  assert.ok((await redis.ttl('r:ttl')) >= 40); // 50 s set above; a loaded machine may take seconds
 });
 
 test('DEL, UNLINK and EXISTS take several keys, each on its own; MGET returns nil for missing keys', async () => {
