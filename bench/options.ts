@@ -12,6 +12,7 @@ export const ALL_SCENARIOS = [
   'ws-put',
   'ws-mixed',
   'ablation',
+  'security',
   'latency-at-half-load',
   'concurrency',
   'redis',

@@ -36,6 +36,12 @@ export function addRatios(rows: Row[]): void {
       const v = x(r.opsPerSec, noop);
       if (v) r.ratio = `${v} noop`;
     }
+    // security <load> <variant>: vs the plain gateway under the same load (medians of --runs).
+    const sec = /^(security \S+) (auth|tls|auth\+tls)$/.exec(r.name);
+    if (sec) {
+      const v = x(r.opsPerSec, ops(`${sec[1]} plain`));
+      if (v) r.ratio = `${v} plain`;
+    }
   }
   for (const [on, off] of [
     ['http-put', 'ablation http-put (batching off)'],

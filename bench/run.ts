@@ -22,6 +22,7 @@ import { runThroughput } from './scenarios/throughput';
 import { runHalfLoad } from './scenarios/half-load';
 import { runExpiry } from './scenarios/expiry';
 import { runConcurrency } from './scenarios/concurrency';
+import { runSecurity } from './scenarios/security';
 import { runRedisScenario } from './scenarios/redis';
 import { runOverload } from './scenarios/overload';
 
@@ -69,8 +70,11 @@ function gitCommit(): string {
   }
 }
 
-async function runScenario(ctx: BenchContext, s: ScenarioName, runLabel: string): Promise<Row[]> {
+/** `gateways`: the processes the harness started (null with --url); a scenario may add its own. */
+async function runScenario(ctx: BenchContext, s: ScenarioName, runLabel: string, gateways: GatewayProcess[] | null): Promise<Row[]> {
   switch (s) {
+    case 'security':
+      return runSecurity(ctx, gateways, runLabel);
     case 'latency-at-half-load':
       return runHalfLoad(ctx, runLabel);
     case 'expiry':
@@ -195,7 +199,7 @@ async function main(): Promise<number> {
         const label = opts.runs > 1 ? `[${s} ${run}/${opts.runs}] ` : `[${s}] `;
         let got: Row[];
         try {
-          got = await runScenario(ctx, s, label);
+          got = await runScenario(ctx, s, label, opts.url === null ? gateways : null);
         } catch (err) {
           failed = true;
           clearProgress();

@@ -13,6 +13,8 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
 import path from 'node:path';
 
@@ -77,9 +79,7 @@ export class GatewayProcess {
     for (;;) {
       if (!this.running) throw new Error(`${this.name} exited with ${this.exitCode} before it was ready; log ${this.logFile}:\n${this.tail()}`);
       try {
-        const res = await fetch(`${this.base}/readyz`, { signal: AbortSignal.timeout(2000) });
-        await res.arrayBuffer();
-        if (res.status === 200) return;
+        if ((await readyStatus(`${this.base}/readyz`)) === 200) return;
       } catch {
         /* not listening yet */
       }
@@ -99,6 +99,19 @@ export class GatewayProcess {
   }
 }
 
+/** GET status of a URL; https without checking the certificate (the bench's own test CA). */
+function readyStatus(url: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const get = url.startsWith('https:') ? https.get : http.get;
+    const req = get(url, { timeout: 2000, rejectUnauthorized: false }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+  });
+}
+
 function cleanEnv(kv: Record<string, string>): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   const tuning: Record<string, string> = {};
@@ -109,7 +122,7 @@ function cleanEnv(kv: Record<string, string>): NodeJS.ProcessEnv {
   return { ...env, ...tuning, ...kv };
 }
 
-function spawnGateway(name: string, kv: Record<string, string>, port: number, redisPort: number | null = null): GatewayProcess {
+export function spawnGateway(name: string, kv: Record<string, string>, port: number, redisPort: number | null = null): GatewayProcess {
   fs.mkdirSync(path.join(DATA_DIR, 'logs'), { recursive: true });
   const logFile = path.join(DATA_DIR, 'logs', `${name}.log`);
   const fd = fs.openSync(logFile, 'a');
@@ -119,7 +132,8 @@ function spawnGateway(name: string, kv: Record<string, string>, port: number, re
     stdio: ['ignore', fd, fd],
   });
   fs.closeSync(fd);
-  const gw = new GatewayProcess(name, child, `http://127.0.0.1:${port}`, logFile);
+  const scheme = kv.KVSQL_TLS_CERT_FILE ? 'https' : 'http';
+  const gw = new GatewayProcess(name, child, `${scheme}://127.0.0.1:${port}`, logFile);
   gw.redisPort = redisPort;
   return gw;
 }

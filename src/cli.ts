@@ -2,14 +2,26 @@
 /**
  * Owns the `kvsql` command: resolve config, bring up the shards (external URLs, or the embedded
  * cluster when none are configured), start the gateway, and stop everything it started on
- * SIGTERM/SIGINT with exit code 0. Relies on config, embedded-cluster and server.
+ * SIGTERM/SIGINT with exit code 0; SIGHUP reloads the token file and TLS certificate without
+ * dropping connections. `kvsql token ...` edits the token file instead (token-cli). Relies on
+ * config, embedded-cluster, server and token-cli.
  */
 import { resolveConfig, ConfigError, parseArgv, usage } from './gateway/config';
 import { createLogger, startServer } from './gateway/server';
 import { UwsFallbackError } from './gateway/uws';
 import { startEmbeddedCluster, type EmbeddedCluster } from './embedded/embedded-cluster';
+import { tokenCommand } from './token-cli';
+import { checkExposure } from './gateway/auth';
+import { serverTls } from './gateway/tls';
 
 async function main(): Promise<void> {
+  if (process.argv[2] === 'token') {
+    process.exitCode = tokenCommand(process.argv.slice(3), process.env, (s) => process.stdout.write(s), (s) => process.stderr.write(s));
+    return;
+  }
+  // Until the server is up a SIGHUP must not kill the process (Node's default for it).
+  let reload: () => void = () => undefined;
+  process.on('SIGHUP', () => reload());
   let config;
   try {
     const argv = parseArgv(process.argv.slice(2));
@@ -23,6 +35,12 @@ async function main(): Promise<void> {
       return;
     }
     config = resolveConfig(process.argv.slice(2));
+    if (config.mysqlTls && config.shards.length === 0) {
+      throw new ConfigError('KVSQL_MYSQL_TLS applies to external shards (KVSQL_SHARDS); the embedded cluster listens on loopback only, in clear');
+    }
+    // Before the embedded cluster starts: these refusals should come at once.
+    checkExposure(config, config.host, config.redisPort === null ? 'HTTP/WebSocket' : 'HTTP/WebSocket and Redis');
+    serverTls(config);
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`kvsql: ${err.message}\n`);
@@ -48,6 +66,7 @@ async function main(): Promise<void> {
   try {
     server = await startServer(config, urls, log);
   } catch (err) {
+    if (err instanceof ConfigError) process.stderr.write(`kvsql: ${err.message}\n`);
     log.error({ err }, 'kvsql failed to start');
     if (cluster) await cluster.stop();
     process.exitCode = 1;
@@ -68,6 +87,12 @@ async function main(): Promise<void> {
         process.exit(1);
       }
     })();
+  };
+  reload = () => {
+    log.info({ signal: 'SIGHUP' }, 'reloading tokens and TLS certificate');
+    void server.reload().then((errors) => {
+      if (errors.length === 0) log.info({}, 'reload done');
+    });
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));

@@ -31,6 +31,8 @@ export interface LocalMysqldOptions {
   log?: (msg: string) => void;
   /** InnoDB buffer pool; small values (64) start faster and suit throwaway test servers. */
   bufferPoolMb?: number;
+  /** Serve TLS with these PEM files (--ssl-cert/--ssl-key/--ssl-ca); clients may still use clear text. */
+  tls?: MysqldTls;
   /** Skips the binary lookup (and any apt install) when the caller already has one. */
   binary?: MysqlBinary;
   /** Appended to the server's arguments, e.g. `--log-bin` for a measurement. */
@@ -41,6 +43,12 @@ export interface LocalMysqldOptions {
    * The embedded cluster sets it; tests that crash a server on purpose leave it off.
    */
   autoRestart?: boolean;
+}
+
+export interface MysqldTls {
+  certFile: string;
+  keyFile: string;
+  caFile?: string;
 }
 
 export interface LocalMysqld {
@@ -283,7 +291,7 @@ async function stopPreviousOwner(pidFile: string, log: (msg: string) => void): P
   }
 }
 
-function serverArgs(binary: MysqlBinary, dataDir: string, port: number, socket: string, tmpDir: string, bufferPoolMb: number): string[] {
+function serverArgs(binary: MysqlBinary, dataDir: string, port: number, socket: string, tmpDir: string, bufferPoolMb: number, tls?: MysqldTls): string[] {
   const args = [
     '--no-defaults', // must be the first argument
     `--datadir=${dataDir}`,
@@ -307,6 +315,10 @@ function serverArgs(binary: MysqlBinary, dataDir: string, port: number, socket: 
   // MariaDB has no binlog unless asked (--log-bin); MySQL 8 also opens the X protocol on 33060 by
   // default, which would collide between shards on one host.
   if (binary.flavor === 'mysql') args.push('--mysqlx=OFF');
+  if (tls) {
+    args.push(`--ssl-cert=${path.resolve(tls.certFile)}`, `--ssl-key=${path.resolve(tls.keyFile)}`);
+    if (tls.caFile) args.push(`--ssl-ca=${path.resolve(tls.caFile)}`);
+  }
   if (asRoot()) args.push('--user=root');
   return args;
 }
@@ -363,6 +375,7 @@ class LocalMysqldProcess implements LocalMysqld {
     private readonly log: (msg: string) => void,
     private readonly extraArgs: string[] = [],
     private readonly autoRestart = false,
+    private readonly tls?: MysqldTls,
   ) {}
 
   get port(): number {
@@ -415,7 +428,7 @@ class LocalMysqldProcess implements LocalMysqld {
     const outFrom = sizeOf(outFile);
     const tmpDir = tmpDirFor(this.dataDir);
     fs.mkdirSync(tmpDir, { recursive: true });
-    const args = [...serverArgs(this.binary, this.dataDir, this.portNumber, socket, tmpDir, this.bufferPoolMb), ...this.extraArgs];
+    const args = [...serverArgs(this.binary, this.dataDir, this.portNumber, socket, tmpDir, this.bufferPoolMb, this.tls), ...this.extraArgs];
 
     // stdout/stderr go to a file descriptor, not a pipe: the server then holds no handle in our
     // event loop, and its output survives us for post-mortems.
@@ -591,7 +604,7 @@ export async function startLocalMysqld(opts: LocalMysqldOptions): Promise<LocalM
   // Absolute: the server is told this path and its pid/socket paths are derived from it.
   const dataDir = path.resolve(opts.dataDir);
   fs.mkdirSync(dataDir, { recursive: true });
-  const server = new LocalMysqldProcess(binary, dataDir, opts.port, opts.database, opts.bufferPoolMb ?? 256, log, opts.extraArgs, opts.autoRestart ?? false);
+  const server = new LocalMysqldProcess(binary, dataDir, opts.port, opts.database, opts.bufferPoolMb ?? 256, log, opts.extraArgs, opts.autoRestart ?? false, opts.tls);
   await server.start(opts.port === 0);
   return server;
 }

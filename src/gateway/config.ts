@@ -40,6 +40,16 @@ export interface Config {
   wsMaxInflight: number;
   shutdownTimeoutMs: number;
   logLevel: string;
+  /** Token file; '' = auth off. */
+  authFile: string;
+  authFailuresPerMinute: number;
+  allowInsecure: boolean;
+  /** Certificate and key (PEM files) for HTTPS/WSS; both '' = clear text. */
+  tlsCertFile: string;
+  tlsKeyFile: string;
+  mysqlTls: boolean;
+  mysqlTlsCaFile: string;
+  mysqlTlsVerify: boolean;
 }
 
 export class ConfigError extends Error {
@@ -137,6 +147,14 @@ export const SETTINGS = [
   s('wsMaxInflight', 'KVSQL_WS_MAX_INFLIGHT', int(1, 1_000_000), 4096, 'ops in flight per WebSocket; past it, ops are answered KV_ERR_BUSY'),
   s('shutdownTimeoutMs', 'KVSQL_SHUTDOWN_TIMEOUT_MS', int(0, 600_000), 30_000, 'how long SIGTERM waits for in-flight work'),
   s('logLevel', 'KVSQL_LOG_LEVEL', level, 'info', 'pino log level'),
+  s('authFile', 'KVSQL_AUTH_FILE', str, '', 'token file (one JSON line per token, see README); set = auth on, reloaded on SIGHUP'),
+  s('authFailuresPerMinute', 'KVSQL_AUTH_FAILURES_PER_MINUTE', int(1, 1_000_000), 60, 'failed token checks allowed per source address per minute (burst the same); past it 429'),
+  s('allowInsecure', 'KVSQL_ALLOW_INSECURE', bool, false, 'allow listening on a non-loopback address with auth off (anyone who reaches the port can read and write every key)'),
+  s('tlsCertFile', 'KVSQL_TLS_CERT_FILE', str, '', 'PEM certificate (chain) for HTTPS/WSS; with KVSQL_TLS_KEY_FILE turns TLS on; reloaded on SIGHUP'),
+  s('tlsKeyFile', 'KVSQL_TLS_KEY_FILE', str, '', 'PEM private key for KVSQL_TLS_CERT_FILE'),
+  s('mysqlTls', 'KVSQL_MYSQL_TLS', bool, false, 'actors connect to the MySQL shards over TLS'),
+  s('mysqlTlsCaFile', 'KVSQL_MYSQL_TLS_CA_FILE', str, '', "PEM CA(s) the shards' certificates must chain to ('' = Node's built-in CAs)"),
+  s('mysqlTlsVerify', 'KVSQL_MYSQL_TLS_VERIFY', bool, true, "verify the shard's certificate and host name (false: encrypted but open to a man in the middle)"),
 ] as const;
 
 const BY_ENV = new Map<string, Setting<keyof Config>>(SETTINGS.map((x) => [x.env, x as Setting<keyof Config>]));

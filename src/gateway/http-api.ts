@@ -25,6 +25,8 @@ import {
   type Reply,
 } from '../protocol/ops';
 import { checkKey, checkValue, parseTtlSeconds, parseVersionTag, type Limits } from '../protocol/validate';
+import { mayAccess, rightFor, type TokenEntry } from '../protocol/access';
+import type { Auth } from './auth';
 import type { Metrics } from './metrics';
 import type { ReplyTarget, ShardPool } from './shard-pool';
 
@@ -33,11 +35,14 @@ const STATUS_TEXT: Record<number, string> = {
   201: '201 Created',
   204: '204 No Content',
   400: '400 Bad Request',
+  401: '401 Unauthorized',
+  403: '403 Forbidden',
   404: '404 Not Found',
   405: '405 Method Not Allowed',
   412: '412 Precondition Failed',
   413: '413 Payload Too Large',
   414: '414 URI Too Long',
+  429: '429 Too Many Requests',
   500: '500 Internal Server Error',
   503: '503 Service Unavailable',
   504: '504 Gateway Timeout',
@@ -52,6 +57,8 @@ export interface HttpContext {
   closing: () => boolean;
   /** Called when an HTTP call finishes, for graceful shutdown accounting. */
   inflight: { n: number };
+  /** Token checks; null when auth is off. */
+  auth: Auth | null;
 }
 
 export interface ErrorWriteOptions {
@@ -66,12 +73,23 @@ export interface ErrorWriteOptions {
 
 const CLOSE: ErrorWriteOptions = Object.freeze({ close: true });
 const HEAD: ErrorWriteOptions = Object.freeze({ head: true });
+/** Retry-After of a 429 (failed token checks): about one refill of the failure budget. */
+const AUTH_RETRY_AFTER_SECONDS = 1;
+
+/** Throws KV_ERR_FORBIDDEN unless `who` (null: auth off) may run `op` on `key`. */
+function authorize(ctx: HttpContext, who: TokenEntry | null, op: OpCode, key: Uint8Array): void {
+  if (who === null || mayAccess(who, op, key)) return;
+  ctx.auth!.forbid('http');
+  throw new KvError('KV_ERR_FORBIDDEN', `token "${who.name}" has no ${rightFor(op)} right on this key`);
+}
 
 /** Writes a JSON error. Only call corked (inside a handler's synchronous part or res.cork). */
 function writeError(res: HttpResponse, code: ErrorCode | string, message: string, extra?: () => void, opts?: ErrorWriteOptions): void {
   const status = (ERRORS as Record<string, number>)[code] ?? 500;
   res.writeStatus(statusLine(status));
   if (status === 503) res.writeHeader('Retry-After', String(RETRY_AFTER_SECONDS));
+  else if (status === 401) res.writeHeader('WWW-Authenticate', 'Bearer realm="kvsql"');
+  else if (status === 429) res.writeHeader('Retry-After', String(AUTH_RETRY_AFTER_SECONDS));
   extra?.();
   res.writeHeader('Content-Type', 'application/json');
   if (opts?.head) res.endWithoutBody(); // (a HEAD request has no body to leave unread)
@@ -362,14 +380,15 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
    * Shared guard: refuse during shutdown, and turn any decode error into a 4xx. A refused
    * request's body is never read, so such a reply closes the connection (see ErrorWriteOptions).
    */
-  const guard = (res: HttpResponse, req: HttpRequest, op: OpCode, fn: () => void): void => {
+  const guard = (res: HttpResponse, req: HttpRequest, op: OpCode, fn: (who: TokenEntry | null) => void): void => {
     if (refusedFraming(res, req)) return;
     if (ctx.closing()) {
       writeError(res, 'KV_ERR_SHUTTING_DOWN', 'server is shutting down', undefined, CLOSE);
       return;
     }
     try {
-      fn();
+      // The token first: without a valid one nothing else of the request is looked at.
+      fn(ctx.auth === null ? null : ctx.auth.authenticateHttp(res, req));
     } catch (err) {
       const e = toErrorData(err);
       ctx.metrics.observe('http', OP_NAMES[op], ERRORS[e.code], 0);
@@ -379,9 +398,10 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
 
   const simple = (op: OpCode, prefix: number, params: ReadonlySet<string>, allowConditions: boolean) =>
     (res: HttpResponse, req: HttpRequest): void =>
-      guard(res, req, op, () => {
+      guard(res, req, op, (who) => {
         const key = decodeKey(req.getUrl(), prefix);
         checkKey(key, limits);
+        authorize(ctx, who, op, key);
         const q = parseQuery(req.getQuery() ?? '', params);
         const c = allowConditions ? parseConditions(req, false) : { flags: 0, ifVersion: 0 };
         pool.submit(new HttpCall(ctx, res, op), op, key, null, q.ttlMs, c.flags, c.ifVersion);
@@ -403,9 +423,10 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
   app.del('/v1/ttl/*', simple(OP_PERSIST, TTL, NO_PARAMS, false));
 
   app.put('/v1/kv/*', (res, req) =>
-    guard(res, req, OP_PUT, () => {
+    guard(res, req, OP_PUT, (who) => {
       const key = decodeKey(req.getUrl(), KV);
       checkKey(key, limits);
+      authorize(ctx, who, OP_PUT, key);
       const q = parseQuery(req.getQuery() ?? '', PUT_PARAMS);
       const c = parseConditions(req, true);
       const flags = c.flags | (q.keepTtl ? FLAG_KEEP_TTL : 0);

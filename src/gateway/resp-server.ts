@@ -33,6 +33,7 @@
  * - `ctx.inflight.n` counts commands submitted and not yet answered (graceful shutdown waits on it).
  */
 import { createServer, type Server as NetServer, type Socket } from 'node:net';
+import { createServer as createTlsServer, Server as TlsServer } from 'node:tls';
 import { hostname } from 'node:os';
 import { ERRORS, toErrorData } from '../protocol/errors';
 import {
@@ -92,12 +93,15 @@ export interface RespGuard {
   check(session: RespSession, command: string): string | null;
   /** Credentials from AUTH or HELLO: null accepts them (and may set session.user), else an error reply's text. */
   authenticate(session: RespSession, user: string, password: Buffer): string | null;
+  /** Before a command's ops are submitted, per key: throws a KvError (e.g. KV_ERR_FORBIDDEN) to refuse the command. */
+  authorize(session: RespSession, op: OpCode, key: Uint8Array): void;
 }
 
 export const ALLOW_ALL: RespGuard = {
   accept: () => true,
   check: () => null,
   authenticate: () => 'ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?',
+  authorize: () => undefined,
 };
 
 export interface RespContext extends HttpContext {
@@ -105,6 +109,8 @@ export interface RespContext extends HttpContext {
   port: number;
   maxInflight: number;
   guard?: RespGuard;
+  /** Serve TLS (tls.createServer) with this PEM certificate and key; null/undefined = clear text. */
+  tls?: { cert: string; key: string } | null;
   log: { warn(obj: object, msg: string): void; debug(obj: object, msg: string): void };
 }
 
@@ -115,6 +121,8 @@ export interface RespServer {
   /** Write what is finished, close every connection; resolves when all are closed (at most `timeoutMs`, then they are destroyed). */
   closeConnections(timeoutMs: number): Promise<void>;
   readonly connections: number;
+  /** TLS only: new connections get this certificate and key (SIGHUP); open ones keep theirs. */
+  setTls(tls: { cert: string; key: string }): void;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -128,6 +136,9 @@ export interface RespServer {
  */
 export function errorText(code: string, message: string): string {
   if (code === 'KV_ERR_OUTCOME_UNKNOWN') return `UNCERTAIN ${code} ${message}`;
+  // Redis's own words for ACL refusals, which clients recognise.
+  if (code === 'KV_ERR_FORBIDDEN') return `NOPERM ${code} ${message}`;
+  if (code === 'KV_ERR_UNAUTHORIZED') return `NOAUTH ${code} ${message}`;
   const status = (ERRORS as Record<string, number>)[code] ?? 500;
   if (status === 503) return `TRYAGAIN ${code} ${message}`;
   if (status >= 500) return `ERR ${code} ${status === 500 ? 'internal error' : message}`;
@@ -556,6 +567,7 @@ class Conn implements RespSession {
 
   one(kind: Kind, op: OpCode, key: Buffer, value: Buffer | null, ttlMs: number, flags: number): void {
     checkKey(key, this.srv.limits);
+    this.srv.guard.authorize(this, op, key);
     const cmd = this.keyed(kind);
     if (cmd === null) return;
     cmd.pending = 1;
@@ -564,7 +576,10 @@ class Conn implements RespSession {
 
   /** DEL / EXISTS / MGET: one op per key, each on its own (not atomic across keys). */
   many(kind: Kind, op: OpCode, args: Buffer[]): void {
-    for (let i = 1; i < args.length; i++) checkKey(args[i], this.srv.limits);
+    for (let i = 1; i < args.length; i++) {
+      checkKey(args[i], this.srv.limits);
+      this.srv.guard.authorize(this, op, args[i]); // every key before any op: refused whole
+    }
     const cmd = this.keyed(kind);
     if (cmd === null) return;
     cmd.pending = args.length - 1;
@@ -576,6 +591,8 @@ class Conn implements RespSession {
 
   setGet(key: Buffer, value: Buffer, ttlMs: number, flags: number): void {
     checkKey(key, this.srv.limits);
+    this.srv.guard.authorize(this, OP_GET, key);
+    this.srv.guard.authorize(this, OP_PUT, key);
     const cmd = this.keyed(Kind.SetGet);
     if (cmd === null) return;
     cmd.key = key;
@@ -905,7 +922,11 @@ class RespDoor {
 /** Start the RESP listener on ctx.host:ctx.port (0 picks a free port). */
 export async function startRespServer(ctx: RespContext): Promise<RespServer> {
   const door = new RespDoor(ctx);
-  const server: NetServer = createServer({ allowHalfOpen: true, noDelay: true }, door.onConnection);
+  // With TLS the listener hands over sockets after the handshake; a client that does not speak TLS
+  // fails it and is dropped ('tlsClientError'), never reaching the parser.
+  const server: NetServer = ctx.tls
+    ? createTlsServer({ allowHalfOpen: true, noDelay: true, cert: ctx.tls.cert, key: ctx.tls.key }, door.onConnection)
+    : createServer({ allowHalfOpen: true, noDelay: true }, door.onConnection);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(ctx.port, ctx.host, () => {
@@ -922,6 +943,10 @@ export async function startRespServer(ctx: RespContext): Promise<RespServer> {
     port: door.port,
     get connections() {
       return door.conns.size;
+    },
+    setTls(t) {
+      if (!(server instanceof TlsServer)) throw new Error('the Redis door was started without TLS');
+      server.setSecureContext({ cert: t.cert, key: t.key });
     },
     stopListening() {
       server.close();

@@ -6,17 +6,28 @@
  * Shutdown order (SIGTERM/SIGINT via the CLI): stop listening -> refuse new requests with 503 ->
  * wait for in-flight HTTP calls and WebSocket ops to be answered -> drain and stop the actors
  * (their last transactions commit) -> close sockets.
+ *
+ * Reload (SIGHUP via the CLI): the token file is read again (open WebSockets keep their
+ * connection, with their token's new rights, or are closed if it was revoked); with TLS, a new
+ * SSLApp is built from the certificate files and listens on the same port beside the old one
+ * (uWS sets SO_REUSEPORT), then the old listen socket closes. uWS 20.30 cannot swap the default
+ * certificate of a running app (addServerName only adds SNI names), hence the second app.
+ * Connections accepted by the old app keep its certificate until they close.
  */
 import { hostname } from 'node:os';
 import pino from 'pino';
-import type { TemplatedApp, us_listen_socket, WebSocket } from 'uWebSockets.js';
+import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket, WebSocket } from 'uWebSockets.js';
+import { toErrorData } from '../protocol/errors';
+import { Auth, checkExposure } from './auth';
 import { MAX_KEY_BYTES, type Config } from './config';
-import { hasBody, mountHttpApi, refusedFraming, writeError } from './http-api';
+import { hasBody, mountHttpApi, refusedFraming, writeError, type HttpContext } from './http-api';
 import { Metrics, METRICS_CONTENT_TYPE } from './metrics';
+import { respAuthGuard } from './resp-auth';
 import { startRespServer, type RespGuard, type RespServer } from './resp-server';
 import { ShardPool } from './shard-pool';
+import { serverTls, type ServerTls } from './tls';
 import { loadUws } from './uws';
-import { mountWsApi } from './ws-api';
+import { mountWsApi, refreshTokens, type WsContext } from './ws-api';
 
 export interface Server {
   port: number;
@@ -24,6 +35,12 @@ export interface Server {
   redisPort: number | null;
   host: string;
   pool: ShardPool;
+  /** Token checks (null: auth off), for other doors (the Redis door) to share. */
+  auth: Auth | null;
+  /** True when the HTTP/WebSocket door speaks TLS. */
+  tls: boolean;
+  /** SIGHUP: re-read the token file and the TLS files. Resolves to the errors (empty: all reloaded). */
+  reload(): Promise<string[]>;
   close(): Promise<void>;
 }
 
@@ -35,7 +52,7 @@ export function createLogger(level: string): Logger {
 }
 
 export interface ServerOptions {
-  /** Authentication and authorisation of Redis-protocol connections (default: allow everything). */
+  /** Authentication and authorisation of Redis-protocol connections (default: the tokens when auth is on, else allow everything). */
   redisGuard?: RespGuard;
 }
 
@@ -46,6 +63,10 @@ export async function startServer(
   opts: ServerOptions = {},
 ): Promise<Server> {
   const uws = loadUws();
+  // Refuse a bad security setup before any shard work starts.
+  checkExposure(config, config.host, config.redisPort === null ? 'HTTP/WebSocket' : 'HTTP/WebSocket and Redis');
+  const auth = Auth.fromConfig(config, log);
+  let tls = serverTls(config);
   const pool = await ShardPool.start(config, shardUrls, log);
   const metrics = new Metrics();
   const limits = { maxKeyBytes: MAX_KEY_BYTES, maxValueBytes: config.maxValueBytes };
@@ -53,63 +74,109 @@ export async function startServer(
   const inflight = { n: 0 };
   const sockets = new Set<WebSocket<unknown>>();
 
-  const app: TemplatedApp = uws.App();
-  const apiContext = { pool, metrics, limits, closing: () => closing, inflight };
-  mountHttpApi(app, apiContext);
-  mountWsApi(app, { ...apiContext, sockets, maxInflight: config.wsMaxInflight });
+  const apiContext: WsContext = { pool, metrics, limits, closing: () => closing, inflight, auth, sockets, maxInflight: config.wsMaxInflight };
 
-  // The load generator's ceiling: the same server and routing layer, no shard work at all.
-  app.get('/v1/noop', (res, req) => {
-    if (refusedFraming(res, req)) return;
-    res.end('ok');
-  });
-  app.get('/healthz', (res, req) => {
-    if (refusedFraming(res, req)) return;
-    res.writeHeader('Content-Type', 'application/json').end('{"status":"ok"}');
-  });
-  // Ready = this gateway can serve: it is not shutting down and at least one shard answers. One
-  // shard down is "degraded", still 200: every gateway sees the same shards, so failing readiness
-  // for it would take every gateway out of the load balancer and turn one shard's outage into a
-  // full one (the down shard's keys get 503 from any gateway anyway). All shards down is 503.
-  app.get('/readyz', (res, req) => {
-    if (refusedFraming(res, req)) return;
-    const health = pool.health();
-    const down = health.filter((h) => !h.up).map((d) => ({ shard: d.shard, error: d.error }));
-    const body = { shards: health.length, up: health.length - down.length, down };
-    if (closing) {
-      writeError(res, 'KV_ERR_SHUTTING_DOWN', 'server is shutting down');
-    } else if (down.length === health.length) {
-      res.writeStatus('503 Service Unavailable').writeHeader('Retry-After', '1').writeHeader('Content-Type', 'application/json');
-      res.end(JSON.stringify({ status: 'unavailable', ...body }));
-    } else {
-      res.writeHeader('Content-Type', 'application/json').end(JSON.stringify({ status: down.length > 0 ? 'degraded' : 'ready', ...body }));
+  /** Admin routes: true when the request may go on; else the 401/403 is written. */
+  const admitted = (res: HttpResponse, req: HttpRequest, needAdmin: boolean): boolean => {
+    if (auth === null) return true;
+    try {
+      const who = auth.authenticateHttp(res, req);
+      if (needAdmin && !who.admin) {
+        auth.forbid('admin');
+        writeError(res, 'KV_ERR_FORBIDDEN', `token "${who.name}" has no admin right`);
+        return false;
+      }
+      return true;
+    } catch (err) {
+      const e = toErrorData(err);
+      writeError(res, e.code, e.message, undefined, { head: req.getMethod() === 'head', close: hasBody(req) });
+      return false;
     }
-  });
-  app.get('/metrics', (res, req) => {
-    if (refusedFraming(res, req)) return;
-    let aborted = false;
-    res.onAborted(() => (aborted = true));
-    void pool.stats().then((stats) => {
-      if (aborted) return;
-      const body = metrics.render(stats, pool.queueDepths(), pool.rejected);
-      res.cork(() => res.writeHeader('Content-Type', METRICS_CONTENT_TYPE).end(body));
-    });
-  });
-  app.get('/v1/slots', (res, req) => {
-    if (refusedFraming(res, req)) return;
-    res.writeHeader('Content-Type', 'application/json');
-    res.end(JSON.stringify({ slots: 16384, hash: 'crc16-xmodem', shards: pool.shardCount, ranges: pool.slotMap.toRanges() }));
-  });
-  app.any('/*', (res, req) => {
-    if (refusedFraming(res, req)) return;
-    writeError(res, 'KV_ERR_ROUTE_NOT_FOUND', 'no such route; see README for the API', undefined, { head: req.getMethod() === 'head', close: hasBody(req) });
-  });
+  };
 
+  /** Every route, on a fresh app (a TLS reload builds a second app). */
+  const buildApp = (t: ServerTls | null): TemplatedApp => {
+    const app: TemplatedApp = t === null ? uws.App() : uws.SSLApp({ cert_file_name: t.certFile, key_file_name: t.keyFile });
+    mountHttpApi(app, apiContext as HttpContext);
+    mountWsApi(app, apiContext);
+
+    // The load generator's ceiling: the same server and routing layer, no shard work at all
+    // (with auth on, the token check too: any valid token).
+    app.get('/v1/noop', (res, req) => {
+      if (refusedFraming(res, req)) return;
+      if (admitted(res, req, false)) res.end('ok');
+    });
+    // Open: a liveness probe carries no token and says nothing.
+    app.get('/healthz', (res, req) => {
+      if (refusedFraming(res, req)) return;
+      res.writeHeader('Content-Type', 'application/json').end('{"status":"ok"}');
+    });
+    // Open too (a readiness probe carries no token), but the per-shard errors are for admins.
+    // Ready = this gateway can serve: it is not shutting down and at least one shard answers. One
+    // shard down is "degraded", still 200: every gateway sees the same shards, so failing readiness
+    // for it would take every gateway out of the load balancer and turn one shard's outage into a
+    // full one (the down shard's keys get 503 from any gateway anyway). All shards down is 503.
+    app.get('/readyz', (res, req) => {
+      if (refusedFraming(res, req)) return;
+      const health = pool.health();
+      const down = health.filter((h) => !h.up);
+      if (closing) {
+        writeError(res, 'KV_ERR_SHUTTING_DOWN', 'server is shutting down');
+        return;
+      }
+      let detail = auth === null;
+      if (!detail && down.length > 0 && req.getHeader('authorization') !== '') {
+        if (!admitted(res, req, true)) return; // 401/403 written
+        detail = true;
+      }
+      const body = { shards: health.length, up: health.length - down.length, down: detail ? down.map((d) => ({ shard: d.shard, error: d.error })) : down.map((d) => ({ shard: d.shard })) };
+      if (down.length === health.length) {
+        res.writeStatus('503 Service Unavailable').writeHeader('Retry-After', '1').writeHeader('Content-Type', 'application/json');
+        res.end(JSON.stringify({ status: 'unavailable', ...body }));
+      } else {
+        res.writeHeader('Content-Type', 'application/json').end(JSON.stringify({ status: down.length > 0 ? 'degraded' : 'ready', ...body }));
+      }
+    });
+    app.get('/metrics', (res, req) => {
+      if (refusedFraming(res, req)) return;
+      if (!admitted(res, req, true)) return;
+      let aborted = false;
+      res.onAborted(() => (aborted = true));
+      void pool.stats().then((stats) => {
+        if (aborted) return;
+        const body = metrics.render(stats, pool.queueDepths(), pool.rejected) + (auth === null ? '' : auth.renderMetrics());
+        res.cork(() => res.writeHeader('Content-Type', METRICS_CONTENT_TYPE).end(body));
+      });
+    });
+    app.get('/v1/slots', (res, req) => {
+      if (refusedFraming(res, req)) return;
+      if (!admitted(res, req, true)) return;
+      res.writeHeader('Content-Type', 'application/json');
+      res.end(JSON.stringify({ slots: 16384, hash: 'crc16-xmodem', shards: pool.shardCount, ranges: pool.slotMap.toRanges() }));
+    });
+    app.any('/*', (res, req) => {
+      if (refusedFraming(res, req)) return;
+      writeError(res, 'KV_ERR_ROUTE_NOT_FOUND', 'no such route; see README for the API', undefined, { head: req.getMethod() === 'head', close: hasBody(req) });
+    });
+    return app;
+  };
+
+  const listen = (app: TemplatedApp, port: number): Promise<us_listen_socket> =>
+    new Promise<us_listen_socket>((resolve, reject) => {
+      app.listen(config.host, port, (sock) => (sock ? resolve(sock) : reject(new Error(`cannot listen on ${config.host}:${port}`))));
+    });
+  // Old apps stay referenced: connections they accepted live on until they close.
+  const apps: TemplatedApp[] = [buildApp(tls)];
   let listenSocket: us_listen_socket;
   try {
-    listenSocket = await new Promise<us_listen_socket>((resolve, reject) => {
-      app.listen(config.host, config.port, (sock) => (sock ? resolve(sock) : reject(new Error(`cannot listen on ${config.host}:${config.port}`))));
-    });
+    listenSocket = await listen(apps[0], config.port);
+    if (tls !== null && config.port === 0) {
+      // uWS sets SO_REUSEPORT only on an explicit port, and a TLS reload listens a second time on
+      // the same port: listen again on the port just picked.
+      const picked = uws.us_socket_local_port(listenSocket);
+      uws.us_listen_socket_close(listenSocket);
+      listenSocket = await listen(apps[0], picked);
+    }
   } catch (err) {
     await pool.stop(1000); // the actors and their MySQL pools would otherwise keep the process alive
     throw err;
@@ -118,7 +185,9 @@ export async function startServer(
   let redis: RespServer | null = null;
   if (config.redisPort !== null) {
     try {
-      redis = await startRespServer({ ...apiContext, host: config.host, port: config.redisPort, maxInflight: config.redisMaxInflight, guard: opts.redisGuard, log });
+      // With auth on, the Redis door checks the same tokens (AUTH <token>); TLS as on the HTTP port.
+      const guard = opts.redisGuard ?? (auth !== null ? (respAuthGuard(auth) satisfies RespGuard) : undefined);
+      redis = await startRespServer({ ...apiContext, host: config.host, port: config.redisPort, maxInflight: config.redisMaxInflight, guard, tls, log });
     } catch (err) {
       uws.us_listen_socket_close(listenSocket);
       await pool.stop(1000);
@@ -127,9 +196,48 @@ export async function startServer(
   }
   const redisPort = redis?.port ?? null;
   if (redis !== null) metrics.redisConnections = () => redis!.connections;
-  log.info({ host: config.host, port, redisPort, shards: shardUrls.length, batching: config.batching }, 'kvsql listening');
+  log.info({ host: config.host, port, redisPort, shards: shardUrls.length, batching: config.batching, auth: auth !== null, tls: tls !== null }, 'kvsql listening');
+  if (tls !== null) log.info({ cert: tls.certFile, validTo: tls.validTo }, 'TLS on');
 
   let closed: Promise<void> | null = null;
+  let reloading: Promise<string[]> = Promise.resolve([]);
+  const reload = (): Promise<string[]> =>
+    (reloading = reloading.then(async () => {
+      const errors: string[] = [];
+      if (closed) return errors;
+      if (auth !== null) {
+        const err = auth.reload();
+        if (err === null) {
+          const revoked = refreshTokens(apiContext);
+          if (revoked > 0) log.info({ closed: revoked }, 'auth: WebSockets of revoked tokens closed');
+        } else {
+          errors.push(`KVSQL_AUTH_FILE: ${err}`);
+        }
+      }
+      if (tls !== null) {
+        try {
+          const next = serverTls(config)!;
+          const app = buildApp(next);
+          const sock = await listen(app, port);
+          if (closed) {
+            uws.us_listen_socket_close(sock);
+            return errors;
+          }
+          uws.us_listen_socket_close(listenSocket);
+          listenSocket = sock;
+          apps.push(app);
+          tls = next;
+          redis?.setTls(next);
+          log.info({ cert: next.certFile, validTo: next.validTo }, 'TLS certificate reloaded');
+        } catch (err) {
+          const message = `TLS: ${(err as Error).message}; the previous certificate stays in use`;
+          log.error({ err: message }, 'TLS reload failed');
+          errors.push(message);
+        }
+      }
+      return errors;
+    }));
+
   const close = (): Promise<void> => {
     if (closed) return closed;
     closed = (async () => {
@@ -148,5 +256,5 @@ export async function startServer(
     return closed;
   };
 
-  return { port, redisPort, host: config.host, pool, close };
+  return { port, redisPort, host: config.host, pool, auth, tls: tls !== null, reload, close };
 }

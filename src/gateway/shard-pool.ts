@@ -32,6 +32,7 @@ import { isReadOp, type Reply, type Request } from '../protocol/ops';
 import type { ActorConfig, FromActor, ShardStats, ToActor } from '../protocol/port-messages';
 import { SlotMap } from '../protocol/slot-map';
 import type { Config } from './config';
+import { mysqlTls } from './tls';
 
 export interface ReplyTarget {
   /** The op it waits for: a crashed actor's reads are safely retryable, its writes are not. */
@@ -188,6 +189,7 @@ export class ShardPool {
           queryTimeoutMs: config.queryTimeoutMs,
           opDeadlineMs: actorDeadlineMs(config.opDeadlineMs),
           maxRetries: config.maxRetries,
+          tls: mysqlTls(config),
           expiry: {
             enabled: config.expiry,
             tickMs: config.expiryTickMs,

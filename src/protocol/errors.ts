@@ -13,11 +13,17 @@ export const ERRORS = {
   KV_ERR_BAD_TTL: 400,
   KV_ERR_BAD_REQUEST: 400,
   KV_ERR_BAD_FRAME: 400,
+  /** Auth is on and the request carries no valid token (missing, malformed, unknown or revoked). */
+  KV_ERR_UNAUTHORIZED: 401,
+  /** The token is valid but has no right for this key (or route, or op). */
+  KV_ERR_FORBIDDEN: 403,
   KV_ERR_UNKNOWN_OP: 400,
   KV_ERR_NOT_FOUND: 404,
   KV_ERR_ROUTE_NOT_FOUND: 404,
   KV_ERR_METHOD_NOT_ALLOWED: 405,
   KV_ERR_PRECONDITION_FAILED: 412,
+  /** Too many failed token checks from this source address; wait Retry-After seconds. */
+  KV_ERR_TOO_MANY_AUTH_FAILURES: 429,
   KV_ERR_OVERLOADED: 503,
   KV_ERR_BUSY: 503,
   KV_ERR_SHARD_UNAVAILABLE: 503,

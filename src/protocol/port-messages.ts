@@ -56,6 +56,14 @@ export type FromActor =
   | { type: 'stopped' };
 
 /** Everything an actor needs, resolved once by the gateway and passed as workerData. */
+/** How an actor's MySQL connections use TLS. The CA's PEM text travels in workerData (read once). */
+export interface MysqlTls {
+  /** PEM CA certificates; null = Node's built-in root CAs. */
+  ca: string | null;
+  /** Verify the certificate chain and that it names the host in the shard URL. */
+  verify: boolean;
+}
+
 export interface ActorConfig {
   shard: number;
   shardCount: number;
@@ -71,6 +79,8 @@ export interface ActorConfig {
   /** The actor answers every op within this many ms of receiving it (a little under KVSQL_OP_DEADLINE_MS). */
   opDeadlineMs: number;
   maxRetries: number;
+  /** TLS to the shard (KVSQL_MYSQL_TLS); null = clear text. */
+  tls: MysqlTls | null;
   expiry: {
     enabled: boolean;
     tickMs: number;

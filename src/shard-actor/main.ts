@@ -29,6 +29,7 @@ const store = new MysqlShardStore({
   url: cfg.url,
   poolSize: cfg.readsInFlight + cfg.writesInFlight + 3, // + reap lane, expiry scans, version blocks
   queryTimeoutMs: cfg.queryTimeoutMs,
+  tls: cfg.tls,
 });
 
 const actor = new ShardActor(

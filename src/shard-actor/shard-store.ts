@@ -30,9 +30,11 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Socket } from 'node:net';
+import { isIP, type Socket } from 'node:net';
+import { checkServerIdentity, type TLSSocket } from 'node:tls';
 import mysql from 'mysql2/promise';
 import type { Pool, PoolConnection, RowDataPacket, ResultSetHeader } from 'mysql2/promise';
+import type { MysqlTls } from '../protocol/port-messages';
 
 /** Longest wait for a pooled connection (a new one includes connect and session setup). */
 export const ACQUIRE_TIMEOUT_MS = 3000;
@@ -203,17 +205,48 @@ export interface StoreOptions {
   url: string;
   poolSize: number;
   queryTimeoutMs: number;
+  /** TLS to the server; null/undefined = clear text. */
+  tls?: MysqlTls | null;
 }
+
+/**
+ * mysql2's `ssl` option. Verification is chain AND host name; a server without TLS fails the
+ * connect, never a silent downgrade. mysql2 (3.x) checks the name only for DNS host names: for an
+ * IP address it checks "localhost" instead, so for IP hosts the name is checked by tlsIdentityError
+ * on every new connection.
+ */
+function sslOption(tls: MysqlTls | null | undefined, host: string): { ca?: string; rejectUnauthorized: boolean; verifyIdentity: boolean } | undefined {
+  if (!tls) return undefined;
+  return { ca: tls.ca ?? undefined, rejectUnauthorized: tls.verify, verifyIdentity: tls.verify && isIP(host) === 0 };
+}
+
+/** For an IP host with verification on: the certificate must name that IP (see sslOption). */
+function tlsIdentityError(tls: MysqlTls | null | undefined, host: string, stream: unknown): Error | null {
+  if (!tls?.verify || isIP(host) === 0) return null;
+  const socket = stream as TLSSocket;
+  // A resumed session (mysql2 caches them) was set up by a checked handshake, and shows no
+  // certificate: mysql2 skips its own checks then too.
+  if (socket.isSessionReused()) return null;
+  const err = checkServerIdentity(host, socket.getPeerCertificate());
+  return err === undefined ? null : Object.assign(err, { fatal: true }); // a connection error: the shard is down
+}
+
+const hostOf = (url: string): string => new URL(url).hostname.replace(/^\[|\]$/g, '');
 
 export class MysqlShardStore implements ShardStore {
   private readonly pool: Pool;
   private lockConn: mysql.Connection | null = null;
   private readonly timeout: number;
+  private readonly host: string;
+  /** The last new pool connection's certificate-name failure (IP hosts; see sslOption). */
+  private tlsError: Error | null = null;
 
   constructor(private readonly opts: StoreOptions) {
     this.timeout = opts.queryTimeoutMs;
+    this.host = hostOf(opts.url);
     this.pool = mysql.createPool({
       uri: opts.url,
+      ssl: sslOption(opts.tls, this.host),
       connectionLimit: opts.poolSize,
       maxIdle: opts.poolSize,
       waitForConnections: true,
@@ -227,8 +260,10 @@ export class MysqlShardStore implements ShardStore {
     // Every connection: READ COMMITTED (no gap locks) and UTC so NOW(3) maps 1:1 to unix time.
     // With a callback: an error here (server shutting down, KILL) must not be an unhandled
     // 'error' event, which would end the worker; the broken connection is dropped instead.
-    type CoreConn = { query(sql: string, cb: (err: Error | null) => void): void; destroy(): void; kvConnectedAt?: number };
+    type CoreConn = { query(sql: string, cb: (err: Error | null) => void): void; destroy(): void; stream: unknown; kvConnectedAt?: number };
     (this.pool as unknown as { pool: { on(ev: string, cb: (c: CoreConn) => void): void } }).pool.on('connection', (conn) => {
+      this.tlsError = tlsIdentityError(opts.tls, this.host, conn.stream);
+      if (this.tlsError !== null) return conn.destroy();
       conn.kvConnectedAt = Date.now();
       conn.query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; SET SESSION time_zone = '+00:00'", (err) => {
         if (err) conn.destroy();
@@ -283,6 +318,10 @@ export class MysqlShardStore implements ShardStore {
 
   async init(identity: ShardIdentity): Promise<void> {
     const conn = await this.acquire();
+    if (this.tlsError !== null) {
+      conn.destroy();
+      throw this.tlsError; // says which name the certificate lacks (the pool hook can only drop it)
+    }
     try {
       for (const sql of schemaStatements()) await conn.query({ sql, timeout: 60_000 });
       await conn.query(
@@ -482,7 +521,12 @@ export class MysqlShardStore implements ShardStore {
 
   async tryExpirerLock(): Promise<boolean> {
     if (this.lockConn === null) {
-      const conn = await mysql.createConnection({ uri: this.opts.url, connectTimeout: 3000, enableKeepAlive: true });
+      const conn = await mysql.createConnection({ uri: this.opts.url, ssl: sslOption(this.opts.tls, this.host), connectTimeout: 3000, enableKeepAlive: true });
+      const tlsError = tlsIdentityError(this.opts.tls, this.host, (conn as unknown as { connection: { stream: unknown } }).connection.stream);
+      if (tlsError !== null) {
+        conn.destroy();
+        throw tlsError;
+      }
       conn.on('error', () => {
         // The server released the lock with the connection; the next tryExpirerLock reconnects.
         if (this.lockConn === conn) this.lockConn = null;
