@@ -202,7 +202,7 @@ test('WebSocket: rights are checked per op, with a per-op error; the connection 
   const c = createClient(`ws://127.0.0.1:${store.port}/v1/ws`, { token: T.mixed.token, timeoutMs: 5000 });
   try {
     assert.equal((await c.get('a/ws'))?.value.toString(), 'w');
-    const denied = await Promise.allSettled([c.put('a/ws', 'evil'), c.del('a/ws'), c.expire('a/ws', 5000), c.get('c/1'), c.put('c/1', 'x')]);
+    const denied = await Promise.allSettled([c.put('a/ws', 'evil'), c.del('a/ws'), c.pexpire('a/ws', 5000), c.get('c/1'), c.put('c/1', 'x')]);
     for (const d of denied) {
       assert.equal(d.status, 'rejected');
       assert.ok((d as PromiseRejectedResult).reason instanceof KvClientError);

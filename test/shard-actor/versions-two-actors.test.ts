@@ -33,6 +33,7 @@ const config = (): ActorConfig => ({
   writesInFlight: 2,
   queryTimeoutMs: 10_000,
   opDeadlineMs: 30_000,
+  tls: null,
   maxRetries: 4,
   expiry: { enabled: false, tickMs: 100, horizonMs: 60_000, reapBatch: 100, reapsInFlight: 100, maxWheelKeys: 1000, lockRetryMs: 2000 },
 });
