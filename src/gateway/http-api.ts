@@ -187,7 +187,7 @@ class HttpCall implements ReplyTarget {
   private write(r: Reply): void {
     const res = this.res;
     const status = r[1];
-    if (status >= 400 && r[2] !== undefined) {
+    if (status >= 400 && typeof r[2] === 'string') {
       writeError(res, r[2] as string, r[3] as string);
       return;
     }

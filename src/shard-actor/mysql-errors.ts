@@ -31,6 +31,8 @@ const CONNECTION_CODES = new Set([
   'ER_OPTION_PREVENTS_STATEMENT', // read-only primary during a failover
   'ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION',
   'POOL_CLOSED',
+  'KV_ACQUIRE_TIMEOUT', // no pooled connection in time (shard-store): the server hangs
+  'KV_ABANDONED', // the actor gave up at the op deadline
 ]);
 
 export function classify(err: unknown): ErrorClass {

@@ -29,7 +29,7 @@ before(async () => {
   mysqls.push(...(await Promise.all([startTestServer(), startTestServer()])));
   canRestart = mysqls.every((m) => m.canRestart);
   const urls = [await mysqls[0].createDatabase(), await mysqls[1].createDatabase()];
-  const config = configFrom({ port: 0, logLevel: process.env.KVSQL_TEST_LOG_LEVEL ?? 'silent' });
+  const config = configFrom({ port: 0, redisPort: 0, logLevel: process.env.KVSQL_TEST_LOG_LEVEL ?? 'silent' });
   server = await startServer(config, urls, createLogger(config.logLevel));
   http = new HttpClient(server.port);
 });

@@ -107,7 +107,7 @@ test('TTL extended, removed, or key rewritten just before expiry: the key surviv
 test('after a restart, overdue keys are deleted and keys not yet due are kept', async (t) => {
   const urls = [await mysqlServer.createDatabase(), await mysqlServer.createDatabase()];
   // First boot creates the schema; then rows are planted directly, as if written before a crash.
-  const cfg = configFrom({ port: 0, logLevel: 'silent', ...FAST_EXPIRY });
+  const cfg = configFrom({ port: 0, redisPort: 0, logLevel: 'silent', ...FAST_EXPIRY });
   const first = await startServer(cfg, urls, createLogger('silent'));
   await first.close();
   const now = Date.now();
