@@ -84,14 +84,20 @@ test('If-None-Match: * succeeds on an expired key that is not yet reaped', async
 test('TTL extended, removed, or key rewritten just before expiry: the key survives', async (t) => {
   const store = await startTestStore({ mysql: mysqlServer, config: FAST_EXPIRY });
   t.after(() => store.close());
-  // 1.5 s TTLs, changed 0.5 s in: a loaded machine still gets the three changes in before expiry.
-  for (const k of ['extend', 'persist', 'rewrite', 'control']) assert.equal((await put(store, k, 'v', '?ttl=1.5')).status, 201);
-  await sleep(500);
+  // A TTL long enough that the three changes below land before it even on a loaded machine;
+  // the test then waits past the original deadline (the shard's clock is this machine's).
+  let deadline = 0;
+  for (const k of ['extend', 'persist', 'rewrite', 'control']) {
+    const r = await put(store, k, 'v', '?ttl=1.5');
+    assert.equal(r.status, 201);
+    deadline = Math.max(deadline, Number(r.headers.get('x-expires-at')));
+  }
   assert.equal((await fetch(`${store.base}/v1/ttl/extend?ttl=30`, { method: 'PUT' })).status, 200);
   assert.equal((await fetch(`${store.base}/v1/ttl/persist`, { method: 'DELETE' })).status, 200);
   assert.equal((await put(store, 'rewrite', 'v2')).status, 200);
-  await waitFor('control key deletion', async () => !(await rowExists(store, 'control')), 4000);
-  await sleep(300); // well past the original deadline of the three survivors, and a few ticks
+  assert.ok(Date.now() < deadline, 'the changes landed after the deadline: the machine is too slow for this test');
+  await waitFor('control key deletion', async () => !(await rowExists(store, 'control')), 5000);
+  await sleep(Math.max(0, deadline - Date.now()) + 300); // well past the original deadline of the three survivors, and a few ticks
   for (const k of ['extend', 'persist', 'rewrite']) {
     assert.equal((await get(store, k)).status, 200, `${k} must survive`);
     assert.ok(await rowExists(store, k), `${k} row must survive`);
