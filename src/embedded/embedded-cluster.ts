@@ -63,6 +63,11 @@ interface TcModule {
   getContainerRuntimeClient(): Promise<TcRuntimeClient>;
 }
 
+/**
+ * testcontainers is optional (a devDependency since 0.1): loaded lazily, only when no local mysqld
+ * is found, and its absence just means "no container fallback". A production install of kvsql
+ * (or of kvsql/client) never loads it.
+ */
 function loadTestcontainers(): TcModule | null {
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
