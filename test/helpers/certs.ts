@@ -1,8 +1,9 @@
 /**
  * Owns making TLS material for tests at test time: a throwaway CA and certificates it signs, with
  * the openssl CLI (Node's crypto can check certificates but not issue them). Relies on `openssl`
- * on PATH (Debian: package openssl, present wherever ca-certificates is). Files go under `dir`,
- * which the caller creates and removes.
+ * on PATH (Debian: package openssl, present wherever ca-certificates is); on a machine without it
+ * the first call installs it with apt-get when running as root, as the MySQL binary is installed.
+ * Files go under `dir`, which the caller creates and removes.
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -18,7 +19,30 @@ export interface TestCa extends CertFiles {
   pem: string;
 }
 
+let opensslChecked = false;
+
+/** A fresh Debian may lack the openssl command: install it once (root), or say what to install. */
+function ensureOpenssl(): void {
+  if (opensslChecked) return;
+  try {
+    execFileSync('openssl', ['version'], { stdio: 'ignore' });
+  } catch {
+    if (process.getuid?.() !== 0) throw new Error('the TLS tests need the openssl command: apt-get install openssl');
+    const apt = (args: string[]): void => {
+      execFileSync('apt-get', args, { stdio: 'ignore', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+    };
+    try {
+      apt(['install', '-y', '--no-install-recommends', 'openssl']);
+    } catch {
+      apt(['update']); // a fresh machine has no package lists yet
+      apt(['install', '-y', '--no-install-recommends', 'openssl']);
+    }
+  }
+  opensslChecked = true;
+}
+
 function openssl(args: string[]): void {
+  ensureOpenssl();
   execFileSync('openssl', args, { stdio: ['ignore', 'ignore', 'pipe'] });
 }
 
