@@ -10,9 +10,14 @@ export interface Config {
   host: string;
   port: number;
   dataDir: string;
-  /** External shard URLs; empty means "run the embedded cluster". */
+  /**
+   * External shards, one entry per shard; empty means "run the embedded cluster". An entry is one
+   * mysql:// URL, or a Galera cluster's node URLs joined by `|` (see shardNodes).
+   */
   shards: string[];
   embeddedShards: number;
+  /** Nodes per embedded shard: 1 (a plain server) or an odd number (a Galera cluster). */
+  replicas: number;
   embeddedBasePort: number;
   maxValueBytes: number;
   batching: boolean;
@@ -61,9 +66,14 @@ const bool: Parser<boolean> = (raw, name) => {
   throw new ConfigError(`${name} must be true or false, got "${raw}"`);
 };
 const str: Parser<string> = (raw) => raw;
+/** The node URLs of one shard entry: `mysql://a/db` or `mysql://a/db|mysql://b/db|mysql://c/db`. */
+export function shardNodes(entry: string): string[] {
+  return entry.split('|').map((s) => s.trim()).filter((s) => s.length > 0);
+}
+
 const urls: Parser<string[]> = (raw, name) => {
-  const list = raw.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
-  for (const u of list) {
+  const list = raw.split(',').map((s) => shardNodes(s).join('|')).filter((s) => s.length > 0);
+  for (const u of list.flatMap(shardNodes)) {
     let parsed: URL;
     try {
       parsed = new URL(u);
@@ -74,6 +84,12 @@ const urls: Parser<string[]> = (raw, name) => {
     if (parsed.pathname.length <= 1) throw new ConfigError(`${name}: "${u}" names no database`);
   }
   return list;
+};
+const replicaCount: Parser<number> = (raw, name) => {
+  const n = int(1, 7)(raw, name);
+  // Two nodes cannot lose one and keep a majority (quorum): it buys no availability.
+  if (n !== 1 && n % 2 === 0) throw new ConfigError(`${name} must be 1 or an odd number (3, 5, 7): a Galera cluster of ${n} cannot keep a majority after losing half`);
+  return n;
 };
 const host: Parser<string> = (raw, name) => {
   if (!/^[A-Za-z0-9.:\-[\]]+$/.test(raw)) throw new ConfigError(`${name}: "${raw}" is not a host name or address`);
@@ -99,8 +115,9 @@ export const SETTINGS = [
   s('host', 'KVSQL_HOST', host, '127.0.0.1', 'address to listen on'),
   s('port', 'KVSQL_PORT', int(0, 65535), 8080, 'HTTP/WebSocket port (0 picks a free one)'),
   s('dataDir', 'KVSQL_DATA_DIR', str, './data', 'where the embedded shards keep their data'),
-  s('shards', 'KVSQL_SHARDS', urls, [], 'comma-separated mysql:// URLs; empty runs the embedded cluster'),
+  s('shards', 'KVSQL_SHARDS', urls, [], 'comma-separated shards, each a mysql:// URL or a Galera cluster as `|`-separated node URLs; empty runs the embedded cluster'),
   s('embeddedShards', 'KVSQL_EMBEDDED_SHARDS', int(1, 64), 2, 'number of embedded MySQL shards'),
+  s('replicas', 'KVSQL_REPLICAS', replicaCount, 1, 'nodes per embedded shard: 1, or 3/5/7 for a Galera cluster per shard'),
   s('embeddedBasePort', 'KVSQL_EMBEDDED_BASE_PORT', int(1024, 65000), 13306, 'embedded shard i listens on base+i'),
   s('maxValueBytes', 'KVSQL_MAX_VALUE_BYTES', int(1, MAX_SUPPORTED_VALUE_BYTES), 1024 * 1024, 'largest value accepted'),
   s('batching', 'KVSQL_BATCHING', bool, true, 'gather ops into multi-row statements (false: one op per transaction)'),
@@ -149,7 +166,8 @@ export function resolveConfig(argv: string[] = [], env: NodeJS.ProcessEnv = proc
     }
     for (const [k, v] of Object.entries(json)) {
       if (!BY_ENV.has(k)) throw new ConfigError(`KVSQL_CONFIG: unknown setting "${k}" (known: ${[...BY_ENV.keys()].join(', ')})`);
-      raw.set(k, Array.isArray(v) ? v.join(',') : String(v));
+      // KVSQL_SHARDS may be a list whose items are URLs or lists of a Galera cluster's node URLs.
+      raw.set(k, Array.isArray(v) ? v.map((x) => (Array.isArray(x) ? x.join('|') : String(x))).join(',') : String(v));
     }
   }
   for (const [k, v] of Object.entries(env)) {
