@@ -15,7 +15,7 @@ import { RETRY_AFTER_SECONDS, type ErrorData } from '../protocol/errors';
 import type { Reply, Request } from '../protocol/ops';
 import type { ActorConfig, FromActor, ShardStats, ToActor } from '../protocol/port-messages';
 import { SlotMap } from '../protocol/slot-map';
-import type { Config } from './config';
+import { shardNodes, type Config } from './config';
 
 export interface ReplyTarget {
   deliver(reply: Reply): void;
@@ -84,6 +84,7 @@ export class ShardPool {
           shard: i,
           shardCount: urls.length,
           url,
+          nodes: shardNodes(url),
           slotRanges: this.slotMap.rangesOf(i),
           batching: config.batching,
           maxBatchOps: config.maxBatchOps,

@@ -149,6 +149,7 @@ export class ShardActor {
       writeBatchSizes: this.stats.writeBatchSizes.slice(),
       retries: this.stats.retries,
       expiry: this.expirer.stats(),
+      group: this.store.groupStats?.() ?? null,
     };
   }
 

@@ -4,7 +4,8 @@
  *
  *   retry       the transaction was rolled back and can be decided again from fresh locks
  *               (ER_LOCK_DEADLOCK 1213, ER_LOCK_WAIT_TIMEOUT 1205, and ER_DUP_ENTRY 1062: another
- *               gateway created a key this batch saw absent)
+ *               gateway created a key this batch saw absent). On Galera a certification
+ *               conflict at COMMIT is ER_LOCK_DEADLOCK too: the transaction was not applied.
  *   connection  the connection or server is gone; the shard may be down
  *   fatal       anything else: a bug or a misconfigured server, reported as 500
  */
@@ -31,6 +32,10 @@ const CONNECTION_CODES = new Set([
   'ER_OPTION_PREVENTS_STATEMENT', // read-only primary during a failover
   'ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION',
   'POOL_CLOSED',
+  // Galera: a node outside the Primary component (or still joining) refuses every statement
+  // with 1047 "WSREP has not yet prepared node for application use"; its shard group switches.
+  'ER_UNKNOWN_COM_ERROR',
+  'KV_NO_WRITER_NODE', // no node of a Galera shard group is usable (node-selector.ts)
 ]);
 
 export function classify(err: unknown): ErrorClass {

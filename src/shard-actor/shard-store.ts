@@ -15,8 +15,12 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
 import mysql from 'mysql2/promise';
 import type { Pool, PoolConnection, RowDataPacket, ResultSetHeader } from 'mysql2/promise';
+import type { GroupStats } from '../protocol/port-messages';
+import { classify } from './mysql-errors';
+import { DEFAULT_SELECTOR_OPTIONS, NodeSelector, type SelectorLog, type SelectorOptions } from './node-selector';
 
 export interface LiveRow {
   k: Buffer;
@@ -74,9 +78,11 @@ export interface ShardStore {
   scanDueWindow(afterTs: number, uptoTs: number, limit: number): Promise<DueRow[]>;
   scanDueTies(ts: number, afterKey: Buffer, limit: number): Promise<DueRow[]>;
   scanOverdue(limit: number): Promise<DueRow[]>;
-  /** Try to become this shard's expirer: GET_LOCK on a dedicated connection. */
+  /** Take or renew this shard's expirer lease (a row in kv_lease); true while this store holds it. */
   tryExpirerLock(): Promise<boolean>;
   releaseExpirerLock(): Promise<void>;
+  /** Writer node and node health of a Galera shard group; null (or absent) for a single server. */
+  groupStats?(): GroupStats | null;
   close(): Promise<void>;
 }
 
@@ -137,21 +143,91 @@ export function schemaStatements(): string[] {
 
 export interface StoreOptions {
   url: string;
+  /** The shard group's node URLs (a Galera cluster); absent or one entry: a single server. */
+  nodes?: string[];
   poolSize: number;
   queryTimeoutMs: number;
+  /** How long an expirer lease lasts without renewal (the holder renews it every check). */
+  leaseMs?: number;
+  selector?: Partial<SelectorOptions>;
+  log?: SelectorLog;
+}
+
+/** Thrown when no node of a shard group is usable; classified as a connection error. */
+function noWriterError(): Error {
+  const err = new Error('no node of the shard group is Synced in the Primary component');
+  (err as { code?: string }).code = 'KV_NO_WRITER_NODE';
+  return err;
 }
 
 export class MysqlShardStore implements ShardStore {
-  private readonly pool: Pool;
-  private lockConn: mysql.Connection | null = null;
+  private readonly nodes: string[];
+  /** One pool per node, opened when the node becomes the writer, dropped when it stops being it. */
+  private readonly pools: Array<Pool | null>;
+  /** Null for a single server: then pools[0] is the one pool, forever. */
+  private readonly selector: NodeSelector | null = null;
+  private selectorStarted = false;
+  /** Identifies this store as the holder of the expirer lease. */
+  private readonly leaseHolder = `${process.pid}-${randomBytes(6).toString('hex')}`;
   private readonly timeout: number;
 
   constructor(private readonly opts: StoreOptions) {
     this.timeout = opts.queryTimeoutMs;
-    this.pool = mysql.createPool({
-      uri: opts.url,
-      connectionLimit: opts.poolSize,
-      maxIdle: opts.poolSize,
+    this.nodes = opts.nodes !== undefined && opts.nodes.length > 0 ? opts.nodes : [opts.url];
+    this.pools = this.nodes.map(() => null);
+    if (this.nodes.length > 1) {
+      this.selector = new NodeSelector(
+        this.nodes,
+        { ...DEFAULT_SELECTOR_OPTIONS, ...opts.selector },
+        (from) => this.dropPool(from),
+        opts.log ?? (() => undefined),
+      );
+    } else {
+      this.pools[0] = this.createPool(this.nodes[0]);
+    }
+  }
+
+  /** The writer node's pool. Throws (a connection-class error) when the group has no usable node. */
+  private get pool(): Pool {
+    const w = this.selector === null ? 0 : this.selector.writer;
+    if (w < 0) throw noWriterError();
+    return (this.pools[w] ??= this.createPool(this.nodes[w]));
+  }
+
+  /** Writer node and per-node health of a shard group; null for a single server. */
+  groupStats(): GroupStats | null {
+    return this.selector?.stats() ?? null;
+  }
+
+  /**
+   * The writer moved away from node `i`: fail its statements in flight now (a hung node would
+   * hold them until the query timeout). A COMMIT among them answers KV_ERR_OUTCOME_UNKNOWN.
+   */
+  private dropPool(i: number): void {
+    const pool = i >= 0 ? this.pools[i] : null;
+    if (!pool) return;
+    this.pools[i] = null;
+    type CoreConn = { stream?: { destroy(err?: Error): void } };
+    const all = (pool as unknown as { pool: { _allConnections?: { toArray(): CoreConn[] } } }).pool._allConnections?.toArray() ?? [];
+    for (const c of all) {
+      const err = new Error('the shard group switched away from this node');
+      (err as { code?: string }).code = 'PROTOCOL_CONNECTION_LOST';
+      c.stream?.destroy(err);
+    }
+    void pool.end().catch(() => undefined);
+  }
+
+  /** A connection error may mean the writer died or hung: re-probe the group at once. */
+  private suspect(err: unknown): void {
+    if (this.selector !== null && classify(err) === 'connection') void this.selector.refresh();
+  }
+
+  private createPool(url: string): Pool {
+    const ha = this.selector !== null;
+    const pool = mysql.createPool({
+      uri: url,
+      connectionLimit: this.opts.poolSize,
+      maxIdle: this.opts.poolSize,
       waitForConnections: true,
       queueLimit: 0, // the actor bounds work in flight; the pool never holds more than that
       multipleStatements: true,
@@ -164,14 +240,27 @@ export class MysqlShardStore implements ShardStore {
     // With a callback: an error here (server shutting down, KILL) must not be an unhandled
     // 'error' event, which would end the worker; the broken connection is dropped instead.
     type CoreConn = { query(sql: string, cb: (err: Error | null) => void): void; destroy(): void };
-    (this.pool as unknown as { pool: { on(ev: string, cb: (c: CoreConn) => void): void } }).pool.on('connection', (conn) =>
-      conn.query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; SET SESSION time_zone = '+00:00'", (err) => {
+    // In a Galera group also wsrep_sync_wait = 1: every SELECT and START TRANSACTION first waits
+    // until this node has applied every write-set committed anywhere in the cluster before it,
+    // so a read after a switch (or through another gateway on another node) sees every write
+    // acknowledged before it (DESIGN.md §9 measures the cost).
+    const setup = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; SET SESSION time_zone = '+00:00'" + (ha ? '; SET SESSION wsrep_sync_wait = 1' : '');
+    (pool as unknown as { pool: { on(ev: string, cb: (c: CoreConn) => void): void } }).pool.on('connection', (conn) =>
+      conn.query(setup, (err) => {
         if (err) conn.destroy();
       }),
     );
+    return pool;
   }
 
   async init(identity: ShardIdentity): Promise<void> {
+    if (this.selector !== null) {
+      if (!this.selectorStarted) {
+        this.selectorStarted = true;
+        this.selector.start();
+      }
+      await this.selector.refresh();
+    }
     const conn = await this.pool.getConnection();
     try {
       for (const sql of schemaStatements()) await conn.query({ sql, timeout: 60_000 });
@@ -196,8 +285,13 @@ export class MysqlShardStore implements ShardStore {
   }
 
   async readLive(keys: Buffer[]): Promise<LiveRow[]> {
-    const [rows] = await this.pool.query<RowDataPacket[]>({ sql: STATEMENTS.readLive.sql(keys.length), timeout: this.timeout }, keys);
-    return rows as LiveRow[];
+    try {
+      const [rows] = await this.pool.query<RowDataPacket[]>({ sql: STATEMENTS.readLive.sql(keys.length), timeout: this.timeout }, keys);
+      return rows as LiveRow[];
+    } catch (err) {
+      this.suspect(err);
+      throw err;
+    }
   }
 
   async transact(
@@ -242,6 +336,7 @@ export class MysqlShardStore implements ShardStore {
         throw err;
       }
     } catch (err) {
+      this.suspect(err);
       broken = isConnectionFatal(err);
       if (!broken) {
         try {
@@ -276,6 +371,9 @@ export class MysqlShardStore implements ShardStore {
   }
 
   async now(): Promise<number> {
+    // The health probe of a group: re-decide the writer first, so a dead writer is replaced
+    // rather than the whole shard reported down.
+    if (this.selector !== null) await this.selector.refresh();
     const [rows] = await this.pool.query<RowDataPacket[]>({ sql: `SELECT ${NOW_MS} AS now_ms, @@read_only AS ro`, timeout: Math.min(this.timeout, 3000) });
     if (Number(rows[0].ro) === 1) {
       // A demoted primary or a replica during a failover: it answers, but must not take writes.
@@ -311,37 +409,40 @@ export class MysqlShardStore implements ShardStore {
     return normalizeDue(rows);
   }
 
+  /**
+   * The expirer lease: one row in kv_lease, taken when free or expired and renewed by its holder,
+   * with the expiry on the shard's clock (NOW(3) of the writer node). A replicated row, unlike
+   * GET_LOCK (which Galera does not replicate), so there is one holder per shard group whichever
+   * node each gateway talks to; two gateways racing through two nodes conflict in certification
+   * and one gets ER_LOCK_DEADLOCK (reported as "not taken" by the expirer's error path).
+   * FOUND_ROWS (mysql2's default) makes affectedRows count matched rows, so a renewal within the
+   * same millisecond still reports 1.
+   */
   async tryExpirerLock(): Promise<boolean> {
-    if (this.lockConn === null) {
-      const conn = await mysql.createConnection({ uri: this.opts.url, connectTimeout: 3000, enableKeepAlive: true });
-      conn.on('error', () => {
-        // The server released the lock with the connection; the next tryExpirerLock reconnects.
-        if (this.lockConn === conn) this.lockConn = null;
-      });
-      this.lockConn = conn;
-    }
-    try {
-      const [rows] = await this.lockConn.query<RowDataPacket[]>({
-        sql: "SELECT GET_LOCK(CONCAT('kvsql-expirer:', DATABASE()), 0) AS got",
-        timeout: 3000,
-      });
-      return Number(rows[0].got) === 1;
-    } catch (err) {
-      this.lockConn?.destroy();
-      this.lockConn = null;
-      throw err;
-    }
+    const [res] = await this.pool.query<ResultSetHeader>(
+      {
+        sql: `UPDATE kv_lease SET holder = ?, expires_at = ${NOW_MS} + ? WHERE name = 'expirer' AND (holder = ? OR expires_at < ${NOW_MS})`,
+        timeout: Math.min(this.timeout, 3000),
+      },
+      [this.leaseHolder, this.opts.leaseMs ?? 6000, this.leaseHolder],
+    );
+    return res.affectedRows === 1;
   }
 
   async releaseExpirerLock(): Promise<void> {
-    const conn = this.lockConn;
-    this.lockConn = null;
-    if (conn) await conn.end().catch(() => conn.destroy());
+    // Best effort: a lease not released expires by itself after leaseMs.
+    const w = this.selector === null ? 0 : this.selector.writer;
+    const pool = w >= 0 ? this.pools[w] : null;
+    if (!pool) return;
+    await pool
+      .query({ sql: "UPDATE kv_lease SET expires_at = 0 WHERE name = 'expirer' AND holder = ?", timeout: 2000 }, [this.leaseHolder])
+      .catch(() => undefined);
   }
 
   async close(): Promise<void> {
     await this.releaseExpirerLock();
-    await this.pool.end().catch(() => undefined);
+    await this.selector?.stop();
+    await Promise.all(this.pools.map((p) => p?.end().catch(() => undefined)));
   }
 }
 
