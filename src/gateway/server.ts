@@ -51,16 +51,30 @@ export async function startServer(config: Readonly<Config>, shardUrls: string[],
     res.writeHeader('Content-Type', 'application/json').end('{"status":"ok"}');
   });
   app.get('/readyz', (res) => {
-    const health = pool.health();
-    const down = health.filter((h) => !h.up);
     if (closing) {
       writeError(res, 'KV_ERR_SHUTTING_DOWN', 'server is shutting down');
-    } else if (down.length > 0) {
-      res.writeStatus('503 Service Unavailable').writeHeader('Retry-After', '1').writeHeader('Content-Type', 'application/json');
-      res.end(JSON.stringify({ status: 'unavailable', down: down.map((d) => ({ shard: d.shard, error: d.error })) }));
-    } else {
-      res.writeHeader('Content-Type', 'application/json').end(JSON.stringify({ status: 'ready', shards: health.length }));
+      return;
     }
+    let aborted = false;
+    res.onAborted(() => (aborted = true));
+    // Shard groups (Galera) also report their writer node and node states; a stats answer that
+    // does not come within a second leaves those out rather than delaying the probe.
+    void pool.stats(1000).then((stats) => {
+      if (aborted) return;
+      const health = pool.health();
+      const down = health.filter((h) => !h.up);
+      const groups = stats.flatMap((s) => (s?.group ? [{ shard: s.shard, writer: s.group.writer >= 0 ? s.group.nodes[s.group.writer].node : null, switches: s.group.switches, nodes: s.group.nodes }] : []));
+      res.cork(() => {
+        if (closing) {
+          writeError(res, 'KV_ERR_SHUTTING_DOWN', 'server is shutting down');
+        } else if (down.length > 0) {
+          res.writeStatus('503 Service Unavailable').writeHeader('Retry-After', '1').writeHeader('Content-Type', 'application/json');
+          res.end(JSON.stringify({ status: 'unavailable', down: down.map((d) => ({ shard: d.shard, error: d.error })), ...(groups.length > 0 ? { groups } : {}) }));
+        } else {
+          res.writeHeader('Content-Type', 'application/json').end(JSON.stringify({ status: 'ready', shards: health.length, ...(groups.length > 0 ? { groups } : {}) }));
+        }
+      });
+    });
   });
   app.get('/metrics', (res) => {
     let aborted = false;
