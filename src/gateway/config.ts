@@ -135,7 +135,7 @@ export const SETTINGS = [
   s('reapBatch', 'KVSQL_REAP_BATCH', int(1, 100_000), 2000, 'rows per overdue sweep page'),
   s('reapsInFlight', 'KVSQL_REAPS_IN_FLIGHT', int(1, 1_000_000), 4000, 'reaps in flight per shard (the expiry work budget)'),
   s('maxWheelKeys', 'KVSQL_MAX_WHEEL_KEYS', int(1000, 100_000_000), 2_000_000, 'keys the wheel may hold per shard'),
-  s('expiryLockRetryMs', 'KVSQL_EXPIRY_LOCK_RETRY_MS', int(100, 600_000), 2000, 'how often the expirer role is checked'),
+  s('expiryLockRetryMs', 'KVSQL_EXPIRY_LOCK_RETRY_MS', int(100, 600_000), 2000, 'how often the expirer lease is taken or renewed (it lasts 3x this)'),
   s('wsMaxInflight', 'KVSQL_WS_MAX_INFLIGHT', int(1, 1_000_000), 4096, 'ops in flight per WebSocket; past it, ops are answered KV_ERR_BUSY'),
   s('shutdownTimeoutMs', 'KVSQL_SHUTDOWN_TIMEOUT_MS', int(0, 600_000), 30_000, 'how long SIGTERM waits for in-flight work'),
   s('logLevel', 'KVSQL_LOG_LEVEL', level, 'info', 'pino log level'),

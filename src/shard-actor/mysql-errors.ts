@@ -43,7 +43,7 @@ export function classify(err: unknown): ErrorClass {
   const code = e?.code ?? '';
   if (RETRY_CODES.has(code)) return 'retry';
   if (CONNECTION_CODES.has(code) || e?.fatal === true) return 'connection';
-  if (/connect|closed state|Connection lost/i.test(String((err as Error)?.message))) return 'connection';
+  if (/connect|closed state|Connection lost|Pool is closed/i.test(String((err as Error)?.message))) return 'connection';
   return 'fatal';
 }
 

@@ -179,7 +179,7 @@ export class MysqlShardStore implements ShardStore {
       this.selector = new NodeSelector(
         this.nodes,
         { ...DEFAULT_SELECTOR_OPTIONS, ...opts.selector },
-        (from) => this.dropPool(from),
+        (from, _to, reason) => this.dropPool(from, reason.startsWith('failback')),
         opts.log ?? (() => undefined),
       );
     } else {
@@ -200,13 +200,19 @@ export class MysqlShardStore implements ShardStore {
   }
 
   /**
-   * The writer moved away from node `i`: fail its statements in flight now (a hung node would
-   * hold them until the query timeout). A COMMIT among them answers KV_ERR_OUTCOME_UNKNOWN.
+   * The writer moved away from node `i`. New statements go to the new writer at once. A node
+   * that failed: its statements in flight fail now (a hung node would hold them until the query
+   * timeout); a COMMIT among them answers KV_ERR_OUTCOME_UNKNOWN. A healthy node left by a
+   * failback: what runs there finishes, and the pool closes after the query timeout.
    */
-  private dropPool(i: number): void {
+  private dropPool(i: number, graceful: boolean): void {
     const pool = i >= 0 ? this.pools[i] : null;
     if (!pool) return;
     this.pools[i] = null;
+    if (graceful) {
+      setTimeout(() => void pool.end().catch(() => undefined), this.timeout + 1000).unref();
+      return;
+    }
     type CoreConn = { stream?: { destroy(err?: Error): void } };
     const all = (pool as unknown as { pool: { _allConnections?: { toArray(): CoreConn[] } } }).pool._allConnections?.toArray() ?? [];
     for (const c of all) {

@@ -1,0 +1,175 @@
+/**
+ * Owns the HA tests' shared pieces: two gateways on one Galera shard group, a mixed load that
+ * keeps its own record of acknowledged writes, and the checks on that record. Relies on
+ * test/helpers/galera and the gateway. Must not assume which node is the writer: it asks /readyz.
+ *
+ * The record (the shared checker of test/checker had not landed when this was written): each
+ * worker owns its keys and writes them in sequence, so for every key the acceptable reads are
+ * its last acknowledged value or a later attempted one whose outcome is unknown (a failed write
+ * may or may not have been applied). A read older than the last acknowledged write is stale; a
+ * value never written is a phantom.
+ */
+import assert from 'node:assert/strict';
+import { configFrom } from '../../src/gateway/config';
+import { createLogger, startServer, type Server } from '../../src/gateway/server';
+import { nodeName } from '../../src/shard-actor/node-selector';
+import { onNode, type TestGalera } from './galera';
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export async function waitFor(what: string, check: () => Promise<boolean> | boolean, timeoutMs: number): Promise<number> {
+  const started = Date.now();
+  for (;;) {
+    if (await Promise.resolve().then(check).catch(() => false)) return Date.now() - started;
+    if (Date.now() - started > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+/** Two gateways (each with its own actors, node selectors and pools) on the group. */
+export class HaStore {
+  gateways: Server[] = [];
+  readonly config = configFrom({ port: 0, logLevel: process.env.KVSQL_TEST_LOG_LEVEL ?? 'silent', expiryLockRetryMs: 500, expiryTickMs: 50 });
+  constructor(readonly galera: TestGalera) {}
+
+  bases(): string[] {
+    return this.gateways.map((g) => `http://127.0.0.1:${g.port}`);
+  }
+
+  async startGateways(): Promise<void> {
+    const log = createLogger(this.config.logLevel);
+    this.gateways = [await startServer(this.config, [this.galera.url], log), await startServer(this.config, [this.galera.url], log)];
+  }
+
+  async closeGateways(): Promise<void> {
+    for (const g of this.gateways) await g.close();
+    this.gateways = [];
+  }
+
+  /** Index of the node gateway `g` writes through, -1 when none. */
+  async writerIndex(g: number): Promise<number> {
+    const body = (await (await fetch(`${this.bases()[g]}/readyz`)).json()) as Readyz;
+    const w = body.groups?.[0]?.writer;
+    return this.galera.shard.nodes.findIndex((n) => nodeName(n.url) === w);
+  }
+
+  async writers(): Promise<number[]> {
+    return Promise.all(this.gateways.map((_, g) => this.writerIndex(g)));
+  }
+
+  async allSynced(timeoutMs = 90_000): Promise<void> {
+    await Promise.all(this.galera.shard.nodes.map((n) => n.waitSynced(timeoutMs)));
+  }
+}
+
+export interface Readyz {
+  status: string;
+  groups?: Array<{ writer: string | null; switches: number; nodes: Array<{ node: string; state: string }> }>;
+}
+
+/** Per-key record of what may be read: the last acknowledged value and later unknown outcomes. */
+export class Record {
+  readonly acked = new Map<string, number>();
+  readonly unknown = new Map<string, Set<number>>();
+  readonly versions: string[] = [];
+  ackedWrites = 0;
+  failedWrites = 0;
+  reads = 0;
+  readonly violations: string[] = [];
+  ackTimes: number[] = [];
+
+  wrote(key: string, v: number, status: number, etag: string | null): void {
+    if (status === 200 || status === 201) {
+      this.acked.set(key, v);
+      this.unknown.delete(key);
+      this.ackedWrites++;
+      this.ackTimes.push(Date.now());
+      if (etag) this.versions.push(etag);
+    } else {
+      // 503 (unavailable, outcome unknown) or a network error: may or may not be applied.
+      let s = this.unknown.get(key);
+      if (!s) this.unknown.set(key, (s = new Set()));
+      s.add(v);
+      this.failedWrites++;
+    }
+  }
+
+  /** `value` null = 404. Checked against what was known when the read was sent. */
+  check(key: string, value: number | null, ackedWhenSent: number | undefined, unknownWhenSent: number[], where: string): void {
+    this.reads++;
+    if (value === null) {
+      if (ackedWhenSent !== undefined) this.violations.push(`${where}: ${key} read 404 after ${ackedWhenSent} was acknowledged`);
+      return;
+    }
+    if (value === ackedWhenSent) return;
+    if (unknownWhenSent.includes(value)) return;
+    this.violations.push(`${where}: ${key} read ${value}; acknowledged ${ackedWhenSent}, unknown [${unknownWhenSent.join(',')}]`);
+  }
+}
+
+/** Workers alternating between the gateways: PUT a key they own, then GET another of theirs. */
+export function startLoad(store: HaStore, rec: Record, opts: { workers: number; keysPerWorker: number; prefix: string }): { stop(): Promise<void> } {
+  let stopped = false;
+  const loops = Array.from({ length: opts.workers }, async (_, w) => {
+    let seq = 0;
+    const keyOf = (j: number) => `${opts.prefix}-${w}-${j}`;
+    while (!stopped) {
+      const key = keyOf(seq % opts.keysPerWorker);
+      const v = ++seq;
+      const base = store.bases()[(w + seq) % 2];
+      try {
+        const r = await fetch(`${base}/v1/kv/${key}`, { method: 'PUT', body: String(v), signal: AbortSignal.timeout(30_000) });
+        await r.arrayBuffer();
+        rec.wrote(key, v, r.status, r.headers.get('etag'));
+        if (r.status >= 300) await sleep(100);
+      } catch {
+        rec.wrote(key, v, 0, null);
+        await sleep(100);
+      }
+      const readKey = keyOf((seq * 7) % opts.keysPerWorker);
+      const ackedWhenSent = rec.acked.get(readKey);
+      const unknownWhenSent = [...(rec.unknown.get(readKey) ?? [])];
+      try {
+        const r = await fetch(`${store.bases()[(w + seq + 1) % 2]}/v1/kv/${readKey}`, { signal: AbortSignal.timeout(30_000) });
+        const body = await r.text();
+        if (r.status === 200) rec.check(readKey, Number(body), ackedWhenSent, unknownWhenSent, `GET via gateway ${(w + seq + 1) % 2}`);
+        else if (r.status === 404) rec.check(readKey, null, ackedWhenSent, unknownWhenSent, 'GET');
+      } catch {
+        /* a failed read proves nothing either way */
+      }
+    }
+  });
+  return {
+    async stop() {
+      stopped = true;
+      await Promise.all(loops);
+    },
+  };
+}
+
+/** Every key's row, read on one node directly (after it caught up: wsrep_sync_wait). */
+export async function rowsOn(url: string, prefix: string): Promise<Map<string, number>> {
+  // A causal read (wsrep_sync_wait) fails with ER_LOCK_WAIT_TIMEOUT while membership changes.
+  let out = new Map<string, number>();
+  await waitFor(`rows on ${url}`, async () => {
+    out = await rowsOnce(url, prefix);
+    return true;
+  }, 60_000);
+  return out;
+}
+
+async function rowsOnce(url: string, prefix: string): Promise<Map<string, number>> {
+  const rows = await onNode<Array<{ k: Buffer; v: Buffer }>>(url, "SET SESSION wsrep_sync_wait = 1; SELECT k, v FROM kv WHERE k LIKE CONCAT(?, '-%')", [prefix]).then(
+    (r) => (r as unknown as unknown[][])[1] as Array<{ k: Buffer; v: Buffer }>,
+  );
+  return new Map(rows.map((r) => [r.k.toString(), Number(r.v.toString())]));
+}
+
+export function assertDurable(rec: Record, rows: Map<string, number>, where: string): void {
+  for (const [key, v] of rec.acked) {
+    const got = rows.get(key);
+    const ok = got === v || (got !== undefined && (rec.unknown.get(key)?.has(got) ?? false));
+    assert.ok(ok, `${where}: ${key} holds ${got}, acknowledged ${v}`);
+  }
+}
+
