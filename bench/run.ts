@@ -24,6 +24,8 @@ import { runExpiry } from './scenarios/expiry';
 import { runConcurrency } from './scenarios/concurrency';
 
 const RESULTS_DIR = path.join(BENCH_DIR, 'results');
+/** Committed: the compact summary of each run DESIGN.md cites (raw reports stay in results/). */
+const EVIDENCE_DIR = path.join(BENCH_DIR, 'evidence');
 const REEXEC_ENV = 'KVSQL_BENCH_NOFILE_RAISED';
 
 /** RLIMIT_NOFILE [soft, hard] from /proc (Node has no getrlimit). */
@@ -234,8 +236,9 @@ async function main(): Promise<number> {
       },
       rows,
     };
-    const saved = saveReport(RESULTS_DIR, report);
+    const saved = saveReport(RESULTS_DIR, report, EVIDENCE_DIR);
     process.stdout.write(`\nsaved ${path.relative(process.cwd(), saved.json)}, ${path.relative(process.cwd(), saved.html)} (and latest.json / latest.html)\n`);
+    process.stdout.write(`summary for DESIGN.md: ${path.relative(process.cwd(), saved.summary!)} (commit it when a figure is quoted from this run)\n`);
   }
   return failed ? 1 : 0;
 }

@@ -33,6 +33,8 @@ export interface LocalMysqldOptions {
   bufferPoolMb?: number;
   /** Skips the binary lookup (and any apt install) when the caller already has one. */
   binary?: MysqlBinary;
+  /** Appended to the server's arguments, e.g. `--log-bin` for a measurement. */
+  extraArgs?: string[];
 }
 
 export interface LocalMysqld {
@@ -339,6 +341,7 @@ class LocalMysqldProcess implements LocalMysqld {
     private readonly database: string,
     private readonly bufferPoolMb: number,
     private readonly log: (msg: string) => void,
+    private readonly extraArgs: string[] = [],
   ) {}
 
   get port(): number {
@@ -391,7 +394,7 @@ class LocalMysqldProcess implements LocalMysqld {
     const outFrom = sizeOf(outFile);
     const tmpDir = tmpDirFor(this.dataDir);
     fs.mkdirSync(tmpDir, { recursive: true });
-    const args = serverArgs(this.binary, this.dataDir, this.portNumber, socket, tmpDir, this.bufferPoolMb);
+    const args = [...serverArgs(this.binary, this.dataDir, this.portNumber, socket, tmpDir, this.bufferPoolMb), ...this.extraArgs];
 
     // stdout/stderr go to a file descriptor, not a pipe: the server then holds no handle in our
     // event loop, and its output survives us for post-mortems.
@@ -508,7 +511,7 @@ export async function startLocalMysqld(opts: LocalMysqldOptions): Promise<LocalM
   // Absolute: the server is told this path and its pid/socket paths are derived from it.
   const dataDir = path.resolve(opts.dataDir);
   fs.mkdirSync(dataDir, { recursive: true });
-  const server = new LocalMysqldProcess(binary, dataDir, opts.port, opts.database, opts.bufferPoolMb ?? 256, log);
+  const server = new LocalMysqldProcess(binary, dataDir, opts.port, opts.database, opts.bufferPoolMb ?? 256, log, opts.extraArgs);
   await server.start(opts.port === 0);
   return server;
 }
