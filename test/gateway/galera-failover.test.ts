@@ -56,7 +56,7 @@ test('expiry across a switch: one expirer for the group, and expired keys are de
   await waitFor('the expired row deleted', async () => (await rowsOn(store.galera.shard.nodes[writer].url, 'exp')).size === 0, 15_000);
 });
 
-test('SIGSTOP of the writer node: the shard switches within the bound, and the node comes back', async () => {
+test('SIGSTOP of the writer node: the shard switches within the bound, and the node comes back', async (t) => {
   const rec = new Record();
   const load = startLoad(store, rec, { workers: 8, keysPerWorker: 20, prefix: 'stop' });
   await waitFor('writes before the stop', () => rec.ackedWrites > 100, 60_000);
@@ -69,7 +69,8 @@ test('SIGSTOP of the writer node: the shard switches within the bound, and the n
     // node then waits for Galera to evict the stopped peer (evs.suspect_timeout 2 s + inactive
     // check). Generous here: a loaded CI machine is slower; the benchmark measures the real value.
     const switchedMs = await waitFor('every gateway off the stopped node', async () => (await store.writers()).every((w) => w >= 0 && w !== victim), 15_000);
-    await waitFor('a write acknowledged after the stop', () => rec.ackTimes.some((t) => t > stoppedAt + switchedMs), 30_000);
+    await waitFor('a write acknowledged after the stop', () => rec.ackTimes.some((at) => at > stoppedAt + switchedMs), 30_000);
+    t.diagnostic(`writer switched ${switchedMs} ms after SIGSTOP; first acknowledged write after it ${Math.min(...rec.ackTimes.filter((at) => at > stoppedAt + switchedMs)) - stoppedAt} ms`);
   } finally {
     node.resume();
   }
