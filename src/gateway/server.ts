@@ -63,7 +63,7 @@ export async function startServer(config: Readonly<Config>, shardUrls: string[],
       if (aborted) return;
       const health = pool.health();
       const down = health.filter((h) => !h.up);
-      const groups = stats.flatMap((s) => (s?.group ? [{ shard: s.shard, writer: s.group.writer >= 0 ? s.group.nodes[s.group.writer].node : null, switches: s.group.switches, nodes: s.group.nodes }] : []));
+      const groups = stats.flatMap((s) => (s?.group ? [{ shard: s.shard, writer: s.group.writer >= 0 ? s.group.nodes[s.group.writer].node : null, switches: s.group.switches, lastSwitch: s.group.lastSwitchReason || null, nodes: s.group.nodes }] : []));
       res.cork(() => {
         if (closing) {
           writeError(res, 'KV_ERR_SHUTTING_DOWN', 'server is shutting down');
