@@ -36,6 +36,8 @@ async function main(): Promise<void> {
     fs.rmSync(dir, { recursive: true, force: true });
     process.exit(0);
   };
+  // Nothing else keeps the event loop alive (the servers are unref'd children): wait for a signal.
+  setInterval(() => undefined, 1 << 30);
   process.on('SIGTERM', () => void stop());
   process.on('SIGINT', () => void stop());
 }
