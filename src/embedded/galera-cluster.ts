@@ -62,6 +62,7 @@ export const WSREP_SYNCED = 4;
 const READY_TIMEOUT_MS = 120_000;
 /** A joiner answers SQL only after its state transfer; a full SST of a large shard takes long. */
 const JOIN_TIMEOUT_MS = 30 * 60_000;
+const JOIN_ATTEMPTS = 3;
 const STOP_GRACE_MS = 30_000;
 /**
  * A node that died is started again after this long (and after each failed attempt). Not sooner:
@@ -221,6 +222,8 @@ export class GaleraNode {
   async start(bootstrap: boolean): Promise<void> {
     this.stopping = false;
     await stopPreviousOwner(path.join(this.dataDir, 'mysqld.pid'), this.log);
+    // A node killed during a state transfer leaves the rsync script's files behind.
+    for (const f of ['rsync_sst.pid', 'rsync_sst.conf', 'stunnel.pid']) fs.rmSync(path.join(this.dataDir, f), { force: true });
     this.prepareDir();
     const errorLog = path.join(this.dataDir, 'error.log');
     const outFile = path.join(this.dataDir, 'mysqld.out');
@@ -439,7 +442,18 @@ export async function startGaleraShard(opts: GaleraShardOptions): Promise<Galera
     await Promise.all(
       nodes.filter((n) => n !== boot).map(async (n) => {
         if (!isInitialised(n.dataDir)) await initialiseDataDir(opts.binary, n.dataDir, opts.log);
-        await n.start(false);
+        // The rsync SST script sometimes fails to start its receiver on a busy machine ("Failed
+        // to read 'ready <addr>'"), which aborts the joiner; a new attempt succeeds.
+        for (let attempt = 1; ; attempt++) {
+          try {
+            await n.start(false);
+            return;
+          } catch (err) {
+            if (attempt >= JOIN_ATTEMPTS) throw err;
+            opts.log(`node-${n.index} failed to join (attempt ${attempt}): ${(err as Error).message.split('\n')[0]}; retrying`);
+            await sleep(REJOIN_DELAY_MS);
+          }
+        }
       }),
     );
     await Promise.all(nodes.map((n) => n.waitSynced()));
