@@ -22,6 +22,8 @@ import { runThroughput } from './scenarios/throughput';
 import { runHalfLoad } from './scenarios/half-load';
 import { runExpiry } from './scenarios/expiry';
 import { runConcurrency } from './scenarios/concurrency';
+import { runRedisScenario } from './scenarios/redis';
+import { runOverload } from './scenarios/overload';
 
 const RESULTS_DIR = path.join(BENCH_DIR, 'results');
 /** Committed: the compact summary of each run DESIGN.md cites (raw reports stay in results/). */
@@ -75,6 +77,10 @@ async function runScenario(ctx: BenchContext, s: ScenarioName, runLabel: string)
       return runExpiry(ctx, runLabel);
     case 'concurrency':
       return runConcurrency(ctx, runLabel);
+    case 'redis':
+      return runRedisScenario(ctx, runLabel);
+    case 'overload':
+      return runOverload(ctx, runLabel);
     default:
       return runThroughput(ctx, s, runLabel);
   }
@@ -130,6 +136,7 @@ async function main(): Promise<number> {
     let base: string;
     let ablationBase: string | null = opts.ablationUrl;
     let gatewayPid = opts.gatewayPid;
+    let redisPort = opts.redisPort;
     let ablationPid: number | null = null;
     const watched: Watched[] = [];
     if (opts.url !== null) {
@@ -143,6 +150,7 @@ async function main(): Promise<number> {
       gateways.push(main);
       base = main.base;
       gatewayPid = main.pid;
+      redisPort = main.redisPort;
       note(`store ready at ${base} (pid ${main.pid}, batching on) in ${((performance.now() - t) / 1000).toFixed(1)} s; shards ${embeddedShardUrls().join(', ')}`);
       sql = await ShardSql.connect(embeddedShardUrls());
       if (!opts.keepData) {
@@ -164,6 +172,7 @@ async function main(): Promise<number> {
     const ctx: BenchContext = {
       opts,
       base,
+      redisPort,
       ablationBase,
       gatewayPid,
       ablationPid,

@@ -36,6 +36,8 @@ export function freePort(): Promise<number> {
 }
 
 export class GatewayProcess {
+  /** The Redis-protocol port, or null when it is off. */
+  redisPort: number | null = null;
   private exited: Promise<number | null>;
   private exitCode: number | null | undefined = undefined;
   constructor(
@@ -107,17 +109,19 @@ function cleanEnv(kv: Record<string, string>): NodeJS.ProcessEnv {
   return { ...env, ...tuning, ...kv };
 }
 
-function spawnGateway(name: string, kv: Record<string, string>, port: number): GatewayProcess {
+function spawnGateway(name: string, kv: Record<string, string>, port: number, redisPort: number | null = null): GatewayProcess {
   fs.mkdirSync(path.join(DATA_DIR, 'logs'), { recursive: true });
   const logFile = path.join(DATA_DIR, 'logs', `${name}.log`);
   const fd = fs.openSync(logFile, 'a');
   const argv = SETPRIV ? [SETPRIV, '--pdeathsig', 'TERM', process.execPath, CLI] : [process.execPath, CLI];
   const child = spawn(argv[0], argv.slice(1), {
-    env: cleanEnv({ ...kv, KVSQL_PORT: String(port), KVSQL_HOST: '127.0.0.1', KVSQL_LOG_LEVEL: 'warn' }),
+    env: cleanEnv({ ...kv, KVSQL_PORT: String(port), KVSQL_REDIS_PORT: redisPort === null ? 'off' : String(redisPort), KVSQL_HOST: '127.0.0.1', KVSQL_LOG_LEVEL: 'warn' }),
     stdio: ['ignore', fd, fd],
   });
   fs.closeSync(fd);
-  return new GatewayProcess(name, child, `http://127.0.0.1:${port}`, logFile);
+  const gw = new GatewayProcess(name, child, `http://127.0.0.1:${port}`, logFile);
+  gw.redisPort = redisPort;
+  return gw;
 }
 
 /** Shard URLs of the embedded cluster gateway A starts. */
@@ -150,6 +154,7 @@ export async function startMainGateway(): Promise<GatewayProcess> {
       KVSQL_BATCHING: 'true',
     },
     port,
+    await freePort(),
   );
   await gw.waitReady(240_000);
   return gw;

@@ -195,6 +195,7 @@ function startLocalShards(binary: MysqlBinary, opts: EmbeddedClusterOptions): Pr
       database: EMBEDDED_DATABASE,
       log: (msg) => opts.log(`shard-${i}: ${msg}`),
       binary,
+      autoRestart: true, // crash recovery: see LocalMysqldProcess.onExit
     }),
   );
   return startAll(starters, 'local MySQL shards', (s) => s.stop());

@@ -35,6 +35,12 @@ export interface LocalMysqldOptions {
   binary?: MysqlBinary;
   /** Appended to the server's arguments, e.g. `--log-bin` for a measurement. */
   extraArgs?: string[];
+  /**
+   * Start the server again by itself when it exits without being asked to (kill -9, OOM kill,
+   * a crash): after RESTART_BACKOFF_MS[attempt], same data dir and port, one log line each time.
+   * The embedded cluster sets it; tests that crash a server on purpose leave it off.
+   */
+  autoRestart?: boolean;
 }
 
 export interface LocalMysqld {
@@ -53,6 +59,9 @@ export interface LocalMysqld {
 }
 
 const READY_TIMEOUT_MS = 60_000;
+/** Delays before automatic restarts 1, 2, 3...; the last repeats. Reset once a server stays up STABLE_MS. */
+const RESTART_BACKOFF_MS = [500, 1000, 2000, 5000, 10_000, 30_000];
+const STABLE_MS = 60_000;
 const STOP_GRACE_MS = 20_000;
 /** sockaddr_un.sun_path is 108 bytes on Linux including the NUL (104 on macOS); keep a margin. */
 const MAX_SOCKET_PATH_BYTES = 100;
@@ -333,6 +342,17 @@ class LocalMysqldProcess implements LocalMysqld {
   private exited: Promise<void> = Promise.resolve();
   /** Serialises stop/kill/restart so overlapping calls cannot spawn two servers on one dir. */
   private queue: Promise<unknown> = Promise.resolve();
+  /** Set while we stop or kill the server ourselves: its exit is then expected. */
+  private stoppingOnPurpose = false;
+  /** stop() or kill() was called: no automatic restart until restart(). */
+  private held = false;
+  private restartTimer: NodeJS.Timeout | null = null;
+  private restartAttempt = 0;
+  private upSince = 0;
+  /** A first start succeeded: only then is an exit a crash to recover from (not a failed start). */
+  private everUp = false;
+  /** Automatic restarts so far (operations and tests). */
+  restarts = 0;
 
   constructor(
     private readonly binary: MysqlBinary,
@@ -342,6 +362,7 @@ class LocalMysqldProcess implements LocalMysqld {
     private readonly bufferPoolMb: number,
     private readonly log: (msg: string) => void,
     private readonly extraArgs: string[] = [],
+    private readonly autoRestart = false,
   ) {}
 
   get port(): number {
@@ -418,6 +439,7 @@ class LocalMysqldProcess implements LocalMysqld {
       child.once('exit', gone);
       child.once('error', gone); // spawn failure: 'exit' may never come
     });
+    child.once('exit', (code, signal) => this.onExit(child, code, signal));
     trackChild(child);
     // A running server must not keep the parent alive on its own (a test that forgets stop()
     // would hang the runner); stop() re-refs it so a graceful shutdown is awaited to the end.
@@ -437,7 +459,50 @@ class LocalMysqldProcess implements LocalMysqld {
       );
     }
     await this.prepare(socket);
+    this.upSince = Date.now();
+    this.everUp = true;
     this.log(`${path.basename(this.binary.server)} pid ${child.pid} ready on 127.0.0.1:${this.portNumber} in ${Date.now() - started} ms`);
+  }
+
+  /**
+   * Crash recovery: a server that exits without stop()/kill()/restart() is started again on the
+   * same data and port, with backoff. InnoDB recovers committed transactions from its redo log;
+   * the shard actors' probes find the server back and the shard's keys serve again.
+   */
+  private onExit(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
+    if (!this.autoRestart || !this.everUp || this.child !== child || this.stoppingOnPurpose || this.held) return;
+    if (this.upSince > 0 && Date.now() - this.upSince > STABLE_MS) this.restartAttempt = 0;
+    this.upSince = 0;
+    const delay = RESTART_BACKOFF_MS[Math.min(this.restartAttempt, RESTART_BACKOFF_MS.length - 1)];
+    this.restartAttempt++;
+    this.log(`${path.basename(this.binary.server)} pid ${child.pid} exited unexpectedly (code ${code}, signal ${signal}); restarting in ${delay} ms (attempt ${this.restartAttempt})`);
+    this.scheduleRestart(delay);
+  }
+
+  private scheduleRestart(delay: number): void {
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = null;
+      void this.serial(async () => {
+        if (this.held || this.running()) return;
+        try {
+          await this.startOnce();
+          this.restarts++;
+          this.log(`restarted after a crash (restart ${this.restarts})`);
+        } catch (err) {
+          const next = RESTART_BACKOFF_MS[Math.min(this.restartAttempt, RESTART_BACKOFF_MS.length - 1)];
+          this.restartAttempt++;
+          this.log(`automatic restart failed: ${(err as Error).message.split('\n')[0]}; trying again in ${next} ms`);
+          if (!this.held) this.scheduleRestart(next);
+        }
+      });
+    }, delay);
+    this.restartTimer.unref();
+  }
+
+  private cancelRestart(): void {
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    this.restartTimer = null;
   }
 
   /** Idempotent per start: cheap, and repairs a half-done first start. */
@@ -461,6 +526,15 @@ class LocalMysqldProcess implements LocalMysqld {
   private async terminate(signal: 'SIGTERM' | 'SIGKILL'): Promise<void> {
     const child = this.child;
     if (child === null || !this.running()) return;
+    this.stoppingOnPurpose = true;
+    try {
+      await this.terminateChild(child, signal);
+    } finally {
+      this.stoppingOnPurpose = false;
+    }
+  }
+
+  private async terminateChild(child: ChildProcess, signal: 'SIGTERM' | 'SIGKILL'): Promise<void> {
     // Re-ref so the parent stays alive until the server has really exited (see start()).
     child.ref();
     child.kill(signal);
@@ -487,15 +561,21 @@ class LocalMysqldProcess implements LocalMysqld {
   }
 
   stop(): Promise<void> {
+    this.held = true;
+    this.cancelRestart();
     return this.serial(() => this.terminate('SIGTERM'));
   }
 
   kill(): Promise<void> {
+    this.held = true;
+    this.cancelRestart();
     return this.serial(() => this.terminate('SIGKILL'));
   }
 
   restart(): Promise<void> {
+    this.cancelRestart();
     return this.serial(async () => {
+      this.held = false;
       await this.terminate('SIGTERM');
       await this.startOnce();
     });
@@ -511,7 +591,7 @@ export async function startLocalMysqld(opts: LocalMysqldOptions): Promise<LocalM
   // Absolute: the server is told this path and its pid/socket paths are derived from it.
   const dataDir = path.resolve(opts.dataDir);
   fs.mkdirSync(dataDir, { recursive: true });
-  const server = new LocalMysqldProcess(binary, dataDir, opts.port, opts.database, opts.bufferPoolMb ?? 256, log, opts.extraArgs);
+  const server = new LocalMysqldProcess(binary, dataDir, opts.port, opts.database, opts.bufferPoolMb ?? 256, log, opts.extraArgs, opts.autoRestart ?? false);
   await server.start(opts.port === 0);
   return server;
 }

@@ -9,6 +9,9 @@ import { resolve } from 'node:path';
 export interface Config {
   host: string;
   port: number;
+  /** RESP (Redis protocol) port; null when turned off. */
+  redisPort: number | null;
+  redisMaxInflight: number;
   dataDir: string;
   /**
    * External shards, one entry per shard; empty means "run the embedded cluster". An entry is one
@@ -28,6 +31,8 @@ export interface Config {
   queueLimit: number;
   queueBytes: number;
   queryTimeoutMs: number;
+  opDeadlineMs: number;
+  queueWaitMs: number;
   maxRetries: number;
   expiry: boolean;
   expiryTickMs: number;
@@ -71,6 +76,11 @@ export function shardNodes(entry: string): string[] {
   return entry.split('|').map((s) => s.trim()).filter((s) => s.length > 0);
 }
 
+/** A port, or off ("off", "false", "none", "no" or empty) to turn a listener off. */
+const portOrOff: Parser<number | null> = (raw, name) => {
+  if (['', 'off', 'false', 'none', 'no', 'null'].includes(raw.trim().toLowerCase())) return null;
+  return int(0, 65535)(raw, name);
+};
 const urls: Parser<string[]> = (raw, name) => {
   const list = raw.split(',').map((s) => shardNodes(s).join('|')).filter((s) => s.length > 0);
   for (const u of list.flatMap(shardNodes)) {
@@ -114,6 +124,8 @@ const s = <K extends keyof Config>(key: K, env: string, parse: Parser<Config[K]>
 export const SETTINGS = [
   s('host', 'KVSQL_HOST', host, '127.0.0.1', 'address to listen on'),
   s('port', 'KVSQL_PORT', int(0, 65535), 8080, 'HTTP/WebSocket port (0 picks a free one)'),
+  s('redisPort', 'KVSQL_REDIS_PORT', portOrOff, 6380, 'Redis-protocol (RESP2/RESP3) port on the same host; "off" turns it off (0 picks a free one)'),
+  s('redisMaxInflight', 'KVSQL_REDIS_MAX_INFLIGHT', int(1, 1_000_000), 1024, 'ops in flight per Redis connection; past it the socket is not read until replies are written'),
   s('dataDir', 'KVSQL_DATA_DIR', str, './data', 'where the embedded shards keep their data'),
   s('shards', 'KVSQL_SHARDS', urls, [], 'comma-separated shards, each a mysql:// URL or a Galera cluster as `|`-separated node URLs; empty runs the embedded cluster'),
   s('embeddedShards', 'KVSQL_EMBEDDED_SHARDS', int(1, 64), 2, 'number of embedded MySQL shards'),
@@ -127,7 +139,9 @@ export const SETTINGS = [
   s('writesInFlight', 'KVSQL_WRITES_IN_FLIGHT', int(1, 64), 4, 'write transactions in flight per shard'),
   s('queueLimit', 'KVSQL_QUEUE_LIMIT', int(1, 1_000_000), 50_000, 'ops outstanding per shard before 503'),
   s('queueBytes', 'KVSQL_QUEUE_BYTES', int(1024 * 1024, 64 * 1024 * 1024 * 1024), 256 * 1024 * 1024, 'value bytes of PUTs outstanding per shard before 503'),
-  s('queryTimeoutMs', 'KVSQL_QUERY_TIMEOUT_MS', int(100, 600_000), 10_000, 'per-statement timeout'),
+  s('queryTimeoutMs', 'KVSQL_QUERY_TIMEOUT_MS', int(100, 600_000), 10_000, 'per-statement timeout (a timed-out connection is destroyed)'),
+  s('opDeadlineMs', 'KVSQL_OP_DEADLINE_MS', int(500, 600_000), 5000, 'every op is answered within this many ms of arriving, whatever MySQL does (503, or OUTCOME_UNKNOWN for a write whose COMMIT was sent)'),
+  s('queueWaitMs', 'KVSQL_QUEUE_WAIT_MS', int(0, 600_000), 500, 'refuse an op (503) when its estimated queue wait on its shard is longer (0: no time bound)'),
   s('maxRetries', 'KVSQL_MAX_RETRIES', int(0, 20), 4, 'retries of a batch after deadlock, lock wait timeout or lost connection'),
   s('expiry', 'KVSQL_EXPIRY', bool, true, 'run the expirer (physical deletion of expired rows)'),
   s('expiryTickMs', 'KVSQL_EXPIRY_TICK_MS', int(10, 10_000), 100, 'expiry wheel resolution and tick'),

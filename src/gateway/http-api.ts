@@ -76,6 +76,66 @@ function writeError(res: HttpResponse, code: ErrorCode | string, message: string
   else res.end(JSON.stringify({ error: { code, message } }), opts?.close);
 }
 
+// Message framing (RFC 9112 §6). uWebSockets.js itself closes the connection, answering nothing,
+// on a Content-Length that is not all digits (negative, "+3", "3, 3", over 2^63) and on
+// Content-Length together with Transfer-Encoding. It does NOT look past the first header line of
+// a name: with `Content-Length: 3` and `Content-Length: 5` it reads 3 bytes and takes the other 2
+// as the start of the next request, while a proxy that honours the second line forwards 5 bytes
+// as one request: request smuggling. An empty value (`Content-Length:`) counts as no body. So every
+// route checks all lines of both headers first (req.getHeader sees only the first):
+//   - at most one Content-Length line, and its value digits only (duplicates are refused even when
+//     identical: RFC 9110 §8.6 lets a recipient reject them, and uWS already refuses `3, 3`);
+//   - at most one Transfer-Encoding line, and its value exactly `chunked` (any case): uWS would
+//     de-chunk `gzip, chunked` and hand over gzip bytes as the value; `identity` is obsolete;
+//   - not both (a line uWS let through, e.g. an empty Content-Length, with Transfer-Encoding).
+// A refusal is 400 KV_ERR_BAD_REQUEST with `Connection: close`: the body's extent is unknown, so
+// nothing after the head can be trusted as the next request. The reply is written on the next turn,
+// not in the handler: checked on uWS 20.30, a request pipelined behind a synchronous reply runs
+// even when that reply closes the connection (so the smuggled request would run), while a request
+// pipelined behind a pending reply makes uWS drop the connection without running it. So a
+// smuggling attempt ends in a close with no reply at all, and a lone bad request gets its 400.
+let clLines = 0;
+let teLines = 0;
+let framingBad: string | null = null;
+
+/** req.forEach visitor: module-level, so no closure per request. Header names are lower case. */
+function visitFramingHeader(name: string, value: string): void {
+  if (name === 'content-length') {
+    clLines++;
+    if (!/^[0-9]+$/.test(value)) framingBad = `Content-Length must be a non-negative decimal integer, got "${value.slice(0, 40)}"`;
+  } else if (name === 'transfer-encoding') {
+    teLines++;
+    if (value.trim().toLowerCase() !== 'chunked') framingBad = `Transfer-Encoding must be "chunked" (no other coding is supported), got "${value.slice(0, 40)}"`;
+  }
+}
+
+/** Why the request's framing is refused, or null. Call inside the handler. */
+export function framingProblem(req: HttpRequest): string | null {
+  clLines = 0;
+  teLines = 0;
+  framingBad = null;
+  req.forEach(visitFramingHeader);
+  if (clLines > 1) return `${clLines} Content-Length headers; send exactly one`;
+  if (teLines > 1) return `${teLines} Transfer-Encoding headers; send at most one`;
+  if (clLines > 0 && teLines > 0) return 'Content-Length and Transfer-Encoding together; send one';
+  return framingBad;
+}
+
+/**
+ * Answers 400 and closes when the request's framing is ambiguous (see framingProblem); returns
+ * true when it did, and the handler must stop. Every route calls it first.
+ */
+export function refusedFraming(res: HttpResponse, req: HttpRequest): boolean {
+  const problem = framingProblem(req);
+  if (problem === null) return false;
+  let aborted = false;
+  res.onAborted(() => (aborted = true));
+  setImmediate(() => {
+    if (!aborted) res.cork(() => writeError(res, 'KV_ERR_BAD_REQUEST', problem, undefined, CLOSE));
+  });
+  return true;
+}
+
 /** True when the request carries a body (only PUT /v1/kv reads one). Call inside the handler. */
 function hasBody(req: HttpRequest): boolean {
   const length = req.getHeader('content-length');
@@ -127,7 +187,7 @@ class HttpCall implements ReplyTarget {
   private write(r: Reply): void {
     const res = this.res;
     const status = r[1];
-    if (status >= 400 && r[2] !== undefined) {
+    if (status >= 400 && typeof r[2] === 'string') {
       writeError(res, r[2] as string, r[3] as string);
       return;
     }
@@ -281,6 +341,7 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
    * request's body is never read, so such a reply closes the connection (see ErrorWriteOptions).
    */
   const guard = (res: HttpResponse, req: HttpRequest, op: OpCode, fn: () => void): void => {
+    if (refusedFraming(res, req)) return;
     if (ctx.closing()) {
       writeError(res, 'KV_ERR_SHUTTING_DOWN', 'server is shutting down', undefined, CLOSE);
       return;
@@ -342,12 +403,16 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
   );
 
   // Known routes, wrong method: 405 with Allow. Empty key: 400.
-  const notAllowed = (allow: string) => (res: HttpResponse, req: HttpRequest) =>
+  const notAllowed = (allow: string) => (res: HttpResponse, req: HttpRequest): void => {
+    if (refusedFraming(res, req)) return;
     writeError(res, 'KV_ERR_METHOD_NOT_ALLOWED', `method not allowed; allowed: ${allow}`, () => res.writeHeader('Allow', allow), {
       head: req.getMethod() === 'head',
       close: hasBody(req),
     });
-  const emptyKey = (res: HttpResponse, req: HttpRequest) => writeError(res, 'KV_ERR_BAD_KEY', 'key must not be empty', undefined, hasBody(req) ? CLOSE : undefined);
+  };
+  const emptyKey = (res: HttpResponse, req: HttpRequest): void => {
+    if (!refusedFraming(res, req)) writeError(res, 'KV_ERR_BAD_KEY', 'key must not be empty', undefined, hasBody(req) ? CLOSE : undefined);
+  };
   for (const route of ['/v1/kv', '/v1/ttl']) {
     app.get(route, emptyKey).put(route, emptyKey).del(route, emptyKey);
   }

@@ -25,7 +25,7 @@ export class Metrics {
   private readonly latency = new Map<string, Histogram>();
   private wsConnections = 0;
 
-  observe(api: 'http' | 'ws', op: string, status: number, seconds: number): void {
+  observe(api: 'http' | 'ws' | 'redis', op: string, status: number, seconds: number): void {
     const key = `${api}\u0000${op}\u0000${status}`;
     this.requests.set(key, (this.requests.get(key) ?? 0) + 1);
     const lk = `${api}\u0000${op}`;

@@ -10,14 +10,17 @@
 import pino from 'pino';
 import type { TemplatedApp, us_listen_socket, WebSocket } from 'uWebSockets.js';
 import { MAX_KEY_BYTES, type Config } from './config';
-import { hasBody, mountHttpApi, writeError } from './http-api';
+import { hasBody, mountHttpApi, refusedFraming, writeError } from './http-api';
 import { Metrics } from './metrics';
+import { startRespServer, type RespGuard, type RespServer } from './resp-server';
 import { ShardPool } from './shard-pool';
 import { loadUws } from './uws';
 import { mountWsApi } from './ws-api';
 
 export interface Server {
   port: number;
+  /** The Redis-protocol port; null when KVSQL_REDIS_PORT is off. */
+  redisPort: number | null;
   host: string;
   pool: ShardPool;
   close(): Promise<void>;
@@ -29,7 +32,17 @@ export function createLogger(level: string): Logger {
   return pino({ level, base: { service: 'kvsql' } });
 }
 
-export async function startServer(config: Readonly<Config>, shardUrls: string[], log: Logger = createLogger(config.logLevel)): Promise<Server> {
+export interface ServerOptions {
+  /** Authentication and authorisation of Redis-protocol connections (default: allow everything). */
+  redisGuard?: RespGuard;
+}
+
+export async function startServer(
+  config: Readonly<Config>,
+  shardUrls: string[],
+  log: Logger = createLogger(config.logLevel),
+  opts: ServerOptions = {},
+): Promise<Server> {
   const uws = loadUws();
   const pool = await ShardPool.start(config, shardUrls, log);
   const metrics = new Metrics();
@@ -44,13 +57,16 @@ export async function startServer(config: Readonly<Config>, shardUrls: string[],
   mountWsApi(app, { ...apiContext, sockets, maxInflight: config.wsMaxInflight });
 
   // The load generator's ceiling: the same server and routing layer, no shard work at all.
-  app.get('/v1/noop', (res) => {
+  app.get('/v1/noop', (res, req) => {
+    if (refusedFraming(res, req)) return;
     res.end('ok');
   });
-  app.get('/healthz', (res) => {
+  app.get('/healthz', (res, req) => {
+    if (refusedFraming(res, req)) return;
     res.writeHeader('Content-Type', 'application/json').end('{"status":"ok"}');
   });
-  app.get('/readyz', (res) => {
+  app.get('/readyz', (res, req) => {
+    if (refusedFraming(res, req)) return;
     if (closing) {
       writeError(res, 'KV_ERR_SHUTTING_DOWN', 'server is shutting down');
       return;
@@ -76,7 +92,8 @@ export async function startServer(config: Readonly<Config>, shardUrls: string[],
       });
     });
   });
-  app.get('/metrics', (res) => {
+  app.get('/metrics', (res, req) => {
+    if (refusedFraming(res, req)) return;
     let aborted = false;
     res.onAborted(() => (aborted = true));
     void pool.stats().then((stats) => {
@@ -85,13 +102,15 @@ export async function startServer(config: Readonly<Config>, shardUrls: string[],
       res.cork(() => res.writeHeader('Content-Type', 'text/plain; version=0.0.4').end(body));
     });
   });
-  app.get('/v1/slots', (res) => {
+  app.get('/v1/slots', (res, req) => {
+    if (refusedFraming(res, req)) return;
     res.writeHeader('Content-Type', 'application/json');
     res.end(JSON.stringify({ slots: 16384, hash: 'crc16-xmodem', shards: pool.shardCount, ranges: pool.slotMap.toRanges() }));
   });
-  app.any('/*', (res, req) =>
-    writeError(res, 'KV_ERR_ROUTE_NOT_FOUND', 'no such route; see README for the API', undefined, { head: req.getMethod() === 'head', close: hasBody(req) }),
-  );
+  app.any('/*', (res, req) => {
+    if (refusedFraming(res, req)) return;
+    writeError(res, 'KV_ERR_ROUTE_NOT_FOUND', 'no such route; see README for the API', undefined, { head: req.getMethod() === 'head', close: hasBody(req) });
+  });
 
   let listenSocket: us_listen_socket;
   try {
@@ -103,7 +122,18 @@ export async function startServer(config: Readonly<Config>, shardUrls: string[],
     throw err;
   }
   const port = uws.us_socket_local_port(listenSocket);
-  log.info({ host: config.host, port, shards: shardUrls.length, batching: config.batching }, 'kvsql listening');
+  let redis: RespServer | null = null;
+  if (config.redisPort !== null) {
+    try {
+      redis = await startRespServer({ ...apiContext, host: config.host, port: config.redisPort, maxInflight: config.redisMaxInflight, guard: opts.redisGuard, log });
+    } catch (err) {
+      uws.us_listen_socket_close(listenSocket);
+      await pool.stop(1000);
+      throw new Error(`cannot listen for Redis clients on ${config.host}:${config.redisPort} (KVSQL_REDIS_PORT; "off" turns it off): ${(err as Error).message}`);
+    }
+  }
+  const redisPort = redis?.port ?? null;
+  log.info({ host: config.host, port, redisPort, shards: shardUrls.length, batching: config.batching }, 'kvsql listening');
 
   let closed: Promise<void> | null = null;
   const close = (): Promise<void> => {
@@ -111,15 +141,17 @@ export async function startServer(config: Readonly<Config>, shardUrls: string[],
     closed = (async () => {
       closing = true;
       uws.us_listen_socket_close(listenSocket);
+      redis?.stopListening();
       const deadline = Date.now() + config.shutdownTimeoutMs;
       while (inflight.n > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
       if (inflight.n > 0) log.warn({ inflight: inflight.n }, 'shutdown timeout: answering no more');
       for (const ws of sockets) ws.end(1001, 'server shutting down');
+      await redis?.closeConnections(1000);
       await pool.stop(Math.max(1000, deadline - Date.now()));
       log.info({}, 'kvsql stopped');
     })();
     return closed;
   };
 
-  return { port, host: config.host, pool, close };
+  return { port, redisPort, host: config.host, pool, close };
 }

@@ -4,20 +4,38 @@
  * port messages). Must not touch HTTP or WebSocket objects: a reply goes to a `ReplyTarget`.
  *
  *   submit(target, request) ─> shard = slotMap.shardOf(key)
- *        outstanding[shard] >= queueLimit or shard down?  -> target gets 503 at once
+ *        shard down, or outstanding >= queueLimit, or bytes >= queueBytes,
+ *        or estimated wait > queueWaitMs?                    -> target gets 503 at once
  *        else frame[shard].push(request); one postMessage per shard per event-loop turn
  *   worker reply frame ─> pending.get(id).deliver(reply)
+ *   every TICK_MS: an op outstanding for opDeadlineMs is answered here (backstop, see below)
+ *
+ * Deadline: the actor answers every op within `actorDeadline` (opDeadlineMs minus a margin for
+ * the hop and timer lateness). The gateway keeps, per shard, a ring of (id, submit time) in
+ * submit order and answers whatever is still outstanding at opDeadlineMs itself: a read with
+ * SHARD_UNAVAILABLE, a write with OUTCOME_UNKNOWN (the actor still holds it and may apply it, in
+ * order: a later write to its key waits behind it there). That holds even if the actor's thread
+ * is stuck, so "every op is answered within KVSQL_OP_DEADLINE_MS" does not depend on the actor.
+ *
+ * Time bound on queueing: an op is refused when its shard's oldest outstanding op has waited
+ * longer than queueWaitMs AND the shard's backlog would take longer than queueWaitMs to serve at
+ * its recently measured rate (outstanding / ops completed per second, an EWMA over 250 ms
+ * windows in which the shard had work throughout). The first alone would let one slow op (a lock wait) close the whole shard;
+ * the second alone would refuse a burst after a quiet spell, when the measured rate is low only
+ * because little was offered. A hung shard meets both at once (no completions: the rate decays).
  */
 import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
 import { Packr } from 'msgpackr';
 import { RETRY_AFTER_SECONDS, type ErrorData } from '../protocol/errors';
-import type { Reply, Request } from '../protocol/ops';
+import { isReadOp, type Reply, type Request } from '../protocol/ops';
 import type { ActorConfig, FromActor, ShardStats, ToActor } from '../protocol/port-messages';
 import { SlotMap } from '../protocol/slot-map';
 import { shardNodes, type Config } from './config';
 
 export interface ReplyTarget {
+  /** The op it waits for: a crashed actor's reads are safely retryable, its writes are not. */
+  readonly op: number;
   deliver(reply: Reply): void;
 }
 
@@ -31,6 +49,57 @@ const ACTOR_MAIN = join(__dirname, '..', 'shard-actor', 'main.js');
 
 /** Delay before a crashed actor is started again (its keys get 503 meanwhile). */
 const RESPAWN_DELAY_MS = 1000;
+/** Resolution of the deadline backstop. */
+const TICK_MS = 50;
+/**
+ * The service rate is sampled over windows this long (completions come in batches, so a 50 ms
+ * tick would see bursts and gaps) and smoothed with weight RATE_ALPHA for the newest sample
+ * (a time constant of about 0.7 s).
+ */
+const RATE_WINDOW_MS = 250;
+const RATE_ALPHA = 0.3;
+
+/** The actor's own deadline: a little under the gateway's, so its precise answer comes first. */
+export function actorDeadlineMs(opDeadlineMs: number): number {
+  return opDeadlineMs - Math.min(500, Math.floor(opDeadlineMs / 4));
+}
+
+/**
+ * Submit order of one shard's requests: (id, time), consumed from the head; a write's id is
+ * stored negated. Entries whose request was answered are skipped when they reach the head.
+ *
+ *   ids/ats: [ consumed ... | head -> oldest outstanding (or answered), ..., newest ]
+ */
+class SubmitRing {
+  private ids: number[] = [];
+  private ats: number[] = [];
+  private head = 0;
+  push(signedId: number, at: number): void {
+    this.ids.push(signedId);
+    this.ats.push(at);
+  }
+  get empty(): boolean {
+    return this.head >= this.ids.length;
+  }
+  peekId(): number {
+    return this.ids[this.head];
+  }
+  peekAt(): number {
+    return this.ats[this.head];
+  }
+  shift(): void {
+    this.head++;
+    if (this.head === this.ids.length) {
+      this.ids = [];
+      this.ats = [];
+      this.head = 0;
+    } else if (this.head > 1024 && this.head * 2 > this.ids.length) {
+      this.ids = this.ids.slice(this.head);
+      this.ats = this.ats.slice(this.head);
+      this.head = 0;
+    }
+  }
+}
 
 class ShardHandle {
   worker: Worker;
@@ -46,6 +115,13 @@ class ShardHandle {
   stopping = false;
   /** The current worker has exited (crashed, or failed to start) and no new one runs yet. */
   exited = false;
+  readonly submitted = new SubmitRing();
+  /** Replies received since the last tick, and the service rate (ops/s) measured from them. */
+  completed = 0;
+  rate = 0;
+  /** The current rate window: when it began, and whether the shard had work at every tick of it. */
+  windowStart = Date.now();
+  busyAllWindow = true;
   constructor(
     readonly index: number,
     readonly cfg: ActorConfig,
@@ -73,10 +149,17 @@ export class ShardPool {
   private readonly queueBytes: number;
   /** Called when the last outstanding request is answered (for graceful shutdown). */
   onIdle: (() => void) | null = null;
+  private readonly opDeadlineMs: number;
+  private readonly queueWaitMs: number;
+  private readonly ticker: NodeJS.Timeout;
 
   private constructor(config: Readonly<Config>, urls: string[], private readonly log: PoolLogger) {
     this.queueLimit = config.queueLimit;
     this.queueBytes = config.queueBytes;
+    this.opDeadlineMs = config.opDeadlineMs;
+    this.queueWaitMs = config.queueWaitMs;
+    this.ticker = setInterval(this.tick, TICK_MS);
+    this.ticker.unref();
     this.slotMap = SlotMap.even(urls.length);
     this.shards = urls.map(
       (url, i) =>
@@ -92,6 +175,7 @@ export class ShardPool {
           readsInFlight: config.readsInFlight,
           writesInFlight: config.writesInFlight,
           queryTimeoutMs: config.queryTimeoutMs,
+          opDeadlineMs: actorDeadlineMs(config.opDeadlineMs),
           maxRetries: config.maxRetries,
           expiry: {
             enabled: config.expiry,
@@ -112,6 +196,7 @@ export class ShardPool {
     try {
       await Promise.all(pool.shards.map((s) => pool.wire(s)));
     } catch (err) {
+      clearInterval(pool.ticker);
       await Promise.all(pool.shards.map((s) => s.worker.terminate()));
       throw err;
     }
@@ -153,7 +238,17 @@ export class ShardPool {
       target.deliver([0, 503, 'KV_ERR_OVERLOADED', `shard ${shard.index} has ${shard.pending.size} operations queued`, RETRY_AFTER_SECONDS]);
       return;
     }
+    const now = Date.now();
+    if (this.queueWaitMs > 0 && shard.pending.size > 0) {
+      const waitMs = this.estimatedWaitMs(shard, now);
+      if (waitMs > this.queueWaitMs) {
+        this.rejected++;
+        target.deliver([0, 503, 'KV_ERR_OVERLOADED', `shard ${shard.index}: estimated queue wait ${waitMs === Infinity ? 'unbounded' : `${Math.round(waitMs)} ms`} exceeds ${this.queueWaitMs} ms`, RETRY_AFTER_SECONDS]);
+        return;
+      }
+    }
     const id = this.nextId++;
+    shard.submitted.push(isReadOp(op) ? id : -id, now);
     shard.pending.set(id, target);
     if (value !== null && value.length > 0) {
       shard.pendingBytes.set(id, value.length);
@@ -166,6 +261,60 @@ export class ShardPool {
       setImmediate(this.flushFrames);
     }
   }
+
+  /**
+   * How long a new op would wait on this shard, or 0 when it need not be refused: only when the
+   * oldest outstanding op has waited longer than queueWaitMs is the backlog estimated, as
+   * outstanding ops / measured rate (see the header).
+   */
+  private estimatedWaitMs(s: ShardHandle, now: number): number {
+    const ring = s.submitted;
+    while (!ring.empty && !s.pending.has(Math.abs(ring.peekId()))) ring.shift();
+    // No measurement yet (a fresh gateway): the count and byte bounds still hold.
+    if (ring.empty || now - ring.peekAt() <= this.queueWaitMs || s.rate === 0) return 0;
+    return (s.pending.size / s.rate) * 1000;
+  }
+
+  /** Every TICK_MS: measure each shard's service rate; answer what reached the op deadline. */
+  private readonly tick = (): void => {
+    const now = Date.now();
+    let answered = false;
+    for (const s of this.shards) {
+      // Rate: only from windows in which the shard had work throughout (else it measures the
+      // offered load, not what the shard can serve).
+      if (s.pending.size === 0) s.busyAllWindow = false;
+      const span = now - s.windowStart;
+      if (span >= RATE_WINDOW_MS) {
+        if (s.busyAllWindow) {
+          const sample = (s.completed * 1000) / span;
+          s.rate = s.rate === 0 ? sample : s.rate + RATE_ALPHA * (sample - s.rate);
+        }
+        s.windowStart = now;
+        s.busyAllWindow = s.pending.size > 0;
+        s.completed = 0;
+      }
+      // Backstop deadline, oldest first.
+      const ring = s.submitted;
+      while (!ring.empty) {
+        const signed = ring.peekId();
+        const id = Math.abs(signed);
+        const target = s.pending.get(id);
+        if (target !== undefined && now - ring.peekAt() < this.opDeadlineMs - TICK_MS) break;
+        ring.shift();
+        if (target === undefined) continue;
+        s.pending.delete(id);
+        this.release(s, id);
+        this.totalOutstanding--;
+        answered = true;
+        target.deliver(
+          signed < 0
+            ? [id, 503, 'KV_ERR_OUTCOME_UNKNOWN', `shard ${s.index} gave no answer within the op deadline (${this.opDeadlineMs} ms); the write may or may not have been applied`, RETRY_AFTER_SECONDS]
+            : [id, 503, 'KV_ERR_SHARD_UNAVAILABLE', `shard ${s.index} gave no answer within the op deadline (${this.opDeadlineMs} ms)`, RETRY_AFTER_SECONDS],
+        );
+      }
+    }
+    if (answered && this.totalOutstanding === 0 && this.onIdle) this.onIdle();
+  };
 
   /** One postMessage per shard carrying everything submitted during this event-loop turn. */
   private readonly flushFrames = (): void => {
@@ -229,6 +378,7 @@ export class ShardPool {
         this.failShard(s, `gateway stopped before shard ${s.index} answered`);
       }),
     );
+    clearInterval(this.ticker);
   }
 
   /** Attach handlers to the shard's current worker; resolves on its first 'ready'. */
@@ -316,7 +466,8 @@ export class ShardPool {
   private onReplies(s: ShardHandle, replies: Reply[]): void {
     for (const r of replies) {
       const target = s.pending.get(r[0]);
-      if (target === undefined) continue;
+      if (target === undefined) continue; // answered by the deadline backstop already
+      s.completed++;
       s.pending.delete(r[0]);
       this.release(s, r[0]);
       this.totalOutstanding--;
@@ -331,12 +482,14 @@ export class ShardPool {
     s.lastError = { code: 'KV_ERR_SHARD_UNAVAILABLE', message: why };
     // The actor may have sent a COMMIT before it died: a write it held may or may not be applied,
     // so nothing it held is reported as safely retryable.
+    // A read changed nothing whatever happened to it: it is plainly unavailable (safe to retry).
     const message = `${why}; an operation in flight may or may not have been applied`;
     for (const [id, target] of s.pending) {
       s.pending.delete(id);
       this.release(s, id);
       this.totalOutstanding--;
-      target.deliver([id, 503, 'KV_ERR_OUTCOME_UNKNOWN', message, RETRY_AFTER_SECONDS]);
+      if (isReadOp(target.op)) target.deliver([id, 503, 'KV_ERR_SHARD_UNAVAILABLE', why, RETRY_AFTER_SECONDS]);
+      else target.deliver([id, 503, 'KV_ERR_OUTCOME_UNKNOWN', message, RETRY_AFTER_SECONDS]);
     }
     if (this.totalOutstanding === 0 && this.onIdle) this.onIdle();
   }

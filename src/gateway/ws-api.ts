@@ -26,7 +26,7 @@ import { ERRORS, type ErrorData } from '../protocol/errors';
 import { OP_NAMES, type OpCode, type Reply } from '../protocol/ops';
 import type { Limits } from '../protocol/validate';
 import { decodeFrame, errorReply, frameErrorReply, ReplyFrameEncoder, toWireReply, type RequestSink, type WireReply } from '../protocol/ws-codec';
-import { writeError, type HttpContext } from './http-api';
+import { refusedFraming, writeError, type HttpContext } from './http-api';
 import type { Metrics } from './metrics';
 import type { ReplyTarget, ShardPool } from './shard-pool';
 
@@ -209,6 +209,7 @@ export function mountWsApi(app: TemplatedApp, ctx: WsContext): void {
     sendPingsAutomatically: true,
 
     upgrade: (res: HttpResponse, req: HttpRequest, context: us_socket_context_t) => {
+      if (refusedFraming(res, req)) return;
       if (ctx.closing()) {
         writeError(res, 'KV_ERR_SHUTTING_DOWN', 'server is shutting down');
         return;

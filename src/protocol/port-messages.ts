@@ -79,6 +79,8 @@ export interface ActorConfig {
   readsInFlight: number;
   writesInFlight: number;
   queryTimeoutMs: number;
+  /** The actor answers every op within this many ms of receiving it (a little under KVSQL_OP_DEADLINE_MS). */
+  opDeadlineMs: number;
   maxRetries: number;
   expiry: {
     enabled: boolean;

@@ -9,6 +9,25 @@
  *                                           └─> ready chains ─> transact (≤ writesInFlight)
  *                               replies <─ outbox (one postMessage per completed batch)
  *
+ * Deadline (rule 5): every user op gets `deadline = arrival + opDeadlineMs` and is appended to
+ * `admitted` (arrival order = deadline order). A 50 ms sweep pops its head: an op past its
+ * deadline and still unanswered is answered there and then, however MySQL behaves:
+ *
+ *   waiting (key queue or ready queue)  -> 503 SHARD_UNAVAILABLE, marked answered, pruned before
+ *                                          its batch starts: never applied
+ *   in a read batch                     -> the batch is abandoned: 503 SHARD_UNAVAILABLE
+ *   in a write batch, COMMIT not sent   -> abandoned: 503 SHARD_UNAVAILABLE; COMMIT is never
+ *                                          sent (TxControl), the connection is destroyed: rollback
+ *   in a write batch, COMMIT sent       -> abandoned: 503 OUTCOME_UNKNOWN; the connection is
+ *                                          destroyed and the batch's keys STAY held in the
+ *                                          scheduler until the server has settled that
+ *                                          transaction (store.settle: its thread is gone), so
+ *                                          no later write to those keys can overtake a COMMIT
+ *                                          that may still apply
+ *
+ * An abandoned batch frees its slot at once (its statement may never return), triggers a health
+ * probe, and a shard found down abandons every running batch the same way.
+ *
  * Batching: a flush runs on setImmediate after ops arrive (so everything that arrived in one
  * event-loop turn shares a batch) or at once when maxBatchOps are ready; while all batch slots are
  * busy, ready ops accumulate and the next batch is larger. With batching off every batch is one op.
@@ -19,7 +38,8 @@ import { BATCH_SIZE_BUCKETS, type ActorConfig, type ShardStats } from '../protoc
 import { classify, toKvError } from './mysql-errors';
 import { KeyScheduler, type Chain } from './key-scheduler';
 import type { PendingOp } from './pending-op';
-import type { LiveRow, ShardStore } from './shard-store';
+import { newTxControl, type LiveRow, type ShardStore, type TxControl } from './shard-store';
+import { Fifo } from './fifo';
 import { VersionAllocator } from './version-allocator';
 import { createsKey, highestVersion, planWrites, versionsNeeded, type WritePlan } from './write-plan';
 import { Expirer, type Log } from './expirer';
@@ -33,6 +53,25 @@ const PROBE_INTERVAL_MS = 1000;
 const CLOCK_SYNC_MS = 5000;
 /** Reply frames to the gateway are cut at about this many value bytes. */
 const OUTBOX_FLUSH_BYTES = 4 * 1024 * 1024;
+/** Resolution of the op deadline sweep. */
+const DEADLINE_TICK_MS = 50;
+/** A batch running longer than this triggers a health probe (a hung server is found early). */
+const STALL_PROBE_MS = 1000;
+/** Retry interval of settling an in-doubt COMMIT while the server cannot be asked. */
+const SETTLE_RETRY_MS = 500;
+
+/** One read batch or write transaction in flight, as the deadline sweep sees it. */
+interface Batch {
+  kind: 'read' | 'write';
+  /** The user ops it answers. */
+  ops: PendingOp[];
+  ctl: TxControl;
+  startedAt: number;
+  finished: boolean;
+  /** Resolves (to null) when the batch is abandoned; raced against the batch's work. */
+  gaveUp: Promise<null>;
+  giveUp: () => void;
+}
 
 export class ShardActor {
   private readonly scheduler: KeyScheduler;
@@ -48,14 +87,21 @@ export class ShardActor {
   private probing = false;
   private initialized = false;
   private stopping = false;
+  private stopped = false;
   private clockOffset = 0;
   private nextReapId = -1;
   private readonly timers: NodeJS.Timeout[] = [];
+  /** Every user op accepted and not yet popped by the deadline sweep, in arrival order. */
+  private readonly admitted = new Fifo<PendingOp>();
+  private readonly running = new Set<Batch>();
+  /** Write batches whose COMMIT outcome is being settled (their keys stay held). */
+  private settling = 0;
   private drainWaiters: Array<() => void> = [];
   private readonly stats = {
     readBatches: 0,
     writeBatches: 0,
     retries: 0,
+    abandoned: 0,
     readBatchSizes: new Array<number>(BATCH_SIZE_BUCKETS.length + 1).fill(0),
     writeBatchSizes: new Array<number>(BATCH_SIZE_BUCKETS.length + 1).fill(0),
   };
@@ -104,12 +150,14 @@ export class ShardActor {
     // shard that turned read-only (a failover) is marked down even if no write failed yet.
     this.timers.push(setInterval(() => void (this.up ? this.probe() : undefined), CLOCK_SYNC_MS));
     this.timers.push(setInterval(() => this.probeIfDown(), PROBE_INTERVAL_MS));
+    this.timers.push(setInterval(() => this.sweepDeadlines(), DEADLINE_TICK_MS));
     if (this.cfg.expiry.enabled) this.timers.push(setInterval(() => this.up && this.expirer.tick(this.now()), this.cfg.expiry.tickMs));
     for (const t of this.timers) t.unref();
   }
 
   /** A frame of requests from the gateway. */
   receive(requests: Request[]): void {
+    const now = this.localClock();
     for (const r of requests) {
       if (!this.up || this.stopping) {
         this.outbox.push(errorReply(r[0], this.stopping ? 'KV_ERR_SHUTTING_DOWN' : 'KV_ERR_SHARD_UNAVAILABLE', `shard ${this.cfg.shard} is ${this.stopping ? 'stopping' : 'unavailable'}`));
@@ -120,7 +168,7 @@ export class ShardActor {
         continue;
       }
       const key = asBuffer(r[2]);
-      this.scheduler.submit({
+      const op: PendingOp = {
         id: r[0],
         op: r[1] as OpCode,
         key,
@@ -130,7 +178,12 @@ export class ShardActor {
         flags: r[5],
         ifVersion: r[6],
         dueAt: 0,
-      });
+        deadline: now + this.cfg.opDeadlineMs,
+        answered: false,
+        batch: null,
+      };
+      this.admitted.push(op);
+      this.scheduler.submit(op);
     }
     this.flushOutbox();
     this.requestFlush();
@@ -162,6 +215,7 @@ export class ShardActor {
 
   async stop(): Promise<void> {
     this.stopping = true;
+    this.stopped = true;
     for (const t of this.timers) clearInterval(t);
     await this.expirer.stop();
     await this.store.close();
@@ -172,7 +226,7 @@ export class ShardActor {
       this.expirer.onReapFailed(key);
       return;
     }
-    this.scheduler.submit({ id: this.nextReapId--, op: OP_REAP, key, keyStr: key.toString('latin1'), value: null, ttlMs: 0, flags: 0, ifVersion: 0, dueAt });
+    this.scheduler.submit({ id: this.nextReapId--, op: OP_REAP, key, keyStr: key.toString('latin1'), value: null, ttlMs: 0, flags: 0, ifVersion: 0, dueAt, deadline: Infinity, answered: false, batch: null });
     this.requestFlush();
   }
 
@@ -213,7 +267,17 @@ export class ShardActor {
     }
   }
 
-  private async runReads(batch: PendingOp[]): Promise<void> {
+  private async runReads(taken: PendingOp[]): Promise<void> {
+    // Ops answered while they waited (deadline, shard down) are not run.
+    let batch = taken;
+    for (const op of taken) {
+      if (op.answered) {
+        batch = taken.filter((o) => !o.answered);
+        for (const o of taken) if (o.answered) this.scheduler.readDone(o);
+        break;
+      }
+    }
+    if (batch.length === 0) return;
     this.readsInFlight++;
     this.stats.readBatches++;
     observe(this.stats.readBatchSizes, batch.length);
@@ -225,28 +289,32 @@ export class ShardActor {
         keys.push(op.key);
       }
     }
+    const b = this.begin('read', batch);
     // A read is idempotent: retried on anything but a fatal error.
-    const result = await this.withRetries(() => this.store.readLive(keys), (err) => classify(err) !== 'fatal');
+    const result = await this.race(b, this.withRetries(() => this.store.readLive(keys, b.ctl), (err) => classify(err) !== 'fatal', b.ctl));
+    this.end(b);
     this.readsInFlight--;
-    if (result.ok) {
+    if (result === null) {
+      // Abandoned at the deadline: abandon() answered every op.
+    } else if (result.ok) {
       const byKey = new Map<string, LiveRow>();
       for (const r of result.value) byKey.set(r.k.toString('latin1'), r);
       for (const op of batch) {
         const row = byKey.get(op.keyStr);
-        if (row === undefined) this.outbox.push([op.id, 404]);
+        if (row === undefined) this.answer(op, [op.id, 404]);
         else if (op.op === OP_GET) {
-          this.outbox.push([op.id, 200, row.v, Number(row.version), row.expires_at === null ? null : Number(row.expires_at)]);
+          this.answer(op, [op.id, 200, row.v, Number(row.version), row.expires_at === null ? null : Number(row.expires_at)]);
           // Many GETs of one large value share one row but each reply carries a copy: send in
           // frames of a few MiB so one batch never packs gigabytes into one buffer.
           this.outboxBytes += row.v.length;
           if (this.outboxBytes >= OUTBOX_FLUSH_BYTES) this.flushOutbox();
         }
-        else this.outbox.push([op.id, 200, row.expires_at === null ? null : Number(row.expires_at), Number(row.now_ms)]);
+        else this.answer(op, [op.id, 200, row.expires_at === null ? null : Number(row.expires_at), Number(row.now_ms)]);
       }
     } else {
       this.onStoreError(result.error);
       const e = toKvError(result.error, this.cfg.shard);
-      for (const op of batch) this.outbox.push(errorReply(op.id, e.code, e.message));
+      for (const op of batch) this.answer(op, errorReply(op.id, e.code, e.message));
     }
     for (const op of batch) this.scheduler.readDone(op);
     this.afterBatch();
@@ -272,7 +340,11 @@ export class ShardActor {
     this.afterBatch();
   }
 
-  private async runWrites(chains: Chain[]): Promise<void> {
+  private async runWrites(taken: Chain[]): Promise<void> {
+    // Ops answered while they waited (deadline, shard down) were told "not applied": drop them.
+    const chains: Chain[] = [];
+    for (const c of taken) if (this.scheduler.prune(c, isUnanswered)) chains.push(c);
+    if (chains.length === 0) return;
     this.writesInFlight++;
     this.stats.writeBatches++;
     let opCount = 0;
@@ -282,56 +354,172 @@ export class ShardActor {
     chains.sort((a, b) => Buffer.compare(a.key, b.key));
     const keys = chains.map((c) => c.key);
     const needed = versionsNeeded(chains);
-    const result = await this.withRetries(
-      async () => {
-        let plan: WritePlan | undefined;
-        await this.store.transact(keys, async (locked, now, issuedBelow = 0) => {
-          // A re-created key must get a version above its deleted past, which may have been
-          // issued through another gateway: check kv_seq then (see VersionAllocator.take).
-          const first = needed > 0 ? await this.versions.take(needed, highestVersion(locked), createsKey(chains, locked) ? issuedBelow : 0) : 0;
-          plan = planWrites(chains, locked, now, first);
-          return plan.mutations;
-        });
-        return plan!;
-      },
-      (err) => classify(err) !== 'fatal' && !lostDuringCommit(err),
+    const userOps: PendingOp[] = [];
+    for (const c of chains) for (const op of c.ops) if (op.op !== OP_REAP) userOps.push(op);
+    const b = this.begin('write', userOps);
+    const result = await this.race(
+      b,
+      this.withRetries(
+        async () => {
+          let plan: WritePlan | undefined;
+          await this.store.transact(
+            keys,
+            async (locked, now, issuedBelow = 0) => {
+              // A re-created key must get a version above its deleted past, which may have been
+              // issued through another gateway: check kv_seq then (see VersionAllocator.take).
+              const first = needed > 0 ? await this.versions.take(needed, highestVersion(locked), createsKey(chains, locked) ? issuedBelow : 0) : 0;
+              plan = planWrites(chains, locked, now, first);
+              return plan.mutations;
+            },
+            b.ctl,
+          );
+          return plan!;
+        },
+        (err) => classify(err) !== 'fatal' && !lostDuringCommit(err),
+        b.ctl,
+      ),
     );
+    this.end(b);
     this.writesInFlight--;
-    if (result.ok) {
+    // In doubt: COMMIT was sent and no answer came (deadline, or the connection broke).
+    let inDoubt = false;
+    if (result === null) {
+      inDoubt = b.ctl.phase === 'commit';
+    } else if (result.ok) {
       const committed = result.value;
       const now = this.now();
       for (const [op, reply] of committed.replies) {
         if (op.op === OP_REAP) this.expirer.onReaped(op.key, op.dueAt, reply[2] === 1, now);
-        else this.outbox.push(reply);
+        else this.answer(op, reply);
       }
       for (const [key, at] of committed.expiries) this.expirer.onExpirySet(key, at);
     } else {
       this.onStoreError(result.error);
+      inDoubt = lostDuringCommit(result.error);
       // A connection lost while COMMIT was in flight may or may not have committed.
-      const e = lostDuringCommit(result.error)
+      const e = inDoubt
         ? { code: 'KV_ERR_OUTCOME_UNKNOWN' as const, message: `shard ${this.cfg.shard}: connection lost during commit; the write may or may not have been applied` }
         : toKvError(result.error, this.cfg.shard);
+      for (const op of userOps) this.answer(op, errorReply(op.id, e.code, e.message));
+    }
+    if (inDoubt) {
+      this.settleThenRelease(chains, b.ctl);
+    } else {
+      if (result === null || !result.ok) for (const c of chains) for (const op of c.ops) if (op.op === OP_REAP) this.expirer.onReapFailed(op.key);
+      for (const c of chains) this.scheduler.chainDone(c);
+    }
+    this.afterBatch();
+  }
+
+  /**
+   * Keeps the keys of an in-doubt transaction held until the server has finished it (committed
+   * or rolled back), asking again every SETTLE_RETRY_MS while it cannot be reached. Only then may
+   * a later write to those keys lock their rows and see the outcome.
+   */
+  private settleThenRelease(chains: Chain[], ctl: TxControl): void {
+    this.settling++;
+    for (const c of chains) for (const op of c.ops) op.value = null; // sent already; not needed again
+    const started = this.localClock();
+    const attempt = async (): Promise<void> => {
+      let settled = false;
+      try {
+        settled = await this.store.settle(ctl.threadId, ctl.connectedAt);
+      } catch {
+        settled = false;
+      }
+      if (!settled) {
+        if (!this.stopped) setTimeout(() => void attempt(), SETTLE_RETRY_MS).unref();
+        return;
+      }
+      this.settling--;
+      this.log('info', 'in-doubt commit settled; its keys are free again', { thread: ctl.threadId, keys: chains.length, ms: this.localClock() - started });
       for (const c of chains) {
-        for (const op of c.ops) {
-          if (op.op === OP_REAP) this.expirer.onReapFailed(op.key);
-          else this.outbox.push(errorReply(op.id, e.code, e.message));
-        }
+        for (const op of c.ops) if (op.op === OP_REAP) this.expirer.onReapFailed(op.key);
+        this.scheduler.chainDone(c);
+      }
+      this.afterBatch();
+    };
+    void attempt();
+  }
+
+  private begin(kind: Batch['kind'], ops: PendingOp[]): Batch {
+    let giveUp!: () => void;
+    const gaveUp = new Promise<null>((resolve) => (giveUp = () => resolve(null)));
+    const b: Batch = { kind, ops, ctl: newTxControl(), startedAt: this.localClock(), finished: false, gaveUp, giveUp };
+    for (const op of ops) op.batch = b;
+    this.running.add(b);
+    return b;
+  }
+
+  private end(b: Batch): void {
+    b.finished = true;
+    this.running.delete(b);
+    for (const op of b.ops) op.batch = null;
+  }
+
+  /** The batch's work, or null as soon as it is abandoned (its work may never settle). */
+  private race<T>(b: Batch, work: Promise<Attempted<T>>): Promise<Attempted<T> | null> {
+    return Promise.race([work, b.gaveUp]);
+  }
+
+  /**
+   * Gives up on a running batch: answers its ops now (see the header for which answer), makes
+   * sure COMMIT is never sent if it was not, and destroys its connection.
+   */
+  private abandon(b: Batch, why: string): void {
+    if (b.finished || b.ctl.abandoned) return;
+    b.ctl.abandoned = true;
+    b.ctl.cut?.();
+    this.stats.abandoned++;
+    const unknown = b.kind === 'write' && b.ctl.phase === 'commit';
+    const code = unknown ? 'KV_ERR_OUTCOME_UNKNOWN' : 'KV_ERR_SHARD_UNAVAILABLE';
+    const message = unknown
+      ? `shard ${this.cfg.shard}: ${why} after COMMIT was sent; the write may or may not have been applied`
+      : `shard ${this.cfg.shard}: ${why}; the operation was not applied`;
+    for (const op of b.ops) this.answer(op, errorReply(op.id, code, message));
+    this.flushOutbox();
+    this.log('warn', 'batch abandoned', { why, kind: b.kind, ops: b.ops.length, commitSent: b.ctl.phase === 'commit', ageMs: this.localClock() - b.startedAt });
+    b.giveUp();
+  }
+
+  /** Every DEADLINE_TICK_MS: answer what passed its deadline; probe if a batch stalls. */
+  private sweepDeadlines(): void {
+    const now = this.localClock();
+    for (let op = this.admitted.peek(); op !== undefined; op = this.admitted.peek()) {
+      if (!op.answered && op.deadline! > now) break;
+      this.admitted.shift();
+      if (op.answered) continue;
+      if (op.batch) this.abandon(op.batch as Batch, `no answer within the op deadline (${this.cfg.opDeadlineMs} ms)`);
+      else this.answer(op, errorReply(op.id, 'KV_ERR_SHARD_UNAVAILABLE', `shard ${this.cfg.shard}: not started within the op deadline (${this.cfg.opDeadlineMs} ms); the operation was not applied`));
+    }
+    this.flushOutbox();
+    for (const b of this.running) {
+      if (now - b.startedAt > STALL_PROBE_MS) {
+        void this.probe();
+        break;
       }
     }
-    for (const c of chains) this.scheduler.chainDone(c);
-    this.afterBatch();
+    this.checkDrained();
+  }
+
+  /** The one way a user op is answered: at most once, and its value freed once it cannot run again. */
+  private answer(op: PendingOp, reply: Reply): void {
+    if (op.answered) return;
+    op.answered = true;
+    if (!op.batch || (op.batch as Batch).finished) op.value = null;
+    this.outbox.push(reply);
   }
 
   /**
    * Run `attempt` until it succeeds, `retryable` refuses its error, or KVSQL_MAX_RETRIES retries (with
    * backoff) are spent. The one retry policy of reads, writes and reaps; each passes its predicate.
    */
-  private async withRetries<T>(attempt: () => Promise<T>, retryable: (err: unknown) => boolean): Promise<Attempted<T>> {
+  private async withRetries<T>(attempt: () => Promise<T>, retryable: (err: unknown) => boolean, ctl?: TxControl): Promise<Attempted<T>> {
     for (let n = 0; ; n++) {
       try {
         return { ok: true, value: await attempt() };
       } catch (err) {
-        if (n >= this.cfg.maxRetries || !retryable(err)) return { ok: false, error: err };
+        if (n >= this.cfg.maxRetries || !retryable(err) || ctl?.abandoned) return { ok: false, error: err };
         this.stats.retries++;
         await backoff(n);
       }
@@ -341,6 +529,10 @@ export class ShardActor {
   private afterBatch(): void {
     this.flushOutbox();
     this.flush();
+    this.checkDrained();
+  }
+
+  private checkDrained(): void {
     if (this.drainWaiters.length > 0 && this.scheduler.size === 0) {
       const waiters = this.drainWaiters;
       this.drainWaiters = [];
@@ -386,11 +578,12 @@ export class ShardActor {
         this.up = false;
         this.log('error', 'shard is down', { code: (err as { code?: string })?.code, message: (err as Error)?.message });
         this.onHealth(false, { code: 'KV_ERR_SHARD_UNAVAILABLE', message: String((err as Error)?.message ?? err) });
-        // Waiting ops would only time out one by one; answer them now.
+        // Waiting ops would only time out one by one; answer them now, and give up on what runs.
         for (const op of this.scheduler.drainWaiting()) {
           if (op.op === OP_REAP) this.expirer.onReapFailed(op.key);
-          else this.outbox.push(errorReply(op.id, 'KV_ERR_SHARD_UNAVAILABLE', `shard ${this.cfg.shard} is unavailable`));
+          else this.answer(op, errorReply(op.id, 'KV_ERR_SHARD_UNAVAILABLE', `shard ${this.cfg.shard} is unavailable`));
         }
+        for (const b of [...this.running]) this.abandon(b, 'shard is down');
         this.afterBatch();
       }
     } finally {
@@ -413,6 +606,8 @@ export class ShardActor {
 }
 
 type Attempted<T> = { ok: true; value: T } | { ok: false; error: unknown };
+
+const isUnanswered = (op: PendingOp): boolean => op.answered !== true;
 
 /** The connection broke during the COMMIT round trip: the outcome is unknown, never retried. */
 function lostDuringCommit(err: unknown): boolean {

@@ -36,6 +36,8 @@ const CONNECTION_CODES = new Set([
   // with 1047 "WSREP has not yet prepared node for application use"; its shard group switches.
   'ER_UNKNOWN_COM_ERROR',
   'KV_NO_WRITER_NODE', // no node of a Galera shard group is usable (node-selector.ts)
+  'KV_ACQUIRE_TIMEOUT', // no pooled connection in time (shard-store): the server hangs
+  'KV_ABANDONED', // the actor gave up at the op deadline
 ]);
 
 export function classify(err: unknown): ErrorClass {

@@ -8,19 +8,57 @@
  * every write transaction evaluates NOW(3) on the server (session time zone +00:00), so gateways
  * with skewed clocks still agree on which keys are live.
  *
- * A write transaction is two round trips:
+ * A write transaction is three round trips:
  *   1. START TRANSACTION; SELECT ... WHERE k IN (sorted keys) ORDER BY k FOR UPDATE; SELECT now
- *   2. INSERT ... ON DUPLICATE KEY UPDATE ...; UPDATE ... CASE ...; DELETE ...; COMMIT
+ *   2. INSERT ... ON DUPLICATE KEY UPDATE ...; UPDATE ... CASE ...; DELETE ...
+ *   3. COMMIT
  * READ COMMITTED takes no gap locks, so only existing rows in the batch are locked, in key order.
+ * COMMIT travels alone so that a connection lost before it was sent is a clean, retryable failure
+ * (the server rolls back), and only a connection lost while COMMIT was in flight leaves the
+ * outcome unknown (TxControl.phase says which).
+ *
+ * Every wait is bounded, whatever the server does (a hung server accepts TCP and then says
+ * nothing): a connection is acquired within ACQUIRE_TIMEOUT_MS (mysql2's own pool queue has no
+ * timeout), every statement has a timeout, and a connection whose statement timed out or was cut
+ * is destroyed, never returned to the pool (mysql2 keeps a timed-out statement as the connection's
+ * active command until the server answers, so a reused connection would queue behind it).
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import mysql from 'mysql2/promise';
 import type { Pool, PoolConnection, RowDataPacket, ResultSetHeader } from 'mysql2/promise';
 import type { GroupStats } from '../protocol/port-messages';
 import { classify } from './mysql-errors';
 import { DEFAULT_SELECTOR_OPTIONS, NodeSelector, type SelectorLog, type SelectorOptions } from './node-selector';
+
+/** Longest wait for a pooled connection (a new one includes connect and session setup). */
+export const ACQUIRE_TIMEOUT_MS = 3000;
+/** Timeout of the health probe's query (acquire included). */
+export const PROBE_TIMEOUT_MS = 2000;
+
+/**
+ * Shared by the actor and the store for one batch (a read or a write transaction, retries
+ * included). The actor abandons a batch whose op deadline passed; the store then never sends
+ * COMMIT and `cut` destroys the connection in use, so a statement stuck in a hung server holds
+ * neither a pool slot nor the actor.
+ */
+export interface TxControl {
+  /** Set by the actor: stop; never send COMMIT. */
+  abandoned: boolean;
+  /** Set by the store: 'commit' once the COMMIT statement was handed to the connection. */
+  phase: 'work' | 'commit';
+  /** Set by the store: the server thread id of the connection that sent COMMIT, and when it connected (local ms). */
+  threadId: number;
+  connectedAt: number;
+  /** Set by the store while it holds a connection: destroys it at once. */
+  cut: (() => void) | null;
+}
+
+export function newTxControl(): TxControl {
+  return { abandoned: false, phase: 'work', threadId: 0, connectedAt: 0, cut: null };
+}
 
 export interface LiveRow {
   k: Buffer;
@@ -59,7 +97,7 @@ export interface ShardIdentity {
 /** The seam between the actor and MySQL. */
 export interface ShardStore {
   init(identity: ShardIdentity): Promise<void>;
-  readLive(keys: Buffer[]): Promise<LiveRow[]>;
+  readLive(keys: Buffer[], ctl?: TxControl): Promise<LiveRow[]>;
   /**
    * One attempt of one transaction. Errors thrown while committing carry `kvPhase = 'commit'`.
    * `decide` also gets kv_seq's counter as committed when the rows were locked: every version
@@ -68,7 +106,14 @@ export interface ShardStore {
   transact(
     sortedKeys: Buffer[],
     decide: (locked: Map<string, LockedRow>, now: number, issuedBelow: number) => Promise<RowMutations> | RowMutations,
+    ctl?: TxControl,
   ): Promise<void>;
+  /**
+   * After a connection was lost with its COMMIT in flight: true once the server has certainly
+   * finished that transaction (committed or rolled back), i.e. its connection's thread is gone
+   * (killed here if needed) or the server restarted since. Throws while the server is unreachable.
+   */
+  settle(threadId: number, connectedAt: number): Promise<boolean>;
   /** Reserve `size` versions, all above `above`; returns the first. */
   reserveVersionBlock(size: number, above: number): Promise<number>;
   /** Delete those of `keys` whose row is still expired now (autocommit); returns how many. */
@@ -153,13 +198,6 @@ export interface StoreOptions {
   log?: SelectorLog;
 }
 
-/** Thrown when no node of a shard group is usable; classified as a connection error. */
-function noWriterError(): Error {
-  const err = new Error('no node of the shard group is Synced in the Primary component');
-  (err as { code?: string }).code = 'KV_NO_WRITER_NODE';
-  return err;
-}
-
 export class MysqlShardStore implements ShardStore {
   private readonly nodes: string[];
   /** One pool per node, opened when the node becomes the writer, dropped when it stops being it. */
@@ -190,7 +228,7 @@ export class MysqlShardStore implements ShardStore {
   /** The writer node's pool. Throws (a connection-class error) when the group has no usable node. */
   private get pool(): Pool {
     const w = this.selector === null ? 0 : this.selector.writer;
-    if (w < 0) throw noWriterError();
+    if (w < 0) throw codedError('KV_NO_WRITER_NODE', 'no node of the shard group is Synced in the Primary component');
     return (this.pools[w] ??= this.createPool(this.nodes[w]));
   }
 
@@ -215,11 +253,7 @@ export class MysqlShardStore implements ShardStore {
     }
     type CoreConn = { stream?: { destroy(err?: Error): void } };
     const all = (pool as unknown as { pool: { _allConnections?: { toArray(): CoreConn[] } } }).pool._allConnections?.toArray() ?? [];
-    for (const c of all) {
-      const err = new Error('the shard group switched away from this node');
-      (err as { code?: string }).code = 'PROTOCOL_CONNECTION_LOST';
-      c.stream?.destroy(err);
-    }
+    for (const c of all) c.stream?.destroy(codedError('PROTOCOL_CONNECTION_LOST', 'the shard group switched away from this node'));
     void pool.end().catch(() => undefined);
   }
 
@@ -229,7 +263,6 @@ export class MysqlShardStore implements ShardStore {
   }
 
   private createPool(url: string): Pool {
-    const ha = this.selector !== null;
     const pool = mysql.createPool({
       uri: url,
       connectionLimit: this.opts.poolSize,
@@ -245,18 +278,68 @@ export class MysqlShardStore implements ShardStore {
     // Every connection: READ COMMITTED (no gap locks) and UTC so NOW(3) maps 1:1 to unix time.
     // With a callback: an error here (server shutting down, KILL) must not be an unhandled
     // 'error' event, which would end the worker; the broken connection is dropped instead.
-    type CoreConn = { query(sql: string, cb: (err: Error | null) => void): void; destroy(): void };
     // In a Galera group also wsrep_sync_wait = 1: every SELECT and START TRANSACTION first waits
     // until this node has applied every write-set committed anywhere in the cluster before it,
     // so a read after a switch (or through another gateway on another node) sees every write
     // acknowledged before it (DESIGN.md §9 measures the cost).
-    const setup = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; SET SESSION time_zone = '+00:00'" + (ha ? '; SET SESSION wsrep_sync_wait = 1' : '');
-    (pool as unknown as { pool: { on(ev: string, cb: (c: CoreConn) => void): void } }).pool.on('connection', (conn) =>
+    const setup = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; SET SESSION time_zone = '+00:00'" + (this.selector !== null ? '; SET SESSION wsrep_sync_wait = 1' : '');
+    type CoreConn = { query(sql: string, cb: (err: Error | null) => void): void; destroy(): void; kvConnectedAt?: number };
+    (pool as unknown as { pool: { on(ev: string, cb: (c: CoreConn) => void): void } }).pool.on('connection', (conn) => {
+      conn.kvConnectedAt = Date.now();
       conn.query(setup, (err) => {
         if (err) conn.destroy();
-      }),
-    );
+      });
+    });
     return pool;
+  }
+
+  /** A pooled connection within `timeoutMs`, or a connection-class error (KV_ACQUIRE_TIMEOUT). */
+  private acquire(timeoutMs: number = ACQUIRE_TIMEOUT_MS): Promise<PoolConnection> {
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      const timer = setTimeout(() => {
+        settled = true;
+        const err = codedError('KV_ACQUIRE_TIMEOUT', `no MySQL connection within ${timeoutMs} ms (server hung or unreachable)`);
+        this.suspect(err);
+        reject(err);
+      }, timeoutMs);
+      this.pool.getConnection().then(
+        (conn) => {
+          if (settled) conn.release(); // the waiter gave up; the connection is healthy
+          else {
+            settled = true;
+            clearTimeout(timer);
+            resolve(conn);
+          }
+        },
+        (err) => {
+          this.suspect(err);
+          if (!settled) {
+            settled = true;
+            clearTimeout(timer);
+            reject(err);
+          }
+        },
+      );
+    });
+  }
+
+  /**
+   * One statement on a pooled connection, released after, or destroyed when it failed in a way
+   * that leaves the connection unusable (timed out, lost).
+   */
+  private async query<T>(sql: string, params: unknown[] | undefined, timeout: number = this.timeout, acquireMs = ACQUIRE_TIMEOUT_MS): Promise<T> {
+    const conn = await this.acquire(Math.min(acquireMs, timeout));
+    try {
+      const [rows] = await conn.query({ sql, timeout }, params);
+      conn.release();
+      return rows as T;
+    } catch (err) {
+      this.suspect(err);
+      if (isConnectionFatal(err)) destroyHard(conn);
+      else conn.release();
+      throw err;
+    }
   }
 
   async init(identity: ShardIdentity): Promise<void> {
@@ -267,7 +350,7 @@ export class MysqlShardStore implements ShardStore {
       }
       await this.selector.refresh();
     }
-    const conn = await this.pool.getConnection();
+    const conn = await this.acquire();
     try {
       for (const sql of schemaStatements()) await conn.query({ sql, timeout: 60_000 });
       await conn.query(
@@ -285,26 +368,47 @@ export class MysqlShardStore implements ShardStore {
         (err as { code?: string }).code = 'KV_SHARD_IDENTITY_MISMATCH';
         throw err;
       }
-    } finally {
-      conn.release();
+    } catch (err) {
+      destroyHard(conn); // a schema statement may still be running in a hung server
+      throw err;
     }
+    conn.release();
   }
 
-  async readLive(keys: Buffer[]): Promise<LiveRow[]> {
+  async readLive(keys: Buffer[], ctl?: TxControl): Promise<LiveRow[]> {
+    const conn = await this.acquire();
+    if (ctl !== undefined) {
+      if (ctl.abandoned) {
+        conn.release();
+        throw abandonedError();
+      }
+      ctl.cut = () => destroyHard(conn);
+    }
     try {
-      const [rows] = await this.pool.query<RowDataPacket[]>({ sql: STATEMENTS.readLive.sql(keys.length), timeout: this.timeout }, keys);
+      const [rows] = await conn.query<RowDataPacket[]>({ sql: STATEMENTS.readLive.sql(keys.length), timeout: this.timeout }, keys);
+      conn.release();
       return rows as LiveRow[];
     } catch (err) {
       this.suspect(err);
+      if (isConnectionFatal(err)) destroyHard(conn);
+      else conn.release();
       throw err;
+    } finally {
+      if (ctl !== undefined) ctl.cut = null;
     }
   }
 
   async transact(
     sortedKeys: Buffer[],
     decide: (locked: Map<string, LockedRow>, now: number, issuedBelow: number) => Promise<RowMutations> | RowMutations,
+    ctl: TxControl = newTxControl(),
   ): Promise<void> {
-    const conn: PoolConnection = await this.pool.getConnection();
+    const conn: PoolConnection = await this.acquire();
+    if (ctl.abandoned) {
+      conn.release();
+      throw abandonedError();
+    }
+    ctl.cut = () => destroyHard(conn);
     let broken = false;
     try {
       const [results] = await conn.query<RowDataPacket[][]>({ sql: STATEMENTS.lockBatch.sql(sortedKeys.length), timeout: this.timeout }, sortedKeys);
@@ -335,15 +439,21 @@ export class MysqlShardStore implements ShardStore {
         sql += STATEMENTS.deleteBatch.sql(m.deletes.length) + ';';
         for (const d of m.deletes) params.push(d);
       }
+      if (sql.length > 0) await conn.query({ sql: sql.slice(0, -1), timeout: this.timeout }, params);
+      // The last moment to give up cleanly: past this line the server may commit.
+      if (ctl.abandoned) throw abandonedError();
+      ctl.phase = 'commit';
+      ctl.threadId = conn.threadId;
+      ctl.connectedAt = (conn.connection as unknown as { kvConnectedAt?: number }).kvConnectedAt ?? 0;
       try {
-        await conn.query({ sql: sql + 'COMMIT', timeout: this.timeout }, params);
+        await conn.query({ sql: 'COMMIT', timeout: this.timeout });
       } catch (err) {
         (err as { kvPhase?: string }).kvPhase = 'commit';
         throw err;
       }
     } catch (err) {
       this.suspect(err);
-      broken = isConnectionFatal(err);
+      broken = isConnectionFatal(err) || ctl.abandoned;
       if (!broken) {
         try {
           await conn.query({ sql: 'ROLLBACK', timeout: this.timeout });
@@ -353,24 +463,49 @@ export class MysqlShardStore implements ShardStore {
       }
       throw err;
     } finally {
-      if (broken) conn.destroy();
+      ctl.cut = null;
+      if (broken) destroyHard(conn);
       else conn.release();
     }
   }
 
+  async settle(threadId: number, connectedAt: number): Promise<boolean> {
+    const conn = await this.acquire(PROBE_TIMEOUT_MS);
+    try {
+      const [up] = await conn.query<RowDataPacket[]>({ sql: "SHOW GLOBAL STATUS LIKE 'Uptime'", timeout: PROBE_TIMEOUT_MS });
+      const uptimeMs = Number(up[0]?.Value ?? up[0]?.VALUE) * 1000;
+      // Started after that connection was made: the connection died with the old server, and
+      // InnoDB recovery decided its transaction. (Thread ids restart after a restart, so KILL
+      // by id could hit an unrelated connection.)
+      if (connectedAt > 0 && uptimeMs + 1500 < Date.now() - connectedAt) {
+        conn.release();
+        return true;
+      }
+      try {
+        await conn.query({ sql: 'KILL CONNECTION ?', timeout: PROBE_TIMEOUT_MS }, [threadId]);
+      } catch (err) {
+        if ((err as { code?: string }).code !== 'ER_NO_SUCH_THREAD') throw err;
+      }
+      const [rows] = await conn.query<RowDataPacket[]>({ sql: 'SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE ID = ?', timeout: PROBE_TIMEOUT_MS }, [threadId]);
+      conn.release();
+      return Number(rows[0].n) === 0;
+    } catch (err) {
+      if (isConnectionFatal(err)) destroyHard(conn);
+      else conn.release();
+      throw err;
+    }
+  }
+
   async reap(keys: Buffer[]): Promise<number> {
-    const [res] = await this.pool.query<ResultSetHeader>({ sql: STATEMENTS.reapBatch.sql(keys.length), timeout: this.timeout }, keys);
+    const res = await this.query<ResultSetHeader>(STATEMENTS.reapBatch.sql(keys.length), keys);
     return res.affectedRows;
   }
 
   async reserveVersionBlock(size: number, above: number): Promise<number> {
     // Autocommit, outside any data transaction: the counter row is locked for one statement only.
     // GREATEST keeps versions above rows restored from a backup taken after the counter's.
-    const [results] = await this.pool.query<RowDataPacket[][]>(
-      {
-        sql: 'UPDATE kv_seq SET next_version = LAST_INSERT_ID(GREATEST(next_version, ? + 1) + ?) WHERE id = 1; SELECT LAST_INSERT_ID() AS end_version',
-        timeout: this.timeout,
-      },
+    const results = await this.query<RowDataPacket[][]>(
+      'UPDATE kv_seq SET next_version = LAST_INSERT_ID(GREATEST(next_version, ? + 1) + ?) WHERE id = 1; SELECT LAST_INSERT_ID() AS end_version',
       [above, size],
     );
     return Number(results[1][0].end_version) - size;
@@ -380,7 +515,7 @@ export class MysqlShardStore implements ShardStore {
     // The health probe of a group: re-decide the writer first, so a dead writer is replaced
     // rather than the whole shard reported down.
     if (this.selector !== null) await this.selector.refresh();
-    const [rows] = await this.pool.query<RowDataPacket[]>({ sql: `SELECT ${NOW_MS} AS now_ms, @@read_only AS ro`, timeout: Math.min(this.timeout, 3000) });
+    const rows = await this.query<RowDataPacket[]>(`SELECT ${NOW_MS} AS now_ms, @@read_only AS ro`, undefined, Math.min(this.timeout, PROBE_TIMEOUT_MS), PROBE_TIMEOUT_MS);
     if (Number(rows[0].ro) === 1) {
       // A demoted primary or a replica during a failover: it answers, but must not take writes.
       // Reporting it as down keeps the shard from flapping between "probe ok" and failed writes.
@@ -392,26 +527,17 @@ export class MysqlShardStore implements ShardStore {
   }
 
   async scanDueWindow(afterTs: number, uptoTs: number, limit: number): Promise<DueRow[]> {
-    const [rows] = await this.pool.query<RowDataPacket[]>(
-      { sql: 'SELECT k, expires_at FROM kv WHERE expires_at > ? AND expires_at <= ? ORDER BY expires_at, k LIMIT ?', timeout: this.timeout },
-      [afterTs, uptoTs, limit],
-    );
+    const rows = await this.query<RowDataPacket[]>('SELECT k, expires_at FROM kv WHERE expires_at > ? AND expires_at <= ? ORDER BY expires_at, k LIMIT ?', [afterTs, uptoTs, limit]);
     return normalizeDue(rows);
   }
 
   async scanDueTies(ts: number, afterKey: Buffer, limit: number): Promise<DueRow[]> {
-    const [rows] = await this.pool.query<RowDataPacket[]>(
-      { sql: 'SELECT k, expires_at FROM kv WHERE expires_at = ? AND k > ? ORDER BY k LIMIT ?', timeout: this.timeout },
-      [ts, afterKey, limit],
-    );
+    const rows = await this.query<RowDataPacket[]>('SELECT k, expires_at FROM kv WHERE expires_at = ? AND k > ? ORDER BY k LIMIT ?', [ts, afterKey, limit]);
     return normalizeDue(rows);
   }
 
   async scanOverdue(limit: number): Promise<DueRow[]> {
-    const [rows] = await this.pool.query<RowDataPacket[]>(
-      { sql: `SELECT k, expires_at FROM kv WHERE expires_at <= ${NOW_MS} ORDER BY expires_at LIMIT ?`, timeout: this.timeout },
-      [limit],
-    );
+    const rows = await this.query<RowDataPacket[]>(`SELECT k, expires_at FROM kv WHERE expires_at <= ${NOW_MS} ORDER BY expires_at LIMIT ?`, [limit]);
     return normalizeDue(rows);
   }
 
@@ -425,12 +551,10 @@ export class MysqlShardStore implements ShardStore {
    * same millisecond still reports 1.
    */
   async tryExpirerLock(): Promise<boolean> {
-    const [res] = await this.pool.query<ResultSetHeader>(
-      {
-        sql: `UPDATE kv_lease SET holder = ?, expires_at = ${NOW_MS} + ? WHERE name = 'expirer' AND (holder = ? OR expires_at < ${NOW_MS})`,
-        timeout: Math.min(this.timeout, 3000),
-      },
+    const res = await this.query<ResultSetHeader>(
+      `UPDATE kv_lease SET holder = ?, expires_at = ${NOW_MS} + ? WHERE name = 'expirer' AND (holder = ? OR expires_at < ${NOW_MS})`,
       [this.leaseHolder, this.opts.leaseMs ?? 6000, this.leaseHolder],
+      Math.min(this.timeout, 3000),
     );
     return res.affectedRows === 1;
   }
@@ -459,5 +583,26 @@ function normalizeDue(rows: RowDataPacket[]): DueRow[] {
 
 function isConnectionFatal(err: unknown): boolean {
   const e = err as { fatal?: boolean; code?: string };
-  return e?.fatal === true || e?.code === 'PROTOCOL_CONNECTION_LOST' || e?.code === 'PROTOCOL_SEQUENCE_TIMEOUT';
+  return e?.fatal === true || e?.code === 'PROTOCOL_CONNECTION_LOST' || e?.code === 'PROTOCOL_SEQUENCE_TIMEOUT' || e?.code === 'KV_ABANDONED';
+}
+
+/**
+ * Out of the pool and its socket closed at once. mysql2's destroy() only half-closes (FIN), which
+ * a hung or black-holed peer never completes, and it never answers the statement in flight: the
+ * caller must not wait for that statement (the actor races it against the op deadline).
+ */
+function destroyHard(conn: PoolConnection): void {
+  conn.destroy();
+  (conn.connection as unknown as { stream?: Socket }).stream?.destroy();
+}
+
+function codedError(code: string, message: string): Error {
+  const err = new Error(message);
+  (err as { code?: string }).code = code;
+  return err;
+}
+
+/** The actor gave up on this batch (op deadline): nothing further is sent, COMMIT never. */
+export function abandonedError(): Error {
+  return codedError('KV_ABANDONED', 'batch abandoned at the op deadline');
 }

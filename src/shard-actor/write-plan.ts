@@ -16,6 +16,7 @@
  */
 import {
   FLAG_IF_ABSENT,
+  FLAG_IF_EXISTS,
   FLAG_IF_VERSION,
   FLAG_KEEP_TTL,
   OP_DEL,
@@ -75,12 +76,14 @@ export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now:
       const live = exists && (expiresAt === null || expiresAt > now);
       switch (op.op) {
         case OP_PUT: {
-          if ((op.flags & FLAG_IF_ABSENT) !== 0 && live) {
-            plan.replies.push([op, [op.id, 412]]);
-            break;
-          }
-          if ((op.flags & FLAG_IF_VERSION) !== 0 && !(live && version === op.ifVersion)) {
-            plan.replies.push([op, [op.id, 412]]);
+          // A failed precondition carries the key's current version (null: absent), so a
+          // compare-and-set loop needs no extra read.
+          if (
+            ((op.flags & FLAG_IF_ABSENT) !== 0 && live) ||
+            ((op.flags & FLAG_IF_EXISTS) !== 0 && !live) ||
+            ((op.flags & FLAG_IF_VERSION) !== 0 && !(live && version === op.ifVersion))
+          ) {
+            plan.replies.push([op, [op.id, 412, live ? version : null]]);
             break;
           }
           version = nextVersion++;
@@ -95,7 +98,7 @@ export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now:
             exists = false; // an expired row is removed too; the caller still sees 404
             plan.replies.push([op, [op.id, 404]]);
           } else if ((op.flags & FLAG_IF_VERSION) !== 0 && version !== op.ifVersion) {
-            plan.replies.push([op, [op.id, 412]]);
+            plan.replies.push([op, [op.id, 412, version]]);
           } else {
             exists = false;
             value = null;
@@ -117,9 +120,10 @@ export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now:
           if (!live) {
             plan.replies.push([op, [op.id, 404]]);
           } else {
-            if (expiresAt !== null) expiryChanged = true;
+            const hadTtl = expiresAt !== null;
+            if (hadTtl) expiryChanged = true;
             expiresAt = null;
-            plan.replies.push([op, [op.id, 200]]);
+            plan.replies.push([op, [op.id, 200, hadTtl ? 1 : 0]]);
           }
           break;
         }

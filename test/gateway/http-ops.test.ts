@@ -150,6 +150,9 @@ test('close(): a request in flight is answered, a new one on an open connection 
     // Open a keep-alive connection first, so a request can still reach the closing server.
     const idle = new HttpClient(gateway.port, 1);
     assert.equal((await idle.request('GET', '/healthz')).status, 200);
+    // A second one for /readyz: the refusal below closes `idle` (its reply says Connection: close).
+    const probe = new HttpClient(gateway.port, 1);
+    assert.equal((await probe.request('GET', '/healthz')).status, 200);
 
     // In flight: headers and half the body sent; the handler has run, the body is not complete.
     const inflight = new Promise<{ status: number; body: string }>((resolve, reject) => {
@@ -169,9 +172,11 @@ test('close(): a request in flight is answered, a new one on an open connection 
     const refused = await idle.request('GET', kvPath('close/new'));
     assertError(refused, 503, 'KV_ERR_SHUTTING_DOWN');
     assert.equal(refused.headers['retry-after'], '1');
-    const readyz = await idle.request('GET', '/readyz').catch(() => null);
-    if (readyz) assert.equal(readyz.status, 503, 'not ready while shutting down');
+    const readyz = await probe.request('GET', '/readyz');
+    assertError(readyz, 503, 'KV_ERR_SHUTTING_DOWN');
+    assert.equal(readyz.headers['retry-after'], '1');
     idle.close();
+    probe.close();
 
     const done = await inflight;
     assert.equal(done.status, 201, done.body);

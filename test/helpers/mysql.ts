@@ -37,6 +37,8 @@ export interface TestServer {
   restart(): Promise<void>;
   /** False when kill()/restart() are unsupported (KVSQL_TEST_MYSQL_URL): skip crash tests then. */
   readonly canRestart: boolean;
+  /** pid of a local server process (SIGSTOP/SIGCONT tests); 0 for containers and external servers. */
+  readonly pid: number;
 }
 
 const DATABASE_NAME = /^[A-Za-z0-9_]{1,64}$/;
@@ -48,9 +50,12 @@ function withDatabase(baseUrl: string, database: string): string {
   return u.toString();
 }
 
-function makeServer(baseUrl: () => string, ops: Pick<TestServer, 'stop' | 'kill' | 'restart' | 'canRestart'>): TestServer {
+function makeServer(baseUrl: () => string, ops: Pick<TestServer, 'stop' | 'kill' | 'restart' | 'canRestart'>, pid: () => number = () => 0): TestServer {
   const url = (database: string): string => withDatabase(baseUrl(), database);
   return {
+    get pid() {
+      return pid();
+    },
     url,
     async createDatabase(name?: string): Promise<string> {
       const database = name ?? `t_${crypto.randomBytes(6).toString('hex')}`;
@@ -116,7 +121,7 @@ export async function startTestServer(): Promise<TestServer> {
       },
       kill: () => server.kill(),
       restart: () => server.restart(),
-    });
+    }, () => server.pid);
   } catch (err) {
     fs.rmSync(dataDir, { recursive: true, force: true });
     throw err;

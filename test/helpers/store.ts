@@ -24,7 +24,7 @@ export async function startTestStore(opts: { shards?: number; config?: Partial<C
   const mysql = opts.mysql ?? (await startTestServer());
   const urls: string[] = [];
   for (let i = 0; i < (opts.shards ?? 2); i++) urls.push(await mysql.createDatabase());
-  const config = configFrom({ port: 0, logLevel: process.env.KVSQL_TEST_LOG_LEVEL ?? 'silent', ...opts.config });
+  const config = configFrom({ port: 0, redisPort: 0, logLevel: process.env.KVSQL_TEST_LOG_LEVEL ?? 'silent', ...opts.config });
   const log = createLogger(config.logLevel);
   const server = await startServer(config, urls, log);
   const others: Server[] = [];
