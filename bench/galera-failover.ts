@@ -34,7 +34,7 @@ async function main(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'galera-bench-'));
   fs.chmodSync(dir, 0o755);
   const shard = await startGaleraShard({ shard: 0, replicas: 3, dir: path.join(dir, 'shard-0'), sqlBase: 0, galeraBase: 0, database: 'kvsql', binary, provider, log: () => undefined });
-  const cfg = configFrom({ port: 0, logLevel: 'silent' });
+  const cfg = configFrom({ port: 0, redisPort: null, logLevel: 'silent' });
   const log = createLogger('silent');
   const gws = [await startServer(cfg, [shard.url], log), await startServer(cfg, [shard.url], log)];
   const bases = gws.map((g) => `http://127.0.0.1:${g.port}`);

@@ -66,6 +66,7 @@ test('crash of every node, then a restart of the whole store: all acknowledged d
   for (const n of store.galera.shard.nodes) n.supervise = false;
   await Promise.all(store.galera.shard.nodes.map((n) => n.kill()));
   await load.stop();
+  rec.assertConsistent();
   await store.closeGateways();
   // Bootstrap from the most advanced node (every grastate.dat says seqno -1: --wsrep-recover).
   await store.galera.restart();

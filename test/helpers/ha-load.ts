@@ -3,17 +3,19 @@
  * keeps its own record of acknowledged writes, and the checks on that record. Relies on
  * test/helpers/galera and the gateway. Must not assume which node is the writer: it asks /readyz.
  *
- * The record (the shared checker of test/checker had not landed when this was written): each
- * worker owns its keys and writes them in sequence, so for every key the acceptable reads are
- * its last acknowledged value or a later attempted one whose outcome is unknown (a failed write
- * may or may not have been applied). A read older than the last acknowledged write is stale; a
- * value never written is a phantom.
+ * Two checks of the same run: a simple record (each worker owns its keys and writes them in
+ * sequence, so for every key the acceptable reads are its last acknowledged value or a later
+ * attempted one whose outcome is unknown; a read older than the last acknowledged write is stale,
+ * a value never written a phantom), and the shared consistency checker (test/checker: named
+ * anomalies and a per-key linearizability search) over the full history.
  */
 import assert from 'node:assert/strict';
 import { configFrom } from '../../src/gateway/config';
 import { createLogger, startServer, type Server } from '../../src/gateway/server';
 import { nodeName } from '../../src/shard-actor/node-selector';
 import { onNode, type TestGalera } from './galera';
+import { checkHistory, describeReport, violationCount } from '../checker/check';
+import { outcomeOfError, type HistoryOp } from '../checker/history';
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -29,7 +31,7 @@ export async function waitFor(what: string, check: () => Promise<boolean> | bool
 /** Two gateways (each with its own actors, node selectors and pools) on the group. */
 export class HaStore {
   gateways: Server[] = [];
-  readonly config = configFrom({ port: 0, logLevel: process.env.KVSQL_TEST_LOG_LEVEL ?? 'silent', expiryLockRetryMs: 500, expiryTickMs: 50 });
+  readonly config = configFrom({ port: 0, redisPort: 0, logLevel: process.env.KVSQL_TEST_LOG_LEVEL ?? 'silent', expiryLockRetryMs: 500, expiryTickMs: 50 });
   constructor(readonly galera: TestGalera) {}
 
   bases(): string[] {
@@ -77,6 +79,43 @@ export class Record {
   reads = 0;
   readonly violations: string[] = [];
   ackTimes: number[] = [];
+  /** The same run as the checker's history (values made unique per key: `<key>#<n>`). */
+  readonly history: HistoryOp[] = [];
+  private nextId = 1;
+
+  /** Records one op for test/checker. `status` 0 = no answer (network error, timeout). */
+  op(kind: 'put' | 'get', key: string, client: number, invoke: number, status: number, body: string, etag: string | null, value?: number): void {
+    const op: HistoryOp = { id: this.nextId++, client, key, kind, invoke, complete: performance.now(), outcome: 'ok' };
+    const version = etag ? Number(etag.replace(/"/g, '')) : undefined;
+    if (kind === 'put') {
+      op.value = `${key}#${value}`;
+      op.ttl = false;
+    }
+    if (status === 200 || status === 201) {
+      op.found = true;
+      op.version = version;
+      if (kind === 'put') op.created = status === 201;
+      else op.readValue = `${key}#${body}`;
+    } else if (status === 404 && kind === 'get') {
+      op.found = false;
+    } else {
+      let code: string | undefined;
+      try {
+        code = (JSON.parse(body) as { code?: string }).code;
+      } catch {
+        code = undefined;
+      }
+      op.outcome = kind === 'get' ? 'fail' : outcomeOfError(code);
+      op.note = `${status} ${code ?? ''}`;
+    }
+    this.history.push(op);
+  }
+
+  /** Runs test/checker over the history; throws with its report on any violation. */
+  assertConsistent(): void {
+    const report = checkHistory(this.history);
+    assert.equal(violationCount(report), 0, describeReport(report));
+  }
 
   wrote(key: string, v: number, status: number, etag: string | null): void {
     if (status === 200 || status === 201) {
@@ -117,25 +156,30 @@ export function startLoad(store: HaStore, rec: Record, opts: { workers: number; 
       const key = keyOf(seq % opts.keysPerWorker);
       const v = ++seq;
       const base = store.bases()[(w + seq) % 2];
+      const putAt = performance.now();
       try {
         const r = await fetch(`${base}/v1/kv/${key}`, { method: 'PUT', body: String(v), signal: AbortSignal.timeout(30_000) });
-        await r.arrayBuffer();
+        const text = await r.text();
         rec.wrote(key, v, r.status, r.headers.get('etag'));
+        rec.op('put', key, w, putAt, r.status, text, r.headers.get('etag'), v);
         if (r.status >= 300) await sleep(100);
       } catch {
         rec.wrote(key, v, 0, null);
+        rec.op('put', key, w, putAt, 0, '', null, v);
         await sleep(100);
       }
       const readKey = keyOf((seq * 7) % opts.keysPerWorker);
       const ackedWhenSent = rec.acked.get(readKey);
       const unknownWhenSent = [...(rec.unknown.get(readKey) ?? [])];
+      const getAt = performance.now();
       try {
         const r = await fetch(`${store.bases()[(w + seq + 1) % 2]}/v1/kv/${readKey}`, { signal: AbortSignal.timeout(30_000) });
         const body = await r.text();
+        rec.op('get', readKey, w, getAt, r.status, body, r.headers.get('etag'));
         if (r.status === 200) rec.check(readKey, Number(body), ackedWhenSent, unknownWhenSent, `GET via gateway ${(w + seq + 1) % 2}`);
         else if (r.status === 404) rec.check(readKey, null, ackedWhenSent, unknownWhenSent, 'GET');
       } catch {
-        /* a failed read proves nothing either way */
+        rec.op('get', readKey, w, getAt, 0, '', null); // a failed read proves nothing either way
       }
     }
   });
