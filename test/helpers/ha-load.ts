@@ -40,7 +40,9 @@ export class HaStore {
 
   async startGateways(): Promise<void> {
     const log = createLogger(this.config.logLevel);
-    this.gateways = [await startServer(this.config, [this.galera.url], log), await startServer(this.config, [this.galera.url], log)];
+    // One at a time into the list, so that after() closes whatever started if the second fails.
+    this.gateways = [];
+    for (let i = 0; i < 2; i++) this.gateways.push(await startServer(this.config, [this.galera.url], log));
   }
 
   async closeGateways(): Promise<void> {
