@@ -205,6 +205,8 @@ export class MysqlShardStore implements ShardStore {
   /** Null for a single server: then pools[0] is the one pool, forever. */
   private readonly selector: NodeSelector | null = null;
   private selectorStarted = false;
+  /** Node of each COMMIT in flight, by `<threadId>:<connectedAt>` (settle must ask that node). */
+  private readonly commitNode = new Map<string, number>();
   /** Identifies this store as the holder of the expirer lease. */
   private readonly leaseHolder = `${process.pid}-${randomBytes(6).toString('hex')}`;
   private readonly timeout: number;
@@ -403,6 +405,7 @@ export class MysqlShardStore implements ShardStore {
     decide: (locked: Map<string, LockedRow>, now: number, issuedBelow: number) => Promise<RowMutations> | RowMutations,
     ctl: TxControl = newTxControl(),
   ): Promise<void> {
+    const node = this.selector === null ? 0 : this.selector.writer;
     const conn: PoolConnection = await this.acquire();
     if (ctl.abandoned) {
       conn.release();
@@ -445,8 +448,14 @@ export class MysqlShardStore implements ShardStore {
       ctl.phase = 'commit';
       ctl.threadId = conn.threadId;
       ctl.connectedAt = (conn.connection as unknown as { kvConnectedAt?: number }).kvConnectedAt ?? 0;
+      const doubt = `${ctl.threadId}:${ctl.connectedAt}`;
+      if (this.selector !== null) {
+        this.commitNode.set(doubt, node);
+        if (this.commitNode.size > 1024) this.commitNode.delete(this.commitNode.keys().next().value!);
+      }
       try {
         await conn.query({ sql: 'COMMIT', timeout: this.timeout });
+        this.commitNode.delete(doubt);
       } catch (err) {
         (err as { kvPhase?: string }).kvPhase = 'commit';
         throw err;
@@ -470,6 +479,17 @@ export class MysqlShardStore implements ShardStore {
   }
 
   async settle(threadId: number, connectedAt: number): Promise<boolean> {
+    if (this.selector !== null) {
+      const key = `${threadId}:${connectedAt}`;
+      const node = this.commitNode.get(key);
+      this.commitNode.delete(key);
+      // The COMMIT ran on a node that is no longer the writer: thread ids are per node, so it
+      // cannot be looked up (or KILLed) here. Settled anyway: the write-set was either certified
+      // (then every node applies it, in order) or it can never commit, because a commit there
+      // must pass certification, which orders it against anything written since; a late one
+      // conflicting with a later write to its key is aborted, never applied after it.
+      if (node !== undefined && node !== this.selector.writer) return true;
+    }
     const conn = await this.acquire(PROBE_TIMEOUT_MS);
     try {
       const [up] = await conn.query<RowDataPacket[]>({ sql: "SHOW GLOBAL STATUS LIKE 'Uptime'", timeout: PROBE_TIMEOUT_MS });
