@@ -52,11 +52,12 @@ async function main(): Promise<void> {
   let cluster: EmbeddedCluster | null = null;
   let urls = config.shards;
   if (urls.length === 0) {
-    log.info({ shards: config.embeddedShards, dataDir: config.dataDir }, 'starting embedded MySQL shards');
+    log.info({ shards: config.embeddedShards, replicas: config.replicas, dataDir: config.dataDir }, 'starting embedded MySQL shards');
     cluster = await startEmbeddedCluster({
       shards: config.embeddedShards,
       dataDir: config.dataDir,
       basePort: config.embeddedBasePort,
+      replicas: config.replicas,
       log: (msg) => log.info({}, msg),
     });
     urls = cluster.urls;

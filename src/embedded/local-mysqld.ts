@@ -80,7 +80,7 @@ const DATABASE_NAME = /^[A-Za-z0-9_]{1,64}$/;
 // handlers must be synchronous, so SIGKILL is all we can do, and InnoDB recovers on next start.
 const liveChildren = new Set<ChildProcess>();
 let exitHookInstalled = false;
-function trackChild(child: ChildProcess): void {
+export function trackChild(child: ChildProcess): void {
   if (!exitHookInstalled) {
     exitHookInstalled = true;
     process.once('exit', () => {
@@ -102,7 +102,7 @@ function trackChild(child: ChildProcess): void {
 // runs no 'exit' handler. On Linux, util-linux `setpriv --pdeathsig KILL` sets PR_SET_PDEATHSIG and
 // then exec()s the server (same pid), so the kernel kills the server when its parent goes away.
 // The kernel ties this to the spawning *thread*, hence "call from the main thread" above.
-const SETPRIV = process.platform === 'linux' ? ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => fs.existsSync(p)) : undefined;
+export const SETPRIV = process.platform === 'linux' ? ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => fs.existsSync(p)) : undefined;
 
 export function pickFreePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -117,7 +117,7 @@ export function pickFreePort(): Promise<number> {
   });
 }
 
-function socketPathFor(dataDir: string): string {
+export function socketPathFor(dataDir: string): string {
   const inDir = path.join(dataDir, 'mysqld.sock');
   if (Buffer.byteLength(inDir) <= MAX_SOCKET_PATH_BYTES) return inDir;
   // Derived from dataDir so that restart() and a later process find the same path.
@@ -136,12 +136,12 @@ function socketPathFor(dataDir: string): string {
  * tables; seen here as two parallel mariadb-install-db runs failing with "Unknown table
  * 'mysql.tmp_user_sys'". Not under dataDir: every subdirectory there shows up as a database.
  */
-function tmpDirFor(dataDir: string): string {
+export function tmpDirFor(dataDir: string): string {
   const hash = crypto.createHash('sha1').update(dataDir).digest('hex').slice(0, 16);
   return path.join(os.tmpdir(), `kvsql-tmp-${hash}`);
 }
 
-function isAlive(pid: number): boolean {
+export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
   } catch (err) {
@@ -157,7 +157,7 @@ function isAlive(pid: number): boolean {
 }
 
 /** Guards against pid reuse: a stale pid file must not make us SIGTERM an unrelated process. */
-function looksLikeMysqld(pid: number): boolean {
+export function looksLikeMysqld(pid: number): boolean {
   try {
     const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
     return /mysqld|mariadbd/.test(cmdline);
@@ -167,10 +167,10 @@ function looksLikeMysqld(pid: number): boolean {
   }
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** Last `maxBytes` of `file` written after byte `from` (so an old run's log does not mislead). */
-function tailOf(file: string, from = 0, maxBytes = 4096): string {
+export function tailOf(file: string, from = 0, maxBytes = 4096): string {
   try {
     const size = fs.statSync(file).size;
     const start = Math.max(from, size - maxBytes);
@@ -188,7 +188,7 @@ function tailOf(file: string, from = 0, maxBytes = 4096): string {
   }
 }
 
-function sizeOf(file: string): number {
+export function sizeOf(file: string): number {
   try {
     return fs.statSync(file).size;
   } catch {
@@ -197,7 +197,7 @@ function sizeOf(file: string): number {
 }
 
 /** The system schema directory exists only after a completed init (see initialiseDataDir). */
-function isInitialised(dataDir: string): boolean {
+export function isInitialised(dataDir: string): boolean {
   return fs.existsSync(path.join(dataDir, 'mysql'));
 }
 
@@ -220,7 +220,7 @@ const asRoot = (): boolean => process.getuid?.() === 0;
  * init interrupted halfway must not leave a dir that looks initialised; `mysql/` arriving last
  * makes isInitialised() true only for a complete init.
  */
-async function initialiseDataDir(binary: MysqlBinary, dataDir: string, log: (msg: string) => void): Promise<void> {
+export async function initialiseDataDir(binary: MysqlBinary, dataDir: string, log: (msg: string) => void): Promise<void> {
   const staging = `${dataDir}.init-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
   const stagingTmp = `${staging}.tmp`; // see tmpDirFor
   fs.mkdirSync(stagingTmp, { recursive: true });
@@ -270,7 +270,7 @@ async function initialiseDataDir(binary: MysqlBinary, dataDir: string, log: (msg
 }
 
 /** Stops a server left running by an earlier parent (found via its pid file) before we start. */
-async function stopPreviousOwner(pidFile: string, log: (msg: string) => void): Promise<void> {
+export async function stopPreviousOwner(pidFile: string, log: (msg: string) => void): Promise<void> {
   let pid: number;
   try {
     pid = Number.parseInt(fs.readFileSync(pidFile, 'utf8').trim(), 10);

@@ -14,9 +14,14 @@ export interface Config {
   redisPort: number | null;
   redisMaxInflight: number;
   dataDir: string;
-  /** External shard URLs; empty means "run the embedded cluster". */
+  /**
+   * External shards, one entry per shard; empty means "run the embedded cluster". An entry is one
+   * mysql:// URL, or a Galera cluster's node URLs joined by `|` (see shardNodes).
+   */
   shards: string[];
   embeddedShards: number;
+  /** Nodes per embedded shard: 1 (a plain server) or an odd number (a Galera cluster). */
+  replicas: number;
   embeddedBasePort: number;
   maxValueBytes: number;
   batching: boolean;
@@ -77,14 +82,19 @@ const bool: Parser<boolean> = (raw, name) => {
   throw new ConfigError(`${name} must be true or false, got "${raw}"`);
 };
 const str: Parser<string> = (raw) => raw;
+/** The node URLs of one shard entry: `mysql://a/db` or `mysql://a/db|mysql://b/db|mysql://c/db`. */
+export function shardNodes(entry: string): string[] {
+  return entry.split('|').map((s) => s.trim()).filter((s) => s.length > 0);
+}
+
 /** A port, or off ("off", "false", "none", "no" or empty) to turn a listener off. */
 const portOrOff: Parser<number | null> = (raw, name) => {
   if (['', 'off', 'false', 'none', 'no', 'null'].includes(raw.trim().toLowerCase())) return null;
   return int(0, 65535)(raw, name);
 };
 const urls: Parser<string[]> = (raw, name) => {
-  const list = raw.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
-  for (const u of list) {
+  const list = raw.split(',').map((s) => shardNodes(s).join('|')).filter((s) => s.length > 0);
+  for (const u of list.flatMap(shardNodes)) {
     let parsed: URL;
     try {
       parsed = new URL(u);
@@ -95,6 +105,12 @@ const urls: Parser<string[]> = (raw, name) => {
     if (parsed.pathname.length <= 1) throw new ConfigError(`${name}: "${u}" names no database`);
   }
   return list;
+};
+const replicaCount: Parser<number> = (raw, name) => {
+  const n = int(1, 7)(raw, name);
+  // Two nodes cannot lose one and keep a majority (quorum): it buys no availability.
+  if (n !== 1 && n % 2 === 0) throw new ConfigError(`${name} must be 1 or an odd number (3, 5, 7): a Galera cluster of ${n} cannot keep a majority after losing half`);
+  return n;
 };
 const host: Parser<string> = (raw, name) => {
   if (!/^[A-Za-z0-9.:\-[\]]+$/.test(raw)) throw new ConfigError(`${name}: "${raw}" is not a host name or address`);
@@ -122,8 +138,9 @@ export const SETTINGS = [
   s('redisPort', 'KVSQL_REDIS_PORT', portOrOff, 6380, 'Redis-protocol (RESP2/RESP3) port on the same host; "off" turns it off (0 picks a free one)'),
   s('redisMaxInflight', 'KVSQL_REDIS_MAX_INFLIGHT', int(1, 1_000_000), 1024, 'ops in flight per Redis connection; past it the socket is not read until replies are written'),
   s('dataDir', 'KVSQL_DATA_DIR', str, './data', 'where the embedded shards keep their data'),
-  s('shards', 'KVSQL_SHARDS', urls, [], 'comma-separated mysql:// URLs; empty runs the embedded cluster'),
+  s('shards', 'KVSQL_SHARDS', urls, [], 'comma-separated shards, each a mysql:// URL or a Galera cluster as `|`-separated node URLs; empty runs the embedded cluster'),
   s('embeddedShards', 'KVSQL_EMBEDDED_SHARDS', int(1, 64), 2, 'number of embedded MySQL shards'),
+  s('replicas', 'KVSQL_REPLICAS', replicaCount, 1, 'nodes per embedded shard: 1, or 3/5/7 for a Galera cluster per shard'),
   s('embeddedBasePort', 'KVSQL_EMBEDDED_BASE_PORT', int(1024, 65000), 13306, 'embedded shard i listens on base+i'),
   s('maxValueBytes', 'KVSQL_MAX_VALUE_BYTES', int(1, MAX_SUPPORTED_VALUE_BYTES), 1024 * 1024, 'largest value accepted'),
   s('batching', 'KVSQL_BATCHING', bool, true, 'gather ops into multi-row statements (false: one op per transaction)'),
@@ -143,7 +160,7 @@ export const SETTINGS = [
   s('reapBatch', 'KVSQL_REAP_BATCH', int(1, 100_000), 2000, 'rows per overdue sweep page'),
   s('reapsInFlight', 'KVSQL_REAPS_IN_FLIGHT', int(1, 1_000_000), 4000, 'reaps in flight per shard (the expiry work budget)'),
   s('maxWheelKeys', 'KVSQL_MAX_WHEEL_KEYS', int(1000, 100_000_000), 2_000_000, 'keys the wheel may hold per shard'),
-  s('expiryLockRetryMs', 'KVSQL_EXPIRY_LOCK_RETRY_MS', int(100, 600_000), 2000, 'how often the expirer role is checked'),
+  s('expiryLockRetryMs', 'KVSQL_EXPIRY_LOCK_RETRY_MS', int(100, 600_000), 2000, 'how often the expirer lease is taken or renewed (it lasts 3x this)'),
   s('wsMaxInflight', 'KVSQL_WS_MAX_INFLIGHT', int(1, 1_000_000), 4096, 'ops in flight per WebSocket; past it, ops are answered KV_ERR_BUSY'),
   s('shutdownTimeoutMs', 'KVSQL_SHUTDOWN_TIMEOUT_MS', int(0, 600_000), 30_000, 'how long SIGTERM waits for in-flight work'),
   s('logLevel', 'KVSQL_LOG_LEVEL', level, 'info', 'pino log level'),
@@ -182,7 +199,8 @@ export function resolveConfig(argv: string[] = [], env: NodeJS.ProcessEnv = proc
     }
     for (const [k, v] of Object.entries(json)) {
       if (!BY_ENV.has(k)) throw new ConfigError(`KVSQL_CONFIG: unknown setting "${k}" (known: ${[...BY_ENV.keys()].join(', ')})`);
-      raw.set(k, Array.isArray(v) ? v.join(',') : String(v));
+      // KVSQL_SHARDS may be a list whose items are URLs or lists of a Galera cluster's node URLs.
+      raw.set(k, Array.isArray(v) ? v.map((x) => (Array.isArray(x) ? x.join('|') : String(x))).join(',') : String(v));
     }
   }
   for (const [k, v] of Object.entries(env)) {

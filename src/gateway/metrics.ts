@@ -142,6 +142,7 @@ export class Metrics {
       out.push(`kvsql_expiry_lag_seconds_sum{shard="${s.shard}"} ${s.expiry.lagSumMs / 1000}`);
       out.push(`kvsql_expiry_lag_seconds_count{shard="${s.shard}"} ${cum}`);
     }
+    renderGroups(out, stats);
     out.push('# HELP kvsql_rejected_total Operations answered 503 by the gateway without reaching a shard actor (queue full, shard down).');
     out.push('# TYPE kvsql_rejected_total counter');
     out.push(`kvsql_rejected_total ${rejected}`);
@@ -179,4 +180,27 @@ export class Metrics {
     metric('nodejs_eventloop_lag_max_seconds', 'gauge', 'Main-thread event-loop delay since the last scrape: maximum.', s(d.max));
     d.reset();
   }
+}
+
+/** Galera shard groups: the writer node, each node's state and replication queues, switches. */
+function renderGroups(out: string[], stats: Array<ShardStats | null>): void {
+  const groups = stats.filter((s): s is ShardStats & { group: NonNullable<ShardStats['group']> } => s !== null && s.group !== null);
+  if (groups.length === 0) return;
+  out.push('# HELP kvsql_shard_writer_node 1 for the node of the shard group this gateway writes through.');
+  out.push('# TYPE kvsql_shard_writer_node gauge');
+  for (const s of groups) s.group.nodes.forEach((n, i) => out.push(`kvsql_shard_writer_node{shard="${s.shard}",node="${n.node}"} ${i === s.group.writer ? 1 : 0}`));
+  out.push('# HELP kvsql_shard_writer_switches_total Times this gateway moved a shard\'s writer to another node (reason in the log).');
+  out.push('# TYPE kvsql_shard_writer_switches_total counter');
+  for (const s of groups) out.push(`kvsql_shard_writer_switches_total{shard="${s.shard}"} ${s.group.switches}`);
+  out.push('# HELP kvsql_galera_node_state 1 for the state each node was last seen in (synced, donor, joining, joined, non-primary, not-ready, down, hung).');
+  out.push('# TYPE kvsql_galera_node_state gauge');
+  for (const s of groups) for (const n of s.group.nodes) out.push(`kvsql_galera_node_state{shard="${s.shard}",node="${n.node}",state="${n.state}"} 1`);
+  const perNode = (name: string, help: string, pick: (n: NonNullable<ShardStats['group']>['nodes'][number]) => number): void => {
+    out.push(`# HELP ${name} ${help}`);
+    out.push(`# TYPE ${name} gauge`);
+    for (const s of groups) for (const n of s.group.nodes) out.push(`${name}{shard="${s.shard}",node="${n.node}"} ${pick(n)}`);
+  };
+  perNode('kvsql_galera_cluster_size', 'wsrep_cluster_size as seen by the node (0 when it does not answer).', (n) => n.clusterSize);
+  perNode('kvsql_galera_flow_control_paused', 'wsrep_flow_control_paused: fraction of time replication was paused by flow control.', (n) => n.flowControlPaused);
+  perNode('kvsql_galera_recv_queue', 'wsrep_local_recv_queue: write-sets received by the node and not yet applied.', (n) => n.recvQueue);
 }

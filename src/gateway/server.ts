@@ -111,31 +111,51 @@ export async function startServer(
       if (refusedFraming(res, req)) return;
       res.writeHeader('Content-Type', 'application/json').end('{"status":"ok"}');
     });
-    // Open too (a readiness probe carries no token), but the per-shard errors are for admins.
+    // Open too (a readiness probe carries no token), but the per-shard errors and the shard
+    // groups' nodes (which name hosts) are for admins.
     // Ready = this gateway can serve: it is not shutting down and at least one shard answers. One
     // shard down is "degraded", still 200: every gateway sees the same shards, so failing readiness
     // for it would take every gateway out of the load balancer and turn one shard's outage into a
     // full one (the down shard's keys get 503 from any gateway anyway). All shards down is 503.
     app.get('/readyz', (res, req) => {
       if (refusedFraming(res, req)) return;
-      const health = pool.health();
-      const down = health.filter((h) => !h.up);
       if (closing) {
         writeError(res, 'KV_ERR_SHUTTING_DOWN', 'server is shutting down');
         return;
       }
       let detail = auth === null;
-      if (!detail && down.length > 0 && req.getHeader('authorization') !== '') {
+      if (!detail && req.getHeader('authorization') !== '') {
         if (!admitted(res, req, true)) return; // 401/403 written
         detail = true;
       }
-      const body = { shards: health.length, up: health.length - down.length, down: detail ? down.map((d) => ({ shard: d.shard, error: d.error })) : down.map((d) => ({ shard: d.shard })) };
-      if (down.length === health.length) {
-        res.writeStatus('503 Service Unavailable').writeHeader('Retry-After', '1').writeHeader('Content-Type', 'application/json');
-        res.end(JSON.stringify({ status: 'unavailable', ...body }));
-      } else {
-        res.writeHeader('Content-Type', 'application/json').end(JSON.stringify({ status: down.length > 0 ? 'degraded' : 'ready', ...body }));
-      }
+      let aborted = false;
+      res.onAborted(() => (aborted = true));
+      // Shard groups (Galera) also report their writer node and node states; a stats answer that
+      // does not come within a second leaves those out rather than delaying the probe.
+      void pool.stats(1000).then((stats) => {
+        if (aborted) return;
+        const health = pool.health();
+        const down = health.filter((h) => !h.up);
+        const groups = !detail
+          ? []
+          : stats.flatMap((s) => (s?.group ? [{ shard: s.shard, writer: s.group.writer >= 0 ? s.group.nodes[s.group.writer].node : null, switches: s.group.switches, lastSwitch: s.group.lastSwitchReason || null, nodes: s.group.nodes }] : []));
+        const body = {
+          shards: health.length,
+          up: health.length - down.length,
+          down: detail ? down.map((d) => ({ shard: d.shard, error: d.error })) : down.map((d) => ({ shard: d.shard })),
+          ...(groups.length > 0 ? { groups } : {}),
+        };
+        res.cork(() => {
+          if (closing) {
+            writeError(res, 'KV_ERR_SHUTTING_DOWN', 'server is shutting down');
+          } else if (down.length === health.length) {
+            res.writeStatus('503 Service Unavailable').writeHeader('Retry-After', '1').writeHeader('Content-Type', 'application/json');
+            res.end(JSON.stringify({ status: 'unavailable', ...body }));
+          } else {
+            res.writeHeader('Content-Type', 'application/json').end(JSON.stringify({ status: down.length > 0 ? 'degraded' : 'ready', ...body }));
+          }
+        });
+      });
     });
     app.get('/metrics', (res, req) => {
       if (refusedFraming(res, req)) return;

@@ -31,7 +31,7 @@ import { ERRORS, RETRY_AFTER_SECONDS, type ErrorData } from '../protocol/errors'
 import { isReadOp, type Reply, type Request } from '../protocol/ops';
 import type { ActorConfig, FromActor, ShardStats, ToActor } from '../protocol/port-messages';
 import { SlotMap } from '../protocol/slot-map';
-import type { Config } from './config';
+import { shardNodes, type Config } from './config';
 import { mysqlTls } from './tls';
 
 export interface ReplyTarget {
@@ -180,6 +180,7 @@ export class ShardPool {
           shard: i,
           shardCount: urls.length,
           url,
+          nodes: shardNodes(url),
           slotRanges: this.slotMap.rangesOf(i),
           batching: config.batching,
           maxBatchOps: config.maxBatchOps,

@@ -24,6 +24,17 @@ export interface ShardStats {
   writeBatchSizes: number[];
   retries: number;
   expiry: ExpiryStats;
+  /** Writer node and node health of a Galera shard group; null for a single server. */
+  group: GroupStats | null;
+}
+
+export interface GroupStats {
+  /** Index of the writer node in the shard's node list; -1 when no node is usable. */
+  writer: number;
+  /** Writer switches since the actor started. */
+  switches: number;
+  lastSwitchReason: string;
+  nodes: Array<{ node: string; state: string; clusterSize: number; flowControlPaused: number; recvQueue: number }>;
 }
 
 export interface ExpiryStats {
@@ -67,7 +78,10 @@ export interface MysqlTls {
 export interface ActorConfig {
   shard: number;
   shardCount: number;
+  /** The shard's entry as configured: one URL, or a Galera cluster's node URLs joined by `|`. */
   url: string;
+  /** The node URLs of `url` (one for a single server). */
+  nodes: string[];
   /** JSON of this shard's slot ranges; stored in the shard at first start and checked after. */
   slotRanges: string;
   batching: boolean;

@@ -208,6 +208,7 @@ export class ShardActor {
       writeBatchSizes: this.stats.writeBatchSizes.slice(),
       retries: this.stats.retries,
       expiry: this.expirer.stats(),
+      group: this.store.groupStats?.() ?? null,
     };
   }
 

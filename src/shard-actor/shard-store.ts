@@ -30,11 +30,14 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { isIP, type Socket } from 'node:net';
 import { checkServerIdentity, type TLSSocket } from 'node:tls';
 import mysql from 'mysql2/promise';
 import type { Pool, PoolConnection, RowDataPacket, ResultSetHeader } from 'mysql2/promise';
-import type { MysqlTls } from '../protocol/port-messages';
+import type { GroupStats, MysqlTls } from '../protocol/port-messages';
+import { classify } from './mysql-errors';
+import { DEFAULT_SELECTOR_OPTIONS, NodeSelector, type SelectorLog, type SelectorOptions } from './node-selector';
 
 /** Longest wait for a pooled connection (a new one includes connect and session setup). */
 export const ACQUIRE_TIMEOUT_MS = 3000;
@@ -131,9 +134,11 @@ export interface ShardStore {
   scanDueWindow(afterTs: number, uptoTs: number, limit: number): Promise<DueRow[]>;
   scanDueTies(ts: number, afterKey: Buffer, limit: number): Promise<DueRow[]>;
   scanOverdue(limit: number): Promise<DueRow[]>;
-  /** Try to become this shard's expirer: GET_LOCK on a dedicated connection. */
+  /** Take or renew this shard's expirer lease (a row in kv_lease); true while this store holds it. */
   tryExpirerLock(): Promise<boolean>;
   releaseExpirerLock(): Promise<void>;
+  /** Writer node and node health of a Galera shard group; null (or absent) for a single server. */
+  groupStats?(): GroupStats | null;
   close(): Promise<void>;
 }
 
@@ -203,10 +208,16 @@ export function schemaStatements(): string[] {
 
 export interface StoreOptions {
   url: string;
+  /** The shard group's node URLs (a Galera cluster); absent or one entry: a single server. */
+  nodes?: string[];
   poolSize: number;
   queryTimeoutMs: number;
   /** TLS to the server; null/undefined = clear text. */
   tls?: MysqlTls | null;
+  /** How long an expirer lease lasts without renewal (the holder renews it every check). */
+  leaseMs?: number;
+  selector?: Partial<SelectorOptions>;
+  log?: SelectorLog;
 }
 
 /**
@@ -234,21 +245,80 @@ function tlsIdentityError(tls: MysqlTls | null | undefined, host: string, stream
 const hostOf = (url: string): string => new URL(url).hostname.replace(/^\[|\]$/g, '');
 
 export class MysqlShardStore implements ShardStore {
-  private readonly pool: Pool;
-  private lockConn: mysql.Connection | null = null;
+  private readonly nodes: string[];
+  /** One pool per node, opened when the node becomes the writer, dropped when it stops being it. */
+  private readonly pools: Array<Pool | null>;
+  /** Null for a single server: then pools[0] is the one pool, forever. */
+  private readonly selector: NodeSelector | null = null;
+  private selectorStarted = false;
+  /** Node of each COMMIT in flight, by `<threadId>:<connectedAt>` (settle must ask that node). */
+  private readonly commitNode = new Map<string, number>();
+  /** Identifies this store as the holder of the expirer lease. */
+  private readonly leaseHolder = `${process.pid}-${randomBytes(6).toString('hex')}`;
   private readonly timeout: number;
-  private readonly host: string;
   /** The last new pool connection's certificate-name failure (IP hosts; see sslOption). */
   private tlsError: Error | null = null;
 
   constructor(private readonly opts: StoreOptions) {
     this.timeout = opts.queryTimeoutMs;
-    this.host = hostOf(opts.url);
-    this.pool = mysql.createPool({
-      uri: opts.url,
-      ssl: sslOption(opts.tls, this.host),
-      connectionLimit: opts.poolSize,
-      maxIdle: opts.poolSize,
+    this.nodes = opts.nodes !== undefined && opts.nodes.length > 0 ? opts.nodes : [opts.url];
+    this.pools = this.nodes.map(() => null);
+    if (this.nodes.length > 1) {
+      this.selector = new NodeSelector(
+        this.nodes,
+        { ...DEFAULT_SELECTOR_OPTIONS, ...opts.selector },
+        (from, _to, reason) => this.dropPool(from, reason.startsWith('failback')),
+        opts.log ?? (() => undefined),
+      );
+    } else {
+      this.pools[0] = this.createPool(this.nodes[0]);
+    }
+  }
+
+  /** The writer node's pool. Throws (a connection-class error) when the group has no usable node. */
+  private get pool(): Pool {
+    const w = this.selector === null ? 0 : this.selector.writer;
+    if (w < 0) throw codedError('KV_NO_WRITER_NODE', 'no node of the shard group is Synced in the Primary component');
+    return (this.pools[w] ??= this.createPool(this.nodes[w]));
+  }
+
+  /** Writer node and per-node health of a shard group; null for a single server. */
+  groupStats(): GroupStats | null {
+    return this.selector?.stats() ?? null;
+  }
+
+  /**
+   * The writer moved away from node `i`. New statements go to the new writer at once. A node
+   * that failed: its statements in flight fail now (a hung node would hold them until the query
+   * timeout); a COMMIT among them answers KV_ERR_OUTCOME_UNKNOWN. A healthy node left by a
+   * failback: what runs there finishes, and the pool closes after the query timeout.
+   */
+  private dropPool(i: number, graceful: boolean): void {
+    const pool = i >= 0 ? this.pools[i] : null;
+    if (!pool) return;
+    this.pools[i] = null;
+    if (graceful) {
+      setTimeout(() => void pool.end().catch(() => undefined), this.timeout + 1000).unref();
+      return;
+    }
+    type CoreConn = { stream?: { destroy(err?: Error): void } };
+    const all = (pool as unknown as { pool: { _allConnections?: { toArray(): CoreConn[] } } }).pool._allConnections?.toArray() ?? [];
+    for (const c of all) c.stream?.destroy(codedError('PROTOCOL_CONNECTION_LOST', 'the shard group switched away from this node'));
+    void pool.end().catch(() => undefined);
+  }
+
+  /** A connection error may mean the writer died or hung: re-probe the group at once. */
+  private suspect(err: unknown): void {
+    if (this.selector !== null && classify(err) === 'connection') void this.selector.refresh();
+  }
+
+  private createPool(url: string): Pool {
+    const host = hostOf(url);
+    const pool = mysql.createPool({
+      uri: url,
+      ssl: sslOption(this.opts.tls, host),
+      connectionLimit: this.opts.poolSize,
+      maxIdle: this.opts.poolSize,
       waitForConnections: true,
       queueLimit: 0, // the actor bounds work in flight; the pool never holds more than that
       multipleStatements: true,
@@ -260,15 +330,21 @@ export class MysqlShardStore implements ShardStore {
     // Every connection: READ COMMITTED (no gap locks) and UTC so NOW(3) maps 1:1 to unix time.
     // With a callback: an error here (server shutting down, KILL) must not be an unhandled
     // 'error' event, which would end the worker; the broken connection is dropped instead.
+    // In a Galera group also wsrep_sync_wait = 1: every SELECT and START TRANSACTION first waits
+    // until this node has applied every write-set committed anywhere in the cluster before it,
+    // so a read after a switch (or through another gateway on another node) sees every write
+    // acknowledged before it (DESIGN.md §9 measures the cost).
+    const setup = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; SET SESSION time_zone = '+00:00'" + (this.selector !== null ? '; SET SESSION wsrep_sync_wait = 1' : '');
     type CoreConn = { query(sql: string, cb: (err: Error | null) => void): void; destroy(): void; stream: unknown; kvConnectedAt?: number };
-    (this.pool as unknown as { pool: { on(ev: string, cb: (c: CoreConn) => void): void } }).pool.on('connection', (conn) => {
-      this.tlsError = tlsIdentityError(opts.tls, this.host, conn.stream);
+    (pool as unknown as { pool: { on(ev: string, cb: (c: CoreConn) => void): void } }).pool.on('connection', (conn) => {
+      this.tlsError = tlsIdentityError(this.opts.tls, host, conn.stream);
       if (this.tlsError !== null) return conn.destroy();
       conn.kvConnectedAt = Date.now();
-      conn.query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; SET SESSION time_zone = '+00:00'", (err) => {
+      conn.query(setup, (err) => {
         if (err) conn.destroy();
       });
     });
+    return pool;
   }
 
   /** A pooled connection within `timeoutMs`, or a connection-class error (KV_ACQUIRE_TIMEOUT). */
@@ -277,7 +353,9 @@ export class MysqlShardStore implements ShardStore {
       let settled = false;
       const timer = setTimeout(() => {
         settled = true;
-        reject(codedError('KV_ACQUIRE_TIMEOUT', `no MySQL connection within ${timeoutMs} ms (server hung or unreachable)`));
+        const err = codedError('KV_ACQUIRE_TIMEOUT', `no MySQL connection within ${timeoutMs} ms (server hung or unreachable)`);
+        this.suspect(err);
+        reject(err);
       }, timeoutMs);
       this.pool.getConnection().then(
         (conn) => {
@@ -289,6 +367,7 @@ export class MysqlShardStore implements ShardStore {
           }
         },
         (err) => {
+          this.suspect(err);
           if (!settled) {
             settled = true;
             clearTimeout(timer);
@@ -310,6 +389,7 @@ export class MysqlShardStore implements ShardStore {
       conn.release();
       return rows as T;
     } catch (err) {
+      this.suspect(err);
       if (isConnectionFatal(err)) destroyHard(conn);
       else conn.release();
       throw err;
@@ -317,6 +397,13 @@ export class MysqlShardStore implements ShardStore {
   }
 
   async init(identity: ShardIdentity): Promise<void> {
+    if (this.selector !== null) {
+      if (!this.selectorStarted) {
+        this.selectorStarted = true;
+        this.selector.start();
+      }
+      await this.selector.refresh();
+    }
     const conn = await this.acquire();
     if (this.tlsError !== null) {
       conn.destroy();
@@ -360,6 +447,7 @@ export class MysqlShardStore implements ShardStore {
       conn.release();
       return rows as LiveRow[];
     } catch (err) {
+      this.suspect(err);
       if (isConnectionFatal(err)) destroyHard(conn);
       else conn.release();
       throw err;
@@ -374,6 +462,7 @@ export class MysqlShardStore implements ShardStore {
     ctl: TxControl = newTxControl(),
     recheck?: Recheck,
   ): Promise<void> {
+    const node = this.selector === null ? 0 : this.selector.writer;
     const conn: PoolConnection = await this.acquire();
     if (ctl.abandoned) {
       conn.release();
@@ -427,13 +516,20 @@ export class MysqlShardStore implements ShardStore {
       ctl.phase = 'commit';
       ctl.threadId = conn.threadId;
       ctl.connectedAt = (conn.connection as unknown as { kvConnectedAt?: number }).kvConnectedAt ?? 0;
+      const doubt = `${ctl.threadId}:${ctl.connectedAt}`;
+      if (this.selector !== null) {
+        this.commitNode.set(doubt, node);
+        if (this.commitNode.size > 1024) this.commitNode.delete(this.commitNode.keys().next().value!);
+      }
       try {
         await conn.query({ sql: 'COMMIT', timeout: this.timeout });
+        this.commitNode.delete(doubt);
       } catch (err) {
         (err as { kvPhase?: string }).kvPhase = 'commit';
         throw err;
       }
     } catch (err) {
+      this.suspect(err);
       broken = isConnectionFatal(err) || ctl.abandoned;
       if (!broken) {
         try {
@@ -451,6 +547,17 @@ export class MysqlShardStore implements ShardStore {
   }
 
   async settle(threadId: number, connectedAt: number): Promise<boolean> {
+    if (this.selector !== null) {
+      const key = `${threadId}:${connectedAt}`;
+      const node = this.commitNode.get(key);
+      this.commitNode.delete(key);
+      // The COMMIT ran on a node that is no longer the writer: thread ids are per node, so it
+      // cannot be looked up (or KILLed) here. Settled anyway: the write-set was either certified
+      // (then every node applies it, in order) or it can never commit, because a commit there
+      // must pass certification, which orders it against anything written since; a late one
+      // conflicting with a later write to its key is aborted, never applied after it.
+      if (node !== undefined && node !== this.selector.writer) return true;
+    }
     const conn = await this.acquire(PROBE_TIMEOUT_MS);
     try {
       const [up] = await conn.query<RowDataPacket[]>({ sql: "SHOW GLOBAL STATUS LIKE 'Uptime'", timeout: PROBE_TIMEOUT_MS });
@@ -493,6 +600,9 @@ export class MysqlShardStore implements ShardStore {
   }
 
   async now(): Promise<number> {
+    // The health probe of a group: re-decide the writer first, so a dead writer is replaced
+    // rather than the whole shard reported down.
+    if (this.selector !== null) await this.selector.refresh();
     const rows = await this.query<RowDataPacket[]>(`SELECT ${NOW_MS} AS now_ms, @@read_only AS ro`, undefined, Math.min(this.timeout, PROBE_TIMEOUT_MS), PROBE_TIMEOUT_MS);
     if (Number(rows[0].ro) === 1) {
       // A demoted primary or a replica during a failover: it answers, but must not take writes.
@@ -519,42 +629,38 @@ export class MysqlShardStore implements ShardStore {
     return normalizeDue(rows);
   }
 
+  /**
+   * The expirer lease: one row in kv_lease, taken when free or expired and renewed by its holder,
+   * with the expiry on the shard's clock (NOW(3) of the writer node). A replicated row, unlike
+   * GET_LOCK (which Galera does not replicate), so there is one holder per shard group whichever
+   * node each gateway talks to; two gateways racing through two nodes conflict in certification
+   * and one gets ER_LOCK_DEADLOCK (reported as "not taken" by the expirer's error path).
+   * FOUND_ROWS (mysql2's default) makes affectedRows count matched rows, so a renewal within the
+   * same millisecond still reports 1.
+   */
   async tryExpirerLock(): Promise<boolean> {
-    if (this.lockConn === null) {
-      const conn = await mysql.createConnection({ uri: this.opts.url, ssl: sslOption(this.opts.tls, this.host), connectTimeout: 3000, enableKeepAlive: true });
-      const tlsError = tlsIdentityError(this.opts.tls, this.host, (conn as unknown as { connection: { stream: unknown } }).connection.stream);
-      if (tlsError !== null) {
-        conn.destroy();
-        throw tlsError;
-      }
-      conn.on('error', () => {
-        // The server released the lock with the connection; the next tryExpirerLock reconnects.
-        if (this.lockConn === conn) this.lockConn = null;
-      });
-      this.lockConn = conn;
-    }
-    try {
-      const [rows] = await this.lockConn.query<RowDataPacket[]>({
-        sql: "SELECT GET_LOCK(CONCAT('kvsql-expirer:', DATABASE()), 0) AS got",
-        timeout: 3000,
-      });
-      return Number(rows[0].got) === 1;
-    } catch (err) {
-      this.lockConn?.destroy();
-      this.lockConn = null;
-      throw err;
-    }
+    const res = await this.query<ResultSetHeader>(
+      `UPDATE kv_lease SET holder = ?, expires_at = ${NOW_MS} + ? WHERE name = 'expirer' AND (holder = ? OR expires_at < ${NOW_MS})`,
+      [this.leaseHolder, this.opts.leaseMs ?? 6000, this.leaseHolder],
+      Math.min(this.timeout, 3000),
+    );
+    return res.affectedRows === 1;
   }
 
   async releaseExpirerLock(): Promise<void> {
-    const conn = this.lockConn;
-    this.lockConn = null;
-    if (conn) await conn.end().catch(() => conn.destroy());
+    // Best effort: a lease not released expires by itself after leaseMs.
+    const w = this.selector === null ? 0 : this.selector.writer;
+    const pool = w >= 0 ? this.pools[w] : null;
+    if (!pool) return;
+    await pool
+      .query({ sql: "UPDATE kv_lease SET expires_at = 0 WHERE name = 'expirer' AND holder = ?", timeout: 2000 }, [this.leaseHolder])
+      .catch(() => undefined);
   }
 
   async close(): Promise<void> {
     await this.releaseExpirerLock();
-    await this.pool.end().catch(() => undefined);
+    await this.selector?.stop();
+    await Promise.all(this.pools.map((p) => p?.end().catch(() => undefined)));
   }
 }
 

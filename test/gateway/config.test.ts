@@ -13,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import mysql from 'mysql2/promise';
-import { ConfigError, configFrom, parseArgv, resolveConfig, MAX_SUPPORTED_VALUE_BYTES, SETTINGS } from '../../src/gateway/config';
+import { ConfigError, configFrom, parseArgv, resolveConfig, shardNodes, MAX_SUPPORTED_VALUE_BYTES, SETTINGS } from '../../src/gateway/config';
 import { pickFreePort } from '../../src/embedded/local-mysqld';
 import { startTestServer, type TestServer } from '../helpers/mysql';
 import { HttpClient, eventually, kvPath, sleep } from '../helpers/http-client';
@@ -101,6 +101,20 @@ test('an unreadable or invalid KVSQL_CONFIG file is a ConfigError', (t) => {
   const file = tempFile('{not json');
   t.after(() => fs.rmSync(path.dirname(file), { recursive: true, force: true }));
   rejects(() => resolveConfig([], { KVSQL_CONFIG: file }), 'KVSQL_CONFIG');
+});
+
+test('a shard may be a Galera cluster: node URLs joined by |, or a list in the KVSQL_CONFIG file', (t) => {
+  const env = { KVSQL_SHARDS: 'mysql://h1:3306/kv | mysql://h2:3306/kv|mysql://h3:3306/kv, mysql://h4/kv' };
+  assert.deepEqual(resolveConfig([], env).shards, ['mysql://h1:3306/kv|mysql://h2:3306/kv|mysql://h3:3306/kv', 'mysql://h4/kv']);
+  assert.deepEqual(shardNodes(resolveConfig([], env).shards[0]), ['mysql://h1:3306/kv', 'mysql://h2:3306/kv', 'mysql://h3:3306/kv']);
+  const file = tempFile(JSON.stringify({ KVSQL_SHARDS: [['mysql://a/kv', 'mysql://b/kv', 'mysql://c/kv'], 'mysql://d/kv'] }));
+  t.after(() => fs.rmSync(path.dirname(file), { recursive: true, force: true }));
+  assert.deepEqual(resolveConfig([], { KVSQL_CONFIG: file }).shards, ['mysql://a/kv|mysql://b/kv|mysql://c/kv', 'mysql://d/kv']);
+  rejects(() => resolveConfig([], { KVSQL_SHARDS: 'mysql://h1/kv|http://h2/kv' }), 'KVSQL_SHARDS');
+  assert.equal(resolveConfig(['--replicas=3'], {}).replicas, 3);
+  assert.equal(resolveConfig([], {}).replicas, 1);
+  rejects(() => resolveConfig([], { KVSQL_REPLICAS: '2' }), 'KVSQL_REPLICAS');
+  rejects(() => resolveConfig([], { KVSQL_REPLICAS: '9' }), 'KVSQL_REPLICAS');
 });
 
 test('every bad value is a ConfigError naming the setting', () => {

@@ -1,7 +1,7 @@
 /**
  * Expiry against a real MySQL: invisibility at the deadline, physical deletion within a bound,
  * survival of keys whose TTL changed just before the deadline, catch-up after a restart, and the
- * expirer role moving between gateways through MySQL's GET_LOCK.
+ * expirer role moving between gateways through the kv_lease row.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';

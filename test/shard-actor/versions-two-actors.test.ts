@@ -34,6 +34,7 @@ const config = (): ActorConfig => ({
   queryTimeoutMs: 10_000,
   opDeadlineMs: 30_000,
   tls: null,
+  nodes: [],
   maxRetries: 4,
   expiry: { enabled: false, tickMs: 100, horizonMs: 60_000, reapBatch: 100, reapsInFlight: 100, maxWheelKeys: 1000, lockRetryMs: 2000 },
 });
