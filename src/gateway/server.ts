@@ -18,6 +18,7 @@ import { hostname } from 'node:os';
 import pino from 'pino';
 import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket, WebSocket } from 'uWebSockets.js';
 import { toErrorData } from '../protocol/errors';
+import type { ShardStats } from '../protocol/port-messages';
 import { Auth, checkExposure } from './auth';
 import { MAX_KEY_BYTES, type Config } from './config';
 import { hasBody, mountHttpApi, refusedFraming, writeError, type HttpContext } from './http-api';
@@ -128,33 +129,36 @@ export async function startServer(
         if (!admitted(res, req, true)) return; // 401/403 written
         detail = true;
       }
-      let aborted = false;
-      res.onAborted(() => (aborted = true));
-      // Shard groups (Galera) also report their writer node and node states; a stats answer that
-      // does not come within a second leaves those out rather than delaying the probe.
-      void pool.stats(1000).then((stats) => {
-        if (aborted) return;
-        const health = pool.health();
-        const down = health.filter((h) => !h.up);
-        const groups = !detail
-          ? []
-          : stats.flatMap((s) => (s?.group ? [{ shard: s.shard, writer: s.group.writer >= 0 ? s.group.nodes[s.group.writer].node : null, switches: s.group.switches, lastSwitch: s.group.lastSwitchReason || null, nodes: s.group.nodes }] : []));
+      // Health as of this request; shard groups (Galera) add their writer and node states, asked
+      // from the actors, and a stats answer that does not come within a second leaves those out
+      // rather than delaying the probe.
+      const health = pool.health();
+      const down = health.filter((h) => !h.up);
+      const answer = (stats: Array<ShardStats | null>): void => {
+        const groups = stats.flatMap((s) => (s?.group ? [{ shard: s.shard, writer: s.group.writer >= 0 ? s.group.nodes[s.group.writer].node : null, switches: s.group.switches, lastSwitch: s.group.lastSwitchReason || null, nodes: s.group.nodes }] : []));
         const body = {
           shards: health.length,
           up: health.length - down.length,
           down: detail ? down.map((d) => ({ shard: d.shard, error: d.error })) : down.map((d) => ({ shard: d.shard })),
           ...(groups.length > 0 ? { groups } : {}),
         };
-        res.cork(() => {
-          if (closing) {
-            writeError(res, 'KV_ERR_SHUTTING_DOWN', 'server is shutting down');
-          } else if (down.length === health.length) {
-            res.writeStatus('503 Service Unavailable').writeHeader('Retry-After', '1').writeHeader('Content-Type', 'application/json');
-            res.end(JSON.stringify({ status: 'unavailable', ...body }));
-          } else {
-            res.writeHeader('Content-Type', 'application/json').end(JSON.stringify({ status: down.length > 0 ? 'degraded' : 'ready', ...body }));
-          }
-        });
+        if (closing) {
+          writeError(res, 'KV_ERR_SHUTTING_DOWN', 'server is shutting down');
+        } else if (down.length === health.length) {
+          res.writeStatus('503 Service Unavailable').writeHeader('Retry-After', '1').writeHeader('Content-Type', 'application/json');
+          res.end(JSON.stringify({ status: 'unavailable', ...body }));
+        } else {
+          res.writeHeader('Content-Type', 'application/json').end(JSON.stringify({ status: down.length > 0 ? 'degraded' : 'ready', ...body }));
+        }
+      };
+      if (!detail || !pool.hasGroups) {
+        answer([]);
+        return;
+      }
+      let aborted = false;
+      res.onAborted(() => (aborted = true));
+      void pool.stats(1000).then((stats) => {
+        if (!aborted) res.cork(() => answer(stats));
       });
     });
     app.get('/metrics', (res, req) => {

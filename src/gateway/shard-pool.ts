@@ -235,6 +235,11 @@ export class ShardPool {
     return this.shards.map((s) => ({ shard: s.index, up: s.up, error: s.up ? undefined : s.lastError }));
   }
 
+  /** True when some shard is a group of nodes (Galera), whose actor reports node states. */
+  get hasGroups(): boolean {
+    return this.shards.some((s) => s.cfg.nodes.length > 1);
+  }
+
   queueDepths(): number[] {
     return this.shards.map((s) => s.pending.size);
   }
