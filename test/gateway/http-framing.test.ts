@@ -9,32 +9,19 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import mysql from 'mysql2/promise';
 import { startTestStore, type TestStore } from '../helpers/store';
 import { HttpClient, assertError, rawRequest } from '../helpers/http-client';
 
 let store: TestStore;
 let client: HttpClient;
-let conns: mysql.Connection[] = [];
 before(async () => {
   store = await startTestStore({ shards: 2 });
   client = new HttpClient(store.port);
-  conns = await Promise.all(store.urls.map((uri) => mysql.createConnection({ uri })));
 });
 after(async () => {
-  for (const c of conns) await c.end();
   client?.close();
   await store?.close();
 });
-
-async function rowCount(): Promise<number> {
-  let n = 0;
-  for (const c of conns) {
-    const [rows] = await c.query('SELECT COUNT(*) AS n FROM kv');
-    n += Number((rows as Array<{ n: number }>)[0].n);
-  }
-  return n;
-}
 
 /** A second request hidden in the body: run only if the server took the shorter length. */
 const SMUGGLED = 'PUT /v1/kv/smuggled HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nS';
@@ -89,18 +76,18 @@ const ROUTES = [
 ];
 
 test('two Content-Length headers with different values are refused on every route', async () => {
-  const before = await rowCount();
+  const before = await store.rowCount();
   for (const route of ROUTES) {
     // The body is as long as the first line says: nothing is pipelined behind it, so a 400 comes back.
     await expectRefused(`${route} HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 5`, 'abc', /2 Content-Length headers/);
     await expectRefused(`${route} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 3`, '', /2 Content-Length headers/);
   }
-  assert.equal(await rowCount(), before, 'a refused request wrote a row');
+  assert.equal(await store.rowCount(), before, 'a refused request wrote a row');
   assertError(await client.get('framed'), 404, 'KV_ERR_NOT_FOUND');
 });
 
 test('a smuggling attempt (a second request hidden behind the shorter Content-Length) never runs: the connection closes', async () => {
-  const before = await rowCount();
+  const before = await store.rowCount();
   for (const route of ROUTES) {
     // A proxy honouring the longer line forwards value + SMUGGLED as one body; uWS takes the
     // shorter one, so SMUGGLED arrives as a pipelined request behind the refusal.
@@ -115,28 +102,28 @@ test('a smuggling attempt (a second request hidden behind the shorter Content-Le
     const raw = await rawRequest(store.port, `${route} HTTP/1.1\r\nHost: x\r\nContent-Length:\r\n\r\n${SMUGGLED}`);
     assert.ok(replies(raw).length <= 1, `${route}: the smuggled request was answered: ${raw}`);
   }
-  assert.equal(await rowCount(), before, 'a refused or smuggled request wrote a row');
+  assert.equal(await store.rowCount(), before, 'a refused or smuggled request wrote a row');
   assertError(await client.get('smuggled'), 404, 'KV_ERR_NOT_FOUND');
   assertError(await client.get('framed'), 404, 'KV_ERR_NOT_FOUND');
 });
 
 test('duplicate identical Content-Length headers are refused too (RFC 9110 §8.6 allows either; uWS refuses "3, 3")', async () => {
-  const before = await rowCount();
+  const before = await store.rowCount();
   await expectRefused('PUT /v1/kv/framed HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3', 'abc', /2 Content-Length headers/);
   await expectRefused('PUT /v1/kv/framed HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 0\r\nContent-Length: 0', '', /3 Content-Length headers/);
-  assert.equal(await rowCount(), before);
+  assert.equal(await store.rowCount(), before);
 });
 
 test('an empty Content-Length (which uWS reads as no body) is refused, alone or before a real one', async () => {
-  const before = await rowCount();
+  const before = await store.rowCount();
   await expectRefused('PUT /v1/kv/framed HTTP/1.1\r\nHost: x\r\nContent-Length:', '', /Content-Length must be a non-negative decimal integer/);
   await expectRefused('GET /v1/kv/framed HTTP/1.1\r\nHost: x\r\nContent-Length: \r\nContent-Length: 3', 'abc', /2 Content-Length headers/);
-  assert.equal(await rowCount(), before);
+  assert.equal(await store.rowCount(), before);
   assertError(await client.get('smuggled'), 404, 'KV_ERR_NOT_FOUND');
 });
 
 test('Transfer-Encoding other than one "chunked" is refused: codings, duplicates, empty, identity', async () => {
-  const before = await rowCount();
+  const before = await store.rowCount();
   const chunked = `3\r\nabc\r\n0\r\n\r\n`;
   for (const route of ['PUT /v1/kv/framed', 'GET /v1/kv/framed', 'GET /healthz']) {
     await expectRefused(`${route} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked`, chunked, /Transfer-Encoding must be "chunked"/);
@@ -147,12 +134,12 @@ test('Transfer-Encoding other than one "chunked" is refused: codings, duplicates
   }
   // An empty Content-Length slips past uWS's own CL+TE check: still refused.
   await expectRefused('PUT /v1/kv/framed HTTP/1.1\r\nHost: x\r\nContent-Length:\r\nTransfer-Encoding: chunked', chunked, /Content-Length and Transfer-Encoding together/);
-  assert.equal(await rowCount(), before);
+  assert.equal(await store.rowCount(), before);
   assertError(await client.get('framed'), 404, 'KV_ERR_NOT_FOUND');
 });
 
 test('what uWebSockets.js refuses itself is a close with no reply: CL with TE, negative, non-numeric, list, over 2^63', async () => {
-  const before = await rowCount();
+  const before = await store.rowCount();
   const heads = [
     'Content-Length: 3\r\nTransfer-Encoding: chunked',
     'Transfer-Encoding: chunked\r\nContent-Length: 0',
@@ -167,7 +154,7 @@ test('what uWebSockets.js refuses itself is a close with no reply: CL with TE, n
     const raw = await rawRequest(store.port, `PUT /v1/kv/framed HTTP/1.1\r\nHost: x\r\n${h}\r\n\r\n3\r\nabc\r\n0\r\n\r\n`);
     assert.equal(raw, '', `${h}: expected a close without a reply, got ${JSON.stringify(raw)}`);
   }
-  assert.equal(await rowCount(), before);
+  assert.equal(await store.rowCount(), before);
   assertError(await client.get('framed'), 404, 'KV_ERR_NOT_FOUND');
 });
 

@@ -15,7 +15,6 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import mysql from 'mysql2/promise';
 import { Packr } from 'msgpackr';
 import { startTestStore, type TestStore } from '../helpers/store';
 import { HttpClient } from '../helpers/http-client';
@@ -26,26 +25,14 @@ const packr = new Packr({ useRecords: false, moreTypes: false });
 
 let store: TestStore;
 let client: HttpClient;
-let conns: mysql.Connection[] = [];
 before(async () => {
   store = await startTestStore({ shards: 2 });
   client = new HttpClient(store.port);
-  conns = await Promise.all(store.urls.map((uri) => mysql.createConnection({ uri })));
 });
 after(async () => {
-  for (const c of conns) await c.end();
   client?.close();
   await store?.close();
 });
-
-async function rowCount(): Promise<number> {
-  let n = 0;
-  for (const c of conns) {
-    const [rows] = await c.query('SELECT COUNT(*) AS n FROM kv');
-    n += Number((rows as Array<{ n: number }>)[0].n);
-  }
-  return n;
-}
 
 interface Exchange {
   data: Buffer;
@@ -185,7 +172,7 @@ test('seeded raw HTTP requests: a 4xx, a valid read, a clean close or silence; n
   assert.ok(outcomes.replied > N / 2, `only ${outcomes.replied} of ${N} got a reply (${JSON.stringify(outcomes)}): the generator is too wild to test the API`);
   // The API's own answers, not only uWS's refusals: every kind of verdict must show up.
   for (const st of [200, 400, 404, 412]) assert.ok((byStatus.get(st) ?? 0) > 0, `no ${st} among ${JSON.stringify([...byStatus])}`);
-  assert.equal(await rowCount(), 0, 'a fuzzed request wrote a row');
+  assert.equal(await store.rowCount(), 0, 'a fuzzed request wrote a row');
   assert.equal((await client.request('GET', '/healthz')).status, 200, 'the gateway still serves');
   const metrics = (await client.request('GET', '/metrics')).text();
   assert.doesNotMatch(metrics, /kvsql_requests_total\{[^}]*status="5\d\d"\}/);
@@ -217,7 +204,7 @@ test('what uWebSockets.js answers nothing to is pinned: silence, then a close by
   // And below that, a large header is served normally.
   const big = await exchange([Buffer.from(`GET /v1/kv/fz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: ${'b'.repeat(100_000)}\r\n\r\n`)], 5000);
   assert.deepEqual(statuses(big.data, '100 KB header'), [404]);
-  assert.equal(await rowCount(), 0);
+  assert.equal(await store.rowCount(), 0);
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -344,7 +331,7 @@ test('WebSocket frames with reserved opcodes or bits, no mask, or broken fragmen
   const frames = serverFrames(good.data, 'valid fragmentation');
   assert.ok(frames.some((f) => f.opcode === 10), 'no pong');
   assert.deepEqual(replyStatuses(frames), [[1, 412], [2, 404]]);
-  assert.equal(await rowCount(), 0, 'a fuzzed frame wrote a row');
+  assert.equal(await store.rowCount(), 0, 'a fuzzed frame wrote a row');
 });
 
 test('seeded random WebSocket frames and bytes after the upgrade: never a crash, a 1011 or a write', async () => {
@@ -375,7 +362,7 @@ test('seeded random WebSocket frames and bytes after the upgrade: never a crash,
       }
     });
   }
-  assert.equal(await rowCount(), 0, 'a fuzzed frame wrote a row');
+  assert.equal(await store.rowCount(), 0, 'a fuzzed frame wrote a row');
   assert.equal((await client.request('GET', '/healthz')).status, 200);
   const metrics = (await client.request('GET', '/metrics')).text();
   assert.doesNotMatch(metrics, /kvsql_requests_total\{[^}]*status="5\d\d"\}/);
