@@ -19,11 +19,8 @@ import { startGaleraShard } from '../src/embedded/galera-cluster';
 import { configFrom } from '../src/gateway/config';
 import { createLogger, startServer } from '../src/gateway/server';
 import { nodeName } from '../src/shard-actor/node-selector';
+import { numberFlag as arg } from './options';
 
-const arg = (name: string, def: number): number => {
-  const m = process.argv.find((a) => a.startsWith(`--${name}=`));
-  return m ? Number(m.split('=')[1]) : def;
-};
 const TRIALS = arg('trials', 10);
 const WORKERS = arg('workers', 16);
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

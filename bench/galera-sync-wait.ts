@@ -13,11 +13,8 @@ import mysql from 'mysql2/promise';
 import { ensureGalera, ensureMysqlBinary } from '../src/embedded/mysql-binary';
 import { startGaleraShard } from '../src/embedded/galera-cluster';
 import { schemaStatements } from '../src/shard-actor/shard-store';
+import { numberFlag as arg } from './options';
 
-const arg = (name: string, def: number): number => {
-  const m = process.argv.find((a) => a.startsWith(`--${name}=`));
-  return m ? Number(m.split('=')[1]) : def;
-};
 const ROUNDS = arg('rounds', 5);
 const OPS = arg('ops', 500);
 

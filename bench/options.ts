@@ -198,3 +198,12 @@ export function parseOptions(argv: string[]): Readonly<BenchOptions> {
   }
   return Object.freeze(o);
 }
+
+/**
+ * A `--name=N` flag of a standalone bench script (galera-*, measure/*), else `def`: those scripts
+ * take a few numbers and no scenario options, so they do not go through parseOptions.
+ */
+export function numberFlag(name: string, def: number, argv: readonly string[] = process.argv): number {
+  const m = argv.find((a) => a.startsWith(`--${name}=`));
+  return m ? Number(m.split('=')[1]) : def;
+}

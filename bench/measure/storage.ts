@@ -25,6 +25,7 @@ import type { RowDataPacket } from 'mysql2/promise';
 import { pickFreePort, startLocalMysqld, type LocalMysqld } from '../../src/embedded/local-mysqld';
 import { MysqlShardStore, STATEMENTS, schemaStatements } from '../../src/shard-actor/shard-store';
 import { TimerWheel } from '../../src/shard-actor/timer-wheel';
+import { numberFlag as arg } from '../options';
 
 const EVIDENCE_DIR = path.join(__dirname, '..', '..', '..', 'bench', 'evidence');
 const PAGE = 16 * 1024;
@@ -32,11 +33,6 @@ const KEY_BYTES = 32;
 const STATEMENT_ROWS = 500;
 
 type Row = [Buffer, Buffer, number, number | null];
-
-function arg(name: string, def: number): number {
-  const m = process.argv.find((a) => a.startsWith(`--${name}=`));
-  return m ? Number(m.split('=')[1]) : def;
-}
 
 function writeEvidence(id: string, what: string, rows: unknown[]): void {
   fs.mkdirSync(EVIDENCE_DIR, { recursive: true });
