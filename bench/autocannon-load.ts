@@ -18,6 +18,8 @@ export interface AutocannonRun {
   keyPrefix: string;
   value: Buffer;
   readRatio: number;
+  /** Sent with every request (e.g. Authorization for a gateway with auth on). */
+  headers?: Record<string, string>;
   onTick?: (ok: number, errors: number, elapsedS: number) => void;
 }
 
@@ -34,16 +36,17 @@ export function runAutocannon(run: AutocannonRun): Promise<HttpLoadResult> {
   const { keys, keyPrefix, value, readRatio } = run;
   const kvPath = `/v1/kv/${keyPrefix}`;
   const randomKeyPath = () => kvPath + Math.floor(Math.random() * keys);
+  const extra = run.headers ?? {};
   let request: autocannon.Request;
   switch (run.mix) {
     case 'noop':
-      request = { method: 'GET', path: '/v1/noop' };
+      request = { method: 'GET', path: '/v1/noop', headers: { ...extra } };
       break;
     case 'get':
-      request = { method: 'GET', setupRequest: (req) => ((req.path = randomKeyPath()), req) };
+      request = { method: 'GET', headers: { ...extra }, setupRequest: (req) => ((req.path = randomKeyPath()), req) };
       break;
     case 'put':
-      request = { method: 'PUT', body: value, headers: { 'content-type': 'application/octet-stream' }, setupRequest: (req) => ((req.path = randomKeyPath()), req) };
+      request = { method: 'PUT', body: value, headers: { 'content-type': 'application/octet-stream', ...extra }, setupRequest: (req) => ((req.path = randomKeyPath()), req) };
       break;
     case 'mixed':
       request = {
@@ -54,11 +57,11 @@ export function runAutocannon(run: AutocannonRun): Promise<HttpLoadResult> {
           if (Math.random() < readRatio) {
             req.method = 'GET';
             req.body = undefined;
-            req.headers = {};
+            req.headers = { ...extra };
           } else {
             req.method = 'PUT';
             req.body = value;
-            req.headers = { 'content-type': 'application/octet-stream' };
+            req.headers = { 'content-type': 'application/octet-stream', ...extra };
           }
           return req;
         },

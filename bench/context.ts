@@ -18,6 +18,8 @@ export interface BenchContext {
   opts: Readonly<BenchOptions>;
   /** http://127.0.0.1:PORT of the gateway under test (batching on). */
   base: string;
+  /** The Redis-protocol port of the gateway under test, or null (the redis scenario is skipped). */
+  redisPort: number | null;
   /** The batching-off gateway on the same shards, or null (ablation skipped). */
   ablationBase: string | null;
   gatewayPid: number | null;

@@ -7,7 +7,7 @@ import { createClient, type ClientOptions, type KvClient } from '../src/client';
 
 export type { KvClient };
 
-/** ws://host:port/v1/ws for an http://host:port base. */
+/** ws://host:port/v1/ws for an http://host:port base (wss:// for https://). */
 export function wsUrlOf(base: string): string {
   return `${base.replace(/^http/, 'ws')}/v1/ws`;
 }
@@ -17,7 +17,7 @@ export function wsUrlOf(base: string): string {
  * queues; a benchmark must not count connection setup as op latency). One GET of a key that
  * need not exist proves the round trip.
  */
-export async function openClient(base: string, opts: Pick<ClientOptions, 'maxInflight' | 'timeoutMs'>): Promise<KvClient> {
+export async function openClient(base: string, opts: Pick<ClientOptions, 'maxInflight' | 'timeoutMs' | 'token' | 'ca'>): Promise<KvClient> {
   const client = createClient(wsUrlOf(base), opts);
   try {
     await client.get('bench:probe');

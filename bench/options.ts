@@ -12,8 +12,11 @@ export const ALL_SCENARIOS = [
   'ws-put',
   'ws-mixed',
   'ablation',
+  'security',
   'latency-at-half-load',
   'concurrency',
+  'redis',
+  'overload',
   'expiry',
 ] as const;
 export type ScenarioName = (typeof ALL_SCENARIOS)[number];
@@ -38,6 +41,8 @@ export interface BenchOptions {
   runs: number;
   /** Target an existing store instead of starting one. */
   url: string | null;
+  /** With --url: the store's Redis-protocol port (else the redis scenario is skipped). */
+  redisPort: number | null;
   /** With --url: a batching-off gateway for the ablation (otherwise ablation is skipped). */
   ablationUrl: string | null;
   /** With --url: shard mysql:// URLs for row counts (otherwise counts are skipped). */
@@ -54,6 +59,10 @@ export interface BenchOptions {
   connectionsPerProcess: number;
   /** Fraction of the measured peak used by latency-at-half-load. */
   loadFraction: number;
+  /** overload: offered rate as a multiple of the measured PUT peak, connections, value size. */
+  overloadFactor: number;
+  overloadConnections: number;
+  overloadValueSize: number;
   /** Keep the store's existing rows (default: empty the kv table of our own store at start). */
   keepData: boolean;
   /** Skip writing bench/results/. */
@@ -122,6 +131,7 @@ const FLAGS: Flag[] = [
       for (const u of o.shardUrls) if (!u.startsWith('mysql://')) throw new OptionsError(`--shard-urls: "${u}" must start with mysql://`);
     },
   },
+  { name: 'redis-port', doc: 'with --url: the store\'s Redis-protocol port (KVSQL_REDIS_PORT) for the redis scenario', apply: (o, r) => (o.redisPort = int(1, 65535)(r, 'redis-port')) },
   { name: 'gateway-pid', doc: 'with --url: the gateway pid (for RSS)', apply: (o, r) => (o.gatewayPid = int(1, 2 ** 31)(r, 'gateway-pid')) },
   { name: 'expiry-keys', doc: 'keys for expiry steady and storm (default 1000000)', apply: (o, r) => (o.expiryKeys = int(1, 100_000_000)(r, 'expiry-keys')) },
   { name: 'memory-keys', doc: 'keys for expiry memory (default 5000000)', apply: (o, r) => (o.memoryKeys = int(1, 100_000_000)(r, 'memory-keys')) },
@@ -130,6 +140,9 @@ const FLAGS: Flag[] = [
   { name: 'http-concurrency', doc: 'HTTP connections in concurrency (default 5000)', apply: (o, r) => (o.httpConcurrency = int(0, 15000)(r, 'http-concurrency')) },
   { name: 'connections-per-process', doc: 'WebSockets per load-generator child (default 5000)', apply: (o, r) => (o.connectionsPerProcess = int(1, 15000)(r, 'connections-per-process')) },
   { name: 'load-fraction', doc: 'fraction of peak for latency-at-half-load (default 0.5)', apply: (o, r) => (o.loadFraction = num(0.01, 1)(r, 'load-fraction')) },
+  { name: 'overload-factor', doc: 'overload: offered PUT rate as a multiple of the measured peak (default 2)', apply: (o, r) => (o.overloadFactor = num(0.1, 100)(r, 'overload-factor')) },
+  { name: 'overload-connections', doc: 'overload: HTTP connections for the open loop (default 4000)', apply: (o, r) => (o.overloadConnections = int(1, 15000)(r, 'overload-connections')) },
+  { name: 'overload-value-size', doc: 'overload: PUT value bytes (default 65536)', apply: (o, r) => (o.overloadValueSize = int(1, 16 * 1024 * 1024)(r, 'overload-value-size')) },
   { name: 'keep-data', doc: 'do not empty our own store\'s kv table at start', apply: (o) => (o.keepData = true) },
   { name: 'no-save', doc: 'do not write bench/results/', apply: (o) => (o.noSave = true) },
 ];
@@ -155,6 +168,7 @@ export function parseOptions(argv: string[]): Readonly<BenchOptions> {
     readRatio: 0.9,
     runs: 1,
     url: null,
+    redisPort: null,
     ablationUrl: null,
     shardUrls: [],
     gatewayPid: null,
@@ -165,6 +179,9 @@ export function parseOptions(argv: string[]): Readonly<BenchOptions> {
     httpConcurrency: 5_000,
     connectionsPerProcess: 5_000,
     loadFraction: 0.5,
+    overloadFactor: 2,
+    overloadConnections: 4000,
+    overloadValueSize: 64 * 1024,
     keepData: false,
     noSave: false,
   };
@@ -176,8 +193,17 @@ export function parseOptions(argv: string[]): Readonly<BenchOptions> {
     if (m[2] === undefined && !boolean) throw new OptionsError(`--${flag.name} needs a value (--${flag.name}=...)`);
     flag.apply(o, m[2] ?? '');
   }
-  if (o.url === null && (o.ablationUrl !== null || o.shardUrls.length > 0 || o.gatewayPid !== null)) {
+  if (o.url === null && (o.ablationUrl !== null || o.shardUrls.length > 0 || o.gatewayPid !== null || o.redisPort !== null)) {
     throw new OptionsError('--ablation-url, --shard-urls and --gateway-pid describe an existing store: use them with --url');
   }
   return Object.freeze(o);
+}
+
+/**
+ * A `--name=N` flag of a standalone bench script (galera-*, measure/*), else `def`: those scripts
+ * take a few numbers and no scenario options, so they do not go through parseOptions.
+ */
+export function numberFlag(name: string, def: number, argv: readonly string[] = process.argv): number {
+  const m = argv.find((a) => a.startsWith(`--${name}=`));
+  return m ? Number(m.split('=')[1]) : def;
 }

@@ -36,6 +36,12 @@ export function addRatios(rows: Row[]): void {
       const v = x(r.opsPerSec, noop);
       if (v) r.ratio = `${v} noop`;
     }
+    // security <load> <variant>: vs the plain gateway under the same load (medians of --runs).
+    const sec = /^(security \S+) (auth|tls|auth\+tls)$/.exec(r.name);
+    if (sec) {
+      const v = x(r.opsPerSec, ops(`${sec[1]} plain`));
+      if (v) r.ratio = `${v} plain`;
+    }
   }
   for (const [on, off] of [
     ['http-put', 'ablation http-put (batching off)'],
@@ -252,10 +258,39 @@ ${deletion.length > 0 ? lineChart('Physical deletion of expired rows', deletion)
 `;
 }
 
-export function saveReport(dir: string, report: Report): { json: string; html: string } {
+/**
+ * The few kilobytes of a report that DESIGN.md cites: run facts and each row's headline numbers,
+ * CPU per process and scalar extras. Meant to be committed (bench/evidence/), unlike the raw
+ * report, so a reader can check a quoted figure against the run it came from.
+ */
+export function summarize(report: Report): object {
+  const round = (x: number, digits = 1): number | null => (Number.isFinite(x) ? Number(x.toFixed(digits)) : null);
+  return {
+    info: { startedAt: report.info.startedAt, gitCommit: report.info.gitCommit, cpus: report.info.cpus, memoryGiB: report.info.memoryGiB, node: report.info.node, target: report.info.target, options: report.info.options },
+    rows: report.rows.map((r) =>
+      r.skipped !== undefined
+        ? { name: r.name, skipped: r.skipped }
+        : {
+            name: r.name,
+            opsPerSec: round(r.opsPerSec, 0),
+            p50: round(r.latency?.p50 ?? NaN, 2),
+            p99: round(r.latency?.p99 ?? NaN, 2),
+            p999: round(r.latency?.p999 ?? NaN, 2),
+            errors: r.errors,
+            ratio: r.ratio,
+            runs: r.runs?.map((x) => ({ opsPerSec: round(x.opsPerSec, 0), p99: round(x.p99, 2) })),
+            cpu: Object.fromEntries(r.cpu.map((u) => [u.label, round(u.cores, 2)])),
+            extra: Object.fromEntries(Object.entries(r.extra).filter(([, v]) => typeof v === 'number' || typeof v === 'string' || typeof v === 'boolean')),
+          },
+    ),
+  };
+}
+
+export function saveReport(dir: string, report: Report, evidenceDir?: string): { json: string; html: string; summary?: string } {
   fs.mkdirSync(dir, { recursive: true });
   const stamp = report.info.startedAt.replace(/[:.]/g, '-');
-  const json = JSON.stringify(report, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2);
+  const finite = (_k: string, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v);
+  const json = JSON.stringify(report, finite, 2);
   const html = renderHtml(report);
   const jsonPath = path.join(dir, `bench-${stamp}.json`);
   const htmlPath = path.join(dir, `bench-${stamp}.html`);
@@ -263,5 +298,9 @@ export function saveReport(dir: string, report: Report): { json: string; html: s
   fs.writeFileSync(htmlPath, html);
   fs.writeFileSync(path.join(dir, 'latest.json'), json);
   fs.writeFileSync(path.join(dir, 'latest.html'), html);
-  return { json: jsonPath, html: htmlPath };
+  if (evidenceDir === undefined) return { json: jsonPath, html: htmlPath };
+  fs.mkdirSync(evidenceDir, { recursive: true });
+  const summaryPath = path.join(evidenceDir, `bench-${stamp}.summary.json`);
+  fs.writeFileSync(summaryPath, JSON.stringify(summarize(report), finite, 1) + '\n');
+  return { json: jsonPath, html: htmlPath, summary: summaryPath };
 }

@@ -22,8 +22,13 @@ import { runThroughput } from './scenarios/throughput';
 import { runHalfLoad } from './scenarios/half-load';
 import { runExpiry } from './scenarios/expiry';
 import { runConcurrency } from './scenarios/concurrency';
+import { runSecurity } from './scenarios/security';
+import { runRedisScenario } from './scenarios/redis';
+import { runOverload } from './scenarios/overload';
 
 const RESULTS_DIR = path.join(BENCH_DIR, 'results');
+/** Committed: the compact summary of each run DESIGN.md cites (raw reports stay in results/). */
+const EVIDENCE_DIR = path.join(BENCH_DIR, 'evidence');
 const REEXEC_ENV = 'KVSQL_BENCH_NOFILE_RAISED';
 
 /** RLIMIT_NOFILE [soft, hard] from /proc (Node has no getrlimit). */
@@ -65,14 +70,21 @@ function gitCommit(): string {
   }
 }
 
-async function runScenario(ctx: BenchContext, s: ScenarioName, runLabel: string): Promise<Row[]> {
+/** `gateways`: the processes the harness started (null with --url); a scenario may add its own. */
+async function runScenario(ctx: BenchContext, s: ScenarioName, runLabel: string, gateways: GatewayProcess[] | null): Promise<Row[]> {
   switch (s) {
+    case 'security':
+      return runSecurity(ctx, gateways, runLabel);
     case 'latency-at-half-load':
       return runHalfLoad(ctx, runLabel);
     case 'expiry':
       return runExpiry(ctx, runLabel);
     case 'concurrency':
       return runConcurrency(ctx, runLabel);
+    case 'redis':
+      return runRedisScenario(ctx, runLabel);
+    case 'overload':
+      return runOverload(ctx, runLabel);
     default:
       return runThroughput(ctx, s, runLabel);
   }
@@ -128,6 +140,7 @@ async function main(): Promise<number> {
     let base: string;
     let ablationBase: string | null = opts.ablationUrl;
     let gatewayPid = opts.gatewayPid;
+    let redisPort = opts.redisPort;
     let ablationPid: number | null = null;
     const watched: Watched[] = [];
     if (opts.url !== null) {
@@ -141,6 +154,7 @@ async function main(): Promise<number> {
       gateways.push(main);
       base = main.base;
       gatewayPid = main.pid;
+      redisPort = main.redisPort;
       note(`store ready at ${base} (pid ${main.pid}, batching on) in ${((performance.now() - t) / 1000).toFixed(1)} s; shards ${embeddedShardUrls().join(', ')}`);
       sql = await ShardSql.connect(embeddedShardUrls());
       if (!opts.keepData) {
@@ -162,6 +176,7 @@ async function main(): Promise<number> {
     const ctx: BenchContext = {
       opts,
       base,
+      redisPort,
       ablationBase,
       gatewayPid,
       ablationPid,
@@ -184,7 +199,7 @@ async function main(): Promise<number> {
         const label = opts.runs > 1 ? `[${s} ${run}/${opts.runs}] ` : `[${s}] `;
         let got: Row[];
         try {
-          got = await runScenario(ctx, s, label);
+          got = await runScenario(ctx, s, label, opts.url === null ? gateways : null);
         } catch (err) {
           failed = true;
           clearProgress();
@@ -234,8 +249,9 @@ async function main(): Promise<number> {
       },
       rows,
     };
-    const saved = saveReport(RESULTS_DIR, report);
+    const saved = saveReport(RESULTS_DIR, report, EVIDENCE_DIR);
     process.stdout.write(`\nsaved ${path.relative(process.cwd(), saved.json)}, ${path.relative(process.cwd(), saved.html)} (and latest.json / latest.html)\n`);
+    process.stdout.write(`summary for DESIGN.md: ${path.relative(process.cwd(), saved.summary!)} (commit it when a figure is quoted from this run)\n`);
   }
   return failed ? 1 : 0;
 }

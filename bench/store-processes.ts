@@ -13,6 +13,8 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
 import path from 'node:path';
 
@@ -36,6 +38,8 @@ export function freePort(): Promise<number> {
 }
 
 export class GatewayProcess {
+  /** The Redis-protocol port, or null when it is off. */
+  redisPort: number | null = null;
   private exited: Promise<number | null>;
   private exitCode: number | null | undefined = undefined;
   constructor(
@@ -75,9 +79,7 @@ export class GatewayProcess {
     for (;;) {
       if (!this.running) throw new Error(`${this.name} exited with ${this.exitCode} before it was ready; log ${this.logFile}:\n${this.tail()}`);
       try {
-        const res = await fetch(`${this.base}/readyz`, { signal: AbortSignal.timeout(2000) });
-        await res.arrayBuffer();
-        if (res.status === 200) return;
+        if ((await readyStatus(`${this.base}/readyz`)) === 200) return;
       } catch {
         /* not listening yet */
       }
@@ -97,6 +99,19 @@ export class GatewayProcess {
   }
 }
 
+/** GET status of a URL; https without checking the certificate (the bench's own test CA). */
+function readyStatus(url: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const get = url.startsWith('https:') ? https.get : http.get;
+    const req = get(url, { timeout: 2000, rejectUnauthorized: false }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+  });
+}
+
 function cleanEnv(kv: Record<string, string>): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   const tuning: Record<string, string> = {};
@@ -107,17 +122,20 @@ function cleanEnv(kv: Record<string, string>): NodeJS.ProcessEnv {
   return { ...env, ...tuning, ...kv };
 }
 
-function spawnGateway(name: string, kv: Record<string, string>, port: number): GatewayProcess {
+export function spawnGateway(name: string, kv: Record<string, string>, port: number, redisPort: number | null = null): GatewayProcess {
   fs.mkdirSync(path.join(DATA_DIR, 'logs'), { recursive: true });
   const logFile = path.join(DATA_DIR, 'logs', `${name}.log`);
   const fd = fs.openSync(logFile, 'a');
   const argv = SETPRIV ? [SETPRIV, '--pdeathsig', 'TERM', process.execPath, CLI] : [process.execPath, CLI];
   const child = spawn(argv[0], argv.slice(1), {
-    env: cleanEnv({ ...kv, KVSQL_PORT: String(port), KVSQL_HOST: '127.0.0.1', KVSQL_LOG_LEVEL: 'warn' }),
+    env: cleanEnv({ ...kv, KVSQL_PORT: String(port), KVSQL_REDIS_PORT: redisPort === null ? 'off' : String(redisPort), KVSQL_HOST: '127.0.0.1', KVSQL_LOG_LEVEL: 'warn' }),
     stdio: ['ignore', fd, fd],
   });
   fs.closeSync(fd);
-  return new GatewayProcess(name, child, `http://127.0.0.1:${port}`, logFile);
+  const scheme = kv.KVSQL_TLS_CERT_FILE ? 'https' : 'http';
+  const gw = new GatewayProcess(name, child, `${scheme}://127.0.0.1:${port}`, logFile);
+  gw.redisPort = redisPort;
+  return gw;
 }
 
 /** Shard URLs of the embedded cluster gateway A starts. */
@@ -150,6 +168,7 @@ export async function startMainGateway(): Promise<GatewayProcess> {
       KVSQL_BATCHING: 'true',
     },
     port,
+    await freePort(),
   );
   await gw.waitReady(240_000);
   return gw;

@@ -89,3 +89,15 @@ CREATE TABLE IF NOT EXISTS kv_move_progress (
   updated_at BIGINT NOT NULL,
   pause_p99_ms DOUBLE NOT NULL
 ) ENGINE=InnoDB;
+
+-- The expirer lease: one gateway per shard deletes expired rows. A row, not GET_LOCK, because
+-- Galera replicates rows but not GET_LOCK: the lease then holds for the whole shard group.
+--   holder      who holds it (pid and random id of one shard actor); '' when never taken
+--   expires_at  unix milliseconds on the shard's clock; the holder renews it, a taker needs it past
+CREATE TABLE IF NOT EXISTS kv_lease (
+  name VARCHAR(32) NOT NULL PRIMARY KEY,
+  holder VARCHAR(64) NOT NULL,
+  expires_at BIGINT NOT NULL
+) ENGINE=InnoDB;
+
+INSERT IGNORE INTO kv_lease (name, holder, expires_at) VALUES ('expirer', '', 0);

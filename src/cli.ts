@@ -2,18 +2,27 @@
 /**
  * Owns the `kvsql` command: resolve config, bring up the shards (external URLs, or the embedded
  * cluster when none are configured), start the gateway, and stop everything it started on
- * SIGTERM/SIGINT with exit code 0. Relies on config, embedded-cluster and server.
+ * SIGTERM/SIGINT with exit code 0; SIGHUP reloads the token file and TLS certificate without
+ * dropping connections. `kvsql token ...` edits the token file instead (token-cli); `kvsql slots|shards|rebalance` runs the admin commands (admin/commands). Relies on
+ * config, embedded-cluster, server and token-cli.
  */
-import { resolveConfig, ConfigError } from './gateway/config';
+import { resolveConfig, ConfigError, parseArgv, usage } from './gateway/config';
 import { createLogger, startServer } from './gateway/server';
 import { UwsFallbackError } from './gateway/uws';
 import { startEmbeddedCluster, type EmbeddedCluster } from './embedded/embedded-cluster';
 import { ADMIN_COMMANDS, runAdmin, runUnits, UsageError } from './admin/commands';
 import { ShardSet } from './admin/shard-set';
 import { planRebalance } from './admin/rebalance';
+import { tokenCommand } from './token-cli';
+import { checkExposure } from './gateway/auth';
+import { serverTls } from './gateway/tls';
 
 async function main(): Promise<void> {
   const first = process.argv[2];
+  if (first === 'token') {
+    process.exitCode = tokenCommand(process.argv.slice(3), process.env, (s) => process.stdout.write(s), (s) => process.stderr.write(s));
+    return;
+  }
   if (first !== undefined && ADMIN_COMMANDS.has(first)) {
     try {
       process.exitCode = await runAdmin(process.argv.slice(2));
@@ -23,9 +32,28 @@ async function main(): Promise<void> {
     }
     return;
   }
+  // Until the server is up a SIGHUP must not kill the process (Node's default for it).
+  let reload: () => void = () => undefined;
+  process.on('SIGHUP', () => reload());
   let config;
   try {
+    const argv = parseArgv(process.argv.slice(2));
+    if (argv.help) {
+      process.stdout.write(usage());
+      return;
+    }
+    if (argv.version) {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      process.stdout.write(`kvsql ${(require('../../package.json') as { version: string }).version}\n`);
+      return;
+    }
     config = resolveConfig(process.argv.slice(2));
+    if (config.mysqlTls && config.shards.length === 0) {
+      throw new ConfigError('KVSQL_MYSQL_TLS applies to external shards (KVSQL_SHARDS); the embedded cluster listens on loopback only, in clear');
+    }
+    // Before the embedded cluster starts: these refusals should come at once.
+    checkExposure(config, config.host, config.redisPort === null ? 'HTTP/WebSocket' : 'HTTP/WebSocket and Redis');
+    serverTls(config);
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`kvsql: ${err.message}\n`);
@@ -37,11 +65,12 @@ async function main(): Promise<void> {
   let cluster: EmbeddedCluster | null = null;
   let urls = config.shards;
   if (urls.length === 0) {
-    log.info({ shards: config.embeddedShards, dataDir: config.dataDir }, 'starting embedded MySQL shards');
+    log.info({ shards: config.embeddedShards, replicas: config.replicas, dataDir: config.dataDir }, 'starting embedded MySQL shards');
     cluster = await startEmbeddedCluster({
       shards: config.embeddedShards,
       dataDir: config.dataDir,
       basePort: config.embeddedBasePort,
+      replicas: config.replicas,
       log: (msg) => log.info({}, msg),
     });
     urls = cluster.urls;
@@ -62,7 +91,8 @@ async function main(): Promise<void> {
   try {
     server = await startServer(config, urls, log);
   } catch (err) {
-    log.error({ err: (err as Error).message }, 'kvsql failed to start');
+    if (err instanceof ConfigError) process.stderr.write(`kvsql: ${err.message}\n`);
+    log.error({ err }, 'kvsql failed to start');
     if (cluster) await cluster.stop();
     process.exitCode = 1;
     return;
@@ -78,7 +108,7 @@ async function main(): Promise<void> {
         if (cluster) await cluster.stop();
         process.exit(0);
       } catch (err) {
-        log.error({ err: (err as Error).message }, 'error while stopping');
+        log.error({ err }, 'error while stopping');
         process.exit(1);
       }
     })();
@@ -87,6 +117,12 @@ async function main(): Promise<void> {
     log.info({ joined }, 'rebalancing slots onto the new embedded shards in the background (kvsql slots status shows progress)');
     rebalanceInBackground(urls, log).catch((err) => log.error({ err: (err as Error).message }, 'background rebalance stopped; run `kvsql rebalance` to finish it'));
   }
+  reload = () => {
+    log.info({ signal: 'SIGHUP' }, 'reloading tokens and TLS certificate');
+    void server.reload().then((errors) => {
+      if (errors.length === 0) log.info({}, 'reload done');
+    });
+  };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
 }

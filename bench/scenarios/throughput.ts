@@ -8,6 +8,7 @@ import { runAutocannon, type HttpMix } from '../autocannon-load';
 import { batchNote, ensurePreloaded, KEY_PREFIX, measured, type BenchContext } from '../context';
 import { percentilesOf } from '../histogram';
 import { openClient, type KvClient } from '../kv-client';
+import type { ClientOptions } from '../../src/client';
 import { fmtInt, progress, clearProgress } from '../progress';
 import { skippedRow, type Row } from '../result';
 import { wsClosedLoop, type WsMix } from '../ws-load';
@@ -47,10 +48,10 @@ export async function httpRow(ctx: BenchContext, name: string, scenario: string,
   };
 }
 
-export async function openClients(base: string, n: number, maxInflight: number): Promise<KvClient[]> {
+export async function openClients(base: string, n: number, maxInflight: number, security: Pick<ClientOptions, 'token' | 'ca'> = {}): Promise<KvClient[]> {
   const clients: KvClient[] = [];
   try {
-    for (let i = 0; i < n; i++) clients.push(await openClient(base, { maxInflight, timeoutMs: 30_000 }));
+    for (let i = 0; i < n; i++) clients.push(await openClient(base, { maxInflight, timeoutMs: 30_000, ...security }));
   } catch (err) {
     await closeClients(clients);
     throw err;

@@ -15,6 +15,7 @@
  */
 import { SLOT_COUNT, STATE_NAMES, SLOT_OWNED, type MoveProgress } from '../protocol/slot-map';
 import { resolveConfig, type Config } from '../gateway/config';
+import { mysqlTls } from '../gateway/tls';
 import { EMBEDDED_DATABASE } from '../embedded/embedded-cluster';
 import { ShardSet, redact, type SlotRow } from './shard-set';
 import { DEFAULT_MOVE_OPTIONS, SlotMover, type MoveHooks, type MoveOptions } from './slot-mover';
@@ -35,7 +36,10 @@ export class UsageError extends Error {}
 /** The shard URLs the server would use: KVSQL_SHARDS, or the embedded shards' local ports. */
 export function adminUrls(config: Readonly<Config>): string[] {
   if (config.shards.length > 0) return config.shards;
-  return Array.from({ length: config.embeddedShards }, (_, i) => `mysql://root@127.0.0.1:${config.embeddedBasePort + i}/${EMBEDDED_DATABASE}`);
+  // As embedded-cluster lays the ports out: shard i's node j listens on basePort + i * replicas + j.
+  const r = config.replicas;
+  const node = (port: number) => `mysql://root@127.0.0.1:${port}/${EMBEDDED_DATABASE}`;
+  return Array.from({ length: config.embeddedShards }, (_, i) => Array.from({ length: r }, (_, j) => node(config.embeddedBasePort + i * r + j)).join('|'));
 }
 
 export interface Progress {
@@ -157,7 +161,7 @@ export async function runAdmin(argv: string[], env: NodeJS.ProcessEnv = process.
   }
   const config = resolveConfig(configArgs, env);
   const [cmd, sub, arg1, arg2] = positional;
-  const set = await ShardSet.open(adminUrls(config));
+  const set = await ShardSet.open(adminUrls(config), { tls: mysqlTls(config) });
   try {
     const report = progressReporter(out);
     const shardArg = (x: string | undefined): number => {

@@ -8,14 +8,54 @@
  */
 import mysql from 'mysql2/promise';
 import type { Pool, RowDataPacket } from 'mysql2/promise';
-import { schemaStatements } from '../shard-actor/shard-store';
+import { schemaStatements, sslOption } from '../shard-actor/shard-store';
 import { migrateSchema } from '../shard-actor/schema-migration';
+import { stateOf } from '../shard-actor/node-selector';
+import { shardNodes } from '../gateway/config';
 import type { MoveProgress } from '../protocol/slot-map';
+import type { MysqlTls } from '../protocol/port-messages';
 
 export interface Member {
   index: number;
+  /** The shard's entry as configured (a Galera group's node URLs joined by `|`). */
   url: string;
+  /** The node the admin tools talk to (see adminNode). */
+  node: string;
   pool: Pool;
+}
+
+/** How the admin tools connect: TLS as the gateways use it (KVSQL_MYSQL_TLS). */
+export interface AdminOptions {
+  tls?: MysqlTls | null;
+}
+
+const connOptions = (node: string, o: AdminOptions) => ({ uri: node, connectTimeout: 3000, ssl: sslOption(o.tls, new URL(node).hostname.replace(/^\[|\]$/g, '')) });
+
+/**
+ * The node of a shard entry the admin tools talk to. For a Galera group (`|`-joined URLs): the
+ * first node, in the entry's order, that is Synced in the Primary component, the node every
+ * gateway writes through while the group is healthy (NodeSelector). The mover's fence relies on
+ * that: a write-set certifies against the fence only if they conflict on a row, and a shared lock
+ * is local to its node (DESIGN.md §10). For one URL, that URL.
+ */
+export async function adminNode(entry: string, o: AdminOptions = {}): Promise<string> {
+  const nodes = shardNodes(entry);
+  if (nodes.length === 1) return nodes[0];
+  for (const node of nodes) {
+    const conn = await mysql.createConnection(connOptions(node, o)).catch(() => null);
+    if (conn === null) continue;
+    try {
+      const [rows] = await conn.query<RowDataPacket[]>("SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_local_state', 'wsrep_ready', 'wsrep_cluster_status')");
+      const vars = new Map<string, string>();
+      for (const r of rows) vars.set(String(r.Variable_name).toLowerCase(), String(r.Value));
+      if (stateOf(vars) === 'synced') return node;
+    } catch {
+      // not usable: try the next node
+    } finally {
+      conn.destroy();
+    }
+  }
+  throw new Error(`no node of the shard group ${redact(entry)} is Synced in the Primary component`);
 }
 
 export interface SlotRow {
@@ -26,11 +66,13 @@ export interface SlotRow {
   peer: number | null;
 }
 
-export function openPool(url: string): Pool {
-  const pool = mysql.createPool({ uri: url, connectionLimit: 4, multipleStatements: true, connectTimeout: 3000, supportBigNumbers: true, bigNumberStrings: false });
+/** A pool on one node (`galera`: that node is part of a group; reads wait for the cluster). */
+export function openPool(node: string, o: AdminOptions = {}, galera = false): Pool {
+  const pool = mysql.createPool({ ...connOptions(node, o), connectionLimit: 4, multipleStatements: true, supportBigNumbers: true, bigNumberStrings: false });
   type CoreConn = { query(sql: string, cb: (err: Error | null) => void): void; destroy(): void };
+  const setup = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; SET SESSION time_zone = '+00:00'; SET SESSION innodb_lock_wait_timeout = 5" + (galera ? '; SET SESSION wsrep_sync_wait = 1' : '');
   (pool as unknown as { pool: { on(ev: string, cb: (c: CoreConn) => void): void } }).pool.on('connection', (conn) =>
-    conn.query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; SET SESSION time_zone = '+00:00'; SET SESSION innodb_lock_wait_timeout = 5", (err) => {
+    conn.query(setup, (err) => {
       if (err) conn.destroy();
     }),
   );
@@ -41,11 +83,17 @@ export class ShardSet {
   readonly members = new Map<number, Member>();
   private readonly lockConns: mysql.Connection[] = [];
 
-  private constructor() {}
+  private constructor(private readonly opts: AdminOptions) {}
+
+  /** A pool on the entry's admin node. */
+  private async openEntry(url: string): Promise<{ node: string; pool: Pool }> {
+    const node = await adminNode(url, this.opts);
+    return { node, pool: openPool(node, this.opts, shardNodes(url).length > 1) };
+  }
 
   /** Connect to every member reachable from `urls` (directly or through kv_peers). */
-  static async open(urls: string[]): Promise<ShardSet> {
-    const set = new ShardSet();
+  static async open(urls: string[], opts: AdminOptions = {}): Promise<ShardSet> {
+    const set = new ShardSet(opts);
     const queue = [...urls];
     const seen = new Set<string>();
     try {
@@ -53,7 +101,7 @@ export class ShardSet {
         const url = queue.shift()!;
         if (seen.has(url)) continue;
         seen.add(url);
-        const pool = openPool(url);
+        const { node, pool } = await set.openEntry(url);
         let results: RowDataPacket[][];
         try {
           [results] = await pool.query<RowDataPacket[][]>('SELECT shard_index FROM kv_shard WHERE id = 1; SELECT shard_index, url FROM kv_peers');
@@ -71,7 +119,7 @@ export class ShardSet {
           await pool.end();
           continue;
         }
-        set.members.set(index, { index, url, pool });
+        set.members.set(index, { index, url, node, pool });
         for (const p of results[1]) queue.push(String(p.url));
       }
     } catch (err) {
@@ -94,7 +142,7 @@ export class ShardSet {
    */
   async lockMovers(): Promise<void> {
     for (const m of [...this.members.values()].sort((a, b) => a.index - b.index)) {
-      const conn = await mysql.createConnection({ uri: m.url, connectTimeout: 3000 });
+      const conn = await mysql.createConnection(connOptions(m.node, this.opts));
       this.lockConns.push(conn);
       const [rows] = await conn.query<RowDataPacket[]>("SELECT GET_LOCK(CONCAT('kvsql-mover:', DATABASE()), 0) AS got");
       if (Number(rows[0].got) !== 1) throw new Error(`another mover is running on shard ${m.index} (kvsql slots status shows its progress)`);
@@ -142,7 +190,7 @@ export class ShardSet {
    * database that is already a member keeps its index.
    */
   async addShard(url: string): Promise<number> {
-    const pool = openPool(url);
+    const { node, pool } = await this.openEntry(url);
     try {
       const conn = await pool.getConnection();
       try {
@@ -160,7 +208,7 @@ export class ShardSet {
           const [again] = await conn.query<RowDataPacket[]>('SELECT shard_index FROM kv_shard WHERE id = 1');
           index = Number(again[0].shard_index);
         }
-        if (!this.members.has(index)) this.members.set(index, { index, url, pool });
+        if (!this.members.has(index)) this.members.set(index, { index, url, node, pool });
         else await pool.end();
         return index;
       } finally {

@@ -41,7 +41,15 @@ export type { PutOptions, DelOptions };
 export type Key = string | Uint8Array;
 export type Value = string | Uint8Array;
 
-export interface ClientOptions {
+/** Who the client is and whom it trusts (not numbers: kept apart from the numeric options). */
+export interface SecurityOptions {
+  /** Access token, sent as `Authorization: Bearer <token>` at the upgrade. */
+  token?: string;
+  /** PEM CA certificate(s) a `wss://` server's certificate must chain to (default: Node's CAs). */
+  ca?: string | Buffer | Array<string | Buffer>;
+}
+
+export interface ClientOptions extends SecurityOptions {
   /** Ops on the wire at once; more are queued locally. Default 1024. */
   maxInflight?: number;
   /** Per-op timeout in ms, from the call until the reply (queued time included). Default 10000. */
@@ -78,7 +86,7 @@ export interface PutResult {
 
 export interface TtlResult {
   /** Milliseconds left, or null when the key has no TTL. */
-  ttl: number | null;
+  ttlMs: number | null;
   expiresAt: number | null;
 }
 
@@ -90,7 +98,7 @@ const DEFAULTS = {
   maxFrameBytes: 60 * 1024,
   reconnectMinDelayMs: 100,
   reconnectMaxDelayMs: 5000,
-} satisfies Required<ClientOptions>;
+} satisfies Required<Omit<ClientOptions, keyof SecurityOptions>>;
 
 /** Encoded bytes of one request beyond its key and value (array, id, op, headers, options). */
 const REQUEST_OVERHEAD_BYTES = 128;
@@ -166,12 +174,18 @@ export class KvClient {
   private attempts = 0;
   private reconnectTimer: NodeJS.Timeout | null = null;
   private lastError = '';
+  private readonly security: SecurityOptions;
 
   constructor(url: string, opts: ClientOptions = {}) {
-    for (const k of Object.keys(opts)) {
-      if (!(k in DEFAULTS)) throw new TypeError(`unknown client option "${k}" (known: ${Object.keys(DEFAULTS).join(', ')})`);
+    const { token, ca, ...numeric } = opts;
+    for (const k of Object.keys(numeric)) {
+      if (!(k in DEFAULTS)) throw new TypeError(`unknown client option "${k}" (known: ${Object.keys(DEFAULTS).join(', ')}, token, ca)`);
     }
-    const o = { ...DEFAULTS, ...opts };
+    if (token !== undefined && (typeof token !== 'string' || !/^[\x21-\x7e]+$/.test(token))) {
+      throw new TypeError('client option token must be a non-empty string of printable ASCII');
+    }
+    this.security = { token, ca };
+    const o = { ...DEFAULTS, ...numeric };
     for (const [k, v] of Object.entries(o)) {
       if (!Number.isSafeInteger(v) || v < 1) throw new TypeError(`client option ${k} must be a positive integer, got ${String(v)}`);
     }
@@ -218,8 +232,11 @@ export class KvClient {
     return this.issue(OP_DEL, key, null, 0, opts) as Promise<boolean>;
   }
 
-  /** Sets the key's TTL to `ttlMs` milliseconds; resolves its new expiresAt, or null when absent. */
-  expire(key: Key, ttlMs: number): Promise<number | null> {
+  /**
+   * Sets the key's TTL to `ttlMs` milliseconds (Redis PEXPIRE; the `p` is for milliseconds, so
+   * nobody passes seconds by mistake); resolves its new expiresAt, or null when absent.
+   */
+  pexpire(key: Key, ttlMs: number): Promise<number | null> {
     return this.issue(OP_EXPIRE, key, null, ttlMs, undefined) as Promise<number | null>;
   }
 
@@ -228,8 +245,8 @@ export class KvClient {
     return this.issue(OP_PERSIST, key, null, 0, undefined) as Promise<boolean>;
   }
 
-  /** The key's remaining TTL in milliseconds and its expiresAt, or null when absent. */
-  ttl(key: Key): Promise<TtlResult | null> {
+  /** The key's remaining TTL in milliseconds (Redis PTTL) and its expiresAt, or null when absent. */
+  pttl(key: Key): Promise<TtlResult | null> {
     return this.issue(OP_TTL, key, null, 0, undefined) as Promise<TtlResult | null>;
   }
 
@@ -369,7 +386,13 @@ export class KvClient {
   private connect(): void {
     this.reconnectTimer = null;
     if (this.closed) return;
-    const ws = new WebSocket(this.url, { perMessageDeflate: false, handshakeTimeout: this.timeoutMs });
+    const { token, ca } = this.security;
+    const ws = new WebSocket(this.url, {
+      perMessageDeflate: false,
+      handshakeTimeout: this.timeoutMs,
+      headers: token === undefined ? undefined : { Authorization: `Bearer ${token}` },
+      ca,
+    });
     ws.binaryType = 'nodebuffer';
     this.socket = ws;
     ws.on('open', () => {
@@ -386,6 +409,10 @@ export class KvClient {
     });
     ws.on('error', (err: Error) => {
       this.lastError = err.message;
+      // Refused at the upgrade for the token: waiting ops would only time out; fail them now
+      // (reconnecting goes on: the server's token file may be reloaded).
+      const refused = /Unexpected server response: (401|403|429)/.exec(err.message);
+      if (refused !== null) this.failQueued(refused[1] === '401' ? 'KV_ERR_UNAUTHORIZED' : refused[1] === '403' ? 'KV_ERR_FORBIDDEN' : 'KV_ERR_TOO_MANY_AUTH_FAILURES', err.message);
     });
     ws.on('close', (code: number, reason: Buffer) => {
       if (ws !== this.socket) return;
@@ -448,7 +475,7 @@ export class KvClient {
         else if (status === 404) result = false;
         break;
       case OP_TTL:
-        if (status === 200) result = { ttl: (r[2] ?? null) as number | null, expiresAt: (r[3] ?? null) as number | null };
+        if (status === 200) result = { ttlMs: (r[2] ?? null) as number | null, expiresAt: (r[3] ?? null) as number | null };
         else if (status === 404) result = null;
         break;
     }
@@ -467,6 +494,16 @@ export class KvClient {
     if (op.timer) clearTimeout(op.timer);
     op.timer = null;
     op.reject(err);
+  }
+
+  /** Rejects every op not yet sent (the server refused the connection for its token). */
+  private failQueued(code: 'KV_ERR_UNAUTHORIZED' | 'KV_ERR_FORBIDDEN' | 'KV_ERR_TOO_MANY_AUTH_FAILURES', why: string): void {
+    const q = this.queue;
+    for (let i = this.head; i < q.length; i++) {
+      const op = q[i]!;
+      if (op.state === QUEUED) this.settleError(op, new KvClientError(code, `${OP_NAMES[op.op]}: the server refused the connection (${why})`));
+    }
+    this.dropSettledHead();
   }
 
   /** Ends a connection we no longer trust, then reconnects. */

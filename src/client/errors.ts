@@ -10,7 +10,7 @@ export const CLIENT_ERRORS = {
    * The connection dropped while the op was on the wire: it may or may not have been applied.
    * Never retried by the client (a retried put or del could apply twice or undo another write).
    */
-  KV_ERR_CONNECTION_LOST: 503,
+  KV_ERR_CONNECTION_LOST: 500,
   /** close() was called before the op was answered (nginx's "client closed request"). */
   KV_ERR_CLIENT_CLOSED: 499,
 } as const;

@@ -4,26 +4,35 @@
  *   2. else a Docker engine that answers         -> one mysql:8.4 container per shard
  *   3. else install MariaDB with apt (as root)   -> local processes, as in 1
  *   4. else an Error saying what to install.
+ * With replicas > 1 every shard is a Galera cluster of local MariaDB nodes (galera-cluster.ts).
  * Relies on local-mysqld.ts, mysql-binary.ts and (optionally) testcontainers. Must not create
  * schemas or tables: it hands out URLs to an existing, empty-or-not `kvsql` database.
  */
 import path from 'node:path';
 import mysql from 'mysql2/promise';
-import { findMysqlBinary, ensureMysqlBinary, dockerEngineReachable, type MysqlBinary } from './mysql-binary';
+import { findMysqlBinary, ensureMysqlBinary, ensureGalera, dockerEngineReachable, type MysqlBinary } from './mysql-binary';
 import { startLocalMysqld, type LocalMysqld } from './local-mysqld';
+import { startGaleraShard, type GaleraShard } from './galera-cluster';
 
 export interface EmbeddedClusterOptions {
   shards: number;
   dataDir: string;
   /** Shard i listens on basePort + i; 0 = a free port per shard. Ignored for containers. */
   basePort: number;
+  /** Nodes per shard: 1 = one server; 3, 5, 7 = a Galera cluster per shard (local MariaDB only). */
+  replicas?: number;
   log: (msg: string) => void;
 }
 
 export interface EmbeddedCluster {
-  /** One URL per shard, in shard order (read again after a container restart: its port may move). */
+  /**
+   * One entry per shard, in shard order (read again after a container restart: its port may
+   * move). With replicas > 1 an entry is the shard's node URLs joined by `|`.
+   */
   readonly urls: string[];
   readonly shards: LocalMysqld[];
+  /** The Galera clusters, one per shard, when replicas > 1 (then `shards` is empty). */
+  readonly galera: GaleraShard[];
   stop(): Promise<void>;
 }
 
@@ -63,6 +72,11 @@ interface TcModule {
   getContainerRuntimeClient(): Promise<TcRuntimeClient>;
 }
 
+/**
+ * testcontainers is optional (a devDependency since 0.1): loaded lazily, only when no local mysqld
+ * is found, and its absence just means "no container fallback". A production install of kvsql
+ * (or of kvsql/client) never loads it.
+ */
 function loadTestcontainers(): TcModule | null {
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -186,16 +200,57 @@ function startLocalShards(binary: MysqlBinary, opts: EmbeddedClusterOptions): Pr
       database: EMBEDDED_DATABASE,
       log: (msg) => opts.log(`shard-${i}: ${msg}`),
       binary,
+      autoRestart: true, // crash recovery: see LocalMysqldProcess.onExit
     }),
   );
   return startAll(starters, 'local MySQL shards', (s) => s.stop());
 }
 
+/**
+ * Every shard a Galera cluster of `replicas` local MariaDB nodes. Ports with a fixed basePort:
+ * node j of shard i serves SQL on basePort + i*replicas + j and Galera on
+ * basePort + 1000 + 3*(i*replicas + j) + {0: gmcast, 1: IST, 2: SST}.
+ */
+async function startGaleraShards(opts: EmbeddedClusterOptions, replicas: number): Promise<EmbeddedCluster> {
+  const binary = await ensureMysqlBinary(opts.log);
+  if (binary.flavor !== 'mariadb') throw new Error(`--replicas=${replicas} needs MariaDB with Galera; found ${binary.flavor} at ${binary.server}`);
+  const { provider } = await ensureGalera(opts.log);
+  opts.log(`each shard a Galera cluster of ${replicas} nodes (${provider}); data under ${path.resolve(opts.dataDir)}`);
+  const groups = await startAll(
+    Array.from({ length: opts.shards }, (_, i) => () =>
+      startGaleraShard({
+        shard: i,
+        replicas,
+        dir: path.join(opts.dataDir, `shard-${i}`),
+        sqlBase: opts.basePort === 0 ? 0 : opts.basePort + i * replicas,
+        galeraBase: opts.basePort === 0 ? 0 : opts.basePort + 1000 + 3 * i * replicas,
+        database: EMBEDDED_DATABASE,
+        binary,
+        provider,
+        log: (msg) => opts.log(`shard-${i}: ${msg}`),
+      }),
+    ),
+    'Galera shards',
+    (g) => g.stop(),
+  );
+  return {
+    urls: groups.map((g) => g.url),
+    shards: [],
+    galera: groups,
+    async stop() {
+      await Promise.all(groups.map((g) => g.stop()));
+    },
+  };
+}
+
 export async function startEmbeddedCluster(opts: EmbeddedClusterOptions): Promise<EmbeddedCluster> {
   if (!Number.isInteger(opts.shards) || opts.shards < 1) throw new Error(`shards must be a positive integer: ${opts.shards}`);
-  if (opts.basePort !== 0 && (!Number.isInteger(opts.basePort) || opts.basePort < 1 || opts.basePort + opts.shards - 1 > 65535)) {
-    throw new Error(`basePort ${opts.basePort} + ${opts.shards} shards does not fit in 1..65535`);
+  const replicas = opts.replicas ?? 1;
+  const lastPort = replicas === 1 ? opts.basePort + opts.shards - 1 : opts.basePort + 1000 + 3 * opts.shards * replicas;
+  if (opts.basePort !== 0 && (!Number.isInteger(opts.basePort) || opts.basePort < 1 || lastPort > 65535)) {
+    throw new Error(`basePort ${opts.basePort} + ${opts.shards} shards x ${replicas} nodes does not fit in 1..65535`);
   }
+  if (replicas > 1) return startGaleraShards(opts, replicas);
 
   let binary = findMysqlBinary();
   if (binary !== null) {
@@ -215,6 +270,7 @@ export async function startEmbeddedCluster(opts: EmbeddedClusterOptions): Promis
         return containers.map((c) => c.url);
       },
       shards: containers,
+      galera: [],
       async stop() {
         await Promise.all(containers.map((c) => c.remove()));
       },
@@ -232,6 +288,7 @@ function localCluster(shards: LocalMysqld[]): EmbeddedCluster {
       return shards.map((s) => s.url);
     },
     shards,
+    galera: [],
     async stop() {
       await Promise.all(shards.map((s) => s.stop()));
     },

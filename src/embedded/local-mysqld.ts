@@ -31,8 +31,24 @@ export interface LocalMysqldOptions {
   log?: (msg: string) => void;
   /** InnoDB buffer pool; small values (64) start faster and suit throwaway test servers. */
   bufferPoolMb?: number;
+  /** Serve TLS with these PEM files (--ssl-cert/--ssl-key/--ssl-ca); clients may still use clear text. */
+  tls?: MysqldTls;
   /** Skips the binary lookup (and any apt install) when the caller already has one. */
   binary?: MysqlBinary;
+  /** Appended to the server's arguments, e.g. `--log-bin` for a measurement. */
+  extraArgs?: string[];
+  /**
+   * Start the server again by itself when it exits without being asked to (kill -9, OOM kill,
+   * a crash): after RESTART_BACKOFF_MS[attempt], same data dir and port, one log line each time.
+   * The embedded cluster sets it; tests that crash a server on purpose leave it off.
+   */
+  autoRestart?: boolean;
+}
+
+export interface MysqldTls {
+  certFile: string;
+  keyFile: string;
+  caFile?: string;
 }
 
 export interface LocalMysqld {
@@ -51,6 +67,9 @@ export interface LocalMysqld {
 }
 
 const READY_TIMEOUT_MS = 60_000;
+/** Delays before automatic restarts 1, 2, 3...; the last repeats. Reset once a server stays up STABLE_MS. */
+const RESTART_BACKOFF_MS = [500, 1000, 2000, 5000, 10_000, 30_000];
+const STABLE_MS = 60_000;
 const STOP_GRACE_MS = 20_000;
 /** sockaddr_un.sun_path is 108 bytes on Linux including the NUL (104 on macOS); keep a margin. */
 const MAX_SOCKET_PATH_BYTES = 100;
@@ -61,7 +80,7 @@ const DATABASE_NAME = /^[A-Za-z0-9_]{1,64}$/;
 // handlers must be synchronous, so SIGKILL is all we can do, and InnoDB recovers on next start.
 const liveChildren = new Set<ChildProcess>();
 let exitHookInstalled = false;
-function trackChild(child: ChildProcess): void {
+export function trackChild(child: ChildProcess): void {
   if (!exitHookInstalled) {
     exitHookInstalled = true;
     process.once('exit', () => {
@@ -83,7 +102,7 @@ function trackChild(child: ChildProcess): void {
 // runs no 'exit' handler. On Linux, util-linux `setpriv --pdeathsig KILL` sets PR_SET_PDEATHSIG and
 // then exec()s the server (same pid), so the kernel kills the server when its parent goes away.
 // The kernel ties this to the spawning *thread*, hence "call from the main thread" above.
-const SETPRIV = process.platform === 'linux' ? ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => fs.existsSync(p)) : undefined;
+export const SETPRIV = process.platform === 'linux' ? ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => fs.existsSync(p)) : undefined;
 
 export function pickFreePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -98,7 +117,7 @@ export function pickFreePort(): Promise<number> {
   });
 }
 
-function socketPathFor(dataDir: string): string {
+export function socketPathFor(dataDir: string): string {
   const inDir = path.join(dataDir, 'mysqld.sock');
   if (Buffer.byteLength(inDir) <= MAX_SOCKET_PATH_BYTES) return inDir;
   // Derived from dataDir so that restart() and a later process find the same path.
@@ -117,12 +136,12 @@ function socketPathFor(dataDir: string): string {
  * tables; seen here as two parallel mariadb-install-db runs failing with "Unknown table
  * 'mysql.tmp_user_sys'". Not under dataDir: every subdirectory there shows up as a database.
  */
-function tmpDirFor(dataDir: string): string {
+export function tmpDirFor(dataDir: string): string {
   const hash = crypto.createHash('sha1').update(dataDir).digest('hex').slice(0, 16);
   return path.join(os.tmpdir(), `kvsql-tmp-${hash}`);
 }
 
-function isAlive(pid: number): boolean {
+export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
   } catch (err) {
@@ -138,7 +157,7 @@ function isAlive(pid: number): boolean {
 }
 
 /** Guards against pid reuse: a stale pid file must not make us SIGTERM an unrelated process. */
-function looksLikeMysqld(pid: number): boolean {
+export function looksLikeMysqld(pid: number): boolean {
   try {
     const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
     return /mysqld|mariadbd/.test(cmdline);
@@ -148,10 +167,10 @@ function looksLikeMysqld(pid: number): boolean {
   }
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** Last `maxBytes` of `file` written after byte `from` (so an old run's log does not mislead). */
-function tailOf(file: string, from = 0, maxBytes = 4096): string {
+export function tailOf(file: string, from = 0, maxBytes = 4096): string {
   try {
     const size = fs.statSync(file).size;
     const start = Math.max(from, size - maxBytes);
@@ -169,7 +188,7 @@ function tailOf(file: string, from = 0, maxBytes = 4096): string {
   }
 }
 
-function sizeOf(file: string): number {
+export function sizeOf(file: string): number {
   try {
     return fs.statSync(file).size;
   } catch {
@@ -178,7 +197,7 @@ function sizeOf(file: string): number {
 }
 
 /** The system schema directory exists only after a completed init (see initialiseDataDir). */
-function isInitialised(dataDir: string): boolean {
+export function isInitialised(dataDir: string): boolean {
   return fs.existsSync(path.join(dataDir, 'mysql'));
 }
 
@@ -201,7 +220,7 @@ const asRoot = (): boolean => process.getuid?.() === 0;
  * init interrupted halfway must not leave a dir that looks initialised; `mysql/` arriving last
  * makes isInitialised() true only for a complete init.
  */
-async function initialiseDataDir(binary: MysqlBinary, dataDir: string, log: (msg: string) => void): Promise<void> {
+export async function initialiseDataDir(binary: MysqlBinary, dataDir: string, log: (msg: string) => void): Promise<void> {
   const staging = `${dataDir}.init-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
   const stagingTmp = `${staging}.tmp`; // see tmpDirFor
   fs.mkdirSync(stagingTmp, { recursive: true });
@@ -251,7 +270,7 @@ async function initialiseDataDir(binary: MysqlBinary, dataDir: string, log: (msg
 }
 
 /** Stops a server left running by an earlier parent (found via its pid file) before we start. */
-async function stopPreviousOwner(pidFile: string, log: (msg: string) => void): Promise<void> {
+export async function stopPreviousOwner(pidFile: string, log: (msg: string) => void): Promise<void> {
   let pid: number;
   try {
     pid = Number.parseInt(fs.readFileSync(pidFile, 'utf8').trim(), 10);
@@ -272,7 +291,7 @@ async function stopPreviousOwner(pidFile: string, log: (msg: string) => void): P
   }
 }
 
-function serverArgs(binary: MysqlBinary, dataDir: string, port: number, socket: string, tmpDir: string, bufferPoolMb: number): string[] {
+function serverArgs(binary: MysqlBinary, dataDir: string, port: number, socket: string, tmpDir: string, bufferPoolMb: number, tls?: MysqldTls): string[] {
   const args = [
     '--no-defaults', // must be the first argument
     `--datadir=${dataDir}`,
@@ -296,6 +315,10 @@ function serverArgs(binary: MysqlBinary, dataDir: string, port: number, socket: 
   // MariaDB has no binlog unless asked (--log-bin); MySQL 8 also opens the X protocol on 33060 by
   // default, which would collide between shards on one host.
   if (binary.flavor === 'mysql') args.push('--mysqlx=OFF');
+  if (tls) {
+    args.push(`--ssl-cert=${path.resolve(tls.certFile)}`, `--ssl-key=${path.resolve(tls.keyFile)}`);
+    if (tls.caFile) args.push(`--ssl-ca=${path.resolve(tls.caFile)}`);
+  }
   if (asRoot()) args.push('--user=root');
   return args;
 }
@@ -331,6 +354,17 @@ class LocalMysqldProcess implements LocalMysqld {
   private exited: Promise<void> = Promise.resolve();
   /** Serialises stop/kill/restart so overlapping calls cannot spawn two servers on one dir. */
   private queue: Promise<unknown> = Promise.resolve();
+  /** Set while we stop or kill the server ourselves: its exit is then expected. */
+  private stoppingOnPurpose = false;
+  /** stop() or kill() was called: no automatic restart until restart(). */
+  private held = false;
+  private restartTimer: NodeJS.Timeout | null = null;
+  private restartAttempt = 0;
+  private upSince = 0;
+  /** A first start succeeded: only then is an exit a crash to recover from (not a failed start). */
+  private everUp = false;
+  /** Automatic restarts so far (operations and tests). */
+  restarts = 0;
 
   constructor(
     private readonly binary: MysqlBinary,
@@ -339,6 +373,9 @@ class LocalMysqldProcess implements LocalMysqld {
     private readonly database: string,
     private readonly bufferPoolMb: number,
     private readonly log: (msg: string) => void,
+    private readonly extraArgs: string[] = [],
+    private readonly autoRestart = false,
+    private readonly tls?: MysqldTls,
   ) {}
 
   get port(): number {
@@ -391,7 +428,7 @@ class LocalMysqldProcess implements LocalMysqld {
     const outFrom = sizeOf(outFile);
     const tmpDir = tmpDirFor(this.dataDir);
     fs.mkdirSync(tmpDir, { recursive: true });
-    const args = serverArgs(this.binary, this.dataDir, this.portNumber, socket, tmpDir, this.bufferPoolMb);
+    const args = [...serverArgs(this.binary, this.dataDir, this.portNumber, socket, tmpDir, this.bufferPoolMb, this.tls), ...this.extraArgs];
 
     // stdout/stderr go to a file descriptor, not a pipe: the server then holds no handle in our
     // event loop, and its output survives us for post-mortems.
@@ -415,6 +452,7 @@ class LocalMysqldProcess implements LocalMysqld {
       child.once('exit', gone);
       child.once('error', gone); // spawn failure: 'exit' may never come
     });
+    child.once('exit', (code, signal) => this.onExit(child, code, signal));
     trackChild(child);
     // A running server must not keep the parent alive on its own (a test that forgets stop()
     // would hang the runner); stop() re-refs it so a graceful shutdown is awaited to the end.
@@ -434,7 +472,50 @@ class LocalMysqldProcess implements LocalMysqld {
       );
     }
     await this.prepare(socket);
+    this.upSince = Date.now();
+    this.everUp = true;
     this.log(`${path.basename(this.binary.server)} pid ${child.pid} ready on 127.0.0.1:${this.portNumber} in ${Date.now() - started} ms`);
+  }
+
+  /**
+   * Crash recovery: a server that exits without stop()/kill()/restart() is started again on the
+   * same data and port, with backoff. InnoDB recovers committed transactions from its redo log;
+   * the shard actors' probes find the server back and the shard's keys serve again.
+   */
+  private onExit(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
+    if (!this.autoRestart || !this.everUp || this.child !== child || this.stoppingOnPurpose || this.held) return;
+    if (this.upSince > 0 && Date.now() - this.upSince > STABLE_MS) this.restartAttempt = 0;
+    this.upSince = 0;
+    const delay = RESTART_BACKOFF_MS[Math.min(this.restartAttempt, RESTART_BACKOFF_MS.length - 1)];
+    this.restartAttempt++;
+    this.log(`${path.basename(this.binary.server)} pid ${child.pid} exited unexpectedly (code ${code}, signal ${signal}); restarting in ${delay} ms (attempt ${this.restartAttempt})`);
+    this.scheduleRestart(delay);
+  }
+
+  private scheduleRestart(delay: number): void {
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = null;
+      void this.serial(async () => {
+        if (this.held || this.running()) return;
+        try {
+          await this.startOnce();
+          this.restarts++;
+          this.log(`restarted after a crash (restart ${this.restarts})`);
+        } catch (err) {
+          const next = RESTART_BACKOFF_MS[Math.min(this.restartAttempt, RESTART_BACKOFF_MS.length - 1)];
+          this.restartAttempt++;
+          this.log(`automatic restart failed: ${(err as Error).message.split('\n')[0]}; trying again in ${next} ms`);
+          if (!this.held) this.scheduleRestart(next);
+        }
+      });
+    }, delay);
+    this.restartTimer.unref();
+  }
+
+  private cancelRestart(): void {
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    this.restartTimer = null;
   }
 
   /** Idempotent per start: cheap, and repairs a half-done first start. */
@@ -458,6 +539,15 @@ class LocalMysqldProcess implements LocalMysqld {
   private async terminate(signal: 'SIGTERM' | 'SIGKILL'): Promise<void> {
     const child = this.child;
     if (child === null || !this.running()) return;
+    this.stoppingOnPurpose = true;
+    try {
+      await this.terminateChild(child, signal);
+    } finally {
+      this.stoppingOnPurpose = false;
+    }
+  }
+
+  private async terminateChild(child: ChildProcess, signal: 'SIGTERM' | 'SIGKILL'): Promise<void> {
     // Re-ref so the parent stays alive until the server has really exited (see start()).
     child.ref();
     child.kill(signal);
@@ -484,15 +574,21 @@ class LocalMysqldProcess implements LocalMysqld {
   }
 
   stop(): Promise<void> {
+    this.held = true;
+    this.cancelRestart();
     return this.serial(() => this.terminate('SIGTERM'));
   }
 
   kill(): Promise<void> {
+    this.held = true;
+    this.cancelRestart();
     return this.serial(() => this.terminate('SIGKILL'));
   }
 
   restart(): Promise<void> {
+    this.cancelRestart();
     return this.serial(async () => {
+      this.held = false;
       await this.terminate('SIGTERM');
       await this.startOnce();
     });
@@ -508,7 +604,7 @@ export async function startLocalMysqld(opts: LocalMysqldOptions): Promise<LocalM
   // Absolute: the server is told this path and its pid/socket paths are derived from it.
   const dataDir = path.resolve(opts.dataDir);
   fs.mkdirSync(dataDir, { recursive: true });
-  const server = new LocalMysqldProcess(binary, dataDir, opts.port, opts.database, opts.bufferPoolMb ?? 256, log);
+  const server = new LocalMysqldProcess(binary, dataDir, opts.port, opts.database, opts.bufferPoolMb ?? 256, log, opts.extraArgs, opts.autoRestart ?? false, opts.tls);
   await server.start(opts.port === 0);
   return server;
 }

@@ -155,6 +155,49 @@ export async function ensureMysqlBinary(log: (msg: string) => void): Promise<Mys
   return installed;
 }
 
+/** Where distributions put Galera 4's provider library (Debian/Ubuntu first). */
+const GALERA_PROVIDERS = ['/usr/lib/galera/libgalera_smm.so', '/usr/lib/libgalera_smm.so', '/usr/lib/galera-4/libgalera_smm.so', '/usr/lib64/galera-4/libgalera_smm.so', '/usr/lib64/galera/libgalera_smm.so'];
+
+/** The Galera provider and rsync (its state transfer), or null when either is missing. */
+export function findGalera(): { provider: string; rsync: string } | null {
+  const provider = GALERA_PROVIDERS.find((p) => fs.existsSync(p));
+  const rsync = which(['rsync'], searchDirs());
+  return provider === undefined || rsync === undefined ? null : { provider, rsync };
+}
+
+/**
+ * Returns the Galera provider library, installing Debian's `galera-4` and `rsync` with apt-get
+ * when missing and we are root (the HA mode, and the tests that run it, need both).
+ */
+export async function ensureGalera(log: (msg: string) => void): Promise<{ provider: string; rsync: string }> {
+  const found = findGalera();
+  if (found !== null) return found;
+  const hint = 'Galera needs the galera-4 provider and rsync: `apt-get install -y --no-install-recommends galera-4 rsync` (Debian/Ubuntu, as root)';
+  const aptGet = which(['apt-get'], searchDirs());
+  if (process.getuid?.() !== 0 || aptGet === undefined) throw new Error(`${hint}; not installing automatically (${aptGet === undefined ? 'no apt-get' : 'not root'})`);
+  log('installing galera-4 and rsync with apt-get (one-time)');
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive', NEEDRESTART_MODE: 'a' };
+  let createdPolicy = false;
+  try {
+    if (!fs.existsSync(POLICY_RC_D)) {
+      fs.writeFileSync(POLICY_RC_D, '#!/bin/sh\n# temporary, written by kvsql ensureGalera\nexit 101\n', { mode: 0o755 });
+      createdPolicy = true;
+    }
+    let code = await run(aptGet, ['install', '-y', '--no-install-recommends', '-o', 'Dpkg::Options::=--force-confold', 'galera-4', 'rsync'], log, env);
+    if (code !== 0) {
+      // A clean machine may have no package lists yet.
+      await run(aptGet, ['update'], log, env);
+      code = await run(aptGet, ['install', '-y', '--no-install-recommends', '-o', 'Dpkg::Options::=--force-confold', 'galera-4', 'rsync'], log, env);
+    }
+    if (code !== 0) log(`apt-get install galera-4 rsync exited with ${code}`);
+  } finally {
+    if (createdPolicy) fs.rmSync(POLICY_RC_D, { force: true });
+  }
+  const installed = findGalera();
+  if (installed === null) throw new Error(`galera-4 or rsync still missing after apt-get. ${hint}`);
+  return installed;
+}
+
 interface DockerEndpoint {
   socketPath?: string;
   host?: string;

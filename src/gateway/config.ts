@@ -5,14 +5,23 @@
  */
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { parseArgs } from 'node:util';
 
 export interface Config {
   host: string;
   port: number;
+  /** RESP (Redis protocol) port; null when turned off. */
+  redisPort: number | null;
+  redisMaxInflight: number;
   dataDir: string;
-  /** External shard URLs; empty means "run the embedded cluster". */
+  /**
+   * External shards, one entry per shard; empty means "run the embedded cluster". An entry is one
+   * mysql:// URL, or a Galera cluster's node URLs joined by `|` (see shardNodes).
+   */
   shards: string[];
   embeddedShards: number;
+  /** Nodes per embedded shard: 1 (a plain server) or an odd number (a Galera cluster). */
+  replicas: number;
   embeddedBasePort: number;
   maxValueBytes: number;
   batching: boolean;
@@ -23,6 +32,8 @@ export interface Config {
   queueLimit: number;
   queueBytes: number;
   queryTimeoutMs: number;
+  opDeadlineMs: number;
+  queueWaitMs: number;
   maxRetries: number;
   slotHoldMs: number;
   expiry: boolean;
@@ -35,6 +46,16 @@ export interface Config {
   wsMaxInflight: number;
   shutdownTimeoutMs: number;
   logLevel: string;
+  /** Token file; '' = auth off. */
+  authFile: string;
+  authFailuresPerMinute: number;
+  allowInsecure: boolean;
+  /** Certificate and key (PEM files) for HTTPS/WSS; both '' = clear text. */
+  tlsCertFile: string;
+  tlsKeyFile: string;
+  mysqlTls: boolean;
+  mysqlTlsCaFile: string;
+  mysqlTlsVerify: boolean;
 }
 
 export class ConfigError extends Error {
@@ -62,9 +83,19 @@ const bool: Parser<boolean> = (raw, name) => {
   throw new ConfigError(`${name} must be true or false, got "${raw}"`);
 };
 const str: Parser<string> = (raw) => raw;
+/** The node URLs of one shard entry: `mysql://a/db` or `mysql://a/db|mysql://b/db|mysql://c/db`. */
+export function shardNodes(entry: string): string[] {
+  return entry.split('|').map((s) => s.trim()).filter((s) => s.length > 0);
+}
+
+/** A port, or off ("off", "false", "none", "no" or empty) to turn a listener off. */
+const portOrOff: Parser<number | null> = (raw, name) => {
+  if (['', 'off', 'false', 'none', 'no', 'null'].includes(raw.trim().toLowerCase())) return null;
+  return int(0, 65535)(raw, name);
+};
 const urls: Parser<string[]> = (raw, name) => {
-  const list = raw.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
-  for (const u of list) {
+  const list = raw.split(',').map((s) => shardNodes(s).join('|')).filter((s) => s.length > 0);
+  for (const u of list.flatMap(shardNodes)) {
     let parsed: URL;
     try {
       parsed = new URL(u);
@@ -75,6 +106,12 @@ const urls: Parser<string[]> = (raw, name) => {
     if (parsed.pathname.length <= 1) throw new ConfigError(`${name}: "${u}" names no database`);
   }
   return list;
+};
+const replicaCount: Parser<number> = (raw, name) => {
+  const n = int(1, 7)(raw, name);
+  // Two nodes cannot lose one and keep a majority (quorum): it buys no availability.
+  if (n !== 1 && n % 2 === 0) throw new ConfigError(`${name} must be 1 or an odd number (3, 5, 7): a Galera cluster of ${n} cannot keep a majority after losing half`);
+  return n;
 };
 const host: Parser<string> = (raw, name) => {
   if (!/^[A-Za-z0-9.:\-[\]]+$/.test(raw)) throw new ConfigError(`${name}: "${raw}" is not a host name or address`);
@@ -99,9 +136,12 @@ const s = <K extends keyof Config>(key: K, env: string, parse: Parser<Config[K]>
 export const SETTINGS = [
   s('host', 'KVSQL_HOST', host, '127.0.0.1', 'address to listen on'),
   s('port', 'KVSQL_PORT', int(0, 65535), 8080, 'HTTP/WebSocket port (0 picks a free one)'),
+  s('redisPort', 'KVSQL_REDIS_PORT', portOrOff, 6380, 'Redis-protocol (RESP2/RESP3) port on the same host; "off" turns it off (0 picks a free one)'),
+  s('redisMaxInflight', 'KVSQL_REDIS_MAX_INFLIGHT', int(1, 1_000_000), 1024, 'ops in flight per Redis connection; past it the socket is not read until replies are written'),
   s('dataDir', 'KVSQL_DATA_DIR', str, './data', 'where the embedded shards keep their data'),
-  s('shards', 'KVSQL_SHARDS', urls, [], 'comma-separated mysql:// URLs; empty runs the embedded cluster'),
+  s('shards', 'KVSQL_SHARDS', urls, [], 'comma-separated shards, each a mysql:// URL or a Galera cluster as `|`-separated node URLs; empty runs the embedded cluster'),
   s('embeddedShards', 'KVSQL_EMBEDDED_SHARDS', int(1, 64), 2, 'number of embedded MySQL shards'),
+  s('replicas', 'KVSQL_REPLICAS', replicaCount, 1, 'nodes per embedded shard: 1, or 3/5/7 for a Galera cluster per shard'),
   s('embeddedBasePort', 'KVSQL_EMBEDDED_BASE_PORT', int(1024, 65000), 13306, 'embedded shard i listens on base+i'),
   s('maxValueBytes', 'KVSQL_MAX_VALUE_BYTES', int(1, MAX_SUPPORTED_VALUE_BYTES), 1024 * 1024, 'largest value accepted'),
   s('batching', 'KVSQL_BATCHING', bool, true, 'gather ops into multi-row statements (false: one op per transaction)'),
@@ -111,7 +151,9 @@ export const SETTINGS = [
   s('writesInFlight', 'KVSQL_WRITES_IN_FLIGHT', int(1, 64), 4, 'write transactions in flight per shard'),
   s('queueLimit', 'KVSQL_QUEUE_LIMIT', int(1, 1_000_000), 50_000, 'ops outstanding per shard before 503'),
   s('queueBytes', 'KVSQL_QUEUE_BYTES', int(1024 * 1024, 64 * 1024 * 1024 * 1024), 256 * 1024 * 1024, 'value bytes of PUTs outstanding per shard before 503'),
-  s('queryTimeoutMs', 'KVSQL_QUERY_TIMEOUT_MS', int(100, 600_000), 10_000, 'per-statement timeout'),
+  s('queryTimeoutMs', 'KVSQL_QUERY_TIMEOUT_MS', int(100, 600_000), 10_000, 'per-statement timeout (a timed-out connection is destroyed)'),
+  s('opDeadlineMs', 'KVSQL_OP_DEADLINE_MS', int(500, 600_000), 5000, 'every op is answered within this many ms of arriving, whatever MySQL does (503, or OUTCOME_UNKNOWN for a write whose COMMIT was sent)'),
+  s('queueWaitMs', 'KVSQL_QUEUE_WAIT_MS', int(0, 600_000), 500, 'refuse an op (503) when its estimated queue wait on its shard is longer (0: no time bound)'),
   s('maxRetries', 'KVSQL_MAX_RETRIES', int(0, 20), 4, 'retries of a batch after deadlock, lock wait timeout or lost connection'),
   s('slotHoldMs', 'KVSQL_SLOT_HOLD_MS', int(10, 60_000), 5000, 'longest a write to a slot being moved (fenced) is held before a 503'),
   s('expiry', 'KVSQL_EXPIRY', bool, true, 'run the expirer (physical deletion of expired rows)'),
@@ -120,10 +162,18 @@ export const SETTINGS = [
   s('reapBatch', 'KVSQL_REAP_BATCH', int(1, 100_000), 2000, 'rows per overdue sweep page'),
   s('reapsInFlight', 'KVSQL_REAPS_IN_FLIGHT', int(1, 1_000_000), 4000, 'reaps in flight per shard (the expiry work budget)'),
   s('maxWheelKeys', 'KVSQL_MAX_WHEEL_KEYS', int(1000, 100_000_000), 2_000_000, 'keys the wheel may hold per shard'),
-  s('expiryLockRetryMs', 'KVSQL_EXPIRY_LOCK_RETRY_MS', int(100, 600_000), 2000, 'how often the expirer role is checked'),
+  s('expiryLockRetryMs', 'KVSQL_EXPIRY_LOCK_RETRY_MS', int(100, 600_000), 2000, 'how often the expirer lease is taken or renewed (it lasts 3x this)'),
   s('wsMaxInflight', 'KVSQL_WS_MAX_INFLIGHT', int(1, 1_000_000), 4096, 'ops in flight per WebSocket; past it, ops are answered KV_ERR_BUSY'),
   s('shutdownTimeoutMs', 'KVSQL_SHUTDOWN_TIMEOUT_MS', int(0, 600_000), 30_000, 'how long SIGTERM waits for in-flight work'),
   s('logLevel', 'KVSQL_LOG_LEVEL', level, 'info', 'pino log level'),
+  s('authFile', 'KVSQL_AUTH_FILE', str, '', 'token file (one JSON line per token, see README); set = auth on, reloaded on SIGHUP'),
+  s('authFailuresPerMinute', 'KVSQL_AUTH_FAILURES_PER_MINUTE', int(1, 1_000_000), 60, 'failed token checks allowed per source address per minute (burst the same); past it 429'),
+  s('allowInsecure', 'KVSQL_ALLOW_INSECURE', bool, false, 'allow listening on a non-loopback address with auth off (anyone who reaches the port can read and write every key)'),
+  s('tlsCertFile', 'KVSQL_TLS_CERT_FILE', str, '', 'PEM certificate (chain) for HTTPS/WSS; with KVSQL_TLS_KEY_FILE turns TLS on; reloaded on SIGHUP'),
+  s('tlsKeyFile', 'KVSQL_TLS_KEY_FILE', str, '', 'PEM private key for KVSQL_TLS_CERT_FILE'),
+  s('mysqlTls', 'KVSQL_MYSQL_TLS', bool, false, 'actors connect to the MySQL shards over TLS'),
+  s('mysqlTlsCaFile', 'KVSQL_MYSQL_TLS_CA_FILE', str, '', "PEM CA(s) the shards' certificates must chain to ('' = Node's built-in CAs)"),
+  s('mysqlTlsVerify', 'KVSQL_MYSQL_TLS_VERIFY', bool, true, "verify the shard's certificate and host name (false: encrypted but open to a man in the middle)"),
 ] as const;
 
 const BY_ENV = new Map<string, Setting<keyof Config>>(SETTINGS.map((x) => [x.env, x as Setting<keyof Config>]));
@@ -151,7 +201,8 @@ export function resolveConfig(argv: string[] = [], env: NodeJS.ProcessEnv = proc
     }
     for (const [k, v] of Object.entries(json)) {
       if (!BY_ENV.has(k)) throw new ConfigError(`KVSQL_CONFIG: unknown setting "${k}" (known: ${[...BY_ENV.keys()].join(', ')})`);
-      raw.set(k, Array.isArray(v) ? v.join(',') : String(v));
+      // KVSQL_SHARDS may be a list whose items are URLs or lists of a Galera cluster's node URLs.
+      raw.set(k, Array.isArray(v) ? v.map((x) => (Array.isArray(x) ? x.join('|') : String(x))).join(',') : String(v));
     }
   }
   for (const [k, v] of Object.entries(env)) {
@@ -159,12 +210,9 @@ export function resolveConfig(argv: string[] = [], env: NodeJS.ProcessEnv = proc
     if (!BY_ENV.has(k)) throw new ConfigError(`unknown setting ${k} (known: ${[...BY_ENV.keys()].join(', ')})`);
     raw.set(k, v);
   }
-  for (const arg of argv) {
-    const m = /^--([a-z-]+)=(.*)$/s.exec(arg);
-    const setting = m ? BY_FLAG.get(m[1]) : undefined;
-    if (!m || !setting) throw new ConfigError(`unknown argument "${arg}" (flags are --name=value, e.g. --port=8080; known: ${[...BY_FLAG.keys()].join(', ')})`);
-    raw.set(setting.env, m[2]);
-  }
+  const args = parseArgv(argv);
+  if (args.help || args.version) throw new ConfigError('--help and --version are answered by the kvsql command, not resolveConfig');
+  for (const [env, value] of args.values) raw.set(env, value);
   const out: Record<string, unknown> = {};
   for (const x of SETTINGS) {
     const v = raw.get(x.env);
@@ -173,6 +221,66 @@ export function resolveConfig(argv: string[] = [], env: NodeJS.ProcessEnv = proc
   const cfg = out as unknown as Config;
   cfg.dataDir = resolve(cfg.dataDir);
   return Object.freeze(cfg);
+}
+
+export interface ParsedArgv {
+  help: boolean;
+  version: boolean;
+  /** [env name, raw value] of each setting given as a flag, in order. */
+  values: Array<[string, string]>;
+}
+
+/**
+ * The command line, with node:util parseArgs: `--name=value` or `--name value` for each setting
+ * (the env name without KVSQL_, lower case, dashes), `--help`/`-h`, `--version`/`-v`. Anything else
+ * is a ConfigError naming the argument.
+ */
+export function parseArgv(argv: string[]): ParsedArgv {
+  for (const arg of argv) {
+    if (arg === '-h' || arg === '-v') continue;
+    const m = /^--([^=]+)(=.*)?$/s.exec(arg);
+    if (m === null) {
+      // A value after `--name`; parseArgs decides whether one was expected.
+      if (!arg.startsWith('-')) continue;
+    } else if (BY_FLAG.has(m[1]) || m[1] === 'help' || m[1] === 'version') continue;
+    throw new ConfigError(`unknown argument "${arg}" (flags are --name=value, e.g. --port=8080; see kvsql --help; known: ${[...BY_FLAG.keys()].join(', ')})`);
+  }
+  const options: Record<string, { type: 'string' | 'boolean'; short?: string }> = { help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'v' } };
+  for (const flag of BY_FLAG.keys()) options[flag] = { type: 'string' };
+  let parsed: ReturnType<typeof parseArgs>;
+  try {
+    parsed = parseArgs({ args: argv, options, strict: true, allowPositionals: false, tokens: true });
+  } catch (err) {
+    throw new ConfigError(`${(err as Error).message} (see kvsql --help)`);
+  }
+  const values: Array<[string, string]> = [];
+  for (const t of parsed.tokens ?? []) {
+    if (t.kind !== 'option' || t.name === 'help' || t.name === 'version') continue;
+    values.push([BY_FLAG.get(t.name)!.env, t.value ?? '']);
+  }
+  return { help: parsed.values.help === true, version: parsed.values.version === true, values };
+}
+
+/** `kvsql --help`: every setting with its flag, variable, default and meaning. */
+export function usage(): string {
+  const lines = [
+    'Usage: kvsql [--name=value ...]',
+    '',
+    'A key-value store on sharded MySQL: HTTP and WebSocket on --port, Redis protocol on --redis-port.',
+    'Without --shards it starts an embedded cluster of local MySQL/MariaDB shards under --data-dir.',
+    'Each setting is a flag, a KVSQL_* environment variable, or a key of the JSON file named by KVSQL_CONFIG',
+    '(in that order of precedence).',
+    '',
+    '  -h, --help       show this help',
+    '  -v, --version    show the version',
+    '',
+  ];
+  for (const [flag, x] of BY_FLAG) {
+    const def = Array.isArray(x.def) ? x.def.join(',') : x.def === null ? 'off' : String(x.def);
+    lines.push(`  --${flag}=<value>`.padEnd(34) + `${x.env}, default ${def === '' ? '(empty)' : def}`);
+    lines.push(' '.repeat(34) + x.doc);
+  }
+  return lines.join('\n') + '\n';
 }
 
 const BY_KEY = new Map<string, Setting<keyof Config>>(SETTINGS.map((x) => [x.key, x as Setting<keyof Config>]));

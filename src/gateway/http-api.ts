@@ -11,6 +11,7 @@ import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
 import { ERRORS, KvError, RETRY_AFTER_SECONDS, toErrorData, type ErrorCode } from '../protocol/errors';
 import {
   FLAG_IF_ABSENT,
+  FLAG_IF_EXISTS,
   FLAG_IF_VERSION,
   FLAG_KEEP_TTL,
   OP_DEL,
@@ -24,6 +25,8 @@ import {
   type Reply,
 } from '../protocol/ops';
 import { checkKey, checkValue, parseTtlSeconds, parseVersionTag, type Limits } from '../protocol/validate';
+import { mayAccess, rightFor, type TokenEntry } from '../protocol/access';
+import type { Auth } from './auth';
 import type { Metrics } from './metrics';
 import type { ReplyTarget, ShardPool } from './shard-pool';
 
@@ -32,11 +35,14 @@ const STATUS_TEXT: Record<number, string> = {
   201: '201 Created',
   204: '204 No Content',
   400: '400 Bad Request',
+  401: '401 Unauthorized',
+  403: '403 Forbidden',
   404: '404 Not Found',
   405: '405 Method Not Allowed',
   412: '412 Precondition Failed',
   413: '413 Payload Too Large',
   414: '414 URI Too Long',
+  429: '429 Too Many Requests',
   500: '500 Internal Server Error',
   503: '503 Service Unavailable',
   504: '504 Gateway Timeout',
@@ -51,6 +57,8 @@ export interface HttpContext {
   closing: () => boolean;
   /** Called when an HTTP call finishes, for graceful shutdown accounting. */
   inflight: { n: number };
+  /** Token checks; null when auth is off. */
+  auth: Auth | null;
 }
 
 export interface ErrorWriteOptions {
@@ -64,16 +72,88 @@ export interface ErrorWriteOptions {
 }
 
 const CLOSE: ErrorWriteOptions = Object.freeze({ close: true });
+const HEAD: ErrorWriteOptions = Object.freeze({ head: true });
+/** Retry-After of a 429 (failed token checks): about one refill of the failure budget. */
+const AUTH_RETRY_AFTER_SECONDS = 1;
+
+/** Throws KV_ERR_FORBIDDEN unless `who` (null: auth off) may run `op` on `key`. */
+function authorize(ctx: HttpContext, who: TokenEntry | null, op: OpCode, key: Uint8Array): void {
+  if (who === null || mayAccess(who, op, key)) return;
+  ctx.auth!.forbid('http');
+  throw new KvError('KV_ERR_FORBIDDEN', `token "${who.name}" has no ${rightFor(op)} right on this key`);
+}
 
 /** Writes a JSON error. Only call corked (inside a handler's synchronous part or res.cork). */
 function writeError(res: HttpResponse, code: ErrorCode | string, message: string, extra?: () => void, opts?: ErrorWriteOptions): void {
   const status = (ERRORS as Record<string, number>)[code] ?? 500;
   res.writeStatus(statusLine(status));
   if (status === 503) res.writeHeader('Retry-After', String(RETRY_AFTER_SECONDS));
+  else if (status === 401) res.writeHeader('WWW-Authenticate', 'Bearer realm="kvsql"');
+  else if (status === 429) res.writeHeader('Retry-After', String(AUTH_RETRY_AFTER_SECONDS));
   extra?.();
   res.writeHeader('Content-Type', 'application/json');
   if (opts?.head) res.endWithoutBody(); // (a HEAD request has no body to leave unread)
   else res.end(JSON.stringify({ error: { code, message } }), opts?.close);
+}
+
+// Message framing (RFC 9112 §6). uWebSockets.js itself closes the connection, answering nothing,
+// on a Content-Length that is not all digits (negative, "+3", "3, 3", over 2^63) and on
+// Content-Length together with Transfer-Encoding. It does NOT look past the first header line of
+// a name: with `Content-Length: 3` and `Content-Length: 5` it reads 3 bytes and takes the other 2
+// as the start of the next request, while a proxy that honours the second line forwards 5 bytes
+// as one request: request smuggling. An empty value (`Content-Length:`) counts as no body. So every
+// route checks all lines of both headers first (req.getHeader sees only the first):
+//   - at most one Content-Length line, and its value digits only (duplicates are refused even when
+//     identical: RFC 9110 §8.6 lets a recipient reject them, and uWS already refuses `3, 3`);
+//   - at most one Transfer-Encoding line, and its value exactly `chunked` (any case): uWS would
+//     de-chunk `gzip, chunked` and hand over gzip bytes as the value; `identity` is obsolete;
+//   - not both (a line uWS let through, e.g. an empty Content-Length, with Transfer-Encoding).
+// A refusal is 400 KV_ERR_BAD_REQUEST with `Connection: close`: the body's extent is unknown, so
+// nothing after the head can be trusted as the next request. The reply is written on the next turn,
+// not in the handler: checked on uWS 20.30, a request pipelined behind a synchronous reply runs
+// even when that reply closes the connection (so the smuggled request would run), while a request
+// pipelined behind a pending reply makes uWS drop the connection without running it. So a
+// smuggling attempt ends in a close with no reply at all, and a lone bad request gets its 400.
+let clLines = 0;
+let teLines = 0;
+let framingBad: string | null = null;
+
+/** req.forEach visitor: module-level, so no closure per request. Header names are lower case. */
+function visitFramingHeader(name: string, value: string): void {
+  if (name === 'content-length') {
+    clLines++;
+    if (!/^[0-9]+$/.test(value)) framingBad = `Content-Length must be a non-negative decimal integer, got "${value.slice(0, 40)}"`;
+  } else if (name === 'transfer-encoding') {
+    teLines++;
+    if (value.trim().toLowerCase() !== 'chunked') framingBad = `Transfer-Encoding must be "chunked" (no other coding is supported), got "${value.slice(0, 40)}"`;
+  }
+}
+
+/** Why the request's framing is refused, or null. Call inside the handler. */
+export function framingProblem(req: HttpRequest): string | null {
+  clLines = 0;
+  teLines = 0;
+  framingBad = null;
+  req.forEach(visitFramingHeader);
+  if (clLines > 1) return `${clLines} Content-Length headers; send exactly one`;
+  if (teLines > 1) return `${teLines} Transfer-Encoding headers; send at most one`;
+  if (clLines > 0 && teLines > 0) return 'Content-Length and Transfer-Encoding together; send one';
+  return framingBad;
+}
+
+/**
+ * Answers 400 and closes when the request's framing is ambiguous (see framingProblem); returns
+ * true when it did, and the handler must stop. Every route calls it first.
+ */
+export function refusedFraming(res: HttpResponse, req: HttpRequest): boolean {
+  const problem = framingProblem(req);
+  if (problem === null) return false;
+  let aborted = false;
+  res.onAborted(() => (aborted = true));
+  setImmediate(() => {
+    if (!aborted) res.cork(() => writeError(res, 'KV_ERR_BAD_REQUEST', problem, undefined, CLOSE));
+  });
+  return true;
 }
 
 /** True when the request carries a body (only PUT /v1/kv reads one). Call inside the handler. */
@@ -95,6 +175,8 @@ class HttpCall implements ReplyTarget {
     readonly res: HttpResponse,
     /** Also decides the reply's shape: the TTL routes are their own ops (ttl, expire, persist). */
     readonly op: OpCode,
+    /** HEAD: the headers of GET, no body. */
+    readonly head = false,
   ) {
     ctx.inflight.n++;
     res.onAborted(() => {
@@ -127,19 +209,29 @@ class HttpCall implements ReplyTarget {
   private write(r: Reply): void {
     const res = this.res;
     const status = r[1];
-    if (status >= 400 && r[2] !== undefined) {
-      writeError(res, r[2] as string, r[3] as string);
+    const head = this.head ? HEAD : undefined;
+    if (status >= 400 && typeof r[2] === 'string') {
+      writeError(res, r[2] as string, r[3] as string, undefined, head);
       return;
     }
-    if (status === 404) return writeError(res, 'KV_ERR_NOT_FOUND', 'key not found');
-    if (status === 412) return writeError(res, 'KV_ERR_PRECONDITION_FAILED', 'precondition failed');
+    if (status === 404) return writeError(res, 'KV_ERR_NOT_FOUND', 'key not found', undefined, head);
+    if (status === 412) {
+      // The key's current version, so a compare-and-set loop needs no extra GET; null: absent.
+      const current = r[2] as number | null | undefined;
+      if (current === null || current === undefined) return writeError(res, 'KV_ERR_PRECONDITION_FAILED', 'precondition failed: the key is absent');
+      return writeError(res, 'KV_ERR_PRECONDITION_FAILED', `precondition failed: the key's current version is ${current}`, () => res.writeHeader('ETag', `"${current}"`));
+    }
     switch (this.op) {
       case OP_GET: {
+        const value = r[2] as Uint8Array;
         res.writeStatus('200 OK');
         res.writeHeader('ETag', `"${r[3]}"`);
         if (r[4] !== null) res.writeHeader('X-Expires-At', String(r[4]));
         res.writeHeader('Content-Type', 'application/octet-stream');
-        res.end(r[2] as Uint8Array);
+        // (endWithoutBody(length) leaves uWS 20.30 waiting for that many bytes: it then drops the
+        // connection. The header written by hand and a bare endWithoutBody() keep it usable.)
+        if (this.head) res.writeHeader('Content-Length', String(value.length)).endWithoutBody();
+        else res.end(value);
         return;
       }
       case OP_PUT: {
@@ -267,7 +359,15 @@ function parseConditions(req: HttpRequest, allowIfNoneMatch: boolean): Condition
     if (ifNoneMatch.trim() !== '*') throw new KvError('KV_ERR_BAD_REQUEST', 'If-None-Match supports only "*" (create if absent)');
     return { flags: FLAG_IF_ABSENT, ifVersion: 0 };
   }
-  if (ifMatch !== '') return { flags: FLAG_IF_VERSION, ifVersion: parseVersionTag(ifMatch) };
+  if (ifMatch !== '') {
+    // `If-Match: *` (RFC 9110): only if the key exists (Redis SET XX). Only PUT takes it: on
+    // DELETE an absent key is already a 404.
+    if (ifMatch.trim() === '*') {
+      if (!allowIfNoneMatch) throw new KvError('KV_ERR_BAD_REQUEST', 'If-Match: * is only supported on PUT');
+      return { flags: FLAG_IF_EXISTS, ifVersion: 0 };
+    }
+    return { flags: FLAG_IF_VERSION, ifVersion: parseVersionTag(ifMatch) };
+  }
   return { flags: 0, ifVersion: 0 };
 }
 
@@ -280,40 +380,53 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
    * Shared guard: refuse during shutdown, and turn any decode error into a 4xx. A refused
    * request's body is never read, so such a reply closes the connection (see ErrorWriteOptions).
    */
-  const guard = (res: HttpResponse, req: HttpRequest, op: OpCode, fn: () => void): void => {
+  const guard = (res: HttpResponse, req: HttpRequest, op: OpCode, fn: (who: TokenEntry | null) => void): void => {
+    if (refusedFraming(res, req)) return;
     if (ctx.closing()) {
       writeError(res, 'KV_ERR_SHUTTING_DOWN', 'server is shutting down', undefined, CLOSE);
       return;
     }
     try {
-      fn();
+      // The token first: without a valid one nothing else of the request is looked at.
+      fn(ctx.auth === null ? null : ctx.auth.authenticateHttp(res, req));
     } catch (err) {
       const e = toErrorData(err);
       ctx.metrics.observe('http', OP_NAMES[op], ERRORS[e.code], 0);
-      writeError(res, e.code, e.code === 'KV_ERR_INTERNAL' ? 'internal error' : e.message, undefined, hasBody(req) ? CLOSE : undefined);
+      writeError(res, e.code, e.code === 'KV_ERR_INTERNAL' ? 'internal error' : e.message, undefined, req.getMethod() === 'head' ? HEAD : hasBody(req) ? CLOSE : undefined);
     }
   };
 
   const simple = (op: OpCode, prefix: number, params: ReadonlySet<string>, allowConditions: boolean) =>
     (res: HttpResponse, req: HttpRequest): void =>
-      guard(res, req, op, () => {
+      guard(res, req, op, (who) => {
         const key = decodeKey(req.getUrl(), prefix);
         checkKey(key, limits);
+        authorize(ctx, who, op, key);
         const q = parseQuery(req.getQuery() ?? '', params);
         const c = allowConditions ? parseConditions(req, false) : { flags: 0, ifVersion: 0 };
         pool.submit(new HttpCall(ctx, res, op), op, key, null, q.ttlMs, c.flags, c.ifVersion);
       });
 
   app.get('/v1/kv/*', simple(OP_GET, KV, NO_PARAMS, false));
+  // RFC 9110: HEAD wherever GET works; same status and headers, Content-Length of the value, no body.
+  app.head('/v1/kv/*', (res, req) =>
+    guard(res, req, OP_GET, () => {
+      const key = decodeKey(req.getUrl(), KV);
+      checkKey(key, limits);
+      parseQuery(req.getQuery() ?? '', NO_PARAMS);
+      pool.submit(new HttpCall(ctx, res, OP_GET, true), OP_GET, key, null, 0, 0, 0);
+    }),
+  );
   app.del('/v1/kv/*', simple(OP_DEL, KV, NO_PARAMS, true));
   app.get('/v1/ttl/*', simple(OP_TTL, TTL, NO_PARAMS, false));
   app.put('/v1/ttl/*', simple(OP_EXPIRE, TTL, TTL_PARAMS, false));
   app.del('/v1/ttl/*', simple(OP_PERSIST, TTL, NO_PARAMS, false));
 
   app.put('/v1/kv/*', (res, req) =>
-    guard(res, req, OP_PUT, () => {
+    guard(res, req, OP_PUT, (who) => {
       const key = decodeKey(req.getUrl(), KV);
       checkKey(key, limits);
+      authorize(ctx, who, OP_PUT, key);
       const q = parseQuery(req.getQuery() ?? '', PUT_PARAMS);
       const c = parseConditions(req, true);
       const flags = c.flags | (q.keepTtl ? FLAG_KEEP_TTL : 0);
@@ -342,16 +455,20 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
   );
 
   // Known routes, wrong method: 405 with Allow. Empty key: 400.
-  const notAllowed = (allow: string) => (res: HttpResponse, req: HttpRequest) =>
+  const notAllowed = (allow: string) => (res: HttpResponse, req: HttpRequest): void => {
+    if (refusedFraming(res, req)) return;
     writeError(res, 'KV_ERR_METHOD_NOT_ALLOWED', `method not allowed; allowed: ${allow}`, () => res.writeHeader('Allow', allow), {
       head: req.getMethod() === 'head',
       close: hasBody(req),
     });
-  const emptyKey = (res: HttpResponse, req: HttpRequest) => writeError(res, 'KV_ERR_BAD_KEY', 'key must not be empty', undefined, hasBody(req) ? CLOSE : undefined);
+  };
+  const emptyKey = (res: HttpResponse, req: HttpRequest): void => {
+    if (!refusedFraming(res, req)) writeError(res, 'KV_ERR_BAD_KEY', 'key must not be empty', undefined, hasBody(req) ? CLOSE : undefined);
+  };
   for (const route of ['/v1/kv', '/v1/ttl']) {
     app.get(route, emptyKey).put(route, emptyKey).del(route, emptyKey);
   }
-  app.any('/v1/kv/*', notAllowed('GET, PUT, DELETE'));
+  app.any('/v1/kv/*', notAllowed('GET, HEAD, PUT, DELETE'));
   app.any('/v1/ttl/*', notAllowed('GET, PUT, DELETE'));
   app.any('/v1/kv', notAllowed('GET, PUT, DELETE'));
   app.any('/v1/ttl', notAllowed('GET, PUT, DELETE'));

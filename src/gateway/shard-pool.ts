@@ -5,25 +5,45 @@
  * messages). Must not touch HTTP or WebSocket objects: a reply goes to a `ReplyTarget`.
  *
  *   submit(target, request) ─> shard = route[slotOf(key)]
- *        outstanding[shard] >= queueLimit or shard down?  -> target gets 503 at once
+ *        shard down, or outstanding >= queueLimit, or bytes >= queueBytes,
+ *        or estimated wait > queueWaitMs?                    -> target gets 503 at once
  *        else frame[shard].push(request); one postMessage per shard per event-loop turn
  *   worker reply frame ─> pending.get(id).deliver(reply)
  *        KV_ERR_WRONG_SHARD (the slot moved) ─> refresh the map from every shard, re-route the
  *        request (at most MAX_REDIRECTS times, with backoff, then 503 KV_ERR_SLOT_MOVING)
+ *   every TICK_MS: an op outstanding for opDeadlineMs is answered here (backstop, see below)
+ *
+ * Deadline: the actor answers every op within `actorDeadline` (opDeadlineMs minus a margin for
+ * the hop and timer lateness). The gateway keeps, per shard, a ring of (id, submit time) in
+ * submit order and answers whatever is still outstanding at opDeadlineMs itself: a read with
+ * SHARD_UNAVAILABLE, a write with OUTCOME_UNKNOWN (the actor still holds it and may apply it, in
+ * order: a later write to its key waits behind it there). That holds even if the actor's thread
+ * is stuck, so "every op is answered within KVSQL_OP_DEADLINE_MS" does not depend on the actor.
+ *
+ * Time bound on queueing: an op is refused when its shard's oldest outstanding op has waited
+ * longer than queueWaitMs AND the shard's backlog would take longer than queueWaitMs to serve at
+ * its recently measured rate (outstanding / ops completed per second of busy time, i.e. with
+ * work outstanding; an EWMA over 250 ms windows with at least 125 ms of busy time). The first alone would let one slow op (a lock wait) close the whole shard;
+ * the second alone would refuse a burst after a quiet spell, when the measured rate is low only
+ * because little was offered. A hung shard meets both at once (no completions: the rate decays).
  *
  * The map is a cache: a stale one costs a redirect, never a wrong answer, because every shard
- * checks ownership in the statement that reads or writes the rows.
+ * checks ownership in the statement that reads or writes the rows. A re-routed request keeps its
+ * first submit time: the deadline backstop counts from there, wherever the request now waits.
  */
 import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
 import { Packr } from 'msgpackr';
-import { RETRY_AFTER_SECONDS, type ErrorData } from '../protocol/errors';
-import type { Reply, Request } from '../protocol/ops';
+import { ERRORS, RETRY_AFTER_SECONDS, type ErrorData } from '../protocol/errors';
+import { isReadOp, type Reply, type Request } from '../protocol/ops';
 import type { ActorConfig, FromActor, ShardStats, ToActor } from '../protocol/port-messages';
 import { SlotMap, SLOT_COUNT, resolveOwners, slotOf, type MoveProgress, type ShardOwnership } from '../protocol/slot-map';
-import type { Config } from './config';
+import { shardNodes, type Config } from './config';
+import { mysqlTls } from './tls';
 
 export interface ReplyTarget {
+  /** The op it waits for: a crashed actor's reads are safely retryable, its writes are not. */
+  readonly op: number;
   deliver(reply: Reply): void;
 }
 
@@ -34,6 +54,16 @@ export interface PoolLogger {
 }
 
 type ControlReply = Extract<FromActor, { type: 'ownership' | 'bootstrapped' }>;
+
+/** An actor's error data (errLog) as an Error again, so the logger prints its type and stack. */
+function reviveErr(data: unknown): Error {
+  const d = data as { type?: string; message?: string; code?: string; stack?: string };
+  const err = new Error(d.message ?? String(data));
+  err.name = d.type ?? 'Error';
+  if (d.stack !== undefined) err.stack = d.stack;
+  if (d.code !== undefined) (err as { code?: string }).code = d.code;
+  return err;
+}
 
 const ACTOR_MAIN = join(__dirname, '..', 'shard-actor', 'main.js');
 
@@ -46,12 +76,64 @@ const PROGRESS_REFRESH_MS = 5000;
 /** How long the gateway waits for a shard's ownership rows or a new shard's actor. */
 const CONTROL_TIMEOUT_MS = 5000;
 
+/** Resolution of the deadline backstop. */
+const TICK_MS = 50;
+/**
+ * The service rate is sampled over windows this long (completions come in batches, so a 50 ms
+ * tick would see bursts and gaps) and smoothed with weight RATE_ALPHA for the newest sample
+ * (a time constant of about 0.7 s).
+ */
+const RATE_WINDOW_MS = 250;
+const RATE_ALPHA = 0.3;
+
+/** The actor's own deadline: a little under the gateway's, so its precise answer comes first. */
+export function actorDeadlineMs(opDeadlineMs: number): number {
+  return opDeadlineMs - Math.min(500, Math.floor(opDeadlineMs / 4));
+}
+
+/**
+ * Submit order of one shard's requests: (id, time), consumed from the head; a write's id is
+ * stored negated. Entries whose request was answered are skipped when they reach the head.
+ *
+ *   ids/ats: [ consumed ... | head -> oldest outstanding (or answered), ..., newest ]
+ */
+class SubmitRing {
+  private ids: number[] = [];
+  private ats: number[] = [];
+  private head = 0;
+  push(signedId: number, at: number): void {
+    this.ids.push(signedId);
+    this.ats.push(at);
+  }
+  get empty(): boolean {
+    return this.head >= this.ids.length;
+  }
+  peekId(): number {
+    return this.ids[this.head];
+  }
+  peekAt(): number {
+    return this.ats[this.head];
+  }
+  shift(): void {
+    this.head++;
+    if (this.head === this.ids.length) {
+      this.ids = [];
+      this.ats = [];
+      this.head = 0;
+    } else if (this.head > 1024 && this.head * 2 > this.ids.length) {
+      this.ids = this.ids.slice(this.head);
+      this.ats = this.ats.slice(this.head);
+      this.head = 0;
+    }
+  }
+}
+
 class ShardHandle {
   worker: Worker;
   /** Requests sent to this shard and not yet answered, by id. */
   readonly pending = new Map<number, ReplyTarget>();
-  /** The requests themselves, by id, to re-route one the shard refuses (its slot moved). */
-  readonly requests = new Map<number, Request>();
+  /** The requests themselves and when each was first submitted, by id, to re-route one the shard refuses (its slot moved). */
+  readonly requests = new Map<number, { req: Request; at: number }>();
   /** kv_shard.shard_index of this database; null until known (down at start, or not a member). */
   shardIndex: number | null = null;
   /** Value bytes of the pending PUTs, by id (only those with a value). */
@@ -64,6 +146,15 @@ class ShardHandle {
   stopping = false;
   /** The current worker has exited (crashed, or failed to start) and no new one runs yet. */
   exited = false;
+  readonly submitted = new SubmitRing();
+  /** Replies received since the last tick, and the service rate (ops/s) measured from them. */
+  completed = 0;
+  rate = 0;
+  /** The current rate window: when it began, and for how many ms of it the shard had work. */
+  windowStart = Date.now();
+  busyMs = 0;
+  /** Since when the shard has had work outstanding (meaningful while pending.size > 0). */
+  busySince = 0;
   constructor(
     readonly index: number,
     readonly cfg: ActorConfig,
@@ -92,9 +183,14 @@ export class ShardPool {
   private refreshing: Promise<void> | null = null;
   private refreshAgain = false;
   private readonly redirectCount = new WeakMap<Request, number>();
+  /**
+   * Re-routed requests, by id, until answered: the deadline backstop checks them apart from the
+   * shards' submit rings (their first submit time is older than the ring's newer entries), also
+   * while they wait for a map refresh on no shard at all.
+   */
+  private readonly redirected = new Map<number, { target: ReplyTarget; req: Request; at: number; shard: ShardHandle | null }>();
   private controlWaiters = new Map<number, (m: ControlReply) => void>();
   private nextId = 1;
-  private totalOutstanding = 0;
   /** Operations answered 503 here without reaching an actor (queue full or shard down). */
   rejected = 0;
   private flushScheduled = false;
@@ -104,12 +200,17 @@ export class ShardPool {
   private readonly queueLimit: number;
   /** Value bytes of pending PUTs per shard before 503 (a lone oversized PUT still passes). */
   private readonly queueBytes: number;
-  /** Called when the last outstanding request is answered (for graceful shutdown). */
-  onIdle: (() => void) | null = null;
+  private readonly opDeadlineMs: number;
+  private readonly queueWaitMs: number;
+  private readonly ticker: NodeJS.Timeout;
 
   private constructor(private readonly config: Readonly<Config>, urls: string[], private readonly log: PoolLogger) {
     this.queueLimit = config.queueLimit;
     this.queueBytes = config.queueBytes;
+    this.opDeadlineMs = config.opDeadlineMs;
+    this.queueWaitMs = config.queueWaitMs;
+    this.ticker = setInterval(this.tick, TICK_MS);
+    this.ticker.unref();
     this.shards = urls.map((url, i) => new ShardHandle(i, actorConfig(config, i, url), url));
   }
 
@@ -126,6 +227,7 @@ export class ShardPool {
       await pool.refreshMap();
     } catch (err) {
       for (const s of pool.shards) s.stopping = true; // an exit now is not a crash to respawn
+      clearInterval(pool.ticker);
       await Promise.all(pool.shards.map((s) => s.worker.terminate()));
       throw err;
     }
@@ -268,13 +370,13 @@ export class ShardPool {
   }
 
 
-  get shardCount(): number {
-    return this.shards.length;
+  /** Position (in the shard list) of the shard this gateway routes `key` to now; -1 = unknown. */
+  shardOf(key: Uint8Array): number {
+    return this.route[slotOf(key)];
   }
 
-  /** Requests sent and not yet answered, over all shards. */
-  get outstanding(): number {
-    return this.totalOutstanding;
+  get shardCount(): number {
+    return this.shards.length;
   }
 
   /** The worker thread of one shard (operations and tests: e.g. to observe a crash and restart). */
@@ -284,6 +386,11 @@ export class ShardPool {
 
   health(): Array<{ shard: number; up: boolean; error?: ErrorData }> {
     return this.shards.map((s) => ({ shard: s.index, up: s.up, error: s.up ? undefined : s.lastError }));
+  }
+
+  /** True when some shard is a group of nodes (Galera), whose actor reports node states. */
+  get hasGroups(): boolean {
+    return this.shards.some((s) => s.cfg.nodes.length > 1);
   }
 
   queueDepths(): number[] {
@@ -311,16 +418,29 @@ export class ShardPool {
       target.deliver([0, 503, 'KV_ERR_OVERLOADED', `shard ${shard.index} has ${shard.pending.size} operations queued`, RETRY_AFTER_SECONDS]);
       return;
     }
-    this.totalOutstanding++;
-    this.dispatch(shard, target, [this.nextId++, op, key, value, ttlMs, flags, ifVersion]);
+    const now = Date.now();
+    if (this.queueWaitMs > 0 && shard.pending.size > 0) {
+      const waitMs = this.estimatedWaitMs(shard, now);
+      if (waitMs > this.queueWaitMs) {
+        this.rejected++;
+        target.deliver([0, 503, 'KV_ERR_OVERLOADED', `shard ${shard.index}: estimated queue wait ${waitMs === Infinity ? 'unbounded' : `${Math.round(waitMs)} ms`} exceeds ${this.queueWaitMs} ms`, RETRY_AFTER_SECONDS]);
+        return;
+      }
+    }
+    this.dispatch(shard, target, [this.nextId++, op, key, value, ttlMs, flags, ifVersion], now);
   }
 
-  /** Queue an admitted request (counted in totalOutstanding) for one shard's next frame. */
-  private dispatch(shard: ShardHandle, target: ReplyTarget, req: Request): void {
+  /**
+   * Queue an admitted request for one shard's next frame. `at` is
+   * when it was first submitted (a re-routed request keeps it).
+   */
+  private dispatch(shard: ShardHandle, target: ReplyTarget, req: Request, at: number): void {
     const id = req[0];
     const value = req[3];
+    if (shard.pending.size === 0) shard.busySince = Date.now();
+    shard.submitted.push(isReadOp(req[1]) ? id : -id, at);
     shard.pending.set(id, target);
-    shard.requests.set(id, req);
+    shard.requests.set(id, { req, at });
     if (value !== null && value.length > 0) {
       shard.pendingBytes.set(id, value.length);
       shard.bytes += value.length;
@@ -331,6 +451,68 @@ export class ShardPool {
       setImmediate(this.flushFrames);
     }
   }
+
+  /**
+   * How long a new op would wait on this shard, or 0 when it need not be refused: only when the
+   * oldest outstanding op has waited longer than queueWaitMs is the backlog estimated, as
+   * outstanding ops / measured rate (see the header).
+   */
+  private estimatedWaitMs(s: ShardHandle, now: number): number {
+    const ring = s.submitted;
+    while (!ring.empty && !s.pending.has(Math.abs(ring.peekId()))) ring.shift();
+    // No measurement yet (a fresh gateway): the count and byte bounds still hold.
+    if (ring.empty || now - ring.peekAt() <= this.queueWaitMs || s.rate === 0) return 0;
+    return (s.pending.size / s.rate) * 1000;
+  }
+
+  /** Every TICK_MS: measure each shard's service rate; answer what reached the op deadline. */
+  private readonly tick = (): void => {
+    const now = Date.now();
+    for (const s of this.shards) {
+      // Rate = completions per ms of *busy* time (work outstanding; counted exactly at the 0 <->
+      // non-0 transitions), so idle gaps do not dilute it: what the shard serves while it has work.
+      const span = now - s.windowStart;
+      if (span >= RATE_WINDOW_MS) {
+        if (s.pending.size > 0) {
+          s.busyMs += now - s.busySince;
+          s.busySince = now;
+        }
+        if (s.busyMs >= RATE_WINDOW_MS / 2) {
+          const sample = (s.completed * 1000) / s.busyMs;
+          s.rate = s.rate === 0 ? sample : s.rate + RATE_ALPHA * (sample - s.rate);
+        }
+        s.windowStart = now;
+        s.busyMs = 0;
+        s.completed = 0;
+      }
+      // Backstop deadline, oldest first.
+      const ring = s.submitted;
+      while (!ring.empty) {
+        const signed = ring.peekId();
+        const id = Math.abs(signed);
+        const target = s.pending.get(id);
+        if (target !== undefined && now - ring.peekAt() < this.opDeadlineMs - TICK_MS) break;
+        ring.shift();
+        if (target === undefined) continue;
+        s.pending.delete(id);
+        this.release(s, id);
+        target.deliver(this.deadlineReply(id, signed < 0, s.index));
+      }
+    }
+    // Re-routed requests, by their first submit time. One waiting for a map refresh was not
+    // applied: every refusal is decided before anything is written, so only a request now sent
+    // to a shard can be in doubt.
+    for (const [id, e] of this.redirected) {
+      if (now - e.at < this.opDeadlineMs - TICK_MS) continue;
+      const s = e.shard;
+      if (s !== null && !s.pending.has(id)) continue;
+      if (s !== null) s.pending.delete(id);
+      this.redirectCount.delete(e.req);
+      if (s !== null) this.release(s, id);
+      else this.redirected.delete(id);
+      e.target.deliver(s === null ? [id, 503, 'KV_ERR_SLOT_MOVING', `the slot of this key is moving and no shard took it within the op deadline (${this.opDeadlineMs} ms); the operation was not applied`, RETRY_AFTER_SECONDS] : this.deadlineReply(id, !isReadOp(e.req[1]), s.index));
+    }
+  };
 
   /** One postMessage per shard carrying everything submitted during this event-loop turn. */
   private readonly flushFrames = (): void => {
@@ -396,6 +578,7 @@ export class ShardPool {
         this.failShard(s, `gateway stopped before shard ${s.index} answered`);
       }),
     );
+    clearInterval(this.ticker);
   }
 
   /** Attach handlers to the shard's current worker; resolves on its first 'ready'. */
@@ -435,12 +618,12 @@ export class ShardPool {
             this.statsWaiters.delete(m.id);
             break;
           case 'log':
-            this.log[m.level]({ shard: s.index, ...m.data }, m.msg);
+            this.log[m.level]({ shard: s.index, ...m.data, ...(m.data?.err ? { err: reviveErr(m.data.err) } : {}) }, m.msg);
             break;
         }
       });
       worker.on('error', (err) => {
-        this.log.error({ shard: s.index, err: err.message }, 'shard actor crashed');
+        this.log.error({ shard: s.index, err }, 'shard actor crashed');
       });
       worker.on('exit', (code) => {
         if (worker === s.worker) s.exited = true;
@@ -472,7 +655,7 @@ export class ShardPool {
         this.log.info({ shard: s.index, up: s.up }, 'shard actor restarted');
       },
       (err) => {
-        this.log.error({ shard: s.index, err: (err as Error).message }, 'shard actor restart failed; retrying');
+        this.log.error({ shard: s.index, err }, 'shard actor restart failed; retrying');
         void worker.terminate(); // a worker that reported 'fatal' would otherwise live on, idle
         if (!s.stopping) setTimeout(() => this.respawn(s), RESPAWN_DELAY_MS).unref();
       },
@@ -481,6 +664,8 @@ export class ShardPool {
 
   private release(s: ShardHandle, id: number): void {
     s.requests.delete(id);
+    this.redirected.delete(id);
+    if (s.pending.size === 0) s.busyMs += Date.now() - s.busySince; // the last one: idle from now
     const n = s.pendingBytes.get(id);
     if (n !== undefined) {
       s.pendingBytes.delete(id);
@@ -491,63 +676,76 @@ export class ShardPool {
   private onReplies(s: ShardHandle, replies: Reply[]): void {
     for (const r of replies) {
       const target = s.pending.get(r[0]);
-      if (target === undefined) continue;
+      if (target === undefined) continue; // answered by the deadline backstop already
+      s.completed++;
       if (r[2] === 'KV_ERR_WRONG_SHARD') {
-        const req = s.requests.get(r[0]);
-        if (req !== undefined) {
+        const sent = s.requests.get(r[0]);
+        if (sent !== undefined) {
           s.pending.delete(r[0]);
           this.release(s, r[0]);
-          this.redirect(target, req, r);
+          this.redirect(target, sent.req, sent.at, r);
           continue;
         }
       }
       s.pending.delete(r[0]);
       this.release(s, r[0]);
-      this.totalOutstanding--;
       target.deliver(r);
     }
-    if (this.totalOutstanding === 0 && this.onIdle) this.onIdle();
   }
 
   /**
    * The shard refused the request: its slot moved. Refresh the map, then route it again; from
    * the second redirect on, wait a little first (the flip between two shards takes milliseconds).
-   * The request stays counted in totalOutstanding meanwhile.
    */
-  private redirect(target: ReplyTarget, req: Request, refusal: Reply): void {
+  private redirect(target: ReplyTarget, req: Request, at: number, refusal: Reply): void {
+    const id = req[0];
     const n = (this.redirectCount.get(req) ?? 0) + 1;
-    if (n > MAX_REDIRECTS) {
+    const giveUp = (code: 'KV_ERR_SLOT_MOVING' | 'KV_ERR_SHARD_UNAVAILABLE', message: string): void => {
       this.redirectCount.delete(req);
-      this.totalOutstanding--;
-      target.deliver([req[0], 503, 'KV_ERR_SLOT_MOVING', `re-routed ${MAX_REDIRECTS} times: ${String(refusal[3])}`, RETRY_AFTER_SECONDS]);
-      if (this.totalOutstanding === 0 && this.onIdle) this.onIdle();
+      this.redirected.delete(id);
+      target.deliver([id, 503, code, message, RETRY_AFTER_SECONDS]);
+    };
+    if (n > MAX_REDIRECTS) {
+      giveUp('KV_ERR_SLOT_MOVING', `re-routed ${MAX_REDIRECTS} times: ${String(refusal[3])}`);
       return;
     }
     this.redirectCount.set(req, n);
     this.redirects++;
+    const entry = { target, req, at, shard: null as ShardHandle | null };
+    this.redirected.set(id, entry);
+    const send = (shard: ShardHandle): void => {
+      entry.shard = shard;
+      this.dispatch(shard, target, req, at);
+    };
     // The refusing shard moved the slot and named the new owner: go there now, and bring the
     // rest of the map up to date in the background (a wrong hint just costs another redirect).
     const hint = typeof refusal[4] === 'number' ? this.byShardIndex(refusal[4]) : undefined;
     if (n === 1 && hint !== undefined && hint.up && !hint.exited) {
       this.route[slotOf(req[2])] = hint.index;
       void this.refreshMap();
-      this.dispatch(hint, target, req);
+      send(hint);
       return;
     }
     const resend = (): void => {
+      if (this.redirected.get(id) !== entry) return; // answered meanwhile (op deadline)
       const h = this.route[slotOf(req[2])];
       const shard = h === -1 ? undefined : this.shards[h];
       if (shard === undefined || !shard.up || shard.exited) {
-        this.redirectCount.delete(req);
-        this.totalOutstanding--;
-        target.deliver([req[0], 503, shard === undefined ? 'KV_ERR_SLOT_MOVING' : 'KV_ERR_SHARD_UNAVAILABLE', 'the shard that owns this key is unavailable', RETRY_AFTER_SECONDS]);
-        if (this.totalOutstanding === 0 && this.onIdle) this.onIdle();
+        giveUp(shard === undefined ? 'KV_ERR_SLOT_MOVING' : 'KV_ERR_SHARD_UNAVAILABLE', 'the shard that owns this key is unavailable');
         return;
       }
-      this.dispatch(shard, target, req);
+      send(shard);
     };
     const delay = n === 1 ? 0 : Math.min(500, 5 * 2 ** n);
     void this.refreshMap().then(() => (delay === 0 ? resend() : setTimeout(resend, delay)));
+  }
+
+  /** The op-deadline answer of a request that was sent (`shard`) or is waiting to be re-sent. */
+  private deadlineReply(id: number, write: boolean, shard: number | null): Reply {
+    const where = shard === null ? 'the shard owning its slot' : `shard ${shard}`;
+    return write
+      ? [id, ERRORS.KV_ERR_OUTCOME_UNKNOWN, 'KV_ERR_OUTCOME_UNKNOWN', `${where} gave no answer within the op deadline (${this.opDeadlineMs} ms); the write may or may not have been applied`]
+      : [id, 503, 'KV_ERR_SHARD_UNAVAILABLE', `${where} gave no answer within the op deadline (${this.opDeadlineMs} ms)`, RETRY_AFTER_SECONDS];
   }
 
   private byShardIndex(index: number): ShardHandle | undefined {
@@ -562,38 +760,42 @@ export class ShardPool {
     s.lastError = { code: 'KV_ERR_SHARD_UNAVAILABLE', message: why };
     // The actor may have sent a COMMIT before it died: a write it held may or may not be applied,
     // so nothing it held is reported as safely retryable.
+    // A read changed nothing whatever happened to it: it is plainly unavailable (safe to retry).
     const message = `${why}; an operation in flight may or may not have been applied`;
     for (const [id, target] of s.pending) {
       s.pending.delete(id);
       this.release(s, id);
-      this.totalOutstanding--;
-      target.deliver([id, 503, 'KV_ERR_OUTCOME_UNKNOWN', message, RETRY_AFTER_SECONDS]);
+      if (isReadOp(target.op)) target.deliver([id, 503, 'KV_ERR_SHARD_UNAVAILABLE', why, RETRY_AFTER_SECONDS]);
+      else target.deliver([id, ERRORS.KV_ERR_OUTCOME_UNKNOWN, 'KV_ERR_OUTCOME_UNKNOWN', message]);
     }
-    if (this.totalOutstanding === 0 && this.onIdle) this.onIdle();
   }
 }
 
 
+/** Everything an actor needs, derived from the gateway's Config in this one place. */
 function actorConfig(config: Readonly<Config>, i: number, url: string): ActorConfig {
   return {
-          shard: i,
-          url,
-          slotHoldMs: config.slotHoldMs,
-          batching: config.batching,
-          maxBatchOps: config.maxBatchOps,
-          maxBatchBytes: config.maxBatchBytes,
-          readsInFlight: config.readsInFlight,
-          writesInFlight: config.writesInFlight,
-          queryTimeoutMs: config.queryTimeoutMs,
-          maxRetries: config.maxRetries,
-          expiry: {
-            enabled: config.expiry,
-            tickMs: config.expiryTickMs,
-            horizonMs: config.expiryHorizonMs,
-            reapBatch: config.reapBatch,
-            reapsInFlight: config.reapsInFlight,
-            maxWheelKeys: config.maxWheelKeys,
-            lockRetryMs: config.expiryLockRetryMs,
-          },
+    shard: i,
+    url,
+    nodes: shardNodes(url),
+    slotHoldMs: config.slotHoldMs,
+    batching: config.batching,
+    maxBatchOps: config.maxBatchOps,
+    maxBatchBytes: config.maxBatchBytes,
+    readsInFlight: config.readsInFlight,
+    writesInFlight: config.writesInFlight,
+    queryTimeoutMs: config.queryTimeoutMs,
+    opDeadlineMs: actorDeadlineMs(config.opDeadlineMs),
+    maxRetries: config.maxRetries,
+    tls: mysqlTls(config),
+    expiry: {
+      enabled: config.expiry,
+      tickMs: config.expiryTickMs,
+      horizonMs: config.expiryHorizonMs,
+      reapBatch: config.reapBatch,
+      reapsInFlight: config.reapsInFlight,
+      maxWheelKeys: config.maxWheelKeys,
+      lockRetryMs: config.expiryLockRetryMs,
+    },
   };
 }

@@ -22,11 +22,13 @@
  * uWS has no way to pause reading a WebSocket in this version, hence answers instead of pauses.
  */
 import type { HttpRequest, HttpResponse, TemplatedApp, us_socket_context_t, WebSocket } from 'uWebSockets.js';
-import { ERRORS, type ErrorData } from '../protocol/errors';
+import { mayAccess, rightFor, wsProtocols, type TokenEntry } from '../protocol/access';
+import { ERRORS, toErrorData, type ErrorData } from '../protocol/errors';
 import { OP_NAMES, type OpCode, type Reply } from '../protocol/ops';
 import type { Limits } from '../protocol/validate';
 import { decodeFrame, errorReply, frameErrorReply, ReplyFrameEncoder, toWireReply, type RequestSink, type WireReply } from '../protocol/ws-codec';
-import { writeError, type HttpContext } from './http-api';
+import { remoteAddress } from './auth';
+import { refusedFraming, writeError, type HttpContext } from './http-api';
 import type { Metrics } from './metrics';
 import type { ReplyTarget, ShardPool } from './shard-pool';
 
@@ -54,6 +56,10 @@ export const FRAME_OVERHEAD_BYTES = 64 * 1024;
 const UWS_PAYLOAD_FACTOR = 2;
 /** WebSocket close code: message too big. */
 const CLOSE_TOO_BIG = 1009;
+/** WebSocket close code: policy violation (its token was revoked). */
+const CLOSE_POLICY = 1008;
+/** Stands for a revoked token: no rights at all. */
+const REVOKED: TokenEntry = Object.freeze({ id: 'revoked', name: 'revoked', sha256: new Uint8Array(32), admin: false, read: [], write: [] });
 
 /** uWS send(): the message was dropped because the socket is over maxBackpressure. */
 const SEND_DROPPED = 2;
@@ -79,7 +85,11 @@ class WsConn implements RequestSink {
   overBuffered = false;
   /** The reply past ctx.maxInflight (one object per connection, shared by its BUSY replies). */
   private readonly busyInflight: ErrorData;
-  constructor(readonly ctx: WsContext) {
+  constructor(
+    readonly ctx: WsContext,
+    /** The token checked at the upgrade (null: auth off); replaced or revoked on reload. */
+    public who: TokenEntry | null,
+  ) {
     this.busyInflight = { code: 'KV_ERR_BUSY', message: `${ctx.maxInflight} operations are in flight on this connection (the limit); wait for replies` };
   }
 
@@ -88,6 +98,11 @@ class WsConn implements RequestSink {
     if (ctx.closing()) return this.refuse(id, op, SHUTTING_DOWN);
     if (this.inflight >= ctx.maxInflight) return this.refuse(id, op, this.busyInflight);
     if (this.overBuffered) return this.refuse(id, op, BUSY_BUFFERED);
+    // Rights per op: a token may read a prefix it may not write.
+    if (this.who !== null && !mayAccess(this.who, op, key)) {
+      ctx.auth!.forbid('ws');
+      return this.refuse(id, op, { code: 'KV_ERR_FORBIDDEN', message: `token "${this.who.name}" has no ${rightFor(op)} right on this key` });
+    }
     this.inflight++;
     ctx.inflight.n++;
     ctx.pool.submit(new WsOp(this, id, op), op, key, value, ttlMs, flags, ifVersion);
@@ -209,14 +224,28 @@ export function mountWsApi(app: TemplatedApp, ctx: WsContext): void {
     sendPingsAutomatically: true,
 
     upgrade: (res: HttpResponse, req: HttpRequest, context: us_socket_context_t) => {
+      if (refusedFraming(res, req)) return;
       if (ctx.closing()) {
         writeError(res, 'KV_ERR_SHUTTING_DOWN', 'server is shutting down');
         return;
       }
+      // The token: Authorization: Bearer, or (browsers) the subprotocol kvsql.bearer.<token>.
+      const protocols = wsProtocols(req.getHeader('sec-websocket-protocol'));
+      let who: TokenEntry | null = null;
+      if (ctx.auth !== null) {
+        try {
+          who = ctx.auth.authenticateBearer(req.getHeader('authorization'), () => remoteAddress(res), protocols.token);
+        } catch (err) {
+          const e = toErrorData(err);
+          ctx.metrics.observe('ws', 'upgrade', ERRORS[e.code], 0);
+          writeError(res, e.code, e.message);
+          return;
+        }
+      }
       res.upgrade<WsData>(
-        { conn: new WsConn(ctx) },
+        { conn: new WsConn(ctx, who) },
         req.getHeader('sec-websocket-key'),
-        req.getHeader('sec-websocket-protocol'),
+        protocols.echo,
         req.getHeader('sec-websocket-extensions'),
         context,
       );
@@ -258,4 +287,27 @@ export function mountWsApi(app: TemplatedApp, ctx: WsContext): void {
       ctx.metrics.wsClosed();
     },
   });
+}
+
+/**
+ * After a token reload: each open socket's token is replaced by its new entry (rights may have
+ * changed), and a socket whose token was revoked is closed (1008). Others stay open.
+ */
+export function refreshTokens(ctx: WsContext): number {
+  const auth = ctx.auth;
+  if (auth === null) return 0;
+  let closed = 0;
+  for (const ws of ctx.sockets) {
+    const conn = (ws as WebSocket<WsData>).getUserData().conn;
+    if (conn.who === null) continue;
+    const now = auth.current(conn.who);
+    if (now !== null) {
+      conn.who = now;
+    } else {
+      conn.who = REVOKED; // until the close lands, every op is refused
+      closed++;
+      ws.end(CLOSE_POLICY, 'token revoked');
+    }
+  }
+  return closed;
 }

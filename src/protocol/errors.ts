@@ -13,15 +13,29 @@ export const ERRORS = {
   KV_ERR_BAD_TTL: 400,
   KV_ERR_BAD_REQUEST: 400,
   KV_ERR_BAD_FRAME: 400,
+  /** Auth is on and the request carries no valid token (missing, malformed, unknown or revoked). */
+  KV_ERR_UNAUTHORIZED: 401,
+  /** The token is valid but has no right for this key (or route, or op). */
+  KV_ERR_FORBIDDEN: 403,
   KV_ERR_UNKNOWN_OP: 400,
   KV_ERR_NOT_FOUND: 404,
   KV_ERR_ROUTE_NOT_FOUND: 404,
   KV_ERR_METHOD_NOT_ALLOWED: 405,
   KV_ERR_PRECONDITION_FAILED: 412,
+  /** Too many failed token checks from this source address; wait Retry-After seconds. */
+  KV_ERR_TOO_MANY_AUTH_FAILURES: 429,
   KV_ERR_OVERLOADED: 503,
   KV_ERR_BUSY: 503,
   KV_ERR_SHARD_UNAVAILABLE: 503,
-  KV_ERR_OUTCOME_UNKNOWN: 503,
+  /**
+   * A write may or may not have been applied (MySQL connection lost during COMMIT, actor died).
+   * 500, not 503: a 503 with Retry-After tells proxies and client libraries "not applied, retry"
+   * (nginx proxy_next_upstream http_503, Envoy retry_on gateway-error, SDK retry policies), and a
+   * blind retry could apply a write twice or undo another client's. Not 504 either: Envoy's
+   * gateway-error policy and most SDKs retry 504 as well. 500 says "the server cannot tell":
+   * read the key back, or retry a conditional write.
+   */
+  KV_ERR_OUTCOME_UNKNOWN: 500,
   KV_ERR_SHUTTING_DOWN: 503,
   /** A shard does not own the key's slot (it moved). The gateway refreshes its map and re-routes; a client sees it only after several re-routes failed. */
   KV_ERR_WRONG_SHARD: 503,
@@ -66,6 +80,20 @@ export function toErrorData(err: unknown): ErrorData {
     return { code: code as ErrorCode, message: String((err as Error).message ?? code) };
   }
   return { code: 'KV_ERR_INTERNAL', message: 'internal error' };
+}
+
+/**
+ * An error as data for a log line (pino's `{ err }` convention: type, message, stack), for errors
+ * that cross a MessagePort before they are logged: structured clone would drop their class.
+ */
+export function errLog(err: unknown): { type: string; message: string; code?: string; stack?: string } {
+  const e = err as { name?: unknown; message?: unknown; code?: unknown; stack?: unknown } | null;
+  return {
+    type: typeof e?.name === 'string' ? e.name : typeof err,
+    message: typeof e?.message === 'string' ? e.message : String(err),
+    ...(typeof e?.code === 'string' ? { code: e.code } : {}),
+    ...(typeof e?.stack === 'string' ? { stack: e.stack } : {}),
+  };
 }
 
 /** Seconds a client should wait before retrying a 503, sent as Retry-After. */

@@ -43,6 +43,8 @@ export const FLAG_KEEP_TTL = 1;
 export const FLAG_IF_ABSENT = 2;
 /** put/del: write only when the live key has version `ifVersion` (HTTP `If-Match`). */
 export const FLAG_IF_VERSION = 4;
+/** put: write only when the key exists and is live (HTTP `If-Match: *`, Redis `SET ... XX`). */
+export const FLAG_IF_EXISTS = 8;
 
 export type Request = [
   id: number,
@@ -57,10 +59,10 @@ export type Request = [
 /**
  * Replies:
  *   get     200 [value, version, expiresAt|null]       404 []
- *   put     200 replaced / 201 created [version, expiresAt|null]   412 []
- *   del     204 []   404 []   412 []
+ *   put     200 replaced / 201 created [version, expiresAt|null]   412 [current version|null]
+ *   del     204 []   404 []   412 [current version]
  *   expire  200 [expiresAt]   404 []
- *   persist 200 []   404 []
+ *   persist 200 [1 a TTL was removed | 0 there was none]   404 []
  *   ttl     200 [expiresAt|null, nowMs]   404 []
  *   reap    200 [1 deleted | 0 kept]
  *   any     4xx/5xx [code, message]                     (an error, see errors.ts)

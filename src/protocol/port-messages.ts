@@ -17,11 +17,25 @@ export interface ShardStats {
   writesInFlight: number;
   readBatches: number;
   writeBatches: number;
+  /** Ops over all read / write batches (the batch-size histograms' _sum). */
+  readBatchOps: number;
+  writeBatchOps: number;
   /** Histogram of batch sizes: counts per bucket, upper bounds in BATCH_SIZE_BUCKETS. */
   readBatchSizes: number[];
   writeBatchSizes: number[];
   retries: number;
   expiry: ExpiryStats;
+  /** Writer node and node health of a Galera shard group; null for a single server. */
+  group: GroupStats | null;
+}
+
+export interface GroupStats {
+  /** Index of the writer node in the shard's node list; -1 when no node is usable. */
+  writer: number;
+  /** Writer switches since the actor started. */
+  switches: number;
+  lastSwitchReason: string;
+  nodes: Array<{ node: string; state: string; clusterSize: number; flowControlPaused: number; recvQueue: number }>;
 }
 
 export interface ExpiryStats {
@@ -58,10 +72,21 @@ export type FromActor =
   | { type: 'stopped' };
 
 /** Everything an actor needs, resolved once by the gateway and passed as workerData. */
+/** How an actor's MySQL connections use TLS. The CA's PEM text travels in workerData (read once). */
+export interface MysqlTls {
+  /** PEM CA certificates; null = Node's built-in root CAs. */
+  ca: string | null;
+  /** Verify the certificate chain and that it names the host in the shard URL. */
+  verify: boolean;
+}
+
 export interface ActorConfig {
   /** The gateway's handle for this actor (logs, metrics); the shard's own index is in kv_shard. */
   shard: number;
+  /** The shard's entry as configured: one URL, or a Galera cluster's node URLs joined by `|`. */
   url: string;
+  /** The node URLs of `url` (one for a single server). */
+  nodes: string[];
   /** How long a write to a fenced (moving) slot is held before it is answered KV_ERR_SLOT_MOVING. */
   slotHoldMs: number;
   batching: boolean;
@@ -70,7 +95,11 @@ export interface ActorConfig {
   readsInFlight: number;
   writesInFlight: number;
   queryTimeoutMs: number;
+  /** The actor answers every op within this many ms of receiving it (a little under KVSQL_OP_DEADLINE_MS). */
+  opDeadlineMs: number;
   maxRetries: number;
+  /** TLS to the shard (KVSQL_MYSQL_TLS); null = clear text. */
+  tls: MysqlTls | null;
   expiry: {
     enabled: boolean;
     tickMs: number;

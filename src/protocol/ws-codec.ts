@@ -397,15 +397,16 @@ export function toWireReply(r: Reply, id: number, op: OpCode): WireReply {
   r[0] = id;
   const status = r[1];
   if (status >= 400) {
-    if (r[2] !== undefined) {
+    if (typeof r[2] === 'string') {
       const code = r[2] as ErrorCode;
       r[2] = { code, message: String(r[3]) };
       r.length = 3;
     } else {
-      r.length = 2; // 404, 412: no payload
+      r.length = 2; // 404, 412: no payload on this wire (the actor's 412 carries the current version)
     }
     return r;
   }
+  if (op === OP_PERSIST) r.length = 2; // the actor adds whether a TTL was removed; not on this wire
   if (op === OP_TTL) {
     const expiresAt = r[2] as number | null;
     r[2] = expiresAt === null ? null : Math.max(0, expiresAt - (r[3] as number));

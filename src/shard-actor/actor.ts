@@ -9,19 +9,39 @@
  *                                           └─> ready chains ─> transact (≤ writesInFlight)
  *                               replies <─ outbox (one postMessage per completed batch)
  *
+ * Deadline (rule 5): every user op gets `deadline = arrival + opDeadlineMs` and is appended to
+ * `admitted` (arrival order = deadline order). A 50 ms sweep pops its head: an op past its
+ * deadline and still unanswered is answered there and then, however MySQL behaves:
+ *
+ *   waiting (key queue or ready queue)  -> 503 SHARD_UNAVAILABLE, marked answered, pruned before
+ *                                          its batch starts: never applied
+ *   in a read batch                     -> the batch is abandoned: 503 SHARD_UNAVAILABLE
+ *   in a write batch, COMMIT not sent   -> abandoned: 503 SHARD_UNAVAILABLE; COMMIT is never
+ *                                          sent (TxControl), the connection is destroyed: rollback
+ *   in a write batch, COMMIT sent       -> abandoned: 500 OUTCOME_UNKNOWN; the connection is
+ *                                          destroyed and the batch's keys STAY held in the
+ *                                          scheduler until the server has settled that
+ *                                          transaction (store.settle: its thread is gone), so
+ *                                          no later write to those keys can overtake a COMMIT
+ *                                          that may still apply
+ *
+ * An abandoned batch frees its slot at once (its statement may never return), triggers a health
+ * probe, and a shard found down abandons every running batch the same way.
+ *
  * Batching: a flush runs on setImmediate after ops arrive (so everything that arrived in one
  * event-loop turn shares a batch) or at once when maxBatchOps are ready; while all batch slots are
  * busy, ready ops accumulate and the next batch is larger. With batching off every batch is one op.
  */
 import { OP_GET, OP_REAP, type OpCode, type Reply, type Request } from '../protocol/ops';
-import { RETRY_AFTER_SECONDS, statusOf, type ErrorData } from '../protocol/errors';
+import { errLog, RETRY_AFTER_SECONDS, statusOf, type ErrorData } from '../protocol/errors';
 import { BATCH_SIZE_BUCKETS, type ActorConfig, type ShardStats } from '../protocol/port-messages';
 import { classify, toKvError } from './mysql-errors';
 import { KeyScheduler, type Chain } from './key-scheduler';
 import type { PendingOp } from './pending-op';
-import type { LiveRow, ShardIdentity, ShardStore, SlotStates } from './shard-store';
+import { newTxControl, type LiveRow, type LockedRow, type RowMutations, type ShardIdentity, type ShardStore, type SlotStates, type TxControl } from './shard-store';
 import { SLOT_COPYING, SLOT_FENCED, SLOT_OWNED, slotOf, type ShardOwnership } from '../protocol/slot-map';
-import { VersionAllocator } from './version-allocator';
+import { Fifo } from './fifo';
+import { VersionAllocator, type Versions } from './version-allocator';
 import { createsKey, highestVersion, planWrites, versionsNeeded, type WritePlan } from './write-plan';
 import { Expirer, type Log } from './expirer';
 
@@ -34,6 +54,25 @@ const PROBE_INTERVAL_MS = 1000;
 const CLOCK_SYNC_MS = 5000;
 /** Reply frames to the gateway are cut at about this many value bytes. */
 const OUTBOX_FLUSH_BYTES = 4 * 1024 * 1024;
+/** Resolution of the op deadline sweep. */
+const DEADLINE_TICK_MS = 50;
+/** A batch running longer than this triggers a health probe (a hung server is found early). */
+const STALL_PROBE_MS = 1000;
+/** Retry interval of settling an in-doubt COMMIT while the server cannot be asked. */
+const SETTLE_RETRY_MS = 500;
+
+/** One read batch or write transaction in flight, as the deadline sweep sees it. */
+interface Batch {
+  kind: 'read' | 'write';
+  /** The user ops it answers. */
+  ops: PendingOp[];
+  ctl: TxControl;
+  startedAt: number;
+  finished: boolean;
+  /** Resolves (to null) when the batch is abandoned; raced against the batch's work. */
+  gaveUp: Promise<null>;
+  giveUp: () => void;
+}
 
 export class ShardActor {
   private readonly scheduler: KeyScheduler;
@@ -49,9 +88,17 @@ export class ShardActor {
   private probing = false;
   private initialized = false;
   private stopping = false;
+  private stopped = false;
   private clockOffset = 0;
   private nextReapId = -1;
   private readonly timers: NodeJS.Timeout[] = [];
+  /** Every user op accepted and not yet popped by the deadline sweep, in arrival order. */
+  private readonly admitted = new Fifo<PendingOp>();
+  private readonly running = new Set<Batch>();
+  /** Write batches whose COMMIT outcome is being settled (their keys stay held). */
+  private settling = 0;
+  /** When a batch last succeeded (local clock): a probe that failed before it is stale news. */
+  private lastOkAt = 0;
   private drainWaiters: Array<() => void> = [];
   /** This shard's index (kv_shard), known after init; null while the database is not a member. */
   shardIndex: number | null = null;
@@ -61,7 +108,10 @@ export class ShardActor {
   private readonly stats = {
     readBatches: 0,
     writeBatches: 0,
+    readBatchOps: 0,
+    writeBatchOps: 0,
     retries: 0,
+    abandoned: 0,
     readBatchSizes: new Array<number>(BATCH_SIZE_BUCKETS.length + 1).fill(0),
     writeBatchSizes: new Array<number>(BATCH_SIZE_BUCKETS.length + 1).fill(0),
   };
@@ -103,19 +153,21 @@ export class ShardActor {
     } catch (err) {
       if (classify(err) !== 'connection') throw err;
       this.up = false;
-      this.log('error', 'shard is down at start', { code: (err as { code?: string })?.code, message: (err as Error)?.message });
+      this.log('error', 'shard is down at start', { err: errLog(err) });
       this.onHealth(false, { code: 'KV_ERR_SHARD_UNAVAILABLE', message: String((err as Error)?.message ?? err) });
     }
     // While up: every 5 s, measure the clock offset; the same query is the health probe, so a
     // shard that turned read-only (a failover) is marked down even if no write failed yet.
     this.timers.push(setInterval(() => void (this.up ? this.probe() : undefined), CLOCK_SYNC_MS));
     this.timers.push(setInterval(() => this.probeIfDown(), PROBE_INTERVAL_MS));
+    this.timers.push(setInterval(() => this.sweepDeadlines(), DEADLINE_TICK_MS));
     if (this.cfg.expiry.enabled) this.timers.push(setInterval(() => this.up && this.expirer.tick(this.now()), this.cfg.expiry.tickMs));
     for (const t of this.timers) t.unref();
   }
 
   /** A frame of requests from the gateway. */
   receive(requests: Request[]): void {
+    const now = this.localClock();
     for (const r of requests) {
       if (!this.up || this.stopping) {
         this.outbox.push(errorReply(r[0], this.stopping ? 'KV_ERR_SHUTTING_DOWN' : 'KV_ERR_SHARD_UNAVAILABLE', `shard ${this.cfg.shard} is ${this.stopping ? 'stopping' : 'unavailable'}`));
@@ -126,7 +178,7 @@ export class ShardActor {
         continue;
       }
       const key = asBuffer(r[2]);
-      this.scheduler.submit({
+      const op: PendingOp = {
         id: r[0],
         op: r[1] as OpCode,
         key,
@@ -137,7 +189,12 @@ export class ShardActor {
         flags: r[5],
         ifVersion: r[6],
         dueAt: 0,
-      });
+        deadline: now + this.cfg.opDeadlineMs,
+        answered: false,
+        batch: null,
+      };
+      this.admitted.push(op);
+      this.scheduler.submit(op);
     }
     this.flushOutbox();
     this.requestFlush();
@@ -152,10 +209,13 @@ export class ShardActor {
       writesInFlight: this.writesInFlight,
       readBatches: this.stats.readBatches,
       writeBatches: this.stats.writeBatches,
+      readBatchOps: this.stats.readBatchOps,
+      writeBatchOps: this.stats.writeBatchOps,
       readBatchSizes: this.stats.readBatchSizes.slice(),
       writeBatchSizes: this.stats.writeBatchSizes.slice(),
       retries: this.stats.retries,
       expiry: this.expirer.stats(),
+      group: this.store.groupStats?.() ?? null,
     };
   }
 
@@ -168,6 +228,7 @@ export class ShardActor {
 
   async stop(): Promise<void> {
     this.stopping = true;
+    this.stopped = true;
     for (const t of this.timers) clearInterval(t);
     await this.expirer.stop();
     await this.store.close();
@@ -178,7 +239,7 @@ export class ShardActor {
       this.expirer.onReapFailed(key);
       return;
     }
-    this.scheduler.submit({ id: this.nextReapId--, op: OP_REAP, key, keyStr: key.toString('latin1'), slot: slotOf(key), value: null, ttlMs: 0, flags: 0, ifVersion: 0, dueAt });
+    this.scheduler.submit({ id: this.nextReapId--, op: OP_REAP, key, keyStr: key.toString('latin1'), slot: slotOf(key), value: null, ttlMs: 0, flags: 0, ifVersion: 0, dueAt, deadline: Infinity, answered: false, batch: null });
     this.requestFlush();
   }
 
@@ -219,10 +280,21 @@ export class ShardActor {
     }
   }
 
-  private async runReads(batch: PendingOp[]): Promise<void> {
+  private async runReads(taken: PendingOp[]): Promise<void> {
+    // Ops answered while they waited (deadline, shard down) are not run.
+    let batch = taken;
+    for (const op of taken) {
+      if (op.answered) {
+        batch = taken.filter((o) => !o.answered);
+        for (const o of taken) if (o.answered) this.scheduler.readDone(o);
+        break;
+      }
+    }
+    if (batch.length === 0) return;
     this.readsInFlight++;
     this.stats.readBatches++;
     observe(this.stats.readBatchSizes, batch.length);
+    this.stats.readBatchOps += batch.length;
     const keys: Buffer[] = [];
     const seen = new Set<string>();
     const slotSet = new Set<number>();
@@ -234,10 +306,15 @@ export class ShardActor {
       }
     }
     const slots = [...slotSet];
+    const b = this.begin('read', batch);
     // A read is idempotent: retried on anything but a fatal error.
-    const result = await this.withRetries(() => this.store.readLive(keys, slots), (err) => classify(err) !== 'fatal');
+    const result = await this.race(b, this.withRetries(() => this.store.readLive(keys, slots, b.ctl), (err) => classify(err) !== 'fatal', b.ctl));
+    this.end(b);
     this.readsInFlight--;
-    if (result.ok) {
+    if (result === null) {
+      // Abandoned at the deadline: abandon() answered every op.
+    } else if (result.ok) {
+      this.lastOkAt = this.localClock();
       const byKey = new Map<string, LiveRow>();
       for (const r of result.value.rows) byKey.set(r.k.toString('latin1'), r);
       const served = result.value.served;
@@ -245,21 +322,21 @@ export class ShardActor {
       for (const op of batch) {
         const row = byKey.get(op.keyStr);
         if (!served.has(op.slot)) (refused ??= []).push(op);
-        else if (row === undefined) this.outbox.push([op.id, 404]);
+        else if (row === undefined) this.answer(op, [op.id, 404]);
         else if (op.op === OP_GET) {
-          this.outbox.push([op.id, 200, row.v, Number(row.version), row.expires_at === null ? null : Number(row.expires_at)]);
+          this.answer(op, [op.id, 200, row.v, Number(row.version), row.expires_at === null ? null : Number(row.expires_at)]);
           // Many GETs of one large value share one row but each reply carries a copy: send in
           // frames of a few MiB so one batch never packs gigabytes into one buffer.
           this.outboxBytes += row.v.length;
           if (this.outboxBytes >= OUTBOX_FLUSH_BYTES) this.flushOutbox();
         }
-        else this.outbox.push([op.id, 200, row.expires_at === null ? null : Number(row.expires_at), Number(row.now_ms)]);
+        else this.answer(op, [op.id, 200, row.expires_at === null ? null : Number(row.expires_at), Number(row.now_ms)]);
       }
       if (refused !== undefined) this.refuse(refused);
     } else {
       this.onStoreError(result.error);
       const e = toKvError(result.error, this.cfg.shard);
-      for (const op of batch) this.outbox.push(errorReply(op.id, e.code, e.message));
+      for (const op of batch) this.answer(op, errorReply(op.id, e.code, e.message));
     }
     for (const op of batch) this.scheduler.readDone(op);
     this.afterBatch();
@@ -285,12 +362,17 @@ export class ShardActor {
     this.afterBatch();
   }
 
-  private async runWrites(chains: Chain[]): Promise<void> {
+  private async runWrites(taken: Chain[]): Promise<void> {
+    // Ops answered while they waited (deadline, shard down) were told "not applied": drop them.
+    const chains: Chain[] = [];
+    for (const c of taken) if (this.scheduler.prune(c, isUnanswered)) chains.push(c);
+    if (chains.length === 0) return;
     this.writesInFlight++;
     this.stats.writeBatches++;
     let opCount = 0;
     for (const c of chains) opCount += c.ops.length;
     observe(this.stats.writeBatchSizes, opCount);
+    this.stats.writeBatchOps += opCount;
     // Lock order: every transaction locks its rows in ascending key order.
     chains.sort((a, b) => Buffer.compare(a.key, b.key));
     const keys = chains.map((c) => c.key);
@@ -298,51 +380,189 @@ export class ShardActor {
     for (const c of chains) slotSet.add(c.ops[0].slot);
     const slots = [...slotSet].sort((a, b) => a - b);
     const needed = versionsNeeded(chains);
-    const result = await this.withRetries(
-      async () => {
-        let plan: WritePlan | undefined;
-        await this.store.transact(keys, slots, async (locked, now, issuedBelow = 0, states: SlotStates) => {
-          const changed = checkSlots(chains, states);
-          // A re-created key must get a version above its deleted past, which may have been
-          // issued through another gateway: check kv_seq then (see VersionAllocator.take).
-          const first = needed > 0 ? await this.versions.take(needed, highestVersion(locked), createsKey(chains, locked) ? issuedBelow : 0) : 0;
-          plan = planWrites(chains, locked, now, first);
-          if (changed !== undefined) plan.mutations.changed = changed;
-          return plan.mutations;
-        });
-        return plan!;
-      },
-      (err) => !(err instanceof SlotsRefused) && classify(err) !== 'fatal' && !lostDuringCommit(err),
+    const userOps: PendingOp[] = [];
+    for (const c of chains) for (const op of c.ops) if (op.op !== OP_REAP) userOps.push(op);
+    const b = this.begin('write', userOps);
+    const result = await this.race(
+      b,
+      this.withRetries(
+        async () => {
+          let plan: WritePlan | undefined;
+          let taken: Versions | null = null;
+          let decided: { locked: Map<string, LockedRow>; now: number } | undefined;
+          await this.store.transact(
+            keys,
+            slots,
+            async (locked, now, issuedBelow = 0, states: SlotStates) => {
+              const changed = checkSlots(chains, states);
+              // A re-created key must get a version above its deleted past, which may have been
+              // issued through another gateway: check kv_seq then (see VersionAllocator.take).
+              taken = needed > 0 ? await this.versions.take(needed, highestVersion(locked), createsKey(chains, locked) ? issuedBelow : 0) : null;
+              decided = { locked, now };
+              plan = planWrites(chains, locked, now, taken?.first ?? 0);
+              if (changed !== undefined) plan.mutations.changed = changed;
+              return plan.mutations;
+            },
+            b.ctl,
+            // After INSERTing keys that had no row: a key absent at the locking read was not
+            // locked, so between that read and the INSERT another gateway may have created it
+            // with a version from a newer block and deleted it again. Our INSERT then succeeds,
+            // but with versions below that incarnation's: the key's versions would go backwards
+            // (issue 8). The INSERT now holds those keys; if any actor reserved a block after
+            // ours, take versions from a block reserved now (above all issued so far) instead.
+            async (issuedNow) => {
+              if (taken === null || issuedNow <= taken.blockEnd) return null;
+              const fresh = await this.versions.take(needed, issuedNow - 1);
+              const replanned = planWrites(chains, decided!.locked, decided!.now, fresh.first);
+              if (!sameRows(plan!.mutations, replanned.mutations)) throw versionsMoved();
+              replanned.mutations.changed = plan!.mutations.changed;
+              plan = replanned;
+              // Rows created and deleted again in the batch stay deleted.
+              const deleted = new Set(replanned.mutations.deletes.map((k) => k.toString('latin1')));
+              return [...replanned.mutations.inserts, ...replanned.mutations.upserts].filter((r) => !deleted.has(r[0].toString('latin1')));
+            },
+          );
+          return plan!;
+        },
+        (err) => !(err instanceof SlotsRefused) && classify(err) !== 'fatal' && !lostDuringCommit(err),
+        b.ctl,
+      ),
     );
+    this.end(b);
     this.writesInFlight--;
-    if (!result.ok && result.error instanceof SlotsRefused) {
+    if (result !== null && !result.ok && result.error instanceof SlotsRefused) {
       this.onSlotsRefused(chains, result.error);
       return;
     }
     for (const c of chains) this.heldSince.delete(c);
-    if (result.ok) {
+    // In doubt: COMMIT was sent and no answer came (deadline, or the connection broke).
+    let inDoubt = false;
+    if (result === null) {
+      inDoubt = b.ctl.phase === 'commit';
+    } else if (result.ok) {
+      this.lastOkAt = this.localClock();
       const committed = result.value;
       const now = this.now();
       for (const [op, reply] of committed.replies) {
         if (op.op === OP_REAP) this.expirer.onReaped(op.key, op.dueAt, reply[2] === 1, now);
-        else this.outbox.push(reply);
+        else this.answer(op, reply);
       }
       for (const [key, at] of committed.expiries) this.expirer.onExpirySet(key, at);
     } else {
       this.onStoreError(result.error);
+      inDoubt = lostDuringCommit(result.error);
       // A connection lost while COMMIT was in flight may or may not have committed.
-      const e = lostDuringCommit(result.error)
+      const e = inDoubt
         ? { code: 'KV_ERR_OUTCOME_UNKNOWN' as const, message: `shard ${this.cfg.shard}: connection lost during commit; the write may or may not have been applied` }
         : toKvError(result.error, this.cfg.shard);
+      for (const op of userOps) this.answer(op, errorReply(op.id, e.code, e.message));
+    }
+    if (inDoubt) {
+      this.settleThenRelease(chains, b.ctl);
+    } else {
+      if (result === null || !result.ok) for (const c of chains) for (const op of c.ops) if (op.op === OP_REAP) this.expirer.onReapFailed(op.key);
+      for (const c of chains) this.scheduler.chainDone(c);
+    }
+    this.afterBatch();
+  }
+
+  /**
+   * Keeps the keys of an in-doubt transaction held until the server has finished it (committed
+   * or rolled back), asking again every SETTLE_RETRY_MS while it cannot be reached. Only then may
+   * a later write to those keys lock their rows and see the outcome.
+   */
+  private settleThenRelease(chains: Chain[], ctl: TxControl): void {
+    this.settling++;
+    for (const c of chains) for (const op of c.ops) op.value = null; // sent already; not needed again
+    const started = this.localClock();
+    const attempt = async (): Promise<void> => {
+      let settled = false;
+      try {
+        settled = await this.store.settle(ctl.threadId, ctl.connectedAt);
+      } catch {
+        settled = false;
+      }
+      if (!settled) {
+        if (!this.stopped) setTimeout(() => void attempt(), SETTLE_RETRY_MS).unref();
+        return;
+      }
+      this.settling--;
+      this.log('info', 'in-doubt commit settled; its keys are free again', { thread: ctl.threadId, keys: chains.length, ms: this.localClock() - started });
       for (const c of chains) {
-        for (const op of c.ops) {
-          if (op.op === OP_REAP) this.expirer.onReapFailed(op.key);
-          else this.outbox.push(errorReply(op.id, e.code, e.message));
-        }
+        for (const op of c.ops) if (op.op === OP_REAP) this.expirer.onReapFailed(op.key);
+        this.scheduler.chainDone(c);
+      }
+      this.afterBatch();
+    };
+    void attempt();
+  }
+
+  private begin(kind: Batch['kind'], ops: PendingOp[]): Batch {
+    let giveUp!: () => void;
+    const gaveUp = new Promise<null>((resolve) => (giveUp = () => resolve(null)));
+    const b: Batch = { kind, ops, ctl: newTxControl(), startedAt: this.localClock(), finished: false, gaveUp, giveUp };
+    for (const op of ops) op.batch = b;
+    this.running.add(b);
+    return b;
+  }
+
+  private end(b: Batch): void {
+    b.finished = true;
+    this.running.delete(b);
+    for (const op of b.ops) op.batch = null;
+  }
+
+  /** The batch's work, or null as soon as it is abandoned (its work may never settle). */
+  private race<T>(b: Batch, work: Promise<Attempted<T>>): Promise<Attempted<T> | null> {
+    return Promise.race([work, b.gaveUp]);
+  }
+
+  /**
+   * Gives up on a running batch: answers its ops now (see the header for which answer), makes
+   * sure COMMIT is never sent if it was not, and destroys its connection.
+   */
+  private abandon(b: Batch, why: string): void {
+    if (b.finished || b.ctl.abandoned) return;
+    b.ctl.abandoned = true;
+    b.ctl.cut?.();
+    this.stats.abandoned++;
+    const unknown = b.kind === 'write' && b.ctl.phase === 'commit';
+    const code = unknown ? 'KV_ERR_OUTCOME_UNKNOWN' : 'KV_ERR_SHARD_UNAVAILABLE';
+    const message = unknown
+      ? `shard ${this.cfg.shard}: ${why} after COMMIT was sent; the write may or may not have been applied`
+      : `shard ${this.cfg.shard}: ${why}; the operation was not applied`;
+    for (const op of b.ops) this.answer(op, errorReply(op.id, code, message));
+    this.flushOutbox();
+    this.log('warn', 'batch abandoned', { why, kind: b.kind, ops: b.ops.length, commitSent: b.ctl.phase === 'commit', ageMs: this.localClock() - b.startedAt });
+    b.giveUp();
+  }
+
+  /** Every DEADLINE_TICK_MS: answer what passed its deadline; probe if a batch stalls. */
+  private sweepDeadlines(): void {
+    const now = this.localClock();
+    for (let op = this.admitted.peek(); op !== undefined; op = this.admitted.peek()) {
+      if (!op.answered && op.deadline! > now) break;
+      this.admitted.shift();
+      if (op.answered) continue;
+      if (op.batch) this.abandon(op.batch as Batch, `no answer within the op deadline (${this.cfg.opDeadlineMs} ms)`);
+      else this.answer(op, errorReply(op.id, 'KV_ERR_SHARD_UNAVAILABLE', `shard ${this.cfg.shard}: not started within the op deadline (${this.cfg.opDeadlineMs} ms); the operation was not applied`));
+    }
+    this.flushOutbox();
+    for (const b of this.running) {
+      if (now - b.startedAt > STALL_PROBE_MS) {
+        void this.probe();
+        break;
       }
     }
-    for (const c of chains) this.scheduler.chainDone(c);
-    this.afterBatch();
+    this.checkDrained();
+  }
+
+  /** The one way a user op is answered: at most once, and its value freed once it cannot run again. */
+  private answer(op: PendingOp, reply: Reply): void {
+    if (op.answered) return;
+    op.answered = true;
+    if (!op.batch || (op.batch as Batch).finished) op.value = null;
+    this.outbox.push(reply);
   }
 
   /**
@@ -371,7 +591,7 @@ export class ShardActor {
           this.heldSince.delete(c);
           for (const op of c.ops) {
             if (op.op === OP_REAP) this.expirer.onReapFailed(op.key);
-            else this.outbox.push(errorReply(op.id, 'KV_ERR_SLOT_MOVING', `slot ${slot} is being moved; it stayed fenced for ${this.cfg.slotHoldMs} ms`));
+            else this.answer(op, errorReply(op.id, 'KV_ERR_SLOT_MOVING', `slot ${slot} is being moved; it stayed fenced for ${this.cfg.slotHoldMs} ms`));
           }
           this.scheduler.chainDone(c);
         } else {
@@ -401,7 +621,7 @@ export class ShardActor {
     const slots = [...new Set(ops.map((o) => o.slot))];
     this.refusing = this.refusing.then(async () => {
       const hints = await this.store.movedTo(slots).catch(() => new Map<number, number>());
-      for (const op of ops) this.outbox.push(wrongShard(op.id, this.shardIndex, op.slot, hints.get(op.slot) ?? -1));
+      for (const op of ops) this.answer(op, wrongShard(op.id, this.shardIndex, op.slot, hints.get(op.slot) ?? -1));
       this.flushOutbox();
     });
   }
@@ -410,12 +630,12 @@ export class ShardActor {
    * Run `attempt` until it succeeds, `retryable` refuses its error, or KVSQL_MAX_RETRIES retries (with
    * backoff) are spent. The one retry policy of reads, writes and reaps; each passes its predicate.
    */
-  private async withRetries<T>(attempt: () => Promise<T>, retryable: (err: unknown) => boolean): Promise<Attempted<T>> {
+  private async withRetries<T>(attempt: () => Promise<T>, retryable: (err: unknown) => boolean, ctl?: TxControl): Promise<Attempted<T>> {
     for (let n = 0; ; n++) {
       try {
         return { ok: true, value: await attempt() };
       } catch (err) {
-        if (n >= this.cfg.maxRetries || !retryable(err)) return { ok: false, error: err };
+        if (n >= this.cfg.maxRetries || !retryable(err) || ctl?.abandoned) return { ok: false, error: err };
         this.stats.retries++;
         await backoff(n);
       }
@@ -425,6 +645,10 @@ export class ShardActor {
   private afterBatch(): void {
     this.flushOutbox();
     this.flush();
+    this.checkDrained();
+  }
+
+  private checkDrained(): void {
     if (this.drainWaiters.length > 0 && this.scheduler.size === 0) {
       const waiters = this.drainWaiters;
       this.drainWaiters = [];
@@ -442,10 +666,10 @@ export class ShardActor {
 
   private onStoreError(err: unknown): void {
     if (classify(err) === 'connection') {
-      this.log('warn', 'shard connection error', { code: (err as { code?: string })?.code, message: (err as Error)?.message });
+      this.log('warn', 'shard connection error', { err: errLog(err) });
       void this.probe();
     } else if (classify(err) === 'fatal') {
-      this.log('error', 'shard statement failed', { code: (err as { code?: string })?.code, message: (err as Error)?.message });
+      this.log('error', 'shard statement failed', { err: errLog(err) });
     }
   }
 
@@ -457,6 +681,7 @@ export class ShardActor {
   private async probe(): Promise<void> {
     if (this.probing) return;
     this.probing = true;
+    const startedAt = this.localClock();
     try {
       if (this.initialized) await this.syncClock();
       else await this.init();
@@ -466,15 +691,18 @@ export class ShardActor {
         this.onHealth(true);
       }
     } catch (err) {
-      if (this.up) {
+      // A batch that succeeded after this probe began is newer evidence: the fault (a slow link,
+      // a brief hang) is over, and declaring the shard down now would abandon healthy work.
+      if (this.up && this.lastOkAt <= startedAt) {
         this.up = false;
-        this.log('error', 'shard is down', { code: (err as { code?: string })?.code, message: (err as Error)?.message });
+        this.log('error', 'shard is down', { err: errLog(err) });
         this.onHealth(false, { code: 'KV_ERR_SHARD_UNAVAILABLE', message: String((err as Error)?.message ?? err) });
-        // Waiting ops would only time out one by one; answer them now.
+        // Waiting ops would only time out one by one; answer them now, and give up on what runs.
         for (const op of this.scheduler.drainWaiting()) {
           if (op.op === OP_REAP) this.expirer.onReapFailed(op.key);
-          else this.outbox.push(errorReply(op.id, 'KV_ERR_SHARD_UNAVAILABLE', `shard ${this.cfg.shard} is unavailable`));
+          else this.answer(op, errorReply(op.id, 'KV_ERR_SHARD_UNAVAILABLE', `shard ${this.cfg.shard} is unavailable`));
         }
+        for (const b of [...this.running]) this.abandon(b, 'shard is down');
         this.afterBatch();
       }
     } finally {
@@ -549,6 +777,8 @@ const HOLD_RETRY_MAX_MS = 20;
 
 type Attempted<T> = { ok: true; value: T } | { ok: false; error: unknown };
 
+const isUnanswered = (op: PendingOp): boolean => op.answered !== true;
+
 /** The connection broke during the COMMIT round trip: the outcome is unknown, never retried. */
 function lostDuringCommit(err: unknown): boolean {
   return classify(err) === 'connection' && (err as { kvPhase?: string }).kvPhase === 'commit';
@@ -580,6 +810,31 @@ function checkSlots(chains: Chain[], states: SlotStates): Array<[number, Buffer]
  */
 function wrongShard(id: number, shardIndex: number | null, slot: number, movedTo: number): Reply {
   return [id, 503, 'KV_ERR_WRONG_SHARD', `shard ${shardIndex ?? '?'} does not own slot ${slot}`, movedTo];
+}
+
+/**
+ * True when two plans of one batch change the same rows the same way (versions aside). New
+ * versions change a decision only for a conditional write on a version issued in the same chain,
+ * which a client cannot know in advance; then the batch is decided again from scratch.
+ */
+function sameRows(a: RowMutations, b: RowMutations): boolean {
+  const keys = (rows: Array<[Buffer, ...unknown[]]>) => rows.map((r) => r[0].toString('latin1')).join('\0');
+  return (
+    keys(a.inserts) === keys(b.inserts) &&
+    keys(a.upserts) === keys(b.upserts) &&
+    keys(a.ttlUpdates) === keys(b.ttlUpdates) &&
+    a.deletes.map((k) => k.toString('latin1')).join('\0') === b.deletes.map((k) => k.toString('latin1')).join('\0') &&
+    a.ttlUpdates.every((t, i) => t[1] === b.ttlUpdates[i][1]) &&
+    a.inserts.every((r, i) => r[3] === b.inserts[i][3]) &&
+    a.upserts.every((r, i) => r[3] === b.upserts[i][3])
+  );
+}
+
+/** Rolls the batch back to be decided again (classified 'retry', like a deadlock). */
+function versionsMoved(): Error {
+  const err = new Error('a conditional write depended on versions that had to be taken again');
+  (err as { code?: string }).code = 'KV_VERSIONS_MOVED';
+  return err;
 }
 
 function errorReply(id: number, code: ErrorData['code'], message: string): Reply {

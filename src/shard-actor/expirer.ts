@@ -17,10 +17,13 @@
  * - wheel: hands out due keys; each becomes a reap op (at most `reapsInFlight` at once).
  * - sweep: when the wheel has nothing due, pages `expires_at <= now` (rows the wheel never knew:
  *   a restart, an outage, another gateway's writes, a full wheel) and reaps them.
- * - role: only the holder of MySQL's GET_LOCK('kvsql-expirer:<db>') does any of this; the lock
- *   goes with its connection, so the role moves by itself when a holder dies. Two holders at once
- *   (a network partition) only waste work: every reap re-checks the row under its lock.
+ * - role: only the holder of the shard's expirer lease (a row in kv_lease, renewed every
+ *   lockRetryMs, expiring after 3x that on the shard's clock) does any of this; the role moves by
+ *   itself when a holder dies, and a replicated row holds for a whole Galera group (GET_LOCK is
+ *   per node). Two holders at once (clock skew, a partition) only waste work: every reap
+ *   re-checks the row under its lock, and Galera certification orders conflicting deletes.
  */
+import { errLog } from '../protocol/errors';
 import type { ActorConfig, ExpiryStats } from '../protocol/port-messages';
 import { EXPIRY_LAG_BUCKETS_MS } from '../protocol/port-messages';
 import type { DueRow, ShardStore } from './shard-store';
@@ -205,7 +208,7 @@ export class Expirer {
         this.loadKey = last.k;
       }
     } catch (err) {
-      this.log('warn', 'expiry loader page failed', { error: (err as Error).message });
+      this.log('warn', 'expiry loader page failed', { err: errLog(err) });
     } finally {
       this.loading = false;
     }
@@ -224,7 +227,7 @@ export class Expirer {
       // A full page means more may wait: sweep again next tick instead of next interval.
       this.sweepBacklog = rows.length === this.cfg.reapBatch ? rows.length : 0;
     } catch (err) {
-      this.log('warn', 'expiry sweep failed', { error: (err as Error).message });
+      this.log('warn', 'expiry sweep failed', { err: errLog(err) });
     } finally {
       this.sweeping = false;
     }

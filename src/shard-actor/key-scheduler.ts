@@ -104,6 +104,22 @@ export class KeyScheduler {
     this.release(chain.keyStr, st);
   }
 
+  /**
+   * Drops the ops of a ready chain that were answered while they waited (deadline, shard down):
+   * they must never be applied. Returns false, after completing the chain, when none is left.
+   */
+  prune(chain: Chain, keep: (op: PendingOp) => boolean): boolean {
+    let n = 0;
+    for (const op of chain.ops) if (keep(op)) n++;
+    if (n === chain.ops.length) return true;
+    const dropped = chain.ops.length - n;
+    chain.ops = chain.ops.filter(keep);
+    this.size -= dropped;
+    if (n > 0) return true;
+    this.chainDone(chain);
+    return false;
+  }
+
   /** Everything not yet started, removed (for shutdown or a shard that went down). */
   drainWaiting(): PendingOp[] {
     const reads = this.readyReads.drain();

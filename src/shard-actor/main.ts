@@ -27,8 +27,13 @@ function sendReplies(replies: Reply[]): void {
 
 const store = new MysqlShardStore({
   url: cfg.url,
+  nodes: cfg.nodes,
+  // Three renewal periods: a holder that misses two renewals in a row loses the role.
+  leaseMs: cfg.expiry.lockRetryMs * 3,
+  log: (level, msg, data) => post({ type: 'log', level, msg, data }),
   poolSize: cfg.readsInFlight + cfg.writesInFlight + 3, // + reap lane, expiry scans, version blocks
   queryTimeoutMs: cfg.queryTimeoutMs,
+  tls: cfg.tls,
 });
 
 const actor = new ShardActor(

@@ -4,7 +4,10 @@
  *
  *   retry       the transaction was rolled back and can be decided again from fresh locks
  *               (ER_LOCK_DEADLOCK 1213, ER_LOCK_WAIT_TIMEOUT 1205, and ER_DUP_ENTRY 1062: another
- *               gateway created a key this batch saw absent)
+ *               gateway created a key this batch saw absent; KV_VERSIONS_MOVED, raised by the
+ *               actor when a create's versions had to be taken again, see actor.ts). On Galera a
+ *               certification conflict at COMMIT is ER_LOCK_DEADLOCK too: the transaction was
+ *               not applied.
  *   connection  the connection or server is gone; the shard may be down
  *   fatal       anything else: a bug or a misconfigured server, reported as 500
  */
@@ -12,7 +15,7 @@ import { KvError } from '../protocol/errors';
 
 export type ErrorClass = 'retry' | 'connection' | 'fatal';
 
-const RETRY_CODES = new Set(['ER_LOCK_DEADLOCK', 'ER_LOCK_WAIT_TIMEOUT', 'ER_DUP_ENTRY']);
+const RETRY_CODES = new Set(['ER_LOCK_DEADLOCK', 'ER_LOCK_WAIT_TIMEOUT', 'ER_DUP_ENTRY', 'KV_VERSIONS_MOVED']);
 const CONNECTION_CODES = new Set([
   'PROTOCOL_CONNECTION_LOST',
   'PROTOCOL_SEQUENCE_TIMEOUT',
@@ -31,6 +34,12 @@ const CONNECTION_CODES = new Set([
   'ER_OPTION_PREVENTS_STATEMENT', // read-only primary during a failover
   'ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION',
   'POOL_CLOSED',
+  // Galera: a node outside the Primary component (or still joining) refuses every statement
+  // with 1047 "WSREP has not yet prepared node for application use"; its shard group switches.
+  'ER_UNKNOWN_COM_ERROR',
+  'KV_NO_WRITER_NODE', // no node of a Galera shard group is usable (node-selector.ts)
+  'KV_ACQUIRE_TIMEOUT', // no pooled connection in time (shard-store): the server hangs
+  'KV_ABANDONED', // the actor gave up at the op deadline
 ]);
 
 export function classify(err: unknown): ErrorClass {
@@ -38,7 +47,7 @@ export function classify(err: unknown): ErrorClass {
   const code = e?.code ?? '';
   if (RETRY_CODES.has(code)) return 'retry';
   if (CONNECTION_CODES.has(code) || e?.fatal === true) return 'connection';
-  if (/connect|closed state|Connection lost/i.test(String((err as Error)?.message))) return 'connection';
+  if (/connect|closed state|Connection lost|Pool is closed/i.test(String((err as Error)?.message))) return 'connection';
   return 'fatal';
 }
 

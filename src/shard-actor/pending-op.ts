@@ -18,6 +18,12 @@ export interface PendingOp {
   ifVersion: number;
   /** For a reap: the expires_at the expirer saw, for the lag metric. */
   dueAt: number;
+  /** Actor clock (ms) by which the op gets an answer, whatever MySQL does (user ops only). */
+  deadline?: number;
+  /** A reply was sent (at completion, or at the deadline): never answer again, never apply. */
+  answered?: boolean;
+  /** The batch running it, while one does (the deadline sweep abandons that batch). */
+  batch?: object | null;
 }
 
 export type ReplySink = (op: PendingOp, reply: Reply) => void;

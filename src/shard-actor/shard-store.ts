@@ -8,17 +8,69 @@
  * every write transaction evaluates NOW(3) on the server (session time zone +00:00), so gateways
  * with skewed clocks still agree on which keys are live.
  *
- * A write transaction is two round trips:
+ * A write transaction is three round trips:
  *   1. START TRANSACTION; SELECT ... WHERE k IN (sorted keys) ORDER BY k FOR UPDATE; SELECT now
- *   2. INSERT ... ON DUPLICATE KEY UPDATE ...; UPDATE ... CASE ...; DELETE ...; COMMIT
+ *   2. INSERT ... ON DUPLICATE KEY UPDATE ...; UPDATE ... CASE ...; DELETE ...
+ *   3. COMMIT
+ * When it INSERTs keys that had no row, round trip 2 also reads kv_seq (the version recheck, see
+ * Recheck), and in the rare case that another actor reserved a block meanwhile one more round
+ * trip rewrites those rows with fresh versions before COMMIT:
+ *   2. INSERT ...; (the other statements); SELECT next_version FROM kv_seq
+ *   2b. INSERT ... ON DUPLICATE KEY UPDATE ... with new versions   (only then)
  * READ COMMITTED takes no gap locks, so only existing rows in the batch are locked, in key order.
+ * COMMIT travels alone so that a connection lost before it was sent is a clean, retryable failure
+ * (the server rolls back), and only a connection lost while COMMIT was in flight leaves the
+ * outcome unknown (TxControl.phase says which).
+ *
+ * Every wait is bounded, whatever the server does (a hung server accepts TCP and then says
+ * nothing): a connection is acquired within ACQUIRE_TIMEOUT_MS (mysql2's own pool queue has no
+ * timeout), every statement has a timeout, and a connection whose statement timed out or was cut
+ * is destroyed, never returned to the pool (mysql2 keeps a timed-out statement as the connection's
+ * active command until the server answers, so a reused connection would queue behind it).
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { isIP, type Socket } from 'node:net';
+import { checkServerIdentity, type TLSSocket } from 'node:tls';
 import mysql from 'mysql2/promise';
 import type { Pool, PoolConnection, RowDataPacket, ResultSetHeader } from 'mysql2/promise';
 import { SERVED_STATES, SLOT_MOVED, slotOf, type ShardOwnership } from '../protocol/slot-map';
 import { migrateSchema, seedSlots, UNSLOTTED } from './schema-migration';
+import type { GroupStats, MysqlTls } from '../protocol/port-messages';
+import { classify } from './mysql-errors';
+import { DEFAULT_SELECTOR_OPTIONS, NodeSelector, type SelectorLog, type SelectorOptions } from './node-selector';
+
+/** Longest wait for a pooled connection (a new one includes connect and session setup). */
+export const ACQUIRE_TIMEOUT_MS = 3000;
+/**
+ * Timeout of the health probe's query, and separately of its connection acquire. Not shorter: a
+ * new connection over a slow link costs several round trips, and a false "down" abandons every
+ * batch in flight.
+ */
+export const PROBE_TIMEOUT_MS = 3000;
+
+/**
+ * Shared by the actor and the store for one batch (a read or a write transaction, retries
+ * included). The actor abandons a batch whose op deadline passed; the store then never sends
+ * COMMIT and `cut` destroys the connection in use, so a statement stuck in a hung server holds
+ * neither a pool slot nor the actor.
+ */
+export interface TxControl {
+  /** Set by the actor: stop; never send COMMIT. */
+  abandoned: boolean;
+  /** Set by the store: 'commit' once the COMMIT statement was handed to the connection. */
+  phase: 'work' | 'commit';
+  /** Set by the store: the server thread id of the connection that sent COMMIT, and when it connected (local ms). */
+  threadId: number;
+  connectedAt: number;
+  /** Set by the store while it holds a connection: destroys it at once. */
+  cut: (() => void) | null;
+}
+
+export function newTxControl(): TxControl {
+  return { abandoned: false, phase: 'work', threadId: 0, connectedAt: 0, cut: null };
+}
 
 export interface LiveRow {
   k: Buffer;
@@ -84,7 +136,7 @@ export interface ShardStore {
   movedTo(slots: number[]): Promise<Map<number, number>>;
   /** Fill `slot` of up to `limit` rows written before the column existed; returns how many. */
   fillSlots(limit: number): Promise<number>;
-  readLive(keys: Buffer[], slots: number[]): Promise<ReadResult>;
+  readLive(keys: Buffer[], slots: number[], ctl?: TxControl): Promise<ReadResult>;
   /**
    * One attempt of one transaction. Errors thrown while committing carry `kvPhase = 'commit'`.
    * `decide` also gets kv_seq's counter as committed when the rows were locked: every version
@@ -96,7 +148,15 @@ export interface ShardStore {
     sortedKeys: Buffer[],
     sortedSlots: number[],
     decide: (locked: Map<string, LockedRow>, now: number, issuedBelow: number, slots: SlotStates) => Promise<RowMutations> | RowMutations,
+    ctl?: TxControl,
+    recheck?: Recheck,
   ): Promise<void>;
+  /**
+   * After a connection was lost with its COMMIT in flight: true once the server has certainly
+   * finished that transaction (committed or rolled back), i.e. its connection's thread is gone
+   * (killed here if needed) or the server restarted since. Throws while the server is unreachable.
+   */
+  settle(threadId: number, connectedAt: number): Promise<boolean>;
   /** Reserve `size` versions, all above `above`; returns the first. */
   reserveVersionBlock(size: number, above: number): Promise<number>;
   /** Delete those of `keys` whose row is still expired now (autocommit); returns how many. */
@@ -106,11 +166,20 @@ export interface ShardStore {
   scanDueWindow(afterTs: number, uptoTs: number, limit: number): Promise<DueRow[]>;
   scanDueTies(ts: number, afterKey: Buffer, limit: number): Promise<DueRow[]>;
   scanOverdue(limit: number): Promise<DueRow[]>;
-  /** Try to become this shard's expirer: GET_LOCK on a dedicated connection. */
+  /** Take or renew this shard's expirer lease (a row in kv_lease); true while this store holds it. */
   tryExpirerLock(): Promise<boolean>;
   releaseExpirerLock(): Promise<void>;
+  /** Writer node and node health of a Galera shard group; null (or absent) for a single server. */
+  groupStats?(): GroupStats | null;
   close(): Promise<void>;
 }
+
+/**
+ * Called when a transaction INSERTed rows (keys that had no row to lock), after the INSERT and
+ * before COMMIT, with kv_seq's counter as committed then. Returns upserts to apply before COMMIT
+ * (new versions for those rows), or null to commit as planned. See actor.ts, runWrites.
+ */
+export type Recheck = (issuedNow: number) => Promise<RowMutations['upserts'] | null> | RowMutations['upserts'] | null;
 
 export const NOW_MS = 'CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)';
 
@@ -187,6 +256,8 @@ export const STATEMENTS = {
     'ttlBatch',
     (n) => `UPDATE kv SET expires_at = CASE k ${new Array(n).fill('WHEN ? THEN ?').join(' ')} END WHERE k IN (${placeholders(n, '?')})`,
   ),
+  /** After a create's INSERT: has any actor reserved a newer version block meanwhile? */
+  readSeq: new Statements('readSeq', () => 'SELECT next_version FROM kv_seq WHERE id = 1'),
   deleteBatch: new Statements('deleteBatch', (n) => `DELETE FROM kv WHERE k IN (${placeholders(n, '?')})`),
   /** The expirer's delete: one statement, each row re-checked under its lock. */
   reapBatch: new Statements('reapBatch', (n) => `DELETE FROM kv WHERE k IN (${placeholders(n, '?')}) AND expires_at <= ${NOW_MS}`),
@@ -203,21 +274,117 @@ export function schemaStatements(): string[] {
 
 export interface StoreOptions {
   url: string;
+  /** The shard group's node URLs (a Galera cluster); absent or one entry: a single server. */
+  nodes?: string[];
   poolSize: number;
   queryTimeoutMs: number;
+  /** TLS to the server; null/undefined = clear text. */
+  tls?: MysqlTls | null;
+  /** How long an expirer lease lasts without renewal (the holder renews it every check). */
+  leaseMs?: number;
+  selector?: Partial<SelectorOptions>;
+  log?: SelectorLog;
 }
 
+/**
+ * mysql2's `ssl` option. Verification is chain AND host name; a server without TLS fails the
+ * connect, never a silent downgrade. mysql2 (3.x) checks the name only for DNS host names: for an
+ * IP address it checks "localhost" instead, so for IP hosts the name is checked by tlsIdentityError
+ * on every new connection.
+ */
+export function sslOption(tls: MysqlTls | null | undefined, host: string): { ca?: string; rejectUnauthorized: boolean; verifyIdentity: boolean } | undefined {
+  if (!tls) return undefined;
+  return { ca: tls.ca ?? undefined, rejectUnauthorized: tls.verify, verifyIdentity: tls.verify && isIP(host) === 0 };
+}
+
+/** For an IP host with verification on: the certificate must name that IP (see sslOption). */
+function tlsIdentityError(tls: MysqlTls | null | undefined, host: string, stream: unknown): Error | null {
+  if (!tls?.verify || isIP(host) === 0) return null;
+  const socket = stream as TLSSocket;
+  // A resumed session (mysql2 caches them) was set up by a checked handshake, and shows no
+  // certificate: mysql2 skips its own checks then too.
+  if (socket.isSessionReused()) return null;
+  const err = checkServerIdentity(host, socket.getPeerCertificate());
+  return err === undefined ? null : Object.assign(err, { fatal: true }); // a connection error: the shard is down
+}
+
+const hostOf = (url: string): string => new URL(url).hostname.replace(/^\[|\]$/g, '');
+
 export class MysqlShardStore implements ShardStore {
-  private readonly pool: Pool;
-  private lockConn: mysql.Connection | null = null;
+  private readonly nodes: string[];
+  /** One pool per node, opened when the node becomes the writer, dropped when it stops being it. */
+  private readonly pools: Array<Pool | null>;
+  /** Null for a single server: then pools[0] is the one pool, forever. */
+  private readonly selector: NodeSelector | null = null;
+  private selectorStarted = false;
+  /** Node of each COMMIT in flight, by `<threadId>:<connectedAt>` (settle must ask that node). */
+  private readonly commitNode = new Map<string, number>();
+  /** Identifies this store as the holder of the expirer lease. */
+  private readonly leaseHolder = `${process.pid}-${randomBytes(6).toString('hex')}`;
   private readonly timeout: number;
+  /** The last new pool connection's certificate-name failure (IP hosts; see sslOption). */
+  private tlsError: Error | null = null;
 
   constructor(private readonly opts: StoreOptions) {
     this.timeout = opts.queryTimeoutMs;
-    this.pool = mysql.createPool({
-      uri: opts.url,
-      connectionLimit: opts.poolSize,
-      maxIdle: opts.poolSize,
+    this.nodes = opts.nodes !== undefined && opts.nodes.length > 0 ? opts.nodes : [opts.url];
+    this.pools = this.nodes.map(() => null);
+    if (this.nodes.length > 1) {
+      this.selector = new NodeSelector(
+        this.nodes,
+        { ...DEFAULT_SELECTOR_OPTIONS, ...opts.selector },
+        (from, _to, reason) => this.dropPool(from, reason.startsWith('failback')),
+        opts.log ?? (() => undefined),
+      );
+    } else {
+      this.pools[0] = this.createPool(this.nodes[0]);
+    }
+  }
+
+  /** The writer node's pool. Throws (a connection-class error) when the group has no usable node. */
+  private get pool(): Pool {
+    const w = this.selector === null ? 0 : this.selector.writer;
+    if (w < 0) throw codedError('KV_NO_WRITER_NODE', 'no node of the shard group is Synced in the Primary component');
+    return (this.pools[w] ??= this.createPool(this.nodes[w]));
+  }
+
+  /** Writer node and per-node health of a shard group; null for a single server. */
+  groupStats(): GroupStats | null {
+    return this.selector?.stats() ?? null;
+  }
+
+  /**
+   * The writer moved away from node `i`. New statements go to the new writer at once. A node
+   * that failed: its statements in flight fail now (a hung node would hold them until the query
+   * timeout); a COMMIT among them answers KV_ERR_OUTCOME_UNKNOWN. A healthy node left by a
+   * failback: what runs there finishes, and the pool closes after the query timeout.
+   */
+  private dropPool(i: number, graceful: boolean): void {
+    const pool = i >= 0 ? this.pools[i] : null;
+    if (!pool) return;
+    this.pools[i] = null;
+    if (graceful) {
+      setTimeout(() => void pool.end().catch(() => undefined), this.timeout + 1000).unref();
+      return;
+    }
+    type CoreConn = { stream?: { destroy(err?: Error): void } };
+    const all = (pool as unknown as { pool: { _allConnections?: { toArray(): CoreConn[] } } }).pool._allConnections?.toArray() ?? [];
+    for (const c of all) c.stream?.destroy(codedError('PROTOCOL_CONNECTION_LOST', 'the shard group switched away from this node'));
+    void pool.end().catch(() => undefined);
+  }
+
+  /** A connection error may mean the writer died or hung: re-probe the group at once. */
+  private suspect(err: unknown): void {
+    if (this.selector !== null && classify(err) === 'connection') void this.selector.refresh();
+  }
+
+  private createPool(url: string): Pool {
+    const host = hostOf(url);
+    const pool = mysql.createPool({
+      uri: url,
+      ssl: sslOption(this.opts.tls, host),
+      connectionLimit: this.opts.poolSize,
+      maxIdle: this.opts.poolSize,
       waitForConnections: true,
       queueLimit: 0, // the actor bounds work in flight; the pool never holds more than that
       multipleStatements: true,
@@ -229,17 +396,103 @@ export class MysqlShardStore implements ShardStore {
     // Every connection: READ COMMITTED (no gap locks) and UTC so NOW(3) maps 1:1 to unix time.
     // With a callback: an error here (server shutting down, KILL) must not be an unhandled
     // 'error' event, which would end the worker; the broken connection is dropped instead.
-    type CoreConn = { query(sql: string, cb: (err: Error | null) => void): void; destroy(): void };
-    (this.pool as unknown as { pool: { on(ev: string, cb: (c: CoreConn) => void): void } }).pool.on('connection', (conn) =>
-      conn.query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; SET SESSION time_zone = '+00:00'", (err) => {
+    // In a Galera group also wsrep_sync_wait = 1: every SELECT and START TRANSACTION first waits
+    // until this node has applied every write-set committed anywhere in the cluster before it,
+    // so a read after a switch (or through another gateway on another node) sees every write
+    // acknowledged before it (DESIGN.md §9 measures the cost).
+    const setup = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; SET SESSION time_zone = '+00:00'" + (this.selector !== null ? '; SET SESSION wsrep_sync_wait = 1' : '');
+    type CoreConn = { query(sql: string, cb: (err: Error | null) => void): void; destroy(): void; stream: unknown; kvConnectedAt?: number };
+    (pool as unknown as { pool: { on(ev: string, cb: (c: CoreConn) => void): void } }).pool.on('connection', (conn) => {
+      this.tlsError = tlsIdentityError(this.opts.tls, host, conn.stream);
+      if (this.tlsError !== null) return conn.destroy();
+      conn.kvConnectedAt = Date.now();
+      conn.query(setup, (err) => {
         if (err) conn.destroy();
-      }),
-    );
+      });
+    });
+    return pool;
   }
 
-  async init(): Promise<number | null> {
-    const conn = await this.pool.getConnection();
+  /** A pooled connection within `timeoutMs`, or a connection-class error (KV_ACQUIRE_TIMEOUT). */
+  private acquire(timeoutMs: number = ACQUIRE_TIMEOUT_MS): Promise<PoolConnection> {
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      const timer = setTimeout(() => {
+        settled = true;
+        const err = codedError('KV_ACQUIRE_TIMEOUT', `no MySQL connection within ${timeoutMs} ms (server hung or unreachable)`);
+        this.suspect(err);
+        reject(err);
+      }, timeoutMs);
+      this.pool.getConnection().then(
+        (conn) => {
+          if (settled) conn.release(); // the waiter gave up; the connection is healthy
+          else {
+            settled = true;
+            clearTimeout(timer);
+            resolve(conn);
+          }
+        },
+        (err) => {
+          this.suspect(err);
+          if (!settled) {
+            settled = true;
+            clearTimeout(timer);
+            reject(err);
+          }
+        },
+      );
+    });
+  }
+
+  /**
+   * One statement on a pooled connection, released after, or destroyed when it failed in a way
+   * that leaves the connection unusable (timed out, lost).
+   */
+  private async query<T>(sql: string, params: unknown[] | undefined, timeout: number = this.timeout, acquireMs = ACQUIRE_TIMEOUT_MS): Promise<T> {
+    const conn = await this.acquire(Math.min(acquireMs, timeout));
     try {
+      const [rows] = await conn.query({ sql, timeout }, params);
+      conn.release();
+      return rows as T;
+    } catch (err) {
+      this.suspect(err);
+      if (isConnectionFatal(err)) destroyHard(conn);
+      else conn.release();
+      throw err;
+    }
+  }
+
+  /**
+   * Runs setup statements (schema, migrations, identity) on one connection: the writer chosen
+   * first, TLS names checked; a connection that failed is destroyed (a schema statement may still
+   * be running in a hung server).
+   */
+  private async withSetupConnection<T>(fn: (conn: PoolConnection) => Promise<T>): Promise<T> {
+    if (this.selector !== null) {
+      if (!this.selectorStarted) {
+        this.selectorStarted = true;
+        this.selector.start();
+      }
+      await this.selector.refresh();
+    }
+    const conn = await this.acquire();
+    if (this.tlsError !== null) {
+      conn.destroy();
+      throw this.tlsError; // says which name the certificate lacks (the pool hook can only drop it)
+    }
+    let result: T;
+    try {
+      result = await fn(conn);
+    } catch (err) {
+      destroyHard(conn);
+      throw err;
+    }
+    conn.release();
+    return result;
+  }
+
+  init(): Promise<number | null> {
+    return this.withSetupConnection(async (conn) => {
       for (const sql of schemaStatements()) await conn.query({ sql, timeout: 60_000 });
       await migrateSchema(conn);
       const [rows] = await conn.query<RowDataPacket[]>('SELECT shard_index, slots_seeded FROM kv_shard WHERE id = 1');
@@ -247,14 +500,11 @@ export class MysqlShardStore implements ShardStore {
       // A data dir from before kv_slots: its slots are the ranges it was created with.
       if (Number(rows[0].slots_seeded) === 0) await seedSlots(conn);
       return Number(rows[0].shard_index);
-    } finally {
-      conn.release();
-    }
+    });
   }
 
-  async bootstrap(identity: ShardIdentity): Promise<void> {
-    const conn = await this.pool.getConnection();
-    try {
+  bootstrap(identity: ShardIdentity): Promise<void> {
+    return this.withSetupConnection(async (conn) => {
       await conn.query(
         'INSERT IGNORE INTO kv_shard (id, shard_index, shard_count, slot_ranges, created_at, slots_seeded) VALUES (1, ?, ?, ?, ?, 0)',
         [identity.shard, identity.shardCount, identity.slotRanges, Date.now()],
@@ -272,18 +522,15 @@ export class MysqlShardStore implements ShardStore {
         throw err;
       }
       await seedSlots(conn);
-    } finally {
-      conn.release();
-    }
+    });
   }
 
   async ownership(): Promise<ShardOwnership> {
-    const [results] = await this.pool.query<RowDataPacket[][]>({
-      sql:
-        'SELECT shard_index FROM kv_shard WHERE id = 1; SELECT slot, state, epoch, peer FROM kv_slots; SELECT shard_index, url FROM kv_peers; ' +
+    const results = await this.query<RowDataPacket[][]>(
+      'SELECT shard_index FROM kv_shard WHERE id = 1; SELECT slot, state, epoch, peer FROM kv_slots; SELECT shard_index, url FROM kv_peers; ' +
         'SELECT state, slots_total, slots_done, rows_copied, started_at, updated_at, pause_p99_ms FROM kv_move_progress WHERE id = 1',
-      timeout: this.timeout,
-    });
+      undefined,
+    );
     const slots: number[] = [];
     for (const r of results[1]) slots.push(Number(r.slot), Number(r.state), Number(r.epoch), r.peer === null ? -1 : Number(r.peer));
     return {
@@ -306,28 +553,41 @@ export class MysqlShardStore implements ShardStore {
   }
 
   async movedTo(slots: number[]): Promise<Map<number, number>> {
-    const [rows] = await this.pool.query<RowDataPacket[]>(
-      { sql: `SELECT slot, peer FROM kv_slots WHERE slot IN (${placeholders(slots.length, '?')}) AND state = ${SLOT_MOVED}`, timeout: this.timeout },
-      slots,
-    );
+    const rows = await this.query<RowDataPacket[]>(`SELECT slot, peer FROM kv_slots WHERE slot IN (${placeholders(slots.length, '?')}) AND state = ${SLOT_MOVED}`, slots);
     return new Map(rows.map((r) => [Number(r.slot), Number(r.peer)]));
   }
 
   async fillSlots(limit: number): Promise<number> {
-    const [rows] = await this.pool.query<RowDataPacket[]>({ sql: 'SELECT k FROM kv WHERE slot = ? ORDER BY k LIMIT ?', timeout: this.timeout }, [UNSLOTTED, limit]);
+    const rows = await this.query<RowDataPacket[]>('SELECT k FROM kv WHERE slot = ? ORDER BY k LIMIT ?', [UNSLOTTED, limit]);
     if (rows.length === 0) return 0;
     const params: unknown[] = [];
     for (const r of rows) params.push(r.k, slotOf(r.k as Buffer));
     for (const r of rows) params.push(r.k);
-    await this.pool.query(
-      { sql: `UPDATE kv SET slot = CASE k ${new Array(rows.length).fill('WHEN ? THEN ?').join(' ')} END WHERE k IN (${placeholders(rows.length, '?')}) AND slot = ${UNSLOTTED}`, timeout: this.timeout },
-      params,
-    );
+    await this.query(`UPDATE kv SET slot = CASE k ${new Array(rows.length).fill('WHEN ? THEN ?').join(' ')} END WHERE k IN (${placeholders(rows.length, '?')}) AND slot = ${UNSLOTTED}`, params);
     return rows.length;
   }
 
-  async readLive(keys: Buffer[], slots: number[]): Promise<ReadResult> {
-    const [rows] = await this.pool.query<RowDataPacket[]>({ sql: STATEMENTS.readLive.sql(keys.length, slots.length), timeout: this.timeout }, [...slots, ...keys]);
+  async readLive(keys: Buffer[], slots: number[], ctl?: TxControl): Promise<ReadResult> {
+    const conn = await this.acquire();
+    if (ctl !== undefined) {
+      if (ctl.abandoned) {
+        conn.release();
+        throw abandonedError();
+      }
+      ctl.cut = () => destroyHard(conn);
+    }
+    let rows: RowDataPacket[];
+    try {
+      [rows] = await conn.query<RowDataPacket[]>({ sql: STATEMENTS.readLive.sql(keys.length, slots.length), timeout: this.timeout }, [...slots, ...keys]);
+      conn.release();
+    } catch (err) {
+      this.suspect(err);
+      if (isConnectionFatal(err)) destroyHard(conn);
+      else conn.release();
+      throw err;
+    } finally {
+      if (ctl !== undefined) ctl.cut = null;
+    }
     const served = new Set<number>();
     const list = rows[0]?.served as string | null | undefined;
     if (list) for (const x of String(list).split(',')) served.add(Number(x));
@@ -340,8 +600,16 @@ export class MysqlShardStore implements ShardStore {
     sortedKeys: Buffer[],
     sortedSlots: number[],
     decide: (locked: Map<string, LockedRow>, now: number, issuedBelow: number, slots: SlotStates) => Promise<RowMutations> | RowMutations,
+    ctl: TxControl = newTxControl(),
+    recheck?: Recheck,
   ): Promise<void> {
-    const conn: PoolConnection = await this.pool.getConnection();
+    const node = this.selector === null ? 0 : this.selector.writer;
+    const conn: PoolConnection = await this.acquire();
+    if (ctl.abandoned) {
+      conn.release();
+      throw abandonedError();
+    }
+    ctl.cut = () => destroyHard(conn);
     let broken = false;
     try {
       const [results] = await conn.query<RowDataPacket[][]>(
@@ -381,14 +649,38 @@ export class MysqlShardStore implements ShardStore {
         sql += STATEMENTS.logChanges.sql(m.changed.length) + ';';
         for (const c of m.changed) params.push(c[0], c[1]);
       }
+      if (m.inserts.length > 0 && recheck !== undefined) {
+        // Nothing is committed yet: an error here rolls back and may be retried.
+        const [res] = await conn.query<RowDataPacket[][]>({ sql: sql + STATEMENTS.readSeq.sql(1), timeout: this.timeout }, params);
+        const fix = await recheck(Number(res[res.length - 1][0].next_version));
+        sql = '';
+        params.length = 0;
+        if (fix !== null && fix.length > 0) {
+          sql = STATEMENTS.upsertBatch.sql(fix.length) + ';';
+          for (const u of fix) params.push(u[0], u[1], u[2], u[3], slotOf(u[0]));
+        }
+      }
+      if (sql.length > 0) await conn.query({ sql: sql.slice(0, -1), timeout: this.timeout }, params);
+      // The last moment to give up cleanly: past this line the server may commit.
+      if (ctl.abandoned) throw abandonedError();
+      ctl.phase = 'commit';
+      ctl.threadId = conn.threadId;
+      ctl.connectedAt = (conn.connection as unknown as { kvConnectedAt?: number }).kvConnectedAt ?? 0;
+      const doubt = `${ctl.threadId}:${ctl.connectedAt}`;
+      if (this.selector !== null) {
+        this.commitNode.set(doubt, node);
+        if (this.commitNode.size > 1024) this.commitNode.delete(this.commitNode.keys().next().value!);
+      }
       try {
-        await conn.query({ sql: sql + 'COMMIT', timeout: this.timeout }, params);
+        await conn.query({ sql: 'COMMIT', timeout: this.timeout });
+        this.commitNode.delete(doubt);
       } catch (err) {
         (err as { kvPhase?: string }).kvPhase = 'commit';
         throw err;
       }
     } catch (err) {
-      broken = isConnectionFatal(err);
+      this.suspect(err);
+      broken = isConnectionFatal(err) || ctl.abandoned;
       if (!broken) {
         try {
           await conn.query({ sql: 'ROLLBACK', timeout: this.timeout });
@@ -398,31 +690,70 @@ export class MysqlShardStore implements ShardStore {
       }
       throw err;
     } finally {
-      if (broken) conn.destroy();
+      ctl.cut = null;
+      if (broken) destroyHard(conn);
       else conn.release();
     }
   }
 
+  async settle(threadId: number, connectedAt: number): Promise<boolean> {
+    if (this.selector !== null) {
+      const key = `${threadId}:${connectedAt}`;
+      const node = this.commitNode.get(key);
+      this.commitNode.delete(key);
+      // The COMMIT ran on a node that is no longer the writer: thread ids are per node, so it
+      // cannot be looked up (or KILLed) here. Settled anyway: the write-set was either certified
+      // (then every node applies it, in order) or it can never commit, because a commit there
+      // must pass certification, which orders it against anything written since; a late one
+      // conflicting with a later write to its key is aborted, never applied after it.
+      if (node !== undefined && node !== this.selector.writer) return true;
+    }
+    const conn = await this.acquire(PROBE_TIMEOUT_MS);
+    try {
+      const [up] = await conn.query<RowDataPacket[]>({ sql: "SHOW GLOBAL STATUS LIKE 'Uptime'", timeout: PROBE_TIMEOUT_MS });
+      const uptimeMs = Number(up[0]?.Value ?? up[0]?.VALUE) * 1000;
+      // Started after that connection was made: the connection died with the old server, and
+      // InnoDB recovery decided its transaction. (Thread ids restart after a restart, so KILL
+      // by id could hit an unrelated connection.)
+      if (connectedAt > 0 && uptimeMs + 1500 < Date.now() - connectedAt) {
+        conn.release();
+        return true;
+      }
+      try {
+        await conn.query({ sql: 'KILL CONNECTION ?', timeout: PROBE_TIMEOUT_MS }, [threadId]);
+      } catch (err) {
+        if ((err as { code?: string }).code !== 'ER_NO_SUCH_THREAD') throw err;
+      }
+      const [rows] = await conn.query<RowDataPacket[]>({ sql: 'SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE ID = ?', timeout: PROBE_TIMEOUT_MS }, [threadId]);
+      conn.release();
+      return Number(rows[0].n) === 0;
+    } catch (err) {
+      if (isConnectionFatal(err)) destroyHard(conn);
+      else conn.release();
+      throw err;
+    }
+  }
+
   async reap(keys: Buffer[]): Promise<number> {
-    const [res] = await this.pool.query<ResultSetHeader>({ sql: STATEMENTS.reapBatch.sql(keys.length), timeout: this.timeout }, keys);
+    const res = await this.query<ResultSetHeader>(STATEMENTS.reapBatch.sql(keys.length), keys);
     return res.affectedRows;
   }
 
   async reserveVersionBlock(size: number, above: number): Promise<number> {
     // Autocommit, outside any data transaction: the counter row is locked for one statement only.
     // GREATEST keeps versions above rows restored from a backup taken after the counter's.
-    const [results] = await this.pool.query<RowDataPacket[][]>(
-      {
-        sql: 'UPDATE kv_seq SET next_version = LAST_INSERT_ID(GREATEST(next_version, ? + 1) + ?) WHERE id = 1; SELECT LAST_INSERT_ID() AS end_version',
-        timeout: this.timeout,
-      },
+    const results = await this.query<RowDataPacket[][]>(
+      'UPDATE kv_seq SET next_version = LAST_INSERT_ID(GREATEST(next_version, ? + 1) + ?) WHERE id = 1; SELECT LAST_INSERT_ID() AS end_version',
       [above, size],
     );
     return Number(results[1][0].end_version) - size;
   }
 
   async now(): Promise<number> {
-    const [rows] = await this.pool.query<RowDataPacket[]>({ sql: `SELECT ${NOW_MS} AS now_ms, @@read_only AS ro`, timeout: Math.min(this.timeout, 3000) });
+    // The health probe of a group: re-decide the writer first, so a dead writer is replaced
+    // rather than the whole shard reported down.
+    if (this.selector !== null) await this.selector.refresh();
+    const rows = await this.query<RowDataPacket[]>(`SELECT ${NOW_MS} AS now_ms, @@read_only AS ro`, undefined, Math.min(this.timeout, PROBE_TIMEOUT_MS), PROBE_TIMEOUT_MS);
     if (Number(rows[0].ro) === 1) {
       // A demoted primary or a replica during a failover: it answers, but must not take writes.
       // Reporting it as down keeps the shard from flapping between "probe ok" and failed writes.
@@ -434,60 +765,52 @@ export class MysqlShardStore implements ShardStore {
   }
 
   async scanDueWindow(afterTs: number, uptoTs: number, limit: number): Promise<DueRow[]> {
-    const [rows] = await this.pool.query<RowDataPacket[]>(
-      { sql: 'SELECT k, expires_at FROM kv WHERE expires_at > ? AND expires_at <= ? ORDER BY expires_at, k LIMIT ?', timeout: this.timeout },
-      [afterTs, uptoTs, limit],
-    );
+    const rows = await this.query<RowDataPacket[]>('SELECT k, expires_at FROM kv WHERE expires_at > ? AND expires_at <= ? ORDER BY expires_at, k LIMIT ?', [afterTs, uptoTs, limit]);
     return normalizeDue(rows);
   }
 
   async scanDueTies(ts: number, afterKey: Buffer, limit: number): Promise<DueRow[]> {
-    const [rows] = await this.pool.query<RowDataPacket[]>(
-      { sql: 'SELECT k, expires_at FROM kv WHERE expires_at = ? AND k > ? ORDER BY k LIMIT ?', timeout: this.timeout },
-      [ts, afterKey, limit],
-    );
+    const rows = await this.query<RowDataPacket[]>('SELECT k, expires_at FROM kv WHERE expires_at = ? AND k > ? ORDER BY k LIMIT ?', [ts, afterKey, limit]);
     return normalizeDue(rows);
   }
 
   async scanOverdue(limit: number): Promise<DueRow[]> {
-    const [rows] = await this.pool.query<RowDataPacket[]>(
-      { sql: `SELECT k, expires_at FROM kv WHERE expires_at <= ${NOW_MS} ORDER BY expires_at LIMIT ?`, timeout: this.timeout },
-      [limit],
-    );
+    const rows = await this.query<RowDataPacket[]>(`SELECT k, expires_at FROM kv WHERE expires_at <= ${NOW_MS} ORDER BY expires_at LIMIT ?`, [limit]);
     return normalizeDue(rows);
   }
 
+  /**
+   * The expirer lease: one row in kv_lease, taken when free or expired and renewed by its holder,
+   * with the expiry on the shard's clock (NOW(3) of the writer node). A replicated row, unlike
+   * GET_LOCK (which Galera does not replicate), so there is one holder per shard group whichever
+   * node each gateway talks to; two gateways racing through two nodes conflict in certification
+   * and one gets ER_LOCK_DEADLOCK (reported as "not taken" by the expirer's error path).
+   * FOUND_ROWS (mysql2's default) makes affectedRows count matched rows, so a renewal within the
+   * same millisecond still reports 1.
+   */
   async tryExpirerLock(): Promise<boolean> {
-    if (this.lockConn === null) {
-      const conn = await mysql.createConnection({ uri: this.opts.url, connectTimeout: 3000, enableKeepAlive: true });
-      conn.on('error', () => {
-        // The server released the lock with the connection; the next tryExpirerLock reconnects.
-        if (this.lockConn === conn) this.lockConn = null;
-      });
-      this.lockConn = conn;
-    }
-    try {
-      const [rows] = await this.lockConn.query<RowDataPacket[]>({
-        sql: "SELECT GET_LOCK(CONCAT('kvsql-expirer:', DATABASE()), 0) AS got",
-        timeout: 3000,
-      });
-      return Number(rows[0].got) === 1;
-    } catch (err) {
-      this.lockConn?.destroy();
-      this.lockConn = null;
-      throw err;
-    }
+    const res = await this.query<ResultSetHeader>(
+      `UPDATE kv_lease SET holder = ?, expires_at = ${NOW_MS} + ? WHERE name = 'expirer' AND (holder = ? OR expires_at < ${NOW_MS})`,
+      [this.leaseHolder, this.opts.leaseMs ?? 6000, this.leaseHolder],
+      Math.min(this.timeout, 3000),
+    );
+    return res.affectedRows === 1;
   }
 
   async releaseExpirerLock(): Promise<void> {
-    const conn = this.lockConn;
-    this.lockConn = null;
-    if (conn) await conn.end().catch(() => conn.destroy());
+    // Best effort: a lease not released expires by itself after leaseMs.
+    const w = this.selector === null ? 0 : this.selector.writer;
+    const pool = w >= 0 ? this.pools[w] : null;
+    if (!pool) return;
+    await pool
+      .query({ sql: "UPDATE kv_lease SET expires_at = 0 WHERE name = 'expirer' AND holder = ?", timeout: 2000 }, [this.leaseHolder])
+      .catch(() => undefined);
   }
 
   async close(): Promise<void> {
     await this.releaseExpirerLock();
-    await this.pool.end().catch(() => undefined);
+    await this.selector?.stop();
+    await Promise.all(this.pools.map((p) => p?.end().catch(() => undefined)));
   }
 }
 
@@ -498,5 +821,26 @@ function normalizeDue(rows: RowDataPacket[]): DueRow[] {
 
 function isConnectionFatal(err: unknown): boolean {
   const e = err as { fatal?: boolean; code?: string };
-  return e?.fatal === true || e?.code === 'PROTOCOL_CONNECTION_LOST' || e?.code === 'PROTOCOL_SEQUENCE_TIMEOUT';
+  return e?.fatal === true || e?.code === 'PROTOCOL_CONNECTION_LOST' || e?.code === 'PROTOCOL_SEQUENCE_TIMEOUT' || e?.code === 'KV_ABANDONED';
+}
+
+/**
+ * Out of the pool and its socket closed at once. mysql2's destroy() only half-closes (FIN), which
+ * a hung or black-holed peer never completes, and it never answers the statement in flight: the
+ * caller must not wait for that statement (the actor races it against the op deadline).
+ */
+function destroyHard(conn: PoolConnection): void {
+  conn.destroy();
+  (conn.connection as unknown as { stream?: Socket }).stream?.destroy();
+}
+
+function codedError(code: string, message: string): Error {
+  const err = new Error(message);
+  (err as { code?: string }).code = code;
+  return err;
+}
+
+/** The actor gave up on this batch (op deadline): nothing further is sent, COMMIT never. */
+export function abandonedError(): Error {
+  return codedError('KV_ABANDONED', 'batch abandoned at the op deadline');
 }

@@ -13,7 +13,18 @@
  * A write must also get a version above the row's current one. With one gateway that always
  * holds (the block is newer than any row). With several, another actor may hold a newer block;
  * then `take` reserves a fresh block, which starts above every number issued so far.
+ *
+ * `take` returns the block's end with the versions: while kv_seq's counter still equals it, no
+ * actor has reserved a newer block, so nobody has issued a version above these (every other
+ * block lies below this one). The actor checks that after a create's INSERT (see actor.ts).
  */
+export interface Versions {
+  /** First of the versions taken. */
+  first: number;
+  /** End (exclusive) of the block they came from. */
+  blockEnd: number;
+}
+
 export class VersionAllocator {
   private cursor = 0;
   private end = 0;
@@ -31,17 +42,17 @@ export class VersionAllocator {
    * versions must also be above those. A key created from absent needs this: its earlier life
    * (deleted or reaped, perhaps through another gateway) left no row to take `above` from.
    */
-  take(count: number, above: number, issuedBelow = 0): Promise<number> | number {
+  take(count: number, above: number, issuedBelow = 0): Promise<Versions> | Versions {
     if (issuedBelow > this.end) above = Math.max(above, issuedBelow - 1);
     if (this.cursor > above && this.end - this.cursor >= count) {
       const first = this.cursor;
       this.cursor += count;
-      return first;
+      return { first, blockEnd: this.end };
     }
     return this.refillAndTake(count, above);
   }
 
-  private async refillAndTake(count: number, above: number): Promise<number> {
+  private async refillAndTake(count: number, above: number): Promise<Versions> {
     // One reservation at a time; a waiter re-checks the block another waiter just reserved.
     const previous = this.pending;
     let done!: () => void;
@@ -56,7 +67,7 @@ export class VersionAllocator {
       }
       const first = this.cursor;
       this.cursor += count;
-      return first;
+      return { first, blockEnd: this.end };
     } finally {
       done();
     }

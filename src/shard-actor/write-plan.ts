@@ -10,12 +10,14 @@
  *     absent at the end, row existed      -> DELETE
  *     a put in the chain, row existed      -> upsert (key, last value, last version, expiry)
  *     a put in the chain, no row           -> plain INSERT (fails if another gateway created it)
+ *     ... and absent again at the end      -> INSERT, then DELETE (see below)
  *     only the expiry changed              -> expiry update
  *
  * A row whose expires_at <= now is treated as absent by every op (it is merely not reaped yet).
  */
 import {
   FLAG_IF_ABSENT,
+  FLAG_IF_EXISTS,
   FLAG_IF_VERSION,
   FLAG_KEEP_TTL,
   OP_DEL,
@@ -70,23 +72,27 @@ export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now:
     let expiresAt = row?.expiresAt ?? null;
     let value: Uint8Array | null = null;
     let expiryChanged = false;
+    let lastPut: [Uint8Array, number, number | null] | null = null;
 
     for (const op of chain.ops) {
       const live = exists && (expiresAt === null || expiresAt > now);
       switch (op.op) {
         case OP_PUT: {
-          if ((op.flags & FLAG_IF_ABSENT) !== 0 && live) {
-            plan.replies.push([op, [op.id, 412]]);
-            break;
-          }
-          if ((op.flags & FLAG_IF_VERSION) !== 0 && !(live && version === op.ifVersion)) {
-            plan.replies.push([op, [op.id, 412]]);
+          // A failed precondition carries the key's current version (null: absent), so a
+          // compare-and-set loop needs no extra read.
+          if (
+            ((op.flags & FLAG_IF_ABSENT) !== 0 && live) ||
+            ((op.flags & FLAG_IF_EXISTS) !== 0 && !live) ||
+            ((op.flags & FLAG_IF_VERSION) !== 0 && !(live && version === op.ifVersion))
+          ) {
+            plan.replies.push([op, [op.id, 412, live ? version : null]]);
             break;
           }
           version = nextVersion++;
           expiresAt = op.ttlMs > 0 ? now + op.ttlMs : (op.flags & FLAG_KEEP_TTL) !== 0 && live ? expiresAt : null;
           value = op.value!;
           exists = true;
+          lastPut = [value, version, expiresAt];
           plan.replies.push([op, [op.id, live ? 200 : 201, version, expiresAt]]);
           break;
         }
@@ -95,7 +101,7 @@ export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now:
             exists = false; // an expired row is removed too; the caller still sees 404
             plan.replies.push([op, [op.id, 404]]);
           } else if ((op.flags & FLAG_IF_VERSION) !== 0 && version !== op.ifVersion) {
-            plan.replies.push([op, [op.id, 412]]);
+            plan.replies.push([op, [op.id, 412, version]]);
           } else {
             exists = false;
             value = null;
@@ -117,9 +123,10 @@ export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now:
           if (!live) {
             plan.replies.push([op, [op.id, 404]]);
           } else {
-            if (expiresAt !== null) expiryChanged = true;
+            const hadTtl = expiresAt !== null;
+            if (hadTtl) expiryChanged = true;
             expiresAt = null;
-            plan.replies.push([op, [op.id, 200]]);
+            plan.replies.push([op, [op.id, 200, hadTtl ? 1 : 0]]);
           }
           break;
         }
@@ -141,6 +148,16 @@ export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now:
 
     if (!exists) {
       if (existed) plan.mutations.deletes.push(chain.key);
+      else if (lastPut !== null) {
+        // Created and deleted again within the chain, on a key with no row (so not locked): the
+        // puts were answered with versions, so this incarnation must be ordered against other
+        // gateways' creates of the key like any other. INSERT (ER_DUP_ENTRY if another
+        // gateway's row is there; the actor's version recheck), then DELETE in the same
+        // transaction: nothing remains, but another gateway's concurrent create is ordered
+        // before or after it, never beside it with a lower version (issue 8).
+        plan.mutations.inserts.push([chain.key, lastPut[0], lastPut[1], lastPut[2]]);
+        plan.mutations.deletes.push(chain.key);
+      }
     } else if (value !== null) {
       // A key with no row when locked is INSERTed, not upserted: if another gateway creates it
       // meanwhile, the INSERT fails with ER_DUP_ENTRY and the whole batch is decided again from

@@ -31,6 +31,7 @@ interface Ack {
   client: number;
   value: string;
   version: number;
+  status: number;
 }
 
 test('64 connections writing one key: versions strictly increase in ack order and the last ack is the final value', async (t) => {
@@ -45,7 +46,7 @@ test('64 connections writing one key: versions strictly increase in ack order an
         const r = await c.put('hot', value);
         assert.ok(r.status === 200 || r.status === 201, `${r.status} ${r.text()}`);
         // Recorded as the reply is delivered: this is the acknowledgement order.
-        acks.push({ client, value, version: etagVersion(r) });
+        acks.push({ client, value, version: etagVersion(r), status: r.status });
       }
     }),
   );
@@ -58,9 +59,11 @@ test('64 connections writing one key: versions strictly increase in ack order an
   assert.equal(got.status, 200);
   assert.equal(got.text(), last.value);
   assert.equal(etagVersion(got), last.version);
-  // Exactly one write created the key.
-  const firstVersion = acks[0].version;
-  assert.ok(acks.every((a) => a.version >= firstVersion));
+  // Exactly one write created the key (201), and it was the first acknowledged; every other replaced it (200).
+  const created = acks.filter((a) => a.status === 201);
+  assert.equal(created.length, 1, `${created.length} writes answered 201 Created`);
+  assert.equal(acks[0].status, 201, 'the first acknowledged write is the one that created the key');
+  assert.equal(acks.filter((a) => a.status === 200).length, acks.length - 1);
 });
 
 test('32 connections mixing puts and deletes on one key: the final state is that of the last acknowledged operation', async (t) => {

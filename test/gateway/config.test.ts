@@ -6,13 +6,14 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import mysql from 'mysql2/promise';
-import { ConfigError, configFrom, resolveConfig, MAX_SUPPORTED_VALUE_BYTES } from '../../src/gateway/config';
+import { ConfigError, configFrom, parseArgv, resolveConfig, shardNodes, MAX_SUPPORTED_VALUE_BYTES, SETTINGS } from '../../src/gateway/config';
 import { pickFreePort } from '../../src/embedded/local-mysqld';
 import { startTestServer, type TestServer } from '../helpers/mysql';
 import { HttpClient, eventually, kvPath, sleep } from '../helpers/http-client';
@@ -100,6 +101,20 @@ test('an unreadable or invalid KVSQL_CONFIG file is a ConfigError', (t) => {
   const file = tempFile('{not json');
   t.after(() => fs.rmSync(path.dirname(file), { recursive: true, force: true }));
   rejects(() => resolveConfig([], { KVSQL_CONFIG: file }), 'KVSQL_CONFIG');
+});
+
+test('a shard may be a Galera cluster: node URLs joined by |, or a list in the KVSQL_CONFIG file', (t) => {
+  const env = { KVSQL_SHARDS: 'mysql://h1:3306/kv | mysql://h2:3306/kv|mysql://h3:3306/kv, mysql://h4/kv' };
+  assert.deepEqual(resolveConfig([], env).shards, ['mysql://h1:3306/kv|mysql://h2:3306/kv|mysql://h3:3306/kv', 'mysql://h4/kv']);
+  assert.deepEqual(shardNodes(resolveConfig([], env).shards[0]), ['mysql://h1:3306/kv', 'mysql://h2:3306/kv', 'mysql://h3:3306/kv']);
+  const file = tempFile(JSON.stringify({ KVSQL_SHARDS: [['mysql://a/kv', 'mysql://b/kv', 'mysql://c/kv'], 'mysql://d/kv'] }));
+  t.after(() => fs.rmSync(path.dirname(file), { recursive: true, force: true }));
+  assert.deepEqual(resolveConfig([], { KVSQL_CONFIG: file }).shards, ['mysql://a/kv|mysql://b/kv|mysql://c/kv', 'mysql://d/kv']);
+  rejects(() => resolveConfig([], { KVSQL_SHARDS: 'mysql://h1/kv|http://h2/kv' }), 'KVSQL_SHARDS');
+  assert.equal(resolveConfig(['--replicas=3'], {}).replicas, 3);
+  assert.equal(resolveConfig([], {}).replicas, 1);
+  rejects(() => resolveConfig([], { KVSQL_REPLICAS: '2' }), 'KVSQL_REPLICAS');
+  rejects(() => resolveConfig([], { KVSQL_REPLICAS: '9' }), 'KVSQL_REPLICAS');
 });
 
 test('every bad value is a ConfigError naming the setting', () => {
@@ -197,7 +212,7 @@ test('the CLI exits 2 with a message on an unknown setting or a bad value', asyn
 
 test('SIGTERM: the CLI stops listening, answers the request in flight, commits it, and exits 0', async (t) => {
   const port = await pickFreePort();
-  const cli = startCli({ KVSQL_SHARDS: urls.join(','), KVSQL_PORT: String(port), KVSQL_LOG_LEVEL: 'warn' });
+  const cli = startCli({ KVSQL_SHARDS: urls.join(','), KVSQL_PORT: String(port), KVSQL_REDIS_PORT: '0', KVSQL_LOG_LEVEL: 'warn' });
   t.after(() => {
     if (cli.child.exitCode === null && cli.child.signalCode === null) cli.child.kill('SIGKILL');
   });
@@ -250,4 +265,25 @@ test('SIGTERM: the CLI stops listening, answers the request in flight, commits i
     }
   }
   assert.equal(found?.toString(), '0123456789');
+});
+
+test('flags: --name=value and --name value (node:util parseArgs); -h/--help and -v/--version are recognised', () => {
+  assert.equal(resolveConfig(['--port', '1004']).port, 1004);
+  assert.equal(resolveConfig(['--redis-port=off']).redisPort, null);
+  assert.equal(resolveConfig(['--redis-port', '0']).redisPort, 0);
+  assert.deepEqual(parseArgv(['-h']), { help: true, version: false, values: [] });
+  assert.deepEqual(parseArgv(['--version', '--port=1']), { help: false, version: true, values: [['KVSQL_PORT', '1']] });
+  rejects(() => resolveConfig(['--port', '1', 'extra']), 'extra');
+  rejects(() => resolveConfig(['--help']), '--help');
+});
+
+test('kvsql --help lists every setting; kvsql --version prints the package version', async () => {
+  const cli = path.join(__dirname, '..', '..', 'src', 'cli.js');
+  const run = (arg: string) => promisify(execFile)(process.execPath, [cli, arg], { env: { PATH: process.env.PATH } });
+  const help = (await run('--help')).stdout;
+  for (const x of SETTINGS) assert.ok(help.includes(x.env), `--help names ${x.env}`);
+  assert.match(help, /--redis-port=<value>/);
+  const version = (await run('--version')).stdout;
+  assert.equal(version, `kvsql ${JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', '..', 'package.json'), 'utf8')).version}\n`);
+  assert.equal((await run('-v')).stdout, version);
 });

@@ -114,6 +114,38 @@ test('DELETE with If-Match: 204 on the current version; 412 on another, and the 
   assertError(await http.del('cond/del', ifMatch(v)), 404, 'KV_ERR_NOT_FOUND');
 });
 
+test('If-Match: * on PUT writes only an existing key (Redis SET XX); 412 says the key is absent', async () => {
+  const absent = await http.put('cond/star', 'x', '', { 'if-match': '*' });
+  assertError(absent, 412, 'KV_ERR_PRECONDITION_FAILED');
+  assert.match(absent.json().error.message, /absent/);
+  assert.equal(absent.headers.etag, undefined, 'no current version to report');
+  assertError(await http.get('cond/star'), 404, 'KV_ERR_NOT_FOUND');
+  const v = etagVersion(await http.put('cond/star', 'one', 'ttl=100'));
+  const replaced = await http.put('cond/star', 'two', 'keepttl=true', { 'if-match': '*' });
+  assert.equal(replaced.status, 200);
+  assert.ok(etagVersion(replaced) > v);
+  assert.ok(replaced.headers['x-expires-at'], 'keepttl still applies');
+  assert.equal((await http.get('cond/star')).text(), 'two');
+});
+
+test('a 412 carries the current ETag, so a compare-and-set loop needs no extra GET', async () => {
+  const v = etagVersion(await http.put('cond/cas', 'x'));
+  const stale = await http.put('cond/cas', 'y', '', ifMatch(v + 1000));
+  assertError(stale, 412, 'KV_ERR_PRECONDITION_FAILED');
+  assert.equal(stale.headers.etag, `"${v}"`);
+  const exists = await http.put('cond/cas', 'y', '', IF_ABSENT);
+  assert.equal(exists.headers.etag, `"${v}"`);
+  const del = await http.del('cond/cas', ifMatch(v + 1));
+  assert.equal(del.status, 412);
+  assert.equal(del.headers.etag, `"${v}"`);
+  // The loop: retry with the tag from the 412.
+  const ok = await http.put('cond/cas', 'z', '', { 'if-match': stale.headers.etag as string });
+  assert.equal(ok.status, 200);
+  const gone = await http.put('cond/cas-absent', 'y', '', ifMatch(5));
+  assertError(gone, 412, 'KV_ERR_PRECONDITION_FAILED');
+  assert.match(gone.json().error.message, /absent/);
+});
+
 test('conditions the API does not support are 400 and write nothing', async () => {
   const v = etagVersion(await http.put('cond/bad', 'x'));
   const cases: Array<[string, () => Promise<HttpReply>]> = [
@@ -125,7 +157,7 @@ test('conditions the API does not support are 400 and write nothing', async () =
     ['not a number', () => http.put('cond/bad', 'y', '', ifMatch('"abc"'))],
     ['negative', () => http.put('cond/bad', 'y', '', ifMatch('"-1"'))],
     ['too large', () => http.put('cond/bad', 'y', '', ifMatch('"99999999999999999999"'))],
-    ['star on DELETE', () => http.del('cond/bad', ifMatch('*'))],
+    ['star on DELETE', () => http.del('cond/bad', { 'if-match': '*' })],
   ];
   for (const [name, send] of cases) {
     const r = await send();

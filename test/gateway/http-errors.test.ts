@@ -6,33 +6,19 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import mysql from 'mysql2/promise';
 import { startTestStore, type TestStore } from '../helpers/store';
 import { HttpClient, assertError, etagVersion, kvPath, ttlPath, type HttpReply } from '../helpers/http-client';
 
 let store: TestStore;
 let http: HttpClient;
-let conns: mysql.Connection[] = [];
 before(async () => {
   store = await startTestStore({ shards: 2 });
   http = new HttpClient(store.port);
-  conns = await Promise.all(store.urls.map((uri) => mysql.createConnection({ uri })));
 });
 after(async () => {
-  for (const c of conns) await c.end();
   http?.close();
   await store?.close();
 });
-
-/** Rows in every shard, expired or not: anything a request wrote. */
-async function rowCount(): Promise<number> {
-  let n = 0;
-  for (const c of conns) {
-    const [rows] = await c.query('SELECT COUNT(*) AS n FROM kv');
-    n += Number((rows as Array<{ n: number }>)[0].n);
-  }
-  return n;
-}
 
 /**
  * Sends each request, expects the status and code, then checks nothing was written: the row count
@@ -41,14 +27,14 @@ async function rowCount(): Promise<number> {
 async function expectRejected(status: number, code: string, requests: Array<[string, string, string?]>): Promise<void> {
   const witness = await http.put('witness', 'original');
   const version = etagVersion(witness);
-  const before = await rowCount();
+  const before = await store.rowCount();
   for (const [method, path, body] of requests) {
     const r: HttpReply = await http.request(method, path, body === undefined ? {} : { body });
     assert.ok(r.status < 500, `${method} ${path}: ${r.status} ${r.text()}`);
     assert.equal(r.status, status, `${method} ${path}: ${r.status} ${r.text()}`);
     assertError(r, status, code);
   }
-  assert.equal(await rowCount(), before, 'a rejected request wrote a row');
+  assert.equal(await store.rowCount(), before, 'a rejected request wrote a row');
   const got = await http.get('witness');
   assert.equal(got.text(), 'original');
   assert.equal(etagVersion(got), version, 'a rejected request changed the witness');

@@ -198,23 +198,42 @@ test('a known route with another method is 405 with Allow; HEAD gets the headers
     // socket the server is closing (the next request would fail with "socket hang up").
     const r = await http.request(method, path, { body: 'ignored', headers: { 'content-length': '7' } });
     assertError(r, 405, 'KV_ERR_METHOD_NOT_ALLOWED');
-    assert.equal(r.headers.allow, 'GET, PUT, DELETE', `${method} ${path}`);
+    assert.equal(r.headers.allow, path.startsWith('/v1/kv/') ? 'GET, HEAD, PUT, DELETE' : 'GET, PUT, DELETE', `${method} ${path}`);
     assert.equal(r.headers.connection, 'close');
     const bare = await http.request(method, path);
     assertError(bare, 405, 'KV_ERR_METHOD_NOT_ALLOWED');
     assert.equal(bare.headers.connection, undefined, 'no body, so the connection stays open');
   }
   // A HEAD reply with a body would corrupt the connection: the next reply must still parse.
-  const head = await http.request('HEAD', kvPath('x'));
+  const head = await http.request('HEAD', '/v1/ttl/x');
   assert.equal(head.status, 405);
   assert.equal(head.headers.allow, 'GET, PUT, DELETE');
   assert.equal(head.body.length, 0);
   const headUnknown = await http.request('HEAD', '/nowhere');
   assert.equal(headUnknown.status, 404);
-  const raw = await rawRequest(store.port, 'HEAD /v1/kv/x HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n');
+  const raw = await rawRequest(store.port, 'HEAD /v1/ttl/x HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n');
   const [first, second] = raw.split(/\r\n\r\n/);
   assert.match(first, /^HTTP\/1\.1 405 /);
   assert.match(second, /^HTTP\/1\.1 200 /, `HEAD left a body on the connection: ${JSON.stringify(raw)}`);
+});
+
+test('HEAD /v1/kv/{key}: the status and headers of GET, Content-Length of the value, no body', async () => {
+  const put = await http.put('kv/head', 'twelve bytes', 'ttl=100');
+  const head = await http.request('HEAD', kvPath('kv/head'));
+  assert.equal(head.status, 200);
+  assert.equal(head.headers.etag, put.headers.etag);
+  assert.equal(head.headers['x-expires-at'], put.headers['x-expires-at']);
+  assert.equal(head.headers['content-type'], 'application/octet-stream');
+  assert.equal(head.headers['content-length'], '12');
+  assert.equal(head.body.length, 0);
+  const missing = await http.request('HEAD', kvPath('kv/head-missing'));
+  assert.equal(missing.status, 404);
+  assert.equal(missing.body.length, 0);
+  const bad = await http.request('HEAD', kvPath('x'.repeat(1025)));
+  assert.equal(bad.status, 414);
+  assert.equal(bad.body.length, 0);
+  // The connection is still good for the next request (no stray body on it).
+  assert.equal((await http.get('kv/head')).text(), 'twelve bytes');
 });
 
 test('GET and DELETE with a body they ignore are still answered', async () => {

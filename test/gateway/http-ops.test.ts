@@ -7,6 +7,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import fs from 'node:fs';
+import path from 'node:path';
 import { startTestStore, type TestStore } from '../helpers/store';
 import { HttpClient, assertError, kvPath, sleep } from '../helpers/http-client';
 import { SLOT_COUNT } from '../../src/protocol/slot-map';
@@ -71,8 +73,19 @@ function one(samples: Sample[], name: string, labels: Record<string, string>): n
 async function scrape(): Promise<Sample[]> {
   const r = await client.request('GET', '/metrics');
   assert.equal(r.status, 200);
-  assert.match(String(r.headers['content-type']), /^text\/plain/);
-  return parseMetrics(r.text()).samples;
+  assert.equal(r.headers['content-type'], 'text/plain; version=0.0.4; charset=utf-8');
+  const { samples, types } = parseMetrics(r.text());
+  // Every histogram has _sum and _count next to its buckets, for every label set.
+  for (const [family, type] of types) {
+    if (type !== 'histogram') continue;
+    const buckets = samples.filter((x) => x.name === `${family}_bucket` && x.labels.le === '+Inf');
+    for (const b of buckets) {
+      const { le: _le, ...labels } = b.labels;
+      assert.equal(pick(samples, `${family}_sum`, labels).length, 1, `${family}_sum${JSON.stringify(labels)}`);
+      assert.equal(pick(samples, `${family}_count`, labels).length, 1, `${family}_count${JSON.stringify(labels)}`);
+    }
+  }
+  return samples;
 }
 
 test('/healthz is 200 {"status":"ok"}', async () => {
@@ -84,7 +97,7 @@ test('/healthz is 200 {"status":"ok"}', async () => {
 test('/readyz is 200 with every shard up', async () => {
   const r = await client.request('GET', '/readyz');
   assert.equal(r.status, 200);
-  assert.deepEqual(r.json(), { status: 'ready', shards: 2 });
+  assert.deepEqual(r.json(), { status: 'ready', shards: 2, up: 2, down: [] });
 });
 
 test('/v1/slots describes the slot map: 16384 CRC16 slots over the 2 shards', async () => {
@@ -139,8 +152,21 @@ test('/metrics has queue depth, shard state and read/write batch sizes for each 
       const total = one(s, `${name}_count`, { shard });
       assert.ok(total > 0, `${name}_count for shard ${shard}`);
       assert.equal(one(s, `${name}_bucket`, { shard, le: '+Inf' }), total);
+      assert.ok(one(s, `${name}_sum`, { shard }) >= total, `${name}_sum counts ops: at least one per batch`);
     }
   }
+});
+
+test('/metrics has process and event-loop metrics; README lists every metric family', async () => {
+  const s = await scrape();
+  assert.ok(one(s, 'process_resident_memory_bytes', {}) > 1e6);
+  assert.ok(one(s, 'process_cpu_seconds_total', {}) > 0);
+  assert.ok(one(s, 'process_start_time_seconds', {}) > 1.6e9);
+  for (const q of ['mean', 'p50', 'p99', 'max']) assert.ok(one(s, `nodejs_eventloop_lag_${q}_seconds`, {}) >= 0);
+  assert.equal(one(s, 'kvsql_redis_connections', {}), 0);
+  const readme = fs.readFileSync(path.join(__dirname, '..', '..', '..', 'README.md'), 'utf8');
+  const families = new Set(s.map((x) => x.name.replace(/_(bucket|sum|count)$/, '')));
+  for (const f of families) assert.ok(readme.includes(`\`${f}\``), `README lists ${f}`);
 });
 
 test('close(): a request in flight is answered, a new one on an open connection gets 503 with Retry-After', async () => {
@@ -150,6 +176,9 @@ test('close(): a request in flight is answered, a new one on an open connection 
     // Open a keep-alive connection first, so a request can still reach the closing server.
     const idle = new HttpClient(gateway.port, 1);
     assert.equal((await idle.request('GET', '/healthz')).status, 200);
+    // A second one for /readyz: the refusal below closes `idle` (its reply says Connection: close).
+    const probe = new HttpClient(gateway.port, 1);
+    assert.equal((await probe.request('GET', '/healthz')).status, 200);
 
     // In flight: headers and half the body sent; the handler has run, the body is not complete.
     const inflight = new Promise<{ status: number; body: string }>((resolve, reject) => {
@@ -169,9 +198,11 @@ test('close(): a request in flight is answered, a new one on an open connection 
     const refused = await idle.request('GET', kvPath('close/new'));
     assertError(refused, 503, 'KV_ERR_SHUTTING_DOWN');
     assert.equal(refused.headers['retry-after'], '1');
-    const readyz = await idle.request('GET', '/readyz').catch(() => null);
-    if (readyz) assert.equal(readyz.status, 503, 'not ready while shutting down');
+    const readyz = await probe.request('GET', '/readyz');
+    assertError(readyz, 503, 'KV_ERR_SHUTTING_DOWN');
+    assert.equal(readyz.headers['retry-after'], '1');
     idle.close();
+    probe.close();
 
     const done = await inflight;
     assert.equal(done.status, 201, done.body);

@@ -7,22 +7,30 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startTestStore, type TestStore } from '../helpers/store';
-import { HttpClient, assertError, etagVersion, eventually, sleep, ttlPath } from '../helpers/http-client';
+import { HttpClient, assertError, etagVersion, sleep, ttlPath } from '../helpers/http-client';
+import { measureShardClock, watchExpiry, type ShardClock } from '../helpers/shard-clock';
 
 let store: TestStore;
 let http: HttpClient;
+let clock: ShardClock;
 before(async () => {
   store = await startTestStore({ shards: 2 });
   http = new HttpClient(store.port);
+  clock = await measureShardClock(store.urls[0]); // both shards are databases on one server
 });
 after(async () => {
   http?.close();
   await store?.close();
 });
 
-/** Waits until GET is 404; returns how long after `expiresAt` that was first seen. */
-async function waitExpired(key: string, timeoutMs = 3000): Promise<void> {
-  assert.ok(await eventually(async () => (await http.get(key)).status === 404, timeoutMs), `${key} did not expire within ${timeoutMs} ms`);
+/**
+ * Reads `key` back to back through its expiry instant `expiresAt` (shard ms): no 200 for a read
+ * that began at or after it on the shard's clock, no 404 for one that ended before it, and a 404
+ * within 3 s (test/helpers/shard-clock).
+ */
+async function waitExpired(key: string, expiresAt: number): Promise<void> {
+  assert.equal(typeof expiresAt, 'number', `${key}: expiresAt`);
+  await watchExpiry(() => http.get(key), expiresAt, clock, key);
 }
 
 const expiresAtHeader = (r: { headers: Record<string, unknown> }): number => {
@@ -52,7 +60,7 @@ test('PUT ?ttl sets an expiry: X-Expires-At and JSON expiresAt agree, GET shows 
     await sleep(40);
   }
   // ... and gone soon after it, with every route agreeing.
-  await waitExpired('ttl/basic');
+  await waitExpired('ttl/basic', expiresAt);
   assert.ok(Date.now() >= expiresAt);
   assertError(await http.request('GET', ttlPath('ttl/basic')), 404, 'KV_ERR_NOT_FOUND');
   assertError(await http.request('PUT', ttlPath('ttl/basic', 'ttl=10')), 404, 'KV_ERR_NOT_FOUND');
@@ -93,7 +101,7 @@ test('a PUT without ttl removes an earlier TTL; a new ttl replaces it', async ()
   const longer = await http.put('ttl/cleared', 'c', 'ttl=100');
   const shorter = await http.put('ttl/cleared', 'd', 'ttl=0.3');
   assert.ok(expiresAtHeader(shorter) < expiresAtHeader(longer), 'a later ttl replaces the earlier one');
-  await waitExpired('ttl/cleared');
+  await waitExpired('ttl/cleared', expiresAtHeader(shorter));
 });
 
 test('keepttl=true keeps the current TTL while replacing the value; without a TTL it stays without', async () => {
@@ -105,7 +113,7 @@ test('keepttl=true keeps the current TTL while replacing the value; without a TT
   const got = await http.get('ttl/keep');
   assert.equal(got.text(), 'b');
   assert.equal(expiresAtHeader(got), expiresAt);
-  await waitExpired('ttl/keep');
+  await waitExpired('ttl/keep', expiresAt);
   assert.ok(Date.now() >= expiresAt - 5);
 
   // On a key without a TTL, and on an absent (here: expired) key, keepttl means "no TTL".
@@ -124,7 +132,7 @@ test('keepttl=true keeps the current TTL while replacing the value; without a TT
 test('an expired key is re-created with 201 and a version above the expired one', async () => {
   const first = await http.put('ttl/recreate', 'a', 'ttl=0.3');
   const v1 = etagVersion(first);
-  await waitExpired('ttl/recreate');
+  await waitExpired('ttl/recreate', expiresAtHeader(first));
   const again = await http.put('ttl/recreate', 'b');
   assert.equal(again.status, 201);
   assert.ok(etagVersion(again) > v1);
@@ -160,7 +168,7 @@ test('PUT /v1/ttl sets the TTL of a live key without touching its value or versi
   assert.equal(got.text(), 'kept value');
   assert.equal(etagVersion(got), version, 'setting a TTL is not a new version of the value');
   assert.equal(expiresAtHeader(got), expiresAt);
-  await waitExpired('ttl/expire');
+  await waitExpired('ttl/expire', expiresAt);
   assertError(await http.request('PUT', ttlPath('ttl/expire', 'ttl=5')), 404, 'KV_ERR_NOT_FOUND');
   assertError(await http.request('PUT', ttlPath('ttl/expire-absent', 'ttl=5')), 404, 'KV_ERR_NOT_FOUND');
   assertError(await http.get('ttl/expire-absent'), 404, 'KV_ERR_NOT_FOUND'); // and did not create it
@@ -175,7 +183,7 @@ test('PUT /v1/ttl can shorten and lengthen a TTL', async () => {
   const shorter = await http.request('PUT', ttlPath('ttl/change', 'ttl=0.3'));
   assert.equal(shorter.status, 200);
   assert.ok(shorter.json().expiresAt < longer.json().expiresAt);
-  await waitExpired('ttl/change');
+  await waitExpired('ttl/change', shorter.json().expiresAt);
 });
 
 test('PUT /v1/ttl without a ttl is 400 KV_ERR_BAD_TTL and leaves the key alone', async () => {
@@ -205,8 +213,8 @@ test('DELETE /v1/ttl removes the TTL (200) so the key outlives it; 404 when abse
   assert.equal((await http.request('DELETE', ttlPath('ttl/persist'))).status, 200);
 
   assertError(await http.request('DELETE', ttlPath('ttl/persist-absent')), 404, 'KV_ERR_NOT_FOUND');
-  await http.put('ttl/persist-late', 'x', 'ttl=0.3');
-  await waitExpired('ttl/persist-late');
+  const late = await http.put('ttl/persist-late', 'x', 'ttl=0.3');
+  await waitExpired('ttl/persist-late', expiresAtHeader(late));
   assertError(await http.request('DELETE', ttlPath('ttl/persist-late')), 404, 'KV_ERR_NOT_FOUND');
   assertError(await http.get('ttl/persist-late'), 404, 'KV_ERR_NOT_FOUND'); // not revived
 });
@@ -214,7 +222,7 @@ test('DELETE /v1/ttl removes the TTL (200) so the key outlives it; 404 when abse
 test('DELETE of a key with a TTL before it expires is 204; after it expires it is 404', async () => {
   await http.put('ttl/del', 'x', 'ttl=60');
   assert.equal((await http.del('ttl/del')).status, 204);
-  await http.put('ttl/del', 'x', 'ttl=0.3');
-  await waitExpired('ttl/del');
+  const short = await http.put('ttl/del', 'x', 'ttl=0.3');
+  await waitExpired('ttl/del', expiresAtHeader(short));
   assertError(await http.del('ttl/del'), 404, 'KV_ERR_NOT_FOUND');
 });

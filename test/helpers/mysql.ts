@@ -21,7 +21,7 @@ import os from 'node:os';
 import path from 'node:path';
 import mysql from 'mysql2/promise';
 import { dockerEngineReachable } from '../../src/embedded/mysql-binary';
-import { startLocalMysqld } from '../../src/embedded/local-mysqld';
+import { startLocalMysqld, type MysqldTls } from '../../src/embedded/local-mysqld';
 import { startMysqlContainer } from '../../src/embedded/embedded-cluster';
 
 export interface TestServer {
@@ -37,6 +37,8 @@ export interface TestServer {
   restart(): Promise<void>;
   /** False when kill()/restart() are unsupported (KVSQL_TEST_MYSQL_URL): skip crash tests then. */
   readonly canRestart: boolean;
+  /** pid of a local server process (SIGSTOP/SIGCONT tests); 0 for containers and external servers. */
+  readonly pid: number;
 }
 
 const DATABASE_NAME = /^[A-Za-z0-9_]{1,64}$/;
@@ -48,9 +50,12 @@ function withDatabase(baseUrl: string, database: string): string {
   return u.toString();
 }
 
-function makeServer(baseUrl: () => string, ops: Pick<TestServer, 'stop' | 'kill' | 'restart' | 'canRestart'>): TestServer {
+function makeServer(baseUrl: () => string, ops: Pick<TestServer, 'stop' | 'kill' | 'restart' | 'canRestart'>, pid: () => number = () => 0): TestServer {
   const url = (database: string): string => withDatabase(baseUrl(), database);
   return {
+    get pid() {
+      return pid();
+    },
     url,
     async createDatabase(name?: string): Promise<string> {
       const database = name ?? `t_${crypto.randomBytes(6).toString('hex')}`;
@@ -83,9 +88,13 @@ const quietLog = (msg: string): void => {
   if (process.env.KVSQL_TEST_MYSQL_DEBUG) console.error(`[test-mysql] ${msg}`);
 };
 
-export async function startTestServer(): Promise<TestServer> {
+/**
+ * `tls`: the server also speaks TLS with these files. Always a local server then (a container or
+ * an external URL cannot be given our test certificates).
+ */
+export async function startTestServer(opts: { tls?: MysqldTls } = {}): Promise<TestServer> {
   const external = process.env.KVSQL_TEST_MYSQL_URL;
-  if (external !== undefined && external !== '') {
+  if (opts.tls === undefined && external !== undefined && external !== '') {
     return makeServer(() => external, {
       canRestart: false,
       stop: async () => undefined, // not ours to stop
@@ -94,7 +103,7 @@ export async function startTestServer(): Promise<TestServer> {
     });
   }
 
-  if ((await chooseSource()) === 'container') {
+  if (opts.tls === undefined && (await chooseSource()) === 'container') {
     const container = await startMysqlContainer({ database: 'kvsql', bufferPoolMb: 64, log: quietLog });
     return makeServer(() => container.url, {
       canRestart: true,
@@ -106,7 +115,7 @@ export async function startTestServer(): Promise<TestServer> {
 
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvsql-test-'));
   try {
-    const server = await startLocalMysqld({ dataDir, port: 0, database: 'kvsql', bufferPoolMb: 64, log: quietLog });
+    const server = await startLocalMysqld({ dataDir, port: 0, database: 'kvsql', bufferPoolMb: 64, log: quietLog, tls: opts.tls });
     return makeServer(() => server.url, {
       canRestart: true,
       async stop() {
@@ -116,7 +125,7 @@ export async function startTestServer(): Promise<TestServer> {
       },
       kill: () => server.kill(),
       restart: () => server.restart(),
-    });
+    }, () => server.pid);
   } catch (err) {
     fs.rmSync(dataDir, { recursive: true, force: true });
     throw err;

@@ -6,7 +6,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { FLAG_IF_ABSENT, FLAG_IF_VERSION, FLAG_KEEP_TTL, OP_DEL, OP_EXPIRE, OP_GET, OP_PERSIST, OP_PUT, OP_REAP, type OpCode } from '../../src/protocol/ops';
+import { FLAG_IF_ABSENT, FLAG_IF_EXISTS, FLAG_IF_VERSION, FLAG_KEEP_TTL, OP_DEL, OP_EXPIRE, OP_GET, OP_PERSIST, OP_PUT, OP_REAP, type OpCode } from '../../src/protocol/ops';
 import type { Chain } from '../../src/shard-actor/key-scheduler';
 import type { PendingOp } from '../../src/shard-actor/pending-op';
 import type { LockedRow, RowMutations } from '../../src/shard-actor/shard-store';
@@ -92,8 +92,9 @@ test('a row whose expires_at is now or earlier is absent to every op', () => {
     assert.deepEqual(plan(chain(op(OP_DEL, 'k')), locked).out, [[404]]);
     assert.deepEqual(plan(chain(op(OP_EXPIRE, 'k', { ttlMs: 10 })), locked).out, [[404]]);
     assert.deepEqual(plan(chain(op(OP_PERSIST, 'k')), locked).out, [[404]]);
-    assert.deepEqual(plan(chain(op(OP_PUT, 'k', { flags: FLAG_IF_VERSION, ifVersion: 7 })), locked).out, [[412]]);
+    assert.deepEqual(plan(chain(op(OP_PUT, 'k', { flags: FLAG_IF_VERSION, ifVersion: 7 })), locked).out, [[412, null]]);
     assert.deepEqual(plan(chain(op(OP_PUT, 'k', { flags: FLAG_IF_ABSENT })), locked).out, [[201, FIRST, null]]);
+    assert.deepEqual(plan(chain(op(OP_PUT, 'k', { flags: FLAG_IF_EXISTS })), locked).out, [[412, null]]);
   }
   // One millisecond later is live.
   assert.deepEqual(plan(chain(op(OP_DEL, 'k')), rows({ k: LIVE(7, NOW + 1) })).out, [[204]]);
@@ -112,7 +113,7 @@ test('put without ttl clears the TTL; keepttl keeps it on a live key, and means 
 
 test('If-None-Match (IF_ABSENT): 412 on a live key without consuming a version or writing', () => {
   const p = plan(chain(op(OP_PUT, 'k', { flags: FLAG_IF_ABSENT }), op(OP_PUT, 'k')), rows({ k: LIVE(7) }));
-  assert.deepEqual(p.out, [[412], [200, FIRST, null]], 'the next put gets the first version');
+  assert.deepEqual(p.out, [[412, 7], [200, FIRST, null]], 'the 412 carries the current version; the next put gets the first version');
   const only = plan(chain(op(OP_PUT, 'k', { flags: FLAG_IF_ABSENT })), rows({ k: LIVE(7) }));
   assert.ok(isEmpty(only.mutations));
 });
@@ -120,15 +121,31 @@ test('If-None-Match (IF_ABSENT): 412 on a live key without consuming a version o
 test('If-Match (IF_VERSION): the live version matches or 412', () => {
   const locked = rows({ k: LIVE(7) });
   assert.deepEqual(plan(chain(op(OP_PUT, 'k', { flags: FLAG_IF_VERSION, ifVersion: 7 })), locked).out, [[200, FIRST, null]]);
-  assert.deepEqual(plan(chain(op(OP_PUT, 'k', { flags: FLAG_IF_VERSION, ifVersion: 6 })), locked).out, [[412]]);
-  assert.deepEqual(plan(chain(op(OP_PUT, 'k', { flags: FLAG_IF_VERSION, ifVersion: 0 }))).out, [[412]], 'absent');
+  assert.deepEqual(plan(chain(op(OP_PUT, 'k', { flags: FLAG_IF_VERSION, ifVersion: 6 })), locked).out, [[412, 7]]);
+  assert.deepEqual(plan(chain(op(OP_PUT, 'k', { flags: FLAG_IF_VERSION, ifVersion: 0 }))).out, [[412, null]], 'absent');
   assert.deepEqual(plan(chain(op(OP_DEL, 'k', { flags: FLAG_IF_VERSION, ifVersion: 7 })), locked).out, [[204]]);
   const mismatch = plan(chain(op(OP_DEL, 'k', { flags: FLAG_IF_VERSION, ifVersion: 8 })), locked);
-  assert.deepEqual(mismatch.out, [[412]]);
+  assert.deepEqual(mismatch.out, [[412, 7]]);
   assert.deepEqual(mismatch.mutations.deletes, []);
   // Inside a chain the condition sees the version the previous op wrote.
   const chained = plan(chain(op(OP_PUT, 'k'), op(OP_PUT, 'k', { flags: FLAG_IF_VERSION, ifVersion: FIRST }), op(OP_PUT, 'k', { flags: FLAG_IF_VERSION, ifVersion: FIRST })), locked);
-  assert.deepEqual(chained.out, [[200, FIRST, null], [200, FIRST + 1, null], [412]]);
+  assert.deepEqual(chained.out, [[200, FIRST, null], [200, FIRST + 1, null], [412, FIRST + 1]]);
+});
+
+test('If-Match: * (IF_EXISTS): writes a live key, 412 with null on an absent or expired one', () => {
+  assert.deepEqual(plan(chain(op(OP_PUT, 'k', { flags: FLAG_IF_EXISTS })), rows({ k: LIVE(7, NOW + 50) })).out, [[200, FIRST, null]]);
+  assert.deepEqual(plan(chain(op(OP_PUT, 'k', { flags: FLAG_IF_EXISTS | FLAG_KEEP_TTL })), rows({ k: LIVE(7, NOW + 50) })).out, [[200, FIRST, NOW + 50]]);
+  const absent = plan(chain(op(OP_PUT, 'k', { flags: FLAG_IF_EXISTS })));
+  assert.deepEqual(absent.out, [[412, null]]);
+  assert.ok(isEmpty(absent.mutations));
+  assert.deepEqual(plan(chain(op(OP_PUT, 'k', { flags: FLAG_IF_EXISTS })), rows({ k: EXPIRED(7) })).out, [[412, null]]);
+  // In a chain: a put creates the key, so the next XX put applies; after a delete it does not.
+  assert.deepEqual(plan(chain(op(OP_PUT, 'k'), op(OP_PUT, 'k', { flags: FLAG_IF_EXISTS }), op(OP_DEL, 'k'), op(OP_PUT, 'k', { flags: FLAG_IF_EXISTS }))).out, [
+    [201, FIRST, null],
+    [200, FIRST + 1, null],
+    [204],
+    [412, null],
+  ]);
 });
 
 test('delete: 204 and a DELETE for a live key; 404 for an absent one; an expired row is deleted but still 404', () => {
@@ -151,11 +168,11 @@ test('expire sets now + ttl on a live key (a TTL update, no new version); persis
   assert.deepEqual(e.expiries.map(([k, at]) => [k.toString(), at]), [['k', NOW + 300]]);
 
   const p = plan(chain(op(OP_PERSIST, 'k')), rows({ k: LIVE(7, NOW + 100) }));
-  assert.deepEqual(p.out, [[200]]);
+  assert.deepEqual(p.out, [[200, 1]], '1: a TTL was removed');
   assert.deepEqual(p.mutations.ttlUpdates.map(([k, at]) => [k.toString(), at]), [['k', null]]);
   assert.deepEqual(p.expiries, []);
   const nothingToClear = plan(chain(op(OP_PERSIST, 'k')), rows({ k: LIVE(7) }));
-  assert.deepEqual(nothingToClear.out, [[200]]);
+  assert.deepEqual(nothingToClear.out, [[200, 0]], '0: there was none');
   assert.ok(isEmpty(nothingToClear.mutations));
   assert.deepEqual(plan(chain(op(OP_EXPIRE, 'k', { ttlMs: 1 }))).out, [[404]]);
   assert.deepEqual(plan(chain(op(OP_PERSIST, 'k'))).out, [[404]]);
@@ -179,7 +196,7 @@ test('a reap deletes only a row that is still expired now', () => {
 
 test('a chain folds into one mutation for its key', () => {
   const cases: Array<[string, PendingOp[], LockedRow | undefined, string]> = [
-    ['put, put, del on absent', [op(OP_PUT, 'k'), op(OP_PUT, 'k'), op(OP_DEL, 'k')], undefined, 'none'],
+    ['del only on absent', [op(OP_DEL, 'k')], undefined, 'none'],
     ['put, del on live', [op(OP_PUT, 'k'), op(OP_DEL, 'k')], LIVE(7), 'delete'],
     ['del, put on live', [op(OP_DEL, 'k'), op(OP_PUT, 'k', { value: 'again' })], LIVE(7), 'upsert'],
     ['put(ttl), persist', [op(OP_PUT, 'k', { ttlMs: 100 }), op(OP_PERSIST, 'k')], undefined, 'upsert'],
@@ -194,6 +211,13 @@ test('a chain folds into one mutation for its key', () => {
     assert.equal(got, want, name);
     assert.ok(writes + m.ttlUpdates.length + m.deletes.length <= 1, `${name}: more than one mutation`);
   }
+  // Created and deleted again on a key with no row: INSERT then DELETE, so the incarnation (whose
+  // puts were answered with versions) is ordered against other gateways' creates (issue 8).
+  const transient = planWrites([chain(op(OP_PUT, 'k'), op(OP_PUT, 'k'), op(OP_DEL, 'k'))], rows({}), NOW, FIRST);
+  assert.deepEqual(transient.replies.map(([, r]) => r.slice(1)), [[201, FIRST, null], [200, FIRST + 1, null], [204]]);
+  assert.deepEqual(transient.mutations.inserts.map((u) => [u[0].toString(), u[2]]), [['k', FIRST + 1]]);
+  assert.deepEqual(transient.mutations.deletes.map((k) => k.toString()), ['k']);
+  assert.deepEqual(transient.mutations.upserts, []);
   const p = planWrites([chain(op(OP_DEL, 'k'), op(OP_PUT, 'k', { value: 'again' }))], rows({ k: LIVE(7) }), NOW, FIRST);
   assert.deepEqual(p.replies.map(([, r]) => r.slice(1)), [[204], [201, FIRST, null]], 'a put after a delete creates');
   assert.equal(Buffer.from(valueWrites(p.mutations)[0][1]).toString(), 'again');
@@ -212,7 +236,7 @@ test('versions: only successful puts take one, consecutively in op order across 
   ];
   assert.equal(versionsNeeded(chains), 4, 'an upper bound: every put');
   const p = planWrites(chains, rows({ b: LIVE(3), c: LIVE(4) }), NOW, FIRST);
-  assert.deepEqual(p.replies.map(([, r]) => r.slice(1)), [[201, FIRST, null], [412], [200, FIRST + 1, null], [204], [201, FIRST + 2, null], [200, NOW + 5]]);
+  assert.deepEqual(p.replies.map(([, r]) => r.slice(1)), [[201, FIRST, null], [412, FIRST], [200, FIRST + 1, null], [204], [201, FIRST + 2, null], [200, NOW + 5]]);
   assert.deepEqual(valueWrites(p.mutations).map((u) => [u[0].toString(), u[2]]).sort(), [['a', FIRST + 1], ['b', FIRST + 2]]);
 });
 

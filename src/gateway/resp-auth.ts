@@ -1,0 +1,85 @@
+/**
+ * Owns auth on the Redis-protocol door: a RespGuard (resp-server's seam) backed by Auth. Relies on
+ * Auth and protocol/access. Must not touch sockets: resp-server asks, and writes the replies.
+ *
+ * Redis semantics, with a kvsql token as the password: until `AUTH <token>` (or `AUTH <any user>
+ * <token>`, or `HELLO 3 AUTH <user> <token>`) succeeds, every command but AUTH, HELLO, QUIT and
+ * RESET gets `NOAUTH Authentication required.`; a wrong token gets `WRONGPASS ...` (and counts as
+ * a failed attempt for the address's rate limit). Rights are checked per key before any op of the
+ * command is submitted (an MGET with one forbidden key is refused whole). After a token reload a
+ * session's entry is looked up again on its next command: revoked means NOAUTH again.
+ */
+import { mayAccess, rightFor, type TokenEntry } from '../protocol/access';
+import { KvError, toErrorData } from '../protocol/errors';
+import type { OpCode } from '../protocol/ops';
+import type { Auth } from './auth';
+
+/** What the guard needs of a Redis connection (resp-server's RespSession has these). */
+export interface RespSessionLike {
+  readonly remoteAddress: string;
+  user: string | null;
+}
+
+/** Commands a connection may send before it authenticated (as Redis allows). */
+const NO_AUTH_COMMANDS: ReadonlySet<string> = new Set(['auth', 'hello', 'quit', 'reset']);
+const NOAUTH = 'NOAUTH Authentication required.';
+const WRONGPASS = 'WRONGPASS invalid username-password pair or user is disabled.';
+
+interface Held {
+  entry: TokenEntry;
+  generation: number;
+}
+
+export interface RespAuthGuard {
+  accept(session: RespSessionLike): boolean;
+  check(session: RespSessionLike, command: string): string | null;
+  authenticate(session: RespSessionLike, user: string, password: Buffer): string | null;
+  /** Throws KV_ERR_FORBIDDEN unless the session's token may run `op` on `key`. */
+  authorize(session: RespSessionLike, op: OpCode, key: Uint8Array): void;
+}
+
+export function respAuthGuard(auth: Auth): RespAuthGuard {
+  const held = new WeakMap<RespSessionLike, Held>();
+  /** The session's current entry, re-resolved after a reload; null = not (or no longer) authenticated. */
+  const current = (s: RespSessionLike): TokenEntry | null => {
+    const h = held.get(s);
+    if (h === undefined) return null;
+    if (h.generation !== auth.generation) {
+      const now = auth.current(h.entry);
+      if (now === null) {
+        held.delete(s);
+        s.user = null;
+        return null;
+      }
+      h.entry = now;
+      h.generation = auth.generation;
+    }
+    return h.entry;
+  };
+  return {
+    accept: (s) => !auth.limiter.anyBlocked || auth.limiter.blockedFor(s.remoteAddress, Date.now()) === 0,
+    check: (s, command) => (NO_AUTH_COMMANDS.has(command) || current(s) !== null ? null : NOAUTH),
+    authenticate: (s, _user, password) => {
+      try {
+        // The token is ASCII; any other byte makes it malformed (latin1 keeps every byte distinct).
+        const entry = auth.authenticate(password.toString('latin1'), () => s.remoteAddress);
+        held.set(s, { entry, generation: auth.generation });
+        s.user = entry.name;
+        return null;
+      } catch (err) {
+        held.delete(s);
+        s.user = null;
+        const e = toErrorData(err);
+        return e.code === 'KV_ERR_TOO_MANY_AUTH_FAILURES' ? `ERR ${e.message}` : WRONGPASS;
+      }
+    },
+    authorize: (s, op, key) => {
+      const entry = current(s);
+      if (entry === null) throw new KvError('KV_ERR_UNAUTHORIZED', 'authentication required');
+      if (!mayAccess(entry, op, key)) {
+        auth.forbid('redis');
+        throw new KvError('KV_ERR_FORBIDDEN', `token "${entry.name}" has no ${rightFor(op)} right on this key`);
+      }
+    },
+  };
+}

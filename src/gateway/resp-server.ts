@@ -1,0 +1,965 @@
+/**
+ * Owns the Redis-protocol door (RESP2, and RESP3 after `HELLO 3`): a node:net listener on the main
+ * thread, per-connection ordering and flow control, and the mapping of Redis commands onto kvsql
+ * operations. Relies on ShardPool (the same submit the HTTP and WebSocket APIs use), protocol/resp
+ * (parsing, encoding), ops, errors, validate and Metrics. Must not touch MySQL or the actors'
+ * internals: every key operation goes through ShardPool.submit and comes back as a Reply.
+ * uWebSockets.js has no raw TCP server, hence node:net.
+ *
+ * One connection:
+ *
+ *   socket 'data' ─> parser.feed ─> pump(): while ops in flight < max, no barrier, writes not blocked:
+ *        parser.next() ─> dispatch ─> Command appended to the reply queue ─> pool.submit (0..n ops)
+ *   pool deliver ─> Command.out set ─> connection marked dirty
+ *   setImmediate: for each dirty connection, cork, write every finished Command at the queue's head
+ *
+ *   reply queue (request order):  head -> | done | waiting | done | waiting | <- tail
+ *                                          ^ written         ^ written only once everything before it is
+ *
+ * What must stay true:
+ * - Replies leave in request order (pipelining), whatever order the shards answer in.
+ * - A write's reply is sent only after the actor answered it, i.e. after its commit.
+ * - Back-pressure, not buffering: past `maxInflight` key ops in flight, or when socket.write() says
+ *   the peer is not reading, the socket is paused (TCP pushes back) and nothing more is parsed.
+ *   Memory per connection: one socket read plus one partial request, and the replies of at most
+ *   maxInflight ops (a single command with more keys than that is admitted when nothing else is in
+ *   flight, as a lone large PUT is).
+ * - Per-key order holds because ops are submitted in request order and the actor keeps per-key
+ *   order. Commands on different keys in one pipeline run concurrently; only their replies are
+ *   ordered. A command that takes two steps (SET ... GET) is a barrier: nothing after it is
+ *   submitted until it finished, so no later command of the connection slips between its steps.
+ * - Malformed RESP: `-ERR Protocol error: ...` after the replies already owed, then close. Never a
+ *   throw out of a socket callback.
+ * - `ctx.inflight.n` counts commands submitted and not yet answered (graceful shutdown waits on it).
+ */
+import { createServer, type Server as NetServer, type Socket } from 'node:net';
+import { createServer as createTlsServer, Server as TlsServer } from 'node:tls';
+import { hostname } from 'node:os';
+import { ERRORS, toErrorData } from '../protocol/errors';
+import {
+  FLAG_IF_ABSENT,
+  FLAG_IF_EXISTS,
+  FLAG_IF_VERSION,
+  FLAG_KEEP_TTL,
+  MAX_TTL_MS,
+  OP_DEL,
+  OP_EXPIRE,
+  OP_GET,
+  OP_PERSIST,
+  OP_PUT,
+  OP_TTL,
+  type OpCode,
+  type Reply,
+} from '../protocol/ops';
+import * as resp from '../protocol/resp';
+import { RespMap, RespProtocolError, RespRequestParser, Simple, type Proto, type RespValue } from '../protocol/resp';
+import { checkKey, type Limits } from '../protocol/validate';
+import type { HttpContext } from './http-api';
+import type { ReplyTarget } from './shard-pool';
+
+/** The Redis version kvsql answers as (HELLO, INFO): the command syntax it follows is Redis 7.2's. */
+export const REDIS_COMPAT_VERSION = '7.2.0';
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const KVSQL_VERSION: string = require('../../../package.json').version;
+
+/** SET ... GET re-reads and retries this many times when the key changes between its steps. */
+const SET_GET_ATTEMPTS = 16;
+/** Most arguments in one request (Redis: 1024*1024). */
+const MAX_ARGS = 1024 * 1024;
+
+// ---------------------------------------------------------------------------------------------
+// The auth seam
+// ---------------------------------------------------------------------------------------------
+
+/** What the guard knows of a connection. */
+export interface RespSession {
+  readonly id: number;
+  readonly remoteAddress: string;
+  name: string | null;
+  proto: Proto;
+  /** Set by the guard when credentials were accepted (AUTH, HELLO ... AUTH). */
+  user: string | null;
+}
+
+/**
+ * The seam where authentication and authorisation go. Called once per connection (`accept`) and
+ * before every command (`check`); AUTH and HELLO's AUTH option call `authenticate`. Today's
+ * guard, ALLOW_ALL, allows everything and, like Redis without a password, refuses AUTH.
+ */
+export interface RespGuard {
+  /** A new connection: false closes it at once. */
+  accept(session: RespSession): boolean;
+  /** Before each command (lower-case name): null allows it, else an error reply's text (e.g. `NOAUTH Authentication required.`). */
+  check(session: RespSession, command: string): string | null;
+  /** Credentials from AUTH or HELLO: null accepts them (and may set session.user), else an error reply's text. */
+  authenticate(session: RespSession, user: string, password: Buffer): string | null;
+  /** Before a command's ops are submitted, per key: throws a KvError (e.g. KV_ERR_FORBIDDEN) to refuse the command. */
+  authorize(session: RespSession, op: OpCode, key: Uint8Array): void;
+}
+
+export const ALLOW_ALL: RespGuard = {
+  accept: () => true,
+  check: () => null,
+  authenticate: () => 'ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?',
+  authorize: () => undefined,
+};
+
+export interface RespContext extends HttpContext {
+  host: string;
+  port: number;
+  maxInflight: number;
+  guard?: RespGuard;
+  /** Serve TLS (tls.createServer) with this PEM certificate and key; null/undefined = clear text. */
+  tls?: { cert: string; key: string } | null;
+  log: { warn(obj: object, msg: string): void; debug(obj: object, msg: string): void };
+}
+
+export interface RespServer {
+  port: number;
+  /** Stop accepting connections (existing ones keep being served). */
+  stopListening(): void;
+  /** Write what is finished, close every connection; resolves when all are closed (at most `timeoutMs`, then they are destroyed). */
+  closeConnections(timeoutMs: number): Promise<void>;
+  readonly connections: number;
+  /** TLS only: new connections get this certificate and key (SIGHUP); open ones keep theirs. */
+  setTls(tls: { cert: string; key: string }): void;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * A kvsql error as a Redis error reply's text. The first word is what Redis clients key on:
+ * TRYAGAIN for anything retryable (503: overloaded, shard down, shutting down), UNCERTAIN for a
+ * write whose fate is unknown (never retry blindly: read the key first), ERR for the rest.
+ */
+export function errorText(code: string, message: string): string {
+  if (code === 'KV_ERR_OUTCOME_UNKNOWN') return `UNCERTAIN ${code} ${message}`;
+  // Redis's own words for ACL refusals, which clients recognise.
+  if (code === 'KV_ERR_FORBIDDEN') return `NOPERM ${code} ${message}`;
+  if (code === 'KV_ERR_UNAUTHORIZED') return `NOAUTH ${code} ${message}`;
+  const status = (ERRORS as Record<string, number>)[code] ?? 500;
+  if (status === 503) return `TRYAGAIN ${code} ${message}`;
+  if (status >= 500) return `ERR ${code} ${status === 500 ? 'internal error' : message}`;
+  return `ERR ${code} ${message}`;
+}
+
+const replyError = (r: Reply): string => resp.error(errorText(r[2] as string, String(r[3])));
+const isError = (r: Reply): boolean => typeof r[2] === 'string' && r[1] >= 400;
+
+const ERR_SYNTAX = resp.error('ERR syntax error');
+const ERR_NOT_INTEGER = resp.error('ERR value is not an integer or out of range');
+const SHUTTING_DOWN = resp.error(errorText('KV_ERR_SHUTTING_DOWN', 'server is shutting down'));
+const wrongArgs = (name: string): string => resp.error(`ERR wrong number of arguments for '${name}' command`);
+
+/** A strict integer argument (Redis's string2ll: optional '-', digits, no '+', no spaces). */
+function intArg(b: Buffer): number | null {
+  const s = b.toString('latin1');
+  if (!/^-?\d{1,18}$/.test(s)) return null;
+  const n = Number(s);
+  return Number.isSafeInteger(n) ? n : null;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commands waiting for their reply
+// ---------------------------------------------------------------------------------------------
+
+/** What a command does with its ops' replies. */
+const enum Kind {
+  Get,
+  Set,
+  Del,
+  Exists,
+  Mget,
+  Expire,
+  DelAsExpire,
+  Ttl,
+  Pttl,
+  Persist,
+  SetGet,
+}
+
+const KIND_NAMES = ['get', 'set', 'del', 'exists', 'mget', 'expire', 'expire', 'ttl', 'pttl', 'persist', 'set'];
+
+/** One request in a connection's reply queue. `out` is its encoded reply once known. */
+class Command implements ReplyTarget {
+  /** The op in flight for it (set at submit): what a crashed actor's answer depends on. */
+  op: OpCode = OP_GET;
+  out: string | Buffer | null = null;
+  next: Command | null = null;
+  /** Close the connection after writing this reply (QUIT, protocol error). */
+  closeAfter = false;
+  /** Ops submitted and not yet answered. */
+  pending = 0;
+  count = 0;
+  values: Array<Uint8Array | null> | null = null;
+  firstError: string | null = null;
+  readonly started = performance.now();
+  status = 200;
+  // SET ... GET only: the write to apply once the old value is known.
+  key: Buffer | null = null;
+  value: Buffer | null = null;
+  ttlMs = 0;
+  flags = 0;
+  step = 0;
+  attempts = 0;
+  old: Uint8Array | null = null;
+
+  constructor(
+    readonly conn: Conn | null,
+    readonly kind: Kind,
+    readonly proto: Proto,
+  ) {}
+
+  /** One op's reply (MGET's come through MgetPart, with their index). */
+  deliver(r: Reply): void {
+    this.conn!.opDone();
+    if (this.kind === Kind.SetGet) return this.setGetStep(r);
+    this.pending--;
+    if (isError(r)) {
+      if (this.firstError === null) {
+        this.firstError = replyError(r);
+        this.status = r[1];
+      }
+    } else {
+      switch (this.kind) {
+        case Kind.Get:
+          this.out = r[1] === 200 ? resp.bulk(r[2] as Uint8Array) : resp.nil(this.proto);
+          if (r[1] !== 200) this.status = r[1];
+          break;
+        case Kind.Set:
+          // NX/XX not met: nil, as Redis.
+          this.out = r[1] === 412 ? resp.nil(this.proto) : resp.OK;
+          this.status = r[1];
+          break;
+        case Kind.Del:
+        case Kind.DelAsExpire:
+          if (r[1] === 204) this.count++;
+          break;
+        case Kind.Exists:
+          if (r[1] === 200) this.count++;
+          break;
+        case Kind.Expire:
+          this.out = resp.integer(r[1] === 200 ? 1 : 0);
+          break;
+        case Kind.Ttl:
+        case Kind.Pttl: {
+          if (r[1] !== 200) this.out = resp.integer(-2);
+          else if (r[2] === null) this.out = resp.integer(-1);
+          else {
+            const ms = Math.max(0, (r[2] as number) - (r[3] as number));
+            // Redis rounds TTL to the nearest second: (ttl + 500) / 1000.
+            this.out = resp.integer(this.kind === Kind.Pttl ? ms : Math.floor((ms + 500) / 1000));
+          }
+          break;
+        }
+        case Kind.Persist:
+          this.out = resp.integer(r[1] === 200 ? (r[2] === 1 ? 1 : 0) : 0);
+          break;
+      }
+    }
+    if (this.pending === 0) this.complete();
+  }
+
+  mgetPart(i: number, r: Reply): void {
+    this.conn!.opDone();
+    this.pending--;
+    if (isError(r)) {
+      if (this.firstError === null) {
+        this.firstError = replyError(r);
+        this.status = r[1];
+      }
+    } else if (r[1] === 200) this.values![i] = r[2] as Uint8Array;
+    if (this.pending === 0) this.complete();
+  }
+
+  /** All ops answered: encode the reply. */
+  complete(): void {
+    if (this.firstError !== null) this.out = this.firstError;
+    else if (this.kind === Kind.Del || this.kind === Kind.Exists || this.kind === Kind.DelAsExpire) this.out = resp.integer(this.count);
+    else if (this.kind === Kind.Mget) {
+      const parts: Array<string | Buffer> = [resp.arrayHeader(this.values!.length)];
+      for (const v of this.values!) parts.push(v === null ? resp.nil(this.proto) : resp.bulk(v));
+      this.out = Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p, 'latin1') : p)));
+    }
+    this.conn!.commandDone(this);
+  }
+
+  /**
+   * SET ... GET as compare-and-set: read the key (value and version), then write only if it is
+   * unchanged (If-Match on the version, or if-absent); a changed key is read again. The old value
+   * returned is exactly the one the write replaced, as in Redis, without a locking read in the
+   * actor. NX / XX are decided on the value read, then enforced by the condition of the write.
+   */
+  private setGetStep(r: Reply): void {
+    const conn = this.conn!;
+    if (isError(r)) {
+      this.out = replyError(r);
+      this.status = r[1];
+      return this.complete();
+    }
+    if (this.step === 0) {
+      const live = r[1] === 200;
+      this.old = live ? (r[2] as Uint8Array) : null;
+      const nx = (this.flags & FLAG_IF_ABSENT) !== 0;
+      const xx = (this.flags & FLAG_IF_EXISTS) !== 0;
+      if ((nx && live) || (xx && !live)) {
+        this.out = this.old === null ? resp.nil(this.proto) : resp.bulk(this.old);
+        return this.complete();
+      }
+      this.step = 1;
+      const keep = this.flags & FLAG_KEEP_TTL;
+      conn.submit(this, OP_PUT, this.key!, this.value, this.ttlMs, keep | (live ? FLAG_IF_VERSION : FLAG_IF_ABSENT), live ? (r[3] as number) : 0);
+      return;
+    }
+    if (r[1] === 412) {
+      if (++this.attempts >= SET_GET_ATTEMPTS) {
+        this.out = resp.error(errorText('KV_ERR_BUSY', `the key changed ${this.attempts} times during SET ... GET; retry`));
+        this.status = 503;
+        return this.complete();
+      }
+      this.step = 0;
+      conn.submit(this, OP_GET, this.key!, null, 0, 0, 0);
+      return;
+    }
+    this.out = this.old === null ? resp.nil(this.proto) : resp.bulk(this.old);
+    this.status = r[1];
+    this.complete();
+  }
+}
+
+/** MGET's target per key: the index says where its value goes. */
+class MgetPart implements ReplyTarget {
+  readonly op = OP_GET;
+  constructor(
+    readonly cmd: Command,
+    readonly i: number,
+  ) {}
+  deliver(r: Reply): void {
+    this.cmd.mgetPart(this.i, r);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connections
+// ---------------------------------------------------------------------------------------------
+
+let nextSessionId = 1;
+const dirty = new Set<Conn>();
+let flushScheduled = false;
+const flushDirty = (): void => {
+  flushScheduled = false;
+  // Taken out first: a flush parses more requests, and their replies mark the connection dirty
+  // again for the next turn.
+  const conns = [...dirty];
+  dirty.clear();
+  for (const c of conns) c.flush();
+};
+
+class Conn implements RespSession {
+  readonly id = nextSessionId++;
+  readonly remoteAddress: string;
+  name: string | null = null;
+  proto: Proto = 2;
+  user: string | null = null;
+  readonly parser: RespRequestParser;
+  private head: Command | null = null;
+  private tail: Command | null = null;
+  /** Key ops submitted to the pool and not yet answered. */
+  opsInFlight = 0;
+  /** A two-step command in progress: nothing after it is parsed until it finished. */
+  private barrier: Command | null = null;
+  private paused = false;
+  private writeBlocked = false;
+  /** No more requests are read: QUIT, a protocol error, the peer's end of stream, or close. */
+  private ending = false;
+  private peerEnded = false;
+  closed = false;
+
+  constructor(
+    readonly socket: Socket,
+    readonly srv: RespDoor,
+  ) {
+    this.remoteAddress = `${socket.remoteAddress}:${socket.remotePort}`;
+    this.parser = new RespRequestParser(srv.parserLimits);
+  }
+
+  onData(chunk: Buffer): void {
+    if (this.ending) return;
+    this.parser.feed(chunk);
+    this.pump();
+  }
+
+  onEnd(): void {
+    // allowHalfOpen: the peer finished sending; answer what it sent, then close our side.
+    this.peerEnded = true;
+    this.pump();
+    this.maybeEnd();
+  }
+
+  onClose(): void {
+    this.closed = true;
+    this.ending = true;
+    this.head = this.tail = null;
+    this.srv.conns.delete(this);
+    dirty.delete(this);
+  }
+
+  /** Parse and dispatch as far as flow control allows; pause or resume the socket to match. */
+  pump(): void {
+    const max = this.srv.ctx.maxInflight;
+    while (!this.ending && this.barrier === null && !this.writeBlocked && this.opsInFlight < max) {
+      let args: Buffer[] | null;
+      try {
+        args = this.parser.next();
+      } catch (err) {
+        if (!(err instanceof RespProtocolError)) throw err;
+        this.fatal(`Protocol error: ${err.message}`);
+        break;
+      }
+      if (args === null) break;
+      this.dispatch(args);
+    }
+    const hold = !this.ending && (this.barrier !== null || this.writeBlocked || this.opsInFlight >= max);
+    if (hold !== this.paused && !this.closed) {
+      this.paused = hold;
+      if (hold) this.socket.pause();
+      else this.socket.resume();
+    }
+  }
+
+  /** Reply `-ERR <text>` after what is owed, then close; read nothing more. */
+  fatal(text: string): void {
+    const cmd = this.enqueue(new Command(this, Kind.Get, this.proto));
+    cmd.out = resp.error(`ERR ${text}`);
+    cmd.closeAfter = true;
+    this.ending = true;
+    this.markDirty();
+  }
+
+  submit(target: Command | MgetPart, op: OpCode, key: Buffer, value: Buffer | null, ttlMs: number, flags: number, ifVersion: number): void {
+    if (target instanceof Command) target.op = op;
+    this.opsInFlight++;
+    this.srv.ctx.pool.submit(target, op, key, value, ttlMs, flags, ifVersion);
+  }
+
+  opDone(): void {
+    this.opsInFlight--;
+  }
+
+  enqueue(cmd: Command): Command {
+    if (this.tail === null) this.head = this.tail = cmd;
+    else this.tail = this.tail.next = cmd;
+    return cmd;
+  }
+
+  /** A command answered without the shards. */
+  reply(out: string | Buffer, closeAfter = false): void {
+    const cmd = this.enqueue(new Command(this, Kind.Get, this.proto));
+    cmd.out = out;
+    cmd.closeAfter = closeAfter;
+    this.markDirty();
+  }
+
+  commandDone(cmd: Command): void {
+    this.srv.ctx.inflight.n--;
+    this.srv.ctx.metrics.observe('redis', KIND_NAMES[cmd.kind], cmd.status, (performance.now() - cmd.started) / 1000);
+    if (cmd === this.barrier) this.barrier = null;
+    if (!this.closed) this.markDirty();
+  }
+
+  markDirty(): void {
+    dirty.add(this);
+    if (!flushScheduled) {
+      flushScheduled = true;
+      setImmediate(flushDirty);
+    }
+  }
+
+  /** Write every finished command at the head of the queue, in order, in one corked burst. */
+  flush(): void {
+    if (this.closed) return;
+    const socket = this.socket;
+    let ok = true;
+    let wrote = false;
+    while (this.head !== null && this.head.out !== null) {
+      const cmd = this.head;
+      this.head = cmd.next;
+      if (this.head === null) this.tail = null;
+      if (!wrote) {
+        socket.cork();
+        wrote = true;
+      }
+      ok = socket.write(cmd.out!) && ok;
+      if (cmd.closeAfter) {
+        this.ending = true;
+        this.head = this.tail = null;
+        socket.uncork();
+        socket.end();
+        return;
+      }
+    }
+    if (wrote) socket.uncork();
+    if (!ok && !this.writeBlocked) {
+      this.writeBlocked = true;
+      socket.once('drain', this.onDrain);
+    }
+    this.pump();
+    this.maybeEnd();
+  }
+
+  private readonly onDrain = (): void => {
+    this.writeBlocked = false;
+    this.pump();
+  };
+
+  /**
+   * The peer ended its side and everything owed was written: end ours. (An empty queue after
+   * pump() means nothing is in flight and no complete request is left unparsed.)
+   */
+  private maybeEnd(): void {
+    if (this.peerEnded && this.head === null && !this.closed) {
+      this.ending = true;
+      this.socket.end();
+    }
+  }
+
+  /** Shutdown: write what is finished and close. */
+  shutdown(): void {
+    this.ending = true;
+    this.flush();
+    if (!this.closed) this.socket.end();
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Dispatch
+  // -------------------------------------------------------------------------------------------
+
+  private dispatch(args: Buffer[]): void {
+    const name = args[0].toString('latin1').toLowerCase();
+    const srv = this.srv;
+    const denied = srv.guard.check(this, name);
+    if (denied !== null) return this.reply(resp.error(denied));
+    const handler = HANDLERS.get(name);
+    if (handler === undefined) return this.reply(unknownCommand(args));
+    if (this.parser.oversized > 0) {
+      const code = name === 'set' ? 'KV_ERR_VALUE_TOO_LARGE' : 'KV_ERR_BAD_REQUEST';
+      return this.reply(resp.error(errorText(code, `an argument of ${this.parser.oversized} bytes exceeds the limit of ${srv.limits.maxValueBytes} bytes`)));
+    }
+    try {
+      handler(this, args);
+    } catch (err) {
+      const e = toErrorData(err);
+      this.reply(resp.error(errorText(e.code, e.message)));
+    }
+  }
+
+  /** Start a command whose reply comes from the shards. */
+  keyed(kind: Kind): Command | null {
+    if (this.srv.ctx.closing()) {
+      this.reply(SHUTTING_DOWN);
+      return null;
+    }
+    this.srv.ctx.inflight.n++;
+    return this.enqueue(new Command(this, kind, this.proto));
+  }
+
+  one(kind: Kind, op: OpCode, key: Buffer, value: Buffer | null, ttlMs: number, flags: number): void {
+    checkKey(key, this.srv.limits);
+    this.srv.guard.authorize(this, op, key);
+    const cmd = this.keyed(kind);
+    if (cmd === null) return;
+    cmd.pending = 1;
+    this.submit(cmd, op, key, value, ttlMs, flags, 0);
+  }
+
+  /** DEL / EXISTS / MGET: one op per key, each on its own (not atomic across keys). */
+  many(kind: Kind, op: OpCode, args: Buffer[]): void {
+    for (let i = 1; i < args.length; i++) {
+      checkKey(args[i], this.srv.limits);
+      this.srv.guard.authorize(this, op, args[i]); // every key before any op: refused whole
+    }
+    const cmd = this.keyed(kind);
+    if (cmd === null) return;
+    cmd.pending = args.length - 1;
+    if (kind === Kind.Mget) cmd.values = new Array<Uint8Array | null>(args.length - 1).fill(null);
+    for (let i = 1; i < args.length; i++) {
+      this.submit(kind === Kind.Mget ? new MgetPart(cmd, i - 1) : cmd, op, args[i], null, 0, 0, 0);
+    }
+  }
+
+  setGet(key: Buffer, value: Buffer, ttlMs: number, flags: number): void {
+    checkKey(key, this.srv.limits);
+    this.srv.guard.authorize(this, OP_GET, key);
+    this.srv.guard.authorize(this, OP_PUT, key);
+    const cmd = this.keyed(Kind.SetGet);
+    if (cmd === null) return;
+    cmd.key = key;
+    cmd.value = value;
+    cmd.ttlMs = ttlMs;
+    cmd.flags = flags;
+    this.barrier = cmd;
+    this.submit(cmd, OP_GET, key, null, 0, 0, 0);
+  }
+}
+
+function unknownCommand(args: Buffer[]): string {
+  const show = (b: Buffer) => `'${b.toString('utf8', 0, 128).replace(/[\r\n]/g, ' ')}'`;
+  return resp.error(`ERR unknown command ${show(args[0])}, with args beginning with: ${args.slice(1, 8).map(show).join(' ')}${args.length > 1 ? ' ' : ''}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Command handlers
+// ---------------------------------------------------------------------------------------------
+
+type Handler = (c: Conn, args: Buffer[]) => void;
+
+const lc = (b: Buffer): string => b.toString('latin1').toLowerCase();
+
+/** A TTL argument: integer, > 0 (else `invalid expire time`), at most 10 years. */
+function ttlArg(b: Buffer, unitMs: number, cmd: string): number | string {
+  const n = intArg(b);
+  if (n === null) return ERR_NOT_INTEGER;
+  if (n <= 0) return resp.error(`ERR invalid expire time in '${cmd}' command`);
+  const ms = n * unitMs;
+  if (ms > MAX_TTL_MS) return resp.error(errorText('KV_ERR_BAD_TTL', `ttl must be at most 10 years (${MAX_TTL_MS / 1000} s)`));
+  return ms;
+}
+
+const set: Handler = (c, args) => {
+  if (args.length < 3) return c.reply(wrongArgs('set'));
+  let flags = 0;
+  let ttlMs = 0;
+  let get = false;
+  let expirySeen = false;
+  for (let i = 3; i < args.length; i++) {
+    const opt = lc(args[i]);
+    if (opt === 'nx' && (flags & FLAG_IF_EXISTS) === 0) flags |= FLAG_IF_ABSENT;
+    else if (opt === 'xx' && (flags & FLAG_IF_ABSENT) === 0) flags |= FLAG_IF_EXISTS;
+    else if (opt === 'get') get = true;
+    else if (opt === 'keepttl' && !expirySeen) {
+      flags |= FLAG_KEEP_TTL;
+      expirySeen = true;
+    } else if ((opt === 'ex' || opt === 'px') && !expirySeen && i + 1 < args.length) {
+      const t = ttlArg(args[++i], opt === 'ex' ? 1000 : 1, 'set');
+      if (typeof t === 'string') return c.reply(t);
+      ttlMs = t;
+      expirySeen = true;
+    } else if ((opt === 'exat' || opt === 'pxat') && !expirySeen) {
+      return c.reply(resp.error('ERR EXAT and PXAT are not supported by kvsql (expiry follows the shard clock); use EX or PX'));
+    } else return c.reply(ERR_SYNTAX);
+  }
+  if (get) return c.setGet(args[1], args[2], ttlMs, flags);
+  c.one(Kind.Set, OP_PUT, args[1], args[2], ttlMs, flags);
+};
+
+const expire = (unitMs: number, name: string): Handler => (c, args) => {
+  if (args.length < 3) return c.reply(wrongArgs(name));
+  if (args.length > 3) {
+    const opt = lc(args[3]);
+    if (['nx', 'xx', 'gt', 'lt'].includes(opt)) return c.reply(resp.error(`ERR ${name.toUpperCase()} options NX, XX, GT and LT are not supported by kvsql`));
+    return c.reply(resp.error(`ERR Unsupported option ${args[3].toString('utf8', 0, 40)}`));
+  }
+  const n = intArg(args[2]);
+  if (n === null) return c.reply(ERR_NOT_INTEGER);
+  // As in Redis, a TTL of zero or less deletes the key (reply 1 if it existed).
+  if (n <= 0) return c.one(Kind.DelAsExpire, OP_DEL, args[1], null, 0, 0);
+  const ms = n * unitMs;
+  if (ms > MAX_TTL_MS) return c.reply(resp.error(errorText('KV_ERR_BAD_TTL', `ttl must be at most 10 years (${MAX_TTL_MS / 1000} s)`)));
+  c.one(Kind.Expire, OP_EXPIRE, args[1], null, ms, 0);
+};
+
+const arity = (name: string, n: number, h: Handler): Handler => (c, args) => {
+  if (n >= 0 ? args.length !== n : args.length < -n) return c.reply(wrongArgs(name));
+  h(c, args);
+};
+
+const HELLO_FIELDS = (c: Conn): RespMap =>
+  new RespMap([
+    ['server', 'kvsql'],
+    ['version', REDIS_COMPAT_VERSION],
+    ['proto', c.proto],
+    ['id', c.id],
+    ['mode', 'standalone'],
+    ['role', 'master'],
+    ['modules', []],
+  ]);
+
+const hello: Handler = (c, args) => {
+  let proto = c.proto;
+  if (args.length > 1) {
+    const v = intArg(args[1]);
+    if (v === null) return c.reply(resp.error('ERR Protocol version is not an integer or out of range'));
+    if (v !== 2 && v !== 3) return c.reply(resp.error('NOPROTO unsupported protocol version'));
+    proto = v;
+  }
+  let name: string | null = null;
+  for (let i = 2; i < args.length; i++) {
+    const opt = lc(args[i]);
+    if (opt === 'auth' && i + 2 < args.length) {
+      const denied = c.srv.guard.authenticate(c, args[i + 1].toString('utf8'), args[i + 2]);
+      if (denied !== null) return c.reply(resp.error(denied));
+      i += 2;
+    } else if (opt === 'setname' && i + 1 < args.length) {
+      name = args[++i].toString('utf8');
+      if (!validClientName(name)) return c.reply(resp.error('ERR Client names cannot contain spaces, newlines or special characters.'));
+    } else return c.reply(resp.error(`ERR Syntax error in HELLO option '${args[i].toString('utf8', 0, 40)}'`));
+  }
+  c.proto = proto;
+  if (name !== null) c.name = name;
+  c.reply(resp.encode(HELLO_FIELDS(c), c.proto));
+};
+
+const validClientName = (s: string): boolean => /^[!-~]*$/.test(s);
+
+const client: Handler = (c, args) => {
+  const sub = lc(args[1]);
+  switch (sub) {
+    case 'setname':
+      if (args.length !== 3) return c.reply(wrongArgs('client|setname'));
+      if (!validClientName(args[2].toString('utf8'))) return c.reply(resp.error('ERR Client names cannot contain spaces, newlines or special characters.'));
+      c.name = args[2].length === 0 ? null : args[2].toString('utf8');
+      return c.reply(resp.OK);
+    case 'getname':
+      return c.reply(c.name === null ? resp.nil(c.proto) : resp.bulkText(c.name));
+    case 'id':
+      return c.reply(resp.integer(c.id));
+    case 'setinfo':
+      if (args.length !== 4) return c.reply(wrongArgs('client|setinfo'));
+      if (!['lib-name', 'lib-ver'].includes(lc(args[2]))) return c.reply(resp.error(`ERR Unrecognized option '${args[2].toString('utf8', 0, 40)}'`));
+      return c.reply(resp.OK);
+    case 'info':
+      return c.reply(resp.bulkText(clientLine(c) + '\n'));
+    case 'list':
+      return c.reply(resp.bulkText([...c.srv.conns].map((x) => clientLine(x) + '\n').join('')));
+    case 'no-evict':
+    case 'no-touch':
+      return c.reply(resp.OK);
+    default:
+      return c.reply(resp.error(`ERR unknown subcommand '${args[1].toString('utf8', 0, 40)}'. Try CLIENT HELP.`));
+  }
+};
+
+const clientLine = (c: Conn): string => `id=${c.id} addr=${c.remoteAddress} name=${c.name ?? ''} db=0 resp=${c.proto} user=${c.user ?? 'default'}`;
+
+/** Redis 7 COMMAND info: [name, arity, flags, first key, last key, step, acl categories, tips, key specs, subcommands]. */
+const COMMAND_TABLE: Array<[string, number, string[], number, number, number]> = [
+  ['get', 2, ['readonly', 'fast'], 1, 1, 1],
+  ['set', -3, ['write', 'denyoom'], 1, 1, 1],
+  ['del', -2, ['write'], 1, -1, 1],
+  ['exists', -2, ['readonly', 'fast'], 1, -1, 1],
+  ['mget', -2, ['readonly', 'fast'], 1, -1, 1],
+  ['expire', -3, ['write', 'fast'], 1, 1, 1],
+  ['pexpire', -3, ['write', 'fast'], 1, 1, 1],
+  ['ttl', 2, ['readonly', 'fast'], 1, 1, 1],
+  ['pttl', 2, ['readonly', 'fast'], 1, 1, 1],
+  ['persist', 2, ['write', 'fast'], 1, 1, 1],
+  ['ping', -1, ['fast'], 0, 0, 0],
+  ['echo', 2, ['fast'], 0, 0, 0],
+  ['quit', -1, ['noscript', 'loading', 'stale', 'fast', 'no_auth', 'allow_busy'], 0, 0, 0],
+  ['select', 2, ['loading', 'stale', 'fast'], 0, 0, 0],
+  ['hello', -1, ['noscript', 'loading', 'stale', 'fast', 'no_auth', 'allow_busy'], 0, 0, 0],
+  ['auth', -2, ['noscript', 'loading', 'stale', 'fast', 'no_auth', 'allow_busy'], 0, 0, 0],
+  ['client', -2, ['noscript', 'loading', 'stale'], 0, 0, 0],
+  ['command', -1, ['loading', 'stale'], 0, 0, 0],
+  ['info', -1, ['loading', 'stale'], 0, 0, 0],
+  ['config', -2, ['noscript', 'loading', 'stale'], 0, 0, 0],
+];
+const commandInfo = (e: (typeof COMMAND_TABLE)[number]): RespValue => [e[0], e[1], e[2].map((f) => new Simple(f)), e[3], e[4], e[5], [], [], [], []];
+
+const command: Handler = (c, args) => {
+  if (args.length === 1) return c.reply(resp.encode(COMMAND_TABLE.map(commandInfo), c.proto));
+  const sub = lc(args[1]);
+  if (sub === 'count') return c.reply(resp.integer(COMMAND_TABLE.length));
+  if (sub === 'info') {
+    const names = args.length > 2 ? args.slice(2).map(lc) : COMMAND_TABLE.map((e) => e[0]);
+    return c.reply(resp.encode(names.map((n) => { const e = COMMAND_TABLE.find((x) => x[0] === n); return e ? commandInfo(e) : null; }), c.proto));
+  }
+  // redis-cli asks for docs to show hints; kvsql has none to give (an empty map is valid).
+  if (sub === 'docs') return c.reply(resp.encode(new RespMap([]), c.proto));
+  if (sub === 'list') return c.reply(resp.encode(COMMAND_TABLE.map((e) => e[0]), c.proto));
+  c.reply(resp.error(`ERR unknown subcommand '${args[1].toString('utf8', 0, 40)}'. Try COMMAND HELP.`));
+};
+
+const STARTED = Date.now();
+
+const info: Handler = (c, args) => {
+  const srv = c.srv;
+  const sections: Record<string, string[]> = {
+    server: [
+      `redis_version:${REDIS_COMPAT_VERSION}`,
+      `kvsql_version:${KVSQL_VERSION}`,
+      'redis_mode:standalone',
+      `os:${process.platform} ${process.arch}`,
+      `process_id:${process.pid}`,
+      `hostname:${hostname()}`,
+      `tcp_port:${srv.port}`,
+      `uptime_in_seconds:${Math.floor((Date.now() - STARTED) / 1000)}`,
+    ],
+    clients: [`connected_clients:${srv.conns.size}`],
+    // Every acknowledged write is a committed MySQL transaction: the closest Redis terms are an
+    // append-only file with fsync on every write.
+    persistence: ['loading:0', 'aof_enabled:1', 'aof_fsync:always'],
+    replication: ['role:master', 'connected_slaves:0'],
+    keyspace: [],
+  };
+  const wanted = args.slice(1).map(lc);
+  const all = wanted.length === 0 || wanted.some((w) => w === 'all' || w === 'everything' || w === 'default');
+  const parts: string[] = [];
+  for (const [name, lines] of Object.entries(sections)) {
+    if (!all && !wanted.includes(name)) continue;
+    parts.push(`# ${name[0].toUpperCase()}${name.slice(1)}\r\n${lines.map((l) => l + '\r\n').join('')}`);
+  }
+  c.reply(resp.bulkText(parts.join('\r\n')));
+};
+
+/** CONFIG GET answers what clients and redis-benchmark ask; kvsql's own settings are KVSQL_*. */
+const CONFIG_VALUES: Array<[string, string]> = [
+  ['save', ''],
+  ['appendonly', 'yes'],
+  ['appendfsync', 'always'],
+  ['databases', '1'],
+  ['maxmemory', '0'],
+  ['timeout', '0'],
+];
+
+const config: Handler = (c, args) => {
+  const sub = lc(args[1]);
+  if (sub === 'get') {
+    if (args.length < 3) return c.reply(wrongArgs('config|get'));
+    const out: Array<[string, RespValue]> = [];
+    for (const p of args.slice(2)) {
+      const re = globToRegExp(lc(p));
+      for (const [k, v] of CONFIG_VALUES) if (re.test(k) && !out.some((o) => o[0] === k)) out.push([k, v]);
+      if (re.test('port') && !out.some((o) => o[0] === 'port')) out.push(['port', String(c.srv.port)]);
+    }
+    return c.reply(resp.encode(new RespMap(out), c.proto));
+  }
+  if (sub === 'resetstat') return c.reply(resp.OK);
+  if (sub === 'set' || sub === 'rewrite') return c.reply(resp.error(`ERR CONFIG ${sub.toUpperCase()} is not supported by kvsql; configure it with KVSQL_* settings`));
+  c.reply(resp.error(`ERR unknown subcommand '${args[1].toString('utf8', 0, 40)}'. Try CONFIG HELP.`));
+};
+
+function globToRegExp(glob: string): RegExp {
+  let re = '';
+  for (const ch of glob) re += ch === '*' ? '.*' : ch === '?' ? '.' : ch.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  return new RegExp(`^${re}$`);
+}
+
+const HANDLERS = new Map<string, Handler>([
+  ['get', arity('get', 2, (c, a) => c.one(Kind.Get, OP_GET, a[1], null, 0, 0))],
+  ['set', set],
+  ['del', arity('del', -2, (c, a) => c.many(Kind.Del, OP_DEL, a))],
+  ['unlink', arity('unlink', -2, (c, a) => c.many(Kind.Del, OP_DEL, a))],
+  ['exists', arity('exists', -2, (c, a) => c.many(Kind.Exists, OP_TTL, a))],
+  ['mget', arity('mget', -2, (c, a) => c.many(Kind.Mget, OP_GET, a))],
+  ['expire', expire(1000, 'expire')],
+  ['pexpire', expire(1, 'pexpire')],
+  ['ttl', arity('ttl', 2, (c, a) => c.one(Kind.Ttl, OP_TTL, a[1], null, 0, 0))],
+  ['pttl', arity('pttl', 2, (c, a) => c.one(Kind.Pttl, OP_TTL, a[1], null, 0, 0))],
+  ['persist', arity('persist', 2, (c, a) => c.one(Kind.Persist, OP_PERSIST, a[1], null, 0, 0))],
+  ['ping', (c, a) => {
+    if (a.length > 2) return c.reply(wrongArgs('ping'));
+    c.reply(a.length === 2 ? resp.bulk(a[1]) : resp.PONG);
+  }],
+  ['echo', arity('echo', 2, (c, a) => c.reply(resp.bulk(a[1])))],
+  ['quit', (c) => c.reply(resp.OK, true)],
+  ['select', arity('select', 2, (c, a) => {
+    const n = intArg(a[1]);
+    if (n === null) return c.reply(ERR_NOT_INTEGER);
+    c.reply(n === 0 ? resp.OK : resp.error('ERR DB index is out of range'));
+  })],
+  ['hello', hello],
+  ['auth', (c, a) => {
+    if (a.length < 2 || a.length > 3) return c.reply(wrongArgs('auth'));
+    const denied = c.srv.guard.authenticate(c, a.length === 3 ? a[1].toString('utf8') : 'default', a[a.length - 1]);
+    c.reply(denied === null ? resp.OK : resp.error(denied));
+  }],
+  ['client', arity('client', -2, client)],
+  ['command', command],
+  ['info', info],
+  ['config', arity('config', -2, config)],
+]);
+
+// ---------------------------------------------------------------------------------------------
+// The listener
+// ---------------------------------------------------------------------------------------------
+
+class RespDoor {
+  readonly conns = new Set<Conn>();
+  readonly guard: RespGuard;
+  readonly limits: Limits;
+  readonly parserLimits: resp.RespLimits;
+  port = 0;
+  constructor(readonly ctx: RespContext) {
+    this.guard = ctx.guard ?? ALLOW_ALL;
+    this.limits = ctx.limits;
+    this.parserLimits = {
+      maxBulkBytes: Math.max(ctx.limits.maxValueBytes, ctx.limits.maxKeyBytes),
+      maxArgs: MAX_ARGS,
+      // One maximal value plus keys and options; MGET/DEL of many keys fit in the headroom.
+      maxRequestBytes: ctx.limits.maxValueBytes + 16 * 1024 * 1024,
+    };
+  }
+
+  readonly onConnection = (socket: Socket): void => {
+    const conn = new Conn(socket, this);
+    socket.on('error', (err) => this.ctx.log.debug({ err, client: conn.remoteAddress }, 'redis connection error'));
+    if (!this.guard.accept(conn)) {
+      socket.destroy();
+      return;
+    }
+    this.conns.add(conn);
+    socket.setNoDelay(true);
+    socket.setKeepAlive(true, 60_000);
+    socket.on('data', (chunk: Buffer) => conn.onData(chunk));
+    socket.on('end', () => conn.onEnd());
+    socket.on('close', () => conn.onClose());
+  };
+}
+
+/** Start the RESP listener on ctx.host:ctx.port (0 picks a free port). */
+export async function startRespServer(ctx: RespContext): Promise<RespServer> {
+  const door = new RespDoor(ctx);
+  // With TLS the listener hands over sockets after the handshake; a client that does not speak TLS
+  // fails it and is dropped ('tlsClientError'), never reaching the parser.
+  const server: NetServer = ctx.tls
+    ? createTlsServer({ allowHalfOpen: true, noDelay: true, cert: ctx.tls.cert, key: ctx.tls.key }, door.onConnection)
+    : createServer({ allowHalfOpen: true, noDelay: true }, door.onConnection);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(ctx.port, ctx.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  server.on('error', (err) => ctx.log.warn({ err }, 'redis listener error'));
+  // 'close' fires once the listener is closed and every connection has ended.
+  const serverClosed = new Promise<void>((resolve) => server.once('close', () => resolve()));
+  const address = server.address();
+  door.port = typeof address === 'object' && address !== null ? address.port : ctx.port;
+  return {
+    port: door.port,
+    get connections() {
+      return door.conns.size;
+    },
+    setTls(t) {
+      if (!(server instanceof TlsServer)) throw new Error('the Redis door was started without TLS');
+      server.setSecureContext({ cert: t.cert, key: t.key });
+    },
+    stopListening() {
+      server.close();
+    },
+    async closeConnections(timeoutMs: number) {
+      if (server.listening) server.close();
+      for (const c of [...door.conns]) c.shutdown();
+      const timer = setTimeout(() => {
+        for (const c of door.conns) c.socket.destroy();
+      }, timeoutMs);
+      await serverClosed;
+      clearTimeout(timer);
+    },
+  };
+}
+
