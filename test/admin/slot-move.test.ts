@@ -213,13 +213,13 @@ test('a gateway process killed and the MySQL server killed during moves: the mov
   // A gateway in its own process, with the old shard list, killed (SIGKILL) mid-move.
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('KVSQL_')) env[k] = v;
-  const child = spawn(process.execPath, [CLI], { env: { ...env, KVSQL_SHARDS: store.urls.join(','), KVSQL_PORT: '0', KVSQL_LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI], { env: { ...env, KVSQL_SHARDS: store.urls.join(','), KVSQL_PORT: '0', KVSQL_REDIS_PORT: 'off', KVSQL_LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] });
   t.after(() => void (child.exitCode === null && child.signalCode === null && child.kill('SIGKILL')));
   let out = '';
   child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
   child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
   assert.ok(await eventually(() => /"msg":"kvsql listening"/.test(out), 60_000, 100), `gateway did not start: ${out}`);
-  const port = Number(/"port":(\d+),"shards"/.exec(out)![1]);
+  const port = Number(/"port":(\d+),"redisPort"/.exec(out)![1]);
   const c3 = new HttpClient(port);
   t.after(() => c3.close());
   const load = new KvLoad([c1, c3], 8, 30, 'kill');

@@ -40,7 +40,7 @@ test('an old data dir is migrated online at start by two gateways at once, and s
     await conn.query('INSERT INTO kv (k, v, version, expires_at) VALUES ?', [mine.map((k, i) => [Buffer.from(k), Buffer.from(`v-${k}`), i + 1, null])]);
     await conn.end();
   }
-  const config = configFrom({ port: 0, logLevel: 'silent' });
+  const config = configFrom({ port: 0, redisPort: 0, logLevel: 'silent' });
   const log = createLogger('silent');
   const gateways: Server[] = await Promise.all([startServer(config, urls, log), startServer(config, urls, log)]);
   const client = new HttpClient(gateways[1].port);
@@ -81,7 +81,7 @@ test('an old data dir is migrated online at start by two gateways at once, and s
 
 test('a store starts refusing an empty database listed beside existing shards, naming the command to run', async () => {
   const urls = [await server.createDatabase()];
-  const config = configFrom({ port: 0, logLevel: 'silent' });
+  const config = configFrom({ port: 0, redisPort: 0, logLevel: 'silent' });
   const log = createLogger('silent');
   const first = await startServer(config, urls, log);
   await first.close();
