@@ -7,7 +7,8 @@
  * other slots vs steady state, and throughput during the rebalance as a fraction of steady state.
  * Relies on the embedded local-mysqld, startServer and the admin mover. Run it only as
  *   flock /tmp/kvsql-bench.lock node dist/bench/rebalance.js [--rows=N] [--conns=N] ...
- * Data lives under a fresh temp dir, deleted at the end.
+ * Data lives under a fresh temp dir, deleted at the end. The result line is also written to
+ * bench/evidence/M11-<time>.json (DESIGN.md §10 cites those files).
  */
 import fs from 'node:fs';
 import http from 'node:http';
@@ -22,16 +23,14 @@ import { ShardSet } from '../src/admin/shard-set';
 import { planRebalance } from '../src/admin/rebalance';
 import { runUnits } from '../src/admin/commands';
 
-const arg = (name: string, def: number): number => {
-  const a = process.argv.find((x) => x.startsWith(`--${name}=`));
-  return a ? Number(a.split('=')[1]) : def;
-};
+import { numberFlag as arg } from './options';
+
 const ROWS = arg('rows', 100_000);
 const VALUE_BYTES = arg('value-bytes', 100);
 const CONNS = arg('conns', 32);
 const STEADY_MS = arg('steady-ms', 8000);
 const SLOTS_PER_MOVE = arg('slots-per-move', 64);
-const PORT = arg('mysql-port', 27100);
+const PORT = arg('mysql-port', 0);
 
 interface Sample {
   t: number;
@@ -54,7 +53,7 @@ async function main(): Promise<void> {
     for (const name of ['kvsql_b', 'kvsql_c']) await admin.query(`CREATE DATABASE IF NOT EXISTS ${name}`);
     await admin.end();
     const urls = [db.url, db.url.replace(/\/kvsql$/, '/kvsql_b'), db.url.replace(/\/kvsql$/, '/kvsql_c')];
-    const config = configFrom({ port: 0, logLevel: 'silent' });
+    const config = configFrom({ port: 0, redisPort: 0, logLevel: 'silent' });
     const log = createLogger('silent');
     gateways.push(await startServer(config, urls.slice(0, 2), log));
     gateways.push(await startServer(config, urls.slice(0, 2), log));
@@ -167,6 +166,13 @@ async function main(): Promise<void> {
       errors,
     };
     console.log(JSON.stringify(result));
+    const evidence = path.join(__dirname, '..', '..', 'bench', 'evidence');
+    fs.mkdirSync(evidence, { recursive: true });
+    const measuredAt = new Date().toISOString();
+    fs.writeFileSync(
+      path.join(evidence, `M11-${measuredAt.replace(/[:.]/g, '-')}.json`),
+      JSON.stringify({ id: 'M11', what: 'rebalance 2 -> 3 shards under load (bench/rebalance.ts)', measuredAt, node: process.version, host: `${os.cpus().length} cores`, loadAverage: os.loadavg(), result }, null, 1) + '\n',
+    );
     for (const a of agents) a.destroy();
   } finally {
     for (const g of gateways) await g.close();

@@ -138,9 +138,12 @@ export class ShardSet {
 
   /**
    * One mover at a time per store: GET_LOCK on every member, in index order, without waiting.
-   * The locks go with their connections: a killed mover releases them by dying.
+   * The locks go with their connections: a killed mover releases them by dying. Idempotent for
+   * this set. A member added later (addShard) is not locked: one mover at a time is already
+   * assured by the members locked before it.
    */
   async lockMovers(): Promise<void> {
+    if (this.lockConns.length > 0) return; // held already (e.g. `shards add` then its rebalance)
     for (const m of [...this.members.values()].sort((a, b) => a.index - b.index)) {
       const conn = await mysql.createConnection(connOptions(m.node, this.opts));
       this.lockConns.push(conn);

@@ -2,7 +2,8 @@
  * Owns a store made of real processes for fault tests: one throwaway local mariadbd per shard and
  * several gateway processes (`node dist/src/cli.js`, KVSQL_SHARDS naming those shards), plus the
  * faults a test may inject: kill -9 of a gateway (and its restart on the same port), kill -9 of a
- * shard's mariadbd (and its restart on the same data and port), SIGSTOP/SIGCONT of a mariadbd.
+ * shard's mariadbd (and its restart on the same data and port), SIGSTOP/SIGCONT of a mariadbd;
+ * plus spare servers (not in KVSQL_SHARDS) that `kvsql shards add` can join, and the admin CLI.
  * Relies on src/embedded/local-mysqld (the same servers test/helpers/mysql.ts starts; used
  * directly because SIGSTOP needs the server's pid) and on a built dist/. Must not touch anything
  * but its own temp dir and the processes it started.
@@ -32,7 +33,12 @@ export interface GatewayProcess {
 
 export interface Cluster {
   readonly dir: string;
+  /** The servers the gateways were started with (KVSQL_SHARDS). */
   readonly shards: LocalMysqld[];
+  /** Servers with an empty database, for `kvsql shards add`. */
+  readonly spares: LocalMysqld[];
+  /** Runs `kvsql <args>` (the admin commands) with the gateways' settings; its exit code and output. */
+  admin(args: string[], timeoutMs?: number): Promise<{ code: number | null; out: string }>;
   readonly gateways: GatewayProcess[];
   /** Wait until every gateway answers /readyz with 200 (every shard up). */
   waitReady(timeoutMs?: number): Promise<void>;
@@ -43,6 +49,8 @@ export interface Cluster {
 export interface ClusterOptions {
   shards?: number;
   gateways?: number;
+  /** Spare servers to start beside the shards (see Cluster.spares). */
+  spares?: number;
   /** Extra KVSQL_* settings for every gateway. */
   env?: Record<string, string>;
   log?: (msg: string) => void;
@@ -53,10 +61,11 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
   if (!fs.existsSync(CLI)) throw new Error(`${CLI} does not exist: run npm run build first`);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvsql-torture-'));
   const shards: LocalMysqld[] = [];
+  const spares: LocalMysqld[] = [];
   const gateways: Gateway[] = [];
   const close = async (): Promise<void> => {
     for (const g of gateways) await g.kill();
-    for (const s of shards) {
+    for (const s of [...shards, ...spares]) {
       try {
         process.kill(s.pid, 'SIGCONT'); // a stopped server cannot stop gracefully
       } catch {
@@ -68,11 +77,12 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
   };
   try {
     // In parallel: most of a start is mariadb-install-db, which waits on the disk.
-    const starting = Array.from({ length: opts.shards ?? 2 }, (_, i) =>
+    const nShards = opts.shards ?? 2;
+    const starting = Array.from({ length: nShards + (opts.spares ?? 0) }, (_, i) =>
       startLocalMysqld({ dataDir: path.join(dir, `shard-${i}`), port: 0, database: 'kvsql', bufferPoolMb: 64, log }),
     );
     const settled = await Promise.allSettled(starting);
-    for (const r of settled) if (r.status === 'fulfilled') shards.push(r.value);
+    settled.forEach((r, i) => r.status === 'fulfilled' && (i < nShards ? shards : spares).push(r.value));
     for (const r of settled) if (r.status === 'rejected') throw r.reason;
     const env: NodeJS.ProcessEnv = {};
     // The gateway refuses unknown KVSQL_* variables: pass none of ours (e.g. KVSQL_TEST_*).
@@ -88,7 +98,9 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
   return {
     dir,
     shards,
+    spares,
     gateways,
+    admin: (args, timeoutMs = 120_000) => runAdmin(args, gateways[0].env, timeoutMs),
     async waitReady(timeoutMs = READY_TIMEOUT_MS) {
       for (const g of gateways) await waitReady(g.base, timeoutMs);
     },
@@ -102,7 +114,7 @@ class Gateway implements GatewayProcess {
   constructor(
     readonly index: number,
     readonly port: number,
-    private readonly env: NodeJS.ProcessEnv,
+    readonly env: NodeJS.ProcessEnv,
     private readonly logFile: string,
   ) {}
 
@@ -147,6 +159,20 @@ class Gateway implements GatewayProcess {
     child.kill('SIGKILL');
     await this.exited;
   }
+}
+
+function runAdmin(args: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<{ code: number | null; out: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+    child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, out });
+    });
+  });
 }
 
 async function readyz(base: string): Promise<number> {

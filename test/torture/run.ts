@@ -3,14 +3,14 @@
  * Owns the `npm run torture` command: parse options, run torture.ts once, print the violations
  * and the one summary line, exit 1 on any violation (2 on bad options). Relies on a built dist/.
  *
- *   npm run torture -- --minutes=10 [--seed=N] [--keys=8] [--clients=16] [--faults=gw-kill,db-kill,db-stop|none]
+ *   npm run torture -- --minutes=10 [--seed=N] [--keys=8] [--clients=16] [--faults=gw-kill,db-kill,db-stop,move|none]
  */
 import fs from 'node:fs';
 import { checkHistory, describeReport, violationCount } from '../checker/check';
 import type { HistoryOp } from '../checker/history';
 import { FAULT_KINDS, runTorture, type FaultKind } from './torture';
 
-const USAGE = 'usage: npm run torture -- [--minutes=10] [--seed=N] [--keys=8] [--clients=16] [--faults=gw-kill,db-kill,db-stop|none] [--fault-interval-ms=5000] [--mix=full|put-del] [--history-out=FILE] [--check=FILE] [--quiet]';
+const USAGE = 'usage: npm run torture -- [--minutes=10] [--seed=N] [--keys=8] [--clients=16] [--faults=gw-kill,db-kill,db-stop,move|none] [--fault-interval-ms=5000] [--mix=full|put-del] [--history-out=FILE] [--check=FILE] [--quiet]';
 
 function parse(argv: string[]): Record<string, string> {
   const out: Record<string, string> = {};

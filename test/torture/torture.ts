@@ -8,14 +8,16 @@
  *   gw-kill   kill -9 of a gateway process with ops in flight; restarted on the same port 0.5-2 s later
  *   db-kill   kill -9 of a shard's mariadbd; restarted on the same data 0.5-2 s later
  *   db-stop   SIGSTOP of a shard's mariadbd for 1-4 s, then SIGCONT
+ *   move      slot moves while serving: `kvsql shards add` of a spare server (then a rebalance onto
+ *             it), and the next time `kvsql shards drain` of it (every slot moved off again)
  */
 import { checkHistory, describeReport, violationCount, type CheckReport } from '../checker/check';
 import type { HistoryOp } from '../checker/history';
 import { startCluster, sleep, type Cluster } from './cluster';
 import { rng, startWorkload } from './workload';
 
-export type FaultKind = 'gw-kill' | 'db-kill' | 'db-stop';
-export const FAULT_KINDS: FaultKind[] = ['gw-kill', 'db-kill', 'db-stop'];
+export type FaultKind = 'gw-kill' | 'db-kill' | 'db-stop' | 'move';
+export const FAULT_KINDS: FaultKind[] = ['gw-kill', 'db-kill', 'db-stop', 'move'];
 
 export interface TortureOptions {
   durationMs: number;
@@ -48,10 +50,10 @@ export interface TortureResult {
   details: string;
 }
 
-/** Starts the cluster a run uses: a mariadbd per shard and two gateway processes. */
+/** Starts the cluster a run uses: a mariadbd per shard, a spare one (for moves) and two gateway processes. */
 export function startTortureCluster(opts: Pick<TortureOptions, 'shards' | 'env' | 'log'> = {}): Promise<Cluster> {
   const log = opts.log ?? (() => undefined);
-  return startCluster({ shards: opts.shards ?? 2, gateways: 2, env: opts.env, log: (m) => log(`[mysql] ${m}`) });
+  return startCluster({ shards: opts.shards ?? 2, spares: 1, gateways: 2, env: opts.env, log: (m) => log(`[mysql] ${m}`) });
 }
 
 /**
@@ -61,7 +63,7 @@ export function startTortureCluster(opts: Pick<TortureOptions, 'shards' | 'env' 
 export async function runTorture(opts: TortureOptions, shared?: Cluster): Promise<TortureResult> {
   const log = opts.log ?? (() => undefined);
   const cluster = shared ?? (await startTortureCluster(opts));
-  const faults: Record<FaultKind, number> = { 'gw-kill': 0, 'db-kill': 0, 'db-stop': 0 };
+  const faults: Record<FaultKind, number> = { 'gw-kill': 0, 'db-kill': 0, 'db-stop': 0, move: 0 };
   try {
     const workload = startWorkload({ gateways: cluster.gateways.map((g) => g.base), clients: opts.clients, keys: opts.keys, seed: opts.seed, mix: opts.mix, keyPrefix: opts.keyPrefix });
     const end = Date.now() + opts.durationMs;
@@ -97,6 +99,9 @@ export async function runTorture(opts: TortureOptions, shared?: Cluster): Promis
   }
 }
 
+/** The shard index a cluster's spare server joined as, while it holds slots. */
+const joinedSpare = new WeakMap<Cluster, number>();
+
 async function inject(cluster: Cluster, kind: FaultKind, random: () => number, log: (msg: string) => void): Promise<void> {
   const pause = 500 + Math.floor(random() * 1500);
   switch (kind) {
@@ -114,6 +119,18 @@ async function inject(cluster: Cluster, kind: FaultKind, random: () => number, l
       await cluster.shards[i].kill();
       await sleep(pause);
       await cluster.shards[i].restart();
+      break;
+    }
+    case 'move': {
+      // 1024 slots per move: a few units per rebalance, so a short run sees several fences and flips.
+      const spare = cluster.spares[0];
+      const index = joinedSpare.get(cluster);
+      const args = index === undefined ? ['shards', 'add', spare.url] : ['shards', 'drain', String(index)];
+      log(`fault: kvsql ${args.join(' ')}`);
+      const r = await cluster.admin([...args, '--slots-per-move=1024']);
+      if (r.code !== 0) throw new Error(`kvsql ${args.join(' ')} exited with ${r.code}:\n${r.out}`);
+      if (index === undefined) joinedSpare.set(cluster, Number(/shard (\d+) joined/.exec(r.out)![1]));
+      else joinedSpare.delete(cluster);
       break;
     }
     case 'db-stop': {
