@@ -66,20 +66,11 @@ export async function runTorture(opts: TortureOptions, shared?: Cluster): Promis
   const faults: Record<FaultKind, number> = { 'gw-kill': 0, 'db-kill': 0, 'db-stop': 0, move: 0 };
   try {
     const workload = startWorkload({ gateways: cluster.gateways.map((g) => g.base), clients: opts.clients, keys: opts.keys, seed: opts.seed, mix: opts.mix, keyPrefix: opts.keyPrefix });
-    const end = Date.now() + opts.durationMs;
-    const random = rng(opts.seed ^ 0x5eed);
-    const interval = opts.faultIntervalMs ?? 5000;
-    if (opts.faults.length === 0) await sleep(opts.durationMs);
-    else {
-      // The first fault comes after a calm start, so every run has history on both sides of it.
-      await sleep(Math.min(1000 + random() * interval, opts.durationMs / 3));
-      while (Date.now() < end - 2000) {
-        const kind = opts.faults[Math.floor(random() * opts.faults.length)];
-        await inject(cluster, kind, random, log);
-        faults[kind]++;
-        await sleep(Math.min(interval * (0.5 + random()), Math.max(0, end - Date.now())));
-      }
-      await sleep(Math.max(0, end - Date.now()));
+    try {
+      await runSchedule(cluster, opts, faults, log);
+    } catch (err) {
+      await workload.stop(); // its clients would keep the process alive
+      throw err;
     }
     log('stopping the workload');
     await workload.stop();
@@ -97,6 +88,26 @@ export async function runTorture(opts: TortureOptions, shared?: Cluster): Promis
   } finally {
     if (shared === undefined) await cluster.close();
   }
+}
+
+/** The faults of one run on their seeded schedule, for opts.durationMs; counts them in `faults`. */
+async function runSchedule(cluster: Cluster, opts: TortureOptions, faults: Record<FaultKind, number>, log: (msg: string) => void): Promise<void> {
+  const end = Date.now() + opts.durationMs;
+  const random = rng(opts.seed ^ 0x5eed);
+  const interval = opts.faultIntervalMs ?? 5000;
+  if (opts.faults.length === 0) {
+    await sleep(opts.durationMs);
+    return;
+  }
+  // The first fault comes after a calm start, so every run has history on both sides of it.
+  await sleep(Math.min(1000 + random() * interval, opts.durationMs / 3));
+  while (Date.now() < end - 2000) {
+    const kind = opts.faults[Math.floor(random() * opts.faults.length)];
+    await inject(cluster, kind, random, log);
+    faults[kind]++;
+    await sleep(Math.min(interval * (0.5 + random()), Math.max(0, end - Date.now())));
+  }
+  await sleep(Math.max(0, end - Date.now()));
 }
 
 /** The shard index a cluster's spare server joined as, while it holds slots. */
