@@ -7,21 +7,15 @@
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { SlotMap } from '../../src/protocol/slot-map';
-import { startTestStore, type TestStore } from '../helpers/store';
+import { startHttpTestStore, closeHttpTestStore, type TestStore } from '../helpers/store';
 import { holdRowLock } from '../helpers/row-lock';
 import { HttpClient, assertError, etagVersion, eventually } from '../helpers/http-client';
 
 const LIMIT = 4;
 let store: TestStore;
 let client: HttpClient;
-before(async () => {
-  store = await startTestStore({ shards: 2, config: { queueLimit: LIMIT } });
-  client = new HttpClient(store.port, 32);
-});
-after(async () => {
-  client?.close();
-  await store?.close();
-});
+before(async () => ({ store, http: client } = await startHttpTestStore({ shards: 2, config: { queueLimit: LIMIT } }, 32)));
+after(() => closeHttpTestStore({ store, http: client }));
 
 const map = SlotMap.even(2);
 function keyOn(shard: number, prefix: string, skip = 0): string {
