@@ -26,7 +26,7 @@ import { pickFreePort, startLocalMysqld, type LocalMysqld } from '../../src/embe
 import { aptInstall, aptUnavailable } from '../../src/embedded/mysql-binary';
 import { MysqlShardStore, STATEMENTS, schemaStatements } from '../../src/shard-actor/shard-store';
 import { TimerWheel } from '../../src/shard-actor/timer-wheel';
-import { numberFlag as arg } from '../options';
+import { numberFlag as arg, runScript } from '../options';
 
 const EVIDENCE_DIR = path.join(__dirname, '..', '..', '..', 'bench', 'evidence');
 const PAGE = 16 * 1024;
@@ -327,10 +327,4 @@ async function main(): Promise<void> {
   for (const id of ids) await RUNS[id]();
 }
 
-main().then(
-  () => process.exit(0),
-  (err) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+runScript(main);
