@@ -7,6 +7,7 @@
 import mysql2 from 'mysql2/promise';
 import { configFrom, type Config } from '../../src/gateway/config';
 import { createLogger, startServer, type Server } from '../../src/gateway/server';
+import { SlotMap } from '../../src/protocol/slot-map';
 import { HttpClient } from './http-client';
 import { startTestServer, type TestServer } from './mysql';
 
@@ -94,4 +95,13 @@ export async function startHttpTestStore(opts: TestStoreOptions = {}, maxSockets
 export async function closeHttpTestStore(started: Partial<HttpTestStore>): Promise<void> {
   started.http?.close();
   await started.store?.close();
+}
+
+/**
+ * The first key `${prefix}${i}` (i = 0, 1, ...) that a store of `shards` shards with its slots
+ * divided evenly (as startTestStore makes it) keeps on `shard`, by the gateway's own slot map.
+ */
+export function keyOnShard(shard: number, prefix: string, shards = 2): string {
+  const map = SlotMap.even(shards);
+  for (let i = 0; ; i++) if (map.shardOf(Buffer.from(`${prefix}${i}`)) === shard) return `${prefix}${i}`;
 }
