@@ -2,50 +2,35 @@
 /**
  * Owns the failover benchmark of a Galera shard group: time from `kill -9` of the writer node to
  * the first acknowledged write sent after the kill (so committed on another node), and acknowledged
- * writes lost, over N trials under a PUT load from two gateways. Relies on src/embedded (a 3-node
- * cluster in a temp dir on free ports) and the gateway, in this process. Run it alone:
+ * writes lost, over N trials under a PUT load from two gateways. Relies on test/helpers/ha-load (a
+ * 3-node cluster in a temp dir on free ports, two gateways on it, in this process). Run it alone:
  *
  *   flock /tmp/kvsql-bench.lock node dist/bench/galera-failover.js [--trials=10] [--workers=16]
  *
  * Between trials the killed node rejoins (6 s delay + IST) and the writer fails back to node-0
  * after 10 s Synced; the next trial kills whichever node is the writer then.
  */
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import mysql from 'mysql2/promise';
-import { ensureGalera, ensureMysqlBinary } from '../src/embedded/mysql-binary';
-import { startGaleraShard } from '../src/embedded/galera-cluster';
 import { configFrom } from '../src/gateway/config';
-import { createLogger, startServer } from '../src/gateway/server';
-import { nodeName } from '../src/shard-actor/node-selector';
-import { numberFlag as arg } from './options';
+import { startHaStore } from '../test/helpers/ha-load';
+import { numberFlag as arg, runScript } from './options';
+import { median } from './result';
 
 const TRIALS = arg('trials', 10);
 const WORKERS = arg('workers', 16);
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 async function main(): Promise<void> {
-  const binary = await ensureMysqlBinary(console.log);
-  const { provider } = await ensureGalera(console.log);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'galera-bench-'));
-  fs.chmodSync(dir, 0o755);
-  const shard = await startGaleraShard({ shard: 0, replicas: 3, dir: path.join(dir, 'shard-0'), sqlBase: 0, galeraBase: 0, database: 'kvsql', binary, provider, log: () => undefined });
-  const cfg = configFrom({ port: 0, redisPort: null, logLevel: 'silent' });
-  const log = createLogger('silent');
-  const gws = [await startServer(cfg, [shard.url], log), await startServer(cfg, [shard.url], log)];
-  const bases = gws.map((g) => `http://127.0.0.1:${g.port}`);
-  const writer = async (g: number): Promise<number> => {
-    const body = (await (await fetch(`${bases[g]}/readyz`)).json()) as { groups?: Array<{ writer: string | null }> };
-    return shard.nodes.findIndex((n) => nodeName(n.url) === body.groups?.[0]?.writer);
-  };
+  const store = await startHaStore(configFrom({ port: 0, redisPort: null, logLevel: 'silent' }));
+  const shard = store.galera.shard;
+  const bases = store.bases();
 
   const results: Array<{ failoverMs: number; acked: number; lost: number; errors: number; victim: number }> = [];
   for (let trial = 0; trial < TRIALS; trial++) {
     // Settle: every node Synced and both gateways on the same writer.
-    await Promise.all(shard.nodes.map((n) => n.waitSynced(180_000)));
+    await store.allSynced(180_000);
     for (;;) {
-      const w = await Promise.all([writer(0), writer(1)]);
+      const w = await store.writers();
       if (w[0] >= 0 && w[0] === w[1]) break;
       await sleep(200);
     }
@@ -76,7 +61,7 @@ async function main(): Promise<void> {
       }
     });
     await sleep(3000);
-    const victim = await writer(0);
+    const victim = await store.writerIndex(0);
     killAt = Date.now();
     await shard.nodes[victim].kill();
     const deadline = Date.now() + 60_000;
@@ -97,17 +82,8 @@ async function main(): Promise<void> {
     console.log(`trial ${trial + 1}/${TRIALS}: killed node-${victim}, first acknowledged write after ${r.failoverMs} ms; acked ${r.acked}, lost ${r.lost}, failed requests ${r.errors}`);
   }
   const times = results.map((r) => r.failoverMs).sort((a, b) => a - b);
-  const median = times.length % 2 ? times[(times.length - 1) / 2] : (times[times.length / 2 - 1] + times[times.length / 2]) / 2;
-  console.log(`failover: median ${median} ms, min ${times[0]} ms, max ${times[times.length - 1]} ms over ${times.length} trials; acknowledged writes lost: ${results.reduce((a, r) => a + r.lost, 0)} of ${results.reduce((a, r) => a + r.acked, 0)}`);
-  for (const g of gws) await g.close();
-  await shard.stop();
-  fs.rmSync(dir, { recursive: true, force: true });
+  console.log(`failover: median ${median(times)} ms, min ${times[0]} ms, max ${times[times.length - 1]} ms over ${times.length} trials; acknowledged writes lost: ${results.reduce((a, r) => a + r.lost, 0)} of ${results.reduce((a, r) => a + r.acked, 0)}`);
+  await store.close();
 }
 
-main().then(
-  () => process.exit(0),
-  (err) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+runScript(main);

@@ -13,9 +13,9 @@ import path from 'node:path';
 import { ensureGalera, ensureMysqlBinary } from '../src/embedded/mysql-binary';
 import { startGaleraShard, type GaleraShard } from '../src/embedded/galera-cluster';
 import { startLocalMysqld } from '../src/embedded/local-mysqld';
+import { numberFlag } from './options';
 
-const m = process.argv.find((a) => a.startsWith('--shards='));
-const SHARDS = m ? Number(m.split('=')[1]) : 2;
+const SHARDS = numberFlag('shards', 2);
 
 async function main(): Promise<void> {
   const binary = await ensureMysqlBinary(console.error);

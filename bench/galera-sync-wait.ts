@@ -6,29 +6,18 @@
  *
  *   flock /tmp/kvsql-bench.lock node dist/bench/galera-sync-wait.js [--rounds=5] [--ops=500]
  */
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import mysql from 'mysql2/promise';
-import { ensureGalera, ensureMysqlBinary } from '../src/embedded/mysql-binary';
-import { startGaleraShard } from '../src/embedded/galera-cluster';
 import { schemaStatements } from '../src/shard-actor/shard-store';
-import { numberFlag as arg } from './options';
+import { startTestGalera } from '../test/helpers/galera';
+import { numberFlag as arg, runScript } from './options';
+import { median } from './result';
 
 const ROUNDS = arg('rounds', 5);
 const OPS = arg('ops', 500);
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-}
-
 async function main(): Promise<void> {
-  const binary = await ensureMysqlBinary(console.log);
-  const { provider } = await ensureGalera(console.log);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'galera-syncwait-'));
-  fs.chmodSync(dir, 0o755);
-  const shard = await startGaleraShard({ shard: 0, replicas: 3, dir: path.join(dir, 'shard-0'), sqlBase: 0, galeraBase: 0, database: 'kvsql', binary, provider, log: () => undefined });
+  const galera = await startTestGalera(3);
+  const shard = galera.shard;
   const conns = await Promise.all([0, 1].map(async (w) => {
     const c = await mysql.createConnection({ uri: shard.nodes[0].url, multipleStatements: true });
     await c.query(`SET SESSION wsrep_sync_wait = ${w}; SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED`);
@@ -58,14 +47,7 @@ async function main(): Promise<void> {
   }
   for (const [name, xs] of Object.entries(res)) console.log(`${name}: median ${median(xs).toFixed(0)} us per statement (rounds: ${xs.map((x) => x.toFixed(0)).join(', ')})`);
   for (const c of conns) await c.end();
-  await shard.stop();
-  fs.rmSync(dir, { recursive: true, force: true });
+  await galera.dispose();
 }
 
-main().then(
-  () => process.exit(0),
-  (err) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+runScript(main);

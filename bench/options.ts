@@ -207,3 +207,14 @@ export function numberFlag(name: string, def: number, argv: readonly string[] = 
   const m = argv.find((a) => a.startsWith(`--${name}=`));
   return m ? Number(m.split('=')[1]) : def;
 }
+
+/** Runs a standalone bench script's `main`, then exits: 0 when it resolves, 1 (printing the error) when it throws. */
+export function runScript(main: () => Promise<void>): void {
+  main().then(
+    () => process.exit(0),
+    (err) => {
+      console.error(err);
+      process.exit(1);
+    },
+  );
+}

@@ -9,7 +9,8 @@
  *   buffer: | parsed responses (dropped) | partial response (kept until complete) |
  */
 import net from 'node:net';
-import { LatencyHistogram } from './histogram';
+import { LatencyHistogram, percentilesOf } from './histogram';
+import type { Row } from './result';
 
 export interface Target {
   host: string;
@@ -114,6 +115,27 @@ export interface RawLoadResult {
   /** Connection errors, requests lost with a closed connection, connect failures. */
   errors: number;
   elapsedMs: number;
+}
+
+/**
+ * The report row of one raw HTTP load: its rate, latency and duration, with every non-2xx status
+ * and connection error counted in `errors` and listed in `errorDetail` ("503 x12, connection errors x1").
+ */
+export function rawLoadRow(r: RawLoadResult, row: Pick<Row, 'name' | 'scenario' | 'cpu' | 'notes' | 'extra'>): Row {
+  const non2xx = Object.values(r.non2xx).reduce((a, b) => a + b, 0);
+  return {
+    name: row.name,
+    scenario: row.scenario,
+    api: 'http',
+    opsPerSec: r.ok / (r.elapsedMs / 1000),
+    latency: percentilesOf(r.hist),
+    errors: r.errors + non2xx,
+    errorDetail: Object.entries(r.non2xx).map(([s, n]) => `${s} x${n}`).concat(r.errors ? [`connection errors x${r.errors}`] : []).join(', '),
+    durationS: r.elapsedMs / 1000,
+    cpu: row.cpu,
+    notes: row.notes,
+    extra: row.extra,
+  };
 }
 
 /** A pool of keep-alive connections to one gateway. */

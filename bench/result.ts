@@ -36,7 +36,8 @@ export function skippedRow(name: string, scenario: string, why: string): Row {
   return { name, scenario, api: '-', opsPerSec: NaN, latency: null, errors: 0, errorDetail: '', durationS: 0, cpu: [], notes: [], extra: {}, skipped: why };
 }
 
-function median(xs: number[]): number {
+/** Median of the finite values of `xs`; NaN when there are none. */
+export function median(xs: number[]): number {
   const v = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
   if (v.length === 0) return NaN;
   const m = v.length >> 1;

@@ -23,9 +23,10 @@ import vm from 'node:vm';
 import mysql from 'mysql2/promise';
 import type { RowDataPacket } from 'mysql2/promise';
 import { pickFreePort, startLocalMysqld, type LocalMysqld } from '../../src/embedded/local-mysqld';
+import { aptInstall, aptUnavailable } from '../../src/embedded/mysql-binary';
 import { MysqlShardStore, STATEMENTS, schemaStatements } from '../../src/shard-actor/shard-store';
 import { TimerWheel } from '../../src/shard-actor/timer-wheel';
-import { numberFlag as arg } from '../options';
+import { numberFlag as arg, runScript } from '../options';
 
 const EVIDENCE_DIR = path.join(__dirname, '..', '..', '..', 'bench', 'evidence');
 const PAGE = 16 * 1024;
@@ -220,15 +221,16 @@ async function m7(): Promise<void> {
   writeEvidence('M7', 'memory per TimerWheel entry (32 B keys), loaded through scanDueWindow/scanDueTies; process.memoryUsage deltas after gc()', out);
 }
 
-function aptInstall(pkg: string, probe: () => boolean): boolean {
+/** True when `pkg` is there or was just installed; false, saying what to install, when it cannot be. */
+async function ensurePackage(pkg: string, probe: () => boolean): Promise<boolean> {
   if (probe()) return true;
-  if (process.getuid?.() !== 0) {
-    console.error(`${pkg} is not installed; run: apt-get install ${pkg}`);
+  const unavailable = aptUnavailable();
+  if (unavailable !== null) {
+    console.error(`${pkg} is not installed; run: apt-get install ${pkg} (${unavailable})`);
     return false;
   }
   console.error(`installing ${pkg} with apt-get (needed for this measurement only)`);
-  execFileSync('apt-get', ['install', '-y', '--no-install-recommends', pkg], { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
-  return probe();
+  return aptInstall([pkg], probe, console.error);
 }
 
 function duBytes(dir: string): number {
@@ -243,7 +245,7 @@ function duBytes(dir: string): number {
 /** M8: the same schema on MyRocks, bytes per key after a flush and a full compaction. */
 async function m8(): Promise<void> {
   const plugin = '/usr/lib/mysql/plugin/ha_rocksdb.so';
-  if (!aptInstall('mariadb-plugin-rocksdb', () => fs.existsSync(plugin))) return;
+  if (!(await ensurePackage('mariadb-plugin-rocksdb', () => fs.existsSync(plugin)))) return;
   const n = arg('rows', 100_000);
   // Loaded at start: INSTALL SONAME at run time crashed MariaDB 10.11.19 here.
   const s = await freshServer(['--plugin-load-add=ha_rocksdb', '--rocksdb-large-prefix=1']);
@@ -291,7 +293,7 @@ function redisPipe(port: number, commands: Buffer[][]): Promise<string> {
 
 /** M9: Redis used_memory per key, SET with PX (a TTL), no persistence. */
 async function m9(): Promise<void> {
-  if (!aptInstall('redis-server', () => fs.existsSync('/usr/bin/redis-server'))) return;
+  if (!(await ensurePackage('redis-server', () => fs.existsSync('/usr/bin/redis-server')))) return;
   const n = arg('rows', 100_000);
   const port = await pickFreePort();
   const child = spawn('/usr/bin/redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
@@ -325,10 +327,4 @@ async function main(): Promise<void> {
   for (const id of ids) await RUNS[id]();
 }
 
-main().then(
-  () => process.exit(0),
-  (err) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+runScript(main);

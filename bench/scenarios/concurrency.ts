@@ -12,7 +12,7 @@ import { ensurePreloaded, KEY_PREFIX, measured, type BenchContext } from '../con
 import { LatencyHistogram, percentilesOf } from '../histogram';
 import { rssBytes } from '../proc-stats';
 import { fmtInt, log, progress, clearProgress } from '../progress';
-import { RawHttpPool, getRequest, putRequest, targetOf } from '../raw-http';
+import { RawHttpPool, getRequest, putRequest, rawLoadRow, targetOf } from '../raw-http';
 import { skippedRow, type Row } from '../result';
 import type { FromChild, ToChild } from '../ws-loadgen-child';
 
@@ -164,21 +164,15 @@ export async function runConcurrency(ctx: BenchContext, runLabel: string): Promi
     } else {
       rows.push(skippedRow(`concurrency ws (${fmtInt(opts.wsConcurrency)} conns)`, 'concurrency', '--ws-concurrency=0'));
     }
-    const h = value.http;
-    const non2xx = Object.values(h.non2xx).reduce((a, b) => a + b, 0);
-    rows.push({
-      name: `concurrency http (${fmtInt(pool.size)} conns)`,
-      scenario: 'concurrency',
-      api: 'http',
-      opsPerSec: h.ok / (h.elapsedMs / 1000),
-      latency: percentilesOf(h.hist),
-      errors: h.errors + non2xx,
-      errorDetail: Object.entries(h.non2xx).map(([s, n]) => `${s} x${n}`).concat(h.errors ? [`connection errors x${h.errors}`] : []).join(', '),
-      durationS: h.elapsedMs / 1000,
-      cpu: window.cpu,
-      notes: [`${fmtInt(pool.size)} HTTP keep-alive connections, 1 request in flight each, same mix${wsN > 0 ? ', at the same time as the WebSockets' : ''}`, rssNote],
-      extra: memExtra,
-    });
+    rows.push(
+      rawLoadRow(value.http, {
+        name: `concurrency http (${fmtInt(pool.size)} conns)`,
+        scenario: 'concurrency',
+        cpu: window.cpu,
+        notes: [`${fmtInt(pool.size)} HTTP keep-alive connections, 1 request in flight each, same mix${wsN > 0 ? ', at the same time as the WebSockets' : ''}`, rssNote],
+        extra: memExtra,
+      }),
+    );
   } finally {
     pool?.close();
     await Promise.all(children.map((c) => c.close()));

@@ -16,11 +16,10 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { bulkLoad } from '../bulk-load';
 import { ensurePreloaded, KEY_PREFIX, measured, type BenchContext } from '../context';
-import { percentilesOf } from '../histogram';
 import { CpuMeter, rssBytes } from '../proc-stats';
 import { fmtInt, log, progress, clearProgress } from '../progress';
 import { histogramDelta, scrape, sum, type Sample } from '../prometheus';
-import { RawHttpPool, getRequest, targetOf } from '../raw-http';
+import { RawHttpPool, getRequest, rawLoadRow, targetOf } from '../raw-http';
 import type { Row } from '../result';
 import { peakOf } from './half-load';
 
@@ -197,19 +196,8 @@ async function storm(ctx: BenchContext, runLabel: string): Promise<Row[]> {
     );
     clearProgress();
     // The same GET load, measured twice (without and during the storm): one row shape.
-    const getLoadRow = (name: string, r: typeof base, cpu: typeof baseWindow.cpu, note: string): Row => ({
-      name,
-      scenario: 'expiry',
-      api: 'http',
-      opsPerSec: r.ok / (r.elapsedMs / 1000),
-      latency: percentilesOf(r.hist),
-      errors: r.errors + Object.values(r.non2xx).reduce((a, b) => a + b, 0),
-      errorDetail: '',
-      durationS: r.elapsedMs / 1000,
-      cpu,
-      notes: [note],
-      extra: { rate },
-    });
+    const getLoadRow = (name: string, r: typeof base, cpu: typeof baseWindow.cpu, note: string): Row =>
+      rawLoadRow(r, { name, scenario: 'expiry', cpu, notes: [note], extra: { rate } });
     rows.push(getLoadRow('expiry storm: GET baseline (no storm)', base, baseWindow.cpu,
       `open-loop GET at ${fmtInt(rate)}/s (${Math.round(opts.loadFraction * 100)}% of http-get peak ${fmtInt(peak)})`));
 

@@ -9,7 +9,7 @@
 import { ensurePreloaded, KEY_PREFIX, measured, type BenchContext } from '../context';
 import { percentilesOf } from '../histogram';
 import { fmtInt, log, progress, clearProgress } from '../progress';
-import { RawHttpPool, getRequest, targetOf } from '../raw-http';
+import { RawHttpPool, getRequest, rawLoadRow, targetOf } from '../raw-http';
 import type { Row } from '../result';
 import { wsOpenLoop } from '../ws-load';
 import { closeClients, httpRow, openClients, wsRow } from './throughput';
@@ -80,20 +80,13 @@ async function httpGetRow(ctx: BenchContext, runLabel: string): Promise<Row> {
       ),
     );
     clearProgress();
-    const non2xx = Object.values(r.non2xx).reduce((a, b) => a + b, 0);
-    return {
+    return rawLoadRow(r, {
       name: `http-get @ ${pct}% of peak (open loop)`,
       scenario: 'latency-at-half-load',
-      api: 'http',
-      opsPerSec: r.ok / (r.elapsedMs / 1000),
-      latency: percentilesOf(r.hist),
-      errors: r.errors + non2xx,
-      errorDetail: Object.entries(r.non2xx).map(([s, n]) => `${s} x${n}`).concat(r.errors ? [`connection errors x${r.errors}`] : []).join(', '),
-      durationS: r.elapsedMs / 1000,
       cpu: window.cpu,
       notes: [`target ${fmtInt(rate)} ops/s = ${pct}% of peak ${fmtInt(peak)}; ${pool.size} connections`],
       extra: { targetRate: rate, peak },
-    };
+    });
   } finally {
     pool.close();
   }

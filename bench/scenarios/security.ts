@@ -42,8 +42,8 @@ async function ensureGateways(ctx: BenchContext, gateways: GatewayProcess[]): Pr
   const dir = path.join(DATA_DIR, 'security');
   fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(dir, { recursive: true });
-  const ca = makeCa(dir, 'bench CA');
-  const cert = makeCert(dir, ca, 'gateway', ['127.0.0.1', 'localhost']);
+  const ca = await makeCa(dir, 'bench CA');
+  const cert = await makeCert(dir, ca, 'gateway', ['127.0.0.1', 'localhost']);
   const idBytes = randomBytes(4);
   const token = formatToken(idBytes, randomBytes(32));
   const tokenFile = path.join(dir, 'tokens.jsonl');

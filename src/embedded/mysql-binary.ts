@@ -1,6 +1,8 @@
 /**
- * Owns finding (and, as a last resort, installing) a MySQL-compatible server binary, and the quick
- * "is a Docker engine answering?" probe used to choose between a local process and a container.
+ * Owns finding (and, as a last resort, installing) a MySQL-compatible server binary, the one
+ * `aptInstall` that installs it and every other Debian package the store, its tests and its
+ * benchmarks need (Galera, openssl, redis-server...), and the quick "is a Docker engine
+ * answering?" probe used to choose between a local process and a container.
  * Relies on the filesystem, `apt-get` (Debian/Ubuntu, as root) and the Docker HTTP API `/_ping`.
  * Must not start servers or touch data directories: that is local-mysqld.ts.
  */
@@ -91,26 +93,96 @@ export function findMysqlBinary(): MysqlBinary | null {
   return installDb === undefined ? { server, flavor } : { server, flavor, installDb };
 }
 
-function run(cmd: string, args: string[], log: (msg: string) => void, env: NodeJS.ProcessEnv): Promise<number> {
+const LOCK_BUSY = /Could not get lock|Unable to acquire the dpkg frontend lock|Unable to lock (the )?(administration )?directory/;
+
+/** Runs `cmd`, logging its output line by line; the exit code, and whether it said apt/dpkg's lock was held. */
+function run(cmd: string, args: string[], log: (msg: string) => void, env: NodeJS.ProcessEnv): Promise<{ code: number; lockBusy: boolean }> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let lockBusy = false;
     // apt output is long; log only line-level progress so a CI log shows what happened.
     const relay = (chunk: Buffer): void => {
-      for (const line of chunk.toString('utf8').split('\n')) if (line.trim() !== '') log(`${path.basename(cmd)}: ${line.trimEnd()}`);
+      for (const line of chunk.toString('utf8').split('\n')) {
+        if (line.trim() === '') continue;
+        if (LOCK_BUSY.test(line)) lockBusy = true;
+        log(`${path.basename(cmd)}: ${line.trimEnd()}`);
+      }
     };
     child.stdout.on('data', relay);
     child.stderr.on('data', relay);
     child.once('error', reject);
-    child.once('close', (code, signal) => resolve(code ?? (signal === null ? 1 : 128)));
+    child.once('close', (code, signal) => resolve({ code: code ?? (signal === null ? 1 : 128), lockBusy }));
   });
 }
 
 /**
  * Debian's policy-rc.d hook: exit code 101 tells invoke-rc.d "do not start services". Without it
  * the mariadb-server postinst tries to start a system mysqld on port 3306 (which we do not want,
- * and which fails without systemd anyway). Only installed when absent, and removed afterwards.
+ * and which fails without systemd anyway); redis-server's would start a redis on 6379. Only
+ * installed when absent, and removed afterwards.
  */
 const POLICY_RC_D = '/usr/sbin/policy-rc.d';
+
+/** Why apt-get cannot install anything here ('not running as root', 'no apt-get'), or null when it can. */
+export function aptUnavailable(): string | null {
+  if (process.getuid?.() !== 0) return 'not running as root';
+  if (which(['apt-get'], searchDirs()) === undefined) return 'no apt-get';
+  return null;
+}
+
+export interface AptOptions {
+  /** How long to keep retrying while another apt-get or dpkg holds the lock; 10 minutes when absent. */
+  lockWaitMs?: number;
+  /** The pause between those retries; 3 s when absent. */
+  lockRetryMs?: number;
+}
+
+/**
+ * Installs Debian `packages` with apt-get (as root: see aptUnavailable, which the caller checks
+ * first to say what to install by hand), logging apt's output line by line, with services kept
+ * from starting (policy-rc.d). `installed` decides, not apt's exit code: a postinst that could not
+ * start a service (no systemd) exits non-zero and leaves a usable binary. When the install does
+ * not provide it, the package lists are updated (a fresh machine has none) and the install runs
+ * again. While another process holds apt's or dpkg's lock, each step waits and retries (up to
+ * `lockWaitMs`). Returns `installed()` at the end.
+ */
+export async function aptInstall(packages: readonly string[], installed: () => boolean, log: (msg: string) => void, opts: AptOptions = {}): Promise<boolean> {
+  if (installed()) return true;
+  const unavailable = aptUnavailable();
+  if (unavailable !== null) throw new Error(`cannot apt-get install ${packages.join(' ')}: ${unavailable}`);
+  const aptGet = which(['apt-get'], searchDirs())!;
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive', NEEDRESTART_MODE: 'a' };
+  const lockWaitMs = opts.lockWaitMs ?? 600_000;
+  const lockRetryMs = opts.lockRetryMs ?? 3000;
+  const step = async (args: string[]): Promise<number> => {
+    const deadline = Date.now() + lockWaitMs;
+    for (;;) {
+      const { code, lockBusy } = await run(aptGet, args, log, env);
+      if (code === 0 || !lockBusy || Date.now() >= deadline) return code;
+      log(`apt-get ${args[0]}: another process holds the apt/dpkg lock; retrying in ${lockRetryMs} ms`);
+      await new Promise((r) => setTimeout(r, lockRetryMs));
+    }
+  };
+  const install = ['install', '-y', '--no-install-recommends', '-o', 'Dpkg::Options::=--force-confdef', '-o', 'Dpkg::Options::=--force-confold', ...packages];
+  let createdPolicy = false;
+  try {
+    if (!fs.existsSync(POLICY_RC_D)) {
+      fs.writeFileSync(POLICY_RC_D, '#!/bin/sh\n# temporary, written by kvsql aptInstall\nexit 101\n', { mode: 0o755 });
+      createdPolicy = true;
+    }
+    let code = await step(install);
+    if (code !== 0 && !installed()) {
+      log(`apt-get install exited with ${code}; updating the package lists and trying again`);
+      const updateCode = await step(['update']);
+      if (updateCode !== 0) log(`apt-get update exited with ${updateCode}; trying the install anyway`);
+      code = await step(install);
+    }
+    if (code !== 0) log(`apt-get install ${packages.join(' ')} exited with ${code}; checking whether it is usable anyway`);
+  } finally {
+    if (createdPolicy) fs.rmSync(POLICY_RC_D, { force: true });
+  }
+  return installed();
+}
 
 /**
  * Returns a server binary, installing MariaDB with apt-get when none is found and we are root.
@@ -119,36 +191,10 @@ const POLICY_RC_D = '/usr/sbin/policy-rc.d';
 export async function ensureMysqlBinary(log: (msg: string) => void): Promise<MysqlBinary> {
   const found = findMysqlBinary();
   if (found !== null) return found;
-
-  const isRoot = process.getuid?.() === 0;
-  const aptGet = which(['apt-get'], searchDirs());
-  if (!isRoot || aptGet === undefined) {
-    throw new Error(`${INSTALL_HINT}${isRoot ? '' : ' (not installing automatically: not running as root)'}`);
-  }
-
+  const unavailable = aptUnavailable();
+  if (unavailable !== null) throw new Error(`${INSTALL_HINT} (not installing automatically: ${unavailable})`);
   log('no MySQL server binary found; installing mariadb-server with apt-get (one-time, takes a minute)');
-  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive', NEEDRESTART_MODE: 'a' };
-  let createdPolicy = false;
-  try {
-    if (!fs.existsSync(POLICY_RC_D)) {
-      fs.writeFileSync(POLICY_RC_D, '#!/bin/sh\n# temporary, written by kvsql ensureMysqlBinary\nexit 101\n', { mode: 0o755 });
-      createdPolicy = true;
-    }
-    const updateCode = await run(aptGet, ['update'], log, env);
-    if (updateCode !== 0) log(`apt-get update exited with ${updateCode}; trying the install anyway`);
-    const installCode = await run(
-      aptGet,
-      ['install', '-y', '--no-install-recommends', '-o', 'Dpkg::Options::=--force-confdef', '-o', 'Dpkg::Options::=--force-confold', 'mariadb-server'],
-      log,
-      env,
-    );
-    // A non-zero exit is not trusted either way: the postinst may fail only because it could not
-    // start the service (no systemd), which leaves a perfectly usable binary. The binary decides.
-    if (installCode !== 0) log(`apt-get install exited with ${installCode}; checking whether the binary is usable anyway`);
-  } finally {
-    if (createdPolicy) fs.rmSync(POLICY_RC_D, { force: true });
-  }
-
+  await aptInstall(['mariadb-server'], () => findMysqlBinary() !== null, log);
   const installed = findMysqlBinary();
   if (installed === null) throw new Error(`apt-get install mariadb-server did not provide a server binary. ${INSTALL_HINT}`);
   log(`installed ${installed.server} (${installed.flavor})`);
@@ -173,26 +219,10 @@ export async function ensureGalera(log: (msg: string) => void): Promise<{ provid
   const found = findGalera();
   if (found !== null) return found;
   const hint = 'Galera needs the galera-4 provider and rsync: `apt-get install -y --no-install-recommends galera-4 rsync` (Debian/Ubuntu, as root)';
-  const aptGet = which(['apt-get'], searchDirs());
-  if (process.getuid?.() !== 0 || aptGet === undefined) throw new Error(`${hint}; not installing automatically (${aptGet === undefined ? 'no apt-get' : 'not root'})`);
+  const unavailable = aptUnavailable();
+  if (unavailable !== null) throw new Error(`${hint}; not installing automatically (${unavailable})`);
   log('installing galera-4 and rsync with apt-get (one-time)');
-  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive', NEEDRESTART_MODE: 'a' };
-  let createdPolicy = false;
-  try {
-    if (!fs.existsSync(POLICY_RC_D)) {
-      fs.writeFileSync(POLICY_RC_D, '#!/bin/sh\n# temporary, written by kvsql ensureGalera\nexit 101\n', { mode: 0o755 });
-      createdPolicy = true;
-    }
-    let code = await run(aptGet, ['install', '-y', '--no-install-recommends', '-o', 'Dpkg::Options::=--force-confold', 'galera-4', 'rsync'], log, env);
-    if (code !== 0) {
-      // A clean machine may have no package lists yet.
-      await run(aptGet, ['update'], log, env);
-      code = await run(aptGet, ['install', '-y', '--no-install-recommends', '-o', 'Dpkg::Options::=--force-confold', 'galera-4', 'rsync'], log, env);
-    }
-    if (code !== 0) log(`apt-get install galera-4 rsync exited with ${code}`);
-  } finally {
-    if (createdPolicy) fs.rmSync(POLICY_RC_D, { force: true });
-  }
+  await aptInstall(['galera-4', 'rsync'], () => findGalera() !== null, log);
   const installed = findGalera();
   if (installed === null) throw new Error(`galera-4 or rsync still missing after apt-get. ${hint}`);
   return installed;

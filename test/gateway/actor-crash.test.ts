@@ -7,8 +7,7 @@
  */
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { SlotMap } from '../../src/protocol/slot-map';
-import { startTestStore, type TestStore } from '../helpers/store';
+import { keyOnShard, startTestStore, type TestStore } from '../helpers/store';
 import { holdRowLock, lockWaiters } from '../helpers/row-lock';
 import { HttpClient, assertError, eventually } from '../helpers/http-client';
 
@@ -17,11 +16,6 @@ before(async () => {
   store = await startTestStore({ shards: 2 });
 });
 after(() => store.close());
-
-function keyOnShard(shard: number, prefix: string): string {
-  const map = SlotMap.even(2);
-  for (let i = 0; ; i++) if (map.shardOf(Buffer.from(`${prefix}${i}`)) === shard) return `${prefix}${i}`;
-}
 
 test('a crashed actor is replaced; its keys get 503 meanwhile, the other shard keeps serving', async () => {
   const k0 = keyOnShard(0, 'crash-a-');

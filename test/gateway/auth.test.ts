@@ -22,7 +22,7 @@ import { createLogger, startServer } from '../../src/gateway/server';
 import { WS_BEARER_PROTOCOL } from '../../src/protocol/access';
 import { tokenCommand } from '../../src/token-cli';
 import { pickFreePort } from '../../src/embedded/local-mysqld';
-import { startTestStore, type TestStore } from '../helpers/store';
+import { startHttpTestStore, closeHttpTestStore, type TestStore } from '../helpers/store';
 import { assertError, encodeKey, HttpClient, type HttpReply } from '../helpers/http-client';
 import { bearer, makeToken, writeTokenFile, type TestToken } from '../helpers/tokens';
 
@@ -53,12 +53,10 @@ let store!: TestStore;
 let http1!: HttpClient;
 before(async () => {
   writeTokenFile(file, BASE);
-  store = await startTestStore({ config: { authFile: file, authFailuresPerMinute: 100_000 } });
-  http1 = new HttpClient(store.port);
+  ({ store, http: http1 } = await startHttpTestStore({ config: { authFile: file, authFailuresPerMinute: 100_000 } }));
 });
 after(async () => {
-  http1?.close();
-  await store?.close();
+  await closeHttpTestStore({ store, http: http1 });
   fs.rmSync(dir, { recursive: true, force: true });
 });
 

@@ -7,18 +7,11 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startTestGalera } from '../helpers/galera';
-import { HaStore, Record, assertDurable, rowsOn, sleep, startLoad, waitFor } from '../helpers/ha-load';
+import { HaStore, Record, startHaStore, assertDurable, rowsOn, sleep, startLoad, waitFor } from '../helpers/ha-load';
 
 let store: HaStore;
-before(async () => {
-  store = new HaStore(await startTestGalera(3));
-  await store.startGateways();
-});
-after(async () => {
-  await store?.closeGateways();
-  await store?.galera.dispose();
-});
+before(async () => (store = await startHaStore()));
+after(() => store?.close());
 
 test('kill -9 of the writer node under load from two gateways: writes resume, nothing acknowledged is lost, no stale read, the node rejoins', async () => {
   const rec = new Record();

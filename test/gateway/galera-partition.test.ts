@@ -7,18 +7,12 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { onNode, startTestGalera } from '../helpers/galera';
-import { HaStore, Record, assertDurable, rowsOn, sleep, startLoad, waitFor } from '../helpers/ha-load';
+import { onNode } from '../helpers/galera';
+import { HaStore, Record, startHaStore, assertDurable, rowsOn, sleep, startLoad, waitFor } from '../helpers/ha-load';
 
 let store: HaStore;
-before(async () => {
-  store = new HaStore(await startTestGalera(3));
-  await store.startGateways();
-});
-after(async () => {
-  await store?.closeGateways();
-  await store?.galera.dispose();
-});
+before(async () => (store = await startHaStore()));
+after(() => store?.close());
 
 test('partition of the writer node from the other two: it refuses service, the majority keeps serving, no split brain', async () => {
   await store.allSynced();

@@ -9,19 +9,13 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startTestStore, type TestStore } from '../helpers/store';
+import { startHttpTestStore, closeHttpTestStore, type TestStore } from '../helpers/store';
 import { HttpClient, assertError, rawRequest } from '../helpers/http-client';
 
 let store: TestStore;
 let client: HttpClient;
-before(async () => {
-  store = await startTestStore({ shards: 2 });
-  client = new HttpClient(store.port);
-});
-after(async () => {
-  client?.close();
-  await store?.close();
-});
+before(async () => ({ store, http: client } = await startHttpTestStore({ shards: 2 })));
+after(() => closeHttpTestStore({ store, http: client }));
 
 /** A second request hidden in the body: run only if the server took the shorter length. */
 const SMUGGLED = 'PUT /v1/kv/smuggled HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nS';

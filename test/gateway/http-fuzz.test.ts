@@ -16,7 +16,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { Packr } from 'msgpackr';
-import { startTestStore, type TestStore } from '../helpers/store';
+import { startHttpTestStore, closeHttpTestStore, type TestStore } from '../helpers/store';
 import { HttpClient } from '../helpers/http-client';
 import { Rng, fuzzSeed } from '../helpers/seeded';
 
@@ -25,14 +25,8 @@ const packr = new Packr({ useRecords: false, moreTypes: false });
 
 let store: TestStore;
 let client: HttpClient;
-before(async () => {
-  store = await startTestStore({ shards: 2 });
-  client = new HttpClient(store.port);
-});
-after(async () => {
-  client?.close();
-  await store?.close();
-});
+before(async () => ({ store, http: client } = await startHttpTestStore({ shards: 2 })));
+after(() => closeHttpTestStore({ store, http: client }));
 
 interface Exchange {
   data: Buffer;

@@ -6,19 +6,13 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startTestStore, type TestStore } from '../helpers/store';
+import { startHttpTestStore, closeHttpTestStore, type TestStore } from '../helpers/store';
 import { HttpClient, assertError, etagVersion, kvPath, rawRequest } from '../helpers/http-client';
 
 let store: TestStore;
 let http: HttpClient;
-before(async () => {
-  store = await startTestStore({ shards: 2 });
-  http = new HttpClient(store.port);
-});
-after(async () => {
-  http?.close();
-  await store?.close();
-});
+before(async () => ({ store, http } = await startHttpTestStore({ shards: 2 })));
+after(() => closeHttpTestStore({ store, http }));
 
 const ALL_BYTES = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
 

@@ -8,7 +8,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import http from 'node:http';
-import { startTestStore, type TestStore } from '../helpers/store';
+import { startHttpTestStore, closeHttpTestStore, type TestStore } from '../helpers/store';
 import { HttpClient, assertError, etagVersion, kvPath, ttlPath } from '../helpers/http-client';
 import { MAX_KEY_BYTES, MAX_SUPPORTED_VALUE_BYTES } from '../../src/gateway/config';
 
@@ -16,14 +16,8 @@ const MiB = 1024 * 1024;
 
 let store: TestStore;
 let client: HttpClient;
-before(async () => {
-  store = await startTestStore({ shards: 2 });
-  client = new HttpClient(store.port);
-});
-after(async () => {
-  client?.close();
-  await store?.close();
-});
+before(async () => ({ store, http: client } = await startHttpTestStore({ shards: 2 })));
+after(() => closeHttpTestStore({ store, http: client }));
 
 /** PUT with a chunked body (no Content-Length), so only the streamed size can trip the limit. */
 function putChunked(port: number, path: string, parts: Buffer[]): Promise<{ status: number; body: string }> {

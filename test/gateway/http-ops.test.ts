@@ -9,20 +9,14 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
-import { startTestStore, type TestStore } from '../helpers/store';
+import { startHttpTestStore, closeHttpTestStore, type TestStore } from '../helpers/store';
 import { HttpClient, assertError, kvPath, sleep } from '../helpers/http-client';
 import { SLOT_COUNT } from '../../src/protocol/slot-map';
 
 let store: TestStore;
 let client: HttpClient;
-before(async () => {
-  store = await startTestStore({ shards: 2 });
-  client = new HttpClient(store.port);
-});
-after(async () => {
-  client?.close();
-  await store?.close();
-});
+before(async () => ({ store, http: client } = await startHttpTestStore({ shards: 2 })));
+after(() => closeHttpTestStore({ store, http: client }));
 
 interface Sample {
   name: string;

@@ -6,7 +6,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startTestStore, type TestStore } from '../helpers/store';
+import { startHttpTestStore, closeHttpTestStore, type TestStore } from '../helpers/store';
 import { HttpClient, assertError, etagVersion, sleep, ttlPath } from '../helpers/http-client';
 import { measureShardClock, watchExpiry, type ShardClock } from '../helpers/shard-clock';
 
@@ -14,14 +14,10 @@ let store: TestStore;
 let http: HttpClient;
 let clock: ShardClock;
 before(async () => {
-  store = await startTestStore({ shards: 2 });
-  http = new HttpClient(store.port);
+  ({ store, http } = await startHttpTestStore({ shards: 2 }));
   clock = await measureShardClock(store.urls[0]); // both shards are databases on one server
 });
-after(async () => {
-  http?.close();
-  await store?.close();
-});
+after(() => closeHttpTestStore({ store, http }));
 
 /**
  * Reads `key` back to back through its expiry instant `expiresAt` (shard ms): no 200 for a read

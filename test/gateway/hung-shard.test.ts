@@ -6,7 +6,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startTestStore, type TestStore } from '../helpers/store';
+import { startHttpTestStore, closeHttpTestStore, type TestStore } from '../helpers/store';
 import { HttpClient, eventually, sleep, type HttpReply } from '../helpers/http-client';
 
 const DEADLINE_MS = 2000;
@@ -16,14 +16,10 @@ let store: TestStore;
 let http: HttpClient;
 let stopped = false;
 
-before(async () => {
-  store = await startTestStore({ shards: 1, config: { opDeadlineMs: DEADLINE_MS } });
-  http = new HttpClient(store.port, 128);
-});
+before(async () => ({ store, http } = await startHttpTestStore({ shards: 1, config: { opDeadlineMs: DEADLINE_MS } }, 128)));
 after(async () => {
   if (stopped) process.kill(store.mysql.pid, 'SIGCONT');
-  http?.close();
-  await store?.close();
+  await closeHttpTestStore({ store, http });
 });
 
 test('SIGSTOP with writes and reads in flight: all answered by the deadline, 503 at once while down, back by itself after SIGCONT', async (t) => {

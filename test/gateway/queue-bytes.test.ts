@@ -7,20 +7,14 @@
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import mysql from 'mysql2/promise';
-import { startTestStore, type TestStore } from '../helpers/store';
+import { startHttpTestStore, closeHttpTestStore, type TestStore } from '../helpers/store';
 import { holdRowLock, lockWaiters } from '../helpers/row-lock';
 import { HttpClient, assertError, etagVersion, eventually } from '../helpers/http-client';
 
 let store: TestStore;
 let client: HttpClient;
-before(async () => {
-  store = await startTestStore({ shards: 1, config: { queueBytes: 1024 * 1024 } });
-  client = new HttpClient(store.port);
-});
-after(async () => {
-  client?.close();
-  await store?.close();
-});
+before(async () => ({ store, http: client } = await startHttpTestStore({ shards: 1, config: { queueBytes: 1024 * 1024 } })));
+after(() => closeHttpTestStore({ store, http: client }));
 
 /** A request whose settlement can be checked without awaiting it. */
 function tracked<T>(p: Promise<T>): { promise: Promise<T>; settled: () => boolean } {

@@ -6,27 +6,17 @@
  */
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { SlotMap } from '../../src/protocol/slot-map';
-import { startTestStore, type TestStore } from '../helpers/store';
+import { startHttpTestStore, closeHttpTestStore, keyOnShard, type TestStore } from '../helpers/store';
 import { holdRowLock } from '../helpers/row-lock';
 import { HttpClient, assertError, etagVersion, eventually } from '../helpers/http-client';
 
 const LIMIT = 4;
 let store: TestStore;
 let client: HttpClient;
-before(async () => {
-  store = await startTestStore({ shards: 2, config: { queueLimit: LIMIT } });
-  client = new HttpClient(store.port, 32);
-});
-after(async () => {
-  client?.close();
-  await store?.close();
-});
+before(async () => ({ store, http: client } = await startHttpTestStore({ shards: 2, config: { queueLimit: LIMIT } }, 32)));
+after(() => closeHttpTestStore({ store, http: client }));
 
-const map = SlotMap.even(2);
-function keyOn(shard: number, prefix: string, skip = 0): string {
-  for (let i = 0; ; i++) if (map.shardOf(Buffer.from(`${prefix}${i}`)) === shard && skip-- === 0) return `${prefix}${i}`;
-}
+const keyOn = keyOnShard;
 
 test(`the ${LIMIT + 1}-th op outstanding on a shard gets 503 with Retry-After at once; the held ones complete afterwards`, async () => {
   const held = keyOn(0, 'held-');

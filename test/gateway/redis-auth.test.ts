@@ -28,8 +28,8 @@ const clients: Redis[] = [];
 
 before(async () => {
   writeTokenFile(file, [rwA, rA, all]);
-  ca = makeCa(dir);
-  const cert = makeCert(dir, ca, 'gw', ['127.0.0.1']);
+  ca = await makeCa(dir);
+  const cert = await makeCert(dir, ca, 'gw', ['127.0.0.1']);
   store = await startTestStore({ config: { authFile: file, authFailuresPerMinute: 100_000 } });
   tlsStore = await startTestStore({ mysql: store.mysql, config: { authFile: file, tlsCertFile: cert.certFile, tlsKeyFile: cert.keyFile } });
 });

@@ -8,7 +8,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { configFrom } from '../../src/gateway/config';
 import { createLogger, startServer, type Server } from '../../src/gateway/server';
-import { SlotMap } from '../../src/protocol/slot-map';
+import { keyOnShard } from '../helpers/store';
 import { startTestServer, type TestServer } from '../helpers/mysql';
 import { HttpClient, assertError, etagVersion, eventually, ttlPath, type HttpReply } from '../helpers/http-client';
 
@@ -18,12 +18,8 @@ let http: HttpClient;
 let canRestart = true;
 
 /** A key of each shard, found by the same slot map the gateway uses. */
-const map = SlotMap.even(2);
-const keyOn = (shard: number): string => {
-  for (let i = 0; ; i++) if (map.shardOf(Buffer.from(`down-${i}`)) === shard) return `down-${i}`;
-};
-const K0 = keyOn(0);
-const K1 = keyOn(1);
+const K0 = keyOnShard(0, 'down-');
+const K1 = keyOnShard(1, 'down-');
 
 before(async () => {
   mysqls.push(...(await Promise.all([startTestServer(), startTestServer()])));

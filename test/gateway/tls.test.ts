@@ -32,10 +32,10 @@ let tlsMysql!: TestServer;
 let dbCert!: CertFiles;
 
 before(async () => {
-  ca = makeCa(dir, 'test CA');
-  otherCa = makeCa(dir, 'other CA');
-  gwCert = makeCert(dir, ca, 'gateway', ['127.0.0.1', 'localhost']);
-  dbCert = makeCert(dir, ca, 'mysql', ['127.0.0.1']);
+  ca = await makeCa(dir, 'test CA');
+  otherCa = await makeCa(dir, 'other CA');
+  gwCert = await makeCert(dir, ca, 'gateway', ['127.0.0.1', 'localhost']);
+  dbCert = await makeCert(dir, ca, 'mysql', ['127.0.0.1']);
   writeTokenFile(tokenFile, [tok]);
   tlsMysql = await startTestServer({ tls: { certFile: dbCert.certFile, keyFile: dbCert.keyFile, caFile: ca.certFile } });
   store = await startTestStore({ mysql: tlsMysql, config: { authFile: tokenFile, tlsCertFile: gwCert.certFile, tlsKeyFile: gwCert.keyFile } });
@@ -116,7 +116,7 @@ test('SIGHUP reload swaps the certificate for new connections; open connections 
   try {
     const before1 = await httpsRequest('GET', '/healthz', { agent });
     await c.put('reload', 'a');
-    makeCert(dir, ca, 'gateway', ['127.0.0.1', 'localhost'], 'renewed'); // same files, new certificate
+    await makeCert(dir, ca, 'gateway', ['127.0.0.1', 'localhost'], 'renewed'); // same files, new certificate
     assert.deepEqual(await store.server.reload(), []);
     const fresh = await httpsRequest('GET', '/healthz', { agent: false });
     assert.notEqual(fresh.serial, before1.serial, 'a new connection sees the new certificate');
@@ -135,7 +135,7 @@ test('SIGHUP reload swaps the certificate for new connections; open connections 
   } finally {
     agent.destroy();
     await c.close();
-    makeCert(dir, ca, 'gateway', ['127.0.0.1', 'localhost']);
+    await makeCert(dir, ca, 'gateway', ['127.0.0.1', 'localhost']);
   }
 });
 
@@ -212,7 +212,7 @@ test('a shard certificate that does not name the IP in the shard URL is refused 
   const urlFor = await tlsOnlyUser();
   const dbs = [urlFor(new URL(await tlsMysql.createDatabase()).pathname.slice(1))];
   const log = createLogger('silent');
-  makeCert(dir, ca, 'mysql', ['db.example']); // same CA, same files, another name
+  await makeCert(dir, ca, 'mysql', ['db.example']); // same CA, same files, another name
   await tlsMysql.restart();
   try {
     const gw = await startServer(configFrom({ port: 0, redisPort: 0, logLevel: 'silent', mysqlTls: true, mysqlTlsCaFile: ca.certFile }), dbs, log);
@@ -224,7 +224,7 @@ test('a shard certificate that does not name the IP in the shard URL is refused 
       await gw.close();
     }
   } finally {
-    makeCert(dir, ca, 'mysql', ['127.0.0.1']);
+    await makeCert(dir, ca, 'mysql', ['127.0.0.1']);
     await tlsMysql.restart();
   }
 });

@@ -2,12 +2,13 @@
  * Owns making TLS material for tests at test time: a throwaway CA and certificates it signs, with
  * the openssl CLI (Node's crypto can check certificates but not issue them). Relies on `openssl`
  * on PATH (Debian: package openssl, present wherever ca-certificates is); on a machine without it
- * the first call installs it with apt-get when running as root, as the MySQL binary is installed.
+ * the first call installs it with apt-get when running as root (src/embedded/mysql-binary aptInstall).
  * Files go under `dir`, which the caller creates and removes.
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { aptInstall, aptUnavailable } from '../../src/embedded/mysql-binary';
 
 export interface CertFiles {
   certFile: string;
@@ -21,33 +22,33 @@ export interface TestCa extends CertFiles {
 
 let opensslChecked = false;
 
-/** A fresh Debian may lack the openssl command: install it once (root), or say what to install. */
-function ensureOpenssl(): void {
-  if (opensslChecked) return;
+function hasOpenssl(): boolean {
   try {
     execFileSync('openssl', ['version'], { stdio: 'ignore' });
+    return true;
   } catch {
-    if (process.getuid?.() !== 0) throw new Error('the TLS tests need the openssl command: apt-get install openssl');
-    const apt = (args: string[]): void => {
-      execFileSync('apt-get', args, { stdio: 'ignore', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
-    };
-    try {
-      apt(['install', '-y', '--no-install-recommends', 'openssl']);
-    } catch {
-      apt(['update']); // a fresh machine has no package lists yet
-      apt(['install', '-y', '--no-install-recommends', 'openssl']);
-    }
+    return false;
+  }
+}
+
+/** A fresh Debian may lack the openssl command: install it once (root), or say what to install. */
+async function ensureOpenssl(): Promise<void> {
+  if (opensslChecked) return;
+  if (!hasOpenssl()) {
+    const unavailable = aptUnavailable();
+    if (unavailable !== null) throw new Error(`the TLS tests need the openssl command: apt-get install openssl (${unavailable})`);
+    if (!(await aptInstall(['openssl'], hasOpenssl, (msg) => console.error(`certs: ${msg}`)))) throw new Error('apt-get install openssl did not provide the openssl command');
   }
   opensslChecked = true;
 }
 
 function openssl(args: string[]): void {
-  ensureOpenssl();
   execFileSync('openssl', args, { stdio: ['ignore', 'ignore', 'pipe'] });
 }
 
 /** A self-signed CA (EC P-256: fast to make). */
-export function makeCa(dir: string, name = 'kvsql test CA'): TestCa {
+export async function makeCa(dir: string, name = 'kvsql test CA'): Promise<TestCa> {
+  await ensureOpenssl();
   const keyFile = path.join(dir, `${name.replace(/\W/g, '_')}.key`);
   const certFile = path.join(dir, `${name.replace(/\W/g, '_')}.pem`);
   openssl(['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', keyFile]);
@@ -59,7 +60,8 @@ export function makeCa(dir: string, name = 'kvsql test CA'): TestCa {
  * A server certificate signed by `ca` for `names` (IP addresses or DNS names), written to
  * `<dir>/<file>.pem` and `<dir>/<file>.key` (so a second call with the same file replaces it).
  */
-export function makeCert(dir: string, ca: TestCa, file: string, names: string[], cn = names[0]): CertFiles {
+export async function makeCert(dir: string, ca: TestCa, file: string, names: string[], cn = names[0]): Promise<CertFiles> {
+  await ensureOpenssl();
   const keyFile = path.join(dir, `${file}.key`);
   const certFile = path.join(dir, `${file}.pem`);
   const csr = path.join(dir, `${file}.csr`);

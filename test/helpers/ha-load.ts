@@ -10,10 +10,10 @@
  * anomalies and a per-key linearizability search) over the full history.
  */
 import assert from 'node:assert/strict';
-import { configFrom } from '../../src/gateway/config';
+import { configFrom, type Config } from '../../src/gateway/config';
 import { createLogger, startServer, type Server } from '../../src/gateway/server';
 import { nodeName } from '../../src/shard-actor/node-selector';
-import { onNode, type TestGalera } from './galera';
+import { onNode, startTestGalera, type TestGalera } from './galera';
 import { checkHistory, describeReport, violationCount } from '../checker/check';
 import { outcomeOfError, type HistoryOp } from '../checker/history';
 
@@ -31,8 +31,10 @@ export async function waitFor(what: string, check: () => Promise<boolean> | bool
 /** Two gateways (each with its own actors, node selectors and pools) on the group. */
 export class HaStore {
   gateways: Server[] = [];
-  readonly config = configFrom({ port: 0, redisPort: 0, logLevel: process.env.KVSQL_TEST_LOG_LEVEL ?? 'silent', expiryLockRetryMs: 500, expiryTickMs: 50 });
-  constructor(readonly galera: TestGalera) {}
+  constructor(
+    readonly galera: TestGalera,
+    readonly config: Readonly<Config> = configFrom({ port: 0, redisPort: 0, logLevel: process.env.KVSQL_TEST_LOG_LEVEL ?? 'silent', expiryLockRetryMs: 500, expiryTickMs: 50 }),
+  ) {}
 
   bases(): string[] {
     return this.gateways.map((g) => `http://127.0.0.1:${g.port}`);
@@ -50,6 +52,12 @@ export class HaStore {
     this.gateways = [];
   }
 
+  /** Closes the gateways, then stops the nodes and deletes their data. */
+  async close(): Promise<void> {
+    await this.closeGateways();
+    await this.galera.dispose();
+  }
+
   /** Index of the node gateway `g` writes through, -1 when none. */
   async writerIndex(g: number): Promise<number> {
     const body = (await (await fetch(`${this.bases()[g]}/readyz`)).json()) as Readyz;
@@ -64,6 +72,22 @@ export class HaStore {
   async allSynced(timeoutMs = 90_000): Promise<void> {
     await Promise.all(this.galera.shard.nodes.map((n) => n.waitSynced(timeoutMs)));
   }
+}
+
+/**
+ * A 3-node Galera group (test/helpers/galera) with two gateways on it, `config` for both (the HA
+ * tests' settings when absent). A suite starts it in `before` and closes it in `after`; when the
+ * gateways fail to start, what did start is closed here.
+ */
+export async function startHaStore(config?: Readonly<Config>): Promise<HaStore> {
+  const store = new HaStore(await startTestGalera(3), config);
+  try {
+    await store.startGateways();
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+  return store;
 }
 
 export interface Readyz {
