@@ -23,7 +23,8 @@ async function shardStore(url?: string): Promise<{ url: string; store: MysqlShar
   const db = url ?? (await mysql.createDatabase());
   const store = new MysqlShardStore({ url: db, poolSize: 2, queryTimeoutMs: 10_000 });
   after(() => store.close());
-  await store.init({ shard: 0, shardCount: 1, slotRanges: '[[0,16383]]' });
+  await store.init();
+  await store.bootstrap({ shard: 0, shardCount: 1, slotRanges: '[[0,16383]]' });
   return { url: db, store };
 }
 
