@@ -18,6 +18,7 @@ import { resolveConfig, type Config } from '../gateway/config';
 import { mysqlTls } from '../gateway/tls';
 import { EMBEDDED_DATABASE } from '../embedded/embedded-cluster';
 import { ShardSet, redact, type SlotRow } from './shard-set';
+import { classify } from '../shard-actor/mysql-errors';
 import { DEFAULT_MOVE_OPTIONS, SlotMover, type MoveHooks, type MoveOptions } from './slot-mover';
 import { currentOwners, planRebalance, type MoveUnit } from './rebalance';
 
@@ -73,7 +74,20 @@ export async function runUnits(set: ShardSet, units: MoveUnit[], report: (p: Pro
   let rows: SlotRow[] = await set.slotRows();
   try {
     for (const u of units) {
-      await mover.moveRange(u.lo, u.hi, u.target, rows);
+      // A lock conflict (a deadlock, a lock wait timeout, a Galera certification conflict) fails
+      // one statement; every step is guarded by the state it expects, so the unit is resumed from
+      // the shards' rows, a bounded number of times.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await mover.moveRange(u.lo, u.hi, u.target, rows);
+          break;
+        } catch (err) {
+          if (classify(err) !== 'retry' || attempt >= MOVE_RETRIES) throw err;
+          hooks.log?.(`slots ${u.lo}-${u.hi}: ${(err as { code?: string }).code}; resuming (attempt ${attempt + 1} of ${MOVE_RETRIES})`);
+          await new Promise((r) => setTimeout(r, 20 * 2 ** attempt));
+          rows = await set.slotRows();
+        }
+      }
       p.unitsDone++;
       p.slotsDone += u.hi - u.lo + 1;
       report(p);
@@ -90,6 +104,9 @@ export async function runUnits(set: ShardSet, units: MoveUnit[], report: (p: Pro
   await store('done');
   return p;
 }
+
+/** Attempts per unit when a statement fails on a lock conflict. */
+const MOVE_RETRIES = 5;
 
 function pauseP99(p: Progress): number {
   const sorted = [...p.pauses].sort((a, b) => a - b);

@@ -182,7 +182,8 @@ export class SlotMover {
     await step(8);
     // B's versions continue above A's (a key deleted on A and created again on B still gets a
     // higher version), in the same transaction that makes B serve the range.
-    const [res] = await b.query<ResultSetHeader[]>(
+    const res = await transaction<ResultSetHeader[]>(
+      b,
       `START TRANSACTION; UPDATE kv_seq SET next_version = GREATEST(next_version, ?) WHERE id = 1; ` +
         `UPDATE kv_slots SET state = ${SLOT_OWNED}, peer = NULL, updated_at = ? WHERE slot BETWEEN ? AND ? AND state = ${SLOT_IMPORTING}; COMMIT`,
       [seqAbove, Date.now(), lo, hi],
@@ -314,6 +315,26 @@ async function deleteRange(p: Pool, lo: number, hi: number): Promise<void> {
 }
 
 /** A state change of every slot of a range, or an error naming what was found instead. */
+/**
+ * A multi-statement transaction on one connection, rolled back if any statement fails: a lock
+ * wait timeout rolls back only its statement, and the connection must not go back to the pool
+ * with the rest of the transaction (and its locks) still open.
+ */
+async function transaction<T>(p: Pool, sql: string, params: unknown[]): Promise<T> {
+  const conn = await p.getConnection();
+  try {
+    const [res] = await conn.query(sql, params);
+    conn.release();
+    return res as T;
+  } catch (err) {
+    await conn.query('ROLLBACK').then(
+      () => conn.release(),
+      () => conn.destroy(),
+    );
+    throw err;
+  }
+}
+
 async function expectAll(p: Pool, sql: string, params: unknown[], n: number, what: string): Promise<void> {
   const [res] = await p.query<ResultSetHeader>(sql, params);
   if (res.affectedRows !== n) {
