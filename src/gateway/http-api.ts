@@ -8,7 +8,7 @@
  * so they are copied; every async response sets onAborted and writes inside cork().
  */
 import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
-import { ERRORS, KvError, RETRY_AFTER_SECONDS, toErrorData, type ErrorCode } from '../protocol/errors';
+import { KvError, statusOf, toErrorData } from '../protocol/errors';
 import {
   FLAG_IF_ABSENT,
   FLAG_IF_EXISTS,
@@ -27,27 +27,10 @@ import {
 import { checkKey, checkValue, parseTtlSeconds, parseVersionTag, type Limits } from '../protocol/validate';
 import { mayAccess, rightFor, type TokenEntry } from '../protocol/access';
 import type { Auth } from './auth';
+import { CLOSE, HEAD, statusLine, writeError } from './http-errors';
+import { hasBody, refusedFraming } from './http-framing';
 import type { Metrics } from './metrics';
 import type { ReplyTarget, ShardPool } from './shard-pool';
-
-const STATUS_TEXT: Record<number, string> = {
-  200: '200 OK',
-  201: '201 Created',
-  204: '204 No Content',
-  400: '400 Bad Request',
-  401: '401 Unauthorized',
-  403: '403 Forbidden',
-  404: '404 Not Found',
-  405: '405 Method Not Allowed',
-  412: '412 Precondition Failed',
-  413: '413 Payload Too Large',
-  414: '414 URI Too Long',
-  429: '429 Too Many Requests',
-  500: '500 Internal Server Error',
-  503: '503 Service Unavailable',
-  504: '504 Gateway Timeout',
-};
-const statusLine = (s: number): string => STATUS_TEXT[s] ?? `${s} Unknown`;
 
 export interface HttpContext {
   pool: ShardPool;
@@ -61,105 +44,11 @@ export interface HttpContext {
   auth: Auth | null;
 }
 
-export interface ErrorWriteOptions {
-  /** The request was HEAD: headers only (a body would be read as the start of the next reply). */
-  head?: boolean;
-  /**
-   * The request's body is left unread: uWebSockets.js closes such a connection after the reply,
-   * so say `Connection: close`, or a keep-alive client reuses the dying socket ("socket hang up").
-   */
-  close?: boolean;
-}
-
-const CLOSE: ErrorWriteOptions = Object.freeze({ close: true });
-const HEAD: ErrorWriteOptions = Object.freeze({ head: true });
-/** Retry-After of a 429 (failed token checks): about one refill of the failure budget. */
-const AUTH_RETRY_AFTER_SECONDS = 1;
-
 /** Throws KV_ERR_FORBIDDEN unless `who` (null: auth off) may run `op` on `key`. */
 function authorize(ctx: HttpContext, who: TokenEntry | null, op: OpCode, key: Uint8Array): void {
   if (who === null || mayAccess(who, op, key)) return;
   ctx.auth!.forbid('http');
   throw new KvError('KV_ERR_FORBIDDEN', `token "${who.name}" has no ${rightFor(op)} right on this key`);
-}
-
-/** Writes a JSON error. Only call corked (inside a handler's synchronous part or res.cork). */
-function writeError(res: HttpResponse, code: ErrorCode | string, message: string, extra?: () => void, opts?: ErrorWriteOptions): void {
-  const status = (ERRORS as Record<string, number>)[code] ?? 500;
-  res.writeStatus(statusLine(status));
-  if (status === 503) res.writeHeader('Retry-After', String(RETRY_AFTER_SECONDS));
-  else if (status === 401) res.writeHeader('WWW-Authenticate', 'Bearer realm="kvsql"');
-  else if (status === 429) res.writeHeader('Retry-After', String(AUTH_RETRY_AFTER_SECONDS));
-  extra?.();
-  res.writeHeader('Content-Type', 'application/json');
-  if (opts?.head) res.endWithoutBody(); // (a HEAD request has no body to leave unread)
-  else res.end(JSON.stringify({ error: { code, message } }), opts?.close);
-}
-
-// Message framing (RFC 9112 §6). uWebSockets.js itself closes the connection, answering nothing,
-// on a Content-Length that is not all digits (negative, "+3", "3, 3", over 2^63) and on
-// Content-Length together with Transfer-Encoding. It does NOT look past the first header line of
-// a name: with `Content-Length: 3` and `Content-Length: 5` it reads 3 bytes and takes the other 2
-// as the start of the next request, while a proxy that honours the second line forwards 5 bytes
-// as one request: request smuggling. An empty value (`Content-Length:`) counts as no body. So every
-// route checks all lines of both headers first (req.getHeader sees only the first):
-//   - at most one Content-Length line, and its value digits only (duplicates are refused even when
-//     identical: RFC 9110 §8.6 lets a recipient reject them, and uWS already refuses `3, 3`);
-//   - at most one Transfer-Encoding line, and its value exactly `chunked` (any case): uWS would
-//     de-chunk `gzip, chunked` and hand over gzip bytes as the value; `identity` is obsolete;
-//   - not both (a line uWS let through, e.g. an empty Content-Length, with Transfer-Encoding).
-// A refusal is 400 KV_ERR_BAD_REQUEST with `Connection: close`: the body's extent is unknown, so
-// nothing after the head can be trusted as the next request. The reply is written on the next turn,
-// not in the handler: checked on uWS 20.30, a request pipelined behind a synchronous reply runs
-// even when that reply closes the connection (so the smuggled request would run), while a request
-// pipelined behind a pending reply makes uWS drop the connection without running it. So a
-// smuggling attempt ends in a close with no reply at all, and a lone bad request gets its 400.
-let clLines = 0;
-let teLines = 0;
-let framingBad: string | null = null;
-
-/** req.forEach visitor: module-level, so no closure per request. Header names are lower case. */
-function visitFramingHeader(name: string, value: string): void {
-  if (name === 'content-length') {
-    clLines++;
-    if (!/^[0-9]+$/.test(value)) framingBad = `Content-Length must be a non-negative decimal integer, got "${value.slice(0, 40)}"`;
-  } else if (name === 'transfer-encoding') {
-    teLines++;
-    if (value.trim().toLowerCase() !== 'chunked') framingBad = `Transfer-Encoding must be "chunked" (no other coding is supported), got "${value.slice(0, 40)}"`;
-  }
-}
-
-/** Why the request's framing is refused, or null. Call inside the handler. */
-export function framingProblem(req: HttpRequest): string | null {
-  clLines = 0;
-  teLines = 0;
-  framingBad = null;
-  req.forEach(visitFramingHeader);
-  if (clLines > 1) return `${clLines} Content-Length headers; send exactly one`;
-  if (teLines > 1) return `${teLines} Transfer-Encoding headers; send at most one`;
-  if (clLines > 0 && teLines > 0) return 'Content-Length and Transfer-Encoding together; send one';
-  return framingBad;
-}
-
-/**
- * Answers 400 and closes when the request's framing is ambiguous (see framingProblem); returns
- * true when it did, and the handler must stop. Every route calls it first.
- */
-export function refusedFraming(res: HttpResponse, req: HttpRequest): boolean {
-  const problem = framingProblem(req);
-  if (problem === null) return false;
-  let aborted = false;
-  res.onAborted(() => (aborted = true));
-  setImmediate(() => {
-    if (!aborted) res.cork(() => writeError(res, 'KV_ERR_BAD_REQUEST', problem, undefined, CLOSE));
-  });
-  return true;
-}
-
-/** True when the request carries a body (only PUT /v1/kv reads one). Call inside the handler. */
-function hasBody(req: HttpRequest): boolean {
-  const length = req.getHeader('content-length');
-  return (length !== '' && length !== '0') || req.getHeader('transfer-encoding') !== '';
 }
 
 /**
@@ -196,7 +85,7 @@ class HttpCall implements ReplyTarget {
     if (this.aborted || this.done) return;
     const e = toErrorData(err);
     this.res.cork(() => writeError(this.res, e.code, e.message, undefined, close ? CLOSE : undefined));
-    this.finish(ERRORS[e.code]);
+    this.finish(statusOf(e.code));
   }
 
   finish(status: number): void {
@@ -391,7 +280,7 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
       fn(ctx.auth === null ? null : ctx.auth.authenticateHttp(res, req));
     } catch (err) {
       const e = toErrorData(err);
-      ctx.metrics.observe('http', OP_NAMES[op], ERRORS[e.code], 0);
+      ctx.metrics.observe('http', OP_NAMES[op], statusOf(e.code), 0);
       writeError(res, e.code, e.code === 'KV_ERR_INTERNAL' ? 'internal error' : e.message, undefined, req.getMethod() === 'head' ? HEAD : hasBody(req) ? CLOSE : undefined);
     }
   };
@@ -474,4 +363,3 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
   app.any('/v1/ttl', notAllowed('GET, PUT, DELETE'));
 }
 
-export { writeError, statusLine, hasBody };

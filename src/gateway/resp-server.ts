@@ -35,7 +35,7 @@
 import { createServer, type Server as NetServer, type Socket } from 'node:net';
 import { createServer as createTlsServer, Server as TlsServer } from 'node:tls';
 import { hostname } from 'node:os';
-import { ERRORS, toErrorData } from '../protocol/errors';
+import { statusOf, toErrorData } from '../protocol/errors';
 import {
   FLAG_IF_ABSENT,
   FLAG_IF_EXISTS,
@@ -139,7 +139,7 @@ export function errorText(code: string, message: string): string {
   // Redis's own words for ACL refusals, which clients recognise.
   if (code === 'KV_ERR_FORBIDDEN') return `NOPERM ${code} ${message}`;
   if (code === 'KV_ERR_UNAUTHORIZED') return `NOAUTH ${code} ${message}`;
-  const status = (ERRORS as Record<string, number>)[code] ?? 500;
+  const status = statusOf(code);
   if (status === 503) return `TRYAGAIN ${code} ${message}`;
   if (status >= 500) return `ERR ${code} ${status === 500 ? 'internal error' : message}`;
   return `ERR ${code} ${message}`;

@@ -19,7 +19,7 @@
  */
 import { isUtf8 } from 'node:buffer';
 import { Unpackr } from 'msgpackr';
-import { ERRORS, KvError, type ErrorCode, type ErrorData } from './errors';
+import { ERRORS, KvError, statusOf, toErrorData, type ErrorCode, type ErrorData } from './errors';
 import {
   FLAG_IF_ABSENT,
   FLAG_IF_VERSION,
@@ -318,11 +318,6 @@ function parseRequest(r: unknown[], op: unknown, limits: Limits): OpCode {
   return op as OpCode;
 }
 
-function asErrorData(err: unknown): ErrorData {
-  if (err instanceof KvError) return err.toData();
-  return { code: 'KV_ERR_INTERNAL', message: 'internal error' };
-}
-
 /**
  * Decodes one client frame and reports each request to `sink`, in order. Never throws for bad
  * input: an unreadable frame is one frameError; a request without a usable id is a frameError
@@ -356,7 +351,7 @@ export function decodeFrame(frame: Uint8Array, limits: Limits, sink: RequestSink
       op = parseRequest(r, r[1], limits);
     } catch (err) {
       const known = typeof r[1] === 'number' && SHAPES[r[1]] !== undefined;
-      sink.reject(id, known ? (r[1] as number) : 0, asErrorData(err));
+      sink.reject(id, known ? (r[1] as number) : 0, toErrorData(err));
       continue;
     }
     sink.request(id, op, cur.key, cur.value, cur.ttlMs, cur.flags, cur.ifVersion);
@@ -380,7 +375,7 @@ export function decodeFrame(frame: Uint8Array, limits: Limits, sink: RequestSink
 export type WireReply = [id: number, status: number, a?: unknown, b?: unknown, c?: unknown];
 
 export function errorReply(id: number, err: ErrorData): WireReply {
-  return [id, ERRORS[err.code] ?? 500, { code: err.code, message: err.message }];
+  return [id, statusOf(err.code), { code: err.code, message: err.message }];
 }
 
 export function frameErrorReply(message: string): WireReply {
