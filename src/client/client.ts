@@ -1,7 +1,7 @@
 /**
  * Owns the TypeScript client for the WebSocket API (docs/websocket-protocol.md): pipelining with a
  * bounded window, per-op timeouts, and reconnecting. Relies on the `ws` package and the wire format
- * in protocol/ws-codec (shared with the server, so validation messages match). Must not import
+ * in protocol/ws-client-codec and ws-format (shared with the server, so validation messages match). Must not import
  * gateway code: the client runs in other processes.
  *
  *   put()/get()/... ─> queue: | settled | waiting ... |      (unbounded, in issue order)
@@ -21,19 +21,8 @@ import WebSocket from 'ws';
 import { KvError } from '../protocol/errors';
 import { OP_DEL, OP_EXPIRE, OP_GET, OP_NAMES, OP_PERSIST, OP_PUT, OP_TTL, type OpCode } from '../protocol/ops';
 import { checkTtlMs, checkValue } from '../protocol/validate';
-import {
-  decodeReplyFrame,
-  encodeRequestFrame,
-  FRAME_ERROR_ID,
-  readDelOptions,
-  readPutOptions,
-  replyError,
-  type ClientRequest,
-  type DelOptions,
-  type OpFields,
-  type PutOptions,
-  type WireReply,
-} from '../protocol/ws-codec';
+import { decodeReplyFrame, encodeRequestFrame, replyError, type ClientRequest } from '../protocol/ws-client-codec';
+import { FRAME_ERROR_ID, readDelOptions, readPutOptions, type DelOptions, type OpFields, type PutOptions, type WireReply } from '../protocol/ws-format';
 import { KvClientError } from './errors';
 
 export type { PutOptions, DelOptions };

@@ -1,7 +1,7 @@
 /**
  * Owns the WebSocket API (GET /v1/ws): per-connection flow control, turning frames into shard
  * requests, and gathering replies into frames. Relies on uWebSockets.js, ShardPool, the wire
- * format in protocol/ws-codec (docs/websocket-protocol.md) and Metrics. Must not touch MySQL or
+ * format in protocol/ws-requests and ws-replies (docs/websocket-protocol.md) and Metrics. Must not touch MySQL or
  * the actors' internals: every op goes through ShardPool.submit and comes back as a Reply.
  *
  *   message(frame) ─ copy ─ decodeFrame ─┬─ request ─ flow control ─ pool.submit(WsOp) ···> deliver
@@ -26,7 +26,9 @@ import { mayAccess, rightFor, wsProtocols, type TokenEntry } from '../protocol/a
 import { ERRORS, statusOf, toErrorData, type ErrorData } from '../protocol/errors';
 import { OP_NAMES, type OpCode, type Reply } from '../protocol/ops';
 import type { Limits } from '../protocol/validate';
-import { decodeFrame, errorReply, frameErrorReply, ReplyFrameEncoder, toWireReply, type RequestSink, type WireReply } from '../protocol/ws-codec';
+import type { WireReply } from '../protocol/ws-format';
+import { frameErrorReply, ReplyFrameEncoder, toWireReply, wireErrorReply } from '../protocol/ws-replies';
+import { decodeFrame, type RequestSink } from '../protocol/ws-requests';
 import { remoteAddress } from './auth';
 import type { HttpContext } from './http-api';
 import { writeError } from './http-errors';
@@ -124,7 +126,7 @@ class WsConn implements RequestSink {
   private refuse(id: number, op: number, err: ErrorData): void {
     this.ctx.metrics.observe('ws', OP_NAMES[op] ?? 'unknown', statusOf(err.code), 0);
     this.ctx.inflight.n++;
-    this.push(errorReply(id, err));
+    this.push(wireErrorReply(id, err));
   }
 
   /** Queues a reply already counted in ctx.inflight.n. */
