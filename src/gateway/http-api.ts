@@ -11,6 +11,7 @@ import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
 import { KvError, statusOf, toErrorData } from '../protocol/errors';
 import {
   FLAG_IF_ABSENT,
+  isErrorReply,
   FLAG_IF_EXISTS,
   FLAG_IF_VERSION,
   FLAG_KEEP_TTL,
@@ -21,8 +22,14 @@ import {
   OP_PERSIST,
   OP_PUT,
   OP_TTL,
+  ttlLeftMs,
+  type ExpireSet,
+  type GetHit,
   type OpCode,
+  type PreconditionFailed,
+  type PutDone,
   type Reply,
+  type TtlHit,
 } from '../protocol/ops';
 import { checkKey, checkValue, parseTtlSeconds, parseVersionTag, type Limits } from '../protocol/validate';
 import { mayAccess, rightFor, type TokenEntry } from '../protocol/access';
@@ -97,25 +104,26 @@ class HttpCall implements ReplyTarget {
 
   private write(r: Reply): void {
     const res = this.res;
-    const status = r[1];
     const head = this.head ? HEAD : undefined;
-    if (status >= 400 && typeof r[2] === 'string') {
-      writeError(res, r[2] as string, r[3] as string, undefined, head);
+    if (isErrorReply(r)) {
+      writeError(res, r[2], r[3], undefined, head);
       return;
     }
+    const status = r[1];
     if (status === 404) return writeError(res, 'KV_ERR_NOT_FOUND', 'key not found', undefined, head);
     if (status === 412) {
       // The key's current version, so a compare-and-set loop needs no extra GET; null: absent.
-      const current = r[2] as number | null | undefined;
+      const current = (r as PreconditionFailed)[2];
       if (current === null || current === undefined) return writeError(res, 'KV_ERR_PRECONDITION_FAILED', 'precondition failed: the key is absent');
       return writeError(res, 'KV_ERR_PRECONDITION_FAILED', `precondition failed: the key's current version is ${current}`, () => res.writeHeader('ETag', `"${current}"`));
     }
     switch (this.op) {
       case OP_GET: {
-        const value = r[2] as Uint8Array;
+        const g = r as GetHit;
+        const value = g[2];
         res.writeStatus('200 OK');
-        res.writeHeader('ETag', `"${r[3]}"`);
-        if (r[4] !== null) res.writeHeader('X-Expires-At', String(r[4]));
+        res.writeHeader('ETag', `"${g[3]}"`);
+        if (g[4] !== null) res.writeHeader('X-Expires-At', String(g[4]));
         res.writeHeader('Content-Type', 'application/octet-stream');
         // (endWithoutBody(length) leaves uWS 20.30 waiting for that many bytes: it then drops the
         // connection. The header written by hand and a bare endWithoutBody() keep it usable.)
@@ -124,11 +132,12 @@ class HttpCall implements ReplyTarget {
         return;
       }
       case OP_PUT: {
+        const p = r as PutDone;
         res.writeStatus(statusLine(status));
-        res.writeHeader('ETag', `"${r[2]}"`);
-        if (r[3] !== null) res.writeHeader('X-Expires-At', String(r[3]));
+        res.writeHeader('ETag', `"${p[2]}"`);
+        if (p[3] !== null) res.writeHeader('X-Expires-At', String(p[3]));
         res.writeHeader('Content-Type', 'application/json');
-        res.end(`{"version":${r[2]},"expiresAt":${r[3] ?? null}}`);
+        res.end(`{"version":${p[2]},"expiresAt":${p[3] ?? null}}`);
         return;
       }
       case OP_DEL:
@@ -137,15 +146,17 @@ class HttpCall implements ReplyTarget {
         return;
       case OP_EXPIRE:
         res.writeStatus('200 OK').writeHeader('Content-Type', 'application/json');
-        res.end(`{"expiresAt":${r[2]}}`);
+        res.end(`{"expiresAt":${(r as ExpireSet)[2]}}`);
         return;
       case OP_PERSIST:
         res.writeStatus('200 OK').writeHeader('Content-Type', 'application/json');
         res.end('{"expiresAt":null}');
         return;
       case OP_TTL: {
-        const expiresAt = r[2] as number | null;
-        const ttl = expiresAt === null ? null : Math.max(0, expiresAt - (r[3] as number)) / 1000;
+        const t = r as TtlHit;
+        const expiresAt = t[2];
+        const left = ttlLeftMs(t);
+        const ttl = left === null ? null : left / 1000;
         res.writeStatus('200 OK').writeHeader('Content-Type', 'application/json');
         res.end(`{"ttl":${ttl},"expiresAt":${expiresAt}}`);
         return;

@@ -8,7 +8,24 @@
  *   server -> client   frame = [ reply, ... ]     reply   = [id, status, ...payload]
  */
 import { KvError, type ErrorData } from './errors';
-import { FLAG_IF_ABSENT, FLAG_IF_VERSION, FLAG_KEEP_TTL } from './ops';
+import {
+  FLAG_IF_ABSENT,
+  FLAG_IF_VERSION,
+  FLAG_KEEP_TTL,
+  OP_DEL,
+  OP_EXPIRE,
+  OP_GET,
+  OP_PERSIST,
+  OP_PUT,
+  OP_REAP,
+  OP_TTL,
+  type Deleted,
+  type ExpireReply,
+  type GetReply,
+  type NotFound,
+  type OpCode,
+  type PutDone,
+} from './ops';
 import { describe, isMap } from './msgpack-scan';
 import { checkTtlMs } from './validate';
 
@@ -28,6 +45,27 @@ export const FRAME_ERROR_ID = 0;
  */
 export type WireReply = [id: number, status: number, a?: unknown, b?: unknown, c?: unknown];
 export type WireErrorReply = [id: number, status: number, error: ErrorData];
+export type WirePreconditionFailed = [id: number, status: 412];
+export type WirePutReply = PutDone | WirePreconditionFailed;
+export type WireDelReply = Deleted | NotFound | WirePreconditionFailed;
+export type WirePersistReply = [id: number, status: 200] | NotFound;
+export type WireTtlHit = [id: number, status: 200, ttlMs: number | null, expiresAt: number | null];
+export type WireTtlReply = WireTtlHit | NotFound;
+
+/** The wire reply of each op the wire carries, when it is not a WireErrorReply. */
+export interface WireReplyOf {
+  [OP_GET]: GetReply;
+  [OP_PUT]: WirePutReply;
+  [OP_DEL]: WireDelReply;
+  [OP_EXPIRE]: ExpireReply;
+  [OP_PERSIST]: WirePersistReply;
+  [OP_TTL]: WireTtlReply;
+}
+
+/** The reply of `op` as its own shape: whoever holds the reply knows which op it asked for. */
+export function wireReplyOf<O extends Exclude<OpCode, typeof OP_REAP>>(_op: O, r: WireReply): WireReplyOf[O] {
+  return r as WireReplyOf[O];
+}
 
 /** The fields of one request, filled in place (the decoder allocates nothing per request). */
 export interface OpFields {
@@ -50,16 +88,23 @@ function readBool(v: unknown, name: string): boolean {
   return v;
 }
 
+/** Clears `out`; returns the options as a map, or null when none were sent (nil or absent). */
+function optionsMap(opts: unknown, out: OpFields, op: string): Record<string, unknown> | null {
+  out.ttlMs = 0;
+  out.flags = 0;
+  out.ifVersion = 0;
+  if (opts === null || opts === undefined) return null;
+  if (!isMap(opts)) throw badRequest(`${op} options must be a map, got ${describe(opts)}`);
+  return opts;
+}
+
 /**
  * put options {ttl?, keepTtl?, ifAbsent?, ifVersion?} into `out`. A key whose value is nil counts
  * as absent. The same rules as HTTP: ttl and keepTtl contradict, so do ifAbsent and ifVersion.
  */
-export function readPutOptions(opts: unknown, out: OpFields): void {
-  out.ttlMs = 0;
-  out.flags = 0;
-  out.ifVersion = 0;
-  if (opts === null || opts === undefined) return;
-  if (!isMap(opts)) throw badRequest(`put options must be a map, got ${describe(opts)}`);
+export function readPutOptions(given: unknown, out: OpFields): void {
+  const opts = optionsMap(given, out, 'put');
+  if (opts === null) return;
   for (const name in opts) {
     const v = opts[name];
     if (v === null || v === undefined) continue;
@@ -86,12 +131,9 @@ export function readPutOptions(opts: unknown, out: OpFields): void {
 }
 
 /** del options {ifVersion?} into `out`. */
-export function readDelOptions(opts: unknown, out: OpFields): void {
-  out.ttlMs = 0;
-  out.flags = 0;
-  out.ifVersion = 0;
-  if (opts === null || opts === undefined) return;
-  if (!isMap(opts)) throw badRequest(`del options must be a map, got ${describe(opts)}`);
+export function readDelOptions(given: unknown, out: OpFields): void {
+  const opts = optionsMap(given, out, 'del');
+  if (opts === null) return;
   for (const name in opts) {
     const v = opts[name];
     if (v === null || v === undefined) continue;

@@ -4,10 +4,10 @@
  * into frames. Relies on ops.ts, errors.ts, ws-format and msgpack-writer (not msgpackr, see
  * there). Pure: no I/O, no timers. Must not know about sockets or the pool.
  */
-import { statusOf, type ErrorCode, type ErrorData } from './errors';
-import { OP_PERSIST, OP_TTL, type OpCode, type Reply } from './ops';
+import { statusOf, type ErrorData } from './errors';
+import { isErrorReply, OP_PERSIST, OP_TTL, replyOf, ttlLeftMs, type OpCode, type Reply } from './ops';
 import { MsgpackWriter } from './msgpack-writer';
-import { FRAME_ERROR_ID, type WireErrorReply, type WireReply } from './ws-format';
+import { FRAME_ERROR_ID, type WireErrorReply, type WireReply, type WireTtlHit } from './ws-format';
 
 /** An error the gateway answers itself (refused before any shard), as a wire reply. */
 export function wireErrorReply(id: number, err: ErrorData): WireErrorReply {
@@ -27,24 +27,24 @@ export function frameErrorReply(message: string): WireErrorReply {
  */
 export function toWireReply(r: Reply, id: number, op: OpCode): WireReply {
   r[0] = id;
-  const status = r[1];
-  if (status >= 400) {
-    if (typeof r[2] === 'string') {
-      const code = r[2] as ErrorCode;
-      r[2] = { code, message: String(r[3]) };
-      r.length = 3;
-    } else {
-      r.length = 2; // 404, 412: no payload on this wire (the actor's 412 carries the current version)
+  const w = r as unknown[] as WireReply;
+  if (isErrorReply(r)) {
+    w[2] = { code: r[2], message: String(r[3]) };
+    w.length = 3;
+  } else if (r[1] >= 400) {
+    w.length = 2; // 404, 412: no payload on this wire
+  } else if (op === OP_PERSIST) {
+    w.length = 2;
+  } else if (op === OP_TTL) {
+    const t = replyOf(OP_TTL, r);
+    if (t[1] === 200) {
+      const wt = w as WireTtlHit;
+      const expiresAt = t[2];
+      wt[2] = ttlLeftMs(t);
+      wt[3] = expiresAt;
     }
-    return r;
   }
-  if (op === OP_PERSIST) r.length = 2; // the actor adds whether a TTL was removed; not on this wire
-  if (op === OP_TTL) {
-    const expiresAt = r[2] as number | null;
-    r[2] = expiresAt === null ? null : Math.max(0, expiresAt - (r[3] as number));
-    r[3] = expiresAt;
-  }
-  return r;
+  return w;
 }
 
 /**
