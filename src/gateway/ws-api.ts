@@ -1,8 +1,9 @@
 /**
  * Owns the WebSocket API (GET /v1/ws): per-connection flow control, turning frames into shard
  * requests, and gathering replies into frames. Relies on uWebSockets.js, ShardPool, the wire
- * format in protocol/ws-requests and ws-replies (docs/websocket-protocol.md) and Metrics. Must not touch MySQL or
- * the actors' internals: every op goes through ShardPool.submit and comes back as a Reply.
+ * format in protocol/ws-requests and ws-replies (docs/websocket-protocol.md), http-errors and
+ * http-framing (the upgrade is an HTTP request) and Metrics. Must not touch MySQL or the actors'
+ * internals: every op goes through ShardPool.submit and comes back as a Reply.
  *
  *   message(frame) ─ copy ─ decodeFrame ─┬─ request ─ flow control ─ pool.submit(WsOp) ···> deliver
  *                                        └─ reject / frameError ─────────────┐                │
