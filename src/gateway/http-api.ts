@@ -1,8 +1,8 @@
 /**
  * Owns the HTTP API: routes, request decoding, response encoding. Relies on uWebSockets.js,
  * ShardPool, protocol (ops and their reply shapes, errors, validate), http-errors (every error
- * response), http-framing (checked first on every route) and Metrics. Must not touch MySQL or the actors'
- * internals: every operation goes through ShardPool.submit and comes back as a Reply.
+ * response), http-framing (checked first on every route) and Metrics. Must not touch MySQL or
+ * the actors' internals: every operation goes through ShardPool.submit and comes back as a Reply.
  *
  * uWebSockets.js lifetimes: the HttpRequest is valid only during the handler, so everything is
  * read from it before returning; the body arrives in chunks that are neutered after each callback,
