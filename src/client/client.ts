@@ -1,8 +1,8 @@
 /**
  * Owns the TypeScript client for the WebSocket API (docs/websocket-protocol.md): pipelining with a
  * bounded window, per-op timeouts, and reconnecting. Relies on the `ws` package and the wire format
- * in protocol/ws-client-codec and ws-format (shared with the server, so validation messages match). Must not import
- * gateway code: the client runs in other processes.
+ * in protocol/ws-client-codec and ws-format (shared with the server, so validation messages
+ * match). Must not import gateway code: the client runs in other processes.
  *
  *   put()/get()/... ─> queue: | settled | waiting ... |      (unbounded, in issue order)
  *                               ^ head
