@@ -37,7 +37,7 @@ import { Packr } from 'msgpackr';
 import { ERRORS, RETRY_AFTER_SECONDS, type ErrorData } from '../protocol/errors';
 import { isReadOp, type Reply, type Request } from '../protocol/ops';
 import type { ActorConfig, FromActor, ShardStats, ToActor } from '../protocol/port-messages';
-import { SlotMap, SLOT_COUNT, resolveOwners, slotOf, type MoveProgress, type ShardOwnership } from '../protocol/slot-map';
+import { SlotMap, SLOT_COUNT, SLOT_OWNED, resolveOwners, slotOf, type MoveProgress, type ShardOwnership } from '../protocol/slot-map';
 import { shardNodes, type Config } from './config';
 import { mysqlTls } from './tls';
 
@@ -238,10 +238,10 @@ export class ShardPool {
     const members = this.shards.filter((s) => s.shardIndex !== null);
     const fresh = this.shards.filter((s) => s.shardIndex === null && s.up);
     if (fresh.length === 0) return;
-    if (members.length === 0 && fresh.length === this.shards.length) {
+    if ((members.length === 0 && fresh.length === this.shards.length) || (members.length > 0 && (await this.concurrentFirstStart(members)))) {
       const map = SlotMap.even(this.shards.length);
       await Promise.all(
-        this.shards.map(async (s) => {
+        fresh.map(async (s) => {
           const m = await this.control(s, (id) => ({ type: 'bootstrap', id, shard: s.index, shardCount: this.shards.length, slotRanges: map.rangesOf(s.index) }));
           if (m.type === 'bootstrapped' && m.error) {
             const err = new Error(m.error.message);
@@ -262,6 +262,34 @@ export class ShardPool {
       `shard URL(s) ${fresh.map((s) => `#${s.index}`).join(', ')} name empty databases, but the others hold a store. ` +
         'Refusing to start: a new shard must join with `kvsql shards add <url>` (it then gets slots with `kvsql rebalance`).',
     );
+  }
+
+  /**
+   * Some databases are members and the rest are empty. That is a store's first start by several
+   * gateways at once (another gateway bootstrapped these members a moment ago, or died half way)
+   * exactly when every member is shard i of this list with the i-th even share, at epoch 1:
+   * nothing was ever moved, so the empty ones may get their even share too (the bootstrap's
+   * identity check refuses a different list). Anything else is a database added by hand.
+   */
+  private async concurrentFirstStart(members: ShardHandle[]): Promise<boolean> {
+    const map = SlotMap.even(this.shards.length);
+    for (const s of members) {
+      if (s.shardIndex !== s.index) return false;
+      const m = await this.control(s, (id) => ({ type: 'ownership', id })).catch(() => null);
+      if (m === null || m.type !== 'ownership' || m.ownership === undefined) return false;
+      const rows = m.ownership.slots; // flattened [slot, state, epoch, peer]
+      if (rows.length === 0) continue; // identity written, slots not yet seeded: mid-bootstrap
+      const mine = new Set<number>();
+      for (let i = 0; i < rows.length; i += 4) {
+        if (rows[i + 1] !== SLOT_OWNED || rows[i + 2] !== 1) return false;
+        mine.add(rows[i]);
+      }
+      for (const [first, last] of JSON.parse(map.rangesOf(s.index)) as Array<[number, number]>) {
+        for (let slot = first; slot <= last; slot++) if (!mine.delete(slot)) return false;
+      }
+      if (mine.size > 0) return false;
+    }
+    return true;
   }
 
   /** One control request to an actor, answered by a message with the same id (or a timeout). */
