@@ -58,6 +58,9 @@ export interface GaleraShardOptions {
 
 /** wsrep_local_state: 1 Joining, 2 Donor/Desynced, 3 Joined, 4 Synced. */
 export const WSREP_SYNCED = 4;
+const WSREP_DONOR = 2;
+/** A donor state this long while every other node is Synced is stuck (see waitSynced). */
+const STUCK_DONOR_MS = 45_000;
 
 const READY_TIMEOUT_MS = 120_000;
 /** A joiner answers SQL only after its state transfer; a full SST of a large shard takes long. */
@@ -313,10 +316,25 @@ export class GaleraNode {
     }
   }
 
-  async waitSynced(timeoutMs = JOIN_TIMEOUT_MS): Promise<void> {
+  /**
+   * Until the node is Synced. A node left Donor/Desynced for STUCK_DONOR_MS while every one of
+   * `peers` is Synced (nobody to send a state to) is restarted, and rejoins by IST: galera-4 (26.4, seen here under load) can lose track of a finished state
+   * transfer when a view change comes in the middle ("sst sent called when not SST donor") and
+   * then keeps the node desynced for good.
+   */
+  async waitSynced(timeoutMs = JOIN_TIMEOUT_MS, peers: GaleraNode[] = []): Promise<void> {
     const deadline = Date.now() + timeoutMs;
-    while ((await this.localState()) !== WSREP_SYNCED) {
+    let donorSince = 0;
+    for (let state = await this.localState(); state !== WSREP_SYNCED; state = await this.localState()) {
       if (Date.now() > deadline) throw new Error(`galera node-${this.index} not Synced after ${timeoutMs} ms; see ${path.join(this.dataDir, 'error.log')}`);
+      if (state !== WSREP_DONOR) donorSince = 0;
+      else if (donorSince === 0) donorSince = Date.now();
+      else if (Date.now() - donorSince > STUCK_DONOR_MS && peers.length > 0 && (await Promise.all(peers.map((p) => p.localState()))).every((x) => x === WSREP_SYNCED)) {
+        this.log(`node-${this.index} stayed Donor/Desynced for ${STUCK_DONOR_MS} ms with no state transfer to finish; restarting it`);
+        await this.stop();
+        await this.start(false);
+        donorSince = 0;
+      }
       await sleep(200);
     }
   }
@@ -456,7 +474,7 @@ export async function startGaleraShard(opts: GaleraShardOptions): Promise<Galera
         }
       }),
     );
-    await Promise.all(nodes.map((n) => n.waitSynced()));
+    await Promise.all(nodes.map((n) => n.waitSynced(JOIN_TIMEOUT_MS, nodes.filter((p) => p !== n))));
   } catch (err) {
     await Promise.allSettled(nodes.map((n) => n.stop()));
     throw err;

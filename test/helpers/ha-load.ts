@@ -70,7 +70,8 @@ export class HaStore {
   }
 
   async allSynced(timeoutMs = 90_000): Promise<void> {
-    await Promise.all(this.galera.shard.nodes.map((n) => n.waitSynced(timeoutMs)));
+    const nodes = this.galera.shard.nodes;
+    await Promise.all(nodes.map((n) => n.waitSynced(timeoutMs, nodes.filter((p) => p !== n))));
   }
 }
 
