@@ -35,7 +35,7 @@
 import { errorReply, getHit, notFound, OP_GET, OP_REAP, ttlHit, type OpCode, type Reply, type Request } from '../protocol/ops';
 import { errLog, type ErrorData } from '../protocol/errors';
 import { BATCH_SIZE_BUCKETS, type ActorConfig, type ShardStats } from '../protocol/port-messages';
-import { classify, toKvError } from './mysql-errors';
+import { classify, StoreError, toKvError } from './mysql-errors';
 import { KeyScheduler, type Chain } from './key-scheduler';
 import type { PendingOp } from './pending-op';
 import { newTxControl, type LiveRow, type LockedRow, type RowMutations, type ShardIdentity, type ShardStore, type SlotStates, type TxControl } from './shard-store';
@@ -424,7 +424,7 @@ export class ShardActor {
           );
           return plan!;
         },
-        (err) => !(err instanceof SlotsRefused) && classify(err) !== 'fatal' && !lostDuringCommit(err),
+        (err) => !(err instanceof SlotsRefused) && classify(err) !== 'fatal' && !lostDuringCommit(err, b.ctl),
         b.ctl,
       ),
     );
@@ -450,7 +450,7 @@ export class ShardActor {
       for (const [key, at] of committed.expiries) this.expirer.onExpirySet(key, at);
     } else {
       this.onStoreError(result.error);
-      inDoubt = lostDuringCommit(result.error);
+      inDoubt = lostDuringCommit(result.error, b.ctl);
       // A connection lost while COMMIT was in flight may or may not have committed.
       const e = inDoubt
         ? { code: 'KV_ERR_OUTCOME_UNKNOWN' as const, message: `shard ${this.cfg.shard}: connection lost during commit; the write may or may not have been applied` }
@@ -779,9 +779,12 @@ type Attempted<T> = { ok: true; value: T } | { ok: false; error: unknown };
 
 const isUnanswered = (op: PendingOp): boolean => op.answered !== true;
 
-/** The connection broke during the COMMIT round trip: the outcome is unknown, never retried. */
-function lostDuringCommit(err: unknown): boolean {
-  return classify(err) === 'connection' && (err as { kvPhase?: string }).kvPhase === 'commit';
+/**
+ * The connection broke during the COMMIT round trip: the outcome is unknown, never retried.
+ * `ctl.phase` is the phase of the attempt that threw `err` (the store resets it per attempt).
+ */
+function lostDuringCommit(err: unknown, ctl: TxControl): boolean {
+  return ctl.phase === 'commit' && classify(err) === 'connection';
 }
 
 /**
@@ -831,10 +834,8 @@ function sameRows(a: RowMutations, b: RowMutations): boolean {
 }
 
 /** Rolls the batch back to be decided again (classified 'retry', like a deadlock). */
-function versionsMoved(): Error {
-  const err = new Error('a conditional write depended on versions that had to be taken again');
-  (err as { code?: string }).code = 'KV_VERSIONS_MOVED';
-  return err;
+function versionsMoved(): StoreError {
+  return new StoreError('KV_VERSIONS_MOVED', 'a conditional write depended on versions that had to be taken again');
 }
 
 function observe(hist: number[], n: number): void {

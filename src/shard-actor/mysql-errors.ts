@@ -1,6 +1,7 @@
 /**
- * Owns the translation of MySQL driver errors into kvsql's terms, by `err.code`, in one place.
- * Relies on protocol/errors. Touches no connection.
+ * Owns the translation of MySQL driver errors, and of the conditions the store and the actor
+ * detect themselves (StoreError), into kvsql's terms, in one place. Relies on protocol/errors.
+ * Touches no connection.
  *
  *   retry       the transaction was rolled back and can be decided again from fresh locks
  *               (ER_LOCK_DEADLOCK 1213, ER_LOCK_WAIT_TIMEOUT 1205, and ER_DUP_ENTRY 1062: another
@@ -10,12 +11,51 @@
  *               not applied.
  *   connection  the connection or server is gone; the shard may be down
  *   fatal       anything else: a bug or a misconfigured server, reported as 500
+ *
+ * Driver errors are classified by `err.code` (and mysql2's `fatal` flag); a StoreError by its
+ * type, then its code. Whether the connection that raised an error may go back to the pool is
+ * isConnectionFatal's answer.
  */
 import { KvError } from '../protocol/errors';
 
 export type ErrorClass = 'retry' | 'connection' | 'fatal';
 
-const RETRY_CODES = new Set(['ER_LOCK_DEADLOCK', 'ER_LOCK_WAIT_TIMEOUT', 'ER_DUP_ENTRY', 'KV_VERSIONS_MOVED']);
+/** The conditions kvsql detects on its side of the driver, and their class. */
+const STORE_ERRORS = {
+  /** The actor gave up on the batch at the op deadline (shard-store: nothing more is sent). */
+  KV_ABANDONED: 'connection',
+  /** No pooled connection in time (shard-store): the server hangs or cannot be reached. */
+  KV_ACQUIRE_TIMEOUT: 'connection',
+  /** No node of a Galera shard group is usable (node-selector.ts). */
+  KV_NO_WRITER_NODE: 'connection',
+  /**
+   * The health probe found `@@read_only = 1` (a demoted primary, or a replica): it answers but
+   * must not take writes, so it counts as down, like the ER_OPTION_PREVENTS_STATEMENT its
+   * writes get.
+   */
+  KV_SHARD_READ_ONLY: 'connection',
+  /** The database was created as another shard (or with other slots) than this gateway says. */
+  KV_SHARD_IDENTITY_MISMATCH: 'fatal',
+  /** A create's versions had to be taken again and a decision depended on them (actor.ts). */
+  KV_VERSIONS_MOVED: 'retry',
+} as const satisfies Record<string, ErrorClass>;
+
+export type StoreErrorCode = keyof typeof STORE_ERRORS;
+
+/** A condition kvsql detects itself (not an error of the driver or the server). */
+export class StoreError extends Error {
+  readonly errorClass: ErrorClass;
+  constructor(
+    readonly code: StoreErrorCode,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'StoreError';
+    this.errorClass = STORE_ERRORS[code];
+  }
+}
+
+const RETRY_CODES = new Set(['ER_LOCK_DEADLOCK', 'ER_LOCK_WAIT_TIMEOUT', 'ER_DUP_ENTRY']);
 const CONNECTION_CODES = new Set([
   'PROTOCOL_CONNECTION_LOST',
   'PROTOCOL_SEQUENCE_TIMEOUT',
@@ -33,22 +73,40 @@ const CONNECTION_CODES = new Set([
   'ER_CLIENT_INTERACTION_TIMEOUT',
   'ER_OPTION_PREVENTS_STATEMENT', // read-only primary during a failover
   'ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION',
-  'POOL_CLOSED',
+  // Refusals during the handshake: mysql2 passes the server's error packet on without its
+  // `fatal` flag (1129 "Host ... is blocked because of many connection errors", 1130 "Host ...
+  // is not allowed to connect", 1184 "Aborted connection").
+  'ER_HOST_IS_BLOCKED',
+  'ER_HOST_NOT_PRIVILEGED',
+  'ER_NEW_ABORTING_CONNECTION',
   // Galera: a node outside the Primary component (or still joining) refuses every statement
   // with 1047 "WSREP has not yet prepared node for application use"; its shard group switches.
   'ER_UNKNOWN_COM_ERROR',
-  'KV_NO_WRITER_NODE', // no node of a Galera shard group is usable (node-selector.ts)
-  'KV_ACQUIRE_TIMEOUT', // no pooled connection in time (shard-store): the server hangs
-  'KV_ABANDONED', // the actor gave up at the op deadline
 ]);
 
 export function classify(err: unknown): ErrorClass {
-  const e = err as { code?: string; fatal?: boolean; errno?: number } | null;
+  if (err instanceof StoreError) return err.errorClass;
+  const e = err as { code?: string; fatal?: boolean } | null;
   const code = e?.code ?? '';
   if (RETRY_CODES.has(code)) return 'retry';
   if (CONNECTION_CODES.has(code) || e?.fatal === true) return 'connection';
-  if (/connect|closed state|Connection lost|Pool is closed/i.test(String((err as Error)?.message))) return 'connection';
+  // The one driver error with neither a code nor the `fatal` flag that means "gone": mysql2's
+  // pool, ended (a Galera group's pool dropped when its node stopped being the writer, or the
+  // store closing), fails every connection request waiting on it with 'Pool is closed.'.
+  if (code === '' && /^Pool is closed/.test(String((err as Error | null)?.message))) return 'connection';
   return 'fatal';
+}
+
+/**
+ * True when the connection that raised `err` must be destroyed, never returned to the pool: it
+ * is lost or broken (mysql2's `fatal`), its statement timed out (mysql2 keeps a timed-out
+ * statement as the connection's active command until the server answers), or the actor
+ * abandoned its batch (a statement may still be running in a hung server).
+ */
+export function isConnectionFatal(err: unknown): boolean {
+  if (err instanceof StoreError) return err.code === 'KV_ABANDONED';
+  const e = err as { fatal?: boolean; code?: string } | null;
+  return e?.fatal === true || e?.code === 'PROTOCOL_CONNECTION_LOST' || e?.code === 'PROTOCOL_SEQUENCE_TIMEOUT';
 }
 
 export function toKvError(err: unknown, shard: number): KvError {

@@ -38,7 +38,7 @@ import type { Pool, PoolConnection, RowDataPacket, ResultSetHeader } from 'mysql
 import { SERVED_STATES, SLOT_MOVED, slotOf, type ShardOwnership } from '../protocol/slot-map';
 import { migrateSchema, seedSlots, UNSLOTTED } from './schema-migration';
 import type { GroupStats, MysqlTls } from '../protocol/port-messages';
-import { classify } from './mysql-errors';
+import { classify, isConnectionFatal, StoreError } from './mysql-errors';
 import { DEFAULT_SELECTOR_OPTIONS, NodeSelector, type SelectorLog, type SelectorOptions } from './node-selector';
 
 /** Longest wait for a pooled connection (a new one includes connect and session setup). */
@@ -59,7 +59,10 @@ export const PROBE_TIMEOUT_MS = 3000;
 export interface TxControl {
   /** Set by the actor: stop; never send COMMIT. */
   abandoned: boolean;
-  /** Set by the store: 'commit' once the COMMIT statement was handed to the connection. */
+  /**
+   * Set by the store: 'commit' once the COMMIT statement was handed to the connection, 'work'
+   * again when a transact attempt starts (an earlier attempt's COMMIT failed with an answer).
+   */
   phase: 'work' | 'commit';
   /** Set by the store: the server thread id of the connection that sent COMMIT, and when it connected (local ms). */
   threadId: number;
@@ -138,7 +141,8 @@ export interface ShardStore {
   fillSlots(limit: number): Promise<number>;
   readLive(keys: Buffer[], slots: number[], ctl?: TxControl): Promise<ReadResult>;
   /**
-   * One attempt of one transaction. Errors thrown while committing carry `kvPhase = 'commit'`.
+   * One attempt of one transaction. `ctl.phase` is 'work' until COMMIT is handed to the
+   * connection, then 'commit': an error thrown with it 'commit' came from the COMMIT.
    * `decide` also gets kv_seq's counter as committed when the rows were locked: every version
    * issued on this shard by then, by any gateway, is below it, and the state of every slot in
    * `sortedSlots`, share-locked. Keys in `logKeys` (returned by decide: keys of slots being
@@ -344,7 +348,7 @@ export class MysqlShardStore implements ShardStore {
   /** The writer node's pool. Throws (a connection-class error) when the group has no usable node. */
   private get pool(): Pool {
     const w = this.selector === null ? 0 : this.selector.writer;
-    if (w < 0) throw codedError('KV_NO_WRITER_NODE', 'no node of the shard group is Synced in the Primary component');
+    if (w < 0) throw new StoreError('KV_NO_WRITER_NODE', 'no node of the shard group is Synced in the Primary component');
     return (this.pools[w] ??= this.createPool(this.nodes[w]));
   }
 
@@ -419,7 +423,7 @@ export class MysqlShardStore implements ShardStore {
       let settled = false;
       const timer = setTimeout(() => {
         settled = true;
-        const err = codedError('KV_ACQUIRE_TIMEOUT', `no MySQL connection within ${timeoutMs} ms (server hung or unreachable)`);
+        const err = new StoreError('KV_ACQUIRE_TIMEOUT', `no MySQL connection within ${timeoutMs} ms (server hung or unreachable)`);
         this.suspect(err);
         reject(err);
       }, timeoutMs);
@@ -513,13 +517,12 @@ export class MysqlShardStore implements ShardStore {
       const row = rows[0];
       if (row.shard_index !== identity.shard || row.slot_ranges !== identity.slotRanges) {
         // Two gateways created the store at once with different shard lists.
-        const err = new Error(
+        throw new StoreError(
+          'KV_SHARD_IDENTITY_MISMATCH',
           `shard ${identity.shard} was created as shard ${row.shard_index} of ${row.shard_count} with slots ${row.slot_ranges}; ` +
             `this gateway maps slots ${identity.slotRanges} to it. Refusing to start: keys would be served from the wrong shard. ` +
             'Use the same shard list (and count) as when the data was written.',
         );
-        (err as { code?: string }).code = 'KV_SHARD_IDENTITY_MISMATCH';
-        throw err;
       }
       await seedSlots(conn);
     });
@@ -603,6 +606,8 @@ export class MysqlShardStore implements ShardStore {
     ctl: TxControl = newTxControl(),
     recheck?: Recheck,
   ): Promise<void> {
+    // One attempt: a COMMIT of an earlier attempt that failed was answered (rolled back).
+    ctl.phase = 'work';
     const node = this.selector === null ? 0 : this.selector.writer;
     const conn: PoolConnection = await this.acquire();
     if (ctl.abandoned) {
@@ -671,13 +676,8 @@ export class MysqlShardStore implements ShardStore {
         this.commitNode.set(doubt, node);
         if (this.commitNode.size > 1024) this.commitNode.delete(this.commitNode.keys().next().value!);
       }
-      try {
-        await conn.query({ sql: 'COMMIT', timeout: this.timeout });
-        this.commitNode.delete(doubt);
-      } catch (err) {
-        (err as { kvPhase?: string }).kvPhase = 'commit';
-        throw err;
-      }
+      await conn.query({ sql: 'COMMIT', timeout: this.timeout });
+      this.commitNode.delete(doubt);
     } catch (err) {
       this.suspect(err);
       broken = isConnectionFatal(err) || ctl.abandoned;
@@ -757,9 +757,7 @@ export class MysqlShardStore implements ShardStore {
     if (Number(rows[0].ro) === 1) {
       // A demoted primary or a replica during a failover: it answers, but must not take writes.
       // Reporting it as down keeps the shard from flapping between "probe ok" and failed writes.
-      const err = new Error('shard is read-only (failover in progress, or the URL names a replica)');
-      (err as { code?: string }).code = 'ER_OPTION_PREVENTS_STATEMENT';
-      throw err;
+      throw new StoreError('KV_SHARD_READ_ONLY', 'shard is read-only (failover in progress, or the URL names a replica)');
     }
     return Number(rows[0].now_ms);
   }
@@ -819,11 +817,6 @@ function normalizeDue(rows: RowDataPacket[]): DueRow[] {
   return rows as DueRow[];
 }
 
-function isConnectionFatal(err: unknown): boolean {
-  const e = err as { fatal?: boolean; code?: string };
-  return e?.fatal === true || e?.code === 'PROTOCOL_CONNECTION_LOST' || e?.code === 'PROTOCOL_SEQUENCE_TIMEOUT' || e?.code === 'KV_ABANDONED';
-}
-
 /**
  * Out of the pool and its socket closed at once. mysql2's destroy() only half-closes (FIN), which
  * a hung or black-holed peer never completes, and it never answers the statement in flight: the
@@ -841,6 +834,6 @@ function codedError(code: string, message: string): Error {
 }
 
 /** The actor gave up on this batch (op deadline): nothing further is sent, COMMIT never. */
-export function abandonedError(): Error {
-  return codedError('KV_ABANDONED', 'batch abandoned at the op deadline');
+function abandonedError(): StoreError {
+  return new StoreError('KV_ABANDONED', 'batch abandoned at the op deadline');
 }

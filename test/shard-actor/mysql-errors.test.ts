@@ -1,12 +1,13 @@
 /**
- * Tests src/shard-actor/mysql-errors.ts with errors a real MariaDB produces (never hand-made
- * objects): which are retried, which mean the shard is gone, which are bugs, and the KV_ERR_* code
- * each becomes.
+ * Tests src/shard-actor/mysql-errors.ts with errors a real MariaDB and mysql2 produce (never
+ * hand-made driver errors): which are retried, which mean the shard is gone, which are bugs, the
+ * KV_ERR_* code each becomes, and which leave a connection unusable. The StoreErrors kvsql raises
+ * itself are classified by type.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import mysql from 'mysql2/promise';
-import { classify, toKvError } from '../../src/shard-actor/mysql-errors';
+import { classify, isConnectionFatal, StoreError, toKvError } from '../../src/shard-actor/mysql-errors';
 import { pickFreePort } from '../../src/embedded/local-mysqld';
 import { startTestServer, type TestServer } from '../helpers/mysql';
 
@@ -97,4 +98,37 @@ test('a statement the server rejects (a bug, not a fault) is fatal and maps to a
   const kv = toKvError(err, 1);
   assert.equal(kv.code, 'KV_ERR_INTERNAL');
   assert.match(kv.message, /ER_BAD_FIELD_ERROR/);
+});
+
+test('a statement that timed out leaves its connection unusable; a refused statement does not', async (t) => {
+  const c = await connect(t);
+  const timedOut = await errorOf(c.query({ sql: 'SELECT SLEEP(5)', timeout: 100 }));
+  assert.equal((timedOut as { code: string }).code, 'PROTOCOL_SEQUENCE_TIMEOUT');
+  assert.equal(classify(timedOut), 'connection');
+  assert.equal(isConnectionFatal(timedOut), true);
+  const c2 = await connect(t);
+  const dup = await errorOf(c2.query('INSERT INTO t VALUES (1, 1)'));
+  assert.equal(isConnectionFatal(dup), false);
+});
+
+test("an ended pool's 'Pool is closed.' (no code, no fatal flag) means the shard is unavailable", async () => {
+  const pool = mysql.createPool(url);
+  await pool.end();
+  const err = await errorOf(pool.getConnection());
+  assert.equal((err as { code?: string }).code, undefined);
+  assert.equal(classify(err), 'connection');
+});
+
+test('the conditions kvsql detects itself are classified by type', () => {
+  assert.equal(classify(new StoreError('KV_ABANDONED', 'x')), 'connection');
+  assert.equal(isConnectionFatal(new StoreError('KV_ABANDONED', 'x')), true);
+  for (const code of ['KV_ACQUIRE_TIMEOUT', 'KV_NO_WRITER_NODE', 'KV_SHARD_READ_ONLY'] as const) {
+    assert.equal(classify(new StoreError(code, 'x')), 'connection', code);
+    assert.equal(isConnectionFatal(new StoreError(code, 'x')), false, code);
+    assert.equal(toKvError(new StoreError(code, 'x'), 2).code, 'KV_ERR_SHARD_UNAVAILABLE', code);
+  }
+  assert.equal(classify(new StoreError('KV_VERSIONS_MOVED', 'x')), 'retry');
+  const mismatch = new StoreError('KV_SHARD_IDENTITY_MISMATCH', 'x');
+  assert.equal(classify(mismatch), 'fatal');
+  assert.match(toKvError(mismatch, 0).message, /KV_SHARD_IDENTITY_MISMATCH/);
 });
