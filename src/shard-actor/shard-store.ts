@@ -3,8 +3,9 @@
  * Relies on mysql2 and sql/schema.sql. Must not decide anything: which rows change and how is the
  * write plan's job; when to run is the actor's.
  *
- * Statements are built once per batch size and cached (one text per size, so the server's parser
- * and mysql2's formatter see a small, fixed set). The shard's clock decides expiry: every read and
+ * Every statement text is in STATEMENTS, named (COMMIT and ROLLBACK aside), built once per batch
+ * size and cached (one text per size, so the server's parser and mysql2's formatter see a small,
+ * fixed set). The shard's clock decides expiry: every read and
  * every write transaction evaluates NOW(3) on the server (session time zone +00:00), so gateways
  * with skewed clocks still agree on which keys are live.
  *
@@ -206,6 +207,9 @@ class Statements {
   }
 }
 
+/** A statement whose text does not depend on a batch size. */
+const fixed = (name: string, sql: string): { readonly name: string; readonly sql: string } => ({ name, sql });
+
 /** Statement texts keyed by two sizes (keys, slots). */
 class Statements2 {
   private readonly cache = new Map<number, string>();
@@ -265,6 +269,43 @@ export const STATEMENTS = {
   deleteBatch: new Statements('deleteBatch', (n) => `DELETE FROM kv WHERE k IN (${placeholders(n, '?')})`),
   /** The expirer's delete: one statement, each row re-checked under its lock. */
   reapBatch: new Statements('reapBatch', (n) => `DELETE FROM kv WHERE k IN (${placeholders(n, '?')}) AND expires_at <= ${NOW_MS}`),
+  /** Autocommit, outside any data transaction: the counter row is locked for one statement only. */
+  reserveVersions: fixed(
+    'reserveVersions',
+    'UPDATE kv_seq SET next_version = LAST_INSERT_ID(GREATEST(next_version, ? + 1) + ?) WHERE id = 1; SELECT LAST_INSERT_ID() AS end_version',
+  ),
+  /** The health probe and clock sync. */
+  probe: fixed('probe', `SELECT ${NOW_MS} AS now_ms, @@read_only AS ro`),
+  // Setup and ownership.
+  sessionSetup: fixed('sessionSetup', "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; SET SESSION time_zone = '+00:00'"),
+  galeraSyncWait: fixed('galeraSyncWait', 'SET SESSION wsrep_sync_wait = 1'),
+  shardRow: fixed('shardRow', 'SELECT shard_index, slots_seeded FROM kv_shard WHERE id = 1'),
+  insertIdentity: fixed(
+    'insertIdentity',
+    'INSERT IGNORE INTO kv_shard (id, shard_index, shard_count, slot_ranges, created_at, slots_seeded) VALUES (1, ?, ?, ?, ?, 0)',
+  ),
+  identity: fixed('identity', 'SELECT shard_index, shard_count, slot_ranges FROM kv_shard WHERE id = 1'),
+  ownership: fixed(
+    'ownership',
+    'SELECT shard_index FROM kv_shard WHERE id = 1; SELECT slot, state, epoch, peer FROM kv_slots; SELECT shard_index, url FROM kv_peers; ' +
+      'SELECT state, slots_total, slots_done, rows_copied, started_at, updated_at, pause_p99_ms FROM kv_move_progress WHERE id = 1',
+  ),
+  movedTo: new Statements('movedTo', (n) => `SELECT slot, peer FROM kv_slots WHERE slot IN (${placeholders(n, '?')}) AND state = ${SLOT_MOVED}`),
+  unslottedPage: fixed('unslottedPage', 'SELECT k FROM kv WHERE slot = ? ORDER BY k LIMIT ?'),
+  fillSlots: new Statements(
+    'fillSlots',
+    (n) => `UPDATE kv SET slot = CASE k ${new Array(n).fill('WHEN ? THEN ?').join(' ')} END WHERE k IN (${placeholders(n, '?')}) AND slot = ${UNSLOTTED}`,
+  ),
+  // Settling an in-doubt COMMIT.
+  uptime: fixed('uptime', "SHOW GLOBAL STATUS LIKE 'Uptime'"),
+  killConnection: fixed('killConnection', 'KILL CONNECTION ?'),
+  threadAlive: fixed('threadAlive', 'SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE ID = ?'),
+  // The expirer's scans and lease.
+  dueWindow: fixed('dueWindow', 'SELECT k, expires_at FROM kv WHERE expires_at > ? AND expires_at <= ? ORDER BY expires_at, k LIMIT ?'),
+  dueTies: fixed('dueTies', 'SELECT k, expires_at FROM kv WHERE expires_at = ? AND k > ? ORDER BY k LIMIT ?'),
+  overdue: fixed('overdue', `SELECT k, expires_at FROM kv WHERE expires_at <= ${NOW_MS} ORDER BY expires_at LIMIT ?`),
+  takeLease: fixed('takeLease', `UPDATE kv_lease SET holder = ?, expires_at = ${NOW_MS} + ? WHERE name = 'expirer' AND (holder = ? OR expires_at < ${NOW_MS})`),
+  releaseLease: fixed('releaseLease', "UPDATE kv_lease SET expires_at = 0 WHERE name = 'expirer' AND holder = ?"),
 };
 
 const SCHEMA_PATH = join(__dirname, '..', '..', '..', 'sql', 'schema.sql');
@@ -404,7 +445,7 @@ export class MysqlShardStore implements ShardStore {
     // until this node has applied every write-set committed anywhere in the cluster before it,
     // so a read after a switch (or through another gateway on another node) sees every write
     // acknowledged before it (DESIGN.md §9 measures the cost).
-    const setup = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; SET SESSION time_zone = '+00:00'" + (this.selector !== null ? '; SET SESSION wsrep_sync_wait = 1' : '');
+    const setup = STATEMENTS.sessionSetup.sql + (this.selector !== null ? '; ' + STATEMENTS.galeraSyncWait.sql : '');
     type CoreConn = { query(sql: string, cb: (err: Error | null) => void): void; destroy(): void; stream: unknown; kvConnectedAt?: number };
     (pool as unknown as { pool: { on(ev: string, cb: (c: CoreConn) => void): void } }).pool.on('connection', (conn) => {
       this.tlsError = tlsIdentityError(this.opts.tls, host, conn.stream);
@@ -499,7 +540,7 @@ export class MysqlShardStore implements ShardStore {
     return this.withSetupConnection(async (conn) => {
       for (const sql of schemaStatements()) await conn.query({ sql, timeout: 60_000 });
       await migrateSchema(conn);
-      const [rows] = await conn.query<RowDataPacket[]>('SELECT shard_index, slots_seeded FROM kv_shard WHERE id = 1');
+      const [rows] = await conn.query<RowDataPacket[]>(STATEMENTS.shardRow.sql);
       if (rows.length === 0) return null;
       // A data dir from before kv_slots: its slots are the ranges it was created with.
       if (Number(rows[0].slots_seeded) === 0) await seedSlots(conn);
@@ -509,11 +550,8 @@ export class MysqlShardStore implements ShardStore {
 
   bootstrap(identity: ShardIdentity): Promise<void> {
     return this.withSetupConnection(async (conn) => {
-      await conn.query(
-        'INSERT IGNORE INTO kv_shard (id, shard_index, shard_count, slot_ranges, created_at, slots_seeded) VALUES (1, ?, ?, ?, ?, 0)',
-        [identity.shard, identity.shardCount, identity.slotRanges, Date.now()],
-      );
-      const [rows] = await conn.query<RowDataPacket[]>('SELECT shard_index, shard_count, slot_ranges FROM kv_shard WHERE id = 1');
+      await conn.query(STATEMENTS.insertIdentity.sql, [identity.shard, identity.shardCount, identity.slotRanges, Date.now()]);
+      const [rows] = await conn.query<RowDataPacket[]>(STATEMENTS.identity.sql);
       const row = rows[0];
       if (row.shard_index !== identity.shard || row.slot_ranges !== identity.slotRanges) {
         // Two gateways created the store at once with different shard lists.
@@ -529,11 +567,7 @@ export class MysqlShardStore implements ShardStore {
   }
 
   async ownership(): Promise<ShardOwnership> {
-    const results = await this.query<RowDataPacket[][]>(
-      'SELECT shard_index FROM kv_shard WHERE id = 1; SELECT slot, state, epoch, peer FROM kv_slots; SELECT shard_index, url FROM kv_peers; ' +
-        'SELECT state, slots_total, slots_done, rows_copied, started_at, updated_at, pause_p99_ms FROM kv_move_progress WHERE id = 1',
-      undefined,
-    );
+    const results = await this.query<RowDataPacket[][]>(STATEMENTS.ownership.sql, undefined);
     const slots: number[] = [];
     for (const r of results[1]) slots.push(Number(r.slot), Number(r.state), Number(r.epoch), r.peer === null ? -1 : Number(r.peer));
     return {
@@ -556,17 +590,17 @@ export class MysqlShardStore implements ShardStore {
   }
 
   async movedTo(slots: number[]): Promise<Map<number, number>> {
-    const rows = await this.query<RowDataPacket[]>(`SELECT slot, peer FROM kv_slots WHERE slot IN (${placeholders(slots.length, '?')}) AND state = ${SLOT_MOVED}`, slots);
+    const rows = await this.query<RowDataPacket[]>(STATEMENTS.movedTo.sql(slots.length), slots);
     return new Map(rows.map((r) => [Number(r.slot), Number(r.peer)]));
   }
 
   async fillSlots(limit: number): Promise<number> {
-    const rows = await this.query<RowDataPacket[]>('SELECT k FROM kv WHERE slot = ? ORDER BY k LIMIT ?', [UNSLOTTED, limit]);
+    const rows = await this.query<RowDataPacket[]>(STATEMENTS.unslottedPage.sql, [UNSLOTTED, limit]);
     if (rows.length === 0) return 0;
     const params: unknown[] = [];
     for (const r of rows) params.push(r.k, slotOf(r.k as Buffer));
     for (const r of rows) params.push(r.k);
-    await this.query(`UPDATE kv SET slot = CASE k ${new Array(rows.length).fill('WHEN ? THEN ?').join(' ')} END WHERE k IN (${placeholders(rows.length, '?')}) AND slot = ${UNSLOTTED}`, params);
+    await this.query(STATEMENTS.fillSlots.sql(rows.length), params);
     return rows.length;
   }
 
@@ -710,7 +744,7 @@ export class MysqlShardStore implements ShardStore {
     }
     const conn = await this.acquire(PROBE_TIMEOUT_MS);
     try {
-      const [up] = await conn.query<RowDataPacket[]>({ sql: "SHOW GLOBAL STATUS LIKE 'Uptime'", timeout: PROBE_TIMEOUT_MS });
+      const [up] = await conn.query<RowDataPacket[]>({ sql: STATEMENTS.uptime.sql, timeout: PROBE_TIMEOUT_MS });
       const uptimeMs = Number(up[0]?.Value ?? up[0]?.VALUE) * 1000;
       // Started after that connection was made: the connection died with the old server, and
       // InnoDB recovery decided its transaction. (Thread ids restart after a restart, so KILL
@@ -720,11 +754,11 @@ export class MysqlShardStore implements ShardStore {
         return true;
       }
       try {
-        await conn.query({ sql: 'KILL CONNECTION ?', timeout: PROBE_TIMEOUT_MS }, [threadId]);
+        await conn.query({ sql: STATEMENTS.killConnection.sql, timeout: PROBE_TIMEOUT_MS }, [threadId]);
       } catch (err) {
         if ((err as { code?: string }).code !== 'ER_NO_SUCH_THREAD') throw err;
       }
-      const [rows] = await conn.query<RowDataPacket[]>({ sql: 'SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE ID = ?', timeout: PROBE_TIMEOUT_MS }, [threadId]);
+      const [rows] = await conn.query<RowDataPacket[]>({ sql: STATEMENTS.threadAlive.sql, timeout: PROBE_TIMEOUT_MS }, [threadId]);
       conn.release();
       return Number(rows[0].n) === 0;
     } catch (err) {
@@ -740,12 +774,8 @@ export class MysqlShardStore implements ShardStore {
   }
 
   async reserveVersionBlock(size: number, above: number): Promise<number> {
-    // Autocommit, outside any data transaction: the counter row is locked for one statement only.
     // GREATEST keeps versions above rows restored from a backup taken after the counter's.
-    const results = await this.query<RowDataPacket[][]>(
-      'UPDATE kv_seq SET next_version = LAST_INSERT_ID(GREATEST(next_version, ? + 1) + ?) WHERE id = 1; SELECT LAST_INSERT_ID() AS end_version',
-      [above, size],
-    );
+    const results = await this.query<RowDataPacket[][]>(STATEMENTS.reserveVersions.sql, [above, size]);
     return Number(results[1][0].end_version) - size;
   }
 
@@ -753,7 +783,7 @@ export class MysqlShardStore implements ShardStore {
     // The health probe of a group: re-decide the writer first, so a dead writer is replaced
     // rather than the whole shard reported down.
     if (this.selector !== null) await this.selector.refresh();
-    const rows = await this.query<RowDataPacket[]>(`SELECT ${NOW_MS} AS now_ms, @@read_only AS ro`, undefined, Math.min(this.timeout, PROBE_TIMEOUT_MS), PROBE_TIMEOUT_MS);
+    const rows = await this.query<RowDataPacket[]>(STATEMENTS.probe.sql, undefined, Math.min(this.timeout, PROBE_TIMEOUT_MS), PROBE_TIMEOUT_MS);
     if (Number(rows[0].ro) === 1) {
       // A demoted primary or a replica during a failover: it answers, but must not take writes.
       // Reporting it as down keeps the shard from flapping between "probe ok" and failed writes.
@@ -763,17 +793,17 @@ export class MysqlShardStore implements ShardStore {
   }
 
   async scanDueWindow(afterTs: number, uptoTs: number, limit: number): Promise<DueRow[]> {
-    const rows = await this.query<RowDataPacket[]>('SELECT k, expires_at FROM kv WHERE expires_at > ? AND expires_at <= ? ORDER BY expires_at, k LIMIT ?', [afterTs, uptoTs, limit]);
+    const rows = await this.query<RowDataPacket[]>(STATEMENTS.dueWindow.sql, [afterTs, uptoTs, limit]);
     return normalizeDue(rows);
   }
 
   async scanDueTies(ts: number, afterKey: Buffer, limit: number): Promise<DueRow[]> {
-    const rows = await this.query<RowDataPacket[]>('SELECT k, expires_at FROM kv WHERE expires_at = ? AND k > ? ORDER BY k LIMIT ?', [ts, afterKey, limit]);
+    const rows = await this.query<RowDataPacket[]>(STATEMENTS.dueTies.sql, [ts, afterKey, limit]);
     return normalizeDue(rows);
   }
 
   async scanOverdue(limit: number): Promise<DueRow[]> {
-    const rows = await this.query<RowDataPacket[]>(`SELECT k, expires_at FROM kv WHERE expires_at <= ${NOW_MS} ORDER BY expires_at LIMIT ?`, [limit]);
+    const rows = await this.query<RowDataPacket[]>(STATEMENTS.overdue.sql, [limit]);
     return normalizeDue(rows);
   }
 
@@ -788,7 +818,7 @@ export class MysqlShardStore implements ShardStore {
    */
   async tryExpirerLock(): Promise<boolean> {
     const res = await this.query<ResultSetHeader>(
-      `UPDATE kv_lease SET holder = ?, expires_at = ${NOW_MS} + ? WHERE name = 'expirer' AND (holder = ? OR expires_at < ${NOW_MS})`,
+      STATEMENTS.takeLease.sql,
       [this.leaseHolder, this.opts.leaseMs ?? 6000, this.leaseHolder],
       Math.min(this.timeout, 3000),
     );
@@ -801,7 +831,7 @@ export class MysqlShardStore implements ShardStore {
     const pool = w >= 0 ? this.pools[w] : null;
     if (!pool) return;
     await pool
-      .query({ sql: "UPDATE kv_lease SET expires_at = 0 WHERE name = 'expirer' AND holder = ?", timeout: 2000 }, [this.leaseHolder])
+      .query({ sql: STATEMENTS.releaseLease.sql, timeout: 2000 }, [this.leaseHolder])
       .catch(() => undefined);
   }
 
