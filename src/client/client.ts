@@ -97,7 +97,7 @@ const SENT = 1;
 const SETTLED = 2;
 
 /** One call from issue to settlement. Doubles as the wire request (ClientRequest). */
-class PendingOp implements ClientRequest {
+class ClientCall implements ClientRequest {
   id = 0;
   state = QUEUED;
   timer: NodeJS.Timeout | null = null;
@@ -115,7 +115,7 @@ class PendingOp implements ClientRequest {
   ) {}
 }
 
-function onOpTimeout(op: PendingOp): void {
+function onOpTimeout(op: ClientCall): void {
   op.timer = null;
   if (op.state === SETTLED) return;
   const client = op.client;
@@ -133,7 +133,7 @@ function onOpTimeout(op: PendingOp): void {
 }
 
 /** Marks `op` settled and stops its timer; false when it already was (settle exactly once). */
-function settle(op: PendingOp): boolean {
+function settle(op: ClientCall): boolean {
   if (op.state === SETTLED) return false;
   op.state = SETTLED;
   if (op.timer) clearTimeout(op.timer);
@@ -163,12 +163,12 @@ export class KvClient {
   private open = false;
   private closed = false;
   private closing: Promise<void> | null = null;
-  private readonly queue: Array<PendingOp | undefined> = [];
+  private readonly queue: Array<ClientCall | undefined> = [];
   private head = 0;
-  private readonly inflightOps = new Map<number, PendingOp>();
+  private readonly inflightOps = new Map<number, ClientCall>();
   private nextId = 1;
   private flushScheduled = false;
-  private readonly batch: PendingOp[] = [];
+  private readonly batch: ClientCall[] = [];
   private attempts = 0;
   private reconnectTimer: NodeJS.Timeout | null = null;
   private lastError = '';
@@ -257,7 +257,7 @@ export class KvClient {
     this.closed = true;
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     this.reconnectTimer = null;
-    const why = (op: PendingOp) => new KvClientError('KV_ERR_CLIENT_CLOSED', `${OP_NAMES[op.op]}: the client was closed before a reply`);
+    const why = (op: ClientCall) => new KvClientError('KV_ERR_CLIENT_CLOSED', `${OP_NAMES[op.op]}: the client was closed before a reply`);
     for (let i = this.head; i < this.queue.length; i++) this.settleError(this.queue[i]!, why(this.queue[i]!));
     this.queue.length = 0;
     this.head = 0;
@@ -302,7 +302,7 @@ export class KvClient {
       return Promise.reject(new KvClientError(e.code, `${OP_NAMES[op]}: ${e.message}`, e.status));
     }
     return new Promise((resolve, reject) => {
-      const p = new PendingOp(this, op, key, value, ttlMs, opts, size, resolve, reject);
+      const p = new ClientCall(this, op, key, value, ttlMs, opts, size, resolve, reject);
       p.timer = setTimeout(onOpTimeout, this.timeoutMs, p);
       this.queue.push(p);
       this.scheduleFlush();
@@ -442,7 +442,7 @@ export class KvClient {
     if (this.head < this.queue.length) this.scheduleFlush();
   }
 
-  private complete(op: PendingOp, r: WireReply, frameBytes: number): void {
+  private complete(op: ClientCall, r: WireReply, frameBytes: number): void {
     const status = r[1];
     const err = replyError(r);
     if (err !== null) return this.settleError(op, new KvClientError(err.code, `${OP_NAMES[op.op]}: ${err.message}`, status));
@@ -491,7 +491,7 @@ export class KvClient {
     if (settle(op)) op.resolve(result);
   }
 
-  private settleError(op: PendingOp, err: KvClientError): void {
+  private settleError(op: ClientCall, err: KvClientError): void {
     if (settle(op)) op.reject(err);
   }
 

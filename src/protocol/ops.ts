@@ -138,6 +138,11 @@ export function replyOf<O extends OpCode>(_op: O, r: Reply): ReplyOf[O] {
   return r as ReplyOf[O];
 }
 
+/** True when a reap deleted the row (it was still expired), false when it kept it. */
+export function reapDeleted(r: ReapReply): boolean {
+  return r[2] === 1;
+}
+
 /** Milliseconds a key has left (0 once due), or null when it has no TTL: the one TTL computation. */
 export function ttlLeftMs(r: TtlHit): number | null {
   return r[2] === null ? null : Math.max(0, r[2] - r[3]);

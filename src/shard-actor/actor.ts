@@ -32,7 +32,7 @@
  * event-loop turn shares a batch) or at once when maxBatchOps are ready; while all batch slots are
  * busy, ready ops accumulate and the next batch is larger. With batching off every batch is one op.
  */
-import { errorReply, getHit, notFound, OP_GET, OP_REAP, ttlHit, type OpCode, type Reply, type Request } from '../protocol/ops';
+import { errorReply, getHit, notFound, OP_GET, OP_REAP, reapDeleted, replyOf, ttlHit, type OpCode, type Reply, type Request } from '../protocol/ops';
 import { errLog, type ErrorData } from '../protocol/errors';
 import { BATCH_SIZE_BUCKETS, type ActorConfig, type ShardStats } from '../protocol/port-messages';
 import { classify, StoreError, toKvError } from './mysql-errors';
@@ -444,7 +444,7 @@ export class ShardActor {
       const committed = result.value;
       const now = this.now();
       for (const [op, reply] of committed.replies) {
-        if (op.op === OP_REAP) this.expirer.onReaped(op.key, op.dueAt, reply[2] === 1, now);
+        if (op.op === OP_REAP) this.expirer.onReaped(op.key, op.dueAt, reapDeleted(replyOf(OP_REAP, reply)), now);
         else this.answer(op, reply);
       }
       for (const [key, at] of committed.expiries) this.expirer.onExpirySet(key, at);

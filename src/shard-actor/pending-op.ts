@@ -1,7 +1,7 @@
 /**
  * Owns the actor's in-memory form of one operation. Relies on protocol/ops. Pure.
  */
-import type { OpCode, Reply } from '../protocol/ops';
+import type { OpCode } from '../protocol/ops';
 
 export interface PendingOp {
   /** The gateway's request id (or the expirer's own id for a reap). */
@@ -25,5 +25,3 @@ export interface PendingOp {
   /** The batch running it, while one does (the deadline sweep abandons that batch). */
   batch?: object | null;
 }
-
-export type ReplySink = (op: PendingOp, reply: Reply) => void;

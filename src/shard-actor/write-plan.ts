@@ -42,8 +42,6 @@ import type { LockedRow, RowMutations } from './shard-store';
 export interface WritePlan {
   mutations: RowMutations;
   replies: Array<[PendingOp, Reply]>;
-  /** expires_at of each row reaped, for the expiry-lag metric. */
-  reapedDueAt: number[];
   /** Keys whose new expires_at is set, for the expiry wheel. */
   expiries: Array<[Buffer, number]>;
 }
@@ -70,7 +68,7 @@ export function highestVersion(locked: Map<string, LockedRow>): number {
 }
 
 export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now: number, firstVersion: number): WritePlan {
-  const plan: WritePlan = { mutations: { inserts: [], upserts: [], ttlUpdates: [], deletes: [] }, replies: [], reapedDueAt: [], expiries: [] };
+  const plan: WritePlan = { mutations: { inserts: [], upserts: [], ttlUpdates: [], deletes: [] }, replies: [], expiries: [] };
   let nextVersion = firstVersion;
   for (const chain of chains) {
     const row = locked.get(chain.keyStr);
@@ -144,7 +142,6 @@ export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now:
           if (expired) {
             exists = false;
             value = null;
-            plan.reapedDueAt.push(expiresAt!);
           }
           plan.replies.push([op, reaped(op.id, expired)]);
           break;
