@@ -28,6 +28,12 @@
  * An abandoned batch frees its slot at once (its statement may never return), triggers a health
  * probe, and a shard found down abandons every running batch the same way.
  *
+ * Reaps (the expirer's conditional deletes) take one of two paths, both live: a chain of reaps
+ * only runs in the reap lane (runReaps: one `DELETE ... AND expires_at <= NOW(3)` in autocommit,
+ * one batch at a time, never holding a user write slot); a reap that the scheduler chained with
+ * user writes on its key runs inside their transaction (runWrites, decided by planWrites), so the
+ * user writes never wait for the reap lane. key-scheduler.ts says when each happens.
+ *
  * Batching: a flush runs on setImmediate after ops arrive (so everything that arrived in one
  * event-loop turn shares a batch) or at once when maxBatchOps are ready; while all batch slots are
  * busy, ready ops accumulate and the next batch is larger. With batching off every batch is one op.

@@ -15,6 +15,15 @@
  *   arrival ──> queue empty and allowed? ──yes──> readyReads / readyWrites / readyReaps (a chain)
  *                       │no
  *                       └──> key's queue ── released when the key's running work completes
+ *
+ * The expirer's reaps (OP_REAP) are writes here, so they are ordered with user writes on their
+ * key. A chain of reaps only goes to readyReaps (the actor's reap lane: one conditional DELETE,
+ * store.reap). A chain is gathered from whatever waits on the key when it is released, so a reap
+ * queued behind a key's running read or write shares its chain with user writes queued around it
+ * (e.g. a read of k runs, the wheel's reap of k and then a PUT of k arrive: [reap, put]); such a
+ * mixed chain goes to readyWrites and its reap is decided in the transaction by planWrites.
+ * Splitting it instead would make the user write wait behind the one-at-a-time, lower-priority
+ * reap lane.
  */
 import { isReadOp, OP_REAP } from '../protocol/ops';
 import { Fifo } from './fifo';

@@ -14,6 +14,13 @@
  *     only the expiry changed              -> expiry update
  *
  * A row whose expires_at <= now is treated as absent by every op (it is merely not reaped yet).
+ *
+ * OP_REAP appears here only in a chain that also holds user writes (key-scheduler: a reap queued
+ * on a busy key is gathered with the writes queued around it); it deletes the row if it is still
+ * expired at that point of the chain, e.g. [reap, expire] deletes an expired row that the expire
+ * alone would leave. Chains of reaps only never come here: the actor's reap lane runs them as
+ * one conditional DELETE without a locking read (store.reap, STATEMENTS.reapBatch), which is the
+ * same decision (`expires_at <= NOW(3)`, under the row's lock) at a third of the round trips.
  */
 import {
   deleted,
