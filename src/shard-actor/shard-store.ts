@@ -152,7 +152,7 @@ export interface ShardStore {
   transact(
     sortedKeys: Buffer[],
     sortedSlots: number[],
-    decide: (locked: Map<string, LockedRow>, now: number, issuedBelow: number, slots: SlotStates) => Promise<RowMutations> | RowMutations,
+    decide: Decide,
     ctl?: TxControl,
     recheck?: Recheck,
   ): Promise<void>;
@@ -178,6 +178,12 @@ export interface ShardStore {
   groupStats?(): GroupStats | null;
   close(): Promise<void>;
 }
+
+/**
+ * Decides a write transaction's row changes from its locked rows, the shard's clock, kv_seq's
+ * counter as committed when the rows were locked, and the batch's slot states (see transact).
+ */
+export type Decide = (locked: Map<string, LockedRow>, now: number, issuedBelow: number, slots: SlotStates) => Promise<RowMutations> | RowMutations;
 
 /**
  * Called when a transaction INSERTed rows (keys that had no row to lock), after the INSERT and
@@ -636,7 +642,7 @@ export class MysqlShardStore implements ShardStore {
   async transact(
     sortedKeys: Buffer[],
     sortedSlots: number[],
-    decide: (locked: Map<string, LockedRow>, now: number, issuedBelow: number, slots: SlotStates) => Promise<RowMutations> | RowMutations,
+    decide: Decide,
     ctl: TxControl = newTxControl(),
     recheck?: Recheck,
   ): Promise<void> {
