@@ -17,6 +17,7 @@ import {
   persisted,
   preconditionFailed,
   putDone,
+  reapDeleted,
   reaped,
   ttlHit,
   ttlLeftMs,
@@ -65,4 +66,9 @@ test('ttlLeftMs: time left against the shard clock of the read, 0 once due, null
   assert.equal(ttlLeftMs(ttlHit(1, 5000, 5000)), 0);
   assert.equal(ttlLeftMs(ttlHit(1, 5000, 6000)), 0);
   assert.equal(ttlLeftMs(ttlHit(1, null, 3800)), null);
+});
+
+test('reapDeleted reads what reaped wrote', () => {
+  assert.equal(reapDeleted(reaped(1, true)), true);
+  assert.equal(reapDeleted(reaped(1, false)), false);
 });
