@@ -35,7 +35,7 @@ import { isIP, type Socket } from 'node:net';
 import { checkServerIdentity, type TLSSocket } from 'node:tls';
 import mysql from 'mysql2/promise';
 import type { Pool, PoolConnection, RowDataPacket, ResultSetHeader } from 'mysql2/promise';
-import { SERVED_STATES, SLOT_MOVED, slotOf, type ShardOwnership } from '../protocol/slot-map';
+import { SERVED_STATES, SLOT_IMPORTING, SLOT_MOVED, slotOf, type ShardOwnership } from '../protocol/slot-map';
 import { migrateSchema, seedSlots, UNSLOTTED } from './schema-migration';
 import type { GroupStats, MysqlTls } from '../protocol/port-messages';
 import { classify } from './mysql-errors';
@@ -132,7 +132,10 @@ export interface ShardStore {
   bootstrap(identity: ShardIdentity): Promise<void>;
   /** This shard's kv_slots and kv_peers (the gateway builds the slot map from every shard's). */
   ownership(): Promise<ShardOwnership>;
-  /** Where slots this shard moved away went: slot -> the new owner's index (a routing hint). */
+  /**
+   * Routing hints for slots this shard refused: slot -> the new owner's index for a slot it moved
+   * away, or its own index for a slot it is taking over (importing: it owns the slot in a moment).
+   */
   movedTo(slots: number[]): Promise<Map<number, number>>;
   /** Fill `slot` of up to `limit` rows written before the column existed; returns how many. */
   fillSlots(limit: number): Promise<number>;
@@ -553,7 +556,11 @@ export class MysqlShardStore implements ShardStore {
   }
 
   async movedTo(slots: number[]): Promise<Map<number, number>> {
-    const rows = await this.query<RowDataPacket[]>(`SELECT slot, peer FROM kv_slots WHERE slot IN (${placeholders(slots.length, '?')}) AND state = ${SLOT_MOVED}`, slots);
+    const rows = await this.query<RowDataPacket[]>(
+      `SELECT slot, IF(state = ${SLOT_IMPORTING}, (SELECT shard_index FROM kv_shard WHERE id = 1), peer) AS peer FROM kv_slots ` +
+        `WHERE slot IN (${placeholders(slots.length, '?')}) AND state IN (${SLOT_MOVED}, ${SLOT_IMPORTING})`,
+      slots,
+    );
     return new Map(rows.map((r) => [Number(r.slot), Number(r.peer)]));
   }
 
