@@ -1,8 +1,8 @@
 /**
  * Owns the TypeScript client for the WebSocket API (docs/websocket-protocol.md): pipelining with a
  * bounded window, per-op timeouts, and reconnecting. Relies on the `ws` package and the wire format
- * in protocol/ws-codec (shared with the server, so validation messages match). Must not import
- * gateway code: the client runs in other processes.
+ * in protocol/ws-client-codec and ws-format (shared with the server, so validation messages
+ * match). Must not import gateway code: the client runs in other processes.
  *
  *   put()/get()/... ─> queue: | settled | waiting ... |      (unbounded, in issue order)
  *                               ^ head
@@ -21,19 +21,8 @@ import WebSocket from 'ws';
 import { KvError } from '../protocol/errors';
 import { OP_DEL, OP_EXPIRE, OP_GET, OP_NAMES, OP_PERSIST, OP_PUT, OP_TTL, type OpCode } from '../protocol/ops';
 import { checkTtlMs, checkValue } from '../protocol/validate';
-import {
-  decodeReplyFrame,
-  encodeRequestFrame,
-  FRAME_ERROR_ID,
-  readDelOptions,
-  readPutOptions,
-  replyError,
-  type ClientRequest,
-  type DelOptions,
-  type OpFields,
-  type PutOptions,
-  type WireReply,
-} from '../protocol/ws-codec';
+import { decodeReplyFrame, encodeRequestFrame, replyError, type ClientRequest } from '../protocol/ws-client-codec';
+import { FRAME_ERROR_ID, readDelOptions, readPutOptions, wireReplyOf, type DelOptions, type OpFields, type PutOptions, type WireReply } from '../protocol/ws-format';
 import { KvClientError } from './errors';
 
 export type { PutOptions, DelOptions };
@@ -141,6 +130,15 @@ function onOpTimeout(op: PendingOp): void {
     ),
   );
   client.dropSettledHead();
+}
+
+/** Marks `op` settled and stops its timer; false when it already was (settle exactly once). */
+function settle(op: PendingOp): boolean {
+  if (op.state === SETTLED) return false;
+  op.state = SETTLED;
+  if (op.timer) clearTimeout(op.timer);
+  op.timer = null;
+  return true;
 }
 
 const scratch: OpFields = { ttlMs: 0, flags: 0, ifVersion: 0 };
@@ -453,47 +451,48 @@ export class KvClient {
     }
     let result: unknown;
     switch (op.op) {
-      case OP_GET:
-        if (status === 404) result = null;
-        else if (status === 200 && r[2] instanceof Uint8Array) {
-          result = { value: ownBytes(r[2], frameBytes), version: r[3] as number, expiresAt: (r[4] ?? null) as number | null };
+      case OP_GET: {
+        const g = wireReplyOf(OP_GET, r);
+        if (g[1] === 404) result = null;
+        else if (g[1] === 200 && g[2] instanceof Uint8Array) {
+          result = { value: ownBytes(g[2], frameBytes), version: g[3], expiresAt: g[4] ?? null } satisfies GetResult;
         }
         break;
-      case OP_PUT:
-        if (status === 200 || status === 201) result = { version: r[2] as number, expiresAt: (r[3] ?? null) as number | null, created: status === 201 };
+      }
+      case OP_PUT: {
+        const p = wireReplyOf(OP_PUT, r);
+        if (p[1] === 200 || p[1] === 201) result = { version: p[2], expiresAt: p[3] ?? null, created: p[1] === 201 } satisfies PutResult;
         break;
+      }
       case OP_DEL:
         if (status === 204) result = true;
         else if (status === 404) result = false;
         break;
-      case OP_EXPIRE:
-        if (status === 200) result = r[2] as number;
-        else if (status === 404) result = null;
+      case OP_EXPIRE: {
+        const e = wireReplyOf(OP_EXPIRE, r);
+        if (e[1] === 200) result = e[2];
+        else if (e[1] === 404) result = null;
         break;
+      }
       case OP_PERSIST:
         if (status === 200) result = true;
         else if (status === 404) result = false;
         break;
-      case OP_TTL:
-        if (status === 200) result = { ttlMs: (r[2] ?? null) as number | null, expiresAt: (r[3] ?? null) as number | null };
-        else if (status === 404) result = null;
+      case OP_TTL: {
+        const t = wireReplyOf(OP_TTL, r);
+        if (t[1] === 200) result = { ttlMs: t[2] ?? null, expiresAt: t[3] ?? null } satisfies TtlResult;
+        else if (t[1] === 404) result = null;
         break;
+      }
     }
     if (result === undefined) {
       return this.settleError(op, new KvClientError('KV_ERR_BAD_FRAME', `${OP_NAMES[op.op]}: unexpected reply with status ${status}`, status));
     }
-    op.state = SETTLED;
-    if (op.timer) clearTimeout(op.timer);
-    op.timer = null;
-    op.resolve(result);
+    if (settle(op)) op.resolve(result);
   }
 
   private settleError(op: PendingOp, err: KvClientError): void {
-    if (op.state === SETTLED) return;
-    op.state = SETTLED;
-    if (op.timer) clearTimeout(op.timer);
-    op.timer = null;
-    op.reject(err);
+    if (settle(op)) op.reject(err);
   }
 
   /** Rejects every op not yet sent (the server refused the connection for its token). */

@@ -2,7 +2,7 @@
  * Owns the client's error type. Relies on the server's registry (protocol/errors.ts) for every
  * code the server sends, and adds the codes only a client can observe. Match on `code`.
  */
-import { ERRORS, type ErrorCode } from '../protocol/errors';
+import { statusOf, type ErrorCode } from '../protocol/errors';
 
 /** Codes the client raises itself; never sent by a server. */
 export const CLIENT_ERRORS = {
@@ -25,6 +25,6 @@ export class KvClientError extends Error {
     super(message);
     this.name = 'KvClientError';
     this.code = code;
-    this.status = status ?? (ERRORS as Record<string, number>)[code] ?? (CLIENT_ERRORS as Record<string, number>)[code] ?? 500;
+    this.status = status ?? (CLIENT_ERRORS as Record<string, number>)[code] ?? statusOf(code);
   }
 }

@@ -1,16 +1,18 @@
 /**
  * Owns the HTTP API: routes, request decoding, response encoding. Relies on uWebSockets.js,
- * ShardPool, protocol (ops, errors, validate) and Metrics. Must not touch MySQL or the actors'
- * internals: every operation goes through ShardPool.submit and comes back as a Reply.
+ * ShardPool, protocol (ops and their reply shapes, errors, validate), http-errors (every error
+ * response), http-framing (checked first on every route) and Metrics. Must not touch MySQL or
+ * the actors' internals: every operation goes through ShardPool.submit and comes back as a Reply.
  *
  * uWebSockets.js lifetimes: the HttpRequest is valid only during the handler, so everything is
  * read from it before returning; the body arrives in chunks that are neutered after each callback,
  * so they are copied; every async response sets onAborted and writes inside cork().
  */
 import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
-import { ERRORS, KvError, RETRY_AFTER_SECONDS, toErrorData, type ErrorCode } from '../protocol/errors';
+import { KvError, statusOf, toErrorData } from '../protocol/errors';
 import {
   FLAG_IF_ABSENT,
+  isErrorReply,
   FLAG_IF_EXISTS,
   FLAG_IF_VERSION,
   FLAG_KEEP_TTL,
@@ -21,33 +23,22 @@ import {
   OP_PERSIST,
   OP_PUT,
   OP_TTL,
+  ttlLeftMs,
+  type ExpireSet,
+  type GetHit,
   type OpCode,
+  type PreconditionFailed,
+  type PutDone,
   type Reply,
+  type TtlHit,
 } from '../protocol/ops';
 import { checkKey, checkValue, parseTtlSeconds, parseVersionTag, type Limits } from '../protocol/validate';
 import { mayAccess, rightFor, type TokenEntry } from '../protocol/access';
 import type { Auth } from './auth';
+import { CLOSE, HEAD, statusLine, writeError } from './http-errors';
+import { hasBody, refusedFraming } from './http-framing';
 import type { Metrics } from './metrics';
 import type { ReplyTarget, ShardPool } from './shard-pool';
-
-const STATUS_TEXT: Record<number, string> = {
-  200: '200 OK',
-  201: '201 Created',
-  204: '204 No Content',
-  400: '400 Bad Request',
-  401: '401 Unauthorized',
-  403: '403 Forbidden',
-  404: '404 Not Found',
-  405: '405 Method Not Allowed',
-  412: '412 Precondition Failed',
-  413: '413 Payload Too Large',
-  414: '414 URI Too Long',
-  429: '429 Too Many Requests',
-  500: '500 Internal Server Error',
-  503: '503 Service Unavailable',
-  504: '504 Gateway Timeout',
-};
-const statusLine = (s: number): string => STATUS_TEXT[s] ?? `${s} Unknown`;
 
 export interface HttpContext {
   pool: ShardPool;
@@ -61,105 +52,11 @@ export interface HttpContext {
   auth: Auth | null;
 }
 
-export interface ErrorWriteOptions {
-  /** The request was HEAD: headers only (a body would be read as the start of the next reply). */
-  head?: boolean;
-  /**
-   * The request's body is left unread: uWebSockets.js closes such a connection after the reply,
-   * so say `Connection: close`, or a keep-alive client reuses the dying socket ("socket hang up").
-   */
-  close?: boolean;
-}
-
-const CLOSE: ErrorWriteOptions = Object.freeze({ close: true });
-const HEAD: ErrorWriteOptions = Object.freeze({ head: true });
-/** Retry-After of a 429 (failed token checks): about one refill of the failure budget. */
-const AUTH_RETRY_AFTER_SECONDS = 1;
-
 /** Throws KV_ERR_FORBIDDEN unless `who` (null: auth off) may run `op` on `key`. */
 function authorize(ctx: HttpContext, who: TokenEntry | null, op: OpCode, key: Uint8Array): void {
   if (who === null || mayAccess(who, op, key)) return;
   ctx.auth!.forbid('http');
   throw new KvError('KV_ERR_FORBIDDEN', `token "${who.name}" has no ${rightFor(op)} right on this key`);
-}
-
-/** Writes a JSON error. Only call corked (inside a handler's synchronous part or res.cork). */
-function writeError(res: HttpResponse, code: ErrorCode | string, message: string, extra?: () => void, opts?: ErrorWriteOptions): void {
-  const status = (ERRORS as Record<string, number>)[code] ?? 500;
-  res.writeStatus(statusLine(status));
-  if (status === 503) res.writeHeader('Retry-After', String(RETRY_AFTER_SECONDS));
-  else if (status === 401) res.writeHeader('WWW-Authenticate', 'Bearer realm="kvsql"');
-  else if (status === 429) res.writeHeader('Retry-After', String(AUTH_RETRY_AFTER_SECONDS));
-  extra?.();
-  res.writeHeader('Content-Type', 'application/json');
-  if (opts?.head) res.endWithoutBody(); // (a HEAD request has no body to leave unread)
-  else res.end(JSON.stringify({ error: { code, message } }), opts?.close);
-}
-
-// Message framing (RFC 9112 §6). uWebSockets.js itself closes the connection, answering nothing,
-// on a Content-Length that is not all digits (negative, "+3", "3, 3", over 2^63) and on
-// Content-Length together with Transfer-Encoding. It does NOT look past the first header line of
-// a name: with `Content-Length: 3` and `Content-Length: 5` it reads 3 bytes and takes the other 2
-// as the start of the next request, while a proxy that honours the second line forwards 5 bytes
-// as one request: request smuggling. An empty value (`Content-Length:`) counts as no body. So every
-// route checks all lines of both headers first (req.getHeader sees only the first):
-//   - at most one Content-Length line, and its value digits only (duplicates are refused even when
-//     identical: RFC 9110 §8.6 lets a recipient reject them, and uWS already refuses `3, 3`);
-//   - at most one Transfer-Encoding line, and its value exactly `chunked` (any case): uWS would
-//     de-chunk `gzip, chunked` and hand over gzip bytes as the value; `identity` is obsolete;
-//   - not both (a line uWS let through, e.g. an empty Content-Length, with Transfer-Encoding).
-// A refusal is 400 KV_ERR_BAD_REQUEST with `Connection: close`: the body's extent is unknown, so
-// nothing after the head can be trusted as the next request. The reply is written on the next turn,
-// not in the handler: checked on uWS 20.30, a request pipelined behind a synchronous reply runs
-// even when that reply closes the connection (so the smuggled request would run), while a request
-// pipelined behind a pending reply makes uWS drop the connection without running it. So a
-// smuggling attempt ends in a close with no reply at all, and a lone bad request gets its 400.
-let clLines = 0;
-let teLines = 0;
-let framingBad: string | null = null;
-
-/** req.forEach visitor: module-level, so no closure per request. Header names are lower case. */
-function visitFramingHeader(name: string, value: string): void {
-  if (name === 'content-length') {
-    clLines++;
-    if (!/^[0-9]+$/.test(value)) framingBad = `Content-Length must be a non-negative decimal integer, got "${value.slice(0, 40)}"`;
-  } else if (name === 'transfer-encoding') {
-    teLines++;
-    if (value.trim().toLowerCase() !== 'chunked') framingBad = `Transfer-Encoding must be "chunked" (no other coding is supported), got "${value.slice(0, 40)}"`;
-  }
-}
-
-/** Why the request's framing is refused, or null. Call inside the handler. */
-export function framingProblem(req: HttpRequest): string | null {
-  clLines = 0;
-  teLines = 0;
-  framingBad = null;
-  req.forEach(visitFramingHeader);
-  if (clLines > 1) return `${clLines} Content-Length headers; send exactly one`;
-  if (teLines > 1) return `${teLines} Transfer-Encoding headers; send at most one`;
-  if (clLines > 0 && teLines > 0) return 'Content-Length and Transfer-Encoding together; send one';
-  return framingBad;
-}
-
-/**
- * Answers 400 and closes when the request's framing is ambiguous (see framingProblem); returns
- * true when it did, and the handler must stop. Every route calls it first.
- */
-export function refusedFraming(res: HttpResponse, req: HttpRequest): boolean {
-  const problem = framingProblem(req);
-  if (problem === null) return false;
-  let aborted = false;
-  res.onAborted(() => (aborted = true));
-  setImmediate(() => {
-    if (!aborted) res.cork(() => writeError(res, 'KV_ERR_BAD_REQUEST', problem, undefined, CLOSE));
-  });
-  return true;
-}
-
-/** True when the request carries a body (only PUT /v1/kv reads one). Call inside the handler. */
-function hasBody(req: HttpRequest): boolean {
-  const length = req.getHeader('content-length');
-  return (length !== '' && length !== '0') || req.getHeader('transfer-encoding') !== '';
 }
 
 /**
@@ -196,7 +93,7 @@ class HttpCall implements ReplyTarget {
     if (this.aborted || this.done) return;
     const e = toErrorData(err);
     this.res.cork(() => writeError(this.res, e.code, e.message, undefined, close ? CLOSE : undefined));
-    this.finish(ERRORS[e.code]);
+    this.finish(statusOf(e.code));
   }
 
   finish(status: number): void {
@@ -208,25 +105,26 @@ class HttpCall implements ReplyTarget {
 
   private write(r: Reply): void {
     const res = this.res;
-    const status = r[1];
     const head = this.head ? HEAD : undefined;
-    if (status >= 400 && typeof r[2] === 'string') {
-      writeError(res, r[2] as string, r[3] as string, undefined, head);
+    if (isErrorReply(r)) {
+      writeError(res, r[2], r[3], undefined, head);
       return;
     }
+    const status = r[1];
     if (status === 404) return writeError(res, 'KV_ERR_NOT_FOUND', 'key not found', undefined, head);
     if (status === 412) {
       // The key's current version, so a compare-and-set loop needs no extra GET; null: absent.
-      const current = r[2] as number | null | undefined;
+      const current = (r as PreconditionFailed)[2];
       if (current === null || current === undefined) return writeError(res, 'KV_ERR_PRECONDITION_FAILED', 'precondition failed: the key is absent');
       return writeError(res, 'KV_ERR_PRECONDITION_FAILED', `precondition failed: the key's current version is ${current}`, () => res.writeHeader('ETag', `"${current}"`));
     }
     switch (this.op) {
       case OP_GET: {
-        const value = r[2] as Uint8Array;
+        const g = r as GetHit;
+        const value = g[2];
         res.writeStatus('200 OK');
-        res.writeHeader('ETag', `"${r[3]}"`);
-        if (r[4] !== null) res.writeHeader('X-Expires-At', String(r[4]));
+        res.writeHeader('ETag', `"${g[3]}"`);
+        if (g[4] !== null) res.writeHeader('X-Expires-At', String(g[4]));
         res.writeHeader('Content-Type', 'application/octet-stream');
         // (endWithoutBody(length) leaves uWS 20.30 waiting for that many bytes: it then drops the
         // connection. The header written by hand and a bare endWithoutBody() keep it usable.)
@@ -235,11 +133,12 @@ class HttpCall implements ReplyTarget {
         return;
       }
       case OP_PUT: {
+        const p = r as PutDone;
         res.writeStatus(statusLine(status));
-        res.writeHeader('ETag', `"${r[2]}"`);
-        if (r[3] !== null) res.writeHeader('X-Expires-At', String(r[3]));
+        res.writeHeader('ETag', `"${p[2]}"`);
+        if (p[3] !== null) res.writeHeader('X-Expires-At', String(p[3]));
         res.writeHeader('Content-Type', 'application/json');
-        res.end(`{"version":${r[2]},"expiresAt":${r[3] ?? null}}`);
+        res.end(`{"version":${p[2]},"expiresAt":${p[3] ?? null}}`);
         return;
       }
       case OP_DEL:
@@ -248,15 +147,17 @@ class HttpCall implements ReplyTarget {
         return;
       case OP_EXPIRE:
         res.writeStatus('200 OK').writeHeader('Content-Type', 'application/json');
-        res.end(`{"expiresAt":${r[2]}}`);
+        res.end(`{"expiresAt":${(r as ExpireSet)[2]}}`);
         return;
       case OP_PERSIST:
         res.writeStatus('200 OK').writeHeader('Content-Type', 'application/json');
         res.end('{"expiresAt":null}');
         return;
       case OP_TTL: {
-        const expiresAt = r[2] as number | null;
-        const ttl = expiresAt === null ? null : Math.max(0, expiresAt - (r[3] as number)) / 1000;
+        const t = r as TtlHit;
+        const expiresAt = t[2];
+        const left = ttlLeftMs(t);
+        const ttl = left === null ? null : left / 1000;
         res.writeStatus('200 OK').writeHeader('Content-Type', 'application/json');
         res.end(`{"ttl":${ttl},"expiresAt":${expiresAt}}`);
         return;
@@ -391,7 +292,7 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
       fn(ctx.auth === null ? null : ctx.auth.authenticateHttp(res, req));
     } catch (err) {
       const e = toErrorData(err);
-      ctx.metrics.observe('http', OP_NAMES[op], ERRORS[e.code], 0);
+      ctx.metrics.observe('http', OP_NAMES[op], statusOf(e.code), 0);
       writeError(res, e.code, e.code === 'KV_ERR_INTERNAL' ? 'internal error' : e.message, undefined, req.getMethod() === 'head' ? HEAD : hasBody(req) ? CLOSE : undefined);
     }
   };
@@ -474,4 +375,3 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
   app.any('/v1/ttl', notAllowed('GET, PUT, DELETE'));
 }
 
-export { writeError, statusLine, hasBody };

@@ -35,10 +35,11 @@
 import { createServer, type Server as NetServer, type Socket } from 'node:net';
 import { createServer as createTlsServer, Server as TlsServer } from 'node:tls';
 import { hostname } from 'node:os';
-import { ERRORS, toErrorData } from '../protocol/errors';
+import { statusOf, toErrorData } from '../protocol/errors';
 import {
   FLAG_IF_ABSENT,
   FLAG_IF_EXISTS,
+  isErrorReply,
   FLAG_IF_VERSION,
   FLAG_KEEP_TTL,
   MAX_TTL_MS,
@@ -48,6 +49,9 @@ import {
   OP_PERSIST,
   OP_PUT,
   OP_TTL,
+  replyOf,
+  ttlLeftMs,
+  type ErrorReply,
   type OpCode,
   type Reply,
 } from '../protocol/ops';
@@ -139,14 +143,13 @@ export function errorText(code: string, message: string): string {
   // Redis's own words for ACL refusals, which clients recognise.
   if (code === 'KV_ERR_FORBIDDEN') return `NOPERM ${code} ${message}`;
   if (code === 'KV_ERR_UNAUTHORIZED') return `NOAUTH ${code} ${message}`;
-  const status = (ERRORS as Record<string, number>)[code] ?? 500;
+  const status = statusOf(code);
   if (status === 503) return `TRYAGAIN ${code} ${message}`;
   if (status >= 500) return `ERR ${code} ${status === 500 ? 'internal error' : message}`;
   return `ERR ${code} ${message}`;
 }
 
-const replyError = (r: Reply): string => resp.error(errorText(r[2] as string, String(r[3])));
-const isError = (r: Reply): boolean => typeof r[2] === 'string' && r[1] >= 400;
+const replyError = (r: ErrorReply): string => resp.error(errorText(r[2], r[3]));
 
 const ERR_SYNTAX = resp.error('ERR syntax error');
 const ERR_NOT_INTEGER = resp.error('ERR value is not an integer or out of range');
@@ -217,17 +220,16 @@ class Command implements ReplyTarget {
     this.conn!.opDone();
     if (this.kind === Kind.SetGet) return this.setGetStep(r);
     this.pending--;
-    if (isError(r)) {
-      if (this.firstError === null) {
-        this.firstError = replyError(r);
-        this.status = r[1];
-      }
+    if (isErrorReply(r)) {
+      this.noteError(r);
     } else {
       switch (this.kind) {
-        case Kind.Get:
-          this.out = r[1] === 200 ? resp.bulk(r[2] as Uint8Array) : resp.nil(this.proto);
-          if (r[1] !== 200) this.status = r[1];
+        case Kind.Get: {
+          const g = replyOf(OP_GET, r);
+          this.out = g[1] === 200 ? resp.bulk(g[2]) : resp.nil(this.proto);
+          if (g[1] !== 200) this.status = g[1];
           break;
+        }
         case Kind.Set:
           // NX/XX not met: nil, as Redis.
           this.out = r[1] === 412 ? resp.nil(this.proto) : resp.OK;
@@ -245,18 +247,21 @@ class Command implements ReplyTarget {
           break;
         case Kind.Ttl:
         case Kind.Pttl: {
-          if (r[1] !== 200) this.out = resp.integer(-2);
-          else if (r[2] === null) this.out = resp.integer(-1);
-          else {
-            const ms = Math.max(0, (r[2] as number) - (r[3] as number));
+          const t = replyOf(OP_TTL, r);
+          if (t[1] !== 200) {
+            this.out = resp.integer(-2);
+          } else {
+            const ms = ttlLeftMs(t);
             // Redis rounds TTL to the nearest second: (ttl + 500) / 1000.
-            this.out = resp.integer(this.kind === Kind.Pttl ? ms : Math.floor((ms + 500) / 1000));
+            this.out = resp.integer(ms === null ? -1 : this.kind === Kind.Pttl ? ms : Math.floor((ms + 500) / 1000));
           }
           break;
         }
-        case Kind.Persist:
-          this.out = resp.integer(r[1] === 200 ? (r[2] === 1 ? 1 : 0) : 0);
+        case Kind.Persist: {
+          const p = replyOf(OP_PERSIST, r);
+          this.out = resp.integer(p[1] === 200 && p[2] === 1 ? 1 : 0);
           break;
+        }
       }
     }
     if (this.pending === 0) this.complete();
@@ -265,13 +270,20 @@ class Command implements ReplyTarget {
   mgetPart(i: number, r: Reply): void {
     this.conn!.opDone();
     this.pending--;
-    if (isError(r)) {
-      if (this.firstError === null) {
-        this.firstError = replyError(r);
-        this.status = r[1];
-      }
-    } else if (r[1] === 200) this.values![i] = r[2] as Uint8Array;
+    if (isErrorReply(r)) {
+      this.noteError(r);
+    } else {
+      const g = replyOf(OP_GET, r);
+      if (g[1] === 200) this.values![i] = g[2];
+    }
     if (this.pending === 0) this.complete();
+  }
+
+  /** A command of several ops answers with its first error. */
+  private noteError(r: ErrorReply): void {
+    if (this.firstError !== null) return;
+    this.firstError = replyError(r);
+    this.status = r[1];
   }
 
   /** All ops answered: encode the reply. */
@@ -294,14 +306,15 @@ class Command implements ReplyTarget {
    */
   private setGetStep(r: Reply): void {
     const conn = this.conn!;
-    if (isError(r)) {
+    if (isErrorReply(r)) {
       this.out = replyError(r);
       this.status = r[1];
       return this.complete();
     }
     if (this.step === 0) {
-      const live = r[1] === 200;
-      this.old = live ? (r[2] as Uint8Array) : null;
+      const g = replyOf(OP_GET, r);
+      const live = g[1] === 200;
+      this.old = g[1] === 200 ? g[2] : null;
       const nx = (this.flags & FLAG_IF_ABSENT) !== 0;
       const xx = (this.flags & FLAG_IF_EXISTS) !== 0;
       if ((nx && live) || (xx && !live)) {
@@ -310,7 +323,7 @@ class Command implements ReplyTarget {
       }
       this.step = 1;
       const keep = this.flags & FLAG_KEEP_TTL;
-      conn.submit(this, OP_PUT, this.key!, this.value, this.ttlMs, keep | (live ? FLAG_IF_VERSION : FLAG_IF_ABSENT), live ? (r[3] as number) : 0);
+      conn.submit(this, OP_PUT, this.key!, this.value, this.ttlMs, keep | (live ? FLAG_IF_VERSION : FLAG_IF_ABSENT), g[1] === 200 ? g[3] : 0);
       return;
     }
     if (r[1] === 412) {

@@ -17,11 +17,14 @@
 import { hostname } from 'node:os';
 import pino from 'pino';
 import type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket, WebSocket } from 'uWebSockets.js';
-import { toErrorData } from '../protocol/errors';
+import { retryAfterOf, toErrorData } from '../protocol/errors';
 import type { ShardStats } from '../protocol/port-messages';
+import { SLOT_COUNT } from '../protocol/slot-map';
 import { Auth, checkExposure } from './auth';
 import { MAX_KEY_BYTES, type Config } from './config';
-import { hasBody, mountHttpApi, refusedFraming, writeError, type HttpContext } from './http-api';
+import { mountHttpApi, type HttpContext } from './http-api';
+import { statusLine, writeError } from './http-errors';
+import { hasBody, refusedFraming } from './http-framing';
 import { Metrics, METRICS_CONTENT_TYPE } from './metrics';
 import { respAuthGuard } from './resp-auth';
 import { startRespServer, type RespGuard, type RespServer } from './resp-server';
@@ -145,7 +148,7 @@ export async function startServer(
         if (closing) {
           writeError(res, 'KV_ERR_SHUTTING_DOWN', 'server is shutting down');
         } else if (down.length === health.length) {
-          res.writeStatus('503 Service Unavailable').writeHeader('Retry-After', '1').writeHeader('Content-Type', 'application/json');
+          res.writeStatus(statusLine(503)).writeHeader('Retry-After', String(retryAfterOf('KV_ERR_SHARD_UNAVAILABLE'))).writeHeader('Content-Type', 'application/json');
           res.end(JSON.stringify({ status: 'unavailable', ...body }));
         } else {
           res.writeHeader('Content-Type', 'application/json').end(JSON.stringify({ status: down.length > 0 ? 'degraded' : 'ready', ...body }));
@@ -176,7 +179,7 @@ export async function startServer(
       if (refusedFraming(res, req)) return;
       if (!admitted(res, req, true)) return;
       res.writeHeader('Content-Type', 'application/json');
-      res.end(JSON.stringify({ slots: 16384, hash: 'crc16-xmodem', shards: pool.shardCount, ranges: pool.slotMap.toRanges() }));
+      res.end(JSON.stringify({ slots: SLOT_COUNT, hash: 'crc16-xmodem', shards: pool.shardCount, ranges: pool.slotMap.toRanges() }));
     });
     app.any('/*', (res, req) => {
       if (refusedFraming(res, req)) return;

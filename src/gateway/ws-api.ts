@@ -1,8 +1,9 @@
 /**
  * Owns the WebSocket API (GET /v1/ws): per-connection flow control, turning frames into shard
  * requests, and gathering replies into frames. Relies on uWebSockets.js, ShardPool, the wire
- * format in protocol/ws-codec (docs/websocket-protocol.md) and Metrics. Must not touch MySQL or
- * the actors' internals: every op goes through ShardPool.submit and comes back as a Reply.
+ * format in protocol/ws-requests and ws-replies (docs/websocket-protocol.md), http-errors and
+ * http-framing (the upgrade is an HTTP request) and Metrics. Must not touch MySQL or the actors'
+ * internals: every op goes through ShardPool.submit and comes back as a Reply.
  *
  *   message(frame) ─ copy ─ decodeFrame ─┬─ request ─ flow control ─ pool.submit(WsOp) ···> deliver
  *                                        └─ reject / frameError ─────────────┐                │
@@ -23,12 +24,16 @@
  */
 import type { HttpRequest, HttpResponse, TemplatedApp, us_socket_context_t, WebSocket } from 'uWebSockets.js';
 import { mayAccess, rightFor, wsProtocols, type TokenEntry } from '../protocol/access';
-import { ERRORS, toErrorData, type ErrorData } from '../protocol/errors';
+import { ERRORS, statusOf, toErrorData, type ErrorData } from '../protocol/errors';
 import { OP_NAMES, type OpCode, type Reply } from '../protocol/ops';
 import type { Limits } from '../protocol/validate';
-import { decodeFrame, errorReply, frameErrorReply, ReplyFrameEncoder, toWireReply, type RequestSink, type WireReply } from '../protocol/ws-codec';
+import type { WireReply } from '../protocol/ws-format';
+import { frameErrorReply, ReplyFrameEncoder, toWireReply, wireErrorReply } from '../protocol/ws-replies';
+import { decodeFrame, type RequestSink } from '../protocol/ws-requests';
 import { remoteAddress } from './auth';
-import { refusedFraming, writeError, type HttpContext } from './http-api';
+import type { HttpContext } from './http-api';
+import { writeError } from './http-errors';
+import { refusedFraming } from './http-framing';
 import type { Metrics } from './metrics';
 import type { ReplyTarget, ShardPool } from './shard-pool';
 
@@ -120,9 +125,9 @@ class WsConn implements RequestSink {
 
   /** Answers a request that never reaches a shard. */
   private refuse(id: number, op: number, err: ErrorData): void {
-    this.ctx.metrics.observe('ws', OP_NAMES[op] ?? 'unknown', ERRORS[err.code] ?? 500, 0);
+    this.ctx.metrics.observe('ws', OP_NAMES[op] ?? 'unknown', statusOf(err.code), 0);
     this.ctx.inflight.n++;
-    this.push(errorReply(id, err));
+    this.push(wireErrorReply(id, err));
   }
 
   /** Queues a reply already counted in ctx.inflight.n. */
@@ -237,7 +242,7 @@ export function mountWsApi(app: TemplatedApp, ctx: WsContext): void {
           who = ctx.auth.authenticateBearer(req.getHeader('authorization'), () => remoteAddress(res), protocols.token);
         } catch (err) {
           const e = toErrorData(err);
-          ctx.metrics.observe('ws', 'upgrade', ERRORS[e.code], 0);
+          ctx.metrics.observe('ws', 'upgrade', statusOf(e.code), 0);
           writeError(res, e.code, e.message);
           return;
         }

@@ -64,11 +64,34 @@ export class KvError extends Error {
   }
 }
 
+/** Seconds a client should wait before retrying a 503, sent as Retry-After. */
+export const RETRY_AFTER_SECONDS = 1;
+/** Retry-After of a 429 (failed token checks): about one refill of the failure budget. */
+export const AUTH_RETRY_AFTER_SECONDS = 1;
+
+/**
+ * The one mapping of a code to its HTTP status, on every door (HTTP, WebSocket, Redis, client).
+ * A code not in the registry (a newer server's, or garbage) is a 500.
+ */
 export function statusOf(code: string): number {
   return (ERRORS as Record<string, number>)[code] ?? 500;
 }
 
-/** Anything that is not a KvError is an internal error; its message is not leaked as-is. */
+/**
+ * The Retry-After policy: seconds to send with an error of this code, or null for none. A 503 is
+ * "not applied, retry later"; a 429 "stop guessing tokens for a while". Nothing else says retry
+ * (KV_ERR_OUTCOME_UNKNOWN is a 500 on purpose, see above).
+ */
+export function retryAfterOf(code: string): number | null {
+  const status = statusOf(code);
+  return status === 503 ? RETRY_AFTER_SECONDS : status === 429 ? AUTH_RETRY_AFTER_SECONDS : null;
+}
+
+/**
+ * The one mapper from anything thrown (or received as data) to an error's wire shape: a KvError,
+ * or `{code, message}` data with a registered code (errors that crossed a MessagePort), keeps its
+ * code and message; anything else is an internal error, its message not leaked as-is.
+ */
 export function toErrorData(err: unknown): ErrorData {
   if (err instanceof KvError) return err.toData();
   const code = (err as { code?: unknown } | null)?.code;
@@ -91,6 +114,3 @@ export function errLog(err: unknown): { type: string; message: string; code?: st
     ...(typeof e?.stack === 'string' ? { stack: e.stack } : {}),
   };
 }
-
-/** Seconds a client should wait before retrying a 503, sent as Retry-After. */
-export const RETRY_AFTER_SECONDS = 1;

@@ -11,6 +11,7 @@
  * `id` is chosen by the sender and unique among its in-flight requests; replies come back in any
  * order and are matched on it.
  */
+import { RETRY_AFTER_SECONDS, statusOf, type ErrorCode } from './errors';
 
 export const OP_GET = 1;
 export const OP_PUT = 2;
@@ -57,7 +58,10 @@ export type Request = [
 ];
 
 /**
- * Replies:
+ * Replies, one named shape per op (the only place their positions are written down: build them
+ * with the constructors below and read them through these types, so that changing one op's reply
+ * is a compile error wherever it is built or read):
+ *
  *   get     200 [value, version, expiresAt|null]       404 []
  *   put     200 replaced / 201 created [version, expiresAt|null]   412 [current version|null]
  *   del     204 []   404 []   412 [current version]
@@ -65,9 +69,79 @@ export type Request = [
  *   persist 200 [1 a TTL was removed | 0 there was none]   404 []
  *   ttl     200 [expiresAt|null, nowMs]   404 []
  *   reap    200 [1 deleted | 0 kept]
- *   any     4xx/5xx [code, message]                     (an error, see errors.ts)
+ *   any     4xx/5xx [code, message, retryAfter?]        (an error, see errors.ts)
+ *
+ * The arrays go over the MessagePort as they are (msgpack), so their layout is a wire format.
  */
-export type Reply = [id: number, status: number, a?: unknown, b?: unknown, c?: unknown];
+export type NotFound = [id: number, status: 404];
+/** A failed condition; `current` is the key's version (null: absent), so a CAS loop needs no read. */
+export type PreconditionFailed = [id: number, status: 412, current: number | null];
+export type GetHit = [id: number, status: 200, value: Uint8Array, version: number, expiresAt: number | null];
+export type GetReply = GetHit | NotFound;
+export type PutDone = [id: number, status: 200 | 201, version: number, expiresAt: number | null];
+export type PutReply = PutDone | PreconditionFailed;
+export type Deleted = [id: number, status: 204];
+export type DelReply = Deleted | NotFound | PreconditionFailed;
+export type ExpireSet = [id: number, status: 200, expiresAt: number];
+export type ExpireReply = ExpireSet | NotFound;
+export type Persisted = [id: number, status: 200, removed: 0 | 1];
+export type PersistReply = Persisted | NotFound;
+/** `nowMs` is the shard's clock when the row was read: the TTL left is measured against it. */
+export type TtlHit = [id: number, status: 200, expiresAt: number | null, nowMs: number];
+export type TtlReply = TtlHit | NotFound;
+export type ReapReply = [id: number, status: 200, deleted: 0 | 1];
+/**
+ * `retryAfter` (RETRY_AFTER_SECONDS) has always ridden along on the actor's errors and is kept so
+ * the port's bytes stay as they were; nothing reads it: every door takes Retry-After from the
+ * registry's policy (errors.ts retryAfterOf). The gateway's own errors may leave it out.
+ */
+export type ErrorReply = [id: number, status: number, code: ErrorCode, message: string, retryAfter?: number];
+
+/** The reply of each op, when it is not an ErrorReply. */
+export interface ReplyOf {
+  [OP_GET]: GetReply;
+  [OP_PUT]: PutReply;
+  [OP_DEL]: DelReply;
+  [OP_EXPIRE]: ExpireReply;
+  [OP_PERSIST]: PersistReply;
+  [OP_TTL]: TtlReply;
+  [OP_REAP]: ReapReply;
+}
+
+export type Reply = ReplyOf[OpCode] | ErrorReply;
+
+export const notFound = (id: number): NotFound => [id, 404];
+export const preconditionFailed = (id: number, current: number | null): PreconditionFailed => [id, 412, current];
+export const getHit = (id: number, value: Uint8Array, version: number, expiresAt: number | null): GetHit => [id, 200, value, version, expiresAt];
+export const putDone = (id: number, created: boolean, version: number, expiresAt: number | null): PutDone => [id, created ? 201 : 200, version, expiresAt];
+export const deleted = (id: number): Deleted => [id, 204];
+export const expireSet = (id: number, expiresAt: number): ExpireSet => [id, 200, expiresAt];
+export const persisted = (id: number, removed: boolean): Persisted => [id, 200, removed ? 1 : 0];
+export const ttlHit = (id: number, expiresAt: number | null, nowMs: number): TtlHit => [id, 200, expiresAt, nowMs];
+export const reaped = (id: number, deleted: boolean): ReapReply => [id, 200, deleted ? 1 : 0];
+
+/** An error as a reply, its status from the registry. */
+export function errorReply(id: number, code: ErrorCode, message: string): ErrorReply {
+  return [id, statusOf(code), code, message, RETRY_AFTER_SECONDS];
+}
+
+/** True when `r` is an error (4xx/5xx with a code), whatever the op. 404 and 412 are results. */
+export function isErrorReply(r: Reply): r is ErrorReply {
+  return r[1] >= 400 && typeof r[2] === 'string';
+}
+
+/**
+ * The reply of `op` as its own shape: the caller knows which op it submitted, and the error case
+ * was taken out first (isErrorReply).
+ */
+export function replyOf<O extends OpCode>(_op: O, r: Reply): ReplyOf[O] {
+  return r as ReplyOf[O];
+}
+
+/** Milliseconds a key has left (0 once due), or null when it has no TTL: the one TTL computation. */
+export function ttlLeftMs(r: TtlHit): number | null {
+  return r[2] === null ? null : Math.max(0, r[2] - r[3]);
+}
 
 /** Largest TTL accepted: 10 years. */
 export const MAX_TTL_MS = 10 * 365 * 24 * 3600 * 1000;

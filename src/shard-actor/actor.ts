@@ -32,8 +32,8 @@
  * event-loop turn shares a batch) or at once when maxBatchOps are ready; while all batch slots are
  * busy, ready ops accumulate and the next batch is larger. With batching off every batch is one op.
  */
-import { OP_GET, OP_REAP, type OpCode, type Reply, type Request } from '../protocol/ops';
-import { errLog, RETRY_AFTER_SECONDS, statusOf, type ErrorData } from '../protocol/errors';
+import { errorReply, getHit, notFound, OP_GET, OP_REAP, ttlHit, type OpCode, type Reply, type Request } from '../protocol/ops';
+import { errLog, type ErrorData } from '../protocol/errors';
 import { BATCH_SIZE_BUCKETS, type ActorConfig, type ShardStats } from '../protocol/port-messages';
 import { classify, toKvError } from './mysql-errors';
 import { KeyScheduler, type Chain } from './key-scheduler';
@@ -309,15 +309,15 @@ export class ShardActor {
       for (const r of result.value) byKey.set(r.k.toString('latin1'), r);
       for (const op of batch) {
         const row = byKey.get(op.keyStr);
-        if (row === undefined) this.answer(op, [op.id, 404]);
+        if (row === undefined) this.answer(op, notFound(op.id));
         else if (op.op === OP_GET) {
-          this.answer(op, [op.id, 200, row.v, Number(row.version), row.expires_at === null ? null : Number(row.expires_at)]);
+          this.answer(op, getHit(op.id, row.v, Number(row.version), row.expires_at === null ? null : Number(row.expires_at)));
           // Many GETs of one large value share one row but each reply carries a copy: send in
           // frames of a few MiB so one batch never packs gigabytes into one buffer.
           this.outboxBytes += row.v.length;
           if (this.outboxBytes >= OUTBOX_FLUSH_BYTES) this.flushOutbox();
         }
-        else this.answer(op, [op.id, 200, row.expires_at === null ? null : Number(row.expires_at), Number(row.now_ms)]);
+        else this.answer(op, ttlHit(op.id, row.expires_at === null ? null : Number(row.expires_at), Number(row.now_ms)));
       }
     } else {
       this.onStoreError(result.error);
@@ -669,10 +669,6 @@ function versionsMoved(): Error {
   const err = new Error('a conditional write depended on versions that had to be taken again');
   (err as { code?: string }).code = 'KV_VERSIONS_MOVED';
   return err;
-}
-
-function errorReply(id: number, code: ErrorData['code'], message: string): Reply {
-  return [id, statusOf(code), code, message, RETRY_AFTER_SECONDS];
 }
 
 function observe(hist: number[], n: number): void {

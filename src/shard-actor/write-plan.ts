@@ -16,15 +16,23 @@
  * A row whose expires_at <= now is treated as absent by every op (it is merely not reaped yet).
  */
 import {
+  deleted,
+  errorReply,
+  expireSet,
   FLAG_IF_ABSENT,
   FLAG_IF_EXISTS,
   FLAG_IF_VERSION,
   FLAG_KEEP_TTL,
+  notFound,
   OP_DEL,
   OP_EXPIRE,
   OP_PERSIST,
   OP_PUT,
   OP_REAP,
+  persisted,
+  preconditionFailed,
+  putDone,
+  reaped,
   type Reply,
 } from '../protocol/ops';
 import type { Chain } from './key-scheduler';
@@ -85,7 +93,7 @@ export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now:
             ((op.flags & FLAG_IF_EXISTS) !== 0 && !live) ||
             ((op.flags & FLAG_IF_VERSION) !== 0 && !(live && version === op.ifVersion))
           ) {
-            plan.replies.push([op, [op.id, 412, live ? version : null]]);
+            plan.replies.push([op, preconditionFailed(op.id, live ? version : null)]);
             break;
           }
           version = nextVersion++;
@@ -93,40 +101,40 @@ export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now:
           value = op.value!;
           exists = true;
           lastPut = [value, version, expiresAt];
-          plan.replies.push([op, [op.id, live ? 200 : 201, version, expiresAt]]);
+          plan.replies.push([op, putDone(op.id, !live, version, expiresAt)]);
           break;
         }
         case OP_DEL: {
           if (!live) {
             exists = false; // an expired row is removed too; the caller still sees 404
-            plan.replies.push([op, [op.id, 404]]);
+            plan.replies.push([op, notFound(op.id)]);
           } else if ((op.flags & FLAG_IF_VERSION) !== 0 && version !== op.ifVersion) {
-            plan.replies.push([op, [op.id, 412, version]]);
+            plan.replies.push([op, preconditionFailed(op.id, version)]);
           } else {
             exists = false;
             value = null;
-            plan.replies.push([op, [op.id, 204]]);
+            plan.replies.push([op, deleted(op.id)]);
           }
           break;
         }
         case OP_EXPIRE: {
           if (!live) {
-            plan.replies.push([op, [op.id, 404]]);
+            plan.replies.push([op, notFound(op.id)]);
           } else {
             expiresAt = now + op.ttlMs;
             expiryChanged = true;
-            plan.replies.push([op, [op.id, 200, expiresAt]]);
+            plan.replies.push([op, expireSet(op.id, expiresAt)]);
           }
           break;
         }
         case OP_PERSIST: {
           if (!live) {
-            plan.replies.push([op, [op.id, 404]]);
+            plan.replies.push([op, notFound(op.id)]);
           } else {
             const hadTtl = expiresAt !== null;
             if (hadTtl) expiryChanged = true;
             expiresAt = null;
-            plan.replies.push([op, [op.id, 200, hadTtl ? 1 : 0]]);
+            plan.replies.push([op, persisted(op.id, hadTtl)]);
           }
           break;
         }
@@ -138,11 +146,11 @@ export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now:
             value = null;
             plan.reapedDueAt.push(expiresAt!);
           }
-          plan.replies.push([op, [op.id, 200, expired ? 1 : 0]]);
+          plan.replies.push([op, reaped(op.id, expired)]);
           break;
         }
         default:
-          plan.replies.push([op, [op.id, 400, 'KV_ERR_UNKNOWN_OP', `op ${op.op} is not a write`]]);
+          plan.replies.push([op, errorReply(op.id, 'KV_ERR_UNKNOWN_OP', `op ${op.op} is not a write`)]);
       }
     }
 

@@ -1,15 +1,17 @@
 /**
  * Tests the client's wire behaviour against a scripted server on a real socket (the `ws`
- * package's server on port 0, speaking the protocol through ws-codec): one frame per tick, the
- * in-flight window, frame size cuts, timeouts of sent and of queued ops, and what a frame-level
- * error from the server does. The store itself is covered by client.test.ts.
+ * package's server on port 0, speaking the protocol through ws-requests and ws-replies): one
+ * frame per tick, the in-flight window, frame size cuts, timeouts of sent and of queued ops, and
+ * what a frame-level error from the server does. The store itself is covered by client.test.ts.
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import type { AddressInfo } from 'node:net';
 import WebSocket, { WebSocketServer } from 'ws';
 import { createClient, KvClientError } from '../../src/client';
-import { decodeFrame, ReplyFrameEncoder, type RequestSink, type WireReply } from '../../src/protocol/ws-codec';
+import type { WireReply } from '../../src/protocol/ws-format';
+import { ReplyFrameEncoder } from '../../src/protocol/ws-replies';
+import { decodeFrame, type RequestSink } from '../../src/protocol/ws-requests';
 
 interface Req {
   id: number;

@@ -1,8 +1,8 @@
 /**
- * Tests the message-framing rules of src/gateway/http-api.ts (framingProblem, RFC 9112 §6) over a
- * raw socket against a real store: an ambiguous body length (two Content-Length lines, an empty
- * one, Transfer-Encoding other than a single `chunked`, both headers) is 400 KV_ERR_BAD_REQUEST
- * with `Connection: close` on every route, and the bytes a smuggling proxy would have forwarded as
+ * Tests the message-framing rules of src/gateway/http-framing.ts (framingProblem, RFC 9112 §6)
+ * over a raw socket against a real store: an ambiguous body length (two Content-Length lines, an
+ * empty one, Transfer-Encoding other than a single `chunked`, both headers) is 400
+ * KV_ERR_BAD_REQUEST with `Connection: close` on every route, and the bytes a smuggling proxy would have forwarded as
  * a second request are never run; what uWebSockets.js refuses itself (negative or non-numeric
  * Content-Length, Content-Length with Transfer-Encoding) is a close without a reply. Nothing is
  * written by any of them: the shards' rows are counted.

@@ -1,5 +1,5 @@
 /**
- * Fuzzes the server's WebSocket frame decoder (src/protocol/ws-codec.ts decodeFrame) with a seeded
+ * Fuzzes the server's WebSocket frame decoder (src/protocol/ws-requests.ts decodeFrame) with a seeded
  * generator (test/helpers/seeded; replay with KVSQL_FUZZ_SEED=<seed>): random request frames,
  * mutated ones (bit flips, truncation, inserted and overwritten bytes, huge declared lengths,
  * trailing bytes, deep nesting) and plain random bytes. For every frame:
@@ -16,7 +16,8 @@ import assert from 'node:assert/strict';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { Packr, Unpackr } from 'msgpackr';
-import { decodeFrame, scanMsgpack, type RequestSink } from '../../src/protocol/ws-codec';
+import { scanMsgpack } from '../../src/protocol/msgpack-scan';
+import { decodeFrame, type RequestSink } from '../../src/protocol/ws-requests';
 import { Rng, fuzzSeed } from '../helpers/seeded';
 
 const limits = { maxKeyBytes: 1024, maxValueBytes: 4096 };

@@ -1,5 +1,6 @@
 /**
- * Tests src/protocol/ws-codec.ts without sockets: request decoding and validation, frame-level
+ * Tests the WebSocket wire format without sockets (src/protocol/ws-requests, ws-replies,
+ * ws-client-codec, msgpack-scan, msgpack-writer): request decoding and validation, frame-level
  * errors, every truncation of a few fixture frames, the msgpack writer's integer encodings, reply
  * shaping and frame cutting, and the client's side (encode requests, decode replies).
  */
@@ -8,18 +9,12 @@ import assert from 'node:assert/strict';
 import { Packr, Unpackr } from 'msgpackr';
 import type { ErrorData } from '../../src/protocol/errors';
 import { FLAG_IF_ABSENT, FLAG_IF_VERSION, FLAG_KEEP_TTL, MAX_TTL_MS, type Reply } from '../../src/protocol/ops';
-import {
-  decodeFrame,
-  decodeReplyFrame,
-  encodeRequestFrame,
-  MsgpackWriter,
-  ReplyFrameEncoder,
-  scanMsgpack,
-  toWireReply,
-  type ClientRequest,
-  type RequestSink,
-  type WireReply,
-} from '../../src/protocol/ws-codec';
+import { scanMsgpack } from '../../src/protocol/msgpack-scan';
+import { MsgpackWriter } from '../../src/protocol/msgpack-writer';
+import { decodeReplyFrame, encodeRequestFrame, type ClientRequest } from '../../src/protocol/ws-client-codec';
+import type { WireReply } from '../../src/protocol/ws-format';
+import { ReplyFrameEncoder, toWireReply } from '../../src/protocol/ws-replies';
+import { decodeFrame, type RequestSink } from '../../src/protocol/ws-requests';
 
 const limits = { maxKeyBytes: 1024, maxValueBytes: 1000 };
 const packr = new Packr({ useRecords: false, moreTypes: false });

@@ -1,0 +1,160 @@
+/**
+ * Owns what both sides of the WebSocket wire format (docs/websocket-protocol.md) share: the frame
+ * error id, the shape of each op's reply on this wire, and the put/del options with their checks
+ * (so the client refuses locally, with the server's messages, what the server would refuse).
+ * Relies on ops.ts, errors.ts, validate.ts and msgpack-scan (describe). Pure: no I/O.
+ *
+ *   client -> server   frame = [ request, ... ]   request = [id, op, key, ...args]
+ *   server -> client   frame = [ reply, ... ]     reply   = [id, status, ...payload]
+ */
+import { KvError, type ErrorData } from './errors';
+import {
+  FLAG_IF_ABSENT,
+  FLAG_IF_VERSION,
+  FLAG_KEEP_TTL,
+  OP_DEL,
+  OP_EXPIRE,
+  OP_GET,
+  OP_PERSIST,
+  OP_PUT,
+  OP_REAP,
+  OP_TTL,
+  type Deleted,
+  type ExpireReply,
+  type GetReply,
+  type NotFound,
+  type OpCode,
+  type PutDone,
+} from './ops';
+import { describe, isMap } from './msgpack-scan';
+import { checkTtlMs } from './validate';
+
+/** Replies that belong to no request (a frame that cannot be read) carry this id. */
+export const FRAME_ERROR_ID = 0;
+
+/**
+ * A reply on the wire: every reply has this envelope, the payload depends on the op and status.
+ * The shapes by op (the MessagePort's, see ops.ts, except where marked *):
+ *   get     [id, 200, value(bin), version, expiresAt|null]    [id, 404]
+ *   put     [id, 201|200, version, expiresAt|null]            [id, 412]*   (* no current version)
+ *   del     [id, 204]   [id, 404]   [id, 412]*                             (* no current version)
+ *   expire  [id, 200, expiresAt]   [id, 404]
+ *   persist [id, 200]*   [id, 404]                            (* not whether a TTL was removed)
+ *   ttl     [id, 200, ttlMs|null, expiresAt|null]*   [id, 404]     (* the TTL left, not nowMs)
+ *   error   [id, status, {code, message}]*                           (* one map, no retryAfter)
+ */
+export type WireReply = [id: number, status: number, a?: unknown, b?: unknown, c?: unknown];
+export type WireErrorReply = [id: number, status: number, error: ErrorData];
+export type WirePreconditionFailed = [id: number, status: 412];
+export type WirePutReply = PutDone | WirePreconditionFailed;
+export type WireDelReply = Deleted | NotFound | WirePreconditionFailed;
+export type WirePersistReply = [id: number, status: 200] | NotFound;
+export type WireTtlHit = [id: number, status: 200, ttlMs: number | null, expiresAt: number | null];
+export type WireTtlReply = WireTtlHit | NotFound;
+
+/** The wire reply of each op the wire carries, when it is not a WireErrorReply. */
+export interface WireReplyOf {
+  [OP_GET]: GetReply;
+  [OP_PUT]: WirePutReply;
+  [OP_DEL]: WireDelReply;
+  [OP_EXPIRE]: ExpireReply;
+  [OP_PERSIST]: WirePersistReply;
+  [OP_TTL]: WireTtlReply;
+}
+
+/** The reply of `op` as its own shape: whoever holds the reply knows which op it asked for. */
+export function wireReplyOf<O extends Exclude<OpCode, typeof OP_REAP>>(_op: O, r: WireReply): WireReplyOf[O] {
+  return r as WireReplyOf[O];
+}
+
+/** The fields of one request, filled in place (the decoder allocates nothing per request). */
+export interface OpFields {
+  ttlMs: number;
+  flags: number;
+  ifVersion: number;
+}
+
+export const badRequest = (message: string): KvError => new KvError('KV_ERR_BAD_REQUEST', message);
+
+function readVersion(v: unknown): number {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) {
+    throw badRequest(`ifVersion must be an integer in 0..2^53-1, got ${describe(v)}`);
+  }
+  return v;
+}
+
+function readBool(v: unknown, name: string): boolean {
+  if (typeof v !== 'boolean') throw badRequest(`${name} must be true or false, got ${describe(v)}`);
+  return v;
+}
+
+/** Clears `out`; returns the options as a map, or null when none were sent (nil or absent). */
+function optionsMap(opts: unknown, out: OpFields, op: string): Record<string, unknown> | null {
+  out.ttlMs = 0;
+  out.flags = 0;
+  out.ifVersion = 0;
+  if (opts === null || opts === undefined) return null;
+  if (!isMap(opts)) throw badRequest(`${op} options must be a map, got ${describe(opts)}`);
+  return opts;
+}
+
+/**
+ * put options {ttl?, keepTtl?, ifAbsent?, ifVersion?} into `out`. A key whose value is nil counts
+ * as absent. The same rules as HTTP: ttl and keepTtl contradict, so do ifAbsent and ifVersion.
+ */
+export function readPutOptions(given: unknown, out: OpFields): void {
+  const opts = optionsMap(given, out, 'put');
+  if (opts === null) return;
+  for (const name in opts) {
+    const v = opts[name];
+    if (v === null || v === undefined) continue;
+    switch (name) {
+      case 'ttl':
+        out.ttlMs = checkTtlMs(v, describe(v));
+        break;
+      case 'keepTtl':
+        if (readBool(v, 'keepTtl')) out.flags |= FLAG_KEEP_TTL;
+        break;
+      case 'ifAbsent':
+        if (readBool(v, 'ifAbsent')) out.flags |= FLAG_IF_ABSENT;
+        break;
+      case 'ifVersion':
+        out.ifVersion = readVersion(v);
+        out.flags |= FLAG_IF_VERSION;
+        break;
+      default:
+        throw badRequest(`unknown put option "${name.slice(0, 40)}" (allowed: ttl, keepTtl, ifAbsent, ifVersion)`);
+    }
+  }
+  if (out.ttlMs > 0 && (out.flags & FLAG_KEEP_TTL) !== 0) throw badRequest('ttl and keepTtl: true contradict each other; send one');
+  if ((out.flags & FLAG_IF_ABSENT) !== 0 && (out.flags & FLAG_IF_VERSION) !== 0) throw badRequest('send ifAbsent or ifVersion, not both');
+}
+
+/** del options {ifVersion?} into `out`. */
+export function readDelOptions(given: unknown, out: OpFields): void {
+  const opts = optionsMap(given, out, 'del');
+  if (opts === null) return;
+  for (const name in opts) {
+    const v = opts[name];
+    if (v === null || v === undefined) continue;
+    if (name !== 'ifVersion') throw badRequest(`unknown del option "${name.slice(0, 40)}" (allowed: ifVersion)`);
+    out.ifVersion = readVersion(v);
+    out.flags |= FLAG_IF_VERSION;
+  }
+}
+
+export interface PutOptions {
+  /** Time to live in milliseconds (a positive integer, at most 10 years). */
+  ttl?: number;
+  /** Keep the key's current TTL (default: a put without ttl clears it). */
+  keepTtl?: boolean;
+  /** Write only if the key is absent or expired. */
+  ifAbsent?: boolean;
+  /** Write only if the live key has this version. */
+  ifVersion?: number;
+}
+
+export interface DelOptions {
+  /** Delete only if the live key has this version. */
+  ifVersion?: number;
+}

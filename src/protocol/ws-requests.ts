@@ -1,0 +1,123 @@
+/**
+ * Owns the server's reading of a client's request frame (docs/websocket-protocol.md): checking and
+ * decoding it into validated requests or per-request errors. Relies on msgpack-scan (the
+ * structural scan before msgpackr unpacks), ws-format (options), ops.ts, errors.ts and
+ * validate.ts. Pure: no I/O, no timers. Must not know about sockets or the pool.
+ *
+ *   frame = [ request, ... ]   request = [id, op, key, ...args]
+ *
+ * Decoding is two passes over bytes from an untrusted peer: unpackChecked (scan, then unpack),
+ * then each request is checked in turn.
+ */
+import { KvError, toErrorData, type ErrorData } from './errors';
+import { OP_DEL, OP_EXPIRE, OP_GET, OP_PERSIST, OP_PUT, OP_TTL, type OpCode } from './ops';
+import { describe, unpackChecked } from './msgpack-scan';
+import { badRequest, readDelOptions, readPutOptions, type OpFields } from './ws-format';
+import { checkKey, checkTtlMs, checkValue, type Limits } from './validate';
+
+/** Receives the outcome of decodeFrame, one call per request in frame order. */
+export interface RequestSink {
+  /** A valid request. `key` and `value` may be views of the frame's bytes. */
+  request(id: number, op: OpCode, key: Uint8Array, value: Uint8Array | null, ttlMs: number, flags: number, ifVersion: number): void;
+  /** A request with a usable id that failed validation; `op` is 0 when it was not a known op. */
+  reject(id: number, op: number, err: ErrorData): void;
+  /** The frame, or one request in it, has no usable id: answer under FRAME_ERROR_ID. */
+  frameError(message: string): void;
+}
+
+export const OP_LIST = '1 get, 2 put, 3 del, 4 expire, 5 persist, 6 ttl';
+
+function toBytes(v: unknown): Uint8Array | null {
+  if (v instanceof Uint8Array) return v;
+  if (typeof v === 'string') return Buffer.from(v, 'utf8');
+  return null;
+}
+
+const SHAPES: Record<number, [min: number, max: number, shape: string]> = {
+  [OP_GET]: [3, 3, '[id, 1, key]'],
+  [OP_PUT]: [4, 5, '[id, 2, key, value, options?]'],
+  [OP_DEL]: [3, 4, '[id, 3, key, options?]'],
+  [OP_EXPIRE]: [4, 4, '[id, 4, key, ttlMs]'],
+  [OP_PERSIST]: [3, 3, '[id, 5, key]'],
+  [OP_TTL]: [3, 3, '[id, 6, key]'],
+};
+
+/** Scratch for the request being decoded: decodeFrame is synchronous and not re-entrant. */
+const cur: OpFields & { key: Uint8Array; value: Uint8Array | null } = { key: Buffer.alloc(0), value: null, ttlMs: 0, flags: 0, ifVersion: 0 };
+
+/** Validates everything after the id into `cur`, or throws a KvError. */
+function parseRequest(r: unknown[], op: unknown, limits: Limits): OpCode {
+  const shape = typeof op === 'number' ? SHAPES[op] : undefined;
+  if (shape === undefined) throw new KvError('KV_ERR_UNKNOWN_OP', `op must be one of ${OP_LIST}; got ${describe(op)}`);
+  if (r.length < shape[0] || r.length > shape[1]) {
+    throw badRequest(`op ${op} takes ${shape[2]}, got ${r.length} elements`);
+  }
+  const key = toBytes(r[2]);
+  if (key === null) throw new KvError('KV_ERR_BAD_KEY', `key must be bin or str, got ${describe(r[2])}`);
+  checkKey(key, limits);
+  cur.key = key;
+  cur.value = null;
+  switch (op as OpCode) {
+    case OP_PUT: {
+      const value = toBytes(r[3]);
+      if (value === null) throw badRequest(`value must be bin or str, got ${describe(r[3])}`);
+      checkValue(value.length, limits);
+      readPutOptions(r[4], cur);
+      cur.value = value;
+      break;
+    }
+    case OP_DEL:
+      readDelOptions(r[3], cur);
+      break;
+    case OP_EXPIRE:
+      cur.ttlMs = checkTtlMs(r[3], describe(r[3]));
+      cur.flags = 0;
+      cur.ifVersion = 0;
+      break;
+    default:
+      cur.ttlMs = 0;
+      cur.flags = 0;
+      cur.ifVersion = 0;
+  }
+  return op as OpCode;
+}
+
+/**
+ * Decodes one client frame and reports each request to `sink`, in order. Never throws for bad
+ * input: an unreadable frame is one frameError; a request without a usable id is a frameError
+ * naming its index; any other bad request is a reject for its id, and the rest still run.
+ */
+export function decodeFrame(frame: Uint8Array, limits: Limits, sink: RequestSink): void {
+  let decoded: unknown;
+  try {
+    decoded = unpackChecked(frame);
+  } catch (err) {
+    sink.frameError(`frame is not valid msgpack: ${(err as Error).message}`);
+    return;
+  }
+  if (!Array.isArray(decoded)) {
+    sink.frameError(`frame must be a msgpack array of requests, got ${describe(decoded)}`);
+    return;
+  }
+  for (let i = 0; i < decoded.length; i++) {
+    const r: unknown = decoded[i];
+    if (!Array.isArray(r)) {
+      sink.frameError(`request ${i} of the frame must be an array [id, op, key, ...], got ${describe(r)}`);
+      continue;
+    }
+    const id: unknown = r[0];
+    if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 1) {
+      sink.frameError(`request ${i} of the frame: id must be an integer in 1..2^53-1, got ${r.length === 0 ? 'nothing' : describe(id)}`);
+      continue;
+    }
+    let op: OpCode;
+    try {
+      op = parseRequest(r, r[1], limits);
+    } catch (err) {
+      const known = typeof r[1] === 'number' && SHAPES[r[1]] !== undefined;
+      sink.reject(id, known ? (r[1] as number) : 0, toErrorData(err));
+      continue;
+    }
+    sink.request(id, op, cur.key, cur.value, cur.ttlMs, cur.flags, cur.ifVersion);
+  }
+}
