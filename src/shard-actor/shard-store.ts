@@ -261,9 +261,23 @@ export const STATEMENTS = {
   ),
   /** After a create's INSERT: has any actor reserved a newer version block meanwhile? */
   readSeq: new Statements('readSeq', () => 'SELECT next_version FROM kv_seq WHERE id = 1'),
-  deleteBatch: new Statements('deleteBatch', (n) => `DELETE FROM kv WHERE k IN (${placeholders(n, '?')})`),
-  /** The expirer's delete: one statement, each row re-checked under its lock. */
-  reapBatch: new Statements('reapBatch', (n) => `DELETE FROM kv WHERE k IN (${placeholders(n, '?')}) AND expires_at <= ${NOW_MS}`),
+  /**
+   * One point DELETE per key, never `k IN (...)`: on a small table the optimizer scans the whole
+   * table for an IN-list DELETE even with FORCE INDEX (PRIMARY) (MariaDB 10.11: 20 keys of 100
+   * rows), and a DELETE, unlike an UPDATE (semi-consistent read), waits for every row it scans.
+   * Two write transactions on disjoint keys then waited for each other's rows and deadlocked
+   * (DESIGN.md §7, step 3; test/shard-actor/lock-scope.test.ts).
+   */
+  deleteBatch: new Statements('deleteBatch', (n) => new Array(n).fill('DELETE FROM kv WHERE k = ?').join(';')),
+  /**
+   * The expirer's delete: one statement, each row re-checked under its lock. Forced onto the
+   * primary key (multi-table syntax: MySQL and MariaDB take no index hint in a single-table
+   * DELETE): through kv_expires_at, chosen whenever fewer rows are overdue than the batch lists,
+   * it locked other keys' overdue rows, index entry first, and deadlocked with a write of another
+   * key that was giving its row a new expiry. At worst it now scans the primary key in ascending
+   * order, holding only its own rows, which closes no cycle (DESIGN.md §7, step 5).
+   */
+  reapBatch: new Statements('reapBatch', (n) => `DELETE kv FROM kv FORCE INDEX (PRIMARY) WHERE k IN (${placeholders(n, '?')}) AND expires_at <= ${NOW_MS}`),
 };
 
 const SCHEMA_PATH = join(__dirname, '..', '..', '..', 'sql', 'schema.sql');
