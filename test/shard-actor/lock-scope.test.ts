@@ -17,6 +17,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import mysql2 from 'mysql2/promise';
 import { MysqlShardStore, type RowMutations } from '../../src/shard-actor/shard-store';
+import { slotOf } from '../../src/protocol/slot-map';
 import { startTestServer, type TestServer } from '../helpers/mysql';
 import { innodbDeadlocks } from '../helpers/innodb';
 import { sleep } from '../helpers/http-client';
@@ -29,16 +30,19 @@ after(() => mysql?.stop());
 
 const noMutations = (): RowMutations => ({ inserts: [], upserts: [], ttlUpdates: [], deletes: [] });
 const key = (s: string): Buffer => Buffer.from(s);
+/** The sorted slots of `keys`, as the actor passes them with a write batch. */
+const slotsOf = (keys: Buffer[]): number[] => [...new Set(keys.map(slotOf))].sort((x, y) => x - y);
 
 /** A fresh shard holding `rows` ([key, expires_at]), statistics up to date, and a store on it. */
 async function shard(rows: Array<[string, number | null]>): Promise<{ url: string; store: MysqlShardStore }> {
   const url = await mysql.createDatabase();
   const store = new MysqlShardStore({ url, poolSize: 4, queryTimeoutMs: 30_000 });
   after(() => store.close());
-  await store.init({ shard: 0, shardCount: 1, slotRanges: '[[0,16383]]' });
+  await store.init();
+  await store.bootstrap({ shard: 0, shardCount: 1, slotRanges: '[[0,16383]]' });
   const conn = await mysql2.createConnection({ uri: url });
   try {
-    await conn.query('INSERT INTO kv (k, v, version, expires_at) VALUES ?', [rows.map(([k, e], i) => [key(k), 'v', i + 1, e])]);
+    await conn.query('INSERT INTO kv (k, v, version, expires_at, slot) VALUES ?', [rows.map(([k, e], i) => [key(k), 'v', i + 1, e, slotOf(key(k))])]);
     await conn.query('ANALYZE TABLE kv');
   } finally {
     await conn.end();
@@ -52,7 +56,7 @@ function heldTransaction(store: MysqlShardStore, keys: Buffer[], mutations: RowM
   let release!: () => void;
   const locked = new Promise<void>((r) => (onLocked = r));
   const released = new Promise<void>((r) => (release = r));
-  const done = store.transact([...keys].sort(Buffer.compare), async () => {
+  const done = store.transact([...keys].sort(Buffer.compare), slotsOf(keys), async () => {
     onLocked();
     await released;
     return mutations;
@@ -113,7 +117,7 @@ test('write transactions on disjoint keys that delete them never wait for each o
   const first = heldTransaction(store, a, { ...noMutations(), deletes: a });
   t.after(() => first.release());
   await first.locked;
-  const second = store.transact(b, () => ({ ...noMutations(), deletes: b }));
+  const second = store.transact(b, slotsOf(b), () => ({ ...noMutations(), deletes: b }));
   assert.equal(await finishesWithoutWaiting(url, second), 'done', 'deleting 20 keys waited for the row locks of another transaction\'s keys');
   await second;
   first.release();
