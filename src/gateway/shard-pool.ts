@@ -711,7 +711,7 @@ export class ShardPool {
         if (sent !== undefined) {
           s.pending.delete(r[0]);
           this.release(s, r[0]);
-          this.redirect(target, sent.req, sent.at, r);
+          this.redirect(target, sent.req, sent.at, r, s);
           continue;
         }
       }
@@ -725,7 +725,7 @@ export class ShardPool {
    * The shard refused the request: its slot moved. Refresh the map, then route it again; from
    * the second redirect on, wait a little first (the flip between two shards takes milliseconds).
    */
-  private redirect(target: ReplyTarget, req: Request, at: number, refusal: Reply): void {
+  private redirect(target: ReplyTarget, req: Request, at: number, refusal: Reply, from: ShardHandle): void {
     const id = req[0];
     const n = (this.redirectCount.get(req) ?? 0) + 1;
     const giveUp = (code: 'KV_ERR_SLOT_MOVING' | 'KV_ERR_SHARD_UNAVAILABLE', message: string): void => {
@@ -748,6 +748,17 @@ export class ShardPool {
     // The refusing shard moved the slot and named the new owner: go there now, and bring the
     // rest of the map up to date in the background (a wrong hint just costs another redirect).
     const hint = typeof refusal[4] === 'number' ? this.byShardIndex(refusal[4]) : undefined;
+    const backoff = Math.min(500, 5 * 2 ** n);
+    if (hint === from) {
+      // It is taking the slot over (between the source's hand-off and its own take-over, a few
+      // ms): ask it again shortly; the map is right already.
+      setTimeout(() => {
+        if (this.redirected.get(id) !== entry) return; // answered meanwhile (op deadline)
+        if (!from.up || from.exited) giveUp('KV_ERR_SHARD_UNAVAILABLE', 'the shard that owns this key is unavailable');
+        else send(from);
+      }, backoff);
+      return;
+    }
     if (n === 1 && hint !== undefined && hint.up && !hint.exited) {
       this.route[slotOf(req[2])] = hint.index;
       void this.refreshMap();
@@ -764,7 +775,7 @@ export class ShardPool {
       }
       send(shard);
     };
-    const delay = n === 1 ? 0 : Math.min(500, 5 * 2 ** n);
+    const delay = n === 1 ? 0 : backoff;
     void this.refreshMap().then(() => (delay === 0 ? resend() : setTimeout(resend, delay)));
   }
 

@@ -618,8 +618,8 @@ export class ShardActor {
 
   /**
    * Answer ops whose slot this shard does not own KV_ERR_WRONG_SHARD, with the new owner's index
-   * when this shard moved the slot away (the gateway then re-routes at once, without re-reading
-   * the whole map). The hint is looked up after the refusal, so it is only a hint. Refusals are
+   * when this shard moved the slot away, or its own when it is taking the slot over (the gateway
+   * then re-routes at once, or comes back shortly, without re-reading the whole map). The hint is looked up after the refusal, so it is only a hint. Refusals are
    * answered in the order they were decided.
    */
   private refusing: Promise<void> = Promise.resolve();

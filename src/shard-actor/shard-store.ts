@@ -36,7 +36,7 @@ import { isIP, type Socket } from 'node:net';
 import { checkServerIdentity, type TLSSocket } from 'node:tls';
 import mysql from 'mysql2/promise';
 import type { Pool, PoolConnection, RowDataPacket, ResultSetHeader } from 'mysql2/promise';
-import { SERVED_STATES, SLOT_MOVED, slotOf, type ShardOwnership } from '../protocol/slot-map';
+import { SERVED_STATES, SLOT_IMPORTING, SLOT_MOVED, slotOf, type ShardOwnership } from '../protocol/slot-map';
 import { migrateSchema, seedSlots, UNSLOTTED } from './schema-migration';
 import type { GroupStats, MysqlTls } from '../protocol/port-messages';
 import { classify, isConnectionFatal, StoreError } from './mysql-errors';
@@ -136,7 +136,10 @@ export interface ShardStore {
   bootstrap(identity: ShardIdentity): Promise<void>;
   /** This shard's kv_slots and kv_peers (the gateway builds the slot map from every shard's). */
   ownership(): Promise<ShardOwnership>;
-  /** Where slots this shard moved away went: slot -> the new owner's index (a routing hint). */
+  /**
+   * Routing hints for slots this shard refused: slot -> the new owner's index for a slot it moved
+   * away, or its own index for a slot it is taking over (importing: it owns the slot in a moment).
+   */
   movedTo(slots: number[]): Promise<Map<number, number>>;
   /** Fill `slot` of up to `limit` rows written before the column existed; returns how many. */
   fillSlots(limit: number): Promise<number>;
@@ -272,9 +275,23 @@ export const STATEMENTS = {
   ),
   /** After a create's INSERT: has any actor reserved a newer version block meanwhile? */
   readSeq: new Statements('readSeq', () => 'SELECT next_version FROM kv_seq WHERE id = 1'),
-  deleteBatch: new Statements('deleteBatch', (n) => `DELETE FROM kv WHERE k IN (${placeholders(n, '?')})`),
-  /** The expirer's delete: one statement, each row re-checked under its lock. */
-  reapBatch: new Statements('reapBatch', (n) => `DELETE FROM kv WHERE k IN (${placeholders(n, '?')}) AND expires_at <= ${NOW_MS}`),
+  /**
+   * One point DELETE per key, never `k IN (...)`: on a small table the optimizer scans the whole
+   * table for an IN-list DELETE even with FORCE INDEX (PRIMARY) (MariaDB 10.11: 20 keys of 100
+   * rows), and a DELETE, unlike an UPDATE (semi-consistent read), waits for every row it scans.
+   * Two write transactions on disjoint keys then waited for each other's rows and deadlocked
+   * (DESIGN.md §7, step 3; test/shard-actor/lock-scope.test.ts).
+   */
+  deleteBatch: new Statements('deleteBatch', (n) => new Array(n).fill('DELETE FROM kv WHERE k = ?').join(';')),
+  /**
+   * The expirer's delete: one statement, each row re-checked under its lock. Forced onto the
+   * primary key (multi-table syntax: MySQL and MariaDB take no index hint in a single-table
+   * DELETE): through kv_expires_at, chosen whenever fewer rows are overdue than the batch lists,
+   * it locked other keys' overdue rows, index entry first, and deadlocked with a write of another
+   * key that was giving its row a new expiry. At worst it now scans the primary key in ascending
+   * order, holding only its own rows, which closes no cycle (DESIGN.md §7, step 5).
+   */
+  reapBatch: new Statements('reapBatch', (n) => `DELETE kv FROM kv FORCE INDEX (PRIMARY) WHERE k IN (${placeholders(n, '?')}) AND expires_at <= ${NOW_MS}`),
   /** Autocommit, outside any data transaction: the counter row is locked for one statement only. */
   reserveVersions: fixed(
     'reserveVersions',
@@ -296,7 +313,13 @@ export const STATEMENTS = {
     'SELECT shard_index FROM kv_shard WHERE id = 1; SELECT slot, state, epoch, peer FROM kv_slots; SELECT shard_index, url FROM kv_peers; ' +
       'SELECT state, slots_total, slots_done, rows_copied, started_at, updated_at, pause_p99_ms FROM kv_move_progress WHERE id = 1',
   ),
-  movedTo: new Statements('movedTo', (n) => `SELECT slot, peer FROM kv_slots WHERE slot IN (${placeholders(n, '?')}) AND state = ${SLOT_MOVED}`),
+  /** Where refused slots went: the new owner of a moved slot, this shard itself for one it is taking over. */
+  movedTo: new Statements(
+    'movedTo',
+    (n) =>
+      `SELECT slot, IF(state = ${SLOT_IMPORTING}, (SELECT shard_index FROM kv_shard WHERE id = 1), peer) AS peer FROM kv_slots ` +
+      `WHERE slot IN (${placeholders(n, '?')}) AND state IN (${SLOT_MOVED}, ${SLOT_IMPORTING})`,
+  ),
   unslottedPage: fixed('unslottedPage', 'SELECT k FROM kv WHERE slot = ? ORDER BY k LIMIT ?'),
   fillSlots: new Statements(
     'fillSlots',

@@ -4,7 +4,13 @@
  * reaps them in one go, while pipelined clients race them with GETs, keepTtl PUTs, TTL set
  * (extend) and clear, and plain PUTs, issued around the expiry instant. Judged on the shard's
  * clock (test/helpers/shard-clock):
- *   - no read that began after a key's expiry instant returns it;
+ *   - no read that began after a key's expiry instant returns it: every hit is judged against the
+ *     expiry of the incarnation it returned (its expiresAt), not against what the racing op
+ *     later turns out to have done. A keepTtl put that finds the row already expired creates a
+ *     fresh key without a TTL, and another connection may read that key before the put's own
+ *     reply has arrived: such a hit carries no TTL, is legitimate, and is checked once the put
+ *     has answered (it must have re-created the key, and the read must end after the put began
+ *     and after the instant);
  *   - nothing is deleted early: no miss for a read or write that ended before the instant, and a
  *     key whose TTL was extended or cleared, or which was rewritten without a TTL, survives the
  *     reaper, with its TTL as last acknowledged.
@@ -15,7 +21,7 @@ import assert from 'node:assert/strict';
 import mysql from 'mysql2/promise';
 import { createClient, type KvClient } from '../../src/client';
 import { startTestStore, type TestStore } from '../helpers/store';
-import { checkRead, measureShardClock, type ShardClock } from '../helpers/shard-clock';
+import { checkRead, measureShardClock, type ShardClock, type TimedRead } from '../helpers/shard-clock';
 import { eventually, sleep } from '../helpers/http-client';
 import { Rng, fuzzSeed } from '../helpers/seeded';
 
@@ -48,6 +54,10 @@ interface KeyState {
   applied?: boolean;
   /** The key's expiry after the race, as acknowledged: null = no TTL. */
   finalExpiresAt?: number | null;
+  /** When the racing op was issued (local ms). */
+  racerBegan?: number;
+  /** keepttl only: hits that returned the key as re-created by its keepTtl put (no TTL), checked once the put answered. */
+  recreatedReads?: Array<TimedRead & { appliedWhenRead: boolean | undefined }>;
 }
 
 const shardMs = (local: number): number => local + clock.offset;
@@ -76,12 +86,21 @@ test(`${N} keys expiring in one tick, raced by reads, keepTtl puts, TTL set and 
           const got = await c.get(k.key);
           const read = { status: got === null ? 404 : 200, began, ended: Date.now() };
           reads++;
-          if (got !== null) hits++;
-          if (k.group === 'untouched' || (k.group === 'keepttl' && k.applied !== false)) {
+          if (got === null) {
+            // Nothing is deleted early: extended, cleared, rewritten or re-created keys may outlive
+            // the instant, but no key dies before it.
             checkRead(read, k.expiresAt, clock, `${k.key} (${k.group})`);
-          } else if (read.status === 404) {
-            // Extended, cleared or rewritten keys may outlive the instant, but never die before it.
-            checkRead(read, k.expiresAt, clock, `${k.key} (${k.group})`);
+            return;
+          }
+          hits++;
+          // Rule 2, judged on the incarnation returned: a hit with a TTL began before that TTL ran out.
+          if (got.expiresAt !== null) checkRead(read, got.expiresAt, clock, `${k.key} (${k.group}, expiresAt ${got.expiresAt})`);
+          if (k.group === 'untouched') {
+            assert.equal(got.expiresAt, k.expiresAt, `${k.key} (untouched): expiry changed`);
+          } else if (k.group === 'keepttl' && got.expiresAt !== k.expiresAt) {
+            // Not the original lifetime (checked above): only the keepTtl put's re-creation has another expiry.
+            assert.ok(got.expiresAt === null && got.value.toString() === 'kept', `${k.key} (keepttl): returned ${got.value.toString()} with expiresAt ${got.expiresAt}`);
+            (k.recreatedReads ??= []).push({ ...read, appliedWhenRead: k.applied });
           }
         }),
       );
@@ -97,6 +116,7 @@ test(`${N} keys expiring in one tick, raced by reads, keepTtl puts, TTL set and 
       await sleep(Math.max(0, k.expiresAt - clock.offset - 600 + r.int(700) - Date.now()));
       const c = clients[i % clients.length];
       const began = Date.now();
+      k.racerBegan = began;
       let applied: boolean;
       switch (k.group) {
         case 'extend': {
@@ -135,6 +155,18 @@ test(`${N} keys expiring in one tick, raced by reads, keepTtl puts, TTL set and 
   const touched = keys.filter((k) => k.group !== 'untouched');
   const applied = touched.filter((k) => k.applied).length;
   t.diagnostic(`${reads} reads (${hits} hits); ${applied} of ${touched.length} racing ops applied before the instant`);
+  // A hit on a re-created keepTtl key is legitimate only if its put did re-create the key (found
+  // it expired), and only after that put began and after the instant (shard clock).
+  let early = 0;
+  for (const k of keys) {
+    for (const read of k.recreatedReads ?? []) {
+      assert.equal(k.applied, false, `${k.key} (keepttl): a read returned the key without TTL although the keepTtl put kept the TTL`);
+      assert.ok(read.ended >= k.racerBegan!, `${k.key} (keepttl): the re-created key was read before its put was issued`);
+      assert.ok(shardMs(read.ended) + clock.error >= k.expiresAt, `${k.key} (keepttl): re-created ${k.expiresAt - shardMs(read.ended)} ms before the expiry instant`);
+      if (read.appliedWhenRead === undefined) early++;
+    }
+  }
+  t.diagnostic(`${keys.reduce((n, k) => n + (k.recreatedReads?.length ?? 0), 0)} reads of re-created keepTtl keys, ${early} of them before their put's reply arrived`);
   assert.ok(applied > 0 && applied < touched.length, `${applied} of ${touched.length} racing ops applied: the race did not straddle the instant`);
 
   // After the reaper's tick: the untouched are gone; every extended, cleared or rewritten key
