@@ -48,7 +48,7 @@ import { newTxControl, type LiveRow, type LockedRow, type RowMutations, type Sha
 import { SLOT_COPYING, SLOT_FENCED, SLOT_OWNED, slotOf, type ShardOwnership } from '../protocol/slot-map';
 import { Fifo } from './fifo';
 import { VersionAllocator, type Versions } from './version-allocator';
-import { createsKey, highestVersion, planWrites, versionsNeeded, type WritePlan } from './write-plan';
+import { planWrites, versionDemand, type WritePlan } from './write-plan';
 import { Expirer, type Log } from './expirer';
 
 export type SendReplies = (replies: Reply[]) => void;
@@ -385,7 +385,6 @@ export class ShardActor {
     const slotSet = new Set<number>();
     for (const c of chains) slotSet.add(c.ops[0].slot);
     const slots = [...slotSet].sort((a, b) => a - b);
-    const needed = versionsNeeded(chains);
     const userOps: PendingOp[] = [];
     for (const c of chains) for (const op of c.ops) if (op.op !== OP_REAP) userOps.push(op);
     const b = this.begin('write', userOps);
@@ -395,7 +394,7 @@ export class ShardActor {
         async () => {
           let plan: WritePlan | undefined;
           let taken: Versions | null = null;
-          let decided: { locked: Map<string, LockedRow>; now: number } | undefined;
+          let decided: { locked: Map<string, LockedRow>; now: number; needed: number } | undefined;
           await this.store.transact(
             keys,
             slots,
@@ -403,8 +402,9 @@ export class ShardActor {
               const changed = checkSlots(chains, states);
               // A re-created key must get a version above its deleted past, which may have been
               // issued through another gateway: check kv_seq then (see VersionAllocator.take).
-              taken = needed > 0 ? await this.versions.take(needed, highestVersion(locked), createsKey(chains, locked) ? issuedBelow : 0) : null;
-              decided = { locked, now };
+              const demand = versionDemand(chains, locked);
+              taken = demand.count > 0 ? await this.versions.take(demand.count, demand.above, demand.createsKey ? issuedBelow : 0) : null;
+              decided = { locked, now, needed: demand.count };
               plan = planWrites(chains, locked, now, taken?.first ?? 0);
               if (changed !== undefined) plan.mutations.changed = changed;
               return plan.mutations;
@@ -418,7 +418,7 @@ export class ShardActor {
             // ours, take versions from a block reserved now (above all issued so far) instead.
             async (issuedNow) => {
               if (taken === null || issuedNow <= taken.blockEnd) return null;
-              const fresh = await this.versions.take(needed, issuedNow - 1);
+              const fresh = await this.versions.take(decided!.needed, issuedNow - 1);
               const replanned = planWrites(chains, decided!.locked, decided!.now, fresh.first);
               if (!sameRows(plan!.mutations, replanned.mutations)) throw versionsMoved();
               replanned.mutations.changed = plan!.mutations.changed;

@@ -53,6 +53,23 @@ export interface WritePlan {
   expiries: Array<[Buffer, number]>;
 }
 
+/**
+ * What a write batch asks of the version allocator, from its chains and its rows as locked. With
+ * planWrites, the actor's whole interface to this module: demand, take versions, plan.
+ */
+export interface VersionDemand {
+  /** Versions the batch may use: an upper bound, one per put. */
+  count: number;
+  /** Every version handed out must be above this: the highest version of the locked rows. */
+  above: number;
+  /** A put may create a key that has no row: its past versions are unknown here (check kv_seq). */
+  createsKey: boolean;
+}
+
+export function versionDemand(chains: Chain[], locked: Map<string, LockedRow>): VersionDemand {
+  return { count: versionsNeeded(chains), above: highestVersion(locked), createsKey: createsKey(chains, locked) };
+}
+
 export function versionsNeeded(chains: Chain[]): number {
   let n = 0;
   for (const c of chains) for (const op of c.ops) if (op.op === OP_PUT) n++;

@@ -10,7 +10,7 @@ import { FLAG_IF_ABSENT, FLAG_IF_EXISTS, FLAG_IF_VERSION, FLAG_KEEP_TTL, OP_DEL,
 import type { Chain } from '../../src/shard-actor/key-scheduler';
 import type { PendingOp } from '../../src/shard-actor/pending-op';
 import type { LockedRow, RowMutations } from '../../src/shard-actor/shard-store';
-import { createsKey, highestVersion, planWrites, versionsNeeded } from '../../src/shard-actor/write-plan';
+import { createsKey, highestVersion, planWrites, versionDemand, versionsNeeded } from '../../src/shard-actor/write-plan';
 
 const NOW = 1_800_000_000_000;
 const FIRST = 1000;
@@ -234,6 +234,8 @@ test('versions: only successful puts take one, consecutively in op order across 
     chain(op(OP_EXPIRE, 'c', { ttlMs: 5 })),
   ];
   assert.equal(versionsNeeded(chains), 4, 'an upper bound: every put');
+  assert.deepEqual(versionDemand(chains, rows({ b: LIVE(3), c: LIVE(4) })), { count: 4, above: 4, createsKey: true }, 'a may be created: kv_seq is checked');
+  assert.deepEqual(versionDemand(chains.slice(1), rows({ b: LIVE(3), c: LIVE(4) })), { count: 1, above: 4, createsKey: false }, 'b and c have rows');
   const p = planWrites(chains, rows({ b: LIVE(3), c: LIVE(4) }), NOW, FIRST);
   assert.deepEqual(p.replies.map(([, r]) => r.slice(1)), [[201, FIRST, null], [412, FIRST], [200, FIRST + 1, null], [204], [201, FIRST + 2, null], [200, NOW + 5]]);
   assert.deepEqual(valueWrites(p.mutations).map((u) => [u[0].toString(), u[2]]).sort(), [['a', FIRST + 1], ['b', FIRST + 2]]);
