@@ -34,8 +34,8 @@
 import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
 import { Packr } from 'msgpackr';
-import { ERRORS, RETRY_AFTER_SECONDS, type ErrorData } from '../protocol/errors';
-import { isReadOp, type Reply, type Request } from '../protocol/ops';
+import type { ErrorData } from '../protocol/errors';
+import { errorReply, isReadOp, type Reply, type Request } from '../protocol/ops';
 import type { ActorConfig, FromActor, ShardStats, ToActor } from '../protocol/port-messages';
 import { SlotMap, SLOT_COUNT, SLOT_OWNED, resolveOwners, slotOf, type MoveProgress, type ShardOwnership } from '../protocol/slot-map';
 import { shardNodes, type Config } from './config';
@@ -431,19 +431,19 @@ export class ShardPool {
     if (h === -1) {
       this.rejected++;
       // No reachable shard reported this slot (its shard was down when the map was read).
-      target.deliver([0, 503, 'KV_ERR_SHARD_UNAVAILABLE', 'no reachable shard owns this key\'s slot', RETRY_AFTER_SECONDS]);
+      target.deliver(errorReply(0, 'KV_ERR_SHARD_UNAVAILABLE', 'no reachable shard owns this key\'s slot'));
       void this.refreshMap();
       return;
     }
     const shard = this.shards[h];
     if (!shard.up) {
       this.rejected++;
-      target.deliver([0, 503, 'KV_ERR_SHARD_UNAVAILABLE', `shard ${shard.index} is unavailable`, RETRY_AFTER_SECONDS]);
+      target.deliver(errorReply(0, 'KV_ERR_SHARD_UNAVAILABLE', `shard ${shard.index} is unavailable`));
       return;
     }
     if (shard.pending.size >= this.queueLimit || (value !== null && value.length > 0 && shard.bytes + value.length > this.queueBytes && shard.bytes > 0)) {
       this.rejected++;
-      target.deliver([0, 503, 'KV_ERR_OVERLOADED', `shard ${shard.index} has ${shard.pending.size} operations queued`, RETRY_AFTER_SECONDS]);
+      target.deliver(errorReply(0, 'KV_ERR_OVERLOADED', `shard ${shard.index} has ${shard.pending.size} operations queued`));
       return;
     }
     const now = Date.now();
@@ -451,7 +451,7 @@ export class ShardPool {
       const waitMs = this.estimatedWaitMs(shard, now);
       if (waitMs > this.queueWaitMs) {
         this.rejected++;
-        target.deliver([0, 503, 'KV_ERR_OVERLOADED', `shard ${shard.index}: estimated queue wait ${waitMs === Infinity ? 'unbounded' : `${Math.round(waitMs)} ms`} exceeds ${this.queueWaitMs} ms`, RETRY_AFTER_SECONDS]);
+        target.deliver(errorReply(0, 'KV_ERR_OVERLOADED', `shard ${shard.index}: estimated queue wait ${waitMs === Infinity ? 'unbounded' : `${Math.round(waitMs)} ms`} exceeds ${this.queueWaitMs} ms`));
         return;
       }
     }
@@ -538,7 +538,11 @@ export class ShardPool {
       this.redirectCount.delete(e.req);
       if (s !== null) this.release(s, id);
       else this.redirected.delete(id);
-      e.target.deliver(s === null ? [id, 503, 'KV_ERR_SLOT_MOVING', `the slot of this key is moving and no shard took it within the op deadline (${this.opDeadlineMs} ms); the operation was not applied`, RETRY_AFTER_SECONDS] : this.deadlineReply(id, !isReadOp(e.req[1]), s.index));
+      e.target.deliver(
+        s === null
+          ? errorReply(id, 'KV_ERR_SLOT_MOVING', `the slot of this key is moving and no shard took it within the op deadline (${this.opDeadlineMs} ms); the operation was not applied`)
+          : this.deadlineReply(id, !isReadOp(e.req[1]), s.index),
+      );
     }
   };
 
@@ -731,7 +735,7 @@ export class ShardPool {
     const giveUp = (code: 'KV_ERR_SLOT_MOVING' | 'KV_ERR_SHARD_UNAVAILABLE', message: string): void => {
       this.redirectCount.delete(req);
       this.redirected.delete(id);
-      target.deliver([id, 503, code, message, RETRY_AFTER_SECONDS]);
+      target.deliver(errorReply(id, code, message));
     };
     if (n > MAX_REDIRECTS) {
       giveUp('KV_ERR_SLOT_MOVING', `re-routed ${MAX_REDIRECTS} times: ${String(refusal[3])}`);
@@ -783,9 +787,10 @@ export class ShardPool {
   private deadlineReply(id: number, write: boolean, shard: number | null): Reply {
     const where = shard === null ? 'the shard owning its slot' : `shard ${shard}`;
     return write
-      ? [id, ERRORS.KV_ERR_OUTCOME_UNKNOWN, 'KV_ERR_OUTCOME_UNKNOWN', `${where} gave no answer within the op deadline (${this.opDeadlineMs} ms); the write may or may not have been applied`]
-      : [id, 503, 'KV_ERR_SHARD_UNAVAILABLE', `${where} gave no answer within the op deadline (${this.opDeadlineMs} ms)`, RETRY_AFTER_SECONDS];
+      ? errorReply(id, 'KV_ERR_OUTCOME_UNKNOWN', `${where} gave no answer within the op deadline (${this.opDeadlineMs} ms); the write may or may not have been applied`)
+      : errorReply(id, 'KV_ERR_SHARD_UNAVAILABLE', `${where} gave no answer within the op deadline (${this.opDeadlineMs} ms)`);
   }
+
 
   private byShardIndex(index: number): ShardHandle | undefined {
     if (index < 0) return undefined;
@@ -804,8 +809,8 @@ export class ShardPool {
     for (const [id, target] of s.pending) {
       s.pending.delete(id);
       this.release(s, id);
-      if (isReadOp(target.op)) target.deliver([id, 503, 'KV_ERR_SHARD_UNAVAILABLE', why, RETRY_AFTER_SECONDS]);
-      else target.deliver([id, ERRORS.KV_ERR_OUTCOME_UNKNOWN, 'KV_ERR_OUTCOME_UNKNOWN', message]);
+      if (isReadOp(target.op)) target.deliver(errorReply(id, 'KV_ERR_SHARD_UNAVAILABLE', why));
+      else target.deliver(errorReply(id, 'KV_ERR_OUTCOME_UNKNOWN', message));
     }
   }
 }
