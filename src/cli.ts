@@ -115,7 +115,7 @@ async function main(): Promise<void> {
   };
   if (joined.length > 0) {
     log.info({ joined }, 'rebalancing slots onto the new embedded shards in the background (kvsql slots status shows progress)');
-    rebalanceInBackground(urls, log).catch((err) => log.error({ err: (err as Error).message }, 'background rebalance stopped; run `kvsql rebalance` to finish it'));
+    rebalanceInBackground(urls, log, () => void server.pool.refreshMap()).catch((err) => log.error({ err: (err as Error).message }, 'background rebalance stopped; run `kvsql rebalance` to finish it'));
   }
   reload = () => {
     log.info({ signal: 'SIGHUP' }, 'reloading tokens and TLS certificate');
@@ -149,13 +149,15 @@ async function joinNewEmbeddedShards(urls: string[], log: (msg: string) => void)
   }
 }
 
-async function rebalanceInBackground(urls: string[], log: ReturnType<typeof createLogger>): Promise<void> {
+/** Moves slots onto the joined shards; `moved` after each range (this process's gateway re-reads the map). */
+async function rebalanceInBackground(urls: string[], log: ReturnType<typeof createLogger>, moved: () => void): Promise<void> {
   const set = await ShardSet.open(urls);
   try {
     await set.lockMovers();
     const units = planRebalance(await set.slotRows(), [...set.members.keys()], new Set(), 64);
     let last = 0;
     const p = await runUnits(set, units, (pr) => {
+      moved();
       if (Date.now() - last > 5000 || pr.unitsDone === pr.unitsTotal) {
         last = Date.now();
         log.info({ slotsDone: pr.slotsDone, slotsTotal: pr.slotsTotal, rows: pr.rows }, 'rebalance progress');

@@ -73,6 +73,11 @@ const RESPAWN_DELAY_MS = 1000;
 const MAX_REDIRECTS = 8;
 /** While slots move, how often the map (and the mover's progress) is re-read. */
 const PROGRESS_REFRESH_MS = 5000;
+/**
+ * And otherwise this often: routing never needs it (a stale route costs a redirect, which
+ * refreshes), but /v1/slots, /metrics and the first sight of a mover running elsewhere do.
+ */
+const IDLE_REFRESH_MS = 30_000;
 /** How long the gateway waits for a shard's ownership rows or a new shard's actor. */
 const CONTROL_TIMEOUT_MS = 5000;
 
@@ -203,6 +208,7 @@ export class ShardPool {
   private readonly opDeadlineMs: number;
   private readonly queueWaitMs: number;
   private readonly ticker: NodeJS.Timeout;
+  private readonly idleRefresh: NodeJS.Timeout;
 
   private constructor(private readonly config: Readonly<Config>, urls: string[], private readonly log: PoolLogger) {
     this.queueLimit = config.queueLimit;
@@ -211,6 +217,8 @@ export class ShardPool {
     this.queueWaitMs = config.queueWaitMs;
     this.ticker = setInterval(this.tick, TICK_MS);
     this.ticker.unref();
+    this.idleRefresh = setInterval(() => void this.refreshMap(), IDLE_REFRESH_MS);
+    this.idleRefresh.unref();
     this.shards = urls.map((url, i) => new ShardHandle(i, actorConfig(config, i, url), url));
   }
 
@@ -228,6 +236,7 @@ export class ShardPool {
     } catch (err) {
       for (const s of pool.shards) s.stopping = true; // an exit now is not a crash to respawn
       clearInterval(pool.ticker);
+      clearInterval(pool.idleRefresh);
       await Promise.all(pool.shards.map((s) => s.worker.terminate()));
       throw err;
     }
@@ -579,6 +588,7 @@ export class ShardPool {
 
   /** Let every actor finish what it accepted, then stop them and close their MySQL pools. */
   async stop(timeoutMs: number): Promise<void> {
+    clearInterval(this.idleRefresh);
     if (this.progressTimer !== null) clearInterval(this.progressTimer);
     this.progressTimer = null;
     const waitFor = (s: ShardHandle, type: 'drained' | 'stopped') =>
