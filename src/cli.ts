@@ -10,9 +10,8 @@ import { resolveConfig, ConfigError, parseArgv, usage } from './gateway/config';
 import { createLogger, startServer } from './gateway/server';
 import { UwsFallbackError } from './gateway/uws';
 import { startEmbeddedCluster, type EmbeddedCluster } from './embedded/embedded-cluster';
-import { ADMIN_COMMANDS, runAdmin, runUnits, UsageError } from './admin/commands';
+import { ADMIN_COMMANDS, rebalanceSet, runAdmin, UsageError } from './admin/commands';
 import { ShardSet } from './admin/shard-set';
-import { planRebalance } from './admin/rebalance';
 import { tokenCommand } from './token-cli';
 import { checkExposure } from './gateway/auth';
 import { serverTls } from './gateway/tls';
@@ -153,17 +152,15 @@ async function joinNewEmbeddedShards(urls: string[], log: (msg: string) => void)
 async function rebalanceInBackground(urls: string[], log: ReturnType<typeof createLogger>, moved: () => void): Promise<void> {
   const set = await ShardSet.open(urls);
   try {
-    await set.lockMovers();
-    const units = planRebalance(await set.slotRows(), [...set.members.keys()], new Set(), 64);
     let last = 0;
-    const p = await runUnits(set, units, (pr) => {
+    const p = await rebalanceSet(set, new Set(), 64, (pr) => {
       moved();
       if (Date.now() - last > 5000 || pr.unitsDone === pr.unitsTotal) {
         last = Date.now();
         log.info({ slotsDone: pr.slotsDone, slotsTotal: pr.slotsTotal, rows: pr.rows }, 'rebalance progress');
       }
     });
-    log.info({ slots: p.slotsTotal, rows: p.rows }, 'rebalance done');
+    if (p !== null) log.info({ slots: p.slotsTotal, rows: p.rows }, 'rebalance done');
   } finally {
     await set.close();
   }

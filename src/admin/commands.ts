@@ -16,7 +16,7 @@
 import { SLOT_COUNT, STATE_NAMES, SLOT_OWNED, type MoveProgress } from '../protocol/slot-map';
 import { resolveConfig, type Config } from '../gateway/config';
 import { mysqlTls } from '../gateway/tls';
-import { EMBEDDED_DATABASE } from '../embedded/embedded-cluster';
+import { EMBEDDED_DATABASE, embeddedSqlPort } from '../embedded/embedded-cluster';
 import { ShardSet, redact, type SlotRow } from './shard-set';
 import { classify } from '../shard-actor/mysql-errors';
 import { DEFAULT_MOVE_OPTIONS, SlotMover, type MoveHooks, type MoveOptions } from './slot-mover';
@@ -37,10 +37,9 @@ export class UsageError extends Error {}
 /** The shard URLs the server would use: KVSQL_SHARDS, or the embedded shards' local ports. */
 export function adminUrls(config: Readonly<Config>): string[] {
   if (config.shards.length > 0) return config.shards;
-  // As embedded-cluster lays the ports out: shard i's node j listens on basePort + i * replicas + j.
   const r = config.replicas;
-  const node = (port: number) => `mysql://root@127.0.0.1:${port}/${EMBEDDED_DATABASE}`;
-  return Array.from({ length: config.embeddedShards }, (_, i) => Array.from({ length: r }, (_, j) => node(config.embeddedBasePort + i * r + j)).join('|'));
+  const node = (i: number, j: number) => `mysql://root@127.0.0.1:${embeddedSqlPort(config.embeddedBasePort, i, j, r)}/${EMBEDDED_DATABASE}`;
+  return Array.from({ length: config.embeddedShards }, (_, i) => Array.from({ length: r }, (_, j) => node(i, j)).join('|'));
 }
 
 export interface Progress {
@@ -107,6 +106,24 @@ export async function runUnits(set: ShardSet, units: MoveUnit[], report: (p: Pro
 
 /** Attempts per unit when a statement fails on a lock conflict. */
 const MOVE_RETRIES = 5;
+
+/**
+ * Takes the mover lock, plans an even share per member (none for those `draining`) in ranges of
+ * `slotsPerMove`, and moves them; null when nothing had to move. The one rebalance of the CLI
+ * commands and the embedded background rebalance.
+ */
+export async function rebalanceSet(
+  set: ShardSet,
+  draining: Set<number>,
+  slotsPerMove: number,
+  report: (p: Progress) => void,
+  hooks: MoveHooks = {},
+  opts: MoveOptions = DEFAULT_MOVE_OPTIONS,
+): Promise<Progress | null> {
+  await set.lockMovers();
+  const units = planRebalance(await set.slotRows(), [...set.members.keys()], draining, slotsPerMove);
+  return units.length === 0 ? null : runUnits(set, units, report, hooks, opts);
+}
 
 function pauseP99(p: Progress): number {
   const sorted = [...p.pauses].sort((a, b) => a - b);
@@ -186,10 +203,8 @@ export async function runAdmin(argv: string[], env: NodeJS.ProcessEnv = process.
       return set.member(Number(x)).index;
     };
     const rebalance = async (draining: Set<number>) => {
-      await set.lockMovers();
-      const units = planRebalance(await set.slotRows(), [...set.members.keys()], draining, slotsPerMove);
-      if (units.length === 0) out.write('already balanced\n');
-      else await runUnits(set, units, report, { log: (msg) => (out.isTTY ? undefined : out.write(`${msg}\n`)) });
+      const done = await rebalanceSet(set, draining, slotsPerMove, report, { log: (msg) => (out.isTTY ? undefined : out.write(`${msg}\n`)) });
+      if (done === null) out.write('already balanced\n');
     };
     if (cmd === 'slots' && sub === 'status') {
       process.stdout.write(formatStatus(set, await set.slotRows()) + '\n');

@@ -8,9 +8,9 @@
  */
 import mysql from 'mysql2/promise';
 import type { Pool, RowDataPacket } from 'mysql2/promise';
-import { schemaStatements, sslOption } from '../shard-actor/shard-store';
+import { STATEMENTS, schemaStatements, sslOption } from '../shard-actor/shard-store';
 import { migrateSchema } from '../shard-actor/schema-migration';
-import { stateOf } from '../shard-actor/node-selector';
+import { STATUS_SQL, stateOf } from '../shard-actor/node-selector';
 import { shardNodes } from '../gateway/config';
 import type { MoveProgress } from '../protocol/slot-map';
 import type { MysqlTls } from '../protocol/port-messages';
@@ -45,7 +45,7 @@ export async function adminNode(entry: string, o: AdminOptions = {}): Promise<st
     const conn = await mysql.createConnection(connOptions(node, o)).catch(() => null);
     if (conn === null) continue;
     try {
-      const [rows] = await conn.query<RowDataPacket[]>("SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_local_state', 'wsrep_ready', 'wsrep_cluster_status')");
+      const [rows] = await conn.query<RowDataPacket[]>(STATUS_SQL);
       const vars = new Map<string, string>();
       for (const r of rows) vars.set(String(r.Variable_name).toLowerCase(), String(r.Value));
       if (stateOf(vars) === 'synced') return node;
@@ -70,7 +70,9 @@ export interface SlotRow {
 export function openPool(node: string, o: AdminOptions = {}, galera = false): Pool {
   const pool = mysql.createPool({ ...connOptions(node, o), connectionLimit: 4, multipleStatements: true, supportBigNumbers: true, bigNumberStrings: false });
   type CoreConn = { query(sql: string, cb: (err: Error | null) => void): void; destroy(): void };
-  const setup = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; SET SESSION time_zone = '+00:00'; SET SESSION innodb_lock_wait_timeout = 5" + (galera ? '; SET SESSION wsrep_sync_wait = 1' : '');
+  // The actors' session (READ COMMITTED, UTC), plus a short lock wait: a mover step that waits
+  // behind writes is retried (runUnits) rather than holding its locks for long.
+  const setup = `${STATEMENTS.sessionSetup.sql}; SET SESSION innodb_lock_wait_timeout = 5` + (galera ? `; ${STATEMENTS.galeraSyncWait.sql}` : '');
   (pool as unknown as { pool: { on(ev: string, cb: (c: CoreConn) => void): void } }).pool.on('connection', (conn) =>
     conn.query(setup, (err) => {
       if (err) conn.destroy();

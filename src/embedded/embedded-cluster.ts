@@ -196,7 +196,7 @@ function startLocalShards(binary: MysqlBinary, opts: EmbeddedClusterOptions): Pr
   const starters = Array.from({ length: opts.shards }, (_, i) => () =>
     startLocalMysqld({
       dataDir: path.join(opts.dataDir, `shard-${i}`),
-      port: opts.basePort === 0 ? 0 : opts.basePort + i,
+      port: opts.basePort === 0 ? 0 : embeddedSqlPort(opts.basePort, i, 0, 1),
       database: EMBEDDED_DATABASE,
       log: (msg) => opts.log(`shard-${i}: ${msg}`),
       binary,
@@ -222,7 +222,7 @@ async function startGaleraShards(opts: EmbeddedClusterOptions, replicas: number)
         shard: i,
         replicas,
         dir: path.join(opts.dataDir, `shard-${i}`),
-        sqlBase: opts.basePort === 0 ? 0 : opts.basePort + i * replicas,
+        sqlBase: opts.basePort === 0 ? 0 : embeddedSqlPort(opts.basePort, i, 0, replicas),
         galeraBase: opts.basePort === 0 ? 0 : opts.basePort + 1000 + 3 * i * replicas,
         database: EMBEDDED_DATABASE,
         binary,
@@ -241,6 +241,14 @@ async function startGaleraShards(opts: EmbeddedClusterOptions, replicas: number)
       await Promise.all(groups.map((g) => g.stop()));
     },
   };
+}
+
+/**
+ * The SQL port of node `node` of embedded shard `shard`: shard i's nodes (one without replicas)
+ * take basePort + i * replicas + j. The admin commands derive the embedded URLs from it too.
+ */
+export function embeddedSqlPort(basePort: number, shard: number, node: number, replicas: number): number {
+  return basePort + shard * replicas + node;
 }
 
 export async function startEmbeddedCluster(opts: EmbeddedClusterOptions): Promise<EmbeddedCluster> {

@@ -53,7 +53,8 @@ export const DEFAULT_SELECTOR_OPTIONS: SelectorOptions = { probeIntervalMs: 500,
 export type SwitchListener = (from: number, to: number, reason: string) => void;
 export type SelectorLog = (level: 'info' | 'warn' | 'error', msg: string, data?: Record<string, unknown>) => void;
 
-const STATUS_SQL =
+/** The wsrep status a node's state is read from (stateOf); also the admin tools' node choice. */
+export const STATUS_SQL =
   'SHOW GLOBAL STATUS WHERE Variable_name IN ' +
   "('wsrep_local_state', 'wsrep_ready', 'wsrep_cluster_status', 'wsrep_cluster_size', 'wsrep_flow_control_paused', 'wsrep_local_recv_queue')";
 

@@ -14,8 +14,7 @@ import { startTestGalera, type TestGalera } from '../helpers/galera';
 import { HttpClient, sleep } from '../helpers/http-client';
 import { KvLoad } from '../helpers/kv-load';
 import { ShardSet } from '../../src/admin/shard-set';
-import { planRebalance } from '../../src/admin/rebalance';
-import { runUnits } from '../../src/admin/commands';
+import { rebalanceSet } from '../../src/admin/commands';
 import { DEFAULT_MOVE_OPTIONS } from '../../src/admin/slot-mover';
 import { SLOT_OWNED } from '../../src/protocol/slot-map';
 import { shardNodes } from '../../src/gateway/config';
@@ -43,14 +42,13 @@ after(async () => {
 async function moveAll(draining: Set<number>, add?: string): Promise<number> {
   const set = await ShardSet.open(store.urls);
   try {
-    await set.lockMovers();
+    await set.lockMovers(); // before the add, as `kvsql shards add` does
     let index = -1;
     if (add !== undefined) {
       index = await set.addShard(add);
       await set.publishPeers();
     }
-    const units = planRebalance(await set.slotRows(), [...set.members.keys()], draining, 1024);
-    await runUnits(set, units, () => undefined, {}, { ...DEFAULT_MOVE_OPTIONS, pageRows: 200 });
+    await rebalanceSet(set, draining, 1024, () => undefined, {}, { ...DEFAULT_MOVE_OPTIONS, pageRows: 200 });
     return index;
   } finally {
     await set.close();
