@@ -18,9 +18,8 @@ import { DEFAULT_MOVE_OPTIONS } from '../../src/admin/slot-mover';
 import { SLOT_COUNT, SLOT_OWNED, SLOT_MOVED, slotOf } from '../../src/protocol/slot-map';
 import type { Server } from '../../src/gateway/server';
 import { spawn } from 'node:child_process';
-import path from 'node:path';
+import { CLI, cliEnv } from '../helpers/cli';
 
-const CLI = path.join(__dirname, '..', '..', 'src', 'cli.js');
 
 let store: TestStore;
 let second: Server;
@@ -211,9 +210,7 @@ test('the mover killed mid-copy and mid-fence: running it again finishes the mov
 
 test('a gateway process killed and the MySQL server killed during moves: the moves finish when run again', async (t) => {
   // A gateway in its own process, with the old shard list, killed (SIGKILL) mid-move.
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('KVSQL_')) env[k] = v;
-  const child = spawn(process.execPath, [CLI], { env: { ...env, KVSQL_SHARDS: store.urls.join(','), KVSQL_PORT: '0', KVSQL_REDIS_PORT: 'off', KVSQL_LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI], { env: cliEnv({ KVSQL_SHARDS: store.urls.join(','), KVSQL_PORT: '0', KVSQL_REDIS_PORT: 'off', KVSQL_LOG_LEVEL: 'info' }), stdio: ['ignore', 'pipe', 'pipe'] });
   t.after(() => void (child.exitCode === null && child.signalCode === null && child.kill('SIGKILL')));
   let out = '';
   child.stdout!.on('data', (c: Buffer) => (out += c.toString()));

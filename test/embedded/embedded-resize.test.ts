@@ -13,16 +13,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { HttpClient, eventually } from '../helpers/http-client';
 import { pickFreePort } from '../../src/embedded/local-mysqld';
+import { CLI, cliEnv, runCli } from '../helpers/cli';
 
-const CLI = path.join(__dirname, '..', '..', 'src', 'cli.js');
 const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvsql-resize-'));
 after(() => fs.rmSync(dataDir, { recursive: true, force: true }));
-
-function env(settings: Record<string, string>): NodeJS.ProcessEnv {
-  const e: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('KVSQL_')) e[k] = v;
-  return { ...e, ...settings };
-}
 
 interface Running {
   child: ChildProcess;
@@ -33,7 +27,7 @@ interface Running {
 
 async function startStore(settings: Record<string, string>): Promise<Running> {
   const port = await pickFreePort();
-  const child = spawn(process.execPath, [CLI], { env: env({ ...settings, KVSQL_PORT: String(port), KVSQL_REDIS_PORT: 'off', KVSQL_LOG_LEVEL: 'info' }), stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI], { env: cliEnv({ ...settings, KVSQL_PORT: String(port), KVSQL_REDIS_PORT: 'off', KVSQL_LOG_LEVEL: 'info' }), stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
   child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
@@ -54,16 +48,6 @@ async function startStore(settings: Record<string, string>): Promise<Running> {
       return exited;
     },
   };
-}
-
-function admin(args: string[], settings: Record<string, string>): Promise<{ code: number | null; out: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: env(settings), stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
-    child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
-    child.once('exit', (code) => resolve({ code, out }));
-  });
 }
 
 /** Shards owning slots, from /v1/slots. */
@@ -100,7 +84,7 @@ test('embedded: 2 -> 3 shards by restarting with --embedded-shards=3, and back t
       assert.equal(r.text(), `v-${k}`);
       assert.equal(r.headers['x-expires-at'] !== undefined, i % 3 === 0, `${k}: its TTL moved with it`);
     }
-    const drained = await admin(['shards', 'drain', '2'], settings(3));
+    const drained = await runCli(['shards', 'drain', '2'], cliEnv(settings(3)));
     assert.equal(drained.code, 0, drained.out);
     // Served meanwhile, from the shards the keys moved back to (a redirect refreshes the map).
     for (const k of keys) assert.equal((await store.client.get(k)).text(), `v-${k}`);

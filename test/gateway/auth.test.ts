@@ -25,14 +25,7 @@ import { pickFreePort } from '../../src/embedded/local-mysqld';
 import { startHttpTestStore, closeHttpTestStore, type TestStore } from '../helpers/store';
 import { assertError, encodeKey, HttpClient, type HttpReply } from '../helpers/http-client';
 import { bearer, makeToken, writeTokenFile, type TestToken } from '../helpers/tokens';
-
-const CLI = path.resolve(__dirname, '..', '..', 'src', 'cli.js');
-/** The parent's environment without any KVSQL_*. */
-function cliEnv(settings: Record<string, string>): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('KVSQL_')) env[k] = v;
-  return { ...env, ...settings };
-}
+import { CLI, cliEnv } from '../helpers/cli';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvsql-auth-'));
 const file = path.join(dir, 'tokens.jsonl');

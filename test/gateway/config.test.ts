@@ -17,8 +17,8 @@ import { ConfigError, configFrom, parseArgv, resolveConfig, shardNodes, MAX_SUPP
 import { pickFreePort } from '../../src/embedded/local-mysqld';
 import { startTestServer, type TestServer } from '../helpers/mysql';
 import { HttpClient, eventually, kvPath, sleep } from '../helpers/http-client';
+import { CLI, cliEnv } from '../helpers/cli';
 
-const CLI = path.join(__dirname, '..', '..', 'src', 'cli.js');
 
 function rejects(fn: () => unknown, mentions: string | RegExp): void {
   assert.throws(fn, (err: unknown) => {
@@ -174,13 +174,6 @@ before(async () => {
   urls = [await mysqlServer.createDatabase(), await mysqlServer.createDatabase()];
 });
 after(() => mysqlServer?.stop());
-
-/** The parent's environment without any KVSQL_* (a developer's KVSQL_TEST_* must not reach the CLI). */
-function cliEnv(settings: Record<string, string>): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('KVSQL_')) env[k] = v;
-  return { ...env, ...settings };
-}
 
 interface Cli {
   child: ChildProcess;

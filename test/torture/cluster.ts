@@ -13,9 +13,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pickFreePort, startLocalMysqld, type LocalMysqld } from '../../src/embedded/local-mysqld';
+import { CLI, cliEnv, runCli } from '../helpers/cli';
 
-const ROOT = path.resolve(__dirname, '..', '..', '..');
-const CLI = path.join(ROOT, 'dist', 'src', 'cli.js');
+
 const READY_TIMEOUT_MS = 60_000;
 
 export interface GatewayProcess {
@@ -84,11 +84,8 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
     const settled = await Promise.allSettled(starting);
     settled.forEach((r, i) => r.status === 'fulfilled' && (i < nShards ? shards : spares).push(r.value));
     for (const r of settled) if (r.status === 'rejected') throw r.reason;
-    const env: NodeJS.ProcessEnv = {};
-    // The gateway refuses unknown KVSQL_* variables: pass none of ours (e.g. KVSQL_TEST_*).
-    for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('KVSQL_')) env[k] = v;
     // No Redis door: two gateways on one host would both want its default port.
-    Object.assign(env, { KVSQL_SHARDS: shards.map((s) => s.url).join(','), KVSQL_HOST: '127.0.0.1', KVSQL_LOG_LEVEL: 'warn', KVSQL_REDIS_PORT: 'off' }, opts.env);
+    const env = cliEnv({ KVSQL_SHARDS: shards.map((s) => s.url).join(','), KVSQL_HOST: '127.0.0.1', KVSQL_LOG_LEVEL: 'warn', KVSQL_REDIS_PORT: 'off', ...opts.env });
     for (let i = 0; i < (opts.gateways ?? 2); i++) gateways.push(new Gateway(i, await pickFreePort(), env, path.join(dir, `gateway-${i}.log`)));
     await Promise.all(gateways.map((g) => g.start()));
   } catch (err) {
@@ -100,7 +97,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
     shards,
     spares,
     gateways,
-    admin: (args, timeoutMs = 120_000) => runAdmin(args, gateways[0].env, timeoutMs),
+    admin: (args, timeoutMs) => runCli(args, gateways[0].env, timeoutMs),
     async waitReady(timeoutMs = READY_TIMEOUT_MS) {
       for (const g of gateways) await waitReady(g.base, timeoutMs);
     },
@@ -159,20 +156,6 @@ class Gateway implements GatewayProcess {
     child.kill('SIGKILL');
     await this.exited;
   }
-}
-
-function runAdmin(args: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<{ code: number | null; out: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
-    child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, out });
-    });
-  });
 }
 
 async function readyz(base: string): Promise<number> {
