@@ -25,6 +25,10 @@ export interface BenchContext {
   gatewayPid: number | null;
   /** The batching-off gateway's pid (null when not started by us). */
   ablationPid: number | null;
+  /** mysql:// URLs of the store's shards (empty when unknown: with --url and no --shard-urls). */
+  shardUrls: string[];
+  /** The naive baseline server on the same shards, started on first use (bench/naive.ts). */
+  naive: { base: string; pid: number; stop(): Promise<void> } | null;
   /** Processes whose CPU is reported per row; the entry labelled 'gateway' is the main one. */
   watched: Watched[];
   sql: ShardSql | null;
@@ -68,10 +72,9 @@ async function scrapeOrNull(base: string): Promise<Sample[] | null> {
 export async function measured<T>(ctx: BenchContext, metricsBase: string, load: () => Promise<T>): Promise<{ value: T; window: Window }> {
   const before = await scrapeOrNull(metricsBase);
   // The row's gateway is whichever one the load goes to.
+  const stand = metricsBase === ctx.ablationBase ? ctx.ablationPid : metricsBase === ctx.naive?.base ? ctx.naive.pid : undefined;
   const watched =
-    metricsBase === ctx.ablationBase
-      ? ctx.watched.flatMap((w) => (w.label !== 'gateway' ? [w] : ctx.ablationPid !== null ? [{ ...w, pid: ctx.ablationPid }] : []))
-      : ctx.watched;
+    stand !== undefined ? ctx.watched.flatMap((w) => (w.label !== 'gateway' ? [w] : stand !== null ? [{ ...w, pid: stand }] : [])) : ctx.watched;
   const meter = new CpuMeter(watched);
   meter.start();
   const value = await load();

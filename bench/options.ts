@@ -8,6 +8,8 @@ export const ALL_SCENARIOS = [
   'http-get',
   'http-put',
   'http-mixed',
+  'naive-get',
+  'naive-put',
   'ws-get',
   'ws-put',
   'ws-mixed',
@@ -67,7 +69,12 @@ export interface BenchOptions {
   keepData: boolean;
   /** Skip writing bench/results/. */
   noSave: boolean;
+  /** A git ref whose build runs against this checkout's, alternating, in one run (compare.ts). */
+  compare: string | null;
 }
+
+/** What --compare runs when --scenarios is not given: the four rows every data-path change quotes. */
+export const COMPARE_SCENARIOS: readonly ScenarioName[] = ['http-get', 'http-put', 'ws-get', 'ws-put'];
 
 export class OptionsError extends Error {
   override name = 'OptionsError';
@@ -145,6 +152,14 @@ const FLAGS: Flag[] = [
   { name: 'overload-value-size', doc: 'overload: PUT value bytes (default 65536)', apply: (o, r) => (o.overloadValueSize = int(1, 16 * 1024 * 1024)(r, 'overload-value-size')) },
   { name: 'keep-data', doc: 'do not empty our own store\'s kv table at start', apply: (o) => (o.keepData = true) },
   { name: 'no-save', doc: 'do not write bench/results/', apply: (o) => (o.noSave = true) },
+  {
+    name: 'compare',
+    doc: `a git ref (commit, branch, HEAD~1): build it under bench/.builds and run it against this checkout, alternating, --runs rounds; default scenarios ${COMPARE_SCENARIOS.join(',')}`,
+    apply(o, raw) {
+      if (!/^[\w./~^@{}-]+$/.test(raw)) throw new OptionsError(`--compare must name a git ref, got "${raw}"`);
+      o.compare = raw;
+    },
+  },
 ];
 
 export function usage(): string {
@@ -184,7 +199,9 @@ export function parseOptions(argv: string[]): Readonly<BenchOptions> {
     overloadValueSize: 64 * 1024,
     keepData: false,
     noSave: false,
+    compare: null,
   };
+  let scenariosGiven = false;
   for (const arg of argv) {
     const m = /^--([a-z-]+)(?:=(.*))?$/s.exec(arg);
     const flag = m ? FLAGS.find((f) => f.name === m[1]) : undefined;
@@ -192,6 +209,13 @@ export function parseOptions(argv: string[]): Readonly<BenchOptions> {
     const boolean = flag.name === 'keep-data' || flag.name === 'no-save';
     if (m[2] === undefined && !boolean) throw new OptionsError(`--${flag.name} needs a value (--${flag.name}=...)`);
     flag.apply(o, m[2] ?? '');
+    if (flag.name === 'scenarios') scenariosGiven = true;
+  }
+  if (o.compare !== null) {
+    if (o.url !== null) throw new OptionsError('--compare starts both stores itself: it does not take --url');
+    if (!scenariosGiven) o.scenarios = [...COMPARE_SCENARIOS];
+    const refused = o.scenarios.filter((s) => s === 'ablation' || s === 'security');
+    if (refused.length > 0) throw new OptionsError(`--compare cannot run ${refused.join(', ')} (each needs a second gateway of one build on the same shards)`);
   }
   if (o.url === null && (o.ablationUrl !== null || o.shardUrls.length > 0 || o.gatewayPid !== null || o.redisPort !== null)) {
     throw new OptionsError('--ablation-url, --shard-urls and --gateway-pid describe an existing store: use them with --url');

@@ -25,6 +25,7 @@ import { runConcurrency } from './scenarios/concurrency';
 import { runSecurity } from './scenarios/security';
 import { runRedisScenario } from './scenarios/redis';
 import { runOverload } from './scenarios/overload';
+import { renderCompare, runCompare } from './compare';
 
 const RESULTS_DIR = path.join(BENCH_DIR, 'results');
 /** Committed: the compact summary of each run DESIGN.md cites (raw reports stay in results/). */
@@ -116,6 +117,7 @@ async function main(): Promise<number> {
 
   const gateways: GatewayProcess[] = [];
   let sql: ShardSql | null = null;
+  let stopNaive: (() => Promise<void>) | null = null;
   let interrupted = false;
   const stopAll = async () => {
     clearProgress();
@@ -134,6 +136,23 @@ async function main(): Promise<number> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
 
+  if (opts.compare !== null) {
+    let stopCompare: (() => Promise<void>) | null = null;
+    process.removeAllListeners('SIGINT');
+    process.removeAllListeners('SIGTERM');
+    const onStop = (sig: NodeJS.Signals) => {
+      log(`\n${sig}: stopping the store processes`);
+      void (stopCompare?.() ?? Promise.resolve()).finally(() => process.exit(130));
+    };
+    process.once('SIGINT', onStop);
+    process.once('SIGTERM', onStop);
+    const order = ALL_SCENARIOS.filter((s) => opts.scenarios.includes(s));
+    const r = await runCompare(opts, opts.compare, order, runScenario, note, (stop) => (stopCompare = stop));
+    process.stdout.write(`\n${renderCompare(r.compared, r.newLabel, r.oldLabel)}\n`);
+    if (r.evidence) process.stdout.write(`\nsaved ${path.relative(process.cwd(), r.evidence)} and its .md (commit them with the note that quotes them)\n`);
+    return r.failed ? 1 : 0;
+  }
+
   const rows: Row[] = [];
   let failed = false;
   try {
@@ -142,6 +161,7 @@ async function main(): Promise<number> {
     let gatewayPid = opts.gatewayPid;
     let redisPort = opts.redisPort;
     let ablationPid: number | null = null;
+    let shardUrls: string[] = opts.shardUrls;
     const watched: Watched[] = [];
     if (opts.url !== null) {
       base = opts.url;
@@ -156,7 +176,8 @@ async function main(): Promise<number> {
       gatewayPid = main.pid;
       redisPort = main.redisPort;
       note(`store ready at ${base} (pid ${main.pid}, batching on) in ${((performance.now() - t) / 1000).toFixed(1)} s; shards ${embeddedShardUrls().join(', ')}`);
-      sql = await ShardSql.connect(embeddedShardUrls());
+      shardUrls = embeddedShardUrls();
+      sql = await ShardSql.connect(shardUrls);
       if (!opts.keepData) {
         await sql.truncate();
         note('emptied the kv table of the bench store (pass --keep-data to keep it)');
@@ -180,6 +201,8 @@ async function main(): Promise<number> {
       ablationBase,
       gatewayPid,
       ablationPid,
+      shardUrls,
+      naive: null,
       watched,
       sql,
       value: Buffer.alloc(opts.valueSize, 0x61),
@@ -200,6 +223,7 @@ async function main(): Promise<number> {
         let got: Row[];
         try {
           got = await runScenario(ctx, s, label, opts.url === null ? gateways : null);
+          if (ctx.naive) stopNaive = ctx.naive.stop;
         } catch (err) {
           failed = true;
           clearProgress();
@@ -227,6 +251,7 @@ async function main(): Promise<number> {
     clearProgress();
     note(`bench failed: ${(err as Error).stack ?? err}`);
   } finally {
+    await stopNaive?.();
     await sql?.close();
     if (!interrupted) await stopAll();
   }

@@ -17,13 +17,29 @@ import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
 import path from 'node:path';
+import { currentBuild, envFor, type Build } from './builds';
 
 export const BENCH_DIR = path.resolve(__dirname, '..', '..', 'bench');
 export const DATA_DIR = path.join(BENCH_DIR, '.data');
-const CLI = path.resolve(__dirname, '..', 'src', 'cli.js');
 const SETPRIV = process.platform === 'linux' ? ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => fs.existsSync(p)) : undefined;
 export const EMBEDDED_BASE_PORT = 23306;
 export const EMBEDDED_SHARDS = 2;
+
+/**
+ * Where one store the harness starts keeps its shards: the default store under bench/.data on
+ * 23306+, and with --compare the other build's store beside it (its own data dir and ports, so
+ * two builds with different schemas never share a table).
+ */
+export interface StoreLayout {
+  dataDir: string;
+  basePort: number;
+}
+export const DEFAULT_LAYOUT: StoreLayout = { dataDir: DATA_DIR, basePort: EMBEDDED_BASE_PORT };
+let thisBuild: Build | null = null;
+/** This checkout's build (the default for every gateway the harness starts). */
+export function ownBuild(): Build {
+  return (thisBuild ??= currentBuild());
+}
 
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -116,39 +132,42 @@ function cleanEnv(kv: Record<string, string>): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   const tuning: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) {
-    if (!k.startsWith('KVSQL_')) env[k] = v;
+    if (!k.startsWith('KVSQL_') && !k.startsWith('KV_')) env[k] = v;
     else if (k.startsWith('KVSQL_BENCH_GATEWAY_') && v !== undefined) tuning[`KVSQL_${k.slice('KVSQL_BENCH_GATEWAY_'.length)}`] = v;
   }
   return { ...env, ...tuning, ...kv };
 }
 
-export function spawnGateway(name: string, kv: Record<string, string>, port: number, redisPort: number | null = null): GatewayProcess {
-  fs.mkdirSync(path.join(DATA_DIR, 'logs'), { recursive: true });
-  const logFile = path.join(DATA_DIR, 'logs', `${name}.log`);
+/**
+ * Starts `build`'s CLI (this checkout's by default) with the harness's settings, named KVSQL_*
+ * and renamed for an older build (envFor); a setting that build does not know is left out, and a
+ * Redis port it cannot take is reported as none.
+ */
+export function spawnGateway(name: string, kv: Record<string, string>, port: number, redisPort: number | null = null, build: Build = ownBuild(), logDir = path.join(DATA_DIR, 'logs')): GatewayProcess {
+  fs.mkdirSync(logDir, { recursive: true });
+  const logFile = path.join(logDir, `${name}.log`);
   const fd = fs.openSync(logFile, 'a');
-  const argv = SETPRIV ? [SETPRIV, '--pdeathsig', 'TERM', process.execPath, CLI] : [process.execPath, CLI];
-  const child = spawn(argv[0], argv.slice(1), {
-    env: cleanEnv({ ...kv, KVSQL_PORT: String(port), KVSQL_REDIS_PORT: redisPort === null ? 'off' : String(redisPort), KVSQL_HOST: '127.0.0.1', KVSQL_LOG_LEVEL: 'warn' }),
-    stdio: ['ignore', fd, fd],
-  });
+  const argv = SETPRIV ? [SETPRIV, '--pdeathsig', 'TERM', process.execPath, build.cli] : [process.execPath, build.cli];
+  const { env, dropped } = envFor(build, { ...kv, KVSQL_PORT: String(port), KVSQL_REDIS_PORT: redisPort === null ? 'off' : String(redisPort), KVSQL_HOST: '127.0.0.1', KVSQL_LOG_LEVEL: 'warn' });
+  const child = spawn(argv[0], argv.slice(1), { env: cleanEnv(env), stdio: ['ignore', fd, fd], cwd: build.root });
   fs.closeSync(fd);
   const scheme = kv.KVSQL_TLS_CERT_FILE ? 'https' : 'http';
   const gw = new GatewayProcess(name, child, `${scheme}://127.0.0.1:${port}`, logFile);
-  gw.redisPort = redisPort;
+  gw.redisPort = dropped.includes('KVSQL_REDIS_PORT') ? null : redisPort;
   return gw;
 }
 
 /** Shard URLs of the embedded cluster gateway A starts. */
-export function embeddedShardUrls(): string[] {
-  return Array.from({ length: EMBEDDED_SHARDS }, (_, i) => `mysql://root@127.0.0.1:${EMBEDDED_BASE_PORT + i}/kvsql`);
+export function embeddedShardUrls(layout: StoreLayout = DEFAULT_LAYOUT): string[] {
+  return Array.from({ length: EMBEDDED_SHARDS }, (_, i) => `mysql://root@127.0.0.1:${layout.basePort + i}/kvsql`);
 }
 
 /** mariadbd pids of the embedded shards (from their pid files), for CPU accounting. */
-export function embeddedShardPids(): number[] {
+export function embeddedShardPids(layout: StoreLayout = DEFAULT_LAYOUT): number[] {
   const pids: number[] = [];
   for (let i = 0; i < EMBEDDED_SHARDS; i++) {
     try {
-      pids.push(Number(fs.readFileSync(path.join(DATA_DIR, `shard-${i}`, 'mysqld.pid'), 'utf8').trim()));
+      pids.push(Number(fs.readFileSync(path.join(layout.dataDir, `shard-${i}`, 'mysqld.pid'), 'utf8').trim()));
     } catch {
       /* not there */
     }
@@ -157,18 +176,20 @@ export function embeddedShardPids(): number[] {
 }
 
 /** Gateway A: embedded shards under bench/.data, batching on. First start initialises MySQL. */
-export async function startMainGateway(): Promise<GatewayProcess> {
+export async function startMainGateway(build: Build = ownBuild(), layout: StoreLayout = DEFAULT_LAYOUT): Promise<GatewayProcess> {
   const port = await freePort();
   const gw = spawnGateway(
-    'gateway-batching-on',
+    build.role === 'new' ? 'gateway-batching-on' : `gateway-${build.label}`,
     {
-      KVSQL_DATA_DIR: DATA_DIR,
-      KVSQL_EMBEDDED_BASE_PORT: String(EMBEDDED_BASE_PORT),
+      KVSQL_DATA_DIR: layout.dataDir,
+      KVSQL_EMBEDDED_BASE_PORT: String(layout.basePort),
       KVSQL_EMBEDDED_SHARDS: String(EMBEDDED_SHARDS),
       KVSQL_BATCHING: 'true',
     },
     port,
     await freePort(),
+    build,
+    path.join(layout.dataDir, 'logs'),
   );
   await gw.waitReady(240_000);
   return gw;

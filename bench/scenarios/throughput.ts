@@ -12,6 +12,7 @@ import type { ClientOptions } from '../../src/client';
 import { fmtInt, progress, clearProgress } from '../progress';
 import { skippedRow, type Row } from '../result';
 import { wsClosedLoop, type WsMix } from '../ws-load';
+import { ensureNaive } from '../naive';
 
 export async function httpRow(ctx: BenchContext, name: string, scenario: string, base: string, mix: HttpMix, label: string): Promise<Row> {
   const { opts } = ctx;
@@ -112,6 +113,14 @@ export async function runThroughput(ctx: BenchContext, scenario: string, runLabe
       return [await httpRow(ctx, 'http-put', scenario, ctx.base, 'put', L('http-put'))];
     case 'http-mixed':
       return [await httpRow(ctx, 'http-mixed', scenario, ctx.base, 'mixed', L(`http-mixed (${Math.round(ctx.opts.readRatio * 100)}% get)`))];
+    case 'naive-get':
+    case 'naive-put': {
+      const naive = await ensureNaive(ctx);
+      const mix = scenario === 'naive-get' ? 'get' : 'put';
+      const row = await httpRow(ctx, scenario, scenario, naive.base, mix, L(`${scenario} (node:http + mysql2, one statement per request)`));
+      row.notes = [`the naive baseline: same shards, ${ctx.opts.connections} connections, no batching`];
+      return [row];
+    }
     case 'ws-get':
       return [await wsRow(ctx, 'ws-get', scenario, ctx.base, 'get', L('ws-get'))];
     case 'ws-put':
