@@ -61,6 +61,18 @@ CREATE TABLE IF NOT EXISTS kv_slots (
   updated_at BIGINT NOT NULL
 ) ENGINE=InnoDB;
 
+-- A counter of changes to kv_slots, bumped in the same transaction as every change by the
+-- triggers kv_slots_epoch_{ins,upd,del} (created at start by shard-actor/schema-migration.ts, where
+-- the account may create triggers). A read batch reads this one row beside its keys instead of
+-- every asked slot's row: when n is what the actor last saw with the whole served set, that set
+-- is still the snapshot's (DESIGN.md §10); otherwise the read falls back to checking its slots.
+CREATE TABLE IF NOT EXISTS kv_slots_epoch (
+  id TINYINT UNSIGNED NOT NULL PRIMARY KEY,
+  n BIGINT UNSIGNED NOT NULL
+) ENGINE=InnoDB;
+
+INSERT IGNORE INTO kv_slots_epoch (id, n) VALUES (1, 0);
+
 -- Keys written while their slot is being copied away (state 2). n counts writes, so the mover
 -- deletes an entry only if no write bumped it since the mover read it.
 CREATE TABLE IF NOT EXISTS kv_slot_changes (

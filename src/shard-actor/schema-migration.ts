@@ -10,6 +10,12 @@
  *                       online while reads and writes go on (takes time on a big table)
  *   kv_shard.slots_seeded, then kv_slots seeded from kv_shard.slot_ranges (once)
  *
+ *   kv_slots triggers   kv_slots_epoch_{ins,upd,del}: bump kv_slots_epoch.n in the transaction of
+ *                       every change to kv_slots, whoever makes it (a mover of any version, a
+ *                       hand edit). Where the account may not create triggers (MySQL with binary
+ *                       logging and no SUPER or log_bin_trust_function_creators), reads keep
+ *                       checking their slots' rows in every statement; nothing else depends on it.
+ *
  * Rows with slot = 65535 are filled by the actor in pages after start (MySQL has no CRC16); the
  * mover refuses to move a slot of a shard that still has such rows. Reads and writes do not need
  * the column: ownership is checked on the slot the actor computes from the key.
@@ -62,6 +68,36 @@ export async function migrateSchema(conn: PoolConnection): Promise<string[]> {
     done.push('kv_shard.slots_seeded');
   }
   return done;
+}
+
+const EPOCH_TRIGGERS = [
+  ['kv_slots_epoch_ins', 'INSERT'],
+  ['kv_slots_epoch_upd', 'UPDATE'],
+  ['kv_slots_epoch_del', 'DELETE'],
+] as const;
+/** ER_TRG_ALREADY_EXISTS: another gateway created it first. */
+const TRIGGER_EXISTS = 1359;
+
+/**
+ * Makes sure every change to kv_slots bumps kv_slots_epoch.n in its own transaction. Returns
+ * whether all three triggers exist (then a read may trust an epoch it saw with the served set);
+ * false, with the reason, when they cannot be created here.
+ */
+export async function ensureSlotsEpoch(conn: PoolConnection): Promise<{ ok: boolean; why?: string }> {
+  const [rows] = await conn.query<RowDataPacket[]>(
+    "SELECT TRIGGER_NAME AS name FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE() AND EVENT_OBJECT_TABLE = 'kv_slots'",
+  );
+  const have = new Set(rows.map((r) => String(r.name)));
+  for (const [name, event] of EPOCH_TRIGGERS) {
+    if (have.has(name)) continue;
+    try {
+      await conn.query(`CREATE TRIGGER ${name} AFTER ${event} ON kv_slots FOR EACH ROW UPDATE kv_slots_epoch SET n = n + 1 WHERE id = 1`);
+    } catch (err) {
+      if (Number((err as { errno?: number }).errno) === TRIGGER_EXISTS) continue;
+      return { ok: false, why: (err as Error).message };
+    }
+  }
+  return { ok: true };
 }
 
 /**

@@ -1,0 +1,78 @@
+/**
+ * Tests the read path's ownership check through kv_slots_epoch (shard-store readLive): once the
+ * store has read the served set, read batches check one epoch row instead of their slots' rows,
+ * and any change to kv_slots (the mover's statements, here made by hand the same way) is seen by
+ * the very next read: a slot moved away is refused, a slot taken over is served. The triggers
+ * that keep the epoch exist after init, and a second init (another gateway) keeps them.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import mysql2 from 'mysql2/promise';
+import { MysqlShardStore } from '../../src/shard-actor/shard-store';
+import { slotOf, SLOT_MOVED, SLOT_OWNED, SLOT_IMPORTING } from '../../src/protocol/slot-map';
+import { startTestServer, type TestServer } from '../helpers/mysql';
+import { waitFor } from '../helpers/ha-load';
+
+let mysql: TestServer;
+before(async () => {
+  mysql = await startTestServer();
+});
+after(() => mysql?.stop());
+
+test('reads check the epoch row once the served set is known, and see every kv_slots change at once', async () => {
+  const url = await mysql.createDatabase();
+  const store = new MysqlShardStore({ url, poolSize: 4, queryTimeoutMs: 30_000 });
+  after(() => store.close());
+  await store.init();
+  await store.bootstrap({ shard: 0, shardCount: 1, slotRanges: '[[0,16383]]' });
+  const conn = await mysql2.createConnection({ uri: url });
+  after(() => conn.end());
+  const [triggers] = await conn.query<mysql2.RowDataPacket[]>(
+    "SELECT TRIGGER_NAME AS t FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE() AND EVENT_OBJECT_TABLE = 'kv_slots' ORDER BY t",
+  );
+  assert.deepEqual(triggers.map((r) => r.t), ['kv_slots_epoch_del', 'kv_slots_epoch_ins', 'kv_slots_epoch_upd']);
+
+  const key = Buffer.from('epoch-key');
+  const slot = slotOf(key);
+  await conn.query('INSERT INTO kv (k, v, version, expires_at, slot) VALUES (?, ?, 1, NULL, ?)', [key, Buffer.from('v1'), slot]);
+
+  // The first read checks its slots and loads the served set in the background.
+  const first = await store.readLive([key], [slot]);
+  assert.ok(first.served.has(slot));
+  assert.equal(first.rows.length, 1);
+  await waitFor('reads through the epoch', async () => {
+    await store.readLive([key], [slot]);
+    return store.readPaths.epoch > 0;
+  }, 10_000);
+
+  // The slot moves away: the next read must not serve it (its row is still here until cleanup).
+  await conn.query(`UPDATE kv_slots SET state = ${SLOT_MOVED}, peer = 1 WHERE slot = ?`, [slot]);
+  const moved = await store.readLive([key], [slot]);
+  assert.equal(moved.served.has(slot), false, 'a read right after the move still served the slot');
+
+  // Taken over again (importing, then owned): served from the read after the flip.
+  await conn.query(`UPDATE kv_slots SET state = ${SLOT_IMPORTING} WHERE slot = ?`, [slot]);
+  assert.equal((await store.readLive([key], [slot])).served.has(slot), false);
+  await conn.query(`UPDATE kv_slots SET state = ${SLOT_OWNED}, peer = NULL WHERE slot = ?`, [slot]);
+  const back = await store.readLive([key], [slot]);
+  assert.ok(back.served.has(slot));
+  assert.deepEqual(back.rows[0].v, Buffer.from('v1'));
+
+  // Deleting the slot's row (no row = not owned) is a change too.
+  const fastBefore = store.readPaths.epoch;
+  await conn.query('DELETE FROM kv_slots WHERE slot = ?', [slot]);
+  assert.equal((await store.readLive([key], [slot])).served.has(slot), false);
+  // And once the set is reloaded, reads go through the epoch again.
+  await waitFor('reads through the epoch', async () => {
+    await store.readLive([key], [slot]);
+    return store.readPaths.epoch > fastBefore;
+  }, 10_000);
+  assert.equal((await store.readLive([key], [slot])).served.has(slot), false);
+
+  // A second store on the same database (another gateway starting) finds the triggers in place.
+  const again = new MysqlShardStore({ url, poolSize: 2, queryTimeoutMs: 30_000 });
+  after(() => again.close());
+  await again.init();
+  const [n] = await conn.query<mysql2.RowDataPacket[]>("SELECT COUNT(*) AS n FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE() AND EVENT_OBJECT_TABLE = 'kv_slots'");
+  assert.equal(Number(n[0].n), 3);
+});
