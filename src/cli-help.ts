@@ -121,8 +121,10 @@ export function helpFor(words: readonly string[]): string | null {
     return commandText(rows[0]);
   }
   if (words.length === 1) {
-    const notes = [...new Set(rows.flatMap((r) => r.details))];
-    return ['usage:', ...rows.flatMap((r) => [line(r), `      ${r.summary}`]), '', ...notes].join('\n') + '\n';
+    // Each subcommand with its own notes; the notes they all share once, at the end.
+    const shared = rows[0].details.filter((d) => rows.every((r) => r.details.includes(d)));
+    const own = (r: CommandHelp) => r.details.filter((d) => !shared.includes(d)).map((d) => `      ${d}`);
+    return ['usage:', ...rows.flatMap((r) => [line(r), `      ${r.summary}`, ...own(r)]), ...(shared.length > 0 ? ['', ...shared] : [])].join('\n') + '\n';
   }
   const row = rows.find((r) => r.words[1] === words[1]);
   return row === undefined ? null : commandText(row);
