@@ -3,10 +3,12 @@
  * Owns the `kvsql` command: resolve config, bring up the shards (external URLs, or the embedded
  * cluster when none are configured), start the gateway, and stop everything it started on
  * SIGTERM/SIGINT with exit code 0; SIGHUP reloads the token file and TLS certificate without
- * dropping connections. `kvsql token ...` edits the token file instead (token-cli); `kvsql slots|shards|rebalance` runs the admin commands (admin/commands). Relies on
- * config, embedded-cluster, server and token-cli.
+ * dropping connections. `kvsql token ...` edits the token file instead (token-cli); `kvsql slots|shards|rebalance|slot`
+ * runs the admin commands (admin/commands); `kvsql help` and every command's `--help` are
+ * answered from cli-help. Relies on config, embedded-cluster, server, token-cli and cli-help.
  */
-import { resolveConfig, ConfigError, parseArgv, usage } from './gateway/config';
+import { resolveConfig, ConfigError, parseArgv } from './gateway/config';
+import { COMMAND_GROUPS, COMMANDS, helpFor, overview } from './cli-help';
 import { createLogger, startServer } from './gateway/server';
 import { UwsFallbackError } from './gateway/uws';
 import { startEmbeddedCluster, type EmbeddedCluster } from './embedded/embedded-cluster';
@@ -16,8 +18,32 @@ import { tokenCommand } from './token-cli';
 import { checkExposure } from './gateway/auth';
 import { serverTls } from './gateway/tls';
 
+/**
+ * `kvsql help [words]`, and `kvsql <command> ... --help` (or -h) for every command: its usage on
+ * stdout, exit 0; an unknown command or subcommand is a usage error (exit 2). False: not a help
+ * request, run the command.
+ */
+function answerHelp(args: string[]): boolean {
+  const first = args[0];
+  const asked = first === 'help' || (first !== undefined && COMMAND_GROUPS.has(first) && args.some((a) => a === '--help' || a === '-h'));
+  if (!asked) return false;
+  const words = (first === 'help' ? args.slice(1) : args).filter((a) => !a.startsWith('-'));
+  const text = helpFor(words);
+  if (text === null) {
+    process.stderr.write(`kvsql: no command "${words.slice(0, 2).join(' ')}"; the commands are:\n${COMMANDS.map((c) => `  kvsql ${c.usage}`).join('\n')}\n`);
+    process.exitCode = 2;
+  } else process.stdout.write(text);
+  return true;
+}
+
 async function main(): Promise<void> {
   const first = process.argv[2];
+  if (answerHelp(process.argv.slice(2))) return;
+  if (first !== undefined && !first.startsWith('-') && !COMMAND_GROUPS.has(first)) {
+    process.stderr.write(`kvsql: unknown command "${first}" (commands: ${[...COMMAND_GROUPS].join(', ')}; kvsql --help lists them, and the server's --name=value settings)\n`);
+    process.exitCode = 2;
+    return;
+  }
   if (first === 'token') {
     process.exitCode = tokenCommand(process.argv.slice(3), process.env, (s) => process.stdout.write(s), (s) => process.stderr.write(s));
     return;
@@ -38,7 +64,7 @@ async function main(): Promise<void> {
   try {
     const argv = parseArgv(process.argv.slice(2));
     if (argv.help) {
-      process.stdout.write(usage());
+      process.stdout.write(overview());
       return;
     }
     if (argv.version) {

@@ -7,15 +7,13 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, renameSync, writeFileSync, appendFileSync, chmodSync } from 'node:fs';
 import { formatToken, parseTokenFile, tokenLine, TokenFileError, type GrantJson, type Right } from './protocol/access';
+import { groupUsage } from './cli-help';
 
-const USAGE = `usage:
-  kvsql token create --name=NAME --rights=read,write[,admin] [--prefix=P]... [--prefix-hex=HEX]... [--file=PATH]
-  kvsql token list   [--file=PATH]
-  kvsql token revoke (--name=NAME | --id=ID) [--file=PATH]
-PATH defaults to $KVSQL_AUTH_FILE. A prefix is UTF-8 text ("" = every key); --prefix-hex gives any bytes.
-The new token is printed once on stdout; the file keeps only its SHA-256. Then: kill -HUP <gateway pid>.`;
+const USAGE = `${groupUsage('token')}\n(kvsql help token says more)`;
 
 class UsageError extends Error {}
+
+const RIGHTS: readonly string[] = ['read', 'write', 'admin'] satisfies Right[];
 
 function parseArgs(args: string[]): Map<string, string[]> {
   const out = new Map<string, string[]>();
@@ -64,14 +62,31 @@ export function tokenCommand(args: string[], env: NodeJS.ProcessEnv, out: (s: st
       if (name === undefined) throw new UsageError('--name is required');
       const rights = (one(a, 'rights') ?? '').split(',').map((r) => r.trim()).filter((r) => r !== '') as Right[];
       if (rights.length === 0) throw new UsageError('--rights is required (read, write, admin; comma-separated)');
+      // The arguments are checked here, by name, before the file is read: a mistake in them is a
+      // usage error (exit 2), not a fault of the token file.
+      for (const r of rights) if (!RIGHTS.includes(r)) throw new UsageError(`--rights: unknown right "${r.slice(0, 20)}" (read, write, admin)`);
+      for (const hex of a.get('prefix-hex') ?? []) {
+        if (!/^(?:[0-9a-fA-F]{2})+$/.test(hex)) throw new UsageError(`--prefix-hex "${hex.slice(0, 40)}" is not hex bytes (an even number of 0-9 a-f digits, e.g. 00ff)`);
+      }
       const prefixes: GrantJson['prefixes'] = [...(a.get('prefix') ?? []), ...(a.get('prefix-hex') ?? []).map((hex) => ({ hex }))];
+      if (prefixes.length === 0 && rights.some((r) => r !== 'admin')) {
+        throw new UsageError(`--rights ${rights.join(',')} needs at least one --prefix or --prefix-hex (--prefix "" for every key)`);
+      }
       const existing = parseTokenFile(readFile(file)); // refuse to append to a file that would not load
       if (existing.some((t) => t.name === name)) throw new UsageError(`a token named "${name}" exists already in ${file}; revoke it first or pick another name`);
       let id: string;
       do id = randomBytes(4).toString('hex');
       while (existing.some((t) => t.id === id));
       const token = formatToken(Buffer.from(id, 'hex'), randomBytes(32));
-      const line = tokenLine(id, name, createHash('sha256').update(token).digest('hex'), [{ rights, prefixes }], new Date().toISOString());
+      let line: string;
+      try {
+        line = tokenLine(id, name, createHash('sha256').update(token).digest('hex'), [{ rights, prefixes }], new Date().toISOString());
+      } catch (e) {
+        // Only the arguments are new in this line (the id and hash are ours): name them.
+        if (!(e instanceof TokenFileError)) throw e;
+        if (/^name must match/.test(e.message)) throw new UsageError(`--name "${name.slice(0, 70)}": 1 to 64 of A-Z a-z 0-9 . _ : @ / -`);
+        throw new UsageError(`the token's arguments: ${e.message.replace(/^line \d+: /, '')}`);
+      }
       const before = readFile(file);
       appendFileSync(file, (before.length > 0 && !before.endsWith('\n') ? '\n' : '') + line + '\n', { mode: 0o600 });
       out(token + '\n');

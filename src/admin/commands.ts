@@ -9,28 +9,24 @@
  *   kvsql shards add <url>                join an empty database, then rebalance
  *   kvsql shards drain <shard>            move every slot off a shard, then forget it
  *   kvsql rebalance                       even out the slots; finishes interrupted moves first
+ *   kvsql slot <key> [--hex]              a key's slot, and the shard serving it
  *
  * Every command that moves is safe to interrupt (Ctrl-C, kill -9, a MySQL server dying) and to
  * run again: it resumes each interrupted move where the shards' rows say it stopped.
  */
-import { SLOT_COUNT, STATE_NAMES, SLOT_OWNED, type MoveProgress } from '../protocol/slot-map';
+import { SLOT_COUNT, STATE_NAMES, SLOT_OWNED, SLOT_MOVED, slotOf, type MoveProgress } from '../protocol/slot-map';
 import { resolveConfig, type Config } from '../gateway/config';
 import { mysqlTls } from '../gateway/tls';
 import { EMBEDDED_DATABASE, embeddedSqlPort } from '../embedded/embedded-cluster';
-import { ShardSet, redact, type SlotRow } from './shard-set';
+import { ShardSet, ShardReachError, redact, type SlotRow } from './shard-set';
 import { classify } from '../shard-actor/mysql-errors';
 import { DEFAULT_MOVE_OPTIONS, SlotMover, type MoveHooks, type MoveOptions } from './slot-mover';
 import { currentOwners, planRebalance, type MoveUnit } from './rebalance';
+import { COMMANDS, groupUsage } from '../cli-help';
 
-export const ADMIN_COMMANDS = new Set(['slots', 'shards', 'rebalance']);
+export const ADMIN_COMMANDS = new Set(['slots', 'shards', 'rebalance', 'slot']);
 
-const USAGE = `usage:
-  kvsql slots status
-  kvsql slots move <lo>[-<hi>] <shard>
-  kvsql shards add <url> [--no-rebalance]
-  kvsql shards drain <shard>
-  kvsql rebalance
-options: --slots-per-move=N (default 64), and the server's settings (KVSQL_SHARDS, --shards=...)`;
+const USAGE = [...ADMIN_COMMANDS].map((g) => groupUsage(g).replace(/^usage:\n/, '')).join('\n');
 
 export class UsageError extends Error {}
 
@@ -181,21 +177,61 @@ export function formatStatus(set: ShardSet, rows: SlotRow[]): string {
   return lines.join('\n');
 }
 
-/** `kvsql <slots|shards|rebalance> ...`; returns the exit code. */
+/** Driver codes that mean "nothing answered there as expected" (the connection, the login, the database). */
+const REACH_CODES = new Set(['ECONNREFUSED', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ECONNRESET', 'PROTOCOL_CONNECTION_LOST', 'ER_ACCESS_DENIED_ERROR', 'ER_BAD_DB_ERROR', 'ER_DBACCESS_DENIED_ERROR']);
+
+/** What to check when the shards the command was given cannot be read. */
+export function reachHint(config: Readonly<Config>): string {
+  if (config.shards.length > 0) {
+    return 'Check that this MySQL server is up and reachable from here (host, port, firewall, user, password, database), and that KVSQL_SHARDS (or --shards=...) lists the same shard URLs as the gateways.';
+  }
+  const ports = adminUrls(config).flatMap((e) => e.split('|')).map((u) => new URL(u).port);
+  return (
+    `No shards are configured (KVSQL_SHARDS is empty), so this looked for the embedded shards on 127.0.0.1:${ports[0]}` +
+    `${ports.length > 1 ? `-${ports[ports.length - 1]}` : ''}. They run only while \`kvsql\` (npm start) runs: start it first, with the same ` +
+    '--data-dir, --embedded-shards, --embedded-base-port and --replicas; for external shards, set KVSQL_SHARDS (or --shards=...) as the gateways have it.'
+  );
+}
+
+/** The key of `kvsql slot <key>`: its UTF-8 bytes, or with --hex the bytes it spells. */
+function keyArg(text: string | undefined, hex: boolean): Buffer {
+  if (text === undefined) throw new UsageError(`expected a key\nusage:\n${USAGE}`);
+  if (hex && !/^(?:[0-9a-fA-F]{2})+$/.test(text)) throw new UsageError(`--hex: "${text.slice(0, 40)}" is not hex bytes (an even number of 0-9 a-f digits)`);
+  const key = hex ? Buffer.from(text, 'hex') : Buffer.from(text, 'utf8');
+  if (key.length === 0) throw new UsageError('a key is 1 to 1024 bytes; this one is empty');
+  if (key.length > 1024) throw new UsageError(`a key is 1 to 1024 bytes; this one is ${key.length}`);
+  return key;
+}
+
+/** `kvsql <slots|shards|rebalance|slot> ...`; returns the exit code. */
 export async function runAdmin(argv: string[], env: NodeJS.ProcessEnv = process.env, out: NodeJS.WriteStream = process.stderr): Promise<number> {
   const positional = argv.filter((a) => !a.startsWith('--'));
   let slotsPerMove = 64;
   let rebalanceAfterAdd = true;
+  let hex = false;
   const configArgs: string[] = [];
   for (const a of argv.filter((x) => x.startsWith('--'))) {
     const m = /^--slots-per-move=(\d+)$/.exec(a);
     if (m) slotsPerMove = Math.max(1, Math.min(SLOT_COUNT, Number(m[1])));
     else if (a === '--no-rebalance') rebalanceAfterAdd = false;
+    else if (a === '--hex' && positional[0] === 'slot') hex = true;
     else configArgs.push(a);
   }
   const config = resolveConfig(configArgs, env);
   const [cmd, sub, arg1, arg2] = positional;
-  const set = await ShardSet.open(adminUrls(config), { tls: mysqlTls(config) });
+  // A command that does not exist is refused before any shard is contacted.
+  if (!COMMANDS.some((c) => c.words[0] === cmd && (c.words.length === 1 || c.words[1] === sub))) {
+    throw new UsageError(`${sub === undefined ? `missing subcommand for "${cmd}"` : `unknown command "${cmd} ${sub}"`}\nusage:\n${USAGE}`);
+  }
+  let slotKey: Buffer | null = null;
+  if (cmd === 'slot') {
+    slotKey = keyArg(sub, hex);
+    // The slot needs no shard: it is printed even when the store cannot be reached.
+    process.stdout.write(`slot ${slotOf(slotKey)}\n`);
+  }
+  const set = await ShardSet.open(adminUrls(config), { tls: mysqlTls(config) }).catch((err: unknown) => {
+    throw err instanceof ShardReachError && REACH_CODES.has(err.code ?? '') ? new Error(`${err.message}\n${reachHint(config)}`, { cause: err }) : err;
+  });
   try {
     const report = progressReporter(out);
     const shardArg = (x: string | undefined): number => {
@@ -234,8 +270,19 @@ export async function runAdmin(argv: string[], env: NodeJS.ProcessEnv = process.
       out.write(`shard ${index} owns no slots; remove its URL from KVSQL_SHARDS (and restart gateways that list it) before deleting the database\n`);
     } else if (cmd === 'rebalance') {
       await rebalance(new Set());
+    } else if (cmd === 'slot' && slotKey !== null) {
+      const slot = slotOf(slotKey);
+      const rows = await set.slotRows();
+      const owner = currentOwners(rows)[slot];
+      const member = set.members.get(owner);
+      const moving = rows.filter((r) => r.slot === slot && r.state !== SLOT_OWNED && r.state !== SLOT_MOVED);
+      process.stdout.write(
+        (member === undefined ? 'shard unknown (no member owns this slot: kvsql slots status)' : `shard ${owner}  ${redact(member.url)}`) +
+          (moving.length > 0 ? `  (being moved: ${moving.map((r) => `shard ${r.shard} ${STATE_NAMES[r.state]}`).join(', ')}; kvsql rebalance finishes it)` : '') +
+          '\n',
+      );
     } else {
-      throw new UsageError(USAGE);
+      throw new UsageError(`usage:\n${USAGE}`);
     }
     return 0;
   } finally {

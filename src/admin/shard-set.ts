@@ -110,7 +110,7 @@ export class ShardSet {
         } catch (err) {
           await pool.end();
           if ((err as { errno?: number }).errno === 1146) continue; // ER_NO_SUCH_TABLE: an empty database, not a member
-          throw err;
+          throw new ShardReachError(url, node, err);
         }
         if (results[0].length === 0) {
           await pool.end();
@@ -230,6 +230,20 @@ export class ShardSet {
     this.lockConns.length = 0;
     for (const m of this.members.values()) await m.pool.end().catch(() => undefined);
     this.members.clear();
+  }
+}
+
+/**
+ * A shard that could not be read: names the entry (password redacted) and the host:port tried,
+ * keeps the driver's error as `cause` (its `code`, e.g. ECONNREFUSED, stays readable as `code`).
+ */
+export class ShardReachError extends Error {
+  readonly code: string | undefined;
+  constructor(entry: string, node: string, cause: unknown) {
+    const u = new URL(node);
+    super(`cannot read shard ${redact(entry)} at ${u.hostname}:${u.port || '3306'}: ${(cause as Error).message}`, { cause });
+    this.name = 'ShardReachError';
+    this.code = (cause as { code?: string }).code;
   }
 }
 

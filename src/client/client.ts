@@ -23,7 +23,7 @@ import { OP_DEL, OP_EXPIRE, OP_GET, OP_NAMES, OP_PERSIST, OP_PUT, OP_TTL, type O
 import { checkTtlMs, checkValue } from '../protocol/validate';
 import { decodeReplyFrame, encodeRequestFrame, replyError, type ClientRequest } from '../protocol/ws-client-codec';
 import { FRAME_ERROR_ID, readDelOptions, readPutOptions, wireReplyOf, type DelOptions, type OpFields, type PutOptions, type WireReply } from '../protocol/ws-format';
-import { KvClientError } from './errors';
+import { KvClientError, type KvClientErrorCode } from './errors';
 
 export type { PutOptions, DelOptions };
 
@@ -95,6 +95,14 @@ const REQUEST_OVERHEAD_BYTES = 128;
 const QUEUED = 0;
 const SENT = 1;
 const SETTLED = 2;
+
+/** The code an op gets when the upgrade is answered with this status. */
+const REFUSALS: Record<string, KvClientErrorCode> = {
+  '401': 'KV_ERR_UNAUTHORIZED',
+  '403': 'KV_ERR_FORBIDDEN',
+  '404': 'KV_ERR_ROUTE_NOT_FOUND',
+  '429': 'KV_ERR_TOO_MANY_AUTH_FAILURES',
+};
 
 /** One call from issue to settlement. Doubles as the wire request (ClientRequest). */
 class ClientCall implements ClientRequest {
@@ -320,10 +328,12 @@ export class KvClient {
       vb = keyBytes(value);
       if (vb < 0) throw new KvError('KV_ERR_BAD_REQUEST', `value must be a string or Uint8Array, got ${typeof value}`);
       checkValue(vb, { maxKeyBytes: this.maxKeyBytes, maxValueBytes: this.maxValueBytes });
+      if (opts !== null && typeof opts === 'object') checkWholeMs((opts as PutOptions).ttl);
       readPutOptions(opts, scratch);
     } else if (op === OP_DEL) {
       readDelOptions(opts, scratch);
     } else if (op === OP_EXPIRE) {
+      checkWholeMs(ttlMs);
       checkTtlMs(ttlMs);
     }
     return kb + vb + REQUEST_OVERHEAD_BYTES;
@@ -407,10 +417,11 @@ export class KvClient {
     });
     ws.on('error', (err: Error) => {
       this.lastError = err.message;
-      // Refused at the upgrade for the token: waiting ops would only time out; fail them now
-      // (reconnecting goes on: the server's token file may be reloaded).
-      const refused = /Unexpected server response: (401|403|429)/.exec(err.message);
-      if (refused !== null) this.failQueued(refused[1] === '401' ? 'KV_ERR_UNAUTHORIZED' : refused[1] === '403' ? 'KV_ERR_FORBIDDEN' : 'KV_ERR_TOO_MANY_AUTH_FAILURES', err.message);
+      // Refused at the upgrade for the token, or no WebSocket API at this URL's path (404): waiting
+      // ops would only time out; fail them now (reconnecting goes on: the server's token file may
+      // be reloaded, a proxy's route fixed).
+      const refused = /Unexpected server response: (401|403|404|429)/.exec(err.message);
+      if (refused !== null) this.failQueued(REFUSALS[refused[1]], refused[1] === '404' ? `${err.message}: no WebSocket API at ${this.url} (kvsql serves it at /v1/ws)` : err.message);
     });
     ws.on('close', (code: number, reason: Buffer) => {
       if (ws !== this.socket) return;
@@ -496,7 +507,7 @@ export class KvClient {
   }
 
   /** Rejects every op not yet sent (the server refused the connection for its token). */
-  private failQueued(code: 'KV_ERR_UNAUTHORIZED' | 'KV_ERR_FORBIDDEN' | 'KV_ERR_TOO_MANY_AUTH_FAILURES', why: string): void {
+  private failQueued(code: KvClientErrorCode, why: string): void {
     const q = this.queue;
     for (let i = this.head; i < q.length; i++) {
       const op = q[i]!;
@@ -527,6 +538,17 @@ export class KvClient {
     const base = Math.min(this.reconnectMaxDelayMs, this.reconnectMinDelayMs * 2 ** Math.min(this.attempts, 20));
     this.attempts++;
     this.reconnectTimer = setTimeout(() => this.connect(), base * (0.5 + Math.random() / 2));
+  }
+}
+
+/**
+ * TTLs are milliseconds in integers on the wire; a fraction (1.5) is most likely seconds or a
+ * computed delay: say what is wanted. Kept in the "ttl must be positive" wording of the server's
+ * message (protocol/validate), which says "got float 1.5".
+ */
+function checkWholeMs(ttl: unknown): void {
+  if (typeof ttl === 'number' && Number.isFinite(ttl) && !Number.isInteger(ttl)) {
+    throw new KvError('KV_ERR_BAD_TTL', `ttl must be positive whole milliseconds, got ${String(ttl).slice(0, 40)} (e.g. Math.ceil(seconds * 1000))`);
   }
 }
 

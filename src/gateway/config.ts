@@ -275,10 +275,12 @@ export function usage(): string {
     '  -v, --version    show the version',
     '',
   ];
+  // Two spaces after the longest flag, so a flag never runs into its variable's name.
+  const width = Math.max(...[...BY_FLAG.keys()].map((f) => `  --${f}=<value>`.length)) + 2;
   for (const [flag, x] of BY_FLAG) {
     const def = Array.isArray(x.def) ? x.def.join(',') : x.def === null ? 'off' : String(x.def);
-    lines.push(`  --${flag}=<value>`.padEnd(34) + `${x.env}, default ${def === '' ? '(empty)' : def}`);
-    lines.push(' '.repeat(34) + x.doc);
+    lines.push(`  --${flag}=<value>`.padEnd(width) + `${x.env}, default ${def === '' ? '(empty)' : def}`);
+    lines.push(' '.repeat(width) + x.doc);
   }
   return lines.join('\n') + '\n';
 }

@@ -160,6 +160,22 @@ test('bad input is refused locally with the server\'s codes and messages; nothin
   assert.throws(() => createClient('ws://127.0.0.1:1/v1/ws', { timeoutMs: 0 }), /timeoutMs must be a positive integer/);
 });
 
+test('a fractional TTL is refused locally as "whole milliseconds"; nothing is sent', async () => {
+  await rejectsWith(client.put('k', 'v', { ttl: 1.5 }), 'KV_ERR_BAD_TTL', /^put: ttl must be positive whole milliseconds, got 1\.5 /, 400);
+  await rejectsWith(client.pexpire('k', 2500.25), 'KV_ERR_BAD_TTL', /^expire: ttl must be positive whole milliseconds, got 2500\.25 /, 400);
+  assert.equal(client.queued + client.inflight, 0);
+  // Integers are unchanged: 1 ms is the smallest TTL.
+  assert.ok((await client.put('c-ttl-whole', 'v', { ttl: 1500 })).expiresAt !== null);
+});
+
+test('a wrong WebSocket path (404 at the upgrade) fails the ops at once, not at their timeout', async () => {
+  const wrong = createClient(`ws://127.0.0.1:${store.port}/v1/wss`, { timeoutMs: 30_000 });
+  after(() => wrong.close());
+  const started = Date.now();
+  await rejectsWith(wrong.get('k'), 'KV_ERR_ROUTE_NOT_FOUND', /Unexpected server response: 404: no WebSocket API at ws:\/\/127\.0\.0\.1:\d+\/v1\/wss \(kvsql serves it at \/v1\/ws\)/, 404);
+  assert.ok(Date.now() - started < 5000, `failed after ${Date.now() - started} ms`);
+});
+
 test('pipelining: 10,000 ops on one connection, every result matched to its request', async () => {
   const n = 10_000;
   let maxInflight = 0;

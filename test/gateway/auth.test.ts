@@ -365,8 +365,8 @@ test('kvsql token create prints the token once, writes only its hash; revoke rem
   assert.equal(fs.statSync(f).mode & 0o777, 0o600);
   assert.doesNotMatch(err, new RegExp(token.slice(15)));
   assert.equal(run('create', `--file=${f}`, '--name', 'svc-a', '--rights', 'read'), 2, 'names are unique');
-  assert.equal(run('create', `--file=${f}`, '--name', 'x', '--rights', 'fly', '--prefix', ''), 1);
-  assert.match(err, /unknown right "fly"/);
+  assert.equal(run('create', `--file=${f}`, '--name', 'x', '--rights', 'fly', '--prefix', ''), 2, 'a mistake in the arguments is a usage error');
+  assert.match(err, /--rights: unknown right "fly"/);
 
   // The created token works once a gateway loads the file.
   const g = await store.startAnotherGateway({ authFile: f });

@@ -18,6 +18,7 @@ import { pickFreePort } from '../../src/embedded/local-mysqld';
 import { startTestServer, type TestServer } from '../helpers/mysql';
 import { HttpClient, eventually, kvPath, sleep } from '../helpers/http-client';
 import { CLI, cliEnv } from '../helpers/cli';
+import { checkExposure } from '../../src/gateway/auth';
 
 
 function rejects(fn: () => unknown, mentions: string | RegExp): void {
@@ -279,4 +280,35 @@ test('kvsql --help lists every setting; kvsql --version prints the package versi
   const version = (await run('--version')).stdout;
   assert.equal(version, `kvsql ${JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', '..', 'package.json'), 'utf8')).version}\n`);
   assert.equal((await run('-v')).stdout, version);
+});
+
+test('docs/kvsql.env is a configuration the gateway accepts, and docs/kvsql.service fits it', async () => {
+  const docs = path.join(__dirname, '..', '..', '..', 'docs');
+  const env: NodeJS.ProcessEnv = {};
+  for (const line of fs.readFileSync(path.join(docs, 'kvsql.env'), 'utf8').split('\n')) {
+    if (line.trim() === '' || line.startsWith('#')) continue;
+    const m = /^(KVSQL_[A-Z_]+)=(.*)$/.exec(line);
+    assert.ok(m, `an env line: ${line}`);
+    env[m[1]] = m[2];
+  }
+  const config = resolveConfig([], env);
+  assert.equal(config.host, '0.0.0.0');
+  assert.deepEqual(config.shards.map((s) => shardNodes(s).length), [3, 3], 'two Galera shards of 3 nodes');
+  assert.ok(config.authFile !== '' && config.mysqlTls && config.tlsCertFile !== '', 'auth, TLS and MySQL TLS on');
+  checkExposure(config, config.host, 'HTTP/WebSocket and Redis'); // a public address with auth on is allowed
+
+  const unit = new Map<string, string>();
+  for (const line of fs.readFileSync(path.join(docs, 'kvsql.service'), 'utf8').split('\n')) {
+    const m = /^([A-Za-z]+)=(.*)$/.exec(line);
+    if (m) unit.set(m[1], m[2]);
+  }
+  assert.match(unit.get('ExecStart')!, / \/opt\/kvsql\/dist\/src\/cli\.js$/);
+  assert.equal(unit.get('ExecReload'), '/bin/kill -HUP $MAINPID');
+  assert.equal(unit.get('KillSignal'), 'SIGTERM');
+  assert.ok(Number(unit.get('TimeoutStopSec')) * 1000 > config.shutdownTimeoutMs, 'systemd waits longer than the shutdown timeout');
+  assert.equal(unit.get('EnvironmentFile'), '/etc/kvsql/kvsql.env');
+  // Exit 2 is what a refused configuration exits with: not worth restarting.
+  assert.equal(unit.get('RestartPreventExitStatus'), '2');
+  const refused = await promisify(execFile)(process.execPath, [CLI, '--no-such-setting=1'], { env: cliEnv() }).catch((e: { code: number }) => e);
+  assert.equal((refused as { code: number }).code, 2);
 });
