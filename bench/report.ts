@@ -25,7 +25,7 @@ export interface Report {
   rows: Row[];
 }
 
-/** Fills `ratio`: HTTP rows vs noop; batching on vs off for PUT. */
+/** Fills `ratio`: HTTP rows vs noop and vs the naive server; batching on vs off for PUT. */
 export function addRatios(rows: Row[]): void {
   const ops = (n: string) => rows.find((r) => r.name === n && r.skipped === undefined)?.opsPerSec ?? NaN;
   const noop = ops('noop');
@@ -42,6 +42,15 @@ export function addRatios(rows: Row[]): void {
       const v = x(r.opsPerSec, ops(`${sec[1]} plain`));
       if (v) r.ratio = `${v} plain`;
     }
+  }
+  for (const [ours, naive] of [
+    ['http-get', 'naive-get'],
+    ['http-put', 'naive-put'],
+  ]) {
+    const v = x(ops(ours), ops(naive));
+    if (!v) continue;
+    const row = rows.find((r) => r.name === ours)!;
+    row.ratio = row.ratio ? `${row.ratio}; ${v} naive` : `${v} naive`;
   }
   for (const [on, off] of [
     ['http-put', 'ablation http-put (batching off)'],
