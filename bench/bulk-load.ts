@@ -29,7 +29,11 @@ export interface BulkResult {
 /** 8 connections x 512 puts in flight: enough to fill the store's write batches (512 ops). */
 const CLIENTS = 8;
 const WINDOW = 512;
-const MAX_ATTEMPTS = 5;
+/**
+ * A put the store shed (503: admission by estimated queue wait, which a busy shared machine
+ * trips) is retried with a growing pause, up to ~10 s in all: the preload must not fail a run.
+ */
+const MAX_ATTEMPTS = 20;
 
 export async function bulkLoad(job: BulkLoad): Promise<BulkResult> {
   const t0 = performance.now();
@@ -62,7 +66,7 @@ export async function bulkLoad(job: BulkLoad): Promise<BulkResult> {
           lastError = (err as { code?: string }).code ?? (err as Error).message;
           if (attempt < MAX_ATTEMPTS) {
             retry.push([i, attempt + 1]);
-            await new Promise((r) => setTimeout(r, 50));
+            await new Promise((r) => setTimeout(r, Math.min(1000, 50 * attempt)));
           } else failed++;
         }
       }
