@@ -61,11 +61,12 @@ CREATE TABLE IF NOT EXISTS kv_slots (
   updated_at BIGINT NOT NULL
 ) ENGINE=InnoDB;
 
--- A counter of changes to kv_slots, bumped in the same transaction as every change by the
--- triggers kv_slots_epoch_{ins,upd,del} (created at start by shard-actor/schema-migration.ts, where
--- the account may create triggers). A read batch reads this one row beside its keys instead of
+-- A counter of changes to the set of slots this shard serves, bumped in the same transaction as
+-- each such change (the seeding of kv_slots and the mover's two flips: BUMP_SLOTS_EPOCH in
+-- shard-actor/schema-migration.ts). A read batch reads this one row beside its keys instead of
 -- every asked slot's row: when n is what the actor last saw with the whole served set, that set
 -- is still the snapshot's (DESIGN.md §10); otherwise the read falls back to checking its slots.
+-- Anything else that edits kv_slots by hand must bump it too.
 CREATE TABLE IF NOT EXISTS kv_slots_epoch (
   id TINYINT UNSIGNED NOT NULL PRIMARY KEY,
   n BIGINT UNSIGNED NOT NULL

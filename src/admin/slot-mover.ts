@@ -24,7 +24,7 @@
 import type { RowDataPacket, ResultSetHeader, Pool } from 'mysql2/promise';
 import { SLOT_COPYING, SLOT_FENCED, SLOT_IMPORTING, SLOT_MOVED, SLOT_OWNED, STATE_NAMES } from '../protocol/slot-map';
 import { NOW_MS } from '../shard-actor/shard-store';
-import { UNSLOTTED } from '../shard-actor/schema-migration';
+import { BUMP_SLOTS_EPOCH, UNSLOTTED } from '../shard-actor/schema-migration';
 import type { ShardSet, SlotRow } from './shard-set';
 
 export interface MoveHooks {
@@ -168,13 +168,16 @@ export class SlotMover {
       await this.finalCatchUp(a, b, lo, hi);
       tCatch = performance.now();
       await step(7);
-      const [res] = await a.query<RowDataPacket[][]>(
-        `UPDATE kv_slots SET state = ${SLOT_MOVED}, epoch = ?, updated_at = ? WHERE slot BETWEEN ? AND ? AND state = ${SLOT_FENCED}; SELECT next_version FROM kv_seq WHERE id = 1`,
+      // One transaction, so the served set and its epoch change together (readLive trusts n).
+      const res = await transaction<Array<ResultSetHeader | RowDataPacket[]>>(
+        a,
+        `START TRANSACTION; UPDATE kv_slots SET state = ${SLOT_MOVED}, epoch = ?, updated_at = ? WHERE slot BETWEEN ? AND ? AND state = ${SLOT_FENCED}; ` +
+          `${BUMP_SLOTS_EPOCH}; SELECT next_version FROM kv_seq WHERE id = 1; COMMIT`,
         [epoch, Date.now(), lo, hi],
       );
-      const moved = (res[0] as unknown as ResultSetHeader).affectedRows;
+      const moved = (res[1] as ResultSetHeader).affectedRows;
       if (moved !== n) throw new Error(`hand off: expected ${n} fenced slot rows, changed ${moved}; run the command again`);
-      seqAbove = Number(res[1][0].next_version);
+      seqAbove = Number((res[3] as RowDataPacket[])[0].next_version);
     } else {
       const [seq] = await a.query<RowDataPacket[]>('SELECT next_version FROM kv_seq WHERE id = 1');
       seqAbove = Number(seq[0].next_version);
@@ -185,7 +188,7 @@ export class SlotMover {
     const res = await transaction<ResultSetHeader[]>(
       b,
       `START TRANSACTION; UPDATE kv_seq SET next_version = GREATEST(next_version, ?) WHERE id = 1; ` +
-        `UPDATE kv_slots SET state = ${SLOT_OWNED}, peer = NULL, updated_at = ? WHERE slot BETWEEN ? AND ? AND state = ${SLOT_IMPORTING}; COMMIT`,
+        `UPDATE kv_slots SET state = ${SLOT_OWNED}, peer = NULL, updated_at = ? WHERE slot BETWEEN ? AND ? AND state = ${SLOT_IMPORTING}; ${BUMP_SLOTS_EPOCH}; COMMIT`,
       [seqAbove, Date.now(), lo, hi],
     );
     if (res[2].affectedRows !== n) throw new Error(`take over: expected ${n} importing slot rows on shard ${sit.target}, changed ${res[2].affectedRows}; run the command again`);

@@ -38,7 +38,7 @@ import mysql from 'mysql2/promise';
 import type { Pool, PoolConnection, RowDataPacket, ResultSetHeader } from 'mysql2/promise';
 import { SERVED_STATES, SLOT_IMPORTING, SLOT_MOVED, slotOf, type ShardOwnership } from '../protocol/slot-map';
 import { formatSql } from './sql-format';
-import { ensureSlotsEpoch, migrateSchema, seedSlots, UNSLOTTED } from './schema-migration';
+import { dropEpochTriggers, migrateSchema, seedSlots, UNSLOTTED } from './schema-migration';
 import type { GroupStats, MysqlTls } from '../protocol/port-messages';
 import { classify, isConnectionFatal, StoreError } from './mysql-errors';
 import { DEFAULT_SELECTOR_OPTIONS, NodeSelector, type SelectorLog, type SelectorOptions } from './node-selector';
@@ -51,6 +51,8 @@ export const ACQUIRE_TIMEOUT_MS = 3000;
  * batch in flight.
  */
 export const PROBE_TIMEOUT_MS = 3000;
+/** Least time between two reloads of the served set (see loadServed). */
+const SERVED_RELOAD_MS = 1000;
 
 /**
  * Shared by the actor and the store for one batch (a read or a write transaction, retries
@@ -256,10 +258,11 @@ export const STATEMENTS = {
   ),
   /**
    * The same read, with kv_slots_epoch.n in place of the asked slots' rows (same one-statement
-   * read view): when n equals the epoch the store last read together with the whole served set
-   * (servedSlots), that set is this snapshot's. One point read of one row instead of an IN-list
-   * over up to a batch's worth of slot rows and a GROUP_CONCAT: at 330 keys, 14 µs of MariaDB and
-   * driver time per key instead of 26 (bench/evidence, DESIGN.md "Per-operation cost").
+   * read view): every transaction that changes which slots this shard serves also adds 1 to n
+   * (schema-migration BUMP_SLOTS_EPOCH), so when n equals the epoch the store last read together
+   * with the whole served set (servedSlots), that set is this snapshot's. One point read of one
+   * row instead of an IN-list over up to a batch's worth of slot rows and a GROUP_CONCAT: at 330
+   * keys, 14 µs of MariaDB and driver time per key instead of 26 (DESIGN.md "Per-operation cost").
    * Parameters: the keys (n).
    */
   readLiveEpoch: new Statements(
@@ -426,11 +429,10 @@ export class MysqlShardStore implements ShardStore {
   private readonly timeout: number;
   /** The last new pool connection's certificate-name failure (IP hosts; see sslOption). */
   private tlsError: Error | null = null;
-  /** Whether kv_slots changes bump kv_slots_epoch (triggers present): set by init. */
-  private epochReads = false;
   /** The served set and the epoch it was read at (null: not read yet, or seen to be stale). */
   private served: { epoch: number; slots: Set<number> } | null = null;
   private servedLoading = false;
+  private servedLoadedAt = -Infinity;
   /** Read batches answered through the epoch (fast) and through the slots' rows (reads counters in stats). */
   readonly readPaths = { epoch: 0, slots: 0 };
 
@@ -608,9 +610,7 @@ export class MysqlShardStore implements ShardStore {
     return this.withSetupConnection(async (conn) => {
       for (const sql of schemaStatements()) await conn.query({ sql, timeout: 60_000 });
       await migrateSchema(conn);
-      const epoch = await ensureSlotsEpoch(conn);
-      this.epochReads = epoch.ok;
-      if (!epoch.ok) this.opts.log?.('warn', `reads check every slot's row: cannot create the kv_slots triggers here (${epoch.why})`);
+      await dropEpochTriggers(conn);
       const [rows] = await conn.query<RowDataPacket[]>(STATEMENTS.shardRow.sql);
       if (rows.length === 0) return null;
       // A data dir from before kv_slots: its slots are the ranges it was created with.
@@ -680,7 +680,13 @@ export class MysqlShardStore implements ShardStore {
    * that found the epoch moved, or none cached yet, has already checked its own slots).
    */
   private loadServed(): void {
-    if (this.servedLoading || !this.epochReads) return;
+    if (this.servedLoading) return;
+    // While a move changes kv_slots every few hundred ms, a reload (the whole served set, up to
+    // 16,384 rows) would be stale again at once: at most one a second; reads meanwhile check
+    // their own slots, as they did before the cache existed.
+    const now = performance.now();
+    if (now - this.servedLoadedAt < SERVED_RELOAD_MS) return;
+    this.servedLoadedAt = now;
     this.servedLoading = true;
     this.query<RowDataPacket[]>(STATEMENTS.servedSlots.sql, undefined)
       .then((rows) => {
