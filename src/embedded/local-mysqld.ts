@@ -188,6 +188,17 @@ export function tailOf(file: string, from = 0, maxBytes = 4096): string {
   }
 }
 
+/**
+ * What a server that failed to start said: its error.log and its stdout/stderr file, each from
+ * where this start began. Both: a server that dies before it opens error.log (it cannot create
+ * it, an option it rejects early) says why on stderr only.
+ */
+export function childOutputSince(errorLog: string, errorLogFrom: number, outFile: string, outFrom: number): string {
+  const log = tailOf(errorLog, errorLogFrom);
+  const out = tailOf(outFile, outFrom);
+  return `--- ${errorLog} (tail) ---\n${log || '(empty)'}` + (out ? `\n--- ${outFile} (stdout/stderr) ---\n${out}` : '');
+}
+
 export function sizeOf(file: string): number {
   try {
     return fs.statSync(file).size;
@@ -463,13 +474,7 @@ class LocalMysqldProcess implements LocalMysqld {
     const failure = await waitUntilReady(child, exited, socket, READY_TIMEOUT_MS);
     if (failure !== null) {
       if (this.running()) await this.terminate('SIGKILL');
-      const log = tailOf(errorLog, errorLogFrom);
-      const out = tailOf(outFile, outFrom);
-      throw new Error(
-        `${path.basename(this.binary.server)} on port ${this.portNumber} (data ${this.dataDir}): ${failure}\n` +
-          `--- ${errorLog} (tail) ---\n${log || '(empty)'}` +
-          (out ? `\n--- ${outFile} (tail) ---\n${out}` : ''),
-      );
+      throw new Error(`${path.basename(this.binary.server)} on port ${this.portNumber} (data ${this.dataDir}): ${failure}\n${childOutputSince(errorLog, errorLogFrom, outFile, outFrom)}`);
     }
     await this.prepare(socket);
     this.upSince = Date.now();
