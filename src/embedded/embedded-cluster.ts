@@ -5,6 +5,8 @@
  *   3. else install MariaDB with apt (as root)   -> local processes, as in 1
  *   4. else an Error saying what to install.
  * With replicas > 1 every shard is a Galera cluster of local MariaDB nodes (galera-cluster.ts).
+ * The local paths hold the data dir's lock (data-dir-lock.ts) from before the first server starts
+ * until the last one stopped: a second store on the same data dir is refused at start.
  * Relies on local-mysqld.ts, mysql-binary.ts and (optionally) testcontainers. Must not create
  * schemas or tables: it hands out URLs to an existing, empty-or-not `kvsql` database.
  */
@@ -13,6 +15,7 @@ import mysql from 'mysql2/promise';
 import { findMysqlBinary, ensureMysqlBinary, ensureGalera, dockerEngineReachable, type MysqlBinary } from './mysql-binary';
 import { startLocalMysqld, type LocalMysqld } from './local-mysqld';
 import { startGaleraShard, type GaleraShard } from './galera-cluster';
+import { lockDataDir, type DataDirLock } from './data-dir-lock';
 
 export interface EmbeddedClusterOptions {
   shards: number;
@@ -216,6 +219,7 @@ async function startGaleraShards(opts: EmbeddedClusterOptions, replicas: number)
   if (binary.flavor !== 'mariadb') throw new Error(`--replicas=${replicas} needs MariaDB with Galera; found ${binary.flavor} at ${binary.server}`);
   const { provider } = await ensureGalera(opts.log);
   opts.log(`each shard a Galera cluster of ${replicas} nodes (${provider}); data under ${path.resolve(opts.dataDir)}`);
+  const lock = lockDataDir(opts.dataDir);
   const groups = await startAll(
     Array.from({ length: opts.shards }, (_, i) => () =>
       startGaleraShard({
@@ -232,13 +236,17 @@ async function startGaleraShards(opts: EmbeddedClusterOptions, replicas: number)
     ),
     'Galera shards',
     (g) => g.stop(),
-  );
+  ).catch((err: unknown) => {
+    lock.release();
+    throw err;
+  });
   return {
     urls: groups.map((g) => g.url),
     shards: [],
     galera: groups,
     async stop() {
       await Promise.all(groups.map((g) => g.stop()));
+      lock.release();
     },
   };
 }
@@ -263,7 +271,7 @@ export async function startEmbeddedCluster(opts: EmbeddedClusterOptions): Promis
   let binary = findMysqlBinary();
   if (binary !== null) {
     opts.log(`using local ${binary.flavor} server ${binary.server}; data under ${path.resolve(opts.dataDir)}`);
-    return localCluster(await startLocalShards(binary, opts));
+    return startLocalCluster(binary, opts);
   }
 
   if ((await dockerEngineReachable()) && loadTestcontainers() !== null) {
@@ -287,10 +295,18 @@ export async function startEmbeddedCluster(opts: EmbeddedClusterOptions): Promis
 
   // Throws with install instructions when it cannot install.
   binary = await ensureMysqlBinary(opts.log);
-  return localCluster(await startLocalShards(binary, opts));
+  return startLocalCluster(binary, opts);
 }
 
-function localCluster(shards: LocalMysqld[]): EmbeddedCluster {
+async function startLocalCluster(binary: MysqlBinary, opts: EmbeddedClusterOptions): Promise<EmbeddedCluster> {
+  const lock: DataDirLock = lockDataDir(opts.dataDir);
+  let shards: LocalMysqld[];
+  try {
+    shards = await startLocalShards(binary, opts);
+  } catch (err) {
+    lock.release();
+    throw err;
+  }
   return {
     get urls() {
       return shards.map((s) => s.url);
@@ -299,6 +315,7 @@ function localCluster(shards: LocalMysqld[]): EmbeddedCluster {
     galera: [],
     async stop() {
       await Promise.all(shards.map((s) => s.stop()));
+      lock.release();
     },
   };
 }

@@ -44,7 +44,7 @@ import {
   sizeOf,
   sleep,
   socketPathFor,
-  stopPreviousOwner,
+  refuseForeignServer,
   tailOf,
   tmpDirFor,
   trackChild,
@@ -240,7 +240,7 @@ export class GaleraNode {
   /** Start the server; resolves once it accepts SQL (not necessarily Synced yet). */
   async start(bootstrap: boolean): Promise<void> {
     this.stopping = false;
-    await stopPreviousOwner(path.join(this.dataDir, 'mysqld.pid'), this.log);
+    await refuseForeignServer(path.join(this.dataDir, 'mysqld.pid'));
     // A node killed during a state transfer leaves the rsync script's files behind.
     for (const f of ['rsync_sst.pid', 'rsync_sst.conf', 'stunnel.pid']) fs.rmSync(path.join(this.dataDir, f), { force: true });
     const env = this.prepareDir();

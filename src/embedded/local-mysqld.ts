@@ -7,7 +7,7 @@
  * sibling staging dir during init.
  *
  *   <dataDir>/            the server's --datadir (InnoDB, system schema, our database)
- *     mysqld.pid          --pid-file: lets a later start find a server that outlived its parent
+ *     mysqld.pid          --pid-file: a later start finds a server still running there and refuses
  *     mysqld.sock         --socket (or os.tmpdir()/kvsql-<hash>.sock, see socketPathFor)
  *     error.log           --log-error: the server's own log, appended across restarts
  *     mysqld.out          stdout/stderr of the child (anything printed before error.log opens)
@@ -280,25 +280,28 @@ export async function initialiseDataDir(binary: MysqlBinary, dataDir: string, lo
   }
 }
 
-/** Stops a server left running by an earlier parent (found via its pid file) before we start. */
-export async function stopPreviousOwner(pidFile: string, log: (msg: string) => void): Promise<void> {
+/** How long a server named by the pid file may take to die with the parent that was just killed. */
+const ORPHAN_WAIT_MS = 5000;
+
+/**
+ * Refuses to start on a data dir whose pid file names a live server we did not start: never
+ * stops it, as it is not ours (a store on the same dir is refused earlier, by the data dir lock;
+ * this is a server started by hand, or one that outlived its parent). Waits ORPHAN_WAIT_MS
+ * first: a parent killed a moment ago takes its servers with it (PR_SET_PDEATHSIG), but not
+ * synchronously.
+ */
+export async function refuseForeignServer(pidFile: string): Promise<void> {
   let pid: number;
   try {
     pid = Number.parseInt(fs.readFileSync(pidFile, 'utf8').trim(), 10);
   } catch {
     return;
   }
-  if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid || !isAlive(pid) || !looksLikeMysqld(pid)) return;
-  log(`a previous server (pid ${pid}) still holds the data dir; stopping it`);
-  process.kill(pid, 'SIGTERM');
-  const deadline = Date.now() + STOP_GRACE_MS;
-  while (isAlive(pid) && Date.now() < deadline) await sleep(100);
-  if (isAlive(pid)) {
-    log(`pid ${pid} ignored SIGTERM for ${STOP_GRACE_MS} ms; sending SIGKILL`);
-    process.kill(pid, 'SIGKILL');
-    const killDeadline = Date.now() + 10_000;
-    while (isAlive(pid) && Date.now() < killDeadline) await sleep(50);
-    if (isAlive(pid)) throw new Error(`pid ${pid} (a server on this data dir) survived SIGKILL; cannot start`);
+  const foreign = (): boolean => Number.isInteger(pid) && pid > 0 && pid !== process.pid && isAlive(pid) && looksLikeMysqld(pid);
+  const deadline = Date.now() + ORPHAN_WAIT_MS;
+  while (foreign() && Date.now() < deadline) await sleep(100);
+  if (foreign()) {
+    throw new Error(`${path.dirname(pidFile)} is in use by a MySQL server this store did not start (pid ${pid}, per ${pidFile}); stop it (kill ${pid}) and start again`);
   }
 }
 
@@ -429,7 +432,7 @@ class LocalMysqldProcess implements LocalMysqld {
 
   private async startOnce(): Promise<void> {
     const pidFile = path.join(this.dataDir, 'mysqld.pid');
-    await stopPreviousOwner(pidFile, this.log);
+    await refuseForeignServer(pidFile);
     if (!isInitialised(this.dataDir)) await initialiseDataDir(this.binary, this.dataDir, this.log);
 
     const socket = socketPathFor(this.dataDir);
