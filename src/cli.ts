@@ -15,6 +15,7 @@ import { ShardSet } from './admin/shard-set';
 import { tokenCommand } from './token-cli';
 import { checkExposure } from './gateway/auth';
 import { serverTls } from './gateway/tls';
+import { probePort } from './gateway/port-probe';
 
 async function main(): Promise<void> {
   const first = process.argv[2];
@@ -59,6 +60,15 @@ async function main(): Promise<void> {
       process.exit(2);
     }
     throw err;
+  }
+  // Busy ports are refused before the embedded shards take seconds to start (startServer checks
+  // the HTTP port again right before it listens; the Redis door's own listen refuses a busy port).
+  try {
+    await probePort(config.host, config.port, 'KVSQL_PORT', '--port');
+    if (config.redisPort !== null) await probePort(config.host, config.redisPort, 'KVSQL_REDIS_PORT', '--redis-port');
+  } catch (err) {
+    process.stderr.write(`kvsql: ${(err as Error).message}\n`);
+    process.exit(1);
   }
   const log = createLogger(config.logLevel);
   let cluster: EmbeddedCluster | null = null;
