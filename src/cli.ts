@@ -75,13 +75,18 @@ async function main(): Promise<void> {
   let urls = config.shards;
   if (urls.length === 0) {
     log.info({ shards: config.embeddedShards, replicas: config.replicas, dataDir: config.dataDir }, 'starting embedded MySQL shards');
-    cluster = await startEmbeddedCluster({
-      shards: config.embeddedShards,
-      dataDir: config.dataDir,
-      basePort: config.embeddedBasePort,
-      replicas: config.replicas,
-      log: (msg) => log.info({}, msg),
-    });
+    try {
+      cluster = await startEmbeddedCluster({
+        shards: config.embeddedShards,
+        dataDir: config.dataDir,
+        basePort: config.embeddedBasePort,
+        replicas: config.replicas,
+        log: (msg) => log.info({}, msg),
+      });
+    } catch (err) {
+      startFailed('the embedded MySQL shards did not start', err);
+      return;
+    }
     urls = cluster.urls;
     log.info({ urls }, 'embedded MySQL shards ready');
   }
@@ -100,8 +105,8 @@ async function main(): Promise<void> {
   try {
     server = await startServer(config, urls, log);
   } catch (err) {
-    if (err instanceof ConfigError) process.stderr.write(`kvsql: ${err.message}\n`);
     log.error({ err }, 'kvsql failed to start');
+    startFailed('the gateway did not start', err);
     if (cluster) await cluster.stop();
     process.exitCode = 1;
     return;
@@ -134,6 +139,18 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+}
+
+/**
+ * A failed start on stderr, exit code 1: what failed and the error's first line (which says what
+ * to do) come first, then any detail (a server's log tail), then the same line again, so that
+ * neither the head nor the tail of the output buries it. No stack: these are expected failures.
+ */
+function startFailed(what: string, err: unknown): void {
+  const [first, ...detail] = ((err as Error)?.message ?? String(err)).trim().split('\n');
+  const summary = `kvsql: ${what}: ${first}\n`;
+  process.stderr.write(detail.length === 0 ? summary : `${summary}${detail.join('\n')}\n${summary}`);
+  process.exitCode = 1;
 }
 
 /** Databases of the embedded cluster that are empty while others hold the store join it. */

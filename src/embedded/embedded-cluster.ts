@@ -13,7 +13,7 @@
 import path from 'node:path';
 import mysql from 'mysql2/promise';
 import { findMysqlBinary, ensureMysqlBinary, ensureGalera, dockerEngineReachable, type MysqlBinary } from './mysql-binary';
-import { startLocalMysqld, type LocalMysqld } from './local-mysqld';
+import { isPortFree, startLocalMysqld, type LocalMysqld } from './local-mysqld';
 import { startGaleraShard, type GaleraShard } from './galera-cluster';
 import { lockDataDir, type DataDirLock } from './data-dir-lock';
 
@@ -219,7 +219,7 @@ async function startGaleraShards(opts: EmbeddedClusterOptions, replicas: number)
   if (binary.flavor !== 'mariadb') throw new Error(`--replicas=${replicas} needs MariaDB with Galera; found ${binary.flavor} at ${binary.server}`);
   const { provider } = await ensureGalera(opts.log);
   opts.log(`each shard a Galera cluster of ${replicas} nodes (${provider}); data under ${path.resolve(opts.dataDir)}`);
-  const lock = lockDataDir(opts.dataDir);
+  const lock = await claimLocal(opts, replicas);
   const groups = await startAll(
     Array.from({ length: opts.shards }, (_, i) => () =>
       startGaleraShard({
@@ -257,6 +257,41 @@ async function startGaleraShards(opts: EmbeddedClusterOptions, replicas: number)
  */
 export function embeddedSqlPort(basePort: number, shard: number, node: number, replicas: number): number {
   return basePort + shard * replicas + node;
+}
+
+/**
+ * Every fixed port of the embedded shards must be free before any server starts: a busy one
+ * would otherwise fail its server after the others were initialised and started, with the reason
+ * in a page of server log. One line instead: which ports, and the setting that moves them.
+ */
+async function refuseBusyPorts(opts: EmbeddedClusterOptions, replicas: number): Promise<void> {
+  const ports: number[] = [];
+  for (let i = 0; i < opts.shards; i++) {
+    for (let j = 0; j < replicas; j++) {
+      ports.push(embeddedSqlPort(opts.basePort, i, j, replicas));
+      if (replicas > 1) for (let k = 0; k < 3; k++) ports.push(opts.basePort + 1000 + 3 * (i * replicas + j) + k);
+    }
+  }
+  const busy: number[] = [];
+  for (const port of ports) if (!(await isPortFree(port))) busy.push(port);
+  if (busy.length === 0) return;
+  const range = replicas > 1 ? `${opts.basePort}..${opts.basePort + opts.shards * replicas - 1} for SQL and from ${opts.basePort + 1000} for Galera` : `${opts.basePort}..${opts.basePort + opts.shards - 1}`;
+  throw new Error(
+    `embedded MySQL port${busy.length > 1 ? 's' : ''} ${busy.join(', ')} on 127.0.0.1 ${busy.length > 1 ? 'are' : 'is'} in use by another process. ` +
+      `Stop it, or move the embedded shards to free ports with --embedded-base-port=N (KVSQL_EMBEDDED_BASE_PORT; now ${opts.basePort}, using ${range})`,
+  );
+}
+
+/** Before any local server starts: the data dir's lock, then the ports (a store already on this dir holds both; the lock names it). */
+async function claimLocal(opts: EmbeddedClusterOptions, replicas: number): Promise<DataDirLock> {
+  const lock = lockDataDir(opts.dataDir);
+  try {
+    if (opts.basePort !== 0) await refuseBusyPorts(opts, replicas);
+  } catch (err) {
+    lock.release();
+    throw err;
+  }
+  return lock;
 }
 
 export async function startEmbeddedCluster(opts: EmbeddedClusterOptions): Promise<EmbeddedCluster> {
@@ -299,7 +334,7 @@ export async function startEmbeddedCluster(opts: EmbeddedClusterOptions): Promis
 }
 
 async function startLocalCluster(binary: MysqlBinary, opts: EmbeddedClusterOptions): Promise<EmbeddedCluster> {
-  const lock: DataDirLock = lockDataDir(opts.dataDir);
+  const lock = await claimLocal(opts, 1);
   let shards: LocalMysqld[];
   try {
     shards = await startLocalShards(binary, opts);

@@ -117,6 +117,19 @@ export function pickFreePort(): Promise<number> {
   });
 }
 
+/**
+ * True when nothing listens on 127.0.0.1:`port` now (a node:net bind succeeds; it sets no
+ * SO_REUSEPORT, so any listener makes it fail). False only for EADDRINUSE; other errors throw.
+ */
+export function isPortFree(port: number): Promise<boolean> {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.unref();
+    probe.once('error', (err: NodeJS.ErrnoException) => (err.code === 'EADDRINUSE' ? resolve(false) : reject(err)));
+    probe.listen({ host: '127.0.0.1', port, exclusive: true }, () => probe.close(() => resolve(true)));
+  });
+}
+
 export function socketPathFor(dataDir: string): string {
   const inDir = path.join(dataDir, 'mysqld.sock');
   if (Buffer.byteLength(inDir) <= MAX_SOCKET_PATH_BYTES) return inDir;
@@ -305,6 +318,31 @@ export async function refuseForeignServer(pidFile: string): Promise<void> {
   }
 }
 
+/** What mysqld/mariadbd logs when it cannot bind its TCP port. */
+const BIND_FAILED = /Can't start server: Bind on TCP\/IP port|Address already in use/i;
+
+/** The server could not listen on its port: another process holds it. `code` is stable. */
+export class MysqldPortInUseError extends Error {
+  readonly code = 'KVSQL_MYSQL_PORT_IN_USE';
+  constructor(
+    readonly port: number,
+    detail: string,
+  ) {
+    super(`MySQL port 127.0.0.1:${port} is in use by another process\n${detail}`);
+  }
+}
+
+/**
+ * After the server exited, however it exited: only what lives outside dataDir (its --tmpdir and
+ * a socket moved to os.tmpdir()). Nothing in them outlives the process (mysqld clears its tmpdir
+ * at start anyway), and a failed start must not leave /tmp/kvsql-tmp-* behind.
+ */
+function removeOutsideFiles(dataDir: string): void {
+  fs.rmSync(tmpDirFor(dataDir), { recursive: true, force: true });
+  const socket = socketPathFor(dataDir);
+  if (path.dirname(socket) !== dataDir) fs.rmSync(socket, { force: true });
+}
+
 function serverArgs(binary: MysqlBinary, dataDir: string, port: number, socket: string, tmpDir: string, bufferPoolMb: number, tls?: MysqldTls): string[] {
   const args = [
     '--no-defaults', // must be the first argument
@@ -423,7 +461,7 @@ class LocalMysqldProcess implements LocalMysqld {
         return;
       } catch (err) {
         // pickFreePort closes its probe before mysqld binds, so a parallel test can win the port.
-        const portTaken = /Address already in use|Bind on TCP\/IP port|Can't start server: Bind/i.test((err as Error).message);
+        const portTaken = (err as { code?: string }).code === 'KVSQL_MYSQL_PORT_IN_USE';
         if (!pickPort || !portTaken || attempt >= 3) throw err;
         this.log(`port ${this.portNumber} was taken before the server bound it; picking another`);
       }
@@ -477,7 +515,10 @@ class LocalMysqldProcess implements LocalMysqld {
     const failure = await waitUntilReady(child, exited, socket, READY_TIMEOUT_MS);
     if (failure !== null) {
       if (this.running()) await this.terminate('SIGKILL');
-      throw new Error(`${path.basename(this.binary.server)} on port ${this.portNumber} (data ${this.dataDir}): ${failure}\n${childOutputSince(errorLog, errorLogFrom, outFile, outFrom)}`);
+      else removeOutsideFiles(this.dataDir); // exited by itself: terminate() had nothing to clean
+      const output = childOutputSince(errorLog, errorLogFrom, outFile, outFrom);
+      if (BIND_FAILED.test(output)) throw new MysqldPortInUseError(this.portNumber, `${path.basename(this.binary.server)} (data ${this.dataDir}) ${failure}\n${output}`);
+      throw new Error(`${path.basename(this.binary.server)} on port ${this.portNumber} (data ${this.dataDir}): ${failure}\n${output}`);
     }
     await this.prepare(socket);
     this.upSince = Date.now();
@@ -574,11 +615,7 @@ class LocalMysqldProcess implements LocalMysqld {
       }
     }
     await this.exited;
-    // Only what lives outside dataDir; a killed server leaves both behind, and nothing in them
-    // outlives the process (mysqld clears its tmpdir at start anyway).
-    fs.rmSync(tmpDirFor(this.dataDir), { recursive: true, force: true });
-    const socket = socketPathFor(this.dataDir);
-    if (path.dirname(socket) !== this.dataDir) fs.rmSync(socket, { force: true });
+    removeOutsideFiles(this.dataDir);
   }
 
   stop(): Promise<void> {

@@ -16,17 +16,25 @@ export function cliEnv(settings: Record<string, string | undefined> = {}): NodeJ
   return { ...env, ...settings };
 }
 
-/** `kvsql <args>` with `env` (from cliEnv), to its exit (SIGKILLed after timeoutMs): its code and output. */
-export function runCli(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 120_000): Promise<{ code: number | null; out: string }> {
+/**
+ * `kvsql <args>` with `env` (from cliEnv), to its exit (SIGKILLed after timeoutMs): its code, its
+ * output (stdout and stderr as they arrived) and its stderr alone (its order across the two pipes
+ * is not kept).
+ */
+export function runCli(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 120_000): Promise<{ code: number | null; out: string; err: string }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
+    let err = '';
     child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
-    child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
+    child.stderr!.on('data', (c: Buffer) => {
+      out += c.toString();
+      err += c.toString();
+    });
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.once('exit', (code) => {
+    child.once('close', (code) => {
       clearTimeout(timer);
-      resolve({ code, out });
+      resolve({ code, out, err });
     });
   });
 }
