@@ -11,7 +11,8 @@
  * Taking it: create the file with O_EXCL (link of a complete temp file, so a reader never sees a
  * half-written lock). If it exists and its holder is alive, refuse; if the holder is dead (a
  * store killed with -9), or a live process that is not the holder (pid reused: a different start
- * time), the lock is stale and is taken over.
+ * time), the lock is stale and is taken over. A lock naming this process is live while this
+ * process holds it (two clusters in one process), stale otherwise (a container's pid 1, again).
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -62,8 +63,14 @@ function readHolder(file: string): Holder | null {
   }
 }
 
-function holderAlive(h: Holder): boolean {
-  if (h.pid === process.pid || !isAlive(h.pid)) return false;
+/** Lock files this process holds: a lock naming our own pid is stale only when it is not one of them. */
+const heldHere = new Set<string>();
+
+function holderAlive(h: Holder, file: string): boolean {
+  // Our own pid in a lock we do not hold: an earlier life of a container whose first process
+  // is always pid 1.
+  if (h.pid === process.pid) return heldHere.has(file);
+  if (!isAlive(h.pid)) return false;
   const now = startTicks(h.pid);
   return h.started === null || now === null || now === h.started;
 }
@@ -85,7 +92,7 @@ export function lockDataDir(dataDir: string): DataDirLock {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt >= 5) throw err;
       }
       const holder = readHolder(file);
-      if (holder !== null && holderAlive(holder)) throw new DataDirInUseError(dir, holder.pid);
+      if (holder !== null && holderAlive(holder, file)) throw new DataDirInUseError(dir, holder.pid);
       // Stale. Another starter may be taking it over too: remove it only if it still names the
       // stale holder (the other may have replaced it already); then only one link() succeeds.
       // What is left is the instant between this read and the rm: two stores started within
@@ -95,10 +102,12 @@ export function lockDataDir(dataDir: string): DataDirLock {
   } finally {
     fs.rmSync(tmp, { force: true });
   }
+  heldHere.add(file);
   let released = false;
   const release = (): void => {
     if (released) return;
     released = true;
+    heldHere.delete(file);
     process.removeListener('exit', release);
     try {
       if (fs.readFileSync(file, 'utf8').trim() === mine) fs.rmSync(file, { force: true });

@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import mysql from 'mysql2/promise';
 import { isAlive, pickFreePort, startLocalMysqld } from '../../src/embedded/local-mysqld';
-import { LOCK_FILE } from '../../src/embedded/data-dir-lock';
+import { LOCK_FILE, lockDataDir } from '../../src/embedded/data-dir-lock';
 import { cliEnv, runCli, startCliStore } from '../helpers/cli';
 
 const dirs: string[] = [];
@@ -89,4 +89,13 @@ test('a MySQL server this store did not start, running on the data dir, is left 
   const conn = await mysql.createConnection({ uri: foreign.url });
   await conn.end();
   assert.equal(fs.existsSync(path.join(dataDir, LOCK_FILE)), false, 'the refused store released its lock');
+});
+
+test('one process cannot take a data dir twice (two clusters in one process); released, it can', () => {
+  const dataDir = tempDir();
+  const lock = lockDataDir(dataDir);
+  assert.throws(() => lockDataDir(dataDir), (err: Error & { code?: string; pid?: number }) => err.code === 'KVSQL_DATA_DIR_IN_USE' && err.pid === process.pid);
+  lock.release();
+  assert.equal(fs.existsSync(path.join(dataDir, LOCK_FILE)), false);
+  lockDataDir(dataDir).release();
 });
