@@ -17,6 +17,7 @@ import { ShardSet } from './admin/shard-set';
 import { tokenCommand } from './token-cli';
 import { checkExposure } from './gateway/auth';
 import { serverTls } from './gateway/tls';
+import { probePort } from './gateway/port-probe';
 
 /**
  * `kvsql help [words]`, and `kvsql <command> ... --help` (or -h) for every command: its usage on
@@ -86,18 +87,32 @@ async function main(): Promise<void> {
     }
     throw err;
   }
+  // Busy ports are refused before the embedded shards take seconds to start (startServer checks
+  // the HTTP port again right before it listens; the Redis door's own listen refuses a busy port).
+  try {
+    await probePort(config.host, config.port, 'KVSQL_PORT', '--port');
+    if (config.redisPort !== null) await probePort(config.host, config.redisPort, 'KVSQL_REDIS_PORT', '--redis-port');
+  } catch (err) {
+    process.stderr.write(`kvsql: ${(err as Error).message}\n`);
+    process.exit(1);
+  }
   const log = createLogger(config.logLevel);
   let cluster: EmbeddedCluster | null = null;
   let urls = config.shards;
   if (urls.length === 0) {
     log.info({ shards: config.embeddedShards, replicas: config.replicas, dataDir: config.dataDir }, 'starting embedded MySQL shards');
-    cluster = await startEmbeddedCluster({
-      shards: config.embeddedShards,
-      dataDir: config.dataDir,
-      basePort: config.embeddedBasePort,
-      replicas: config.replicas,
-      log: (msg) => log.info({}, msg),
-    });
+    try {
+      cluster = await startEmbeddedCluster({
+        shards: config.embeddedShards,
+        dataDir: config.dataDir,
+        basePort: config.embeddedBasePort,
+        replicas: config.replicas,
+        log: (msg) => log.info({}, msg),
+      });
+    } catch (err) {
+      startFailed('the embedded MySQL shards did not start', err);
+      return;
+    }
     urls = cluster.urls;
     log.info({ urls }, 'embedded MySQL shards ready');
   }
@@ -116,8 +131,8 @@ async function main(): Promise<void> {
   try {
     server = await startServer(config, urls, log);
   } catch (err) {
-    if (err instanceof ConfigError) process.stderr.write(`kvsql: ${err.message}\n`);
     log.error({ err }, 'kvsql failed to start');
+    startFailed('the gateway did not start', err);
     if (cluster) await cluster.stop();
     process.exitCode = 1;
     return;
@@ -150,6 +165,18 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+}
+
+/**
+ * A failed start on stderr, exit code 1: what failed and the error's first line (which says what
+ * to do) come first, then any detail (a server's log tail), then the same line again, so that
+ * neither the head nor the tail of the output buries it. No stack: these are expected failures.
+ */
+function startFailed(what: string, err: unknown): void {
+  const [first, ...detail] = ((err as Error)?.message ?? String(err)).trim().split('\n');
+  const summary = `kvsql: ${what}: ${first}\n`;
+  process.stderr.write(detail.length === 0 ? summary : `${summary}${detail.join('\n')}\n${summary}`);
+  process.exitCode = 1;
 }
 
 /** Databases of the embedded cluster that are empty while others hold the store join it. */

@@ -5,14 +5,17 @@
  *   3. else install MariaDB with apt (as root)   -> local processes, as in 1
  *   4. else an Error saying what to install.
  * With replicas > 1 every shard is a Galera cluster of local MariaDB nodes (galera-cluster.ts).
+ * The local paths hold the data dir's lock (data-dir-lock.ts) from before the first server starts
+ * until the last one stopped: a second store on the same data dir is refused at start.
  * Relies on local-mysqld.ts, mysql-binary.ts and (optionally) testcontainers. Must not create
  * schemas or tables: it hands out URLs to an existing, empty-or-not `kvsql` database.
  */
 import path from 'node:path';
 import mysql from 'mysql2/promise';
 import { findMysqlBinary, ensureMysqlBinary, ensureGalera, dockerEngineReachable, type MysqlBinary } from './mysql-binary';
-import { startLocalMysqld, type LocalMysqld } from './local-mysqld';
+import { isPortFree, startLocalMysqld, type LocalMysqld } from './local-mysqld';
 import { startGaleraShard, type GaleraShard } from './galera-cluster';
+import { lockDataDir, type DataDirLock } from './data-dir-lock';
 
 export interface EmbeddedClusterOptions {
   shards: number;
@@ -216,6 +219,7 @@ async function startGaleraShards(opts: EmbeddedClusterOptions, replicas: number)
   if (binary.flavor !== 'mariadb') throw new Error(`--replicas=${replicas} needs MariaDB with Galera; found ${binary.flavor} at ${binary.server}`);
   const { provider } = await ensureGalera(opts.log);
   opts.log(`each shard a Galera cluster of ${replicas} nodes (${provider}); data under ${path.resolve(opts.dataDir)}`);
+  const lock = await claimLocal(opts, replicas);
   const groups = await startAll(
     Array.from({ length: opts.shards }, (_, i) => () =>
       startGaleraShard({
@@ -232,13 +236,17 @@ async function startGaleraShards(opts: EmbeddedClusterOptions, replicas: number)
     ),
     'Galera shards',
     (g) => g.stop(),
-  );
+  ).catch((err: unknown) => {
+    lock.release();
+    throw err;
+  });
   return {
     urls: groups.map((g) => g.url),
     shards: [],
     galera: groups,
     async stop() {
       await Promise.all(groups.map((g) => g.stop()));
+      lock.release();
     },
   };
 }
@@ -249,6 +257,41 @@ async function startGaleraShards(opts: EmbeddedClusterOptions, replicas: number)
  */
 export function embeddedSqlPort(basePort: number, shard: number, node: number, replicas: number): number {
   return basePort + shard * replicas + node;
+}
+
+/**
+ * Every fixed port of the embedded shards must be free before any server starts: a busy one
+ * would otherwise fail its server after the others were initialised and started, with the reason
+ * in a page of server log. One line instead: which ports, and the setting that moves them.
+ */
+async function refuseBusyPorts(opts: EmbeddedClusterOptions, replicas: number): Promise<void> {
+  const ports: number[] = [];
+  for (let i = 0; i < opts.shards; i++) {
+    for (let j = 0; j < replicas; j++) {
+      ports.push(embeddedSqlPort(opts.basePort, i, j, replicas));
+      if (replicas > 1) for (let k = 0; k < 3; k++) ports.push(opts.basePort + 1000 + 3 * (i * replicas + j) + k);
+    }
+  }
+  const busy: number[] = [];
+  for (const port of ports) if (!(await isPortFree(port))) busy.push(port);
+  if (busy.length === 0) return;
+  const range = replicas > 1 ? `${opts.basePort}..${opts.basePort + opts.shards * replicas - 1} for SQL and from ${opts.basePort + 1000} for Galera` : `${opts.basePort}..${opts.basePort + opts.shards - 1}`;
+  throw new Error(
+    `embedded MySQL port${busy.length > 1 ? 's' : ''} ${busy.join(', ')} on 127.0.0.1 ${busy.length > 1 ? 'are' : 'is'} in use by another process. ` +
+      `Stop it, or move the embedded shards to free ports with --embedded-base-port=N (KVSQL_EMBEDDED_BASE_PORT; now ${opts.basePort}, using ${range})`,
+  );
+}
+
+/** Before any local server starts: the data dir's lock, then the ports (a store already on this dir holds both; the lock names it). */
+async function claimLocal(opts: EmbeddedClusterOptions, replicas: number): Promise<DataDirLock> {
+  const lock = lockDataDir(opts.dataDir);
+  try {
+    if (opts.basePort !== 0) await refuseBusyPorts(opts, replicas);
+  } catch (err) {
+    lock.release();
+    throw err;
+  }
+  return lock;
 }
 
 export async function startEmbeddedCluster(opts: EmbeddedClusterOptions): Promise<EmbeddedCluster> {
@@ -263,7 +306,7 @@ export async function startEmbeddedCluster(opts: EmbeddedClusterOptions): Promis
   let binary = findMysqlBinary();
   if (binary !== null) {
     opts.log(`using local ${binary.flavor} server ${binary.server}; data under ${path.resolve(opts.dataDir)}`);
-    return localCluster(await startLocalShards(binary, opts));
+    return startLocalCluster(binary, opts);
   }
 
   if ((await dockerEngineReachable()) && loadTestcontainers() !== null) {
@@ -287,10 +330,18 @@ export async function startEmbeddedCluster(opts: EmbeddedClusterOptions): Promis
 
   // Throws with install instructions when it cannot install.
   binary = await ensureMysqlBinary(opts.log);
-  return localCluster(await startLocalShards(binary, opts));
+  return startLocalCluster(binary, opts);
 }
 
-function localCluster(shards: LocalMysqld[]): EmbeddedCluster {
+async function startLocalCluster(binary: MysqlBinary, opts: EmbeddedClusterOptions): Promise<EmbeddedCluster> {
+  const lock = await claimLocal(opts, 1);
+  let shards: LocalMysqld[];
+  try {
+    shards = await startLocalShards(binary, opts);
+  } catch (err) {
+    lock.release();
+    throw err;
+  }
   return {
     get urls() {
       return shards.map((s) => s.url);
@@ -299,6 +350,7 @@ function localCluster(shards: LocalMysqld[]): EmbeddedCluster {
     galera: [],
     async stop() {
       await Promise.all(shards.map((s) => s.stop()));
+      lock.release();
     },
   };
 }

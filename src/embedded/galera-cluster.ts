@@ -16,8 +16,15 @@
  *              to leave a clean shutdown), else the highest seqno, else (all crashed: seqno -1)
  *              the highest position found by `mariadbd --wsrep-recover`; the others join it.
  *
- * rsync SST does not work when mariadbd runs as root; as root every node runs `--user=mysql`
- * and its data dir is owned by mysql.
+ * As root every node runs `--user=root`, as a single embedded server does, so the nodes start from
+ * any directory the user can reach (a checkout under /root, mode 700, which the `mysql` user
+ * cannot enter). The one part of Galera that minds is the rsync SST: a joiner's `rsync --daemon`
+ * run by root switches to `nobody` for its transfers (rsyncd.conf `uid`), which cannot write a
+ * root-owned data dir. So as root the nodes use an SST method of ours that runs the stock rsync
+ * script with an `rsync` that tells the daemon to stay root (see writeSstShim).
+ *
+ *   <tmpDirFor(node dir)>/     the node's --tmpdir, outside the data dir, removed at stop
+ *     bin/                     as root: wsrep_sst_kvsql_rsync and its rsync shim
  *
  * Call from the main thread (the children die with the thread that spawned them, see
  * local-mysqld.ts).
@@ -26,9 +33,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import mysql from 'mysql2/promise';
-import type { MysqlBinary } from './mysql-binary';
+import { findGalera, type MysqlBinary } from './mysql-binary';
 import {
   SETPRIV,
+  childOutputSince,
   initialiseDataDir,
   isAlive,
   isInitialised,
@@ -36,7 +44,7 @@ import {
   sizeOf,
   sleep,
   socketPathFor,
-  stopPreviousOwner,
+  refuseForeignServer,
   tailOf,
   tmpDirFor,
   trackChild,
@@ -125,21 +133,29 @@ function setSafeToBootstrap(dataDir: string): void {
 
 const asRoot = (): boolean => process.getuid?.() === 0;
 
-/** uid/gid of the `mysql` user, which every node runs as when we are root. */
-function mysqlUser(): { uid: number; gid: number } {
-  const line = fs.readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.startsWith('mysql:'));
-  if (line === undefined) throw new Error('running as root, but there is no `mysql` user: Galera SST (rsync) cannot run as root. Install mariadb-server (it creates the user) or run kvsql as a normal user');
-  const f = line.split(':');
-  return { uid: Number(f[2]), gid: Number(f[3]) };
-}
+/** The SST method as root: `wsrep_sst_kvsql_rsync`, written by writeSstShim. */
+const ROOT_SST_METHOD = 'kvsql_rsync';
 
-function chownTree(dir: string, uid: number, gid: number): void {
-  fs.chownSync(dir, uid, gid);
-  for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
-    const p = path.join(dir, entry.name);
-    if (entry.isDirectory()) chownTree(p, uid, gid);
-    else fs.lchownSync(p, uid, gid);
-  }
+/**
+ * As root: `<tmpDir>/bin/`, on the node's PATH, with two scripts. mariadbd runs the SST script
+ * `wsrep_sst_<method>` found on PATH, but puts its own bin dir first, so a plain `rsync` shim
+ * would lose to /usr/bin/rsync; hence a method of our own:
+ *   wsrep_sst_kvsql_rsync   puts this dir first on PATH, then runs the stock wsrep_sst_rsync
+ *   rsync                   in daemon mode (the joiner's receiver) adds uid/gid root, so the
+ *                           transfers write as root and not as rsync's default for root, nobody
+ */
+function writeSstShim(tmpDir: string): string {
+  const rsync = findGalera()?.rsync ?? '/usr/bin/rsync';
+  const bin = path.join(tmpDir, 'bin');
+  fs.mkdirSync(bin, { recursive: true });
+  const header = '#!/bin/sh\n# Written by kvsql (src/embedded/galera-cluster.ts): rsync SST as root.\n';
+  fs.writeFileSync(path.join(bin, `wsrep_sst_${ROOT_SST_METHOD}`), `${header}PATH='${bin}':"$PATH"; export PATH\nexec wsrep_sst_rsync "$@"\n`, { mode: 0o755 });
+  fs.writeFileSync(
+    path.join(bin, 'rsync'),
+    `${header}for a in "$@"; do [ "$a" = --daemon ] && exec '${rsync}' "$@" --dparam=uid=root --dparam=gid=root; done\nexec '${rsync}' "$@"\n`,
+    { mode: 0o755 },
+  );
+  return bin;
 }
 
 export class GaleraNode {
@@ -200,44 +216,45 @@ export class GaleraNode {
       '--wsrep-node-address=127.0.0.1',
       `--wsrep-node-name=node-${this.index}`,
       `--wsrep-provider-options=${[`gmcast.listen_addr=tcp://127.0.0.1:${this.ports.gcomm}`, `ist.recv_addr=127.0.0.1:${this.ports.ist}`, ...PROVIDER_OPTIONS].join(';')}`,
-      '--wsrep-sst-method=rsync',
+      `--wsrep-sst-method=${asRoot() ? ROOT_SST_METHOD : 'rsync'}`,
       `--wsrep-sst-receive-address=127.0.0.1:${this.ports.sst}`,
       '--wsrep-slave-threads=2',
     ];
     if (bootstrap) args.push('--wsrep-new-cluster');
-    if (asRoot()) args.push('--user=mysql');
+    if (asRoot()) args.push('--user=root');
     return args;
   }
 
-  /** Owns the data dir as the user the server runs as (mysql when we are root). */
-  prepareDir(): void {
+  /**
+   * The data dir and tmpdir; as root also the rsync shim. Returns the environment of the node's
+   * processes. A data dir left owned by `mysql` by an earlier version is fine: root reads it.
+   */
+  prepareDir(): NodeJS.ProcessEnv {
     fs.mkdirSync(this.dataDir, { recursive: true });
     const tmp = tmpDirFor(this.dataDir);
     fs.mkdirSync(tmp, { recursive: true });
-    if (asRoot()) {
-      const { uid, gid } = mysqlUser();
-      chownTree(this.dataDir, uid, gid);
-      fs.chownSync(tmp, uid, gid);
-    }
+    if (!asRoot()) return process.env;
+    return { ...process.env, PATH: `${writeSstShim(tmp)}${path.delimiter}${process.env.PATH ?? '/usr/bin:/bin'}` };
   }
 
   /** Start the server; resolves once it accepts SQL (not necessarily Synced yet). */
   async start(bootstrap: boolean): Promise<void> {
     this.stopping = false;
-    await stopPreviousOwner(path.join(this.dataDir, 'mysqld.pid'), this.log);
+    await refuseForeignServer(path.join(this.dataDir, 'mysqld.pid'));
     // A node killed during a state transfer leaves the rsync script's files behind.
     for (const f of ['rsync_sst.pid', 'rsync_sst.conf', 'stunnel.pid']) fs.rmSync(path.join(this.dataDir, f), { force: true });
-    this.prepareDir();
+    const env = this.prepareDir();
     const errorLog = path.join(this.dataDir, 'error.log');
     const outFile = path.join(this.dataDir, 'mysqld.out');
     const errFrom = sizeOf(errorLog);
+    const outFrom = sizeOf(outFile);
     const outFd = fs.openSync(outFile, 'a');
     let child: ChildProcess;
     try {
       const args = this.args(bootstrap);
       child = SETPRIV !== undefined
-        ? spawn(SETPRIV, ['--pdeathsig', 'KILL', '--', this.cluster.binary.server, ...args], { stdio: ['ignore', outFd, outFd] })
-        : spawn(this.cluster.binary.server, args, { stdio: ['ignore', outFd, outFd] });
+        ? spawn(SETPRIV, ['--pdeathsig', 'KILL', '--', this.cluster.binary.server, ...args], { stdio: ['ignore', outFd, outFd], env })
+        : spawn(this.cluster.binary.server, args, { stdio: ['ignore', outFd, outFd], env });
     } finally {
       fs.closeSync(outFd);
     }
@@ -275,7 +292,7 @@ export class GaleraNode {
     if (!this.gone) await this.signal('SIGKILL');
     throw new Error(
       `galera node-${this.index} (${this.dataDir}) did not start: ${this.gone ? `exited (code ${child.exitCode}, signal ${child.signalCode})` : `no SQL after ${Date.now() - started} ms (${lastError})`}\n` +
-        `--- error.log (tail) ---\n${tailOf(errorLog, errFrom) || '(empty)'}`,
+        childOutputSince(errorLog, errFrom, outFile, outFrom),
     );
   }
 
@@ -395,17 +412,24 @@ export class GaleraNode {
 
   /** `mariadbd --wsrep-recover`: the node's last committed position, from InnoDB. */
   async recoverPosition(): Promise<number> {
-    this.prepareDir();
+    const env = this.prepareDir();
     const logFile = path.join(this.dataDir, 'wsrep-recover.log');
     fs.rmSync(logFile, { force: true });
     const args = [...this.args(false).filter((a) => !a.startsWith('--log-error=')), '--wsrep-recover', `--log-error=${logFile}`];
-    await new Promise<void>((resolve) => {
-      const child = spawn(this.cluster.binary.server, args, { stdio: 'ignore' });
-      child.once('exit', () => resolve());
-      child.once('error', () => resolve());
+    let output = '';
+    const code = await new Promise<number | null>((resolve) => {
+      const child = spawn(this.cluster.binary.server, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
+      child.stdout.on('data', (c: Buffer) => (output += c.toString()));
+      child.stderr.on('data', (c: Buffer) => (output += c.toString()));
+      child.once('close', (c) => resolve(c));
+      child.once('error', (err) => {
+        output += err.message;
+        resolve(null);
+      });
     });
     const text = fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8') : '';
     const m = /Recovered position:\s*[0-9a-f-]+:(-?\d+)/i.exec(text);
+    if (m === null) this.log(`node-${this.index}: mariadbd --wsrep-recover found no position (exit ${code}): ${(output.trim() || tailOf(logFile)).split('\n').slice(-3).join(' | ') || '(no output)'}`);
     return m ? Number(m[1]) : -1;
   }
 }
@@ -457,7 +481,9 @@ export async function startGaleraShard(opts: GaleraShardOptions): Promise<Galera
     setSafeToBootstrap(boot.dataDir);
     await boot.start(true);
     // Joiners of a new cluster: an uninitialised node (deleted by hand) gets a fresh dir and SST.
-    await Promise.all(
+    // Settled, not Promise.all: a joiner still retrying when another has given up would start a
+    // server after the cleanup below has stopped the nodes.
+    const joins = await Promise.allSettled(
       nodes.filter((n) => n !== boot).map(async (n) => {
         if (!isInitialised(n.dataDir)) await initialiseDataDir(opts.binary, n.dataDir, opts.log);
         // The rsync SST script sometimes fails to start its receiver on a busy machine ("Failed
@@ -474,6 +500,8 @@ export async function startGaleraShard(opts: GaleraShardOptions): Promise<Galera
         }
       }),
     );
+    const failed = joins.find((j): j is PromiseRejectedResult => j.status === 'rejected');
+    if (failed !== undefined) throw failed.reason;
     await Promise.all(nodes.map((n) => n.waitSynced(JOIN_TIMEOUT_MS, nodes.filter((p) => p !== n))));
   } catch (err) {
     await Promise.allSettled(nodes.map((n) => n.stop()));

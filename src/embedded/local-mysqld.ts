@@ -7,7 +7,7 @@
  * sibling staging dir during init.
  *
  *   <dataDir>/            the server's --datadir (InnoDB, system schema, our database)
- *     mysqld.pid          --pid-file: lets a later start find a server that outlived its parent
+ *     mysqld.pid          --pid-file: a later start finds a server still running there and refuses
  *     mysqld.sock         --socket (or os.tmpdir()/kvsql-<hash>.sock, see socketPathFor)
  *     error.log           --log-error: the server's own log, appended across restarts
  *     mysqld.out          stdout/stderr of the child (anything printed before error.log opens)
@@ -117,6 +117,19 @@ export function pickFreePort(): Promise<number> {
   });
 }
 
+/**
+ * True when nothing listens on 127.0.0.1:`port` now (a node:net bind succeeds; it sets no
+ * SO_REUSEPORT, so any listener makes it fail). False only for EADDRINUSE; other errors throw.
+ */
+export function isPortFree(port: number): Promise<boolean> {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.unref();
+    probe.once('error', (err: NodeJS.ErrnoException) => (err.code === 'EADDRINUSE' ? resolve(false) : reject(err)));
+    probe.listen({ host: '127.0.0.1', port, exclusive: true }, () => probe.close(() => resolve(true)));
+  });
+}
+
 export function socketPathFor(dataDir: string): string {
   const inDir = path.join(dataDir, 'mysqld.sock');
   if (Buffer.byteLength(inDir) <= MAX_SOCKET_PATH_BYTES) return inDir;
@@ -186,6 +199,17 @@ export function tailOf(file: string, from = 0, maxBytes = 4096): string {
   } catch {
     return '';
   }
+}
+
+/**
+ * What a server that failed to start said: its error.log and its stdout/stderr file, each from
+ * where this start began. Both: a server that dies before it opens error.log (it cannot create
+ * it, an option it rejects early) says why on stderr only.
+ */
+export function childOutputSince(errorLog: string, errorLogFrom: number, outFile: string, outFrom: number): string {
+  const log = tailOf(errorLog, errorLogFrom);
+  const out = tailOf(outFile, outFrom);
+  return `--- ${errorLog} (tail) ---\n${log || '(empty)'}` + (out ? `\n--- ${outFile} (stdout/stderr) ---\n${out}` : '');
 }
 
 export function sizeOf(file: string): number {
@@ -269,26 +293,54 @@ export async function initialiseDataDir(binary: MysqlBinary, dataDir: string, lo
   }
 }
 
-/** Stops a server left running by an earlier parent (found via its pid file) before we start. */
-export async function stopPreviousOwner(pidFile: string, log: (msg: string) => void): Promise<void> {
+/** How long a server named by the pid file may take to die with the parent that was just killed. */
+const ORPHAN_WAIT_MS = 5000;
+
+/**
+ * Refuses to start on a data dir whose pid file names a live server we did not start: never
+ * stops it, as it is not ours (a store on the same dir is refused earlier, by the data dir lock;
+ * this is a server started by hand, or one that outlived its parent). Waits ORPHAN_WAIT_MS
+ * first: a parent killed a moment ago takes its servers with it (PR_SET_PDEATHSIG), but not
+ * synchronously.
+ */
+export async function refuseForeignServer(pidFile: string): Promise<void> {
   let pid: number;
   try {
     pid = Number.parseInt(fs.readFileSync(pidFile, 'utf8').trim(), 10);
   } catch {
     return;
   }
-  if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid || !isAlive(pid) || !looksLikeMysqld(pid)) return;
-  log(`a previous server (pid ${pid}) still holds the data dir; stopping it`);
-  process.kill(pid, 'SIGTERM');
-  const deadline = Date.now() + STOP_GRACE_MS;
-  while (isAlive(pid) && Date.now() < deadline) await sleep(100);
-  if (isAlive(pid)) {
-    log(`pid ${pid} ignored SIGTERM for ${STOP_GRACE_MS} ms; sending SIGKILL`);
-    process.kill(pid, 'SIGKILL');
-    const killDeadline = Date.now() + 10_000;
-    while (isAlive(pid) && Date.now() < killDeadline) await sleep(50);
-    if (isAlive(pid)) throw new Error(`pid ${pid} (a server on this data dir) survived SIGKILL; cannot start`);
+  const foreign = (): boolean => Number.isInteger(pid) && pid > 0 && pid !== process.pid && isAlive(pid) && looksLikeMysqld(pid);
+  const deadline = Date.now() + ORPHAN_WAIT_MS;
+  while (foreign() && Date.now() < deadline) await sleep(100);
+  if (foreign()) {
+    throw new Error(`${path.dirname(pidFile)} is in use by a MySQL server this store did not start (pid ${pid}, per ${pidFile}); stop it (kill ${pid}) and start again`);
   }
+}
+
+/** What mysqld/mariadbd logs when it cannot bind its TCP port. */
+const BIND_FAILED = /Can't start server: Bind on TCP\/IP port|Address already in use/i;
+
+/** The server could not listen on its port: another process holds it. `code` is stable. */
+export class MysqldPortInUseError extends Error {
+  readonly code = 'KVSQL_MYSQL_PORT_IN_USE';
+  constructor(
+    readonly port: number,
+    detail: string,
+  ) {
+    super(`MySQL port 127.0.0.1:${port} is in use by another process\n${detail}`);
+  }
+}
+
+/**
+ * After the server exited, however it exited: only what lives outside dataDir (its --tmpdir and
+ * a socket moved to os.tmpdir()). Nothing in them outlives the process (mysqld clears its tmpdir
+ * at start anyway), and a failed start must not leave /tmp/kvsql-tmp-* behind.
+ */
+function removeOutsideFiles(dataDir: string): void {
+  fs.rmSync(tmpDirFor(dataDir), { recursive: true, force: true });
+  const socket = socketPathFor(dataDir);
+  if (path.dirname(socket) !== dataDir) fs.rmSync(socket, { force: true });
 }
 
 function serverArgs(binary: MysqlBinary, dataDir: string, port: number, socket: string, tmpDir: string, bufferPoolMb: number, tls?: MysqldTls): string[] {
@@ -409,7 +461,7 @@ class LocalMysqldProcess implements LocalMysqld {
         return;
       } catch (err) {
         // pickFreePort closes its probe before mysqld binds, so a parallel test can win the port.
-        const portTaken = /Address already in use|Bind on TCP\/IP port|Can't start server: Bind/i.test((err as Error).message);
+        const portTaken = (err as { code?: string }).code === 'KVSQL_MYSQL_PORT_IN_USE';
         if (!pickPort || !portTaken || attempt >= 3) throw err;
         this.log(`port ${this.portNumber} was taken before the server bound it; picking another`);
       }
@@ -418,7 +470,7 @@ class LocalMysqldProcess implements LocalMysqld {
 
   private async startOnce(): Promise<void> {
     const pidFile = path.join(this.dataDir, 'mysqld.pid');
-    await stopPreviousOwner(pidFile, this.log);
+    await refuseForeignServer(pidFile);
     if (!isInitialised(this.dataDir)) await initialiseDataDir(this.binary, this.dataDir, this.log);
 
     const socket = socketPathFor(this.dataDir);
@@ -463,13 +515,10 @@ class LocalMysqldProcess implements LocalMysqld {
     const failure = await waitUntilReady(child, exited, socket, READY_TIMEOUT_MS);
     if (failure !== null) {
       if (this.running()) await this.terminate('SIGKILL');
-      const log = tailOf(errorLog, errorLogFrom);
-      const out = tailOf(outFile, outFrom);
-      throw new Error(
-        `${path.basename(this.binary.server)} on port ${this.portNumber} (data ${this.dataDir}): ${failure}\n` +
-          `--- ${errorLog} (tail) ---\n${log || '(empty)'}` +
-          (out ? `\n--- ${outFile} (tail) ---\n${out}` : ''),
-      );
+      else removeOutsideFiles(this.dataDir); // exited by itself: terminate() had nothing to clean
+      const output = childOutputSince(errorLog, errorLogFrom, outFile, outFrom);
+      if (BIND_FAILED.test(output)) throw new MysqldPortInUseError(this.portNumber, `${path.basename(this.binary.server)} (data ${this.dataDir}) ${failure}\n${output}`);
+      throw new Error(`${path.basename(this.binary.server)} on port ${this.portNumber} (data ${this.dataDir}): ${failure}\n${output}`);
     }
     await this.prepare(socket);
     this.upSince = Date.now();
@@ -566,11 +615,7 @@ class LocalMysqldProcess implements LocalMysqld {
       }
     }
     await this.exited;
-    // Only what lives outside dataDir; a killed server leaves both behind, and nothing in them
-    // outlives the process (mysqld clears its tmpdir at start anyway).
-    fs.rmSync(tmpDirFor(this.dataDir), { recursive: true, force: true });
-    const socket = socketPathFor(this.dataDir);
-    if (path.dirname(socket) !== this.dataDir) fs.rmSync(socket, { force: true });
+    removeOutsideFiles(this.dataDir);
   }
 
   stop(): Promise<void> {

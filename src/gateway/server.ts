@@ -10,7 +10,9 @@
  * Reload (SIGHUP via the CLI): the token file is read again (open WebSockets keep their
  * connection, with their token's new rights, or are closed if it was revoked); with TLS, a new
  * SSLApp is built from the certificate files and listens on the same port beside the old one
- * (uWS sets SO_REUSEPORT), then the old listen socket closes. uWS 20.30 cannot swap the default
+ * (uWS sets SO_REUSEPORT), then the old listen socket closes. That same SO_REUSEPORT would let a
+ * second process share the port silently, so the first listen is preceded by a probe that refuses
+ * a port another process holds (port-probe.ts). uWS 20.30 cannot swap the default
  * certificate of a running app (addServerName only adds SNI names), hence the second app.
  * Connections accepted by the old app keep its certificate until they close.
  */
@@ -29,6 +31,7 @@ import { Metrics, METRICS_CONTENT_TYPE } from './metrics';
 import { respAuthGuard } from './resp-auth';
 import { startRespServer, type RespGuard, type RespServer } from './resp-server';
 import { ShardPool } from './shard-pool';
+import { probePort } from './port-probe';
 import { serverTls, type ServerTls } from './tls';
 import { loadUws } from './uws';
 import { mountWsApi, refreshTokens, type WsContext } from './ws-api';
@@ -199,6 +202,8 @@ export async function startServer(
   const apps: TemplatedApp[] = [buildApp(tls)];
   let listenSocket: us_listen_socket;
   try {
+    // uWS would share a port another process holds (SO_REUSEPORT): refuse it first (port-probe.ts).
+    await probePort(config.host, config.port, 'KVSQL_PORT', '--port');
     listenSocket = await listen(apps[0], config.port);
     if (tls !== null && config.port === 0) {
       // uWS sets SO_REUSEPORT only on an explicit port, and a TLS reload listens a second time on

@@ -1,16 +1,18 @@
 /**
  * Tests src/embedded/local-mysqld.ts against a real server: data survives a graceful restart and
- * a crash, a server left behind by an earlier parent is taken over, and a parent killed by SIGKILL
- * does not leave its server running. Also the test helper's createDatabase, which every suite uses.
+ * a crash, a server still running on the data dir is never stopped (the second start is refused),
+ * a parent killed by SIGKILL does not leave its server running, and a busy port fails the start
+ * with a plain reason and nothing left in /tmp. Also the test helper's createDatabase, which every suite uses.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import mysql from 'mysql2/promise';
-import { startLocalMysqld, type LocalMysqld } from '../../src/embedded/local-mysqld';
+import { startLocalMysqld, tmpDirFor, type LocalMysqld } from '../../src/embedded/local-mysqld';
 import { startTestServer } from '../helpers/mysql';
 
 function tempDir(): string {
@@ -92,13 +94,30 @@ test('a committed row survives kill() (SIGKILL) + restart()', async () => {
   assert.equal(await readValue(server, 'b'), 'two');
 });
 
-test('a second start on the same data dir stops the previous owner and keeps the data', async (t) => {
-  const previousPid = server.pid;
-  const successor = await startLocalMysqld({ dataDir, port: 0, database: 'kvsql', bufferPoolMb: 64 });
-  t.after(() => successor.stop());
-  assert.ok(await eventually(() => !processRunning(previousPid), 5000), 'previous server still running');
-  assert.equal(await readValue(successor, 'a'), 'one');
-  assert.equal(server.pid, 0, 'the first handle should notice its server exited');
+test('a second start on the data dir of a running server is refused, naming its pid, and stops nothing', async () => {
+  const pid = server.pid;
+  await assert.rejects(startLocalMysqld({ dataDir, port: 0, database: 'kvsql', bufferPoolMb: 64 }), (err: Error) => {
+    assert.match(err.message, new RegExp(`in use by a MySQL server this store did not start \\(pid ${pid}\\b.*stop it \\(kill ${pid}\\)`));
+    return true;
+  });
+  assert.ok(processRunning(pid), 'the running server was left alone');
+  assert.equal(server.pid, pid);
+  assert.equal(await readValue(server, 'a'), 'one');
+});
+
+test('a port another process listens on: the start fails saying so, and leaves nothing in /tmp', async (t) => {
+  const holder = net.createServer();
+  await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+  t.after(() => holder.close());
+  const port = (holder.address() as net.AddressInfo).port;
+  const dir = tempDir();
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  await assert.rejects(startLocalMysqld({ dataDir: dir, port, database: 'kvsql', bufferPoolMb: 64 }), (err: Error & { code?: string }) => {
+    assert.equal(err.code, 'KVSQL_MYSQL_PORT_IN_USE');
+    assert.equal(err.message.split('\n')[0], `MySQL port 127.0.0.1:${port} is in use by another process`);
+    return true;
+  });
+  assert.equal(fs.existsSync(tmpDirFor(path.resolve(dir))), false, 'the server\'s --tmpdir was removed');
 });
 
 test('a parent killed with SIGKILL does not leave its server running', { skip: !fs.existsSync('/usr/bin/setpriv') && !fs.existsSync('/bin/setpriv') }, async (t) => {

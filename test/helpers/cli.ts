@@ -16,17 +16,69 @@ export function cliEnv(settings: Record<string, string | undefined> = {}): NodeJ
   return { ...env, ...settings };
 }
 
-/** `kvsql <args>` with `env` (from cliEnv), to its exit (SIGKILLed after timeoutMs): its code and output. */
-export function runCli(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 120_000): Promise<{ code: number | null; out: string }> {
+/**
+ * `kvsql <args>` with `env` (from cliEnv), to its exit (SIGKILLed after timeoutMs): its code, its
+ * output (stdout and stderr as they arrived) and its stderr alone (its order across the two pipes
+ * is not kept).
+ */
+export function runCli(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 120_000): Promise<{ code: number | null; out: string; err: string }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
+    let err = '';
     child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
-    child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
+    child.stderr!.on('data', (c: Buffer) => {
+      out += c.toString();
+      err += c.toString();
+    });
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.once('exit', (code) => {
+    child.once('close', (code) => {
       clearTimeout(timer);
-      resolve({ code, out });
+      resolve({ code, out, err });
     });
   });
+}
+
+export interface CliStore {
+  readonly pid: number;
+  /** Its stdout and stderr so far. */
+  output(): string;
+  /** Resolves to the exit code once it exited. */
+  readonly exited: Promise<number | null>;
+  /** SIGTERM, then its exit code. */
+  stop(): Promise<number | null>;
+}
+
+/**
+ * `kvsql` as a server with `env` (KVSQL_PORT must be set), once GET /readyz on that port answers
+ * 200. Rejects with its output when it exits first or is not ready in time (then it is killed).
+ */
+export async function startCliStore(env: NodeJS.ProcessEnv, readyTimeoutMs = 120_000): Promise<CliStore> {
+  const child = spawn(process.execPath, [CLI], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+  child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
+  let code: number | null | undefined;
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (c) => resolve((code = c))));
+  const store: CliStore = {
+    pid: child.pid!,
+    output: () => out,
+    exited,
+    async stop() {
+      if (code === undefined) child.kill('SIGTERM');
+      return exited;
+    },
+  };
+  const deadline = Date.now() + readyTimeoutMs;
+  for (;;) {
+    if (code !== undefined) throw new Error(`kvsql exited (code ${code}) before it was ready:\n${out.slice(-3000)}`);
+    const status = await fetch(`http://127.0.0.1:${env.KVSQL_PORT}/readyz`).then((r) => r.status, () => 0);
+    if (status === 200) return store;
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      await exited;
+      throw new Error(`kvsql not ready after ${readyTimeoutMs} ms:\n${out.slice(-3000)}`);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
 }

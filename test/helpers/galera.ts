@@ -30,7 +30,6 @@ export async function startTestGalera(replicas = 3): Promise<TestGalera> {
   const binary = await ensureMysqlBinary(log);
   const { provider } = await ensureGalera(log);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvsql-galera-'));
-  fs.chmodSync(dir, 0o755); // mkdtemp makes 0700; the nodes run as mysql when we are root
   const start = () => startGaleraShard({ shard: 0, replicas, dir: path.join(dir, 'shard-0'), sqlBase: 0, galeraBase: 0, database: EMBEDDED_DATABASE, binary, provider, log });
   const handle: TestGalera = {
     shard: await start(),
