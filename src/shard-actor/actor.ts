@@ -44,7 +44,7 @@ import { BATCH_SIZE_BUCKETS, type ActorConfig, type ShardStats } from '../protoc
 import { classify, StoreError, toKvError } from './mysql-errors';
 import { KeyScheduler, type Chain } from './key-scheduler';
 import type { PendingOp } from './pending-op';
-import { newTxControl, type LiveRow, type LockedRow, type RowMutations, type ShardIdentity, type ShardStore, type SlotStates, type TxControl } from './shard-store';
+import { MAX_REAP_KEYS, newTxControl, type LiveRow, type LockedRow, type RowMutations, type ShardIdentity, type ShardStore, type SlotStates, type TxControl } from './shard-store';
 import { SLOT_COPYING, SLOT_FENCED, SLOT_OWNED, slotOf, type ShardOwnership } from '../protocol/slot-map';
 import { Fifo } from './fifo';
 import { VersionAllocator, type Versions } from './version-allocator';
@@ -125,6 +125,8 @@ export class ShardActor {
   /** Ready ops (or chains) needed to open a second, third... batch of a kind in parallel. */
   private readonly parallelThreshold: number;
   private readonly maxBatchBytes: number;
+  /** Keys per reap statement: the configured page, at most MAX_REAP_KEYS (see there). */
+  private readonly reapBatchKeys: number;
 
   constructor(
     private readonly cfg: ActorConfig,
@@ -137,6 +139,7 @@ export class ShardActor {
   ) {
     this.maxBatchOps = cfg.batching ? cfg.maxBatchOps : 1;
     this.maxBatchBytes = cfg.batching ? cfg.maxBatchBytes : Infinity;
+    this.reapBatchKeys = Math.min(cfg.expiry.reapBatch, MAX_REAP_KEYS);
     this.parallelThreshold = cfg.batching ? Math.max(1, Math.floor(cfg.maxBatchOps / 8)) : 1;
     this.scheduler = new KeyScheduler(cfg.batching ? cfg.maxBatchOps : 1);
     this.versions = new VersionAllocator((size, above) => this.store.reserveVersionBlock(size, above));
@@ -282,7 +285,7 @@ export class ShardActor {
     // write slot, so a storm of expiring keys costs foreground traffic one connection's worth of
     // MySQL work, not all of it.
     if (this.scheduler.readyReapCount > 0 && this.reapsInFlight === 0) {
-      void this.runReaps(this.scheduler.takeReaps(this.cfg.expiry.reapBatch));
+      void this.runReaps(this.scheduler.takeReaps(this.reapBatchKeys));
     }
   }
 
