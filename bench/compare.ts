@@ -14,7 +14,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { buildOf, type Build } from './builds';
-import type { BenchContext } from './context';
+import { newContext, type BenchContext } from './context';
 import type { BenchOptions, ScenarioName } from './options';
 import { backgroundBusyCores, CORES, MACHINE, type CpuUse, type Watched } from './proc-stats';
 import { clearProgress, log } from './progress';
@@ -126,22 +126,7 @@ async function startSide(build: Build, layout: StoreLayout, opts: Readonly<Bench
   embeddedShardPids(layout).forEach((pid, i) => watched.push({ label: `shard-${i} mysqld`, pid }));
   watched.push({ label: 'load generator (this process)', pid: process.pid });
   note(`${build.role} ${build.label}: ready at ${gateway.base} (pid ${gateway.pid}) in ${((performance.now() - t) / 1000).toFixed(1)} s${gateway.redisPort === null ? '; no Redis door in this build' : ''}`);
-  const ctx: BenchContext = {
-    opts,
-    base: gateway.base,
-    redisPort: gateway.redisPort,
-    ablationBase: null,
-    gatewayPid: gateway.pid,
-    ablationPid: null,
-    shardUrls: urls,
-    naive: null,
-    watched,
-    sql,
-    value: Buffer.alloc(opts.valueSize, 0x61),
-    peaks: new Map(),
-    loadRate: 0,
-    preloaded: false,
-  };
+  const ctx = newContext(opts, { base: gateway.base, redisPort: gateway.redisPort, ablationBase: null, gatewayPid: gateway.pid, ablationPid: null, shardUrls: urls, watched, sql });
   return { build, layout, gateway, ctx };
 }
 

@@ -40,6 +40,14 @@ export interface BenchContext {
   preloaded: boolean;
 }
 
+/** Where one store under test is, as a scenario sees it (what `newContext` is given). */
+export type StoreTarget = Pick<BenchContext, 'base' | 'redisPort' | 'ablationBase' | 'gatewayPid' | 'ablationPid' | 'shardUrls' | 'watched' | 'sql'>;
+
+/** A fresh context for one store: nothing preloaded or measured yet. */
+export function newContext(opts: Readonly<BenchOptions>, target: StoreTarget): BenchContext {
+  return { ...target, opts, naive: null, value: Buffer.alloc(opts.valueSize, 0x61), peaks: new Map(), loadRate: 0, preloaded: false };
+}
+
 export async function ensurePreloaded(ctx: BenchContext): Promise<void> {
   if (ctx.preloaded) return;
   const { keys } = ctx.opts;

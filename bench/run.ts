@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ALL_SCENARIOS, OptionsError, parseOptions, usage, type BenchOptions, type ScenarioName } from './options';
-import type { BenchContext } from './context';
+import { newContext, type BenchContext } from './context';
 import { backgroundBusyCores, CORES, describeCpu, type Watched } from './proc-stats';
 import { clearProgress, log } from './progress';
 import { addRatios, renderTable, saveReport, type Report } from './report';
@@ -194,22 +194,7 @@ async function main(): Promise<number> {
     if (gatewayPid !== null) watched.unshift({ label: 'gateway', pid: gatewayPid, threads: true });
     watched.push({ label: 'load generator (this process)', pid: process.pid });
 
-    const ctx: BenchContext = {
-      opts,
-      base,
-      redisPort,
-      ablationBase,
-      gatewayPid,
-      ablationPid,
-      shardUrls,
-      naive: null,
-      watched,
-      sql,
-      value: Buffer.alloc(opts.valueSize, 0x61),
-      peaks: new Map(),
-      loadRate: 0,
-      preloaded: false,
-    };
+    const ctx = newContext(opts, { base, redisPort, ablationBase, gatewayPid, ablationPid, shardUrls, watched, sql });
 
     const background = await backgroundBusyCores(2000);
     note(`machine busy before load: ${background.toFixed(2)} of ${CORES} cores${background > 0.25 ? ' -- NOT idle (something else is running): results will be noisy' : ''}`);
