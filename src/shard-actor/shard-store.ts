@@ -445,7 +445,7 @@ export class MysqlShardStore implements ShardStore {
   private served: { epoch: number; slots: Set<number> } | null = null;
   private servedLoading = false;
   private servedLoadedAt = -Infinity;
-  /** Read batches answered through the epoch (fast) and through the slots' rows (reads counters in stats). */
+  /** Read batches answered through the epoch (fast) and through the slots' rows (for tests and profiling). */
   readonly readPaths = { epoch: 0, slots: 0 };
 
   constructor(private readonly opts: StoreOptions) {
