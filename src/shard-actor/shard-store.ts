@@ -420,6 +420,13 @@ function tlsIdentityError(tls: MysqlTls | null | undefined, host: string, stream
 
 const hostOf = (url: string): string => new URL(url).hostname.replace(/^\[|\]$/g, '');
 
+/** The parameters of insertBatch / upsertBatch for `list`: key, value, version, expiry, slot per row. */
+function rowParams(list: RowMutations['upserts']): unknown[] {
+  const params: unknown[] = [];
+  for (const u of list) params.push(u[0], u[1], u[2], u[3], slotOf(u[0]));
+  return params;
+}
+
 /** The rows of a read statement that are rows (the LEFT JOIN's all-NULL row is not). */
 function liveRows(rows: RowDataPacket[]): LiveRow[] {
   const live: LiveRow[] = [];
@@ -790,13 +797,8 @@ export class MysqlShardStore implements ShardStore {
       const m = await decide(locked, now, issuedBelow, slotStates);
       // Each statement formatted on its own (sql-format caches per template), joined by ';'.
       let sql = '';
-      const rows5 = (list: Array<[Buffer, Uint8Array, number, number | null]>): unknown[] => {
-        const params: unknown[] = [];
-        for (const u of list) params.push(u[0], u[1], u[2], u[3], slotOf(u[0]));
-        return params;
-      };
-      if (m.inserts.length > 0) sql += formatSql(STATEMENTS.insertBatch.sql(m.inserts.length), rows5(m.inserts)) + ';';
-      if (m.upserts.length > 0) sql += formatSql(STATEMENTS.upsertBatch.sql(m.upserts.length), rows5(m.upserts)) + ';';
+      if (m.inserts.length > 0) sql += formatSql(STATEMENTS.insertBatch.sql(m.inserts.length), rowParams(m.inserts)) + ';';
+      if (m.upserts.length > 0) sql += formatSql(STATEMENTS.upsertBatch.sql(m.upserts.length), rowParams(m.upserts)) + ';';
       if (m.ttlUpdates.length > 0) {
         const params: unknown[] = [];
         for (const t of m.ttlUpdates) params.push(t[0], t[1]);
@@ -813,7 +815,7 @@ export class MysqlShardStore implements ShardStore {
         // Nothing is committed yet: an error here rolls back and may be retried.
         const [res] = await conn.query<RowDataPacket[][]>({ sql: sql + STATEMENTS.readSeq.sql(1), timeout: this.timeout });
         const fix = await recheck(Number(res[res.length - 1][0].next_version));
-        sql = fix !== null && fix.length > 0 ? formatSql(STATEMENTS.upsertBatch.sql(fix.length), rows5(fix)) + ';' : '';
+        sql = fix !== null && fix.length > 0 ? formatSql(STATEMENTS.upsertBatch.sql(fix.length), rowParams(fix)) + ';' : '';
       }
       if (sql.length > 0) await conn.query({ sql: sql.slice(0, -1), timeout: this.timeout });
       // The last moment to give up cleanly: past this line the server may commit.
