@@ -19,5 +19,7 @@ export {
   type PutOptions,
   type PutResult,
   type TtlResult,
+  type IncrResult,
+  type IncrFloatResult,
   type Value,
 } from './client';

@@ -19,10 +19,10 @@
  */
 import WebSocket from 'ws';
 import { KvError } from '../protocol/errors';
-import { OP_DEL, OP_EXPIRE, OP_GET, OP_NAMES, OP_PERSIST, OP_PUT, OP_TTL, type OpCode } from '../protocol/ops';
+import { OP_DEL, OP_EXPIRE, OP_GET, OP_GETDEL, OP_INCR, OP_NAMES, OP_PERSIST, OP_PUT, OP_TTL, type OpCode } from '../protocol/ops';
 import { checkTtlMs, checkValue } from '../protocol/validate';
 import { decodeReplyFrame, encodeRequestFrame, replyError, type ClientRequest } from '../protocol/ws-client-codec';
-import { FRAME_ERROR_ID, readDelOptions, readPutOptions, wireReplyOf, type DelOptions, type OpFields, type PutOptions, type WireReply } from '../protocol/ws-format';
+import { FRAME_ERROR_ID, readDelOptions, readIncr, readPutOptions, wireReplyOf, type DelOptions, type IncrOptions, type OpFields, type PutOptions, type WireReply } from '../protocol/ws-format';
 import { KvClientError, type KvClientErrorCode } from './errors';
 
 export type { PutOptions, DelOptions };
@@ -73,6 +73,23 @@ export interface PutResult {
   created: boolean;
 }
 
+/** After incr: the new value (bigint: counters are signed 64-bit, past 2^53). */
+export interface IncrResult {
+  value: bigint;
+  version: number;
+  expiresAt: number | null;
+  /** True when the key was absent (or expired) and the increment created it. */
+  created: boolean;
+}
+
+/** After incrByFloat: the new value. */
+export interface IncrFloatResult {
+  value: number;
+  version: number;
+  expiresAt: number | null;
+  created: boolean;
+}
+
 export interface TtlResult {
   /** Milliseconds left, or null when the key has no TTL. */
   ttlMs: number | null;
@@ -115,7 +132,7 @@ class ClientCall implements ClientRequest {
     readonly key: Key,
     readonly value: Value | null,
     readonly ttlMs: number,
-    readonly opts: PutOptions | DelOptions | undefined,
+    readonly opts: PutOptions | DelOptions | IncrOptions | undefined,
     /** Upper bound of its encoded size. */
     readonly size: number,
     readonly resolve: (v: unknown) => void,
@@ -257,6 +274,25 @@ export class KvClient {
   }
 
   /**
+   * Adds `by` (default 1) to the key's integer value, atomically on the shard (Redis INCRBY):
+   * creates it at 0 when absent, keeps its TTL. A value that is not a signed 64-bit integer
+   * rejects with KV_ERR_NOT_INTEGER, a result outside that range with KV_ERR_OVERFLOW.
+   */
+  incr(key: Key, by: number | bigint = 1): Promise<IncrResult> {
+    return this.issue(OP_INCR, key, String(by), 0, undefined) as Promise<IncrResult>;
+  }
+
+  /** Adds `by` to the key's value as a float (Redis INCRBYFLOAT); KV_ERR_NOT_FLOAT when it is not one. */
+  incrByFloat(key: Key, by: number): Promise<IncrFloatResult> {
+    return this.issue(OP_INCR, key, String(by), 0, { float: true }) as Promise<IncrFloatResult>;
+  }
+
+  /** Deletes the key and resolves the value it had, or null when it was absent (Redis GETDEL). */
+  getdel(key: Key): Promise<GetResult | null> {
+    return this.issue(OP_GETDEL, key, null, 0, undefined) as Promise<GetResult | null>;
+  }
+
+  /**
    * Stops reconnecting and closes the connection. Every op not yet answered is rejected with
    * KV_ERR_CLIENT_CLOSED (await your ops first for a graceful close). Idempotent.
    */
@@ -300,7 +336,7 @@ export class KvClient {
     }
   }
 
-  private issue(op: OpCode, key: Key, value: Value | null, ttlMs: number, opts: PutOptions | DelOptions | undefined): Promise<unknown> {
+  private issue(op: OpCode, key: Key, value: Value | null, ttlMs: number, opts: PutOptions | DelOptions | IncrOptions | undefined): Promise<unknown> {
     if (this.closed) return Promise.reject(new KvClientError('KV_ERR_CLIENT_CLOSED', `${OP_NAMES[op]}: the client is closed`));
     let size: number;
     try {
@@ -318,7 +354,7 @@ export class KvClient {
   }
 
   /** The same checks as the server, with its messages; returns the op's encoded size bound. */
-  private check(op: OpCode, key: Key, value: Value | null, ttlMs: number, opts: PutOptions | DelOptions | undefined): number {
+  private check(op: OpCode, key: Key, value: Value | null, ttlMs: number, opts: PutOptions | DelOptions | IncrOptions | undefined): number {
     const kb = keyBytes(key);
     if (kb < 0) throw new KvError('KV_ERR_BAD_KEY', `key must be a string or Uint8Array, got ${typeof key}`);
     if (kb === 0) throw new KvError('KV_ERR_BAD_KEY', 'key must not be empty');
@@ -332,6 +368,8 @@ export class KvClient {
       readPutOptions(opts, scratch);
     } else if (op === OP_DEL) {
       readDelOptions(opts, scratch);
+    } else if (op === OP_INCR) {
+      vb = readIncr(value, opts, scratch).length;
     } else if (op === OP_EXPIRE) {
       checkWholeMs(ttlMs);
       checkTtlMs(ttlMs);
@@ -462,6 +500,17 @@ export class KvClient {
     }
     let result: unknown;
     switch (op.op) {
+      case OP_INCR: {
+        const n = wireReplyOf(OP_INCR, r);
+        if ((n[1] === 200 || n[1] === 201) && n[2] instanceof Uint8Array) {
+          const text = Buffer.from(n[2]).toString('latin1');
+          const float = (op.opts as IncrOptions | undefined)?.float === true;
+          const rest = { version: n[3], expiresAt: n[4] ?? null, created: n[1] === 201 };
+          result = float ? ({ value: Number(text), ...rest } satisfies IncrFloatResult) : ({ value: BigInt(text), ...rest } satisfies IncrResult);
+        }
+        break;
+      }
+      case OP_GETDEL:
       case OP_GET: {
         const g = wireReplyOf(OP_GET, r);
         if (g[1] === 404) result = null;

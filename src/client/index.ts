@@ -12,6 +12,8 @@ export {
   type PutOptions,
   type PutResult,
   type TtlResult,
+  type IncrResult,
+  type IncrFloatResult,
   type Value,
 } from './client';
 export { KvClientError, CLIENT_ERRORS, type KvClientErrorCode } from './errors';

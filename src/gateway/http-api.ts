@@ -11,6 +11,7 @@
 import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
 import { KvError, statusOf, toErrorData } from '../protocol/errors';
 import {
+  FLAG_FLOAT,
   FLAG_IF_ABSENT,
   isErrorReply,
   FLAG_IF_EXISTS,
@@ -19,6 +20,7 @@ import {
   OP_DEL,
   OP_EXPIRE,
   OP_GET,
+  OP_INCR,
   OP_NAMES,
   OP_PERSIST,
   OP_PUT,
@@ -26,6 +28,7 @@ import {
   ttlLeftMs,
   type ExpireSet,
   type GetHit,
+  type IncrDone,
   type OpCode,
   type PreconditionFailed,
   type PutDone,
@@ -33,6 +36,7 @@ import {
   type TtlHit,
 } from '../protocol/ops';
 import { checkKey, checkValue, parseTtlSeconds, parseVersionTag, type Limits } from '../protocol/validate';
+import { parseFloatText, parseInt64 } from '../protocol/numbers';
 import { mayAccess, rightFor, type TokenEntry } from '../protocol/access';
 import type { Auth } from './auth';
 import { CLOSE, HEAD, statusLine, writeError } from './http-errors';
@@ -141,6 +145,17 @@ class HttpCall implements ReplyTarget {
         res.end(`{"version":${p[2]},"expiresAt":${p[3] ?? null}}`);
         return;
       }
+      case OP_INCR: {
+        // The value as a JSON string: a signed 64-bit counter does not fit a JSON number's
+        // exact range (etcd's JSON gateway writes int64 the same way).
+        const n = r as IncrDone;
+        res.writeStatus(statusLine(status));
+        res.writeHeader('ETag', `"${n[3]}"`);
+        if (n[4] !== null) res.writeHeader('X-Expires-At', String(n[4]));
+        res.writeHeader('Content-Type', 'application/json');
+        res.end(`{"value":"${Buffer.from(n[2]).toString('latin1')}","version":${n[3]},"expiresAt":${n[4] ?? null}}`);
+        return;
+      }
       case OP_DEL:
         res.writeStatus('204 No Content');
         res.endWithoutBody();
@@ -210,10 +225,13 @@ export function decodeKey(url: string, prefixLength: number): Buffer {
 interface Query {
   ttlMs: number;
   keepTtl: boolean;
+  /** POST: the increment as ASCII, checked (a signed 64-bit integer, or a float with float=1). */
+  incr: Buffer | null;
+  float: boolean;
 }
 
 function parseQuery(raw: string, allowed: ReadonlySet<string>): Query {
-  const q: Query = { ttlMs: 0, keepTtl: false };
+  const q: Query = { ttlMs: 0, keepTtl: false, incr: null, float: false };
   let sawTtl = false;
   for (const part of raw.split('&')) {
     if (part.length === 0) continue;
@@ -235,6 +253,18 @@ function parseQuery(raw: string, allowed: ReadonlySet<string>): Query {
       if (value === 'true' || value === '1' || value === '') q.keepTtl = true;
       else if (value === 'false' || value === '0') q.keepTtl = false;
       else throw new KvError('KV_ERR_BAD_REQUEST', `keepttl must be true or false, got "${value.slice(0, 40)}"`);
+    } else if (name === 'incr') {
+      q.incr = Buffer.from(value, 'latin1');
+    } else if (name === 'float') {
+      if (value === 'true' || value === '1' || value === '') q.float = true;
+      else if (value !== 'false' && value !== '0') throw new KvError('KV_ERR_BAD_REQUEST', `float must be true or false, got "${value.slice(0, 40)}"`);
+    }
+  }
+  if (allowed.has('incr')) {
+    if (q.incr === null) throw new KvError('KV_ERR_BAD_REQUEST', 'incr query parameter is required (POST /v1/kv/{key}?incr=N)');
+    const n = q.float ? parseFloatText(q.incr) : parseInt64(q.incr);
+    if (n === null || (q.float && !Number.isFinite(n as number))) {
+      throw new KvError('KV_ERR_BAD_REQUEST', `incr must be ${q.float ? 'a finite decimal number' : 'a signed 64-bit integer'}, got "${q.incr.toString('latin1').slice(0, 40)}"`);
     }
   }
   if (sawTtl && q.keepTtl) throw new KvError('KV_ERR_BAD_REQUEST', 'ttl and keepttl=true contradict each other; send one');
@@ -245,6 +275,7 @@ function parseQuery(raw: string, allowed: ReadonlySet<string>): Query {
 const NO_PARAMS = new Set<string>();
 const PUT_PARAMS = new Set(['ttl', 'keepttl']);
 const TTL_PARAMS = new Set(['ttl']);
+const INCR_PARAMS = new Set(['incr', 'float']);
 
 interface Conditions {
   flags: number;
@@ -355,6 +386,18 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
     }),
   );
 
+  // Atomic increment: POST /v1/kv/{key}?incr=N (float=1: a float increment). No body.
+  app.post('/v1/kv/*', (res, req) =>
+    guard(res, req, OP_INCR, (who) => {
+      if (hasBody(req)) throw new KvError('KV_ERR_BAD_REQUEST', 'POST /v1/kv/{key}?incr=N takes no body');
+      const key = decodeKey(req.getUrl(), KV);
+      checkKey(key, limits);
+      authorize(ctx, who, OP_INCR, key);
+      const q = parseQuery(req.getQuery() ?? '', INCR_PARAMS);
+      pool.submit(new HttpCall(ctx, res, OP_INCR), OP_INCR, key, q.incr, 0, q.float ? FLAG_FLOAT : 0, 0);
+    }),
+  );
+
   // Known routes, wrong method: 405 with Allow. Empty key: 400.
   const notAllowed = (allow: string) => (res: HttpResponse, req: HttpRequest): void => {
     if (refusedFraming(res, req)) return;
@@ -369,7 +412,7 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
   for (const route of ['/v1/kv', '/v1/ttl']) {
     app.get(route, emptyKey).put(route, emptyKey).del(route, emptyKey);
   }
-  app.any('/v1/kv/*', notAllowed('GET, HEAD, PUT, DELETE'));
+  app.any('/v1/kv/*', notAllowed('GET, HEAD, PUT, POST, DELETE'));
   app.any('/v1/ttl/*', notAllowed('GET, PUT, DELETE'));
   app.any('/v1/kv', notAllowed('GET, PUT, DELETE'));
   app.any('/v1/ttl', notAllowed('GET, PUT, DELETE'));

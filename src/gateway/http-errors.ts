@@ -17,6 +17,7 @@ const STATUS_TEXT: Record<number, string> = {
   403: '403 Forbidden',
   404: '404 Not Found',
   405: '405 Method Not Allowed',
+  409: '409 Conflict',
   412: '412 Precondition Failed',
   413: '413 Payload Too Large',
   414: '414 URI Too Long',

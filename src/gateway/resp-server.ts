@@ -60,6 +60,7 @@ import { RespMap, RespProtocolError, RespRequestParser, Simple, type Proto, type
 import { checkKey, type Limits } from '../protocol/validate';
 import type { HttpContext } from './http-api';
 import type { ReplyTarget } from './shard-pool';
+import { ERR_NOT_INTEGER, ERR_SYNTAX, expiryOption, intArg, STRING_COMMANDS, wrongArgs, type Combine, type OpSpec, type RespCall } from './resp-strings';
 
 /** The Redis version kvsql answers as (HELLO, INFO): the command syntax it follows is Redis 7.2's. */
 export const REDIS_COMPAT_VERSION = '7.2.0';
@@ -143,6 +144,8 @@ export function errorText(code: string, message: string): string {
   // Redis's own words for ACL refusals, which clients recognise.
   if (code === 'KV_ERR_FORBIDDEN') return `NOPERM ${code} ${message}`;
   if (code === 'KV_ERR_UNAUTHORIZED') return `NOAUTH ${code} ${message}`;
+  // Counters: Redis's exact texts (clients and tests match them), which the actor's messages are.
+  if (code === 'KV_ERR_NOT_INTEGER' || code === 'KV_ERR_NOT_FLOAT' || code === 'KV_ERR_OVERFLOW') return `ERR ${message}`;
   const status = statusOf(code);
   if (status === 503) return `TRYAGAIN ${code} ${message}`;
   if (status >= 500) return `ERR ${code} ${status === 500 ? 'internal error' : message}`;
@@ -151,18 +154,9 @@ export function errorText(code: string, message: string): string {
 
 const replyError = (r: ErrorReply): string => resp.error(errorText(r[2], r[3]));
 
-const ERR_SYNTAX = resp.error('ERR syntax error');
-const ERR_NOT_INTEGER = resp.error('ERR value is not an integer or out of range');
 const SHUTTING_DOWN = resp.error(errorText('KV_ERR_SHUTTING_DOWN', 'server is shutting down'));
-const wrongArgs = (name: string): string => resp.error(`ERR wrong number of arguments for '${name}' command`);
 
 /** A strict integer argument (Redis's string2ll: optional '-', digits, no '+', no spaces). */
-function intArg(b: Buffer): number | null {
-  const s = b.toString('latin1');
-  if (!/^-?\d{1,18}$/.test(s)) return null;
-  const n = Number(s);
-  return Number.isSafeInteger(n) ? n : null;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Commands waiting for their reply
@@ -181,9 +175,11 @@ const enum Kind {
   Pttl,
   Persist,
   SetGet,
+  /** Any command built on RespCall.ops (resp-strings.ts): its `combine` makes the reply. */
+  Custom,
 }
 
-const KIND_NAMES = ['get', 'set', 'del', 'exists', 'mget', 'expire', 'expire', 'ttl', 'pttl', 'persist', 'set'];
+const KIND_NAMES = ['get', 'set', 'del', 'exists', 'mget', 'expire', 'expire', 'ttl', 'pttl', 'persist', 'set', 'custom'];
 
 /** One request in a connection's reply queue. `out` is its encoded reply once known. */
 class Command implements ReplyTarget {
@@ -208,6 +204,10 @@ class Command implements ReplyTarget {
   step = 0;
   attempts = 0;
   old: Uint8Array | null = null;
+  // Custom only: the command's name (metrics), its ops' replies by index, and how to answer.
+  name: string | null = null;
+  parts: Reply[] | null = null;
+  combine: Combine | null = null;
 
   constructor(
     readonly conn: Conn | null,
@@ -267,6 +267,15 @@ class Command implements ReplyTarget {
     if (this.pending === 0) this.complete();
   }
 
+  /** One op's reply of a Custom command. */
+  part(i: number, r: Reply): void {
+    this.conn!.opDone();
+    this.pending--;
+    if (isErrorReply(r)) this.noteError(r);
+    else this.parts![i] = r;
+    if (this.pending === 0) this.complete();
+  }
+
   mgetPart(i: number, r: Reply): void {
     this.conn!.opDone();
     this.pending--;
@@ -289,6 +298,7 @@ class Command implements ReplyTarget {
   /** All ops answered: encode the reply. */
   complete(): void {
     if (this.firstError !== null) this.out = this.firstError;
+    else if (this.kind === Kind.Custom) this.out = this.combine!(this.parts!, this.proto);
     else if (this.kind === Kind.Del || this.kind === Kind.Exists || this.kind === Kind.DelAsExpire) this.out = resp.integer(this.count);
     else if (this.kind === Kind.Mget) {
       const parts: Array<string | Buffer> = [resp.arrayHeader(this.values!.length)];
@@ -342,6 +352,18 @@ class Command implements ReplyTarget {
   }
 }
 
+/** A Custom command's target per op. */
+class Part implements ReplyTarget {
+  constructor(
+    readonly cmd: Command,
+    readonly i: number,
+    readonly op: OpCode,
+  ) {}
+  deliver(r: Reply): void {
+    this.cmd.part(this.i, r);
+  }
+}
+
 /** MGET's target per key: the index says where its value goes. */
 class MgetPart implements ReplyTarget {
   readonly op = OP_GET;
@@ -370,7 +392,7 @@ const flushDirty = (): void => {
   for (const c of conns) c.flush();
 };
 
-class Conn implements RespSession {
+class Conn implements RespSession, RespCall {
   readonly id = nextSessionId++;
   readonly remoteAddress: string;
   name: string | null = null;
@@ -451,7 +473,7 @@ class Conn implements RespSession {
     this.markDirty();
   }
 
-  submit(target: Command | MgetPart, op: OpCode, key: Buffer, value: Buffer | null, ttlMs: number, flags: number, ifVersion: number): void {
+  submit(target: Command | MgetPart | Part, op: OpCode, key: Buffer, value: Buffer | null, ttlMs: number, flags: number, ifVersion: number): void {
     if (target instanceof Command) target.op = op;
     this.opsInFlight++;
     this.srv.ctx.pool.submit(target, op, key, value, ttlMs, flags, ifVersion);
@@ -477,7 +499,7 @@ class Conn implements RespSession {
 
   commandDone(cmd: Command): void {
     this.srv.ctx.inflight.n--;
-    this.srv.ctx.metrics.observe('redis', KIND_NAMES[cmd.kind], cmd.status, (performance.now() - cmd.started) / 1000);
+    this.srv.ctx.metrics.observe('redis', cmd.name ?? KIND_NAMES[cmd.kind], cmd.status, (performance.now() - cmd.started) / 1000);
     if (cmd === this.barrier) this.barrier = null;
     if (!this.closed) this.markDirty();
   }
@@ -602,6 +624,23 @@ class Conn implements RespSession {
     }
   }
 
+  ops(name: string, specs: readonly OpSpec[], combine: Combine): void {
+    for (const o of specs) {
+      checkKey(o.key, this.srv.limits);
+      this.srv.guard.authorize(this, o.op, o.key); // every key before any op: refused whole
+    }
+    const cmd = this.keyed(Kind.Custom);
+    if (cmd === null) return;
+    cmd.name = name;
+    cmd.combine = combine;
+    cmd.parts = new Array<Reply>(specs.length);
+    cmd.pending = specs.length;
+    for (let i = 0; i < specs.length; i++) {
+      const o = specs[i];
+      this.submit(new Part(cmd, i, o.op), o.op, o.key, o.value ?? null, o.ttlMs ?? 0, o.flags ?? 0, 0);
+    }
+  }
+
   setGet(key: Buffer, value: Buffer, ttlMs: number, flags: number): void {
     checkKey(key, this.srv.limits);
     this.srv.guard.authorize(this, OP_GET, key);
@@ -630,16 +669,6 @@ type Handler = (c: Conn, args: Buffer[]) => void;
 
 const lc = (b: Buffer): string => b.toString('latin1').toLowerCase();
 
-/** A TTL argument: integer, > 0 (else `invalid expire time`), at most 10 years. */
-function ttlArg(b: Buffer, unitMs: number, cmd: string): number | string {
-  const n = intArg(b);
-  if (n === null) return ERR_NOT_INTEGER;
-  if (n <= 0) return resp.error(`ERR invalid expire time in '${cmd}' command`);
-  const ms = n * unitMs;
-  if (ms > MAX_TTL_MS) return resp.error(errorText('KV_ERR_BAD_TTL', `ttl must be at most 10 years (${MAX_TTL_MS / 1000} s)`));
-  return ms;
-}
-
 const set: Handler = (c, args) => {
   if (args.length < 3) return c.reply(wrongArgs('set'));
   let flags = 0;
@@ -654,33 +683,21 @@ const set: Handler = (c, args) => {
     else if (opt === 'keepttl' && !expirySeen) {
       flags |= FLAG_KEEP_TTL;
       expirySeen = true;
-    } else if ((opt === 'ex' || opt === 'px') && !expirySeen && i + 1 < args.length) {
-      const t = ttlArg(args[++i], opt === 'ex' ? 1000 : 1, 'set');
+    } else if ((opt === 'ex' || opt === 'px' || opt === 'exat' || opt === 'pxat') && !expirySeen && i + 1 < args.length) {
+      // EXAT/PXAT: made relative with this gateway's clock (resp-strings.ts).
+      const t = expiryOption(opt, args[++i], 'set');
       if (typeof t === 'string') return c.reply(t);
       ttlMs = t;
       expirySeen = true;
-    } else if ((opt === 'exat' || opt === 'pxat') && !expirySeen) {
-      return c.reply(resp.error('ERR EXAT and PXAT are not supported by kvsql (expiry follows the shard clock); use EX or PX'));
     } else return c.reply(ERR_SYNTAX);
+  }
+  if (expirySeen && ttlMs <= 0 && (flags & FLAG_KEEP_TTL) === 0) {
+    // An absolute time already past: the key would be set and expire at once, so it is deleted.
+    if (get || flags !== 0) return c.reply(resp.error('ERR kvsql does not support SET with NX, XX or GET and an EXAT/PXAT in the past'));
+    return c.ops('set', [{ op: OP_DEL, key: args[1] }], () => resp.OK);
   }
   if (get) return c.setGet(args[1], args[2], ttlMs, flags);
   c.one(Kind.Set, OP_PUT, args[1], args[2], ttlMs, flags);
-};
-
-const expire = (unitMs: number, name: string): Handler => (c, args) => {
-  if (args.length < 3) return c.reply(wrongArgs(name));
-  if (args.length > 3) {
-    const opt = lc(args[3]);
-    if (['nx', 'xx', 'gt', 'lt'].includes(opt)) return c.reply(resp.error(`ERR ${name.toUpperCase()} options NX, XX, GT and LT are not supported by kvsql`));
-    return c.reply(resp.error(`ERR Unsupported option ${args[3].toString('utf8', 0, 40)}`));
-  }
-  const n = intArg(args[2]);
-  if (n === null) return c.reply(ERR_NOT_INTEGER);
-  // As in Redis, a TTL of zero or less deletes the key (reply 1 if it existed).
-  if (n <= 0) return c.one(Kind.DelAsExpire, OP_DEL, args[1], null, 0, 0);
-  const ms = n * unitMs;
-  if (ms > MAX_TTL_MS) return c.reply(resp.error(errorText('KV_ERR_BAD_TTL', `ttl must be at most 10 years (${MAX_TTL_MS / 1000} s)`)));
-  c.one(Kind.Expire, OP_EXPIRE, args[1], null, ms, 0);
 };
 
 const arity = (name: string, n: number, h: Handler): Handler => (c, args) => {
@@ -763,8 +780,6 @@ const COMMAND_TABLE: Array<[string, number, string[], number, number, number]> =
   ['del', -2, ['write'], 1, -1, 1],
   ['exists', -2, ['readonly', 'fast'], 1, -1, 1],
   ['mget', -2, ['readonly', 'fast'], 1, -1, 1],
-  ['expire', -3, ['write', 'fast'], 1, 1, 1],
-  ['pexpire', -3, ['write', 'fast'], 1, 1, 1],
   ['ttl', 2, ['readonly', 'fast'], 1, 1, 1],
   ['pttl', 2, ['readonly', 'fast'], 1, 1, 1],
   ['persist', 2, ['write', 'fast'], 1, 1, 1],
@@ -778,6 +793,7 @@ const COMMAND_TABLE: Array<[string, number, string[], number, number, number]> =
   ['command', -1, ['loading', 'stale'], 0, 0, 0],
   ['info', -1, ['loading', 'stale'], 0, 0, 0],
   ['config', -2, ['noscript', 'loading', 'stale'], 0, 0, 0],
+  ...STRING_COMMANDS.map(([name, , arity, flags, first, last, step]): [string, number, string[], number, number, number] => [name, arity, flags, first, last, step]),
 ];
 const commandInfo = (e: (typeof COMMAND_TABLE)[number]): RespValue => [e[0], e[1], e[2].map((f) => new Simple(f)), e[3], e[4], e[5], [], [], [], []];
 
@@ -867,8 +883,6 @@ const HANDLERS = new Map<string, Handler>([
   ['unlink', arity('unlink', -2, (c, a) => c.many(Kind.Del, OP_DEL, a))],
   ['exists', arity('exists', -2, (c, a) => c.many(Kind.Exists, OP_TTL, a))],
   ['mget', arity('mget', -2, (c, a) => c.many(Kind.Mget, OP_GET, a))],
-  ['expire', expire(1000, 'expire')],
-  ['pexpire', expire(1, 'pexpire')],
   ['ttl', arity('ttl', 2, (c, a) => c.one(Kind.Ttl, OP_TTL, a[1], null, 0, 0))],
   ['pttl', arity('pttl', 2, (c, a) => c.one(Kind.Pttl, OP_TTL, a[1], null, 0, 0))],
   ['persist', arity('persist', 2, (c, a) => c.one(Kind.Persist, OP_PERSIST, a[1], null, 0, 0))],
@@ -893,6 +907,7 @@ const HANDLERS = new Map<string, Handler>([
   ['command', command],
   ['info', info],
   ['config', arity('config', -2, config)],
+  ...STRING_COMMANDS.map(([name, h]): [string, Handler] => [name, h as Handler]),
 ]);
 
 // ---------------------------------------------------------------------------------------------

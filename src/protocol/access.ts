@@ -20,7 +20,7 @@
  * What must stay true: a check compares key bytes (already percent-decoded by the door) with
  * prefix bytes; nothing here decodes or normalizes a key, so no encoding trick reaches past it.
  */
-import { OP_GET, OP_TTL, type OpCode } from './ops';
+import { OP_GET, OP_TTL, readsToo, type OpCode } from './ops';
 
 export type Right = 'read' | 'write' | 'admin';
 const RIGHTS: ReadonlySet<string> = new Set<Right>(['read', 'write', 'admin']);
@@ -97,9 +97,9 @@ export function wsProtocols(header: string): { token: string; echo: string } {
   return { token, echo };
 }
 
-/** The right an op needs on its key. */
-export function rightFor(op: OpCode): 'read' | 'write' {
-  return op === OP_GET || op === OP_TTL ? 'read' : 'write';
+/** The right an op needs on its key: writes that answer with the value (incr, getdel) need both. */
+export function rightFor(op: OpCode): 'read' | 'write' | 'read and write' {
+  return op === OP_GET || op === OP_TTL ? 'read' : readsToo(op) ? 'read and write' : 'write';
 }
 
 /** True when `key` starts with one of `prefixes` (byte comparison; an empty prefix matches all). */
@@ -115,7 +115,9 @@ export function underPrefix(prefixes: readonly Uint8Array[], key: Uint8Array): b
 }
 
 export function mayAccess(entry: TokenEntry, op: OpCode, key: Uint8Array): boolean {
-  return underPrefix(rightFor(op) === 'read' ? entry.read : entry.write, key);
+  const right = rightFor(op);
+  if (right === 'read') return underPrefix(entry.read, key);
+  return underPrefix(entry.write, key) && (right === 'write' || underPrefix(entry.read, key));
 }
 
 export class TokenFileError extends Error {

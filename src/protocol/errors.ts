@@ -22,6 +22,12 @@ export const ERRORS = {
   KV_ERR_ROUTE_NOT_FOUND: 404,
   KV_ERR_METHOD_NOT_ALLOWED: 405,
   KV_ERR_PRECONDITION_FAILED: 412,
+  /** incr on a value that is not a 64-bit integer in canonical form (Redis: "not an integer"). */
+  KV_ERR_NOT_INTEGER: 409,
+  /** incr with FLAG_FLOAT on a value that is not a number. */
+  KV_ERR_NOT_FLOAT: 409,
+  /** incr whose result leaves the signed 64-bit range, or is NaN or infinite for floats. */
+  KV_ERR_OVERFLOW: 409,
   /** Too many failed token checks from this source address; wait Retry-After seconds. */
   KV_ERR_TOO_MANY_AUTH_FAILURES: 429,
   KV_ERR_OVERLOADED: 503,

@@ -21,8 +21,20 @@ export const OP_PERSIST = 5;
 export const OP_TTL = 6;
 /** Internal: the expirer's conditional delete of a row that is still expired. Never on a wire. */
 export const OP_REAP = 7;
+/**
+ * Read-modify-write ops: decided in the actor's write transaction from the row it locked (its
+ * value read with the lock), so they are atomic per key whatever the number of gateways.
+ *   incr    value = the delta as ASCII (a signed 64-bit integer, or a float with FLAG_FLOAT)
+ *   append  value = the bytes to append
+ *   getdel  delete, answering the value deleted
+ *   getex   answer the value and set its TTL (ttlMs > 0), clear it (FLAG_CLEAR_TTL), or neither
+ */
+export const OP_INCR = 8;
+export const OP_APPEND = 9;
+export const OP_GETDEL = 10;
+export const OP_GETEX = 11;
 
-export type OpCode = 1 | 2 | 3 | 4 | 5 | 6 | 7;
+export type OpCode = 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9 | 10 | 11;
 
 export const OP_NAMES: Record<number, string> = {
   [OP_GET]: 'get',
@@ -32,10 +44,24 @@ export const OP_NAMES: Record<number, string> = {
   [OP_PERSIST]: 'persist',
   [OP_TTL]: 'ttl',
   [OP_REAP]: 'reap',
+  [OP_INCR]: 'incr',
+  [OP_APPEND]: 'append',
+  [OP_GETDEL]: 'getdel',
+  [OP_GETEX]: 'getex',
 };
 
 export function isReadOp(op: number): boolean {
   return op === OP_GET || op === OP_TTL;
+}
+
+/** Writes whose outcome depends on the key's current value: the locking read fetches it. */
+export function needsValue(op: number): boolean {
+  return op === OP_INCR || op === OP_APPEND || op === OP_GETDEL || op === OP_GETEX;
+}
+
+/** Writes that answer with the key's value, so they need the right to read it as well. */
+export function readsToo(op: number): boolean {
+  return needsValue(op);
 }
 
 /** put: keep the key's current TTL when no ttl is given (default is to clear it). */
@@ -46,6 +72,19 @@ export const FLAG_IF_ABSENT = 2;
 export const FLAG_IF_VERSION = 4;
 /** put: write only when the key exists and is live (HTTP `If-Match: *`, Redis `SET ... XX`). */
 export const FLAG_IF_EXISTS = 8;
+/** incr: the delta and the value are floats (Redis INCRBYFLOAT), not 64-bit integers. */
+export const FLAG_FLOAT = 16;
+/** getex: remove the key's TTL (Redis GETEX ... PERSIST). */
+export const FLAG_CLEAR_TTL = 32;
+/**
+ * expire: only when the key has no TTL (NX), has one (XX), the new expiry is later (GT) or
+ * earlier (LT) than the current one; as Redis, a key without TTL counts as an infinite one for GT
+ * and LT. Not met: 412.
+ */
+export const FLAG_TTL_NX = 64;
+export const FLAG_TTL_XX = 128;
+export const FLAG_TTL_GT = 256;
+export const FLAG_TTL_LT = 512;
 
 export type Request = [
   id: number,
@@ -69,6 +108,11 @@ export type Request = [
  *   persist 200 [1 a TTL was removed | 0 there was none]   404 []
  *   ttl     200 [expiresAt|null, nowMs]   404 []
  *   reap    200 [1 deleted | 0 kept]
+ *   incr    200 incremented / 201 created [value, version, expiresAt|null]
+ *   append  200 appended / 201 created [version, expiresAt|null, length]
+ *   getdel  200 [value, version, expiresAt|null] (the row deleted)   404 []
+ *   getex   200 [value, version, expiresAt|null] (expiresAt as set)  404 []
+ *   expire with FLAG_TTL_*: 412 [version] when the condition is not met
  *   any     4xx/5xx [code, message, retryAfter?]        (an error, see errors.ts)
  *
  * The arrays go over the MessagePort as they are (msgpack), so their layout is a wire format.
@@ -83,13 +127,16 @@ export type PutReply = PutDone | PreconditionFailed;
 export type Deleted = [id: number, status: 204];
 export type DelReply = Deleted | NotFound | PreconditionFailed;
 export type ExpireSet = [id: number, status: 200, expiresAt: number];
-export type ExpireReply = ExpireSet | NotFound;
+export type ExpireReply = ExpireSet | NotFound | PreconditionFailed;
 export type Persisted = [id: number, status: 200, removed: 0 | 1];
 export type PersistReply = Persisted | NotFound;
 /** `nowMs` is the shard's clock when the row was read: the TTL left is measured against it. */
 export type TtlHit = [id: number, status: 200, expiresAt: number | null, nowMs: number];
 export type TtlReply = TtlHit | NotFound;
 export type ReapReply = [id: number, status: 200, deleted: 0 | 1];
+/** The value after the increment, as ASCII (Redis replies with it; it may exceed 2^53). */
+export type IncrDone = [id: number, status: 200 | 201, value: Uint8Array, version: number, expiresAt: number | null];
+export type AppendDone = [id: number, status: 200 | 201, version: number, expiresAt: number | null, length: number];
 /**
  * `retryAfter` (RETRY_AFTER_SECONDS) has always ridden along on the actor's errors and is kept so
  * the port's bytes stay as they were; nothing reads it: every door takes Retry-After from the
@@ -106,6 +153,10 @@ export interface ReplyOf {
   [OP_PERSIST]: PersistReply;
   [OP_TTL]: TtlReply;
   [OP_REAP]: ReapReply;
+  [OP_INCR]: IncrDone;
+  [OP_APPEND]: AppendDone;
+  [OP_GETDEL]: GetReply;
+  [OP_GETEX]: GetReply;
 }
 
 export type Reply = ReplyOf[OpCode] | ErrorReply;
@@ -119,6 +170,8 @@ export const expireSet = (id: number, expiresAt: number): ExpireSet => [id, 200,
 export const persisted = (id: number, removed: boolean): Persisted => [id, 200, removed ? 1 : 0];
 export const ttlHit = (id: number, expiresAt: number | null, nowMs: number): TtlHit => [id, 200, expiresAt, nowMs];
 export const reaped = (id: number, deleted: boolean): ReapReply => [id, 200, deleted ? 1 : 0];
+export const incrDone = (id: number, created: boolean, value: Uint8Array, version: number, expiresAt: number | null): IncrDone => [id, created ? 201 : 200, value, version, expiresAt];
+export const appendDone = (id: number, created: boolean, version: number, expiresAt: number | null, length: number): AppendDone => [id, created ? 201 : 200, version, expiresAt, length];
 
 /** An error as a reply, its status from the registry. */
 export function errorReply(id: number, code: ErrorCode, message: string): ErrorReply {

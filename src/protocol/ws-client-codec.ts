@@ -4,22 +4,22 @@
  * ops.ts; nothing of the server. Pure: no I/O, no timers.
  */
 import type { ErrorCode, ErrorData } from './errors';
-import { OP_DEL, OP_EXPIRE, OP_PUT, type OpCode } from './ops';
+import { OP_DEL, OP_EXPIRE, OP_INCR, OP_PUT, type OpCode } from './ops';
 import { describe, isMap, unpackChecked } from './msgpack-scan';
 import { MsgpackWriter } from './msgpack-writer';
-import type { DelOptions, PutOptions, WireReply } from './ws-format';
+import type { DelOptions, IncrOptions, PutOptions, WireReply } from './ws-format';
 
 /** One request as the client holds it until it is written. */
 export interface ClientRequest {
   id: number;
   op: OpCode;
   key: Uint8Array | string;
-  /** put: the value. */
+  /** put: the value; incr: the delta as decimal text. */
   value: Uint8Array | string | null;
   /** expire: the TTL in ms. */
   ttlMs: number;
-  /** put/del: the options, sent as a map when present. */
-  opts: PutOptions | DelOptions | undefined;
+  /** put/del/incr: the options, sent as a map when present. */
+  opts: PutOptions | DelOptions | IncrOptions | undefined;
 }
 
 const requestWriter = new MsgpackWriter();
@@ -35,13 +35,13 @@ export function encodeRequestFrame(requests: readonly ClientRequest[], start: nu
   for (let i = start; i < end; i++) {
     const r = requests[i];
     const op = r.op;
-    const withOpts = r.opts !== undefined && (op === OP_PUT || op === OP_DEL);
-    const n = op === OP_PUT ? 4 : op === OP_EXPIRE ? 4 : 3;
+    const withOpts = r.opts !== undefined && (op === OP_PUT || op === OP_DEL || op === OP_INCR);
+    const n = op === OP_PUT || op === OP_EXPIRE || op === OP_INCR ? 4 : 3;
     w.arrayHeader(n + (withOpts ? 1 : 0));
     w.number(r.id);
     w.number(op);
     w.value(r.key);
-    if (op === OP_PUT) w.value(r.value);
+    if (op === OP_PUT || op === OP_INCR) w.value(r.value);
     else if (op === OP_EXPIRE) w.number(r.ttlMs);
     if (withOpts) w.value(r.opts);
   }

@@ -9,24 +9,27 @@
  */
 import { KvError, type ErrorData } from './errors';
 import {
+  FLAG_FLOAT,
   FLAG_IF_ABSENT,
   FLAG_IF_VERSION,
   FLAG_KEEP_TTL,
   OP_DEL,
   OP_EXPIRE,
   OP_GET,
+  OP_GETDEL,
+  OP_INCR,
   OP_PERSIST,
   OP_PUT,
-  OP_REAP,
   OP_TTL,
   type Deleted,
+  type IncrDone,
   type ExpireReply,
   type GetReply,
   type NotFound,
-  type OpCode,
   type PutDone,
 } from './ops';
 import { describe, isMap } from './msgpack-scan';
+import { parseFloatText, parseInt64 } from './numbers';
 import { checkTtlMs } from './validate';
 
 /** Replies that belong to no request (a frame that cannot be read) carry this id. */
@@ -41,6 +44,8 @@ export const FRAME_ERROR_ID = 0;
  *   expire  [id, 200, expiresAt]   [id, 404]
  *   persist [id, 200]*   [id, 404]                            (* not whether a TTL was removed)
  *   ttl     [id, 200, ttlMs|null, expiresAt|null]*   [id, 404]     (* the TTL left, not nowMs)
+ *   incr    [id, 200|201, value(bin, decimal text), version, expiresAt|null]
+ *   getdel  [id, 200, value(bin), version, expiresAt|null]    [id, 404]
  *   error   [id, status, {code, message}]*                           (* one map, no retryAfter)
  */
 export type WireReply = [id: number, status: number, a?: unknown, b?: unknown, c?: unknown];
@@ -60,10 +65,12 @@ export interface WireReplyOf {
   [OP_EXPIRE]: ExpireReply;
   [OP_PERSIST]: WirePersistReply;
   [OP_TTL]: WireTtlReply;
+  [OP_INCR]: IncrDone;
+  [OP_GETDEL]: GetReply;
 }
 
 /** The reply of `op` as its own shape: whoever holds the reply knows which op it asked for. */
-export function wireReplyOf<O extends Exclude<OpCode, typeof OP_REAP>>(_op: O, r: WireReply): WireReplyOf[O] {
+export function wireReplyOf<O extends keyof WireReplyOf>(_op: O, r: WireReply): WireReplyOf[O] {
   return r as WireReplyOf[O];
 }
 
@@ -143,6 +150,30 @@ export function readDelOptions(given: unknown, out: OpFields): void {
   }
 }
 
+/**
+ * incr's delta and options {float?} into `out` (the delta as ASCII, what the actor takes): an
+ * integer (a safe integer, or a decimal string for the full signed 64-bit range), or with float:
+ * true a finite number or decimal string.
+ */
+export function readIncr(delta: unknown, given: unknown, out: OpFields): Uint8Array {
+  const opts = optionsMap(given, out, 'incr');
+  if (opts !== null) {
+    for (const name in opts) {
+      const v = opts[name];
+      if (v === null || v === undefined) continue;
+      if (name !== 'float') throw badRequest(`unknown incr option "${name.slice(0, 40)}" (allowed: float)`);
+      if (readBool(v, 'float')) out.flags |= FLAG_FLOAT;
+    }
+  }
+  const float = (out.flags & FLAG_FLOAT) !== 0;
+  const text = typeof delta === 'number' ? (float ? String(delta) : Number.isSafeInteger(delta) ? String(delta) : '') : typeof delta === 'bigint' ? String(delta) : typeof delta === 'string' ? delta : '';
+  const bytes = Buffer.from(text, 'latin1');
+  if (float ? parseFloatText(bytes) === null || !Number.isFinite(parseFloatText(bytes)!) : parseInt64(bytes) === null) {
+    throw badRequest(`incr delta must be ${float ? 'a finite number' : 'a signed 64-bit integer (a string beyond 2^53)'}, got ${describe(delta)}`);
+  }
+  return bytes;
+}
+
 export interface PutOptions {
   /** Time to live in milliseconds (a positive integer, at most 10 years). */
   ttl?: number;
@@ -152,6 +183,11 @@ export interface PutOptions {
   ifAbsent?: boolean;
   /** Write only if the live key has this version. */
   ifVersion?: number;
+}
+
+export interface IncrOptions {
+  /** The delta and the value are floats (Redis INCRBYFLOAT). */
+  float?: boolean;
 }
 
 export interface DelOptions {

@@ -10,9 +10,9 @@
  * then each request is checked in turn.
  */
 import { KvError, toErrorData, type ErrorData } from './errors';
-import { OP_DEL, OP_EXPIRE, OP_GET, OP_PERSIST, OP_PUT, OP_TTL, type OpCode } from './ops';
+import { OP_DEL, OP_EXPIRE, OP_GET, OP_GETDEL, OP_INCR, OP_PERSIST, OP_PUT, OP_TTL, type OpCode } from './ops';
 import { describe, unpackChecked } from './msgpack-scan';
-import { badRequest, readDelOptions, readPutOptions, type OpFields } from './ws-format';
+import { badRequest, readDelOptions, readIncr, readPutOptions, type OpFields } from './ws-format';
 import { checkKey, checkTtlMs, checkValue, type Limits } from './validate';
 
 /** Receives the outcome of decodeFrame, one call per request in frame order. */
@@ -25,7 +25,7 @@ export interface RequestSink {
   frameError(message: string): void;
 }
 
-export const OP_LIST = '1 get, 2 put, 3 del, 4 expire, 5 persist, 6 ttl';
+export const OP_LIST = '1 get, 2 put, 3 del, 4 expire, 5 persist, 6 ttl, 8 incr, 10 getdel';
 
 function toBytes(v: unknown): Uint8Array | null {
   if (v instanceof Uint8Array) return v;
@@ -40,6 +40,8 @@ const SHAPES: Record<number, [min: number, max: number, shape: string]> = {
   [OP_EXPIRE]: [4, 4, '[id, 4, key, ttlMs]'],
   [OP_PERSIST]: [3, 3, '[id, 5, key]'],
   [OP_TTL]: [3, 3, '[id, 6, key]'],
+  [OP_INCR]: [4, 5, '[id, 8, key, delta, options?]'],
+  [OP_GETDEL]: [3, 3, '[id, 10, key]'],
 };
 
 /** Scratch for the request being decoded: decodeFrame is synchronous and not re-entrant. */
@@ -68,6 +70,9 @@ function parseRequest(r: unknown[], op: unknown, limits: Limits): OpCode {
     }
     case OP_DEL:
       readDelOptions(r[3], cur);
+      break;
+    case OP_INCR:
+      cur.value = readIncr(r[3], r[4], cur);
       break;
     case OP_EXPIRE:
       cur.ttlMs = checkTtlMs(r[3], describe(r[3]));

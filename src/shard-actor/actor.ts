@@ -38,7 +38,7 @@
  * event-loop turn shares a batch) or at once when maxBatchOps are ready; while all batch slots are
  * busy, ready ops accumulate and the next batch is larger. With batching off every batch is one op.
  */
-import { errorReply, getHit, notFound, OP_GET, OP_REAP, reapDeleted, replyOf, ttlHit, type OpCode, type Reply, type Request } from '../protocol/ops';
+import { errorReply, getHit, needsValue, notFound, OP_GET, OP_REAP, reapDeleted, replyOf, ttlHit, type OpCode, type Reply, type Request } from '../protocol/ops';
 import { errLog, type ErrorData } from '../protocol/errors';
 import { BATCH_SIZE_BUCKETS, type ActorConfig, type ShardStats } from '../protocol/port-messages';
 import { classify, StoreError, toKvError } from './mysql-errors';
@@ -389,7 +389,14 @@ export class ShardActor {
     for (const c of chains) slotSet.add(c.ops[0].slot);
     const slots = [...slotSet].sort((a, b) => a - b);
     const userOps: PendingOp[] = [];
-    for (const c of chains) for (const op of c.ops) if (op.op !== OP_REAP) userOps.push(op);
+    // incr, append, getdel and getex decide from the row's value: lock it with its value then.
+    let withValues = false;
+    for (const c of chains) {
+      for (const op of c.ops) {
+        if (op.op !== OP_REAP) userOps.push(op);
+        if (needsValue(op.op)) withValues = true;
+      }
+    }
     const b = this.begin('write', userOps);
     const result = await this.race(
       b,
@@ -430,6 +437,7 @@ export class ShardActor {
               const deleted = new Set(replanned.mutations.deletes.map((k) => k.toString('latin1')));
               return [...replanned.mutations.inserts, ...replanned.mutations.upserts].filter((r) => !deleted.has(r[0].toString('latin1')));
             },
+            withValues,
           );
           return plan!;
         },

@@ -90,6 +90,8 @@ export interface LiveRow {
 export interface LockedRow {
   version: number;
   expiresAt: number | null;
+  /** The row's value: read with the lock only for batches with an op that needs it (needsValue). */
+  value?: Buffer;
 }
 
 export interface RowMutations {
@@ -153,7 +155,8 @@ export interface ShardStore {
    * `decide` also gets kv_seq's counter as committed when the rows were locked: every version
    * issued on this shard by then, by any gateway, is below it, and the state of every slot in
    * `sortedSlots`, share-locked. Keys in `logKeys` (returned by decide: keys of slots being
-   * copied away) are recorded in kv_slot_changes in the same transaction.
+   * copied away) are recorded in kv_slot_changes in the same transaction. `withValues`: the
+   * locked rows carry their values (LockedRow.value).
    */
   transact(
     sortedKeys: Buffer[],
@@ -161,6 +164,7 @@ export interface ShardStore {
     decide: Decide,
     ctl?: TxControl,
     recheck?: Recheck,
+    withValues?: boolean,
   ): Promise<void>;
   /**
    * After a connection was lost with its COMMIT in flight: true once the server has certainly
@@ -252,6 +256,14 @@ class Statements2 {
   }
 }
 
+function lockBatchSql(n: number, n2: number, extra: string): string {
+  return (
+    `START TRANSACTION; SELECT slot, state FROM kv_slots WHERE slot IN (${placeholders(n2, '?')}) ORDER BY slot LOCK IN SHARE MODE; ` +
+    `SELECT k, version, expires_at${extra} FROM kv WHERE k IN (${placeholders(n, '?')}) ORDER BY k FOR UPDATE; ` +
+    `SELECT ${NOW_MS} AS now_ms, (SELECT next_version FROM kv_seq WHERE id = 1) AS next_version`
+  );
+}
+
 export const STATEMENTS = {
   /**
    * Rows and ownership in ONE statement, so one read view (READ COMMITTED: per statement): the
@@ -290,13 +302,9 @@ export const STATEMENTS = {
     `SELECT (SELECT n FROM kv_slots_epoch WHERE id = 1) AS ep, s.slot FROM (SELECT 1 AS one) d LEFT JOIN kv_slots s ON s.state IN (${SERVED_STATES.join(',')})`,
   ),
   /** Slots share-locked first (ascending), then rows (ascending): one lock order for all (§7). */
-  lockBatch: new Statements2(
-    'lockBatch',
-    (n, n2) =>
-      `START TRANSACTION; SELECT slot, state FROM kv_slots WHERE slot IN (${placeholders(n2, '?')}) ORDER BY slot LOCK IN SHARE MODE; ` +
-      `SELECT k, version, expires_at FROM kv WHERE k IN (${placeholders(n, '?')}) ORDER BY k FOR UPDATE; ` +
-      `SELECT ${NOW_MS} AS now_ms, (SELECT next_version FROM kv_seq WHERE id = 1) AS next_version`,
-  ),
+  lockBatch: new Statements2('lockBatch', (n, n2) => lockBatchSql(n, n2, '')),
+  /** The same, with the rows' values: for batches with incr, append, getdel or getex. */
+  lockBatchValues: new Statements2('lockBatchValues', (n, n2) => lockBatchSql(n, n2, ', v')),
   insertBatch: new Statements('insertBatch', (n) => `INSERT INTO kv (k, v, version, expires_at, slot) VALUES ${placeholders(n, '(?,?,?,?,?)')}`),
   upsertBatch: new Statements(
     'upsertBatch',
@@ -769,6 +777,7 @@ export class MysqlShardStore implements ShardStore {
     decide: Decide,
     ctl: TxControl = newTxControl(),
     recheck?: Recheck,
+    withValues = false,
   ): Promise<void> {
     // One attempt: a COMMIT of an earlier attempt that failed was answered (rolled back).
     ctl.phase = 'work';
@@ -782,7 +791,7 @@ export class MysqlShardStore implements ShardStore {
     let broken = false;
     try {
       const [results] = await conn.query<RowDataPacket[][]>({
-        sql: formatSql(STATEMENTS.lockBatch.sql(sortedKeys.length, sortedSlots.length), [...sortedSlots, ...sortedKeys]),
+        sql: formatSql((withValues ? STATEMENTS.lockBatchValues : STATEMENTS.lockBatch).sql(sortedKeys.length, sortedSlots.length), [...sortedSlots, ...sortedKeys]),
         timeout: this.timeout,
       });
       const slotStates: SlotStates = new Map();
@@ -792,7 +801,9 @@ export class MysqlShardStore implements ShardStore {
       const issuedBelow = Number(results[3][0].next_version);
       const locked = new Map<string, LockedRow>();
       for (const r of lockedRows) {
-        locked.set((r.k as Buffer).toString('latin1'), { version: Number(r.version), expiresAt: r.expires_at === null ? null : Number(r.expires_at) });
+        const row: LockedRow = { version: Number(r.version), expiresAt: r.expires_at === null ? null : Number(r.expires_at) };
+        if (withValues) row.value = r.v as Buffer;
+        locked.set((r.k as Buffer).toString('latin1'), row);
       }
       const m = await decide(locked, now, issuedBelow, slotStates);
       // Each statement formatted on its own (sql-format caches per template), joined by ';'.

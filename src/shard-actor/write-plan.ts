@@ -23,16 +23,29 @@
  * same decision (`expires_at <= NOW(3)`, under the row's lock) at a third of the round trips.
  */
 import {
+  appendDone,
   deleted,
   errorReply,
   expireSet,
+  FLAG_CLEAR_TTL,
+  FLAG_FLOAT,
+  FLAG_TTL_GT,
+  FLAG_TTL_LT,
+  FLAG_TTL_NX,
+  FLAG_TTL_XX,
   FLAG_IF_ABSENT,
   FLAG_IF_EXISTS,
   FLAG_IF_VERSION,
   FLAG_KEEP_TTL,
+  getHit,
+  incrDone,
   notFound,
+  OP_APPEND,
   OP_DEL,
   OP_EXPIRE,
+  OP_GETDEL,
+  OP_GETEX,
+  OP_INCR,
   OP_PERSIST,
   OP_PUT,
   OP_REAP,
@@ -42,6 +55,7 @@ import {
   reaped,
   type Reply,
 } from '../protocol/ops';
+import { increment } from '../protocol/numbers';
 import type { Chain } from './key-scheduler';
 import type { PendingOp } from './pending-op';
 import type { LockedRow, RowMutations } from './shard-store';
@@ -70,9 +84,12 @@ export function versionDemand(chains: Chain[], locked: Map<string, LockedRow>): 
   return { count: versionsNeeded(chains), above: highestVersion(locked), createsKey: createsKey(chains, locked) };
 }
 
+/** Ops that write a new value, and so take a new version: put, incr, append. */
+const writesValue = (op: number): boolean => op === OP_PUT || op === OP_INCR || op === OP_APPEND;
+
 export function versionsNeeded(chains: Chain[]): number {
   let n = 0;
-  for (const c of chains) for (const op of c.ops) if (op.op === OP_PUT) n++;
+  for (const c of chains) for (const op of c.ops) if (writesValue(op.op)) n++;
   return n;
 }
 
@@ -80,7 +97,7 @@ export function versionsNeeded(chains: Chain[]): number {
 export function createsKey(chains: Chain[], locked: Map<string, LockedRow>): boolean {
   for (const c of chains) {
     if (locked.has(c.keyStr)) continue;
-    for (const op of c.ops) if (op.op === OP_PUT) return true;
+    for (const op of c.ops) if (writesValue(op.op)) return true;
   }
   return false;
 }
@@ -101,6 +118,9 @@ export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now:
     let version = row?.version ?? 0;
     let expiresAt = row?.expiresAt ?? null;
     let value: Uint8Array | null = null;
+    // The live value as the chain has made it so far (the locked row's, fetched only when the
+    // batch has an op that needs it: incr, append, getdel, getex).
+    let current: Uint8Array | null = row?.value ?? null;
     let expiryChanged = false;
     let lastPut: [Uint8Array, number, number | null] | null = null;
 
@@ -120,10 +140,58 @@ export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now:
           }
           version = nextVersion++;
           expiresAt = op.ttlMs > 0 ? now + op.ttlMs : (op.flags & FLAG_KEEP_TTL) !== 0 && live ? expiresAt : null;
-          value = op.value!;
+          value = current = op.value!;
           exists = true;
           lastPut = [value, version, expiresAt];
           plan.replies.push([op, putDone(op.id, !live, version, expiresAt)]);
+          break;
+        }
+        case OP_INCR:
+        case OP_APPEND: {
+          // Both keep the TTL of a live key, as Redis; an absent (or expired) key starts empty.
+          let next: Uint8Array;
+          if (op.op === OP_INCR) {
+            const r = increment(live ? current : null, op.value!, (op.flags & FLAG_FLOAT) !== 0);
+            if (!r.ok) {
+              plan.replies.push([op, errorReply(op.id, r.code, r.message)]);
+              break;
+            }
+            next = r.value;
+          } else {
+            next = live && current !== null ? Buffer.concat([current, op.value!]) : op.value!;
+          }
+          version = nextVersion++;
+          if (!live) expiresAt = null;
+          value = current = next;
+          exists = true;
+          lastPut = [value, version, expiresAt];
+          plan.replies.push([op, op.op === OP_INCR ? incrDone(op.id, !live, next, version, expiresAt) : appendDone(op.id, !live, version, expiresAt, next.length)]);
+          break;
+        }
+        case OP_GETDEL: {
+          if (!live) {
+            exists = false;
+            plan.replies.push([op, notFound(op.id)]);
+          } else {
+            plan.replies.push([op, getHit(op.id, current!, version, expiresAt)]);
+            exists = false;
+            value = current = null;
+          }
+          break;
+        }
+        case OP_GETEX: {
+          if (!live) {
+            plan.replies.push([op, notFound(op.id)]);
+            break;
+          }
+          if (op.ttlMs > 0) {
+            expiresAt = now + op.ttlMs;
+            expiryChanged = true;
+          } else if ((op.flags & FLAG_CLEAR_TTL) !== 0 && expiresAt !== null) {
+            expiresAt = null;
+            expiryChanged = true;
+          }
+          plan.replies.push([op, getHit(op.id, current!, version, expiresAt)]);
           break;
         }
         case OP_DEL: {
@@ -134,7 +202,7 @@ export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now:
             plan.replies.push([op, preconditionFailed(op.id, version)]);
           } else {
             exists = false;
-            value = null;
+            value = current = null;
             plan.replies.push([op, deleted(op.id)]);
           }
           break;
@@ -142,6 +210,8 @@ export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now:
         case OP_EXPIRE: {
           if (!live) {
             plan.replies.push([op, notFound(op.id)]);
+          } else if (!expireConditionMet(op.flags, expiresAt, now + op.ttlMs)) {
+            plan.replies.push([op, preconditionFailed(op.id, version)]);
           } else {
             expiresAt = now + op.ttlMs;
             expiryChanged = true;
@@ -165,7 +235,7 @@ export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now:
           const expired = exists && expiresAt !== null && expiresAt <= now;
           if (expired) {
             exists = false;
-            value = null;
+            value = current = null;
           }
           plan.replies.push([op, reaped(op.id, expired)]);
           break;
@@ -199,4 +269,13 @@ export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now:
     }
   }
   return plan;
+}
+
+/** EXPIRE's NX/XX/GT/LT, as Redis: a key without a TTL counts as one that never expires. */
+function expireConditionMet(flags: number, current: number | null, next: number): boolean {
+  if ((flags & FLAG_TTL_NX) !== 0 && current !== null) return false;
+  if ((flags & FLAG_TTL_XX) !== 0 && current === null) return false;
+  if ((flags & FLAG_TTL_GT) !== 0 && (current === null || next <= current)) return false;
+  if ((flags & FLAG_TTL_LT) !== 0 && current !== null && next >= current) return false;
+  return true;
 }

@@ -212,8 +212,8 @@ test('unknown commands and bad arguments are errors; the connection keeps servin
   await assert.rejects(redis.call('SET', 'k', 'v', 'EX', 'ten'), /ERR value is not an integer or out of range/);
   await assert.rejects(redis.call('SET', 'k', 'v', 'EX', '0'), /ERR invalid expire time in 'set' command/);
   await assert.rejects(redis.call('SET', 'k', 'v', 'EX', '999999999999'), /ERR KV_ERR_BAD_TTL/);
-  await assert.rejects(redis.call('SET', 'k', 'v', 'EXAT', '1'), /EXAT and PXAT are not supported/);
-  await assert.rejects(redis.call('EXPIRE', 'k', '10', 'NX'), /not supported/);
+  await assert.rejects(redis.call('EXPIRE', 'k', '10', 'NX', 'XX'), /ERR NX and XX, GT or LT options at the same time are not compatible/);
+  await assert.rejects(redis.call('EXPIRE', 'k', '10', 'SOON'), /ERR Unsupported option SOON/);
   await assert.rejects(redis.call('EXPIRE', 'k', '1.5'), /not an integer/);
   await assert.rejects(redis.call('SET', '', 'v'), /ERR KV_ERR_BAD_KEY key must not be empty/);
   await assert.rejects(redis.call('GET', 'x'.repeat(1025)), /ERR KV_ERR_KEY_TOO_LONG/);

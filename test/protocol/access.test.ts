@@ -10,6 +10,7 @@ import {
   FailureLimiter,
   formatToken,
   mayAccess,
+  rightFor,
   parseTokenFile,
   TOKEN_CHARS,
   tokenId,
@@ -17,7 +18,7 @@ import {
   underPrefix,
   wsProtocols,
 } from '../../src/protocol/access';
-import { OP_DEL, OP_EXPIRE, OP_GET, OP_PERSIST, OP_PUT, OP_TTL } from '../../src/protocol/ops';
+import { OP_DEL, OP_EXPIRE, OP_GET, OP_GETDEL, OP_INCR, OP_PERSIST, OP_PUT, OP_TTL } from '../../src/protocol/ops';
 
 const HASH = 'ab'.repeat(32);
 const line = (o: object): string => JSON.stringify({ id: '0a0b0c0d', name: 'n', sha256: HASH, ...o });
@@ -66,6 +67,14 @@ test('token file: grants become byte prefixes per right; admin is separate', () 
   assert.ok(!mayAccess(t, OP_GET, key('A/x')));
   assert.ok(mayAccess(t, OP_PUT, key([0x00, 0xff, 0x01])));
   assert.ok(!mayAccess(t, OP_PUT, key([0x00])));
+  // incr and getdel answer the value: they need read and write.
+  const w = parseTokenFile(`${line({ grants: [{ rights: ['write'], prefixes: ['w/'] }, { rights: ['read', 'write'], prefixes: ['rw/'] }] })}\n`)[0];
+  for (const op of [OP_INCR, OP_GETDEL] as const) {
+    assert.ok(!mayAccess(w, op, key('w/x')), `${op} with write only`);
+    assert.ok(mayAccess(w, op, key('rw/x')), `${op} with read and write`);
+    assert.ok(!mayAccess(t, op, key('a/x')), `${op} with read only`);
+  }
+  assert.equal(rightFor(OP_INCR), 'read and write');
 });
 
 test('underPrefix: the empty prefix matches every key; a longer prefix never matches a shorter key', () => {

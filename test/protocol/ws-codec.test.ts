@@ -91,7 +91,12 @@ test('64-bit integer encodings (as Go writes them) are understood', () => {
 
 test('per-request validation errors carry the HTTP codes and precise messages', () => {
   const cases: Array<[unknown[], string, RegExp]> = [
-    [[1, 9, 'k'], 'KV_ERR_UNKNOWN_OP', /op must be one of 1 get, 2 put, 3 del, 4 expire, 5 persist, 6 ttl; got int 9/],
+    [[1, 9, 'k'], 'KV_ERR_UNKNOWN_OP', /op must be one of 1 get, 2 put, 3 del, 4 expire, 5 persist, 6 ttl, 8 incr, 10 getdel; got int 9/],
+    [[1, 8, 'k'], 'KV_ERR_BAD_REQUEST', /op 8 takes \[id, 8, key, delta, options\?\]/],
+    [[1, 8, 'k', 1.5], 'KV_ERR_BAD_REQUEST', /incr delta must be a signed 64-bit integer \(a string beyond 2\^53\), got float 1.5/],
+    [[1, 8, 'k', '9223372036854775808'], 'KV_ERR_BAD_REQUEST', /incr delta must be a signed 64-bit integer/],
+    [[1, 8, 'k', 'x', { float: true }], 'KV_ERR_BAD_REQUEST', /incr delta must be a finite number/],
+    [[1, 8, 'k', 1, { by: 2 }], 'KV_ERR_BAD_REQUEST', /unknown incr option "by" \(allowed: float\)/],
     [[1, 7, 'k'], 'KV_ERR_UNKNOWN_OP', /got int 7/], // the expirer's internal reap is not on the wire
     [[1, 'get', 'k'], 'KV_ERR_UNKNOWN_OP', /got str "get"/],
     [[1], 'KV_ERR_UNKNOWN_OP', /got nil/],

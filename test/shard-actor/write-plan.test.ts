@@ -6,7 +6,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { FLAG_IF_ABSENT, FLAG_IF_EXISTS, FLAG_IF_VERSION, FLAG_KEEP_TTL, OP_DEL, OP_EXPIRE, OP_GET, OP_PERSIST, OP_PUT, OP_REAP, type OpCode } from '../../src/protocol/ops';
+import { FLAG_CLEAR_TTL, FLAG_FLOAT, FLAG_IF_ABSENT, FLAG_IF_EXISTS, FLAG_IF_VERSION, FLAG_KEEP_TTL, FLAG_TTL_GT, FLAG_TTL_LT, FLAG_TTL_NX, FLAG_TTL_XX, OP_APPEND, OP_DEL, OP_EXPIRE, OP_GET, OP_GETDEL, OP_GETEX, OP_INCR, OP_PERSIST, OP_PUT, OP_REAP, type OpCode } from '../../src/protocol/ops';
 import type { Chain } from '../../src/shard-actor/key-scheduler';
 import type { PendingOp } from '../../src/shard-actor/pending-op';
 import type { LockedRow, RowMutations } from '../../src/shard-actor/shard-store';
@@ -30,7 +30,7 @@ function op(kind: OpCode, key: string, o: OpOptions = {}): PendingOp {
     key: k,
     keyStr: k.toString('latin1'),
     slot: 0,
-    value: kind === OP_PUT ? Buffer.from(o.value ?? 'v') : null,
+    value: kind === OP_PUT || kind === OP_INCR || kind === OP_APPEND ? Buffer.from(o.value ?? (kind === OP_INCR ? '1' : 'v')) : null,
     ttlMs: o.ttlMs ?? 0,
     flags: o.flags ?? 0,
     ifVersion: o.ifVersion ?? 0,
@@ -256,4 +256,61 @@ test('highestVersion and createsKey read the locked rows', () => {
   assert.equal(createsKey([chain(op(OP_PUT, 'a')), chain(op(OP_PUT, 'b'))], locked), true);
   assert.equal(createsKey([chain(op(OP_DEL, 'b')), chain(op(OP_EXPIRE, 'c', { ttlMs: 1 }))], locked), false, 'no put');
   assert.equal(createsKey([chain(op(OP_DEL, 'b'), op(OP_PUT, 'b'))], locked), true);
+});
+
+const WITH = (version: number, value: string, expiresAt: number | null = null): LockedRow => ({ version, expiresAt, value: Buffer.from(value) });
+const text = (b: unknown): string => Buffer.from(b as Uint8Array).toString();
+
+test('incr: folds over the chain from the locked value, a new version each, TTL kept; absent starts at 0', () => {
+  const p = plan(chain(op(OP_INCR, 'c', { value: '5' }), op(OP_INCR, 'c', { value: '-2' })), rows({ c: WITH(7, '10', NOW + 5000) }));
+  assert.deepEqual(p.out.map((r) => [r[0], text(r[1]), r[2], r[3]]), [[200, '15', FIRST, NOW + 5000], [200, '13', FIRST + 1, NOW + 5000]]);
+  assert.deepEqual(valueWrites(p.mutations).map((w) => [text(w[1]), w[2], w[3]]), [['13', FIRST + 1, NOW + 5000]]);
+  const fresh = plan(chain(op(OP_INCR, 'n', { value: '3' })));
+  assert.deepEqual([fresh.out[0][0], text(fresh.out[0][1])], [201, '3']);
+  const expired = plan(chain(op(OP_INCR, 'e', { value: '3' })), rows({ e: { ...WITH(2, '100'), expiresAt: NOW - 1 } }));
+  assert.deepEqual([expired.out[0][0], text(expired.out[0][1]), expired.out[0][3]], [201, '3', null], 'an expired value is absent: starts at 0, no TTL');
+  assert.equal(versionsNeeded([chain(op(OP_INCR, 'c'), op(OP_APPEND, 'c'), op(OP_GETDEL, 'c'))]), 2);
+});
+
+test('incr errors answer the op and leave the chain as it was: the writes around it still apply', () => {
+  const p = plan(chain(op(OP_PUT, 'c', { value: 'abc' }), op(OP_INCR, 'c'), op(OP_APPEND, 'c', { value: 'd' })), rows({ c: WITH(7, '1') }));
+  assert.equal(p.out[1][1], 'KV_ERR_NOT_INTEGER');
+  assert.deepEqual(valueWrites(p.mutations).map((w) => text(w[1])), ['abcd']);
+  const over = plan(chain(op(OP_INCR, 'c', { value: '1' })), rows({ c: WITH(7, '9223372036854775807') }));
+  assert.equal(over.out[0][1], 'KV_ERR_OVERFLOW');
+  assert.ok(isEmpty(over.mutations));
+  const f = plan(chain(op(OP_INCR, 'f', { value: '0.2', flags: FLAG_FLOAT })), rows({ f: WITH(1, '0.1') }));
+  assert.equal(text(f.out[0][1]), '0.3');
+});
+
+test('append, getdel, getex: values from the lock; getex sets, clears or keeps the TTL without a new version', () => {
+  const a = plan(chain(op(OP_APPEND, 'a', { value: 'lo' })), rows({ a: WITH(3, 'hel', NOW + 100) }));
+  assert.deepEqual(a.out[0], [200, FIRST, NOW + 100, 5]);
+  const g = plan(chain(op(OP_GETDEL, 'g'), op(OP_GETDEL, 'g')), rows({ g: WITH(3, 'v') }));
+  assert.deepEqual([g.out[0][0], text(g.out[0][1]), g.out[0][2]], [200, 'v', 3]);
+  assert.deepEqual(g.out[1], [404]);
+  assert.equal(g.mutations.deletes.length, 1);
+  const ex = plan(chain(op(OP_GETEX, 'x', { ttlMs: 1000 })), rows({ x: WITH(3, 'v') }));
+  assert.deepEqual([ex.out[0][0], text(ex.out[0][1]), ex.out[0][3]], [200, 'v', NOW + 1000]);
+  assert.deepEqual(ex.mutations.ttlUpdates.map((u) => u[1]), [NOW + 1000]);
+  const clear = plan(chain(op(OP_GETEX, 'x', { flags: FLAG_CLEAR_TTL })), rows({ x: WITH(3, 'v', NOW + 50) }));
+  assert.equal(clear.out[0][3], null);
+  assert.deepEqual(clear.mutations.ttlUpdates.map((u) => u[1]), [null]);
+  assert.deepEqual(plan(chain(op(OP_GETEX, 'x')), rows({})).out[0], [404]);
+});
+
+test('expire NX/XX/GT/LT: decided on the locked TTL, 412 with the version when not met', () => {
+  const noTtl = rows({ k: LIVE(4) });
+  const ttl = rows({ k: LIVE(4, NOW + 1000) });
+  const e = (flags: number, ttlMs: number, locked: Map<string, LockedRow>) => plan(chain(op(OP_EXPIRE, 'k', { ttlMs, flags })), locked).out[0][0];
+  assert.equal(e(FLAG_TTL_NX, 500, noTtl), 200);
+  assert.equal(e(FLAG_TTL_NX, 500, ttl), 412);
+  assert.equal(e(FLAG_TTL_XX, 500, noTtl), 412);
+  assert.equal(e(FLAG_TTL_XX, 500, ttl), 200);
+  assert.equal(e(FLAG_TTL_GT, 5000, noTtl), 412, 'no TTL counts as infinite');
+  assert.equal(e(FLAG_TTL_GT, 500, ttl), 412);
+  assert.equal(e(FLAG_TTL_GT, 5000, ttl), 200);
+  assert.equal(e(FLAG_TTL_LT, 5000, noTtl), 200);
+  assert.equal(e(FLAG_TTL_LT, 5000, ttl), 412);
+  assert.equal(e(FLAG_TTL_LT, 500, ttl), 200);
 });

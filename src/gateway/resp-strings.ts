@@ -1,0 +1,306 @@
+/**
+ * Owns the Redis door's string, counter and TTL commands past GET/SET/DEL (INCR family, APPEND,
+ * GETDEL, GETEX, SETNX, SETEX, PSETEX, GETSET, STRLEN, GETRANGE, TYPE, TIME, EXPIRE with
+ * NX/XX/GT/LT, EXPIREAT, EXPIRETIME), each as Redis 7 answers it. Relies on resp-server's RespCall
+ * (submit ops, reply), protocol/ops, numbers.ts and resp.ts. Must not touch sockets or the pool.
+ *
+ * Atomicity is per key, as the actor gives it: INCR, APPEND, GETDEL and GETEX are single ops
+ * decided in the actor's write transaction from the row it locked, so no increment is lost with
+ * any number of gateways. MSET and MSETNX stay unknown commands: their users rely on
+ * all-or-nothing across keys, which needs the transactions of issue 20 (DESIGN.md §13.1).
+ *
+ * Absolute times (EXPIREAT, SET/GETEX ... EXAT/PXAT) are turned into a TTL with this gateway's
+ * clock; expiry itself follows the shard's clock (DESIGN.md §5), so a skew between the two shifts
+ * the expiry by that skew.
+ */
+import {
+  FLAG_CLEAR_TTL,
+  FLAG_FLOAT,
+  FLAG_IF_ABSENT,
+  FLAG_TTL_GT,
+  FLAG_TTL_LT,
+  FLAG_TTL_NX,
+  FLAG_TTL_XX,
+  MAX_TTL_MS,
+  OP_APPEND,
+  OP_DEL,
+  OP_EXPIRE,
+  OP_GET,
+  OP_GETDEL,
+  OP_GETEX,
+  OP_INCR,
+  OP_PUT,
+  OP_TTL,
+  replyOf,
+  type OpCode,
+  type Reply,
+} from '../protocol/ops';
+import { parseFloatText, parseInt64 } from '../protocol/numbers';
+import * as resp from '../protocol/resp';
+import type { Proto } from '../protocol/resp';
+
+/** One op of a command. */
+export interface OpSpec {
+  op: OpCode;
+  key: Buffer;
+  value?: Buffer | null;
+  ttlMs?: number;
+  flags?: number;
+}
+
+/** Builds a command's reply from its ops' replies (in spec order; none is an error). */
+export type Combine = (replies: Reply[], proto: Proto) => string | Buffer;
+
+/** What a command handler may do with its connection (resp-server's Conn). */
+export interface RespCall {
+  readonly proto: Proto;
+  /** Answer without the shards. */
+  reply(out: string | Buffer): void;
+  /** Submit `specs` (each key checked and authorized first: refused whole), answer with `combine`; the first error wins. */
+  ops(name: string, specs: readonly OpSpec[], combine: Combine): void;
+  /** SET ... GET (a compare-and-set loop in resp-server). */
+  setGet(key: Buffer, value: Buffer, ttlMs: number, flags: number): void;
+}
+
+export type Handler = (c: RespCall, args: Buffer[]) => void;
+
+export const ERR_SYNTAX = resp.error('ERR syntax error');
+export const ERR_NOT_INTEGER = resp.error('ERR value is not an integer or out of range');
+const ERR_NOT_FLOAT = resp.error('ERR value is not a valid float');
+export const wrongArgs = (name: string): string => resp.error(`ERR wrong number of arguments for '${name}' command`);
+const lc = (b: Buffer): string => b.toString('latin1').toLowerCase();
+const ttlTooLong = (): string => resp.error(`ERR KV_ERR_BAD_TTL ttl must be at most 10 years (${MAX_TTL_MS / 1000} s)`);
+
+/** An integer argument within the safe range, or null. */
+export function intArg(b: Buffer): number | null {
+  const s = b.toString('latin1');
+  if (!/^-?\d{1,18}$/.test(s)) return null;
+  const n = Number(s);
+  return Number.isSafeInteger(n) ? n : null;
+}
+
+const OK: Combine = () => resp.OK;
+
+// ---------------------------------------------------------------------------------------------
+// Counters
+// ---------------------------------------------------------------------------------------------
+
+/** The value after an increment is ASCII digits: the integer reply is its text. */
+const incrReply: Combine = (r) => `:${Buffer.from(replyOf(OP_INCR, r[0])[2]).toString('latin1')}\r\n`;
+const incrFloatReply: Combine = (r) => resp.bulk(replyOf(OP_INCR, r[0])[2]);
+
+function incrBy(c: RespCall, name: string, key: Buffer, delta: bigint): void {
+  c.ops(name, [{ op: OP_INCR, key, value: Buffer.from(delta.toString(), 'latin1') }], incrReply);
+}
+
+const incr: Handler = (c, a) => (a.length !== 2 ? c.reply(wrongArgs('incr')) : incrBy(c, 'incr', a[1], 1n));
+const decr: Handler = (c, a) => (a.length !== 2 ? c.reply(wrongArgs('decr')) : incrBy(c, 'decr', a[1], -1n));
+
+const incrby: Handler = (c, a) => {
+  if (a.length !== 3) return c.reply(wrongArgs('incrby'));
+  const d = parseInt64(a[2]);
+  if (d === null) return c.reply(ERR_NOT_INTEGER);
+  incrBy(c, 'incrby', a[1], d);
+};
+
+const decrby: Handler = (c, a) => {
+  if (a.length !== 3) return c.reply(wrongArgs('decrby'));
+  const d = parseInt64(a[2]);
+  if (d === null) return c.reply(ERR_NOT_INTEGER);
+  if (d === -(2n ** 63n)) return c.reply(resp.error('ERR decrement would overflow'));
+  incrBy(c, 'decrby', a[1], -d);
+};
+
+const incrbyfloat: Handler = (c, a) => {
+  if (a.length !== 3) return c.reply(wrongArgs('incrbyfloat'));
+  const d = parseFloatText(a[2]);
+  if (d === null) return c.reply(ERR_NOT_FLOAT);
+  if (!Number.isFinite(d)) return c.reply(resp.error('ERR increment would produce NaN or Infinity'));
+  c.ops('incrbyfloat', [{ op: OP_INCR, key: a[1], value: a[2], flags: FLAG_FLOAT }], incrFloatReply);
+};
+
+// ---------------------------------------------------------------------------------------------
+// Strings
+// ---------------------------------------------------------------------------------------------
+
+const valueOrNil: Combine = (r, proto) => {
+  const g = replyOf(OP_GET, r[0]);
+  return g[1] === 200 ? resp.bulk(g[2]) : resp.nil(proto);
+};
+
+const append: Handler = (c, a) => {
+  if (a.length !== 3) return c.reply(wrongArgs('append'));
+  c.ops('append', [{ op: OP_APPEND, key: a[1], value: a[2] }], (r) => resp.integer(replyOf(OP_APPEND, r[0])[4]));
+};
+
+const getdel: Handler = (c, a) => {
+  if (a.length !== 2) return c.reply(wrongArgs('getdel'));
+  c.ops('getdel', [{ op: OP_GETDEL, key: a[1] }], valueOrNil);
+};
+
+/**
+ * A TTL from EX/PX (relative) or EXAT/PXAT (absolute, turned relative with this gateway's clock).
+ * Returns the milliseconds (<= 0: already past, for EXAT/PXAT), or an error reply.
+ */
+export function expiryOption(opt: string, arg: Buffer, cmd: string): number | string {
+  const n = intArg(arg);
+  if (n === null) return ERR_NOT_INTEGER;
+  if (n <= 0) return resp.error(`ERR invalid expire time in '${cmd}' command`);
+  const ms = opt === 'ex' ? n * 1000 : opt === 'px' ? n : opt === 'exat' ? n * 1000 - Date.now() : n - Date.now();
+  if (ms > MAX_TTL_MS) return ttlTooLong();
+  return ms;
+}
+
+const getex: Handler = (c, a) => {
+  if (a.length < 2) return c.reply(wrongArgs('getex'));
+  let ttlMs = 0;
+  let flags = 0;
+  let seen = false;
+  for (let i = 2; i < a.length; i++) {
+    const opt = lc(a[i]);
+    if (seen) return c.reply(ERR_SYNTAX);
+    seen = true;
+    if (opt === 'persist') flags = FLAG_CLEAR_TTL;
+    else if ((opt === 'ex' || opt === 'px' || opt === 'exat' || opt === 'pxat') && i + 1 < a.length) {
+      const t = expiryOption(opt, a[++i], 'getex');
+      if (typeof t === 'string') return c.reply(t);
+      // An absolute time already past: Redis deletes the key and answers the value it had.
+      if (t <= 0) return c.ops('getex', [{ op: OP_GETDEL, key: a[1] }], valueOrNil);
+      ttlMs = t;
+    } else return c.reply(ERR_SYNTAX);
+  }
+  if (!seen) return c.ops('getex', [{ op: OP_GET, key: a[1] }], valueOrNil);
+  c.ops('getex', [{ op: OP_GETEX, key: a[1], ttlMs, flags }], valueOrNil);
+};
+
+const setnx: Handler = (c, a) => {
+  if (a.length !== 3) return c.reply(wrongArgs('setnx'));
+  c.ops('setnx', [{ op: OP_PUT, key: a[1], value: a[2], flags: FLAG_IF_ABSENT }], (r) => resp.integer(r[0][1] === 412 ? 0 : 1));
+};
+
+const setex = (name: string, unitMs: number): Handler => (c, a) => {
+  if (a.length !== 4) return c.reply(wrongArgs(name));
+  const t = expiryOption(unitMs === 1000 ? 'ex' : 'px', a[2], name);
+  if (typeof t === 'string') return c.reply(t);
+  c.ops(name, [{ op: OP_PUT, key: a[1], value: a[3], ttlMs: t }], OK);
+};
+
+const getset: Handler = (c, a) => (a.length !== 3 ? c.reply(wrongArgs('getset')) : c.setGet(a[1], a[2], 0, 0));
+
+const strlen: Handler = (c, a) => {
+  if (a.length !== 2) return c.reply(wrongArgs('strlen'));
+  c.ops('strlen', [{ op: OP_GET, key: a[1] }], (r) => {
+    const g = replyOf(OP_GET, r[0]);
+    return resp.integer(g[1] === 200 ? g[2].length : 0);
+  });
+};
+
+/** Redis's GETRANGE: inclusive offsets, negative ones from the end, clamped. */
+export function substr(v: Uint8Array, start: number, end: number): Uint8Array {
+  const n = v.length;
+  if (start < 0 && end < 0 && start > end) return v.subarray(0, 0);
+  if (start < 0) start = Math.max(0, n + start);
+  if (end < 0) end = Math.max(0, n + end);
+  end = Math.min(end, n - 1);
+  if (n === 0 || start > end) return v.subarray(0, 0);
+  return v.subarray(start, end + 1);
+}
+
+const getrange: Handler = (c, a) => {
+  if (a.length !== 4) return c.reply(wrongArgs('getrange'));
+  const start = intArg(a[2]);
+  const end = intArg(a[3]);
+  if (start === null || end === null) return c.reply(ERR_NOT_INTEGER);
+  c.ops('getrange', [{ op: OP_GET, key: a[1] }], (r) => {
+    const g = replyOf(OP_GET, r[0]);
+    return resp.bulk(g[1] === 200 ? substr(g[2], start, end) : Buffer.alloc(0));
+  });
+};
+
+const type: Handler = (c, a) => {
+  if (a.length !== 2) return c.reply(wrongArgs('type'));
+  c.ops('type', [{ op: OP_TTL, key: a[1] }], (r) => resp.simple(r[0][1] === 200 ? 'string' : 'none'));
+};
+
+const time: Handler = (c, a) => {
+  if (a.length !== 1) return c.reply(wrongArgs('time'));
+  const us = BigInt(Date.now()) * 1000n + BigInt(Math.floor((performance.now() % 1) * 1000));
+  c.reply(resp.encode([String(us / 1_000_000n), String(us % 1_000_000n)], c.proto));
+};
+
+// ---------------------------------------------------------------------------------------------
+// TTL
+// ---------------------------------------------------------------------------------------------
+
+/** EXPIRE's NX/XX/GT/LT into flags, with Redis's errors for incompatible ones. */
+function expireFlags(args: Buffer[], from: number): number | string {
+  let flags = 0;
+  for (let i = from; i < args.length; i++) {
+    const opt = lc(args[i]);
+    if (opt === 'nx') flags |= FLAG_TTL_NX;
+    else if (opt === 'xx') flags |= FLAG_TTL_XX;
+    else if (opt === 'gt') flags |= FLAG_TTL_GT;
+    else if (opt === 'lt') flags |= FLAG_TTL_LT;
+    else return resp.error(`ERR Unsupported option ${args[i].toString('utf8', 0, 40)}`);
+  }
+  if ((flags & FLAG_TTL_NX) !== 0 && (flags & (FLAG_TTL_XX | FLAG_TTL_GT | FLAG_TTL_LT)) !== 0) {
+    return resp.error('ERR NX and XX, GT or LT options at the same time are not compatible');
+  }
+  if ((flags & FLAG_TTL_GT) !== 0 && (flags & FLAG_TTL_LT) !== 0) return resp.error('ERR GT and LT options at the same time are not compatible');
+  return flags;
+}
+
+/** EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT: 1 when the TTL was set (or the key deleted), else 0. */
+const expire = (name: string, unitMs: number, absolute: boolean): Handler => (c, a) => {
+  if (a.length < 3) return c.reply(wrongArgs(name));
+  const n = intArg(a[2]);
+  if (n === null) return c.reply(ERR_NOT_INTEGER);
+  const flags = expireFlags(a, 3);
+  if (typeof flags === 'string') return c.reply(flags);
+  const ms = absolute ? n * unitMs - Date.now() : n * unitMs;
+  if (ms <= 0) {
+    // As in Redis, a time already past deletes the key (1 if it existed). With NX/XX/GT/LT the
+    // condition would have to be decided on the row first: not supported.
+    if (flags !== 0) return c.reply(resp.error(`ERR kvsql does not support ${name.toUpperCase()} with NX, XX, GT or LT and a time in the past`));
+    return c.ops(name, [{ op: OP_DEL, key: a[1] }], (r) => resp.integer(r[0][1] === 204 ? 1 : 0));
+  }
+  if (ms > MAX_TTL_MS) return c.reply(ttlTooLong());
+  c.ops(name, [{ op: OP_EXPIRE, key: a[1], ttlMs: ms, flags }], (r) => resp.integer(r[0][1] === 200 ? 1 : 0));
+};
+
+/** EXPIRETIME, PEXPIRETIME: the absolute expiry (shard clock), -1 without TTL, -2 absent. */
+const expiretime = (name: string, unitMs: number): Handler => (c, a) => {
+  if (a.length !== 2) return c.reply(wrongArgs(name));
+  c.ops(name, [{ op: OP_TTL, key: a[1] }], (r) => {
+    const t = replyOf(OP_TTL, r[0]);
+    if (t[1] !== 200) return resp.integer(-2);
+    return resp.integer(t[2] === null ? -1 : Math.floor(t[2] / unitMs));
+  });
+};
+
+/** [name, handler, COMMAND info: arity, flags, first key, last key, step]. */
+export const STRING_COMMANDS: Array<[string, Handler, number, string[], number, number, number]> = [
+  ['incr', incr, 2, ['write', 'denyoom', 'fast'], 1, 1, 1],
+  ['decr', decr, 2, ['write', 'denyoom', 'fast'], 1, 1, 1],
+  ['incrby', incrby, 3, ['write', 'denyoom', 'fast'], 1, 1, 1],
+  ['decrby', decrby, 3, ['write', 'denyoom', 'fast'], 1, 1, 1],
+  ['incrbyfloat', incrbyfloat, 3, ['write', 'denyoom', 'fast'], 1, 1, 1],
+  ['append', append, 3, ['write', 'denyoom', 'fast'], 1, 1, 1],
+  ['getdel', getdel, 2, ['write', 'fast'], 1, 1, 1],
+  ['getex', getex, -2, ['write', 'fast'], 1, 1, 1],
+  ['setnx', setnx, 3, ['write', 'denyoom', 'fast'], 1, 1, 1],
+  ['setex', setex('setex', 1000), 4, ['write', 'denyoom'], 1, 1, 1],
+  ['psetex', setex('psetex', 1), 4, ['write', 'denyoom'], 1, 1, 1],
+  ['getset', getset, 3, ['write', 'denyoom', 'fast'], 1, 1, 1],
+  ['strlen', strlen, 2, ['readonly', 'fast'], 1, 1, 1],
+  ['getrange', getrange, 4, ['readonly'], 1, 1, 1],
+  ['substr', getrange, 4, ['readonly'], 1, 1, 1],
+  ['type', type, 2, ['readonly', 'fast'], 1, 1, 1],
+  ['time', time, 1, ['loading', 'stale', 'fast'], 0, 0, 0],
+  ['expire', expire('expire', 1000, false), -3, ['write', 'fast'], 1, 1, 1],
+  ['pexpire', expire('pexpire', 1, false), -3, ['write', 'fast'], 1, 1, 1],
+  ['expireat', expire('expireat', 1000, true), -3, ['write', 'fast'], 1, 1, 1],
+  ['pexpireat', expire('pexpireat', 1, true), -3, ['write', 'fast'], 1, 1, 1],
+  ['expiretime', expiretime('expiretime', 1000), 2, ['readonly', 'fast'], 1, 1, 1],
+  ['pexpiretime', expiretime('pexpiretime', 1), 2, ['readonly', 'fast'], 1, 1, 1],
+];
