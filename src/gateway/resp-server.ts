@@ -8,7 +8,7 @@
  *
  * One connection:
  *
- *   socket 'data' ─> parser.feed ─> pump(): while ops in flight < max, no barrier, writes not blocked:
+ *   socket 'data' ─> parser.feed ─> pump(): while ops in flight < max and writes not blocked:
  *        parser.next() ─> dispatch ─> Command appended to the reply queue ─> pool.submit (0..n ops)
  *   pool deliver ─> Command.out set ─> connection marked dirty
  *   setImmediate: for each dirty connection, cork, write every finished Command at the queue's head
@@ -26,8 +26,8 @@
  *   flight, as a lone large PUT is).
  * - Per-key order holds because ops are submitted in request order and the actor keeps per-key
  *   order. Commands on different keys in one pipeline run concurrently; only their replies are
- *   ordered. A command that takes two steps (SET ... GET) is a barrier: nothing after it is
- *   submitted until it finished, so no later command of the connection slips between its steps.
+ *   ordered. Every command is one op per key (SET ... GET too: the actor answers the value it
+ *   replaced), so none needs a second step that a later command could slip before.
  * - Malformed RESP: `-ERR Protocol error: ...` after the replies already owed, then close. Never a
  *   throw out of a socket callback.
  * - `ctx.inflight.n` counts commands submitted and not yet answered (graceful shutdown waits on it).
@@ -37,14 +37,12 @@ import { createServer as createTlsServer, Server as TlsServer } from 'node:tls';
 import { hostname } from 'node:os';
 import { statusOf, toErrorData } from '../protocol/errors';
 import {
+  FLAG_GET_OLD,
   FLAG_IF_ABSENT,
   FLAG_IF_EXISTS,
   isErrorReply,
-  FLAG_IF_VERSION,
   FLAG_KEEP_TTL,
-  MAX_TTL_MS,
   OP_DEL,
-  OP_EXPIRE,
   OP_GET,
   OP_PERSIST,
   OP_PUT,
@@ -53,6 +51,8 @@ import {
   ttlLeftMs,
   type ErrorReply,
   type OpCode,
+  type PreconditionFailed,
+  type PutDone,
   type Reply,
 } from '../protocol/ops';
 import * as resp from '../protocol/resp';
@@ -67,8 +67,6 @@ export const REDIS_COMPAT_VERSION = '7.2.0';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const KVSQL_VERSION: string = require('../../../package.json').version;
 
-/** SET ... GET re-reads and retries this many times when the key changes between its steps. */
-const SET_GET_ATTEMPTS = 16;
 /** Most arguments in one request (Redis: 1024*1024). */
 const MAX_ARGS = 1024 * 1024;
 
@@ -174,12 +172,11 @@ const enum Kind {
   Ttl,
   Pttl,
   Persist,
-  SetGet,
   /** Any command built on RespCall.ops (resp-strings.ts): its `combine` makes the reply. */
   Custom,
 }
 
-const KIND_NAMES = ['get', 'set', 'del', 'exists', 'mget', 'expire', 'expire', 'ttl', 'pttl', 'persist', 'set', 'custom'];
+const KIND_NAMES = ['get', 'set', 'del', 'exists', 'mget', 'expire', 'expire', 'ttl', 'pttl', 'persist', 'custom'];
 
 /** One request in a connection's reply queue. `out` is its encoded reply once known. */
 class Command implements ReplyTarget {
@@ -196,14 +193,6 @@ class Command implements ReplyTarget {
   firstError: string | null = null;
   readonly started = performance.now();
   status = 200;
-  // SET ... GET only: the write to apply once the old value is known.
-  key: Buffer | null = null;
-  value: Buffer | null = null;
-  ttlMs = 0;
-  flags = 0;
-  step = 0;
-  attempts = 0;
-  old: Uint8Array | null = null;
   // Custom only: the command's name (metrics), its ops' replies by index, and how to answer.
   name: string | null = null;
   parts: Reply[] | null = null;
@@ -218,7 +207,6 @@ class Command implements ReplyTarget {
   /** One op's reply (MGET's come through MgetPart, with their index). */
   deliver(r: Reply): void {
     this.conn!.opDone();
-    if (this.kind === Kind.SetGet) return this.setGetStep(r);
     this.pending--;
     if (isErrorReply(r)) {
       this.noteError(r);
@@ -307,49 +295,6 @@ class Command implements ReplyTarget {
     }
     this.conn!.commandDone(this);
   }
-
-  /**
-   * SET ... GET as compare-and-set: read the key (value and version), then write only if it is
-   * unchanged (If-Match on the version, or if-absent); a changed key is read again. The old value
-   * returned is exactly the one the write replaced, as in Redis, without a locking read in the
-   * actor. NX / XX are decided on the value read, then enforced by the condition of the write.
-   */
-  private setGetStep(r: Reply): void {
-    const conn = this.conn!;
-    if (isErrorReply(r)) {
-      this.out = replyError(r);
-      this.status = r[1];
-      return this.complete();
-    }
-    if (this.step === 0) {
-      const g = replyOf(OP_GET, r);
-      const live = g[1] === 200;
-      this.old = g[1] === 200 ? g[2] : null;
-      const nx = (this.flags & FLAG_IF_ABSENT) !== 0;
-      const xx = (this.flags & FLAG_IF_EXISTS) !== 0;
-      if ((nx && live) || (xx && !live)) {
-        this.out = this.old === null ? resp.nil(this.proto) : resp.bulk(this.old);
-        return this.complete();
-      }
-      this.step = 1;
-      const keep = this.flags & FLAG_KEEP_TTL;
-      conn.submit(this, OP_PUT, this.key!, this.value, this.ttlMs, keep | (live ? FLAG_IF_VERSION : FLAG_IF_ABSENT), g[1] === 200 ? g[3] : 0);
-      return;
-    }
-    if (r[1] === 412) {
-      if (++this.attempts >= SET_GET_ATTEMPTS) {
-        this.out = resp.error(errorText('KV_ERR_BUSY', `the key changed ${this.attempts} times during SET ... GET; retry`));
-        this.status = 503;
-        return this.complete();
-      }
-      this.step = 0;
-      conn.submit(this, OP_GET, this.key!, null, 0, 0, 0);
-      return;
-    }
-    this.out = this.old === null ? resp.nil(this.proto) : resp.bulk(this.old);
-    this.status = r[1];
-    this.complete();
-  }
 }
 
 /** A Custom command's target per op. */
@@ -403,8 +348,6 @@ class Conn implements RespSession, RespCall {
   private tail: Command | null = null;
   /** Key ops submitted to the pool and not yet answered. */
   opsInFlight = 0;
-  /** A two-step command in progress: nothing after it is parsed until it finished. */
-  private barrier: Command | null = null;
   private paused = false;
   private writeBlocked = false;
   /** No more requests are read: QUIT, a protocol error, the peer's end of stream, or close. */
@@ -444,7 +387,7 @@ class Conn implements RespSession, RespCall {
   /** Parse and dispatch as far as flow control allows; pause or resume the socket to match. */
   pump(): void {
     const max = this.srv.ctx.maxInflight;
-    while (!this.ending && this.barrier === null && !this.writeBlocked && this.opsInFlight < max) {
+    while (!this.ending && !this.writeBlocked && this.opsInFlight < max) {
       let args: Buffer[] | null;
       try {
         args = this.parser.next();
@@ -456,7 +399,7 @@ class Conn implements RespSession, RespCall {
       if (args === null) break;
       this.dispatch(args);
     }
-    const hold = !this.ending && (this.barrier !== null || this.writeBlocked || this.opsInFlight >= max);
+    const hold = !this.ending && (this.writeBlocked || this.opsInFlight >= max);
     if (hold !== this.paused && !this.closed) {
       this.paused = hold;
       if (hold) this.socket.pause();
@@ -500,7 +443,6 @@ class Conn implements RespSession, RespCall {
   commandDone(cmd: Command): void {
     this.srv.ctx.inflight.n--;
     this.srv.ctx.metrics.observe('redis', cmd.name ?? KIND_NAMES[cmd.kind], cmd.status, (performance.now() - cmd.started) / 1000);
-    if (cmd === this.barrier) this.barrier = null;
     if (!this.closed) this.markDirty();
   }
 
@@ -628,6 +570,8 @@ class Conn implements RespSession, RespCall {
     for (const o of specs) {
       checkKey(o.key, this.srv.limits);
       this.srv.guard.authorize(this, o.op, o.key); // every key before any op: refused whole
+      // A put that answers the value it replaced reads it too.
+      if (((o.flags ?? 0) & FLAG_GET_OLD) !== 0) this.srv.guard.authorize(this, OP_GET, o.key);
     }
     const cmd = this.keyed(Kind.Custom);
     if (cmd === null) return;
@@ -641,19 +585,14 @@ class Conn implements RespSession, RespCall {
     }
   }
 
+  /** SET ... GET, GETSET: one put that also answers the value it replaced (FLAG_GET_OLD). */
   setGet(key: Buffer, value: Buffer, ttlMs: number, flags: number): void {
-    checkKey(key, this.srv.limits);
-    this.srv.guard.authorize(this, OP_GET, key);
-    this.srv.guard.authorize(this, OP_PUT, key);
-    const cmd = this.keyed(Kind.SetGet);
-    if (cmd === null) return;
-    cmd.key = key;
-    cmd.value = value;
-    cmd.ttlMs = ttlMs;
-    cmd.flags = flags;
-    this.barrier = cmd;
-    this.submit(cmd, OP_GET, key, null, 0, 0, 0);
+    this.ops('set', [{ op: OP_PUT, key, value, ttlMs, flags: flags | FLAG_GET_OLD }], (r, proto) => {
+      const old = r[0][1] === 412 ? (r[0] as PreconditionFailed)[3] : (r[0] as PutDone)[4];
+      return old === null || old === undefined ? resp.nil(proto) : resp.bulk(old);
+    });
   }
+
 }
 
 function unknownCommand(args: Buffer[]): string {

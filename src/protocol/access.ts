@@ -97,9 +97,9 @@ export function wsProtocols(header: string): { token: string; echo: string } {
   return { token, echo };
 }
 
-/** The right an op needs on its key: writes that answer with the value (incr, getdel) need both. */
-export function rightFor(op: OpCode): 'read' | 'write' | 'read and write' {
-  return op === OP_GET || op === OP_TTL ? 'read' : readsToo(op) ? 'read and write' : 'write';
+/** The right an op needs on its key: writes that answer with the value (incr, getdel, SET ... GET) need both. */
+export function rightFor(op: OpCode, flags = 0): 'read' | 'write' | 'read and write' {
+  return op === OP_GET || op === OP_TTL ? 'read' : readsToo(op, flags) ? 'read and write' : 'write';
 }
 
 /** True when `key` starts with one of `prefixes` (byte comparison; an empty prefix matches all). */
@@ -114,8 +114,8 @@ export function underPrefix(prefixes: readonly Uint8Array[], key: Uint8Array): b
   return false;
 }
 
-export function mayAccess(entry: TokenEntry, op: OpCode, key: Uint8Array): boolean {
-  const right = rightFor(op);
+export function mayAccess(entry: TokenEntry, op: OpCode, key: Uint8Array, flags = 0): boolean {
+  const right = rightFor(op, flags);
   if (right === 'read') return underPrefix(entry.read, key);
   return underPrefix(entry.write, key) && (right === 'write' || underPrefix(entry.read, key));
 }

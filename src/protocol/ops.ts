@@ -55,13 +55,13 @@ export function isReadOp(op: number): boolean {
 }
 
 /** Writes whose outcome depends on the key's current value: the locking read fetches it. */
-export function needsValue(op: number): boolean {
-  return op === OP_INCR || op === OP_APPEND || op === OP_GETDEL || op === OP_GETEX;
+export function needsValue(op: number, flags: number): boolean {
+  return op === OP_INCR || op === OP_APPEND || op === OP_GETDEL || op === OP_GETEX || (op === OP_PUT && (flags & FLAG_GET_OLD) !== 0);
 }
 
 /** Writes that answer with the key's value, so they need the right to read it as well. */
-export function readsToo(op: number): boolean {
-  return needsValue(op);
+export function readsToo(op: number, flags = 0): boolean {
+  return needsValue(op, flags);
 }
 
 /** put: keep the key's current TTL when no ttl is given (default is to clear it). */
@@ -85,6 +85,11 @@ export const FLAG_TTL_NX = 64;
 export const FLAG_TTL_XX = 128;
 export const FLAG_TTL_GT = 256;
 export const FLAG_TTL_LT = 512;
+/**
+ * put: also answer the value the put replaced (null: absent), as Redis SET ... GET and GETSET;
+ * decided from the locked row like incr, so it is one atomic op. The reply gains that value.
+ */
+export const FLAG_GET_OLD = 1024;
 
 export type Request = [
   id: number,
@@ -103,6 +108,7 @@ export type Request = [
  *
  *   get     200 [value, version, expiresAt|null]       404 []
  *   put     200 replaced / 201 created [version, expiresAt|null]   412 [current version|null]
+ *           with FLAG_GET_OLD both gain a last element: the value replaced (null: absent)
  *   del     204 []   404 []   412 [current version]
  *   expire  200 [expiresAt]   404 []
  *   persist 200 [1 a TTL was removed | 0 there was none]   404 []
@@ -119,10 +125,10 @@ export type Request = [
  */
 export type NotFound = [id: number, status: 404];
 /** A failed condition; `current` is the key's version (null: absent), so a CAS loop needs no read. */
-export type PreconditionFailed = [id: number, status: 412, current: number | null];
+export type PreconditionFailed = [id: number, status: 412, current: number | null, old?: Uint8Array | null];
 export type GetHit = [id: number, status: 200, value: Uint8Array, version: number, expiresAt: number | null];
 export type GetReply = GetHit | NotFound;
-export type PutDone = [id: number, status: 200 | 201, version: number, expiresAt: number | null];
+export type PutDone = [id: number, status: 200 | 201, version: number, expiresAt: number | null, old?: Uint8Array | null];
 export type PutReply = PutDone | PreconditionFailed;
 export type Deleted = [id: number, status: 204];
 export type DelReply = Deleted | NotFound | PreconditionFailed;

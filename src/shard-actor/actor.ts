@@ -389,12 +389,13 @@ export class ShardActor {
     for (const c of chains) slotSet.add(c.ops[0].slot);
     const slots = [...slotSet].sort((a, b) => a - b);
     const userOps: PendingOp[] = [];
-    // incr, append, getdel and getex decide from the row's value: lock it with its value then.
+    // incr, append, getdel, getex and put-returning-the-old-value decide from the row's value:
+    // lock it with its value then.
     let withValues = false;
     for (const c of chains) {
       for (const op of c.ops) {
         if (op.op !== OP_REAP) userOps.push(op);
-        if (needsValue(op.op)) withValues = true;
+        if (needsValue(op.op, op.flags)) withValues = true;
       }
     }
     const b = this.begin('write', userOps);

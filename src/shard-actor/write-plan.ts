@@ -29,6 +29,7 @@ import {
   expireSet,
   FLAG_CLEAR_TTL,
   FLAG_FLOAT,
+  FLAG_GET_OLD,
   FLAG_TTL_GT,
   FLAG_TTL_LT,
   FLAG_TTL_NX,
@@ -130,12 +131,15 @@ export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now:
         case OP_PUT: {
           // A failed precondition carries the key's current version (null: absent), so a
           // compare-and-set loop needs no extra read.
+          const old = (op.flags & FLAG_GET_OLD) !== 0 ? (live ? current : null) : undefined;
           if (
             ((op.flags & FLAG_IF_ABSENT) !== 0 && live) ||
             ((op.flags & FLAG_IF_EXISTS) !== 0 && !live) ||
             ((op.flags & FLAG_IF_VERSION) !== 0 && !(live && version === op.ifVersion))
           ) {
-            plan.replies.push([op, preconditionFailed(op.id, live ? version : null)]);
+            const r = preconditionFailed(op.id, live ? version : null);
+            if (old !== undefined) r.push(old);
+            plan.replies.push([op, r]);
             break;
           }
           version = nextVersion++;
@@ -143,7 +147,9 @@ export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now:
           value = current = op.value!;
           exists = true;
           lastPut = [value, version, expiresAt];
-          plan.replies.push([op, putDone(op.id, !live, version, expiresAt)]);
+          const r = putDone(op.id, !live, version, expiresAt);
+          if (old !== undefined) r.push(old);
+          plan.replies.push([op, r]);
           break;
         }
         case OP_INCR:

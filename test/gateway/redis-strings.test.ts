@@ -175,6 +175,14 @@ test('INCR through two gateways at once: no increment lost, every reply a distin
   assert.equal(Math.max(...replies), total);
 });
 
+test('GETSET racing through two gateways: each value written is answered as the old value exactly once', async () => {
+  await redis.set('race:gs', 'start');
+  const olds = await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 === 0 ? redis : second).getset('race:gs', `v${i}`)));
+  const last = (await redis.get('race:gs'))!;
+  // The writes form one chain: every value but the last was replaced exactly once, and 'start' once.
+  assert.deepEqual([...olds, last].sort(), ['start', ...Array.from({ length: 40 }, (_, i) => `v${i}`)].sort());
+});
+
 test('APPEND and GETDEL racing through two gateways: every append kept, GETDEL answers each value once', async () => {
   await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 === 0 ? redis : second).append('race:log', `${String(i).padStart(2, '0')},`)));
   const log = (await redis.get('race:log'))!;

@@ -6,6 +6,7 @@
  *   2. kill -9 of a gateway process with ops in flight, restarted on the same port
  *   3. kill -9 of a shard's mariadbd with writes in flight, restarted on the same data
  *   4. slot moves: a third shard added and the slots rebalanced onto it, then drained again
+ * Each run also increments counters beside (torture/counters.ts): none lost, none counted twice.
  * Seeds vary per run and are printed; KVSQL_TORTURE_SEED replays one.
  */
 import { test, before, after } from 'node:test';
@@ -44,6 +45,7 @@ test('two gateways, no faults: linearizable, no anomaly, no unknown outcome', as
   assert.equal(r.report.linearizable, 'yes', r.details);
   assert.equal(r.report.counts.unknown, 0);
   assert.ok(r.history.some((o) => o.note?.startsWith('ws')) && r.history.some((o) => o.note?.startsWith('http')), 'both transports used');
+  assert.ok(r.counters.filter((o) => o.kind === 'incr' && o.outcome === 'ok').length > 20, `the counters were incremented: ${r.summary}`);
 });
 
 test('gateway kill -9 and restart: no violation', async () => {

@@ -8,13 +8,17 @@
  *   gw-kill   kill -9 of a gateway process with ops in flight; restarted on the same port 0.5-2 s later
  *   db-kill   kill -9 of a shard's mariadbd; restarted on the same data 0.5-2 s later
  *   db-stop   SIGSTOP of a shard's mariadbd for 1-4 s, then SIGCONT
+ * Beside the register workload, a few clients increment counter keys (counters.ts): no
+ * acknowledged increment may be lost or counted twice through any of these faults.
+ *
  *   move      slot moves while serving: `kvsql shards add` of a spare server (then a rebalance onto
  *             it), and the next time `kvsql shards drain` of it (every slot moved off again)
  */
 import { checkHistory, describeReport, violationCount, type CheckReport } from '../checker/check';
-import type { HistoryOp } from '../checker/history';
+import type { HistoryOp, Outcome } from '../checker/history';
 import { startCluster, sleep, type Cluster } from './cluster';
 import { rng, startWorkload } from './workload';
+import { checkCounters, startCounterWorkload, type CounterOp } from './counters';
 
 export type FaultKind = 'gw-kill' | 'db-kill' | 'db-stop' | 'move';
 export const FAULT_KINDS: FaultKind[] = ['gw-kill', 'db-kill', 'db-stop', 'move'];
@@ -34,6 +38,8 @@ export interface TortureOptions {
   mix?: 'full' | 'put-del';
   log?: (msg: string) => void;
   keyPrefix?: string;
+  /** Clients of the counter workload (default 2; 0: none). */
+  counterClients?: number;
   /** Search limits passed to the checker. */
   maxSearchOps?: number;
   searchBudget?: number;
@@ -44,6 +50,7 @@ export interface TortureResult {
   violations: number;
   faults: Record<FaultKind, number>;
   history: HistoryOp[];
+  counters: CounterOp[];
   /** The one line a script reads. */
   summary: string;
   /** Details of every violation and undecided key. */
@@ -65,26 +72,36 @@ export async function runTorture(opts: TortureOptions, shared?: Cluster): Promis
   const cluster = shared ?? (await startTortureCluster(opts));
   const faults: Record<FaultKind, number> = { 'gw-kill': 0, 'db-kill': 0, 'db-stop': 0, move: 0 };
   try {
-    const workload = startWorkload({ gateways: cluster.gateways.map((g) => g.base), clients: opts.clients, keys: opts.keys, seed: opts.seed, mix: opts.mix, keyPrefix: opts.keyPrefix });
+    const gateways = cluster.gateways.map((g) => g.base);
+    const workload = startWorkload({ gateways, clients: opts.clients, keys: opts.keys, seed: opts.seed, mix: opts.mix, keyPrefix: opts.keyPrefix });
+    const counterClients = opts.counterClients ?? 2;
+    const counters = counterClients > 0 ? startCounterWorkload({ gateways, clients: counterClients, keys: 2, keyPrefix: `${opts.keyPrefix ?? 't'}c` }) : null;
     try {
       await runSchedule(cluster, opts, faults, log);
     } catch (err) {
       await workload.stop(); // its clients would keep the process alive
+      await counters?.stop();
       throw err;
     }
     log('stopping the workload');
     await workload.stop();
+    await counters?.stop();
     await cluster.waitReady();
     await workload.finalReads();
+    const counterProblems = counters === null ? [] : checkCounters(counters.history, await counters.finalValues());
     log(`checking ${workload.history.length} ops`);
     const report = checkHistory(workload.history, { maxSearchOps: opts.maxSearchOps, searchBudget: opts.searchBudget });
-    const violations = violationCount(report);
+    const violations = violationCount(report) + counterProblems.length;
     const c = report.counts;
     const minutes = Math.round((opts.durationMs / 60_000) * 100) / 100;
+    const incrs = (counters?.history ?? []).filter((o) => o.kind === 'incr');
+    const count = (o: Outcome) => incrs.filter((i) => i.outcome === o).length;
     const summary =
       `torture: minutes=${minutes} seed=${opts.seed} ops=${c.ops} ok=${c.ok} failed=${c.failed} unknown=${c.unknown} keys=${c.keys} ` +
-      `clients=${opts.clients} faults=${FAULT_KINDS.map((k) => `${k}:${faults[k]}`).join(',')} violations=${violations} linearizable=${report.linearizable}`;
-    return { report, violations, faults, history: workload.history, summary, details: describeReport(report) };
+      `clients=${opts.clients} faults=${FAULT_KINDS.map((k) => `${k}:${faults[k]}`).join(',')} violations=${violations} linearizable=${report.linearizable} ` +
+      `incr=${count('ok')}/${count('unknown')}/${count('fail')} counter-violations=${counterProblems.length}`;
+    const details = [describeReport(report), ...counterProblems.map((p) => `counter: ${p}`)].filter(Boolean).join('\n');
+    return { report, violations, faults, history: workload.history, counters: counters?.history ?? [], summary, details };
   } finally {
     if (shared === undefined) await cluster.close();
   }
