@@ -133,16 +133,29 @@ class SubmitRing {
   }
 }
 
+/**
+ * A request sent to a shard and not yet answered: who gets the reply, the request itself and when
+ * it was first submitted (to re-route one the shard refuses: its slot moved). One object per op,
+ * one map entry: the main thread's bookkeeping per op is a set and a delete.
+ */
+class Pending {
+  constructor(
+    readonly target: ReplyTarget,
+    readonly req: Request,
+    readonly at: number,
+  ) {}
+}
+
+/** Value bytes a request holds in its shard's queue (the byte bound counts these). */
+const bytesOf = (req: Request): number => (req[3] === null ? 0 : req[3].length);
+
 class ShardHandle {
   worker: Worker;
   /** Requests sent to this shard and not yet answered, by id. */
-  readonly pending = new Map<number, ReplyTarget>();
-  /** The requests themselves and when each was first submitted, by id, to re-route one the shard refuses (its slot moved). */
-  readonly requests = new Map<number, { req: Request; at: number }>();
+  readonly pending = new Map<number, Pending>();
   /** kv_shard.shard_index of this database; null until known (down at start, or not a member). */
   shardIndex: number | null = null;
-  /** Value bytes of the pending PUTs, by id (only those with a value). */
-  readonly pendingBytes = new Map<number, number>();
+  /** Value bytes of the pending requests. */
   bytes = 0;
   up = true;
   lastError: ErrorData | undefined;
@@ -476,12 +489,8 @@ export class ShardPool {
     const value = req[3];
     if (shard.pending.size === 0) shard.busySince = Date.now();
     shard.submitted.push(isReadOp(req[1]) ? id : -id, at);
-    shard.pending.set(id, target);
-    shard.requests.set(id, { req, at });
-    if (value !== null && value.length > 0) {
-      shard.pendingBytes.set(id, value.length);
-      shard.bytes += value.length;
-    }
+    shard.pending.set(id, new Pending(target, req, at));
+    if (value !== null) shard.bytes += value.length;
     shard.frame.push(req);
     if (!this.flushScheduled) {
       this.flushScheduled = true;
@@ -527,13 +536,12 @@ export class ShardPool {
       while (!ring.empty) {
         const signed = ring.peekId();
         const id = Math.abs(signed);
-        const target = s.pending.get(id);
-        if (target !== undefined && now - ring.peekAt() < this.opDeadlineMs - TICK_MS) break;
+        const p = s.pending.get(id);
+        if (p !== undefined && now - ring.peekAt() < this.opDeadlineMs - TICK_MS) break;
         ring.shift();
-        if (target === undefined) continue;
-        s.pending.delete(id);
-        this.release(s, id);
-        target.deliver(this.deadlineReply(id, signed < 0, s.index));
+        if (p === undefined) continue;
+        this.release(s, id, p);
+        p.target.deliver(this.deadlineReply(id, signed < 0, s.index));
       }
     }
     // Re-routed requests, by their first submit time. One waiting for a map refresh was not
@@ -542,10 +550,10 @@ export class ShardPool {
     for (const [id, e] of this.redirected) {
       if (now - e.at < this.opDeadlineMs - TICK_MS) continue;
       const s = e.shard;
-      if (s !== null && !s.pending.has(id)) continue;
-      if (s !== null) s.pending.delete(id);
+      const p = s === null ? undefined : s.pending.get(id);
+      if (s !== null && p === undefined) continue;
       this.redirectCount.delete(e.req);
-      if (s !== null) this.release(s, id);
+      if (s !== null) this.release(s, id, p!);
       else this.redirected.delete(id);
       e.target.deliver(
         s === null
@@ -704,34 +712,22 @@ export class ShardPool {
     );
   }
 
-  private release(s: ShardHandle, id: number): void {
-    s.requests.delete(id);
-    this.redirected.delete(id);
+  /** `p` (s.pending's entry for `id`) is answered or moves elsewhere: drop it from the shard's queue. */
+  private release(s: ShardHandle, id: number, p: Pending): void {
+    s.pending.delete(id);
+    if (this.redirected.size > 0) this.redirected.delete(id);
     if (s.pending.size === 0) s.busyMs += Date.now() - s.busySince; // the last one: idle from now
-    const n = s.pendingBytes.get(id);
-    if (n !== undefined) {
-      s.pendingBytes.delete(id);
-      s.bytes -= n;
-    }
+    s.bytes -= bytesOf(p.req);
   }
 
   private onReplies(s: ShardHandle, replies: Reply[]): void {
     for (const r of replies) {
-      const target = s.pending.get(r[0]);
-      if (target === undefined) continue; // answered by the deadline backstop already
+      const p = s.pending.get(r[0]);
+      if (p === undefined) continue; // answered by the deadline backstop already
       s.completed++;
-      if (r[2] === 'KV_ERR_WRONG_SHARD') {
-        const sent = s.requests.get(r[0]);
-        if (sent !== undefined) {
-          s.pending.delete(r[0]);
-          this.release(s, r[0]);
-          this.redirect(target, sent.req, sent.at, r, s);
-          continue;
-        }
-      }
-      s.pending.delete(r[0]);
-      this.release(s, r[0]);
-      target.deliver(r);
+      this.release(s, r[0], p);
+      if (r[2] === 'KV_ERR_WRONG_SHARD') this.redirect(p.target, p.req, p.at, r, s);
+      else p.target.deliver(r);
     }
   }
 
@@ -816,11 +812,10 @@ export class ShardPool {
     // so nothing it held is reported as safely retryable.
     // A read changed nothing whatever happened to it: it is plainly unavailable (safe to retry).
     const message = `${why}; an operation in flight may or may not have been applied`;
-    for (const [id, target] of s.pending) {
-      s.pending.delete(id);
-      this.release(s, id);
-      if (isReadOp(target.op)) target.deliver(errorReply(id, 'KV_ERR_SHARD_UNAVAILABLE', why));
-      else target.deliver(errorReply(id, 'KV_ERR_OUTCOME_UNKNOWN', message));
+    for (const [id, p] of s.pending) {
+      this.release(s, id, p);
+      if (isReadOp(p.target.op)) p.target.deliver(errorReply(id, 'KV_ERR_SHARD_UNAVAILABLE', why));
+      else p.target.deliver(errorReply(id, 'KV_ERR_OUTCOME_UNKNOWN', message));
     }
   }
 }
