@@ -45,6 +45,10 @@ export interface BenchOptions {
   url: string | null;
   /** With --url: the store's Redis-protocol port (else the redis scenario is skipped). */
   redisPort: number | null;
+  /** redis-benchmark's -t list for the redis scenario. */
+  redisTests: string;
+  /** redis-benchmark's -c (connections) for the redis scenario. */
+  redisClients: number;
   /** With --url: a batching-off gateway for the ablation (otherwise ablation is skipped). */
   ablationUrl: string | null;
   /** With --url: shard mysql:// URLs for row counts (otherwise counts are skipped). */
@@ -138,6 +142,15 @@ const FLAGS: Flag[] = [
       for (const u of o.shardUrls) if (!u.startsWith('mysql://')) throw new OptionsError(`--shard-urls: "${u}" must start with mysql://`);
     },
   },
+  {
+    name: 'redis-tests',
+    doc: 'redis-benchmark tests of the redis scenario (default set,get,incr; set,get against builds before INCR)',
+    apply(o, raw) {
+      if (!/^[a-z]+(,[a-z]+)*$/.test(raw)) throw new OptionsError(`--redis-tests must be a comma-separated list of redis-benchmark tests, got "${raw}"`);
+      o.redisTests = raw;
+    },
+  },
+  { name: 'redis-clients', doc: 'redis-benchmark connections of the redis scenario (default 50)', apply: (o, r) => (o.redisClients = int(1, 10000)(r, 'redis-clients')) },
   { name: 'redis-port', doc: 'with --url: the store\'s Redis-protocol port (KVSQL_REDIS_PORT) for the redis scenario', apply: (o, r) => (o.redisPort = int(1, 65535)(r, 'redis-port')) },
   { name: 'gateway-pid', doc: 'with --url: the gateway pid (for RSS)', apply: (o, r) => (o.gatewayPid = int(1, 2 ** 31)(r, 'gateway-pid')) },
   { name: 'expiry-keys', doc: 'keys for expiry steady and storm (default 1000000)', apply: (o, r) => (o.expiryKeys = int(1, 100_000_000)(r, 'expiry-keys')) },
@@ -184,6 +197,8 @@ export function parseOptions(argv: string[]): Readonly<BenchOptions> {
     runs: 1,
     url: null,
     redisPort: null,
+    redisTests: 'set,get,incr',
+    redisClients: 50,
     ablationUrl: null,
     shardUrls: [],
     gatewayPid: null,

@@ -1,5 +1,5 @@
 /**
- * Owns the `redis` scenario: `redis-benchmark -t set,get` (unpipelined, and with -P 16) against
+ * Owns the `redis` scenario: `redis-benchmark -t set,get,incr` (--redis-tests; unpipelined, and with -P 16) against
  * kvsql's Redis-protocol port and, when `redis-server` is installed, against a local Redis started
  * here with `appendonly yes` (fsync everysec, Redis's default, and fsync always, the setting
  * whose durability matches kvsql's committed transactions), in the same run, as ratios. Relies on
@@ -22,7 +22,6 @@ const which = (name: string): string | null => BIN_DIRS.map((d) => path.join(d, 
 
 /** Requests per redis-benchmark test: about --duration seconds at kvsql's unpipelined rate. */
 const requestsFor = (durationS: number, pipelined: boolean): number => Math.max(20_000, Math.round(durationS * (pipelined ? 40_000 : 15_000)));
-const CLIENTS = 50;
 const KEYSPACE = 100_000;
 
 interface BenchLine {
@@ -47,11 +46,11 @@ function parseCsv(text: string): BenchLine[] {
   return out;
 }
 
-async function redisBenchmark(bin: string, port: number, pipeline: number, n: number, valueSize: number): Promise<BenchLine[]> {
-  const args = ['-h', '127.0.0.1', '-p', String(port), '-t', 'set,get', '-n', String(n), '-c', String(CLIENTS), '-r', String(KEYSPACE), '-d', String(valueSize), '-P', String(pipeline), '--csv'];
+async function redisBenchmark(bin: string, port: number, tests: string, clients: number, pipeline: number, n: number, valueSize: number): Promise<BenchLine[]> {
+  const args = ['-h', '127.0.0.1', '-p', String(port), '-t', tests, '-n', String(n), '-c', String(clients), '-r', String(KEYSPACE), '-d', String(valueSize), '-P', String(pipeline), '--csv'];
   const { stdout } = await promisify(execFile)(bin, args, { maxBuffer: 16 * 1024 * 1024, timeout: 600_000 });
   const lines = parseCsv(stdout);
-  if (lines.length < 2) throw new Error(`redis-benchmark printed no results: ${stdout.slice(0, 300)}`);
+  if (lines.length < tests.split(',').length) throw new Error(`redis-benchmark printed no results: ${stdout.slice(0, 300)}`);
   return lines;
 }
 
@@ -105,10 +104,10 @@ export async function runRedisScenario(ctx: BenchContext, label: string): Promis
   const size = ctx.opts.valueSize;
   for (const p of [1, 16]) {
     const suffix = p === 1 ? '' : ` -P ${p}`;
-    progress(`${label}redis-benchmark -t set,get${suffix} against kvsql...`, true);
-    const { value: lines, window } = await measured(ctx, ctx.base, () => redisBenchmark(bench, ctx.redisPort!, p, requestsFor(ctx.opts.duration, p > 1), size));
+    progress(`${label}redis-benchmark -t ${ctx.opts.redisTests}${suffix} against kvsql...`, true);
+    const { value: lines, window } = await measured(ctx, ctx.base, () => redisBenchmark(bench, ctx.redisPort!, ctx.opts.redisTests, ctx.opts.redisClients, p, requestsFor(ctx.opts.duration, p > 1), size));
     const note = batchNote(window);
-    for (const l of lines) rows.push(row(`redis ${l.test.toLowerCase()}${suffix} (kvsql)`, '-', l, note ? [note] : [], window.cpu, { pipeline: p, clients: CLIENTS }));
+    for (const l of lines) rows.push(row(`redis ${l.test.toLowerCase()}${suffix} (kvsql)`, '-', l, note ? [note] : [], window.cpu, { pipeline: p, clients: ctx.opts.redisClients }));
   }
   const server = which('redis-server');
   if (server === null) {
@@ -120,9 +119,9 @@ export async function runRedisScenario(ctx: BenchContext, label: string): Promis
     try {
       for (const p of [1, 16]) {
         const suffix = p === 1 ? '' : ` -P ${p}`;
-        progress(`${label}redis-benchmark -t set,get${suffix} against redis-server (appendfsync ${fsync})...`, true);
-        const lines = await redisBenchmark(bench, redis.port, p, requestsFor(ctx.opts.duration, p > 1) * 2, size);
-        for (const l of lines) rows.push(row(`redis ${l.test.toLowerCase()}${suffix} (redis-server aof ${fsync})`, '-', l, [], [], { pipeline: p, clients: CLIENTS }));
+        progress(`${label}redis-benchmark -t ${ctx.opts.redisTests}${suffix} against redis-server (appendfsync ${fsync})...`, true);
+        const lines = await redisBenchmark(bench, redis.port, ctx.opts.redisTests, ctx.opts.redisClients, p, requestsFor(ctx.opts.duration, p > 1) * 2, size);
+        for (const l of lines) rows.push(row(`redis ${l.test.toLowerCase()}${suffix} (redis-server aof ${fsync})`, '-', l, [], [], { pipeline: p, clients: ctx.opts.redisClients }));
       }
     } finally {
       await redis.stop();
