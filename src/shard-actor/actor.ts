@@ -64,6 +64,8 @@ const OUTBOX_FLUSH_BYTES = 4 * 1024 * 1024;
 const DEADLINE_TICK_MS = 50;
 /** A batch running longer than this triggers a health probe (a hung server is found early). */
 const STALL_PROBE_MS = 1000;
+/** How far past a wheel slot's end the expiry tick fires (see scheduleExpiryTick). */
+const EXPIRY_TICK_MARGIN_MS = 2;
 /** Retry interval of settling an in-doubt COMMIT while the server cannot be asked. */
 const SETTLE_RETRY_MS = 500;
 
@@ -170,8 +172,8 @@ export class ShardActor {
     this.timers.push(setInterval(() => void (this.up ? this.probe() : undefined), CLOCK_SYNC_MS));
     this.timers.push(setInterval(() => this.probeIfDown(), PROBE_INTERVAL_MS));
     this.timers.push(setInterval(() => this.sweepDeadlines(), DEADLINE_TICK_MS));
-    if (this.cfg.expiry.enabled) this.timers.push(setInterval(() => this.up && this.expirer.tick(this.now()), this.cfg.expiry.tickMs));
     for (const t of this.timers) t.unref();
+    if (this.cfg.expiry.enabled) this.scheduleExpiryTick();
   }
 
   /** A frame of requests from the gateway. */
@@ -239,9 +241,37 @@ export class ShardActor {
     this.stopping = true;
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
+    if (this.expiryTimer !== null) clearTimeout(this.expiryTimer);
     await this.expirer.stop();
     await this.store.close();
   }
+
+  /**
+   * The expiry tick, on the wheel's slot boundaries of the shard's clock: a slot moves to the due
+   * queue only once it has wholly elapsed, so a tick at a free-running phase let every key wait
+   * up to one more tick after its slot ended (expiry lag up to 2 ticks before the reap even
+   * started). Aimed EXPIRY_TICK_MARGIN_MS past the boundary, so the server's NOW(3) (which the
+   * reap's re-check reads) has passed every key of the slot despite the clock offset's error.
+   *
+   *   slot s            slot s+1
+   *   |-----------------|-----------------|
+   *   ^ keys due here    ^+margin: tick -> slot s is due, reaps start
+   */
+  private expiryTimer: NodeJS.Timeout | null = null;
+  private scheduleExpiryTick(): void {
+    if (this.stopped) return;
+    const tickMs = this.cfg.expiry.tickMs;
+    const now = this.now();
+    const wait = tickMs - (((now % tickMs) + tickMs) % tickMs) + EXPIRY_TICK_MARGIN_MS;
+    this.expiryTimer = setTimeout(this.expiryTick, wait);
+    this.expiryTimer.unref();
+  }
+
+  private readonly expiryTick = (): void => {
+    this.expiryTimer = null;
+    if (this.up) this.expirer.tick(this.now());
+    this.scheduleExpiryTick();
+  };
 
   private submitReap(key: Buffer, dueAt: number): void {
     if (!this.up || this.stopping) {
