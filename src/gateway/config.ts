@@ -157,7 +157,7 @@ export const SETTINGS = [
   s('maxRetries', 'KVSQL_MAX_RETRIES', int(0, 20), 4, 'retries of a batch after deadlock, lock wait timeout or lost connection'),
   s('slotHoldMs', 'KVSQL_SLOT_HOLD_MS', int(10, 60_000), 5000, 'longest a write to a slot being moved (fenced) is held before a 503'),
   s('expiry', 'KVSQL_EXPIRY', bool, true, 'run the expirer (physical deletion of expired rows)'),
-  s('expiryTickMs', 'KVSQL_EXPIRY_TICK_MS', int(10, 10_000), 25, 'expiry wheel resolution and tick (the tick fires on slot boundaries; a key is reaped at most about one tick after it is due)'),
+  s('expiryTickMs', 'KVSQL_EXPIRY_TICK_MS', int(10, 10_000), 100, 'expiry wheel resolution and tick (the tick fires on slot boundaries; a key is reaped at most about one tick after it is due)'),
   s('expiryHorizonMs', 'KVSQL_EXPIRY_HORIZON_MS', int(1000, 3_600_000), 60_000, 'how far ahead the wheel holds keys'),
   s('reapBatch', 'KVSQL_REAP_BATCH', int(1, 100_000), 2000, 'rows per overdue sweep page'),
   s('reapsInFlight', 'KVSQL_REAPS_IN_FLIGHT', int(1, 1_000_000), 4000, 'reaps in flight per shard (the expiry work budget)'),
