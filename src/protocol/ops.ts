@@ -22,6 +22,12 @@ export const OP_TTL = 6;
 /** Internal: the expirer's conditional delete of a row that is still expired. Never on a wire. */
 export const OP_REAP = 7;
 
+/**
+ * A page of keys in byte order (HTTP GET /v1/kv, the WebSocket list op, Redis SCAN and KEYS).
+ * Never in a port Request: the gateway asks every shard with a 'scan' message (port-messages).
+ */
+export const OP_SCAN = 12;
+
 export type OpCode = 1 | 2 | 3 | 4 | 5 | 6 | 7;
 
 export const OP_NAMES: Record<number, string> = {
@@ -32,6 +38,7 @@ export const OP_NAMES: Record<number, string> = {
   [OP_PERSIST]: 'persist',
   [OP_TTL]: 'ttl',
   [OP_REAP]: 'reap',
+  [OP_SCAN]: 'scan',
 };
 
 export function isReadOp(op: number): boolean {
