@@ -148,7 +148,17 @@ export class ShardActor {
     this.scheduler = new KeyScheduler(cfg.batching ? cfg.maxBatchOps : 1);
     this.versions = new VersionAllocator((size, above) => this.store.reserveVersionBlock(size, above));
     this.expirer = new Expirer(cfg.expiry, store, (key, dueAt) => this.submitReap(key, dueAt), log, this.now());
-    this.scans = new ScanLane(store, cfg.shard, cfg.opDeadlineMs);
+    this.scans = new ScanLane(store, cfg.shard, cfg.opDeadlineMs, {
+      take: () => {
+        if (this.readsInFlight >= this.cfg.readsInFlight) return false;
+        this.readsInFlight++;
+        return true;
+      },
+      give: () => {
+        this.readsInFlight--;
+        this.afterBatch();
+      },
+    });
   }
 
   /**
@@ -670,6 +680,7 @@ export class ShardActor {
 
   private afterBatch(): void {
     this.flushOutbox();
+    this.scans.kick(); // before the reads: a waiting scan gets the freed read slot first
     this.flush();
     this.checkDrained();
   }

@@ -10,7 +10,6 @@ import type { Reply, Request } from '../protocol/ops';
 import { toErrorData } from '../protocol/errors';
 import { ShardActor } from './actor';
 import { MysqlShardStore } from './shard-store';
-import { SCANS_IN_FLIGHT } from './scan-lane';
 
 const cfg = workerData as ActorConfig;
 const port = parentPort!;
@@ -32,8 +31,8 @@ const store = new MysqlShardStore({
   // Three renewal periods: a holder that misses two renewals in a row loses the role.
   leaseMs: cfg.expiry.lockRetryMs * 3,
   log: (level, msg, data) => post({ type: 'log', level, msg, data }),
-  // + reap lane, expiry scans, version blocks, and the scan lane (listing, SCAN, DBSIZE)
-  poolSize: cfg.readsInFlight + cfg.writesInFlight + 3 + SCANS_IN_FLIGHT,
+  // + reap lane, expiry scans, version blocks (key-range scans take read slots: scan-lane.ts)
+  poolSize: cfg.readsInFlight + cfg.writesInFlight + 3,
   queryTimeoutMs: cfg.queryTimeoutMs,
   tls: cfg.tls,
 });

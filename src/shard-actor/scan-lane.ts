@@ -5,8 +5,9 @@
  * KeyScheduler: a scan holds no key and orders against no write (a listing is not a snapshot;
  * each key is seen as it was at some moment of the request).
  *
- *   submit ─> waiting (at most MAX_WAITING, else 503 OVERLOADED) ─> running (at most IN_FLIGHT,
- *   one pooled connection each) ─> answer
+ *   submit ─> waiting (at most MAX_WAITING, else 503 OVERLOADED) ─> running (at most
+ *   SCANS_IN_FLIGHT, each holding one of the actor's read slots, so one of its pooled read
+ *   connections: the pool does not grow for scans) ─> answer, the read slot given back
  *   every job: a timer at arrival + opDeadlineMs answers 503 SHARD_UNAVAILABLE if nothing did,
  *   and cuts its statement (TxControl), as the actor's deadline sweep does for a read batch
  *
@@ -21,8 +22,20 @@ import { toKvError } from './mysql-errors';
 import { UNSLOTTED } from './schema-migration';
 import { newTxControl, type ServedSet, type ShardStore, type TxControl } from './shard-store';
 
-/** Scans running at once per shard actor (each holds one pooled connection: main.ts sizes the pool). */
-export const SCANS_IN_FLIGHT = 2;
+/**
+ * Scans running at once per shard actor. Each takes one of the actor's read slots (readsInFlight,
+ * 4 by default), so point reads keep the others; the actor offers a freed slot to a waiting scan
+ * before its next read batch (kick), so reads cannot starve scans either.
+ */
+export const SCANS_IN_FLIGHT = 1;
+
+/** The actor's read slots, shared with its read batches. */
+export interface ReadSlots {
+  /** Takes a slot if one is free. */
+  take(): boolean;
+  /** Gives it back (the actor then starts what waits for it). */
+  give(): void;
+}
 /** Scans waiting per shard actor beyond those running; more are answered 503 at once. */
 const MAX_WAITING = 64;
 
@@ -48,7 +61,13 @@ export class ScanLane {
     private readonly store: ShardStore,
     private readonly shard: number,
     private readonly deadlineMs: number,
+    private readonly slots: ReadSlots,
   ) {}
+
+  /** A read slot may have freed: start a waiting scan. Cheap when none waits (after every batch). */
+  kick(): void {
+    if (this.waiting.length > 0) this.next();
+  }
 
   /** A page of one key range (`request`) or the count of every served key (null). */
   submit(request: ScanRequest | null, answer: (a: ScanAnswer) => void): void {
@@ -72,8 +91,12 @@ export class ScanLane {
 
   private next(): void {
     while (this.running < SCANS_IN_FLIGHT && this.waiting.length > 0) {
+      if (this.waiting[0].done) {
+        this.waiting.shift(); // answered by its deadline while it waited
+        continue;
+      }
+      if (!this.slots.take()) return; // kicked again when a read batch ends
       const job = this.waiting.shift()!; // at most MAX_WAITING: a shift is cheap here
-      if (job.done) continue;
       this.running++;
       this.active.add(job);
       void this.run(job).then(
@@ -82,7 +105,7 @@ export class ScanLane {
       ).finally(() => {
         this.running--;
         this.active.delete(job);
-        this.next();
+        this.slots.give();
       });
     }
   }
