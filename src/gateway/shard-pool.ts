@@ -455,7 +455,10 @@ export class ShardPool {
    * not answered by `deadlineAt` (epoch ms).
    */
   async scanShards(request: ScanRequest, deadlineAt: number): Promise<ShardPage[]> {
-    const replies = await this.askShards(deadlineAt, (id) => ({ type: 'scan', id, request }));
+    // Own copies: a view of a larger buffer (a WebSocket frame, Node's pool slab) would be
+    // structured-cloned whole, once per shard.
+    const q: ScanRequest = { ...request, prefix: Uint8Array.from(request.prefix), after: request.after === null ? null : Uint8Array.from(request.after) };
+    const replies = await this.askShards(deadlineAt, (id) => ({ type: 'scan', id, request: q }));
     return replies.map((m) => (m as Extract<ScanReply, { type: 'scanned' }>).page!);
   }
 
