@@ -9,7 +9,8 @@
  *                                  └─ a slot served by none (a move's flip between its two
  *                                     transactions, or a shard this gateway has not met yet)
  *                                     or KV_ERR_SLOT_MOVING ─> refresh the map, wait 5..160 ms,
- *                                     ask again, until the op deadline (then 503 SLOT_MOVING)
+ *                                     ask again, until the op deadline (then 503 SLOT_MOVING);
+ *                                     at once 503 SHARD_UNAVAILABLE while some shard is down
  *
  * Every page is answered within KVSQL_OP_DEADLINE_MS of its request, retries included: each ask
  * carries the one deadline.
@@ -30,6 +31,11 @@ async function untilCovered<T>(pool: ShardPool, deadlineMs: number, attempt: (de
       if (r !== null) return r;
     } catch (err) {
       if ((err as { code?: unknown })?.code !== 'KV_ERR_SLOT_MOVING') throw err;
+    }
+    // A gap while some shard is down (e.g. one that was down when this gateway started, whose
+    // slots it never learned) will not close by waiting: say so now.
+    if (pool.health().some((h) => !h.up)) {
+      throw new KvError('KV_ERR_SHARD_UNAVAILABLE', 'some slots are served by no reachable shard (a shard is down)');
     }
     const wait = Math.min(160, 5 * 2 ** n);
     if (Date.now() + wait >= deadlineAt) {

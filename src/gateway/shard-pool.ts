@@ -472,7 +472,9 @@ export class ShardPool {
   }
 
   private askShards(deadlineAt: number, build: (id: number) => ToActor): Promise<ScanReply[]> {
-    const members = this.shards.filter((s) => s.shardIndex !== null);
+    // A shard that is down is skipped only when no slot routes to it (drained, or never given
+    // any): if the map is stale and it does serve some, the caller's coverage check sees the gap.
+    const members = this.shards.filter((s) => s.shardIndex !== null && (s.up && !s.exited ? true : this.route.includes(s.index)));
     if (members.length === 0) return Promise.reject(new KvError('KV_ERR_SHARD_UNAVAILABLE', 'no shard is reachable'));
     for (const s of members) {
       if (!s.up || s.exited) {
