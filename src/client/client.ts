@@ -19,13 +19,28 @@
  */
 import WebSocket from 'ws';
 import { KvError } from '../protocol/errors';
-import { OP_DEL, OP_EXPIRE, OP_GET, OP_GETDEL, OP_INCR, OP_NAMES, OP_PERSIST, OP_PUT, OP_TTL, type OpCode } from '../protocol/ops';
+import { OP_DEL, OP_EXPIRE, OP_GET, OP_GETDEL, OP_INCR, OP_NAMES, OP_PERSIST, OP_PUT, OP_SCAN, OP_TTL, type OpCode } from '../protocol/ops';
+import { checkListRequest } from '../protocol/listing';
 import { checkTtlMs, checkValue } from '../protocol/validate';
 import { decodeReplyFrame, encodeRequestFrame, replyError, type ClientRequest } from '../protocol/ws-client-codec';
-import { FRAME_ERROR_ID, readDelOptions, readIncr, readPutOptions, wireReplyOf, type DelOptions, type IncrOptions, type OpFields, type PutOptions, type WireReply } from '../protocol/ws-format';
+import {
+  FRAME_ERROR_ID,
+  readDelOptions,
+  readIncr,
+  readListOptions,
+  readPutOptions,
+  wireReplyOf,
+  type DelOptions,
+  type IncrOptions,
+  type ListOptions,
+  type OpFields,
+  type PutOptions,
+  type WireListReply,
+  type WireReply,
+} from '../protocol/ws-format';
 import { KvClientError, type KvClientErrorCode } from './errors';
 
-export type { PutOptions, DelOptions };
+export type { PutOptions, DelOptions, ListOptions };
 
 export type Key = string | Uint8Array;
 export type Value = string | Uint8Array;
@@ -96,6 +111,24 @@ export interface TtlResult {
   expiresAt: number | null;
 }
 
+/** What list() and listAll() take: keys with `prefix` (default: every key), in byte order. */
+export interface ListRequest extends ListOptions {
+  prefix?: Key;
+}
+
+export interface ListItem {
+  key: Buffer;
+  /** With `values: true`: the value and its expiry (unix ms, or null for no TTL). */
+  value?: Buffer;
+  expiresAt?: number | null;
+}
+
+export interface ListResult {
+  items: ListItem[];
+  /** Pass as `after` for the next page; null once the listing is complete. */
+  next: Buffer | null;
+}
+
 const DEFAULTS = {
   maxInflight: 1024,
   timeoutMs: 10_000,
@@ -128,11 +161,11 @@ class ClientCall implements ClientRequest {
   timer: NodeJS.Timeout | null = null;
   constructor(
     readonly client: KvClient,
-    readonly op: OpCode,
+    readonly op: OpCode | typeof OP_SCAN,
     readonly key: Key,
     readonly value: Value | null,
     readonly ttlMs: number,
-    readonly opts: PutOptions | DelOptions | IncrOptions | undefined,
+    readonly opts: PutOptions | DelOptions | IncrOptions | ListOptions | undefined,
     /** Upper bound of its encoded size. */
     readonly size: number,
     readonly resolve: (v: unknown) => void,
@@ -293,6 +326,27 @@ export class KvClient {
   }
 
   /**
+   * One page of keys in byte order across all shards: those with `prefix` (default every key),
+   * strictly after `after`, at most `limit` (1..1000, default 100), with values and expiries when
+   * `values` is true. `next` continues the listing (on any gateway, across slot moves); null when
+   * it is complete. A page may hold fewer than `limit` keys and still have a `next`.
+   */
+  list(req: ListRequest = {}): Promise<ListResult> {
+    const { prefix = '', ...opts } = req;
+    return this.issue(OP_SCAN, prefix, null, 0, opts) as Promise<ListResult>;
+  }
+
+  /** Every key with `prefix` (after `after`), page by page (`limit` per page): for await ... of. */
+  async *listAll(req: ListRequest = {}): AsyncGenerator<ListItem> {
+    let after: Key | null = req.after ?? null;
+    do {
+      const page = await this.list({ ...req, after });
+      yield* page.items;
+      after = page.next;
+    } while (after !== null);
+  }
+
+  /**
    * Stops reconnecting and closes the connection. Every op not yet answered is rejected with
    * KV_ERR_CLIENT_CLOSED (await your ops first for a graceful close). Idempotent.
    */
@@ -336,7 +390,7 @@ export class KvClient {
     }
   }
 
-  private issue(op: OpCode, key: Key, value: Value | null, ttlMs: number, opts: PutOptions | DelOptions | IncrOptions | undefined): Promise<unknown> {
+  private issue(op: OpCode | typeof OP_SCAN, key: Key, value: Value | null, ttlMs: number, opts: PutOptions | DelOptions | IncrOptions | ListOptions | undefined): Promise<unknown> {
     if (this.closed) return Promise.reject(new KvClientError('KV_ERR_CLIENT_CLOSED', `${OP_NAMES[op]}: the client is closed`));
     let size: number;
     try {
@@ -354,8 +408,14 @@ export class KvClient {
   }
 
   /** The same checks as the server, with its messages; returns the op's encoded size bound. */
-  private check(op: OpCode, key: Key, value: Value | null, ttlMs: number, opts: PutOptions | DelOptions | IncrOptions | undefined): number {
+  private check(op: OpCode | typeof OP_SCAN, key: Key, value: Value | null, ttlMs: number, opts: PutOptions | DelOptions | IncrOptions | ListOptions | undefined): number {
     const kb = keyBytes(key);
+    if (op === OP_SCAN) {
+      if (kb < 0) throw new KvError('KV_ERR_BAD_KEY', `prefix must be a string or Uint8Array, got ${typeof key}`);
+      const o = readListOptions(opts);
+      checkListRequest(Buffer.alloc(kb), o.after, o.limit, o.values, { maxKeyBytes: this.maxKeyBytes, maxValueBytes: this.maxValueBytes });
+      return kb + (o.after?.length ?? 0) + REQUEST_OVERHEAD_BYTES;
+    }
     if (kb < 0) throw new KvError('KV_ERR_BAD_KEY', `key must be a string or Uint8Array, got ${typeof key}`);
     if (kb === 0) throw new KvError('KV_ERR_BAD_KEY', 'key must not be empty');
     if (kb > this.maxKeyBytes) throw new KvError('KV_ERR_KEY_TOO_LONG', `key is ${kb} bytes, the limit is ${this.maxKeyBytes}`);
@@ -538,6 +598,22 @@ export class KvClient {
         if (status === 200) result = true;
         else if (status === 404) result = false;
         break;
+      case OP_SCAN: {
+        const l = r as WireListReply;
+        if (l[1] === 200 && Array.isArray(l[2])) {
+          const items: ListItem[] = [];
+          for (let i = 0; i < l[2].length; i++) {
+            const item: ListItem = { key: ownBytes(l[2][i], frameBytes) };
+            if (l[4] !== null && l[4] !== undefined) {
+              item.value = ownBytes(l[4][i], frameBytes);
+              item.expiresAt = l[5]?.[i] ?? null;
+            }
+            items.push(item);
+          }
+          result = { items, next: l[3] === null || l[3] === undefined ? null : ownBytes(l[3], frameBytes) } satisfies ListResult;
+        }
+        break;
+      }
       case OP_TTL: {
         const t = wireReplyOf(OP_TTL, r);
         if (t[1] === 200) result = { ttlMs: t[2] ?? null, expiresAt: t[3] ?? null } satisfies TtlResult;

@@ -24,6 +24,7 @@ import {
   OP_NAMES,
   OP_PERSIST,
   OP_PUT,
+  OP_SCAN,
   OP_TTL,
   ttlLeftMs,
   type ExpireSet,
@@ -37,7 +38,9 @@ import {
 } from '../protocol/ops';
 import { checkKey, checkValue, parseTtlSeconds, parseVersionTag, type Limits } from '../protocol/validate';
 import { parseFloatText, parseInt64 } from '../protocol/numbers';
-import { mayAccess, rightFor, type TokenEntry } from '../protocol/access';
+import { listRefusal, mayAccess, mayList, rightFor, type TokenEntry } from '../protocol/access';
+import { checkListRequest, type ListPage } from '../protocol/listing';
+import { listPage } from './key-lister';
 import type { Auth } from './auth';
 import { CLOSE, HEAD, statusLine, writeError } from './http-errors';
 import { hasBody, refusedFraming } from './http-framing';
@@ -75,7 +78,7 @@ class HttpCall implements ReplyTarget {
     readonly ctx: HttpContext,
     readonly res: HttpResponse,
     /** Also decides the reply's shape: the TTL routes are their own ops (ttl, expire, persist). */
-    readonly op: OpCode,
+    readonly op: OpCode | typeof OP_SCAN,
     /** HEAD: the headers of GET, no body. */
     readonly head = false,
   ) {
@@ -90,6 +93,13 @@ class HttpCall implements ReplyTarget {
     if (this.aborted || this.done) return;
     this.res.cork(() => this.write(reply));
     this.finish(reply[1]);
+  }
+
+  /** A page of keys (GET /v1/kv), encoded by listJson. */
+  page(p: ListPage): void {
+    if (this.aborted || this.done) return;
+    this.res.cork(() => this.res.writeStatus('200 OK').writeHeader('Content-Type', 'application/json').end(listJson(p)));
+    this.finish(200);
   }
 
   /** `close`: the request body is not (fully) read, see ErrorWriteOptions. */
@@ -222,6 +232,70 @@ export function decodeKey(url: string, prefixLength: number): Buffer {
   return Buffer.from(bytes);
 }
 
+/** Bytes a key keeps as they are in listJson: RFC 3986 unreserved, and `/`, `:`, `@`. */
+const KEEP = new Uint8Array(256);
+for (const c of 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~/:@') KEEP[c.charCodeAt(0)] = 1;
+const HEX_DIGITS = '0123456789ABCDEF';
+
+/**
+ * A key as JSON text in a listing: every byte but those in KEEP as %XX, so the text is the key's
+ * path form (`/v1/kv/<it>` names the key) and can be sent back as `after=<it>` unchanged.
+ */
+export function keyText(key: Uint8Array): string {
+  let out = '';
+  for (let i = 0; i < key.length; i++) {
+    const b = key[i];
+    out += KEEP[b] === 1 ? String.fromCharCode(b) : `%${HEX_DIGITS[b >> 4]}${HEX_DIGITS[b & 15]}`;
+  }
+  return out;
+}
+
+/**
+ * `{"keys":[...],"next":...}`, with `values=1` also `"values"` (base64) and `"expiresAt"` (unix
+ * ms or null), parallel to keys. Keys and next as keyText (next null: the listing is complete).
+ */
+function listJson(p: ListPage): string {
+  let out = '{"keys":[';
+  for (let i = 0; i < p.keys.length; i++) out += `${i > 0 ? ',' : ''}"${keyText(p.keys[i])}"`;
+  out += ']';
+  if (p.values !== null) {
+    out += ',"values":[';
+    for (let i = 0; i < p.values.length; i++) out += `${i > 0 ? ',' : ''}"${Buffer.from(p.values[i].buffer, p.values[i].byteOffset, p.values[i].byteLength).toString('base64')}"`;
+    out += `],"expiresAt":${JSON.stringify(p.expiresAt)}`;
+  }
+  return `${out},"next":${p.next === null ? 'null' : `"${keyText(p.next)}"`}}`;
+}
+
+const LIST_PARAMS = new Set(['prefix', 'after', 'limit', 'values']);
+
+/**
+ * GET /v1/kv's query: `prefix` and `after` are key bytes written as in the path (%XX for any
+ * byte, other characters as their UTF-8 bytes) where `+` is a space, as in any query string;
+ * `limit` a decimal integer; `values` 1/true or 0/false.
+ */
+function parseListQuery(raw: string, limits: Limits) {
+  let prefix: Uint8Array = Buffer.alloc(0);
+  let after: Uint8Array | null = null;
+  let limit: number | string | undefined;
+  let values = false;
+  const seen = new Set<string>();
+  for (const part of raw.split('&')) {
+    if (part.length === 0) continue;
+    const eq = part.indexOf('=');
+    const name = eq === -1 ? part : part.slice(0, eq);
+    const text = eq === -1 ? '' : part.slice(eq + 1).replace(/\+/g, ' ');
+    if (!LIST_PARAMS.has(name)) throw new KvError('KV_ERR_BAD_REQUEST', `unknown query parameter "${name.slice(0, 40)}" (allowed: ${[...LIST_PARAMS].join(', ')})`);
+    if (seen.has(name)) throw new KvError('KV_ERR_BAD_REQUEST', `query parameter "${name}" given twice`);
+    seen.add(name);
+    if (name === 'prefix') prefix = decodeKey(text, 0);
+    else if (name === 'after') after = decodeKey(text, 0);
+    else if (name === 'limit') limit = /^\d{1,7}$/.test(text) ? Number(text) : text;
+    else if (text === '1' || text === 'true' || text === '') values = true;
+    else if (text !== '0' && text !== 'false') throw new KvError('KV_ERR_BAD_REQUEST', `values must be 1 or 0, got "${text.slice(0, 40)}"`);
+  }
+  return checkListRequest(prefix, after, limit, values, limits);
+}
+
 interface Query {
   ttlMs: number;
   keepTtl: boolean;
@@ -312,7 +386,7 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
    * Shared guard: refuse during shutdown, and turn any decode error into a 4xx. A refused
    * request's body is never read, so such a reply closes the connection (see ErrorWriteOptions).
    */
-  const guard = (res: HttpResponse, req: HttpRequest, op: OpCode, fn: (who: TokenEntry | null) => void): void => {
+  const guard = (res: HttpResponse, req: HttpRequest, op: OpCode | typeof OP_SCAN, fn: (who: TokenEntry | null) => void): void => {
     if (refusedFraming(res, req)) return;
     if (ctx.closing()) {
       writeError(res, 'KV_ERR_SHUTTING_DOWN', 'server is shutting down', undefined, CLOSE);
@@ -409,9 +483,24 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
   const emptyKey = (res: HttpResponse, req: HttpRequest): void => {
     if (!refusedFraming(res, req)) writeError(res, 'KV_ERR_BAD_KEY', 'key must not be empty', undefined, hasBody(req) ? CLOSE : undefined);
   };
-  for (const route of ['/v1/kv', '/v1/ttl']) {
-    app.get(route, emptyKey).put(route, emptyKey).del(route, emptyKey);
-  }
+  // A page of keys in byte order across all shards (key-lister.ts). A token needs a read grant
+  // on the prefix (or a shorter one): a listing is refused, never narrowed (access.ts mayList).
+  app.get('/v1/kv', (res, req) =>
+    guard(res, req, OP_SCAN, (who) => {
+      const q = parseListQuery(req.getQuery() ?? '', limits);
+      if (who !== null && !mayList(who, q.prefix)) {
+        ctx.auth!.forbid('http');
+        throw new KvError('KV_ERR_FORBIDDEN', listRefusal(who, q.prefix));
+      }
+      const call = new HttpCall(ctx, res, OP_SCAN);
+      listPage(pool, q).then(
+        (p) => call.page(p),
+        (err) => call.fail(err),
+      );
+    }),
+  );
+  app.put('/v1/kv', emptyKey).del('/v1/kv', emptyKey);
+  app.get('/v1/ttl', emptyKey).put('/v1/ttl', emptyKey).del('/v1/ttl', emptyKey);
   app.any('/v1/kv/*', notAllowed('GET, HEAD, PUT, POST, DELETE'));
   app.any('/v1/ttl/*', notAllowed('GET, PUT, DELETE'));
   app.any('/v1/kv', notAllowed('GET, PUT, DELETE'));

@@ -58,7 +58,10 @@ import {
 import * as resp from '../protocol/resp';
 import { RespMap, RespProtocolError, RespRequestParser, Simple, type Proto, type RespValue } from '../protocol/resp';
 import { checkKey, type Limits } from '../protocol/validate';
+import { MAX_LIST_LIMIT } from '../protocol/listing';
+import { compileGlob, decodeCursor, encodeCursor } from '../protocol/redis-keyspace';
 import type { HttpContext } from './http-api';
+import { countKeys, listPage } from './key-lister';
 import type { ReplyTarget } from './shard-pool';
 import { ERR_NOT_INTEGER, ERR_SYNTAX, expiryOption, intArg, STRING_COMMANDS, wrongArgs, type Combine, type OpSpec, type RespCall } from './resp-strings';
 
@@ -174,9 +177,13 @@ const enum Kind {
   Persist,
   /** Any command built on RespCall.ops (resp-strings.ts): its `combine` makes the reply. */
   Custom,
+  Scan,
+  Keys,
+  Dbsize,
+  Randomkey,
 }
 
-const KIND_NAMES = ['get', 'set', 'del', 'exists', 'mget', 'expire', 'expire', 'ttl', 'pttl', 'persist', 'custom'];
+const KIND_NAMES = ['get', 'set', 'del', 'exists', 'mget', 'expire', 'expire', 'ttl', 'pttl', 'persist', 'custom', 'scan', 'keys', 'dbsize', 'randomkey'];
 
 /** One request in a connection's reply queue. `out` is its encoded reply once known. */
 class Command implements ReplyTarget {
@@ -566,6 +573,29 @@ class Conn implements RespSession, RespCall {
     }
   }
 
+  /**
+   * A command answered by gateway work across the shards (SCAN, KEYS, DBSIZE, RANDOMKEY): in the
+   * reply queue like any other, and one op in flight for flow control while it runs.
+   */
+  promised(kind: Kind, work: () => Promise<string | Buffer>): void {
+    const cmd = this.keyed(kind);
+    if (cmd === null) return;
+    this.opsInFlight++;
+    work()
+      .then(
+        (out) => void (cmd.out = out),
+        (err) => {
+          const e = toErrorData(err);
+          cmd.out = resp.error(errorText(e.code, e.message));
+          cmd.status = statusOf(e.code);
+        },
+      )
+      .finally(() => {
+        this.opDone();
+        this.commandDone(cmd);
+      });
+  }
+
   ops(name: string, specs: readonly OpSpec[], combine: Combine): void {
     for (const o of specs) {
       checkKey(o.key, this.srv.limits);
@@ -733,6 +763,10 @@ const COMMAND_TABLE: Array<[string, number, string[], number, number, number]> =
   ['info', -1, ['loading', 'stale'], 0, 0, 0],
   ['config', -2, ['noscript', 'loading', 'stale'], 0, 0, 0],
   ...STRING_COMMANDS.map(([name, , arity, flags, first, last, step]): [string, number, string[], number, number, number] => [name, arity, flags, first, last, step]),
+  ['scan', -2, ['readonly'], 0, 0, 0],
+  ['keys', 2, ['readonly'], 0, 0, 0],
+  ['dbsize', 1, ['readonly', 'fast'], 0, 0, 0],
+  ['randomkey', 1, ['readonly'], 0, 0, 0],
 ];
 const commandInfo = (e: (typeof COMMAND_TABLE)[number]): RespValue => [e[0], e[1], e[2].map((f) => new Simple(f)), e[3], e[4], e[5], [], [], [], []];
 
@@ -815,6 +849,124 @@ function globToRegExp(glob: string): RegExp {
   return new RegExp(`^${re}$`);
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// Keyspace: SCAN, KEYS, DBSIZE, RANDOMKEY (pages of the listing, gateway/key-lister.ts)
+// ---------------------------------------------------------------------------------------------
+
+/** SCAN's page size when COUNT is not given (Redis's default). */
+const SCAN_DEFAULT_COUNT = 10;
+/** KEYS refuses to answer more keys than this, or more key bytes than KEYS_MAX_BYTES: use SCAN. */
+export const KEYS_MAX_KEYS = 100_000;
+const KEYS_MAX_BYTES = 16 * 1024 * 1024;
+/** KEYS gives up after examining this many keys (a pattern that matches few keys of many). */
+export const KEYS_MAX_EXAMINED = 1_000_000;
+/** RANDOMKEY picks among at most this many keys after a random point. */
+const RANDOMKEY_PAGE = 100;
+
+/**
+ * SCAN cursor [MATCH pattern] [COUNT n] [TYPE t]: one listing page of COUNT keys (capped at
+ * MAX_LIST_LIMIT) after the cursor's key, within MATCH's literal prefix, then filtered by the
+ * pattern, so a page may hold fewer keys than COUNT, or none, before the cursor comes back "0".
+ * Every key is a string: TYPE string lists them all, any other TYPE none.
+ */
+const scan: Handler = (c, args) => {
+  const after = decodeCursor(args[1].toString('latin1'), c.srv.limits.maxKeyBytes);
+  if (after === undefined) return c.reply(resp.error('ERR invalid cursor'));
+  let pattern: Buffer | null = null;
+  let count = SCAN_DEFAULT_COUNT;
+  let type: string | null = null;
+  for (let i = 2; i < args.length; i++) {
+    const opt = lc(args[i]);
+    if (i + 1 >= args.length) return c.reply(ERR_SYNTAX);
+    if (opt === 'match') pattern = args[++i];
+    else if (opt === 'count') {
+      const n = intArg(args[++i]);
+      if (n === null) return c.reply(ERR_NOT_INTEGER);
+      if (n < 1) return c.reply(ERR_SYNTAX);
+      count = Math.min(n, MAX_LIST_LIMIT);
+    } else if (opt === 'type') type = lc(args[++i]);
+    else return c.reply(ERR_SYNTAX);
+  }
+  const glob = pattern === null ? null : compileGlob(pattern);
+  const prefix = glob === null ? Buffer.alloc(0) : glob.prefix;
+  c.srv.guard.authorize(c, OP_GET, prefix);
+  if (type !== null && type !== 'string') return c.reply(resp.encode(['0', []], c.proto));
+  const pool = c.srv.ctx.pool;
+  c.promised(Kind.Scan, async () => {
+    const page = await listPage(pool, { prefix, after, limit: count, values: false });
+    const keys = glob === null ? page.keys : page.keys.filter((k) => glob.matches(k));
+    return scanReply(encodeCursor(page.next), keys);
+  });
+};
+
+function scanReply(cursor: string, keys: Uint8Array[]): Buffer {
+  const parts: Array<string | Uint8Array> = [resp.arrayHeader(2), resp.bulkText(cursor), resp.arrayHeader(keys.length)];
+  for (const k of keys) parts.push(resp.bulk(k));
+  return Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p, 'latin1') : p)));
+}
+
+/**
+ * KEYS pattern: a full scan of the pattern's literal prefix (every shard, pages of
+ * MAX_LIST_LIMIT), bounded: past KEYS_MAX_KEYS matches (or KEYS_MAX_BYTES of them), or
+ * KEYS_MAX_EXAMINED keys examined, it answers an error instead of building more.
+ */
+const keys: Handler = (c, args) => {
+  const glob = compileGlob(args[1]);
+  c.srv.guard.authorize(c, OP_GET, glob.prefix);
+  const pool = c.srv.ctx.pool;
+  c.promised(Kind.Keys, async () => {
+    const found: Uint8Array[] = [];
+    let bytes = 0;
+    let examined = 0;
+    let after: Uint8Array | null = null;
+    do {
+      const page = await listPage(pool, { prefix: glob.prefix, after, limit: MAX_LIST_LIMIT, values: false });
+      examined += page.keys.length;
+      for (const k of page.keys) {
+        if (!glob.matches(k)) continue;
+        found.push(k);
+        bytes += k.length;
+        if (found.length > KEYS_MAX_KEYS || bytes > KEYS_MAX_BYTES) {
+          return resp.error(`ERR KEYS matched more than ${KEYS_MAX_KEYS} keys (or ${KEYS_MAX_BYTES} bytes of keys), the cap of a full scan in kvsql; use SCAN`);
+        }
+      }
+      if (examined > KEYS_MAX_EXAMINED && page.next !== null) {
+        return resp.error(`ERR KEYS examined more than ${KEYS_MAX_EXAMINED} keys, the cap of a full scan in kvsql; use SCAN with MATCH`);
+      }
+      after = page.next;
+    } while (after !== null);
+    const parts: Array<string | Uint8Array> = [resp.arrayHeader(found.length)];
+    for (const k of found) parts.push(resp.bulk(k));
+    return Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p, 'latin1') : p)));
+  });
+};
+
+/** DBSIZE: every shard counts the keys of the slots it serves (key-lister countKeys). */
+const dbsize: Handler = (c) => {
+  c.srv.guard.authorize(c, OP_GET, Buffer.alloc(0));
+  const pool = c.srv.ctx.pool;
+  c.promised(Kind.Dbsize, async () => resp.integer(await countKeys(pool)));
+};
+
+/**
+ * RANDOMKEY: a key picked at random from one page after a random point (16 random printable
+ * ASCII bytes, where keys usually live), or from the first page when nothing follows that point.
+ * Uniform within the page, not across the keyspace.
+ */
+const randomkey: Handler = (c) => {
+  c.srv.guard.authorize(c, OP_GET, Buffer.alloc(0));
+  const pool = c.srv.ctx.pool;
+  c.promised(Kind.Randomkey, async () => {
+    const point = Buffer.alloc(16);
+    for (let i = 0; i < point.length; i++) point[i] = 0x21 + Math.floor(Math.random() * 94);
+    let page = await listPage(pool, { prefix: Buffer.alloc(0), after: point, limit: RANDOMKEY_PAGE, values: false });
+    if (page.keys.length === 0) page = await listPage(pool, { prefix: Buffer.alloc(0), after: null, limit: RANDOMKEY_PAGE, values: false });
+    if (page.keys.length === 0) return resp.nil(c.proto);
+    return resp.bulk(page.keys[Math.floor(Math.random() * page.keys.length)]);
+  });
+};
+
 const HANDLERS = new Map<string, Handler>([
   ['get', arity('get', 2, (c, a) => c.one(Kind.Get, OP_GET, a[1], null, 0, 0))],
   ['set', set],
@@ -847,6 +999,10 @@ const HANDLERS = new Map<string, Handler>([
   ['info', info],
   ['config', arity('config', -2, config)],
   ...STRING_COMMANDS.map(([name, h]): [string, Handler] => [name, h as Handler]),
+  ['scan', arity('scan', -2, scan)],
+  ['keys', arity('keys', 2, keys)],
+  ['dbsize', arity('dbsize', 1, dbsize)],
+  ['randomkey', arity('randomkey', 1, randomkey)],
 ]);
 
 // ---------------------------------------------------------------------------------------------

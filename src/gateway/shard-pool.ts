@@ -34,7 +34,8 @@
 import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
 import { Packr } from 'msgpackr';
-import type { ErrorData } from '../protocol/errors';
+import { KvError, type ErrorData } from '../protocol/errors';
+import type { ScanRequest, ShardPage } from '../protocol/listing';
 import { errorReply, isReadOp, type Reply, type Request } from '../protocol/ops';
 import type { ActorConfig, FromActor, ShardStats, ToActor } from '../protocol/port-messages';
 import { SlotMap, SLOT_COUNT, SLOT_OWNED, resolveOwners, slotOf, type MoveProgress, type ShardOwnership } from '../protocol/slot-map';
@@ -54,6 +55,7 @@ export interface PoolLogger {
 }
 
 type ControlReply = Extract<FromActor, { type: 'ownership' | 'bootstrapped' }>;
+type ScanReply = Extract<FromActor, { type: 'scanned' | 'counted' }>;
 
 /** An actor's error data (errLog) as an Error again, so the logger prints its type and stack. */
 function reviveErr(data: unknown): Error {
@@ -80,6 +82,13 @@ const PROGRESS_REFRESH_MS = 5000;
 const IDLE_REFRESH_MS = 30_000;
 /** How long the gateway waits for a shard's ownership rows or a new shard's actor. */
 const CONTROL_TIMEOUT_MS = 5000;
+
+/**
+ * Scans (listing pages, counts) waiting per shard in this gateway; more are answered 503 at once.
+ * Each holds at most a page: MAX_LIST_LIMIT keys of up to 1 KiB, or MAX_PAGE_VALUE_BYTES of
+ * values plus one value (protocol/listing), so the bytes they pin are bounded with the count.
+ */
+const SCAN_QUEUE_LIMIT = 16;
 
 /** Resolution of the deadline backstop. */
 const TICK_MS = 50;
@@ -160,6 +169,8 @@ class ShardHandle {
   up = true;
   lastError: ErrorData | undefined;
   frame: Request[] = [];
+  /** Scans and counts sent to this shard and not yet answered. */
+  scans = 0;
   /** Set once stop() began: an exit is then expected, not a crash. */
   stopping = false;
   /** The current worker has exited (crashed, or failed to start) and no new one runs yet. */
@@ -214,11 +225,14 @@ export class ShardPool {
   private flushScheduled = false;
   private readonly packr = new Packr({ useRecords: false, moreTypes: false });
   private statsWaiters = new Map<number, (s: ShardStats) => void>();
+  /** Scans and counts in flight, by id: settled by the shard's answer, its deadline, or its crash. */
+  private readonly scanWaiters = new Map<number, { shard: ShardHandle; settle: (m: ScanReply | null, error?: ErrorData) => void }>();
   private nextStatsId = 1;
   private readonly queueLimit: number;
   /** Value bytes of pending PUTs per shard before 503 (a lone oversized PUT still passes). */
   private readonly queueBytes: number;
-  private readonly opDeadlineMs: number;
+  /** KVSQL_OP_DEADLINE_MS: every op and every listing page is answered within it. */
+  readonly opDeadlineMs: number;
   private readonly queueWaitMs: number;
   private readonly ticker: NodeJS.Timeout;
   private readonly idleRefresh: NodeJS.Timeout;
@@ -447,6 +461,68 @@ export class ShardPool {
     return this.shards.map((s) => s.pending.size);
   }
 
+  /**
+   * One page of one key range from every member shard, in shard order (listing, SCAN, KEYS:
+   * gateway/key-lister.ts merges them). Rejects with a KvError at once when a shard is down or
+   * has SCAN_QUEUE_LIMIT scans waiting, and with 503 KV_ERR_SHARD_UNAVAILABLE when a shard has
+   * not answered by `deadlineAt` (epoch ms).
+   */
+  async scanShards(request: ScanRequest, deadlineAt: number): Promise<ShardPage[]> {
+    // Own copies: a view of a larger buffer (a WebSocket frame, Node's pool slab) would be
+    // structured-cloned whole, once per shard.
+    const q: ScanRequest = { ...request, prefix: Uint8Array.from(request.prefix), after: request.after === null ? null : Uint8Array.from(request.after) };
+    const replies = await this.askShards(deadlineAt, (id) => ({ type: 'scan', id, request: q }));
+    return replies.map((m) => (m as Extract<ScanReply, { type: 'scanned' }>).page!);
+  }
+
+  /** Every member shard's count of the keys of the slots it serves, with its served bitmap (DBSIZE). */
+  async countShards(deadlineAt: number): Promise<Array<{ count: number; served: Uint8Array }>> {
+    const replies = await this.askShards(deadlineAt, (id) => ({ type: 'count', id }));
+    return replies.map((m) => {
+      const c = m as Extract<ScanReply, { type: 'counted' }>;
+      return { count: c.count!, served: c.served! };
+    });
+  }
+
+  private askShards(deadlineAt: number, build: (id: number) => ToActor): Promise<ScanReply[]> {
+    // A shard that is down is skipped only when no slot routes to it (drained, or never given
+    // any): if the map is stale and it does serve some, the caller's coverage check sees the gap.
+    const members = this.shards.filter((s) => s.shardIndex !== null && (s.up && !s.exited ? true : this.route.includes(s.index)));
+    if (members.length === 0) return Promise.reject(new KvError('KV_ERR_SHARD_UNAVAILABLE', 'no shard is reachable'));
+    for (const s of members) {
+      if (!s.up || s.exited) {
+        this.rejected++;
+        return Promise.reject(new KvError('KV_ERR_SHARD_UNAVAILABLE', `shard ${s.index} is unavailable`));
+      }
+      if (s.scans >= SCAN_QUEUE_LIMIT) {
+        this.rejected++;
+        return Promise.reject(new KvError('KV_ERR_OVERLOADED', `shard ${s.index} has ${s.scans} scans queued`));
+      }
+    }
+    return Promise.all(
+      members.map(
+        (s) =>
+          new Promise<ScanReply>((resolve, reject) => {
+            const id = this.nextStatsId++;
+            s.scans++;
+            const settle = (m: ScanReply | null, error?: ErrorData): void => {
+              if (!this.scanWaiters.delete(id)) return;
+              clearTimeout(timer);
+              s.scans--;
+              if (error !== undefined) reject(new KvError(error.code, error.message));
+              else resolve(m!);
+            };
+            const timer = setTimeout(
+              () => settle(null, { code: 'KV_ERR_SHARD_UNAVAILABLE', message: `shard ${s.index} gave no answer within the op deadline (${this.opDeadlineMs} ms)` }),
+              Math.max(0, deadlineAt - Date.now()),
+            );
+            this.scanWaiters.set(id, { shard: s, settle });
+            s.worker.postMessage(build(id));
+          }),
+      ),
+    );
+  }
+
   /** Route one request. The target is answered exactly once, possibly synchronously. */
   submit(target: ReplyTarget, op: Request[1], key: Uint8Array, value: Uint8Array | null, ttlMs: number, flags: number, ifVersion: number): void {
     const h = this.route[slotOf(key)];
@@ -663,6 +739,10 @@ export class ShardPool {
             if (m.up) this.log.info({ shard: s.index }, 'shard up');
             else this.log.error({ shard: s.index, error: m.error }, 'shard down');
             break;
+          case 'scanned':
+          case 'counted':
+            this.scanWaiters.get(m.id)?.settle(m, m.error);
+            break;
           case 'stats':
             this.statsWaiters.get(m.id)?.(m.stats);
             this.statsWaiters.delete(m.id);
@@ -812,6 +892,7 @@ export class ShardPool {
     // so nothing it held is reported as safely retryable.
     // A read changed nothing whatever happened to it: it is plainly unavailable (safe to retry).
     const message = `${why}; an operation in flight may or may not have been applied`;
+    for (const w of [...this.scanWaiters.values()]) if (w.shard === s) w.settle(null, { code: 'KV_ERR_SHARD_UNAVAILABLE', message: why });
     for (const [id, p] of s.pending) {
       this.release(s, id, p);
       if (isReadOp(p.target.op)) p.target.deliver(errorReply(id, 'KV_ERR_SHARD_UNAVAILABLE', why));

@@ -23,15 +23,17 @@
  * uWS has no way to pause reading a WebSocket in this version, hence answers instead of pauses.
  */
 import type { HttpRequest, HttpResponse, TemplatedApp, us_socket_context_t, WebSocket } from 'uWebSockets.js';
-import { mayAccess, rightFor, wsProtocols, type TokenEntry } from '../protocol/access';
+import { listRefusal, mayAccess, mayList, rightFor, wsProtocols, type TokenEntry } from '../protocol/access';
+import type { ScanRequest } from '../protocol/listing';
 import { ERRORS, statusOf, toErrorData, type ErrorData } from '../protocol/errors';
-import { OP_NAMES, type OpCode, type Reply } from '../protocol/ops';
+import { OP_NAMES, OP_SCAN, type OpCode, type Reply } from '../protocol/ops';
 import type { Limits } from '../protocol/validate';
-import type { WireReply } from '../protocol/ws-format';
+import type { WireListReply, WireReply } from '../protocol/ws-format';
 import { frameErrorReply, ReplyFrameEncoder, toWireReply, wireErrorReply } from '../protocol/ws-replies';
 import { decodeFrame, type RequestSink } from '../protocol/ws-requests';
 import { remoteAddress } from './auth';
 import type { HttpContext } from './http-api';
+import { listPage } from './key-lister';
 import { writeError } from './http-errors';
 import { refusedFraming } from './http-framing';
 import type { Metrics } from './metrics';
@@ -111,6 +113,36 @@ class WsConn implements RequestSink {
     this.inflight++;
     ctx.inflight.n++;
     ctx.pool.submit(new WsOp(this, id, op), op, key, value, ttlMs, flags, ifVersion);
+  }
+
+  /** A page of keys (op 12): gateway work across the shards, one op in flight meanwhile. */
+  list(id: number, q: ScanRequest): void {
+    const ctx = this.ctx;
+    if (ctx.closing()) return this.refuse(id, OP_SCAN, SHUTTING_DOWN);
+    if (this.inflight >= ctx.maxInflight) return this.refuse(id, OP_SCAN, this.busyInflight);
+    if (this.overBuffered) return this.refuse(id, OP_SCAN, BUSY_BUFFERED);
+    if (this.who !== null && !mayList(this.who, q.prefix)) {
+      ctx.auth!.forbid('ws');
+      return this.refuse(id, OP_SCAN, { code: 'KV_ERR_FORBIDDEN', message: listRefusal(this.who, q.prefix) });
+    }
+    this.inflight++;
+    ctx.inflight.n++;
+    const started = performance.now();
+    listPage(ctx.pool, q).then(
+      (p) => this.listed(started, [id, 200, p.keys, p.next, p.values, p.expiresAt] satisfies WireListReply),
+      (err) => this.listed(started, wireErrorReply(id, toErrorData(err))),
+    );
+  }
+
+  private listed(started: number, reply: WireReply): void {
+    const ctx = this.ctx;
+    this.inflight--;
+    ctx.metrics.observe('ws', OP_NAMES[OP_SCAN], reply[1], (performance.now() - started) / 1000);
+    if (this.closed) {
+      ctx.inflight.n--; // the socket is gone: nowhere to send the page
+      return;
+    }
+    this.push(reply);
   }
 
   reject(id: number, op: number, err: ErrorData): void {

@@ -114,6 +114,20 @@ export function underPrefix(prefixes: readonly Uint8Array[], key: Uint8Array): b
   return false;
 }
 
+/**
+ * True when `entry` may list the keys with `prefix`: only when it may read every one of them,
+ * i.e. one of its read prefixes is a prefix of `prefix` (a listing is refused, never silently
+ * narrowed to the part the token may read).
+ */
+export function mayList(entry: TokenEntry, prefix: Uint8Array): boolean {
+  return underPrefix(entry.read, prefix);
+}
+
+/** The refusal of a listing, the same words on every door. */
+export function listRefusal(entry: TokenEntry, prefix: Uint8Array): string {
+  return `token "${entry.name}" may not list keys with prefix of ${prefix.length} bytes: listing needs a read grant on that prefix or a shorter one`;
+}
+
 export function mayAccess(entry: TokenEntry, op: OpCode, key: Uint8Array, flags = 0): boolean {
   const right = rightFor(op, flags);
   if (right === 'read') return underPrefix(entry.read, key);

@@ -34,6 +34,12 @@ export const OP_APPEND = 9;
 export const OP_GETDEL = 10;
 export const OP_GETEX = 11;
 
+/**
+ * A page of keys in byte order (HTTP GET /v1/kv, the WebSocket list op, Redis SCAN and KEYS).
+ * Never in a port Request: the gateway asks every shard with a 'scan' message (port-messages).
+ */
+export const OP_SCAN = 12;
+
 export type OpCode = 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9 | 10 | 11;
 
 export const OP_NAMES: Record<number, string> = {
@@ -48,6 +54,7 @@ export const OP_NAMES: Record<number, string> = {
   [OP_APPEND]: 'append',
   [OP_GETDEL]: 'getdel',
   [OP_GETEX]: 'getex',
+  [OP_SCAN]: 'scan',
 };
 
 export function isReadOp(op: number): boolean {

@@ -8,6 +8,7 @@
  */
 import type { ErrorData } from './errors';
 import type { ShardOwnership } from './slot-map';
+import type { ScanRequest, ShardPage } from './listing';
 
 export interface ShardStats {
   shard: number;
@@ -56,6 +57,10 @@ export type ToActor =
   | { type: 'stats'; id: number }
   | { type: 'ownership'; id: number }
   | { type: 'bootstrap'; id: number; shard: number; shardCount: number; slotRanges: string }
+  /** A page of one key range (listing, SCAN, KEYS); answered by 'scanned' with the same id. */
+  | { type: 'scan'; id: number; request: ScanRequest }
+  /** The live keys of every slot the shard serves (DBSIZE); answered by 'counted'. */
+  | { type: 'count'; id: number }
   | { type: 'drain' }
   | { type: 'stop' };
 
@@ -66,6 +71,8 @@ export type FromActor =
   | { type: 'bootstrapped'; id: number; error?: ErrorData }
   | { type: 'health'; up: boolean; error?: ErrorData }
   | { type: 'stats'; id: number; stats: ShardStats }
+  | { type: 'scanned'; id: number; page?: ShardPage; error?: ErrorData }
+  | { type: 'counted'; id: number; count?: number; served?: Uint8Array; error?: ErrorData }
   | { type: 'log'; level: 'info' | 'warn' | 'error'; msg: string; data?: Record<string, unknown> }
   | { type: 'fatal'; error: ErrorData }
   | { type: 'drained' }

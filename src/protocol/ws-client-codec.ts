@@ -4,22 +4,23 @@
  * ops.ts; nothing of the server. Pure: no I/O, no timers.
  */
 import type { ErrorCode, ErrorData } from './errors';
-import { OP_DEL, OP_EXPIRE, OP_INCR, OP_PUT, type OpCode } from './ops';
+import { OP_DEL, OP_EXPIRE, OP_INCR, OP_PUT, OP_SCAN, type OpCode } from './ops';
 import { describe, isMap, unpackChecked } from './msgpack-scan';
 import { MsgpackWriter } from './msgpack-writer';
-import type { DelOptions, IncrOptions, PutOptions, WireReply } from './ws-format';
+import type { DelOptions, IncrOptions, ListOptions, PutOptions, WireReply } from './ws-format';
 
 /** One request as the client holds it until it is written. */
 export interface ClientRequest {
   id: number;
-  op: OpCode;
+  op: OpCode | typeof OP_SCAN;
+  /** list: the prefix (may be empty). */
   key: Uint8Array | string;
   /** put: the value; incr: the delta as decimal text. */
   value: Uint8Array | string | null;
   /** expire: the TTL in ms. */
   ttlMs: number;
-  /** put/del/incr: the options, sent as a map when present. */
-  opts: PutOptions | DelOptions | IncrOptions | undefined;
+  /** put/del/incr/list: the options, sent as a map when present. */
+  opts: PutOptions | DelOptions | IncrOptions | ListOptions | undefined;
 }
 
 const requestWriter = new MsgpackWriter();
@@ -35,7 +36,7 @@ export function encodeRequestFrame(requests: readonly ClientRequest[], start: nu
   for (let i = start; i < end; i++) {
     const r = requests[i];
     const op = r.op;
-    const withOpts = r.opts !== undefined && (op === OP_PUT || op === OP_DEL || op === OP_INCR);
+    const withOpts = r.opts !== undefined && (op === OP_PUT || op === OP_DEL || op === OP_INCR || op === OP_SCAN);
     const n = op === OP_PUT || op === OP_EXPIRE || op === OP_INCR ? 4 : 3;
     w.arrayHeader(n + (withOpts ? 1 : 0));
     w.number(r.id);

@@ -46,9 +46,11 @@ export const FRAME_ERROR_ID = 0;
  *   ttl     [id, 200, ttlMs|null, expiresAt|null]*   [id, 404]     (* the TTL left, not nowMs)
  *   incr    [id, 200|201, value(bin, decimal text), version, expiresAt|null]
  *   getdel  [id, 200, value(bin), version, expiresAt|null]    [id, 404]
+ *   list    [id, 200, keys(bin[]), next(bin)|null, values(bin[])|null, expiresAt((int|null)[])|null]
+ *                                                     (* not an actor op: a page of every shard)
  *   error   [id, status, {code, message}]*                           (* one map, no retryAfter)
  */
-export type WireReply = [id: number, status: number, a?: unknown, b?: unknown, c?: unknown];
+export type WireReply = [id: number, status: number, a?: unknown, b?: unknown, c?: unknown, d?: unknown];
 export type WireErrorReply = [id: number, status: number, error: ErrorData];
 export type WirePreconditionFailed = [id: number, status: 412];
 export type WirePutReply = PutDone | WirePreconditionFailed;
@@ -56,6 +58,8 @@ export type WireDelReply = Deleted | NotFound | WirePreconditionFailed;
 export type WirePersistReply = [id: number, status: 200] | NotFound;
 export type WireTtlHit = [id: number, status: 200, ttlMs: number | null, expiresAt: number | null];
 export type WireTtlReply = WireTtlHit | NotFound;
+/** A page of keys; values and expiresAt only when asked for (else nil). */
+export type WireListReply = [id: number, status: 200, keys: Uint8Array[], next: Uint8Array | null, values: Uint8Array[] | null, expiresAt: Array<number | null> | null];
 
 /** The wire reply of each op the wire carries, when it is not a WireErrorReply. */
 export interface WireReplyOf {
@@ -172,6 +176,43 @@ export function readIncr(delta: unknown, given: unknown, out: OpFields): Uint8Ar
     throw badRequest(`incr delta must be ${float ? 'a finite number' : 'a signed 64-bit integer (a string beyond 2^53)'}, got ${describe(delta)}`);
   }
   return bytes;
+}
+
+/** list options {after?, limit?, values?}, as sent (checked by listing.checkListRequest). */
+export interface ListOptions {
+  /** Only keys strictly after this one (the previous page's `next`). */
+  after?: Uint8Array | string | null;
+  /** Keys per page, 1..1000 (default 100). */
+  limit?: number;
+  /** Also return each key's value and expiresAt. */
+  values?: boolean;
+}
+
+/** Reads list options into their parts; the lengths and the limit's range are checked by the caller. */
+export function readListOptions(given: unknown): { after: Uint8Array | null; limit: unknown; values: boolean } {
+  const out = { after: null as Uint8Array | null, limit: undefined as unknown, values: false };
+  if (given === null || given === undefined) return out;
+  if (!isMap(given)) throw badRequest(`list options must be a map, got ${describe(given)}`);
+  for (const name in given) {
+    const v = given[name];
+    if (v === null || v === undefined) continue;
+    switch (name) {
+      case 'after':
+        if (typeof v === 'string') out.after = Buffer.from(v, 'utf8');
+        else if (v instanceof Uint8Array) out.after = v;
+        else throw badRequest(`after must be bin or str, got ${describe(v)}`);
+        break;
+      case 'limit':
+        out.limit = v;
+        break;
+      case 'values':
+        out.values = readBool(v, 'values');
+        break;
+      default:
+        throw badRequest(`unknown list option "${name.slice(0, 40)}" (allowed: after, limit, values)`);
+    }
+  }
+  return out;
 }
 
 export interface PutOptions {

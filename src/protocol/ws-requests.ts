@@ -10,22 +10,25 @@
  * then each request is checked in turn.
  */
 import { KvError, toErrorData, type ErrorData } from './errors';
-import { OP_DEL, OP_EXPIRE, OP_GET, OP_GETDEL, OP_INCR, OP_PERSIST, OP_PUT, OP_TTL, type OpCode } from './ops';
+import { OP_DEL, OP_EXPIRE, OP_GET, OP_GETDEL, OP_INCR, OP_PERSIST, OP_PUT, OP_SCAN, OP_TTL, type OpCode } from './ops';
+import { checkListRequest, type ScanRequest } from './listing';
 import { describe, unpackChecked } from './msgpack-scan';
-import { badRequest, readDelOptions, readIncr, readPutOptions, type OpFields } from './ws-format';
+import { badRequest, readDelOptions, readIncr, readListOptions, readPutOptions, type OpFields } from './ws-format';
 import { checkKey, checkTtlMs, checkValue, type Limits } from './validate';
 
 /** Receives the outcome of decodeFrame, one call per request in frame order. */
 export interface RequestSink {
   /** A valid request. `key` and `value` may be views of the frame's bytes. */
   request(id: number, op: OpCode, key: Uint8Array, value: Uint8Array | null, ttlMs: number, flags: number, ifVersion: number): void;
+  /** A valid list request (op 12): a page of keys. `prefix` and `after` may be views of the frame. */
+  list(id: number, request: ScanRequest): void;
   /** A request with a usable id that failed validation; `op` is 0 when it was not a known op. */
   reject(id: number, op: number, err: ErrorData): void;
   /** The frame, or one request in it, has no usable id: answer under FRAME_ERROR_ID. */
   frameError(message: string): void;
 }
 
-export const OP_LIST = '1 get, 2 put, 3 del, 4 expire, 5 persist, 6 ttl, 8 incr, 10 getdel';
+export const OP_LIST = '1 get, 2 put, 3 del, 4 expire, 5 persist, 6 ttl, 8 incr, 10 getdel, 12 list';
 
 function toBytes(v: unknown): Uint8Array | null {
   if (v instanceof Uint8Array) return v;
@@ -42,7 +45,17 @@ const SHAPES: Record<number, [min: number, max: number, shape: string]> = {
   [OP_TTL]: [3, 3, '[id, 6, key]'],
   [OP_INCR]: [4, 5, '[id, 8, key, delta, options?]'],
   [OP_GETDEL]: [3, 3, '[id, 10, key]'],
+  [OP_SCAN]: [3, 4, '[id, 12, prefix, options?]'],
 };
+
+/** A list request (op 12): `[id, 12, prefix, {after?, limit?, values?}?]`; an empty prefix lists every key. */
+function parseList(r: unknown[], limits: Limits): ScanRequest {
+  if (r.length < 3 || r.length > 4) throw badRequest(`op 12 takes [id, 12, prefix, options?], got ${r.length} elements`);
+  const prefix = toBytes(r[2]);
+  if (prefix === null) throw new KvError('KV_ERR_BAD_KEY', `prefix must be bin or str, got ${describe(r[2])}`);
+  const o = readListOptions(r[3]);
+  return checkListRequest(prefix, o.after, o.limit, o.values, limits);
+}
 
 /** Scratch for the request being decoded: decodeFrame is synchronous and not re-entrant. */
 const cur: OpFields & { key: Uint8Array; value: Uint8Array | null } = { key: Buffer.alloc(0), value: null, ttlMs: 0, flags: 0, ifVersion: 0 };
@@ -117,6 +130,10 @@ export function decodeFrame(frame: Uint8Array, limits: Limits, sink: RequestSink
     }
     let op: OpCode;
     try {
+      if (r[1] === OP_SCAN) {
+        sink.list(id, parseList(r, limits));
+        continue;
+      }
       op = parseRequest(r, r[1], limits);
     } catch (err) {
       const known = typeof r[1] === 'number' && SHAPES[r[1]] !== undefined;

@@ -50,6 +50,8 @@ import { Fifo } from './fifo';
 import { VersionAllocator, type Versions } from './version-allocator';
 import { planWrites, versionDemand, type WritePlan } from './write-plan';
 import { Expirer, type Log } from './expirer';
+import { ScanLane, type ScanAnswer } from './scan-lane';
+import type { ScanRequest } from '../protocol/listing';
 
 export type SendReplies = (replies: Reply[]) => void;
 export type HealthListener = (up: boolean, error?: ErrorData) => void;
@@ -86,6 +88,8 @@ export class ShardActor {
   private readonly scheduler: KeyScheduler;
   private readonly versions: VersionAllocator;
   readonly expirer: Expirer;
+  /** Key-range scans and counts: a lane of their own (scan-lane.ts). */
+  private readonly scans: ScanLane;
   private outbox: Reply[] = [];
   private outboxBytes = 0;
   private readsInFlight = 0;
@@ -146,6 +150,29 @@ export class ShardActor {
     this.scheduler = new KeyScheduler(cfg.batching ? cfg.maxBatchOps : 1);
     this.versions = new VersionAllocator((size, above) => this.store.reserveVersionBlock(size, above));
     this.expirer = new Expirer(cfg.expiry, store, (key, dueAt) => this.submitReap(key, dueAt), log, this.now());
+    this.scans = new ScanLane(store, cfg.shard, cfg.opDeadlineMs, {
+      take: () => {
+        if (this.readsInFlight >= this.cfg.readsInFlight) return false;
+        this.readsInFlight++;
+        return true;
+      },
+      give: () => {
+        this.readsInFlight--;
+        this.afterBatch();
+      },
+    });
+  }
+
+  /**
+   * A page of one key range (`request`), or the count of every served key (null): answered
+   * once, within opDeadlineMs, at once with 503 while the shard is down or stopping.
+   */
+  scan(request: ScanRequest | null, answer: (a: ScanAnswer) => void): void {
+    if (!this.up || this.stopping) {
+      answer({ error: { code: this.stopping ? 'KV_ERR_SHUTTING_DOWN' : 'KV_ERR_SHARD_UNAVAILABLE', message: `shard ${this.cfg.shard} is ${this.stopping ? 'stopping' : 'unavailable'}` } });
+      return;
+    }
+    this.scans.submit(request, answer);
   }
 
   /** The shard's clock, estimated locally: process clock plus the measured offset. */
@@ -692,6 +719,7 @@ export class ShardActor {
 
   private afterBatch(): void {
     this.flushOutbox();
+    this.scans.kick(); // before the reads: a waiting scan gets the freed read slot first
     this.flush();
     this.checkDrained();
   }
@@ -751,6 +779,7 @@ export class ShardActor {
           else this.answer(op, errorReply(op.id, 'KV_ERR_SHARD_UNAVAILABLE', `shard ${this.cfg.shard} is unavailable`));
         }
         for (const b of [...this.running]) this.abandon(b, 'shard is down');
+        this.scans.failAll({ code: 'KV_ERR_SHARD_UNAVAILABLE', message: `shard ${this.cfg.shard} is unavailable` });
         this.afterBatch();
       }
     } finally {

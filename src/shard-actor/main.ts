@@ -31,7 +31,8 @@ const store = new MysqlShardStore({
   // Three renewal periods: a holder that misses two renewals in a row loses the role.
   leaseMs: cfg.expiry.lockRetryMs * 3,
   log: (level, msg, data) => post({ type: 'log', level, msg, data }),
-  poolSize: cfg.readsInFlight + cfg.writesInFlight + 3, // + reap lane, expiry scans, version blocks
+  // + reap lane, expiry scans, version blocks (key-range scans take read slots: scan-lane.ts)
+  poolSize: cfg.readsInFlight + cfg.writesInFlight + 3,
   queryTimeoutMs: cfg.queryTimeoutMs,
   tls: cfg.tls,
 });
@@ -64,6 +65,12 @@ port.on('message', (msg: ToActor) => {
         () => post({ type: 'bootstrapped', id: msg.id }),
         (err) => post({ type: 'bootstrapped', id: msg.id, error: { ...toErrorData(err), message: String((err as Error)?.message ?? err) } }),
       );
+      break;
+    case 'scan':
+      actor.scan(msg.request, (a) => post('page' in a ? { type: 'scanned', id: msg.id, page: a.page } : { type: 'scanned', id: msg.id, error: 'error' in a ? a.error : undefined }));
+      break;
+    case 'count':
+      actor.scan(null, (a) => post('count' in a ? { type: 'counted', id: msg.id, count: a.count, served: a.served } : { type: 'counted', id: msg.id, error: 'error' in a ? a.error : undefined }));
       break;
     case 'drain':
       void actor.drain().then(() => post({ type: 'drained' }));

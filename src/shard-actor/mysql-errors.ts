@@ -38,6 +38,8 @@ const STORE_ERRORS = {
   KV_SHARD_IDENTITY_MISMATCH: 'fatal',
   /** A create's versions had to be taken again and a decision depended on them (actor.ts). */
   KV_VERSIONS_MOVED: 'retry',
+  /** A key-range scan's rows and the served set kept being read at different epochs (a move's flips). */
+  KV_SERVED_SET_MOVING: 'retry',
 } as const satisfies Record<string, ErrorClass>;
 
 export type StoreErrorCode = keyof typeof STORE_ERRORS;

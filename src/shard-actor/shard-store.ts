@@ -40,6 +40,7 @@ import { SERVED_STATES, SLOT_IMPORTING, SLOT_MOVED, slotOf, type ShardOwnership 
 import { formatSql } from './sql-format';
 import { dropEpochTriggers, migrateSchema, seedSlots, UNSLOTTED } from './schema-migration';
 import type { GroupStats, MysqlTls } from '../protocol/port-messages';
+import type { ScanRequest } from '../protocol/listing';
 import { classify, isConnectionFatal, StoreError } from './mysql-errors';
 import { DEFAULT_SELECTOR_OPTIONS, NodeSelector, type SelectorLog, type SelectorOptions } from './node-selector';
 
@@ -51,6 +52,8 @@ export const ACQUIRE_TIMEOUT_MS = 3000;
  * batch in flight.
  */
 export const PROBE_TIMEOUT_MS = 3000;
+/** Reads of a scan's rows before its served set is given up on (see withServedSet). */
+const SCAN_EPOCH_ATTEMPTS = 3;
 /** Least time between two reloads of the served set (see loadServed). */
 const SERVED_RELOAD_MS = 1000;
 
@@ -124,6 +127,31 @@ export interface ReadResult {
   served: Set<number>;
 }
 
+/** A served set and the kv_slots_epoch.n it was read at. */
+export interface ServedSet {
+  epoch: number;
+  slots: Set<number>;
+}
+
+/** One live row of a key-range scan; `len` (the value's length) only when values were asked. */
+export interface ScanRow {
+  k: Buffer;
+  expires_at: number | null;
+  len?: number;
+}
+
+/** The rows of one key-range scan and the served set of the same read view (see scanRange). */
+export interface ScanResult {
+  rows: ScanRow[];
+  served: ServedSet;
+}
+
+/** Live keys per slot (all slots with rows), with the served set of the same read view. */
+export interface CountResult {
+  counts: Map<number, number>;
+  served: ServedSet;
+}
+
 /**
  * The slots of a write batch as locked (LOCK IN SHARE MODE) in its transaction: state by slot,
  * absent = not owned. The mover's fence (an UPDATE of the row) waits for this transaction.
@@ -149,6 +177,15 @@ export interface ShardStore {
   /** Fill `slot` of up to `limit` rows written before the column existed; returns how many. */
   fillSlots(limit: number): Promise<number>;
   readLive(keys: Buffer[], slots: number[], ctl?: TxControl): Promise<ReadResult>;
+  /**
+   * Live rows in [q.prefix, end), > q.after, ascending, at most q.limit (with values: each
+   * value's length, not the value), and the served set as of the same read view.
+   */
+  scanRange(q: ScanRequest, end: Buffer | null, ctl?: TxControl): Promise<ScanResult>;
+  /** Values and expiries of those of `keys` that are live now (point reads; for a scan's page). */
+  readValues(keys: Buffer[], ctl?: TxControl): Promise<Map<string, { v: Buffer; expires_at: number | null }>>;
+  /** Live rows per slot, from the kv_slot index, and the served set as of the same read view. */
+  countBySlot(ctl?: TxControl): Promise<CountResult>;
   /**
    * One attempt of one transaction. `ctl.phase` is 'work' until COMMIT is handed to the
    * connection, then 'commit': an error thrown with it 'commit' came from the COMMIT.
@@ -295,6 +332,37 @@ export const STATEMENTS = {
       `SELECT (SELECT n FROM kv_slots_epoch WHERE id = 1) AS ep, ` +
       `kv.k, kv.v, kv.version, kv.expires_at, ${NOW_MS} AS now_ms FROM (SELECT 1 AS one) d ` +
       `LEFT JOIN kv ON kv.k IN (${placeholders(n, '?')}) AND (kv.expires_at IS NULL OR kv.expires_at > ${NOW_MS})`,
+  ),
+  /**
+   * A key-range scan (listing, SCAN): the live rows of [prefix, end) after `after`, in key order,
+   * and kv_slots_epoch.n of the same read view (one statement). FORCE INDEX (PRIMARY): left to
+   * itself MariaDB 10.11 reads such a range through kv_expires_at (its entries hold k and
+   * expires_at, so it covers the query) and sorts it, a filesort of the whole range for LIMIT n;
+   * on the primary key the range is read in order and stops after n rows (EXPLAIN: `range
+   * PRIMARY`, no filesort; test/shard-actor/scan-range.test.ts). The ep row has k NULL. Variants
+   * (bit 1: after given, 2: end given, 4: value lengths) so no condition is a dummy. Parameters:
+   * prefix, after?, end?, limit.
+   */
+  scanRange: new Statements(
+    'scanRange',
+    (variant) =>
+      `SELECT n AS ep, NULL AS k, NULL AS expires_at${variant & 4 ? ', NULL AS len' : ''} FROM kv_slots_epoch WHERE id = 1 UNION ALL ` +
+      `(SELECT NULL, k, expires_at${variant & 4 ? ', LENGTH(v)' : ''} FROM kv FORCE INDEX (PRIMARY) WHERE k >= ?${variant & 1 ? ' AND k > ?' : ''}${variant & 2 ? ' AND k < ?' : ''} ` +
+      `AND (expires_at IS NULL OR expires_at > ${NOW_MS}) ORDER BY k LIMIT ?)`,
+  ),
+  /** The values of a scan's page: point reads of the keys chosen from scanRange's rows. */
+  scanValues: new Statements('scanValues', (n) => `SELECT k, v, expires_at FROM kv WHERE k IN (${placeholders(n, '?')}) AND (expires_at IS NULL OR expires_at > ${NOW_MS})`),
+  /**
+   * DBSIZE: rows per slot from the kv_slot index alone (an index-only walk, no row reads), minus
+   * the expired rows not yet reaped per slot (a kv_expires_at range, one row read each), with
+   * kv_slots_epoch.n, in one read view. Rows of slots this shard does not serve (a move's copy
+   * on its target, leftovers on its source) are dropped by the caller with the served set.
+   */
+  countBySlot: fixed(
+    'countBySlot',
+    'SELECT n AS ep, NULL AS slot, NULL AS c FROM kv_slots_epoch WHERE id = 1 ' +
+      'UNION ALL SELECT NULL, slot, COUNT(*) FROM kv FORCE INDEX (kv_slot) GROUP BY slot ' +
+      `UNION ALL SELECT NULL, slot, -COUNT(*) FROM kv FORCE INDEX (kv_expires_at) WHERE expires_at <= ${NOW_MS} GROUP BY slot`,
   ),
   /** Every slot this shard serves, with the epoch of that set, in one read view. */
   servedSlots: fixed(
@@ -457,7 +525,7 @@ export class MysqlShardStore implements ShardStore {
   /** The last new pool connection's certificate-name failure (IP hosts; see sslOption). */
   private tlsError: Error | null = null;
   /** The served set and the epoch it was read at (null: not read yet, or seen to be stale). */
-  private served: { epoch: number; slots: Set<number> } | null = null;
+  private served: ServedSet | null = null;
   private servedLoading = false;
   private servedLoadedAt = -Infinity;
   /** Read batches answered through the epoch (fast) and through the slots' rows (for tests and profiling). */
@@ -745,6 +813,71 @@ export class MysqlShardStore implements ShardStore {
     const list = rows[0]?.served as string | null | undefined;
     if (list) for (const x of String(list).split(',')) served.add(Number(x));
     return { rows: liveRows(rows), served };
+  }
+
+  /**
+   * The served set read now (servedSlots), also kept as the cache when it is newer than the
+   * cached one. For scans, which need the whole set (reads only need their slots' rows).
+   */
+  private async readServed(ctl: TxControl | undefined): Promise<ServedSet> {
+    const rows = await this.readRows(STATEMENTS.servedSlots.sql, [], ctl);
+    const set: ServedSet = { epoch: Number(rows[0]?.ep), slots: new Set() };
+    for (const r of rows) if (r.slot !== null) set.slots.add(Number(r.slot));
+    if (Number.isFinite(set.epoch) && (this.served === null || set.epoch >= this.served.epoch)) this.served = set;
+    return set;
+  }
+
+  /**
+   * A statement whose results carry kv_slots_epoch.n (the `ep` row), paired with the served set
+   * of that epoch: the cached set when it matches, else one read now; when that is newer still
+   * (a flip in between), the statement runs again. The same rule as readLive: a served set is
+   * used only with rows read at its epoch. At most SCAN_EPOCH_ATTEMPTS rounds (a move flips a
+   * range in milliseconds), then KV_SERVED_SET_MOVING (the gateway retries the page).
+   */
+  private async withServedSet(sql: string, params: unknown[], ctl: TxControl | undefined): Promise<{ rows: RowDataPacket[]; served: ServedSet }> {
+    for (let attempt = 1; ; attempt++) {
+      const rows = await this.readRows(sql, params, ctl);
+      let ep = NaN;
+      for (const r of rows) if (r.ep !== null && r.ep !== undefined) ep = Number(r.ep);
+      let served = this.served;
+      if (served === null || served.epoch !== ep) served = await this.readServed(ctl);
+      if (served.epoch === ep) return { rows, served };
+      if (attempt >= SCAN_EPOCH_ATTEMPTS) throw new StoreError('KV_SERVED_SET_MOVING', `the served set changed during ${attempt} reads of a scan`);
+    }
+  }
+
+  async scanRange(q: ScanRequest, end: Buffer | null, ctl?: TxControl): Promise<ScanResult> {
+    const params: unknown[] = [Buffer.from(q.prefix)];
+    if (q.after !== null) params.push(Buffer.from(q.after));
+    if (end !== null) params.push(end);
+    params.push(q.limit);
+    const variant = (q.after !== null ? 1 : 0) | (end !== null ? 2 : 0) | (q.values ? 4 : 0);
+    const { rows, served } = await this.withServedSet(STATEMENTS.scanRange.sql(variant), params, ctl);
+    const out: ScanRow[] = [];
+    for (const r of rows) {
+      if (r.k === null) continue;
+      out.push({ k: r.k as Buffer, expires_at: r.expires_at === null ? null : Number(r.expires_at), len: q.values ? Number(r.len) : undefined });
+    }
+    return { rows: out, served };
+  }
+
+  async readValues(keys: Buffer[], ctl?: TxControl): Promise<Map<string, { v: Buffer; expires_at: number | null }>> {
+    const out = new Map<string, { v: Buffer; expires_at: number | null }>();
+    if (keys.length === 0) return out;
+    const rows = await this.readRows(STATEMENTS.scanValues.sql(keys.length), keys, ctl);
+    for (const r of rows) out.set((r.k as Buffer).toString('latin1'), { v: r.v as Buffer, expires_at: r.expires_at === null ? null : Number(r.expires_at) });
+    return out;
+  }
+
+  async countBySlot(ctl?: TxControl): Promise<CountResult> {
+    const { rows, served } = await this.withServedSet(STATEMENTS.countBySlot.sql, [], ctl);
+    const counts = new Map<number, number>();
+    for (const r of rows) {
+      if (r.slot === null) continue;
+      const slot = Number(r.slot);
+      counts.set(slot, (counts.get(slot) ?? 0) + Number(r.c));
+    }
+    return { counts, served };
   }
 
   /** One read statement on one pooled connection, cut by `ctl` when its batch is abandoned. */

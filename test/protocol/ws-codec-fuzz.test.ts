@@ -32,6 +32,7 @@ function decode(frame: Uint8Array): Call[] {
   const calls: Call[] = [];
   const sink: RequestSink = {
     request: (id, _op, key, value) => calls.push({ kind: 'request', id, bytes: key.length + (value?.length ?? 0) }),
+    list: (id, q) => calls.push({ kind: 'request', id, bytes: q.prefix.length + (q.after?.length ?? 0) }),
     reject: (id, _op, err) => calls.push({ kind: 'reject', id, code: err.code }),
     frameError: (message) => calls.push({ kind: 'frame', message }),
   };

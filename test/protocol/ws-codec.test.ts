@@ -15,6 +15,7 @@ import { decodeReplyFrame, encodeRequestFrame, type ClientRequest } from '../../
 import type { WireReply } from '../../src/protocol/ws-format';
 import { ReplyFrameEncoder, toWireReply } from '../../src/protocol/ws-replies';
 import { decodeFrame, type RequestSink } from '../../src/protocol/ws-requests';
+import type { ScanRequest } from '../../src/protocol/listing';
 
 const limits = { maxKeyBytes: 1024, maxValueBytes: 1000 };
 const packr = new Packr({ useRecords: false, moreTypes: false });
@@ -24,13 +25,15 @@ const pack = (v: unknown): Buffer => Buffer.from(packr.pack(v));
 type Seen =
   | { kind: 'request'; id: number; op: number; key: string; value: string | null; ttlMs: number; flags: number; ifVersion: number }
   | { kind: 'reject'; id: number; op: number; err: ErrorData }
-  | { kind: 'frame'; message: string };
+  | { kind: 'frame'; message: string }
+  | { kind: 'list'; id: number; q: ScanRequest };
 
 function decode(bytes: Uint8Array): Seen[] {
   const seen: Seen[] = [];
   const sink: RequestSink = {
     request: (id, op, key, value, ttlMs, flags, ifVersion) =>
       seen.push({ kind: 'request', id, op, key: Buffer.from(key).toString('latin1'), value: value && Buffer.from(value).toString('latin1'), ttlMs, flags, ifVersion }),
+    list: (id, q) => seen.push({ kind: 'list', id, q }),
     reject: (id, op, err) => seen.push({ kind: 'reject', id, op, err }),
     frameError: (message) => seen.push({ kind: 'frame', message }),
   };
@@ -91,7 +94,7 @@ test('64-bit integer encodings (as Go writes them) are understood', () => {
 
 test('per-request validation errors carry the HTTP codes and precise messages', () => {
   const cases: Array<[unknown[], string, RegExp]> = [
-    [[1, 9, 'k'], 'KV_ERR_UNKNOWN_OP', /op must be one of 1 get, 2 put, 3 del, 4 expire, 5 persist, 6 ttl, 8 incr, 10 getdel; got int 9/],
+    [[1, 9, 'k'], 'KV_ERR_UNKNOWN_OP', /op must be one of 1 get, 2 put, 3 del, 4 expire, 5 persist, 6 ttl, 8 incr, 10 getdel, 12 list; got int 9/],
     [[1, 8, 'k'], 'KV_ERR_BAD_REQUEST', /op 8 takes \[id, 8, key, delta, options\?\]/],
     [[1, 8, 'k', 1.5], 'KV_ERR_BAD_REQUEST', /incr delta must be a signed 64-bit integer \(a string beyond 2\^53\), got float 1.5/],
     [[1, 8, 'k', '9223372036854775808'], 'KV_ERR_BAD_REQUEST', /incr delta must be a signed 64-bit integer/],

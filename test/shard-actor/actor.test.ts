@@ -16,7 +16,9 @@ import { ShardActor } from '../../src/shard-actor/actor';
 import { StoreError } from '../../src/shard-actor/mysql-errors';
 import {
   newTxControl,
+  type CountResult,
   type DueRow,
+  type ScanResult,
   type LockedRow,
   type ReadResult,
   type ShardIdentity,
@@ -104,6 +106,16 @@ class MemoryStore implements ShardStore {
   }
   async fillSlots(_limit: number): Promise<number> {
     return 0;
+  }
+  /** Listing is tested against real shards (test/gateway/list-keys.test.ts). */
+  async scanRange(): Promise<ScanResult> {
+    return { rows: [], served: { epoch: 0, slots: new Set() } };
+  }
+  async readValues(): Promise<Map<string, { v: Buffer; expires_at: number | null }>> {
+    return new Map();
+  }
+  async countBySlot(): Promise<CountResult> {
+    return { counts: new Map(), served: { epoch: 0, slots: new Set() } };
   }
 
   async readLive(keys: Buffer[], slots: number[], ctl?: TxControl): Promise<ReadResult> {
