@@ -858,6 +858,9 @@ export class MysqlShardStore implements ShardStore {
       if (r.k === null) continue;
       out.push({ k: r.k as Buffer, expires_at: r.expires_at === null ? null : Number(r.expires_at), len: q.values ? Number(r.len) : undefined });
     }
+    // MariaDB and MySQL return the ordered part of a UNION ALL in its order, but SQL does not
+    // promise it; the page's upTo and byte cut depend on it (at most limit rows: cheap).
+    out.sort((a, b) => Buffer.compare(a.k, b.k));
     return { rows: out, served };
   }
 
