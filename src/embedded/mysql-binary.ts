@@ -59,6 +59,14 @@ function which(names: readonly string[], dirs: readonly string[]): string | unde
   return undefined;
 }
 
+/**
+ * A client tool by name (e.g. `mariadb-binlog`, `mysqlbinlog`, `mariadb`, `mysql`), found like the
+ * server binary; undefined when absent. Debian's mariadb-server brings MariaDB's (mariadb-client-core).
+ */
+export function findTool(names: readonly string[]): string | undefined {
+  return which(names, searchDirs());
+}
+
 function detectFlavor(server: string): MysqlFlavor {
   if (path.basename(server) === 'mariadbd') return 'mariadb';
   // `mysqld` is a symlink to mariadbd on Debian's MariaDB packages, so the name alone lies.
