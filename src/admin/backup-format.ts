@@ -110,20 +110,32 @@ export class RowFileWriter {
     return this.out.write(buf);
   }
 
-  /** Resolves at once, or when the file stream has drained (backpressure). */
-  async write(r: KvRow): Promise<void> {
-    const h = Buffer.allocUnsafe(ROW_HEADER);
-    h.writeUInt8(ROW, 0);
-    h.writeUInt16BE(r.k.length, 1);
-    h.writeUInt32BE(r.v.length, 3);
-    h.writeBigUInt64BE(BigInt(r.version), 7);
-    h.writeUInt8(r.expiresAt === null ? 0 : 1, 15);
-    h.writeBigInt64BE(r.expiresAt === null ? 0n : BigInt(r.expiresAt), 16);
-    h.writeUInt16BE(r.slot, 24);
-    this.rows++;
-    this.push(h);
-    this.push(r.k);
-    if (!this.push(r.v)) await new Promise<void>((resolve) => this.out.once('drain', resolve));
+  /**
+   * A page of rows as one buffer and one write; resolves at once, or when the file stream has
+   * drained (backpressure). Rows as the driver returns them: [k, v, version, expires_at, slot],
+   * BIGINTs as numbers, or as decimal strings beyond 2^53.
+   */
+  async writePage(rows: readonly (readonly unknown[])[]): Promise<void> {
+    let size = 0;
+    for (const r of rows) size += ROW_HEADER + (r[0] as Buffer).length + (r[1] as Buffer).length;
+    const page = Buffer.allocUnsafe(size);
+    let at = 0;
+    for (const r of rows) {
+      const k = r[0] as Buffer;
+      const v = r[1] as Buffer;
+      page.writeUInt8(ROW, at);
+      page.writeUInt16BE(k.length, at + 1);
+      page.writeUInt32BE(v.length, at + 3);
+      page.writeBigUInt64BE(BigInt(r[2] as number | string), at + 7);
+      page.writeUInt8(r[3] === null ? 0 : 1, at + 15);
+      page.writeBigInt64BE(r[3] === null ? 0n : BigInt(r[3] as number | string), at + 16);
+      page.writeUInt16BE(Number(r[4]), at + 24);
+      at += ROW_HEADER;
+      at += k.copy(page, at);
+      at += v.copy(page, at);
+    }
+    this.rows += rows.length;
+    if (!this.push(page)) await new Promise<void>((resolve) => this.out.once('drain', resolve));
   }
 
   /** Writes the end record, flushes and fsyncs; the file's size and sha256. */

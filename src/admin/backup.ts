@@ -38,6 +38,10 @@ import {
   type TableDump,
 } from './backup-format';
 
+/** Bytes of rows per page read from a shard (a target: a page's row count follows the row size). */
+const PAGE_BYTES = 4 << 20;
+const PAGE_ROWS_MAX = 10_000;
+
 /** Every table of the schema besides kv, copied whole: restore and binlog replay need them all. */
 export const OTHER_TABLES = ['kv_seq', 'kv_shard', 'kv_slots', 'kv_slots_epoch', 'kv_slot_changes', 'kv_peers', 'kv_move_progress', 'kv_lease'];
 
@@ -80,8 +84,8 @@ export function connOptions(node: string, o: AdminOptions) {
     uri: node,
     connectTimeout: 5000,
     ssl: sslOption(o.tls, new URL(node).hostname.replace(/^\[|\]$/g, '')),
+    // BIGINTs as numbers while exact, as decimal strings beyond 2^53.
     supportBigNumbers: true,
-    bigNumberStrings: true,
     multipleStatements: true,
   };
 }
@@ -150,19 +154,25 @@ async function openSnapshot(index: number, url: string, o: AdminOptions): Promis
 async function dumpShard(s: Snapshot, dir: string, onRows: (rows: number, bytes: number) => void): Promise<ShardManifest> {
   const writer = new RowFileWriter(path.join(dir, `shard-${s.index}.rows`));
   try {
-    // One statement, streamed: mysql2 pauses the socket while the file stream is behind.
-    const core = (s.conn as unknown as { connection: { query(o: object): { stream(o: object): AsyncIterable<unknown[]> } } }).connection;
-    const stream = core.query({ sql: 'SELECT k, v, version, expires_at, slot FROM kv', rowsAsArray: true }).stream({ highWaterMark: 256 });
-    let last = writer.bytes;
-    for await (const r of stream) {
-      const [k, v, version, expiresAt, slot] = r as [Buffer, Buffer, string | number, string | number | null, number];
-      await writer.write({ k, v, version: String(version), expiresAt: expiresAt === null ? null : String(expiresAt), slot: Number(slot) });
-      if (writer.bytes - last >= 1 << 20) {
-        onRows(0, writer.bytes - last);
-        last = writer.bytes;
-      }
+    // Keyset pages in primary-key order, all inside the snapshot; a page holds about PAGE_BYTES
+    // (its row count follows the last page's row size), so a shard of large values stays bounded
+    // in memory. One buffer and one file write per page.
+    let after: Buffer | null = null;
+    let pageRows = 100;
+    for (;;) {
+      const [rows] = await s.conn.query<RowDataPacket[]>({
+        sql: after === null ? 'SELECT k, v, version, expires_at, slot FROM kv ORDER BY k LIMIT ?' : 'SELECT k, v, version, expires_at, slot FROM kv WHERE k > ? ORDER BY k LIMIT ?',
+        values: after === null ? [pageRows] : [after, pageRows],
+        rowsAsArray: true,
+      });
+      const page = rows as unknown as unknown[][];
+      if (page.length === 0) break;
+      const before = writer.bytes;
+      await writer.writePage(page);
+      onRows(page.length, writer.bytes - before);
+      after = page[page.length - 1][0] as Buffer;
+      pageRows = Math.max(1, Math.min(PAGE_ROWS_MAX, Math.floor((PAGE_BYTES * page.length) / (writer.bytes - before))));
     }
-    onRows(writer.rows, writer.bytes - last);
     const rowsFile = await writer.finish();
     const tables: Record<string, TableDump> = {};
     for (const t of OTHER_TABLES) {

@@ -47,6 +47,9 @@ export interface RestoreResult {
 /** Rows per INSERT, and bytes of values per INSERT (whichever is reached first). */
 const INSERT_ROWS = 1000;
 const INSERT_BYTES = 4 << 20;
+/** The statement sizes a batch is cut into (largest first); INSERT_ROWS is the first. */
+const INSERT_SIZES = [INSERT_ROWS, 100, 10, 1];
+const insertSql = (n: number): string => `INSERT INTO kv (k, v, version, expires_at, slot) VALUES ${new Array(n).fill('(?,?,?,?,?)').join(',')}`;
 
 /** Every file the manifest lists is there with its size and sha256; throws BackupFormatError otherwise. */
 export async function verifyFiles(dir: string, m: Manifest): Promise<void> {
@@ -121,40 +124,62 @@ async function openTarget(shard: ShardManifest, entry: string, o: AdminOptions):
 }
 
 async function loadShard(t: Target, dir: string, o: RestoreOptions, progress: (rows: number, bytes: number) => void): Promise<void> {
-  const c = t.conn;
-  // A single server's own binlog need not hold the restore (and it halves the load's write cost);
-  // a Galera group's must: there the binlog setting also carries the replication.
-  if (shardNodes(t.entry).length === 1) await c.query('SET SESSION sql_log_bin = 0').catch(() => undefined);
-  await c.query("SET SESSION time_zone = '+00:00'");
-  for (const sql of schemaStatements()) await c.query(sql);
-  const { tables } = JSON.parse(fs.readFileSync(path.join(dir, tablesFile(t.shard)), 'utf8')) as { tables: Record<string, TableDump> };
-  for (const [name, dump] of Object.entries(tables)) {
-    await c.query(`DELETE FROM \`${name}\``);
-    const cols = dump.columns.map((x) => `\`${x}\``).join(', ');
-    const one = `(${dump.columns.map(() => '?').join(', ')})`;
-    for (let i = 0; i < dump.rows.length; i += INSERT_ROWS) {
-      const chunk = dump.rows.slice(i, i + INSERT_ROWS);
-      await c.query(`INSERT INTO \`${name}\` (${cols}) VALUES ${chunk.map(() => one).join(', ')}`, chunk.flatMap((r) => r.map(decodeCell)));
+  // Two connections: one INSERT runs on the server while the next batch is read and sent.
+  const lanes = [t.conn, await mysql.createConnection(connOptions(t.node, o))];
+  try {
+    for (const c of lanes) {
+      // A single server's own binlog need not hold the restore (and it halves the load's write
+      // cost); a Galera group's must: there the binlog setting also carries the replication.
+      if (shardNodes(t.entry).length === 1) await c.query('SET SESSION sql_log_bin = 0').catch(() => undefined);
+      await c.query("SET SESSION time_zone = '+00:00'");
     }
+    const c = t.conn;
+    for (const sql of schemaStatements()) await c.query(sql);
+    const { tables } = JSON.parse(fs.readFileSync(path.join(dir, tablesFile(t.shard)), 'utf8')) as { tables: Record<string, TableDump> };
+    for (const [name, dump] of Object.entries(tables)) {
+      await c.query(`DELETE FROM \`${name}\``);
+      const cols = dump.columns.map((x) => `\`${x}\``).join(', ');
+      const one = `(${dump.columns.map(() => '?').join(', ')})`;
+      for (let i = 0; i < dump.rows.length; i += INSERT_ROWS) {
+        const chunk = dump.rows.slice(i, i + INSERT_ROWS);
+        await c.query(`INSERT INTO \`${name}\` (${cols}) VALUES ${chunk.map(() => one).join(', ')}`, chunk.flatMap((r) => r.map(decodeCell)));
+      }
+    }
+    const busy: Array<Promise<void>> = [Promise.resolve(), Promise.resolve()];
+    let batches = 0;
+    let params: Array<Buffer | string | number | null> = [];
+    let bytes = 0;
+    let rows = 0;
+    const flush = async () => {
+      if (rows === 0) return;
+      const lane = batches++ % lanes.length;
+      await busy[lane]; // that connection's previous batch (and its error, if any)
+      const [p, n, b] = [params, rows, bytes];
+      busy[lane] = (async () => {
+        // Prepared statements (the binary protocol sends values as bytes, not as hex text), in a
+        // few fixed sizes, so that a handful of statements are prepared per connection.
+        let i = 0;
+        for (const size of INSERT_SIZES) {
+          for (; n - i >= size; i += size) await lanes[lane].execute(insertSql(size), p.slice(i * 5, (i + size) * 5));
+        }
+        progress(n, b);
+      })();
+      busy[lane].catch(() => undefined); // awaited above or below; not unhandled meanwhile
+      params = [];
+      bytes = 0;
+      rows = 0;
+    };
+    for await (const r of readRows(path.join(dir, rowsFile(t.shard)))) {
+      params.push(r.k, r.v, r.version, r.expiresAt, r.slot);
+      rows++;
+      bytes += r.k.length + r.v.length;
+      if (rows >= INSERT_ROWS || bytes >= INSERT_BYTES) await flush();
+    }
+    await flush();
+    await Promise.all(busy);
+  } finally {
+    lanes[1].destroy();
   }
-  let params: unknown[] = [];
-  let bytes = 0;
-  let rows = 0;
-  const flush = async () => {
-    if (rows === 0) return;
-    await c.query(`INSERT INTO kv (k, v, version, expires_at, slot) VALUES ${new Array(rows).fill('(?,?,?,?,?)').join(',')}`, params);
-    progress(rows, bytes);
-    params = [];
-    bytes = 0;
-    rows = 0;
-  };
-  for await (const r of readRows(path.join(dir, rowsFile(t.shard)))) {
-    params.push(r.k, r.v, r.version, r.expiresAt, r.slot);
-    rows++;
-    bytes += r.k.length + r.v.length;
-    if (rows >= INSERT_ROWS || bytes >= INSERT_BYTES) await flush();
-  }
-  await flush();
 }
 
 /** The archived binlog files of a shard from its backup position on, oldest first. */

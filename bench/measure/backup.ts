@@ -1,0 +1,158 @@
+/**
+ * Owns measurement B1 (DESIGN.md §8): how fast this machine backs up and restores a shard, the
+ * logical way kvsql does it (admin/backup.ts, admin/restore.ts) against a physical copy with
+ * mariadb-backup, on the same data. Relies on the embedded server launcher (binlog on, as the
+ * embedded shards run), a gateway to create the store, and Debian's mariadb-backup (installed
+ * with apt when run as root). Must not touch ./data: every server is a throwaway under the OS
+ * temp dir.
+ *
+ * Usage: npm run build && flock /tmp/kvsql-bench.lock node dist/bench/measure/backup.js [--rows=N] [--value=B]
+ *   N rows per shard (default 100,000) of B-byte random values (default 1,000) on each of 2
+ *   servers, one shard each, loaded with multi-row INSERTs. Then, timed: kvsql's backup of both
+ *   shards (in parallel, as the command does), mariadb-backup --backup and --prepare of server 0,
+ *   --copy-back into an empty dir and the server's start on it, and kvsql's restore of both
+ *   shards into empty databases. Writes bench/evidence/B1.json.
+ */
+import { execFileSync } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import mysql from 'mysql2/promise';
+import type { RowDataPacket } from 'mysql2/promise';
+import { binlogArgs, socketPathFor, startLocalMysqld, type LocalMysqld } from '../../src/embedded/local-mysqld';
+import { aptInstall, ensureMysqlBinary, findTool } from '../../src/embedded/mysql-binary';
+import { configFrom } from '../../src/gateway/config';
+import { createLogger, startServer } from '../../src/gateway/server';
+import { slotOf } from '../../src/protocol/slot-map';
+import { takeBackup } from '../../src/admin/backup';
+import { restoreBackup } from '../../src/admin/restore';
+import { numberFlag as arg, runScript } from '../options';
+
+const EVIDENCE_DIR = path.join(__dirname, '..', '..', '..', 'bench', 'evidence');
+
+function duBytes(dir: string): number {
+  return Number(execFileSync('du', ['-sb', dir], { encoding: 'utf8' }).split('\t')[0]);
+}
+
+async function main(): Promise<void> {
+  const rowsPerShard = arg('rows', 100_000);
+  const valueBytes = arg('value', 1000);
+  const log = (msg: string) => console.error(`[B1] ${msg}`);
+  const binary = await ensureMysqlBinary(log);
+  const tool = (): string | undefined => findTool(['mariadb-backup', 'mariabackup']);
+  await aptInstall(['mariadb-backup'], () => tool() !== undefined, log).catch((err: Error) => log(`no mariadb-backup: ${err.message}`));
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'kvsql-measure-backup-'));
+  const servers: LocalMysqld[] = [];
+  try {
+    for (let i = 0; i < 2; i++) {
+      const dataDir = path.join(work, `shard-${i}`);
+      servers.push(await startLocalMysqld({ dataDir, port: 0, database: 'kvsql', bufferPoolMb: 256, binary, extraArgs: binlogArgs(binary, dataDir) }));
+    }
+    const urls = servers.map((s) => s.url);
+    // A gateway creates the store (schema, identities, slot map), then the rows go in directly.
+    const gw = await startServer(configFrom({ port: 0, redisPort: null, logLevel: 'silent' }), urls, createLogger('silent'));
+    await gw.close();
+    const t0 = Date.now();
+    let version = 1;
+    for (const url of urls) {
+      const conn = await mysql.createConnection(url);
+      for (let done = 0; done < rowsPerShard; done += 500) {
+        const params: unknown[] = [];
+        const n = Math.min(500, rowsPerShard - done);
+        for (let j = 0; j < n; j++) {
+          const k = Buffer.from(crypto.randomBytes(16).toString('hex'));
+          params.push(k, crypto.randomBytes(valueBytes), version++, j % 4 === 0 ? Date.now() + 86_400_000 : null, slotOf(k));
+        }
+        await conn.query(`INSERT IGNORE INTO kv (k, v, version, expires_at, slot) VALUES ${new Array(n).fill('(?,?,?,?,?)').join(',')}`, params);
+      }
+      await conn.query('UPDATE kv_seq SET next_version = ? WHERE id = 1', [version + 1]);
+      await conn.end();
+    }
+    log(`loaded ${2 * rowsPerShard} rows of ${valueBytes} B in ${Date.now() - t0} ms`);
+    const kvFile = duBytes(path.join(work, 'shard-0', 'kvsql', 'kv.ibd'));
+    const datadir0 = duBytes(path.join(work, 'shard-0'));
+    const logical = (2 * rowsPerShard * (32 + valueBytes)) / 1e6;
+
+    // kvsql backup (both shards in parallel, as `kvsql backup` does).
+    let t = Date.now();
+    const { dir, manifest } = await takeBackup(urls, path.join(work, 'backups'));
+    const backupMs = Date.now() - t;
+    const backupBytes = manifest.shards.reduce((n, s) => n + s.files.reduce((m, f) => m + f.bytes, 0), 0);
+
+    // mariadb-backup of server 0: --backup, --prepare, --copy-back, then the server's start.
+    let physical: Record<string, number> | null = null;
+    const mb = tool();
+    if (mb !== undefined) {
+      const target = path.join(work, 'physical');
+      t = Date.now();
+      execFileSync(mb, ['--backup', `--target-dir=${target}`, '--user=root', `--socket=${socketPathFor(servers[0].dataDir)}`], { stdio: 'ignore' });
+      const backup = Date.now() - t;
+      t = Date.now();
+      execFileSync(mb, ['--prepare', `--target-dir=${target}`], { stdio: 'ignore' });
+      const prepare = Date.now() - t;
+      const copied = duBytes(target);
+      const restored = path.join(work, 'physical-restored');
+      t = Date.now();
+      execFileSync(mb, ['--copy-back', `--target-dir=${target}`, `--datadir=${restored}`], { stdio: 'ignore' });
+      const copyBack = Date.now() - t;
+      t = Date.now();
+      const s = await startLocalMysqld({ dataDir: restored, port: 0, database: 'kvsql', bufferPoolMb: 256, binary });
+      const start = Date.now() - t;
+      const c = await mysql.createConnection(s.url);
+      const [rows] = await c.query<RowDataPacket[]>('SELECT COUNT(*) AS n FROM kv');
+      await c.end();
+      await s.stop();
+      if (Number(rows[0].n) !== rowsPerShard) throw new Error(`physical restore has ${rows[0].n} rows, expected ${rowsPerShard}`);
+      physical = { backupMs: backup, prepareMs: prepare, copyBackMs: copyBack, startMs: start, bytesCopied: copied };
+    }
+
+    // kvsql restore of both shards into empty databases on the same servers.
+    const targets: string[] = [];
+    for (const s of servers) {
+      const c = await mysql.createConnection(s.url);
+      await c.query('CREATE DATABASE restored');
+      await c.end();
+      targets.push(s.url.replace(/\/kvsql$/, '/restored'));
+    }
+    t = Date.now();
+    await restoreBackup(dir, targets);
+    const restoreMs = Date.now() - t;
+
+    const perSec = (bytes: number, ms: number) => Number((bytes / 1e6 / (ms / 1000)).toFixed(1));
+    const rows = [
+      { what: 'kvsql backup, 2 shards in parallel', ms: backupMs, 'MB of k+v': Number(logical.toFixed(1)), 'k+v MB/s': perSec(logical * 1e6, backupMs), 'MB written': Number((backupBytes / 1e6).toFixed(1)), 'kv.ibd MB/s (both)': perSec(2 * kvFile, backupMs) },
+      { what: 'kvsql restore, 2 shards in parallel', ms: restoreMs, 'MB of k+v': Number(logical.toFixed(1)), 'k+v MB/s': perSec(logical * 1e6, restoreMs), 'MB written': null, 'kv.ibd MB/s (both)': perSec(2 * kvFile, restoreMs) },
+    ];
+    if (physical !== null) {
+      const half = logical / 2;
+      const restore = physical.copyBackMs + physical.startMs;
+      rows.push(
+        { what: 'mariadb-backup --backup, 1 server', ms: physical.backupMs, 'MB of k+v': Number(half.toFixed(1)), 'k+v MB/s': perSec(half * 1e6, physical.backupMs), 'MB written': Number((physical.bytesCopied / 1e6).toFixed(1)), 'kv.ibd MB/s (both)': perSec(kvFile, physical.backupMs) },
+        { what: 'mariadb-backup --prepare', ms: physical.prepareMs, 'MB of k+v': Number(half.toFixed(1)), 'k+v MB/s': perSec(half * 1e6, physical.prepareMs), 'MB written': null, 'kv.ibd MB/s (both)': perSec(kvFile, physical.prepareMs) },
+        { what: 'mariadb-backup --copy-back + server start', ms: restore, 'MB of k+v': Number(half.toFixed(1)), 'k+v MB/s': perSec(half * 1e6, restore), 'MB written': null, 'kv.ibd MB/s (both)': perSec(kvFile, restore) },
+      );
+    }
+    fs.mkdirSync(EVIDENCE_DIR, { recursive: true });
+    const summary = {
+      id: 'B1',
+      what: 'backup and restore throughput: kvsql logical backup/restore (2 shards, 2 servers, in parallel) and mariadb-backup (1 server)',
+      measuredAt: new Date().toISOString(),
+      node: process.version,
+      host: `${os.cpus().length} cores`,
+      rowsPerShard,
+      valueBytes,
+      kvIbdBytesPerShard: kvFile,
+      datadirBytesShard0: datadir0,
+      physical,
+      rows,
+    };
+    fs.writeFileSync(path.join(EVIDENCE_DIR, 'B1.json'), JSON.stringify(summary, null, 1) + '\n');
+    console.table(rows);
+  } finally {
+    for (const s of servers) await s.stop();
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+}
+
+runScript(main);
