@@ -109,6 +109,7 @@ async function main(): Promise<void> {
         dataDir: config.dataDir,
         basePort: config.embeddedBasePort,
         replicas: config.replicas,
+        binlog: config.embeddedBinlog,
         log: (msg) => log.info({}, msg),
       });
     } catch (err) {

@@ -10,8 +10,9 @@
  *   N rows per shard (default 100,000) of B-byte random values (default 1,000) on each of 2
  *   servers, one shard each, loaded with multi-row INSERTs. Then, timed: kvsql's backup of both
  *   shards (in parallel, as the command does), mariadb-backup --backup and --prepare of server 0,
- *   --copy-back into an empty dir and the server's start on it, and kvsql's restore of both
- *   shards into empty databases. Writes bench/evidence/B1.json.
+ *   --copy-back into an empty dir and the server's start on it, kvsql's restore of both shards
+ *   into empty databases, and a PITR restore that replays N/2 more rows per shard from the
+ *   archived binlog ('MB written' of that row: binlog bytes replayed). Writes bench/evidence/B1.json.
  */
 import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
@@ -27,6 +28,7 @@ import { createLogger, startServer } from '../../src/gateway/server';
 import { slotOf } from '../../src/protocol/slot-map';
 import { takeBackup } from '../../src/admin/backup';
 import { restoreBackup } from '../../src/admin/restore';
+import { archiveBinlogs } from '../../src/admin/binlog-archive';
 import { numberFlag as arg, runScript } from '../options';
 
 const EVIDENCE_DIR = path.join(__dirname, '..', '..', '..', 'bench', 'evidence');
@@ -55,20 +57,24 @@ async function main(): Promise<void> {
     await gw.close();
     const t0 = Date.now();
     let version = 1;
-    for (const url of urls) {
-      const conn = await mysql.createConnection(url);
-      for (let done = 0; done < rowsPerShard; done += 500) {
-        const params: unknown[] = [];
-        const n = Math.min(500, rowsPerShard - done);
-        for (let j = 0; j < n; j++) {
-          const k = Buffer.from(crypto.randomBytes(16).toString('hex'));
-          params.push(k, crypto.randomBytes(valueBytes), version++, j % 4 === 0 ? Date.now() + 86_400_000 : null, slotOf(k));
+    /** `n` random rows into each shard, 500 per INSERT; a quarter with a TTL. */
+    const load = async (n: number): Promise<void> => {
+      for (const url of urls) {
+        const conn = await mysql.createConnection(url);
+        for (let done = 0; done < n; done += 500) {
+          const params: unknown[] = [];
+          const m = Math.min(500, n - done);
+          for (let j = 0; j < m; j++) {
+            const k = Buffer.from(crypto.randomBytes(16).toString('hex'));
+            params.push(k, crypto.randomBytes(valueBytes), version++, j % 4 === 0 ? Date.now() + 86_400_000 : null, slotOf(k));
+          }
+          await conn.query(`INSERT IGNORE INTO kv (k, v, version, expires_at, slot) VALUES ${new Array(m).fill('(?,?,?,?,?)').join(',')}`, params);
         }
-        await conn.query(`INSERT IGNORE INTO kv (k, v, version, expires_at, slot) VALUES ${new Array(n).fill('(?,?,?,?,?)').join(',')}`, params);
+        await conn.query('UPDATE kv_seq SET next_version = ? WHERE id = 1', [version + 1]);
+        await conn.end();
       }
-      await conn.query('UPDATE kv_seq SET next_version = ? WHERE id = 1', [version + 1]);
-      await conn.end();
-    }
+    };
+    await load(rowsPerShard);
     log(`loaded ${2 * rowsPerShard} rows of ${valueBytes} B in ${Date.now() - t0} ms`);
     const kvFile = duBytes(path.join(work, 'shard-0', 'kvsql', 'kv.ibd'));
     const datadir0 = duBytes(path.join(work, 'shard-0'));
@@ -119,11 +125,52 @@ async function main(): Promise<void> {
     await restoreBackup(dir, targets);
     const restoreMs = Date.now() - t;
 
+    // PITR: half as many rows again after the backup (in the binlog only), archived, then the
+    // backup restored once more and the binlog replayed up to a time after them.
+    await load(rowsPerShard / 2);
+    const T = Math.ceil((Date.now() + 1) / 1000) * 1000;
+    while (Date.now() < T + 50) await new Promise((r) => setTimeout(r, 20));
+    const archive = path.join(work, 'archive');
+    const archived = await archiveBinlogs(urls, archive);
+    let binlogBytes = 0;
+    for (const sh of manifest.shards) {
+      for (const f of archived.get(sh.serverKey)!.files) if (f.name >= sh.binlog!.file) binlogBytes += f.bytes - (f.name === sh.binlog!.file ? sh.binlog!.position : 0);
+    }
+    const pitrTargets: string[] = [];
+    for (const sv of servers) {
+      const c = await mysql.createConnection(sv.url);
+      await c.query('CREATE DATABASE pitr');
+      await c.end();
+      pitrTargets.push(sv.url.replace(/\/kvsql$/, '/pitr'));
+    }
+    let replayMs = 0;
+    await restoreBackup(dir, pitrTargets, { at: T, binlogs: archive, log: (msg) => (/replayed the binlogs .* in (\d+) ms/.exec(msg) ? (replayMs = Number(/in (\d+) ms/.exec(msg)![1])) : undefined) });
+    const c0 = await mysql.createConnection(pitrTargets[0]);
+    const [pitrRows] = await c0.query<RowDataPacket[]>('SELECT COUNT(*) AS n FROM kv');
+    await c0.end();
+    if (Number(pitrRows[0].n) !== rowsPerShard * 1.5) throw new Error(`PITR restore has ${pitrRows[0].n} rows on shard 0, expected ${rowsPerShard * 1.5}`);
+
     const perSec = (bytes: number, ms: number) => Number((bytes / 1e6 / (ms / 1000)).toFixed(1));
-    const rows = [
+    interface Row {
+      what: string;
+      ms: number;
+      'MB of k+v': number;
+      'k+v MB/s': number;
+      'MB written': number | null;
+      'kv.ibd MB/s (both)': number | null;
+    }
+    const rows: Row[] = [
       { what: 'kvsql backup, 2 shards in parallel', ms: backupMs, 'MB of k+v': Number(logical.toFixed(1)), 'k+v MB/s': perSec(logical * 1e6, backupMs), 'MB written': Number((backupBytes / 1e6).toFixed(1)), 'kv.ibd MB/s (both)': perSec(2 * kvFile, backupMs) },
       { what: 'kvsql restore, 2 shards in parallel', ms: restoreMs, 'MB of k+v': Number(logical.toFixed(1)), 'k+v MB/s': perSec(logical * 1e6, restoreMs), 'MB written': null, 'kv.ibd MB/s (both)': perSec(2 * kvFile, restoreMs) },
     ];
+    rows.push({
+      what: `binlog replay (PITR) of ${rowsPerShard / 2} rows per shard, 2 shards in parallel`,
+      ms: replayMs,
+      'MB of k+v': Number((logical / 2).toFixed(1)),
+      'k+v MB/s': perSec((logical / 2) * 1e6, replayMs),
+      'MB written': Number((binlogBytes / 1e6).toFixed(1)),
+      'kv.ibd MB/s (both)': null,
+    });
     if (physical !== null) {
       const half = logical / 2;
       const restore = physical.copyBackMs + physical.startMs;

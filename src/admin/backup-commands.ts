@@ -117,7 +117,7 @@ export async function runBackupCommand(argv: string[], env: NodeJS.ProcessEnv = 
     } else {
       // Embedded: start the shards here (the data dir's lock refuses a running store), restore, stop.
       log(`starting ${shards} embedded shards under ${config.dataDir} to restore into`);
-      const cluster = await startEmbeddedCluster({ shards, dataDir: config.dataDir, basePort: config.embeddedBasePort, replicas: config.replicas, log: () => undefined });
+      const cluster = await startEmbeddedCluster({ shards, dataDir: config.dataDir, basePort: config.embeddedBasePort, replicas: config.replicas, binlog: config.embeddedBinlog, log: () => undefined });
       try {
         await restoreBackup(dir, cluster.urls, restoreOpts);
       } finally {
