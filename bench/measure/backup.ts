@@ -114,13 +114,18 @@ async function main(): Promise<void> {
     }
 
     // kvsql restore of both shards into empty databases on the same servers.
-    const targets: string[] = [];
-    for (const s of servers) {
-      const c = await mysql.createConnection(s.url);
-      await c.query('CREATE DATABASE restored');
-      await c.end();
-      targets.push(s.url.replace(/\/kvsql$/, '/restored'));
-    }
+    /** An empty database `name` on every server; their URLs. */
+    const emptyDatabases = async (name: string): Promise<string[]> => {
+      const made: string[] = [];
+      for (const sv of servers) {
+        const c = await mysql.createConnection(sv.url);
+        await c.query(`CREATE DATABASE ${name}`);
+        await c.end();
+        made.push(sv.url.replace(/\/kvsql$/, `/${name}`));
+      }
+      return made;
+    };
+    const targets = await emptyDatabases('restored');
     t = Date.now();
     await restoreBackup(dir, targets);
     const restoreMs = Date.now() - t;
@@ -136,13 +141,7 @@ async function main(): Promise<void> {
     for (const sh of manifest.shards) {
       for (const f of archived.get(sh.serverKey)!.files) if (f.name >= sh.binlog!.file) binlogBytes += f.bytes - (f.name === sh.binlog!.file ? sh.binlog!.position : 0);
     }
-    const pitrTargets: string[] = [];
-    for (const sv of servers) {
-      const c = await mysql.createConnection(sv.url);
-      await c.query('CREATE DATABASE pitr');
-      await c.end();
-      pitrTargets.push(sv.url.replace(/\/kvsql$/, '/pitr'));
-    }
+    const pitrTargets = await emptyDatabases('pitr');
     let replayMs = 0;
     await restoreBackup(dir, pitrTargets, { at: T, binlogs: archive, log: (msg) => (/replayed the binlogs .* in (\d+) ms/.exec(msg) ? (replayMs = Number(/in (\d+) ms/.exec(msg)![1])) : undefined) });
     const c0 = await mysql.createConnection(pitrTargets[0]);
