@@ -1,5 +1,5 @@
 /**
- * Owns measurement B1 (DESIGN.md §8): how fast this machine backs up and restores a shard, the
+ * Owns measurement D1 (DESIGN.md §8): how fast this machine backs up and restores a shard, the
  * logical way kvsql does it (admin/backup.ts, admin/restore.ts) against a physical copy with
  * mariadb-backup, on the same data. Relies on the embedded server launcher (binlog on, as the
  * embedded shards run), a gateway to create the store, and Debian's mariadb-backup (installed
@@ -12,7 +12,7 @@
  *   shards (in parallel, as the command does), mariadb-backup --backup and --prepare of server 0,
  *   --copy-back into an empty dir and the server's start on it, kvsql's restore of both shards
  *   into empty databases, and a PITR restore that replays N/2 more rows per shard from the
- *   archived binlog ('MB written' of that row: binlog bytes replayed). Writes bench/evidence/B1.json.
+ *   archived binlog ('MB written' of that row: binlog bytes replayed). Writes bench/evidence/D1.json.
  */
 import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
@@ -40,7 +40,7 @@ function duBytes(dir: string): number {
 async function main(): Promise<void> {
   const rowsPerShard = arg('rows', 100_000);
   const valueBytes = arg('value', 1000);
-  const log = (msg: string) => console.error(`[B1] ${msg}`);
+  const log = (msg: string) => console.error(`[D1] ${msg}`);
   const binary = await ensureMysqlBinary(log);
   const tool = (): string | undefined => findTool(['mariadb-backup', 'mariabackup']);
   await aptInstall(['mariadb-backup'], () => tool() !== undefined, log).catch((err: Error) => log(`no mariadb-backup: ${err.message}`));
@@ -181,7 +181,7 @@ async function main(): Promise<void> {
     }
     fs.mkdirSync(EVIDENCE_DIR, { recursive: true });
     const summary = {
-      id: 'B1',
+      id: 'D1',
       what: 'backup and restore throughput: kvsql logical backup/restore (2 shards, 2 servers, in parallel) and mariadb-backup (1 server)',
       measuredAt: new Date().toISOString(),
       node: process.version,
@@ -193,7 +193,7 @@ async function main(): Promise<void> {
       physical,
       rows,
     };
-    fs.writeFileSync(path.join(EVIDENCE_DIR, 'B1.json'), JSON.stringify(summary, null, 1) + '\n');
+    fs.writeFileSync(path.join(EVIDENCE_DIR, 'D1.json'), JSON.stringify(summary, null, 1) + '\n');
     console.table(rows);
   } finally {
     for (const s of servers) await s.stop();

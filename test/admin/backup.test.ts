@@ -246,7 +246,7 @@ test('point-in-time recovery to T between two known writes: exactly the writes b
   await assert.rejects(restoreBackup(dir, await databases(2), { at: Date.now() + 60_000, binlogs: archive }), /covers commits up to/);
 });
 
-test('a backup killed with SIGKILL is refused by verify and restore; the CLI backs up, lists and verifies', async () => {
+test('a backup killed with SIGKILL is refused by verify and restore; the CLI backs up, lists, verifies and restores into new embedded shards', async () => {
   const urls = await databases(2);
   const g = await gateways(urls, 1);
   const big = 'x'.repeat(8000);
