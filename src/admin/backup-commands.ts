@@ -111,7 +111,15 @@ export async function runBackupCommand(argv: string[], env: NodeJS.ProcessEnv = 
     const at = opts.has('at') ? parseTime(opts.get('at')!) : undefined;
     const dir = resolveBackupDir(path.resolve(from));
     const shards = readManifest(dir).shards.length;
-    const restoreOpts = { tls, log, at, binlogs: opts.has('binlogs') ? path.resolve(opts.get('binlogs')!) : undefined };
+    const started = Date.now();
+    let last = 0;
+    const progress = (rows: number, bytes: number): void => {
+      if (Date.now() - last < (out.isTTY ? 200 : 2000)) return;
+      last = Date.now();
+      const text = `${rows} rows, ${mb(bytes)} MB, ${(bytes / 1e6 / Math.max(0.001, (Date.now() - started) / 1000)).toFixed(1)} MB/s`;
+      out.write(out.isTTY ? `\r${text}   ` : `${text}\n`);
+    };
+    const restoreOpts = { tls, log, at, progress, binlogs: opts.has('binlogs') ? path.resolve(opts.get('binlogs')!) : undefined };
     if (config.shards.length > 0) {
       await restoreBackup(dir, config.shards, restoreOpts);
     } else {
