@@ -22,7 +22,7 @@ import path from 'node:path';
 import mysql from 'mysql2/promise';
 import type { RowDataPacket } from 'mysql2/promise';
 import { binlogArgs, socketPathFor, startLocalMysqld, type LocalMysqld } from '../../src/embedded/local-mysqld';
-import { aptInstall, ensureMysqlBinary, findTool } from '../../src/embedded/mysql-binary';
+import { ensureMysqlBinary, ensureTool } from '../../src/embedded/mysql-binary';
 import { configFrom } from '../../src/gateway/config';
 import { createLogger, startServer } from '../../src/gateway/server';
 import { slotOf } from '../../src/protocol/slot-map';
@@ -42,8 +42,10 @@ async function main(): Promise<void> {
   const valueBytes = arg('value', 1000);
   const log = (msg: string) => console.error(`[D1] ${msg}`);
   const binary = await ensureMysqlBinary(log);
-  const tool = (): string | undefined => findTool(['mariadb-backup', 'mariabackup']);
-  await aptInstall(['mariadb-backup'], () => tool() !== undefined, log).catch((err: Error) => log(`no mariadb-backup: ${err.message}`));
+  const mb = await ensureTool(['mariadb-backup', 'mariabackup'], 'mariadb-backup', log).catch((err: Error) => {
+    log(`the physical rows are skipped: ${err.message}`);
+    return undefined;
+  });
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'kvsql-measure-backup-'));
   const servers: LocalMysqld[] = [];
   try {
@@ -88,7 +90,6 @@ async function main(): Promise<void> {
 
     // mariadb-backup of server 0: --backup, --prepare, --copy-back, then the server's start.
     let physical: Record<string, number> | null = null;
-    const mb = tool();
     if (mb !== undefined) {
       const target = path.join(work, 'physical');
       t = Date.now();

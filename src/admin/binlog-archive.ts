@@ -22,7 +22,7 @@ import mysql from 'mysql2/promise';
 import type { RowDataPacket } from 'mysql2/promise';
 import { ShardSet, type AdminOptions } from './shard-set';
 import { connOptions, serverKey } from './backup';
-import { findTool } from '../embedded/mysql-binary';
+import { ensureTool } from '../embedded/mysql-binary';
 
 export const ARCHIVE_INDEX = 'archive.json';
 
@@ -33,10 +33,9 @@ export interface ArchiveIndex {
   files: Array<{ name: string; bytes: number }>;
 }
 
-export function binlogTool(): string {
-  const tool = findTool(['mariadb-binlog', 'mysqlbinlog']);
-  if (tool === undefined) throw new Error('no mariadb-binlog or mysqlbinlog found: install the client tools (Debian: apt-get install mariadb-client)');
-  return tool;
+/** mariadb-binlog (or MySQL's mysqlbinlog), installed with apt when missing and root. */
+export function binlogTool(log: (msg: string) => void = () => undefined): Promise<string> {
+  return ensureTool(['mariadb-binlog', 'mysqlbinlog'], 'mariadb-client', log);
 }
 
 /** Connection arguments for the client tools; the password goes in MYSQL_PWD, not on the command line. */
@@ -75,7 +74,7 @@ export async function archiveBinlogs(urls: string[], archive: string, o: AdminOp
   } finally {
     await set.close();
   }
-  const tool = binlogTool();
+  const tool = await binlogTool(log);
   const result = new Map<string, ArchiveIndex>();
   for (const [key, node] of nodes) {
     const dir = path.join(archive, key);

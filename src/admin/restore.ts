@@ -24,7 +24,7 @@ import { connOptions } from './backup';
 import { binlogTool, clientArgs, readArchiveIndex } from './binlog-archive';
 import { schemaStatements } from '../shard-actor/shard-store';
 import { shardNodes } from '../gateway/config';
-import { findTool } from '../embedded/mysql-binary';
+import { ensureTool } from '../embedded/mysql-binary';
 import { BackupFormatError, decodeCell, readManifest, readRows, resolveBackupDir, sha256File, type Manifest, type ShardManifest, type TableDump } from './backup-format';
 
 export interface RestoreOptions extends AdminOptions {
@@ -105,16 +105,19 @@ async function openTarget(shard: ShardManifest, entry: string, o: AdminOptions):
   const conn = await mysql.createConnection(connOptions(node, o));
   try {
     const [rows] = await conn.query<RowDataPacket[]>(
-      "SELECT DATABASE() AS db, (SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name IN ('kv', 'kv_shard')) AS n",
+      "SELECT DATABASE() AS db, table_name AS t FROM (SELECT 1 AS one) d LEFT JOIN information_schema.tables ON table_schema = DATABASE() AND table_name IN ('kv', 'kv_shard')",
     );
     const database = String(rows[0].db);
-    if (Number(rows[0].n) > 0) {
-      const [c] = await conn.query<RowDataPacket[]>('SELECT (SELECT COUNT(*) FROM kv_shard) AS shards, (SELECT COUNT(*) FROM (SELECT 1 FROM kv LIMIT 1) x) AS kv');
-      if (Number(c[0].shards) > 0 || Number(c[0].kv) > 0) {
-        throw new RestoreRefusedError(
-          `${redact(entry)} is not empty (it holds a kvsql store${Number(c[0].kv) > 0 ? ' with rows' : ''}); restore only into empty databases: stop the gateways, then drop and recreate the database, or restore elsewhere`,
-        );
-      }
+    // Empty: neither table, or both without a row (a schema applied, no store created in it).
+    let held = 0;
+    for (const t of rows.map((r) => r.t ?? r.T).filter((t) => t !== null && t !== undefined)) {
+      const [c] = await conn.query<RowDataPacket[]>(`SELECT COUNT(*) AS n FROM (SELECT 1 FROM \`${String(t)}\` LIMIT 1) x`);
+      held += Number(c[0].n);
+    }
+    if (held > 0) {
+      throw new RestoreRefusedError(
+        `${redact(entry)} is not empty (it holds a kvsql store); restore only into empty databases: stop the gateways, then drop and recreate the database, or restore elsewhere`,
+      );
     }
     return { shard, entry, node, conn, database };
   } catch (err) {
@@ -210,9 +213,8 @@ function binlogTime(ms: number): string {
  * no COMMIT and rolls back.
  */
 async function replayShard(t: Target, files: string[], at: number): Promise<void> {
-  const tool = binlogTool();
-  const client = findTool(['mariadb', 'mysql']);
-  if (client === undefined) throw new Error('no mariadb or mysql client found: install the client tools (Debian: apt-get install mariadb-client)');
+  const tool = await binlogTool();
+  const client = await ensureTool(['mariadb', 'mysql'], 'mariadb-client', () => undefined);
   const src = t.shard.database;
   const args = [`--start-position=${t.shard.binlog!.position}`, `--stop-datetime=${binlogTime(at)}`, `--database=${src}`];
   if (src !== t.database) args.push(`--rewrite-db=${src}->${t.database}`);

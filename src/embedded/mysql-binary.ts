@@ -209,6 +209,24 @@ export async function ensureMysqlBinary(log: (msg: string) => void): Promise<Mys
   return installed;
 }
 
+/**
+ * A client tool (`names`, first found wins), installing Debian's `pkg` with apt-get when it is
+ * missing and we are root, as ensureMysqlBinary does for the server. mariadb-server already
+ * depends on mariadb-client (mariadb-binlog) and mariadb-client-core (mariadb).
+ */
+export async function ensureTool(names: readonly string[], pkg: string, log: (msg: string) => void): Promise<string> {
+  const found = findTool(names);
+  if (found !== undefined) return found;
+  const hint = `no ${names.join(' or ')} found: install ${pkg} (Debian/Ubuntu: apt-get install -y --no-install-recommends ${pkg}, as root)`;
+  const unavailable = aptUnavailable();
+  if (unavailable !== null) throw new Error(`${hint}; not installing automatically (${unavailable})`);
+  log(`installing ${pkg} with apt-get (one-time) for ${names[0]}`);
+  await aptInstall([pkg], () => findTool(names) !== undefined, log);
+  const installed = findTool(names);
+  if (installed === undefined) throw new Error(`${hint}; apt-get did not provide it`);
+  return installed;
+}
+
 /** Where distributions put Galera 4's provider library (Debian/Ubuntu first). */
 const GALERA_PROVIDERS = ['/usr/lib/galera/libgalera_smm.so', '/usr/lib/libgalera_smm.so', '/usr/lib/galera-4/libgalera_smm.so', '/usr/lib64/galera-4/libgalera_smm.so', '/usr/lib64/galera/libgalera_smm.so'];
 
