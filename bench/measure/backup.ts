@@ -51,7 +51,7 @@ async function main(): Promise<void> {
   try {
     for (let i = 0; i < 2; i++) {
       const dataDir = path.join(work, `shard-${i}`);
-      servers.push(await startLocalMysqld({ dataDir, port: 0, database: 'kvsql', bufferPoolMb: 256, binary, extraArgs: binlogArgs(binary, dataDir) }));
+      servers.push(await startLocalMysqld({ dataDir, port: 0, database: 'kvsql', bufferPoolMb: 256, binary, extraArgs: binlogArgs(binary) }));
     }
     const urls = servers.map((s) => s.url);
     // A gateway creates the store (schema, identities, slot map), then the rows go in directly.

@@ -207,7 +207,7 @@ function startLocalShards(binary: MysqlBinary, opts: EmbeddedClusterOptions): Pr
       binary,
       autoRestart: true, // crash recovery: see LocalMysqldProcess.onExit
       // Point-in-time recovery replays it (admin/restore.ts); its write cost is in DESIGN.md §8.
-      extraArgs: opts.binlog === false ? [] : binlogArgs(binary, path.resolve(opts.dataDir, `shard-${i}`)),
+      extraArgs: opts.binlog === false ? [] : binlogArgs(binary),
     }),
   );
   return startAll(starters, 'local MySQL shards', (s) => s.stop());

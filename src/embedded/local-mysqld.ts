@@ -386,9 +386,11 @@ function serverArgs(binary: MysqlBinary, dataDir: string, port: number, socket: 
  * FLUSH BINARY LOGS, which `kvsql binlog archive` runs) and are purged after 7 days: archive them
  * before that (README "Backups").
  */
-export function binlogArgs(binary: MysqlBinary, dataDir: string): string[] {
+export function binlogArgs(binary: MysqlBinary): string[] {
   const args = [
-    `--log-bin=${path.join(dataDir, 'binlog')}`,
+    // Relative: in the data dir, and binlog.index names the files relative to it, so a data dir
+    // that is moved or copied still finds its binlog.
+    '--log-bin=binlog',
     '--server-id=1',
     '--binlog-format=ROW',
     '--binlog-row-image=MINIMAL',

@@ -39,7 +39,7 @@ before(async () => {
   work = fs.mkdtempSync(path.join(os.tmpdir(), 'kvsql-backup-test-'));
   const binary = findMysqlBinary() ?? (await ensureMysqlBinary(() => undefined));
   const dataDir = path.join(work, 'mysql');
-  server = await startLocalMysqld({ dataDir, port: 0, database: 'kvsql', bufferPoolMb: 64, binary, extraArgs: binlogArgs(binary, dataDir) });
+  server = await startLocalMysqld({ dataDir, port: 0, database: 'kvsql', bufferPoolMb: 64, binary, extraArgs: binlogArgs(binary) });
   admin = await mysql.createConnection(server.url);
 });
 after(async () => {
