@@ -158,7 +158,7 @@ async function dumpShard(s: Snapshot, dir: string, onRows: (rows: number, bytes:
     // (its row count follows the last page's row size), so a shard of large values stays bounded
     // in memory. One buffer and one file write per page.
     let after: Buffer | null = null;
-    let pageRows = 100;
+    let pageRows = 8; // grows at most 8x a page: a shard of 16 MiB values never reads a huge first page
     for (;;) {
       const [rows] = await s.conn.query<RowDataPacket[]>({
         sql: after === null ? 'SELECT k, v, version, expires_at, slot FROM kv ORDER BY k LIMIT ?' : 'SELECT k, v, version, expires_at, slot FROM kv WHERE k > ? ORDER BY k LIMIT ?',
@@ -171,7 +171,7 @@ async function dumpShard(s: Snapshot, dir: string, onRows: (rows: number, bytes:
       await writer.writePage(page);
       onRows(page.length, writer.bytes - before);
       after = page[page.length - 1][0] as Buffer;
-      pageRows = Math.max(1, Math.min(PAGE_ROWS_MAX, Math.floor((PAGE_BYTES * page.length) / (writer.bytes - before))));
+      pageRows = Math.max(1, Math.min(PAGE_ROWS_MAX, pageRows * 8, Math.floor((PAGE_BYTES * page.length) / (writer.bytes - before))));
     }
     const rowsFile = await writer.finish();
     const tables: Record<string, TableDump> = {};

@@ -321,10 +321,15 @@ test('a backup killed with SIGKILL is refused by verify and restore; the CLI bac
   assert.equal(readManifest(dir).shards.length, 2);
 });
 
-test('a backup is refused while a slot move is mid-way or a mover runs', async () => {
+test('a backup is refused while a slot move is mid-way or a mover runs; values of 1 MiB and binary keys round-trip', async () => {
   const urls = await databases(2);
   const g = await gateways(urls, 1);
   await put(g.clients[0], 'k', 'v');
+  // Values larger than the row reader's 1 MiB chunks, and a key of every byte value.
+  const big = Array.from({ length: 4 }, (_, i) => Buffer.alloc(1024 * 1024, i + 1));
+  for (let i = 0; i < big.length; i++) assert.equal((await g.clients[0].put(`big:${i}`, big[i])).status, 201);
+  const binaryKey = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
+  assert.equal((await g.clients[0].put(binaryKey, Buffer.from([0, 255, 10, 13]))).status, 201);
   await g.close();
   const db0 = new URL(urls[0]).pathname.slice(1);
   const [slot] = await admin.query<RowDataPacket[]>(`SELECT MIN(slot) AS s FROM ${db0}.kv_slots`);
@@ -338,5 +343,15 @@ test('a backup is refused while a slot move is mid-way or a mover runs', async (
   } finally {
     await mover.end();
   }
-  await takeBackup(urls, path.join(work, 'refused'));
+  const { dir } = await takeBackup(urls, path.join(work, 'refused'));
+  await verifyBackup(dir);
+  const targets = await databases(2);
+  await restoreBackup(dir, targets);
+  const g2 = await gateways(targets, 1);
+  try {
+    for (let i = 0; i < big.length; i++) assert.ok((await g2.clients[0].get(`big:${i}`)).body.equals(big[i]), `big:${i}`);
+    assert.deepEqual([...(await g2.clients[0].get(binaryKey)).body], [0, 255, 10, 13]);
+  } finally {
+    await g2.close();
+  }
 });
