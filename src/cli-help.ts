@@ -81,10 +81,55 @@ export const COMMANDS: readonly CommandHelp[] = [
     summary: 'the slot of a key (CRC16 mod 16384) and the shard that serves it',
     details: ['<key> is the key as UTF-8 text, or with --hex its bytes in hex. The slot needs nothing; the shard is', 'read from the store\'s slot map.', ...ADMIN_OPTIONS],
   },
+  {
+    words: ['backup'],
+    usage: 'backup --to DIR',
+    summary: 'a consistent online backup of every shard into a new directory DIR/<id>',
+    details: [
+      'One snapshot transaction per shard (START TRANSACTION WITH CONSISTENT SNAPSHOT), streamed while the',
+      'store serves; refused while a slot move runs or was left unfinished (it holds the mover lock, so none',
+      'starts meanwhile). Each shard\'s binlog position is recorded when its server keeps a binlog (the',
+      'embedded shards do). backup.json, the manifest, is written last: a backup killed mid-way has none,',
+      'and restore and verify refuse it. Prints the backup\'s directory on stdout.',
+      ...ADMIN_OPTIONS,
+    ],
+  },
+  {
+    words: ['backup', 'verify'],
+    usage: 'backup verify DIR [--scratch]',
+    summary: 'check a backup: manifest, every file\'s size and sha256, every row',
+    details: ['DIR: a backup, or a directory of them (the newest complete one). --scratch also restores it into a', 'throwaway local MariaDB and compares the row counts.'],
+  },
+  { words: ['backup', 'list'], usage: 'backup list DIR', summary: 'the backups in DIR, newest first, and the incomplete ones', details: [] },
+  {
+    words: ['restore'],
+    usage: 'restore --from DIR [--at TIME --binlogs ARCHIVE]',
+    summary: 'restore a backup into empty shards; with --at, replay the binlog up to TIME',
+    details: [
+      'DIR: a backup, or a directory of them (the newest complete one). The targets are the shards as configured',
+      '(KVSQL_SHARDS, one empty database per backed-up shard, in shard order), else the embedded shards under',
+      '--data-dir, started by this command and stopped when it is done (no kvsql may run on that data dir).',
+      'Every target must be empty; stop the gateways first. TIME: ISO 8601 with a zone (2026-12-07T18:00:05Z)',
+      'or unix ms; binlog times have 1 s resolution, so the restore holds the commits before TIME\'s second.',
+      'ARCHIVE: a directory kept by kvsql binlog archive. Take a new backup after a restore.',
+      ...ADMIN_OPTIONS,
+    ],
+  },
+  {
+    words: ['binlog', 'archive'],
+    usage: 'binlog archive --to ARCHIVE [--every=SECONDS]',
+    summary: 'copy each shard server\'s closed binlog files into ARCHIVE (once, or every SECONDS)',
+    details: [
+      'Each pass closes the current binlog file (FLUSH BINARY LOGS) and copies every closed file not yet there,',
+      'over the replication protocol (mariadb-binlog --read-from-remote-server: the user needs REPLICATION SLAVE).',
+      'The recovery point of restore --at is the last pass: run it with --every (e.g. 60) beside the store.',
+      ...ADMIN_OPTIONS,
+    ],
+  },
   { words: ['help'], usage: 'help [<command> [<subcommand>]]', summary: 'this help, or a command\'s (as does <command> --help)', details: [] },
 ];
 
-/** The command groups, in the order of the table: token, slots, shards, rebalance, slot, help. */
+/** The command groups, in the order of the table: token, slots, shards, rebalance, slot, backup, restore, binlog, help. */
 export const COMMAND_GROUPS: ReadonlySet<string> = new Set(COMMANDS.map((c) => c.words[0]));
 
 const line = (c: CommandHelp): string => `  kvsql ${c.usage}`;
@@ -119,6 +164,12 @@ export function helpFor(words: readonly string[]): string | null {
   if (rows.length === 1 && rows[0].words.length === 1) {
     // A command without subcommands: its arguments follow (kvsql slot <key> --help).
     return commandText(rows[0]);
+  }
+  const bare = rows.find((r) => r.words.length === 1);
+  if (words.length === 1 && bare !== undefined) {
+    // A command that also has subcommands (kvsql backup --to DIR; kvsql backup verify DIR): its own
+    // text, then the others' usage lines.
+    return commandText(bare) + ['', 'also:', ...rows.filter((r) => r !== bare).map((r) => `${line(r)}    ${r.summary}`)].join('\n') + '\n';
   }
   if (words.length === 1) {
     // Each subcommand with its own notes; the notes they all share once, at the end.

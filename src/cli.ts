@@ -4,7 +4,8 @@
  * cluster when none are configured), start the gateway, and stop everything it started on
  * SIGTERM/SIGINT with exit code 0; SIGHUP reloads the token file and TLS certificate without
  * dropping connections. `kvsql token ...` edits the token file instead (token-cli); `kvsql slots|shards|rebalance|slot`
- * runs the admin commands (admin/commands); `kvsql help` and every command's `--help` are
+ * runs the admin commands (admin/commands); `kvsql backup|restore|binlog` the backup commands
+ * (admin/backup-commands); `kvsql help` and every command's `--help` are
  * answered from cli-help. Relies on config, embedded-cluster, server, token-cli and cli-help.
  */
 import { resolveConfig, ConfigError, parseArgv } from './gateway/config';
@@ -14,6 +15,7 @@ import { UwsFallbackError } from './gateway/uws';
 import { startEmbeddedCluster, type EmbeddedCluster } from './embedded/embedded-cluster';
 import { ADMIN_COMMANDS, rebalanceSet, runAdmin, UsageError } from './admin/commands';
 import { ShardSet } from './admin/shard-set';
+import { BACKUP_COMMANDS, runBackupCommand } from './admin/backup-commands';
 import { tokenCommand } from './token-cli';
 import { checkExposure } from './gateway/auth';
 import { serverTls } from './gateway/tls';
@@ -49,9 +51,9 @@ async function main(): Promise<void> {
     process.exitCode = tokenCommand(process.argv.slice(3), process.env, (s) => process.stdout.write(s), (s) => process.stderr.write(s));
     return;
   }
-  if (first !== undefined && ADMIN_COMMANDS.has(first)) {
+  if (first !== undefined && (ADMIN_COMMANDS.has(first) || BACKUP_COMMANDS.has(first))) {
     try {
-      process.exitCode = await runAdmin(process.argv.slice(2));
+      process.exitCode = ADMIN_COMMANDS.has(first) ? await runAdmin(process.argv.slice(2)) : await runBackupCommand(process.argv.slice(2));
     } catch (err) {
       process.stderr.write(`kvsql: ${(err as Error).message}\n`);
       process.exitCode = err instanceof UsageError || err instanceof ConfigError ? 2 : 1;
@@ -107,6 +109,7 @@ async function main(): Promise<void> {
         dataDir: config.dataDir,
         basePort: config.embeddedBasePort,
         replicas: config.replicas,
+        binlog: config.embeddedBinlog,
         log: (msg) => log.info({}, msg),
       });
     } catch (err) {

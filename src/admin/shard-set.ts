@@ -41,21 +41,24 @@ const connOptions = (node: string, o: AdminOptions) => ({ uri: node, connectTime
 export async function adminNode(entry: string, o: AdminOptions = {}): Promise<string> {
   const nodes = shardNodes(entry);
   if (nodes.length === 1) return nodes[0];
-  for (const node of nodes) {
-    const conn = await mysql.createConnection(connOptions(node, o)).catch(() => null);
-    if (conn === null) continue;
-    try {
-      const [rows] = await conn.query<RowDataPacket[]>(STATUS_SQL);
-      const vars = new Map<string, string>();
-      for (const r of rows) vars.set(String(r.Variable_name).toLowerCase(), String(r.Value));
-      if (stateOf(vars) === 'synced') return node;
-    } catch {
-      // not usable: try the next node
-    } finally {
-      conn.destroy();
-    }
-  }
+  for (const node of nodes) if (await isSynced(node, o)) return node;
   throw new Error(`no node of the shard group ${redact(entry)} is Synced in the Primary component`);
+}
+
+/** True when the Galera node answers and is Synced in the Primary component; false otherwise. */
+export async function isSynced(node: string, o: AdminOptions = {}): Promise<boolean> {
+  const conn = await mysql.createConnection(connOptions(node, o)).catch(() => null);
+  if (conn === null) return false;
+  try {
+    const [rows] = await conn.query<RowDataPacket[]>(STATUS_SQL);
+    const vars = new Map<string, string>();
+    for (const r of rows) vars.set(String(r.Variable_name).toLowerCase(), String(r.Value));
+    return stateOf(vars) === 'synced';
+  } catch {
+    return false; // not usable
+  } finally {
+    conn.destroy();
+  }
 }
 
 export interface SlotRow {

@@ -13,7 +13,7 @@
 import path from 'node:path';
 import mysql from 'mysql2/promise';
 import { findMysqlBinary, ensureMysqlBinary, ensureGalera, dockerEngineReachable, type MysqlBinary } from './mysql-binary';
-import { isPortFree, startLocalMysqld, type LocalMysqld } from './local-mysqld';
+import { binlogArgs, isPortFree, startLocalMysqld, type LocalMysqld } from './local-mysqld';
 import { startGaleraShard, type GaleraShard } from './galera-cluster';
 import { lockDataDir, type DataDirLock } from './data-dir-lock';
 
@@ -24,6 +24,8 @@ export interface EmbeddedClusterOptions {
   basePort: number;
   /** Nodes per shard: 1 = one server; 3, 5, 7 = a Galera cluster per shard (local MariaDB only). */
   replicas?: number;
+  /** Keep a binary log on each single-server shard, for point-in-time recovery; true when absent. */
+  binlog?: boolean;
   log: (msg: string) => void;
 }
 
@@ -204,6 +206,8 @@ function startLocalShards(binary: MysqlBinary, opts: EmbeddedClusterOptions): Pr
       log: (msg) => opts.log(`shard-${i}: ${msg}`),
       binary,
       autoRestart: true, // crash recovery: see LocalMysqldProcess.onExit
+      // Point-in-time recovery replays it (admin/restore.ts); its write cost is in DESIGN.md §8.
+      extraArgs: opts.binlog === false ? [] : binlogArgs(binary),
     }),
   );
   return startAll(starters, 'local MySQL shards', (s) => s.stop());

@@ -375,6 +375,32 @@ function serverArgs(binary: MysqlBinary, dataDir: string, port: number, socket: 
   return args;
 }
 
+/**
+ * The binary log that point-in-time recovery replays (admin/restore.ts), in the data dir as
+ * binlog.000001, ...: ROW format, so a replay applies exactly the rows each commit changed
+ * (statements such as `NOW()`-dependent ones would re-run differently); MINIMAL row images (the
+ * primary key and the changed columns: every kvsql table has a primary key, and DESIGN.md §8 M6
+ * measured 1,095 B against 2,122 B for a 1 KB overwrite); MariaDB's statement annotations off
+ * (they log each statement's text, 3x the bytes of a 1 KB insert). `sync_binlog=1` is already in
+ * serverArgs: an acknowledged commit is in the binlog on disk. Files close at 64 MiB (or at
+ * FLUSH BINARY LOGS, which `kvsql binlog archive` runs) and are purged after 7 days: archive them
+ * before that (README "Backups").
+ */
+export function binlogArgs(binary: MysqlBinary): string[] {
+  const args = [
+    // Relative: in the data dir, and binlog.index names the files relative to it, so a data dir
+    // that is moved or copied still finds its binlog.
+    '--log-bin=binlog',
+    '--server-id=1',
+    '--binlog-format=ROW',
+    '--binlog-row-image=MINIMAL',
+    '--max-binlog-size=64M',
+    '--binlog-expire-logs-seconds=604800',
+  ];
+  if (binary.flavor === 'mariadb') args.push('--binlog-annotate-row-events=OFF');
+  return args;
+}
+
 /** Polls until the server accepts a login, the child dies, or the timeout passes. */
 async function waitUntilReady(child: ChildProcess, exited: Promise<unknown>, socket: string, timeoutMs: number): Promise<string | null> {
   let gone = false;

@@ -59,6 +59,14 @@ function which(names: readonly string[], dirs: readonly string[]): string | unde
   return undefined;
 }
 
+/**
+ * A client tool by name (e.g. `mariadb-binlog`, `mysqlbinlog`, `mariadb`, `mysql`), found like the
+ * server binary; undefined when absent. Debian's mariadb-server brings MariaDB's (mariadb-client-core).
+ */
+export function findTool(names: readonly string[]): string | undefined {
+  return which(names, searchDirs());
+}
+
 function detectFlavor(server: string): MysqlFlavor {
   if (path.basename(server) === 'mariadbd') return 'mariadb';
   // `mysqld` is a symlink to mariadbd on Debian's MariaDB packages, so the name alone lies.
@@ -198,6 +206,24 @@ export async function ensureMysqlBinary(log: (msg: string) => void): Promise<Mys
   const installed = findMysqlBinary();
   if (installed === null) throw new Error(`apt-get install mariadb-server did not provide a server binary. ${INSTALL_HINT}`);
   log(`installed ${installed.server} (${installed.flavor})`);
+  return installed;
+}
+
+/**
+ * A client tool (`names`, first found wins), installing Debian's `pkg` with apt-get when it is
+ * missing and we are root, as ensureMysqlBinary does for the server. mariadb-server already
+ * depends on mariadb-client (mariadb-binlog) and mariadb-client-core (mariadb).
+ */
+export async function ensureTool(names: readonly string[], pkg: string, log: (msg: string) => void): Promise<string> {
+  const found = findTool(names);
+  if (found !== undefined) return found;
+  const hint = `no ${names.join(' or ')} found: install ${pkg} (Debian/Ubuntu: apt-get install -y --no-install-recommends ${pkg}, as root)`;
+  const unavailable = aptUnavailable();
+  if (unavailable !== null) throw new Error(`${hint}; not installing automatically (${unavailable})`);
+  log(`installing ${pkg} with apt-get (one-time) for ${names[0]}`);
+  await aptInstall([pkg], () => findTool(names) !== undefined, log);
+  const installed = findTool(names);
+  if (installed === undefined) throw new Error(`${hint}; apt-get did not provide it`);
   return installed;
 }
 

@@ -23,6 +23,8 @@ export interface Config {
   /** Nodes per embedded shard: 1 (a plain server) or an odd number (a Galera cluster). */
   replicas: number;
   embeddedBasePort: number;
+  /** The embedded single-server shards keep a binlog (point-in-time recovery; DESIGN.md §8). */
+  embeddedBinlog: boolean;
   maxValueBytes: number;
   batching: boolean;
   maxBatchOps: number;
@@ -143,6 +145,7 @@ export const SETTINGS = [
   s('embeddedShards', 'KVSQL_EMBEDDED_SHARDS', int(1, 64), 2, 'number of embedded MySQL shards'),
   s('replicas', 'KVSQL_REPLICAS', replicaCount, 1, 'nodes per embedded shard: 1, or 3/5/7 for a Galera cluster per shard'),
   s('embeddedBasePort', 'KVSQL_EMBEDDED_BASE_PORT', int(1024, 65000), 13306, 'embedded shard i listens on base+i'),
+  s('embeddedBinlog', 'KVSQL_EMBEDDED_BINLOG', bool, true, 'embedded shards keep a binlog for point-in-time recovery (kvsql restore --at); false saves its write cost'),
   s('maxValueBytes', 'KVSQL_MAX_VALUE_BYTES', int(1, MAX_SUPPORTED_VALUE_BYTES), 1024 * 1024, 'largest value accepted'),
   s('batching', 'KVSQL_BATCHING', bool, true, 'gather ops into multi-row statements (false: one op per transaction)'),
   s('maxBatchOps', 'KVSQL_MAX_BATCH_OPS', int(1, 4096), 512, 'ops per batch'),
