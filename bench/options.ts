@@ -18,6 +18,7 @@ export const ALL_SCENARIOS = [
   'latency-at-half-load',
   'concurrency',
   'redis',
+  'list',
   'overload',
   'expiry',
 ] as const;

@@ -24,6 +24,7 @@ import { runExpiry } from './scenarios/expiry';
 import { runConcurrency } from './scenarios/concurrency';
 import { runSecurity } from './scenarios/security';
 import { runRedisScenario } from './scenarios/redis';
+import { runListScenario } from './scenarios/list';
 import { runOverload } from './scenarios/overload';
 import { renderCompare, runCompare } from './compare';
 
@@ -84,6 +85,8 @@ async function runScenario(ctx: BenchContext, s: ScenarioName, runLabel: string,
       return runConcurrency(ctx, runLabel);
     case 'redis':
       return runRedisScenario(ctx, runLabel);
+    case 'list':
+      return runListScenario(ctx, runLabel);
     case 'overload':
       return runOverload(ctx, runLabel);
     default:
