@@ -114,3 +114,35 @@ CREATE TABLE IF NOT EXISTS kv_lease (
 ) ENGINE=InnoDB;
 
 INSERT IGNORE INTO kv_lease (name, holder, expires_at) VALUES ('expirer', '', 0);
+
+-- The change feed (DESIGN.md §16): one row per change of a key, written by the actor in the same
+-- transaction as the change (one multi-row INSERT per batch), and by the reap lane in the same
+-- transaction as its DELETE (type 5, expired). Not written when KVSQL_FEED is off, nor by the slot
+-- mover's copies (a moved key's later changes appear in its new shard's feed).
+--   id          AUTO_INCREMENT: allocated at the INSERT, which runs after the batch holds its kv row
+--               locks, so two transactions on one key get ids in commit order. Ids of concurrent
+--               transactions may commit out of order: readers keep a low-water mark and resolve
+--               holes (shard-actor/feed-tailer.ts). The resume cursor is a vector of these ids.
+--   k, version  the key, and the version written (put) or acted on (del, expire, persist, expired)
+--   at          unix ms on the shard's clock (NOW(3) of the transaction)
+--   type        1 put, 2 del, 3 expire (TTL set), 4 persist (TTL cleared), 5 expired (reaped),
+--               0 a filler written by a reader into a hole nobody will fill (see feed-tailer.ts)
+--   expires_at  the key's expiry after the change (put, expire), else NULL
+CREATE TABLE IF NOT EXISTS kv_feed (
+  id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+  k VARBINARY(1024) NOT NULL,
+  version BIGINT UNSIGNED NOT NULL,
+  at BIGINT NOT NULL,
+  type TINYINT UNSIGNED NOT NULL,
+  expires_at BIGINT NULL,
+  PRIMARY KEY (id)
+) ENGINE=InnoDB;
+
+-- Retention of kv_feed: every row with id <= upto is (or is being) deleted; a cursor below it
+-- is expired (KV_ERR_CURSOR_EXPIRED). Raised by the expirer lease holder before it deletes.
+CREATE TABLE IF NOT EXISTS kv_feed_trim (
+  id TINYINT UNSIGNED NOT NULL PRIMARY KEY,
+  upto BIGINT UNSIGNED NOT NULL
+) ENGINE=InnoDB;
+
+INSERT IGNORE INTO kv_feed_trim (id, upto) VALUES (1, 0);

@@ -39,6 +39,9 @@ import {
   type WireReply,
 } from '../protocol/ws-format';
 import { KvClientError, type KvClientErrorCode } from './errors';
+import { openWatch, type Watch, type WatchOptions } from './watch';
+
+export type { Watch, WatchEvent, WatchOptions } from './watch';
 
 export type { PutOptions, DelOptions, ListOptions };
 
@@ -254,6 +257,18 @@ export class KvClient {
     this.reconnectMinDelayMs = o.reconnectMinDelayMs;
     this.reconnectMaxDelayMs = Math.max(o.reconnectMaxDelayMs, o.reconnectMinDelayMs);
     this.connect();
+  }
+
+  /**
+   * Changes of keys under `prefix` (or of the key itself, with `exact`), from now or from a cursor,
+   * as an async iterator, on a WebSocket of its own (watch.ts): `for await (const e of
+   * client.watch('user:', { from: saved })) { ...; saved = e.cursor; }`. At least once across
+   * resumes; nothing lost. close() (or breaking out of the loop) ends it.
+   */
+  watch(prefix: Key, opts: WatchOptions = {}): Watch {
+    const bytes = typeof prefix === 'string' ? Buffer.from(prefix, 'utf8') : prefix;
+    if (bytes.length > this.maxKeyBytes) throw new KvClientError('KV_ERR_KEY_TOO_LONG', `prefix is ${bytes.length} bytes, the limit is ${this.maxKeyBytes}`);
+    return openWatch(this.url, bytes, opts, this.security);
   }
 
   /** True while a connection is open. */

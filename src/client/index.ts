@@ -19,5 +19,8 @@ export {
   type IncrResult,
   type IncrFloatResult,
   type Value,
+  type Watch,
+  type WatchEvent,
+  type WatchOptions,
 } from './client';
 export { KvClientError, CLIENT_ERRORS, type KvClientErrorCode } from './errors';

@@ -46,6 +46,13 @@ export interface Config {
   maxWheelKeys: number;
   expiryLockRetryMs: number;
   wsMaxInflight: number;
+  /** The change feed: kv_feed rows written with every change, watchers served (DESIGN.md §16). */
+  feed: boolean;
+  feedPollMs: number;
+  feedRetentionMs: number;
+  feedMaxRows: number;
+  feedMaxBytes: number;
+  feedWatcherBufferBytes: number;
   shutdownTimeoutMs: number;
   logLevel: string;
   /** Token file; '' = auth off. */
@@ -167,6 +174,12 @@ export const SETTINGS = [
   s('maxWheelKeys', 'KVSQL_MAX_WHEEL_KEYS', int(1000, 100_000_000), 2_000_000, 'keys the wheel may hold per shard'),
   s('expiryLockRetryMs', 'KVSQL_EXPIRY_LOCK_RETRY_MS', int(100, 600_000), 2000, 'how often the expirer lease is taken or renewed (it lasts 3x this)'),
   s('wsMaxInflight', 'KVSQL_WS_MAX_INFLIGHT', int(1, 1_000_000), 4096, 'ops in flight per WebSocket; past it, ops are answered KV_ERR_BUSY'),
+  s('feed', 'KVSQL_FEED', bool, true, 'change feed: every change also writes a kv_feed row in its transaction, and watchers (WebSocket watch, GET /v1/watch) are served; off: writes cost what they did without it, watch is refused'),
+  s('feedPollMs', 'KVSQL_FEED_POLL_MS', int(1, 10_000), 25, "how often a shard's feed is polled while this gateway has watchers (also right after this gateway's own commits)"),
+  s('feedRetentionMs', 'KVSQL_FEED_RETENTION_MS', int(1000, 366 * 24 * 3_600_000), 3_600_000, 'feed rows older than this are deleted (a cursor older than what is kept gets KV_ERR_CURSOR_EXPIRED)'),
+  s('feedMaxRows', 'KVSQL_FEED_MAX_ROWS', int(1000, 1_000_000_000), 1_000_000, 'feed rows kept per shard at most'),
+  s('feedMaxBytes', 'KVSQL_FEED_MAX_BYTES', int(1024 * 1024, 1024 * 1024 * 1024 * 1024), 256 * 1024 * 1024, 'feed bytes kept per shard at most (estimated from the newest rows: key length + 48 bytes a row)'),
+  s('feedWatcherBufferBytes', 'KVSQL_FEED_WATCHER_BUFFER_BYTES', int(64 * 1024, 1024 * 1024 * 1024), 4 * 1024 * 1024, 'a watcher with more than this many bytes of events unsent is cut off (KV_ERR_WATCH_TOO_SLOW, with its cursor)'),
   s('shutdownTimeoutMs', 'KVSQL_SHUTDOWN_TIMEOUT_MS', int(0, 600_000), 30_000, 'how long SIGTERM waits for in-flight work'),
   s('logLevel', 'KVSQL_LOG_LEVEL', level, 'info', 'pino log level'),
   s('authFile', 'KVSQL_AUTH_FILE', str, '', 'token file (one JSON line per token, see README); set = auth on, reloaded on SIGHUP'),

@@ -42,6 +42,7 @@ import { listRefusal, mayAccess, mayList, rightFor, type TokenEntry } from '../p
 import { checkListRequest, type ListPage } from '../protocol/listing';
 import { listPage } from './key-lister';
 import type { Auth } from './auth';
+import type { FeedHub } from './feed-hub';
 import { CLOSE, HEAD, statusLine, writeError } from './http-errors';
 import { hasBody, refusedFraming } from './http-framing';
 import type { Metrics } from './metrics';
@@ -57,6 +58,8 @@ export interface HttpContext {
   inflight: { n: number };
   /** Token checks; null when auth is off. */
   auth: Auth | null;
+  /** The change feed's watchers; null when KVSQL_FEED is off. */
+  feed: FeedHub | null;
 }
 
 /** Throws KV_ERR_FORBIDDEN unless `who` (null: auth off) may run `op` on `key`. */

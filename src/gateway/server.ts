@@ -35,6 +35,8 @@ import { probePort } from './port-probe';
 import { serverTls, type ServerTls } from './tls';
 import { loadUws } from './uws';
 import { mountWsApi, refreshTokens, type WsContext } from './ws-api';
+import { FeedHub } from './feed-hub';
+import { mountWatchSse } from './watch-sse';
 
 export interface Server {
   port: number;
@@ -44,6 +46,8 @@ export interface Server {
   pool: ShardPool;
   /** Token checks (null: auth off), for other doors (the Redis door) to share. */
   auth: Auth | null;
+  /** The change feed's watchers (null: KVSQL_FEED off), for other doors (Redis keyspace notifications). */
+  feed: FeedHub | null;
   /** True when the HTTP/WebSocket door speaks TLS. */
   tls: boolean;
   /** SIGHUP: re-read the token file and the TLS files. Resolves to the errors (empty: all reloaded). */
@@ -81,7 +85,19 @@ export async function startServer(
   const inflight = { n: 0 };
   const sockets = new Set<WebSocket<unknown>>();
 
-  const apiContext: WsContext = { pool, metrics, limits, closing: () => closing, inflight, auth, sockets, maxInflight: config.wsMaxInflight };
+  const feed = config.feed ? new FeedHub(pool, true) : null;
+  const apiContext: WsContext = {
+    pool,
+    metrics,
+    limits,
+    closing: () => closing,
+    inflight,
+    auth,
+    sockets,
+    maxInflight: config.wsMaxInflight,
+    feed,
+    feedWatcherBufferBytes: config.feedWatcherBufferBytes,
+  };
 
   /** Admin routes: true when the request may go on; else the 401/403 is written. */
   const admitted = (res: HttpResponse, req: HttpRequest, needAdmin: boolean): boolean => {
@@ -106,6 +122,7 @@ export async function startServer(
     const app: TemplatedApp = t === null ? uws.App() : uws.SSLApp({ cert_file_name: t.certFile, key_file_name: t.keyFile });
     mountHttpApi(app, apiContext as HttpContext);
     mountWsApi(app, apiContext);
+    mountWatchSse(app, apiContext);
 
     // The load generator's ceiling: the same server and routing layer, no shard work at all
     // (with auth on, the token check too: any valid token).
@@ -279,6 +296,8 @@ export async function startServer(
       closing = true;
       uws.us_listen_socket_close(listenSocket);
       redis?.stopListening();
+      // Watchers end first, each told its cursor (they resume on another gateway).
+      feed?.closeAll({ code: 'KV_ERR_SHUTTING_DOWN', message: 'server is shutting down; resume from the cursor' });
       const deadline = Date.now() + config.shutdownTimeoutMs;
       while (inflight.n > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
       if (inflight.n > 0) log.warn({ inflight: inflight.n }, 'shutdown timeout: answering no more');
@@ -291,5 +310,5 @@ export async function startServer(
     return closed;
   };
 
-  return { port, redisPort, host: config.host, pool, auth, tls: tls !== null, reload, close };
+  return { port, redisPort, host: config.host, pool, auth, tls: tls !== null, feed, reload, close };
 }

@@ -41,6 +41,7 @@ import type { ActorConfig, FromActor, ShardStats, ToActor } from '../protocol/po
 import { SlotMap, SLOT_COUNT, SLOT_OWNED, resolveOwners, slotOf, type MoveProgress, type ShardOwnership } from '../protocol/slot-map';
 import { shardNodes, type Config } from './config';
 import { mysqlTls } from './tls';
+import type { FeedRow } from '../protocol/feed';
 
 export interface ReplyTarget {
   /** The op it waits for: a crashed actor's reads are safely retryable, its writes are not. */
@@ -56,6 +57,15 @@ export interface PoolLogger {
 
 type ControlReply = Extract<FromActor, { type: 'ownership' | 'bootstrapped' }>;
 type ScanReply = Extract<FromActor, { type: 'scanned' | 'counted' }>;
+type FeedMessage = Extract<FromActor, { type: 'feed' }>;
+type FeedRangeReply = Extract<FromActor, { type: 'feedRange' }>;
+
+/** Receives every shard's change-feed batches (the gateway's feed hub). */
+export interface FeedListener {
+  onFeed(shard: number, shardIndex: number | null, m: FeedMessage): void;
+  /** The shard's actor exited or went down: its tailer's state is gone. */
+  onFeedLost(shard: number): void;
+}
 
 /** An actor's error data (errLog) as an Error again, so the logger prints its type and stack. */
 function reviveErr(data: unknown): Error {
@@ -228,6 +238,10 @@ export class ShardPool {
   /** Scans and counts in flight, by id: settled by the shard's answer, its deadline, or its crash. */
   private readonly scanWaiters = new Map<number, { shard: ShardHandle; settle: (m: ScanReply | null, error?: ErrorData) => void }>();
   private nextStatsId = 1;
+  /** Catch-up reads of the change feed in flight, by id. */
+  private readonly feedRangeWaiters = new Map<number, { shard: ShardHandle; settle: (m: FeedRangeReply) => void }>();
+  /** The change feed's hub (null until one attaches). */
+  private feedListener: FeedListener | null = null;
   private readonly queueLimit: number;
   /** Value bytes of pending PUTs per shard before 503 (a lone oversized PUT still passes). */
   private readonly queueBytes: number;
@@ -523,6 +537,45 @@ export class ShardPool {
     );
   }
 
+  /** The change feed's hub: gets every shard's feed messages. */
+  attachFeed(listener: FeedListener): void {
+    this.feedListener = listener;
+  }
+
+  /** Member shards as [position, kv_shard index] (those whose index is known). */
+  feedShards(): Array<[number, number]> {
+    const out: Array<[number, number]> = [];
+    for (const s of this.shards) if (s.shardIndex !== null) out.push([s.index, s.shardIndex]);
+    return out;
+  }
+
+  /** Start or stop the tailer of shard `shard` (its position in the list). */
+  feedWatch(shard: number, on: boolean): void {
+    const s = this.shards[shard];
+    if (s !== undefined && !s.exited) s.worker.postMessage({ type: 'feedWatch', on } satisfies ToActor);
+  }
+
+  /** kv_feed rows of one shard in (after, upto], at most `limit`, with its retention horizon. */
+  feedRange(shard: number, after: number, upto: number, limit: number): Promise<{ rows: FeedRow[]; trimmed: number }> {
+    const s = this.shards[shard];
+    if (s === undefined || !s.up || s.exited) return Promise.reject(new KvError('KV_ERR_SHARD_UNAVAILABLE', `shard ${shard} is unavailable`));
+    return new Promise((resolve, reject) => {
+      const id = this.nextStatsId++;
+      const timer = setTimeout(() => {
+        if (this.feedRangeWaiters.delete(id)) reject(new KvError('KV_ERR_SHARD_UNAVAILABLE', `shard ${shard} gave no answer within the op deadline (${this.opDeadlineMs} ms)`));
+      }, this.opDeadlineMs);
+      this.feedRangeWaiters.set(id, {
+        shard: s,
+        settle: (m) => {
+          clearTimeout(timer);
+          if (m.error !== undefined) reject(new KvError(m.error.code, m.error.message));
+          else resolve({ rows: m.rows!, trimmed: m.trimmed! });
+        },
+      });
+      s.worker.postMessage({ type: 'feedRange', id, after, upto, limit } satisfies ToActor);
+    });
+  }
+
   /** Route one request. The target is answered exactly once, possibly synchronously. */
   submit(target: ReplyTarget, op: Request[1], key: Uint8Array, value: Uint8Array | null, ttlMs: number, flags: number, ifVersion: number): void {
     const h = this.route[slotOf(key)];
@@ -743,6 +796,15 @@ export class ShardPool {
           case 'counted':
             this.scanWaiters.get(m.id)?.settle(m, m.error);
             break;
+          case 'feed':
+            this.feedListener?.onFeed(s.index, s.shardIndex, m);
+            break;
+          case 'feedRange': {
+            const w = this.feedRangeWaiters.get(m.id);
+            this.feedRangeWaiters.delete(m.id);
+            w?.settle(m);
+            break;
+          }
           case 'stats':
             this.statsWaiters.get(m.id)?.(m.stats);
             this.statsWaiters.delete(m.id);
@@ -893,6 +955,12 @@ export class ShardPool {
     // A read changed nothing whatever happened to it: it is plainly unavailable (safe to retry).
     const message = `${why}; an operation in flight may or may not have been applied`;
     for (const w of [...this.scanWaiters.values()]) if (w.shard === s) w.settle(null, { code: 'KV_ERR_SHARD_UNAVAILABLE', message: why });
+    for (const [id, w] of [...this.feedRangeWaiters]) {
+      if (w.shard !== s) continue;
+      this.feedRangeWaiters.delete(id);
+      w.settle({ type: 'feedRange', id, error: { code: 'KV_ERR_SHARD_UNAVAILABLE', message: why } });
+    }
+    this.feedListener?.onFeedLost(s.index);
     for (const [id, p] of s.pending) {
       this.release(s, id, p);
       if (isReadOp(p.target.op)) p.target.deliver(errorReply(id, 'KV_ERR_SHARD_UNAVAILABLE', why));
@@ -918,6 +986,9 @@ function actorConfig(config: Readonly<Config>, i: number, url: string): ActorCon
     opDeadlineMs: actorDeadlineMs(config.opDeadlineMs),
     maxRetries: config.maxRetries,
     tls: mysqlTls(config),
+    feed: config.feed
+      ? { enabled: true, pollMs: config.feedPollMs, retentionMs: config.feedRetentionMs, maxRows: config.feedMaxRows, maxBytes: config.feedMaxBytes }
+      : undefined,
     expiry: {
       enabled: config.expiry,
       tickMs: config.expiryTickMs,

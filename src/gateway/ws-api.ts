@@ -26,7 +26,8 @@ import type { HttpRequest, HttpResponse, TemplatedApp, us_socket_context_t, WebS
 import { listRefusal, mayAccess, mayList, rightFor, wsProtocols, type TokenEntry } from '../protocol/access';
 import type { ScanRequest } from '../protocol/listing';
 import { ERRORS, statusOf, toErrorData, type ErrorData } from '../protocol/errors';
-import { OP_NAMES, OP_SCAN, type OpCode, type Reply } from '../protocol/ops';
+import { OP_NAMES, OP_SCAN, OP_UNWATCH, OP_WATCH, type OpCode, type Reply } from '../protocol/ops';
+import type { FeedError, FeedEvent, Subscription } from './feed-hub';
 import type { Limits } from '../protocol/validate';
 import type { WireListReply, WireReply } from '../protocol/ws-format';
 import { frameErrorReply, ReplyFrameEncoder, toWireReply, wireErrorReply } from '../protocol/ws-replies';
@@ -43,6 +44,8 @@ import type { ReplyTarget, ShardPool } from './shard-pool';
 export interface WsContext extends HttpContext {
   sockets: Set<WebSocket<unknown>>;
   maxInflight: number;
+  /** KVSQL_FEED_WATCHER_BUFFER_BYTES: a watch with more unsent than this is cut off. */
+  feedWatcherBufferBytes: number;
 }
 
 export const WS_PATH = '/v1/ws';
@@ -92,6 +95,8 @@ class WsConn implements RequestSink {
   overBuffered = false;
   /** The reply past ctx.maxInflight (one object per connection, shared by its BUSY replies). */
   private readonly busyInflight: ErrorData;
+  /** Open watches (op 13), by the watch request's id. */
+  watches: Map<number, Subscription> | null = null;
   constructor(
     readonly ctx: WsContext,
     /** The token checked at the upgrade (null: auth off); replaced or revoked on reload. */
@@ -142,6 +147,77 @@ class WsConn implements RequestSink {
       ctx.inflight.n--; // the socket is gone: nowhere to send the page
       return;
     }
+    this.push(reply);
+  }
+
+  /**
+   * A watch (op 13): `[id, 200, cursor]` once it runs, then `[id, 206, type, key, version, at,
+   * expiresAt, cursor]` per change, until unwatch, or an error `[id, status, {code, message,
+   * cursor}]` that ends it (a watcher whose unsent events pass KVSQL_FEED_WATCHER_BUFFER_BYTES is
+   * cut off with KV_ERR_WATCH_TOO_SLOW).
+   */
+  watch(id: number, prefix: Uint8Array, exact: boolean, from: string): void {
+    const ctx = this.ctx;
+    if (ctx.closing()) return this.refuse(id, OP_WATCH, SHUTTING_DOWN);
+    if (ctx.feed === null) return this.refuse(id, OP_WATCH, { code: 'KV_ERR_BAD_REQUEST', message: 'the change feed is off on this gateway (KVSQL_FEED=off)' });
+    if (this.watches?.has(id)) return this.refuse(id, OP_WATCH, { code: 'KV_ERR_BAD_REQUEST', message: `a watch with id ${id} is open on this connection` });
+    if (this.who !== null && !mayList(this.who, prefix)) {
+      ctx.auth!.forbid('ws');
+      return this.refuse(id, OP_WATCH, { code: 'KV_ERR_FORBIDDEN', message: `token "${this.who.name}" may not watch keys with prefix of ${prefix.length} bytes: watching needs a read grant on that prefix or a shorter one` });
+    }
+    const limit = ctx.feedWatcherBufferBytes;
+    const conn = this;
+    let sub: Subscription | null = null;
+    const sink = {
+      onEvent(e: FeedEvent, cursor: string): void {
+        if (conn.closed) return;
+        if (conn.ws!.getBufferedAmount() > limit) {
+          sub?.unsubscribe();
+          conn.watches?.delete(id);
+          conn.pushCounted([id, statusOf('KV_ERR_WATCH_TOO_SLOW'), { code: 'KV_ERR_WATCH_TOO_SLOW', message: `more than ${limit} bytes of events were waiting to be sent; resume from the cursor`, cursor }]);
+          return;
+        }
+        conn.pushCounted([id, 206, e.type, e.key, e.version, e.at, e.expiresAt, cursor] as unknown as WireReply);
+      },
+      onError(err: FeedError): void {
+        conn.watches?.delete(id);
+        if (!conn.closed) conn.pushCounted([id, statusOf(err.code), { code: err.code, message: err.message, cursor: err.cursor }] as WireReply);
+      },
+      backlogged(): boolean {
+        return conn.closed || conn.ws!.getBufferedAmount() > limit / 2;
+      },
+    };
+    try {
+      sub = ctx.feed.subscribe({ prefix: Uint8Array.from(prefix), exact, from }, sink);
+    } catch (err) {
+      return this.refuse(id, OP_WATCH, toErrorData(err));
+    }
+    (this.watches ??= new Map()).set(id, sub);
+    ctx.metrics.observe('ws', 'watch', 200, 0);
+    void ctx.feed.ready(sub).then((cursor) => {
+      if (!this.closed && this.watches?.get(id) === sub) this.pushCounted([id, 200, cursor]);
+    });
+  }
+
+  unwatch(id: number, watchId: number): void {
+    const sub = this.watches?.get(watchId);
+    if (sub === undefined) return this.refuse(id, OP_UNWATCH, { code: 'KV_ERR_NOT_FOUND', message: `no watch with id ${watchId} is open on this connection` });
+    this.watches!.delete(watchId);
+    const cursor = sub.cursor();
+    sub.unsubscribe();
+    this.pushCounted([id, 200, cursor]);
+  }
+
+  /** Ends every watch of a closed connection. */
+  closeWatches(): void {
+    if (this.watches === null) return;
+    for (const sub of this.watches.values()) sub.unsubscribe();
+    this.watches.clear();
+  }
+
+  /** Queues a reply the gateway makes by itself (counted in ctx.inflight.n here). */
+  pushCounted(reply: WireReply): void {
+    this.ctx.inflight.n++;
     this.push(reply);
   }
 
@@ -318,6 +394,7 @@ export function mountWsApi(app: TemplatedApp, ctx: WsContext): void {
       const conn = ws.getUserData().conn;
       conn.closed = true;
       conn.ws = null;
+      conn.closeWatches();
       ctx.sockets.delete(ws as WebSocket<unknown>);
       ctx.inflight.n -= conn.outbox.length;
       conn.outbox.length = 0;

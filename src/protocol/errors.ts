@@ -47,6 +47,12 @@ export const ERRORS = {
   KV_ERR_WRONG_SHARD: 503,
   /** The key's slot stayed fenced (being moved) longer than KVSQL_SLOT_HOLD_MS; retry. */
   KV_ERR_SLOT_MOVING: 503,
+  /** A change-feed cursor older than the feed's retention: events after it were trimmed. */
+  KV_ERR_CURSOR_EXPIRED: 410,
+  /** A change-feed cursor that does not decode (not issued by this store). */
+  KV_ERR_BAD_CURSOR: 400,
+  /** A watcher that did not read its events fast enough was cut off; resume from the error's cursor. */
+  KV_ERR_WATCH_TOO_SLOW: 503,
   /** Raised by the client library when an op gets no reply within its timeout; never by the server. */
   KV_ERR_TIMEOUT: 504,
   KV_ERR_INTERNAL: 500,

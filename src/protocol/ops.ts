@@ -40,6 +40,14 @@ export const OP_GETEX = 11;
  */
 export const OP_SCAN = 12;
 
+/**
+ * Change feed (WebSocket only, gateway work like list): watch streams a prefix's changes under the
+ * request's id until unwatch (its key position holds the watch's id) or an error. Never in a port
+ * Request.
+ */
+export const OP_WATCH = 13;
+export const OP_UNWATCH = 14;
+
 export type OpCode = 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9 | 10 | 11;
 
 export const OP_NAMES: Record<number, string> = {
@@ -55,6 +63,8 @@ export const OP_NAMES: Record<number, string> = {
   [OP_GETDEL]: 'getdel',
   [OP_GETEX]: 'getex',
   [OP_SCAN]: 'scan',
+  [OP_WATCH]: 'watch',
+  [OP_UNWATCH]: 'unwatch',
 };
 
 export function isReadOp(op: number): boolean {

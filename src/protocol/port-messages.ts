@@ -9,6 +9,7 @@
 import type { ErrorData } from './errors';
 import type { ShardOwnership } from './slot-map';
 import type { ScanRequest, ShardPage } from './listing';
+import type { FeedRow } from './feed';
 
 export interface ShardStats {
   shard: number;
@@ -61,6 +62,10 @@ export type ToActor =
   | { type: 'scan'; id: number; request: ScanRequest }
   /** The live keys of every slot the shard serves (DBSIZE); answered by 'counted'. */
   | { type: 'count'; id: number }
+  /** Follow the shard's change feed (this gateway has watchers on it) or stop following it. */
+  | { type: 'feedWatch'; on: boolean }
+  /** A catch-up read of kv_feed ids in (after, upto]; answered by 'feedRange' with the same id. */
+  | { type: 'feedRange'; id: number; after: number; upto: number; limit: number }
   | { type: 'drain' }
   | { type: 'stop' };
 
@@ -75,6 +80,13 @@ export type FromActor =
   | { type: 'counted'; id: number; count?: number; served?: Uint8Array; error?: ErrorData }
   | { type: 'log'; level: 'info' | 'warn' | 'error'; msg: string; data?: Record<string, unknown> }
   | { type: 'fatal'; error: ErrorData }
+  /**
+   * Rows the tailer found (each once, ascending id except holes' rows) and its low-water mark:
+   * every id <= low was delivered or is dead. `start` on the first message after feedWatch on:
+   * nothing at or below `floor` will be delivered by this run of the tailer.
+   */
+  | { type: 'feed'; rows: FeedRow[]; low: number; start: { floor: number } | null }
+  | { type: 'feedRange'; id: number; rows?: FeedRow[]; trimmed?: number; error?: ErrorData }
   | { type: 'drained' }
   | { type: 'stopped' };
 
@@ -107,6 +119,14 @@ export interface ActorConfig {
   maxRetries: number;
   /** TLS to the shard (KVSQL_MYSQL_TLS); null = clear text. */
   tls: MysqlTls | null;
+  /** The change feed (KVSQL_FEED*); absent: off. */
+  feed?: {
+    enabled: boolean;
+    pollMs: number;
+    retentionMs: number;
+    maxRows: number;
+    maxBytes: number;
+  };
   expiry: {
     enabled: boolean;
     tickMs: number;

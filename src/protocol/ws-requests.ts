@@ -10,7 +10,7 @@
  * then each request is checked in turn.
  */
 import { KvError, toErrorData, type ErrorData } from './errors';
-import { OP_DEL, OP_EXPIRE, OP_GET, OP_GETDEL, OP_INCR, OP_PERSIST, OP_PUT, OP_SCAN, OP_TTL, type OpCode } from './ops';
+import { OP_DEL, OP_EXPIRE, OP_GET, OP_GETDEL, OP_INCR, OP_PERSIST, OP_PUT, OP_SCAN, OP_TTL, OP_UNWATCH, OP_WATCH, type OpCode } from './ops';
 import { checkListRequest, type ScanRequest } from './listing';
 import { describe, unpackChecked } from './msgpack-scan';
 import { badRequest, readDelOptions, readIncr, readListOptions, readPutOptions, type OpFields } from './ws-format';
@@ -22,13 +22,17 @@ export interface RequestSink {
   request(id: number, op: OpCode, key: Uint8Array, value: Uint8Array | null, ttlMs: number, flags: number, ifVersion: number): void;
   /** A valid list request (op 12): a page of keys. `prefix` and `after` may be views of the frame. */
   list(id: number, request: ScanRequest): void;
+  /** A watch request (op 13): stream changes of keys under `prefix` (or the key, `exact`) from `from` ('now' or a cursor). */
+  watch?(id: number, prefix: Uint8Array, exact: boolean, from: string): void;
+  /** An unwatch request (op 14) for the watch with id `watchId`. */
+  unwatch?(id: number, watchId: number): void;
   /** A request with a usable id that failed validation; `op` is 0 when it was not a known op. */
   reject(id: number, op: number, err: ErrorData): void;
   /** The frame, or one request in it, has no usable id: answer under FRAME_ERROR_ID. */
   frameError(message: string): void;
 }
 
-export const OP_LIST = '1 get, 2 put, 3 del, 4 expire, 5 persist, 6 ttl, 8 incr, 10 getdel, 12 list';
+export const OP_LIST = '1 get, 2 put, 3 del, 4 expire, 5 persist, 6 ttl, 8 incr, 10 getdel, 12 list, 13 watch, 14 unwatch';
 
 function toBytes(v: unknown): Uint8Array | null {
   if (v instanceof Uint8Array) return v;
@@ -46,7 +50,34 @@ const SHAPES: Record<number, [min: number, max: number, shape: string]> = {
   [OP_INCR]: [4, 5, '[id, 8, key, delta, options?]'],
   [OP_GETDEL]: [3, 3, '[id, 10, key]'],
   [OP_SCAN]: [3, 4, '[id, 12, prefix, options?]'],
+  [OP_WATCH]: [3, 4, '[id, 13, prefix, options?]'],
+  [OP_UNWATCH]: [3, 3, '[id, 14, watchId]'],
 };
+
+/** A watch request: `[id, 13, prefix, {from?, exact?}?]`; from is "now" (default) or a cursor. */
+function parseWatch(r: unknown[]): { prefix: Uint8Array; exact: boolean; from: string } {
+  if (r.length < 3 || r.length > 4) throw badRequest(`op 13 takes [id, 13, prefix, options?], got ${r.length} elements`);
+  const prefix = toBytes(r[2]);
+  if (prefix === null) throw new KvError('KV_ERR_BAD_KEY', `prefix must be bin or str, got ${describe(r[2])}`);
+  if (prefix.length > 1024) throw new KvError('KV_ERR_KEY_TOO_LONG', `prefix is ${prefix.length} bytes, the limit is 1024`);
+  let from = 'now';
+  let exact = false;
+  const o = r[3];
+  if (o !== null && o !== undefined) {
+    if (typeof o !== 'object' || Array.isArray(o) || o instanceof Uint8Array) throw badRequest(`watch options must be a map, got ${describe(o)}`);
+    for (const [name, v] of Object.entries(o as Record<string, unknown>)) {
+      if (v === null || v === undefined) continue;
+      if (name === 'from') {
+        if (typeof v !== 'string' || v.length === 0) throw badRequest(`from must be "now" or a cursor string, got ${describe(v)}`);
+        from = v;
+      } else if (name === 'exact') {
+        if (typeof v !== 'boolean') throw badRequest(`exact must be true or false, got ${describe(v)}`);
+        exact = v;
+      } else throw badRequest(`unknown watch option "${name.slice(0, 40)}" (allowed: from, exact)`);
+    }
+  }
+  return { prefix, exact, from };
+}
 
 /** A list request (op 12): `[id, 12, prefix, {after?, limit?, values?}?]`; an empty prefix lists every key. */
 function parseList(r: unknown[], limits: Limits): ScanRequest {
@@ -132,6 +163,18 @@ export function decodeFrame(frame: Uint8Array, limits: Limits, sink: RequestSink
     try {
       if (r[1] === OP_SCAN) {
         sink.list(id, parseList(r, limits));
+        continue;
+      }
+      if (r[1] === OP_WATCH) {
+        const w = parseWatch(r);
+        if (sink.watch === undefined) throw new KvError('KV_ERR_UNKNOWN_OP', 'watch is not served here');
+        sink.watch(id, w.prefix, w.exact, w.from);
+        continue;
+      }
+      if (r[1] === OP_UNWATCH) {
+        if (r.length !== 3 || typeof r[2] !== 'number' || !Number.isSafeInteger(r[2])) throw badRequest('op 14 takes [id, 14, watchId]');
+        if (sink.unwatch === undefined) throw new KvError('KV_ERR_UNKNOWN_OP', 'unwatch is not served here');
+        sink.unwatch(id, r[2]);
         continue;
       }
       op = parseRequest(r, r[1], limits);

@@ -52,6 +52,8 @@ import { planWrites, versionDemand, type WritePlan } from './write-plan';
 import { Expirer, type Log } from './expirer';
 import { ScanLane, type ScanAnswer } from './scan-lane';
 import type { ScanRequest } from '../protocol/listing';
+import type { FeedRow } from '../protocol/feed';
+import { FeedTailer, type PostFeed } from './feed-tailer';
 
 export type SendReplies = (replies: Reply[]) => void;
 export type HealthListener = (up: boolean, error?: ErrorData) => void;
@@ -68,6 +70,8 @@ const DEADLINE_TICK_MS = 50;
 const STALL_PROBE_MS = 1000;
 /** How far past a wheel slot's end the expiry tick fires (see scheduleExpiryTick). */
 const EXPIRY_TICK_MARGIN_MS = 2;
+/** Least time between two change-feed retention steps (each one bounded page). */
+const FEED_TRIM_INTERVAL_MS = 1000;
 /** Retry interval of settling an in-doubt COMMIT while the server cannot be asked. */
 const SETTLE_RETRY_MS = 500;
 
@@ -90,6 +94,11 @@ export class ShardActor {
   readonly expirer: Expirer;
   /** Key-range scans and counts: a lane of their own (scan-lane.ts). */
   private readonly scans: ScanLane;
+  /** Follows kv_feed for the gateway's watchers (null: KVSQL_FEED off). */
+  readonly feed: FeedTailer | null = null;
+  private readonly feedOn: boolean;
+  private trimming = false;
+  private lastTrim = -Infinity;
   private outbox: Reply[] = [];
   private outboxBytes = 0;
   private readsInFlight = 0;
@@ -142,7 +151,11 @@ export class ShardActor {
     private readonly log: Log,
     /** The process clock; the actor corrects it by the shard's offset. Injected for tests. */
     private readonly localClock: () => number = Date.now,
+    /** Where the change-feed tailer sends what it finds (absent: no tailer). */
+    postFeed?: PostFeed,
   ) {
+    this.feedOn = cfg.feed?.enabled === true;
+    if (this.feedOn && postFeed !== undefined) this.feed = new FeedTailer(store, cfg.feed!.pollMs, postFeed, log);
     this.maxBatchOps = cfg.batching ? cfg.maxBatchOps : 1;
     this.maxBatchBytes = cfg.batching ? cfg.maxBatchBytes : Infinity;
     this.reapBatchKeys = Math.min(cfg.expiry.reapBatch, MAX_REAP_KEYS);
@@ -269,6 +282,7 @@ export class ShardActor {
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
     if (this.expiryTimer !== null) clearTimeout(this.expiryTimer);
+    this.feed?.stop();
     await this.expirer.stop();
     await this.store.close();
   }
@@ -297,8 +311,37 @@ export class ShardActor {
   private readonly expiryTick = (): void => {
     this.expiryTimer = null;
     if (this.up) this.expirer.tick(this.now());
+    if (this.up && this.feedOn && this.expirer.isExpirer) this.trimFeed();
     this.scheduleExpiryTick();
   };
+
+  /**
+   * Change-feed retention, by the expirer lease holder only, on the expiry tick: at most one
+   * bounded step (one page of DELETE) per FEED_TRIM_INTERVAL_MS, or back to back while a step
+   * deletes a full page (a backlog).
+   */
+  private trimFeed(): void {
+    const now = this.now();
+    if (this.trimming || now - this.lastTrim < FEED_TRIM_INTERVAL_MS) return;
+    this.trimming = true;
+    const f = this.cfg.feed!;
+    this.store.feedTrim(now, { retentionMs: f.retentionMs, maxRows: f.maxRows, maxBytes: f.maxBytes }).then(
+      (n) => {
+        this.trimming = false;
+        this.lastTrim = n >= 1000 ? -Infinity : this.now();
+      },
+      (err: unknown) => {
+        this.trimming = false;
+        this.lastTrim = this.now();
+        this.log('warn', 'change feed trim failed', { err: errLog(err) });
+      },
+    );
+  }
+
+  /** A catch-up read of the change feed for a watcher resuming from a cursor. */
+  feedRange(after: number, upto: number, limit: number): Promise<{ rows: FeedRow[]; trimmed: number }> {
+    return this.store.feedRange(after, upto, limit);
+  }
 
   private submitReap(key: Buffer, dueAt: number): void {
     if (!this.up || this.stopping) {
@@ -419,7 +462,8 @@ export class ShardActor {
     for (const c of chains) for (const op of c.ops) due.push({ key: op.key, dueAt: op.dueAt });
     // Only lock conflicts are retried here; anything else leaves the rows to a later sweep.
     const keys = chains.map((c) => c.key);
-    const result = await this.withRetries(() => this.store.reap(keys), (err) => classify(err) === 'retry');
+    const result = await this.withRetries(() => (this.feedOn ? this.store.reapWithFeed(keys) : this.store.reap(keys)), (err) => classify(err) === 'retry');
+    if (result.ok && result.value > 0) this.feed?.kick();
     if (!result.ok) this.onStoreError(result.error);
     this.reapsInFlight--;
     if (result.ok) this.expirer.onReapedBatch(due, result.value, this.now());
@@ -473,7 +517,7 @@ export class ShardActor {
               const demand = versionDemand(chains, locked);
               taken = demand.count > 0 ? await this.versions.take(demand.count, demand.above, demand.createsKey ? issuedBelow : 0) : null;
               decided = { locked, now, needed: demand.count };
-              plan = planWrites(chains, locked, now, taken?.first ?? 0);
+              plan = planWrites(chains, locked, now, taken?.first ?? 0, this.feedOn);
               if (changed !== undefined) plan.mutations.changed = changed;
               return plan.mutations;
             },
@@ -487,13 +531,16 @@ export class ShardActor {
             async (issuedNow) => {
               if (taken === null || issuedNow <= taken.blockEnd) return null;
               const fresh = await this.versions.take(decided!.needed, issuedNow - 1);
-              const replanned = planWrites(chains, decided!.locked, decided!.now, fresh.first);
+              const replanned = planWrites(chains, decided!.locked, decided!.now, fresh.first, this.feedOn);
               if (!sameRows(plan!.mutations, replanned.mutations)) throw versionsMoved();
               replanned.mutations.changed = plan!.mutations.changed;
               plan = replanned;
               // Rows created and deleted again in the batch stay deleted.
               const deleted = new Set(replanned.mutations.deletes.map((k) => k.toString('latin1')));
-              return [...replanned.mutations.inserts, ...replanned.mutations.upserts].filter((r) => !deleted.has(r[0].toString('latin1')));
+              return {
+                upserts: [...replanned.mutations.inserts, ...replanned.mutations.upserts].filter((r) => !deleted.has(r[0].toString('latin1'))),
+                feed: replanned.mutations.feed,
+              };
             },
             withValues,
           );
@@ -523,6 +570,7 @@ export class ShardActor {
         else this.answer(op, reply);
       }
       for (const [key, at] of committed.expiries) this.expirer.onExpirySet(key, at);
+      if (committed.mutations.feed !== undefined && committed.mutations.feed.length > 0) this.feed?.kick();
     } else {
       this.onStoreError(result.error);
       inDoubt = lostDuringCommit(result.error, b.ctl);

@@ -43,6 +43,8 @@ const actor = new ShardActor(
   sendReplies,
   (up, error) => post({ type: 'health', up, error }),
   (level, msg, data) => post({ type: 'log', level, msg, data }),
+  Date.now,
+  (rows, low, start) => post({ type: 'feed', rows, low, start }),
 );
 
 port.on('message', (msg: ToActor) => {
@@ -71,6 +73,15 @@ port.on('message', (msg: ToActor) => {
       break;
     case 'count':
       actor.scan(null, (a) => post('count' in a ? { type: 'counted', id: msg.id, count: a.count, served: a.served } : { type: 'counted', id: msg.id, error: 'error' in a ? a.error : undefined }));
+      break;
+    case 'feedWatch':
+      actor.feed?.watch(msg.on);
+      break;
+    case 'feedRange':
+      actor.feedRange(msg.after, msg.upto, msg.limit).then(
+        (r) => post({ type: 'feedRange', id: msg.id, rows: r.rows, trimmed: r.trimmed }),
+        (err) => post({ type: 'feedRange', id: msg.id, error: { code: 'KV_ERR_SHARD_UNAVAILABLE', message: String((err as Error)?.message ?? err) } }),
+      );
       break;
     case 'drain':
       void actor.drain().then(() => post({ type: 'drained' }));

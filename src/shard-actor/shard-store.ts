@@ -38,6 +38,7 @@ import mysql from 'mysql2/promise';
 import type { Pool, PoolConnection, RowDataPacket, ResultSetHeader } from 'mysql2/promise';
 import { SERVED_STATES, SLOT_IMPORTING, SLOT_MOVED, slotOf, type ShardOwnership } from '../protocol/slot-map';
 import { formatSql } from './sql-format';
+import { FEED_EXPIRED, FEED_FILLER, type FeedRow } from '../protocol/feed';
 import { dropEpochTriggers, migrateSchema, seedSlots, UNSLOTTED } from './schema-migration';
 import type { GroupStats, MysqlTls } from '../protocol/port-messages';
 import type { ScanRequest } from '../protocol/listing';
@@ -107,7 +108,12 @@ export interface RowMutations {
   deletes: Buffer[];
   /** [slot, key] of keys in slots being copied away (state 2): logged for the mover's catch-up. */
   changed?: Array<[number, Buffer]>;
+  /** Change-feed rows (KVSQL_FEED on): one INSERT into kv_feed, the batch's last statement. */
+  feed?: FeedWrite[];
 }
+
+/** One change-feed row of a write batch: [key, version, type, expiresAt] (kv_feed; at = the batch's now). */
+export type FeedWrite = [Buffer, number, number, number | null];
 
 export interface DueRow {
   k: Buffer;
@@ -213,6 +219,18 @@ export interface ShardStore {
   reserveVersionBlock(size: number, above: number): Promise<number>;
   /** Delete those of `keys` whose row is still expired now (autocommit); returns how many. */
   reap(keys: Buffer[]): Promise<number>;
+  /** reap() with the change feed on: also writes an `expired` kv_feed row for each row it deleted. */
+  reapWithFeed(keys: Buffer[]): Promise<number>;
+  /** Where a feed tailer starts (see FeedHead); `window` ids below the highest are listed. */
+  feedHead(window: number): Promise<FeedHead>;
+  /** kv_feed rows with id > after (at most limit), and those of `holes` (ids below it). */
+  feedTail(after: number, holes: number[], limit: number): Promise<FeedRow[]>;
+  /** kv_feed rows in (after, upto], ascending, at most limit, with the retention horizon. */
+  feedRange(after: number, upto: number, limit: number): Promise<{ rows: FeedRow[]; trimmed: number }>;
+  /** Filler rows at these ids, where nobody holds them (see STATEMENTS.feedFill). */
+  feedFill(ids: number[]): Promise<void>;
+  /** One bounded retention step; returns the rows deleted. */
+  feedTrim(now: number, limits: FeedRetention): Promise<number>;
   /** The shard's clock, in unix ms. Doubles as the health probe: a read-only server fails it. */
   now(): Promise<number>;
   scanDueWindow(afterTs: number, uptoTs: number, limit: number): Promise<DueRow[]>;
@@ -237,7 +255,13 @@ export type Decide = (locked: Map<string, LockedRow>, now: number, issuedBelow: 
  * before COMMIT, with kv_seq's counter as committed then. Returns upserts to apply before COMMIT
  * (new versions for those rows), or null to commit as planned. See actor.ts, runWrites.
  */
-export type Recheck = (issuedNow: number) => Promise<RowMutations['upserts'] | null> | RowMutations['upserts'] | null;
+export type Recheck = (issuedNow: number) => Promise<RecheckFix | null> | RecheckFix | null;
+
+/** New versions for a batch's created rows, and its feed rows with those versions (same order). */
+export interface RecheckFix {
+  upserts: RowMutations['upserts'];
+  feed?: FeedWrite[];
+}
 
 /**
  * Most keys one reapBatch statement lists. MariaDB turns an IN list of
@@ -252,6 +276,28 @@ export type Recheck = (issuedNow: number) => Promise<RowMutations['upserts'] | n
 export const MAX_REAP_KEYS = 256;
 
 export const NOW_MS = 'CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)';
+
+/** Where a feed tailer starts: the highest id, the retention horizon, and which ids exist in (from, max]. */
+export interface FeedHead {
+  max: number;
+  trimmed: number;
+  from: number;
+  present: number[];
+}
+
+/** Retention of one shard's kv_feed (KVSQL_FEED_RETENTION_MS, _MAX_ROWS, _MAX_BYTES). */
+export interface FeedRetention {
+  retentionMs: number;
+  maxRows: number;
+  maxBytes: number;
+}
+
+/** Bytes of a kv_feed row besides its key: id, version, at, expires_at, type, InnoDB row header. */
+export const FEED_ROW_OVERHEAD_BYTES = 48;
+/** Rows one trim DELETE removes at most (a bounded page, like a reap). */
+export const FEED_TRIM_PAGE = 1000;
+/** Ids one trim pass marks at most: the trim mark never runs far ahead of the deletes. */
+const FEED_TRIM_SPAN = 10_000;
 
 const placeholders = (n: number, group: string): string => new Array(n).fill(group).join(',');
 
@@ -385,6 +431,63 @@ export const STATEMENTS = {
     'ttlBatch',
     (n) => `UPDATE kv SET expires_at = CASE k ${new Array(n).fill('WHEN ? THEN ?').join(' ')} END WHERE k IN (${placeholders(n, '?')})`,
   ),
+  /** The batch's change-feed rows (the last statement before COMMIT; at = the batch's now). */
+  feedInsert: new Statements('feedInsert', (n) => `INSERT INTO kv_feed (k, version, at, type, expires_at) VALUES ${placeholders(n, '(?,?,?,?,?)')}`),
+  /**
+   * After a version recheck gave a batch's created rows new versions: the same for its feed rows,
+   * which are this transaction's rows at ids >= the feed INSERT's first id with the old versions
+   * (versions are never reused on a shard, so no other row has them). Parameters: (old, new) x n,
+   * first id, olds.
+   */
+  feedRenumber: new Statements(
+    'feedRenumber',
+    (n) => `UPDATE kv_feed SET version = CASE version ${new Array(n).fill('WHEN ? THEN ?').join(' ')} END WHERE id >= ? AND version IN (${placeholders(n, '?')})`,
+  ),
+  /**
+   * The reap lane's delete with its feed rows, one transaction, one round trip: the expired rows
+   * are read and locked (INSERT ... SELECT ... FOR UPDATE) and their `expired` rows written, then
+   * exactly those are deleted: the same @kv_now in both conditions, and every row the first
+   * matched is locked, so the DELETE cannot see it otherwise (DESIGN.md §16). Parameters: keys, keys.
+   */
+  reapFeedBatch: new Statements(
+    'reapFeedBatch',
+    (n) =>
+      `START TRANSACTION; SET @kv_now = ${NOW_MS}; ` +
+      `INSERT INTO kv_feed (k, version, at, type, expires_at) SELECT k, version, @kv_now, ${FEED_EXPIRED}, expires_at FROM kv FORCE INDEX (PRIMARY) ` +
+      `WHERE k IN (${placeholders(n, '?')}) AND expires_at <= @kv_now ORDER BY k FOR UPDATE; ` +
+      `DELETE kv FROM kv FORCE INDEX (PRIMARY) WHERE k IN (${placeholders(n, '?')}) AND expires_at <= @kv_now; COMMIT`,
+  ),
+  /** The tailer's poll: rows after its highest id, and the rows of up to n holes below it. */
+  feedTail: new Statements(
+    'feedTail',
+    (n) =>
+      'SELECT id, k, version, at, type, expires_at FROM kv_feed WHERE id > ? ORDER BY id LIMIT ?' +
+      (n > 0 ? `; SELECT id, k, version, at, type, expires_at FROM kv_feed WHERE id IN (${placeholders(n, '?')})` : ''),
+  ),
+  /** A catch-up read of (after, upto], with the retention horizon of the same read view. */
+  feedRange: fixed(
+    'feedRange',
+    'SELECT upto AS id, NULL AS k, NULL AS version, NULL AS at, 255 AS type, NULL AS expires_at FROM kv_feed_trim WHERE id = 1 UNION ALL ' +
+      '(SELECT id, k, version, at, type, expires_at FROM kv_feed WHERE id > ? AND id <= ? ORDER BY id LIMIT ?)',
+  ),
+  /** Where a tailer starts: the highest id and the retention horizon. */
+  feedHead: fixed('feedHead', 'SELECT (SELECT MAX(id) FROM kv_feed) AS m, (SELECT upto FROM kv_feed_trim WHERE id = 1) AS t'),
+  feedIdsIn: fixed('feedIdsIn', 'SELECT id FROM kv_feed WHERE id > ? AND id <= ? ORDER BY id'),
+  /**
+   * Proof for holes: a filler row at each hole's id. InnoDB makes the INSERT wait for a
+   * transaction that holds that id uncommitted; IGNORE then skips it if that one committed
+   * (the real row stays), else the filler takes the id, which nobody can use any more.
+   */
+  feedFill: new Statements('feedFill', (n) => `INSERT IGNORE INTO kv_feed (id, k, version, at, type, expires_at) VALUES ${placeholders(n, `(?, '', 0, 0, ${FEED_FILLER}, NULL)`)}`),
+  /** Retention: the ends of the table, the average key of its newest rows, the oldest rows' times. */
+  feedStats: fixed(
+    'feedStats',
+    'SELECT (SELECT MIN(id) FROM kv_feed) AS lo, (SELECT MAX(id) FROM kv_feed) AS hi, ' +
+      '(SELECT AVG(LENGTH(k)) FROM (SELECT k FROM kv_feed ORDER BY id DESC LIMIT 100) r) AS klen, ' +
+      '(SELECT MAX(id) FROM (SELECT id, at FROM kv_feed ORDER BY id LIMIT 1000) o WHERE at > 0 AND at < ?) AS old',
+  ),
+  feedTrimMark: fixed('feedTrimMark', 'UPDATE kv_feed_trim SET upto = GREATEST(upto, ?) WHERE id = 1'),
+  feedTrimPage: fixed('feedTrimPage', 'DELETE FROM kv_feed WHERE id <= ? ORDER BY id LIMIT ?'),
   /** After a create's INSERT: has any actor reserved a newer version block meanwhile? */
   readSeq: new Statements('readSeq', () => 'SELECT next_version FROM kv_seq WHERE id = 1'),
   /**
@@ -501,6 +604,19 @@ function rowParams(list: RowMutations['upserts']): unknown[] {
   const params: unknown[] = [];
   for (const u of list) params.push(u[0], u[1], u[2], u[3], slotOf(u[0]));
   return params;
+}
+
+/** The parameters of feedInsert: key, version, at, type, expiry per row. */
+function feedParams(list: FeedWrite[], now: number): unknown[] {
+  const params: unknown[] = [];
+  for (const f of list) params.push(f[0], f[1], now, f[2], f[3]);
+  return params;
+}
+
+function feedRows(rows: RowDataPacket[]): FeedRow[] {
+  const out: FeedRow[] = [];
+  for (const r of rows) out.push([Number(r.id), r.k as Buffer, Number(r.version), Number(r.at), Number(r.type), r.expires_at === null ? null : Number(r.expires_at)]);
+  return out;
 }
 
 /** The rows of a read statement that are rows (the LEFT JOIN's all-NULL row is not). */
@@ -958,11 +1074,24 @@ export class MysqlShardStore implements ShardStore {
         for (const c of m.changed) params.push(c[0], c[1]);
         sql += formatSql(STATEMENTS.logChanges.sql(m.changed.length), params) + ';';
       }
+      const feed = m.feed;
+      if (feed !== undefined && feed.length > 0) sql += formatSql(STATEMENTS.feedInsert.sql(feed.length), feedParams(feed, now)) + ';';
       if (m.inserts.length > 0 && recheck !== undefined) {
         // Nothing is committed yet: an error here rolls back and may be retried.
         const [res] = await conn.query<RowDataPacket[][]>({ sql: sql + STATEMENTS.readSeq.sql(1), timeout: this.timeout });
         const fix = await recheck(Number(res[res.length - 1][0].next_version));
-        sql = fix !== null && fix.length > 0 ? formatSql(STATEMENTS.upsertBatch.sql(fix.length), rowParams(fix)) + ';' : '';
+        sql = fix !== null && fix.upserts.length > 0 ? formatSql(STATEMENTS.upsertBatch.sql(fix.upserts.length), rowParams(fix.upserts)) + ';' : '';
+        if (fix !== null && feed !== undefined && feed.length > 0 && fix.feed !== undefined) {
+          const firstId = (res[res.length - 2] as unknown as ResultSetHeader).insertId;
+          const pairs: unknown[] = [];
+          const olds: number[] = [];
+          for (let i = 0; i < feed.length; i++) {
+            if (feed[i][1] === fix.feed[i][1] || olds.includes(feed[i][1])) continue;
+            pairs.push(feed[i][1], fix.feed[i][1]);
+            olds.push(feed[i][1]);
+          }
+          if (olds.length > 0) sql += formatSql(STATEMENTS.feedRenumber.sql(olds.length), [...pairs, firstId, ...olds]) + ';';
+        }
       }
       if (sql.length > 0) await conn.query({ sql: sql.slice(0, -1), timeout: this.timeout });
       // The last moment to give up cleanly: past this line the server may commit.
@@ -1035,6 +1164,73 @@ export class MysqlShardStore implements ShardStore {
 
   async reap(keys: Buffer[]): Promise<number> {
     const res = await this.query<ResultSetHeader>(STATEMENTS.reapBatch.sql(keys.length), keys);
+    return res.affectedRows;
+  }
+
+  async reapWithFeed(keys: Buffer[]): Promise<number> {
+    const conn = await this.acquire();
+    try {
+      const [res] = await conn.query<ResultSetHeader[]>({ sql: formatSql(STATEMENTS.reapFeedBatch.sql(keys.length), [...keys, ...keys]), timeout: this.timeout });
+      conn.release();
+      return res[3].affectedRows;
+    } catch (err) {
+      this.suspect(err);
+      // A statement failed inside the transaction (a lock wait timeout rolls back only the
+      // statement): never leave it open on a pooled connection.
+      let broken = isConnectionFatal(err);
+      if (!broken) await conn.query({ sql: 'ROLLBACK', timeout: this.timeout }).catch(() => (broken = true));
+      if (broken) destroyHard(conn);
+      else conn.release();
+      throw err;
+    }
+  }
+
+  async feedHead(window: number): Promise<FeedHead> {
+    const rows = await this.query<RowDataPacket[]>(STATEMENTS.feedHead.sql, []);
+    const max = rows[0].m === null ? 0 : Number(rows[0].m);
+    const trimmed = Number(rows[0].t ?? 0);
+    const from = Math.max(trimmed, max - window);
+    const ids = max > from ? await this.query<RowDataPacket[]>(STATEMENTS.feedIdsIn.sql, [from, max]) : [];
+    return { max, trimmed, from, present: ids.map((r) => Number(r.id)) };
+  }
+
+  async feedTail(after: number, holes: number[], limit: number): Promise<FeedRow[]> {
+    const res = await this.query<RowDataPacket[] | RowDataPacket[][]>(STATEMENTS.feedTail.sql(holes.length), [after, limit, ...holes]);
+    if (holes.length === 0) return feedRows(res as RowDataPacket[]);
+    const [tail, filled] = res as RowDataPacket[][];
+    return feedRows(filled).concat(feedRows(tail));
+  }
+
+  async feedRange(after: number, upto: number, limit: number): Promise<{ rows: FeedRow[]; trimmed: number }> {
+    const rows = await this.query<RowDataPacket[]>(STATEMENTS.feedRange.sql, [after, upto, limit]);
+    let trimmed = 0;
+    const data: RowDataPacket[] = [];
+    for (const r of rows) {
+      if (Number(r.type) === 255) trimmed = Number(r.id);
+      else data.push(r);
+    }
+    return { rows: feedRows(data).sort((a, b) => a[0] - b[0]), trimmed };
+  }
+
+  async feedFill(ids: number[]): Promise<void> {
+    await this.query(STATEMENTS.feedFill.sql(ids.length), ids);
+  }
+
+  async feedTrim(now: number, limits: FeedRetention): Promise<number> {
+    const rows = await this.query<RowDataPacket[]>(STATEMENTS.feedStats.sql, [now - limits.retentionMs]);
+    const r = rows[0];
+    if (r.lo === null) return 0;
+    const lo = Number(r.lo);
+    const hi = Number(r.hi);
+    // Rows are counted as the id span (exact on one server; an overestimate under Galera's
+    // auto_increment_increment, which then keeps fewer rows than allowed, never more).
+    const rowBytes = Number(r.klen ?? 0) + FEED_ROW_OVERHEAD_BYTES;
+    const keep = Math.min(limits.maxRows, Math.floor(limits.maxBytes / rowBytes));
+    let upto = Math.max(hi - keep, r.old === null ? 0 : Number(r.old));
+    if (upto < lo) return 0;
+    upto = Math.min(upto, lo + FEED_TRIM_SPAN - 1);
+    await this.query(STATEMENTS.feedTrimMark.sql, [upto]);
+    const res = await this.query<ResultSetHeader>(STATEMENTS.feedTrimPage.sql, [upto, FEED_TRIM_PAGE]);
     return res.affectedRows;
   }
 

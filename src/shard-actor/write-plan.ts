@@ -57,9 +57,10 @@ import {
   type Reply,
 } from '../protocol/ops';
 import { increment } from '../protocol/numbers';
+import { FEED_DEL, FEED_EXPIRE, FEED_EXPIRED, FEED_PERSIST, FEED_PUT } from '../protocol/feed';
 import type { Chain } from './key-scheduler';
 import type { PendingOp } from './pending-op';
-import type { LockedRow, RowMutations } from './shard-store';
+import type { FeedWrite, LockedRow, RowMutations } from './shard-store';
 
 export interface WritePlan {
   mutations: RowMutations;
@@ -109,10 +110,17 @@ export function highestVersion(locked: Map<string, LockedRow>): number {
   return max;
 }
 
-export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now: number, firstVersion: number): WritePlan {
+/**
+ * `feed`: also list the change-feed rows of the plan (mutations.feed), one per op that changed the
+ * key, in op order, plus an `expired` row before the first change of a row that was expired but
+ * not yet reaped when locked (the change removes or overwrites it: the reaper never will).
+ */
+export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now: number, firstVersion: number, feed = false): WritePlan {
   const plan: WritePlan = { mutations: { inserts: [], upserts: [], ttlUpdates: [], deletes: [] }, replies: [], expiries: [] };
+  const events: FeedWrite[] | null = feed ? (plan.mutations.feed = []) : null;
   let nextVersion = firstVersion;
   for (const chain of chains) {
+    const firstEvent = events === null ? 0 : events.length;
     const row = locked.get(chain.keyStr);
     const existed = row !== undefined;
     let exists = existed;
@@ -147,6 +155,7 @@ export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now:
           value = current = op.value!;
           exists = true;
           lastPut = [value, version, expiresAt];
+          events?.push([chain.key, version, FEED_PUT, expiresAt]);
           const r = putDone(op.id, !live, version, expiresAt);
           if (old !== undefined) r.push(old);
           plan.replies.push([op, r]);
@@ -171,6 +180,7 @@ export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now:
           value = current = next;
           exists = true;
           lastPut = [value, version, expiresAt];
+          events?.push([chain.key, version, FEED_PUT, expiresAt]);
           plan.replies.push([op, op.op === OP_INCR ? incrDone(op.id, !live, next, version, expiresAt) : appendDone(op.id, !live, version, expiresAt, next.length)]);
           break;
         }
@@ -180,6 +190,7 @@ export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now:
             plan.replies.push([op, notFound(op.id)]);
           } else {
             plan.replies.push([op, getHit(op.id, current!, version, expiresAt)]);
+            events?.push([chain.key, version, FEED_DEL, null]);
             exists = false;
             value = current = null;
           }
@@ -193,9 +204,11 @@ export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now:
           if (op.ttlMs > 0) {
             expiresAt = now + op.ttlMs;
             expiryChanged = true;
+            events?.push([chain.key, version, FEED_EXPIRE, expiresAt]);
           } else if ((op.flags & FLAG_CLEAR_TTL) !== 0 && expiresAt !== null) {
             expiresAt = null;
             expiryChanged = true;
+            events?.push([chain.key, version, FEED_PERSIST, null]);
           }
           plan.replies.push([op, getHit(op.id, current!, version, expiresAt)]);
           break;
@@ -209,6 +222,7 @@ export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now:
           } else {
             exists = false;
             value = current = null;
+            events?.push([chain.key, version, FEED_DEL, null]);
             plan.replies.push([op, deleted(op.id)]);
           }
           break;
@@ -221,6 +235,7 @@ export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now:
           } else {
             expiresAt = now + op.ttlMs;
             expiryChanged = true;
+            events?.push([chain.key, version, FEED_EXPIRE, expiresAt]);
             plan.replies.push([op, expireSet(op.id, expiresAt)]);
           }
           break;
@@ -230,7 +245,10 @@ export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now:
             plan.replies.push([op, notFound(op.id)]);
           } else {
             const hadTtl = expiresAt !== null;
-            if (hadTtl) expiryChanged = true;
+            if (hadTtl) {
+              expiryChanged = true;
+              events?.push([chain.key, version, FEED_PERSIST, null]);
+            }
             expiresAt = null;
             plan.replies.push([op, persisted(op.id, hadTtl)]);
           }
@@ -251,6 +269,11 @@ export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now:
       }
     }
 
+    // The locked row was expired (not yet reaped) and this chain removes or overwrites it: its
+    // expiry is reported here, before the chain's own changes, since no reap will report it.
+    if (events !== null && row !== undefined && row.expiresAt !== null && row.expiresAt <= now && (!exists || value !== null)) {
+      events.splice(firstEvent, 0, [chain.key, row.version, FEED_EXPIRED, null]);
+    }
     if (!exists) {
       if (existed) plan.mutations.deletes.push(chain.key);
       else if (lastPut !== null) {

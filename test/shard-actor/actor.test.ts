@@ -18,6 +18,7 @@ import {
   newTxControl,
   type CountResult,
   type DueRow,
+  type FeedHead,
   type ScanResult,
   type LockedRow,
   type ReadResult,
@@ -26,6 +27,7 @@ import {
   type SlotStates,
   type TxControl,
 } from '../../src/shard-actor/shard-store';
+import type { FeedRow } from '../../src/protocol/feed';
 
 /** Calls wait on it until it is opened (never, for a hung server). */
 class Gate {
@@ -153,7 +155,7 @@ class MemoryStore implements ShardStore {
       ctl.threadId = ++this.thread;
       ctl.connectedAt = 1;
       if (fault?.at === 'commit' && !fault.applied) throw fault.error;
-      for (const [k, v, version, expiresAt] of [...m.inserts, ...m.upserts, ...(fix ?? [])]) this.rows.set(k.toString('latin1'), { v: Buffer.from(v), version, expiresAt });
+      for (const [k, v, version, expiresAt] of [...m.inserts, ...m.upserts, ...(fix?.upserts ?? [])]) this.rows.set(k.toString('latin1'), { v: Buffer.from(v), version, expiresAt });
       for (const [k, expiresAt] of m.ttlUpdates) this.rows.get(k.toString('latin1'))!.expiresAt = expiresAt;
       for (const k of m.deletes) this.rows.delete(k.toString('latin1'));
       if (fault?.at === 'commit') throw fault.error;
@@ -172,6 +174,22 @@ class MemoryStore implements ShardStore {
     return first;
   }
   async reap(_keys: Buffer[]): Promise<number> {
+    return 0;
+  }
+  async reapWithFeed(_keys: Buffer[]): Promise<number> {
+    return 0;
+  }
+  async feedHead(): Promise<FeedHead> {
+    return { max: 0, trimmed: 0, from: 0, present: [] };
+  }
+  async feedTail(): Promise<FeedRow[]> {
+    return [];
+  }
+  async feedRange(): Promise<{ rows: FeedRow[]; trimmed: number }> {
+    return { rows: [], trimmed: 0 };
+  }
+  async feedFill(): Promise<void> {}
+  async feedTrim(): Promise<number> {
     return 0;
   }
   async now(): Promise<number> {
