@@ -14,6 +14,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { buildOf, type Build } from './builds';
+import { FeedProbe } from './feed-probe';
 import { newContext, type BenchContext } from './context';
 import type { BenchOptions, ScenarioName } from './options';
 import { backgroundBusyCores, CORES, MACHINE, type CpuUse, type Watched } from './proc-stats';
@@ -28,6 +29,7 @@ export const NOT_COMPARED: readonly ScenarioName[] = ['ablation', 'security'];
 type RunScenario = (ctx: BenchContext, s: ScenarioName, label: string, gateways: GatewayProcess[] | null) => Promise<Row[]>;
 
 interface Side {
+  probe?: FeedProbe;
   build: Build;
   layout: StoreLayout;
   gateway: GatewayProcess;
@@ -127,7 +129,12 @@ async function startSide(build: Build, layout: StoreLayout, opts: Readonly<Bench
   watched.push({ label: 'load generator (this process)', pid: process.pid });
   note(`${build.role} ${build.label}: ready at ${gateway.base} (pid ${gateway.pid}) in ${((performance.now() - t) / 1000).toFixed(1)} s${gateway.redisPort === null ? '; no Redis door in this build' : ''}`);
   const ctx = newContext(opts, { base: gateway.base, redisPort: gateway.redisPort, ablationBase: null, gatewayPid: gateway.pid, ablationPid: null, shardUrls: urls, watched, sql });
-  return { build, layout, gateway, ctx };
+  let probe: FeedProbe | undefined;
+  if (opts.watch && build.role === 'new') {
+    probe = new FeedProbe(gateway.base);
+    note(`${build.role} ${build.label}: change-feed watcher on every key, from ${await probe.ready()}`);
+  }
+  return { build, layout, gateway, ctx, probe };
 }
 
 export interface CompareResult {
@@ -147,6 +154,10 @@ export async function runCompare(opts: Readonly<BenchOptions>, ref: string, orde
   const stop = async () => {
     clearProgress();
     for (const s of sides.splice(0)) {
+      if (s.probe !== undefined) {
+        note(s.probe.summary());
+        await s.probe.stop();
+      }
       await s.ctx.naive?.stop();
       await s.ctx.sql?.close();
       const code = await s.gateway.stop();

@@ -74,6 +74,8 @@ export interface BenchOptions {
   keepData: boolean;
   /** Skip writing bench/results/. */
   noSave: boolean;
+  /** A change-feed watcher on every key of the (new) gateway during the run (feed-probe.ts). */
+  watch: boolean;
   /** A git ref whose build runs against this checkout's, alternating, in one run (compare.ts). */
   compare: string | null;
 }
@@ -166,6 +168,7 @@ const FLAGS: Flag[] = [
   { name: 'overload-value-size', doc: 'overload: PUT value bytes (default 65536)', apply: (o, r) => (o.overloadValueSize = int(1, 16 * 1024 * 1024)(r, 'overload-value-size')) },
   { name: 'keep-data', doc: 'do not empty our own store\'s kv table at start', apply: (o) => (o.keepData = true) },
   { name: 'no-save', doc: 'do not write bench/results/', apply: (o) => (o.noSave = true) },
+  { name: 'watch', doc: "keep a change-feed watcher on every key of the new build's gateway during the run, and report event delays", apply: (o) => (o.watch = true) },
   {
     name: 'compare',
     doc: `a git ref (commit, branch, HEAD~1): build it under bench/.builds and run it against this checkout, alternating, --runs rounds; default scenarios ${COMPARE_SCENARIOS.join(',')}`,
@@ -215,6 +218,7 @@ export function parseOptions(argv: string[]): Readonly<BenchOptions> {
     overloadValueSize: 64 * 1024,
     keepData: false,
     noSave: false,
+    watch: false,
     compare: null,
   };
   let scenariosGiven = false;
@@ -222,7 +226,7 @@ export function parseOptions(argv: string[]): Readonly<BenchOptions> {
     const m = /^--([a-z-]+)(?:=(.*))?$/s.exec(arg);
     const flag = m ? FLAGS.find((f) => f.name === m[1]) : undefined;
     if (!m || !flag) throw new OptionsError(`unknown argument "${arg}"\n\n${usage()}`);
-    const boolean = flag.name === 'keep-data' || flag.name === 'no-save';
+    const boolean = flag.name === 'keep-data' || flag.name === 'no-save' || flag.name === 'watch';
     if (m[2] === undefined && !boolean) throw new OptionsError(`--${flag.name} needs a value (--${flag.name}=...)`);
     flag.apply(o, m[2] ?? '');
     if (flag.name === 'scenarios') scenariosGiven = true;
