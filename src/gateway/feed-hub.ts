@@ -25,6 +25,9 @@
 import { decodeCursor, encodeCursor, FEED_TYPE_NAMES, type CursorPositions, type FeedRow, type FeedType } from '../protocol/feed';
 import { KvError, toErrorData, type ErrorData } from '../protocol/errors';
 import type { FeedListener, ShardPool } from './shard-pool';
+import { Packr } from 'msgpackr';
+
+const packr = new Packr({ useRecords: false, moreTypes: false });
 
 /** Rows kept per shard for watchers that resume from a recent cursor or join late. */
 const RING_ROWS = 100_000;
@@ -295,7 +298,7 @@ export class FeedHub implements FeedListener {
     w.pos.set(f.index, Math.max(pos, b.low));
   }
 
-  onFeed(position: number, index: number | null, m: { rows: FeedRow[]; low: number; start: { floor: number } | null }): void {
+  onFeed(position: number, index: number | null, m: { rows: Uint8Array | null; low: number; start: { floor: number } | null }): void {
     const f = this.feeds.get(position);
     if (f === undefined || f.state === 'off' || (index !== null && index !== f.index)) return;
     if (m.start !== null) {
@@ -312,11 +315,12 @@ export class FeedHub implements FeedListener {
       return;
     }
     if (f.state !== 'on') return;
-    for (const r of m.rows) if (r[0] > f.top) f.top = r[0];
-    const b: Batch = { rows: m.rows, low: m.low, top: f.top };
+    const rows: FeedRow[] = m.rows === null ? [] : (packr.unpack(m.rows) as FeedRow[]);
+    for (const r of rows) if (r[0] > f.top) f.top = r[0];
+    const b: Batch = { rows, low: m.low, top: f.top };
     f.low = m.low;
     f.batches.push(b);
-    f.rows += m.rows.length;
+    f.rows += rows.length;
     while (f.rows > RING_ROWS && f.head < f.batches.length - 1) {
       const old = f.batches[f.head++];
       f.rows -= old.rows.length;

@@ -81,11 +81,12 @@ export type FromActor =
   | { type: 'log'; level: 'info' | 'warn' | 'error'; msg: string; data?: Record<string, unknown> }
   | { type: 'fatal'; error: ErrorData }
   /**
-   * Rows the tailer found (each once, ascending id except holes' rows) and its low-water mark:
+   * Rows the tailer found (FeedRow[] as msgpack, transferred; null: none), each once, ascending
+   * id, and its low-water mark:
    * every id <= low was delivered or is dead. `start` on the first message after feedWatch on:
    * nothing at or below `floor` will be delivered by this run of the tailer.
    */
-  | { type: 'feed'; rows: FeedRow[]; low: number; start: { floor: number } | null }
+  | { type: 'feed'; rows: Uint8Array | null; low: number; start: { floor: number } | null }
   | { type: 'feedRange'; id: number; rows?: FeedRow[]; trimmed?: number; error?: ErrorData }
   | { type: 'drained' }
   | { type: 'stopped' };

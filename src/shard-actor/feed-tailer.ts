@@ -32,8 +32,11 @@ export const HOLE_WAIT_MS = 500;
 const START_WINDOW = 16_384;
 /** A jump of more ids than this past `max` is not a set of holes (e.g. an auto-increment reset). */
 const MAX_NEW_HOLES = 100_000;
-/** The soonest poll after a commit of this actor (commits under load come every millisecond). */
-const KICK_DELAY_MS = 2;
+/**
+ * The soonest poll after a commit of this actor, and between polls while commits keep coming
+ * (under load they come every millisecond: one poll then gathers many batches' rows).
+ */
+const KICK_DELAY_MS = 5;
 
 export type PostFeed = (rows: FeedRow[], low: number, start: { floor: number } | null) => void;
 
@@ -106,7 +109,7 @@ export class FeedTailer {
       .then((more) => {
         this.polling = false;
         if (!this.active || gen !== this.generation) return;
-        this.schedule(more || this.again ? 0 : this.pollMs);
+        this.schedule(more ? 0 : this.again ? KICK_DELAY_MS : this.pollMs);
       });
   };
 
