@@ -37,6 +37,9 @@ export interface WatchEvent {
   expiresAt: number | null;
   /** Resume after this event: pass as `from`. */
   cursor: string;
+  /** The shard (kv_shard index) and the event's id in its feed: together they name it exactly. */
+  shard: number;
+  seq: number;
 }
 
 export interface Watch extends AsyncIterableIterator<WatchEvent> {
@@ -113,7 +116,7 @@ export function openWatch(url: string, prefix: Uint8Array, opts: WatchOptions, s
           readyResolve(cursor);
         } else if (r[1] === 206) {
           const a = r as unknown[];
-          queue.push({ type: a[2] as WatchEvent['type'], key: Buffer.from(a[3] as Uint8Array), version: a[4] as number, at: a[5] as number, expiresAt: (a[6] as number | null) ?? null, cursor: a[7] as string });
+          queue.push({ type: a[2] as WatchEvent['type'], key: Buffer.from(a[3] as Uint8Array), version: a[4] as number, at: a[5] as number, expiresAt: (a[6] as number | null) ?? null, cursor: a[7] as string, shard: a[8] as number, seq: a[9] as number });
         } else {
           const e = (r[2] ?? {}) as { code?: string; message?: string; cursor?: string };
           if (typeof e.cursor === 'string' && e.cursor.length > 0 && RESUMABLE.has(String(e.code))) {

@@ -152,7 +152,7 @@ class WsConn implements RequestSink {
 
   /**
    * A watch (op 13): `[id, 200, cursor]` once it runs, then `[id, 206, type, key, version, at,
-   * expiresAt, cursor]` per change, until unwatch, or an error `[id, status, {code, message,
+   * expiresAt, cursor, shard, seq]` per change, until unwatch, or an error `[id, status, {code, message,
    * cursor}]` that ends it (a watcher whose unsent events pass KVSQL_FEED_WATCHER_BUFFER_BYTES is
    * cut off with KV_ERR_WATCH_TOO_SLOW).
    */
@@ -177,7 +177,7 @@ class WsConn implements RequestSink {
           conn.pushCounted([id, statusOf('KV_ERR_WATCH_TOO_SLOW'), { code: 'KV_ERR_WATCH_TOO_SLOW', message: `more than ${limit} bytes of events were waiting to be sent; resume from the cursor`, cursor }]);
           return;
         }
-        conn.pushCounted([id, 206, e.type, e.key, e.version, e.at, e.expiresAt, cursor] as unknown as WireReply);
+        conn.pushCounted([id, 206, e.type, e.key, e.version, e.at, e.expiresAt, cursor, e.shard, e.id] as unknown as WireReply);
       },
       onError(err: FeedError): void {
         conn.watches?.delete(id);
