@@ -20,9 +20,16 @@ export const FEED_DEL = 2;
 export const FEED_EXPIRE = 3;
 export const FEED_PERSIST = 4;
 export const FEED_EXPIRED = 5;
+/** Puts made by an increment, a float increment, an append (for Redis's event names). */
+export const FEED_INCR = 6;
+export const FEED_INCR_FLOAT = 7;
+export const FEED_APPEND = 8;
 
 export type FeedType = 'put' | 'del' | 'expire' | 'persist' | 'expired';
-export const FEED_TYPE_NAMES: readonly FeedType[] = ['put', 'put', 'del', 'expire', 'persist', 'expired'];
+/** kv_feed.type -> the event's type. */
+export const FEED_TYPE_NAMES: readonly FeedType[] = ['put', 'put', 'del', 'expire', 'persist', 'expired', 'put', 'put', 'put'];
+/** kv_feed.type -> Redis's keyspace-notification event name of the command that made it. */
+export const FEED_REDIS_EVENTS: readonly string[] = ['', 'set', 'del', 'expire', 'persist', 'expired', 'incrby', 'incrbyfloat', 'append'];
 
 /** One kv_feed row across the MessagePort: [id, key, version, at, type, expiresAt]. */
 export type FeedRow = [id: number, key: Uint8Array, version: number, at: number, type: number, expiresAt: number | null];

@@ -275,3 +275,38 @@ test('auth: a token may watch only prefixes it may read', async () => {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('retention: rows past the row bound and the time bound are trimmed in pages, and the trim mark moves', async () => {
+  const small = await startTestStore({ mysql, shards: 1, config: { feedMaxRows: 1000, feedRetentionMs: 3000, expiryTickMs: 20 } });
+  try {
+    const c = createClient(url(small.port));
+    for (let round = 0; round < 30; round++) await Promise.all(Array.from({ length: 100 }, (_, i) => c.put(`trim:${i}`, `${round}`)));
+    await c.close();
+    const conn = await mysql2.createConnection({ uri: small.urls[0] });
+    try {
+      const count = async () => {
+        const [[r]] = (await conn.query('SELECT COUNT(*) AS n, (SELECT upto FROM kv_feed_trim WHERE id = 1) AS upto FROM kv_feed')) as unknown as [[{ n: number; upto: number }]];
+        return { n: Number(r.n), upto: Number(r.upto) };
+      };
+      let now = await count();
+      const deadline = Date.now() + 15_000;
+      while (now.n > 1000 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 200));
+        now = await count();
+      }
+      assert.ok(now.n <= 1000, `rows kept: ${now.n}`);
+      assert.ok(now.upto >= 2000, `trim mark: ${now.upto}`);
+      // The time bound: nothing is written any more, so after 3 s everything goes.
+      const deadline2 = Date.now() + 15_000;
+      while (now.n > 0 && Date.now() < deadline2) {
+        await new Promise((r) => setTimeout(r, 200));
+        now = await count();
+      }
+      assert.equal(now.n, 0);
+    } finally {
+      await conn.end();
+    }
+  } finally {
+    await small.close();
+  }
+});
