@@ -444,17 +444,25 @@ export const STATEMENTS = {
     (n) => `UPDATE kv_feed SET version = CASE version ${new Array(n).fill('WHEN ? THEN ?').join(' ')} END WHERE id >= ? AND version IN (${placeholders(n, '?')})`,
   ),
   /**
-   * The reap lane's delete with its feed rows, one transaction, one round trip: the expired rows
-   * are read and locked (INSERT ... SELECT ... FOR UPDATE) and their `expired` rows written, then
-   * exactly those are deleted: the same @kv_now in both conditions, and every row the first
-   * matched is locked, so the DELETE cannot see it otherwise (DESIGN.md §16). Parameters: keys, keys.
+   * The reap lane's delete with its feed rows, one transaction, one round trip. The expired rows
+   * are read and locked first (FOR UPDATE), gathered into @kv_reaped; their `expired` rows are
+   * inserted from that list; then exactly those are deleted: the same @kv_now in both conditions,
+   * and every row the SELECT matched is locked, so the DELETE cannot see it otherwise (DESIGN.md
+   * §16). Not one INSERT ... SELECT ... FOR UPDATE: that is a "bulk insert", which under
+   * innodb_autoinc_lock_mode=1 (MariaDB's default) holds kv_feed's table AUTO-INC lock while it
+   * waits for row locks, stalling every writer's feed INSERT (and deadlocking with one that holds
+   * such a row); the INSERT from JSON_TABLE waits for nothing. @kv_reaped is at most MAX_REAP_KEYS
+   * keys of at most 1 KiB in hex, about 0.5 MB: under MariaDB's group_concat_max_len (1 MB),
+   * which also bounds JSON_ARRAYAGG there. Parameters: keys, keys. The DELETE is result 5.
    */
   reapFeedBatch: new Statements(
     'reapFeedBatch',
     (n) =>
-      `START TRANSACTION; SET @kv_now = ${NOW_MS}; ` +
-      `INSERT INTO kv_feed (k, version, at, type, expires_at) SELECT k, version, @kv_now, ${FEED_EXPIRED}, expires_at FROM kv FORCE INDEX (PRIMARY) ` +
-      `WHERE k IN (${placeholders(n, '?')}) AND expires_at <= @kv_now ORDER BY k FOR UPDATE; ` +
+      `START TRANSACTION; SET @kv_now = ${NOW_MS}; SET @kv_reaped = NULL; ` +
+      `SELECT JSON_ARRAYAGG(JSON_ARRAY(HEX(k), version, expires_at)) INTO @kv_reaped FROM kv FORCE INDEX (PRIMARY) ` +
+      `WHERE k IN (${placeholders(n, '?')}) AND expires_at <= @kv_now FOR UPDATE; ` +
+      `INSERT INTO kv_feed (k, version, at, type, expires_at) SELECT UNHEX(j.k), j.v, @kv_now, ${FEED_EXPIRED}, j.e ` +
+      `FROM JSON_TABLE(@kv_reaped, '$[*]' COLUMNS (k VARCHAR(2048) PATH '$[0]', v BIGINT UNSIGNED PATH '$[1]', e BIGINT PATH '$[2]')) j; ` +
       `DELETE kv FROM kv FORCE INDEX (PRIMARY) WHERE k IN (${placeholders(n, '?')}) AND expires_at <= @kv_now; COMMIT`,
   ),
   /** The tailer's poll: rows after its highest id, and the rows of up to n holes below it. */
@@ -1172,7 +1180,7 @@ export class MysqlShardStore implements ShardStore {
     try {
       const [res] = await conn.query<ResultSetHeader[]>({ sql: formatSql(STATEMENTS.reapFeedBatch.sql(keys.length), [...keys, ...keys]), timeout: this.timeout });
       conn.release();
-      return res[3].affectedRows;
+      return res[5].affectedRows;
     } catch (err) {
       this.suspect(err);
       // A statement failed inside the transaction (a lock wait timeout rolls back only the
