@@ -130,12 +130,17 @@ function readyStatus(url: string): Promise<number> {
 
 function cleanEnv(kv: Record<string, string>): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('KVSQL_') && !k.startsWith('KV_')) env[k] = v;
+  return { ...env, ...kv };
+}
+
+/** KVSQL_BENCH_GATEWAY_<SETTING> as KVSQL_<SETTING> (through envFor: a build that lacks the setting does not get it). */
+function tuningEnv(): Record<string, string> {
   const tuning: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) {
-    if (!k.startsWith('KVSQL_') && !k.startsWith('KV_')) env[k] = v;
-    else if (k.startsWith('KVSQL_BENCH_GATEWAY_') && v !== undefined) tuning[`KVSQL_${k.slice('KVSQL_BENCH_GATEWAY_'.length)}`] = v;
+    if (k.startsWith('KVSQL_BENCH_GATEWAY_') && v !== undefined) tuning[`KVSQL_${k.slice('KVSQL_BENCH_GATEWAY_'.length)}`] = v;
   }
-  return { ...env, ...tuning, ...kv };
+  return tuning;
 }
 
 /**
@@ -148,7 +153,7 @@ export function spawnGateway(name: string, kv: Record<string, string>, port: num
   const logFile = path.join(logDir, `${name}.log`);
   const fd = fs.openSync(logFile, 'a');
   const argv = SETPRIV ? [SETPRIV, '--pdeathsig', 'TERM', process.execPath, build.cli] : [process.execPath, build.cli];
-  const { env, dropped } = envFor(build, { ...kv, KVSQL_PORT: String(port), KVSQL_REDIS_PORT: redisPort === null ? 'off' : String(redisPort), KVSQL_HOST: '127.0.0.1', KVSQL_LOG_LEVEL: 'warn' });
+  const { env, dropped } = envFor(build, { ...tuningEnv(), ...kv, KVSQL_PORT: String(port), KVSQL_REDIS_PORT: redisPort === null ? 'off' : String(redisPort), KVSQL_HOST: '127.0.0.1', KVSQL_LOG_LEVEL: 'warn' });
   const child = spawn(argv[0], argv.slice(1), { env: cleanEnv(env), stdio: ['ignore', fd, fd], cwd: build.root });
   fs.closeSync(fd);
   const scheme = kv.KVSQL_TLS_CERT_FILE ? 'https' : 'http';

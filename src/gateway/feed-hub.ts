@@ -37,6 +37,8 @@ const CATCHUP_ROWS = 1000;
 const LINGER_MS = 5000;
 /** While a catch-up waits (tailer starting, sink backlogged), it looks again this often. */
 const WAIT_MS = 20;
+/** A shard whose tailer has not started within this long fails its watchers (503, with the cursor). */
+const START_TIMEOUT_MS = 5000;
 
 /** One change as a watcher sees it. */
 export interface FeedEvent {
@@ -176,11 +178,18 @@ export class FeedHub implements FeedListener {
       if (fromNow) {
         // From now: the current low-water mark once the tailer runs; nothing older is replayed.
         pos.set(index, -1);
-        void this.ensureStarted(f).then(() => {
-          if (w.closed) return;
-          pos.set(index, f!.low);
-          this.replayAndJoin(w, f!, f!.low);
-        });
+        this.ensureStarted(f).then(
+          () => {
+            if (w.closed) return;
+            pos.set(index, f!.low);
+            this.replayAndJoin(w, f!, f!.low);
+          },
+          (err) => {
+            // Not started: nothing of this shard was delivered; a resume starts at its low mark then.
+            pos.delete(index);
+            this.fail(w, toErrorData(err));
+          },
+        );
       } else {
         if (!pos.has(index)) pos.set(index, 0);
         void this.catchUp(w, f, pos.get(index)!).catch((err) => this.fail(w, toErrorData(err)));
@@ -195,6 +204,7 @@ export class FeedHub implements FeedListener {
     for (;;) {
       let pending = false;
       for (const v of w.pos.values()) if (v < 0) pending = true;
+      // A failed watcher's ready never comes: its sink got the error.
       if (!pending || w.closed) return w.cursor();
       await sleep(WAIT_MS / 4);
     }
@@ -230,9 +240,21 @@ export class FeedHub implements FeedListener {
     w.sink.onError({ code: err.code, message: err.message, cursor });
   }
 
+  /** Resolves once the shard's tailer runs; rejects (503) if it has not started within START_TIMEOUT_MS. */
   private ensureStarted(f: ShardFeed): Promise<void> {
     if (f.state === 'on') return Promise.resolve();
-    const p = new Promise<void>((resolve) => f.waiters.push(resolve));
+    const p = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        const i = f.waiters.indexOf(done);
+        if (i >= 0) f.waiters.splice(i, 1);
+        reject(new KvError('KV_ERR_SHARD_UNAVAILABLE', `shard ${f.index}'s change feed did not start within ${START_TIMEOUT_MS} ms (shard down?); resume from the cursor`));
+      }, START_TIMEOUT_MS);
+      const done = (): void => {
+        clearTimeout(timer);
+        resolve();
+      };
+      f.waiters.push(done);
+    });
     if (f.state === 'off') {
       f.state = 'starting';
       this.pool.feedWatch(f.pos, true);

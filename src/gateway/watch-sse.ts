@@ -40,7 +40,7 @@ function parseWatchQuery(raw: string): { prefix: Uint8Array; exact: boolean; fro
     const text = eq === -1 ? '' : part.slice(eq + 1).replace(/\+/g, ' ');
     if (!WATCH_PARAMS.has(name)) throw new KvError('KV_ERR_BAD_REQUEST', `unknown query parameter "${name.slice(0, 40)}" (allowed: ${[...WATCH_PARAMS].join(', ')})`);
     if (name === 'prefix') prefix = decodeKey(text, 0);
-    else if (name === 'from') from = decodeURIComponent(text);
+    else if (name === 'from') from = text; // base64url: nothing to unescape
     else exact = text === '1' || text === 'true' || text === '';
   }
   if (prefix.length > 1024) throw new KvError('KV_ERR_KEY_TOO_LONG', `prefix is ${prefix.length} bytes, the limit is 1024`);

@@ -53,6 +53,8 @@ export class FeedTailer {
   private readonly holes = new Map<number, number>();
   /** Bumped at each (re)start, so a poll of an earlier run delivers nothing. */
   private generation = 0;
+  /** Polls failed in a row (logged once per streak: a down shard fails every poll). */
+  private failures = 0;
 
   constructor(
     private readonly store: ShardStore,
@@ -102,10 +104,17 @@ export class FeedTailer {
     const gen = this.generation;
     const work = this.started ? this.poll(gen) : this.start(gen);
     work
-      .catch((err: unknown) => {
-        this.log('warn', 'change feed poll failed; retrying', { code: (err as { code?: string })?.code, message: (err as Error)?.message });
-        return false;
-      })
+      .then(
+        (more) => {
+          if (this.failures > 0) this.log('info', 'change feed polls work again', { failed: this.failures });
+          this.failures = 0;
+          return more;
+        },
+        (err: unknown) => {
+          if (this.failures++ === 0) this.log('warn', 'change feed poll failed; retrying every poll interval', { code: (err as { code?: string })?.code, message: (err as Error)?.message });
+          return false;
+        },
+      )
       .then((more) => {
         this.polling = false;
         if (!this.active || gen !== this.generation) return;
