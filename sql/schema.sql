@@ -126,7 +126,8 @@ INSERT IGNORE INTO kv_lease (name, holder, expires_at) VALUES ('expirer', '', 0)
 --   k, version  the key, and the version written (put) or acted on (del, expire, persist, expired)
 --   at          unix ms on the shard's clock (NOW(3) of the transaction)
 --   type        1 put, 2 del, 3 expire (TTL set), 4 persist (TTL cleared), 5 expired (reaped),
---               6, 7, 8 a put by incr, incr float, append (protocol/feed.ts: Redis event names),
+--               6, 7, 8 a put by incr, incr float, append (protocol/feed.ts: Redis event names);
+--               + 16 on a put that created the key, + 32 on a put whose op set a TTL,
 --               0 a filler written by a reader into a hole nobody will fill (see feed-tailer.ts)
 --   expires_at  the key's expiry after the change (put, expire), else NULL
 CREATE TABLE IF NOT EXISTS kv_feed (

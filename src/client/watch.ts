@@ -1,9 +1,9 @@
 /**
  * Owns the client's change-feed watch: one WebSocket of its own per watch (so a busy watch never
- * delays ops, and ops never delay events), the watch op (13) on it, and resuming. Relies on `ws`
+ * delays ops, and ops never delay events), the watch op (15) on it, and resuming. Relies on `ws`
  * and the wire codec. Must not import gateway code.
  *
- *   socket ─ [1, 13, prefix, {from, exact}] ─> server
+ *   socket ─ [1, 15, prefix, {from, exact}] ─> server
  *          <─ [1, 200, cursor] ready   <─ [1, 206, type, key, version, at, expiresAt, cursor] ...
  *   events ─> queue ─> async iterator (next())
  *

@@ -22,7 +22,7 @@
  * by id > pos loses nothing. Memory: the ring is bounded (RING_ROWS per shard); a watcher holds
  * only its positions; a slow sink is the door's to cut off (FeedSink.backlogged and unsubscribe).
  */
-import { decodeCursor, encodeCursor, FEED_REDIS_EVENTS, FEED_TYPE_NAMES, type CursorPositions, type FeedRow, type FeedType } from '../protocol/feed';
+import { decodeCursor, encodeCursor, FEED_CREATED, FEED_KIND, FEED_REDIS_EVENTS, FEED_WITH_TTL, FEED_TYPE_NAMES, type CursorPositions, type FeedRow, type FeedType } from '../protocol/feed';
 import { KvError, toErrorData, type ErrorData } from '../protocol/errors';
 import type { FeedListener, ShardPool } from './shard-pool';
 import { Packr } from 'msgpackr';
@@ -45,6 +45,10 @@ export interface FeedEvent {
   type: FeedType;
   /** Redis's name for the change: set, incrby, incrbyfloat, append, del, expire, persist, expired. */
   event: string;
+  /** put: the key did not exist (or had expired) before (Redis's `new`). */
+  created: boolean;
+  /** put: the op itself set a TTL (SET ... EX; Redis then also notifies `expire`). */
+  ttl: boolean;
   key: Buffer;
   /** The version written (put), or of the value acted on (del, expire, persist, expired). */
   version: number;
@@ -368,7 +372,8 @@ export class FeedHub implements FeedListener {
 
 function eventOf(r: FeedRow, shard: number): FeedEvent {
   const key = Buffer.from(r[1].buffer, r[1].byteOffset, r[1].byteLength);
-  return { type: FEED_TYPE_NAMES[r[4]], event: FEED_REDIS_EVENTS[r[4]], key, version: r[2], at: r[3], expiresAt: r[5], shard, id: r[0] };
+  const kind = r[4] & FEED_KIND;
+  return { type: FEED_TYPE_NAMES[kind], event: FEED_REDIS_EVENTS[kind], created: (r[4] & FEED_CREATED) !== 0, ttl: (r[4] & FEED_WITH_TTL) !== 0, key, version: r[2], at: r[3], expiresAt: r[5], shard, id: r[0] };
 }
 
 function sleep(ms: number): Promise<void> {

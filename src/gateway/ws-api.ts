@@ -95,7 +95,7 @@ class WsConn implements RequestSink {
   overBuffered = false;
   /** The reply past ctx.maxInflight (one object per connection, shared by its BUSY replies). */
   private readonly busyInflight: ErrorData;
-  /** Open watches (op 13), by the watch request's id. */
+  /** Open watches (op 15), by the watch request's id. */
   watches: Map<number, Subscription> | null = null;
   constructor(
     readonly ctx: WsContext,
@@ -151,7 +151,7 @@ class WsConn implements RequestSink {
   }
 
   /**
-   * A watch (op 13): `[id, 200, cursor]` once it runs, then `[id, 206, type, key, version, at,
+   * A watch (op 15): `[id, 200, cursor]` once it runs, then `[id, 206, type, key, version, at,
    * expiresAt, cursor, shard, seq]` per change, until unwatch, or an error `[id, status, {code, message,
    * cursor}]` that ends it (a watcher whose unsent events pass KVSQL_FEED_WATCHER_BUFFER_BYTES is
    * cut off with KV_ERR_WATCH_TOO_SLOW).

@@ -25,10 +25,16 @@ export const FEED_INCR = 6;
 export const FEED_INCR_FLOAT = 7;
 export const FEED_APPEND = 8;
 
+/** Bits on a put's type: the key did not exist (Redis's `new`); the op set a TTL (SET ... EX: `expire` too). */
+export const FEED_CREATED = 0x10;
+export const FEED_WITH_TTL = 0x20;
+/** The kind of change in a type code, without those bits. */
+export const FEED_KIND = 0x0f;
+
 export type FeedType = 'put' | 'del' | 'expire' | 'persist' | 'expired';
-/** kv_feed.type -> the event's type. */
+/** kv_feed.type & FEED_KIND -> the event's type. */
 export const FEED_TYPE_NAMES: readonly FeedType[] = ['put', 'put', 'del', 'expire', 'persist', 'expired', 'put', 'put', 'put'];
-/** kv_feed.type -> Redis's keyspace-notification event name of the command that made it. */
+/** kv_feed.type & FEED_KIND -> Redis's keyspace-notification event name of the command that made it. */
 export const FEED_REDIS_EVENTS: readonly string[] = ['', 'set', 'del', 'expire', 'persist', 'expired', 'incrby', 'incrbyfloat', 'append'];
 
 /** One kv_feed row across the MessagePort: [id, key, version, at, type, expiresAt]. */

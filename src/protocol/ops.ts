@@ -41,12 +41,12 @@ export const OP_GETEX = 11;
 export const OP_SCAN = 12;
 
 /**
- * Change feed (WebSocket only, gateway work like list): watch streams a prefix's changes under the
+ * Change feed (WebSocket only, gateway work like list; 13 and 14 are main's txn and eval): watch streams a prefix's changes under the
  * request's id until unwatch (its key position holds the watch's id) or an error. Never in a port
  * Request.
  */
-export const OP_WATCH = 13;
-export const OP_UNWATCH = 14;
+export const OP_WATCH = 15;
+export const OP_UNWATCH = 16;
 
 export type OpCode = 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9 | 10 | 11;
 

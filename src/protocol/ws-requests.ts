@@ -22,9 +22,9 @@ export interface RequestSink {
   request(id: number, op: OpCode, key: Uint8Array, value: Uint8Array | null, ttlMs: number, flags: number, ifVersion: number): void;
   /** A valid list request (op 12): a page of keys. `prefix` and `after` may be views of the frame. */
   list(id: number, request: ScanRequest): void;
-  /** A watch request (op 13): stream changes of keys under `prefix` (or the key, `exact`) from `from` ('now' or a cursor). */
+  /** A watch request (op 15): stream changes of keys under `prefix` (or the key, `exact`) from `from` ('now' or a cursor). */
   watch?(id: number, prefix: Uint8Array, exact: boolean, from: string): void;
-  /** An unwatch request (op 14) for the watch with id `watchId`. */
+  /** An unwatch request (op 16) for the watch with id `watchId`. */
   unwatch?(id: number, watchId: number): void;
   /** A request with a usable id that failed validation; `op` is 0 when it was not a known op. */
   reject(id: number, op: number, err: ErrorData): void;
@@ -32,7 +32,7 @@ export interface RequestSink {
   frameError(message: string): void;
 }
 
-export const OP_LIST = '1 get, 2 put, 3 del, 4 expire, 5 persist, 6 ttl, 8 incr, 10 getdel, 12 list, 13 watch, 14 unwatch';
+export const OP_LIST = '1 get, 2 put, 3 del, 4 expire, 5 persist, 6 ttl, 8 incr, 10 getdel, 12 list, 15 watch, 16 unwatch';
 
 function toBytes(v: unknown): Uint8Array | null {
   if (v instanceof Uint8Array) return v;
@@ -50,13 +50,13 @@ const SHAPES: Record<number, [min: number, max: number, shape: string]> = {
   [OP_INCR]: [4, 5, '[id, 8, key, delta, options?]'],
   [OP_GETDEL]: [3, 3, '[id, 10, key]'],
   [OP_SCAN]: [3, 4, '[id, 12, prefix, options?]'],
-  [OP_WATCH]: [3, 4, '[id, 13, prefix, options?]'],
-  [OP_UNWATCH]: [3, 3, '[id, 14, watchId]'],
+  [OP_WATCH]: [3, 4, '[id, 15, prefix, options?]'],
+  [OP_UNWATCH]: [3, 3, '[id, 16, watchId]'],
 };
 
-/** A watch request: `[id, 13, prefix, {from?, exact?}?]`; from is "now" (default) or a cursor. */
+/** A watch request: `[id, 15, prefix, {from?, exact?}?]`; from is "now" (default) or a cursor. */
 function parseWatch(r: unknown[]): { prefix: Uint8Array; exact: boolean; from: string } {
-  if (r.length < 3 || r.length > 4) throw badRequest(`op 13 takes [id, 13, prefix, options?], got ${r.length} elements`);
+  if (r.length < 3 || r.length > 4) throw badRequest(`op 15 takes [id, 15, prefix, options?], got ${r.length} elements`);
   const prefix = toBytes(r[2]);
   if (prefix === null) throw new KvError('KV_ERR_BAD_KEY', `prefix must be bin or str, got ${describe(r[2])}`);
   if (prefix.length > 1024) throw new KvError('KV_ERR_KEY_TOO_LONG', `prefix is ${prefix.length} bytes, the limit is 1024`);
@@ -172,7 +172,7 @@ export function decodeFrame(frame: Uint8Array, limits: Limits, sink: RequestSink
         continue;
       }
       if (r[1] === OP_UNWATCH) {
-        if (r.length !== 3 || typeof r[2] !== 'number' || !Number.isSafeInteger(r[2])) throw badRequest('op 14 takes [id, 14, watchId]');
+        if (r.length !== 3 || typeof r[2] !== 'number' || !Number.isSafeInteger(r[2])) throw badRequest('op 16 takes [id, 16, watchId]');
         if (sink.unwatch === undefined) throw new KvError('KV_ERR_UNKNOWN_OP', 'unwatch is not served here');
         sink.unwatch(id, r[2]);
         continue;

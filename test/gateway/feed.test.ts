@@ -217,7 +217,7 @@ test('a watcher that does not read is cut off with its cursor', async () => {
     await new Promise((r) => ws.once('open', r));
     const replies: unknown[][] = [];
     ws.on('message', (d: Buffer) => replies.push(...(decodeReplyFrame(d) as unknown[][])));
-    ws.send(packr.pack([[7, 13, 'slow:', { from: 'now' }]]));
+    ws.send(packr.pack([[7, 15, 'slow:', { from: 'now' }]]));
     const deadline = Date.now() + 5000;
     while (!replies.some((r) => r[1] === 200) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     // Stop reading: the socket's buffers fill.
@@ -309,4 +309,31 @@ test('retention: rows past the row bound and the time bound are trimmed in pages
   } finally {
     await small.close();
   }
+});
+
+test('the hub interface other doors use (Redis keyspace notifications): Redis event names, created, ttl', async () => {
+  const hub = store.server.feed!;
+  const got: Array<{ event: string; key: string; created: boolean; ttl: boolean; type: string }> = [];
+  let failed: unknown = null;
+  const sub = hub.subscribe(
+    { prefix: Buffer.from('hub:'), from: 'now' },
+    { onEvent: (e) => got.push({ event: e.event, key: e.key.toString(), created: e.created, ttl: e.ttl, type: e.type }), onError: (err) => (failed = err) },
+  );
+  await hub.ready(sub);
+  await client.put('hub:a', 'x', { ttl: 60_000 });
+  await client.put('hub:a', 'y', { keepTtl: true });
+  await client.incr('hub:n', 2);
+  await client.incrByFloat('hub:n', 0.5);
+  await client.getdel('hub:n');
+  const deadline = Date.now() + 10_000;
+  while (got.length < 5 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  sub.unsubscribe();
+  assert.equal(failed, null);
+  assert.deepEqual(got, [
+    { event: 'set', key: 'hub:a', created: true, ttl: true, type: 'put' },
+    { event: 'set', key: 'hub:a', created: false, ttl: false, type: 'put' },
+    { event: 'incrby', key: 'hub:n', created: true, ttl: false, type: 'put' },
+    { event: 'incrbyfloat', key: 'hub:n', created: false, ttl: false, type: 'put' },
+    { event: 'del', key: 'hub:n', created: false, ttl: false, type: 'del' },
+  ]);
 });

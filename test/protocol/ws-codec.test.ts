@@ -94,7 +94,7 @@ test('64-bit integer encodings (as Go writes them) are understood', () => {
 
 test('per-request validation errors carry the HTTP codes and precise messages', () => {
   const cases: Array<[unknown[], string, RegExp]> = [
-    [[1, 9, 'k'], 'KV_ERR_UNKNOWN_OP', /op must be one of 1 get, 2 put, 3 del, 4 expire, 5 persist, 6 ttl, 8 incr, 10 getdel, 12 list, 13 watch, 14 unwatch; got int 9/],
+    [[1, 9, 'k'], 'KV_ERR_UNKNOWN_OP', /op must be one of 1 get, 2 put, 3 del, 4 expire, 5 persist, 6 ttl, 8 incr, 10 getdel, 12 list, 15 watch, 16 unwatch; got int 9/],
     [[1, 8, 'k'], 'KV_ERR_BAD_REQUEST', /op 8 takes \[id, 8, key, delta, options\?\]/],
     [[1, 8, 'k', 1.5], 'KV_ERR_BAD_REQUEST', /incr delta must be a signed 64-bit integer \(a string beyond 2\^53\), got float 1.5/],
     [[1, 8, 'k', '9223372036854775808'], 'KV_ERR_BAD_REQUEST', /incr delta must be a signed 64-bit integer/],
