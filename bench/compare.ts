@@ -151,11 +151,13 @@ export async function runCompare(opts: Readonly<BenchOptions>, ref: string, orde
   const newBuild = ownBuild();
   note(`comparing new ${newBuild.label} with old ${oldBuild.label} (${ref}): ${order.join(',')}; ${opts.runs} round(s) of ${opts.duration} s each, alternating`);
   const sides: Side[] = [];
+  let probeSummary: string | null = null;
   const stop = async () => {
     clearProgress();
     for (const s of sides.splice(0)) {
       if (s.probe !== undefined) {
-        note(s.probe.summary());
+        probeSummary = s.probe.summary();
+        note(probeSummary);
         await s.probe.stop();
       }
       await s.ctx.naive?.stop();
@@ -212,7 +214,7 @@ export async function runCompare(opts: Readonly<BenchOptions>, ref: string, orde
     const stamp = startedAt.replace(/[:.]/g, '-');
     const round = (x: number, d = 2) => (Number.isFinite(x) ? Number(x.toFixed(d)) : null);
     const json = {
-      info: { startedAt, finishedAt: new Date().toISOString(), new: newBuild.label, old: oldBuild.label, ref, node: process.version, cpus: CORES, memoryGiB: Math.round(os.totalmem() / 2 ** 30), options: { ...opts } },
+      info: { startedAt, finishedAt: new Date().toISOString(), new: newBuild.label, old: oldBuild.label, ref, node: process.version, cpus: CORES, memoryGiB: Math.round(os.totalmem() / 2 ** 30), options: { ...opts }, feedWatcher: probeSummary },
       scenarios: compared.map((c) => ({
         name: c.name,
         newOps: c.newOps.map((x) => round(x, 0)),

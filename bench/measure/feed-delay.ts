@@ -9,6 +9,8 @@
  *
  *   node dist/bench/measure/feed-delay.js [--rate=2000] [--seconds=10] [--expiring=20000]
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import { createClient } from '../../src/client';
 import { startTestStore } from '../../test/helpers/store';
 import { numberFlag } from '../options';
@@ -72,6 +74,16 @@ async function main(): Promise<void> {
   const exp = [...expiredDelays].sort((a, b) => a - b);
   console.log(`F1 expiry: ${expiring} keys, ${exp.length} expired events; delay expiresAt->arrival p50 ${pct(exp, 0.5)} ms, p99 ${pct(exp, 0.99)} ms, max ${exp[exp.length - 1]} ms`);
   console.log(`F1 total events ${events}`);
+  const out = {
+    id: 'F1',
+    at: new Date().toISOString(),
+    options: { rate, seconds, expiring },
+    puts: { acked, events: puts.length, p50Ms: pct(puts, 0.5), p99Ms: pct(puts, 0.99), maxMs: puts[puts.length - 1] },
+    expiry: { keys: expiring, events: exp.length, p50Ms: pct(exp, 0.5), p99Ms: pct(exp, 0.99), maxMs: exp[exp.length - 1] },
+  };
+  const file = path.join(__dirname, '..', '..', '..', 'bench', 'evidence', 'F1.json');
+  fs.writeFileSync(file, JSON.stringify(out, null, 1) + '\n');
+  console.log(`saved ${path.relative(process.cwd(), file)}`);
   w.close();
   await consuming.catch(() => undefined);
   await writer.close();
