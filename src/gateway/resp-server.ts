@@ -35,7 +35,7 @@
 import { createServer, type Server as NetServer, type Socket } from 'node:net';
 import { createServer as createTlsServer, Server as TlsServer } from 'node:tls';
 import { hostname } from 'node:os';
-import { statusOf, toErrorData } from '../protocol/errors';
+import { KvError, statusOf, toErrorData } from '../protocol/errors';
 import {
   FLAG_GET_OLD,
   FLAG_IF_ABSENT,
@@ -63,7 +63,9 @@ import { compileGlob, decodeCursor, encodeCursor } from '../protocol/redis-keysp
 import type { HttpContext } from './http-api';
 import { countKeys, listPage } from './key-lister';
 import type { ReplyTarget } from './shard-pool';
-import { ERR_NOT_INTEGER, ERR_SYNTAX, expiryOption, intArg, STRING_COMMANDS, wrongArgs, type Combine, type OpSpec, type RespCall } from './resp-strings';
+import { NOT_IN_MULTI, TXN_COMMANDS, TXN_CONTROL, TxnState, type Queued, type TxnCall } from './resp-transactions';
+import type { TxnOp } from '../protocol/txn';
+import { ERR_NOT_INTEGER, ERR_SYNTAX, errorText, expiryOption, intArg, STRING_COMMANDS, wrongArgs, type Combine, type OpSpec, type RespCall } from './resp-strings';
 
 /** The Redis version kvsql answers as (HELLO, INFO): the command syntax it follows is Redis 7.2's. */
 export const REDIS_COMPAT_VERSION = '7.2.0';
@@ -135,23 +137,6 @@ export interface RespServer {
 // Errors
 // ---------------------------------------------------------------------------------------------
 
-/**
- * A kvsql error as a Redis error reply's text. The first word is what Redis clients key on:
- * TRYAGAIN for anything retryable (503: overloaded, shard down, shutting down), UNCERTAIN for a
- * write whose fate is unknown (never retry blindly: read the key first), ERR for the rest.
- */
-export function errorText(code: string, message: string): string {
-  if (code === 'KV_ERR_OUTCOME_UNKNOWN') return `UNCERTAIN ${code} ${message}`;
-  // Redis's own words for ACL refusals, which clients recognise.
-  if (code === 'KV_ERR_FORBIDDEN') return `NOPERM ${code} ${message}`;
-  if (code === 'KV_ERR_UNAUTHORIZED') return `NOAUTH ${code} ${message}`;
-  // Counters: Redis's exact texts (clients and tests match them), which the actor's messages are.
-  if (code === 'KV_ERR_NOT_INTEGER' || code === 'KV_ERR_NOT_FLOAT' || code === 'KV_ERR_OVERFLOW') return `ERR ${message}`;
-  const status = statusOf(code);
-  if (status === 503) return `TRYAGAIN ${code} ${message}`;
-  if (status >= 500) return `ERR ${code} ${status === 500 ? 'internal error' : message}`;
-  return `ERR ${code} ${message}`;
-}
 
 const replyError = (r: ErrorReply): string => resp.error(errorText(r[2], r[3]));
 
@@ -213,7 +198,7 @@ class Command implements ReplyTarget {
 
   /** One op's reply (MGET's come through MgetPart, with their index). */
   deliver(r: Reply): void {
-    this.conn!.opDone();
+    this.conn?.opDone();
     this.pending--;
     if (isErrorReply(r)) {
       this.noteError(r);
@@ -264,7 +249,7 @@ class Command implements ReplyTarget {
 
   /** One op's reply of a Custom command. */
   part(i: number, r: Reply): void {
-    this.conn!.opDone();
+    this.conn?.opDone();
     this.pending--;
     if (isErrorReply(r)) this.noteError(r);
     else this.parts![i] = r;
@@ -272,7 +257,7 @@ class Command implements ReplyTarget {
   }
 
   mgetPart(i: number, r: Reply): void {
-    this.conn!.opDone();
+    this.conn?.opDone();
     this.pending--;
     if (isErrorReply(r)) {
       this.noteError(r);
@@ -300,8 +285,26 @@ class Command implements ReplyTarget {
       for (const v of this.values!) parts.push(v === null ? resp.nil(this.proto) : resp.bulk(v));
       this.out = Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p, 'latin1') : p)));
     }
-    this.conn!.commandDone(this);
+    this.conn?.commandDone(this);
   }
+}
+
+/**
+ * The reply of a command queued in MULTI, from its ops' replies inside EXEC's: a Command with no
+ * connection, fed exactly as a live one is, so a command answers the same inside EXEC and alone.
+ */
+function queuedReply(kind: Kind, combine: Combine | null, replies: Reply[], proto: Proto): string | Buffer {
+  const cmd = new Command(null, kind, proto);
+  cmd.pending = replies.length;
+  if (kind === Kind.Custom) {
+    cmd.combine = combine;
+    cmd.parts = new Array<Reply>(replies.length);
+    replies.forEach((r, i) => cmd.part(i, r));
+  } else if (kind === Kind.Mget) {
+    cmd.values = new Array<Uint8Array | null>(replies.length).fill(null);
+    replies.forEach((r, i) => cmd.mgetPart(i, r));
+  } else for (const r of replies) cmd.deliver(r);
+  return cmd.out!;
 }
 
 /** A Custom command's target per op. */
@@ -344,8 +347,13 @@ const flushDirty = (): void => {
   for (const c of conns) c.flush();
 };
 
-class Conn implements RespSession, RespCall {
+class Conn implements RespSession, RespCall, TxnCall {
   readonly id = nextSessionId++;
+  readonly txn = new TxnState();
+  /** While a command is queued in MULTI: what it would submit (resp-transactions.ts). */
+  private recording: (Queued & { failed: boolean }) | null = null;
+  /** Reading is held until this settles (an EXEC waiting for its WATCHes). */
+  private holding: Promise<unknown> | null = null;
   readonly remoteAddress: string;
   name: string | null = null;
   proto: Proto = 2;
@@ -394,7 +402,7 @@ class Conn implements RespSession, RespCall {
   /** Parse and dispatch as far as flow control allows; pause or resume the socket to match. */
   pump(): void {
     const max = this.srv.ctx.maxInflight;
-    while (!this.ending && !this.writeBlocked && this.opsInFlight < max) {
+    while (!this.ending && !this.writeBlocked && this.holding === null && this.opsInFlight < max) {
       let args: Buffer[] | null;
       try {
         args = this.parser.next();
@@ -406,7 +414,7 @@ class Conn implements RespSession, RespCall {
       if (args === null) break;
       this.dispatch(args);
     }
-    const hold = !this.ending && (this.writeBlocked || this.opsInFlight >= max);
+    const hold = !this.ending && (this.writeBlocked || this.holding !== null || this.opsInFlight >= max);
     if (hold !== this.paused && !this.closed) {
       this.paused = hold;
       if (hold) this.socket.pause();
@@ -441,6 +449,19 @@ class Conn implements RespSession, RespCall {
 
   /** A command answered without the shards. */
   reply(out: string | Buffer, closeAfter = false): void {
+    const rec = this.recording;
+    if (rec !== null) {
+      // Queued in MULTI: a wrong arity fails now (EXEC aborts, as Redis); anything else is the
+      // command's place in EXEC's reply.
+      if (typeof out === 'string' && out.startsWith('-ERR wrong number of arguments')) {
+        rec.failed = true;
+        this.txn.dirty = true;
+        this.recording = null;
+      } else {
+        rec.local = out;
+        return;
+      }
+    }
     const cmd = this.enqueue(new Command(this, Kind.Get, this.proto));
     cmd.out = out;
     cmd.closeAfter = closeAfter;
@@ -523,20 +544,70 @@ class Conn implements RespSession, RespCall {
   private dispatch(args: Buffer[]): void {
     const name = args[0].toString('latin1').toLowerCase();
     const srv = this.srv;
+    const queueing = this.txn.queued !== null && !TXN_CONTROL.has(name);
+    // Inside MULTI a command refused now makes EXEC abort (EXECABORT), as in Redis.
+    const refuse = (out: string): void => {
+      if (queueing) this.txn.dirty = true;
+      this.reply(out);
+    };
     const denied = srv.guard.check(this, name);
-    if (denied !== null) return this.reply(resp.error(denied));
+    if (denied !== null) return refuse(resp.error(denied));
     const handler = HANDLERS.get(name);
-    if (handler === undefined) return this.reply(unknownCommand(args));
+    if (handler === undefined) return refuse(unknownCommand(args));
     if (this.parser.oversized > 0) {
       const code = name === 'set' ? 'KV_ERR_VALUE_TOO_LARGE' : 'KV_ERR_BAD_REQUEST';
-      return this.reply(resp.error(errorText(code, `an argument of ${this.parser.oversized} bytes exceeds the limit of ${srv.limits.maxValueBytes} bytes`)));
+      return refuse(resp.error(errorText(code, `an argument of ${this.parser.oversized} bytes exceeds the limit of ${srv.limits.maxValueBytes} bytes`)));
     }
+    if (queueing && NOT_IN_MULTI.has(name)) return refuse(resp.error(`ERR ${name.toUpperCase()} cannot be queued in MULTI in kvsql`));
+    if (queueing) this.recording = { ops: [], local: null, reply: null, failed: false };
     try {
       handler(this, args);
     } catch (err) {
+      this.recording = null;
       const e = toErrorData(err);
-      this.reply(resp.error(errorText(e.code, e.message)));
+      refuse(resp.error(errorText(e.code, e.message)));
+      return;
     }
+    const rec = this.recording;
+    if (rec === null) return;
+    this.recording = null;
+    if (rec.failed) return;
+    this.txn.queued!.push(rec);
+    this.reply(resp.QUEUED);
+  }
+
+  /** MULTI: record a command's ops instead of submitting them; its reply is made at EXEC. */
+  private record(kind: Kind, ops: TxnOp[], combine: Combine | null = null): void {
+    const rec = this.recording!;
+    rec.ops = ops;
+    rec.reply = (replies, proto) => queuedReply(kind, combine, replies, proto);
+  }
+
+  authorize(op: OpCode, key: Buffer, flags = 0): void {
+    checkKey(key, this.srv.limits);
+    this.srv.guard.authorize(this, op, key);
+    if (((flags ?? 0) & FLAG_GET_OLD) !== 0) this.srv.guard.authorize(this, OP_GET, key);
+  }
+
+  request(op: OpCode, key: Buffer, value: Buffer | null, flags: number): Promise<Reply> {
+    return new Promise((resolve) => this.srv.ctx.pool.submit({ op, deliver: resolve }, op, key, value, 0, flags, 0));
+  }
+
+  shardOf(key: Uint8Array): number {
+    return this.srv.ctx.pool.shardOf(key);
+  }
+
+  holdUntil(p: Promise<unknown>): void {
+    this.holding = p;
+    const resume = (): void => {
+      this.holding = null;
+      this.pump();
+    };
+    p.then(resume, resume);
+  }
+
+  answerLater(name: string, work: () => Promise<string | Buffer>): void {
+    this.promised(Kind.Custom, work, name);
   }
 
   /** Start a command whose reply comes from the shards. */
@@ -552,6 +623,7 @@ class Conn implements RespSession, RespCall {
   one(kind: Kind, op: OpCode, key: Buffer, value: Buffer | null, ttlMs: number, flags: number): void {
     checkKey(key, this.srv.limits);
     this.srv.guard.authorize(this, op, key);
+    if (this.recording !== null) return this.record(kind, [[op, key, value, ttlMs, flags, 0]]);
     const cmd = this.keyed(kind);
     if (cmd === null) return;
     cmd.pending = 1;
@@ -564,6 +636,7 @@ class Conn implements RespSession, RespCall {
       checkKey(args[i], this.srv.limits);
       this.srv.guard.authorize(this, op, args[i]); // every key before any op: refused whole
     }
+    if (this.recording !== null) return this.record(kind, args.slice(1).map((k): TxnOp => [op, k, null, 0, 0, 0]));
     const cmd = this.keyed(kind);
     if (cmd === null) return;
     cmd.pending = args.length - 1;
@@ -577,9 +650,11 @@ class Conn implements RespSession, RespCall {
    * A command answered by gateway work across the shards (SCAN, KEYS, DBSIZE, RANDOMKEY): in the
    * reply queue like any other, and one op in flight for flow control while it runs.
    */
-  promised(kind: Kind, work: () => Promise<string | Buffer>): void {
+  promised(kind: Kind, work: () => Promise<string | Buffer>, name: string | null = null): void {
+    if (this.recording !== null) throw new KvError('KV_ERR_BAD_REQUEST', 'this command cannot be queued in MULTI in kvsql');
     const cmd = this.keyed(kind);
     if (cmd === null) return;
+    cmd.name = name;
     this.opsInFlight++;
     work()
       .then(
@@ -603,6 +678,7 @@ class Conn implements RespSession, RespCall {
       // A put that answers the value it replaced reads it too.
       if (((o.flags ?? 0) & FLAG_GET_OLD) !== 0) this.srv.guard.authorize(this, OP_GET, o.key);
     }
+    if (this.recording !== null) return this.record(Kind.Custom, specs.map((o): TxnOp => [o.op, o.key, o.value ?? null, o.ttlMs ?? 0, o.flags ?? 0, 0]), combine);
     const cmd = this.keyed(Kind.Custom);
     if (cmd === null) return;
     cmd.name = name;
@@ -763,6 +839,7 @@ const COMMAND_TABLE: Array<[string, number, string[], number, number, number]> =
   ['info', -1, ['loading', 'stale'], 0, 0, 0],
   ['config', -2, ['noscript', 'loading', 'stale'], 0, 0, 0],
   ...STRING_COMMANDS.map(([name, , arity, flags, first, last, step]): [string, number, string[], number, number, number] => [name, arity, flags, first, last, step]),
+  ...TXN_COMMANDS.map(([name, , arity, flags, first, last, step]): [string, number, string[], number, number, number] => [name, arity, flags, first, last, step]),
   ['scan', -2, ['readonly'], 0, 0, 0],
   ['keys', 2, ['readonly'], 0, 0, 0],
   ['dbsize', 1, ['readonly', 'fast'], 0, 0, 0],
@@ -999,6 +1076,7 @@ const HANDLERS = new Map<string, Handler>([
   ['info', info],
   ['config', arity('config', -2, config)],
   ...STRING_COMMANDS.map(([name, h]): [string, Handler] => [name, h as Handler]),
+  ...TXN_COMMANDS.map(([name, h]): [string, Handler] => [name, h as Handler]),
   ['scan', arity('scan', -2, scan)],
   ['keys', arity('keys', 2, keys)],
   ['dbsize', arity('dbsize', 1, dbsize)],
