@@ -18,6 +18,10 @@ export {
   type TtlResult,
   type IncrResult,
   type IncrFloatResult,
+  type TxnCompare,
+  type TxnOp,
+  type TxnRequest,
+  type TxnResult,
   type Value,
 } from './client';
 export { KvClientError, CLIENT_ERRORS, type KvClientErrorCode } from './errors';

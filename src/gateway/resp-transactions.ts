@@ -19,7 +19,9 @@
  * ECHO, TIME) are answered when queued and their replies placed in EXEC's array.
  */
 import { isErrorReply, OP_PUT, OP_TTL, OP_TXN, type OpCode, type Reply } from '../protocol/ops';
-import { ABSENT, packTxn, type TxnCompare, type TxnDone, type TxnOp } from '../protocol/txn';
+import { toErrorData } from '../protocol/errors';
+import { ABSENT, packTxn, type TxnCompare, type TxnDone, type TxnOp, type TxnProgram } from '../protocol/txn';
+import { txnRoute } from './txn-route';
 import * as resp from '../protocol/resp';
 import type { Proto } from '../protocol/resp';
 import { errorText, wrongArgs, type OpSpec, type RespCall } from './resp-strings';
@@ -175,17 +177,18 @@ const exec: TxnHandler = (c, a) => {
  * on several shards, a shard unavailable, an outcome unknown...). Nothing to run: success.
  */
 async function run(c: TxnCall, compares: TxnCompare[], ops: TxnOp[]): Promise<TxnDone | string> {
-  if (compares.length === 0 && ops.length === 0) return [0, 200, 1, []];
-  const first = compares.length > 0 ? compares[0][0] : ops[0][1];
-  const shards = new Set<number>();
-  for (const [k] of compares) shards.add(c.shardOf(k));
-  for (const o of ops) shards.add(c.shardOf(o[1]));
-  if (shards.has(-1)) return resp.error('TRYAGAIN KV_ERR_SHARD_UNAVAILABLE no reachable shard owns the slot of a key of this transaction');
-  if (shards.size > 1) {
-    const list = [...shards].sort((x, y) => x - y).join(', ');
-    return resp.error(`CROSSSLOT Keys in request don't hash to the same shard (shards ${list}); kvsql runs a transaction atomically only within one shard`);
+  const program: TxnProgram = [compares, ops, []];
+  let first: Uint8Array | null;
+  try {
+    first = txnRoute(program, (k) => c.shardOf(k));
+  } catch (err) {
+    const e = toErrorData(err);
+    // Redis Cluster's word for keys that cannot be served together.
+    if (e.code === 'KV_ERR_CROSS_SHARD') return resp.error(`CROSSSLOT Keys in request don't hash to the same shard: ${e.message}`);
+    return resp.error(errorText(e.code, e.message));
   }
-  const r = await c.request(OP_TXN, Buffer.from(first), Buffer.from(packTxn([compares, ops, []])), 0);
+  if (first === null) return [0, 200, 1, []];
+  const r = await c.request(OP_TXN, Buffer.from(first), Buffer.from(packTxn(program)), 0);
   if (isErrorReply(r)) return resp.error(errorText(r[2], r[3]));
   return r as TxnDone;
 }
