@@ -9,7 +9,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import Redis from 'ioredis';
 import { createClient, WatchError } from 'redis';
-import { slotOf, SLOT_COUNT } from '../../src/protocol/slot-map';
+import { onShard0, onShard1 } from '../helpers/shard-keys';
 import { startTestStore, type TestStore } from '../helpers/store';
 
 let store: TestStore;
@@ -34,16 +34,6 @@ after(async () => {
   third?.disconnect();
   await store?.close();
 });
-
-/** Keys with `prefix` on shard 0 of the two (its slots are the first half of the even map). */
-function onShard0(prefix: string, n: number): string[] {
-  const out: string[] = [];
-  for (let i = 0; out.length < n; i++) if (slotOf(Buffer.from(`${prefix}${i}`)) < SLOT_COUNT / 2) out.push(`${prefix}${i}`);
-  return out;
-}
-const onShard1 = (prefix: string): string => {
-  for (let i = 0; ; i++) if (slotOf(Buffer.from(`${prefix}${i}`)) >= SLOT_COUNT / 2) return `${prefix}${i}`;
-};
 
 test('MULTI/EXEC answers every queued command in order, reads seeing the writes before them', async () => {
   const [a, b] = onShard0('t:basic:', 2);

@@ -8,7 +8,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createClient, KvClientError, type KvClient } from '../../src/index';
-import { slotOf, SLOT_COUNT } from '../../src/protocol/slot-map';
+import { onShard0, onShard1 } from '../helpers/shard-keys';
 import { startTestStore, type TestStore } from '../helpers/store';
 
 let store: TestStore;
@@ -29,16 +29,6 @@ after(async () => {
   await client2?.close();
   await store?.close();
 });
-
-/** Keys with `prefix` on shard 0 of the two (the first half of the even map's slots). */
-function onShard0(prefix: string, n: number): string[] {
-  const out: string[] = [];
-  for (let i = 0; out.length < n; i++) if (slotOf(Buffer.from(`${prefix}${i}`)) < SLOT_COUNT / 2) out.push(`${prefix}${i}`);
-  return out;
-}
-const onShard1 = (prefix: string): string => {
-  for (let i = 0; ; i++) if (slotOf(Buffer.from(`${prefix}${i}`)) >= SLOT_COUNT / 2) return `${prefix}${i}`;
-};
 
 async function txn(body: unknown, at = base): Promise<{ status: number; json: any }> {
   const r = await fetch(`${at}/v1/txn`, { method: 'POST', body: typeof body === 'string' ? body : JSON.stringify(body), headers: { 'Content-Type': 'application/json' } });
