@@ -296,6 +296,8 @@ export class PubsubHub {
   private readonly log: HubOptions['log'];
   private readonly now: () => number;
   private readonly stops: Array<() => void> = [];
+  /** Pushes held back for the publishing connection: [subscriber, frame, subscriber, frame, ...]. */
+  private readonly deferred: Array<Subscriber | Buffer> = [];
 
   constructor(o: HubOptions) {
     this.guard = o.guard;
@@ -389,7 +391,7 @@ export class PubsubHub {
    * patterns matching it); the number of subscribers reached, as PUBLISH replies. `key` is the key
    * of a keyspace notification (its reader may see it), null for a PUBLISH (the channel's reader may).
    */
-  deliver(channel: Buffer, msg: Buffer, shard: boolean, key: Uint8Array | null): number {
+  deliver(channel: Buffer, msg: Buffer, shard: boolean, key: Uint8Array | null, self: PubsubCall | null = null): number {
     let n = 0;
     const allowed = key ?? channel;
     const subs = (shard ? this.shardChannels : this.channels).get(channel.toString('latin1'));
@@ -400,7 +402,8 @@ export class PubsubHub {
       for (const s of subs) {
         if (s.dead || (this.filtering && !this.guard.allows(s.conn, OP_GET, allowed))) continue;
         const f = s.conn.proto === 3 ? (f3 ??= message(3, kind, channel, msg)) : (f2 ??= message(2, kind, channel, msg));
-        this.send(s, f);
+        if (s.conn === self) this.deferred.push(s, f);
+        else this.send(s, f);
         n++;
       }
     }
@@ -412,18 +415,29 @@ export class PubsubHub {
       for (const s of p.subs) {
         if (s.dead || (this.filtering && !this.guard.allows(s.conn, OP_GET, allowed))) continue;
         const f = s.conn.proto === 3 ? (f3 ??= pmessage(3, p.bytes, channel, msg)) : (f2 ??= pmessage(2, p.bytes, channel, msg));
-        this.send(s, f);
+        if (s.conn === self) this.deferred.push(s, f);
+        else this.send(s, f);
         n++;
       }
     }
     return n;
   }
 
-  /** PUBLISH / SPUBLISH: here, then (fire-and-forget) to the other gateways. */
-  publish(channel: Buffer, msg: Buffer, shard: boolean): number {
-    const n = this.deliver(channel, msg, shard, null);
+  /**
+   * PUBLISH / SPUBLISH by `from`: here, then (fire-and-forget) to the other gateways. Messages to
+   * `from` itself wait in `deferred` until its reply is queued (sendDeferred), as Redis 7.2 sends
+   * a client's own pushes after the reply of the command that caused them.
+   */
+  publish(channel: Buffer, msg: Buffer, shard: boolean, from: PubsubCall): number {
+    const n = this.deliver(channel, msg, shard, null, from);
     this.bus?.publish(channel, msg, shard);
     return n;
+  }
+
+  sendDeferred(): void {
+    if (this.deferred.length === 0) return;
+    const d = this.deferred.splice(0);
+    for (let i = 0; i < d.length; i += 2) if (!(d[i] as Subscriber).dead) this.send(d[i] as Subscriber, d[i + 1] as Buffer);
   }
 
   /** Queue a frame, then apply Redis's pubsub output-buffer limit (checkClientOutputBufferLimits). */
@@ -602,7 +616,8 @@ const punsubscribe: PubsubHandler = (c, a) => {
 
 const publish = (shard: boolean): PubsubHandler => (c, a) => {
   c.pubsub.authorizePublish(c, a[1]);
-  c.reply(resp.integer(c.pubsub.publish(a[1], a[2], shard)));
+  c.reply(resp.integer(c.pubsub.publish(a[1], a[2], shard, c)));
+  c.pubsub.sendDeferred();
 };
 
 const PUBSUB_HELP = [

@@ -807,7 +807,8 @@ const client: Handler = (c, args) => {
   }
 };
 
-const clientLine = (c: Conn): string => `id=${c.id} addr=${c.remoteAddress} name=${c.name ?? ''} db=0 resp=${c.proto} user=${c.user ?? 'default'}`;
+const clientLine = (c: Conn): string =>
+  `id=${c.id} addr=${c.remoteAddress} name=${c.name ?? ''} db=0 sub=${c.sub?.channels.size ?? 0} psub=${c.sub?.patterns.size ?? 0} ssub=${c.sub?.shardChannels.size ?? 0} resp=${c.proto} user=${c.user ?? 'default'}`;
 
 /** Redis 7 COMMAND info: [name, arity, flags, first key, last key, step, acl categories, tips, key specs, subcommands]. */
 const COMMAND_TABLE: Array<[string, number, string[], number, number, number]> = [

@@ -180,6 +180,7 @@ test('PUBSUB CHANNELS, NUMSUB (integers), NUMPAT (unique patterns), HELP, unknow
   assert.deepEqual(await r.pubsub('NUMSUB', 'intro:1', 'intro:2', 'abc'), ['intro:1', 2, 'intro:2', 1, 'abc', 0]);
   assert.deepEqual(await r.pubsub('NUMSUB'), []);
   assert.equal(await r.pubsub('NUMPAT'), before + 3);
+  assert.match((await r.client('LIST')) as string, / sub=3 psub=2 ssub=0 /, 'CLIENT LIST shows subscriptions as Redis');
   assert.ok(((await r.call('PUBSUB', 'HELP')) as string[])[0].startsWith('PUBSUB <subcommand>'));
   await assert.rejects(r.call('PUBSUB', 'NOPE'), /ERR unknown subcommand 'NOPE'. Try PUBSUB HELP./);
   a.disconnect();
@@ -266,6 +267,9 @@ test('RESP3: push frames, any command while subscribed, PING as usual, nulls as 
     await c.expect(push3(3, 'psubscribe', 'r*', 2));
     assert.equal(await pub.publish('r3', 'yo'), 2);
     await c.expect(push3(3, 'message', 'r3', 'yo') + '>4\r\n$8\r\npmessage\r\n$2\r\nr*\r\n$2\r\nr3\r\n$2\r\nyo\r\n');
+    // Publishing to itself: the reply first, then its own messages (Redis 7.2's order).
+    c.cmd('PUBLISH', 'r3', 'me');
+    await c.expect(':2\r\n' + push3(3, 'message', 'r3', 'me') + '>4\r\n$8\r\npmessage\r\n$2\r\nr*\r\n$2\r\nr3\r\n$2\r\nme\r\n');
   } finally {
     c.close();
   }
