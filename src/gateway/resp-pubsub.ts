@@ -85,7 +85,11 @@ export type { KeyspaceEvent } from '../protocol/redis-notify';
  * carries them: without op a put is `set`). Pass it as ServerOptions.keyspaceSource.
  */
 export interface KeyspaceSource {
-  /** Calls onEvent for each change from now on, until the returned function is called. */
+  /**
+   * Calls onEvent for each change from now on, until the returned function is called. The hub
+   * subscribes only while notifications are on and someone is subscribed to a channel or pattern,
+   * and stops when either ends, so an idle door costs the feed nothing.
+   */
   subscribe(onEvent: (e: KeyspaceEvent) => void): () => void;
 }
 
@@ -127,6 +131,63 @@ export interface PubsubCall extends RespSession {
   /** Close at once (output buffer limit). */
   kill(reason: string): void;
 }
+
+/**
+ * What feedKeyspaceSource needs of the change feed's hub: FeedHub.subscribe(opts, sink) of
+ * gateway/feed-hub.ts (issue 21, built on its own branch), written structurally so this file
+ * compiles without it.
+ */
+export interface FeedLike {
+  subscribe(
+    opts: { prefix: Uint8Array; from: string },
+    sink: {
+      onEvent(e: { type: KeyspaceEvent['type']; key: Buffer }, cursor: string): void;
+      /** The feed ended the subscription (it is already unsubscribed). */
+      onError(err: { code: string; message: string }): void;
+    },
+  ): { unsubscribe(): void };
+}
+
+/**
+ * The change feed as the keyspace source (what the lead connects when merging): one watcher on
+ * every key from "now" while the hub wants events. Fire-and-forget, as Redis: when the feed ends
+ * the watcher (an error, a slow-consumer cut), it watches again from "now" after `retryMs`, and
+ * changes in between are not notified. A put is Redis's `set` (the feed does not say which command
+ * wrote it: INCR shows as `set`, SET ... EX as `set` without `expire`, and `new` is not known),
+ * until the feed carries the op.
+ */
+export function feedKeyspaceSource(feed: FeedLike, log: { warn(obj: object, msg: string): void }, retryMs = 1000): KeyspaceSource {
+  return {
+    subscribe(onEvent) {
+      let sub: { unsubscribe(): void } | null = null;
+      let timer: NodeJS.Timeout | null = null;
+      let stopped = false;
+      const retry = (err: unknown): void => {
+        sub = null;
+        log.warn({ err }, 'redis keyspace notifications: the change feed ended the watch; watching again from now');
+        if (!stopped) (timer = setTimeout(open, retryMs)).unref();
+      };
+      const open = (): void => {
+        timer = null;
+        if (stopped) return;
+        try {
+          sub = feed.subscribe({ prefix: EMPTY_KEY, from: 'now' }, { onEvent: (e) => onEvent({ type: e.type, key: e.key }), onError: retry });
+        } catch (err) {
+          retry(err);
+        }
+      };
+      open();
+      return () => {
+        stopped = true;
+        if (timer !== null) clearTimeout(timer);
+        sub?.unsubscribe();
+        sub = null;
+      };
+    },
+  };
+}
+
+const EMPTY_KEY = new Uint8Array(0);
 
 // ---------------------------------------------------------------------------------------------
 // The interim keyspace source
@@ -295,7 +356,10 @@ export class PubsubHub {
   private readonly bus: PublishBus | null;
   private readonly log: HubOptions['log'];
   private readonly now: () => number;
-  private readonly stops: Array<() => void> = [];
+  private readonly source: KeyspaceSource;
+  /** Stops the source's subscription while one is open. */
+  private stopSource: (() => void) | null = null;
+  private stopBus: (() => void) | null = null;
   /** Pushes held back for the publishing connection: [subscriber, frame, subscriber, frame, ...]. */
   private readonly deferred: Array<Subscriber | Buffer> = [];
 
@@ -303,15 +367,27 @@ export class PubsubHub {
     this.guard = o.guard;
     this.filtering = o.filtering;
     this.limit = o.limit;
-    this.notifyFlags = o.notifyFlags;
     this.bus = o.publishBus;
     this.log = o.log;
     this.now = o.now ?? Date.now;
-    const source = o.keyspaceSource ?? new LocalKeyspaceSource();
-    this.local = o.keyspaceSource === null ? (source as LocalKeyspaceSource) : null;
-    this.stops.push(source.subscribe((e) => this.notify(e)));
-    if (this.bus !== null) this.stops.push(this.bus.subscribe((ch, msg, shard) => void this.deliver(ch, msg, shard, null)));
+    this.source = o.keyspaceSource ?? new LocalKeyspaceSource();
+    this.local = o.keyspaceSource === null ? (this.source as LocalKeyspaceSource) : null;
+    this.notifyFlags = o.notifyFlags;
+    if (this.bus !== null) this.stopBus = this.bus.subscribe((ch, msg, shard) => void this.deliver(ch, msg, shard, null));
   }
+
+  /** Opens or closes the source's subscription: open exactly while notifications are on and someone listens. */
+  private updateSource(): void {
+    const want = this.notifyOn && (this.channels.size > 0 || this.patterns.size > 0) && !this.closed;
+    if (want && this.stopSource === null) this.stopSource = this.source.subscribe(this.onKeyspaceEvent);
+    else if (!want && this.stopSource !== null) {
+      this.stopSource();
+      this.stopSource = null;
+    }
+  }
+
+  private readonly onKeyspaceEvent = (e: KeyspaceEvent): void => this.notify(e);
+  private closed = false;
 
   /** notify-keyspace-events as Redis's bits (0: off, the default). */
   get notifyFlags(): number {
@@ -320,18 +396,22 @@ export class PubsubHub {
   set notifyFlags(f: number) {
     this.flags = f;
     this.notifyOn = notifying(f);
+    this.updateSource();
   }
 
   /**
    * The interim source to tap writes with, or null (notifications off, nobody subscribed, or the
-   * feed is the source). Read on every write op: three field reads when off.
+   * feed is the source). Read on every write op: one field read when off.
    */
   get tap(): LocalKeyspaceSource | null {
-    return this.local !== null && this.notifyOn && (this.channels.size > 0 || this.patterns.size > 0) ? this.local : null;
+    return this.stopSource !== null ? this.local : null;
   }
 
   close(): void {
-    for (const stop of this.stops.splice(0)) stop();
+    this.closed = true;
+    this.updateSource();
+    this.stopBus?.();
+    this.stopBus = null;
   }
 
   // --- subscriptions ---------------------------------------------------------------------------
@@ -343,7 +423,10 @@ export class PubsubHub {
     mine.add(k);
     const all = shard ? this.shardChannels : this.channels;
     let set = all.get(k);
-    if (set === undefined) all.set(k, (set = new Set()));
+    if (set === undefined) {
+      all.set(k, (set = new Set()));
+      if (all.size === 1) this.updateSource();
+    }
     set.add(s);
   }
 
@@ -355,7 +438,10 @@ export class PubsubHub {
     const set = all.get(k)!;
     set.delete(s);
     // Free the entry with its last subscriber (Redis does too: millions of short-lived channels cost nothing once gone).
-    if (set.size === 0) all.delete(k);
+    if (set.size === 0) {
+      all.delete(k);
+      if (all.size === 0) this.updateSource();
+    }
     return true;
   }
 
@@ -364,7 +450,10 @@ export class PubsubHub {
     if (s.patterns.has(k)) return;
     s.patterns.add(k);
     let p = this.patterns.get(k);
-    if (p === undefined) this.patterns.set(k, (p = { bytes: Buffer.from(pat), glob: compileGlob(pat), subs: new Set() }));
+    if (p === undefined) {
+      this.patterns.set(k, (p = { bytes: Buffer.from(pat), glob: compileGlob(pat), subs: new Set() }));
+      if (this.patterns.size === 1) this.updateSource();
+    }
     p.subs.add(s);
   }
 
@@ -372,7 +461,10 @@ export class PubsubHub {
     if (!s.patterns.delete(k)) return false;
     const p = this.patterns.get(k)!;
     p.subs.delete(s);
-    if (p.subs.size === 0) this.patterns.delete(k);
+    if (p.subs.size === 0) {
+      this.patterns.delete(k);
+      if (this.patterns.size === 0) this.updateSource();
+    }
     return true;
   }
 
