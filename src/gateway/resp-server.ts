@@ -66,6 +66,21 @@ import type { ReplyTarget } from './shard-pool';
 import { NOT_IN_MULTI, TXN_COMMANDS, TXN_CONTROL, TxnState, type Queued, type TxnCall } from './resp-transactions';
 import type { TxnOp } from '../protocol/txn';
 import { ERR_NOT_INTEGER, ERR_SYNTAX, errorText, expiryOption, intArg, STRING_COMMANDS, wrongArgs, type Combine, type OpSpec, type RespCall } from './resp-strings';
+import {
+  configSet,
+  DEFAULT_PUBSUB_LIMIT,
+  inSubscribedMode,
+  PUBSUB_COMMANDS,
+  PubsubHub,
+  SUBSCRIBED_MODE_COMMANDS,
+  subscribedModeError,
+  subscribedPing,
+  type KeyspaceSource,
+  type PublishBus,
+  type PubsubCall,
+  type PubsubLimit,
+  type Subscriber,
+} from './resp-pubsub';
 
 /** The Redis version kvsql answers as (HELLO, INFO): the command syntax it follows is Redis 7.2's. */
 export const REDIS_COMPAT_VERSION = '7.2.0';
@@ -103,6 +118,12 @@ export interface RespGuard {
   authenticate(session: RespSession, user: string, password: Buffer): string | null;
   /** Before a command's ops are submitted, per key: throws a KvError (e.g. KV_ERR_FORBIDDEN) to refuse the command. */
   authorize(session: RespSession, op: OpCode, key: Uint8Array): void;
+  /** The same question without throwing or counting a refusal: may this session see a pub/sub message about `key` now? */
+  allows(session: RespSession, op: OpCode, key: Uint8Array): boolean;
+  /** May the session change the gateway's settings (CONFIG SET)? The admin right. */
+  isAdmin(session: RespSession): boolean;
+  /** RESET: forget the session's credentials (with auth on it must AUTH again). */
+  forget(session: RespSession): void;
 }
 
 export const ALLOW_ALL: RespGuard = {
@@ -110,6 +131,9 @@ export const ALLOW_ALL: RespGuard = {
   check: () => null,
   authenticate: () => 'ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?',
   authorize: () => undefined,
+  allows: () => true,
+  isAdmin: () => true,
+  forget: () => undefined,
 };
 
 export interface RespContext extends HttpContext {
@@ -120,6 +144,14 @@ export interface RespContext extends HttpContext {
   /** Serve TLS (tls.createServer) with this PEM certificate and key; null/undefined = clear text. */
   tls?: { cert: string; key: string } | null;
   log: { warn(obj: object, msg: string): void; debug(obj: object, msg: string): void };
+  /** notify-keyspace-events at start, as Redis's flag bits (KVSQL_REDIS_NOTIFY_KEYSPACE_EVENTS); 0 = off. */
+  notifyFlags?: number;
+  /** client-output-buffer-limit pubsub (KVSQL_REDIS_PUBSUB_BUFFER_LIMIT); Redis's 32mb 8mb 60 when absent. */
+  pubsubLimit?: PubsubLimit;
+  /** Where keyspace notifications come from (the change feed); absent: the interim local source (resp-pubsub.ts). */
+  keyspaceSource?: KeyspaceSource | null;
+  /** How PUBLISH reaches other gateways; absent: this gateway only. */
+  publishBus?: PublishBus | null;
 }
 
 export interface RespServer {
@@ -185,6 +217,8 @@ class Command implements ReplyTarget {
   firstError: string | null = null;
   readonly started = performance.now();
   status = 200;
+  /** A pub/sub push frame: its bytes, counted in the connection's output buffer until written. */
+  pushed = 0;
   // Custom only: the command's name (metrics), its ops' replies by index, and how to answer.
   name: string | null = null;
   parts: Reply[] | null = null;
@@ -347,7 +381,7 @@ const flushDirty = (): void => {
   for (const c of conns) c.flush();
 };
 
-class Conn implements RespSession, RespCall, TxnCall {
+class Conn implements RespSession, RespCall, TxnCall, PubsubCall {
   readonly id = nextSessionId++;
   readonly txn = new TxnState();
   /** While a command is queued in MULTI: what it would submit (resp-transactions.ts). */
@@ -369,6 +403,10 @@ class Conn implements RespSession, RespCall, TxnCall {
   private ending = false;
   private peerEnded = false;
   closed = false;
+  /** Pub/sub: null until the connection first subscribes (resp-pubsub.ts). */
+  sub: Subscriber | null = null;
+  /** Bytes of push frames queued and not yet written. */
+  private pushQueued = 0;
 
   constructor(
     readonly socket: Socket,
@@ -397,6 +435,31 @@ class Conn implements RespSession, RespCall, TxnCall {
     this.head = this.tail = null;
     this.srv.conns.delete(this);
     dirty.delete(this);
+    if (this.sub !== null) this.srv.pubsub.drop(this.sub);
+  }
+
+  get pubsub(): PubsubHub {
+    return this.srv.pubsub;
+  }
+
+  /** A pub/sub message: after everything owed, like a reply that is already finished. */
+  push(frame: Buffer): void {
+    if (this.closed) return;
+    const cmd = this.enqueue(new Command(this, Kind.Get, this.proto));
+    cmd.out = frame;
+    cmd.pushed = frame.length;
+    this.pushQueued += frame.length;
+    this.markDirty();
+  }
+
+  get outputBytes(): number {
+    return this.pushQueued + this.socket.writableLength;
+  }
+
+  kill(reason: string): void {
+    this.srv.ctx.log.debug({ client: this.remoteAddress, reason }, 'redis connection closed');
+    this.ending = true;
+    this.socket.destroy();
   }
 
   /** Parse and dispatch as far as flow control allows; pause or resume the socket to match. */
@@ -434,7 +497,9 @@ class Conn implements RespSession, RespCall, TxnCall {
   submit(target: Command | MgetPart | Part, op: OpCode, key: Buffer, value: Buffer | null, ttlMs: number, flags: number, ifVersion: number): void {
     if (target instanceof Command) target.op = op;
     this.opsInFlight++;
-    this.srv.ctx.pool.submit(target, op, key, value, ttlMs, flags, ifVersion);
+    // Keyspace notifications from the interim source: only while they are on and someone listens.
+    const tap = this.srv.pubsub.tap;
+    this.srv.ctx.pool.submit(tap === null ? target : tap.tap(target, op, key, flags, ttlMs), op, key, value, ttlMs, flags, ifVersion);
   }
 
   opDone(): void {
@@ -497,6 +562,7 @@ class Conn implements RespSession, RespCall, TxnCall {
         wrote = true;
       }
       ok = socket.write(cmd.out!) && ok;
+      this.pushQueued -= cmd.pushed;
       if (cmd.closeAfter) {
         this.ending = true;
         this.head = this.tail = null;
@@ -554,9 +620,14 @@ class Conn implements RespSession, RespCall, TxnCall {
     if (denied !== null) return refuse(resp.error(denied));
     const handler = HANDLERS.get(name);
     if (handler === undefined) return refuse(unknownCommand(args));
+    if (this.sub !== null && inSubscribedMode(this) && !SUBSCRIBED_MODE_COMMANDS.has(name)) return this.reply(subscribedModeError(name, args));
     if (this.parser.oversized > 0) {
       const code = name === 'set' ? 'KV_ERR_VALUE_TOO_LARGE' : 'KV_ERR_BAD_REQUEST';
       return refuse(resp.error(errorText(code, `an argument of ${this.parser.oversized} bytes exceeds the limit of ${srv.limits.maxValueBytes} bytes`)));
+    }
+    if (name === 'reset') {
+      this.txn.queued = null; // RESET also discards MULTI and forgets the watches
+      this.txn.unwatch();
     }
     if (queueing && NOT_IN_MULTI.has(name)) return refuse(resp.error(`ERR ${name.toUpperCase()} cannot be queued in MULTI in kvsql`));
     if (queueing) this.recording = { ops: [], local: null, reply: null, failed: false };
@@ -816,7 +887,8 @@ const client: Handler = (c, args) => {
   }
 };
 
-const clientLine = (c: Conn): string => `id=${c.id} addr=${c.remoteAddress} name=${c.name ?? ''} db=0 resp=${c.proto} user=${c.user ?? 'default'}`;
+const clientLine = (c: Conn): string =>
+  `id=${c.id} addr=${c.remoteAddress} name=${c.name ?? ''} db=0 sub=${c.sub?.channels.size ?? 0} psub=${c.sub?.patterns.size ?? 0} ssub=${c.sub?.shardChannels.size ?? 0} resp=${c.proto} user=${c.user ?? 'default'}`;
 
 /** Redis 7 COMMAND info: [name, arity, flags, first key, last key, step, acl categories, tips, key specs, subcommands]. */
 const COMMAND_TABLE: Array<[string, number, string[], number, number, number]> = [
@@ -844,6 +916,7 @@ const COMMAND_TABLE: Array<[string, number, string[], number, number, number]> =
   ['keys', 2, ['readonly'], 0, 0, 0],
   ['dbsize', 1, ['readonly', 'fast'], 0, 0, 0],
   ['randomkey', 1, ['readonly'], 0, 0, 0],
+  ...PUBSUB_COMMANDS.map(([name, , arity, flags, first, last, step]): [string, number, string[], number, number, number] => [name, arity, flags, first, last, step]),
 ];
 const commandInfo = (e: (typeof COMMAND_TABLE)[number]): RespValue => [e[0], e[1], e[2].map((f) => new Simple(f)), e[3], e[4], e[5], [], [], [], []];
 
@@ -908,15 +981,17 @@ const config: Handler = (c, args) => {
   if (sub === 'get') {
     if (args.length < 3) return c.reply(wrongArgs('config|get'));
     const out: Array<[string, RespValue]> = [];
+    const values = [...CONFIG_VALUES, ...c.srv.pubsub.configValues()];
     for (const p of args.slice(2)) {
       const re = globToRegExp(lc(p));
-      for (const [k, v] of CONFIG_VALUES) if (re.test(k) && !out.some((o) => o[0] === k)) out.push([k, v]);
+      for (const [k, v] of values) if (re.test(k) && !out.some((o) => o[0] === k)) out.push([k, v]);
       if (re.test('port') && !out.some((o) => o[0] === 'port')) out.push(['port', String(c.srv.port)]);
     }
     return c.reply(resp.encode(new RespMap(out), c.proto));
   }
   if (sub === 'resetstat') return c.reply(resp.OK);
-  if (sub === 'set' || sub === 'rewrite') return c.reply(resp.error(`ERR CONFIG ${sub.toUpperCase()} is not supported by kvsql; configure it with KVSQL_* settings`));
+  if (sub === 'set') return configSet(c, args);
+  if (sub === 'rewrite') return c.reply(resp.error(`ERR CONFIG ${sub.toUpperCase()} is not supported by kvsql; configure it with KVSQL_* settings`));
   c.reply(resp.error(`ERR unknown subcommand '${args[1].toString('utf8', 0, 40)}'. Try CONFIG HELP.`));
 };
 
@@ -1056,6 +1131,7 @@ const HANDLERS = new Map<string, Handler>([
   ['persist', arity('persist', 2, (c, a) => c.one(Kind.Persist, OP_PERSIST, a[1], null, 0, 0))],
   ['ping', (c, a) => {
     if (a.length > 2) return c.reply(wrongArgs('ping'));
+    if (c.sub !== null && inSubscribedMode(c)) return c.reply(subscribedPing(a));
     c.reply(a.length === 2 ? resp.bulk(a[1]) : resp.PONG);
   }],
   ['echo', arity('echo', 2, (c, a) => c.reply(resp.bulk(a[1])))],
@@ -1081,6 +1157,7 @@ const HANDLERS = new Map<string, Handler>([
   ['keys', arity('keys', 2, keys)],
   ['dbsize', arity('dbsize', 1, dbsize)],
   ['randomkey', arity('randomkey', 1, randomkey)],
+  ...PUBSUB_COMMANDS.map(([name, h]): [string, Handler] => [name, h as Handler]),
 ]);
 
 // ---------------------------------------------------------------------------------------------
@@ -1092,9 +1169,19 @@ class RespDoor {
   readonly guard: RespGuard;
   readonly limits: Limits;
   readonly parserLimits: resp.RespLimits;
+  readonly pubsub: PubsubHub;
   port = 0;
   constructor(readonly ctx: RespContext) {
     this.guard = ctx.guard ?? ALLOW_ALL;
+    this.pubsub = new PubsubHub({
+      guard: this.guard,
+      filtering: this.guard !== ALLOW_ALL,
+      limit: ctx.pubsubLimit ?? DEFAULT_PUBSUB_LIMIT,
+      notifyFlags: ctx.notifyFlags ?? 0,
+      keyspaceSource: ctx.keyspaceSource ?? null,
+      publishBus: ctx.publishBus ?? null,
+      log: ctx.log,
+    });
     this.limits = ctx.limits;
     this.parserLimits = {
       maxBulkBytes: Math.max(ctx.limits.maxValueBytes, ctx.limits.maxKeyBytes),
@@ -1160,6 +1247,7 @@ export async function startRespServer(ctx: RespContext): Promise<RespServer> {
       }, timeoutMs);
       await serverClosed;
       clearTimeout(timer);
+      door.pubsub.close();
     },
   };
 }

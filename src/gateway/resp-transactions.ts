@@ -230,10 +230,14 @@ function puts(c: TxnCall, a: Buffer[]): TxnOp[] {
 }
 
 /** Handled by the connection even inside MULTI (never queued). */
-export const TXN_CONTROL: ReadonlySet<string> = new Set(['multi', 'exec', 'discard', 'watch', 'quit']);
+export const TXN_CONTROL: ReadonlySet<string> = new Set(['multi', 'exec', 'discard', 'watch', 'quit', 'reset']);
 
 /** Commands that cannot be queued in MULTI here: answered with an error, and EXEC aborts. */
-export const NOT_IN_MULTI: ReadonlySet<string> = new Set(['msetnx', 'scan', 'keys', 'dbsize', 'randomkey', 'hello', 'auth', 'subscribe', 'psubscribe', 'ssubscribe']);
+export const NOT_IN_MULTI: ReadonlySet<string> = new Set([
+  'msetnx', 'scan', 'keys', 'dbsize', 'randomkey', 'hello', 'auth',
+  // Pub/sub acts when queued, not at EXEC: refused rather than out of order.
+  'subscribe', 'psubscribe', 'ssubscribe', 'unsubscribe', 'punsubscribe', 'sunsubscribe', 'publish', 'spublish',
+]);
 
 /** [name, handler, arity, flags, first key, last key, step] as COMMAND shows them. */
 export const TXN_COMMANDS: Array<[string, TxnHandler, number, string[], number, number, number]> = [
