@@ -138,6 +138,7 @@ interface LuaExports {
   lua_close(L: number): void;
   lua_atpanic(L: number, f: number): number;
   lua_gettop(L: number): number;
+  lua_checkstack(L: number, n: number): number;
   lua_settop(L: number, i: number): void;
   lua_pushvalue(L: number, i: number): void;
   lua_insert(L: number, i: number): void;
@@ -232,7 +233,7 @@ async function instantiate(): Promise<{ m: EmModule; x: LuaExports }> {
 }
 
 const EXPORT_NAMES = [
-  'malloc', 'free', 'realloc', 'lua_newstate', 'luaL_openlibs', 'lua_close', 'lua_atpanic', 'lua_gettop',
+  'malloc', 'free', 'realloc', 'lua_newstate', 'luaL_openlibs', 'lua_close', 'lua_atpanic', 'lua_gettop', 'lua_checkstack',
   'lua_settop', 'lua_pushvalue', 'lua_insert', 'lua_type', 'lua_tolstring', 'lua_tonumber', 'lua_toboolean',
   'lua_objlen', 'lua_pushnil', 'lua_pushnumber', 'lua_pushboolean', 'lua_pushlstring', 'lua_pushstring',
   'lua_pushcclosure', 'lua_createtable', 'lua_rawgeti', 'lua_rawseti', 'lua_rawget', 'lua_getfield',
@@ -733,7 +734,8 @@ class LuaScriptRunner implements ScriptRunner {
   /** Redis's order: err (string), ok (string), double, big_number, verbatim_string, map, set, array. */
   private tableToRedis(L: number, depth: number): RedisValue {
     const { x } = this;
-    if (depth >= MAX_REPLY_DEPTH) return { error: 'ERR reached lua stack limit' };
+    // Every level keeps up to 4 values on the Lua stack; past its 20 free slots, ask for room.
+    if (depth >= MAX_REPLY_DEPTH || !x.lua_checkstack(L, 4)) return { error: 'ERR reached lua stack limit' };
     const field = (k: string): number => {
       this.pushText(L, k);
       x.lua_rawget(L, -2);
@@ -825,6 +827,7 @@ class LuaScriptRunner implements ScriptRunner {
     else if (typeof v === 'string') this.pushText(L, v);
     else if (v instanceof Uint8Array) this.pushBytes(L, v);
     else if (Array.isArray(v)) {
+      if (!x.lua_checkstack(L, 3)) this.raiseString(L, 'reached lua stack limit');
       x.lua_createtable(L, v.length, 0);
       for (let i = 0; i < v.length; i++) {
         this.pushRedis(L, v[i]);
