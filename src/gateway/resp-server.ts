@@ -63,6 +63,7 @@ import { compileGlob, decodeCursor, encodeCursor } from '../protocol/redis-keysp
 import type { HttpContext } from './http-api';
 import { countKeys, listPage } from './key-lister';
 import type { ReplyTarget } from './shard-pool';
+import { SCRIPT_COMMANDS, ScriptRegistry, type ScriptCall } from './resp-scripts';
 import { NOT_IN_MULTI, TXN_COMMANDS, TXN_CONTROL, TxnState, type Queued, type TxnCall } from './resp-transactions';
 import type { TxnOp } from '../protocol/txn';
 import { ERR_NOT_INTEGER, ERR_SYNTAX, errorText, expiryOption, intArg, STRING_COMMANDS, wrongArgs, type Combine, type OpSpec, type RespCall } from './resp-strings';
@@ -381,7 +382,7 @@ const flushDirty = (): void => {
   for (const c of conns) c.flush();
 };
 
-class Conn implements RespSession, RespCall, TxnCall, PubsubCall {
+class Conn implements RespSession, RespCall, TxnCall, PubsubCall, ScriptCall {
   readonly id = nextSessionId++;
   readonly txn = new TxnState();
   /** While a command is queued in MULTI: what it would submit (resp-transactions.ts). */
@@ -677,6 +678,10 @@ class Conn implements RespSession, RespCall, TxnCall, PubsubCall {
     p.then(resume, resume);
   }
 
+  get scripts(): ScriptRegistry {
+    return this.srv.scripts;
+  }
+
   answerLater(name: string, work: () => Promise<string | Buffer>): void {
     this.promised(Kind.Custom, work, name);
   }
@@ -912,6 +917,7 @@ const COMMAND_TABLE: Array<[string, number, string[], number, number, number]> =
   ['config', -2, ['noscript', 'loading', 'stale'], 0, 0, 0],
   ...STRING_COMMANDS.map(([name, , arity, flags, first, last, step]): [string, number, string[], number, number, number] => [name, arity, flags, first, last, step]),
   ...TXN_COMMANDS.map(([name, , arity, flags, first, last, step]): [string, number, string[], number, number, number] => [name, arity, flags, first, last, step]),
+  ...SCRIPT_COMMANDS.map(([name, , arity, flags, first, last, step]): [string, number, string[], number, number, number] => [name, arity, flags, first, last, step]),
   ['scan', -2, ['readonly'], 0, 0, 0],
   ['keys', 2, ['readonly'], 0, 0, 0],
   ['dbsize', 1, ['readonly', 'fast'], 0, 0, 0],
@@ -1153,6 +1159,7 @@ const HANDLERS = new Map<string, Handler>([
   ['config', arity('config', -2, config)],
   ...STRING_COMMANDS.map(([name, h]): [string, Handler] => [name, h as Handler]),
   ...TXN_COMMANDS.map(([name, h]): [string, Handler] => [name, h as Handler]),
+  ...SCRIPT_COMMANDS.map(([name, h]): [string, Handler] => [name, h as Handler]),
   ['scan', arity('scan', -2, scan)],
   ['keys', arity('keys', 2, keys)],
   ['dbsize', arity('dbsize', 1, dbsize)],
@@ -1166,6 +1173,8 @@ const HANDLERS = new Map<string, Handler>([
 
 class RespDoor {
   readonly conns = new Set<Conn>();
+  /** Scripts for EVALSHA (resp-scripts.ts): this gateway's, shared by its connections. */
+  readonly scripts = new ScriptRegistry();
   readonly guard: RespGuard;
   readonly limits: Limits;
   readonly parserLimits: resp.RespLimits;

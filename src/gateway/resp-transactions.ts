@@ -234,7 +234,7 @@ export const TXN_CONTROL: ReadonlySet<string> = new Set(['multi', 'exec', 'disca
 
 /** Commands that cannot be queued in MULTI here: answered with an error, and EXEC aborts. */
 export const NOT_IN_MULTI: ReadonlySet<string> = new Set([
-  'msetnx', 'scan', 'keys', 'dbsize', 'randomkey', 'hello', 'auth',
+  'msetnx', 'scan', 'keys', 'dbsize', 'randomkey', 'hello', 'auth', 'eval', 'evalsha', 'eval_ro', 'evalsha_ro',
   // Pub/sub acts when queued, not at EXEC: refused rather than out of order.
   'subscribe', 'psubscribe', 'ssubscribe', 'unsubscribe', 'punsubscribe', 'sunsubscribe', 'publish', 'spublish',
 ]);

@@ -42,8 +42,10 @@ export const OP_SCAN = 12;
 
 /** Several ops on keys of one shard, atomic and isolated: a packed program as the value (txn.ts). */
 export const OP_TXN = 13;
+/** A Lua script on its declared keys, run in one transaction of their shard (txn.ts, EvalProgram). */
+export const OP_EVAL = 14;
 
-export type OpCode = 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9 | 10 | 11 | 13;
+export type OpCode = 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9 | 10 | 11 | 13 | 14;
 
 export const OP_NAMES: Record<number, string> = {
   [OP_GET]: 'get',
@@ -59,6 +61,7 @@ export const OP_NAMES: Record<number, string> = {
   [OP_GETEX]: 'getex',
   [OP_SCAN]: 'scan',
   [OP_TXN]: 'txn',
+  [OP_EVAL]: 'eval',
 };
 
 export function isReadOp(op: number): boolean {
@@ -131,6 +134,7 @@ export type Request = [
  *   getex   200 [value, version, expiresAt|null] (expiresAt as set)  404 []
  *   expire with FLAG_TTL_*: 412 [version] when the condition is not met
  *   txn     200 [1 the compares held | 0 they did not, [replies of the ops that ran]]
+ *   eval    200 [the script's reply as RESP2 bytes (an error reply when it failed)]
  *   any     4xx/5xx [code, message, retryAfter?]        (an error, see errors.ts)
  *
  * The arrays go over the MessagePort as they are (msgpack), so their layout is a wire format.
@@ -154,6 +158,8 @@ export type TtlReply = TtlHit | NotFound;
 export type ReapReply = [id: number, status: 200, deleted: 0 | 1];
 /** The value after the increment, as ASCII (Redis replies with it; it may exceed 2^53). */
 export type IncrDone = [id: number, status: 200 | 201, value: Uint8Array, version: number, expiresAt: number | null];
+/** A script's reply, encoded as the Redis door sends it (RESP2). */
+export type EvalDone = [id: number, status: 200, resp: Uint8Array];
 /** A transaction's result (txn.ts): whether its compares held, and the replies of the ops that ran. */
 export type TxnDone = [id: number, status: 200, succeeded: 0 | 1, replies: Reply[]];
 export type AppendDone = [id: number, status: 200 | 201, version: number, expiresAt: number | null, length: number];
@@ -178,6 +184,7 @@ export interface ReplyOf {
   [OP_GETDEL]: GetReply;
   [OP_GETEX]: GetReply;
   [OP_TXN]: TxnDone;
+  [OP_EVAL]: EvalDone;
 }
 
 export type Reply = ReplyOf[OpCode] | ErrorReply;

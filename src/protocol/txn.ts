@@ -67,6 +67,30 @@ export function unpackTxn(bytes: Uint8Array): TxnProgram | string {
 
 const isBytes = (b: unknown): b is Uint8Array => b instanceof Uint8Array;
 
+/**
+ * A script (OP_EVAL's value): its body, its declared KEYS and ARGV, and whether it may write
+ * (EVAL_RO, EVALSHA_RO: 0). The shard runs it on the rows of KEYS, locked, in one transaction.
+ */
+export type EvalProgram = [body: Uint8Array, keys: Uint8Array[], argv: Uint8Array[], mayWrite: 0 | 1];
+
+export function packEval(p: EvalProgram): Uint8Array {
+  return packr.pack(p);
+}
+
+export function unpackEval(bytes: Uint8Array): EvalProgram | string {
+  let p: unknown;
+  try {
+    p = packr.unpack(bytes);
+  } catch (err) {
+    return `script is not valid msgpack: ${(err as Error).message}`;
+  }
+  if (!Array.isArray(p) || p.length !== 4 || !isBytes(p[0]) || !Array.isArray(p[1]) || !Array.isArray(p[2]) || !p[1].every(isBytes) || !p[2].every(isBytes) || (p[3] !== 0 && p[3] !== 1)) {
+    return 'script must be [body, keys, argv, mayWrite]';
+  }
+  if (p[1].length > MAX_TXN_OPS) return `a script declares at most ${MAX_TXN_OPS} keys`;
+  return p as EvalProgram;
+}
+
 /** Every key a program names, compares first, in order of first appearance (duplicates kept out). */
 export function txnKeys(p: TxnProgram): Uint8Array[] {
   const seen = new Set<string>();

@@ -51,8 +51,11 @@ import { VersionAllocator, type Versions } from './version-allocator';
 import { planWrites, versionDemand, type WritePlan } from './write-plan';
 import { Expirer, type Log } from './expirer';
 import { ScanLane, type ScanAnswer } from './scan-lane';
-import { choose, comparesHold, txnChains, txnOp, txnReply } from './txn-plan';
-import { OP_TXN, txnDone, unpackTxn } from '../protocol/txn';
+import { choose, comparesHold, scriptOp, txnChains, txnOp, txnReply } from './txn-plan';
+import { OP_TXN, txnDone, unpackEval, unpackTxn } from '../protocol/txn';
+import { OP_EVAL } from '../protocol/ops';
+import { createScriptRunner, type ScriptRunner } from './lua-sandbox';
+import { SCRIPT_WRITE_COMMANDS, ScriptSession, toResp2 } from './script-session';
 import type { ScanRequest } from '../protocol/listing';
 
 export type SendReplies = (replies: Reply[]) => void;
@@ -221,6 +224,10 @@ export class ShardActor {
         this.receiveTxn(r, now);
         continue;
       }
+      if (r[1] === OP_EVAL) {
+        this.receiveEval(r, now);
+        continue;
+      }
       const key = asBuffer(r[2]);
       const op: PendingOp = {
         id: r[0],
@@ -258,6 +265,42 @@ export class ShardActor {
     const op = txnOp(r[0], program, now + this.cfg.opDeadlineMs);
     this.admitted.push(op);
     this.scheduler.submit(op);
+  }
+
+  /**
+   * A script (OP_EVAL): scheduled like a transaction on its declared keys; one that declares no
+   * key touches no row (every keyed command is refused) and runs at once, outside MySQL.
+   */
+  private receiveEval(r: Request, now: number): void {
+    const program = r[3] === null ? 'script has no program' : unpackEval(r[3]);
+    if (typeof program === 'string') {
+      this.outbox.push(errorReply(r[0], 'KV_ERR_BAD_REQUEST', program));
+      return;
+    }
+    const op = scriptOp(r[0], program, now + this.cfg.opDeadlineMs);
+    if (op.txn!.keys.length === 0) {
+      void this.scriptRunner().then((runner) => {
+        const t = op.txn!.script!;
+        const session = new ScriptSession(new Set(), new Map(), this.now());
+        const res = runner.run(t.body, [], t.argv, session.call, !t.mayWrite);
+        this.outbox.push([op.id, 200, toResp2(res.ok ? res.reply : { error: res.error })]);
+        this.flushOutbox();
+      });
+      return;
+    }
+    this.admitted.push(op);
+    this.scheduler.submit(op);
+  }
+
+  /** This actor's Lua VM, made at the first script (about 100 ms, 16 MB). */
+  private runner: Promise<ScriptRunner> | null = null;
+  private scriptRunner(): Promise<ScriptRunner> {
+    this.runner ??= createScriptRunner(
+      // A script holds its keys' row locks while it runs: its budget is a fraction of the op deadline.
+      { timeBudgetMs: Math.min(SCRIPT_MAX_MS, Math.floor(this.cfg.opDeadlineMs / 4)), memoryBytes: SCRIPT_MEMORY_BYTES },
+      { isWriteCommand: (name) => SCRIPT_WRITE_COMMANDS.has(name), log: (level, message) => this.log(level >= 3 ? 'warn' : 'info', 'redis.log', { message }) },
+    );
+    return this.runner;
   }
 
   statsSnapshot(): ShardStats {
@@ -488,9 +531,11 @@ export class ShardActor {
         if (needsValue(op.op, op.flags)) withValues = true;
       }
     }
-    // A transaction's compares decide which of its op lists runs: `active` holds its chains.
+    // A transaction's compares decide which of its op lists runs, a script's calls what it
+    // writes: `active` holds the chains to plan.
     let active = chains;
     let succeeded = true;
+    let scriptOut: Buffer | null = null;
     const b = this.begin('write', userOps);
     const result = await this.race(
       b,
@@ -504,7 +549,16 @@ export class ShardActor {
             slots,
             async (locked, now, issuedBelow = 0, states: SlotStates) => {
               const changed = checkSlots(chains, states);
-              if (txn !== undefined) {
+              const script = txn?.txn!.script;
+              if (script !== undefined) {
+                const runner = await this.scriptRunner();
+                const session = new ScriptSession(new Set(chains.map((c) => c.keyStr)), locked, now);
+                const res = runner.run(script.body, script.keys, script.argv, session.call, !script.mayWrite);
+                // As Redis: a script that raised keeps the writes it made before; one stopped
+                // (time, memory) or broken leaves nothing.
+                active = res.ok || res.reason === 'script' ? session.result() : [];
+                scriptOut = toResp2(res.ok ? res.reply : { error: res.error });
+              } else if (txn !== undefined) {
                 succeeded = comparesHold(txn.txn!, locked, now);
                 active = choose(txn.txn!, succeeded);
               }
@@ -563,7 +617,8 @@ export class ShardActor {
       this.lastOkAt = this.localClock();
       const committed = result.value;
       const now = this.now();
-      if (txn !== undefined) this.answer(txn, txnReply(txn, succeeded, committed.replies));
+      if (scriptOut !== null) this.answer(txn!, [txn!.id, 200, scriptOut]);
+      else if (txn !== undefined) this.answer(txn, txnReply(txn, succeeded, committed.replies));
       else {
         for (const [op, reply] of committed.replies) {
           if (op.op === OP_REAP) this.expirer.onReaped(op.key, op.dueAt, reapDeleted(replyOf(OP_REAP, reply)), now);
@@ -917,6 +972,11 @@ class SlotsRefused extends Error {
     super('slots refused');
   }
 }
+
+/** A script's time budget: at most this, and a quarter of the op deadline. */
+const SCRIPT_MAX_MS = 1000;
+/** A script's Lua heap bound (the VM's, compiled scripts included). */
+const SCRIPT_MEMORY_BYTES = 64 * 1024 * 1024;
 
 /** Rows whose slot was never computed (written before the column existed) filled per page. */
 const FILL_SLOTS_PAGE = 1000;

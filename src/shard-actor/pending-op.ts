@@ -39,6 +39,8 @@ export interface TxnGroup {
   keys: Array<{ key: Buffer; keyStr: string; slot: number }>;
   /** The locking read must fetch values: an op answers with or decides from a value. */
   withValues: boolean;
+  /** OP_EVAL: the script, run on the locked rows of `keys` (script-session.ts). */
+  script?: { body: Buffer; keys: Buffer[]; argv: Buffer[]; mayWrite: boolean };
   /** Scheduler: keys not yet held for it, and the keys held (they wait for nothing else). */
   waiting: number;
   held: string[];

@@ -12,8 +12,8 @@
  * answer; ops on one key keep their order. Atomicity comes from the one MySQL transaction,
  * isolation from the locks on every key named (compares too) and from the scheduler holding them.
  */
-import { needsValue, OP_GET, OP_TXN, type Reply } from '../protocol/ops';
-import { txnDone, type TxnDone, type TxnOp, type TxnProgram, EXISTS, ABSENT } from '../protocol/txn';
+import { needsValue, OP_EVAL, OP_GET, OP_TXN, type Reply } from '../protocol/ops';
+import { txnDone, type EvalProgram, type TxnDone, type TxnOp, type TxnProgram, EXISTS, ABSENT } from '../protocol/txn';
 import { slotOf } from '../protocol/slot-map';
 import type { Chain } from './key-scheduler';
 import type { PendingOp, TxnGroup } from './pending-op';
@@ -40,9 +40,22 @@ export function txnOp(id: number, program: TxnProgram, deadline: number): Pendin
   const success = sub(program[1]);
   const failure = sub(program[2]);
   const keys = [...byStr.values()].sort((a, b) => Buffer.compare(a.key, b.key));
-  const first = keys[0];
+  // A script with no key names none: it is never scheduled (the actor runs it at once).
+  const first = keys[0] ?? { key: Buffer.alloc(0), keyStr: '', slot: 0 };
   const txn: TxnGroup = { compares, success, failure, keys, withValues, waiting: 0, held: [] };
   return { id, op: OP_TXN, key: first.key, keyStr: first.keyStr, slot: first.slot, value: null, ttlMs: 0, flags: 0, ifVersion: 0, dueAt: 0, deadline, answered: false, batch: null, txn };
+}
+
+/** A script's PendingOp (OP_EVAL): a transaction holding its declared keys, with values. */
+export function scriptOp(id: number, program: EvalProgram, deadline: number): PendingOp {
+  const [body, keys, argv, mayWrite] = program;
+  const op = txnOp(id, [keys.map((k): [Uint8Array, number] => [k, EXISTS]), [], []], deadline);
+  const t = op.txn!;
+  t.compares = []; // the keys only: nothing is compared
+  t.withValues = true;
+  t.script = { body: asBuffer(body), keys: keys.map(asBuffer), argv: argv.map(asBuffer), mayWrite: mayWrite === 1 };
+  op.op = OP_EVAL;
+  return op;
 }
 
 /** One chain per key the transaction names, in lock order, without ops: filled by `choose`. */
