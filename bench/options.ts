@@ -147,7 +147,7 @@ const FLAGS: Flag[] = [
   },
   {
     name: 'redis-tests',
-    doc: 'redis-benchmark tests of the redis scenario (default set,get,incr; set,get against builds before INCR)',
+    doc: 'redis-benchmark tests of the redis scenario (default set,get,incr; set,get against builds before INCR); also evalsha (EVALSHA of a small script) and multi (MULTI/INCR/INCR/EXEC by ioredis), for builds that have them',
     apply(o, raw) {
       if (!/^[a-z]+(,[a-z]+)*$/.test(raw)) throw new OptionsError(`--redis-tests must be a comma-separated list of redis-benchmark tests, got "${raw}"`);
       o.redisTests = raw;

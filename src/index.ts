@@ -21,5 +21,9 @@ export {
   type TtlResult,
   type IncrResult,
   type IncrFloatResult,
+  type TxnCompare,
+  type TxnOp,
+  type TxnRequest,
+  type TxnResult,
   type Value,
 } from './client';

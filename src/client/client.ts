@@ -19,10 +19,10 @@
  */
 import WebSocket from 'ws';
 import { KvError } from '../protocol/errors';
-import { OP_DEL, OP_EXPIRE, OP_GET, OP_GETDEL, OP_INCR, OP_NAMES, OP_PERSIST, OP_PUT, OP_SCAN, OP_TTL, type OpCode } from '../protocol/ops';
+import { OP_DEL, OP_EXPIRE, OP_GET, OP_GETDEL, OP_INCR, OP_NAMES, OP_PERSIST, OP_PUT, OP_SCAN, OP_TTL, OP_TXN, type OpCode } from '../protocol/ops';
 import { checkListRequest } from '../protocol/listing';
 import { checkTtlMs, checkValue } from '../protocol/validate';
-import { decodeReplyFrame, encodeRequestFrame, replyError, type ClientRequest } from '../protocol/ws-client-codec';
+import { decodeReplyFrame, encodeRequestFrame, replyError, type ClientRequest, type TxnRequestWire } from '../protocol/ws-client-codec';
 import {
   FRAME_ERROR_ID,
   readDelOptions,
@@ -114,6 +114,45 @@ export interface TtlResult {
   expiresAt: number | null;
 }
 
+/** A compare of txn(): the key has exactly this version, or exists (any version), or is absent. */
+export type TxnCompare = { key: Key; version: number } | { key: Key; exists: boolean };
+
+/** An op of txn(), named as the method that does it alone. */
+export type TxnOp =
+  | { op: 'get'; key: Key }
+  | { op: 'put'; key: Key; value: Value; opts?: PutOptions }
+  | { op: 'del'; key: Key; opts?: DelOptions }
+  | { op: 'pexpire'; key: Key; ttlMs: number }
+  | { op: 'persist'; key: Key }
+  | { op: 'pttl'; key: Key }
+  | { op: 'incr'; key: Key; by?: number | bigint }
+  | { op: 'incrByFloat'; key: Key; by: number }
+  | { op: 'getdel'; key: Key };
+
+/** What txn() takes: if every compare holds, the success ops run, else the failure ops. */
+export interface TxnRequest {
+  compare?: TxnCompare[];
+  success?: TxnOp[];
+  failure?: TxnOp[];
+}
+
+/**
+ * What txn() resolves: which list ran, and each of its ops' results as that op's method
+ * resolves it, or the KvClientError it would reject with (an INCR of text fails alone).
+ */
+export interface TxnResult {
+  succeeded: boolean;
+  results: unknown[];
+}
+
+type OpOptions = PutOptions | DelOptions | IncrOptions | undefined;
+
+/** A transaction as sent: the wire's arrays, and each op's code and options to read its reply. */
+interface TxnWire extends TxnRequestWire {
+  success: Array<[OpCode, OpOptions]>;
+  failure: Array<[OpCode, OpOptions]>;
+}
+
 /** What list() and listAll() take: keys with `prefix` (default: every key), in byte order. */
 export interface ListRequest extends ListOptions {
   prefix?: Key;
@@ -168,7 +207,7 @@ class ClientCall implements ClientRequest {
     readonly key: Key,
     readonly value: Value | null,
     readonly ttlMs: number,
-    readonly opts: PutOptions | DelOptions | IncrOptions | ListOptions | undefined,
+    readonly opts: PutOptions | DelOptions | IncrOptions | ListOptions | TxnWire | undefined,
     /** Upper bound of its encoded size. */
     readonly size: number,
     readonly resolve: (v: unknown) => void,
@@ -349,6 +388,44 @@ export class KvClient {
   list(req: ListRequest = {}): Promise<ListResult> {
     const { prefix = '', ...opts } = req;
     return this.issue(OP_SCAN, prefix, null, 0, opts) as Promise<ListResult>;
+  }
+
+  /**
+   * A transaction on keys of one shard, atomic and isolated (as etcd's Txn): if every compare
+   * holds, the success ops run in order, else the failure ops; see TxnResult. Keys on several
+   * shards reject with KV_ERR_CROSS_SHARD and nothing runs.
+   */
+  txn(req: TxnRequest): Promise<TxnResult> {
+    if (this.closed) return Promise.reject(new KvClientError('KV_ERR_CLIENT_CLOSED', 'txn: the client is closed'));
+    const t: TxnWire = { compares: [], wire: [[], []], success: [], failure: [] };
+    let size = REQUEST_OVERHEAD_BYTES;
+    try {
+      for (const c of req.compare ?? []) {
+        size += this.check(OP_GET, c.key, null, 0, undefined);
+        const version = 'version' in c ? c.version : c.exists ? -1 : 0;
+        if (!Number.isSafeInteger(version) || version < -1 || ('version' in c && version < 1)) throw new KvError('KV_ERR_BAD_REQUEST', 'a compare version must be a positive integer');
+        t.compares.push([c.key, version]);
+      }
+      for (const [list, wire, decoded] of [[req.success ?? [], t.wire[0], t.success], [req.failure ?? [], t.wire[1], t.failure]] as const) {
+        for (const o of list) {
+          const [code, value, ttlMs, opts] = txnOpFields(o);
+          size += this.check(code, o.key, value, ttlMs, opts);
+          const n: unknown[] = code === OP_PUT || code === OP_INCR ? [code, o.key, value] : code === OP_EXPIRE ? [code, o.key, ttlMs] : [code, o.key];
+          if (opts !== undefined) n.push(opts);
+          wire.push(n);
+          decoded.push([code, opts]);
+        }
+      }
+    } catch (err) {
+      const e = err as KvError;
+      return Promise.reject(new KvClientError(e.code, `txn: ${e.message}`, e.status));
+    }
+    return new Promise((resolve, reject) => {
+      const p = new ClientCall(this, OP_TXN, '', null, 0, t, size, resolve as (v: unknown) => void, reject);
+      p.timer = setTimeout(onOpTimeout, this.timeoutMs, p);
+      this.queue.push(p);
+      this.scheduleFlush();
+    });
   }
 
   /** Every key with `prefix` (after `after`), page by page (`limit` per page): for await ... of. */
@@ -573,69 +650,7 @@ export class KvClient {
     if (status === 412) {
       return this.settleError(op, new KvClientError('KV_ERR_PRECONDITION_FAILED', `${OP_NAMES[op.op]}: precondition failed`, 412));
     }
-    let result: unknown;
-    switch (op.op) {
-      case OP_INCR: {
-        const n = wireReplyOf(OP_INCR, r);
-        if ((n[1] === 200 || n[1] === 201) && n[2] instanceof Uint8Array) {
-          const text = Buffer.from(n[2]).toString('latin1');
-          const float = (op.opts as IncrOptions | undefined)?.float === true;
-          const rest = { version: n[3], expiresAt: n[4] ?? null, created: n[1] === 201 };
-          result = float ? ({ value: Number(text), ...rest } satisfies IncrFloatResult) : ({ value: BigInt(text), ...rest } satisfies IncrResult);
-        }
-        break;
-      }
-      case OP_GETDEL:
-      case OP_GET: {
-        const g = wireReplyOf(OP_GET, r);
-        if (g[1] === 404) result = null;
-        else if (g[1] === 200 && g[2] instanceof Uint8Array) {
-          result = { value: ownBytes(g[2], frameBytes), version: g[3], expiresAt: g[4] ?? null } satisfies GetResult;
-        }
-        break;
-      }
-      case OP_PUT: {
-        const p = wireReplyOf(OP_PUT, r);
-        if (p[1] === 200 || p[1] === 201) result = { version: p[2], expiresAt: p[3] ?? null, created: p[1] === 201 } satisfies PutResult;
-        break;
-      }
-      case OP_DEL:
-        if (status === 204) result = true;
-        else if (status === 404) result = false;
-        break;
-      case OP_EXPIRE: {
-        const e = wireReplyOf(OP_EXPIRE, r);
-        if (e[1] === 200) result = e[2];
-        else if (e[1] === 404) result = null;
-        break;
-      }
-      case OP_PERSIST:
-        if (status === 200) result = true;
-        else if (status === 404) result = false;
-        break;
-      case OP_SCAN: {
-        const l = r as WireListReply;
-        if (l[1] === 200 && Array.isArray(l[2])) {
-          const items: ListItem[] = [];
-          for (let i = 0; i < l[2].length; i++) {
-            const item: ListItem = { key: ownBytes(l[2][i], frameBytes) };
-            if (l[4] !== null && l[4] !== undefined) {
-              item.value = ownBytes(l[4][i], frameBytes);
-              item.expiresAt = l[5]?.[i] ?? null;
-            }
-            items.push(item);
-          }
-          result = { items, next: l[3] === null || l[3] === undefined ? null : ownBytes(l[3], frameBytes) } satisfies ListResult;
-        }
-        break;
-      }
-      case OP_TTL: {
-        const t = wireReplyOf(OP_TTL, r);
-        if (t[1] === 200) result = { ttlMs: t[2] ?? null, expiresAt: t[3] ?? null } satisfies TtlResult;
-        else if (t[1] === 404) result = null;
-        break;
-      }
-    }
+    const result = op.op === OP_TXN ? decodeTxn(op.opts as TxnWire, r, frameBytes) : decodeResult(op.op, op.opts, r, frameBytes);
     if (result === undefined) {
       return this.settleError(op, new KvClientError('KV_ERR_BAD_FRAME', `${OP_NAMES[op.op]}: unexpected reply with status ${status}`, status));
     }
@@ -681,11 +696,126 @@ export class KvClient {
   }
 }
 
+/** An op's result from its wire reply (not an error, not 412), or undefined when it makes no sense. */
+function decodeResult(op: OpCode | typeof OP_SCAN, opts: ClientCall['opts'], r: WireReply, frameBytes: number): unknown {
+  const status = r[1];
+  let result: unknown;
+  switch (op) {
+    case OP_INCR: {
+      const n = wireReplyOf(OP_INCR, r);
+      if ((n[1] === 200 || n[1] === 201) && n[2] instanceof Uint8Array) {
+        const text = Buffer.from(n[2]).toString('latin1');
+        const float = (opts as IncrOptions | undefined)?.float === true;
+        const rest = { version: n[3], expiresAt: n[4] ?? null, created: n[1] === 201 };
+        result = float ? ({ value: Number(text), ...rest } satisfies IncrFloatResult) : ({ value: BigInt(text), ...rest } satisfies IncrResult);
+      }
+      break;
+    }
+    case OP_GETDEL:
+    case OP_GET: {
+      const g = wireReplyOf(OP_GET, r);
+      if (g[1] === 404) result = null;
+      else if (g[1] === 200 && g[2] instanceof Uint8Array) {
+        result = { value: ownBytes(g[2], frameBytes), version: g[3], expiresAt: g[4] ?? null } satisfies GetResult;
+      }
+      break;
+    }
+    case OP_PUT: {
+      const p = wireReplyOf(OP_PUT, r);
+      if (p[1] === 200 || p[1] === 201) result = { version: p[2], expiresAt: p[3] ?? null, created: p[1] === 201 } satisfies PutResult;
+      break;
+    }
+    case OP_DEL:
+      if (status === 204) result = true;
+      else if (status === 404) result = false;
+      break;
+    case OP_EXPIRE: {
+      const e = wireReplyOf(OP_EXPIRE, r);
+      if (e[1] === 200) result = e[2];
+      else if (e[1] === 404) result = null;
+      break;
+    }
+    case OP_PERSIST:
+      if (status === 200) result = true;
+      else if (status === 404) result = false;
+      break;
+    case OP_SCAN: {
+      const l = r as WireListReply;
+      if (l[1] === 200 && Array.isArray(l[2])) {
+        const items: ListItem[] = [];
+        for (let i = 0; i < l[2].length; i++) {
+          const item: ListItem = { key: ownBytes(l[2][i], frameBytes) };
+          if (l[4] !== null && l[4] !== undefined) {
+            item.value = ownBytes(l[4][i], frameBytes);
+            item.expiresAt = l[5]?.[i] ?? null;
+          }
+          items.push(item);
+        }
+        result = { items, next: l[3] === null || l[3] === undefined ? null : ownBytes(l[3], frameBytes) } satisfies ListResult;
+      }
+      break;
+    }
+    case OP_TTL: {
+      const t = wireReplyOf(OP_TTL, r);
+      if (t[1] === 200) result = { ttlMs: t[2] ?? null, expiresAt: t[3] ?? null } satisfies TtlResult;
+      else if (t[1] === 404) result = null;
+      break;
+    }
+  }
+  return result;
+}
+
+/**
+ * A transaction's result: whether its compares held, and each op's result as its own method
+ * resolves it, or the KvClientError it would reject with (one op failing fails only itself).
+ */
+function decodeTxn(t: TxnWire, r: WireReply, frameBytes: number): TxnResult | undefined {
+  if (r[1] !== 200 || typeof r[2] !== 'boolean' || !Array.isArray(r[3])) return undefined;
+  const ops = r[2] ? t.success : t.failure;
+  const replies = r[3] as WireReply[];
+  if (replies.length !== ops.length) return undefined;
+  const results = replies.map((sub, i) => {
+    const [code, opts] = ops[i];
+    const err = replyError(sub);
+    if (err !== null) return new KvClientError(err.code, `${OP_NAMES[code]}: ${err.message}`, sub[1]);
+    if (sub[1] === 412) return new KvClientError('KV_ERR_PRECONDITION_FAILED', `${OP_NAMES[code]}: precondition failed`, 412);
+    const result = decodeResult(code, opts, sub, frameBytes);
+    return result !== undefined ? result : new KvClientError('KV_ERR_BAD_FRAME', `${OP_NAMES[code]}: unexpected reply with status ${sub[1]}`, sub[1]);
+  });
+  return { succeeded: r[2], results };
+}
+
 /**
  * TTLs are milliseconds in integers on the wire; a fraction (1.5) is most likely seconds or a
  * computed delay: say what is wanted. Kept in the "ttl must be positive" wording of the server's
  * message (protocol/validate), which says "got float 1.5".
  */
+/** A txn() op as the wire's fields: [op code, value, ttlMs, options]. */
+function txnOpFields(o: TxnOp): [OpCode, Value | null, number, OpOptions] {
+  switch (o.op) {
+    case 'get':
+      return [OP_GET, null, 0, undefined];
+    case 'put':
+      return [OP_PUT, o.value, 0, o.opts];
+    case 'del':
+      return [OP_DEL, null, 0, o.opts];
+    case 'pexpire':
+      return [OP_EXPIRE, null, o.ttlMs, undefined];
+    case 'persist':
+      return [OP_PERSIST, null, 0, undefined];
+    case 'pttl':
+      return [OP_TTL, null, 0, undefined];
+    case 'incr':
+      return [OP_INCR, String(o.by ?? 1), 0, undefined];
+    case 'incrByFloat':
+      return [OP_INCR, String(o.by), 0, { float: true }];
+    case 'getdel':
+      return [OP_GETDEL, null, 0, undefined];
+    default:
+      throw new KvError('KV_ERR_UNKNOWN_OP', `txn op must be one of get, put, del, pexpire, persist, pttl, incr, incrByFloat, getdel; got ${JSON.stringify((o as { op?: unknown }).op)}`);
+  }
+}
+
 function checkWholeMs(ttl: unknown): void {
   if (typeof ttl === 'number' && Number.isFinite(ttl) && !Number.isInteger(ttl)) {
     throw new KvError('KV_ERR_BAD_TTL', `ttl must be positive whole milliseconds, got ${String(ttl).slice(0, 40)} (e.g. Math.ceil(seconds * 1000))`);

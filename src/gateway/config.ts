@@ -13,6 +13,10 @@ export interface Config {
   /** RESP (Redis protocol) port; null when turned off. */
   redisPort: number | null;
   redisMaxInflight: number;
+  /** notify-keyspace-events at start, Redis's letters ('' = off). */
+  redisNotifyKeyspaceEvents: string;
+  /** client-output-buffer-limit pubsub: [hard bytes, soft bytes, soft seconds]; 0 turns one off. */
+  redisPubsubBufferLimit: readonly [number, number, number];
   dataDir: string;
   /**
    * External shards, one entry per shard; empty means "run the embedded cluster". An entry is one
@@ -102,6 +106,25 @@ const portOrOff: Parser<number | null> = (raw, name) => {
   if (['', 'off', 'false', 'none', 'no', 'null'].includes(raw.trim().toLowerCase())) return null;
   return int(0, 65535)(raw, name);
 };
+/** Redis's notify-keyspace-events letters (the meaning is checked in protocol/redis-notify). */
+const notifyClasses: Parser<string> = (raw, name) => {
+  if (!/^[Ag$lshzxeKEtmdn]*$/.test(raw)) throw new ConfigError(`${name}: invalid event class character in "${raw}"; use Redis's letters 'Ag$lshzxeKEtmdn'`);
+  return raw;
+};
+/** Redis's memtoull: digits with an optional unit b, k (1000), kb (1024), m, mb, g, gb; case-insensitive. */
+function memBytes(raw: string, name: string): number {
+  const m = /^(\d+)(b|k|kb|m|mb|g|gb)?$/i.exec(raw);
+  if (m === null) throw new ConfigError(`${name}: "${raw}" is not a size (e.g. 32mb, 8388608)`);
+  const unit = { b: 1, k: 1e3, kb: 1024, m: 1e6, mb: 1024 ** 2, g: 1e9, gb: 1024 ** 3 }[(m[2] ?? 'b').toLowerCase() as 'b'];
+  return Number(m[1]) * unit;
+}
+/** `<hard> <soft> <soft seconds>`, as the pubsub class of Redis's client-output-buffer-limit. */
+const bufferLimit: Parser<readonly [number, number, number]> = (raw, name) => {
+  const parts = raw.trim().split(/\s+/);
+  if (parts.length !== 3) throw new ConfigError(`${name} must be "<hard> <soft> <soft seconds>" (e.g. "32mb 8mb 60"), got "${raw}"`);
+  const seconds = int(0, 86_400)(parts[2], name);
+  return Object.freeze([memBytes(parts[0], name), memBytes(parts[1], name), seconds] as const);
+};
 const urls: Parser<string[]> = (raw, name) => {
   const list = raw.split(',').map((s) => shardNodes(s).join('|')).filter((s) => s.length > 0);
   for (const u of list.flatMap(shardNodes)) {
@@ -147,6 +170,8 @@ export const SETTINGS = [
   s('port', 'KVSQL_PORT', int(0, 65535), 8080, 'HTTP/WebSocket port (0 picks a free one)'),
   s('redisPort', 'KVSQL_REDIS_PORT', portOrOff, 6380, 'Redis-protocol (RESP2/RESP3) port on the same host; "off" turns it off (0 picks a free one)'),
   s('redisMaxInflight', 'KVSQL_REDIS_MAX_INFLIGHT', int(1, 1_000_000), 1024, 'ops in flight per Redis connection; past it the socket is not read until replies are written'),
+  s('redisNotifyKeyspaceEvents', 'KVSQL_REDIS_NOTIFY_KEYSPACE_EVENTS', notifyClasses, '', "Redis keyspace notifications at start, Redis's letters (e.g. KEA); '' = off; CONFIG SET changes it per gateway"),
+  s('redisPubsubBufferLimit', 'KVSQL_REDIS_PUBSUB_BUFFER_LIMIT', bufferLimit, Object.freeze([32 * 1024 * 1024, 8 * 1024 * 1024, 60] as const), 'a Redis subscriber is disconnected when its unsent output passes <hard>, or stays over <soft> longer than <seconds> (Redis client-output-buffer-limit pubsub)'),
   s('dataDir', 'KVSQL_DATA_DIR', str, './data', 'where the embedded shards keep their data'),
   s('shards', 'KVSQL_SHARDS', urls, [], 'comma-separated shards, each a mysql:// URL or a Galera cluster as `|`-separated node URLs; empty runs the embedded cluster'),
   s('embeddedShards', 'KVSQL_EMBEDDED_SHARDS', int(1, 64), 2, 'number of embedded MySQL shards'),

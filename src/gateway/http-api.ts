@@ -26,6 +26,7 @@ import {
   OP_PUT,
   OP_SCAN,
   OP_TTL,
+  OP_TXN,
   ttlLeftMs,
   type ExpireSet,
   type GetHit,
@@ -35,7 +36,11 @@ import {
   type PutDone,
   type Reply,
   type TtlHit,
+  type TxnDone,
 } from '../protocol/ops';
+import { packTxn, type TxnProgram } from '../protocol/txn';
+import { parseTxnJson, txnJson } from './http-txn';
+import { txnRoute } from './txn-route';
 import { checkKey, checkValue, parseTtlSeconds, parseVersionTag, type Limits } from '../protocol/validate';
 import { parseFloatText, parseInt64 } from '../protocol/numbers';
 import { listRefusal, mayAccess, mayList, rightFor, type TokenEntry } from '../protocol/access';
@@ -63,17 +68,22 @@ export interface HttpContext {
 }
 
 /** Throws KV_ERR_FORBIDDEN unless `who` (null: auth off) may run `op` on `key`. */
-function authorize(ctx: HttpContext, who: TokenEntry | null, op: OpCode, key: Uint8Array): void {
-  if (who === null || mayAccess(who, op, key)) return;
+function authorize(ctx: HttpContext, who: TokenEntry | null, op: OpCode, key: Uint8Array, flags = 0): void {
+  if (who === null || mayAccess(who, op, key, flags)) return;
   ctx.auth!.forbid('http');
-  throw new KvError('KV_ERR_FORBIDDEN', `token "${who.name}" has no ${rightFor(op)} right on this key`);
+  throw new KvError('KV_ERR_FORBIDDEN', `token "${who.name}" has no ${rightFor(op, flags)} right on this key`);
 }
+
+/** POST /v1/txn's body limit: room for two values of the largest size, and at least 16 MiB. */
+export const txnBodyLimit = (limits: Limits): number => Math.max(2 * limits.maxValueBytes, 16 * 1024 * 1024);
 
 /**
  * One HTTP call waiting for its shard. Holds the response until the reply arrives; an aborted
  * client only marks it, the shard's reply is still consumed (the write still happened).
  */
 class HttpCall implements ReplyTarget {
+  /** OP_TXN: the program sent, to name each result's op. */
+  txn: TxnProgram | null;
   aborted = false;
   done = false;
   readonly started = performance.now();
@@ -85,6 +95,7 @@ class HttpCall implements ReplyTarget {
     /** HEAD: the headers of GET, no body. */
     readonly head = false,
   ) {
+    this.txn = null;
     ctx.inflight.n++;
     res.onAborted(() => {
       this.aborted = true;
@@ -181,6 +192,12 @@ class HttpCall implements ReplyTarget {
         res.writeStatus('200 OK').writeHeader('Content-Type', 'application/json');
         res.end('{"expiresAt":null}');
         return;
+      case OP_TXN: {
+        const done = r as TxnDone;
+        res.writeStatus('200 OK').writeHeader('Content-Type', 'application/json');
+        res.end(txnJson(done, done[2] === 1 ? this.txn![1] : this.txn![2]));
+        return;
+      }
       case OP_TTL: {
         const t = r as TtlHit;
         const expiresAt = t[2];
@@ -475,6 +492,45 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
     }),
   );
 
+  // A transaction (http-txn.ts): compares, then the success or the failure ops, atomically on
+  // the one shard that serves every key it names (txn-route.ts). Every key is authorized for what
+  // its op does (a compare needs the read right) before anything is sent.
+  app.post('/v1/txn', (res, req) =>
+    guard(res, req, OP_TXN, (who) => {
+      parseQuery(req.getQuery() ?? '', NO_PARAMS);
+      const max = txnBodyLimit(limits);
+      const declared = req.getHeader('content-length');
+      if (declared !== '' && Number(declared) > max) throw new KvError('KV_ERR_VALUE_TOO_LARGE', `a transaction body is at most ${max} bytes`);
+      const call = new HttpCall(ctx, res, OP_TXN);
+      let chunks: Buffer[] | null = [];
+      let size = 0;
+      res.onData((chunk, isLast) => {
+        if (chunks === null) return;
+        size += chunk.byteLength;
+        if (size > max) {
+          chunks = null;
+          call.fail(new KvError('KV_ERR_VALUE_TOO_LARGE', `a transaction body is at most ${max} bytes`), !isLast);
+          return;
+        }
+        chunks.push(Buffer.from(new Uint8Array(chunk)));
+        if (!isLast) return;
+        const body = Buffer.concat(chunks, size);
+        chunks = null;
+        try {
+          const program = parseTxnJson(body, limits);
+          for (const [k] of program[0]) authorize(ctx, who, OP_GET, k);
+          for (const o of [...program[1], ...program[2]]) authorize(ctx, who, o[0], o[1], o[4]);
+          const first = txnRoute(program, (k) => pool.shardOf(k));
+          call.txn = program;
+          if (first === null) call.deliver([0, 200, 1, []]);
+          else pool.submit(call, OP_TXN, first, Buffer.from(packTxn(program)), 0, 0, 0);
+        } catch (err) {
+          call.fail(err);
+        }
+      });
+    }),
+  );
+
   // Known routes, wrong method: 405 with Allow. Empty key: 400.
   const notAllowed = (allow: string) => (res: HttpResponse, req: HttpRequest): void => {
     if (refusedFraming(res, req)) return;
@@ -508,5 +564,6 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
   app.any('/v1/ttl/*', notAllowed('GET, PUT, DELETE'));
   app.any('/v1/kv', notAllowed('GET, PUT, DELETE'));
   app.any('/v1/ttl', notAllowed('GET, PUT, DELETE'));
+  app.any('/v1/txn', notAllowed('POST'));
 }
 

@@ -36,6 +36,12 @@ export interface RespAuthGuard {
   authenticate(session: RespSessionLike, user: string, password: Buffer): string | null;
   /** Throws KV_ERR_FORBIDDEN unless the session's token may run `op` on `key`. */
   authorize(session: RespSessionLike, op: OpCode, key: Uint8Array): void;
+  /** The same check for a pub/sub delivery: no throw, no refusal counted. */
+  allows(session: RespSessionLike, op: OpCode, key: Uint8Array): boolean;
+  /** The session's token has the admin right (CONFIG SET). */
+  isAdmin(session: RespSessionLike): boolean;
+  /** RESET: the session is no longer authenticated. */
+  forget(session: RespSessionLike): void;
 }
 
 export function respAuthGuard(auth: Auth): RespAuthGuard {
@@ -80,6 +86,15 @@ export function respAuthGuard(auth: Auth): RespAuthGuard {
         auth.forbid('redis');
         throw new KvError('KV_ERR_FORBIDDEN', `token "${entry.name}" has no ${rightFor(op)} right on this key`);
       }
+    },
+    allows: (s, op, key) => {
+      const entry = current(s);
+      return entry !== null && mayAccess(entry, op, key);
+    },
+    isAdmin: (s) => current(s)?.admin === true,
+    forget: (s) => {
+      held.delete(s);
+      s.user = null;
     },
   };
 }

@@ -35,7 +35,7 @@
 import { createServer, type Server as NetServer, type Socket } from 'node:net';
 import { createServer as createTlsServer, Server as TlsServer } from 'node:tls';
 import { hostname } from 'node:os';
-import { statusOf, toErrorData } from '../protocol/errors';
+import { KvError, statusOf, toErrorData } from '../protocol/errors';
 import {
   FLAG_GET_OLD,
   FLAG_IF_ABSENT,
@@ -63,7 +63,25 @@ import { compileGlob, decodeCursor, encodeCursor } from '../protocol/redis-keysp
 import type { HttpContext } from './http-api';
 import { countKeys, listPage } from './key-lister';
 import type { ReplyTarget } from './shard-pool';
-import { ERR_NOT_INTEGER, ERR_SYNTAX, expiryOption, intArg, STRING_COMMANDS, wrongArgs, type Combine, type OpSpec, type RespCall } from './resp-strings';
+import { SCRIPT_COMMANDS, ScriptRegistry, type ScriptCall } from './resp-scripts';
+import { NOT_IN_MULTI, TXN_COMMANDS, TXN_CONTROL, TxnState, type Queued, type TxnCall } from './resp-transactions';
+import type { TxnOp } from '../protocol/txn';
+import { ERR_NOT_INTEGER, ERR_SYNTAX, errorText, expiryOption, intArg, STRING_COMMANDS, wrongArgs, type Combine, type OpSpec, type RespCall } from './resp-strings';
+import {
+  configSet,
+  DEFAULT_PUBSUB_LIMIT,
+  inSubscribedMode,
+  PUBSUB_COMMANDS,
+  PubsubHub,
+  SUBSCRIBED_MODE_COMMANDS,
+  subscribedModeError,
+  subscribedPing,
+  type KeyspaceSource,
+  type PublishBus,
+  type PubsubCall,
+  type PubsubLimit,
+  type Subscriber,
+} from './resp-pubsub';
 
 /** The Redis version kvsql answers as (HELLO, INFO): the command syntax it follows is Redis 7.2's. */
 export const REDIS_COMPAT_VERSION = '7.2.0';
@@ -101,6 +119,12 @@ export interface RespGuard {
   authenticate(session: RespSession, user: string, password: Buffer): string | null;
   /** Before a command's ops are submitted, per key: throws a KvError (e.g. KV_ERR_FORBIDDEN) to refuse the command. */
   authorize(session: RespSession, op: OpCode, key: Uint8Array): void;
+  /** The same question without throwing or counting a refusal: may this session see a pub/sub message about `key` now? */
+  allows(session: RespSession, op: OpCode, key: Uint8Array): boolean;
+  /** May the session change the gateway's settings (CONFIG SET)? The admin right. */
+  isAdmin(session: RespSession): boolean;
+  /** RESET: forget the session's credentials (with auth on it must AUTH again). */
+  forget(session: RespSession): void;
 }
 
 export const ALLOW_ALL: RespGuard = {
@@ -108,6 +132,9 @@ export const ALLOW_ALL: RespGuard = {
   check: () => null,
   authenticate: () => 'ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?',
   authorize: () => undefined,
+  allows: () => true,
+  isAdmin: () => true,
+  forget: () => undefined,
 };
 
 export interface RespContext extends HttpContext {
@@ -118,6 +145,14 @@ export interface RespContext extends HttpContext {
   /** Serve TLS (tls.createServer) with this PEM certificate and key; null/undefined = clear text. */
   tls?: { cert: string; key: string } | null;
   log: { warn(obj: object, msg: string): void; debug(obj: object, msg: string): void };
+  /** notify-keyspace-events at start, as Redis's flag bits (KVSQL_REDIS_NOTIFY_KEYSPACE_EVENTS); 0 = off. */
+  notifyFlags?: number;
+  /** client-output-buffer-limit pubsub (KVSQL_REDIS_PUBSUB_BUFFER_LIMIT); Redis's 32mb 8mb 60 when absent. */
+  pubsubLimit?: PubsubLimit;
+  /** Where keyspace notifications come from (the change feed); absent: the interim local source (resp-pubsub.ts). */
+  keyspaceSource?: KeyspaceSource | null;
+  /** How PUBLISH reaches other gateways; absent: this gateway only. */
+  publishBus?: PublishBus | null;
 }
 
 export interface RespServer {
@@ -135,23 +170,6 @@ export interface RespServer {
 // Errors
 // ---------------------------------------------------------------------------------------------
 
-/**
- * A kvsql error as a Redis error reply's text. The first word is what Redis clients key on:
- * TRYAGAIN for anything retryable (503: overloaded, shard down, shutting down), UNCERTAIN for a
- * write whose fate is unknown (never retry blindly: read the key first), ERR for the rest.
- */
-export function errorText(code: string, message: string): string {
-  if (code === 'KV_ERR_OUTCOME_UNKNOWN') return `UNCERTAIN ${code} ${message}`;
-  // Redis's own words for ACL refusals, which clients recognise.
-  if (code === 'KV_ERR_FORBIDDEN') return `NOPERM ${code} ${message}`;
-  if (code === 'KV_ERR_UNAUTHORIZED') return `NOAUTH ${code} ${message}`;
-  // Counters: Redis's exact texts (clients and tests match them), which the actor's messages are.
-  if (code === 'KV_ERR_NOT_INTEGER' || code === 'KV_ERR_NOT_FLOAT' || code === 'KV_ERR_OVERFLOW') return `ERR ${message}`;
-  const status = statusOf(code);
-  if (status === 503) return `TRYAGAIN ${code} ${message}`;
-  if (status >= 500) return `ERR ${code} ${status === 500 ? 'internal error' : message}`;
-  return `ERR ${code} ${message}`;
-}
 
 const replyError = (r: ErrorReply): string => resp.error(errorText(r[2], r[3]));
 
@@ -200,6 +218,8 @@ class Command implements ReplyTarget {
   firstError: string | null = null;
   readonly started = performance.now();
   status = 200;
+  /** A pub/sub push frame: its bytes, counted in the connection's output buffer until written. */
+  pushed = 0;
   // Custom only: the command's name (metrics), its ops' replies by index, and how to answer.
   name: string | null = null;
   parts: Reply[] | null = null;
@@ -213,7 +233,7 @@ class Command implements ReplyTarget {
 
   /** One op's reply (MGET's come through MgetPart, with their index). */
   deliver(r: Reply): void {
-    this.conn!.opDone();
+    this.conn?.opDone();
     this.pending--;
     if (isErrorReply(r)) {
       this.noteError(r);
@@ -264,7 +284,7 @@ class Command implements ReplyTarget {
 
   /** One op's reply of a Custom command. */
   part(i: number, r: Reply): void {
-    this.conn!.opDone();
+    this.conn?.opDone();
     this.pending--;
     if (isErrorReply(r)) this.noteError(r);
     else this.parts![i] = r;
@@ -272,7 +292,7 @@ class Command implements ReplyTarget {
   }
 
   mgetPart(i: number, r: Reply): void {
-    this.conn!.opDone();
+    this.conn?.opDone();
     this.pending--;
     if (isErrorReply(r)) {
       this.noteError(r);
@@ -300,8 +320,26 @@ class Command implements ReplyTarget {
       for (const v of this.values!) parts.push(v === null ? resp.nil(this.proto) : resp.bulk(v));
       this.out = Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p, 'latin1') : p)));
     }
-    this.conn!.commandDone(this);
+    this.conn?.commandDone(this);
   }
+}
+
+/**
+ * The reply of a command queued in MULTI, from its ops' replies inside EXEC's: a Command with no
+ * connection, fed exactly as a live one is, so a command answers the same inside EXEC and alone.
+ */
+function queuedReply(kind: Kind, combine: Combine | null, replies: Reply[], proto: Proto): string | Buffer {
+  const cmd = new Command(null, kind, proto);
+  cmd.pending = replies.length;
+  if (kind === Kind.Custom) {
+    cmd.combine = combine;
+    cmd.parts = new Array<Reply>(replies.length);
+    replies.forEach((r, i) => cmd.part(i, r));
+  } else if (kind === Kind.Mget) {
+    cmd.values = new Array<Uint8Array | null>(replies.length).fill(null);
+    replies.forEach((r, i) => cmd.mgetPart(i, r));
+  } else for (const r of replies) cmd.deliver(r);
+  return cmd.out!;
 }
 
 /** A Custom command's target per op. */
@@ -344,8 +382,13 @@ const flushDirty = (): void => {
   for (const c of conns) c.flush();
 };
 
-class Conn implements RespSession, RespCall {
+class Conn implements RespSession, RespCall, TxnCall, PubsubCall, ScriptCall {
   readonly id = nextSessionId++;
+  readonly txn = new TxnState();
+  /** While a command is queued in MULTI: what it would submit (resp-transactions.ts). */
+  private recording: (Queued & { failed: boolean }) | null = null;
+  /** Reading is held until this settles (an EXEC waiting for its WATCHes). */
+  private holding: Promise<unknown> | null = null;
   readonly remoteAddress: string;
   name: string | null = null;
   proto: Proto = 2;
@@ -361,6 +404,10 @@ class Conn implements RespSession, RespCall {
   private ending = false;
   private peerEnded = false;
   closed = false;
+  /** Pub/sub: null until the connection first subscribes (resp-pubsub.ts). */
+  sub: Subscriber | null = null;
+  /** Bytes of push frames queued and not yet written. */
+  private pushQueued = 0;
 
   constructor(
     readonly socket: Socket,
@@ -389,12 +436,37 @@ class Conn implements RespSession, RespCall {
     this.head = this.tail = null;
     this.srv.conns.delete(this);
     dirty.delete(this);
+    if (this.sub !== null) this.srv.pubsub.drop(this.sub);
+  }
+
+  get pubsub(): PubsubHub {
+    return this.srv.pubsub;
+  }
+
+  /** A pub/sub message: after everything owed, like a reply that is already finished. */
+  push(frame: Buffer): void {
+    if (this.closed) return;
+    const cmd = this.enqueue(new Command(this, Kind.Get, this.proto));
+    cmd.out = frame;
+    cmd.pushed = frame.length;
+    this.pushQueued += frame.length;
+    this.markDirty();
+  }
+
+  get outputBytes(): number {
+    return this.pushQueued + this.socket.writableLength;
+  }
+
+  kill(reason: string): void {
+    this.srv.ctx.log.debug({ client: this.remoteAddress, reason }, 'redis connection closed');
+    this.ending = true;
+    this.socket.destroy();
   }
 
   /** Parse and dispatch as far as flow control allows; pause or resume the socket to match. */
   pump(): void {
     const max = this.srv.ctx.maxInflight;
-    while (!this.ending && !this.writeBlocked && this.opsInFlight < max) {
+    while (!this.ending && !this.writeBlocked && this.holding === null && this.opsInFlight < max) {
       let args: Buffer[] | null;
       try {
         args = this.parser.next();
@@ -406,7 +478,7 @@ class Conn implements RespSession, RespCall {
       if (args === null) break;
       this.dispatch(args);
     }
-    const hold = !this.ending && (this.writeBlocked || this.opsInFlight >= max);
+    const hold = !this.ending && (this.writeBlocked || this.holding !== null || this.opsInFlight >= max);
     if (hold !== this.paused && !this.closed) {
       this.paused = hold;
       if (hold) this.socket.pause();
@@ -426,7 +498,9 @@ class Conn implements RespSession, RespCall {
   submit(target: Command | MgetPart | Part, op: OpCode, key: Buffer, value: Buffer | null, ttlMs: number, flags: number, ifVersion: number): void {
     if (target instanceof Command) target.op = op;
     this.opsInFlight++;
-    this.srv.ctx.pool.submit(target, op, key, value, ttlMs, flags, ifVersion);
+    // Keyspace notifications from the interim source: only while they are on and someone listens.
+    const tap = this.srv.pubsub.tap;
+    this.srv.ctx.pool.submit(tap === null ? target : tap.tap(target, op, key, flags, ttlMs), op, key, value, ttlMs, flags, ifVersion);
   }
 
   opDone(): void {
@@ -441,6 +515,19 @@ class Conn implements RespSession, RespCall {
 
   /** A command answered without the shards. */
   reply(out: string | Buffer, closeAfter = false): void {
+    const rec = this.recording;
+    if (rec !== null) {
+      // Queued in MULTI: a wrong arity fails now (EXEC aborts, as Redis); anything else is the
+      // command's place in EXEC's reply.
+      if (typeof out === 'string' && out.startsWith('-ERR wrong number of arguments')) {
+        rec.failed = true;
+        this.txn.dirty = true;
+        this.recording = null;
+      } else {
+        rec.local = out;
+        return;
+      }
+    }
     const cmd = this.enqueue(new Command(this, Kind.Get, this.proto));
     cmd.out = out;
     cmd.closeAfter = closeAfter;
@@ -476,6 +563,7 @@ class Conn implements RespSession, RespCall {
         wrote = true;
       }
       ok = socket.write(cmd.out!) && ok;
+      this.pushQueued -= cmd.pushed;
       if (cmd.closeAfter) {
         this.ending = true;
         this.head = this.tail = null;
@@ -523,20 +611,79 @@ class Conn implements RespSession, RespCall {
   private dispatch(args: Buffer[]): void {
     const name = args[0].toString('latin1').toLowerCase();
     const srv = this.srv;
+    const queueing = this.txn.queued !== null && !TXN_CONTROL.has(name);
+    // Inside MULTI a command refused now makes EXEC abort (EXECABORT), as in Redis.
+    const refuse = (out: string): void => {
+      if (queueing) this.txn.dirty = true;
+      this.reply(out);
+    };
     const denied = srv.guard.check(this, name);
-    if (denied !== null) return this.reply(resp.error(denied));
+    if (denied !== null) return refuse(resp.error(denied));
     const handler = HANDLERS.get(name);
-    if (handler === undefined) return this.reply(unknownCommand(args));
+    if (handler === undefined) return refuse(unknownCommand(args));
+    if (this.sub !== null && inSubscribedMode(this) && !SUBSCRIBED_MODE_COMMANDS.has(name)) return this.reply(subscribedModeError(name, args));
     if (this.parser.oversized > 0) {
       const code = name === 'set' ? 'KV_ERR_VALUE_TOO_LARGE' : 'KV_ERR_BAD_REQUEST';
-      return this.reply(resp.error(errorText(code, `an argument of ${this.parser.oversized} bytes exceeds the limit of ${srv.limits.maxValueBytes} bytes`)));
+      return refuse(resp.error(errorText(code, `an argument of ${this.parser.oversized} bytes exceeds the limit of ${srv.limits.maxValueBytes} bytes`)));
     }
+    if (name === 'reset') {
+      this.txn.queued = null; // RESET also discards MULTI and forgets the watches
+      this.txn.unwatch();
+    }
+    if (queueing && NOT_IN_MULTI.has(name)) return refuse(resp.error(`ERR ${name.toUpperCase()} cannot be queued in MULTI in kvsql`));
+    if (queueing) this.recording = { ops: [], local: null, reply: null, failed: false };
     try {
       handler(this, args);
     } catch (err) {
+      this.recording = null;
       const e = toErrorData(err);
-      this.reply(resp.error(errorText(e.code, e.message)));
+      refuse(resp.error(errorText(e.code, e.message)));
+      return;
     }
+    const rec = this.recording;
+    if (rec === null) return;
+    this.recording = null;
+    if (rec.failed) return;
+    this.txn.queued!.push(rec);
+    this.reply(resp.QUEUED);
+  }
+
+  /** MULTI: record a command's ops instead of submitting them; its reply is made at EXEC. */
+  private record(kind: Kind, ops: TxnOp[], combine: Combine | null = null): void {
+    const rec = this.recording!;
+    rec.ops = ops;
+    rec.reply = (replies, proto) => queuedReply(kind, combine, replies, proto);
+  }
+
+  authorize(op: OpCode, key: Buffer, flags = 0): void {
+    checkKey(key, this.srv.limits);
+    this.srv.guard.authorize(this, op, key);
+    if (((flags ?? 0) & FLAG_GET_OLD) !== 0) this.srv.guard.authorize(this, OP_GET, key);
+  }
+
+  request(op: OpCode, key: Buffer, value: Buffer | null, flags: number): Promise<Reply> {
+    return new Promise((resolve) => this.srv.ctx.pool.submit({ op, deliver: resolve }, op, key, value, 0, flags, 0));
+  }
+
+  shardOf(key: Uint8Array): number {
+    return this.srv.ctx.pool.shardOf(key);
+  }
+
+  holdUntil(p: Promise<unknown>): void {
+    this.holding = p;
+    const resume = (): void => {
+      this.holding = null;
+      this.pump();
+    };
+    p.then(resume, resume);
+  }
+
+  get scripts(): ScriptRegistry {
+    return this.srv.scripts;
+  }
+
+  answerLater(name: string, work: () => Promise<string | Buffer>): void {
+    this.promised(Kind.Custom, work, name);
   }
 
   /** Start a command whose reply comes from the shards. */
@@ -552,6 +699,7 @@ class Conn implements RespSession, RespCall {
   one(kind: Kind, op: OpCode, key: Buffer, value: Buffer | null, ttlMs: number, flags: number): void {
     checkKey(key, this.srv.limits);
     this.srv.guard.authorize(this, op, key);
+    if (this.recording !== null) return this.record(kind, [[op, key, value, ttlMs, flags, 0]]);
     const cmd = this.keyed(kind);
     if (cmd === null) return;
     cmd.pending = 1;
@@ -564,6 +712,7 @@ class Conn implements RespSession, RespCall {
       checkKey(args[i], this.srv.limits);
       this.srv.guard.authorize(this, op, args[i]); // every key before any op: refused whole
     }
+    if (this.recording !== null) return this.record(kind, args.slice(1).map((k): TxnOp => [op, k, null, 0, 0, 0]));
     const cmd = this.keyed(kind);
     if (cmd === null) return;
     cmd.pending = args.length - 1;
@@ -577,9 +726,11 @@ class Conn implements RespSession, RespCall {
    * A command answered by gateway work across the shards (SCAN, KEYS, DBSIZE, RANDOMKEY): in the
    * reply queue like any other, and one op in flight for flow control while it runs.
    */
-  promised(kind: Kind, work: () => Promise<string | Buffer>): void {
+  promised(kind: Kind, work: () => Promise<string | Buffer>, name: string | null = null): void {
+    if (this.recording !== null) throw new KvError('KV_ERR_BAD_REQUEST', 'this command cannot be queued in MULTI in kvsql');
     const cmd = this.keyed(kind);
     if (cmd === null) return;
+    cmd.name = name;
     this.opsInFlight++;
     work()
       .then(
@@ -603,6 +754,7 @@ class Conn implements RespSession, RespCall {
       // A put that answers the value it replaced reads it too.
       if (((o.flags ?? 0) & FLAG_GET_OLD) !== 0) this.srv.guard.authorize(this, OP_GET, o.key);
     }
+    if (this.recording !== null) return this.record(Kind.Custom, specs.map((o): TxnOp => [o.op, o.key, o.value ?? null, o.ttlMs ?? 0, o.flags ?? 0, 0]), combine);
     const cmd = this.keyed(Kind.Custom);
     if (cmd === null) return;
     cmd.name = name;
@@ -740,7 +892,8 @@ const client: Handler = (c, args) => {
   }
 };
 
-const clientLine = (c: Conn): string => `id=${c.id} addr=${c.remoteAddress} name=${c.name ?? ''} db=0 resp=${c.proto} user=${c.user ?? 'default'}`;
+const clientLine = (c: Conn): string =>
+  `id=${c.id} addr=${c.remoteAddress} name=${c.name ?? ''} db=0 sub=${c.sub?.channels.size ?? 0} psub=${c.sub?.patterns.size ?? 0} ssub=${c.sub?.shardChannels.size ?? 0} resp=${c.proto} user=${c.user ?? 'default'}`;
 
 /** Redis 7 COMMAND info: [name, arity, flags, first key, last key, step, acl categories, tips, key specs, subcommands]. */
 const COMMAND_TABLE: Array<[string, number, string[], number, number, number]> = [
@@ -763,10 +916,13 @@ const COMMAND_TABLE: Array<[string, number, string[], number, number, number]> =
   ['info', -1, ['loading', 'stale'], 0, 0, 0],
   ['config', -2, ['noscript', 'loading', 'stale'], 0, 0, 0],
   ...STRING_COMMANDS.map(([name, , arity, flags, first, last, step]): [string, number, string[], number, number, number] => [name, arity, flags, first, last, step]),
+  ...TXN_COMMANDS.map(([name, , arity, flags, first, last, step]): [string, number, string[], number, number, number] => [name, arity, flags, first, last, step]),
+  ...SCRIPT_COMMANDS.map(([name, , arity, flags, first, last, step]): [string, number, string[], number, number, number] => [name, arity, flags, first, last, step]),
   ['scan', -2, ['readonly'], 0, 0, 0],
   ['keys', 2, ['readonly'], 0, 0, 0],
   ['dbsize', 1, ['readonly', 'fast'], 0, 0, 0],
   ['randomkey', 1, ['readonly'], 0, 0, 0],
+  ...PUBSUB_COMMANDS.map(([name, , arity, flags, first, last, step]): [string, number, string[], number, number, number] => [name, arity, flags, first, last, step]),
 ];
 const commandInfo = (e: (typeof COMMAND_TABLE)[number]): RespValue => [e[0], e[1], e[2].map((f) => new Simple(f)), e[3], e[4], e[5], [], [], [], []];
 
@@ -831,15 +987,17 @@ const config: Handler = (c, args) => {
   if (sub === 'get') {
     if (args.length < 3) return c.reply(wrongArgs('config|get'));
     const out: Array<[string, RespValue]> = [];
+    const values = [...CONFIG_VALUES, ...c.srv.pubsub.configValues()];
     for (const p of args.slice(2)) {
       const re = globToRegExp(lc(p));
-      for (const [k, v] of CONFIG_VALUES) if (re.test(k) && !out.some((o) => o[0] === k)) out.push([k, v]);
+      for (const [k, v] of values) if (re.test(k) && !out.some((o) => o[0] === k)) out.push([k, v]);
       if (re.test('port') && !out.some((o) => o[0] === 'port')) out.push(['port', String(c.srv.port)]);
     }
     return c.reply(resp.encode(new RespMap(out), c.proto));
   }
   if (sub === 'resetstat') return c.reply(resp.OK);
-  if (sub === 'set' || sub === 'rewrite') return c.reply(resp.error(`ERR CONFIG ${sub.toUpperCase()} is not supported by kvsql; configure it with KVSQL_* settings`));
+  if (sub === 'set') return configSet(c, args);
+  if (sub === 'rewrite') return c.reply(resp.error(`ERR CONFIG ${sub.toUpperCase()} is not supported by kvsql; configure it with KVSQL_* settings`));
   c.reply(resp.error(`ERR unknown subcommand '${args[1].toString('utf8', 0, 40)}'. Try CONFIG HELP.`));
 };
 
@@ -979,6 +1137,7 @@ const HANDLERS = new Map<string, Handler>([
   ['persist', arity('persist', 2, (c, a) => c.one(Kind.Persist, OP_PERSIST, a[1], null, 0, 0))],
   ['ping', (c, a) => {
     if (a.length > 2) return c.reply(wrongArgs('ping'));
+    if (c.sub !== null && inSubscribedMode(c)) return c.reply(subscribedPing(a));
     c.reply(a.length === 2 ? resp.bulk(a[1]) : resp.PONG);
   }],
   ['echo', arity('echo', 2, (c, a) => c.reply(resp.bulk(a[1])))],
@@ -999,10 +1158,13 @@ const HANDLERS = new Map<string, Handler>([
   ['info', info],
   ['config', arity('config', -2, config)],
   ...STRING_COMMANDS.map(([name, h]): [string, Handler] => [name, h as Handler]),
+  ...TXN_COMMANDS.map(([name, h]): [string, Handler] => [name, h as Handler]),
+  ...SCRIPT_COMMANDS.map(([name, h]): [string, Handler] => [name, h as Handler]),
   ['scan', arity('scan', -2, scan)],
   ['keys', arity('keys', 2, keys)],
   ['dbsize', arity('dbsize', 1, dbsize)],
   ['randomkey', arity('randomkey', 1, randomkey)],
+  ...PUBSUB_COMMANDS.map(([name, h]): [string, Handler] => [name, h as Handler]),
 ]);
 
 // ---------------------------------------------------------------------------------------------
@@ -1011,12 +1173,24 @@ const HANDLERS = new Map<string, Handler>([
 
 class RespDoor {
   readonly conns = new Set<Conn>();
+  /** Scripts for EVALSHA (resp-scripts.ts): this gateway's, shared by its connections. */
+  readonly scripts = new ScriptRegistry();
   readonly guard: RespGuard;
   readonly limits: Limits;
   readonly parserLimits: resp.RespLimits;
+  readonly pubsub: PubsubHub;
   port = 0;
   constructor(readonly ctx: RespContext) {
     this.guard = ctx.guard ?? ALLOW_ALL;
+    this.pubsub = new PubsubHub({
+      guard: this.guard,
+      filtering: this.guard !== ALLOW_ALL,
+      limit: ctx.pubsubLimit ?? DEFAULT_PUBSUB_LIMIT,
+      notifyFlags: ctx.notifyFlags ?? 0,
+      keyspaceSource: ctx.keyspaceSource ?? null,
+      publishBus: ctx.publishBus ?? null,
+      log: ctx.log,
+    });
     this.limits = ctx.limits;
     this.parserLimits = {
       maxBulkBytes: Math.max(ctx.limits.maxValueBytes, ctx.limits.maxKeyBytes),
@@ -1082,6 +1256,7 @@ export async function startRespServer(ctx: RespContext): Promise<RespServer> {
       }, timeoutMs);
       await serverClosed;
       clearTimeout(timer);
+      door.pubsub.close();
     },
   };
 }

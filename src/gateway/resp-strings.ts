@@ -6,8 +6,8 @@
  *
  * Atomicity is per key, as the actor gives it: INCR, APPEND, GETDEL and GETEX are single ops
  * decided in the actor's write transaction from the row it locked, so no increment is lost with
- * any number of gateways. MSET and MSETNX stay unknown commands: their users rely on
- * all-or-nothing across keys, which needs the transactions of issue 20 (DESIGN.md §13.1).
+ * any number of gateways. MSET and MSETNX, all-or-nothing across keys, are transactions
+ * (resp-transactions.ts).
  *
  * Absolute times (EXPIREAT, SET/GETEX ... EXAT/PXAT) are turned into a TTL with this gateway's
  * clock; expiry itself follows the shard's clock (DESIGN.md §5), so a skew between the two shifts
@@ -36,6 +36,7 @@ import {
   type Reply,
 } from '../protocol/ops';
 import { parseFloatText, parseInt64 } from '../protocol/numbers';
+import { statusOf } from '../protocol/errors';
 import * as resp from '../protocol/resp';
 import type { Proto } from '../protocol/resp';
 
@@ -77,6 +78,24 @@ export function intArg(b: Buffer): number | null {
   if (!/^-?\d{1,18}$/.test(s)) return null;
   const n = Number(s);
   return Number.isSafeInteger(n) ? n : null;
+}
+
+/**
+ * A kvsql error as a Redis error reply's text. The first word is what Redis clients key on:
+ * TRYAGAIN for anything retryable (503: overloaded, shard down, shutting down), UNCERTAIN for a
+ * write whose fate is unknown (never retry blindly: read the key first), ERR for the rest.
+ */
+export function errorText(code: string, message: string): string {
+  if (code === 'KV_ERR_OUTCOME_UNKNOWN') return `UNCERTAIN ${code} ${message}`;
+  // Redis's own words for ACL refusals, which clients recognise.
+  if (code === 'KV_ERR_FORBIDDEN') return `NOPERM ${code} ${message}`;
+  if (code === 'KV_ERR_UNAUTHORIZED') return `NOAUTH ${code} ${message}`;
+  // Counters: Redis's exact texts (clients and tests match them), which the actor's messages are.
+  if (code === 'KV_ERR_NOT_INTEGER' || code === 'KV_ERR_NOT_FLOAT' || code === 'KV_ERR_OVERFLOW') return `ERR ${message}`;
+  const status = statusOf(code);
+  if (status === 503) return `TRYAGAIN ${code} ${message}`;
+  if (status >= 500) return `ERR ${code} ${status === 500 ? 'internal error' : message}`;
+  return `ERR ${code} ${message}`;
 }
 
 const OK: Combine = () => resp.OK;

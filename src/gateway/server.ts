@@ -30,6 +30,8 @@ import { hasBody, refusedFraming } from './http-framing';
 import { Metrics, METRICS_CONTENT_TYPE } from './metrics';
 import { respAuthGuard } from './resp-auth';
 import { startRespServer, type RespGuard, type RespServer } from './resp-server';
+import type { KeyspaceSource, PublishBus } from './resp-pubsub';
+import { notifyFlagsOf } from '../protocol/redis-notify';
 import { ShardPool } from './shard-pool';
 import { probePort } from './port-probe';
 import { serverTls, type ServerTls } from './tls';
@@ -65,6 +67,10 @@ export function createLogger(level: string): Logger {
 export interface ServerOptions {
   /** Authentication and authorisation of Redis-protocol connections (default: the tokens when auth is on, else allow everything). */
   redisGuard?: RespGuard;
+  /** Keyspace notifications for the Redis door (the change feed); absent: the interim local source (resp-pubsub.ts). */
+  keyspaceSource?: KeyspaceSource;
+  /** Carries Redis PUBLISH to other gateways; absent: this gateway's subscribers only. */
+  publishBus?: PublishBus;
 }
 
 export async function startServer(
@@ -239,7 +245,20 @@ export async function startServer(
     try {
       // With auth on, the Redis door checks the same tokens (AUTH <token>); TLS as on the HTTP port.
       const guard = opts.redisGuard ?? (auth !== null ? (respAuthGuard(auth) satisfies RespGuard) : undefined);
-      redis = await startRespServer({ ...apiContext, host: config.host, port: config.redisPort, maxInflight: config.redisMaxInflight, guard, tls, log });
+      const [hardBytes, softBytes, softSeconds] = config.redisPubsubBufferLimit;
+      redis = await startRespServer({
+        ...apiContext,
+        host: config.host,
+        port: config.redisPort,
+        maxInflight: config.redisMaxInflight,
+        guard,
+        tls,
+        log,
+        notifyFlags: notifyFlagsOf(config.redisNotifyKeyspaceEvents),
+        pubsubLimit: { hardBytes, softBytes, softSeconds },
+        keyspaceSource: opts.keyspaceSource,
+        publishBus: opts.publishBus,
+      });
     } catch (err) {
       uws.us_listen_socket_close(listenSocket);
       await pool.stop(1000);

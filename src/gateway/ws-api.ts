@@ -26,11 +26,13 @@ import type { HttpRequest, HttpResponse, TemplatedApp, us_socket_context_t, WebS
 import { listRefusal, mayAccess, mayList, rightFor, wsProtocols, type TokenEntry } from '../protocol/access';
 import type { ScanRequest } from '../protocol/listing';
 import { ERRORS, statusOf, toErrorData, type ErrorData } from '../protocol/errors';
-import { OP_NAMES, OP_SCAN, OP_UNWATCH, OP_WATCH, type OpCode, type Reply } from '../protocol/ops';
+import { isErrorReply, OP_GET, OP_NAMES, OP_SCAN, OP_TXN, OP_UNWATCH, OP_WATCH, type OpCode, type Reply, type TxnDone } from '../protocol/ops';
 import type { FeedError, FeedEvent, Subscription } from './feed-hub';
 import type { Limits } from '../protocol/validate';
 import type { WireListReply, WireReply } from '../protocol/ws-format';
-import { frameErrorReply, ReplyFrameEncoder, toWireReply, wireErrorReply } from '../protocol/ws-replies';
+import { frameErrorReply, ReplyFrameEncoder, toWireReply, toWireTxnReply, wireErrorReply } from '../protocol/ws-replies';
+import { packTxn, type TxnProgram } from '../protocol/txn';
+import { txnRoute } from './txn-route';
 import { decodeFrame, type RequestSink } from '../protocol/ws-requests';
 import { remoteAddress } from './auth';
 import type { HttpContext } from './http-api';
@@ -118,6 +120,39 @@ class WsConn implements RequestSink {
     this.inflight++;
     ctx.inflight.n++;
     ctx.pool.submit(new WsOp(this, id, op), op, key, value, ttlMs, flags, ifVersion);
+  }
+
+  /**
+   * A transaction (op 13): every key authorized for what its op does (a compare needs the read
+   * right), all on one shard (txn-route.ts), then one op to that shard.
+   */
+  txn(id: number, program: TxnProgram): void {
+    const ctx = this.ctx;
+    if (ctx.closing()) return this.refuse(id, OP_TXN, SHUTTING_DOWN);
+    if (this.inflight >= ctx.maxInflight) return this.refuse(id, OP_TXN, this.busyInflight);
+    if (this.overBuffered) return this.refuse(id, OP_TXN, BUSY_BUFFERED);
+    const who = this.who;
+    if (who !== null) {
+      const denied = (op: OpCode, key: Uint8Array, flags: number): boolean => !mayAccess(who, op, key, flags);
+      let refused: [OpCode, number] | null = null;
+      for (const [k] of program[0]) if (refused === null && denied(OP_GET, k, 0)) refused = [OP_GET, 0];
+      for (const o of [...program[1], ...program[2]]) if (refused === null && denied(o[0], o[1], o[4])) refused = [o[0], o[4]];
+      if (refused !== null) {
+        ctx.auth!.forbid('ws');
+        return this.refuse(id, OP_TXN, { code: 'KV_ERR_FORBIDDEN', message: `token "${who.name}" has no ${rightFor(refused[0], refused[1])} right on a key of this transaction` });
+      }
+    }
+    let first: Uint8Array | null;
+    try {
+      first = txnRoute(program, (k) => ctx.pool.shardOf(k));
+    } catch (err) {
+      return this.refuse(id, OP_TXN, toErrorData(err));
+    }
+    this.inflight++;
+    ctx.inflight.n++;
+    const call = new WsOp(this, id, OP_TXN, program);
+    if (first === null) call.deliver([0, 200, 1, []]);
+    else ctx.pool.submit(call, OP_TXN, first, Buffer.from(packTxn(program)), 0, 0, 0);
   }
 
   /** A page of keys (op 12): gateway work across the shards, one op in flight meanwhile. */
@@ -265,6 +300,8 @@ class WsOp implements ReplyTarget {
     readonly conn: WsConn,
     readonly id: number,
     readonly op: OpCode,
+    /** OP_TXN: the program sent, to shape each op's reply. */
+    readonly program: TxnProgram | null = null,
   ) {}
 
   deliver(reply: Reply): void {
@@ -276,7 +313,10 @@ class WsOp implements ReplyTarget {
       ctx.inflight.n--; // the socket is gone: the write happened, the reply has nowhere to go
       return;
     }
-    conn.push(toWireReply(reply, this.id, this.op));
+    if (this.program !== null && !isErrorReply(reply)) {
+      const done = reply as TxnDone;
+      conn.push(toWireTxnReply(done, this.id, done[2] === 1 ? this.program[1] : this.program[2]));
+    } else conn.push(toWireReply(reply, this.id, this.op));
   }
 }
 

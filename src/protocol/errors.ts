@@ -28,6 +28,11 @@ export const ERRORS = {
   KV_ERR_NOT_FLOAT: 409,
   /** incr whose result leaves the signed 64-bit range, or is NaN or infinite for floats. */
   KV_ERR_OVERFLOW: 409,
+  /**
+   * A transaction (Redis MULTI/EXEC, MSET, HTTP/WebSocket txn) names keys served by more than one
+   * shard: kvsql runs a transaction atomically only within one shard (DESIGN.md §13.2).
+   */
+  KV_ERR_CROSS_SHARD: 400,
   /** Too many failed token checks from this source address; wait Retry-After seconds. */
   KV_ERR_TOO_MANY_AUTH_FAILURES: 429,
   KV_ERR_OVERLOADED: 503,

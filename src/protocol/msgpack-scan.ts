@@ -12,8 +12,11 @@
 import { isUtf8 } from 'node:buffer';
 import { Unpackr } from 'msgpackr';
 
-/** Containers may nest this deep: frame > request > options map > (nothing needs more). */
-export const MAX_NESTING = 4;
+/**
+ * Containers may nest this deep: frame > request > options map; a transaction's frame > request >
+ * op list > op > options map (and its reply: frame > reply > replies > reply > error map).
+ */
+export const MAX_NESTING = 5;
 
 /** Items still to read in each open container, innermost last. Reused: the scan is synchronous. */
 const scanStack = new Array<number>(MAX_NESTING + 1).fill(0);

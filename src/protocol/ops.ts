@@ -40,15 +40,20 @@ export const OP_GETEX = 11;
  */
 export const OP_SCAN = 12;
 
+/** Several ops on keys of one shard, atomic and isolated: a packed program as the value (txn.ts). */
+export const OP_TXN = 13;
+/** A Lua script on its declared keys, run in one transaction of their shard (txn.ts, EvalProgram). */
+export const OP_EVAL = 14;
+
 /**
- * Change feed (WebSocket only, gateway work like list; 13 and 14 are main's txn and eval): watch streams a prefix's changes under the
+ * Change feed (WebSocket only, gateway work like list): watch streams a prefix's changes under the
  * request's id until unwatch (its key position holds the watch's id) or an error. Never in a port
  * Request.
  */
 export const OP_WATCH = 15;
 export const OP_UNWATCH = 16;
 
-export type OpCode = 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9 | 10 | 11;
+export type OpCode = 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9 | 10 | 11 | 13 | 14;
 
 export const OP_NAMES: Record<number, string> = {
   [OP_GET]: 'get',
@@ -63,6 +68,8 @@ export const OP_NAMES: Record<number, string> = {
   [OP_GETDEL]: 'getdel',
   [OP_GETEX]: 'getex',
   [OP_SCAN]: 'scan',
+  [OP_TXN]: 'txn',
+  [OP_EVAL]: 'eval',
   [OP_WATCH]: 'watch',
   [OP_UNWATCH]: 'unwatch',
 };
@@ -129,13 +136,15 @@ export type Request = [
  *   del     204 []   404 []   412 [current version]
  *   expire  200 [expiresAt]   404 []
  *   persist 200 [1 a TTL was removed | 0 there was none]   404 []
- *   ttl     200 [expiresAt|null, nowMs]   404 []
+ *   ttl     200 [expiresAt|null, nowMs, version]   404 []
  *   reap    200 [1 deleted | 0 kept]
  *   incr    200 incremented / 201 created [value, version, expiresAt|null]
  *   append  200 appended / 201 created [version, expiresAt|null, length]
  *   getdel  200 [value, version, expiresAt|null] (the row deleted)   404 []
  *   getex   200 [value, version, expiresAt|null] (expiresAt as set)  404 []
  *   expire with FLAG_TTL_*: 412 [version] when the condition is not met
+ *   txn     200 [1 the compares held | 0 they did not, [replies of the ops that ran]]
+ *   eval    200 [the script's reply as RESP2 bytes (an error reply when it failed)]
  *   any     4xx/5xx [code, message, retryAfter?]        (an error, see errors.ts)
  *
  * The arrays go over the MessagePort as they are (msgpack), so their layout is a wire format.
@@ -154,11 +163,15 @@ export type ExpireReply = ExpireSet | NotFound | PreconditionFailed;
 export type Persisted = [id: number, status: 200, removed: 0 | 1];
 export type PersistReply = Persisted | NotFound;
 /** `nowMs` is the shard's clock when the row was read: the TTL left is measured against it. */
-export type TtlHit = [id: number, status: 200, expiresAt: number | null, nowMs: number];
+export type TtlHit = [id: number, status: 200, expiresAt: number | null, nowMs: number, version: number];
 export type TtlReply = TtlHit | NotFound;
 export type ReapReply = [id: number, status: 200, deleted: 0 | 1];
 /** The value after the increment, as ASCII (Redis replies with it; it may exceed 2^53). */
 export type IncrDone = [id: number, status: 200 | 201, value: Uint8Array, version: number, expiresAt: number | null];
+/** A script's reply, encoded as the Redis door sends it (RESP2). */
+export type EvalDone = [id: number, status: 200, resp: Uint8Array];
+/** A transaction's result (txn.ts): whether its compares held, and the replies of the ops that ran. */
+export type TxnDone = [id: number, status: 200, succeeded: 0 | 1, replies: Reply[]];
 export type AppendDone = [id: number, status: 200 | 201, version: number, expiresAt: number | null, length: number];
 /**
  * `retryAfter` (RETRY_AFTER_SECONDS) has always ridden along on the actor's errors and is kept so
@@ -180,6 +193,8 @@ export interface ReplyOf {
   [OP_APPEND]: AppendDone;
   [OP_GETDEL]: GetReply;
   [OP_GETEX]: GetReply;
+  [OP_TXN]: TxnDone;
+  [OP_EVAL]: EvalDone;
 }
 
 export type Reply = ReplyOf[OpCode] | ErrorReply;
@@ -191,9 +206,10 @@ export const putDone = (id: number, created: boolean, version: number, expiresAt
 export const deleted = (id: number): Deleted => [id, 204];
 export const expireSet = (id: number, expiresAt: number): ExpireSet => [id, 200, expiresAt];
 export const persisted = (id: number, removed: boolean): Persisted => [id, 200, removed ? 1 : 0];
-export const ttlHit = (id: number, expiresAt: number | null, nowMs: number): TtlHit => [id, 200, expiresAt, nowMs];
+export const ttlHit = (id: number, expiresAt: number | null, nowMs: number, version: number): TtlHit => [id, 200, expiresAt, nowMs, version];
 export const reaped = (id: number, deleted: boolean): ReapReply => [id, 200, deleted ? 1 : 0];
 export const incrDone = (id: number, created: boolean, value: Uint8Array, version: number, expiresAt: number | null): IncrDone => [id, created ? 201 : 200, value, version, expiresAt];
+export const txnDone = (id: number, succeeded: boolean, replies: Reply[]): TxnDone => [id, 200, succeeded ? 1 : 0, replies];
 export const appendDone = (id: number, created: boolean, version: number, expiresAt: number | null, length: number): AppendDone => [id, created ? 201 : 200, version, expiresAt, length];
 
 /** An error as a reply, its status from the registry. */

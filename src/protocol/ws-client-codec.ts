@@ -4,7 +4,7 @@
  * ops.ts; nothing of the server. Pure: no I/O, no timers.
  */
 import type { ErrorCode, ErrorData } from './errors';
-import { OP_DEL, OP_EXPIRE, OP_INCR, OP_PUT, OP_SCAN, type OpCode } from './ops';
+import { OP_DEL, OP_EXPIRE, OP_INCR, OP_PUT, OP_SCAN, OP_TXN, type OpCode } from './ops';
 import { describe, isMap, unpackChecked } from './msgpack-scan';
 import { MsgpackWriter } from './msgpack-writer';
 import type { DelOptions, IncrOptions, ListOptions, PutOptions, WireReply } from './ws-format';
@@ -19,8 +19,14 @@ export interface ClientRequest {
   value: Uint8Array | string | null;
   /** expire: the TTL in ms. */
   ttlMs: number;
-  /** put/del/incr/list: the options, sent as a map when present. */
-  opts: PutOptions | DelOptions | IncrOptions | ListOptions | undefined;
+  /** put/del/incr/list: the options, sent as a map when present; txn: its compares and ops. */
+  opts: PutOptions | DelOptions | IncrOptions | ListOptions | TxnRequestWire | undefined;
+}
+
+/** A transaction's body on the wire: [key, version] compares, and the two lists of [op, key, ...args]. */
+export interface TxnRequestWire {
+  compares: Array<[Uint8Array | string, number]>;
+  wire: [success: unknown[], failure: unknown[]];
 }
 
 const requestWriter = new MsgpackWriter();
@@ -36,6 +42,16 @@ export function encodeRequestFrame(requests: readonly ClientRequest[], start: nu
   for (let i = start; i < end; i++) {
     const r = requests[i];
     const op = r.op;
+    if (op === OP_TXN) {
+      const t = r.opts as TxnRequestWire;
+      w.arrayHeader(5);
+      w.number(r.id);
+      w.number(op);
+      w.value(t.compares);
+      w.value(t.wire[0]);
+      w.value(t.wire[1]);
+      continue;
+    }
     const withOpts = r.opts !== undefined && (op === OP_PUT || op === OP_DEL || op === OP_INCR || op === OP_SCAN);
     const n = op === OP_PUT || op === OP_EXPIRE || op === OP_INCR ? 4 : 3;
     w.arrayHeader(n + (withOpts ? 1 : 0));

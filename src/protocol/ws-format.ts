@@ -48,6 +48,8 @@ export const FRAME_ERROR_ID = 0;
  *   getdel  [id, 200, value(bin), version, expiresAt|null]    [id, 404]
  *   list    [id, 200, keys(bin[]), next(bin)|null, values(bin[])|null, expiresAt((int|null)[])|null]
  *                                                     (* not an actor op: a page of every shard)
+ *   txn     [id, 200, succeeded(bool), [reply, ...]]   each reply as its op's, its id the op's
+ *                                                      index in the list that ran
  *   error   [id, status, {code, message}]*                           (* one map, no retryAfter)
  */
 export type WireReply = [id: number, status: number, a?: unknown, b?: unknown, c?: unknown, d?: unknown];
@@ -58,6 +60,7 @@ export type WireDelReply = Deleted | NotFound | WirePreconditionFailed;
 export type WirePersistReply = [id: number, status: 200] | NotFound;
 export type WireTtlHit = [id: number, status: 200, ttlMs: number | null, expiresAt: number | null];
 export type WireTtlReply = WireTtlHit | NotFound;
+export type WireTxnReply = [id: number, status: 200, succeeded: boolean, replies: WireReply[]];
 /** A page of keys; values and expiresAt only when asked for (else nil). */
 export type WireListReply = [id: number, status: 200, keys: Uint8Array[], next: Uint8Array | null, values: Uint8Array[] | null, expiresAt: Array<number | null> | null];
 

@@ -7,7 +7,8 @@
 import { statusOf, type ErrorData } from './errors';
 import { isErrorReply, OP_PERSIST, OP_TTL, replyOf, ttlLeftMs, type OpCode, type Reply } from './ops';
 import { MsgpackWriter } from './msgpack-writer';
-import { FRAME_ERROR_ID, type WireErrorReply, type WireReply, type WireTtlHit } from './ws-format';
+import { FRAME_ERROR_ID, type WireErrorReply, type WireReply, type WireTtlHit, type WireTxnReply } from './ws-format';
+import type { TxnDone, TxnOp } from './txn';
 
 /** An error the gateway answers itself (refused before any shard), as a wire reply. */
 export function wireErrorReply(id: number, err: ErrorData): WireErrorReply {
@@ -42,9 +43,15 @@ export function toWireReply(r: Reply, id: number, op: OpCode): WireReply {
       const expiresAt = t[2];
       wt[2] = ttlLeftMs(t);
       wt[3] = expiresAt;
+      wt.length = 4; // the version rides on the port's reply only (for WATCH)
     }
   }
   return w;
+}
+
+/** A transaction's reply on the wire: each op's reply as alone, under its index in `ran`. */
+export function toWireTxnReply(r: TxnDone, id: number, ran: TxnOp[]): WireTxnReply {
+  return [id, 200, r[2] === 1, r[3].map((sub, i) => toWireReply(sub, i, ran[i][0]))];
 }
 
 /**

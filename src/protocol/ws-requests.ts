@@ -10,7 +10,8 @@
  * then each request is checked in turn.
  */
 import { KvError, toErrorData, type ErrorData } from './errors';
-import { OP_DEL, OP_EXPIRE, OP_GET, OP_GETDEL, OP_INCR, OP_PERSIST, OP_PUT, OP_SCAN, OP_TTL, OP_UNWATCH, OP_WATCH, type OpCode } from './ops';
+import { OP_DEL, OP_EXPIRE, OP_GET, OP_GETDEL, OP_INCR, OP_PERSIST, OP_PUT, OP_SCAN, OP_TTL, OP_TXN, OP_UNWATCH, OP_WATCH, type OpCode } from './ops';
+import { EXISTS, MAX_TXN_OPS, TXN_OPS, type TxnCompare, type TxnOp, type TxnProgram } from './txn';
 import { checkListRequest, type ScanRequest } from './listing';
 import { describe, unpackChecked } from './msgpack-scan';
 import { badRequest, readDelOptions, readIncr, readListOptions, readPutOptions, type OpFields } from './ws-format';
@@ -22,6 +23,8 @@ export interface RequestSink {
   request(id: number, op: OpCode, key: Uint8Array, value: Uint8Array | null, ttlMs: number, flags: number, ifVersion: number): void;
   /** A valid list request (op 12): a page of keys. `prefix` and `after` may be views of the frame. */
   list(id: number, request: ScanRequest): void;
+  /** A valid transaction (op 13). Its keys and values may be views of the frame. */
+  txn(id: number, program: TxnProgram): void;
   /** A watch request (op 15): stream changes of keys under `prefix` (or the key, `exact`) from `from` ('now' or a cursor). */
   watch?(id: number, prefix: Uint8Array, exact: boolean, from: string): void;
   /** An unwatch request (op 16) for the watch with id `watchId`. */
@@ -32,7 +35,7 @@ export interface RequestSink {
   frameError(message: string): void;
 }
 
-export const OP_LIST = '1 get, 2 put, 3 del, 4 expire, 5 persist, 6 ttl, 8 incr, 10 getdel, 12 list, 15 watch, 16 unwatch';
+export const OP_LIST = '1 get, 2 put, 3 del, 4 expire, 5 persist, 6 ttl, 8 incr, 10 getdel, 12 list, 13 txn, 15 watch, 16 unwatch';
 
 function toBytes(v: unknown): Uint8Array | null {
   if (v instanceof Uint8Array) return v;
@@ -86,6 +89,30 @@ function parseList(r: unknown[], limits: Limits): ScanRequest {
   if (prefix === null) throw new KvError('KV_ERR_BAD_KEY', `prefix must be bin or str, got ${describe(r[2])}`);
   const o = readListOptions(r[3]);
   return checkListRequest(prefix, o.after, o.limit, o.values, limits);
+}
+
+/**
+ * A transaction (op 13): `[id, 13, compares, success, failure]`, compares `[key, version]`
+ * (version 0: absent, -1: exists), ops as requests without their id: `[op, key, ...args]`.
+ */
+function parseTxn(r: unknown[], limits: Limits): TxnProgram {
+  if (r.length !== 5) throw badRequest(`op 13 takes [id, 13, compares, success, failure], got ${r.length} elements`);
+  const [, , c, s, f] = r;
+  if (!Array.isArray(c) || !Array.isArray(s) || !Array.isArray(f)) throw badRequest('compares, success and failure must be arrays');
+  if (c.length + s.length + f.length > MAX_TXN_OPS) throw badRequest(`a transaction holds at most ${MAX_TXN_OPS} compares and ops`);
+  const compares: TxnCompare[] = c.map((x, i) => {
+    const key = Array.isArray(x) && x.length === 2 ? toBytes(x[0]) : null;
+    if (key === null || !Number.isSafeInteger(x[1]) || x[1] < EXISTS) throw badRequest(`compare ${i} must be [key, version] (version 0: absent, -1: exists), got ${describe(x)}`);
+    checkKey(key, limits);
+    return [key, x[1] as number];
+  });
+  const ops = (list: unknown[], name: string): TxnOp[] =>
+    list.map((x, i) => {
+      if (!Array.isArray(x) || !TXN_OPS.has(x[0] as number)) throw badRequest(`${name} op ${i} must be [op, key, ...args] with op one of 1 get, 2 put, 3 del, 4 expire, 5 persist, 6 ttl, 8 incr, 10 getdel`);
+      const op = parseRequest([0, ...x], x[0], limits);
+      return [op, cur.key, cur.value, cur.ttlMs, cur.flags, cur.ifVersion];
+    });
+  return [compares, ops(s, 'success'), ops(f, 'failure')];
 }
 
 /** Scratch for the request being decoded: decodeFrame is synchronous and not re-entrant. */
@@ -165,6 +192,10 @@ export function decodeFrame(frame: Uint8Array, limits: Limits, sink: RequestSink
         sink.list(id, parseList(r, limits));
         continue;
       }
+      if (r[1] === OP_TXN) {
+        sink.txn(id, parseTxn(r, limits));
+        continue;
+      }
       if (r[1] === OP_WATCH) {
         const w = parseWatch(r);
         if (sink.watch === undefined) throw new KvError('KV_ERR_UNKNOWN_OP', 'watch is not served here');
@@ -179,7 +210,7 @@ export function decodeFrame(frame: Uint8Array, limits: Limits, sink: RequestSink
       }
       op = parseRequest(r, r[1], limits);
     } catch (err) {
-      const known = typeof r[1] === 'number' && SHAPES[r[1]] !== undefined;
+      const known = typeof r[1] === 'number' && (SHAPES[r[1]] !== undefined || r[1] === OP_TXN);
       sink.reject(id, known ? (r[1] as number) : 0, toErrorData(err));
       continue;
     }

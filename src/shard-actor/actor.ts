@@ -51,6 +51,11 @@ import { VersionAllocator, type Versions } from './version-allocator';
 import { planWrites, versionDemand, type WritePlan } from './write-plan';
 import { Expirer, type Log } from './expirer';
 import { ScanLane, type ScanAnswer } from './scan-lane';
+import { choose, comparesHold, scriptOp, txnChains, txnOp, txnReply } from './txn-plan';
+import { OP_TXN, txnDone, unpackEval, unpackTxn } from '../protocol/txn';
+import { OP_EVAL } from '../protocol/ops';
+import { createScriptRunner, type ScriptRunner } from './lua-sandbox';
+import { SCRIPT_WRITE_COMMANDS, ScriptSession, toResp2 } from './script-session';
 import type { ScanRequest } from '../protocol/listing';
 import type { FeedRow } from '../protocol/feed';
 import { FeedTailer, type PostFeed } from './feed-tailer';
@@ -228,6 +233,14 @@ export class ShardActor {
         this.outbox.push(errorReply(r[0], 'KV_ERR_OVERLOADED', `shard ${this.cfg.shard} queue is full`));
         continue;
       }
+      if (r[1] === OP_TXN) {
+        this.receiveTxn(r, now);
+        continue;
+      }
+      if (r[1] === OP_EVAL) {
+        this.receiveEval(r, now);
+        continue;
+      }
       const key = asBuffer(r[2]);
       const op: PendingOp = {
         id: r[0],
@@ -249,6 +262,58 @@ export class ShardActor {
     }
     this.flushOutbox();
     this.requestFlush();
+  }
+
+  /** A transaction (protocol/txn.ts): checked, then scheduled on every key it names. */
+  private receiveTxn(r: Request, now: number): void {
+    const program = r[3] === null ? 'transaction has no program' : unpackTxn(r[3]);
+    if (typeof program === 'string') {
+      this.outbox.push(errorReply(r[0], 'KV_ERR_BAD_REQUEST', program));
+      return;
+    }
+    if (program[0].length + program[1].length + program[2].length === 0) {
+      this.outbox.push(txnDone(r[0], true, []));
+      return;
+    }
+    const op = txnOp(r[0], program, now + this.cfg.opDeadlineMs);
+    this.admitted.push(op);
+    this.scheduler.submit(op);
+  }
+
+  /**
+   * A script (OP_EVAL): scheduled like a transaction on its declared keys; one that declares no
+   * key touches no row (every keyed command is refused) and runs at once, outside MySQL.
+   */
+  private receiveEval(r: Request, now: number): void {
+    const program = r[3] === null ? 'script has no program' : unpackEval(r[3]);
+    if (typeof program === 'string') {
+      this.outbox.push(errorReply(r[0], 'KV_ERR_BAD_REQUEST', program));
+      return;
+    }
+    const op = scriptOp(r[0], program, now + this.cfg.opDeadlineMs);
+    if (op.txn!.keys.length === 0) {
+      void this.scriptRunner().then((runner) => {
+        const t = op.txn!.script!;
+        const session = new ScriptSession(new Set(), new Map(), this.now());
+        const res = runner.run(t.body, [], t.argv, session.call, !t.mayWrite);
+        this.outbox.push([op.id, 200, toResp2(res.ok ? res.reply : { error: res.error })]);
+        this.flushOutbox();
+      });
+      return;
+    }
+    this.admitted.push(op);
+    this.scheduler.submit(op);
+  }
+
+  /** This actor's Lua VM, made at the first script (about 100 ms, 16 MB). */
+  private runner: Promise<ScriptRunner> | null = null;
+  private scriptRunner(): Promise<ScriptRunner> {
+    this.runner ??= createScriptRunner(
+      // A script holds its keys' row locks while it runs: its budget is a fraction of the op deadline.
+      { timeBudgetMs: Math.min(SCRIPT_MAX_MS, Math.floor(this.cfg.opDeadlineMs / 4)), memoryBytes: SCRIPT_MEMORY_BYTES },
+      { isWriteCommand: (name) => SCRIPT_WRITE_COMMANDS.has(name), log: (level, message) => this.log(level >= 3 ? 'warn' : 'info', 'redis.log', { message }) },
+    );
+    return this.runner;
   }
 
   statsSnapshot(): ShardStats {
@@ -381,6 +446,12 @@ export class ShardActor {
         (this.writesInFlight === 0 || this.scheduler.readyWriteCount >= this.parallelThreshold)) {
       void this.runWrites(this.scheduler.takeWrites(this.maxBatchOps, this.maxBatchBytes));
     }
+    // A transaction runs alone in its MySQL transaction, in a user write slot.
+    while (this.scheduler.readyTxnCount > 0 && this.writesInFlight < this.cfg.writesInFlight) {
+      const t = this.scheduler.takeTxn()!;
+      if (t.answered) this.scheduler.txnDone(t); // answered while it waited: never applied
+      else void this.runWrites(txnChains(t.txn!), t);
+    }
     // Expiry has its own lane: at most one reap transaction at a time, never holding a user
     // write slot, so a storm of expiring keys costs foreground traffic one connection's worth of
     // MySQL work, not all of it.
@@ -439,7 +510,7 @@ export class ShardActor {
           this.outboxBytes += row.v.length;
           if (this.outboxBytes >= OUTBOX_FLUSH_BYTES) this.flushOutbox();
         }
-        else this.answer(op, ttlHit(op.id, row.expires_at === null ? null : Number(row.expires_at), Number(row.now_ms)));
+        else this.answer(op, ttlHit(op.id, row.expires_at === null ? null : Number(row.expires_at), Number(row.now_ms), Number(row.version)));
       }
       if (refused !== undefined) this.refuse(refused);
     } else {
@@ -472,10 +543,15 @@ export class ShardActor {
     this.afterBatch();
   }
 
-  private async runWrites(taken: Chain[]): Promise<void> {
+  /**
+   * One write transaction: ready chains, or one transaction op (`txn`, with one empty chain per
+   * key it names; which of its op lists runs is decided from the locked rows, txn-plan.ts).
+   */
+  private async runWrites(taken: Chain[], txn?: PendingOp): Promise<void> {
     // Ops answered while they waited (deadline, shard down) were told "not applied": drop them.
     const chains: Chain[] = [];
-    for (const c of taken) if (this.scheduler.prune(c, isUnanswered)) chains.push(c);
+    if (txn !== undefined) chains.push(...taken);
+    else for (const c of taken) if (this.scheduler.prune(c, isUnanswered)) chains.push(c);
     if (chains.length === 0) return;
     this.writesInFlight++;
     this.stats.writeBatches++;
@@ -487,18 +563,23 @@ export class ShardActor {
     chains.sort((a, b) => Buffer.compare(a.key, b.key));
     const keys = chains.map((c) => c.key);
     const slotSet = new Set<number>();
-    for (const c of chains) slotSet.add(c.ops[0].slot);
+    for (const c of chains) slotSet.add(c.slot);
     const slots = [...slotSet].sort((a, b) => a - b);
-    const userOps: PendingOp[] = [];
+    const userOps: PendingOp[] = txn === undefined ? [] : [txn];
     // incr, append, getdel, getex and put-returning-the-old-value decide from the row's value:
     // lock it with its value then.
-    let withValues = false;
+    let withValues = txn?.txn!.withValues ?? false;
     for (const c of chains) {
       for (const op of c.ops) {
         if (op.op !== OP_REAP) userOps.push(op);
         if (needsValue(op.op, op.flags)) withValues = true;
       }
     }
+    // A transaction's compares decide which of its op lists runs, a script's calls what it
+    // writes: `active` holds the chains to plan.
+    let active = chains;
+    let succeeded = true;
+    let scriptOut: Buffer | null = null;
     const b = this.begin('write', userOps);
     const result = await this.race(
       b,
@@ -512,12 +593,25 @@ export class ShardActor {
             slots,
             async (locked, now, issuedBelow = 0, states: SlotStates) => {
               const changed = checkSlots(chains, states);
+              const script = txn?.txn!.script;
+              if (script !== undefined) {
+                const runner = await this.scriptRunner();
+                const session = new ScriptSession(new Set(chains.map((c) => c.keyStr)), locked, now);
+                const res = runner.run(script.body, script.keys, script.argv, session.call, !script.mayWrite);
+                // As Redis: a script that raised keeps the writes it made before; one stopped
+                // (time, memory) or broken leaves nothing.
+                active = res.ok || res.reason === 'script' ? session.result() : [];
+                scriptOut = toResp2(res.ok ? res.reply : { error: res.error });
+              } else if (txn !== undefined) {
+                succeeded = comparesHold(txn.txn!, locked, now);
+                active = choose(txn.txn!, succeeded);
+              }
               // A re-created key must get a version above its deleted past, which may have been
               // issued through another gateway: check kv_seq then (see VersionAllocator.take).
-              const demand = versionDemand(chains, locked);
+              const demand = versionDemand(active, locked);
               taken = demand.count > 0 ? await this.versions.take(demand.count, demand.above, demand.createsKey ? issuedBelow : 0) : null;
               decided = { locked, now, needed: demand.count };
-              plan = planWrites(chains, locked, now, taken?.first ?? 0, this.feedOn);
+              plan = planWrites(active, locked, now, taken?.first ?? 0, this.feedOn);
               if (changed !== undefined) plan.mutations.changed = changed;
               return plan.mutations;
             },
@@ -531,7 +625,7 @@ export class ShardActor {
             async (issuedNow) => {
               if (taken === null || issuedNow <= taken.blockEnd) return null;
               const fresh = await this.versions.take(decided!.needed, issuedNow - 1);
-              const replanned = planWrites(chains, decided!.locked, decided!.now, fresh.first, this.feedOn);
+              const replanned = planWrites(active, decided!.locked, decided!.now, fresh.first, this.feedOn);
               if (!sameRows(plan!.mutations, replanned.mutations)) throw versionsMoved();
               replanned.mutations.changed = plan!.mutations.changed;
               plan = replanned;
@@ -553,10 +647,15 @@ export class ShardActor {
     this.end(b);
     this.writesInFlight--;
     if (result !== null && !result.ok && result.error instanceof SlotsRefused) {
-      this.onSlotsRefused(chains, result.error);
+      if (txn === undefined) this.onSlotsRefused(chains, result.error);
+      else this.onTxnSlotsRefused(txn, chains, result.error);
       return;
     }
     for (const c of chains) this.heldSince.delete(c);
+    const release = (): void => {
+      if (txn !== undefined) return this.scheduler.txnDone(txn);
+      for (const c of chains) this.scheduler.chainDone(c);
+    };
     // In doubt: COMMIT was sent and no answer came (deadline, or the connection broke).
     let inDoubt = false;
     if (result === null) {
@@ -565,9 +664,13 @@ export class ShardActor {
       this.lastOkAt = this.localClock();
       const committed = result.value;
       const now = this.now();
-      for (const [op, reply] of committed.replies) {
-        if (op.op === OP_REAP) this.expirer.onReaped(op.key, op.dueAt, reapDeleted(replyOf(OP_REAP, reply)), now);
-        else this.answer(op, reply);
+      if (scriptOut !== null) this.answer(txn!, [txn!.id, 200, scriptOut]);
+      else if (txn !== undefined) this.answer(txn, txnReply(txn, succeeded, committed.replies));
+      else {
+        for (const [op, reply] of committed.replies) {
+          if (op.op === OP_REAP) this.expirer.onReaped(op.key, op.dueAt, reapDeleted(replyOf(OP_REAP, reply)), now);
+          else this.answer(op, reply);
+        }
       }
       for (const [key, at] of committed.expiries) this.expirer.onExpirySet(key, at);
       if (committed.mutations.feed !== undefined && committed.mutations.feed.length > 0) this.feed?.kick();
@@ -580,11 +683,39 @@ export class ShardActor {
         : toKvError(result.error, this.cfg.shard);
       for (const op of userOps) this.answer(op, errorReply(op.id, e.code, e.message));
     }
+    // A reap that did not commit is the expirer's to try again.
+    const reapsFailed = (): void => {
+      for (const c of chains) for (const op of c.ops) if (op.op === OP_REAP) this.expirer.onReapFailed(op.key);
+    };
     if (inDoubt) {
-      this.settleThenRelease(chains, b.ctl);
+      for (const op of userOps) op.value = null; // sent already; not needed again
+      this.settleThenRelease(() => {
+        reapsFailed();
+        release();
+      }, b.ctl, chains.length);
     } else {
-      if (result === null || !result.ok) for (const c of chains) for (const op of c.ops) if (op.op === OP_REAP) this.expirer.onReapFailed(op.key);
-      for (const c of chains) this.scheduler.chainDone(c);
+      if (result === null || !result.ok) reapsFailed();
+      release();
+    }
+    this.afterBatch();
+  }
+
+  /** A transaction touched a slot this shard must not write now: as onSlotsRefused, whole. */
+  private onTxnSlotsRefused(txn: PendingOp, chains: Chain[], refused: SlotsRefused): void {
+    const now = this.localClock();
+    const since = this.heldSince.get(chains[0]);
+    if (refused.wrong.size > 0) {
+      this.heldSince.delete(chains[0]);
+      this.refuse([txn]);
+      this.scheduler.txnDone(txn);
+    } else if (since !== undefined && now - since >= this.cfg.slotHoldMs) {
+      this.heldSince.delete(chains[0]);
+      this.answer(txn, errorReply(txn.id, 'KV_ERR_SLOT_MOVING', `slot ${[...refused.held][0]} is being moved; it stayed fenced for ${this.cfg.slotHoldMs} ms`));
+      this.scheduler.txnDone(txn);
+    } else {
+      if (since === undefined) this.heldSince.set(chains[0], now);
+      const delay = Math.min(HOLD_RETRY_MAX_MS, Math.max(HOLD_RETRY_MS, (now - (since ?? now)) / 2));
+      setTimeout(() => void this.runWrites(chains, txn), delay);
     }
     this.afterBatch();
   }
@@ -594,9 +725,8 @@ export class ShardActor {
    * or rolled back), asking again every SETTLE_RETRY_MS while it cannot be reached. Only then may
    * a later write to those keys lock their rows and see the outcome.
    */
-  private settleThenRelease(chains: Chain[], ctl: TxControl): void {
+  private settleThenRelease(release: () => void, ctl: TxControl, keys: number): void {
     this.settling++;
-    for (const c of chains) for (const op of c.ops) op.value = null; // sent already; not needed again
     const started = this.localClock();
     const attempt = async (): Promise<void> => {
       let settled = false;
@@ -610,11 +740,8 @@ export class ShardActor {
         return;
       }
       this.settling--;
-      this.log('info', 'in-doubt commit settled; its keys are free again', { thread: ctl.threadId, keys: chains.length, ms: this.localClock() - started });
-      for (const c of chains) {
-        for (const op of c.ops) if (op.op === OP_REAP) this.expirer.onReapFailed(op.key);
-        this.scheduler.chainDone(c);
-      }
+      this.log('info', 'in-doubt commit settled; its keys are free again', { thread: ctl.threadId, keys, ms: this.localClock() - started });
+      release();
       this.afterBatch();
     };
     void attempt();
@@ -700,7 +827,7 @@ export class ShardActor {
     const held: Chain[] = [];
     const now = this.localClock();
     for (const c of chains) {
-      const slot = c.ops[0].slot;
+      const slot = c.slot;
       const since = this.heldSince.get(c);
       if (refused.wrong.has(slot)) {
         this.heldSince.delete(c);
@@ -894,6 +1021,11 @@ class SlotsRefused extends Error {
   }
 }
 
+/** A script's time budget: at most this, and a quarter of the op deadline. */
+const SCRIPT_MAX_MS = 1000;
+/** A script's Lua heap bound (the VM's, compiled scripts included). */
+const SCRIPT_MEMORY_BYTES = 64 * 1024 * 1024;
+
 /** Rows whose slot was never computed (written before the column existed) filled per page. */
 const FILL_SLOTS_PAGE = 1000;
 /** First retry of a write held by a fence; doubles up to HOLD_RETRY_MAX_MS. */
@@ -920,7 +1052,7 @@ function checkSlots(chains: Chain[], states: SlotStates): Array<[number, Buffer]
   let refused: SlotsRefused | undefined;
   let changed: Array<[number, Buffer]> | undefined;
   for (const c of chains) {
-    const slot = c.ops[0].slot;
+    const slot = c.slot;
     const state = states.get(slot);
     if (state === SLOT_OWNED) continue;
     if (state === SLOT_COPYING) (changed ??= []).push([slot, c.key]);

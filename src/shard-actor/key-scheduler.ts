@@ -24,14 +24,21 @@
  * mixed chain goes to readyWrites and its reap is decided in the transaction by planWrites.
  * Splitting it instead would make the user write wait behind the one-at-a-time, lower-priority
  * reap lane.
+ *
+ * A transaction (OP_TXN, several keys) is one PendingOp queued on every key it names, all in the
+ * same call, so it has the same place in arrival order on each of them. Each key is held for it
+ * (as by a running write) when it reaches that key's head; once all are held it is ready
+ * (readyTxns) and runs alone in its transaction. No cycle can form: everything waits only for
+ * what arrived before it, on every key.
  */
-import { isReadOp, OP_REAP } from '../protocol/ops';
+import { isReadOp, OP_REAP, OP_TXN } from '../protocol/ops';
 import { Fifo } from './fifo';
 import type { PendingOp } from './pending-op';
 
 export interface Chain {
   keyStr: string;
   key: Buffer;
+  slot: number;
   ops: PendingOp[];
 }
 
@@ -50,6 +57,8 @@ export class KeyScheduler {
   private readonly readyWrites = new Fifo<Chain>();
   /** Chains of the expirer's reaps only: a separate, lower-priority lane (see the actor). */
   private readonly readyReaps = new Fifo<Chain>();
+  /** Transactions holding every key they name, in the order they became ready. */
+  private readonly readyTxns = new Fifo<PendingOp>();
   /** Operations accepted and not yet completed (queued, ready or running). */
   size = 0;
 
@@ -67,19 +76,47 @@ export class KeyScheduler {
     return this.readyReaps.count;
   }
 
+  get readyTxnCount(): number {
+    return this.readyTxns.count;
+  }
+
   get keyCount(): number {
     return this.keys.size;
   }
 
   submit(op: PendingOp): void {
     this.size++;
-    let st = this.keys.get(op.keyStr);
+    if (op.txn !== undefined) {
+      op.txn.waiting = op.txn.keys.length;
+      for (const k of op.txn.keys) this.place(k.keyStr, op);
+      return;
+    }
+    this.place(op.keyStr, op);
+  }
+
+  private place(keyStr: string, op: PendingOp): void {
+    let st = this.keys.get(keyStr);
     if (st === undefined) {
       st = { reads: 0, writing: false, queue: new Fifo<PendingOp>() };
-      this.keys.set(op.keyStr, st);
+      this.keys.set(keyStr, st);
     }
-    if (st.queue.count === 0 && this.allowed(st, op)) this.start(st, op);
+    if (st.queue.count === 0 && this.allowed(st, op)) this.start(keyStr, st, op);
     else st.queue.push(op);
+  }
+
+  /** The oldest ready transaction (holding all its keys), if any. */
+  takeTxn(): PendingOp | undefined {
+    return this.readyTxns.count > 0 ? this.readyTxns.shift() : undefined;
+  }
+
+  /** A transaction finished (committed or failed, answered): its keys are free. */
+  txnDone(op: PendingOp): void {
+    this.size--;
+    for (const keyStr of op.txn!.held) {
+      const st = this.keys.get(keyStr)!;
+      st.writing = false;
+      this.release(keyStr, st);
+    }
   }
 
   /** Up to `maxOps` ready reads (ops, not keys), oldest first. */
@@ -133,12 +170,20 @@ export class KeyScheduler {
   drainWaiting(): PendingOp[] {
     const reads = this.readyReads.drain();
     const chains = [...this.readyWrites.drain(), ...this.readyReaps.drain()];
+    const txns = new Set<PendingOp>(this.readyTxns.drain());
     const out: PendingOp[] = [...reads];
     for (const c of chains) out.push(...c.ops);
-    for (const st of this.keys.values()) out.push(...st.queue.drain());
+    for (const st of this.keys.values()) {
+      for (const op of st.queue.drain()) {
+        if (op.txn === undefined) out.push(op);
+        else txns.add(op); // queued on several keys: once
+      }
+    }
+    out.push(...txns);
     // Ready items count as scheduled on their key; undo that so completions stay balanced.
     for (const op of reads) this.keys.get(op.keyStr)!.reads--;
     for (const c of chains) this.keys.get(c.keyStr)!.writing = false;
+    for (const t of txns) for (const k of t.txn!.held) this.keys.get(k)!.writing = false;
     for (const [k, st] of this.keys) if (st.reads === 0 && !st.writing) this.keys.delete(k);
     this.size -= out.length;
     return out;
@@ -148,7 +193,14 @@ export class KeyScheduler {
     return isReadOp(op.op) ? !st.writing : !st.writing && st.reads === 0;
   }
 
-  private start(st: KeyState, op: PendingOp): void {
+  private start(keyStr: string, st: KeyState, op: PendingOp): void {
+    if (op.txn !== undefined) {
+      // Held for the transaction; it is ready once every one of its keys is.
+      st.writing = true;
+      op.txn.held.push(keyStr);
+      if (--op.txn.waiting === 0) this.readyTxns.push(op);
+      return;
+    }
     if (isReadOp(op.op)) {
       st.reads++;
       this.readyReads.push(op);
@@ -156,18 +208,18 @@ export class KeyScheduler {
     }
     st.writing = true;
     const ops = [op];
-    for (let next = st.queue.peek(); next !== undefined && ops.length < this.maxChain && !isReadOp(next.op); next = st.queue.peek()) {
+    for (let next = st.queue.peek(); next !== undefined && ops.length < this.maxChain && !isReadOp(next.op) && next.op !== OP_TXN; next = st.queue.peek()) {
       ops.push(st.queue.shift());
     }
     let reapsOnly = true;
     for (const o of ops) if (o.op !== OP_REAP) reapsOnly = false;
-    (reapsOnly ? this.readyReaps : this.readyWrites).push({ keyStr: op.keyStr, key: op.key, ops });
+    (reapsOnly ? this.readyReaps : this.readyWrites).push({ keyStr: op.keyStr, key: op.key, slot: op.slot, ops });
   }
 
   private release(keyStr: string, st: KeyState): void {
     for (let next = st.queue.peek(); next !== undefined && this.allowed(st, next); next = st.queue.peek()) {
       st.queue.shift();
-      this.start(st, next);
+      this.start(keyStr, st, next);
       if (st.writing) break;
     }
     if (st.reads === 0 && !st.writing && st.queue.count === 0) this.keys.delete(keyStr);

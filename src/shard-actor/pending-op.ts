@@ -24,4 +24,24 @@ export interface PendingOp {
   answered?: boolean;
   /** The batch running it, while one does (the deadline sweep abandons that batch). */
   batch?: object | null;
+  /** OP_TXN only: what it does and which keys it holds (txn-plan.ts, key-scheduler.ts). */
+  txn?: TxnGroup;
+}
+
+/** A transaction as the actor runs it: its compares, its two lists of ops, its keys. */
+export interface TxnGroup {
+  /** [keyStr, version]: see protocol/txn.ts for the meaning of the version. */
+  compares: Array<[keyStr: string, version: number]>;
+  /** The ops, as PendingOps whose id is their index in their list. */
+  success: PendingOp[];
+  failure: PendingOp[];
+  /** Every key it names, once each, in ascending byte order (the lock order). */
+  keys: Array<{ key: Buffer; keyStr: string; slot: number }>;
+  /** The locking read must fetch values: an op answers with or decides from a value. */
+  withValues: boolean;
+  /** OP_EVAL: the script, run on the locked rows of `keys` (script-session.ts). */
+  script?: { body: Buffer; keys: Buffer[]; argv: Buffer[]; mayWrite: boolean };
+  /** Scheduler: keys not yet held for it, and the keys held (they wait for nothing else). */
+  waiting: number;
+  held: string[];
 }

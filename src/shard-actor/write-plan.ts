@@ -44,16 +44,19 @@ import {
   OP_APPEND,
   OP_DEL,
   OP_EXPIRE,
+  OP_GET,
   OP_GETDEL,
   OP_GETEX,
   OP_INCR,
   OP_PERSIST,
   OP_PUT,
   OP_REAP,
+  OP_TTL,
   persisted,
   preconditionFailed,
   putDone,
   reaped,
+  ttlHit,
   type Reply,
 } from '../protocol/ops';
 import { increment } from '../protocol/numbers';
@@ -254,6 +257,14 @@ export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now:
           }
           break;
         }
+        // Reads appear in a chain only inside a transaction (txn-plan.ts): they see the chain's
+        // state so far, as Redis's GET between writes of a MULTI does.
+        case OP_GET:
+          plan.replies.push([op, live ? getHit(op.id, current!, version, expiresAt) : notFound(op.id)]);
+          break;
+        case OP_TTL:
+          plan.replies.push([op, live ? ttlHit(op.id, expiresAt, now, version) : notFound(op.id)]);
+          break;
         case OP_REAP: {
           // Only a row that is still expired now, inside this transaction, is deleted.
           const expired = exists && expiresAt !== null && expiresAt <= now;

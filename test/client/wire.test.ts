@@ -33,6 +33,7 @@ class ScriptedServer {
         const sink: RequestSink = {
           request: (id, op, key, value) => frame.push({ id, op, key: Buffer.from(key).toString(), value: value && Buffer.from(value).toString() }),
           list: (id, q) => frame.push({ id, op: 12, key: Buffer.from(q.prefix).toString(), value: null }),
+          txn: (id, p) => frame.push({ id, op: 13, key: p[1].map((o) => Buffer.from(o[1]).toString()).join(','), value: null }),
           reject: (id, _op, err) => assert.fail(`the client sent a bad request ${id}: ${err.message}`),
           frameError: (message) => assert.fail(`the client sent a bad frame: ${message}`),
         };

@@ -6,7 +6,7 @@
  */
 import mysql2 from 'mysql2/promise';
 import { configFrom, type Config } from '../../src/gateway/config';
-import { createLogger, startServer, type Server } from '../../src/gateway/server';
+import { createLogger, startServer, type Server, type ServerOptions } from '../../src/gateway/server';
 import { SlotMap } from '../../src/protocol/slot-map';
 import { HttpClient } from './http-client';
 import { startTestServer, type TestServer } from './mysql';
@@ -20,7 +20,7 @@ export interface TestStore {
   urls: string[];
   config: Readonly<Config>;
   /** Start another gateway process-equivalent on the same shards (a second gateway). */
-  startAnotherGateway(overrides?: Partial<Config>): Promise<Server>;
+  startAnotherGateway(overrides?: Partial<Config>, opts?: ServerOptions): Promise<Server>;
   /** Rows in every shard's kv table, expired or not: anything a request wrote. */
   rowCount(): Promise<number>;
   close(): Promise<void>;
@@ -50,8 +50,8 @@ export async function startTestStore(opts: TestStoreOptions = {}): Promise<TestS
     mysql,
     urls,
     config,
-    async startAnotherGateway(overrides = {}) {
-      const s = await startServer({ ...config, ...overrides }, urls, log);
+    async startAnotherGateway(overrides = {}, serverOpts = {}) {
+      const s = await startServer({ ...config, ...overrides }, urls, log, serverOpts);
       others.push(s);
       return s;
     },

@@ -41,7 +41,7 @@ test('each constructor builds the positional array the port carries, byte for by
     [expireSet(7, 5000), [7, 200, 5000]],
     [persisted(7, true), [7, 200, 1]],
     [persisted(7, false), [7, 200, 0]],
-    [ttlHit(7, 5000, 3800), [7, 200, 5000, 3800]],
+    [ttlHit(7, 5000, 3800, 9), [7, 200, 5000, 3800, 9]],
     [reaped(7, true), [7, 200, 1]],
     [errorReply(7, 'KV_ERR_OVERLOADED', 'shard 0 queue is full'), [7, 503, 'KV_ERR_OVERLOADED', 'shard 0 queue is full', 1]],
     [errorReply(7, 'KV_ERR_OUTCOME_UNKNOWN', 'lost during commit'), [7, 500, 'KV_ERR_OUTCOME_UNKNOWN', 'lost during commit', 1]],
@@ -62,10 +62,10 @@ test('isErrorReply: an error has a code; 404 and 412 are results', () => {
 });
 
 test('ttlLeftMs: time left against the shard clock of the read, 0 once due, null without a TTL', () => {
-  assert.equal(ttlLeftMs(ttlHit(1, 5000, 3800)), 1200);
-  assert.equal(ttlLeftMs(ttlHit(1, 5000, 5000)), 0);
-  assert.equal(ttlLeftMs(ttlHit(1, 5000, 6000)), 0);
-  assert.equal(ttlLeftMs(ttlHit(1, null, 3800)), null);
+  assert.equal(ttlLeftMs(ttlHit(1, 5000, 3800, 1)), 1200);
+  assert.equal(ttlLeftMs(ttlHit(1, 5000, 5000, 1)), 0);
+  assert.equal(ttlLeftMs(ttlHit(1, 5000, 6000, 1)), 0);
+  assert.equal(ttlLeftMs(ttlHit(1, null, 3800, 1)), null);
 });
 
 test('reapDeleted reads what reaped wrote', () => {

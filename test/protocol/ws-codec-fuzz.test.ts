@@ -33,6 +33,7 @@ function decode(frame: Uint8Array): Call[] {
   const sink: RequestSink = {
     request: (id, _op, key, value) => calls.push({ kind: 'request', id, bytes: key.length + (value?.length ?? 0) }),
     list: (id, q) => calls.push({ kind: 'request', id, bytes: q.prefix.length + (q.after?.length ?? 0) }),
+    txn: (id, p) => calls.push({ kind: 'request', id, bytes: [...p[1], ...p[2]].reduce((n, o) => n + o[1].length + (o[2]?.length ?? 0), 0) }),
     reject: (id, _op, err) => calls.push({ kind: 'reject', id, code: err.code }),
     frameError: (message) => calls.push({ kind: 'frame', message }),
   };

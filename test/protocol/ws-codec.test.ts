@@ -14,6 +14,7 @@ import { MsgpackWriter } from '../../src/protocol/msgpack-writer';
 import { decodeReplyFrame, encodeRequestFrame, type ClientRequest } from '../../src/protocol/ws-client-codec';
 import type { WireReply } from '../../src/protocol/ws-format';
 import { ReplyFrameEncoder, toWireReply } from '../../src/protocol/ws-replies';
+import type { TxnProgram } from '../../src/protocol/txn';
 import { decodeFrame, type RequestSink } from '../../src/protocol/ws-requests';
 import type { ScanRequest } from '../../src/protocol/listing';
 
@@ -26,7 +27,8 @@ type Seen =
   | { kind: 'request'; id: number; op: number; key: string; value: string | null; ttlMs: number; flags: number; ifVersion: number }
   | { kind: 'reject'; id: number; op: number; err: ErrorData }
   | { kind: 'frame'; message: string }
-  | { kind: 'list'; id: number; q: ScanRequest };
+  | { kind: 'list'; id: number; q: ScanRequest }
+  | { kind: 'txn'; id: number; p: TxnProgram };
 
 function decode(bytes: Uint8Array): Seen[] {
   const seen: Seen[] = [];
@@ -34,6 +36,7 @@ function decode(bytes: Uint8Array): Seen[] {
     request: (id, op, key, value, ttlMs, flags, ifVersion) =>
       seen.push({ kind: 'request', id, op, key: Buffer.from(key).toString('latin1'), value: value && Buffer.from(value).toString('latin1'), ttlMs, flags, ifVersion }),
     list: (id, q) => seen.push({ kind: 'list', id, q }),
+    txn: (id, p) => seen.push({ kind: 'txn', id, p }),
     reject: (id, op, err) => seen.push({ kind: 'reject', id, op, err }),
     frameError: (message) => seen.push({ kind: 'frame', message }),
   };
@@ -94,7 +97,7 @@ test('64-bit integer encodings (as Go writes them) are understood', () => {
 
 test('per-request validation errors carry the HTTP codes and precise messages', () => {
   const cases: Array<[unknown[], string, RegExp]> = [
-    [[1, 9, 'k'], 'KV_ERR_UNKNOWN_OP', /op must be one of 1 get, 2 put, 3 del, 4 expire, 5 persist, 6 ttl, 8 incr, 10 getdel, 12 list, 15 watch, 16 unwatch; got int 9/],
+    [[1, 9, 'k'], 'KV_ERR_UNKNOWN_OP', /op must be one of 1 get, 2 put, 3 del, 4 expire, 5 persist, 6 ttl, 8 incr, 10 getdel, 12 list, 13 txn, 15 watch, 16 unwatch; got int 9/],
     [[1, 8, 'k'], 'KV_ERR_BAD_REQUEST', /op 8 takes \[id, 8, key, delta, options\?\]/],
     [[1, 8, 'k', 1.5], 'KV_ERR_BAD_REQUEST', /incr delta must be a signed 64-bit integer \(a string beyond 2\^53\), got float 1.5/],
     [[1, 8, 'k', '9223372036854775808'], 'KV_ERR_BAD_REQUEST', /incr delta must be a signed 64-bit integer/],
@@ -166,7 +169,7 @@ test('frames that cannot be read are one frame-level error with a precise messag
     [Buffer.concat([pack([[1, 1, 'k']]), Buffer.from([0x01])]), /1 bytes after the end of its value at byte 6; send one array per frame/],
     [Buffer.from([0x91, 0x93, 0x01, 0x01, 0xd4, 0x01, 0x00]), /msgpack ext type \(0xd4\) at offset 4 is not used by this protocol/],
     [Buffer.from([0x91, 0x93, 0x01, 0x01, 0xa2, 0xc3, 0x28]), /str at byte 4 is not valid UTF-8 \(send bytes that are not UTF-8 as bin\)/],
-    [Buffer.from([0x91, 0x91, 0x91, 0x91, 0x91, 0x01]), /containers nest deeper than 4 levels at byte 4/],
+    [Buffer.from([0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x01]), /containers nest deeper than 5 levels at byte 5/],
     // Declared counts far beyond the bytes present are refused before anything is allocated.
     [Buffer.from([0xdd, 0x01, 0x00, 0x00, 0x00]), /the array at byte 0 declares 16777216 items, only 0 bytes follow/],
     [Buffer.from([0x91, 0xdf, 0x7f, 0xff, 0xff, 0xff]), /the map at byte 1 declares 2147483647 entries, only 0 bytes follow/],
@@ -321,4 +324,19 @@ test('scanMsgpack accepts what msgpackr writes for every type the protocol uses'
     Buffer.alloc(0), Buffer.alloc(300), Buffer.alloc(70_000), [], Array.from({ length: 20 }, () => 1), Array.from({ length: 70_000 }, () => 1),
     {}, Object.fromEntries(Array.from({ length: 20 }, (_, i) => [`k${i}`, i]))];
   for (const v of values) assert.equal(scanMsgpack(pack([v])), null, JSON.stringify(v).slice(0, 40));
+});
+
+test('a transaction (op 13) decodes into compares and two op lists; a bad one is rejected whole', () => {
+  const seen = decode(pack([[1, 13, [['a', 7], ['b', 0]], [[2, 'a', 'v', { ttl: 1000 }], [8, 'n', '5'], [1, 'b']], [[6, 'a']]]]));
+  assert.equal(seen.length, 1);
+  assert.equal(seen[0].kind, 'txn');
+  const p = (seen[0] as { p: TxnProgram }).p;
+  const text = (b: Uint8Array | null) => (b === null ? null : Buffer.from(b).toString());
+  assert.deepEqual(p[0].map(([k, v]) => [text(k), v]), [['a', 7], ['b', 0]]);
+  assert.deepEqual(p[1].map((o) => [o[0], text(o[1]), text(o[2]), o[3]]), [[2, 'a', 'v', 1000], [8, 'n', '5', 0], [1, 'b', null, 0]]);
+  assert.deepEqual(p[2].map((o) => [o[0], text(o[1])]), [[6, 'a']]);
+  assert.match(rejectOf([1, 13, [], [[12, 'a']], []]).message, /success op 0 must be \[op, key, \.\.\.args\]/);
+  assert.match(rejectOf([1, 13, [['a', -2]], [], []]).message, /compare 0 must be \[key, version\]/);
+  assert.match(rejectOf([1, 13, [], [[2, 'a']], []]).message, /op 2 takes/);
+  assert.equal(rejectOf([1, 13, [], []]).code, 'KV_ERR_BAD_REQUEST');
 });

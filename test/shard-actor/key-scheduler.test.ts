@@ -8,7 +8,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { OP_DEL, OP_EXPIRE, OP_GET, OP_PUT, OP_TTL, type OpCode } from '../../src/protocol/ops';
+import { OP_DEL, OP_EXPIRE, OP_GET, OP_PUT, OP_TTL, OP_TXN, type OpCode } from '../../src/protocol/ops';
 import { KeyScheduler, type Chain } from '../../src/shard-actor/key-scheduler';
 import type { PendingOp } from '../../src/shard-actor/pending-op';
 
@@ -284,4 +284,88 @@ test('random workload: on each key every op that conflicts with an earlier one s
     }
   }
   assert.ok(checked > 1000, `only ${checked} conflicting pairs checked`);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Transactions: one op queued on every key it names
+// ---------------------------------------------------------------------------------------------
+
+function txn(...keys: string[]): PendingOp {
+  const t = op(OP_TXN as OpCode, keys[0]);
+  const sorted = keys.map((k) => Buffer.from(k)).sort(Buffer.compare);
+  t.txn = { compares: [], success: [], failure: [], keys: sorted.map((key) => ({ key, keyStr: key.toString('latin1'), slot: 0 })), withValues: false, waiting: 0, held: [] };
+  return t;
+}
+
+test('a transaction is ready once it holds all its keys, and holds back what came after it', () => {
+  const s = new KeyScheduler(512);
+  const w = put('a');
+  const t = txn('a', 'b');
+  const rb = get('b');
+  const wa = put('a');
+  [w, t, rb, wa].forEach((o) => s.submit(o));
+  assert.equal(s.readyTxnCount, 0, 'waits for the put of a before it');
+  assert.equal(s.readyReadCount, 0, 'the read of b came after the transaction: it waits');
+  const [chain] = s.takeWrites(10, Infinity);
+  assert.deepEqual(ids(chain.ops), [w.id]);
+  s.chainDone(chain);
+  assert.equal(s.readyTxnCount, 1);
+  assert.equal(s.takeTxn(), t);
+  assert.equal(s.readyReadCount + s.readyWriteCount, 0, 'nothing on a or b runs beside it');
+  s.txnDone(t);
+  assert.deepEqual(ids(s.takeReads(10)), [rb.id]);
+  assert.deepEqual(chainIds(s.takeWrites(10, Infinity)), [[wa.id]]);
+  assert.equal(s.size, 2);
+});
+
+test('overlapping transactions run in arrival order and never wait on each other in a cycle', () => {
+  const s = new KeyScheduler(512);
+  const r = get('b');
+  const t1 = txn('a', 'b');
+  const t2 = txn('b', 'a');
+  const t3 = txn('c');
+  [r, t1, t2, t3].forEach((o) => s.submit(o));
+  assert.equal(s.takeTxn(), t3, 'independent keys: ready at once');
+  assert.equal(s.takeTxn(), undefined, 't1 waits for the read of b; t2 waits for t1');
+  s.takeReads(10);
+  s.readDone(r);
+  assert.equal(s.takeTxn(), t1);
+  assert.equal(s.takeTxn(), undefined);
+  s.txnDone(t1);
+  assert.equal(s.takeTxn(), t2);
+  s.txnDone(t2);
+  s.txnDone(t3);
+  assert.equal(s.size, 0);
+  assert.equal(s.keyCount, 0);
+});
+
+test('a transaction chain-breaks: writes before it and after it never share a chain', () => {
+  const s = new KeyScheduler(512);
+  const r = get('a');
+  const w1 = put('a');
+  const t = txn('a');
+  const w2 = put('a');
+  [r, w1, t, w2].forEach((o) => s.submit(o));
+  s.takeReads(10);
+  s.readDone(r);
+  const chains = s.takeWrites(10, Infinity);
+  assert.deepEqual(chainIds(chains), [[w1.id]]);
+  s.chainDone(chains[0]);
+  assert.equal(s.takeTxn(), t);
+  s.txnDone(t);
+  assert.deepEqual(chainIds(s.takeWrites(10, Infinity)), [[w2.id]]);
+});
+
+test('drainWaiting hands back a waiting transaction once and frees the keys it held', () => {
+  const s = new KeyScheduler(512);
+  const w = put('b');
+  const t = txn('a', 'b');
+  [w, t].forEach((o) => s.submit(o));
+  const drained = s.drainWaiting();
+  assert.deepEqual(ids(drained).sort(), [w.id, t.id].sort());
+  assert.equal(s.size, 0);
+  assert.equal(s.keyCount, 0, 'the key a, held for the transaction, is free');
+  const again = put('a');
+  s.submit(again);
+  assert.equal(s.readyWriteCount, 1);
 });

@@ -6,7 +6,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { FLAG_CLEAR_TTL, FLAG_FLOAT, FLAG_IF_ABSENT, FLAG_IF_EXISTS, FLAG_IF_VERSION, FLAG_KEEP_TTL, FLAG_TTL_GT, FLAG_TTL_LT, FLAG_TTL_NX, FLAG_TTL_XX, OP_APPEND, OP_DEL, OP_EXPIRE, OP_GET, OP_GETDEL, OP_GETEX, OP_INCR, OP_PERSIST, OP_PUT, OP_REAP, type OpCode } from '../../src/protocol/ops';
+import { FLAG_CLEAR_TTL, FLAG_FLOAT, FLAG_IF_ABSENT, FLAG_IF_EXISTS, FLAG_IF_VERSION, FLAG_KEEP_TTL, FLAG_TTL_GT, FLAG_TTL_LT, FLAG_TTL_NX, FLAG_TTL_XX, OP_APPEND, OP_DEL, OP_EXPIRE, OP_GET, OP_GETDEL, OP_GETEX, OP_INCR, OP_PERSIST, OP_PUT, OP_REAP, OP_SCAN, OP_TTL, type OpCode } from '../../src/protocol/ops';
 import type { Chain } from '../../src/shard-actor/key-scheduler';
 import type { PendingOp } from '../../src/shard-actor/pending-op';
 import type { LockedRow, RowMutations } from '../../src/shard-actor/shard-store';
@@ -37,7 +37,7 @@ function op(kind: OpCode, key: string, o: OpOptions = {}): PendingOp {
     dueAt: 0,
   };
 }
-const chain = (...ops: PendingOp[]): Chain => ({ keyStr: ops[0].keyStr, key: ops[0].key, ops });
+const chain = (...ops: PendingOp[]): Chain => ({ keyStr: ops[0].keyStr, key: ops[0].key, slot: ops[0].slot, ops });
 const rows = (entries: Record<string, LockedRow>) => new Map(Object.entries(entries).map(([k, v]) => [Buffer.from(k).toString('latin1'), v]));
 const LIVE = (version: number, expiresAt: number | null = null): LockedRow => ({ version, expiresAt });
 const EXPIRED = (version: number): LockedRow => ({ version, expiresAt: NOW - 1 });
@@ -242,7 +242,7 @@ test('versions: only successful puts take one, consecutively in op order across 
 });
 
 test('an op that is not a write is answered 400 KV_ERR_UNKNOWN_OP, not applied', () => {
-  const p = plan(chain(op(OP_GET, 'k')), rows({ k: LIVE(7) }));
+  const p = plan(chain(op(OP_SCAN as OpCode, 'k')), rows({ k: LIVE(7) }));
   assert.equal(p.out[0][0], 400);
   assert.equal(p.out[0][1], 'KV_ERR_UNKNOWN_OP');
   assert.ok(isEmpty(p.mutations));
@@ -313,4 +313,15 @@ test('expire NX/XX/GT/LT: decided on the locked TTL, 412 with the version when n
   assert.equal(e(FLAG_TTL_LT, 5000, noTtl), 200);
   assert.equal(e(FLAG_TTL_LT, 5000, ttl), 412);
   assert.equal(e(FLAG_TTL_LT, 500, ttl), 200);
+});
+
+test('reads inside a chain (a transaction) see the chain’s state so far and change nothing', () => {
+  const locked = rows({ k: { version: 7, expiresAt: NOW + 1000, value: Buffer.from('old') } });
+  const p = plan(chain(op(OP_GET, 'k'), op(OP_TTL, 'k'), op(OP_PUT, 'k', { value: 'new' }), op(OP_GET, 'k'), op(OP_DEL, 'k'), op(OP_GET, 'k'), op(OP_TTL, 'k')), locked);
+  assert.deepEqual(
+    p.out.map((r) => r.map((x) => (x instanceof Uint8Array ? Buffer.from(x).toString() : x))),
+    [[200, 'old', 7, NOW + 1000], [200, NOW + 1000, NOW, 7], [200, FIRST, null], [200, 'new', FIRST, null], [204], [404], [404]],
+  );
+  const reads = plan(chain(op(OP_GET, 'k'), op(OP_TTL, 'k')), locked);
+  assert.equal(valueWrites(reads.mutations).length + reads.mutations.deletes.length + reads.mutations.ttlUpdates.length, 0, 'reads alone write nothing');
 });

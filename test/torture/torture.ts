@@ -19,6 +19,7 @@ import type { HistoryOp, Outcome } from '../checker/history';
 import { startCluster, sleep, type Cluster } from './cluster';
 import { rng, startWorkload } from './workload';
 import { checkCounters, startCounterWorkload, type CounterOp } from './counters';
+import { checkTransfers, startTransferWorkload } from './transfers';
 
 export type FaultKind = 'gw-kill' | 'db-kill' | 'db-stop' | 'move';
 export const FAULT_KINDS: FaultKind[] = ['gw-kill', 'db-kill', 'db-stop', 'move'];
@@ -76,31 +77,38 @@ export async function runTorture(opts: TortureOptions, shared?: Cluster): Promis
     const workload = startWorkload({ gateways, clients: opts.clients, keys: opts.keys, seed: opts.seed, mix: opts.mix, keyPrefix: opts.keyPrefix });
     const counterClients = opts.counterClients ?? 2;
     const counters = counterClients > 0 ? startCounterWorkload({ gateways, clients: counterClients, keys: 2, keyPrefix: `${opts.keyPrefix ?? 't'}c` }) : null;
+    const transfers = counterClients > 0 ? startTransferWorkload({ gateways, clients: counterClients, keyPrefix: `${opts.keyPrefix ?? 't'}x` }) : null;
     try {
       await runSchedule(cluster, opts, faults, log);
     } catch (err) {
       await workload.stop(); // its clients would keep the process alive
       await counters?.stop();
+      await transfers?.stop();
       throw err;
     }
     log('stopping the workload');
     await workload.stop();
     await counters?.stop();
+    await transfers?.stop();
     await cluster.waitReady();
     await workload.finalReads();
     const counterProblems = counters === null ? [] : checkCounters(counters.history, await counters.finalValues());
+    const transferProblems = transfers === null ? [] : checkTransfers(transfers.history, await transfers.finalBalances());
     log(`checking ${workload.history.length} ops`);
     const report = checkHistory(workload.history, { maxSearchOps: opts.maxSearchOps, searchBudget: opts.searchBudget });
-    const violations = violationCount(report) + counterProblems.length;
+    const violations = violationCount(report) + counterProblems.length + transferProblems.length;
     const c = report.counts;
     const minutes = Math.round((opts.durationMs / 60_000) * 100) / 100;
     const incrs = (counters?.history ?? []).filter((o) => o.kind === 'incr');
     const count = (o: Outcome) => incrs.filter((i) => i.outcome === o).length;
+    const txns = (transfers?.history ?? []).filter((o) => o.kind === 'transfer');
+    const txnCount = (o: Outcome) => txns.filter((t) => t.outcome === o).length;
     const summary =
       `torture: minutes=${minutes} seed=${opts.seed} ops=${c.ops} ok=${c.ok} failed=${c.failed} unknown=${c.unknown} keys=${c.keys} ` +
       `clients=${opts.clients} faults=${FAULT_KINDS.map((k) => `${k}:${faults[k]}`).join(',')} violations=${violations} linearizable=${report.linearizable} ` +
-      `incr=${count('ok')}/${count('unknown')}/${count('fail')} counter-violations=${counterProblems.length}`;
-    const details = [describeReport(report), ...counterProblems.map((p) => `counter: ${p}`)].filter(Boolean).join('\n');
+      `incr=${count('ok')}/${count('unknown')}/${count('fail')} counter-violations=${counterProblems.length} ` +
+      `txn=${txnCount('ok')}/${txnCount('unknown')}/${txnCount('fail')} txn-reads=${(transfers?.history ?? []).filter((o) => o.kind === 'read' && o.outcome === 'ok').length} transfer-violations=${transferProblems.length}`;
+    const details = [describeReport(report), ...counterProblems.map((p) => `counter: ${p}`), ...transferProblems.map((p) => `transfer: ${p}`)].filter(Boolean).join('\n');
     return { report, violations, faults, history: workload.history, counters: counters?.history ?? [], summary, details };
   } finally {
     if (shared === undefined) await cluster.close();
