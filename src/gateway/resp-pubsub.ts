@@ -48,6 +48,7 @@ import {
 } from '../protocol/redis-notify';
 import {
   FLAG_CLEAR_TTL,
+  FLAG_FLOAT,
   isErrorReply,
   isReadOp,
   OP_APPEND,
@@ -141,7 +142,7 @@ export interface FeedLike {
   subscribe(
     opts: { prefix: Uint8Array; from: string },
     sink: {
-      onEvent(e: { type: KeyspaceEvent['type']; key: Buffer }, cursor: string): void;
+      onEvent(e: { type: KeyspaceEvent['type']; key: Buffer; event?: string; created?: boolean; ttl?: boolean }, cursor: string): void;
       /** The feed ended the subscription (it is already unsubscribed). */
       onError(err: { code: string; message: string }): void;
     },
@@ -171,7 +172,7 @@ export function feedKeyspaceSource(feed: FeedLike, log: { warn(obj: object, msg:
         timer = null;
         if (stopped) return;
         try {
-          sub = feed.subscribe({ prefix: EMPTY_KEY, from: 'now' }, { onEvent: (e) => onEvent({ type: e.type, key: e.key }), onError: retry });
+          sub = feed.subscribe({ prefix: EMPTY_KEY, from: 'now' }, { onEvent: (e) => onEvent(keyspaceEventOf(e)), onError: retry });
         } catch (err) {
           retry(err);
         }
@@ -188,6 +189,13 @@ export function feedKeyspaceSource(feed: FeedLike, log: { warn(obj: object, msg:
 }
 
 const EMPTY_KEY = new Uint8Array(0);
+
+/** A feed event (feed-hub.ts FeedEvent: its Redis event name, created, ttl) as a KeyspaceEvent. */
+function keyspaceEventOf(e: { type: KeyspaceEvent['type']; key: Buffer; event?: string; created?: boolean; ttl?: boolean }): KeyspaceEvent {
+  if (e.type !== 'put' || e.event === undefined) return { type: e.type, key: e.key };
+  const op = e.event === 'incrby' || e.event === 'incrbyfloat' ? OP_INCR : e.event === 'append' ? OP_APPEND : undefined;
+  return { type: 'put', key: e.key, op, flags: e.event === 'incrbyfloat' ? FLAG_FLOAT : 0, created: e.created === true, ttl: e.ttl === true };
+}
 
 // ---------------------------------------------------------------------------------------------
 // The interim keyspace source

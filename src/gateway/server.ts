@@ -38,6 +38,7 @@ import { serverTls, type ServerTls } from './tls';
 import { loadUws } from './uws';
 import { mountWsApi, refreshTokens, type WsContext } from './ws-api';
 import { FeedHub } from './feed-hub';
+import { feedKeyspaceSource } from './resp-pubsub';
 import { mountWatchSse } from './watch-sse';
 
 export interface Server {
@@ -256,7 +257,9 @@ export async function startServer(
         log,
         notifyFlags: notifyFlagsOf(config.redisNotifyKeyspaceEvents),
         pubsubLimit: { hardBytes, softBytes, softSeconds },
-        keyspaceSource: opts.keyspaceSource,
+        // The change feed, when on, is the keyspace source: every gateway's and door's writes and
+        // the expirer's `expired` (resp-pubsub.ts feedKeyspaceSource); else the interim local one.
+        keyspaceSource: opts.keyspaceSource ?? (feed !== null ? feedKeyspaceSource(feed, log) : undefined),
         publishBus: opts.publishBus,
       });
     } catch (err) {
