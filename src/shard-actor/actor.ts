@@ -128,8 +128,8 @@ export class ShardActor {
   private drainWaiters: Array<() => void> = [];
   /** This shard's index (kv_shard), known after init; null while the database is not a member. */
   shardIndex: number | null = null;
-  /** Chains held by a fence: when each was first held. */
-  private readonly heldSince = new Map<Chain, number>();
+  /** Chains (and transactions) held by a fence: when each was first held. */
+  private readonly heldSince = new Map<Chain | PendingOp, number>();
   private filling = false;
   private readonly stats = {
     readBatches: 0,
@@ -446,11 +446,15 @@ export class ShardActor {
         (this.writesInFlight === 0 || this.scheduler.readyWriteCount >= this.parallelThreshold)) {
       void this.runWrites(this.scheduler.takeWrites(this.maxBatchOps, this.maxBatchBytes));
     }
-    // A transaction runs alone in its MySQL transaction, in a user write slot.
+    // Transactions (and scripts) hold disjoint keys: the ready ones share one MySQL transaction,
+    // in a user write slot of their own (never mixed with chains).
     while (this.scheduler.readyTxnCount > 0 && this.writesInFlight < this.cfg.writesInFlight) {
-      const t = this.scheduler.takeTxn()!;
-      if (t.answered) this.scheduler.txnDone(t); // answered while it waited: never applied
-      else void this.runWrites(txnChains(t.txn!), t);
+      const txns: PendingOp[] = [];
+      for (const t of this.scheduler.takeTxns(this.maxBatchOps)) {
+        if (t.answered) this.scheduler.txnDone(t); // answered while it waited: never applied
+        else txns.push(t);
+      }
+      if (txns.length > 0) void this.runWrites([], txns);
     }
     // Expiry has its own lane: at most one reap transaction at a time, never holding a user
     // write slot, so a storm of expiring keys costs foreground traffic one connection's worth of
@@ -544,14 +548,20 @@ export class ShardActor {
   }
 
   /**
-   * One write transaction: ready chains, or one transaction op (`txn`, with one empty chain per
-   * key it names; which of its op lists runs is decided from the locked rows, txn-plan.ts).
+   * One write transaction: ready chains, or ready transaction ops (`txns`, each with an empty chain
+   * per key it names, no key shared; which of a transaction's op lists runs, or what a script
+   * writes, is decided from the locked rows: txn-plan.ts, script-session.ts).
    */
-  private async runWrites(taken: Chain[], txn?: PendingOp): Promise<void> {
+  private async runWrites(taken: Chain[], txns: PendingOp[] = []): Promise<void> {
     // Ops answered while they waited (deadline, shard down) were told "not applied": drop them.
     const chains: Chain[] = [];
-    if (txn !== undefined) chains.push(...taken);
-    else for (const c of taken) if (this.scheduler.prune(c, isUnanswered)) chains.push(c);
+    const chainsOf = new Map<PendingOp, Chain[]>();
+    for (const t of txns) {
+      const own = txnChains(t.txn!);
+      chainsOf.set(t, own);
+      chains.push(...own);
+    }
+    for (const c of taken) if (this.scheduler.prune(c, isUnanswered)) chains.push(c);
     if (chains.length === 0) return;
     this.writesInFlight++;
     this.stats.writeBatches++;
@@ -565,10 +575,10 @@ export class ShardActor {
     const slotSet = new Set<number>();
     for (const c of chains) slotSet.add(c.slot);
     const slots = [...slotSet].sort((a, b) => a - b);
-    const userOps: PendingOp[] = txn === undefined ? [] : [txn];
+    const userOps: PendingOp[] = [...txns];
     // incr, append, getdel, getex and put-returning-the-old-value decide from the row's value:
     // lock it with its value then.
-    let withValues = txn?.txn!.withValues ?? false;
+    let withValues = txns.some((t) => t.txn!.withValues);
     for (const c of chains) {
       for (const op of c.ops) {
         if (op.op !== OP_REAP) userOps.push(op);
@@ -576,10 +586,11 @@ export class ShardActor {
       }
     }
     // A transaction's compares decide which of its op lists runs, a script's calls what it
-    // writes: `active` holds the chains to plan.
+    // writes: `active` holds the chains to plan, `decisions` each transaction's outcome.
     let active = chains;
-    let succeeded = true;
-    let scriptOut: Buffer | null = null;
+    let decisions = new Map<PendingOp, { succeeded: boolean; scriptOut: Buffer | null }>();
+    /** The transaction each planned op belongs to. */
+    let ownerOf = new Map<PendingOp, PendingOp>();
     const b = this.begin('write', userOps);
     const result = await this.race(
       b,
@@ -593,18 +604,32 @@ export class ShardActor {
             slots,
             async (locked, now, issuedBelow = 0, states: SlotStates) => {
               const changed = checkSlots(chains, states);
-              const script = txn?.txn!.script;
-              if (script !== undefined) {
-                const runner = await this.scriptRunner();
-                const session = new ScriptSession(new Set(chains.map((c) => c.keyStr)), locked, now);
-                const res = runner.run(script.body, script.keys, script.argv, session.call, !script.mayWrite);
-                // As Redis: a script that raised keeps the writes it made before; one stopped
-                // (time, memory) or broken leaves nothing.
-                active = res.ok || res.reason === 'script' ? session.result() : [];
-                scriptOut = toResp2(res.ok ? res.reply : { error: res.error });
-              } else if (txn !== undefined) {
-                succeeded = comparesHold(txn.txn!, locked, now);
-                active = choose(txn.txn!, succeeded);
+              if (txns.length > 0) {
+                active = [];
+                decisions = new Map();
+                ownerOf = new Map();
+                for (const t of txns) {
+                  const script = t.txn!.script;
+                  let own: Chain[];
+                  let succeeded = true;
+                  let scriptOut: Buffer | null = null;
+                  if (script !== undefined) {
+                    const runner = await this.scriptRunner();
+                    const session = new ScriptSession(new Set(chainsOf.get(t)!.map((c) => c.keyStr)), locked, now);
+                    const res = runner.run(script.body, script.keys, script.argv, session.call, !script.mayWrite);
+                    // As Redis: a script that raised keeps the writes it made before; one stopped
+                    // (time, memory) or broken leaves nothing.
+                    own = res.ok || res.reason === 'script' ? session.result() : [];
+                    scriptOut = toResp2(res.ok ? res.reply : { error: res.error });
+                  } else {
+                    succeeded = comparesHold(t.txn!, locked, now);
+                    own = choose(t.txn!, succeeded);
+                  }
+                  for (const c of own) for (const op of c.ops) ownerOf.set(op, t);
+                  decisions.set(t, { succeeded, scriptOut });
+                  active.push(...own);
+                }
+                active.sort((x, y) => Buffer.compare(x.key, y.key));
               }
               // A re-created key must get a version above its deleted past, which may have been
               // issued through another gateway: check kv_seq then (see VersionAllocator.take).
@@ -647,14 +672,15 @@ export class ShardActor {
     this.end(b);
     this.writesInFlight--;
     if (result !== null && !result.ok && result.error instanceof SlotsRefused) {
-      if (txn === undefined) this.onSlotsRefused(chains, result.error);
-      else this.onTxnSlotsRefused(txn, chains, result.error);
+      if (txns.length === 0) this.onSlotsRefused(chains, result.error);
+      else this.onTxnSlotsRefused(txns, chainsOf, result.error);
       return;
     }
     for (const c of chains) this.heldSince.delete(c);
+    for (const t of txns) this.heldSince.delete(t);
     const release = (): void => {
-      if (txn !== undefined) return this.scheduler.txnDone(txn);
-      for (const c of chains) this.scheduler.chainDone(c);
+      for (const t of txns) this.scheduler.txnDone(t);
+      if (txns.length === 0) for (const c of chains) this.scheduler.chainDone(c);
     };
     // In doubt: COMMIT was sent and no answer came (deadline, or the connection broke).
     let inDoubt = false;
@@ -664,9 +690,15 @@ export class ShardActor {
       this.lastOkAt = this.localClock();
       const committed = result.value;
       const now = this.now();
-      if (scriptOut !== null) this.answer(txn!, [txn!.id, 200, scriptOut]);
-      else if (txn !== undefined) this.answer(txn, txnReply(txn, succeeded, committed.replies));
-      else {
+      if (txns.length > 0) {
+        const planned = new Map<PendingOp, Array<[PendingOp, Reply]>>(txns.map((t) => [t, []]));
+        for (const pr of committed.replies) planned.get(ownerOf.get(pr[0])!)!.push(pr);
+        for (const t of txns) {
+          const d = decisions.get(t)!;
+          if (d.scriptOut !== null) this.answer(t, [t.id, 200, d.scriptOut]);
+          else this.answer(t, txnReply(t, d.succeeded, planned.get(t)!));
+        }
+      } else {
         for (const [op, reply] of committed.replies) {
           if (op.op === OP_REAP) this.expirer.onReaped(op.key, op.dueAt, reapDeleted(replyOf(OP_REAP, reply)), now);
           else this.answer(op, reply);
@@ -700,22 +732,38 @@ export class ShardActor {
     this.afterBatch();
   }
 
-  /** A transaction touched a slot this shard must not write now: as onSlotsRefused, whole. */
-  private onTxnSlotsRefused(txn: PendingOp, chains: Chain[], refused: SlotsRefused): void {
+  /**
+   * Transactions touched slots this shard must not write now: as onSlotsRefused, each whole. One
+   * with a slot not owned is refused (the gateway re-routes it), one with a fenced slot is kept
+   * and tried again (at most KVSQL_SLOT_HOLD_MS), the others run at once.
+   */
+  private onTxnSlotsRefused(txns: PendingOp[], chainsOf: Map<PendingOp, Chain[]>, refused: SlotsRefused): void {
     const now = this.localClock();
-    const since = this.heldSince.get(chains[0]);
-    if (refused.wrong.size > 0) {
-      this.heldSince.delete(chains[0]);
-      this.refuse([txn]);
-      this.scheduler.txnDone(txn);
-    } else if (since !== undefined && now - since >= this.cfg.slotHoldMs) {
-      this.heldSince.delete(chains[0]);
-      this.answer(txn, errorReply(txn.id, 'KV_ERR_SLOT_MOVING', `slot ${[...refused.held][0]} is being moved; it stayed fenced for ${this.cfg.slotHoldMs} ms`));
-      this.scheduler.txnDone(txn);
-    } else {
-      if (since === undefined) this.heldSince.set(chains[0], now);
-      const delay = Math.min(HOLD_RETRY_MAX_MS, Math.max(HOLD_RETRY_MS, (now - (since ?? now)) / 2));
-      setTimeout(() => void this.runWrites(chains, txn), delay);
+    const rest: PendingOp[] = [];
+    const held: PendingOp[] = [];
+    for (const t of txns) {
+      const slots = chainsOf.get(t)!.map((c) => c.slot);
+      const since = this.heldSince.get(t);
+      if (slots.some((s) => refused.wrong.has(s))) {
+        this.heldSince.delete(t);
+        this.refuse([t]);
+        this.scheduler.txnDone(t);
+      } else if (slots.some((s) => refused.held.has(s))) {
+        if (since !== undefined && now - since >= this.cfg.slotHoldMs) {
+          this.heldSince.delete(t);
+          this.answer(t, errorReply(t.id, 'KV_ERR_SLOT_MOVING', `slot ${slots.find((s) => refused.held.has(s))} is being moved; it stayed fenced for ${this.cfg.slotHoldMs} ms`));
+          this.scheduler.txnDone(t);
+        } else {
+          if (since === undefined) this.heldSince.set(t, now);
+          held.push(t);
+        }
+      } else rest.push(t);
+    }
+    if (rest.length > 0) void this.runWrites([], rest);
+    if (held.length > 0) {
+      const waited = now - (this.heldSince.get(held[0]) ?? now);
+      const delay = Math.min(HOLD_RETRY_MAX_MS, Math.max(HOLD_RETRY_MS, waited / 2));
+      setTimeout(() => void this.runWrites([], held), delay);
     }
     this.afterBatch();
   }

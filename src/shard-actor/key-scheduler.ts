@@ -104,9 +104,20 @@ export class KeyScheduler {
     else st.queue.push(op);
   }
 
-  /** The oldest ready transaction (holding all its keys), if any. */
-  takeTxn(): PendingOp | undefined {
-    return this.readyTxns.count > 0 ? this.readyTxns.shift() : undefined;
+  /**
+   * Ready transactions (each holding all its keys, so no two share a key), oldest first, until
+   * `maxOps` keys and ops (at least one).
+   */
+  takeTxns(maxOps: number): PendingOp[] {
+    const out: PendingOp[] = [];
+    let n = 0;
+    for (let t = this.readyTxns.peek(); t !== undefined; t = this.readyTxns.peek()) {
+      const size = t.txn!.keys.length + t.txn!.success.length + t.txn!.failure.length;
+      if (out.length > 0 && n + size > maxOps) break;
+      out.push(this.readyTxns.shift());
+      n += size;
+    }
+    return out;
   }
 
   /** A transaction finished (committed or failed, answered): its keys are free. */

@@ -310,7 +310,7 @@ test('a transaction is ready once it holds all its keys, and holds back what cam
   assert.deepEqual(ids(chain.ops), [w.id]);
   s.chainDone(chain);
   assert.equal(s.readyTxnCount, 1);
-  assert.equal(s.takeTxn(), t);
+  assert.deepEqual(s.takeTxns(10), [t]);
   assert.equal(s.readyReadCount + s.readyWriteCount, 0, 'nothing on a or b runs beside it');
   s.txnDone(t);
   assert.deepEqual(ids(s.takeReads(10)), [rb.id]);
@@ -325,14 +325,14 @@ test('overlapping transactions run in arrival order and never wait on each other
   const t2 = txn('b', 'a');
   const t3 = txn('c');
   [r, t1, t2, t3].forEach((o) => s.submit(o));
-  assert.equal(s.takeTxn(), t3, 'independent keys: ready at once');
-  assert.equal(s.takeTxn(), undefined, 't1 waits for the read of b; t2 waits for t1');
+  assert.deepEqual(s.takeTxns(10), [t3], 'independent keys: ready at once');
+  assert.deepEqual(s.takeTxns(10), [], 't1 waits for the read of b; t2 waits for t1');
   s.takeReads(10);
   s.readDone(r);
-  assert.equal(s.takeTxn(), t1);
-  assert.equal(s.takeTxn(), undefined);
+  assert.deepEqual(s.takeTxns(10), [t1]);
+  assert.deepEqual(s.takeTxns(10), []);
   s.txnDone(t1);
-  assert.equal(s.takeTxn(), t2);
+  assert.deepEqual(s.takeTxns(10), [t2]);
   s.txnDone(t2);
   s.txnDone(t3);
   assert.equal(s.size, 0);
@@ -351,7 +351,7 @@ test('a transaction chain-breaks: writes before it and after it never share a ch
   const chains = s.takeWrites(10, Infinity);
   assert.deepEqual(chainIds(chains), [[w1.id]]);
   s.chainDone(chains[0]);
-  assert.equal(s.takeTxn(), t);
+  assert.deepEqual(s.takeTxns(10), [t]);
   s.txnDone(t);
   assert.deepEqual(chainIds(s.takeWrites(10, Infinity)), [[w2.id]]);
 });
