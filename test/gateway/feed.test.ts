@@ -15,7 +15,7 @@ import { Packr } from 'msgpackr';
 import { createClient, type KvClient } from '../../src/index';
 import type { WatchEvent } from '../../src/client/watch';
 import { decodeReplyFrame } from '../../src/protocol/ws-client-codec';
-import { startTestStore, type TestStore } from '../helpers/store';
+import { keyOnShard, startTestStore, type TestStore } from '../helpers/store';
 import { startTestServer, type TestServer } from '../helpers/mysql';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -369,4 +369,15 @@ test('Redis door: keyspace notifications come from the feed: writes of every doo
     r.disconnect();
     sub.disconnect();
   }
+});
+
+test('a transaction\'s writes are in the feed, in op order per key', async () => {
+  const a = keyOnShard(0, 'tx:a');
+  const n = keyOnShard(0, 'tx:n');
+  const w = client.watch('tx:');
+  await w.ready;
+  await client.txn({ success: [{ op: 'put', key: a, value: 'v' }, { op: 'incr', key: n, by: 2n }, { op: 'del', key: a }] });
+  const events = await collect(w, (e) => e.length >= 3);
+  w.close();
+  assert.deepEqual(events.map((e) => [e.type, e.key.toString()]), [['put', a], ['del', a], ['put', n]]);
 });
