@@ -94,6 +94,8 @@ interface Batch {
   rows: FeedRow[];
   low: number;
   top: number;
+  /** The rows' keys as latin1 strings, made once for every watcher that looks (W3). */
+  keys?: string[];
 }
 
 class ShardFeed {
@@ -314,10 +316,11 @@ export class FeedHub implements FeedListener {
 
   private deliver(w: Watcher, f: ShardFeed, b: Batch): void {
     let pos = w.pos.get(f.index)!;
-    for (const r of b.rows) {
+    const keys = (b.keys ??= b.rows.map((r) => Buffer.from(r[1].buffer, r[1].byteOffset, r[1].byteLength).toString('latin1')));
+    for (let i = 0; i < b.rows.length; i++) {
+      const r = b.rows[i];
       if (r[0] <= pos) continue;
-      const keyStr = Buffer.from(r[1].buffer, r[1].byteOffset, r[1].byteLength).toString('latin1');
-      if (!w.matches(keyStr)) continue;
+      if (!w.matches(keys[i])) continue;
       pos = Math.max(pos, Math.min(r[0], b.low));
       w.pos.set(f.index, pos);
       w.sink.onEvent(eventOf(r, f.index), w.cursor());
