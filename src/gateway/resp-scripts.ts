@@ -18,7 +18,7 @@ import { toErrorData } from '../protocol/errors';
 import { isErrorReply, OP_EVAL, OP_GET, OP_PUT, type EvalDone } from '../protocol/ops';
 import { packEval } from '../protocol/txn';
 import * as resp from '../protocol/resp';
-import { errorText, intArg, wrongArgs } from './resp-strings';
+import { ERR_NOT_INTEGER, errorText, intArg, wrongArgs } from './resp-strings';
 import type { TxnCall } from './resp-transactions';
 import { txnRoute } from './txn-route';
 
@@ -67,17 +67,12 @@ function evaluate(name: string, bySha: boolean, mayWrite: boolean): ScriptHandle
   return (c, a) => {
     if (a.length < 3) return c.reply(wrongArgs(name));
     const n = intArg(a[2]);
-    if (n === null) return c.reply(resp.error('ERR value is not an integer or out of range'));
+    if (n === null) return c.reply(ERR_NOT_INTEGER);
     if (n < 0) return c.reply(resp.error("ERR Number of keys can't be negative"));
     if (n > a.length - 3) return c.reply(resp.error("ERR Number of keys can't be greater than number of args"));
-    let body: Buffer | undefined;
-    if (bySha) {
-      body = c.scripts.get(a[1].toString('latin1').toLowerCase());
-      if (body === undefined) return c.reply(NOSCRIPT);
-    } else {
-      body = a[1];
-      c.scripts.add(body);
-    }
+    const body = bySha ? c.scripts.get(a[1].toString('latin1').toLowerCase()) : a[1];
+    if (body === undefined) return c.reply(NOSCRIPT);
+    if (!bySha) c.scripts.add(body);
     const keys = a.slice(3, 3 + n);
     const argv = a.slice(3 + n);
     // A script may read and (unless read-only) write each of its keys.
@@ -93,10 +88,9 @@ function evaluate(name: string, bySha: boolean, mayWrite: boolean): ScriptHandle
       if (e.code === 'KV_ERR_CROSS_SHARD') return c.reply(resp.error(`CROSSSLOT Keys in request don't hash to the same shard: ${e.message}`));
       return c.reply(resp.error(errorText(e.code, e.message)));
     }
-    const body2 = body;
     c.answerLater(name, async () => {
       // No key: the script runs on the shard of slot 0, touching no row.
-      const r = await c.request(OP_EVAL, Buffer.from(first ?? Buffer.alloc(0)), Buffer.from(packEval([body2, keys, argv, mayWrite ? 1 : 0])), 0);
+      const r = await c.request(OP_EVAL, Buffer.from(first ?? Buffer.alloc(0)), Buffer.from(packEval([body, keys, argv, mayWrite ? 1 : 0])), 0);
       if (isErrorReply(r)) return resp.error(errorText(r[2], r[3]));
       return Buffer.from((r as EvalDone)[2]);
     });

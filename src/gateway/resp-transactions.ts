@@ -18,7 +18,7 @@
  * is that command's reply; the others still apply, as in Redis. Commands with no keys (PING,
  * ECHO, TIME) are answered when queued and their replies placed in EXEC's array.
  */
-import { isErrorReply, OP_PUT, OP_TTL, OP_TXN, type OpCode, type Reply } from '../protocol/ops';
+import { isErrorReply, OP_PUT, OP_TTL, OP_TXN, replyOf, type OpCode, type Reply, type TtlHit } from '../protocol/ops';
 import { toErrorData } from '../protocol/errors';
 import { ABSENT, packTxn, type TxnCompare, type TxnDone, type TxnOp, type TxnProgram } from '../protocol/txn';
 import { txnRoute } from './txn-route';
@@ -119,7 +119,7 @@ const watch: TxnHandler = (c, a) => {
       if (generation !== st.generation) continue;
       const keyStr = keys[i].toString('latin1');
       // A key watched twice keeps its first version: a write between the two WATCHes still counts.
-      if (!st.watches.has(keyStr)) st.watches.set(keyStr, [keys[i], r[1] === 200 ? (r as [number, 200, number | null, number, number])[4] : ABSENT]);
+      if (!st.watches.has(keyStr)) st.watches.set(keyStr, [keys[i], r[1] === 200 ? (replyOf(OP_TTL, r) as TtlHit)[4] : ABSENT]);
     }
     return error === null ? resp.OK : resp.error(`TRYAGAIN ${error}`);
   });

@@ -55,7 +55,7 @@ import { choose, comparesHold, scriptOp, txnChains, txnOp, txnReply } from './tx
 import { OP_TXN, txnDone, unpackEval, unpackTxn } from '../protocol/txn';
 import { OP_EVAL } from '../protocol/ops';
 import { createScriptRunner, type ScriptRunner } from './lua-sandbox';
-import { SCRIPT_WRITE_COMMANDS, ScriptSession, toResp2 } from './script-session';
+import { runScript, SCRIPT_WRITE_COMMANDS } from './script-session';
 import type { ScanRequest } from '../protocol/listing';
 import type { FeedRow } from '../protocol/feed';
 import { FeedTailer, type PostFeed } from './feed-tailer';
@@ -293,10 +293,7 @@ export class ShardActor {
     const op = scriptOp(r[0], program, now + this.cfg.opDeadlineMs);
     if (op.txn!.keys.length === 0) {
       void this.scriptRunner().then((runner) => {
-        const t = op.txn!.script!;
-        const session = new ScriptSession(new Set(), new Map(), this.now());
-        const res = runner.run(t.body, [], t.argv, session.call, !t.mayWrite);
-        this.outbox.push([op.id, 200, toResp2(res.ok ? res.reply : { error: res.error })]);
+        this.outbox.push([op.id, 200, runScript(runner, op.txn!.script!, new Set(), new Map(), this.now()).out]);
         this.flushOutbox();
       });
       return;
@@ -614,13 +611,9 @@ export class ShardActor {
                   let succeeded = true;
                   let scriptOut: Buffer | null = null;
                   if (script !== undefined) {
-                    const runner = await this.scriptRunner();
-                    const session = new ScriptSession(new Set(chainsOf.get(t)!.map((c) => c.keyStr)), locked, now);
-                    const res = runner.run(script.body, script.keys, script.argv, session.call, !script.mayWrite);
-                    // As Redis: a script that raised keeps the writes it made before; one stopped
-                    // (time, memory) or broken leaves nothing.
-                    own = res.ok || res.reason === 'script' ? session.result() : [];
-                    scriptOut = toResp2(res.ok ? res.reply : { error: res.error });
+                    const ran = runScript(await this.scriptRunner(), script, new Set(chainsOf.get(t)!.map((c) => c.keyStr)), locked, now);
+                    own = ran.chains;
+                    scriptOut = ran.out;
                   } else {
                     succeeded = comparesHold(t.txn!, locked, now);
                     own = choose(t.txn!, succeeded);

@@ -46,8 +46,8 @@ import {
 } from '../protocol/ops';
 import { parseFloatText, parseInt64 } from '../protocol/numbers';
 import type { Chain } from './key-scheduler';
-import type { PendingOp } from './pending-op';
-import { SCRIPT_ERRORS, type RedisValue } from './lua-sandbox';
+import type { PendingOp, TxnGroup } from './pending-op';
+import { SCRIPT_ERRORS, type RedisValue, type ScriptRunner } from './lua-sandbox';
 import type { LockedRow } from './shard-store';
 import { planWrites } from './write-plan';
 
@@ -255,6 +255,23 @@ export class ScriptSession {
 }
 
 const WRONG: RedisValue = err(SCRIPT_ERRORS.wrongArity);
+
+/**
+ * Runs a script against `locked` rows (only `declared` keys may be touched): the chains it leaves
+ * to write and its reply as RESP2 bytes. As Redis, a script that raised keeps the writes it made
+ * before; one stopped (time, memory) or broken leaves nothing.
+ */
+export function runScript(
+  runner: ScriptRunner,
+  script: NonNullable<TxnGroup['script']>,
+  declared: ReadonlySet<string>,
+  locked: Map<string, LockedRow>,
+  now: number,
+): { chains: Chain[]; out: Buffer } {
+  const session = new ScriptSession(declared, locked, now);
+  const res = runner.run(script.body, script.keys, script.argv, session.call, !script.mayWrite);
+  return { chains: res.ok || res.reason === 'script' ? session.result() : [], out: toResp2(res.ok ? res.reply : { error: res.error }) };
+}
 
 /** A script's reply as RESP2 bytes, as the Redis door sends it. */
 export function toResp2(v: RedisValue): Buffer {
