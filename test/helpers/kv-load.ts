@@ -5,7 +5,9 @@
  * runs; `verify` reads every key back at the end. Relies on HttpClient only.
  *
  *   worker w, keys w-0 .. w-(K-1):  PUT (some with a long TTL) | DEL | GET checked against the model
- *   an op answered 5xx leaves its key uncertain (not checked) until the next acknowledged PUT
+ *   an op answered 5xx leaves its key uncertain (not checked) until the next acknowledged PUT,
+ *   except a 503 refusal (OVERLOADED, SHARD_UNAVAILABLE, BUSY): the contract says nothing was
+ *   applied, so the key stays certain and `verify` proves it
  */
 import { HttpClient, etagVersion, ttlPath } from './http-client';
 
@@ -23,12 +25,17 @@ export interface LoadStats {
   acked: number;
   errors5xx: number;
   errorCodes: Record<string, number>;
+  /** The first message seen for each error code. */
+  errorMessages: Record<string, string>;
   violations: string[];
 }
 
+/** 503 codes whose contract is "nothing was applied" (README, error table). */
+const REFUSALS = new Set(['KV_ERR_OVERLOADED', 'KV_ERR_SHARD_UNAVAILABLE', 'KV_ERR_BUSY']);
+
 export class KvLoad {
   readonly model = new Map<string, KeyModel>();
-  readonly stats: LoadStats = { ops: 0, acked: 0, errors5xx: 0, errorCodes: {}, violations: [] };
+  readonly stats: LoadStats = { ops: 0, acked: 0, errors5xx: 0, errorCodes: {}, errorMessages: {}, violations: [] };
   private running = false;
   private loops: Promise<void>[] = [];
 
@@ -96,13 +103,17 @@ export class KvLoad {
   private failed(m: KeyModel, status: number, body: string, write = true): void {
     this.stats.errors5xx++;
     let code = String(status);
+    let message = body;
     try {
-      code = JSON.parse(body).error?.code ?? JSON.parse(body).code ?? code;
+      const error = JSON.parse(body).error ?? JSON.parse(body);
+      code = error.code ?? code;
+      message = error.message ?? body;
     } catch {
       /* not JSON */
     }
     this.stats.errorCodes[code] = (this.stats.errorCodes[code] ?? 0) + 1;
-    if (write) m.uncertain = true;
+    this.stats.errorMessages[code] ??= message;
+    if (write && !(status === 503 && REFUSALS.has(code))) m.uncertain = true;
   }
 
   /** Read every certain key through `client`; returns the mismatches. */
