@@ -344,6 +344,8 @@ test('the hub interface other doors use (Redis keyspace notifications): Redis ev
 test('Redis door: keyspace notifications come from the feed: writes of every door, and expired', async () => {
   const r = new Redis({ port: store.server.redisPort!, maxRetriesPerRequest: 1 });
   const sub = new Redis({ port: store.server.redisPort!, maxRetriesPerRequest: 1 });
+  // One shard: the feed orders events per shard (keys on two shards may arrive either way round).
+  const [ws, n, rk] = ['rk:ws', 'rk:n', 'rk:redis'].map((p) => keyOnShard(0, p));
   try {
     await r.config('SET', 'notify-keyspace-events', 'KEA');
     const got: string[] = [];
@@ -352,17 +354,17 @@ test('Redis door: keyspace notifications come from the feed: writes of every doo
     });
     await sub.psubscribe('__keyevent@0__:*');
     await new Promise((res) => setTimeout(res, 300)); // the hub's watch starts on the first subscriber
-    await client.put('rk:ws', 'x'); // the WebSocket door
-    await client.incr('rk:n', 1);
-    await r.set('rk:redis', 'y', 'PX', 150); // this door: set, then expire; later expired
+    await client.put(ws, 'x'); // the WebSocket door
+    await client.incr(n, 1);
+    await r.set(rk, 'y', 'PX', 150); // this door: set, then expire; later expired
     const deadline = Date.now() + 10_000;
-    while (!got.includes('__keyevent@0__:expired rk:redis') && Date.now() < deadline) await new Promise((res) => setTimeout(res, 50));
+    while (!got.includes(`__keyevent@0__:expired ${rk}`) && Date.now() < deadline) await new Promise((res) => setTimeout(res, 50));
     assert.deepEqual(got, [
-      '__keyevent@0__:set rk:ws',
-      '__keyevent@0__:incrby rk:n',
-      '__keyevent@0__:set rk:redis',
-      '__keyevent@0__:expire rk:redis',
-      '__keyevent@0__:expired rk:redis',
+      `__keyevent@0__:set ${ws}`,
+      `__keyevent@0__:incrby ${n}`,
+      `__keyevent@0__:set ${rk}`,
+      `__keyevent@0__:expire ${rk}`,
+      `__keyevent@0__:expired ${rk}`,
     ]);
   } finally {
     await r.config('SET', 'notify-keyspace-events', '');
