@@ -38,8 +38,6 @@ import { hostname } from 'node:os';
 import { KvError, statusOf, toErrorData } from '../protocol/errors';
 import {
   FLAG_GET_OLD,
-  FLAG_IF_ABSENT,
-  FLAG_IF_EXISTS,
   isErrorReply,
   FLAG_KEEP_TTL,
   OP_DEL,
@@ -60,6 +58,7 @@ import { RespMap, RespProtocolError, RespRequestParser, Simple, type Proto, type
 import { checkKey, type Limits } from '../protocol/validate';
 import { MAX_LIST_LIMIT } from '../protocol/listing';
 import { compileGlob, decodeCursor, encodeCursor } from '../protocol/redis-keyspace';
+import { isOptionError, parseSetOptions } from '../protocol/redis-options';
 import type { HttpContext } from './http-api';
 import { countKeys, listPage } from './key-lister';
 import type { ReplyTarget } from './shard-pool';
@@ -790,29 +789,14 @@ type Handler = (c: Conn, args: Buffer[]) => void;
 
 const lc = (b: Buffer): string => b.toString('latin1').toLowerCase();
 
+/** SET key value [NX|XX] [GET] [EX|PX|EXAT|PXAT t|KEEPTTL] (options: protocol/redis-options). */
 const set: Handler = (c, args) => {
   if (args.length < 3) return c.reply(wrongArgs('set'));
-  let flags = 0;
-  let ttlMs = 0;
-  let get = false;
-  let expirySeen = false;
-  for (let i = 3; i < args.length; i++) {
-    const opt = lc(args[i]);
-    if (opt === 'nx' && (flags & FLAG_IF_EXISTS) === 0) flags |= FLAG_IF_ABSENT;
-    else if (opt === 'xx' && (flags & FLAG_IF_ABSENT) === 0) flags |= FLAG_IF_EXISTS;
-    else if (opt === 'get') get = true;
-    else if (opt === 'keepttl' && !expirySeen) {
-      flags |= FLAG_KEEP_TTL;
-      expirySeen = true;
-    } else if ((opt === 'ex' || opt === 'px' || opt === 'exat' || opt === 'pxat') && !expirySeen && i + 1 < args.length) {
-      // EXAT/PXAT: made relative with this gateway's clock (resp-strings.ts).
-      const t = expiryOption(opt, args[++i], 'set');
-      if (typeof t === 'string') return c.reply(t);
-      ttlMs = t;
-      expirySeen = true;
-    } else return c.reply(ERR_SYNTAX);
-  }
-  if (expirySeen && ttlMs <= 0 && (flags & FLAG_KEEP_TTL) === 0) {
+  // EXAT/PXAT: made relative with this gateway's clock (resp-strings.ts).
+  const o = parseSetOptions(args, (unit, arg) => expiryOption(unit, arg, 'set'));
+  if (isOptionError(o)) return c.reply(resp.error(o.error));
+  const { flags, get, ttlMs } = o;
+  if (o.expiry && ttlMs <= 0 && (flags & FLAG_KEEP_TTL) === 0) {
     // An absolute time already past: the key would be set and expire at once, so it is deleted.
     if (get || flags !== 0) return c.reply(resp.error('ERR kvsql does not support SET with NX, XX or GET and an EXAT/PXAT in the past'));
     return c.ops('set', [{ op: OP_DEL, key: args[1] }], () => resp.OK);

@@ -17,10 +17,6 @@ import {
   FLAG_CLEAR_TTL,
   FLAG_FLOAT,
   FLAG_IF_ABSENT,
-  FLAG_TTL_GT,
-  FLAG_TTL_LT,
-  FLAG_TTL_NX,
-  FLAG_TTL_XX,
   MAX_TTL_MS,
   OP_APPEND,
   OP_DEL,
@@ -37,6 +33,7 @@ import {
 } from '../protocol/ops';
 import { parseFloatText, parseInt64 } from '../protocol/numbers';
 import { statusOf } from '../protocol/errors';
+import { NOT_INTEGER_ERROR, parseExpireOptions, SYNTAX_ERROR, type ExpiryUnit, type OptionError } from '../protocol/redis-options';
 import * as resp from '../protocol/resp';
 import type { Proto } from '../protocol/resp';
 
@@ -65,12 +62,12 @@ export interface RespCall {
 
 export type Handler = (c: RespCall, args: Buffer[]) => void;
 
-export const ERR_SYNTAX = resp.error('ERR syntax error');
-export const ERR_NOT_INTEGER = resp.error('ERR value is not an integer or out of range');
+export const ERR_SYNTAX = resp.error(SYNTAX_ERROR.error);
+export const ERR_NOT_INTEGER = resp.error(NOT_INTEGER_ERROR.error);
 const ERR_NOT_FLOAT = resp.error('ERR value is not a valid float');
 export const wrongArgs = (name: string): string => resp.error(`ERR wrong number of arguments for '${name}' command`);
 const lc = (b: Buffer): string => b.toString('latin1').toLowerCase();
-const ttlTooLong = (): string => resp.error(`ERR KV_ERR_BAD_TTL ttl must be at most 10 years (${MAX_TTL_MS / 1000} s)`);
+const TTL_TOO_LONG: OptionError = { error: `ERR KV_ERR_BAD_TTL ttl must be at most 10 years (${MAX_TTL_MS / 1000} s)` };
 
 /** An integer argument within the safe range, or null. */
 export function intArg(b: Buffer): number | null {
@@ -161,12 +158,12 @@ const getdel: Handler = (c, a) => {
  * A TTL from EX/PX (relative) or EXAT/PXAT (absolute, turned relative with this gateway's clock).
  * Returns the milliseconds (<= 0: already past, for EXAT/PXAT), or an error reply.
  */
-export function expiryOption(opt: string, arg: Buffer, cmd: string): number | string {
+export function expiryOption(opt: ExpiryUnit, arg: Buffer, cmd: string): number | OptionError {
   const n = intArg(arg);
-  if (n === null) return ERR_NOT_INTEGER;
-  if (n <= 0) return resp.error(`ERR invalid expire time in '${cmd}' command`);
+  if (n === null) return NOT_INTEGER_ERROR;
+  if (n <= 0) return { error: `ERR invalid expire time in '${cmd}' command` };
   const ms = opt === 'ex' ? n * 1000 : opt === 'px' ? n : opt === 'exat' ? n * 1000 - Date.now() : n - Date.now();
-  if (ms > MAX_TTL_MS) return ttlTooLong();
+  if (ms > MAX_TTL_MS) return TTL_TOO_LONG;
   return ms;
 }
 
@@ -182,7 +179,7 @@ const getex: Handler = (c, a) => {
     if (opt === 'persist') flags = FLAG_CLEAR_TTL;
     else if ((opt === 'ex' || opt === 'px' || opt === 'exat' || opt === 'pxat') && i + 1 < a.length) {
       const t = expiryOption(opt, a[++i], 'getex');
-      if (typeof t === 'string') return c.reply(t);
+      if (typeof t !== 'number') return c.reply(resp.error(t.error));
       // An absolute time already past: Redis deletes the key and answers the value it had.
       if (t <= 0) return c.ops('getex', [{ op: OP_GETDEL, key: a[1] }], valueOrNil);
       ttlMs = t;
@@ -200,7 +197,7 @@ const setnx: Handler = (c, a) => {
 const setex = (name: string, unitMs: number): Handler => (c, a) => {
   if (a.length !== 4) return c.reply(wrongArgs(name));
   const t = expiryOption(unitMs === 1000 ? 'ex' : 'px', a[2], name);
-  if (typeof t === 'string') return c.reply(t);
+  if (typeof t !== 'number') return c.reply(resp.error(t.error));
   c.ops(name, [{ op: OP_PUT, key: a[1], value: a[3], ttlMs: t }], OK);
 };
 
@@ -251,31 +248,13 @@ const time: Handler = (c, a) => {
 // TTL
 // ---------------------------------------------------------------------------------------------
 
-/** EXPIRE's NX/XX/GT/LT into flags, with Redis's errors for incompatible ones. */
-function expireFlags(args: Buffer[], from: number): number | string {
-  let flags = 0;
-  for (let i = from; i < args.length; i++) {
-    const opt = lc(args[i]);
-    if (opt === 'nx') flags |= FLAG_TTL_NX;
-    else if (opt === 'xx') flags |= FLAG_TTL_XX;
-    else if (opt === 'gt') flags |= FLAG_TTL_GT;
-    else if (opt === 'lt') flags |= FLAG_TTL_LT;
-    else return resp.error(`ERR Unsupported option ${args[i].toString('utf8', 0, 40)}`);
-  }
-  if ((flags & FLAG_TTL_NX) !== 0 && (flags & (FLAG_TTL_XX | FLAG_TTL_GT | FLAG_TTL_LT)) !== 0) {
-    return resp.error('ERR NX and XX, GT or LT options at the same time are not compatible');
-  }
-  if ((flags & FLAG_TTL_GT) !== 0 && (flags & FLAG_TTL_LT) !== 0) return resp.error('ERR GT and LT options at the same time are not compatible');
-  return flags;
-}
-
 /** EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT: 1 when the TTL was set (or the key deleted), else 0. */
 const expire = (name: string, unitMs: number, absolute: boolean): Handler => (c, a) => {
   if (a.length < 3) return c.reply(wrongArgs(name));
   const n = intArg(a[2]);
   if (n === null) return c.reply(ERR_NOT_INTEGER);
-  const flags = expireFlags(a, 3);
-  if (typeof flags === 'string') return c.reply(flags);
+  const flags = parseExpireOptions(a, 3);
+  if (typeof flags !== 'number') return c.reply(resp.error(flags.error));
   const ms = absolute ? n * unitMs - Date.now() : n * unitMs;
   if (ms <= 0) {
     // As in Redis, a time already past deletes the key (1 if it existed). With NX/XX/GT/LT the
@@ -283,7 +262,7 @@ const expire = (name: string, unitMs: number, absolute: boolean): Handler => (c,
     if (flags !== 0) return c.reply(resp.error(`ERR kvsql does not support ${name.toUpperCase()} with NX, XX, GT or LT and a time in the past`));
     return c.ops(name, [{ op: OP_DEL, key: a[1] }], (r) => resp.integer(r[0][1] === 204 ? 1 : 0));
   }
-  if (ms > MAX_TTL_MS) return c.reply(ttlTooLong());
+  if (ms > MAX_TTL_MS) return c.reply(resp.error(TTL_TOO_LONG.error));
   c.ops(name, [{ op: OP_EXPIRE, key: a[1], ttlMs: ms, flags }], (r) => resp.integer(r[0][1] === 200 ? 1 : 0));
 };
 
