@@ -1,6 +1,7 @@
 /**
- * Owns auth on the Redis-protocol door: a RespGuard (resp-server's seam) backed by Auth. Relies on
- * Auth and protocol/access. Must not touch sockets: resp-server asks, and writes the replies.
+ * Owns auth on the Redis-protocol door: a RespGuard (guard.ts, the seam) backed by Auth. Relies on
+ * Auth, protocol/access and the command table (which commands are `no_auth`). Must not touch
+ * sockets: the connection asks, and writes the replies.
  *
  * Redis semantics, with a kvsql token as the password: until `AUTH <token>` (or `AUTH <any user>
  * <token>`, or `HELLO 3 AUTH <user> <token>`) succeeds, every command but AUTH, HELLO, QUIT and
@@ -9,19 +10,18 @@
  * command is submitted (an MGET with one forbidden key is refused whole). After a token reload a
  * session's entry is looked up again on its next command: revoked means NOAUTH again.
  */
-import { mayAccess, rightFor, type TokenEntry } from '../protocol/access';
-import { KvError, toErrorData } from '../protocol/errors';
-import type { OpCode } from '../protocol/ops';
-import type { Auth } from './auth';
+import { mayAccess, rightFor, type TokenEntry } from '../../protocol/access';
+import { KvError, toErrorData } from '../../protocol/errors';
+import type { OpCode } from '../../protocol/ops';
+import type { Auth } from '../auth';
+import { NO_AUTH_COMMANDS } from './command-table';
 
-/** What the guard needs of a Redis connection (resp-server's RespSession has these). */
+/** What the guard needs of a Redis connection (guard.ts RespSession has these). */
 export interface RespSessionLike {
   readonly remoteAddress: string;
   user: string | null;
 }
 
-/** Commands a connection may send before it authenticated (as Redis allows). */
-const NO_AUTH_COMMANDS: ReadonlySet<string> = new Set(['auth', 'hello', 'quit', 'reset']);
 const NOAUTH = 'NOAUTH Authentication required.';
 const WRONGPASS = 'WRONGPASS invalid username-password pair or user is disabled.';
 

@@ -1,13 +1,14 @@
 /**
  * Owns the Redis door's string, counter and TTL commands past GET/SET/DEL (INCR family, APPEND,
  * GETDEL, GETEX, SETNX, SETEX, PSETEX, GETSET, STRLEN, GETRANGE, TYPE, TIME, EXPIRE with
- * NX/XX/GT/LT, EXPIREAT, EXPIRETIME), each as Redis 7 answers it. Relies on resp-server's RespCall
- * (submit ops, reply), protocol/ops, numbers.ts and resp.ts. Must not touch sockets or the pool.
+ * NX/XX/GT/LT, EXPIREAT, EXPIRETIME), each as Redis 7 answers it, and the door's reading of a
+ * time option (expiryOption). Relies on the connection's RespCall (command-api.ts: submit ops,
+ * reply), protocol/ops, numbers, redis-options and resp. Must not touch sockets or the pool.
  *
  * Atomicity is per key, as the actor gives it: INCR, APPEND, GETDEL and GETEX are single ops
  * decided in the actor's write transaction from the row it locked, so no increment is lost with
  * any number of gateways. MSET and MSETNX, all-or-nothing across keys, are transactions
- * (resp-transactions.ts).
+ * (transactions.ts).
  *
  * Absolute times (EXPIREAT, SET/GETEX ... EXAT/PXAT) are turned into a TTL with this gateway's
  * clock; expiry itself follows the shard's clock (DESIGN.md §5), so a skew between the two shifts
@@ -28,72 +29,17 @@ import {
   OP_PUT,
   OP_TTL,
   replyOf,
-  type OpCode,
-  type Reply,
-} from '../protocol/ops';
-import { parseFloatText, parseInt64 } from '../protocol/numbers';
-import { statusOf } from '../protocol/errors';
-import { NOT_INTEGER_ERROR, parseExpireOptions, SYNTAX_ERROR, type ExpiryUnit, type OptionError } from '../protocol/redis-options';
-import * as resp from '../protocol/resp';
-import type { Proto } from '../protocol/resp';
+} from '../../protocol/ops';
+import { parseFloatText, parseInt64 } from '../../protocol/numbers';
+import { NOT_INTEGER_ERROR, parseExpireOptions, type ExpiryUnit, type OptionError } from '../../protocol/redis-options';
+import * as resp from '../../protocol/resp';
+import { intArg, lc } from './args';
+import type { Combine, RespCall, RowTuple } from './command-api';
+import { ERR_NOT_FLOAT, ERR_NOT_INTEGER, ERR_SYNTAX, wrongArgs } from './errors';
 
-/** One op of a command. */
-export interface OpSpec {
-  op: OpCode;
-  key: Buffer;
-  value?: Buffer | null;
-  ttlMs?: number;
-  flags?: number;
-}
+type Handler = (c: RespCall, args: Buffer[]) => void;
 
-/** Builds a command's reply from its ops' replies (in spec order; none is an error). */
-export type Combine = (replies: Reply[], proto: Proto) => string | Buffer;
-
-/** What a command handler may do with its connection (resp-server's Conn). */
-export interface RespCall {
-  readonly proto: Proto;
-  /** Answer without the shards. */
-  reply(out: string | Buffer): void;
-  /** Submit `specs` (each key checked and authorized first: refused whole), answer with `combine`; the first error wins. */
-  ops(name: string, specs: readonly OpSpec[], combine: Combine): void;
-  /** SET ... GET (a compare-and-set loop in resp-server). */
-  setGet(key: Buffer, value: Buffer, ttlMs: number, flags: number): void;
-}
-
-export type Handler = (c: RespCall, args: Buffer[]) => void;
-
-export const ERR_SYNTAX = resp.error(SYNTAX_ERROR.error);
-export const ERR_NOT_INTEGER = resp.error(NOT_INTEGER_ERROR.error);
-const ERR_NOT_FLOAT = resp.error('ERR value is not a valid float');
-export const wrongArgs = (name: string): string => resp.error(`ERR wrong number of arguments for '${name}' command`);
-const lc = (b: Buffer): string => b.toString('latin1').toLowerCase();
 const TTL_TOO_LONG: OptionError = { error: `ERR KV_ERR_BAD_TTL ttl must be at most 10 years (${MAX_TTL_MS / 1000} s)` };
-
-/** An integer argument within the safe range, or null. */
-export function intArg(b: Buffer): number | null {
-  const s = b.toString('latin1');
-  if (!/^-?\d{1,18}$/.test(s)) return null;
-  const n = Number(s);
-  return Number.isSafeInteger(n) ? n : null;
-}
-
-/**
- * A kvsql error as a Redis error reply's text. The first word is what Redis clients key on:
- * TRYAGAIN for anything retryable (503: overloaded, shard down, shutting down), UNCERTAIN for a
- * write whose fate is unknown (never retry blindly: read the key first), ERR for the rest.
- */
-export function errorText(code: string, message: string): string {
-  if (code === 'KV_ERR_OUTCOME_UNKNOWN') return `UNCERTAIN ${code} ${message}`;
-  // Redis's own words for ACL refusals, which clients recognise.
-  if (code === 'KV_ERR_FORBIDDEN') return `NOPERM ${code} ${message}`;
-  if (code === 'KV_ERR_UNAUTHORIZED') return `NOAUTH ${code} ${message}`;
-  // Counters: Redis's exact texts (clients and tests match them), which the actor's messages are.
-  if (code === 'KV_ERR_NOT_INTEGER' || code === 'KV_ERR_NOT_FLOAT' || code === 'KV_ERR_OVERFLOW') return `ERR ${message}`;
-  const status = statusOf(code);
-  if (status === 503) return `TRYAGAIN ${code} ${message}`;
-  if (status >= 500) return `ERR ${code} ${status === 500 ? 'internal error' : message}`;
-  return `ERR ${code} ${message}`;
-}
 
 const OK: Combine = () => resp.OK;
 
@@ -276,8 +222,8 @@ const expiretime = (name: string, unitMs: number): Handler => (c, a) => {
   });
 };
 
-/** [name, handler, COMMAND info: arity, flags, first key, last key, step]. */
-export const STRING_COMMANDS: Array<[string, Handler, number, string[], number, number, number]> = [
+/** [name, handler, arity, flags, first key, last key, step] as COMMAND shows them (Redis 7's). */
+export const STRING_COMMANDS: ReadonlyArray<RowTuple<RespCall>> = [
   ['incr', incr, 2, ['write', 'denyoom', 'fast'], 1, 1, 1],
   ['decr', decr, 2, ['write', 'denyoom', 'fast'], 1, 1, 1],
   ['incrby', incrby, 3, ['write', 'denyoom', 'fast'], 1, 1, 1],
