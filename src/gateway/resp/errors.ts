@@ -11,7 +11,7 @@
  *   KV_ERR_FORBIDDEN / _UNAUTHORIZED -> NOPERM / NOAUTH <code> <message>
  *   counters (not integer, ...)   -> ERR <message>                (Redis's exact texts)
  *   any 503                       -> TRYAGAIN <code> <message>
- *   any other 5xx                 -> ERR <code> internal error    (a 500's message is not shown)
+ *   a 500                         -> ERR <code> internal error    (its message is not shown)
  *   the rest                      -> ERR <code> <message>
  */
 import { statusOf, toErrorData } from '../../protocol/errors';

@@ -62,7 +62,6 @@ const NOSCRIPT = resp.error('NOSCRIPT No matching script. Please use EVAL.');
 /** EVAL-like: args[1] is the body (or its sha: `bySha`), args[2] numkeys, then keys and argv. */
 function evaluate(name: string, bySha: boolean, mayWrite: boolean): ScriptHandler {
   return (c, a) => {
-    if (a.length < 3) return c.reply(wrongArgs(name));
     const n = intArg(a[2]);
     if (n === null) return c.reply(ERR_NOT_INTEGER);
     if (n < 0) return c.reply(resp.error("ERR Number of keys can't be negative"));

@@ -35,8 +35,9 @@ import { NOT_INTEGER_ERROR, parseExpireOptions, type ExpiryUnit, type OptionErro
 import * as resp from '../../protocol/resp';
 import { intArg, lc } from './args';
 import type { Combine, RespCall, RowTuple } from './command-api';
-import { ERR_NOT_FLOAT, ERR_NOT_INTEGER, ERR_SYNTAX, wrongArgs } from './errors';
+import { ERR_NOT_FLOAT, ERR_NOT_INTEGER, ERR_SYNTAX } from './errors';
 
+/** Called with the arity of its row already checked (dispatch.ts). */
 type Handler = (c: RespCall, args: Buffer[]) => void;
 
 const TTL_TOO_LONG: OptionError = { error: `ERR KV_ERR_BAD_TTL ttl must be at most 10 years (${MAX_TTL_MS / 1000} s)` };
@@ -55,18 +56,16 @@ function incrBy(c: RespCall, name: string, key: Buffer, delta: bigint): void {
   c.ops(name, [{ op: OP_INCR, key, value: Buffer.from(delta.toString(), 'latin1') }], incrReply);
 }
 
-const incr: Handler = (c, a) => (a.length !== 2 ? c.reply(wrongArgs('incr')) : incrBy(c, 'incr', a[1], 1n));
-const decr: Handler = (c, a) => (a.length !== 2 ? c.reply(wrongArgs('decr')) : incrBy(c, 'decr', a[1], -1n));
+const incr: Handler = (c, a) => incrBy(c, 'incr', a[1], 1n);
+const decr: Handler = (c, a) => incrBy(c, 'decr', a[1], -1n);
 
 const incrby: Handler = (c, a) => {
-  if (a.length !== 3) return c.reply(wrongArgs('incrby'));
   const d = parseInt64(a[2]);
   if (d === null) return c.reply(ERR_NOT_INTEGER);
   incrBy(c, 'incrby', a[1], d);
 };
 
 const decrby: Handler = (c, a) => {
-  if (a.length !== 3) return c.reply(wrongArgs('decrby'));
   const d = parseInt64(a[2]);
   if (d === null) return c.reply(ERR_NOT_INTEGER);
   if (d === -(2n ** 63n)) return c.reply(resp.error('ERR decrement would overflow'));
@@ -74,7 +73,6 @@ const decrby: Handler = (c, a) => {
 };
 
 const incrbyfloat: Handler = (c, a) => {
-  if (a.length !== 3) return c.reply(wrongArgs('incrbyfloat'));
   const d = parseFloatText(a[2]);
   if (d === null) return c.reply(ERR_NOT_FLOAT);
   if (!Number.isFinite(d)) return c.reply(resp.error('ERR increment would produce NaN or Infinity'));
@@ -91,12 +89,10 @@ const valueOrNil: Combine = (r, proto) => {
 };
 
 const append: Handler = (c, a) => {
-  if (a.length !== 3) return c.reply(wrongArgs('append'));
   c.ops('append', [{ op: OP_APPEND, key: a[1], value: a[2] }], (r) => resp.integer(replyOf(OP_APPEND, r[0])[4]));
 };
 
 const getdel: Handler = (c, a) => {
-  if (a.length !== 2) return c.reply(wrongArgs('getdel'));
   c.ops('getdel', [{ op: OP_GETDEL, key: a[1] }], valueOrNil);
 };
 
@@ -114,7 +110,6 @@ export function expiryOption(opt: ExpiryUnit, arg: Buffer, cmd: string): number 
 }
 
 const getex: Handler = (c, a) => {
-  if (a.length < 2) return c.reply(wrongArgs('getex'));
   let ttlMs = 0;
   let flags = 0;
   let seen = false;
@@ -136,21 +131,18 @@ const getex: Handler = (c, a) => {
 };
 
 const setnx: Handler = (c, a) => {
-  if (a.length !== 3) return c.reply(wrongArgs('setnx'));
   c.ops('setnx', [{ op: OP_PUT, key: a[1], value: a[2], flags: FLAG_IF_ABSENT }], (r) => resp.integer(r[0][1] === 412 ? 0 : 1));
 };
 
 const setex = (name: string, unitMs: number): Handler => (c, a) => {
-  if (a.length !== 4) return c.reply(wrongArgs(name));
   const t = expiryOption(unitMs === 1000 ? 'ex' : 'px', a[2], name);
   if (typeof t !== 'number') return c.reply(resp.error(t.error));
   c.ops(name, [{ op: OP_PUT, key: a[1], value: a[3], ttlMs: t }], OK);
 };
 
-const getset: Handler = (c, a) => (a.length !== 3 ? c.reply(wrongArgs('getset')) : c.setGet(a[1], a[2], 0, 0));
+const getset: Handler = (c, a) => c.setGet(a[1], a[2], 0, 0);
 
 const strlen: Handler = (c, a) => {
-  if (a.length !== 2) return c.reply(wrongArgs('strlen'));
   c.ops('strlen', [{ op: OP_GET, key: a[1] }], (r) => {
     const g = replyOf(OP_GET, r[0]);
     return resp.integer(g[1] === 200 ? g[2].length : 0);
@@ -169,7 +161,6 @@ export function substr(v: Uint8Array, start: number, end: number): Uint8Array {
 }
 
 const getrange: Handler = (c, a) => {
-  if (a.length !== 4) return c.reply(wrongArgs('getrange'));
   const start = intArg(a[2]);
   const end = intArg(a[3]);
   if (start === null || end === null) return c.reply(ERR_NOT_INTEGER);
@@ -180,12 +171,10 @@ const getrange: Handler = (c, a) => {
 };
 
 const type: Handler = (c, a) => {
-  if (a.length !== 2) return c.reply(wrongArgs('type'));
   c.ops('type', [{ op: OP_TTL, key: a[1] }], (r) => resp.simple(r[0][1] === 200 ? 'string' : 'none'));
 };
 
 const time: Handler = (c, a) => {
-  if (a.length !== 1) return c.reply(wrongArgs('time'));
   const us = BigInt(Date.now()) * 1000n + BigInt(Math.floor((performance.now() % 1) * 1000));
   c.reply(resp.encode([String(us / 1_000_000n), String(us % 1_000_000n)], c.proto));
 };
@@ -196,7 +185,6 @@ const time: Handler = (c, a) => {
 
 /** EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT: 1 when the TTL was set (or the key deleted), else 0. */
 const expire = (name: string, unitMs: number, absolute: boolean): Handler => (c, a) => {
-  if (a.length < 3) return c.reply(wrongArgs(name));
   const n = intArg(a[2]);
   if (n === null) return c.reply(ERR_NOT_INTEGER);
   const flags = parseExpireOptions(a, 3);
@@ -214,7 +202,6 @@ const expire = (name: string, unitMs: number, absolute: boolean): Handler => (c,
 
 /** EXPIRETIME, PEXPIRETIME: the absolute expiry (shard clock), -1 without TTL, -2 absent. */
 const expiretime = (name: string, unitMs: number): Handler => (c, a) => {
-  if (a.length !== 2) return c.reply(wrongArgs(name));
   c.ops(name, [{ op: OP_TTL, key: a[1] }], (r) => {
     const t = replyOf(OP_TTL, r[0]);
     if (t[1] !== 200) return resp.integer(-2);

@@ -65,7 +65,6 @@ type TxnHandler = (c: TxnCall, args: Buffer[]) => void;
 const EXECABORT = resp.error('EXECABORT Transaction discarded because of previous errors.');
 
 const multi: TxnHandler = (c, a) => {
-  if (a.length !== 1) return c.reply(wrongArgs('multi'));
   if (c.txn.queued !== null) return c.reply(resp.error('ERR MULTI calls can not be nested'));
   c.txn.queued = [];
   c.txn.dirty = false;
@@ -73,7 +72,6 @@ const multi: TxnHandler = (c, a) => {
 };
 
 const discard: TxnHandler = (c, a) => {
-  if (a.length !== 1) return c.reply(wrongArgs('discard'));
   if (c.txn.queued === null) return c.reply(resp.error('ERR DISCARD without MULTI'));
   c.txn.queued = null;
   c.txn.unwatch();
@@ -81,7 +79,6 @@ const discard: TxnHandler = (c, a) => {
 };
 
 const watch: TxnHandler = (c, a) => {
-  if (a.length < 2) return c.reply(wrongArgs('watch'));
   if (c.txn.queued !== null) return c.reply(resp.error('ERR WATCH inside MULTI is not allowed'));
   const keys = a.slice(1);
   for (const k of keys) c.authorize(OP_TTL, k);
@@ -110,14 +107,12 @@ const watch: TxnHandler = (c, a) => {
 };
 
 const unwatch: TxnHandler = (c, a) => {
-  if (a.length !== 1) return c.reply(wrongArgs('unwatch'));
   // Queued in MULTI it does nothing (EXEC checks the watches and then forgets them anyway).
   if (c.txn.queued === null) c.txn.unwatch();
   c.reply(resp.OK);
 };
 
 const exec: TxnHandler = (c, a) => {
-  if (a.length !== 1) return c.reply(wrongArgs('exec'));
   const st = c.txn;
   const queued = st.queued;
   if (queued === null) return c.reply(resp.error('ERR EXEC without MULTI'));
@@ -176,7 +171,7 @@ async function run(c: TxnCall, compares: TxnCompare[], ops: TxnOp[]): Promise<Tx
 
 /** MSET k v [k v ...]: every key set, atomically (one shard's transaction). */
 const mset: TxnHandler = (c, a) => {
-  if (a.length < 3 || a.length % 2 === 0) return c.reply(wrongArgs('mset'));
+  if (a.length % 2 === 0) return c.reply(wrongArgs('mset')); // a key without its value
   // Queued in MULTI: its puts join EXEC's transaction.
   if (c.txn.queued !== null) {
     const specs: OpSpec[] = [];
@@ -192,7 +187,7 @@ const mset: TxnHandler = (c, a) => {
 
 /** MSETNX k v [k v ...]: every key set if none exists (1), else none (0), atomically. */
 const msetnx: TxnHandler = (c, a) => {
-  if (a.length < 3 || a.length % 2 === 0) return c.reply(wrongArgs('msetnx'));
+  if (a.length % 2 === 0) return c.reply(wrongArgs('msetnx'));
   const ops = puts(c, a);
   const compares: TxnCompare[] = ops.map((o) => [o[1], ABSENT]);
   c.answerLater('msetnx', async () => {
