@@ -255,7 +255,8 @@ export async function startServer(
         notifyFlags: notifyFlagsOf(config.redisNotifyKeyspaceEvents),
         pubsubLimit: { hardBytes, softBytes, softSeconds },
         // The change feed, when on, is the keyspace source: every gateway's and door's writes and
-        // the expirer's `expired` (gateway/resp/keyspace-source.ts feedKeyspaceSource); else the interim local one.
+        // the expirer's `expired` (feedKeyspaceSource, gateway/resp/keyspace-source.ts); else the
+        // interim local one.
         keyspaceSource: opts.keyspaceSource ?? (feed !== null ? feedKeyspaceSource(feed, log) : undefined),
         publishBus: opts.publishBus,
       });

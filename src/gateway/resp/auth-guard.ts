@@ -12,15 +12,9 @@
  */
 import { mayAccess, rightFor, type TokenEntry } from '../../protocol/access';
 import { KvError, toErrorData } from '../../protocol/errors';
-import type { OpCode } from '../../protocol/ops';
 import type { Auth } from '../auth';
 import { NO_AUTH_COMMANDS } from './command-table';
-
-/** What the guard needs of a Redis connection (guard.ts RespSession has these). */
-export interface RespSessionLike {
-  readonly remoteAddress: string;
-  user: string | null;
-}
+import type { RespGuard, RespSession } from './guard';
 
 const NOAUTH = 'NOAUTH Authentication required.';
 const WRONGPASS = 'WRONGPASS invalid username-password pair or user is disabled.';
@@ -30,24 +24,11 @@ interface Held {
   generation: number;
 }
 
-export interface RespAuthGuard {
-  accept(session: RespSessionLike): boolean;
-  check(session: RespSessionLike, command: string): string | null;
-  authenticate(session: RespSessionLike, user: string, password: Buffer): string | null;
-  /** Throws KV_ERR_FORBIDDEN unless the session's token may run `op` on `key`. */
-  authorize(session: RespSessionLike, op: OpCode, key: Uint8Array): void;
-  /** The same check for a pub/sub delivery: no throw, no refusal counted. */
-  allows(session: RespSessionLike, op: OpCode, key: Uint8Array): boolean;
-  /** The session's token has the admin right (CONFIG SET). */
-  isAdmin(session: RespSessionLike): boolean;
-  /** RESET: the session is no longer authenticated. */
-  forget(session: RespSessionLike): void;
-}
-
-export function respAuthGuard(auth: Auth): RespAuthGuard {
-  const held = new WeakMap<RespSessionLike, Held>();
+/** The token-backed RespGuard: a kvsql token is the password. */
+export function respAuthGuard(auth: Auth): RespGuard {
+  const held = new WeakMap<RespSession, Held>();
   /** The session's current entry, re-resolved after a reload; null = not (or no longer) authenticated. */
-  const current = (s: RespSessionLike): TokenEntry | null => {
+  const current = (s: RespSession): TokenEntry | null => {
     const h = held.get(s);
     if (h === undefined) return null;
     if (h.generation !== auth.generation) {

@@ -4,6 +4,6 @@
  */
 export { startRespServer, type RespContext, type RespServer } from './listener';
 export { ALLOW_ALL, type RespGuard, type RespSession } from './guard';
-export { respAuthGuard, type RespAuthGuard } from './auth-guard';
+export { respAuthGuard } from './auth-guard';
 export { feedKeyspaceSource, type FeedLike, type KeyspaceEvent, type KeyspaceSource, type PublishBus } from './keyspace-source';
 export { DEFAULT_PUBSUB_LIMIT, type PubsubLimit } from './pubsub-hub';

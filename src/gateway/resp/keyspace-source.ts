@@ -30,12 +30,13 @@ export type { KeyspaceEvent } from '../../protocol/redis-notify';
  * Where keyspace notifications come from. The door subscribes once at start and publishes each
  * event on `__keyspace@0__:<key>` / `__keyevent@0__:<event>` as the notify flags say.
  *
- * Today: LocalKeyspaceSource (below), the INTERIM source: this gateway reports the writes its own
- * Redis connections made and the shards acknowledged. It sees no write of another gateway or of
- * the HTTP/WebSocket doors, and no expiry (no `expired`). The change feed replaces it: a source
- * whose subscribe() calls feedHub.subscribe('', 'now', ...) for every shard this gateway serves
- * and maps each feed event to a KeyspaceEvent ({type, key}, plus op/created/ttl when the feed
- * carries them: without op a put is `set`). Pass it as ServerOptions.keyspaceSource.
+ * With the change feed on, the source is feedKeyspaceSource (below): one watch on every key from
+ * "now", each feed event mapped to a KeyspaceEvent ({type, key}, plus op/created/ttl when the feed
+ * carries them: without op a put is `set`), so every gateway's and door's writes and the expirer's
+ * `expired` are seen. With the feed off it is LocalKeyspaceSource (below), the INTERIM source:
+ * this gateway reports the writes its own Redis connections made and the shards acknowledged; it
+ * sees no write of another gateway or of the HTTP/WebSocket doors, and no expiry (no `expired`).
+ * server.ts chooses; ServerOptions.keyspaceSource overrides.
  */
 export interface KeyspaceSource {
   /**
@@ -63,8 +64,7 @@ export interface PublishBus {
 
 /**
  * What feedKeyspaceSource needs of the change feed's hub: FeedHub.subscribe(opts, sink) of
- * gateway/feed-hub.ts (issue 21, built on its own branch), written structurally so this file
- * compiles without it.
+ * gateway/feed-hub.ts, written structurally so this file and its tests need only this much of it.
  */
 export interface FeedLike {
   subscribe(
@@ -78,12 +78,11 @@ export interface FeedLike {
 }
 
 /**
- * The change feed as the keyspace source (what the lead connects when merging): one watcher on
- * every key from "now" while the hub wants events. Fire-and-forget, as Redis: when the feed ends
- * the watcher (an error, a slow-consumer cut), it watches again from "now" after `retryMs`, and
- * changes in between are not notified. A put is Redis's `set` (the feed does not say which command
- * wrote it: INCR shows as `set`, SET ... EX as `set` without `expire`, and `new` is not known),
- * until the feed carries the op.
+ * The change feed as the keyspace source: one watcher on every key from "now" while the hub wants
+ * events. Fire-and-forget, as Redis: when the feed ends the watcher (an error, a slow-consumer
+ * cut), it watches again from "now" after `retryMs`, and changes in between are not notified. A
+ * put is Redis's `set` unless the feed names its event (incrby, incrbyfloat, append), with `new`
+ * and SET ... EX's `expire` from the feed's `created` and `ttl` (keyspaceEventOf).
  */
 export function feedKeyspaceSource(feed: FeedLike, log: { warn(obj: object, msg: string): void }, retryMs = 1000): KeyspaceSource {
   return {
