@@ -28,9 +28,7 @@ import { mountHttpApi, type HttpContext } from './http-api';
 import { statusLine, writeError } from './http-errors';
 import { hasBody, refusedFraming } from './http-framing';
 import { Metrics, METRICS_CONTENT_TYPE } from './metrics';
-import { respAuthGuard } from './resp-auth';
-import { startRespServer, type RespGuard, type RespServer } from './resp-server';
-import type { KeyspaceSource, PublishBus } from './resp-pubsub';
+import { feedKeyspaceSource, respAuthGuard, startRespServer, type KeyspaceSource, type PublishBus, type RespGuard, type RespServer } from './resp';
 import { notifyFlagsOf } from '../protocol/redis-notify';
 import { ShardPool } from './shard-pool';
 import { probePort } from './port-probe';
@@ -38,7 +36,6 @@ import { serverTls, type ServerTls } from './tls';
 import { loadUws } from './uws';
 import { mountWsApi, refreshTokens, type WsContext } from './ws-api';
 import { FeedHub } from './feed-hub';
-import { feedKeyspaceSource } from './resp-pubsub';
 import { mountWatchSse } from './watch-sse';
 
 export interface Server {
@@ -68,7 +65,7 @@ export function createLogger(level: string): Logger {
 export interface ServerOptions {
   /** Authentication and authorisation of Redis-protocol connections (default: the tokens when auth is on, else allow everything). */
   redisGuard?: RespGuard;
-  /** Keyspace notifications for the Redis door (the change feed); absent: the interim local source (resp-pubsub.ts). */
+  /** Keyspace notifications for the Redis door (the change feed); absent: the interim local source (gateway/resp/keyspace-source.ts). */
   keyspaceSource?: KeyspaceSource;
   /** Carries Redis PUBLISH to other gateways; absent: this gateway's subscribers only. */
   publishBus?: PublishBus;
@@ -258,7 +255,8 @@ export async function startServer(
         notifyFlags: notifyFlagsOf(config.redisNotifyKeyspaceEvents),
         pubsubLimit: { hardBytes, softBytes, softSeconds },
         // The change feed, when on, is the keyspace source: every gateway's and door's writes and
-        // the expirer's `expired` (resp-pubsub.ts feedKeyspaceSource); else the interim local one.
+        // the expirer's `expired` (feedKeyspaceSource, gateway/resp/keyspace-source.ts); else the
+        // interim local one.
         keyspaceSource: opts.keyspaceSource ?? (feed !== null ? feedKeyspaceSource(feed, log) : undefined),
         publishBus: opts.publishBus,
       });

@@ -3,7 +3,8 @@
  * `notify-keyspace-events` (parsed and printed exactly as Redis's notify.c does), the channels
  * (`__keyspace@0__:<key>`, `__keyevent@0__:<event>`), and the mapping from a change (as the change
  * feed names it: put, del, expire, persist, expired) to Redis's event names and classes. Relies on
- * ops (op codes). Pure: no I/O, no clock. The gateway's resp-pubsub.ts publishes what this returns.
+ * ops (op codes). Pure: no I/O, no clock. The Redis door's pub/sub hub (gateway/resp/pubsub-hub.ts)
+ * publishes what this returns.
  *
  * Flags are Redis's bits (server.h NOTIFY_*), so the canonical string is Redis's byte for byte:
  *

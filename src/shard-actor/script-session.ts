@@ -18,12 +18,6 @@ import {
   FLAG_FLOAT,
   FLAG_GET_OLD,
   FLAG_IF_ABSENT,
-  FLAG_IF_EXISTS,
-  FLAG_KEEP_TTL,
-  FLAG_TTL_GT,
-  FLAG_TTL_LT,
-  FLAG_TTL_NX,
-  FLAG_TTL_XX,
   isErrorReply,
   MAX_TTL_MS,
   OP_APPEND,
@@ -45,6 +39,7 @@ import {
   type TtlHit,
 } from '../protocol/ops';
 import { parseFloatText, parseInt64 } from '../protocol/numbers';
+import { isOptionError, NOT_INTEGER_ERROR, parseExpireOptions, parseSetOptions, type OptionError } from '../protocol/redis-options';
 import type { Chain } from './key-scheduler';
 import type { PendingOp, TxnGroup } from './pending-op';
 import { SCRIPT_ERRORS, type RedisValue, type ScriptRunner } from './lua-sandbox';
@@ -56,8 +51,7 @@ const PLACEHOLDER_VERSION = 1;
 
 const OK: RedisValue = { status: 'OK' };
 const err = (text: string): RedisValue => ({ error: text });
-const SYNTAX = err('ERR syntax error');
-const NOT_INTEGER = err('ERR value is not an integer or out of range');
+const NOT_INTEGER: RedisValue = NOT_INTEGER_ERROR;
 
 /** One command: its ops (each on one key) and how its reply is made from theirs. */
 interface Planned {
@@ -194,44 +188,22 @@ export class ScriptSession {
     }
   }
 
-  /** SET key value [NX|XX] [GET] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL], as the Redis door parses it. */
+  /** SET key value [NX|XX] [GET] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL], parsed as the Redis door parses it (protocol/redis-options). */
   private set(a: Buffer[]): Planned | RedisValue {
-    let flags = 0;
-    let ttlMs = 0;
-    let expiry = false;
-    for (let i = 3; i < a.length; i++) {
-      const o = a[i].toString('latin1').toLowerCase();
-      if (o === 'nx' && (flags & FLAG_IF_EXISTS) === 0) flags |= FLAG_IF_ABSENT;
-      else if (o === 'xx' && (flags & FLAG_IF_ABSENT) === 0) flags |= FLAG_IF_EXISTS;
-      else if (o === 'get') flags |= FLAG_GET_OLD;
-      else if (o === 'keepttl' && !expiry) {
-        flags |= FLAG_KEEP_TTL;
-        expiry = true;
-      } else if ((o === 'ex' || o === 'px' || o === 'exat' || o === 'pxat') && !expiry && i + 1 < a.length) {
-        const t = o === 'ex' || o === 'px' ? ttlArg(a[++i], o === 'ex' ? 1000 : 1, 'set') : this.atArg(a[++i], o === 'exat' ? 1000 : 1, 'set');
-        if (typeof t !== 'number') return t;
-        ttlMs = t;
-        expiry = true;
-      } else return SYNTAX;
-    }
-    const get = (flags & FLAG_GET_OLD) !== 0;
+    const o = parseSetOptions(a, (unit, arg) => (unit === 'ex' || unit === 'px' ? ttlArg(arg, unit === 'ex' ? 1000 : 1, 'set') : this.atArg(arg, unit === 'exat' ? 1000 : 1, 'set')));
+    if (isOptionError(o)) return o;
+    const get = o.get;
+    const flags = get ? o.flags | FLAG_GET_OLD : o.flags;
     return {
-      ops: [{ op: OP_PUT, key: a[1], value: a[2], ttlMs, flags }],
+      ops: [{ op: OP_PUT, key: a[1], value: a[2], ttlMs: o.ttlMs, flags }],
       reply: (r) => (get ? oldOf(r[0]) : r[0][1] === 412 ? null : OK),
     };
   }
 
   /** EXPIRE/PEXPIRE key t [NX|XX|GT|LT], EXPIREAT/PEXPIREAT with the shard's clock. */
   private expire(name: string, a: Buffer[]): Planned | RedisValue {
-    let flags = 0;
-    const OPTIONS: Record<string, number> = { nx: FLAG_TTL_NX, xx: FLAG_TTL_XX, gt: FLAG_TTL_GT, lt: FLAG_TTL_LT };
-    for (const b of a.slice(3)) {
-      const f = OPTIONS[b.toString('latin1').toLowerCase()];
-      if (f === undefined) return err(`ERR Unsupported option ${b.toString('utf8', 0, 40)}`);
-      flags |= f;
-    }
-    if ((flags & FLAG_TTL_NX) !== 0 && (flags & (FLAG_TTL_XX | FLAG_TTL_GT | FLAG_TTL_LT)) !== 0) return err('ERR NX and XX, GT or LT options at the same time are not compatible');
-    if ((flags & FLAG_TTL_GT) !== 0 && (flags & FLAG_TTL_LT) !== 0) return err('ERR GT and LT options at the same time are not compatible');
+    const flags = parseExpireOptions(a, 3);
+    if (typeof flags !== 'number') return flags;
     const unit = name === 'expire' || name === 'expireat' ? 1000 : 1;
     const absolute = name.endsWith('at');
     const t = parseInt64(a[2]);
@@ -243,12 +215,12 @@ export class ScriptSession {
     return { ops: [{ op: OP_EXPIRE, key: a[1], ttlMs: ms, flags }], reply: (r) => (r[0][1] === 200 ? 1 : 0) };
   }
 
-  private atArg(b: Buffer, unit: number, cmd: string): number | RedisValue {
+  private atArg(b: Buffer, unit: number, cmd: string): number | OptionError {
     const t = parseInt64(b);
-    if (t === null) return NOT_INTEGER;
-    if (t <= 0n) return err(`ERR invalid expire time in '${cmd}' command`);
+    if (t === null) return NOT_INTEGER_ERROR;
+    if (t <= 0n) return { error: `ERR invalid expire time in '${cmd}' command` };
     const ms = Number(t) * unit - this.now;
-    if (ms > MAX_TTL_MS) return err(`ERR invalid expire time in '${cmd}' command`);
+    if (ms > MAX_TTL_MS) return { error: `ERR invalid expire time in '${cmd}' command` };
     // Already past: the smallest TTL, so the key is set and expires at once.
     return Math.max(1, ms);
   }
@@ -294,10 +266,10 @@ function isPlanned(x: Planned | RedisValue): x is Planned {
   return typeof x === 'object' && x !== null && !Buffer.isBuffer(x) && !Array.isArray(x) && 'ops' in x;
 }
 
-function ttlArg(b: Buffer, unit: number, cmd: string): number | RedisValue {
+function ttlArg(b: Buffer, unit: number, cmd: string): number | OptionError {
   const t = parseInt64(b);
-  if (t === null) return NOT_INTEGER;
-  if (t <= 0n || Number(t) * unit > MAX_TTL_MS) return err(`ERR invalid expire time in '${cmd}' command`);
+  if (t === null) return NOT_INTEGER_ERROR;
+  if (t <= 0n || Number(t) * unit > MAX_TTL_MS) return { error: `ERR invalid expire time in '${cmd}' command` };
   return Number(t) * unit;
 }
 

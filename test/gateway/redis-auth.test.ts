@@ -1,5 +1,5 @@
 /**
- * Tests auth and TLS on the Redis-protocol door (src/gateway/resp-auth.ts wired into resp-server)
+ * Tests auth and TLS on the Redis-protocol door (src/gateway/resp/auth-guard.ts)
  * against a real store, with ioredis: NOAUTH before AUTH, WRONGPASS for a bad token, AUTH and
  * HELLO ... AUTH with a token as the password, NOPERM for a key outside the token's prefixes (a
  * multi-key command refused whole), revocation on reload, and the door over TLS with a test CA.

@@ -1,5 +1,5 @@
 /**
- * Tests pub/sub on the Redis door (src/gateway/resp-pubsub.ts) as Redis users write it, with
+ * Tests pub/sub on the Redis door (src/gateway/resp/pubsub-*.ts) as Redis users write it, with
  * ioredis and node-redis subscribers, and raw sockets for the exact RESP2/RESP3 bytes: SUBSCRIBE,
  * PSUBSCRIBE, PUBLISH counts, UNSUBSCRIBE with and without arguments, subscribed-mode errors and
  * PING, RESET, PUBSUB introspection, keyspace notifications with Redis's flags and event names,
@@ -17,7 +17,7 @@ import Redis from 'ioredis';
 import { createClient } from 'redis';
 import { startTestStore, type TestStore } from '../helpers/store';
 import { makeToken, writeTokenFile } from '../helpers/tokens';
-import type { KeyspaceEvent, KeyspaceSource, PublishBus } from '../../src/gateway/resp-pubsub';
+import type { KeyspaceEvent, KeyspaceSource, PublishBus } from '../../src/gateway/resp';
 
 let store!: TestStore;
 let port = 0;

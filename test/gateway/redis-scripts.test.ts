@@ -1,5 +1,5 @@
 /**
- * Tests the Redis door's scripts (src/gateway/resp-scripts.ts, the actor's Lua sandbox and
+ * Tests the Redis door's scripts (src/gateway/resp/scripts.ts, the actor's Lua sandbox and
  * script-session.ts) as applications use them: EVAL and EVALSHA with ioredis (defineCommand's
  * NOSCRIPT fallback), Redis's conversions, errors and refusals (an undeclared key, a write from
  * EVAL_RO, keys on two shards, a script over its time budget rolled back); redlock v5 (acquire,

@@ -1,8 +1,8 @@
 /**
- * Tests the Redis door's counters, string and TTL commands past GET/SET (src/gateway/resp-strings.ts,
- * the actor's incr/append/getdel/getex ops) with ioredis, as applications call them: Redis's
- * replies and exact error texts, TTLs kept or set, and increments through two gateways on the
- * same shards with none lost.
+ * Tests the Redis door's counters, string and TTL commands past GET/SET
+ * (src/gateway/resp/string-commands.ts, the actor's incr/append/getdel/getex ops) with ioredis, as
+ * applications call them: Redis's replies and exact error texts, TTLs kept or set, and increments
+ * through two gateways on the same shards with none lost.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';

@@ -1,5 +1,5 @@
 /**
- * Tests the Redis door's transactions (src/gateway/resp-transactions.ts, the actor's txn op) with
+ * Tests the Redis door's transactions (src/gateway/resp/transactions.ts, the actor's txn op) with
  * ioredis and node-redis, as applications use them: MULTI/EXEC replies, EXECABORT, an error inside
  * EXEC, WATCH answered nil after a write through another gateway or an expiry, MSET and MSETNX
  * all or nothing, CROSSSLOT for keys on two shards; and, under concurrency through two gateways,

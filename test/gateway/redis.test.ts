@@ -1,5 +1,5 @@
 /**
- * Tests the Redis-protocol door (src/gateway/resp-server.ts) against a real store: ioredis for
+ * Tests the Redis-protocol door (src/gateway/resp/) against a real store: ioredis for
  * every command, a pipeline of 10,000 commands, TTL behaviour, bad input; raw sockets for RESP3,
  * inline commands, malformed RESP, half-close and flow control; 503s as -TRYAGAIN; redis-cli as a
  * person would type it, when installed.

@@ -1,6 +1,7 @@
 /**
- * Owns auth on the Redis-protocol door: a RespGuard (resp-server's seam) backed by Auth. Relies on
- * Auth and protocol/access. Must not touch sockets: resp-server asks, and writes the replies.
+ * Owns auth on the Redis-protocol door: a RespGuard (guard.ts, the seam) backed by Auth. Relies on
+ * Auth, protocol/access and the command table (which commands are `no_auth`). Must not touch
+ * sockets: the connection asks, and writes the replies.
  *
  * Redis semantics, with a kvsql token as the password: until `AUTH <token>` (or `AUTH <any user>
  * <token>`, or `HELLO 3 AUTH <user> <token>`) succeeds, every command but AUTH, HELLO, QUIT and
@@ -9,19 +10,12 @@
  * command is submitted (an MGET with one forbidden key is refused whole). After a token reload a
  * session's entry is looked up again on its next command: revoked means NOAUTH again.
  */
-import { mayAccess, rightFor, type TokenEntry } from '../protocol/access';
-import { KvError, toErrorData } from '../protocol/errors';
-import type { OpCode } from '../protocol/ops';
-import type { Auth } from './auth';
+import { mayAccess, rightFor, type TokenEntry } from '../../protocol/access';
+import { KvError, toErrorData } from '../../protocol/errors';
+import type { Auth } from '../auth';
+import { NO_AUTH_COMMANDS } from './command-table';
+import type { RespGuard, RespSession } from './guard';
 
-/** What the guard needs of a Redis connection (resp-server's RespSession has these). */
-export interface RespSessionLike {
-  readonly remoteAddress: string;
-  user: string | null;
-}
-
-/** Commands a connection may send before it authenticated (as Redis allows). */
-const NO_AUTH_COMMANDS: ReadonlySet<string> = new Set(['auth', 'hello', 'quit', 'reset']);
 const NOAUTH = 'NOAUTH Authentication required.';
 const WRONGPASS = 'WRONGPASS invalid username-password pair or user is disabled.';
 
@@ -30,24 +24,11 @@ interface Held {
   generation: number;
 }
 
-export interface RespAuthGuard {
-  accept(session: RespSessionLike): boolean;
-  check(session: RespSessionLike, command: string): string | null;
-  authenticate(session: RespSessionLike, user: string, password: Buffer): string | null;
-  /** Throws KV_ERR_FORBIDDEN unless the session's token may run `op` on `key`. */
-  authorize(session: RespSessionLike, op: OpCode, key: Uint8Array): void;
-  /** The same check for a pub/sub delivery: no throw, no refusal counted. */
-  allows(session: RespSessionLike, op: OpCode, key: Uint8Array): boolean;
-  /** The session's token has the admin right (CONFIG SET). */
-  isAdmin(session: RespSessionLike): boolean;
-  /** RESET: the session is no longer authenticated. */
-  forget(session: RespSessionLike): void;
-}
-
-export function respAuthGuard(auth: Auth): RespAuthGuard {
-  const held = new WeakMap<RespSessionLike, Held>();
+/** The token-backed RespGuard: a kvsql token is the password. */
+export function respAuthGuard(auth: Auth): RespGuard {
+  const held = new WeakMap<RespSession, Held>();
   /** The session's current entry, re-resolved after a reload; null = not (or no longer) authenticated. */
-  const current = (s: RespSessionLike): TokenEntry | null => {
+  const current = (s: RespSession): TokenEntry | null => {
     const h = held.get(s);
     if (h === undefined) return null;
     if (h.generation !== auth.generation) {

@@ -1,11 +1,12 @@
 /**
  * Owns the Redis door's transactions: MULTI, EXEC, DISCARD, WATCH, UNWATCH, and the multi-key
- * writes built on them, MSET and MSETNX. Relies on resp-server's TxnCall (its Conn), protocol/txn
- * and resp.ts. Must not touch sockets or the pool's internals.
+ * writes built on them, MSET and MSETNX, and a connection's transaction state (TxnState). Relies on
+ * the connection's TxnCall (command-api.ts), protocol/txn, txn-route and resp.ts. Must not touch
+ * sockets or the pool's internals.
  *
  * MULTI queues commands: each is checked and authorized as it arrives (as Redis: a command that
  * fails then, e.g. unknown or of the wrong arity, makes EXEC answer EXECABORT), and what it would
- * submit is recorded instead of submitted (resp-server records it). EXEC sends every recorded op
+ * submit is recorded instead of submitted (the connection records it). EXEC sends every recorded op
  * as ONE transaction (protocol/txn.ts) to the shard of its keys, which runs it as one MySQL
  * transaction: all of it or nothing is applied, and nothing else sees it half done.
  *
@@ -18,13 +19,13 @@
  * is that command's reply; the others still apply, as in Redis. Commands with no keys (PING,
  * ECHO, TIME) are answered when queued and their replies placed in EXEC's array.
  */
-import { isErrorReply, OP_PUT, OP_TTL, OP_TXN, replyOf, type OpCode, type Reply, type TtlHit } from '../protocol/ops';
-import { toErrorData } from '../protocol/errors';
-import { ABSENT, packTxn, type TxnCompare, type TxnDone, type TxnOp, type TxnProgram } from '../protocol/txn';
-import { txnRoute } from './txn-route';
-import * as resp from '../protocol/resp';
-import type { Proto } from '../protocol/resp';
-import { errorText, wrongArgs, type OpSpec, type RespCall } from './resp-strings';
+import { isErrorReply, OP_PUT, OP_TTL, OP_TXN, replyOf, type Reply, type TtlHit } from '../../protocol/ops';
+import { ABSENT, packTxn, type TxnCompare, type TxnDone, type TxnOp, type TxnProgram } from '../../protocol/txn';
+import * as resp from '../../protocol/resp';
+import type { Proto } from '../../protocol/resp';
+import { txnRoute } from '../txn-route';
+import type { OpSpec, RowTuple, TxnCall } from './command-api';
+import { replyError, routeError, wrongArgs } from './errors';
 
 /** One queued command: the ops it would submit, and how its reply is made from theirs. */
 export interface Queued {
@@ -32,7 +33,7 @@ export interface Queued {
   ops: TxnOp[];
   /** The reply of a command answered when queued. */
   local: string | Buffer | null;
-  /** Builds the command's reply from its ops' replies (resp-server's reply logic). */
+  /** Builds the command's reply from its ops' replies (pending-command.ts queuedReply). */
   reply: ((replies: Reply[], proto: Proto) => string | Buffer) | null;
 }
 
@@ -59,29 +60,11 @@ export class TxnState {
   }
 }
 
-/** What these commands need of their connection (resp-server's Conn). */
-export interface TxnCall extends Pick<RespCall, 'ops'> {
-  readonly proto: Proto;
-  readonly txn: TxnState;
-  reply(out: string | Buffer): void;
-  /** A command answered by async work, in the reply queue like any other. */
-  answerLater(name: string, work: () => Promise<string | Buffer>): void;
-  /** Checks the key and the token's right for `op` on it; throws a KvError when refused. */
-  authorize(op: OpCode, key: Buffer, flags?: number): void;
-  /** Read no more requests until `p` settles. */
-  holdUntil(p: Promise<unknown>): void;
-  /** One op to the shards, answered with its reply. */
-  request(op: OpCode, key: Buffer, value: Buffer | null, flags: number): Promise<Reply>;
-  /** The shard serving a key by the gateway's map (-1: none reachable). */
-  shardOf(key: Uint8Array): number;
-}
-
 type TxnHandler = (c: TxnCall, args: Buffer[]) => void;
 
 const EXECABORT = resp.error('EXECABORT Transaction discarded because of previous errors.');
 
 const multi: TxnHandler = (c, a) => {
-  if (a.length !== 1) return c.reply(wrongArgs('multi'));
   if (c.txn.queued !== null) return c.reply(resp.error('ERR MULTI calls can not be nested'));
   c.txn.queued = [];
   c.txn.dirty = false;
@@ -89,7 +72,6 @@ const multi: TxnHandler = (c, a) => {
 };
 
 const discard: TxnHandler = (c, a) => {
-  if (a.length !== 1) return c.reply(wrongArgs('discard'));
   if (c.txn.queued === null) return c.reply(resp.error('ERR DISCARD without MULTI'));
   c.txn.queued = null;
   c.txn.unwatch();
@@ -97,7 +79,6 @@ const discard: TxnHandler = (c, a) => {
 };
 
 const watch: TxnHandler = (c, a) => {
-  if (a.length < 2) return c.reply(wrongArgs('watch'));
   if (c.txn.queued !== null) return c.reply(resp.error('ERR WATCH inside MULTI is not allowed'));
   const keys = a.slice(1);
   for (const k of keys) c.authorize(OP_TTL, k);
@@ -126,14 +107,12 @@ const watch: TxnHandler = (c, a) => {
 };
 
 const unwatch: TxnHandler = (c, a) => {
-  if (a.length !== 1) return c.reply(wrongArgs('unwatch'));
   // Queued in MULTI it does nothing (EXEC checks the watches and then forgets them anyway).
   if (c.txn.queued === null) c.txn.unwatch();
   c.reply(resp.OK);
 };
 
 const exec: TxnHandler = (c, a) => {
-  if (a.length !== 1) return c.reply(wrongArgs('exec'));
   const st = c.txn;
   const queued = st.queued;
   if (queued === null) return c.reply(resp.error('ERR EXEC without MULTI'));
@@ -182,20 +161,17 @@ async function run(c: TxnCall, compares: TxnCompare[], ops: TxnOp[]): Promise<Tx
   try {
     first = txnRoute(program, (k) => c.shardOf(k));
   } catch (err) {
-    const e = toErrorData(err);
-    // Redis Cluster's word for keys that cannot be served together.
-    if (e.code === 'KV_ERR_CROSS_SHARD') return resp.error(`CROSSSLOT Keys in request don't hash to the same shard: ${e.message}`);
-    return resp.error(errorText(e.code, e.message));
+    return routeError(err); // keys on several shards: CROSSSLOT
   }
   if (first === null) return [0, 200, 1, []];
   const r = await c.request(OP_TXN, Buffer.from(first), Buffer.from(packTxn(program)), 0);
-  if (isErrorReply(r)) return resp.error(errorText(r[2], r[3]));
+  if (isErrorReply(r)) return replyError(r);
   return r as TxnDone;
 }
 
 /** MSET k v [k v ...]: every key set, atomically (one shard's transaction). */
 const mset: TxnHandler = (c, a) => {
-  if (a.length < 3 || a.length % 2 === 0) return c.reply(wrongArgs('mset'));
+  if (a.length % 2 === 0) return c.reply(wrongArgs('mset')); // a key without its value
   // Queued in MULTI: its puts join EXEC's transaction.
   if (c.txn.queued !== null) {
     const specs: OpSpec[] = [];
@@ -211,7 +187,7 @@ const mset: TxnHandler = (c, a) => {
 
 /** MSETNX k v [k v ...]: every key set if none exists (1), else none (0), atomically. */
 const msetnx: TxnHandler = (c, a) => {
-  if (a.length < 3 || a.length % 2 === 0) return c.reply(wrongArgs('msetnx'));
+  if (a.length % 2 === 0) return c.reply(wrongArgs('msetnx'));
   const ops = puts(c, a);
   const compares: TxnCompare[] = ops.map((o) => [o[1], ABSENT]);
   c.answerLater('msetnx', async () => {
@@ -229,23 +205,17 @@ function puts(c: TxnCall, a: Buffer[]): TxnOp[] {
   return ops;
 }
 
-/** Handled by the connection even inside MULTI (never queued). */
-export const TXN_CONTROL: ReadonlySet<string> = new Set(['multi', 'exec', 'discard', 'watch', 'quit', 'reset']);
-
-/** Commands that cannot be queued in MULTI here: answered with an error, and EXEC aborts. */
-export const NOT_IN_MULTI: ReadonlySet<string> = new Set([
-  'msetnx', 'scan', 'keys', 'dbsize', 'randomkey', 'hello', 'auth', 'eval', 'evalsha', 'eval_ro', 'evalsha_ro',
-  // Pub/sub acts when queued, not at EXEC: refused rather than out of order.
-  'subscribe', 'psubscribe', 'ssubscribe', 'unsubscribe', 'punsubscribe', 'sunsubscribe', 'publish', 'spublish',
-]);
-
-/** [name, handler, arity, flags, first key, last key, step] as COMMAND shows them. */
-export const TXN_COMMANDS: Array<[string, TxnHandler, number, string[], number, number, number]> = [
-  ['multi', multi, 1, ['noscript', 'loading', 'stale', 'fast', 'allow_busy'], 0, 0, 0],
-  ['exec', exec, 1, ['noscript', 'loading', 'stale', 'skip_slowlog'], 0, 0, 0],
-  ['discard', discard, 1, ['noscript', 'loading', 'stale', 'fast', 'allow_busy'], 0, 0, 0],
-  ['watch', watch, -2, ['noscript', 'loading', 'stale', 'fast', 'allow_busy'], 1, -1, 1],
+/**
+ * [name, handler, arity, flags, first key, last key, step, in MULTI] as COMMAND shows them (Redis
+ * 7's). MULTI, EXEC, DISCARD and WATCH are 'control' (run at once even inside MULTI); MSETNX answers
+ * through async work and cannot be queued.
+ */
+export const TXN_COMMANDS: ReadonlyArray<RowTuple<TxnCall>> = [
+  ['multi', multi, 1, ['noscript', 'loading', 'stale', 'fast', 'allow_busy'], 0, 0, 0, 'control'],
+  ['exec', exec, 1, ['noscript', 'loading', 'stale', 'skip_slowlog'], 0, 0, 0, 'control'],
+  ['discard', discard, 1, ['noscript', 'loading', 'stale', 'fast', 'allow_busy'], 0, 0, 0, 'control'],
+  ['watch', watch, -2, ['noscript', 'loading', 'stale', 'fast', 'allow_busy'], 1, -1, 1, 'control'],
   ['unwatch', unwatch, 1, ['noscript', 'loading', 'stale', 'fast', 'allow_busy'], 0, 0, 0],
   ['mset', mset, -3, ['write', 'denyoom'], 1, -1, 2],
-  ['msetnx', msetnx, -3, ['write', 'denyoom'], 1, -1, 2],
+  ['msetnx', msetnx, -3, ['write', 'denyoom'], 1, -1, 2, 'refused'],
 ];

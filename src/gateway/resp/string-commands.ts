@@ -1,13 +1,14 @@
 /**
  * Owns the Redis door's string, counter and TTL commands past GET/SET/DEL (INCR family, APPEND,
  * GETDEL, GETEX, SETNX, SETEX, PSETEX, GETSET, STRLEN, GETRANGE, TYPE, TIME, EXPIRE with
- * NX/XX/GT/LT, EXPIREAT, EXPIRETIME), each as Redis 7 answers it. Relies on resp-server's RespCall
- * (submit ops, reply), protocol/ops, numbers.ts and resp.ts. Must not touch sockets or the pool.
+ * NX/XX/GT/LT, EXPIREAT, EXPIRETIME), each as Redis 7 answers it, and the door's reading of a
+ * time option (expiryOption). Relies on the connection's RespCall (command-api.ts: submit ops,
+ * reply), protocol/ops, numbers, redis-options and resp. Must not touch sockets or the pool.
  *
  * Atomicity is per key, as the actor gives it: INCR, APPEND, GETDEL and GETEX are single ops
  * decided in the actor's write transaction from the row it locked, so no increment is lost with
  * any number of gateways. MSET and MSETNX, all-or-nothing across keys, are transactions
- * (resp-transactions.ts).
+ * (transactions.ts).
  *
  * Absolute times (EXPIREAT, SET/GETEX ... EXAT/PXAT) are turned into a TTL with this gateway's
  * clock; expiry itself follows the shard's clock (DESIGN.md §5), so a skew between the two shifts
@@ -17,10 +18,6 @@ import {
   FLAG_CLEAR_TTL,
   FLAG_FLOAT,
   FLAG_IF_ABSENT,
-  FLAG_TTL_GT,
-  FLAG_TTL_LT,
-  FLAG_TTL_NX,
-  FLAG_TTL_XX,
   MAX_TTL_MS,
   OP_APPEND,
   OP_DEL,
@@ -32,71 +29,18 @@ import {
   OP_PUT,
   OP_TTL,
   replyOf,
-  type OpCode,
-  type Reply,
-} from '../protocol/ops';
-import { parseFloatText, parseInt64 } from '../protocol/numbers';
-import { statusOf } from '../protocol/errors';
-import * as resp from '../protocol/resp';
-import type { Proto } from '../protocol/resp';
+} from '../../protocol/ops';
+import { parseFloatText, parseInt64 } from '../../protocol/numbers';
+import { NOT_INTEGER_ERROR, parseExpireOptions, type ExpiryUnit, type OptionError } from '../../protocol/redis-options';
+import * as resp from '../../protocol/resp';
+import { intArg, lc } from './args';
+import type { Combine, RespCall, RowTuple } from './command-api';
+import { ERR_NOT_FLOAT, ERR_NOT_INTEGER, ERR_SYNTAX } from './errors';
 
-/** One op of a command. */
-export interface OpSpec {
-  op: OpCode;
-  key: Buffer;
-  value?: Buffer | null;
-  ttlMs?: number;
-  flags?: number;
-}
+/** Called with the arity of its row already checked (dispatch.ts). */
+type Handler = (c: RespCall, args: Buffer[]) => void;
 
-/** Builds a command's reply from its ops' replies (in spec order; none is an error). */
-export type Combine = (replies: Reply[], proto: Proto) => string | Buffer;
-
-/** What a command handler may do with its connection (resp-server's Conn). */
-export interface RespCall {
-  readonly proto: Proto;
-  /** Answer without the shards. */
-  reply(out: string | Buffer): void;
-  /** Submit `specs` (each key checked and authorized first: refused whole), answer with `combine`; the first error wins. */
-  ops(name: string, specs: readonly OpSpec[], combine: Combine): void;
-  /** SET ... GET (a compare-and-set loop in resp-server). */
-  setGet(key: Buffer, value: Buffer, ttlMs: number, flags: number): void;
-}
-
-export type Handler = (c: RespCall, args: Buffer[]) => void;
-
-export const ERR_SYNTAX = resp.error('ERR syntax error');
-export const ERR_NOT_INTEGER = resp.error('ERR value is not an integer or out of range');
-const ERR_NOT_FLOAT = resp.error('ERR value is not a valid float');
-export const wrongArgs = (name: string): string => resp.error(`ERR wrong number of arguments for '${name}' command`);
-const lc = (b: Buffer): string => b.toString('latin1').toLowerCase();
-const ttlTooLong = (): string => resp.error(`ERR KV_ERR_BAD_TTL ttl must be at most 10 years (${MAX_TTL_MS / 1000} s)`);
-
-/** An integer argument within the safe range, or null. */
-export function intArg(b: Buffer): number | null {
-  const s = b.toString('latin1');
-  if (!/^-?\d{1,18}$/.test(s)) return null;
-  const n = Number(s);
-  return Number.isSafeInteger(n) ? n : null;
-}
-
-/**
- * A kvsql error as a Redis error reply's text. The first word is what Redis clients key on:
- * TRYAGAIN for anything retryable (503: overloaded, shard down, shutting down), UNCERTAIN for a
- * write whose fate is unknown (never retry blindly: read the key first), ERR for the rest.
- */
-export function errorText(code: string, message: string): string {
-  if (code === 'KV_ERR_OUTCOME_UNKNOWN') return `UNCERTAIN ${code} ${message}`;
-  // Redis's own words for ACL refusals, which clients recognise.
-  if (code === 'KV_ERR_FORBIDDEN') return `NOPERM ${code} ${message}`;
-  if (code === 'KV_ERR_UNAUTHORIZED') return `NOAUTH ${code} ${message}`;
-  // Counters: Redis's exact texts (clients and tests match them), which the actor's messages are.
-  if (code === 'KV_ERR_NOT_INTEGER' || code === 'KV_ERR_NOT_FLOAT' || code === 'KV_ERR_OVERFLOW') return `ERR ${message}`;
-  const status = statusOf(code);
-  if (status === 503) return `TRYAGAIN ${code} ${message}`;
-  if (status >= 500) return `ERR ${code} ${status === 500 ? 'internal error' : message}`;
-  return `ERR ${code} ${message}`;
-}
+const TTL_TOO_LONG: OptionError = { error: `ERR KV_ERR_BAD_TTL ttl must be at most 10 years (${MAX_TTL_MS / 1000} s)` };
 
 const OK: Combine = () => resp.OK;
 
@@ -112,18 +56,16 @@ function incrBy(c: RespCall, name: string, key: Buffer, delta: bigint): void {
   c.ops(name, [{ op: OP_INCR, key, value: Buffer.from(delta.toString(), 'latin1') }], incrReply);
 }
 
-const incr: Handler = (c, a) => (a.length !== 2 ? c.reply(wrongArgs('incr')) : incrBy(c, 'incr', a[1], 1n));
-const decr: Handler = (c, a) => (a.length !== 2 ? c.reply(wrongArgs('decr')) : incrBy(c, 'decr', a[1], -1n));
+const incr: Handler = (c, a) => incrBy(c, 'incr', a[1], 1n);
+const decr: Handler = (c, a) => incrBy(c, 'decr', a[1], -1n);
 
 const incrby: Handler = (c, a) => {
-  if (a.length !== 3) return c.reply(wrongArgs('incrby'));
   const d = parseInt64(a[2]);
   if (d === null) return c.reply(ERR_NOT_INTEGER);
   incrBy(c, 'incrby', a[1], d);
 };
 
 const decrby: Handler = (c, a) => {
-  if (a.length !== 3) return c.reply(wrongArgs('decrby'));
   const d = parseInt64(a[2]);
   if (d === null) return c.reply(ERR_NOT_INTEGER);
   if (d === -(2n ** 63n)) return c.reply(resp.error('ERR decrement would overflow'));
@@ -131,7 +73,6 @@ const decrby: Handler = (c, a) => {
 };
 
 const incrbyfloat: Handler = (c, a) => {
-  if (a.length !== 3) return c.reply(wrongArgs('incrbyfloat'));
   const d = parseFloatText(a[2]);
   if (d === null) return c.reply(ERR_NOT_FLOAT);
   if (!Number.isFinite(d)) return c.reply(resp.error('ERR increment would produce NaN or Infinity'));
@@ -148,12 +89,10 @@ const valueOrNil: Combine = (r, proto) => {
 };
 
 const append: Handler = (c, a) => {
-  if (a.length !== 3) return c.reply(wrongArgs('append'));
   c.ops('append', [{ op: OP_APPEND, key: a[1], value: a[2] }], (r) => resp.integer(replyOf(OP_APPEND, r[0])[4]));
 };
 
 const getdel: Handler = (c, a) => {
-  if (a.length !== 2) return c.reply(wrongArgs('getdel'));
   c.ops('getdel', [{ op: OP_GETDEL, key: a[1] }], valueOrNil);
 };
 
@@ -161,17 +100,16 @@ const getdel: Handler = (c, a) => {
  * A TTL from EX/PX (relative) or EXAT/PXAT (absolute, turned relative with this gateway's clock).
  * Returns the milliseconds (<= 0: already past, for EXAT/PXAT), or an error reply.
  */
-export function expiryOption(opt: string, arg: Buffer, cmd: string): number | string {
+export function expiryOption(opt: ExpiryUnit, arg: Buffer, cmd: string): number | OptionError {
   const n = intArg(arg);
-  if (n === null) return ERR_NOT_INTEGER;
-  if (n <= 0) return resp.error(`ERR invalid expire time in '${cmd}' command`);
+  if (n === null) return NOT_INTEGER_ERROR;
+  if (n <= 0) return { error: `ERR invalid expire time in '${cmd}' command` };
   const ms = opt === 'ex' ? n * 1000 : opt === 'px' ? n : opt === 'exat' ? n * 1000 - Date.now() : n - Date.now();
-  if (ms > MAX_TTL_MS) return ttlTooLong();
+  if (ms > MAX_TTL_MS) return TTL_TOO_LONG;
   return ms;
 }
 
 const getex: Handler = (c, a) => {
-  if (a.length < 2) return c.reply(wrongArgs('getex'));
   let ttlMs = 0;
   let flags = 0;
   let seen = false;
@@ -182,7 +120,7 @@ const getex: Handler = (c, a) => {
     if (opt === 'persist') flags = FLAG_CLEAR_TTL;
     else if ((opt === 'ex' || opt === 'px' || opt === 'exat' || opt === 'pxat') && i + 1 < a.length) {
       const t = expiryOption(opt, a[++i], 'getex');
-      if (typeof t === 'string') return c.reply(t);
+      if (typeof t !== 'number') return c.reply(resp.error(t.error));
       // An absolute time already past: Redis deletes the key and answers the value it had.
       if (t <= 0) return c.ops('getex', [{ op: OP_GETDEL, key: a[1] }], valueOrNil);
       ttlMs = t;
@@ -193,21 +131,18 @@ const getex: Handler = (c, a) => {
 };
 
 const setnx: Handler = (c, a) => {
-  if (a.length !== 3) return c.reply(wrongArgs('setnx'));
   c.ops('setnx', [{ op: OP_PUT, key: a[1], value: a[2], flags: FLAG_IF_ABSENT }], (r) => resp.integer(r[0][1] === 412 ? 0 : 1));
 };
 
 const setex = (name: string, unitMs: number): Handler => (c, a) => {
-  if (a.length !== 4) return c.reply(wrongArgs(name));
   const t = expiryOption(unitMs === 1000 ? 'ex' : 'px', a[2], name);
-  if (typeof t === 'string') return c.reply(t);
+  if (typeof t !== 'number') return c.reply(resp.error(t.error));
   c.ops(name, [{ op: OP_PUT, key: a[1], value: a[3], ttlMs: t }], OK);
 };
 
-const getset: Handler = (c, a) => (a.length !== 3 ? c.reply(wrongArgs('getset')) : c.setGet(a[1], a[2], 0, 0));
+const getset: Handler = (c, a) => c.setGet(a[1], a[2], 0, 0);
 
 const strlen: Handler = (c, a) => {
-  if (a.length !== 2) return c.reply(wrongArgs('strlen'));
   c.ops('strlen', [{ op: OP_GET, key: a[1] }], (r) => {
     const g = replyOf(OP_GET, r[0]);
     return resp.integer(g[1] === 200 ? g[2].length : 0);
@@ -226,7 +161,6 @@ export function substr(v: Uint8Array, start: number, end: number): Uint8Array {
 }
 
 const getrange: Handler = (c, a) => {
-  if (a.length !== 4) return c.reply(wrongArgs('getrange'));
   const start = intArg(a[2]);
   const end = intArg(a[3]);
   if (start === null || end === null) return c.reply(ERR_NOT_INTEGER);
@@ -237,12 +171,10 @@ const getrange: Handler = (c, a) => {
 };
 
 const type: Handler = (c, a) => {
-  if (a.length !== 2) return c.reply(wrongArgs('type'));
   c.ops('type', [{ op: OP_TTL, key: a[1] }], (r) => resp.simple(r[0][1] === 200 ? 'string' : 'none'));
 };
 
 const time: Handler = (c, a) => {
-  if (a.length !== 1) return c.reply(wrongArgs('time'));
   const us = BigInt(Date.now()) * 1000n + BigInt(Math.floor((performance.now() % 1) * 1000));
   c.reply(resp.encode([String(us / 1_000_000n), String(us % 1_000_000n)], c.proto));
 };
@@ -251,31 +183,12 @@ const time: Handler = (c, a) => {
 // TTL
 // ---------------------------------------------------------------------------------------------
 
-/** EXPIRE's NX/XX/GT/LT into flags, with Redis's errors for incompatible ones. */
-function expireFlags(args: Buffer[], from: number): number | string {
-  let flags = 0;
-  for (let i = from; i < args.length; i++) {
-    const opt = lc(args[i]);
-    if (opt === 'nx') flags |= FLAG_TTL_NX;
-    else if (opt === 'xx') flags |= FLAG_TTL_XX;
-    else if (opt === 'gt') flags |= FLAG_TTL_GT;
-    else if (opt === 'lt') flags |= FLAG_TTL_LT;
-    else return resp.error(`ERR Unsupported option ${args[i].toString('utf8', 0, 40)}`);
-  }
-  if ((flags & FLAG_TTL_NX) !== 0 && (flags & (FLAG_TTL_XX | FLAG_TTL_GT | FLAG_TTL_LT)) !== 0) {
-    return resp.error('ERR NX and XX, GT or LT options at the same time are not compatible');
-  }
-  if ((flags & FLAG_TTL_GT) !== 0 && (flags & FLAG_TTL_LT) !== 0) return resp.error('ERR GT and LT options at the same time are not compatible');
-  return flags;
-}
-
 /** EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT: 1 when the TTL was set (or the key deleted), else 0. */
 const expire = (name: string, unitMs: number, absolute: boolean): Handler => (c, a) => {
-  if (a.length < 3) return c.reply(wrongArgs(name));
   const n = intArg(a[2]);
   if (n === null) return c.reply(ERR_NOT_INTEGER);
-  const flags = expireFlags(a, 3);
-  if (typeof flags === 'string') return c.reply(flags);
+  const flags = parseExpireOptions(a, 3);
+  if (typeof flags !== 'number') return c.reply(resp.error(flags.error));
   const ms = absolute ? n * unitMs - Date.now() : n * unitMs;
   if (ms <= 0) {
     // As in Redis, a time already past deletes the key (1 if it existed). With NX/XX/GT/LT the
@@ -283,13 +196,12 @@ const expire = (name: string, unitMs: number, absolute: boolean): Handler => (c,
     if (flags !== 0) return c.reply(resp.error(`ERR kvsql does not support ${name.toUpperCase()} with NX, XX, GT or LT and a time in the past`));
     return c.ops(name, [{ op: OP_DEL, key: a[1] }], (r) => resp.integer(r[0][1] === 204 ? 1 : 0));
   }
-  if (ms > MAX_TTL_MS) return c.reply(ttlTooLong());
+  if (ms > MAX_TTL_MS) return c.reply(resp.error(TTL_TOO_LONG.error));
   c.ops(name, [{ op: OP_EXPIRE, key: a[1], ttlMs: ms, flags }], (r) => resp.integer(r[0][1] === 200 ? 1 : 0));
 };
 
 /** EXPIRETIME, PEXPIRETIME: the absolute expiry (shard clock), -1 without TTL, -2 absent. */
 const expiretime = (name: string, unitMs: number): Handler => (c, a) => {
-  if (a.length !== 2) return c.reply(wrongArgs(name));
   c.ops(name, [{ op: OP_TTL, key: a[1] }], (r) => {
     const t = replyOf(OP_TTL, r[0]);
     if (t[1] !== 200) return resp.integer(-2);
@@ -297,8 +209,8 @@ const expiretime = (name: string, unitMs: number): Handler => (c, a) => {
   });
 };
 
-/** [name, handler, COMMAND info: arity, flags, first key, last key, step]. */
-export const STRING_COMMANDS: Array<[string, Handler, number, string[], number, number, number]> = [
+/** [name, handler, arity, flags, first key, last key, step] as COMMAND shows them (Redis 7's). */
+export const STRING_COMMANDS: ReadonlyArray<RowTuple<RespCall>> = [
   ['incr', incr, 2, ['write', 'denyoom', 'fast'], 1, 1, 1],
   ['decr', decr, 2, ['write', 'denyoom', 'fast'], 1, 1, 1],
   ['incrby', incrby, 3, ['write', 'denyoom', 'fast'], 1, 1, 1],

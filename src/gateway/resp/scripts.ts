@@ -1,7 +1,8 @@
 /**
  * Owns the Redis door's scripts: EVAL, EVALSHA, EVAL_RO, EVALSHA_RO, SCRIPT LOAD/EXISTS/FLUSH/KILL.
- * Relies on resp-transactions' TxnCall (authorize, request, shardOf), protocol/txn and resp.ts.
- * The script runs in the shard actor (lua-sandbox, script-session), never here.
+ * Relies on the connection's ScriptCall (command-api.ts: authorize, request, shardOf), protocol/txn,
+ * txn-route and resp.ts. Must not run a script: it runs in the shard actor (lua-sandbox,
+ * script-session), never here.
  *
  *   EVAL body n k1..kn a1..        -> registry[sha1(body)] = body
  *                                   -> every key on one shard (else CROSSSLOT), authorized
@@ -14,13 +15,13 @@
  * script cache, which clients already expect to lose scripts (NOSCRIPT, then EVAL).
  */
 import { createHash } from 'node:crypto';
-import { toErrorData } from '../protocol/errors';
-import { isErrorReply, OP_EVAL, OP_GET, OP_PUT, type EvalDone } from '../protocol/ops';
-import { packEval } from '../protocol/txn';
-import * as resp from '../protocol/resp';
-import { ERR_NOT_INTEGER, errorText, intArg, wrongArgs } from './resp-strings';
-import type { TxnCall } from './resp-transactions';
-import { txnRoute } from './txn-route';
+import { isErrorReply, OP_EVAL, OP_GET, OP_PUT, type EvalDone } from '../../protocol/ops';
+import { packEval } from '../../protocol/txn';
+import * as resp from '../../protocol/resp';
+import { txnRoute } from '../txn-route';
+import { intArg } from './args';
+import type { RowTuple, ScriptCall } from './command-api';
+import { ERR_NOT_INTEGER, replyError, routeError, unknownSubcommand, wrongArgs } from './errors';
 
 /** Scripts a gateway remembers for EVALSHA. */
 export const MAX_SCRIPTS = 10_000;
@@ -54,10 +55,6 @@ export class ScriptRegistry {
   }
 }
 
-export interface ScriptCall extends TxnCall {
-  readonly scripts: ScriptRegistry;
-}
-
 type ScriptHandler = (c: ScriptCall, args: Buffer[]) => void;
 
 const NOSCRIPT = resp.error('NOSCRIPT No matching script. Please use EVAL.');
@@ -65,7 +62,6 @@ const NOSCRIPT = resp.error('NOSCRIPT No matching script. Please use EVAL.');
 /** EVAL-like: args[1] is the body (or its sha: `bySha`), args[2] numkeys, then keys and argv. */
 function evaluate(name: string, bySha: boolean, mayWrite: boolean): ScriptHandler {
   return (c, a) => {
-    if (a.length < 3) return c.reply(wrongArgs(name));
     const n = intArg(a[2]);
     if (n === null) return c.reply(ERR_NOT_INTEGER);
     if (n < 0) return c.reply(resp.error("ERR Number of keys can't be negative"));
@@ -84,14 +80,12 @@ function evaluate(name: string, bySha: boolean, mayWrite: boolean): ScriptHandle
     try {
       first = txnRoute([keys.map((k): [Uint8Array, number] => [k, 0]), [], []], (k) => c.shardOf(k));
     } catch (err) {
-      const e = toErrorData(err);
-      if (e.code === 'KV_ERR_CROSS_SHARD') return c.reply(resp.error(`CROSSSLOT Keys in request don't hash to the same shard: ${e.message}`));
-      return c.reply(resp.error(errorText(e.code, e.message)));
+      return c.reply(routeError(err)); // keys on several shards: CROSSSLOT
     }
     c.answerLater(name, async () => {
       // No key: the script runs on the shard of slot 0, touching no row.
       const r = await c.request(OP_EVAL, Buffer.from(first ?? Buffer.alloc(0)), Buffer.from(packEval([body, keys, argv, mayWrite ? 1 : 0])), 0);
-      if (isErrorReply(r)) return resp.error(errorText(r[2], r[3]));
+      if (isErrorReply(r)) return replyError(r);
       return Buffer.from((r as EvalDone)[2]);
     });
   };
@@ -114,15 +108,15 @@ const script: ScriptHandler = (c, a) => {
       // A script over its budget is stopped and rolled back by its shard; none waits to be killed.
       return c.reply(resp.error('NOTBUSY No scripts in execution right now.'));
     default:
-      return c.reply(resp.error(`ERR unknown subcommand '${a[1].toString('utf8', 0, 40)}'. Try SCRIPT HELP.`));
+      return c.reply(unknownSubcommand(a[1], 'SCRIPT'));
   }
 };
 
-/** [name, handler, arity, flags, first key, last key, step] as COMMAND shows them. */
-export const SCRIPT_COMMANDS: Array<[string, ScriptHandler, number, string[], number, number, number]> = [
-  ['eval', evaluate('eval', false, true), -3, ['noscript', 'stale', 'skip_monitor', 'may_replicate', 'no_mandatory_keys'], 0, 0, 0],
-  ['evalsha', evaluate('evalsha', true, true), -3, ['noscript', 'stale', 'skip_monitor', 'may_replicate', 'no_mandatory_keys'], 0, 0, 0],
-  ['eval_ro', evaluate('eval_ro', false, false), -3, ['readonly', 'noscript', 'stale', 'skip_monitor', 'no_mandatory_keys'], 0, 0, 0],
-  ['evalsha_ro', evaluate('evalsha_ro', true, false), -3, ['readonly', 'noscript', 'stale', 'skip_monitor', 'no_mandatory_keys'], 0, 0, 0],
+/** [name, handler, arity, flags, first key, last key, step, in MULTI] as COMMAND shows them (Redis 7's). */
+export const SCRIPT_COMMANDS: ReadonlyArray<RowTuple<ScriptCall>> = [
+  ['eval', evaluate('eval', false, true), -3, ['noscript', 'stale', 'skip_monitor', 'may_replicate', 'no_mandatory_keys'], 0, 0, 0, 'refused'],
+  ['evalsha', evaluate('evalsha', true, true), -3, ['noscript', 'stale', 'skip_monitor', 'may_replicate', 'no_mandatory_keys'], 0, 0, 0, 'refused'],
+  ['eval_ro', evaluate('eval_ro', false, false), -3, ['readonly', 'noscript', 'stale', 'skip_monitor', 'no_mandatory_keys'], 0, 0, 0, 'refused'],
+  ['evalsha_ro', evaluate('evalsha_ro', true, false), -3, ['readonly', 'noscript', 'stale', 'skip_monitor', 'no_mandatory_keys'], 0, 0, 0, 'refused'],
   ['script', script, -2, ['noscript'], 0, 0, 0],
 ];

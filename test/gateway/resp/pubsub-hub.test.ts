@@ -1,24 +1,16 @@
 /**
- * Tests the pub/sub hub of the Redis door (src/gateway/resp-pubsub.ts) without a store: fake
- * connections, a fake clock for the soft output-buffer limit, the keyspace source opened only
+ * Tests the pub/sub hub of the Redis door (src/gateway/resp/pubsub-hub.ts, keyspace-source.ts)
+ * without a store: fake connections, a fake clock for the soft output-buffer limit, the keyspace source opened only
  * while notifications are on and someone listens, and feedKeyspaceSource against a fake change
  * feed (events mapped, a watch the feed ended taken again from "now").
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import {
-  DEFAULT_PUBSUB_LIMIT,
-  feedKeyspaceSource,
-  PubsubHub,
-  Subscriber,
-  type FeedLike,
-  type KeyspaceEvent,
-  type KeyspaceSource,
-  type PubsubCall,
-  type PubsubLimit,
-} from '../../src/gateway/resp-pubsub';
-import { ALLOW_ALL } from '../../src/gateway/resp-server';
-import { notifyFlagsOf } from '../../src/protocol/redis-notify';
+import type { PubsubCall } from '../../../src/gateway/resp/command-api';
+import { ALLOW_ALL } from '../../../src/gateway/resp/guard';
+import { feedKeyspaceSource, type FeedLike, type KeyspaceEvent, type KeyspaceSource } from '../../../src/gateway/resp/keyspace-source';
+import { DEFAULT_PUBSUB_LIMIT, PubsubHub, Subscriber, type PubsubLimit } from '../../../src/gateway/resp/pubsub-hub';
+import { notifyFlagsOf } from '../../../src/protocol/redis-notify';
 
 const quiet = { warn: () => undefined };
 

@@ -1,0 +1,49 @@
+/**
+ * Tests src/protocol/redis-options.ts: SET's and EXPIRE's option grammar, shared by the Redis door
+ * and scripts, with Redis's error texts.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { FLAG_IF_ABSENT, FLAG_IF_EXISTS, FLAG_KEEP_TTL, FLAG_TTL_GT, FLAG_TTL_LT, FLAG_TTL_NX, FLAG_TTL_XX } from '../../src/protocol/ops';
+import { isOptionError, parseExpireOptions, parseSetOptions, SYNTAX_ERROR, type ExpiryUnit } from '../../src/protocol/redis-options';
+
+const args = (...s: string[]) => s.map((x) => Buffer.from(x));
+/** A time parser that records what it was asked: seconds for EX/EXAT, ms otherwise. */
+const times: Array<[ExpiryUnit, string]> = [];
+const expiryOf = (unit: ExpiryUnit, arg: Buffer): number => {
+  times.push([unit, arg.toString()]);
+  return Number(arg.toString()) * (unit === 'ex' || unit === 'exat' ? 1000 : 1);
+};
+
+test('parseSetOptions: flags, GET, one time option', () => {
+  assert.deepEqual(parseSetOptions(args('set', 'k', 'v'), expiryOf), { flags: 0, get: false, ttlMs: 0, expiry: false });
+  assert.deepEqual(parseSetOptions(args('set', 'k', 'v', 'nx', 'GET', 'EX', '10'), expiryOf), { flags: FLAG_IF_ABSENT, get: true, ttlMs: 10_000, expiry: true });
+  assert.deepEqual(parseSetOptions(args('set', 'k', 'v', 'XX', 'keepttl'), expiryOf), { flags: FLAG_IF_EXISTS | FLAG_KEEP_TTL, get: false, ttlMs: 0, expiry: true });
+  assert.deepEqual(parseSetOptions(args('set', 'k', 'v', 'pxat', '5', 'get', 'get'), expiryOf), { flags: 0, get: true, ttlMs: 5, expiry: true });
+  assert.deepEqual(times.at(-1), ['pxat', '5']);
+});
+
+test('parseSetOptions: a syntax error for conflicting, repeated, unknown or incomplete options', () => {
+  for (const bad of [['nx', 'xx'], ['xx', 'nx'], ['ex', '1', 'px', '5'], ['keepttl', 'ex', '1'], ['ex', '1', 'keepttl'], ['ex'], ['bogus'], ['nx', 'nx', 'xx']]) {
+    assert.equal(parseSetOptions(args('set', 'k', 'v', ...bad), expiryOf), SYNTAX_ERROR, bad.join(' '));
+  }
+});
+
+test('parseSetOptions: the time parser refuses as it meets the option, before a later bad word', () => {
+  const refuse = () => ({ error: 'ERR value is not an integer or out of range' });
+  const r = parseSetOptions(args('set', 'k', 'v', 'ex', 'ten', 'bogus'), refuse);
+  assert.ok(isOptionError(r));
+  assert.equal(r.error, 'ERR value is not an integer or out of range');
+});
+
+test('parseExpireOptions: NX|XX|GT|LT and the combinations Redis refuses', () => {
+  assert.equal(parseExpireOptions(args('expire', 'k', '10'), 3), 0);
+  assert.equal(parseExpireOptions(args('expire', 'k', '10', 'nx'), 3), FLAG_TTL_NX);
+  assert.equal(parseExpireOptions(args('expire', 'k', '10', 'XX', 'gt'), 3), FLAG_TTL_XX | FLAG_TTL_GT);
+  assert.equal(parseExpireOptions(args('expire', 'k', '10', 'lt'), 3), FLAG_TTL_LT);
+  assert.deepEqual(parseExpireOptions(args('expire', 'k', '10', 'nx', 'xx'), 3), { error: 'ERR NX and XX, GT or LT options at the same time are not compatible' });
+  assert.deepEqual(parseExpireOptions(args('expire', 'k', '10', 'gt', 'lt'), 3), { error: 'ERR GT and LT options at the same time are not compatible' });
+  assert.deepEqual(parseExpireOptions(args('expire', 'k', '10', 'soon'), 3), { error: 'ERR Unsupported option soon' });
+  // Not a prototype lookup: an inherited property name is an unknown option too.
+  assert.deepEqual(parseExpireOptions(args('expire', 'k', '10', 'constructor'), 3), { error: 'ERR Unsupported option constructor' });
+});
