@@ -22,7 +22,7 @@ import type { RowDataPacket } from 'mysql2/promise';
 import { adminNode, redact, type AdminOptions } from './shard-set';
 import { connOptions } from './backup';
 import { binlogTool, clientArgs, readArchiveIndex } from './binlog-archive';
-import { schemaStatements } from '../shard-actor/shard-store';
+import { schemaStatements } from '../shard-actor/schema-migration';
 import { shardNodes } from '../gateway/config';
 import { ensureTool } from '../embedded/mysql-binary';
 import { BackupFormatError, decodeCell, readManifest, readRows, resolveBackupDir, sha256File, type Manifest, type ShardManifest, type TableDump } from './backup-format';

@@ -1,8 +1,9 @@
 /**
- * Owns upgrading a shard's tables written by an older kvsql, at every start, online and
- * idempotently (several gateways may start at once). Relies on mysql2 and sql/schema.sql having
- * been applied first (CREATE ... IF NOT EXISTS: new tables appear, old ones keep their shape).
- * Must not touch rows of kv except through the actor's paged `fillSlots`.
+ * Owns a shard's schema: the statements of sql/schema.sql (schemaStatements), and upgrading
+ * tables written by an older kvsql, at every start, online and idempotently (several gateways may
+ * start at once). Relies on mysql2 and sql/schema.sql having been applied first (CREATE ... IF NOT
+ * EXISTS: new tables appear, old ones keep their shape). Must not touch rows of kv except through
+ * the actor's paged `fillSlots`.
  *
  *   kv.slot column      ALTER TABLE ... ADD COLUMN, DEFAULT 65535 (= not computed yet)
  *                       INSTANT on MySQL 8.0.29+ and MariaDB 10.4+: no table copy, no lock wait
@@ -17,7 +18,19 @@
  * mover refuses to move a slot of a shard that still has such rows. Reads and writes do not need
  * the column: ownership is checked on the slot the actor computes from the key.
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { PoolConnection, RowDataPacket } from 'mysql2/promise';
+
+const SCHEMA_PATH = join(__dirname, '..', '..', '..', 'sql', 'schema.sql');
+
+/** sql/schema.sql as statements (CREATE ... IF NOT EXISTS), comments dropped, in file order. */
+export function schemaStatements(): string[] {
+  return readFileSync(SCHEMA_PATH, 'utf8')
+    .split(/;\s*\n/)
+    .map((s) => s.replace(/^\s*--.*$/gm, '').trim())
+    .filter((s) => s.length > 0);
+}
 
 export const UNSLOTTED = 65535;
 

@@ -16,7 +16,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import mysql2 from 'mysql2/promise';
-import { MAX_REAP_KEYS, MysqlShardStore, STATEMENTS, type RowMutations } from '../../src/shard-actor/shard-store';
+import { MAX_REAP_KEYS, type RowMutations } from '../../src/shard-actor/shard-store';
+import { MysqlShardStore } from '../../src/shard-actor/mysql-store/mysql-shard-store';
+import { STATEMENTS } from '../../src/shard-actor/mysql-store/statements';
 import { slotOf } from '../../src/protocol/slot-map';
 import { startTestServer, type TestServer } from '../helpers/mysql';
 import { innodbDeadlocks } from '../helpers/innodb';

@@ -8,7 +8,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import mysql2 from 'mysql2/promise';
-import { MysqlShardStore } from '../../src/shard-actor/shard-store';
+import { MysqlShardStore } from '../../src/shard-actor/mysql-store/mysql-shard-store';
 import { BUMP_SLOTS_EPOCH } from '../../src/shard-actor/schema-migration';
 import { slotOf, SLOT_MOVED, SLOT_OWNED, SLOT_IMPORTING } from '../../src/protocol/slot-map';
 import { startTestServer, type TestServer } from '../helpers/mysql';
