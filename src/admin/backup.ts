@@ -25,7 +25,7 @@ import { ShardSet, isSynced, redact, type AdminOptions } from './shard-set';
 import { currentOwners } from './rebalance';
 import { SLOT_COUNT, SLOT_OWNED, SLOT_MOVED } from '../protocol/slot-map';
 import { hostOf, sslOption } from '../shard-actor/mysql-store/tls';
-import { shardNodes } from '../gateway/config';
+import { shardNodes } from '../config/config';
 import {
   FORMAT,
   RowFileWriter,

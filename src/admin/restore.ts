@@ -23,7 +23,7 @@ import { adminNode, redact, type AdminOptions } from './shard-set';
 import { connOptions } from './backup';
 import { binlogTool, clientArgs, readArchiveIndex } from './binlog-archive';
 import { schemaStatements } from '../shard-actor/schema-migration';
-import { shardNodes } from '../gateway/config';
+import { shardNodes } from '../config/config';
 import { ensureTool } from '../embedded/mysql-binary';
 import { BackupFormatError, decodeCell, readManifest, readRows, resolveBackupDir, sha256File, type Manifest, type ShardManifest, type TableDump } from './backup-format';
 

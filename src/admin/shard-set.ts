@@ -13,7 +13,7 @@ import { hostOf, sslOption } from '../shard-actor/mysql-store/tls';
 import { onNewConnection } from '../shard-actor/mysql-store/mysql2-adapter';
 import { migrateSchema, schemaStatements } from '../shard-actor/schema-migration';
 import { STATUS_SQL, stateOf } from '../shard-actor/node-selector';
-import { shardNodes } from '../gateway/config';
+import { shardNodes } from '../config/config';
 import type { MoveProgress } from '../protocol/slot-map';
 import type { MysqlTls } from '../protocol/port-messages';
 
