@@ -83,7 +83,7 @@ export async function migrateSchema(conn: PoolConnection): Promise<string[]> {
 /**
  * Every transaction that changes which slots a shard serves runs this statement in it (seedSlots,
  * the mover's two flips), so that a read seeing kv_slots_epoch.n unchanged knows kv_slots still
- * serves the set the store cached with it (shard-store readLive). One statement per transaction,
+ * serves the set the store cached with it (mysql-store/reads.ts, readLive). One statement per transaction,
  * not a trigger per row: a row trigger made each of the mover's range statements ~20 µs per slot
  * slower (16,384 rows: 0.32-0.45 s against 0.08 s), which lengthened the write pause of a fence.
  */

@@ -1,5 +1,5 @@
 /**
- * Tests that the shard store's locking statements (src/shard-actor/shard-store.ts STATEMENTS) lock
+ * Tests that the shard store's locking statements (src/shard-actor/mysql-store/statements.ts) lock
  * only their own keys' rows, on a real shard and whatever plan the optimizer would prefer: the
  * premise of "one actor cannot deadlock" (DESIGN.md §7, steps 3 and 5). One actor runs write
  * transactions and reaps on disjoint keys at once; none may wait for a row of another's keys.

@@ -1,5 +1,5 @@
 /**
- * Tests the read path's ownership check through kv_slots_epoch (shard-store readLive): once the
+ * Tests the read path's ownership check through kv_slots_epoch (mysql-store/reads.ts, readLive): once the
  * store has read the served set, read batches check one epoch row instead of their slots' rows,
  * and a change of the served set made as the mover makes it (kv_slots and BUMP_SLOTS_EPOCH in one
  * transaction) is seen by the very next read: a slot moved away is refused, a slot taken over is
