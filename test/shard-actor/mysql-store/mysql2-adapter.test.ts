@@ -86,7 +86,6 @@ test('destroyAllSockets fails the statements in flight at once, with the error g
   const idle = await pool.getConnection();
   idle.release();
   const threads = [busy.threadId, idle.threadId];
-  const started = Date.now();
   const sleeping = busy.query('SELECT SLEEP(20)').then(
     () => null,
     (err: unknown) => err,
@@ -94,19 +93,22 @@ test('destroyAllSockets fails the statements in flight at once, with the error g
   await waitFor('the statement runs', async () => {
     const c = await mysql.createConnection({ uri: server.url('mysql') });
     try {
-      const [rows] = await c.query<RowDataPacket[]>("SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE ID = ? AND INFO LIKE 'SELECT SLEEP%'", [busy.threadId]);
+      const sql = "SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE ID = ? AND INFO LIKE 'SELECT SLEEP%'";
+      const [rows] = await c.query<RowDataPacket[]>(sql, [busy.threadId]);
       return Number(rows[0].n) === 1;
     } finally {
       await c.end();
     }
   }, 10_000);
   const cause = Object.assign(new Error('switched away'), { code: 'PROTOCOL_CONNECTION_LOST' });
+  const cutAt = Date.now();
   destroyAllSockets(pool, cause);
-  const err = (await sleeping) as { code?: string; fatal?: boolean } | null;
+  const err = (await sleeping) as { code?: string } | null;
   assert.ok(err !== null, 'the statement in flight was not failed');
   assert.equal(err.code, 'PROTOCOL_CONNECTION_LOST');
-  assert.ok(Date.now() - started < 10_000, 'the statement failed at its end, not at once');
+  assert.ok(Date.now() - cutAt < 2000, `the statement failed ${Date.now() - cutAt} ms after the cut, not at once`);
   assert.equal(sockets.length, 2);
   for (const s of sockets) assert.equal(s.destroyed, true, 'a socket of the pool stayed open');
-  await waitFor('the server drops both threads', async () => (await threadsAlive(threads)) === 0, 10_000);
+  // The server notices a closed client within SLEEP only every few seconds (MariaDB: 5 s).
+  await waitFor('the server drops both threads', async () => (await threadsAlive(threads)) === 0, 15_000);
 });
