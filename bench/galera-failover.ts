@@ -11,7 +11,7 @@
  * after 10 s Synced; the next trial kills whichever node is the writer then.
  */
 import mysql from 'mysql2/promise';
-import { configFrom } from '../src/gateway/config';
+import { configFrom } from '../src/config/config';
 import { startHaStore } from '../test/helpers/ha-load';
 import { numberFlag as arg, runScript } from './options';
 import { median } from './result';

@@ -7,7 +7,7 @@
  *   flock /tmp/kvsql-bench.lock node dist/bench/galera-sync-wait.js [--rounds=5] [--ops=500]
  */
 import mysql from 'mysql2/promise';
-import { schemaStatements } from '../src/shard-actor/shard-store';
+import { schemaStatements } from '../src/shard-actor/schema-migration';
 import { startTestGalera } from '../test/helpers/galera';
 import { numberFlag as arg, runScript } from './options';
 import { median } from './result';

@@ -1,6 +1,6 @@
 /**
  * Owns the harness's command line: every flag, its default and its check, resolved once and
- * frozen (the same habits as src/gateway/config.ts). Relies on nothing else in bench/.
+ * frozen (the same habits as src/config/config.ts). Relies on nothing else in bench/.
  */
 
 export const ALL_SCENARIOS = [

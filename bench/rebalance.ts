@@ -16,7 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import mysql from 'mysql2/promise';
 import { startLocalMysqld } from '../src/embedded/local-mysqld';
-import { configFrom } from '../src/gateway/config';
+import { configFrom } from '../src/config/config';
 import { createLogger, startServer } from '../src/gateway/server';
 import { SlotMap, slotOf } from '../src/protocol/slot-map';
 import { ShardSet } from '../src/admin/shard-set';

@@ -1,14 +1,14 @@
 /**
  * Owns the help of the `kvsql` command: one row per command and subcommand (its usage line and
  * what it does), the overview that `kvsql --help` prints, and which text answers `kvsql help
- * <words>` or `kvsql <words> --help`. Relies on gateway/config for the server's settings. Pure
+ * <words>` or `kvsql <words> --help`. Relies on config/config for the server's settings. Pure
  * text: no I/O. The token and admin commands print the same rows in their usage errors, so the
  * help and the errors cannot drift apart.
  *
  *   kvsql [--name=value ...]          the server (the overview ends with every setting)
  *   kvsql <group> [<sub>] [args]      a row below; a group's help is its rows
  */
-import { usage as settingsUsage } from './gateway/config';
+import { usage as settingsUsage } from './config/config';
 
 export interface CommandHelp {
   /** The words that name it: ['slots', 'status'], or ['rebalance'] for a command without subcommands. */

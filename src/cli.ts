@@ -8,7 +8,7 @@
  * (admin/backup-commands); `kvsql help` and every command's `--help` are
  * answered from cli-help. Relies on config, embedded-cluster, server, token-cli and cli-help.
  */
-import { resolveConfig, ConfigError, parseArgv } from './gateway/config';
+import { resolveConfig, ConfigError, parseArgv } from './config/config';
 import { COMMAND_GROUPS, COMMANDS, helpFor, overview } from './cli-help';
 import { createLogger, startServer } from './gateway/server';
 import { UwsFallbackError } from './gateway/uws';

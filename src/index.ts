@@ -3,7 +3,7 @@
  * TypeScript client.
  */
 export { startServer, type Server } from './gateway/server';
-export { resolveConfig, configFrom, type Config } from './gateway/config';
+export { resolveConfig, configFrom, type Config } from './config/config';
 export { SlotMap, slotOf, SLOT_COUNT } from './protocol/slot-map';
 export { KvError, ERRORS, type ErrorCode } from './protocol/errors';
 export {

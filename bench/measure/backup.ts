@@ -23,7 +23,7 @@ import mysql from 'mysql2/promise';
 import type { RowDataPacket } from 'mysql2/promise';
 import { binlogArgs, socketPathFor, startLocalMysqld, type LocalMysqld } from '../../src/embedded/local-mysqld';
 import { ensureMysqlBinary, ensureTool } from '../../src/embedded/mysql-binary';
-import { configFrom } from '../../src/gateway/config';
+import { configFrom } from '../../src/config/config';
 import { createLogger, startServer } from '../../src/gateway/server';
 import { slotOf } from '../../src/protocol/slot-map';
 import { takeBackup } from '../../src/admin/backup';

@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import mysql from 'mysql2/promise';
 import { numberFlag, runScript } from '../options';
-import { STATEMENTS } from '../../src/shard-actor/shard-store';
+import { STATEMENTS } from '../../src/shard-actor/mysql-store/statements';
 
 runScript(async () => {
   const url = process.argv.find((a) => a.startsWith('--url='))?.slice(6) ?? 'mysql://root@127.0.0.1:23306/kvsql';

@@ -24,7 +24,9 @@ import mysql from 'mysql2/promise';
 import type { RowDataPacket } from 'mysql2/promise';
 import { pickFreePort, startLocalMysqld, type LocalMysqld } from '../../src/embedded/local-mysqld';
 import { aptInstall, aptUnavailable } from '../../src/embedded/mysql-binary';
-import { MysqlShardStore, STATEMENTS, schemaStatements } from '../../src/shard-actor/shard-store';
+import { MysqlShardStore } from '../../src/shard-actor/mysql-store/mysql-shard-store';
+import { STATEMENTS } from '../../src/shard-actor/mysql-store/statements';
+import { schemaStatements } from '../../src/shard-actor/schema-migration';
 import { TimerWheel } from '../../src/shard-actor/timer-wheel';
 import { numberFlag as arg, runScript } from '../options';
 

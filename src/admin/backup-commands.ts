@@ -12,7 +12,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { resolveConfig } from '../gateway/config';
+import { resolveConfig } from '../config/config';
 import { mysqlTls } from '../gateway/tls';
 import { startEmbeddedCluster } from '../embedded/embedded-cluster';
 import { startLocalMysqld } from '../embedded/local-mysqld';

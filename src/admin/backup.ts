@@ -24,8 +24,8 @@ import type { RowDataPacket } from 'mysql2/promise';
 import { ShardSet, isSynced, redact, type AdminOptions } from './shard-set';
 import { currentOwners } from './rebalance';
 import { SLOT_COUNT, SLOT_OWNED, SLOT_MOVED } from '../protocol/slot-map';
-import { sslOption } from '../shard-actor/shard-store';
-import { shardNodes } from '../gateway/config';
+import { hostOf, sslOption } from '../shard-actor/mysql-store/tls';
+import { shardNodes } from '../config/config';
 import {
   FORMAT,
   RowFileWriter,
@@ -83,7 +83,7 @@ export function connOptions(node: string, o: AdminOptions) {
   return {
     uri: node,
     connectTimeout: 5000,
-    ssl: sslOption(o.tls, new URL(node).hostname.replace(/^\[|\]$/g, '')),
+    ssl: sslOption(o.tls, hostOf(node)),
     // BIGINTs as numbers while exact, as decimal strings beyond 2^53.
     supportBigNumbers: true,
     multipleStatements: true,

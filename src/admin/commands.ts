@@ -15,7 +15,7 @@
  * run again: it resumes each interrupted move where the shards' rows say it stopped.
  */
 import { SLOT_COUNT, STATE_NAMES, SLOT_OWNED, SLOT_MOVED, slotOf, type MoveProgress } from '../protocol/slot-map';
-import { resolveConfig, type Config } from '../gateway/config';
+import { resolveConfig, type Config } from '../config/config';
 import { mysqlTls } from '../gateway/tls';
 import { EMBEDDED_DATABASE, embeddedSqlPort } from '../embedded/embedded-cluster';
 import { ShardSet, ShardReachError, redact, type SlotRow } from './shard-set';

@@ -2,7 +2,7 @@
  * Owns restoring a backup into empty databases, optionally followed by point-in-time recovery
  * (replaying each shard's archived binlog from the backup's position up to a time), and checking
  * a backup without restoring it. Relies on backup-format (manifest, files), binlog-archive (the
- * archive, the client tools), the schema (shard-store) and mysql2. Writes only to the target
+ * archive, the client tools), the schema (schema-migration.ts) and mysql2. Writes only to the target
  * databases, and only after every one of them was found empty.
  *
  *   verify manifest + checksums ─> every target empty? ─> per shard, in parallel:
@@ -22,8 +22,8 @@ import type { RowDataPacket } from 'mysql2/promise';
 import { adminNode, redact, type AdminOptions } from './shard-set';
 import { connOptions } from './backup';
 import { binlogTool, clientArgs, readArchiveIndex } from './binlog-archive';
-import { schemaStatements } from '../shard-actor/shard-store';
-import { shardNodes } from '../gateway/config';
+import { schemaStatements } from '../shard-actor/schema-migration';
+import { shardNodes } from '../config/config';
 import { ensureTool } from '../embedded/mysql-binary';
 import { BackupFormatError, decodeCell, readManifest, readRows, resolveBackupDir, sha256File, type Manifest, type ShardManifest, type TableDump } from './backup-format';
 

@@ -8,10 +8,12 @@
  */
 import mysql from 'mysql2/promise';
 import type { Pool, RowDataPacket } from 'mysql2/promise';
-import { STATEMENTS, schemaStatements, sslOption } from '../shard-actor/shard-store';
-import { migrateSchema } from '../shard-actor/schema-migration';
+import { STATEMENTS } from '../shard-actor/mysql-store/statements';
+import { hostOf, sslOption } from '../shard-actor/mysql-store/tls';
+import { onNewConnection } from '../shard-actor/mysql-store/mysql2-adapter';
+import { migrateSchema, schemaStatements } from '../shard-actor/schema-migration';
 import { STATUS_SQL, stateOf } from '../shard-actor/node-selector';
-import { shardNodes } from '../gateway/config';
+import { shardNodes } from '../config/config';
 import type { MoveProgress } from '../protocol/slot-map';
 import type { MysqlTls } from '../protocol/port-messages';
 
@@ -29,7 +31,7 @@ export interface AdminOptions {
   tls?: MysqlTls | null;
 }
 
-const connOptions = (node: string, o: AdminOptions) => ({ uri: node, connectTimeout: 3000, ssl: sslOption(o.tls, new URL(node).hostname.replace(/^\[|\]$/g, '')) });
+const connOptions = (node: string, o: AdminOptions) => ({ uri: node, connectTimeout: 3000, ssl: sslOption(o.tls, hostOf(node)) });
 
 /**
  * The node of a shard entry the admin tools talk to. For a Galera group (`|`-joined URLs): the
@@ -72,11 +74,10 @@ export interface SlotRow {
 /** A pool on one node (`galera`: that node is part of a group; reads wait for the cluster). */
 export function openPool(node: string, o: AdminOptions = {}, galera = false): Pool {
   const pool = mysql.createPool({ ...connOptions(node, o), connectionLimit: 4, multipleStatements: true, supportBigNumbers: true, bigNumberStrings: false });
-  type CoreConn = { query(sql: string, cb: (err: Error | null) => void): void; destroy(): void };
   // The actors' session (READ COMMITTED, UTC), plus a short lock wait: a mover step that waits
   // behind writes is retried (runUnits) rather than holding its locks for long.
   const setup = `${STATEMENTS.sessionSetup.sql}; SET SESSION innodb_lock_wait_timeout = 5` + (galera ? `; ${STATEMENTS.galeraSyncWait.sql}` : '');
-  (pool as unknown as { pool: { on(ev: string, cb: (c: CoreConn) => void): void } }).pool.on('connection', (conn) =>
+  onNewConnection(pool, (conn) =>
     conn.query(setup, (err) => {
       if (err) conn.destroy();
     }),

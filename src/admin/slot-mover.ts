@@ -23,7 +23,7 @@
  */
 import type { RowDataPacket, ResultSetHeader, Pool } from 'mysql2/promise';
 import { SLOT_COPYING, SLOT_FENCED, SLOT_IMPORTING, SLOT_MOVED, SLOT_OWNED, STATE_NAMES } from '../protocol/slot-map';
-import { NOW_MS } from '../shard-actor/shard-store';
+import { NOW_MS } from '../shard-actor/mysql-store/statements';
 import { BUMP_SLOTS_EPOCH, UNSLOTTED } from '../shard-actor/schema-migration';
 import type { ShardSet, SlotRow } from './shard-set';
 

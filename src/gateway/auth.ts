@@ -25,7 +25,7 @@ import { readFileSync } from 'node:fs';
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
 import { FailureLimiter, bearerToken, parseTokenFile, TOKEN_CHARS, TOKEN_TAG, tokenId, type TokenEntry } from '../protocol/access';
 import { KvError } from '../protocol/errors';
-import { ConfigError, type Config } from './config';
+import { ConfigError, type Config } from '../config/config';
 
 export type { TokenEntry };
 

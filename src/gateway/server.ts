@@ -23,7 +23,7 @@ import { retryAfterOf, toErrorData } from '../protocol/errors';
 import type { ShardStats } from '../protocol/port-messages';
 import { SLOT_COUNT } from '../protocol/slot-map';
 import { Auth, checkExposure } from './auth';
-import { MAX_KEY_BYTES, type Config } from './config';
+import { MAX_KEY_BYTES, type Config } from '../config/config';
 import { mountHttpApi, type HttpContext } from './http-api';
 import { statusLine, writeError } from './http-errors';
 import { hasBody, refusedFraming } from './http-framing';

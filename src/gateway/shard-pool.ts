@@ -39,7 +39,7 @@ import type { ScanRequest, ShardPage } from '../protocol/listing';
 import { errorReply, isReadOp, type Reply, type Request } from '../protocol/ops';
 import type { ActorConfig, FromActor, ShardStats, ToActor } from '../protocol/port-messages';
 import { SlotMap, SLOT_COUNT, SLOT_OWNED, resolveOwners, slotOf, type MoveProgress, type ShardOwnership } from '../protocol/slot-map';
-import { shardNodes, type Config } from './config';
+import { shardNodes, type Config } from '../config/config';
 import { mysqlTls } from './tls';
 import type { FeedRow } from '../protocol/feed';
 

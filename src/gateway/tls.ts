@@ -11,7 +11,7 @@ import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { MysqlTls } from '../protocol/port-messages';
-import { ConfigError, type Config } from './config';
+import { ConfigError, type Config } from '../config/config';
 
 /** The gateway's certificate and key, checked and read (PEM text). */
 export interface ServerTls {

@@ -7,7 +7,7 @@
  * runs, later operations on its key wait. Consecutive waiting writes on one key start together as
  * a chain (applied in order inside one transaction), so a hot key costs one transaction per batch,
  * not one per write. Keys are never shared by two transactions in flight, which is half of the
- * deadlock argument (the other half: rows are locked in key order; see shard-store).
+ * deadlock argument (the other half: rows are locked in key order; see mysql-store/writes.ts).
  *
  *   keys: Map<keyStr, KeyState>          (an entry exists while the key has work scheduled)
  *   KeyState { reads: n scheduled, writing: bool, queue: Fifo of ops waiting }

@@ -9,7 +9,7 @@ import type { ActorConfig, FromActor, ToActor } from '../protocol/port-messages'
 import type { Reply, Request } from '../protocol/ops';
 import { toErrorData } from '../protocol/errors';
 import { ShardActor } from './actor';
-import { MysqlShardStore } from './shard-store';
+import { MysqlShardStore } from './mysql-store/mysql-shard-store';
 
 const cfg = workerData as ActorConfig;
 const port = parentPort!;

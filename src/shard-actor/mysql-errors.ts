@@ -22,9 +22,9 @@ export type ErrorClass = 'retry' | 'connection' | 'fatal';
 
 /** The conditions kvsql detects on its side of the driver, and their class. */
 const STORE_ERRORS = {
-  /** The actor gave up on the batch at the op deadline (shard-store: nothing more is sent). */
+  /** The actor gave up on the batch at the op deadline (mysql-store: nothing more is sent). */
   KV_ABANDONED: 'connection',
-  /** No pooled connection in time (shard-store): the server hangs or cannot be reached. */
+  /** No pooled connection in time (mysql-store/connections.ts): the server hangs or cannot be reached. */
   KV_ACQUIRE_TIMEOUT: 'connection',
   /** No node of a Galera shard group is usable (node-selector.ts). */
   KV_NO_WRITER_NODE: 'connection',

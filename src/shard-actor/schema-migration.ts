@@ -1,8 +1,9 @@
 /**
- * Owns upgrading a shard's tables written by an older kvsql, at every start, online and
- * idempotently (several gateways may start at once). Relies on mysql2 and sql/schema.sql having
- * been applied first (CREATE ... IF NOT EXISTS: new tables appear, old ones keep their shape).
- * Must not touch rows of kv except through the actor's paged `fillSlots`.
+ * Owns a shard's schema: the statements of sql/schema.sql (schemaStatements), and upgrading
+ * tables written by an older kvsql, at every start, online and idempotently (several gateways may
+ * start at once). Relies on mysql2 and sql/schema.sql having been applied first (CREATE ... IF NOT
+ * EXISTS: new tables appear, old ones keep their shape). Must not touch rows of kv except through
+ * the actor's paged `fillSlots`.
  *
  *   kv.slot column      ALTER TABLE ... ADD COLUMN, DEFAULT 65535 (= not computed yet)
  *                       INSTANT on MySQL 8.0.29+ and MariaDB 10.4+: no table copy, no lock wait
@@ -17,7 +18,19 @@
  * mover refuses to move a slot of a shard that still has such rows. Reads and writes do not need
  * the column: ownership is checked on the slot the actor computes from the key.
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { PoolConnection, RowDataPacket } from 'mysql2/promise';
+
+const SCHEMA_PATH = join(__dirname, '..', '..', '..', 'sql', 'schema.sql');
+
+/** sql/schema.sql as statements (CREATE ... IF NOT EXISTS), comments dropped, in file order. */
+export function schemaStatements(): string[] {
+  return readFileSync(SCHEMA_PATH, 'utf8')
+    .split(/;\s*\n/)
+    .map((s) => s.replace(/^\s*--.*$/gm, '').trim())
+    .filter((s) => s.length > 0);
+}
 
 export const UNSLOTTED = 65535;
 
@@ -70,7 +83,7 @@ export async function migrateSchema(conn: PoolConnection): Promise<string[]> {
 /**
  * Every transaction that changes which slots a shard serves runs this statement in it (seedSlots,
  * the mover's two flips), so that a read seeing kv_slots_epoch.n unchanged knows kv_slots still
- * serves the set the store cached with it (shard-store readLive). One statement per transaction,
+ * serves the set the store cached with it (mysql-store/reads.ts, readLive). One statement per transaction,
  * not a trigger per row: a row trigger made each of the mover's range statements ~20 µs per slot
  * slower (16,384 rows: 0.32-0.45 s against 0.08 s), which lengthened the write pause of a fence.
  */

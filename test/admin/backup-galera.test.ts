@@ -13,7 +13,7 @@ import path from 'node:path';
 import { startTestGalera, type TestGalera } from '../helpers/galera';
 import { startTestServer, type TestServer } from '../helpers/mysql';
 import { HttpClient, etagVersion } from '../helpers/http-client';
-import { configFrom, shardNodes } from '../../src/gateway/config';
+import { configFrom, shardNodes } from '../../src/config/config';
 import { createLogger, startServer } from '../../src/gateway/server';
 import { takeBackup } from '../../src/admin/backup';
 import { restoreBackup } from '../../src/admin/restore';

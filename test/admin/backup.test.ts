@@ -21,7 +21,7 @@ import mysql from 'mysql2/promise';
 import type { RowDataPacket } from 'mysql2/promise';
 import { binlogArgs, pickFreePort, startLocalMysqld, type LocalMysqld } from '../../src/embedded/local-mysqld';
 import { findMysqlBinary, ensureMysqlBinary } from '../../src/embedded/mysql-binary';
-import { configFrom } from '../../src/gateway/config';
+import { configFrom } from '../../src/config/config';
 import { createLogger, startServer, type Server } from '../../src/gateway/server';
 import { takeBackup } from '../../src/admin/backup';
 import { restoreBackup, verifyBackup } from '../../src/admin/restore';

@@ -17,7 +17,7 @@ import { ShardSet } from '../../src/admin/shard-set';
 import { rebalanceSet } from '../../src/admin/commands';
 import { DEFAULT_MOVE_OPTIONS } from '../../src/admin/slot-mover';
 import { SLOT_OWNED } from '../../src/protocol/slot-map';
-import { shardNodes } from '../../src/gateway/config';
+import { shardNodes } from '../../src/config/config';
 import type { Server } from '../../src/gateway/server';
 
 let store: TestStore;

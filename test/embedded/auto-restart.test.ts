@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { startEmbeddedCluster, type EmbeddedCluster } from '../../src/embedded/embedded-cluster';
 import { findMysqlBinary } from '../../src/embedded/mysql-binary';
-import { configFrom } from '../../src/gateway/config';
+import { configFrom } from '../../src/config/config';
 import { createLogger, startServer, type Server } from '../../src/gateway/server';
 import { HttpClient, eventually, sleep } from '../helpers/http-client';
 

@@ -17,7 +17,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import WebSocket from 'ws';
 import { createClient, KvClientError } from '../../src/index';
-import { configFrom } from '../../src/gateway/config';
+import { configFrom } from '../../src/config/config';
 import { createLogger, startServer } from '../../src/gateway/server';
 import { WS_BEARER_PROTOCOL } from '../../src/protocol/access';
 import { tokenCommand } from '../../src/token-cli';

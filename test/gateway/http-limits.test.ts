@@ -10,7 +10,7 @@ import crypto from 'node:crypto';
 import http from 'node:http';
 import { startHttpTestStore, closeHttpTestStore, type TestStore } from '../helpers/store';
 import { HttpClient, assertError, etagVersion, kvPath, ttlPath } from '../helpers/http-client';
-import { MAX_KEY_BYTES, MAX_SUPPORTED_VALUE_BYTES } from '../../src/gateway/config';
+import { MAX_KEY_BYTES, MAX_SUPPORTED_VALUE_BYTES } from '../../src/config/config';
 
 const MiB = 1024 * 1024;
 

@@ -9,7 +9,7 @@ import { test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import mysql from 'mysql2/promise';
 import type { RowDataPacket } from 'mysql2/promise';
-import { configFrom, type Config } from '../../src/gateway/config';
+import { configFrom, type Config } from '../../src/config/config';
 import { createLogger, startServer, type Server } from '../../src/gateway/server';
 import { SlotMap } from '../../src/protocol/slot-map';
 import { startTestServer, type TestServer } from '../helpers/mysql';

@@ -6,7 +6,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { configFrom } from '../../src/gateway/config';
+import { configFrom } from '../../src/config/config';
 import { createLogger, startServer, type Server } from '../../src/gateway/server';
 import { keyOnShard } from '../helpers/store';
 import { startTestServer, type TestServer } from '../helpers/mysql';

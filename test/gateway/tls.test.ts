@@ -14,7 +14,7 @@ import path from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import mysql from 'mysql2/promise';
 import { createClient, KvClientError } from '../../src/index';
-import { configFrom } from '../../src/gateway/config';
+import { configFrom } from '../../src/config/config';
 import { createLogger, startServer, type Server } from '../../src/gateway/server';
 import { startTestServer, type TestServer } from '../helpers/mysql';
 import { startTestStore, type TestStore } from '../helpers/store';

@@ -10,7 +10,7 @@
  * anomalies and a per-key linearizability search) over the full history.
  */
 import assert from 'node:assert/strict';
-import { configFrom, type Config } from '../../src/gateway/config';
+import { configFrom, type Config } from '../../src/config/config';
 import { createLogger, startServer, type Server } from '../../src/gateway/server';
 import { nodeName } from '../../src/shard-actor/node-selector';
 import { onNode, startTestGalera, type TestGalera } from './galera';

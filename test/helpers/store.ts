@@ -5,7 +5,7 @@
  * in `before` and closes it in `after`.
  */
 import mysql2 from 'mysql2/promise';
-import { configFrom, type Config } from '../../src/gateway/config';
+import { configFrom, type Config } from '../../src/config/config';
 import { createLogger, startServer, type Server, type ServerOptions } from '../../src/gateway/server';
 import { SlotMap } from '../../src/protocol/slot-map';
 import { HttpClient } from './http-client';

@@ -3,7 +3,7 @@
  * for what is hard to reach through MySQL: per-key order while a transaction is held open, a read
  * beside a write, a store call that never answers, an in-doubt COMMIT, a fenced slot and a slot
  * owned elsewhere. The MySQL-facing behaviour of the real store is tested against a real server
- * (shard-store's callers in test/gateway and test/shard-actor); this fake only has to keep the
+ * (MysqlShardStore's callers in test/gateway and test/shard-actor); this fake only has to keep the
  * ShardStore contract: rows and kv_seq as MySQL would, slot states per slot, TxControl's phase
  * reset per attempt, `cut` failing the call in flight.
  */

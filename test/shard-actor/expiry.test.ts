@@ -10,7 +10,7 @@ import { SlotMap } from '../../src/protocol/slot-map';
 import { startTestStore, type TestStore } from '../helpers/store';
 import { startTestServer, type TestServer } from '../helpers/mysql';
 import { startServer } from '../../src/gateway/server';
-import { configFrom } from '../../src/gateway/config';
+import { configFrom } from '../../src/config/config';
 import { createLogger } from '../../src/gateway/server';
 
 const FAST_EXPIRY = { expiryTickMs: 20, expiryHorizonMs: 3000, expiryLockRetryMs: 200 };

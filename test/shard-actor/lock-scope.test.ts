@@ -1,5 +1,5 @@
 /**
- * Tests that the shard store's locking statements (src/shard-actor/shard-store.ts STATEMENTS) lock
+ * Tests that the shard store's locking statements (src/shard-actor/mysql-store/statements.ts) lock
  * only their own keys' rows, on a real shard and whatever plan the optimizer would prefer: the
  * premise of "one actor cannot deadlock" (DESIGN.md §7, steps 3 and 5). One actor runs write
  * transactions and reaps on disjoint keys at once; none may wait for a row of another's keys.
@@ -16,7 +16,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import mysql2 from 'mysql2/promise';
-import { MAX_REAP_KEYS, MysqlShardStore, STATEMENTS, type RowMutations } from '../../src/shard-actor/shard-store';
+import { MAX_REAP_KEYS, type RowMutations } from '../../src/shard-actor/shard-store';
+import { MysqlShardStore } from '../../src/shard-actor/mysql-store/mysql-shard-store';
+import { STATEMENTS } from '../../src/shard-actor/mysql-store/statements';
 import { slotOf } from '../../src/protocol/slot-map';
 import { startTestServer, type TestServer } from '../helpers/mysql';
 import { innodbDeadlocks } from '../helpers/innodb';

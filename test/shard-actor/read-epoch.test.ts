@@ -1,5 +1,5 @@
 /**
- * Tests the read path's ownership check through kv_slots_epoch (shard-store readLive): once the
+ * Tests the read path's ownership check through kv_slots_epoch (mysql-store/reads.ts, readLive): once the
  * store has read the served set, read batches check one epoch row instead of their slots' rows,
  * and a change of the served set made as the mover makes it (kv_slots and BUMP_SLOTS_EPOCH in one
  * transaction) is seen by the very next read: a slot moved away is refused, a slot taken over is
@@ -8,7 +8,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import mysql2 from 'mysql2/promise';
-import { MysqlShardStore } from '../../src/shard-actor/shard-store';
+import { MysqlShardStore } from '../../src/shard-actor/mysql-store/mysql-shard-store';
 import { BUMP_SLOTS_EPOCH } from '../../src/shard-actor/schema-migration';
 import { slotOf, SLOT_MOVED, SLOT_OWNED, SLOT_IMPORTING } from '../../src/protocol/slot-map';
 import { startTestServer, type TestServer } from '../helpers/mysql';

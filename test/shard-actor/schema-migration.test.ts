@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import mysql from 'mysql2/promise';
 import type { RowDataPacket } from 'mysql2/promise';
 import { startTestServer, type TestServer } from '../helpers/mysql';
-import { configFrom } from '../../src/gateway/config';
+import { configFrom } from '../../src/config/config';
 import { createLogger, startServer, type Server } from '../../src/gateway/server';
 import { HttpClient, eventually } from '../helpers/http-client';
 import { SlotMap, SLOT_COUNT, slotOf } from '../../src/protocol/slot-map';

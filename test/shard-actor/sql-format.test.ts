@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import mysql2 from 'mysql2/promise';
 import { format as mysql2Format } from 'mysql2';
 import { formatSql, literal } from '../../src/shard-actor/sql-format';
-import { STATEMENTS } from '../../src/shard-actor/shard-store';
+import { STATEMENTS } from '../../src/shard-actor/mysql-store/statements';
 import { startTestServer, type TestServer } from '../helpers/mysql';
 
 /** mysql2's own formatter (what conn.query(sql, params) would have sent). */

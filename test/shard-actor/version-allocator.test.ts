@@ -8,7 +8,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import mysql2, { type RowDataPacket } from 'mysql2/promise';
-import { MysqlShardStore } from '../../src/shard-actor/shard-store';
+import { MysqlShardStore } from '../../src/shard-actor/mysql-store/mysql-shard-store';
 import { VersionAllocator, type Versions } from '../../src/shard-actor/version-allocator';
 import { startTestServer, type TestServer } from '../helpers/mysql';
 

@@ -10,7 +10,8 @@ import assert from 'node:assert/strict';
 import { OP_DEL, OP_GET, OP_PUT, type Reply, type Request } from '../../src/protocol/ops';
 import type { ActorConfig } from '../../src/protocol/port-messages';
 import { ShardActor } from '../../src/shard-actor/actor';
-import { MysqlShardStore, type ShardStore } from '../../src/shard-actor/shard-store';
+import type { ShardStore } from '../../src/shard-actor/shard-store';
+import { MysqlShardStore } from '../../src/shard-actor/mysql-store/mysql-shard-store';
 import { startTestServer, type TestServer } from '../helpers/mysql';
 
 let mysql: TestServer;

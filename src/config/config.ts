@@ -1,7 +1,9 @@
 /**
  * Owns configuration: every setting, its default, its parser, resolved once (flag, then env, then
  * the KVSQL_CONFIG file, then default), unknown keys rejected, the result frozen. Relies on nothing
- * else in kvsql. Workers receive their slice in workerData and never read process.env.
+ * else in kvsql. Used by the CLI, the gateway and the admin commands, in their own process or main
+ * thread; shard workers must not import it: they receive their slice in workerData and never read
+ * process.env.
  */
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';

@@ -1,5 +1,5 @@
 /**
- * Tests src/gateway/config.ts (resolution order flag > env > KVSQL_CONFIG file > default, unknown
+ * Tests src/config/config.ts (resolution order flag > env > KVSQL_CONFIG file > default, unknown
  * settings and bad values rejected with ConfigError, the result frozen; configFrom applies the same
  * rules) and the real CLI process (src/cli.ts): bad config exits 2, SIGTERM exits 0 only after the
  * request in flight is answered and committed.
@@ -13,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import mysql from 'mysql2/promise';
-import { ConfigError, configFrom, parseArgv, resolveConfig, shardNodes, MAX_SUPPORTED_VALUE_BYTES, SETTINGS } from '../../src/gateway/config';
+import { ConfigError, configFrom, parseArgv, resolveConfig, shardNodes, MAX_SUPPORTED_VALUE_BYTES, SETTINGS } from '../../src/config/config';
 import { pickFreePort } from '../../src/embedded/local-mysqld';
 import { startTestServer, type TestServer } from '../helpers/mysql';
 import { HttpClient, eventually, kvPath, sleep } from '../helpers/http-client';

@@ -1,0 +1,87 @@
+/**
+ * Owns a shard's identity and slot ownership as the store reads and writes them: the schema and
+ * its migrations at start, the kv_shard row, kv_slots seeding, the ownership the gateway builds
+ * its slot map from, where refused slots went, and filling `slot` of rows written before the
+ * column existed. Relies on ShardConnections, STATEMENTS and schema-migration.ts. Must not serve
+ * reads or writes of keys (reads.ts, writes.ts).
+ */
+import type { RowDataPacket } from 'mysql2/promise';
+import { slotOf, type ShardOwnership } from '../../protocol/slot-map';
+import { StoreError } from '../mysql-errors';
+import { dropEpochTriggers, migrateSchema, schemaStatements, seedSlots, UNSLOTTED } from '../schema-migration';
+import type { ShardIdentity } from '../shard-store';
+import type { ShardConnections } from './connections';
+import { STATEMENTS } from './statements';
+
+export class StoreOwnership {
+  constructor(private readonly c: ShardConnections) {}
+
+  init(): Promise<number | null> {
+    return this.c.withSetupConnection(async (conn) => {
+      for (const sql of schemaStatements()) await conn.query({ sql, timeout: 60_000 });
+      await migrateSchema(conn);
+      await dropEpochTriggers(conn);
+      const [rows] = await conn.query<RowDataPacket[]>(STATEMENTS.shardRow.sql);
+      if (rows.length === 0) return null;
+      // A data dir from before kv_slots: its slots are the ranges it was created with.
+      if (Number(rows[0].slots_seeded) === 0) await seedSlots(conn);
+      return Number(rows[0].shard_index);
+    });
+  }
+
+  bootstrap(identity: ShardIdentity): Promise<void> {
+    return this.c.withSetupConnection(async (conn) => {
+      await conn.query(STATEMENTS.insertIdentity.sql, [identity.shard, identity.shardCount, identity.slotRanges, Date.now()]);
+      const [rows] = await conn.query<RowDataPacket[]>(STATEMENTS.identity.sql);
+      const row = rows[0];
+      if (row.shard_index !== identity.shard || row.slot_ranges !== identity.slotRanges) {
+        // Two gateways created the store at once with different shard lists.
+        throw new StoreError(
+          'KV_SHARD_IDENTITY_MISMATCH',
+          `shard ${identity.shard} was created as shard ${row.shard_index} of ${row.shard_count} with slots ${row.slot_ranges}; ` +
+            `this gateway maps slots ${identity.slotRanges} to it. Refusing to start: keys would be served from the wrong shard. ` +
+            'Use the same shard list (and count) as when the data was written.',
+        );
+      }
+      await seedSlots(conn);
+    });
+  }
+
+  async ownership(): Promise<ShardOwnership> {
+    const results = await this.c.query<RowDataPacket[][]>(STATEMENTS.ownership.sql, undefined);
+    const slots: number[] = [];
+    for (const r of results[1]) slots.push(Number(r.slot), Number(r.state), Number(r.epoch), r.peer === null ? -1 : Number(r.peer));
+    return {
+      shardIndex: results[0].length === 0 ? null : Number(results[0][0].shard_index),
+      slots,
+      peers: results[2].map((r) => [Number(r.shard_index), String(r.url)] as [number, string]),
+      progress:
+        results[3].length === 0
+          ? null
+          : {
+              state: results[3][0].state,
+              slotsTotal: Number(results[3][0].slots_total),
+              slotsDone: Number(results[3][0].slots_done),
+              rowsCopied: Number(results[3][0].rows_copied),
+              startedAt: Number(results[3][0].started_at),
+              updatedAt: Number(results[3][0].updated_at),
+              pauseP99Ms: Number(results[3][0].pause_p99_ms),
+            },
+    };
+  }
+
+  async movedTo(slots: number[]): Promise<Map<number, number>> {
+    const rows = await this.c.query<RowDataPacket[]>(STATEMENTS.movedTo.sql(slots.length), slots);
+    return new Map(rows.map((r) => [Number(r.slot), Number(r.peer)]));
+  }
+
+  async fillSlots(limit: number): Promise<number> {
+    const rows = await this.c.query<RowDataPacket[]>(STATEMENTS.unslottedPage.sql, [UNSLOTTED, limit]);
+    if (rows.length === 0) return 0;
+    const params: unknown[] = [];
+    for (const r of rows) params.push(r.k, slotOf(r.k as Buffer));
+    for (const r of rows) params.push(r.k);
+    await this.c.query(STATEMENTS.fillSlots.sql(rows.length), params);
+    return rows.length;
+  }
+}
