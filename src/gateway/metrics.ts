@@ -63,6 +63,18 @@ export class Metrics {
     this.wsConnections--;
   }
 
+  /** Hand-offs between the main thread and each shard's actor (ops per frame = ops / frames). */
+  renderHandoffs(shards: Array<{ framesSent: number; opsSent: number; replyFrames: number }>): string {
+    const out = [
+      '# HELP kvsql_port_frames_total Frames handed between the main thread and a shard actor, by direction.',
+      '# TYPE kvsql_port_frames_total counter',
+    ];
+    shards.forEach((h, i) => out.push(`kvsql_port_frames_total{shard="${i}",direction="to_actor"} ${h.framesSent}`, `kvsql_port_frames_total{shard="${i}",direction="from_actor"} ${h.replyFrames}`));
+    out.push('# HELP kvsql_port_ops_total Operations handed to a shard actor (in the to_actor frames).', '# TYPE kvsql_port_ops_total counter');
+    shards.forEach((h, i) => out.push(`kvsql_port_ops_total{shard="${i}"} ${h.opsSent}`));
+    return out.join('\n') + '\n';
+  }
+
   /** The slot map this gateway routes by, and the progress of the store's slot mover. */
   renderSlots(s: { epoch: number; moving: number; redirects: number; refreshes: number; progress: MoveProgress | null }): string {
     const out: string[] = [];

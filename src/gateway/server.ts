@@ -197,6 +197,7 @@ export async function startServer(
         if (aborted) return;
         const body =
           metrics.render(stats, pool.queueDepths(), pool.rejected) +
+          metrics.renderHandoffs(pool.handoffs()) +
           metrics.renderSlots({ epoch: pool.epoch, moving: pool.movingSlots, redirects: pool.redirects, refreshes: pool.refreshes, progress: pool.moveProgress }) +
           (auth === null ? '' : auth.renderMetrics());
         res.cork(() => res.writeHeader('Content-Type', METRICS_CONTENT_TYPE).end(body));

@@ -179,6 +179,10 @@ class ShardHandle {
   up = true;
   lastError: ErrorData | undefined;
   frame: Request[] = [];
+  /** Frames and ops handed to the actor, and reply frames back (metrics: ops per hand-off). */
+  framesSent = 0;
+  opsSent = 0;
+  replyFrames = 0;
   /** Scans and counts sent to this shard and not yet answered. */
   scans = 0;
   /** Set once stop() began: an exit is then expected, not a crash. */
@@ -237,7 +241,8 @@ export class ShardPool {
   private statsWaiters = new Map<number, (s: ShardStats) => void>();
   /** Scans and counts in flight, by id: settled by the shard's answer, its deadline, or its crash. */
   private readonly scanWaiters = new Map<number, { shard: ShardHandle; settle: (m: ScanReply | null, error?: ErrorData) => void }>();
-  private nextStatsId = 1;
+  /** Ids of control requests to the actors (stats, scans, counts, feed reads): one sequence for all. */
+  private nextControlId = 1;
   /** Catch-up reads of the change feed in flight, by id. */
   private readonly feedRangeWaiters = new Map<number, { shard: ShardHandle; settle: (m: FeedRangeReply) => void }>();
   /** The change feed's hub (null until one attaches). */
@@ -345,7 +350,7 @@ export class ShardPool {
   /** One control request to an actor, answered by a message with the same id (or a timeout). */
   private control(s: ShardHandle, build: (id: number) => ToActor): Promise<ControlReply> {
     return new Promise((resolve, reject) => {
-      const id = this.nextStatsId++;
+      const id = this.nextControlId++;
       const timer = setTimeout(() => {
         this.controlWaiters.delete(id);
         reject(new Error(`shard ${s.index} did not answer within ${CONTROL_TIMEOUT_MS} ms`));
@@ -471,6 +476,11 @@ export class ShardPool {
     return this.shards.some((s) => s.cfg.nodes.length > 1);
   }
 
+  /** Frames and ops handed to each shard's actor, and reply frames back (metrics). */
+  handoffs(): Array<{ framesSent: number; opsSent: number; replyFrames: number }> {
+    return this.shards.map((s) => ({ framesSent: s.framesSent, opsSent: s.opsSent, replyFrames: s.replyFrames }));
+  }
+
   queueDepths(): number[] {
     return this.shards.map((s) => s.pending.size);
   }
@@ -517,7 +527,7 @@ export class ShardPool {
       members.map(
         (s) =>
           new Promise<ScanReply>((resolve, reject) => {
-            const id = this.nextStatsId++;
+            const id = this.nextControlId++;
             s.scans++;
             const settle = (m: ScanReply | null, error?: ErrorData): void => {
               if (!this.scanWaiters.delete(id)) return;
@@ -560,7 +570,7 @@ export class ShardPool {
     const s = this.shards[shard];
     if (s === undefined || !s.up || s.exited) return Promise.reject(new KvError('KV_ERR_SHARD_UNAVAILABLE', `shard ${shard} is unavailable`));
     return new Promise((resolve, reject) => {
-      const id = this.nextStatsId++;
+      const id = this.nextControlId++;
       const timer = setTimeout(() => {
         if (this.feedRangeWaiters.delete(id)) reject(new KvError('KV_ERR_SHARD_UNAVAILABLE', `shard ${shard} gave no answer within the op deadline (${this.opDeadlineMs} ms)`));
       }, this.opDeadlineMs);
@@ -698,6 +708,8 @@ export class ShardPool {
     for (const s of this.shards) {
       if (s.frame.length === 0) continue;
       const bytes = new Uint8Array(this.packr.pack(s.frame));
+      s.framesSent++;
+      s.opsSent += s.frame.length;
       s.frame = [];
       s.worker.postMessage(bytes satisfies ToActor, [bytes.buffer as ArrayBuffer]);
     }
@@ -708,7 +720,7 @@ export class ShardPool {
       this.shards.map(
         (s) =>
           new Promise<ShardStats | null>((resolve) => {
-            const id = this.nextStatsId++;
+            const id = this.nextControlId++;
             const timer = setTimeout(() => {
               this.statsWaiters.delete(id);
               resolve(null);
@@ -863,6 +875,7 @@ export class ShardPool {
   }
 
   private onReplies(s: ShardHandle, replies: Reply[]): void {
+    s.replyFrames++;
     for (const r of replies) {
       const p = s.pending.get(r[0]);
       if (p === undefined) continue; // answered by the deadline backstop already

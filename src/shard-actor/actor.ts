@@ -43,7 +43,7 @@ import { errLog, type ErrorData } from '../protocol/errors';
 import { BATCH_SIZE_BUCKETS, type ActorConfig, type ShardStats } from '../protocol/port-messages';
 import { classify, StoreError, toKvError } from './mysql-errors';
 import { KeyScheduler, type Chain } from './key-scheduler';
-import type { PendingOp } from './pending-op';
+import type { Batch, PendingOp } from './pending-op';
 import { MAX_REAP_KEYS, newTxControl, type LiveRow, type LockedRow, type RowMutations, type ShardIdentity, type ShardStore, type SlotStates, type TxControl } from './shard-store';
 import { SLOT_COPYING, SLOT_FENCED, SLOT_OWNED, slotOf, type ShardOwnership } from '../protocol/slot-map';
 import { Fifo } from './fifo';
@@ -80,19 +80,6 @@ const FEED_TRIM_INTERVAL_MS = 1000;
 /** Retry interval of settling an in-doubt COMMIT while the server cannot be asked. */
 const SETTLE_RETRY_MS = 500;
 
-/** One read batch or write transaction in flight, as the deadline sweep sees it. */
-interface Batch {
-  kind: 'read' | 'write';
-  /** The user ops it answers. */
-  ops: PendingOp[];
-  ctl: TxControl;
-  startedAt: number;
-  finished: boolean;
-  /** Resolves (to null) when the batch is abandoned; raced against the batch's work. */
-  gaveUp: Promise<null>;
-  giveUp: () => void;
-}
-
 export class ShardActor {
   private readonly scheduler: KeyScheduler;
   private readonly versions: VersionAllocator;
@@ -108,7 +95,8 @@ export class ShardActor {
   private outboxBytes = 0;
   private readsInFlight = 0;
   private writesInFlight = 0;
-  private reapsInFlight = 0;
+  /** A reap statement is running (the reap lane runs one at a time). */
+  private reapRunning = false;
   private flushScheduled = false;
   private up = true;
   private probing = false;
@@ -456,7 +444,7 @@ export class ShardActor {
     // Expiry has its own lane: at most one reap transaction at a time, never holding a user
     // write slot, so a storm of expiring keys costs foreground traffic one connection's worth of
     // MySQL work, not all of it.
-    if (this.scheduler.readyReapCount > 0 && this.reapsInFlight === 0) {
+    if (this.scheduler.readyReapCount > 0 && !this.reapRunning) {
       void this.runReaps(this.scheduler.takeReaps(this.reapBatchKeys));
     }
   }
@@ -529,7 +517,7 @@ export class ShardActor {
    * TTL by another gateway fails the `expires_at <= NOW(3)` re-check under its row lock and stays.
    */
   private async runReaps(chains: Chain[]): Promise<void> {
-    this.reapsInFlight++;
+    this.reapRunning = true;
     const due: Array<{ key: Buffer; dueAt: number }> = [];
     for (const c of chains) for (const op of c.ops) due.push({ key: op.key, dueAt: op.dueAt });
     // Only lock conflicts are retried here; anything else leaves the rows to a later sweep.
@@ -537,7 +525,7 @@ export class ShardActor {
     const result = await this.withRetries(() => (this.feedOn ? this.store.reapWithFeed(keys) : this.store.reap(keys)), (err) => classify(err) === 'retry');
     if (result.ok && result.value > 0) this.feed?.kick();
     if (!result.ok) this.onStoreError(result.error);
-    this.reapsInFlight--;
+    this.reapRunning = false;
     if (result.ok) this.expirer.onReapedBatch(due, result.value, this.now());
     else for (const d of due) this.expirer.onReapFailed(d.key);
     for (const c of chains) this.scheduler.chainDone(c);
@@ -835,7 +823,7 @@ export class ShardActor {
       if (!op.answered && op.deadline! > now) break;
       this.admitted.shift();
       if (op.answered) continue;
-      if (op.batch) this.abandon(op.batch as Batch, `no answer within the op deadline (${this.cfg.opDeadlineMs} ms)`);
+      if (op.batch) this.abandon(op.batch, `no answer within the op deadline (${this.cfg.opDeadlineMs} ms)`);
       else this.answer(op, errorReply(op.id, 'KV_ERR_SHARD_UNAVAILABLE', `shard ${this.cfg.shard}: not started within the op deadline (${this.cfg.opDeadlineMs} ms); the operation was not applied`));
     }
     this.flushOutbox();
@@ -852,7 +840,7 @@ export class ShardActor {
   private answer(op: PendingOp, reply: Reply): void {
     if (op.answered) return;
     op.answered = true;
-    if (!op.batch || (op.batch as Batch).finished) op.value = null;
+    if (!op.batch || op.batch.finished) op.value = null;
     this.outbox.push(reply);
   }
 

@@ -1,7 +1,9 @@
 /**
- * Owns the actor's in-memory form of one operation. Relies on protocol/ops. Pure.
+ * Owns the actor's in-memory form of one operation, and of the batch running it. Relies on
+ * protocol/ops and the store's transaction control. Pure.
  */
 import type { OpCode } from '../protocol/ops';
+import type { TxControl } from './shard-store';
 
 export interface PendingOp {
   /** The gateway's request id (or the expirer's own id for a reap). */
@@ -23,7 +25,7 @@ export interface PendingOp {
   /** A reply was sent (at completion, or at the deadline): never answer again, never apply. */
   answered?: boolean;
   /** The batch running it, while one does (the deadline sweep abandons that batch). */
-  batch?: object | null;
+  batch?: Batch | null;
   /** OP_TXN only: what it does and which keys it holds (txn-plan.ts, key-scheduler.ts). */
   txn?: TxnGroup;
 }
@@ -44,4 +46,17 @@ export interface TxnGroup {
   /** Scheduler: keys not yet held for it, and the keys held (they wait for nothing else). */
   waiting: number;
   held: string[];
+}
+
+/** One read batch or write transaction in flight, as the actor's deadline sweep sees it. */
+export interface Batch {
+  kind: 'read' | 'write';
+  /** The user ops it answers. */
+  ops: PendingOp[];
+  ctl: TxControl;
+  startedAt: number;
+  finished: boolean;
+  /** Resolves (to null) when the batch is abandoned; raced against the batch's work. */
+  gaveUp: Promise<null>;
+  giveUp: () => void;
 }

@@ -147,3 +147,24 @@ test('16 clients incrementing one counter with If-Match and retry on 412 lose no
   assert.equal(etagVersion(final), Math.max(...versions));
   assert.ok(conflicts > 0, 'the clients never conflicted: the test did not exercise If-Match');
 });
+
+test('/metrics counts the hand-offs to the actors: every op in a frame, several ops per frame when 64 clients send at once', async (t) => {
+  const clients = await connections(64);
+  t.after(() => clients.forEach((c) => c.close()));
+  const read = async () => {
+    const text = (await clients[0].request('GET', '/metrics')).text();
+    const sum = (re: RegExp) => [...text.matchAll(re)].reduce((n, m) => n + Number(m[1]), 0);
+    return {
+      ops: sum(/^kvsql_port_ops_total\{shard="\d+"\} (\d+)$/gm),
+      to: sum(/^kvsql_port_frames_total\{shard="\d+",direction="to_actor"\} (\d+)$/gm),
+      from: sum(/^kvsql_port_frames_total\{shard="\d+",direction="from_actor"\} (\d+)$/gm),
+    };
+  };
+  const before = await read();
+  await Promise.all(clients.map(async (c, i) => assert.ok([200, 201].includes((await c.put(`handoff-${i}`, 'v')).status))));
+  await Promise.all(clients.map(async (c, i) => assert.equal((await c.get(`handoff-${i}`)).text(), 'v')));
+  const after = await read();
+  assert.equal(after.ops - before.ops, 128, 'every PUT and GET was handed over once (/metrics itself is not an op)');
+  assert.ok(after.to - before.to >= 2 && after.to - before.to < 64, `frames to the actors: ${after.to - before.to} for 128 ops`);
+  assert.ok(after.from - before.from >= 2, 'replies came back in frames');
+});
