@@ -8,7 +8,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { onNode } from '../helpers/galera';
-import { HaStore, Record, startHaStore, assertDurable, rowsOn, sleep, startLoad, waitFor } from '../helpers/ha-load';
+import { HaStore, Record, startHaStore, rowsOn, startLoad, waitFor } from '../helpers/ha-load';
 
 let store: HaStore;
 before(async () => (store = await startHaStore()));
