@@ -19,6 +19,7 @@ import {
 } from '../../src/gateway/resp-pubsub';
 import { ALLOW_ALL } from '../../src/gateway/resp-server';
 import { notifyFlagsOf } from '../../src/protocol/redis-notify';
+import { sleep } from '../helpers/wait';
 
 const quiet = { warn: () => undefined };
 
@@ -166,7 +167,7 @@ test('feedKeyspaceSource: one watch on every key from now; events mapped; a watc
     { type: 'expired', key: Buffer.from('b') },
   ]);
   calls[0].sink.onError({ code: 'KV_ERR_SLOW_CONSUMER', message: 'cut off' });
-  await new Promise((r) => setTimeout(r, 50));
+  await sleep(50);
   assert.equal(calls.length, 2, 'watching again');
   assert.equal(calls[1].from, 'now');
   stop();

@@ -20,7 +20,7 @@ import { MAX_REAP_KEYS, MysqlShardStore, STATEMENTS, type RowMutations } from '.
 import { slotOf } from '../../src/protocol/slot-map';
 import { startTestServer, type TestServer } from '../helpers/mysql';
 import { innodbDeadlocks } from '../helpers/innodb';
-import { sleep } from '../helpers/http-client';
+import { sleep } from '../helpers/wait';
 
 let mysql: TestServer;
 before(async () => {
