@@ -44,7 +44,6 @@ async function wasmoonAdapter(kind) {
   if (kind === 'wasmoon') {
     const { LuaFactory } = await import('wasmoon');
     const t0 = performance.now();
-    const LuaWasm = (await import('wasmoon')).LuaFactory;
     const f = new LuaFactory();
     const api = await f.getLuaModule();
     mod = api.module; v51 = false;

@@ -231,7 +231,9 @@ async function replayShard(t: Target, files: string[], at: number): Promise<void
     let failed: string | null = null;
     const done = (who: string) => (code: number | null) => {
       if (code !== 0 && failed === null) failed = `${who} exited with ${code}`;
-      if (--pending === 0) (failed === null ? resolve() : reject(new Error(`binlog replay of shard ${t.shard.index}: ${failed}: ${errors.trim().slice(0, 2000)}`)));
+      if (--pending !== 0) return;
+      if (failed === null) resolve();
+      else reject(new Error(`binlog replay of shard ${t.shard.index}: ${failed}: ${errors.trim().slice(0, 2000)}`));
     };
     reader.once('error', reject);
     writer.once('error', reject);

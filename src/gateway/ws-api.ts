@@ -39,8 +39,7 @@ import type { HttpContext } from './http-api';
 import { listPage } from './key-lister';
 import { writeError } from './http-errors';
 import { refusedFraming } from './http-framing';
-import type { Metrics } from './metrics';
-import type { ReplyTarget, ShardPool } from './shard-pool';
+import type { ReplyTarget } from './shard-pool';
 
 /** What the HTTP API gets, plus the open sockets (closed at shutdown) and the per-socket limit. */
 export interface WsContext extends HttpContext {
@@ -201,6 +200,8 @@ class WsConn implements RequestSink {
       return this.refuse(id, OP_WATCH, { code: 'KV_ERR_FORBIDDEN', message: `token "${this.who.name}" may not watch keys with prefix of ${prefix.length} bytes: watching needs a read grant on that prefix or a shorter one` });
     }
     const limit = ctx.feedWatcherBufferBytes;
+    // The sink's methods are called with the sink as `this`; they reach the connection through `conn`.
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
     const conn = this;
     let sub: Subscription | null = null;
     const sink = {

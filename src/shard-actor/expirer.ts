@@ -26,7 +26,7 @@
 import { errLog } from '../protocol/errors';
 import type { ActorConfig, ExpiryStats } from '../protocol/port-messages';
 import { EXPIRY_LAG_BUCKETS_MS } from '../protocol/port-messages';
-import type { DueRow, ShardStore } from './shard-store';
+import type { ShardStore } from './shard-store';
 import { TimerWheel } from './timer-wheel';
 
 export type ExpirerConfig = ActorConfig['expiry'];

@@ -201,6 +201,8 @@ const MAX_REPLY_DEPTH = 1000;
 let initChain: Promise<unknown> = Promise.resolve();
 async function instantiate(): Promise<{ m: EmModule; x: LuaExports }> {
   const run = async (): Promise<{ m: EmModule; x: LuaExports }> => {
+    // Loaded when the first script runs, not when every worker starts; typed by hand to the raw module it exposes.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
     const { LuaApi } = require('wasmoon-lua5.1') as { LuaApi: { initialize(): Promise<{ module: EmModule }> } };
     // lib es2022 has no WebAssembly types; only `instantiate` is touched, and put back.
     const wasm = (globalThis as unknown as { WebAssembly: { instantiate: (...a: unknown[]) => Promise<unknown> } })

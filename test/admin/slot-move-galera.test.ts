@@ -11,7 +11,7 @@ import mysql from 'mysql2/promise';
 import type { RowDataPacket } from 'mysql2/promise';
 import { startTestStore, type TestStore } from '../helpers/store';
 import { startTestGalera, type TestGalera } from '../helpers/galera';
-import { HttpClient, sleep } from '../helpers/http-client';
+import { HttpClient } from '../helpers/http-client';
 import { KvLoad } from '../helpers/kv-load';
 import { ShardSet } from '../../src/admin/shard-set';
 import { rebalanceSet } from '../../src/admin/commands';
@@ -19,6 +19,7 @@ import { DEFAULT_MOVE_OPTIONS } from '../../src/admin/slot-mover';
 import { SLOT_OWNED } from '../../src/protocol/slot-map';
 import { shardNodes } from '../../src/config/config';
 import type { Server } from '../../src/gateway/server';
+import { sleep } from '../helpers/wait';
 
 let store: TestStore;
 let galera: TestGalera;

@@ -9,7 +9,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import type { RowDataPacket } from 'mysql2/promise';
 import { startTestStore, type TestStore } from '../helpers/store';
-import { HttpClient, eventually, sleep } from '../helpers/http-client';
+import { HttpClient } from '../helpers/http-client';
 import { KvLoad } from '../helpers/kv-load';
 import { ShardSet, openPool } from '../../src/admin/shard-set';
 import { planRebalance } from '../../src/admin/rebalance';
@@ -19,6 +19,7 @@ import { SLOT_COUNT, SLOT_OWNED, SLOT_MOVED, slotOf } from '../../src/protocol/s
 import type { Server } from '../../src/gateway/server';
 import { spawn } from 'node:child_process';
 import { CLI, cliEnv } from '../helpers/cli';
+import { sleep, waitFor } from '../helpers/wait';
 
 
 let store: TestStore;
@@ -133,8 +134,7 @@ test('add a third shard and rebalance under load from two gateways: nothing ackn
   assert.ok(Number(/^kvsql_slot_redirects_total (\d+)$/m.exec(metrics)?.[1]) > 0, 'stale routes were redirected');
   // Expired keys: absent through both gateways, and their rows deleted on whichever shard.
   for (const k of shortLived.slice(0, 50)) assert.equal((await c1.get(k)).status, 404);
-  assert.ok(
-    await eventually(async () => {
+  await waitFor(async () => {
       let left = 0;
       for (const url of [...store.urls, newUrl]) {
         const pool = openPool(url);
@@ -143,9 +143,7 @@ test('add a third shard and rebalance under load from two gateways: nothing ackn
         left += Number(r.n);
       }
       return left === 0;
-    }, 8000, 200),
-    'expired rows deleted on every shard',
-  );
+    }, { timeoutMs: 8000, intervalMs: 200, message: 'expired rows deleted on every shard' });
 });
 
 test('a gateway started with the old shard list learns the new shard and serves its keys', async () => {
@@ -222,7 +220,7 @@ test('a gateway process killed and the MySQL server killed during moves: the mov
   let out = '';
   child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
   child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
-  assert.ok(await eventually(() => /"msg":"kvsql listening"/.test(out), 60_000, 100), `gateway did not start: ${out}`);
+  await waitFor(() => /"msg":"kvsql listening"/.test(out), { timeoutMs: 60_000, intervalMs: 100, message: () => `gateway did not start: ${out}` });
   const port = Number(/"port":(\d+),"redisPort"/.exec(out)![1]);
   const c3 = new HttpClient(port);
   t.after(() => c3.close());
@@ -258,7 +256,7 @@ test('a gateway process killed and the MySQL server killed during moves: the mov
   }
   assert.deepEqual(load.stats.violations, []);
   // Shards come back up after the server restart and the gateways re-read the map.
-  assert.ok(await eventually(async () => (await c1.get('kill-0-0')).status < 500, 20_000, 200));
+  await waitFor(async () => (await c1.get('kill-0-0')).status < 500, { timeoutMs: 20_000, intervalMs: 200 });
   assert.deepEqual(await load.verify(c1), []);
   assert.deepEqual(await load.verify(c2), []);
   const counts = await checkShards([...store.urls, newUrl]);

@@ -31,8 +31,6 @@ export interface Anomaly {
   ops: HistoryOp[];
 }
 
-const after = (a: HistoryOp, b: HistoryOp): boolean => a.outcome !== 'unknown' && a.complete < b.invoke;
-
 /** Version a write is known to have: its answer, or what reads of its value saw (unknown writes). */
 export function knownVersions(ops: HistoryOp[]): Map<HistoryOp, number> {
   const writeOf = new Map<string, HistoryOp>();

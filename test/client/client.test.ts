@@ -7,6 +7,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createClient, KvClientError, type KvClient } from '../../src/index';
 import { startTestStore, type TestStore } from '../helpers/store';
+import { sleep } from '../helpers/wait';
 
 const SERVER_MAX_VALUE = 64 * 1024;
 
@@ -108,7 +109,7 @@ test('a key expires after its ttl', async () => {
   const sent = Date.now();
   await client.put('c-short', 'v', { ttl: 1500 });
   assert.ok(await client.get('c-short'));
-  await new Promise((r) => setTimeout(r, sent + 1600 - Date.now()));
+  await sleep(sent + 1600 - Date.now());
   assert.equal(await client.get('c-short'), null);
   assert.equal((await client.put('c-short', 'again', { ifAbsent: true })).created, true, 'an expired key counts as absent');
 });

@@ -18,6 +18,7 @@ import mysql from 'mysql2/promise';
 import { createClient, type KvClient, type KvClientError } from '../../src/client';
 import { createLogger, startServer, type Server } from '../../src/gateway/server';
 import { startTestStore, type TestStore } from '../helpers/store';
+import { sleep } from '../helpers/wait';
 
 let store!: TestStore;
 before(async () => {
@@ -63,7 +64,7 @@ test('an op in flight at a restart fails with KV_ERR_CONNECTION_LOST; queued and
     () => null,
     (e: KvClientError) => e,
   );
-  await new Promise((r) => setTimeout(r, 100)); // the put is waiting on the row lock
+  await sleep(100); // the put is waiting on the row lock
   assert.equal(client.inflight, 1);
 
   const stopping = store.server.close();
@@ -82,7 +83,7 @@ test('an op in flight at a restart fails with KV_ERR_CONNECTION_LOST; queued and
 
   // Issued while no server listens: queued, not failed.
   const queued = client.get('r-other');
-  await new Promise((r) => setTimeout(r, 150));
+  await sleep(150);
   assert.equal(client.queued, 1);
 
   const log = createLogger(store.config.logLevel);

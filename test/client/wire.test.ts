@@ -12,6 +12,7 @@ import { createClient, KvClientError } from '../../src/client';
 import type { WireReply } from '../../src/protocol/ws-format';
 import { ReplyFrameEncoder } from '../../src/protocol/ws-replies';
 import { decodeFrame, type RequestSink } from '../../src/protocol/ws-requests';
+import { sleep, waitFor } from '../helpers/wait';
 
 interface Req {
   id: number;
@@ -63,14 +64,6 @@ class ScriptedServer {
     socket.send(Buffer.from(this.encoder.encode(replies, 0, Infinity)));
   }
 
-  async waitFor(pred: () => boolean, what: string): Promise<void> {
-    const deadline = Date.now() + 5000;
-    while (!pred()) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-      await new Promise((r) => setTimeout(r, 5));
-    }
-  }
-
   close(): Promise<void> {
     for (const ws of this.wss.clients) ws.terminate();
     return new Promise((resolve) => this.wss.close(() => resolve()));
@@ -84,7 +77,7 @@ test('ops issued in one tick go out in one frame, queued until the connection op
   const client = createClient(server.url);
   after(() => client.close());
   const calls = Array.from({ length: 10 }, (_, i) => client.get(`key-${i}`));
-  await server.waitFor(() => server.frames.length === 1, 'one frame');
+  await waitFor(() => server.frames.length === 1, { timeoutMs: 5000, intervalMs: 5, message: 'one frame' });
   const frame = server.frames[0];
   assert.deepEqual(frame.map((r) => r.key), calls.map((_, i) => `key-${i}`));
   assert.equal(new Set(frame.map((r) => r.id)).size, 10, 'distinct ids');
@@ -99,7 +92,7 @@ test('ops issued in one tick go out in one frame, queued until the connection op
     if (i % 2 === 0) assert.equal(r, null);
     else assert.deepEqual(r, { value: Buffer.from(`value of key-${i}`), version: i, expiresAt: null });
   });
-  await new Promise((r) => setTimeout(r, 20));
+  await sleep(20);
   assert.equal(server.frames.length, 1);
 });
 
@@ -108,15 +101,15 @@ test('at most maxInflight ops are on the wire; the rest wait in the client', asy
   const client = createClient(server.url, { maxInflight: 4 });
   after(() => client.close());
   const calls = Array.from({ length: 10 }, (_, i) => client.del(`k${i}`));
-  await server.waitFor(() => server.requests.length === 4, '4 requests');
-  await new Promise((r) => setTimeout(r, 30));
+  await waitFor(() => server.requests.length === 4, { timeoutMs: 5000, intervalMs: 5, message: '4 requests' });
+  await sleep(30);
   assert.equal(server.requests.length, 4, 'no more than the window');
   assert.equal(client.inflight, 4);
   assert.equal(client.queued, 6);
   server.reply(server.requests.slice(0, 3).map((r): WireReply => [r.id, 204]));
-  await server.waitFor(() => server.requests.length === 7, '3 more');
+  await waitFor(() => server.requests.length === 7, { timeoutMs: 5000, intervalMs: 5, message: '3 more' });
   server.reply(server.requests.slice(3).map((r): WireReply => [r.id, 404]));
-  await server.waitFor(() => server.requests.length === 10, 'the rest');
+  await waitFor(() => server.requests.length === 10, { timeoutMs: 5000, intervalMs: 5, message: 'the rest' });
   server.reply(server.requests.slice(7).map((r): WireReply => [r.id, 204]));
   assert.deepEqual(await Promise.all(calls), [true, true, true, false, false, false, false, true, true, true]);
   assert.deepEqual(server.requests.map((r) => r.key), calls.map((_, i) => `k${i}`), 'sent in issue order');
@@ -127,7 +120,7 @@ test('frames of several ops stay under maxFrameBytes; a bigger op goes alone', a
   const client = createClient(server.url, { maxFrameBytes: 2000 });
   after(() => client.close());
   const calls = [...Array.from({ length: 20 }, (_, i) => client.put(`k${i}`, 'v'.repeat(300))), client.put('big', 'b'.repeat(5000))];
-  await server.waitFor(() => server.requests.length === 21, 'all requests');
+  await waitFor(() => server.requests.length === 21, { timeoutMs: 5000, intervalMs: 5, message: 'all requests' });
   assert.ok(server.frames.length >= 5, `${server.frames.length} frames`);
   for (const f of server.frames) {
     const bytes = f.reduce((n, r) => n + r.key.length + (r.value?.length ?? 0), 0);
@@ -145,7 +138,7 @@ test('a sent op that gets no reply times out, and keeps its window slot until th
   after(() => client.close());
   const started = Date.now();
   const first = settle(client.put('slow', 'v'));
-  await server.waitFor(() => server.requests.length === 1, 'the put');
+  await waitFor(() => server.requests.length === 1, { timeoutMs: 5000, intervalMs: 5, message: 'the put' });
   const r = await first;
   assert.ok(!r.ok);
   assert.equal(r.e.code, 'KV_ERR_TIMEOUT');
@@ -154,10 +147,10 @@ test('a sent op that gets no reply times out, and keeps its window slot until th
   assert.ok(Date.now() - started >= 140);
 
   const second = client.get('next');
-  await new Promise((r) => setTimeout(r, 50));
+  await sleep(50);
   assert.equal(server.requests.length, 1, 'the server still counts the timed-out put: the next op waits');
   server.reply([[server.requests[0].id, 201, 1, null]]); // the late reply frees the slot
-  await server.waitFor(() => server.requests.length === 2, 'the get');
+  await waitFor(() => server.requests.length === 2, { timeoutMs: 5000, intervalMs: 5, message: 'the get' });
   server.reply([[server.requests[1].id, 404]]);
   assert.equal(await second, null);
 });
@@ -180,7 +173,7 @@ test('a frame-level error from the server fails what is in flight (never resent)
   const client = createClient(server.url, { reconnectMinDelayMs: 10 });
   after(() => client.close());
   const calls = Array.from({ length: 3 }, (_, i) => settle(client.put(`k${i}`, 'v')));
-  await server.waitFor(() => server.requests.length === 3, 'the puts');
+  await waitFor(() => server.requests.length === 3, { timeoutMs: 5000, intervalMs: 5, message: 'the puts' });
   server.reply([[0, 400, { code: 'KV_ERR_BAD_FRAME', message: 'request 1 of the frame: nonsense' }]]);
   for (const r of await Promise.all(calls)) {
     assert.ok(!r.ok);
@@ -188,9 +181,9 @@ test('a frame-level error from the server fails what is in flight (never resent)
     assert.equal(r.e.status, 500);
     assert.match(r.e.message, /^put: the server rejected a frame: request 1 of the frame: nonsense with the operation in flight; it may or may not have been applied$/);
   }
-  await server.waitFor(() => server.sockets.length === 2, 'a new connection');
+  await waitFor(() => server.sockets.length === 2, { timeoutMs: 5000, intervalMs: 5, message: 'a new connection' });
   const later = client.get('k0');
-  await server.waitFor(() => server.requests.length === 4, 'the get on the new connection');
+  await waitFor(() => server.requests.length === 4, { timeoutMs: 5000, intervalMs: 5, message: 'the get on the new connection' });
   assert.equal(server.requests.filter((r) => r.op === 2).length, 3, 'the puts were not resent');
   server.reply([[server.requests[3].id, 404]]);
   assert.equal(await later, null);
@@ -201,7 +194,7 @@ test('replies the client cannot read drop the connection', async () => {
   const client = createClient(server.url, { reconnectMinDelayMs: 10 });
   after(() => client.close());
   const call = settle(client.get('k'));
-  await server.waitFor(() => server.requests.length === 1, 'the get');
+  await waitFor(() => server.requests.length === 1, { timeoutMs: 5000, intervalMs: 5, message: 'the get' });
   server.sockets[0].send(Buffer.from([0x93, 0x01]));
   const r = await call;
   assert.ok(!r.ok);
@@ -209,7 +202,7 @@ test('replies the client cannot read drop the connection', async () => {
   assert.match(r.e.message, /the server sent an unreadable frame: frame is truncated/);
   // A reply that does not fit its op is that op's error, and the connection stays.
   const odd = settle(client.del('k'));
-  await server.waitFor(() => server.sockets.length === 2 && server.requests.length === 2, 'the del');
+  await waitFor(() => server.sockets.length === 2 && server.requests.length === 2, { timeoutMs: 5000, intervalMs: 5, message: 'the del' });
   server.reply([[server.requests[1].id, 200, 'what']]);
   const o = await odd;
   assert.ok(!o.ok);

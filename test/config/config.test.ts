@@ -16,9 +16,10 @@ import mysql from 'mysql2/promise';
 import { ConfigError, configFrom, parseArgv, resolveConfig, shardNodes, MAX_SUPPORTED_VALUE_BYTES, SETTINGS } from '../../src/config/config';
 import { pickFreePort } from '../../src/embedded/local-mysqld';
 import { startTestServer, type TestServer } from '../helpers/mysql';
-import { HttpClient, eventually, kvPath, sleep } from '../helpers/http-client';
+import { HttpClient, kvPath } from '../helpers/http-client';
 import { CLI, cliEnv } from '../helpers/cli';
 import { checkExposure } from '../../src/gateway/auth';
+import { sleep, waitFor } from '../helpers/wait';
 
 
 function rejects(fn: () => unknown, mentions: string | RegExp): void {
@@ -212,8 +213,11 @@ test('SIGTERM: the CLI stops listening, answers the request in flight, commits i
   });
   const client = new HttpClient(port);
   t.after(() => client.close());
-  const up = await eventually(async () => (await client.request('GET', '/readyz').catch(() => null))?.status === 200, 30_000, 100);
-  assert.ok(up, `CLI did not become ready: ${cli.output()}`);
+  await waitFor(async () => (await client.request('GET', '/readyz').catch(() => null))?.status === 200, {
+    timeoutMs: 30_000,
+    intervalMs: 100,
+    message: () => `CLI did not become ready: ${cli.output()}`,
+  });
   assert.equal((await client.put('cli/before', 'b')).status, 201);
 
   // A PUT whose headers arrived (the call is accepted) and whose body is half sent.

@@ -13,7 +13,8 @@ import { startEmbeddedCluster, type EmbeddedCluster } from '../../src/embedded/e
 import { findMysqlBinary } from '../../src/embedded/mysql-binary';
 import { configFrom } from '../../src/config/config';
 import { createLogger, startServer, type Server } from '../../src/gateway/server';
-import { HttpClient, eventually, sleep } from '../helpers/http-client';
+import { HttpClient } from '../helpers/http-client';
+import { sleep, waitFor } from '../helpers/wait';
 
 const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvsql-autorestart-'));
 let cluster: EmbeddedCluster | undefined;
@@ -44,9 +45,9 @@ test('kill -9 of an embedded mariadbd: the store restarts it and its keys serve 
   const during = await http.get('ar-0');
   assert.ok(during.status === 200 || during.status === 503, `${during.status}`);
 
-  assert.ok(await eventually(() => cluster!.shards[0].pid > 0 && cluster!.shards[0].pid !== pid, 15_000, 50), 'mariadbd was not started again');
+  await waitFor(() => cluster!.shards[0].pid > 0 && cluster!.shards[0].pid !== pid, { timeoutMs: 15_000, intervalMs: 50, message: 'mariadbd was not started again' });
   assert.ok(logs.some((l) => /exited unexpectedly \(code null, signal SIGKILL\); restarting in \d+ ms/.test(l)), `no crash log line in:\n${logs.join('\n')}`);
-  assert.ok(await eventually(async () => (await http!.get('ar-0')).status === 200, 15_000, 100), 'keys never served again');
+  await waitFor(async () => (await http!.get('ar-0')).status === 200, { timeoutMs: 15_000, intervalMs: 100, message: 'keys never served again' });
   t.diagnostic(`serving again ${Date.now() - killedAt} ms after kill -9`);
   for (let i = 0; i < 20; i++) assert.equal((await http.get(`ar-${i}`)).text(), `v${i}`, 'acknowledged writes survived the crash');
   assert.equal((await http.put('ar-0', 'after')).status, 200);

@@ -11,9 +11,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { HttpClient, eventually } from '../helpers/http-client';
+import { HttpClient } from '../helpers/http-client';
 import { pickFreePort } from '../../src/embedded/local-mysqld';
 import { CLI, cliEnv, runCli } from '../helpers/cli';
+import { waitFor } from '../helpers/wait';
 
 const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvsql-resize-'));
 after(() => fs.rmSync(dataDir, { recursive: true, force: true }));
@@ -33,11 +34,14 @@ async function startStore(settings: Record<string, string>): Promise<Running> {
   child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const client = new HttpClient(port);
-  const up = await eventually(async () => (await client.request('GET', '/readyz').catch(() => null))?.status === 200, 120_000, 200);
-  if (!up) {
+  await waitFor(async () => (await client.request('GET', '/readyz').catch(() => null))?.status === 200, {
+    timeoutMs: 120_000,
+    intervalMs: 200,
+    message: () => `the store did not become ready: ${out.slice(-3000)}`,
+  }).catch((err: unknown) => {
     child.kill('SIGKILL');
-    assert.fail(`the store did not become ready: ${out.slice(-3000)}`);
-  }
+    throw err;
+  });
   return {
     child,
     client,
@@ -77,8 +81,11 @@ test('embedded: 2 -> 3 shards by restarting with --embedded-shards=3, and back t
   try {
     // The slots move in the background while it serves: reads are answered meanwhile.
     assert.equal((await store.client.get('resize-1')).text(), 'v-resize-1');
-    const balanced = await eventually(async () => (await owners(store.client)).get(2) === 5461, 120_000, 500);
-    assert.ok(balanced, `the new shard did not get its share: ${JSON.stringify([...(await owners(store.client)).entries()])}\n${store.output().slice(-3000)}`);
+    await waitFor(async () => (await owners(store.client)).get(2) === 5461, {
+      timeoutMs: 120_000,
+      intervalMs: 500,
+      message: async () => `the new shard did not get its share: ${JSON.stringify([...(await owners(store.client)).entries()])}\n${store.output().slice(-3000)}`,
+    });
     for (const [i, k] of keys.entries()) {
       const r = await store.client.get(k);
       assert.equal(r.text(), `v-${k}`);
@@ -88,7 +95,7 @@ test('embedded: 2 -> 3 shards by restarting with --embedded-shards=3, and back t
     assert.equal(drained.code, 0, drained.out);
     // Served meanwhile, from the shards the keys moved back to (a redirect refreshes the map).
     for (const k of keys) assert.equal((await store.client.get(k)).text(), `v-${k}`);
-    assert.ok(await eventually(async () => ((await owners(store.client)).get(2) ?? 0) === 0, 40_000, 500), 'the map shows the drained shard owning nothing');
+    await waitFor(async () => ((await owners(store.client)).get(2) ?? 0) === 0, { timeoutMs: 40_000, intervalMs: 500, message: 'the map shows the drained shard owning nothing' });
   } finally {
     assert.equal(await store.stop(), 0, store.output().slice(-2000));
   }

@@ -14,6 +14,7 @@ import path from 'node:path';
 import mysql from 'mysql2/promise';
 import { startLocalMysqld, tmpDirFor, type LocalMysqld } from '../../src/embedded/local-mysqld';
 import { startTestServer } from '../helpers/mysql';
+import { waitFor } from '../helpers/wait';
 
 function tempDir(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'kvsql-test-'));
@@ -42,15 +43,6 @@ function processRunning(pid: number): boolean {
   } catch {
     return false;
   }
-}
-
-async function eventually(check: () => boolean, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (check()) return true;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return check();
 }
 
 // One server for the tests below, which run in order and build on each other's rows.
@@ -135,7 +127,7 @@ test('a parent killed with SIGKILL does not leave its server running', { skip: !
   });
   assert.ok(processRunning(serverPid));
   parent.kill('SIGKILL');
-  assert.ok(await eventually(() => !processRunning(serverPid), 5000), `server ${serverPid} outlived its parent`);
+  await waitFor(() => !processRunning(serverPid), { timeoutMs: 5000, intervalMs: 50, message: () => `server ${serverPid} outlived its parent` });
   // The crashed dir is usable again, and this stop() clears what the crash left outside it.
   const again = await startLocalMysqld({ dataDir: dir, port: 0, database: 'kvsql', bufferPoolMb: 64 });
   await again.stop();

@@ -9,7 +9,8 @@ import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { keyOnShard, startTestStore, type TestStore } from '../helpers/store';
 import { holdRowLock, lockWaiters } from '../helpers/row-lock';
-import { HttpClient, assertError, eventually } from '../helpers/http-client';
+import { HttpClient, assertError } from '../helpers/http-client';
+import { waitFor } from '../helpers/wait';
 
 let store: TestStore;
 before(async () => {
@@ -30,19 +31,20 @@ test('a crashed actor is replaced; its keys get 503 meanwhile, the other shard k
   assert.equal(((await during.json()) as { error: { code: string } }).error.code, 'KV_ERR_SHARD_UNAVAILABLE');
   assert.equal(await (await fetch(`${store.base}/v1/kv/${k1}`)).text(), 'one');
 
-  const start = Date.now();
   let status = 0;
-  while (Date.now() - start < 10_000) {
-    const r = await fetch(`${store.base}/v1/kv/${k0}`);
-    status = r.status;
-    if (status === 200) {
-      assert.equal(await r.text(), 'zero', 'committed data is still there');
-      break;
-    }
-    await r.arrayBuffer();
-    await new Promise((res) => setTimeout(res, 100));
-  }
-  assert.equal(status, 200, 'the shard serves again by itself');
+  await waitFor(
+    async () => {
+      const r = await fetch(`${store.base}/v1/kv/${k0}`);
+      status = r.status;
+      if (status === 200) {
+        assert.equal(await r.text(), 'zero', 'committed data is still there');
+        return true;
+      }
+      await r.arrayBuffer();
+      return false;
+    },
+    { timeoutMs: 10_000, intervalMs: 100, message: () => `the shard serves again by itself (last status ${status})` },
+  );
   assert.equal((await fetch(`${store.base}/readyz`)).status, 200);
 });
 
@@ -59,11 +61,11 @@ test('writes in flight when the actor dies are answered KV_ERR_OUTCOME_UNKNOWN (
   // Two writes to the held key: the first waits inside MySQL on the lock (its transaction open),
   // the second waits behind it in the actor's per-key queue. A read of the held key waits too.
   const inMysql = client.put(held, 'in mysql');
-  assert.ok(await eventually(async () => (await lockWaiters(store, lock.shard)) >= 1, 5000), 'the write never reached the lock');
+  await waitFor(async () => (await lockWaiters(store, lock.shard)) >= 1, { timeoutMs: 5000, message: 'the write never reached the lock' });
   const behind = client.put(held, 'behind');
   const read = client.get(held);
   const ttl = client.request('PUT', `/v1/ttl/${held}?ttl=60`);
-  assert.ok(await eventually(() => store.server.pool.queueDepths()[0] === 4, 5000), `queue depth ${store.server.pool.queueDepths()[0]}`);
+  await waitFor(() => store.server.pool.queueDepths()[0] === 4, { timeoutMs: 5000, message: () => `queue depth ${store.server.pool.queueDepths()[0]}` });
 
   const started = Date.now();
   await store.server.pool.workerOf(0).terminate();
@@ -78,7 +80,7 @@ test('writes in flight when the actor dies are answered KV_ERR_OUTCOME_UNKNOWN (
   // The dead worker's connection went with it: once the lock is released nothing it held
   // commits (its COMMIT was never sent), so "unknown" resolves to "not applied" here.
   await lock.release();
-  assert.ok(await eventually(async () => (await client.get(held)).status === 200, 10_000, 100), 'shard 0 never came back');
+  await waitFor(async () => (await client.get(held)).status === 200, { timeoutMs: 10_000, intervalMs: 100, message: 'shard 0 never came back' });
   const got = await client.get(held);
   assert.equal(got.text(), 'before');
   assert.equal(got.headers['x-expires-at'], undefined, 'the TTL of the dead worker was not applied');
@@ -98,8 +100,7 @@ test('/readyz: one shard down is 200 "degraded"; every shard down is 503', async
   const all = await fetch(`${store.base}/readyz`);
   assert.equal(all.status, 503);
   assert.equal(((await all.json()) as { status: string }).status, 'unavailable');
-  const start = Date.now();
   const status = async () => ((await (await fetch(`${store.base}/readyz`)).json()) as { status: string }).status;
-  while (Date.now() - start < 15_000 && (await status()) !== 'ready') await new Promise((r) => setTimeout(r, 100));
+  await waitFor(async () => (await status()) === 'ready', { timeoutMs: 15_000, intervalMs: 100, message: '/readyz says ready again' });
   assert.equal(((await (await fetch(`${store.base}/readyz`)).json()) as { status: string }).status, 'ready');
 });

@@ -26,6 +26,7 @@ import { startHttpTestStore, closeHttpTestStore, type TestStore } from '../helpe
 import { assertError, encodeKey, HttpClient, type HttpReply } from '../helpers/http-client';
 import { bearer, makeToken, writeTokenFile, type TestToken } from '../helpers/tokens';
 import { CLI, cliEnv } from '../helpers/cli';
+import { waitFor } from '../helpers/wait';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvsql-auth-'));
 const file = path.join(dir, 'tokens.jsonl');
@@ -402,16 +403,11 @@ test('the CLI: SIGHUP reloads the token file and the process keeps serving; 0.0.
   const c = new HttpClient(port, 1);
   t.after(() => c.close());
   const up = async (): Promise<boolean> => (await c.request('GET', '/healthz').catch(() => null))?.status === 200;
-  for (let i = 0; i < 300 && !(await up()); i++) await new Promise((r) => setTimeout(r, 100));
+  await waitFor(up, { timeoutMs: 30_000, intervalMs: 100, message: 'the CLI answers /healthz' });
   assert.equal((await c.put('h/1', 'v', '', bearer(t1))).status, 201);
   writeTokenFile(f, [t2]);
   cli.kill('SIGHUP');
-  let swapped = false;
-  for (let i = 0; i < 100 && !swapped; i++) {
-    swapped = (await c.get('h/1', bearer(t2))).status === 200;
-    if (!swapped) await new Promise((r) => setTimeout(r, 50));
-  }
-  assert.ok(swapped, 'the new token works after SIGHUP');
+  await waitFor(async () => (await c.get('h/1', bearer(t2))).status === 200, { timeoutMs: 10_000, intervalMs: 50, message: 'the new token works after SIGHUP' });
   assert401(await c.get('h/1', bearer(t1)));
   assert.equal(cli.exitCode, null, 'SIGHUP does not stop the process');
   cli.kill('SIGTERM');

@@ -15,6 +15,7 @@ import { runUnits } from '../../src/admin/commands';
 import { DEFAULT_MOVE_OPTIONS } from '../../src/admin/slot-mover';
 import { slotOf } from '../../src/protocol/slot-map';
 import { startTestStore, type TestStore } from '../helpers/store';
+import { sleep } from '../helpers/wait';
 
 let store!: TestStore;
 let second!: Server;
@@ -68,7 +69,7 @@ test('two gateways, a resume across them and a slot move: every acknowledged wri
       }
     }),
   );
-  await new Promise((r) => setTimeout(r, 500));
+  await sleep(500);
 
   // Half way: watcher 1 stops and resumes from its cursor on the other gateway.
   w1.close();
@@ -94,7 +95,7 @@ test('two gateways, a resume across them and a slot move: every acknowledged wri
   } finally {
     await set.close();
   }
-  await new Promise((r) => setTimeout(r, 500));
+  await sleep(500);
   stop = true;
   await load;
 
@@ -114,7 +115,7 @@ test('two gateways, a resume across them and a slot move: every acknowledged wri
     for (const [k, s] of acked) for (const v of s) if (!m.get(k)?.has(v)) return false;
     return true;
   };
-  while (!(complete(got2) && complete([...got1, ...resumed])) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  while (!(complete(got2) && complete([...got1, ...resumed])) && Date.now() < deadline) await sleep(100);
   w2.close();
   w1b.close();
   await Promise.all([d2, d1b]);

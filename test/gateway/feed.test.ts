@@ -21,6 +21,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { makeToken, writeTokenFile } from '../helpers/tokens';
+import { sleep, waitFor } from '../helpers/wait';
 
 let mysql!: TestServer;
 let store!: TestStore;
@@ -197,7 +198,7 @@ test('SSE: events with id = cursor, and Last-Event-ID resumes', async () => {
       req.on('error', (err) => (err.message.includes('aborted') || (err as { code?: string }).code === 'ECONNRESET' ? undefined : reject(err)));
     });
   const p1 = read({}, (t) => (t.match(/event: put/g) ?? []).length >= 3);
-  await new Promise((r) => setTimeout(r, 300));
+  await sleep(300);
   for (let i = 0; i < 3; i++) await client.put(`sse:${i}`, 'v');
   const text = await p1;
   const ids = [...text.matchAll(/id: (\S+)\nevent: put\ndata: (.*)\n/g)];
@@ -221,8 +222,7 @@ test('a watcher that does not read is cut off with its cursor', async () => {
     const replies: unknown[][] = [];
     ws.on('message', (d: Buffer) => replies.push(...(decodeReplyFrame(d) as unknown[][])));
     ws.send(packr.pack([[7, 15, 'slow:', { from: 'now' }]]));
-    const deadline = Date.now() + 5000;
-    while (!replies.some((r) => r[1] === 200) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    await waitFor(() => replies.some((r) => r[1] === 200), { timeoutMs: 5000, intervalMs: 20, message: 'the watch is open' });
     // Stop reading: the socket's buffers fill.
     (ws as unknown as { _socket: { pause(): void } })._socket.pause();
     // About 20 MB of events (1 KB keys): more than the kernel's socket buffers take.
@@ -237,9 +237,8 @@ test('a watcher that does not read is cut off with its cursor', async () => {
     );
     for (const c of writers) await c.close();
     (ws as unknown as { _socket: { resume(): void } })._socket.resume();
-    const until = Date.now() + 10_000;
     let cut: unknown[] | undefined;
-    while (Date.now() < until && (cut = replies.find((r) => r[0] === 7 && r[1] === 503)) === undefined) await new Promise((r) => setTimeout(r, 50));
+    await waitFor(() => (cut = replies.find((r) => r[0] === 7 && r[1] === 503)) !== undefined, { timeoutMs: 10_000, intervalMs: 50, message: 'cut off' });
     assert.ok(cut !== undefined, 'cut off');
     const err = cut[2] as { code: string; cursor: string };
     assert.equal(err.code, 'KV_ERR_WATCH_TOO_SLOW');
@@ -292,20 +291,10 @@ test('retention: rows past the row bound and the time bound are trimmed in pages
         return { n: Number(r.n), upto: Number(r.upto) };
       };
       let now = await count();
-      const deadline = Date.now() + 15_000;
-      while (now.n > 1000 && Date.now() < deadline) {
-        await new Promise((r) => setTimeout(r, 200));
-        now = await count();
-      }
-      assert.ok(now.n <= 1000, `rows kept: ${now.n}`);
+      await waitFor(async () => (now = await count()).n <= 1000, { timeoutMs: 15_000, intervalMs: 200, message: () => `rows kept: ${now.n}` });
       assert.ok(now.upto >= 2000, `trim mark: ${now.upto}`);
       // The time bound: nothing is written any more, so after 3 s everything goes.
-      const deadline2 = Date.now() + 15_000;
-      while (now.n > 0 && Date.now() < deadline2) {
-        await new Promise((r) => setTimeout(r, 200));
-        now = await count();
-      }
-      assert.equal(now.n, 0);
+      await waitFor(async () => (now = await count()).n === 0, { timeoutMs: 15_000, intervalMs: 200, message: () => `rows left after the time bound: ${now.n}` });
     } finally {
       await conn.end();
     }
@@ -328,8 +317,7 @@ test('the hub interface other doors use (Redis keyspace notifications): Redis ev
   await client.incr('hub:n', 2);
   await client.incrByFloat('hub:n', 0.5);
   await client.getdel('hub:n');
-  const deadline = Date.now() + 10_000;
-  while (got.length < 5 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  await waitFor(() => got.length >= 5, { timeoutMs: 10_000, intervalMs: 20, message: () => `5 events, got ${got.length}` });
   sub.unsubscribe();
   assert.equal(failed, null);
   assert.deepEqual(got, [
@@ -353,12 +341,11 @@ test('Redis door: keyspace notifications come from the feed: writes of every doo
       if (msg.startsWith('rk:')) got.push(`${ch} ${msg}`);
     });
     await sub.psubscribe('__keyevent@0__:*');
-    await new Promise((res) => setTimeout(res, 300)); // the hub's watch starts on the first subscriber
+    await sleep(300); // the hub's watch starts on the first subscriber
     await client.put(ws, 'x'); // the WebSocket door
     await client.incr(n, 1);
     await r.set(rk, 'y', 'PX', 150); // this door: set, then expire; later expired
-    const deadline = Date.now() + 10_000;
-    while (!got.includes(`__keyevent@0__:expired ${rk}`) && Date.now() < deadline) await new Promise((res) => setTimeout(res, 50));
+    await waitFor(() => got.includes(`__keyevent@0__:expired ${rk}`), { timeoutMs: 10_000, intervalMs: 50, message: () => `the expired event, got ${JSON.stringify(got)}` });
     assert.deepEqual(got, [
       `__keyevent@0__:set ${ws}`,
       `__keyevent@0__:incrby ${n}`,

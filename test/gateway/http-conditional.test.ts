@@ -6,7 +6,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startHttpTestStore, closeHttpTestStore, type TestStore } from '../helpers/store';
-import { HttpClient, assertError, etagVersion, eventually, type HttpReply } from '../helpers/http-client';
+import { HttpClient, assertError, etagVersion, type HttpReply } from '../helpers/http-client';
+import { waitFor } from '../helpers/wait';
 
 let store: TestStore;
 let http: HttpClient;
@@ -40,7 +41,7 @@ test('If-None-Match: * creates an absent key (201) and is 412 on a live one, whi
 test('If-None-Match: * treats an expired key as absent', async () => {
   await http.put('cond/expired', 'old', 'ttl=0.3');
   assertError(await http.put('cond/expired', 'early', '', IF_ABSENT), 412, 'KV_ERR_PRECONDITION_FAILED');
-  assert.ok(await eventually(async () => (await http.get('cond/expired')).status === 404, 3000));
+  await waitFor(async () => (await http.get('cond/expired')).status === 404, { timeoutMs: 3000 });
   const r = await http.put('cond/expired', 'new', '', IF_ABSENT);
   assert.equal(r.status, 201);
   assert.equal((await http.get('cond/expired')).text(), 'new');
@@ -82,7 +83,7 @@ test('If-Match on an absent or expired key is 412 and creates nothing', async ()
 
   const put = await http.put('cond/match-expired', 'x', 'ttl=0.3');
   const v = etagVersion(put);
-  assert.ok(await eventually(async () => (await http.get('cond/match-expired')).status === 404, 3000));
+  await waitFor(async () => (await http.get('cond/match-expired')).status === 404, { timeoutMs: 3000 });
   assertError(await http.put('cond/match-expired', 'y', '', ifMatch(v)), 412, 'KV_ERR_PRECONDITION_FAILED');
   assertError(await http.get('cond/match-expired'), 404, 'KV_ERR_NOT_FOUND');
 });

@@ -10,8 +10,9 @@ import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
 import { startHttpTestStore, closeHttpTestStore, type TestStore } from '../helpers/store';
-import { HttpClient, assertError, kvPath, sleep } from '../helpers/http-client';
+import { HttpClient, assertError, kvPath } from '../helpers/http-client';
 import { SLOT_COUNT } from '../../src/protocol/slot-map';
+import { sleep } from '../helpers/wait';
 
 let store: TestStore;
 let client: HttpClient;

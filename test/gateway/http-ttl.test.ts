@@ -7,8 +7,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startHttpTestStore, closeHttpTestStore, type TestStore } from '../helpers/store';
-import { HttpClient, assertError, etagVersion, sleep, ttlPath } from '../helpers/http-client';
+import { HttpClient, assertError, etagVersion, ttlPath } from '../helpers/http-client';
 import { measureShardClock, watchExpiry, type ShardClock } from '../helpers/shard-clock';
+import { sleep } from '../helpers/wait';
 
 let store: TestStore;
 let http: HttpClient;

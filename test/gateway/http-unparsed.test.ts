@@ -13,6 +13,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { startTestStore, type TestStore } from '../helpers/store';
+import { waitFor } from '../helpers/wait';
 
 let store: TestStore;
 before(async () => {
@@ -71,10 +72,9 @@ test('HTTP/1.1 pipelining: fine behind synchronous replies; behind a key operati
   assert.equal(async.reply, '', 'uWS now answers pipelined requests behind an async reply: update README "HTTP framing"');
   assert.equal(async.closed, true);
   // The PUT was applied although nobody was told: why README says not to pipeline.
-  let status = 0;
-  for (let i = 0; i < 50 && status !== 200; i++) {
-    status = (await fetch(`${store.base}/v1/kv/framing-pipelined`)).status;
-    if (status !== 200) await new Promise((r) => setTimeout(r, 50));
-  }
-  assert.equal(status, 200);
+  await waitFor(async () => (await fetch(`${store.base}/v1/kv/framing-pipelined`)).status === 200, {
+    timeoutMs: 5000,
+    intervalMs: 50,
+    message: 'the pipelined PUT was applied',
+  });
 });

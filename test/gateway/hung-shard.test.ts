@@ -7,7 +7,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startHttpTestStore, closeHttpTestStore, type TestStore } from '../helpers/store';
-import { HttpClient, eventually, sleep, type HttpReply } from '../helpers/http-client';
+import { HttpClient, type HttpReply } from '../helpers/http-client';
+import { sleep, waitFor } from '../helpers/wait';
 
 const DEADLINE_MS = 2000;
 const SLACK_MS = 750;
@@ -52,7 +53,7 @@ test('SIGSTOP with writes and reads in flight: all answered by the deadline, 503
       if (code === 'KV_ERR_OUTCOME_UNKNOWN') unknown.add(key);
     }
   }
-  assert.ok(await eventually(async () => (await http.request('GET', '/readyz')).status === 503, 5000, 50), '/readyz never said down');
+  await waitFor(async () => (await http.request('GET', '/readyz')).status === 503, { timeoutMs: 5000, intervalMs: 50, message: '/readyz never said down' });
   const t1 = Date.now();
   const r = await http.get('h0');
   assert.equal(r.status, 503);
@@ -61,9 +62,9 @@ test('SIGSTOP with writes and reads in flight: all answered by the deadline, 503
   process.kill(store.mysql.pid, 'SIGCONT');
   stopped = false;
   const t2 = Date.now();
-  assert.ok(await eventually(async () => (await http.request('GET', '/readyz')).status === 200, 10_000, 50), 'shard did not come back by itself');
+  await waitFor(async () => (await http.request('GET', '/readyz')).status === 200, { timeoutMs: 10_000, intervalMs: 50, message: 'shard did not come back by itself' });
   const recovered = Date.now() - t2;
-  assert.ok(await eventually(async () => (await http.get('h0')).status === 200, 10_000, 50));
+  await waitFor(async () => (await http.get('h0')).status === 200, { timeoutMs: 10_000, intervalMs: 50 });
   t.diagnostic(`ready again ${recovered} ms after SIGCONT`);
   // Acknowledged values are intact; a write answered OUTCOME_UNKNOWN is either there or not.
   for (const [key, value] of acked) {

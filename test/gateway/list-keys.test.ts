@@ -16,7 +16,7 @@ import Redis from 'ioredis';
 import WebSocket from 'ws';
 import { pack, unpack } from 'msgpackr';
 import { startTestStore, type TestStore } from '../helpers/store';
-import { HttpClient, assertError, sleep } from '../helpers/http-client';
+import { HttpClient, assertError } from '../helpers/http-client';
 import { makeToken, writeTokenFile, bearer } from '../helpers/tokens';
 import { createClient, type KvClient } from '../../src/client';
 import { SlotMap } from '../../src/protocol/slot-map';
@@ -25,6 +25,7 @@ import { planRebalance } from '../../src/admin/rebalance';
 import { runUnits } from '../../src/admin/commands';
 import { DEFAULT_MOVE_OPTIONS } from '../../src/admin/slot-mover';
 import type { Server } from '../../src/gateway/server';
+import { sleep } from '../helpers/wait';
 
 let store: TestStore;
 let http: HttpClient;

@@ -9,7 +9,8 @@ import assert from 'node:assert/strict';
 import mysql from 'mysql2/promise';
 import { startHttpTestStore, closeHttpTestStore, type TestStore } from '../helpers/store';
 import { holdRowLock, lockWaiters } from '../helpers/row-lock';
-import { HttpClient, assertError, etagVersion, eventually } from '../helpers/http-client';
+import { HttpClient, assertError, etagVersion } from '../helpers/http-client';
+import { waitFor } from '../helpers/wait';
 
 let store: TestStore;
 let client: HttpClient;
@@ -31,9 +32,9 @@ test('PUT values over KVSQL_QUEUE_BYTES waiting on one shard get 503 at once and
   after(() => lock.release());
 
   const first = tracked(client.put('locked', v1));
-  assert.ok(await eventually(async () => (await lockWaiters(store, 0)) >= 1, 5000), 'the first PUT never reached the lock');
+  await waitFor(async () => (await lockWaiters(store, 0)) >= 1, { timeoutMs: 5000, message: 'the first PUT never reached the lock' });
   const second = tracked(client.put('locked', v2));
-  assert.ok(await eventually(() => store.server.pool.queueDepths()[0] === 2, 5000), 'the second PUT never queued');
+  await waitFor(() => store.server.pool.queueDepths()[0] === 2, { timeoutMs: 5000, message: 'the second PUT never queued' });
 
   // 800 KiB are waiting; 400 KiB more would pass the 1 MiB budget.
   const third = await client.put('locked', v3);

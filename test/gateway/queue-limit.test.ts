@@ -8,7 +8,8 @@ import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { startHttpTestStore, closeHttpTestStore, keyOnShard, type TestStore } from '../helpers/store';
 import { holdRowLock } from '../helpers/row-lock';
-import { HttpClient, assertError, etagVersion, eventually } from '../helpers/http-client';
+import { HttpClient, assertError, etagVersion } from '../helpers/http-client';
+import { waitFor } from '../helpers/wait';
 
 const LIMIT = 4;
 let store: TestStore;
@@ -28,7 +29,7 @@ test(`the ${LIMIT + 1}-th op outstanding on a shard gets 503 with Retry-After at
   after(() => lock.release());
 
   const writes = Array.from({ length: LIMIT }, (_, i) => client.put(held, `held ${i}`));
-  assert.ok(await eventually(() => store.server.pool.queueDepths()[0] === LIMIT, 5000), `queue depth ${store.server.pool.queueDepths()[0]}, expected ${LIMIT}`);
+  await waitFor(() => store.server.pool.queueDepths()[0] === LIMIT, { timeoutMs: 5000, message: () => `queue depth ${store.server.pool.queueDepths()[0]}, expected ${LIMIT}` });
 
   const started = Date.now();
   const refusedPut = await client.put(other0, 'refused');

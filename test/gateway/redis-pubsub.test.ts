@@ -18,6 +18,7 @@ import { createClient } from 'redis';
 import { startTestStore, type TestStore } from '../helpers/store';
 import { makeToken, writeTokenFile } from '../helpers/tokens';
 import type { KeyspaceEvent, KeyspaceSource, PublishBus } from '../../src/gateway/resp';
+import { sleep, waitFor } from '../helpers/wait';
 
 let store!: TestStore;
 let port = 0;
@@ -39,22 +40,12 @@ function client(p = port): Redis {
   return c;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 /** Collects a subscriber's events in arrival order. */
 function record(sub: Redis): string[][] {
   const got: string[][] = [];
   sub.on('message', (ch: string, msg: string) => got.push(['message', ch, msg]));
   sub.on('pmessage', (pat: string, ch: string, msg: string) => got.push(['pmessage', pat, ch, msg]));
   return got;
-}
-
-async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timeout waiting for ${what}`);
-    await sleep(10);
-  }
 }
 
 /** A raw connection: send text, read exactly the bytes expected. */
@@ -74,7 +65,7 @@ class Raw {
   }
   /** Waits for `text.length` bytes and checks them. */
   async expect(text: string, what = text): Promise<void> {
-    await until(() => this.buf.length >= text.length || this.closed, `${JSON.stringify(what)}; got ${JSON.stringify(this.buf.toString('latin1'))}`);
+    await waitFor(() => this.buf.length >= text.length || this.closed, { timeoutMs: 5000, intervalMs: 10, message: () => `${JSON.stringify(what)}; got ${JSON.stringify(this.buf.toString('latin1'))}` });
     const got = this.buf.subarray(0, text.length).toString('latin1');
     this.buf = this.buf.subarray(text.length);
     assert.equal(got, text);
@@ -95,7 +86,7 @@ test('PUBLISH/SUBSCRIBE basics with ioredis: counts, messages, UNSUBSCRIBE one t
   assert.equal(await sub.subscribe('chan1', 'chan2'), 2);
   assert.equal(await pub.publish('chan1', 'hello'), 1);
   assert.equal(await pub.publish('chan2', 'world'), 1);
-  await until(() => got.length === 2, 'two messages');
+  await waitFor(() => got.length === 2, { timeoutMs: 5000, intervalMs: 10, message: 'two messages' });
   assert.deepEqual(got, [
     ['message', 'chan1', 'hello'],
     ['message', 'chan2', 'world'],
@@ -103,7 +94,7 @@ test('PUBLISH/SUBSCRIBE basics with ioredis: counts, messages, UNSUBSCRIBE one t
   assert.equal(await sub.unsubscribe('chan1'), 1);
   assert.equal(await pub.publish('chan1', 'hello'), 0);
   assert.equal(await pub.publish('chan2', 'world'), 1);
-  await until(() => got.length === 3, 'third message');
+  await waitFor(() => got.length === 3, { timeoutMs: 5000, intervalMs: 10, message: 'third message' });
   assert.deepEqual(got[2], ['message', 'chan2', 'world']);
   assert.equal(await sub.unsubscribe(), 0);
   assert.equal(await pub.publish('chan2', 'world'), 0);
@@ -121,7 +112,7 @@ test('PUBLISH reaches every subscriber once; SUBSCRIBE to one channel more than 
   await a.subscribe('twice');
   await b.subscribe('twice');
   assert.equal(await pub.publish('twice', 'hi'), 2);
-  await until(() => ga.length === 1 && gb.length === 1, 'one message each');
+  await waitFor(() => ga.length === 1 && gb.length === 1, { timeoutMs: 5000, intervalMs: 10, message: 'one message each' });
   await sleep(50);
   assert.equal(ga.length, 1);
 });
@@ -136,7 +127,7 @@ test('PSUBSCRIBE with glob patterns: pmessage shape, publish counts, PUNSUBSCRIB
   assert.equal(await pub.publish('foo1', 'hello'), 0);
   assert.equal(await pub.publish('barfoo.1', 'hello'), 0);
   assert.equal(await pub.publish('qux.1', 'hello'), 0);
-  await until(() => got.length === 2, 'two pmessages');
+  await waitFor(() => got.length === 2, { timeoutMs: 5000, intervalMs: 10, message: 'two pmessages' });
   assert.deepEqual(got, [
     ['pmessage', 'foo.*', 'foo.1', 'hello'],
     ['pmessage', 'bar.*', 'bar.1', 'hello'],
@@ -159,7 +150,7 @@ test('PSUBSCRIBE with glob patterns: pmessage shape, publish counts, PUNSUBSCRIB
   assert.equal(await mix.subscribe('foo.bar'), 1);
   assert.equal(await mix.psubscribe('foo.*'), 2);
   assert.equal(await pub.publish('foo.bar', 'hello'), 2);
-  await until(() => gm.length === 2, 'message and pmessage');
+  await waitFor(() => gm.length === 2, { timeoutMs: 5000, intervalMs: 10, message: 'message and pmessage' });
   assert.deepEqual(gm, [
     ['message', 'foo.bar', 'hello'],
     ['pmessage', 'foo.*', 'foo.bar', 'hello'],
@@ -186,8 +177,7 @@ test('PUBSUB CHANNELS, NUMSUB (integers), NUMPAT (unique patterns), HELP, unknow
   a.disconnect();
   b.disconnect();
   // A closed connection's subscriptions go with it.
-  const deadline = Date.now() + 5000;
-  while (((await r.pubsub('NUMPAT')) as unknown as number) !== before && Date.now() < deadline) await sleep(20);
+  await waitFor(async () => ((await r.pubsub('NUMPAT')) as unknown as number) === before, { timeoutMs: 5000, intervalMs: 20, message: 'NUMPAT back to its count before' });
   assert.equal(await r.pubsub('NUMPAT'), before);
   assert.deepEqual(await r.pubsub('NUMSUB', 'intro:1'), ['intro:1', 0]);
 });
@@ -248,7 +238,7 @@ test('RESP3: push frames, any command while subscribed, PING as usual, nulls as 
   const pub = client();
   try {
     c.cmd('HELLO', '3');
-    await until(() => c.buf.includes('modules'), 'HELLO 3 reply');
+    await waitFor(() => c.buf.includes('modules'), { timeoutMs: 5000, intervalMs: 10, message: 'HELLO 3 reply' });
     await sleep(20);
     c.buf = Buffer.alloc(0);
     c.cmd('UNSUBSCRIBE');
@@ -289,7 +279,7 @@ test('node-redis: subscribe and pSubscribe with listeners, publish counts, unsub
     assert.equal(await pub.publish('nr:news', 'one'), 1);
     assert.equal(await pub.publish('nr:p.x', 'two'), 1);
     assert.equal(await pub.publish('nr:none', 'three'), 0);
-    await until(() => got.length === 2, 'two messages');
+    await waitFor(() => got.length === 2, { timeoutMs: 5000, intervalMs: 10, message: 'two messages' });
     assert.deepEqual(got, ['nr:news=one', 'p:nr:p.x=two']);
     assert.deepEqual(await pub.pubSubNumSub('nr:news'), { 'nr:news': 1 });
     await sub.unsubscribe('nr:news');
@@ -362,7 +352,7 @@ test('keyspace notifications: KEA gives __keyspace@0__ and __keyevent@0__ with R
       ['kn:nx', 'set'],
       ['kn:nx', 'del'],
     ];
-    await until(() => got.length >= want.length * 2, `${want.length * 2} pmessages`);
+    await waitFor(() => got.length >= want.length * 2, { timeoutMs: 5000, intervalMs: 10, message: () => `${want.length * 2} pmessages` });
     await sleep(50);
     assert.deepEqual(
       got,
@@ -386,7 +376,7 @@ test('keyspace notifications: classes mask events (KEg, E$, En), exact channels 
     await r.set('km:foo', 'bar'); // $: masked
     await r.expire('km:foo', 1000);
     await r.del('km:foo');
-    await until(() => got.length === 4, 'expire and del');
+    await waitFor(() => got.length === 4, { timeoutMs: 5000, intervalMs: 10, message: 'expire and del' });
     assert.deepEqual(got, [
       ['pmessage', '__key*__:*', '__keyspace@0__:km:foo', 'expire'],
       ['pmessage', '__key*__:*', '__keyevent@0__:expire', 'km:foo'],
@@ -402,7 +392,7 @@ test('keyspace notifications: classes mask events (KEg, E$, En), exact channels 
     await r.del('km:a');
     await r.incrby('km:a', 5);
     await r.set('km:b', '1');
-    await until(() => got.length === 2, 'two set events');
+    await waitFor(() => got.length === 2, { timeoutMs: 5000, intervalMs: 10, message: 'two set events' });
     await sleep(50);
     assert.deepEqual(got, [
       ['message', '__keyevent@0__:set', 'km:a'],
@@ -415,7 +405,7 @@ test('keyspace notifications: classes mask events (KEg, E$, En), exact channels 
     await r.set('km:new1', 'a');
     await r.set('km:new1', 'b');
     await r.incr('km:new2');
-    await until(() => got.length === 2, 'two new events');
+    await waitFor(() => got.length === 2, { timeoutMs: 5000, intervalMs: 10, message: 'two new events' });
     await sleep(50);
     assert.deepEqual(got, [
       ['message', '__keyevent@0__:new', 'km:new1'],
@@ -444,7 +434,7 @@ test('the KeyspaceSource seam: a source (the future change feed) reports expired
   for (const l of listeners) l({ type: 'put', key: Buffer.from('fd:elsewhere') }); // a put without op: set
   await w.set('fd:local', 'x'); // with a source given, the interim one is off: no event from here
   for (const l of listeners) l({ type: 'put', key: Buffer.from('fd:n'), op: 8 /* OP_INCR */, created: true });
-  await until(() => got.length === 3, 'three events');
+  await waitFor(() => got.length === 3, { timeoutMs: 5000, intervalMs: 10, message: 'three events' });
   await sleep(50);
   assert.deepEqual(got, [
     ['pmessage', '__keyevent@0__:*', '__keyevent@0__:expired', 'fd:gone'],
@@ -476,7 +466,7 @@ test('the PublishBus seam: PUBLISH on one gateway reaches subscribers of another
   await sub2.subscribe('bus:ch');
   const pub1 = client(g1.redisPort!);
   assert.equal(await pub1.publish('bus:ch', 'across'), 0, "no subscriber on the publisher's gateway");
-  await until(() => got.length === 1, 'the message on the other gateway');
+  await waitFor(() => got.length === 1, { timeoutMs: 5000, intervalMs: 10, message: 'the message on the other gateway' });
   assert.deepEqual(got, [['message', 'bus:ch', 'across']]);
 });
 
@@ -502,9 +492,9 @@ test('output-buffer limit: a subscriber that does not read is disconnected past 
   assert.equal(counts, 1, `the slow subscriber was cut off (after ${sent} messages of 64 KiB)`);
   assert.ok(sent < 1024);
   assert.deepEqual(await pub.pubsub('NUMSUB', 'flood'), ['flood', 1]);
-  await until(() => received === sent, 'the reading subscriber got everything');
+  await waitFor(() => received === sent, { timeoutMs: 5000, intervalMs: 10, message: 'the reading subscriber got everything' });
   slow.sock.resume();
-  await until(() => slow.closed, 'the slow connection closed');
+  await waitFor(() => slow.closed, { timeoutMs: 5000, intervalMs: 10, message: 'the slow connection closed' });
   slow.close();
 });
 
@@ -561,7 +551,7 @@ test('auth: channels follow the key prefix rules; notifications go only to reade
     assert.equal(await w.publish('a/ch', 'hi'), 1);
     await w.set('b/secret', '1'); // not readable by rw-a: no event reaches it
     await w.set('a/open', '1');
-    await until(() => got.length === 3, 'three deliveries');
+    await waitFor(() => got.length === 3, { timeoutMs: 5000, intervalMs: 10, message: 'three deliveries' });
     await sleep(50);
     assert.deepEqual(got, [
       ['message', 'a/ch', 'hi'],

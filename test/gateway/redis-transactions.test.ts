@@ -11,6 +11,7 @@ import Redis from 'ioredis';
 import { createClient, WatchError } from 'redis';
 import { onShard0, onShard1 } from '../helpers/shard-keys';
 import { startTestStore, type TestStore } from '../helpers/store';
+import { sleep } from '../helpers/wait';
 
 let store: TestStore;
 let redis: Redis;
@@ -107,7 +108,7 @@ test('WATCH: a watched key that expires before EXEC makes EXEC answer nil', asyn
   const [a] = onShard0('t:watchttl:', 1);
   await redis.set(a, 'v', 'PX', 150);
   await redis.watch(a);
-  await new Promise((r) => setTimeout(r, 300));
+  await sleep(300);
   assert.equal(await redis.multi().set(a, 'mine').exec(), null);
 });
 

@@ -12,6 +12,7 @@ import { promisify } from 'node:util';
 import { existsSync } from 'node:fs';
 import Redis from 'ioredis';
 import { startTestStore, type TestStore } from '../helpers/store';
+import { sleep, waitFor } from '../helpers/wait';
 
 let store: TestStore;
 let port: number;
@@ -29,7 +30,6 @@ after(async () => {
   await store?.close();
 });
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A raw connection: send bytes, read until `until` says the reply text is complete. */
 class Raw {
@@ -315,7 +315,7 @@ test('flow control: with 4 ops in flight per connection, a 400-command burst is 
   let got = '';
   sock.on('data', (d) => (got += d));
   sock.write('SET r:flow:one 1\r\nPING\r\n');
-  for (let i = 0; i < 100 && got.length < 12; i++) await sleep(50);
+  await waitFor(() => got.length >= 12, { timeoutMs: 5000, intervalMs: 50, message: () => `both replies, got ${JSON.stringify(got)}` });
   assert.equal(got, '+OK\r\n+PONG\r\n');
 });
 

@@ -10,7 +10,8 @@ import { configFrom } from '../../src/config/config';
 import { createLogger, startServer, type Server } from '../../src/gateway/server';
 import { keyOnShard } from '../helpers/store';
 import { startTestServer, type TestServer } from '../helpers/mysql';
-import { HttpClient, assertError, etagVersion, eventually, ttlPath, type HttpReply } from '../helpers/http-client';
+import { HttpClient, assertError, etagVersion, ttlPath, type HttpReply } from '../helpers/http-client';
+import { waitFor } from '../helpers/wait';
 
 const mysqls: TestServer[] = [];
 let server: Server | undefined;
@@ -68,7 +69,7 @@ test('killing shard 0\'s server: its keys get 503 with Retry-After, /readyz stay
   // The first request after the crash discovers it (after the actor's retries): still a 503.
   assertUnavailable(await http.get(K0), 'first GET after the kill');
   // One shard down does not make the gateway unready: it still serves shard 1's keys.
-  assert.ok(await eventually(async () => (await http.request('GET', '/readyz')).json().status === 'degraded', 5000), '/readyz never said degraded');
+  await waitFor(async () => (await http.request('GET', '/readyz')).json().status === 'degraded', { timeoutMs: 5000, message: '/readyz never said degraded' });
   const readyz = await http.request('GET', '/readyz');
   assert.equal(readyz.status, 200);
   const body = readyz.json();
@@ -111,8 +112,11 @@ test('after a restart shard 0 serves again by itself within a few seconds, with 
   if (!canRestart) return t.skip('KVSQL_TEST_MYSQL_URL: one shared server, cannot kill one shard');
   await mysqls[0].restart();
   const started = Date.now();
-  const back = await eventually(async () => (await http.get(K0)).status === 200, 8000, 100);
-  assert.ok(back, `shard 0 not serving ${Date.now() - started} ms after its server restarted`);
+  await waitFor(async () => (await http.get(K0)).status === 200, {
+    timeoutMs: 8000,
+    intervalMs: 100,
+    message: () => `shard 0 not serving ${Date.now() - started} ms after its server restarted`,
+  });
   const got = await http.get(K0);
   assert.equal(got.text(), 'zero', 'the committed value survived the crash');
   assert.equal(etagVersion(got), v0);

@@ -15,6 +15,7 @@ import type { WireReply } from '../../src/protocol/ws-format';
 import type { Server } from '../../src/gateway/server';
 import { startTestStore, type TestStore } from '../helpers/store';
 import { holdRowLock } from '../helpers/row-lock';
+import { sleep, waitFor } from '../helpers/wait';
 
 const MAX_VALUE = 64 * 1024;
 const FRAME_LIMIT = MAX_VALUE + 64 * 1024;
@@ -126,14 +127,6 @@ async function metric(base: string, line: RegExp): Promise<number | null> {
     if (m) return Number(l.slice(l.lastIndexOf(' ') + 1));
   }
   return null;
-}
-
-async function eventually(check: () => Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
 }
 
 test('every op replies in its wire shape, and bad requests get their own errors while the rest run', async () => {
@@ -308,10 +301,10 @@ test('a peer that stops reading gets KV_ERR_BUSY; one that never reads is closed
   slow.pauseReading();
   const before = await gets200();
   slow.send(gets(1, 700));
-  await eventually(async () => (await gets200()) >= before + 700, 'the 700 gets to be answered');
-  await new Promise((r) => setTimeout(r, 50)); // the flush after the last reply
+  await waitFor(async () => (await gets200()) >= before + 700, { message: 'the 700 gets to be answered' });
+  await sleep(50); // the flush after the last reply
   slow.send(gets(1000, 10));
-  await new Promise((r) => setTimeout(r, 100));
+  await sleep(100);
   slow.resumeReading();
   const got = await slow.take(710);
   for (let id = 1; id <= 700; id++) assert.equal(got.get(id)![1], 200);
@@ -327,7 +320,7 @@ test('a peer that stops reading gets KV_ERR_BUSY; one that never reads is closed
   deaf.send(gets(1, 700));
   deaf.send(gets(701, 700));
   deaf.send(gets(1401, 700));
-  await eventually(async () => (await connections()) === open, 'the server to close the deaf connection');
+  await waitFor(async () => (await connections()) === open, { message: 'the server to close the deaf connection' });
   deaf.resumeReading();
   await deaf.waitClosed();
   assert.ok(deaf.replies.length < 2100, 'not everything was delivered');
@@ -344,7 +337,7 @@ test('replies for a socket closed mid-flight are dropped; metrics and shutdown a
   gone.close(); // before any reply can come back
   const s = await Raw.open(gw.port);
   after(() => s.close());
-  await eventually(async () => ((await metric(base, /^kvsql_requests_total\{api="ws",op="put",status="201"\}/)) ?? 0) === 500, 'the 500 puts');
+  await waitFor(async () => ((await metric(base, /^kvsql_requests_total\{api="ws",op="put",status="201"\}/)) ?? 0) === 500, { message: 'the 500 puts' });
   s.send([[1, 1, 'ws-gone-499']]);
   const r = (await s.take(1)).get(1)!;
   assert.equal(r[1], 200, 'the writes of the closed socket happened');

@@ -6,6 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import path from 'node:path';
+import { waitFor } from './wait';
 
 export const CLI = path.resolve(__dirname, '..', '..', 'src', 'cli.js');
 
@@ -69,16 +70,18 @@ export async function startCliStore(env: NodeJS.ProcessEnv, readyTimeoutMs = 120
       return exited;
     },
   };
-  const deadline = Date.now() + readyTimeoutMs;
-  for (;;) {
-    if (code !== undefined) throw new Error(`kvsql exited (code ${code}) before it was ready:\n${out.slice(-3000)}`);
-    const status = await fetch(`http://127.0.0.1:${env.KVSQL_PORT}/readyz`).then((r) => r.status, () => 0);
-    if (status === 200) return store;
-    if (Date.now() > deadline) {
+  await waitFor(
+    async () => {
+      if (code !== undefined) throw new Error(`kvsql exited (code ${code}) before it was ready:\n${out.slice(-3000)}`);
+      return (await fetch(`http://127.0.0.1:${env.KVSQL_PORT}/readyz`).then((r) => r.status, () => 0)) === 200;
+    },
+    { timeoutMs: readyTimeoutMs, intervalMs: 200, message: () => `kvsql ready:\n${out.slice(-3000)}` },
+  ).catch(async (err: unknown) => {
+    if (code === undefined) {
       child.kill('SIGKILL');
       await exited;
-      throw new Error(`kvsql not ready after ${readyTimeoutMs} ms:\n${out.slice(-3000)}`);
     }
-    await new Promise((r) => setTimeout(r, 200));
-  }
+    throw err;
+  });
+  return store;
 }

@@ -16,17 +16,7 @@ import { nodeName } from '../../src/shard-actor/node-selector';
 import { onNode, startTestGalera, type TestGalera } from './galera';
 import { checkHistory, describeReport, violationCount } from '../checker/check';
 import { outcomeOfError, type HistoryOp } from '../checker/history';
-
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-export async function waitFor(what: string, check: () => Promise<boolean> | boolean, timeoutMs: number): Promise<number> {
-  const started = Date.now();
-  for (;;) {
-    if (await Promise.resolve().then(check).catch(() => false)) return Date.now() - started;
-    if (Date.now() - started > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(100);
-  }
-}
+import { sleep, waitFor } from './wait';
 
 /** Two gateways (each with its own actors, node selectors and pools) on the group. */
 export class HaStore {
@@ -222,10 +212,10 @@ export function startLoad(store: HaStore, rec: Record, opts: { workers: number; 
 export async function rowsOn(url: string, prefix: string): Promise<Map<string, number>> {
   // A causal read (wsrep_sync_wait) fails with ER_LOCK_WAIT_TIMEOUT while membership changes.
   let out = new Map<string, number>();
-  await waitFor(`rows on ${url}`, async () => {
+  await waitFor(async () => {
     out = await rowsOnce(url, prefix);
     return true;
-  }, 60_000);
+  }, { timeoutMs: 60_000, intervalMs: 100, message: () => `rows on ${url}`, ignoreErrors: true });
   return out;
 }
 

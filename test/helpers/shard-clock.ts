@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import mysql from 'mysql2/promise';
+import { sleep } from './wait';
 
 export interface ShardClock {
   /** shard ms = local ms + offset, within +- error. */
@@ -73,6 +74,6 @@ export async function watchExpiry(get: () => Promise<{ status: number }>, expire
     checkRead(read, expiresAt, clock, `${what} read ${reads.length}`);
     if (status === 404 && read.began >= localExpiry + settleMs) return reads;
     assert.ok(read.ended < localExpiry + timeoutMs, `${what}: still no miss ${timeoutMs} ms after the expiry instant`);
-    await new Promise((r) => setTimeout(r, 5));
+    await sleep(5);
   }
 }

@@ -28,6 +28,7 @@ import {
   type TxControl,
 } from '../../src/shard-actor/shard-store';
 import type { FeedRow } from '../../src/protocol/feed';
+import { sleep, waitFor } from '../helpers/wait';
 
 /** Calls wait on it until it is opened (never, for a hung server). */
 class Gate {
@@ -230,16 +231,6 @@ const config = (over: Partial<ActorConfig> = {}): ActorConfig => ({
   ...over,
 });
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function until(cond: () => boolean, what: string, ms = 3000): Promise<void> {
-  const start = Date.now();
-  while (!cond()) {
-    if (Date.now() - start > ms) assert.fail(`timed out waiting for ${what}`);
-    await sleep(2);
-  }
-}
-
 /** An actor over `store`, started; its replies are collected by id. */
 async function startActor(t: { after(fn: () => unknown): void }, store: MemoryStore, over: Partial<ActorConfig> = {}) {
   const replies = new Map<number, Reply>();
@@ -272,7 +263,7 @@ async function startActor(t: { after(fn: () => unknown): void }, store: MemorySt
       return reqs.map((r) => r[0]);
     },
     async reply(id: number, ms = 3000): Promise<Reply> {
-      await until(() => replies.has(id), `a reply to op ${id}`, ms);
+      await waitFor(() => replies.has(id), { timeoutMs: ms, intervalMs: 2, message: () => `a reply to op ${id}` });
       return replies.get(id)!;
     },
   };
@@ -285,9 +276,9 @@ test('writes to one key apply in arrival order, one transaction at a time, while
   const a = await startActor(t, store);
   const gate = (store.writeGate = new Gate());
   const [first] = a.send([OP_PUT, 'k', 'v1']);
-  await until(() => store.attempts.length === 1, 'the first write to reach the store');
+  await waitFor(() => store.attempts.length === 1, { timeoutMs: 3000, intervalMs: 2, message: 'the first write to reach the store' });
   const [second, del, third, other] = a.send([OP_PUT, 'k', 'v2'], [OP_DEL, 'k'], [OP_PUT, 'k', 'v3'], [OP_PUT, 'j', 'x']);
-  await until(() => store.attempts.length === 2, 'the write to another key to start beside it');
+  await waitFor(() => store.attempts.length === 2, { timeoutMs: 3000, intervalMs: 2, message: 'the write to another key to start beside it' });
   assert.deepEqual(store.attempts[1].keys, ['j']);
   await sleep(50);
   assert.equal(attemptsOn(store, 'k').length, 1, 'later writes to k wait while its transaction is open');
@@ -313,7 +304,7 @@ test('a read of another key runs beside a write; a read of the written key waits
   const a = await startActor(t, store);
   const gate = (store.writeGate = new Gate());
   const [put] = a.send([OP_PUT, 'k', 'new']);
-  await until(() => store.attempts.length === 1, 'the write to reach the store');
+  await waitFor(() => store.attempts.length === 1, { timeoutMs: 3000, intervalMs: 2, message: 'the write to reach the store' });
   const [getK, getJ] = a.send([OP_GET, 'k'], [OP_GET, 'j']);
   const j = await a.reply(getJ);
   assert.deepEqual([j[1], Buffer.from(j[2] as Uint8Array).toString(), j[3]], [200, 'jv', 7]);
@@ -344,7 +335,7 @@ test('a store call that never answers: the op is answered SHARD_UNAVAILABLE at i
   assert.equal(w.length, 1);
   assert.equal(w[0].ctl.abandoned, true);
   assert.equal(w[0].ctl.phase, 'work');
-  await until(() => w[0].end > 0, 'the cut call to fail');
+  await waitFor(() => w[0].end > 0, { timeoutMs: 3000, intervalMs: 2, message: 'the cut call to fail' });
   assert.equal(store.rows.has('w'), false);
 });
 
@@ -359,7 +350,7 @@ test('a connection lost during COMMIT: OUTCOME_UNKNOWN, not retried, and the key
   const thread = attemptsOn(store, 'k')[0].ctl.threadId;
 
   const [later] = a.send([OP_PUT, 'k', 'v2']);
-  await until(() => store.settleCalls.length >= 2, 'settle to be asked again');
+  await waitFor(() => store.settleCalls.length >= 2, { timeoutMs: 3000, intervalMs: 2, message: 'settle to be asked again' });
   assert.ok(store.settleCalls.every((id) => id === thread), 'settle asks about the COMMIT in doubt');
   assert.equal(attemptsOn(store, 'k').length, 1, 'no later write to k starts while the COMMIT is in doubt');
   assert.equal(a.replies.has(later), false);
@@ -388,7 +379,7 @@ test('a write to a fenced slot is held, then applied once the fence lifts; held 
   const a = await startActor(t, store, { slotHoldMs: 600 });
   store.slotStates.set(slotOf(Buffer.from('k')), SLOT_FENCED);
   const [put] = a.send([OP_PUT, 'k', 'v']);
-  await until(() => attemptsOn(store, 'k').length >= 3, 'the held write to be tried again');
+  await waitFor(() => attemptsOn(store, 'k').length >= 3, { timeoutMs: 3000, intervalMs: 2, message: 'the held write to be tried again' });
   assert.equal(a.replies.has(put), false, 'held, not answered');
   assert.equal(store.rows.has('k'), false);
   store.slotStates.set(slotOf(Buffer.from('k')), SLOT_OWNED);

@@ -22,8 +22,8 @@ import mysql from 'mysql2/promise';
 import { createClient, type KvClient } from '../../src/client';
 import { startTestStore, type TestStore } from '../helpers/store';
 import { checkRead, measureShardClock, type ShardClock, type TimedRead } from '../helpers/shard-clock';
-import { eventually, sleep } from '../helpers/http-client';
 import { Rng, fuzzSeed } from '../helpers/seeded';
+import { sleep, waitFor } from '../helpers/wait';
 
 const SEED = fuzzSeed(0xe4_1e5);
 const N = 200;
@@ -192,7 +192,7 @@ test(`${N} keys expiring in one tick, raced by reads, keepTtl puts, TTL set and 
       for (const c of [conn, conn1]) n += Number(((await c.query('SELECT COUNT(*) AS n FROM kv WHERE k IN (?)', [gone]))[0] as Array<{ n: number }>)[0].n);
       return n;
     };
-    assert.ok(await eventually(async () => (await rows()) === 0, 5000), `${await rows()} expired rows still stored 5 s after expiry`);
+    await waitFor(async () => (await rows()) === 0, { timeoutMs: 5000, message: async () => `${await rows()} expired rows still stored 5 s after expiry` });
   } finally {
     await conn.end();
     await conn1.end();

@@ -12,9 +12,9 @@ import { startTestServer, type TestServer } from '../helpers/mysql';
 import { startServer } from '../../src/gateway/server';
 import { configFrom } from '../../src/config/config';
 import { createLogger } from '../../src/gateway/server';
+import { sleep, waitFor } from '../helpers/wait';
 
 const FAST_EXPIRY = { expiryTickMs: 20, expiryHorizonMs: 3000, expiryLockRetryMs: 200 };
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 let mysqlServer: TestServer;
 before(async () => {
@@ -43,15 +43,6 @@ async function sql(url: string, text: string, params: unknown[] = []): Promise<u
   }
 }
 
-async function waitFor(what: string, cond: () => Promise<boolean>, timeoutMs: number): Promise<number> {
-  const start = Date.now();
-  while (!(await cond())) {
-    if (Date.now() - start > timeoutMs) assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(25);
-  }
-  return Date.now() - start;
-}
-
 const put = (s: TestStore, key: string, value: string, query = '') =>
   fetch(`${s.base}/v1/kv/${encodeURIComponent(key)}${query}`, { method: 'PUT', body: value });
 const get = (s: TestStore, key: string) => fetch(`${s.base}/v1/kv/${encodeURIComponent(key)}`);
@@ -67,7 +58,7 @@ test('a key is 404 right after its expiry and its row is gone within the bound',
   assert.equal((await get(store, 'short')).status, 404, 'visible after its expiry');
   assert.equal((await fetch(`${store.base}/v1/ttl/short`)).status, 404);
   // Physically deleted by the expirer (bound here: 2 s; the benchmark measures the real lag).
-  await waitFor('row deletion', async () => !(await rowExists(store, 'short')), 2000);
+  await waitFor(async () => !(await rowExists(store, 'short')), { timeoutMs: 2000, message: 'row deletion' });
 });
 
 test('If-None-Match: * succeeds on an expired key that is not yet reaped', async (t) => {
@@ -96,7 +87,7 @@ test('TTL extended, removed, or key rewritten just before expiry: the key surviv
   assert.equal((await fetch(`${store.base}/v1/ttl/persist`, { method: 'DELETE' })).status, 200);
   assert.equal((await put(store, 'rewrite', 'v2')).status, 200);
   assert.ok(Date.now() < deadline, 'the changes landed after the deadline: the machine is too slow for this test');
-  await waitFor('control key deletion', async () => !(await rowExists(store, 'control')), 5000);
+  await waitFor(async () => !(await rowExists(store, 'control')), { timeoutMs: 5000, message: 'control key deletion' });
   await sleep(Math.max(0, deadline - Date.now()) + 300); // well past the original deadline of the three survivors, and a few ticks
   for (const k of ['extend', 'persist', 'rewrite']) {
     assert.equal((await get(store, k)).status, 200, `${k} must survive`);
@@ -120,10 +111,10 @@ test('after a restart, overdue keys are deleted and keys not yet due are kept', 
   const server = await startServer(cfg, urls, createLogger('silent'));
   t.after(() => server.close());
   for (const url of urls) {
-    await waitFor('overdue rows deleted', async () => {
+    await waitFor(async () => {
       const rows = (await sql(url, "SELECT COUNT(*) AS n FROM kv WHERE k LIKE 'overdue-%'")) as Array<{ n: number }>;
       return Number(rows[0].n) === 0;
-    }, 15_000);
+    }, { timeoutMs: 15_000, message: 'overdue rows deleted' });
     const later = (await sql(url, "SELECT COUNT(*) AS n FROM kv WHERE k LIKE 'later-%'")) as Array<{ n: number }>;
     assert.equal(Number(later[0].n), 50, 'keys not yet due are kept');
   }
@@ -134,7 +125,7 @@ test('two gateways: one expirer per shard; kill it and the other takes over', as
   t.after(() => store.close());
   const second = await store.startAnotherGateway();
   const isExpirer = async (port: number) => /kvsql_expiry_is_expirer\{shard="0"\} 1/.test(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text());
-  await waitFor('an expirer', async () => (await isExpirer(store.port)) || (await isExpirer(second.port)), 3000);
+  await waitFor(async () => (await isExpirer(store.port)) || (await isExpirer(second.port)), { timeoutMs: 3000, message: 'an expirer' });
   await sleep(500); // several lock checks: still exactly one holder
   const a = await isExpirer(store.port);
   const b = await isExpirer(second.port);
@@ -142,8 +133,8 @@ test('two gateways: one expirer per shard; kill it and the other takes over', as
   const [holder, other] = a ? [store.server, second] : [second, store.server];
   const otherBase = `http://127.0.0.1:${other.port}`;
   await holder.close();
-  await waitFor('takeover', () => isExpirer(other.port), 3000);
+  await waitFor(() => isExpirer(other.port), { timeoutMs: 3000, message: 'takeover' });
   const res = await fetch(`${otherBase}/v1/kv/after-takeover?ttl=0.2`, { method: 'PUT', body: 'v' });
   assert.equal(res.status, 201);
-  await waitFor('deletion by the new expirer', async () => !(await rowExists(store, 'after-takeover')), 3000);
+  await waitFor(async () => !(await rowExists(store, 'after-takeover')), { timeoutMs: 3000, message: 'deletion by the new expirer' });
 });

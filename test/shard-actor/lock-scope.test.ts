@@ -22,7 +22,7 @@ import { STATEMENTS } from '../../src/shard-actor/mysql-store/statements';
 import { slotOf } from '../../src/protocol/slot-map';
 import { startTestServer, type TestServer } from '../helpers/mysql';
 import { innodbDeadlocks } from '../helpers/innodb';
-import { sleep } from '../helpers/http-client';
+import { sleep } from '../helpers/wait';
 
 let mysql: TestServer;
 before(async () => {

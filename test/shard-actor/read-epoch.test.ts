@@ -12,7 +12,7 @@ import { MysqlShardStore } from '../../src/shard-actor/mysql-store/mysql-shard-s
 import { BUMP_SLOTS_EPOCH } from '../../src/shard-actor/schema-migration';
 import { slotOf, SLOT_MOVED, SLOT_OWNED, SLOT_IMPORTING } from '../../src/protocol/slot-map';
 import { startTestServer, type TestServer } from '../helpers/mysql';
-import { waitFor } from '../helpers/ha-load';
+import { waitFor } from '../helpers/wait';
 
 let mysql: TestServer;
 before(async () => {
@@ -39,10 +39,10 @@ test('reads check the epoch row once the served set is known, and see every chan
   const first = await store.readLive([key], [slot]);
   assert.ok(first.served.has(slot));
   assert.equal(first.rows.length, 1);
-  await waitFor('reads through the epoch', async () => {
+  await waitFor(async () => {
     await store.readLive([key], [slot]);
     return store.readPaths.epoch > 0;
-  }, 10_000);
+  }, { timeoutMs: 10_000, intervalMs: 100, message: 'reads through the epoch', ignoreErrors: true });
 
   // The slot moves away: the next read must not serve it (its row is still here until cleanup).
   await change(`UPDATE kv_slots SET state = ${SLOT_MOVED}, peer = 1 WHERE slot = ?`, [slot]);
@@ -62,10 +62,10 @@ test('reads check the epoch row once the served set is known, and see every chan
   await change('DELETE FROM kv_slots WHERE slot = ?', [slot]);
   assert.equal((await store.readLive([key], [slot])).served.has(slot), false);
   // Once the set is reloaded, reads go through the epoch again, and still refuse the slot.
-  await waitFor('reads through the epoch again', async () => {
+  await waitFor(async () => {
     await store.readLive([key], [slot]);
     return store.readPaths.epoch > fastBefore;
-  }, 10_000);
+  }, { timeoutMs: 10_000, intervalMs: 100, message: 'reads through the epoch again', ignoreErrors: true });
   assert.equal((await store.readLive([key], [slot])).served.has(slot), false);
 
   // Row triggers an earlier build created are dropped at init (they made the mover's range

@@ -7,6 +7,7 @@ import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import mysql from 'mysql2/promise';
 import { startTestStore, type TestStore } from '../helpers/store';
+import { waitFor } from '../helpers/wait';
 
 let store: TestStore;
 before(async () => {
@@ -23,14 +24,6 @@ async function setReadOnly(on: boolean): Promise<void> {
     await conn.query(`SET GLOBAL read_only = ${on ? 1 : 0}`);
   } finally {
     await conn.end();
-  }
-}
-
-async function eventually(what: string, cond: () => Promise<boolean>, ms = 8000): Promise<void> {
-  const start = Date.now();
-  while (!(await cond())) {
-    if (Date.now() - start > ms) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
   }
 }
 
@@ -51,7 +44,7 @@ test('a read-only shard is reported down, refuses writes with 503 SHARD_UNAVAILA
   // The probe (every 5 s while up) sees @@read_only and marks the shard down. (A write is not
   // guaranteed to fail first: the test connects as root, and read_only does not bind a user
   // with SUPER / READ ONLY ADMIN; the probe is what catches a failover for such a user.)
-  await eventually('readyz 503', async () => (await fetch(`${store.base}/readyz`)).status === 503);
+  await waitFor(async () => (await fetch(`${store.base}/readyz`)).status === 503, { timeoutMs: 8000, intervalMs: 100, message: 'readyz 503' });
   const readyz = (await (await fetch(`${store.base}/readyz`)).json()) as { down: Array<{ shard: number; error: { code: string } }> };
   assert.deepEqual(readyz.down.map((d) => d.shard), [0]);
   assert.equal(readyz.down[0].error.code, 'KV_ERR_SHARD_UNAVAILABLE');
@@ -65,7 +58,7 @@ test('a read-only shard is reported down, refuses writes with 503 SHARD_UNAVAILA
   }
 
   await setReadOnly(false);
-  await eventually('shard back', async () => (await fetch(`${store.base}/readyz`)).status === 200);
+  await waitFor(async () => (await fetch(`${store.base}/readyz`)).status === 200, { timeoutMs: 8000, intervalMs: 100, message: 'shard back' });
   const got = await fetch(`${store.base}/v1/kv/ro-key`);
   assert.equal(got.status, 200);
   assert.equal(await got.text(), 'v', 'the refused write was not applied');

@@ -10,8 +10,9 @@ import type { RowDataPacket } from 'mysql2/promise';
 import { startTestServer, type TestServer } from '../helpers/mysql';
 import { configFrom } from '../../src/config/config';
 import { createLogger, startServer, type Server } from '../../src/gateway/server';
-import { HttpClient, eventually } from '../helpers/http-client';
+import { HttpClient } from '../helpers/http-client';
 import { SlotMap, SLOT_COUNT, slotOf } from '../../src/protocol/slot-map';
+import { waitFor } from '../helpers/wait';
 
 let server: TestServer;
 before(async () => {
@@ -50,13 +51,10 @@ test('an old data dir is migrated online at start by two gateways at once, and s
     for (const url of urls) {
       const conn = await mysql.createConnection({ uri: url });
       try {
-        assert.ok(
-          await eventually(async () => {
+        await waitFor(async () => {
             const [[r]] = await conn.query<RowDataPacket[]>('SELECT COUNT(*) AS n FROM kv WHERE slot = 65535');
             return Number(r.n) === 0;
-          }, 10_000, 100),
-          'every old row gets its slot',
-        );
+          }, { timeoutMs: 10_000, intervalMs: 100, message: 'every old row gets its slot' });
         const [rows] = await conn.query<RowDataPacket[]>('SELECT k, slot FROM kv');
         for (const r of rows) assert.equal(r.slot, slotOf(r.k), `slot of ${r.k}`);
         const [idx] = await conn.query<RowDataPacket[]>("SHOW INDEX FROM kv WHERE Key_name = 'kv_slot'");

@@ -13,6 +13,7 @@ import { ShardActor } from '../../src/shard-actor/actor';
 import type { ShardStore } from '../../src/shard-actor/shard-store';
 import { MysqlShardStore } from '../../src/shard-actor/mysql-store/mysql-shard-store';
 import { startTestServer, type TestServer } from '../helpers/mysql';
+import { sleep } from '../helpers/wait';
 
 let mysql: TestServer;
 let url: string;
@@ -48,8 +49,6 @@ interface Delays {
   beforeCommit?: number;
 }
 
-const sleep = (ms: number | undefined): Promise<void> => (ms ? new Promise((r) => setTimeout(r, ms)) : Promise.resolve());
-
 /** An actor on its own pool, whose write transactions can be held at the points in `delay`. */
 async function startActor(delay: Delays) {
   const real = new MysqlShardStore({ url, poolSize: 6, queryTimeoutMs: 10_000 });
@@ -59,15 +58,15 @@ async function startActor(delay: Delays) {
         keys,
         slots,
         async (locked, now, issuedBelow, states) => {
-          await sleep(delay.beforeDecide);
+          if (delay.beforeDecide) await sleep(delay.beforeDecide);
           const m = await decide(locked, now, issuedBelow, states);
-          await sleep(delay.ms);
+          if (delay.ms) await sleep(delay.ms);
           return m;
         },
         ctl,
         async (issuedNow) => {
           const fix = recheck === undefined ? null : await recheck(issuedNow);
-          await sleep(delay.beforeCommit);
+          if (delay.beforeCommit) await sleep(delay.beforeCommit);
           return fix;
         },
       ),
@@ -117,7 +116,7 @@ test('a create whose key was created and deleted through another gateway meanwhi
   // Y locks k (absent) and decides to INSERT it with a version from its block, then stalls.
   slowY.ms = 600;
   const yCreate = y.call(OP_PUT, 'k', 'y2');
-  await new Promise((r) => setTimeout(r, 150));
+  await sleep(150);
   // Meanwhile X creates k (from a block above Y's: Y's is the newest it saw) and deletes it.
   const xCreate = await x.call(OP_PUT, 'k', 'x2');
   assert.equal(xCreate[1], 201);
@@ -146,7 +145,7 @@ test('a key created and deleted again in one chain is ordered against another ga
   // (The first DEL keeps t busy, so the PUT and the DEL behind it wait and run as one chain.)
   y.beforeDecide = 600;
   const yChain = gy.frame([OP_DEL, 't'], [OP_PUT, 't', 'y'], [OP_DEL, 't']);
-  await new Promise((r) => setTimeout(r, 800));
+  await sleep(800);
   // X inserts t from its block (the newest: no recheck needed) and stalls before COMMIT; Y then
   // takes versions from a block reserved after X's.
   x.beforeCommit = 900;

@@ -7,6 +7,9 @@
  *   3. kill -9 of a shard's mariadbd with writes in flight, restarted on the same data
  *   4. slot moves: a third shard added and the slots rebalanced onto it, then drained again
  * Each run also increments counters beside (torture/counters.ts): none lost, none counted twice.
+ * Every run must be decided linearizable ('yes'): 'partial' means the search gave up on a key, which
+ * proves nothing about it (DESIGN.md §6: undecided is "never passing"); the runs are kept small
+ * enough for the search to decide every key.
  * Seeds vary per run and are printed; KVSQL_TORTURE_SEED replays one.
  */
 import { test, before, after } from 'node:test';
@@ -50,19 +53,19 @@ test('two gateways, no faults: linearizable, no anomaly, no unknown outcome', as
 
 test('gateway kill -9 and restart: no violation', async () => {
   const r = await run('gwkill', ['gw-kill']);
-  assert.notEqual(r.report.linearizable, 'no', r.details);
+  assert.equal(r.report.linearizable, 'yes', r.details);
 });
 
 test('mariadbd kill -9 and restart: no violation', async () => {
   const r = await run('dbkill', ['db-kill']);
-  assert.notEqual(r.report.linearizable, 'no', r.details);
+  assert.equal(r.report.linearizable, 'yes', r.details);
 });
 
 test('slot moves (add a shard and rebalance, then drain it) under load from two gateways: no violation', async () => {
   // 12 keys: about a third of them live in slots that move to the new shard and back.
   const r = await run('moves', ['move'], { durationMs: 25_000, keys: 12 });
   assert.ok(r.faults.move >= 2, `the shard was added and drained again: ${r.summary}`);
-  assert.notEqual(r.report.linearizable, 'no', r.details);
+  assert.equal(r.report.linearizable, 'yes', r.details);
   // Moves hold writes, never fail them: no error other than a rare 503 while a slot flips.
   assert.equal(r.report.counts.unknown, 0, r.summary);
 });

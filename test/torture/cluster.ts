@@ -14,6 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { pickFreePort, startLocalMysqld, type LocalMysqld } from '../../src/embedded/local-mysqld';
 import { CLI, cliEnv, runCli } from '../helpers/cli';
+import { sleep, waitFor } from '../helpers/wait';
 
 
 const READY_TIMEOUT_MS = 60_000;
@@ -169,11 +170,7 @@ async function readyz(base: string): Promise<number> {
 }
 
 async function waitReady(base: string, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while ((await readyz(base)) !== 200) {
-    if (Date.now() > deadline) throw new Error(`${base} not ready within ${timeoutMs} ms`);
-    await sleep(200);
-  }
+  await waitFor(async () => (await readyz(base)) === 200, { timeoutMs, intervalMs: 200, message: `${base} ready` });
 }
 
 function tail(file: string): string {
@@ -183,5 +180,3 @@ function tail(file: string): string {
     return '';
   }
 }
-
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

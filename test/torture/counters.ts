@@ -16,6 +16,7 @@ import { performance } from 'node:perf_hooks';
 import { KvClient } from '../../src/client';
 import { KvClientError } from '../../src/client/errors';
 import { outcomeOfError, type Outcome } from '../checker/history';
+import { sleep } from '../helpers/wait';
 
 export interface CounterOp {
   client: number;
@@ -109,7 +110,7 @@ export function startCounterWorkload(opts: { gateways: string[]; clients: number
               break;
             }
             if (Date.now() > deadline) throw new Error(`final read of ${keyOf(k)} kept failing: ${a.note}`);
-            await new Promise((r) => setTimeout(r, 200));
+            await sleep(200);
           }
         }
       }

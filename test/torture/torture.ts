@@ -16,10 +16,11 @@
  */
 import { checkHistory, describeReport, violationCount, type CheckReport } from '../checker/check';
 import type { HistoryOp, Outcome } from '../checker/history';
-import { startCluster, sleep, type Cluster } from './cluster';
+import { startCluster, type Cluster } from './cluster';
 import { rng, startWorkload } from './workload';
 import { checkCounters, startCounterWorkload, type CounterOp } from './counters';
 import { checkTransfers, startTransferWorkload } from './transfers';
+import { sleep } from '../helpers/wait';
 
 export type FaultKind = 'gw-kill' | 'db-kill' | 'db-stop' | 'move';
 export const FAULT_KINDS: FaultKind[] = ['gw-kill', 'db-kill', 'db-stop', 'move'];

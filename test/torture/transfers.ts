@@ -18,6 +18,7 @@ import { KvClient } from '../../src/client';
 import { KvClientError } from '../../src/client/errors';
 import { slotOf } from '../../src/protocol/slot-map';
 import { outcomeOfError, type Outcome } from '../checker/history';
+import { sleep } from '../helpers/wait';
 
 export const ACCOUNTS = 4;
 export const START = 1000;
@@ -165,7 +166,7 @@ export function startTransferWorkload(opts: { gateways: string[]; clients: numbe
             break;
           }
           if (Date.now() > deadline) throw new Error(`final read of the accounts kept failing: ${r.note}`);
-          await new Promise((res) => setTimeout(res, 200));
+          await sleep(200);
         }
       }
       for (const c of ws) await c.close();

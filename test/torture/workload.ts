@@ -14,6 +14,7 @@ import { performance } from 'node:perf_hooks';
 import { KvClient } from '../../src/client';
 import { KvClientError } from '../../src/client/errors';
 import { outcomeOfError, type HistoryOp, type OpKind } from '../checker/history';
+import { sleep } from '../helpers/wait';
 
 export const TTL_SECONDS = 86_400;
 
@@ -100,7 +101,7 @@ export function startWorkload(opts: WorkloadOptions): Workload {
           }
           record(c, req, invoke, a);
           if (a.outcome === 'ok' && a.version !== undefined) lastVersion.set(req.key, a.version);
-          if (opts.thinkMs) await new Promise((r) => setTimeout(r, opts.thinkMs));
+          if (opts.thinkMs) await sleep(opts.thinkMs);
         }
       })(),
     );
@@ -127,7 +128,7 @@ export function startWorkload(opts: WorkloadOptions): Workload {
               break;
             }
             if (Date.now() > deadline) throw new Error(`final read of ${req.key} through gateway ${g} kept failing: ${a.note}`);
-            await new Promise((r) => setTimeout(r, 200));
+            await sleep(200);
           }
         }
       }

@@ -11,6 +11,7 @@ import { ALLOW_ALL } from '../../../src/gateway/resp/guard';
 import { feedKeyspaceSource, type FeedLike, type KeyspaceEvent, type KeyspaceSource } from '../../../src/gateway/resp/keyspace-source';
 import { DEFAULT_PUBSUB_LIMIT, PubsubHub, Subscriber, type PubsubLimit } from '../../../src/gateway/resp/pubsub-hub';
 import { notifyFlagsOf } from '../../../src/protocol/redis-notify';
+import { sleep } from '../../helpers/wait';
 
 const quiet = { warn: () => undefined };
 
@@ -158,7 +159,7 @@ test('feedKeyspaceSource: one watch on every key from now; events mapped; a watc
     { type: 'expired', key: Buffer.from('b') },
   ]);
   calls[0].sink.onError({ code: 'KV_ERR_SLOW_CONSUMER', message: 'cut off' });
-  await new Promise((r) => setTimeout(r, 50));
+  await sleep(50);
   assert.equal(calls.length, 2, 'watching again');
   assert.equal(calls[1].from, 'now');
   stop();
