@@ -134,11 +134,13 @@ const setnx: Handler = (c, a) => {
   c.ops('setnx', [{ op: OP_PUT, key: a[1], value: a[2], flags: FLAG_IF_ABSENT }], (r) => resp.integer(r[0][1] === 412 ? 0 : 1));
 };
 
-const setex = (name: string, unitMs: number): Handler => (c, a) => {
-  const t = expiryOption(unitMs === 1000 ? 'ex' : 'px', a[2], name);
-  if (typeof t !== 'number') return c.reply(resp.error(t.error));
-  c.ops(name, [{ op: OP_PUT, key: a[1], value: a[3], ttlMs: t }], OK);
-};
+const setex =
+  (name: string, unitMs: number): Handler =>
+  (c, a) => {
+    const t = expiryOption(unitMs === 1000 ? 'ex' : 'px', a[2], name);
+    if (typeof t !== 'number') return c.reply(resp.error(t.error));
+    c.ops(name, [{ op: OP_PUT, key: a[1], value: a[3], ttlMs: t }], OK);
+  };
 
 const getset: Handler = (c, a) => c.setGet(a[1], a[2], 0, 0);
 
@@ -174,7 +176,7 @@ const type: Handler = (c, a) => {
   c.ops('type', [{ op: OP_TTL, key: a[1] }], (r) => resp.simple(r[0][1] === 200 ? 'string' : 'none'));
 };
 
-const time: Handler = (c, a) => {
+const time: Handler = (c) => {
   const us = BigInt(Date.now()) * 1000n + BigInt(Math.floor((performance.now() % 1) * 1000));
   c.reply(resp.encode([String(us / 1_000_000n), String(us % 1_000_000n)], c.proto));
 };
@@ -184,30 +186,34 @@ const time: Handler = (c, a) => {
 // ---------------------------------------------------------------------------------------------
 
 /** EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT: 1 when the TTL was set (or the key deleted), else 0. */
-const expire = (name: string, unitMs: number, absolute: boolean): Handler => (c, a) => {
-  const n = intArg(a[2]);
-  if (n === null) return c.reply(ERR_NOT_INTEGER);
-  const flags = parseExpireOptions(a, 3);
-  if (typeof flags !== 'number') return c.reply(resp.error(flags.error));
-  const ms = absolute ? n * unitMs - Date.now() : n * unitMs;
-  if (ms <= 0) {
-    // As in Redis, a time already past deletes the key (1 if it existed). With NX/XX/GT/LT the
-    // condition would have to be decided on the row first: not supported.
-    if (flags !== 0) return c.reply(resp.error(`ERR kvsql does not support ${name.toUpperCase()} with NX, XX, GT or LT and a time in the past`));
-    return c.ops(name, [{ op: OP_DEL, key: a[1] }], (r) => resp.integer(r[0][1] === 204 ? 1 : 0));
-  }
-  if (ms > MAX_TTL_MS) return c.reply(resp.error(TTL_TOO_LONG.error));
-  c.ops(name, [{ op: OP_EXPIRE, key: a[1], ttlMs: ms, flags }], (r) => resp.integer(r[0][1] === 200 ? 1 : 0));
-};
+const expire =
+  (name: string, unitMs: number, absolute: boolean): Handler =>
+  (c, a) => {
+    const n = intArg(a[2]);
+    if (n === null) return c.reply(ERR_NOT_INTEGER);
+    const flags = parseExpireOptions(a, 3);
+    if (typeof flags !== 'number') return c.reply(resp.error(flags.error));
+    const ms = absolute ? n * unitMs - Date.now() : n * unitMs;
+    if (ms <= 0) {
+      // As in Redis, a time already past deletes the key (1 if it existed). With NX/XX/GT/LT the
+      // condition would have to be decided on the row first: not supported.
+      if (flags !== 0) return c.reply(resp.error(`ERR kvsql does not support ${name.toUpperCase()} with NX, XX, GT or LT and a time in the past`));
+      return c.ops(name, [{ op: OP_DEL, key: a[1] }], (r) => resp.integer(r[0][1] === 204 ? 1 : 0));
+    }
+    if (ms > MAX_TTL_MS) return c.reply(resp.error(TTL_TOO_LONG.error));
+    c.ops(name, [{ op: OP_EXPIRE, key: a[1], ttlMs: ms, flags }], (r) => resp.integer(r[0][1] === 200 ? 1 : 0));
+  };
 
 /** EXPIRETIME, PEXPIRETIME: the absolute expiry (shard clock), -1 without TTL, -2 absent. */
-const expiretime = (name: string, unitMs: number): Handler => (c, a) => {
-  c.ops(name, [{ op: OP_TTL, key: a[1] }], (r) => {
-    const t = replyOf(OP_TTL, r[0]);
-    if (t[1] !== 200) return resp.integer(-2);
-    return resp.integer(t[2] === null ? -1 : Math.floor(t[2] / unitMs));
-  });
-};
+const expiretime =
+  (name: string, unitMs: number): Handler =>
+  (c, a) => {
+    c.ops(name, [{ op: OP_TTL, key: a[1] }], (r) => {
+      const t = replyOf(OP_TTL, r[0]);
+      if (t[1] !== 200) return resp.integer(-2);
+      return resp.integer(t[2] === null ? -1 : Math.floor(t[2] / unitMs));
+    });
+  };
 
 /** [name, handler, arity, flags, first key, last key, step] as COMMAND shows them (Redis 7's). */
 export const STRING_COMMANDS: ReadonlyArray<RowTuple<RespCall>> = [

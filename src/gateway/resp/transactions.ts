@@ -64,14 +64,14 @@ type TxnHandler = (c: TxnCall, args: Buffer[]) => void;
 
 const EXECABORT = resp.error('EXECABORT Transaction discarded because of previous errors.');
 
-const multi: TxnHandler = (c, a) => {
+const multi: TxnHandler = (c) => {
   if (c.txn.queued !== null) return c.reply(resp.error('ERR MULTI calls can not be nested'));
   c.txn.queued = [];
   c.txn.dirty = false;
   c.reply(resp.OK);
 };
 
-const discard: TxnHandler = (c, a) => {
+const discard: TxnHandler = (c) => {
   if (c.txn.queued === null) return c.reply(resp.error('ERR DISCARD without MULTI'));
   c.txn.queued = null;
   c.txn.unwatch();
@@ -106,13 +106,13 @@ const watch: TxnHandler = (c, a) => {
   });
 };
 
-const unwatch: TxnHandler = (c, a) => {
+const unwatch: TxnHandler = (c) => {
   // Queued in MULTI it does nothing (EXEC checks the watches and then forgets them anyway).
   if (c.txn.queued === null) c.txn.unwatch();
   c.reply(resp.OK);
 };
 
-const exec: TxnHandler = (c, a) => {
+const exec: TxnHandler = (c) => {
   const st = c.txn;
   const queued = st.queued;
   if (queued === null) return c.reply(resp.error('ERR EXEC without MULTI'));
