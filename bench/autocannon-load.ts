@@ -46,7 +46,12 @@ export function runAutocannon(run: AutocannonRun): Promise<HttpLoadResult> {
       request = { method: 'GET', headers: { ...extra }, setupRequest: (req) => ((req.path = randomKeyPath()), req) };
       break;
     case 'put':
-      request = { method: 'PUT', body: value, headers: { 'content-type': 'application/octet-stream', ...extra }, setupRequest: (req) => ((req.path = randomKeyPath()), req) };
+      request = {
+        method: 'PUT',
+        body: value,
+        headers: { 'content-type': 'application/octet-stream', ...extra },
+        setupRequest: (req) => ((req.path = randomKeyPath()), req),
+      };
       break;
     case 'mixed':
       request = {
@@ -73,18 +78,15 @@ export function runAutocannon(run: AutocannonRun): Promise<HttpLoadResult> {
   let failed = 0;
   const started = performance.now();
   return new Promise((resolve, reject) => {
-    const instance = autocannon(
-      { url: run.base, connections: run.connections, duration: run.durationS, requests: [request], timeout: 30 },
-      (err, result) => {
-        clearInterval(ticker);
-        if (err) return reject(err);
-        const codes = Object.entries(result.statusCodeStats)
-          .filter(([code]) => Number(code) >= 400)
-          .map(([code, s]) => `${code} x${s.count}`);
-        if (result.errors > 0) codes.push(`connection errors/timeouts x${result.errors}`);
-        resolve({ hist, ok, errors: result.non2xx + result.errors, errorDetail: codes.join(', '), elapsedS: result.duration });
-      },
-    );
+    const instance = autocannon({ url: run.base, connections: run.connections, duration: run.durationS, requests: [request], timeout: 30 }, (err, result) => {
+      clearInterval(ticker);
+      if (err) return reject(err);
+      const codes = Object.entries(result.statusCodeStats)
+        .filter(([code]) => Number(code) >= 400)
+        .map(([code, s]) => `${code} x${s.count}`);
+      if (result.errors > 0) codes.push(`connection errors/timeouts x${result.errors}`);
+      resolve({ hist, ok, errors: result.non2xx + result.errors, errorDetail: codes.join(', '), elapsedS: result.duration });
+    });
     instance.on('response', (_client, statusCode, _bytes, responseTime) => {
       if (statusCode >= 200 && statusCode < 300) {
         ok++;

@@ -43,7 +43,9 @@ export async function bulkLoad(job: BulkLoad): Promise<BulkResult> {
   const ticker = setInterval(() => {
     const el = (performance.now() - t0) / 1000;
     const pct = ((100 * (done + failed)) / job.count).toFixed(1);
-    progress(`${job.label}: ${fmtInt(done)}/${fmtInt(job.count)} (${pct}%) ${fmtInt(done / Math.max(el, 0.001))} keys/s${failed ? ` failed ${fmtInt(failed)}` : ''}${job.status ? ' ' + job.status() : ''}`);
+    progress(
+      `${job.label}: ${fmtInt(done)}/${fmtInt(job.count)} (${pct}%) ${fmtInt(done / Math.max(el, 0.001))} keys/s${failed ? ` failed ${fmtInt(failed)}` : ''}${job.status ? ' ' + job.status() : ''}`,
+    );
   }, 250);
   const clients: KvClient[] = [];
   try {

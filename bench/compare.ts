@@ -21,7 +21,16 @@ import { backgroundBusyCores, CORES, MACHINE, type CpuUse, type Watched } from '
 import { clearProgress, log } from './progress';
 import { median, skippedRow, type Row } from './result';
 import { ShardSql } from './shard-sql';
-import { BENCH_DIR, DEFAULT_LAYOUT, embeddedShardPids, embeddedShardUrls, ownBuild, startMainGateway, type GatewayProcess, type StoreLayout } from './store-processes';
+import {
+  BENCH_DIR,
+  DEFAULT_LAYOUT,
+  embeddedShardPids,
+  embeddedShardUrls,
+  ownBuild,
+  startMainGateway,
+  type GatewayProcess,
+  type StoreLayout,
+} from './store-processes';
 
 /** Scenarios that need a second gateway of the same build on the same shards: not compared. */
 export const NOT_COMPARED: readonly ScenarioName[] = ['ablation', 'security'];
@@ -127,8 +136,19 @@ async function startSide(build: Build, layout: StoreLayout, opts: Readonly<Bench
   const watched: Watched[] = [{ label: 'gateway', pid: gateway.pid, threads: true }];
   embeddedShardPids(layout).forEach((pid, i) => watched.push({ label: `shard-${i} mysqld`, pid }));
   watched.push({ label: 'load generator (this process)', pid: process.pid });
-  note(`${build.role} ${build.label}: ready at ${gateway.base} (pid ${gateway.pid}) in ${((performance.now() - t) / 1000).toFixed(1)} s${gateway.redisPort === null ? '; no Redis door in this build' : ''}`);
-  const ctx = newContext(opts, { base: gateway.base, redisPort: gateway.redisPort, ablationBase: null, gatewayPid: gateway.pid, ablationPid: null, shardUrls: urls, watched, sql });
+  note(
+    `${build.role} ${build.label}: ready at ${gateway.base} (pid ${gateway.pid}) in ${((performance.now() - t) / 1000).toFixed(1)} s${gateway.redisPort === null ? '; no Redis door in this build' : ''}`,
+  );
+  const ctx = newContext(opts, {
+    base: gateway.base,
+    redisPort: gateway.redisPort,
+    ablationBase: null,
+    gatewayPid: gateway.pid,
+    ablationPid: null,
+    shardUrls: urls,
+    watched,
+    sql,
+  });
   let probe: FeedProbe | undefined;
   if (opts.watch && build.role === 'new') {
     probe = new FeedProbe(gateway.base);
@@ -145,11 +165,20 @@ export interface CompareResult {
   evidence: string | null;
 }
 
-export async function runCompare(opts: Readonly<BenchOptions>, ref: string, order: readonly ScenarioName[], runScenario: RunScenario, note: (s: string) => void, onStop: (stop: () => Promise<void>) => void): Promise<CompareResult> {
+export async function runCompare(
+  opts: Readonly<BenchOptions>,
+  ref: string,
+  order: readonly ScenarioName[],
+  runScenario: RunScenario,
+  note: (s: string) => void,
+  onStop: (stop: () => Promise<void>) => void,
+): Promise<CompareResult> {
   const startedAt = new Date().toISOString();
   const oldBuild = buildOf(ref, note);
   const newBuild = ownBuild();
-  note(`comparing new ${newBuild.label} with old ${oldBuild.label} (${ref}): ${order.join(',')}; ${opts.runs} round(s) of ${opts.duration} s each, alternating`);
+  note(
+    `comparing new ${newBuild.label} with old ${oldBuild.label} (${ref}): ${order.join(',')}; ${opts.runs} round(s) of ${opts.duration} s each, alternating`,
+  );
   const sides: Side[] = [];
   let probeSummary: string | null = null;
   const stop = async () => {
@@ -173,7 +202,9 @@ export async function runCompare(opts: Readonly<BenchOptions>, ref: string, orde
     sides.push(await startSide(newBuild, DEFAULT_LAYOUT, opts, note));
     sides.push(await startSide(oldBuild, { dataDir: `${DEFAULT_LAYOUT.dataDir}-${oldBuild.label}`, basePort: DEFAULT_LAYOUT.basePort + 10 }, opts, note));
     const background = await backgroundBusyCores(2000);
-    note(`machine busy before load: ${background.toFixed(2)} of ${CORES} cores${background > 0.25 ? ' -- NOT idle: results will be noisy (ratios within the run still hold better than absolutes)' : ''}`);
+    note(
+      `machine busy before load: ${background.toFixed(2)} of ${CORES} cores${background > 0.25 ? ' -- NOT idle: results will be noisy (ratios within the run still hold better than absolutes)' : ''}`,
+    );
     for (const s of order) {
       const got = new Map<string, { new: Row[]; old: Row[] }>();
       for (let round = 1; round <= opts.runs; round++) {
@@ -214,7 +245,18 @@ export async function runCompare(opts: Readonly<BenchOptions>, ref: string, orde
     const stamp = startedAt.replace(/[:.]/g, '-');
     const round = (x: number, d = 2) => (Number.isFinite(x) ? Number(x.toFixed(d)) : null);
     const json = {
-      info: { startedAt, finishedAt: new Date().toISOString(), new: newBuild.label, old: oldBuild.label, ref, node: process.version, cpus: CORES, memoryGiB: Math.round(os.totalmem() / 2 ** 30), options: { ...opts }, feedWatcher: probeSummary },
+      info: {
+        startedAt,
+        finishedAt: new Date().toISOString(),
+        new: newBuild.label,
+        old: oldBuild.label,
+        ref,
+        node: process.version,
+        cpus: CORES,
+        memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+        options: { ...opts },
+        feedWatcher: probeSummary,
+      },
       scenarios: compared.map((c) => ({
         name: c.name,
         newOps: c.newOps.map((x) => round(x, 0)),

@@ -51,7 +51,13 @@ export function newContext(opts: Readonly<BenchOptions>, target: StoreTarget): B
 export async function ensurePreloaded(ctx: BenchContext): Promise<void> {
   if (ctx.preloaded) return;
   const { keys } = ctx.opts;
-  const r = await bulkLoad({ base: ctx.base, count: keys, keyOf: (i) => KEY_PREFIX + i, value: ctx.value, label: `preload ${fmtInt(keys)} keys x ${ctx.value.length} B` });
+  const r = await bulkLoad({
+    base: ctx.base,
+    count: keys,
+    keyOf: (i) => KEY_PREFIX + i,
+    value: ctx.value,
+    label: `preload ${fmtInt(keys)} keys x ${ctx.value.length} B`,
+  });
   if (r.failed > 0) throw new Error(`preload failed for ${r.failed} of ${keys} keys (last error: ${r.lastError})`);
   ctx.loadRate = r.rate;
   ctx.preloaded = true;
@@ -81,8 +87,7 @@ export async function measured<T>(ctx: BenchContext, metricsBase: string, load: 
   const before = await scrapeOrNull(metricsBase);
   // The row's gateway is whichever one the load goes to.
   const stand = metricsBase === ctx.ablationBase ? ctx.ablationPid : metricsBase === ctx.naive?.base ? ctx.naive.pid : undefined;
-  const watched =
-    stand !== undefined ? ctx.watched.flatMap((w) => (w.label !== 'gateway' ? [w] : stand !== null ? [{ ...w, pid: stand }] : [])) : ctx.watched;
+  const watched = stand !== undefined ? ctx.watched.flatMap((w) => (w.label !== 'gateway' ? [w] : stand !== null ? [{ ...w, pid: stand }] : [])) : ctx.watched;
   const meter = new CpuMeter(watched);
   meter.start();
   const value = await load();

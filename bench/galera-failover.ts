@@ -79,10 +79,14 @@ async function main(): Promise<void> {
     for (const k of acked.keys()) if (!present.has(k)) lost++;
     const r = { failoverMs: firstAfter === 0 ? NaN : firstAfter - killAt, acked: acked.size, lost, errors, victim };
     results.push(r);
-    console.log(`trial ${trial + 1}/${TRIALS}: killed node-${victim}, first acknowledged write after ${r.failoverMs} ms; acked ${r.acked}, lost ${r.lost}, failed requests ${r.errors}`);
+    console.log(
+      `trial ${trial + 1}/${TRIALS}: killed node-${victim}, first acknowledged write after ${r.failoverMs} ms; acked ${r.acked}, lost ${r.lost}, failed requests ${r.errors}`,
+    );
   }
   const times = results.map((r) => r.failoverMs).sort((a, b) => a - b);
-  console.log(`failover: median ${median(times)} ms, min ${times[0]} ms, max ${times[times.length - 1]} ms over ${times.length} trials; acknowledged writes lost: ${results.reduce((a, r) => a + r.lost, 0)} of ${results.reduce((a, r) => a + r.acked, 0)}`);
+  console.log(
+    `failover: median ${median(times)} ms, min ${times[0]} ms, max ${times[times.length - 1]} ms over ${times.length} trials; acknowledged writes lost: ${results.reduce((a, r) => a + r.lost, 0)} of ${results.reduce((a, r) => a + r.acked, 0)}`,
+  );
   await store.close();
 }
 

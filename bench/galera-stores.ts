@@ -23,11 +23,25 @@ async function main(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'galera-stores-'));
   fs.chmodSync(dir, 0o755);
   const singles = await Promise.all(
-    Array.from({ length: SHARDS }, (_, i) => startLocalMysqld({ dataDir: path.join(dir, `single-${i}`), port: 0, database: 'kvsql', binary, bufferPoolMb: 128 })),
+    Array.from({ length: SHARDS }, (_, i) =>
+      startLocalMysqld({ dataDir: path.join(dir, `single-${i}`), port: 0, database: 'kvsql', binary, bufferPoolMb: 128 }),
+    ),
   );
   const groups: GaleraShard[] = [];
   for (let i = 0; i < SHARDS; i++) {
-    groups.push(await startGaleraShard({ shard: i, replicas: 3, dir: path.join(dir, `galera-${i}`), sqlBase: 0, galeraBase: 0, database: 'kvsql', binary, provider, log: console.error }));
+    groups.push(
+      await startGaleraShard({
+        shard: i,
+        replicas: 3,
+        dir: path.join(dir, `galera-${i}`),
+        sqlBase: 0,
+        galeraBase: 0,
+        database: 'kvsql',
+        binary,
+        provider,
+        log: console.error,
+      }),
+    );
   }
   console.log(`single=${singles.map((s) => s.url).join(',')}`);
   console.log(`galera=${groups.map((g) => g.url).join(',')}`);

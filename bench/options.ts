@@ -93,16 +93,20 @@ interface Flag {
   apply(o: BenchOptions, raw: string): void;
 }
 
-const int = (min: number, max: number) => (raw: string, name: string): number => {
-  const n = Number(raw.replace(/_/g, ''));
-  if (!Number.isSafeInteger(n) || n < min || n > max) throw new OptionsError(`--${name} must be an integer in ${min}..${max}, got "${raw}"`);
-  return n;
-};
-const num = (min: number, max: number) => (raw: string, name: string): number => {
-  const n = Number(raw);
-  if (!Number.isFinite(n) || n < min || n > max) throw new OptionsError(`--${name} must be a number in ${min}..${max}, got "${raw}"`);
-  return n;
-};
+const int =
+  (min: number, max: number) =>
+  (raw: string, name: string): number => {
+    const n = Number(raw.replace(/_/g, ''));
+    if (!Number.isSafeInteger(n) || n < min || n > max) throw new OptionsError(`--${name} must be an integer in ${min}..${max}, got "${raw}"`);
+    return n;
+  };
+const num =
+  (min: number, max: number) =>
+  (raw: string, name: string): number => {
+    const n = Number(raw);
+    if (!Number.isFinite(n) || n < min || n > max) throw new OptionsError(`--${name} must be a number in ${min}..${max}, got "${raw}"`);
+    return n;
+  };
 const httpUrl = (raw: string, name: string): string => {
   let u: URL;
   try {
@@ -119,7 +123,10 @@ const FLAGS: Flag[] = [
     name: 'scenarios',
     doc: `comma-separated, default all; always run in this order: ${ALL_SCENARIOS.join(',')}`,
     apply(o, raw) {
-      const list = raw.split(',').map((s) => s.trim()).filter(Boolean);
+      const list = raw
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean);
       for (const s of list) {
         if (!(ALL_SCENARIOS as readonly string[]).includes(s)) throw new OptionsError(`unknown scenario "${s}" (known: ${ALL_SCENARIOS.join(', ')})`);
       }
@@ -141,7 +148,10 @@ const FLAGS: Flag[] = [
     name: 'shard-urls',
     doc: 'with --url: comma-separated mysql:// shard URLs (for row counts)',
     apply(o, raw) {
-      o.shardUrls = raw.split(',').map((s) => s.trim()).filter(Boolean);
+      o.shardUrls = raw
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean);
       for (const u of o.shardUrls) if (!u.startsWith('mysql://')) throw new OptionsError(`--shard-urls: "${u}" must start with mysql://`);
     },
   },
@@ -153,22 +163,66 @@ const FLAGS: Flag[] = [
       o.redisTests = raw;
     },
   },
-  { name: 'redis-clients', doc: 'redis-benchmark connections of the redis scenario (default 50)', apply: (o, r) => (o.redisClients = int(1, 10000)(r, 'redis-clients')) },
-  { name: 'redis-port', doc: 'with --url: the store\'s Redis-protocol port (KVSQL_REDIS_PORT) for the redis scenario', apply: (o, r) => (o.redisPort = int(1, 65535)(r, 'redis-port')) },
+  {
+    name: 'redis-clients',
+    doc: 'redis-benchmark connections of the redis scenario (default 50)',
+    apply: (o, r) => (o.redisClients = int(1, 10000)(r, 'redis-clients')),
+  },
+  {
+    name: 'redis-port',
+    doc: "with --url: the store's Redis-protocol port (KVSQL_REDIS_PORT) for the redis scenario",
+    apply: (o, r) => (o.redisPort = int(1, 65535)(r, 'redis-port')),
+  },
   { name: 'gateway-pid', doc: 'with --url: the gateway pid (for RSS)', apply: (o, r) => (o.gatewayPid = int(1, 2 ** 31)(r, 'gateway-pid')) },
   { name: 'expiry-keys', doc: 'keys for expiry steady and storm (default 1000000)', apply: (o, r) => (o.expiryKeys = int(1, 100_000_000)(r, 'expiry-keys')) },
   { name: 'memory-keys', doc: 'keys for expiry memory (default 5000000)', apply: (o, r) => (o.memoryKeys = int(1, 100_000_000)(r, 'memory-keys')) },
-  { name: 'expiry-timeout', doc: 'seconds to wait for expired rows to be deleted (default 300)', apply: (o, r) => (o.expiryTimeout = num(1, 86400)(r, 'expiry-timeout')) },
-  { name: 'ws-concurrency', doc: 'WebSocket connections in concurrency (default 10000)', apply: (o, r) => (o.wsConcurrency = int(0, 1_000_000)(r, 'ws-concurrency')) },
-  { name: 'http-concurrency', doc: 'HTTP connections in concurrency (default 5000)', apply: (o, r) => (o.httpConcurrency = int(0, 15000)(r, 'http-concurrency')) },
-  { name: 'connections-per-process', doc: 'WebSockets per load-generator child (default 5000)', apply: (o, r) => (o.connectionsPerProcess = int(1, 15000)(r, 'connections-per-process')) },
-  { name: 'load-fraction', doc: 'fraction of peak for latency-at-half-load (default 0.5)', apply: (o, r) => (o.loadFraction = num(0.01, 1)(r, 'load-fraction')) },
-  { name: 'overload-factor', doc: 'overload: offered PUT rate as a multiple of the measured peak (default 2)', apply: (o, r) => (o.overloadFactor = num(0.1, 100)(r, 'overload-factor')) },
-  { name: 'overload-connections', doc: 'overload: HTTP connections for the open loop (default 4000)', apply: (o, r) => (o.overloadConnections = int(1, 15000)(r, 'overload-connections')) },
-  { name: 'overload-value-size', doc: 'overload: PUT value bytes (default 65536)', apply: (o, r) => (o.overloadValueSize = int(1, 16 * 1024 * 1024)(r, 'overload-value-size')) },
-  { name: 'keep-data', doc: 'do not empty our own store\'s kv table at start', apply: (o) => (o.keepData = true) },
+  {
+    name: 'expiry-timeout',
+    doc: 'seconds to wait for expired rows to be deleted (default 300)',
+    apply: (o, r) => (o.expiryTimeout = num(1, 86400)(r, 'expiry-timeout')),
+  },
+  {
+    name: 'ws-concurrency',
+    doc: 'WebSocket connections in concurrency (default 10000)',
+    apply: (o, r) => (o.wsConcurrency = int(0, 1_000_000)(r, 'ws-concurrency')),
+  },
+  {
+    name: 'http-concurrency',
+    doc: 'HTTP connections in concurrency (default 5000)',
+    apply: (o, r) => (o.httpConcurrency = int(0, 15000)(r, 'http-concurrency')),
+  },
+  {
+    name: 'connections-per-process',
+    doc: 'WebSockets per load-generator child (default 5000)',
+    apply: (o, r) => (o.connectionsPerProcess = int(1, 15000)(r, 'connections-per-process')),
+  },
+  {
+    name: 'load-fraction',
+    doc: 'fraction of peak for latency-at-half-load (default 0.5)',
+    apply: (o, r) => (o.loadFraction = num(0.01, 1)(r, 'load-fraction')),
+  },
+  {
+    name: 'overload-factor',
+    doc: 'overload: offered PUT rate as a multiple of the measured peak (default 2)',
+    apply: (o, r) => (o.overloadFactor = num(0.1, 100)(r, 'overload-factor')),
+  },
+  {
+    name: 'overload-connections',
+    doc: 'overload: HTTP connections for the open loop (default 4000)',
+    apply: (o, r) => (o.overloadConnections = int(1, 15000)(r, 'overload-connections')),
+  },
+  {
+    name: 'overload-value-size',
+    doc: 'overload: PUT value bytes (default 65536)',
+    apply: (o, r) => (o.overloadValueSize = int(1, 16 * 1024 * 1024)(r, 'overload-value-size')),
+  },
+  { name: 'keep-data', doc: "do not empty our own store's kv table at start", apply: (o) => (o.keepData = true) },
   { name: 'no-save', doc: 'do not write bench/results/', apply: (o) => (o.noSave = true) },
-  { name: 'watch', doc: "keep a change-feed watcher on every key of the new build's gateway during the run, and report event delays", apply: (o) => (o.watch = true) },
+  {
+    name: 'watch',
+    doc: "keep a change-feed watcher on every key of the new build's gateway during the run, and report event delays",
+    apply: (o) => (o.watch = true),
+  },
   {
     name: 'compare',
     doc: `a git ref (commit, branch, HEAD~1): build it under bench/.builds and run it against this checkout, alternating, --runs rounds; default scenarios ${COMPARE_SCENARIOS.join(',')}`,

@@ -113,20 +113,22 @@ export class CpuMeter {
     if (a === null) return [];
     const b = this.snap();
     const secs = (b.at - a.at) / 1000;
-    return this.watched.map((w, i) => {
-      const use: CpuUse = { label: w.label, cores: round2((b.proc[i] - a.proc[i]) / secs) };
-      if (w.threads) {
-        const list: Array<{ name: string; tid: number; cores: number }> = [];
-        for (const [tid, after] of b.threads[i]) {
-          const before = a.threads[i].get(tid) ?? 0;
-          const cores = round2((after - before) / secs);
-          if (cores >= 0.02) list.push({ name: threadName(w.pid, tid), tid, cores });
+    return this.watched
+      .map((w, i) => {
+        const use: CpuUse = { label: w.label, cores: round2((b.proc[i] - a.proc[i]) / secs) };
+        if (w.threads) {
+          const list: Array<{ name: string; tid: number; cores: number }> = [];
+          for (const [tid, after] of b.threads[i]) {
+            const before = a.threads[i].get(tid) ?? 0;
+            const cores = round2((after - before) / secs);
+            if (cores >= 0.02) list.push({ name: threadName(w.pid, tid), tid, cores });
+          }
+          list.sort((x, y) => y.cores - x.cores);
+          use.threads = list.slice(0, 6);
         }
-        list.sort((x, y) => y.cores - x.cores);
-        use.threads = list.slice(0, 6);
-      }
-      return use;
-    }).concat([{ label: MACHINE, cores: round2(((b.machine[0] - a.machine[0]) / TICKS_PER_SECOND) / secs) }]);
+        return use;
+      })
+      .concat([{ label: MACHINE, cores: round2((b.machine[0] - a.machine[0]) / TICKS_PER_SECOND / secs) }]);
   }
 }
 
@@ -141,7 +143,13 @@ export function describeCpu(list: CpuUse[]): string {
   return list
     .filter((u) => Number.isFinite(u.cores))
     .map((u) => {
-      const t = u.threads && u.threads.length > 0 ? ` (${u.threads.slice(0, 3).map((x) => `${x.name} ${x.cores.toFixed(2)}`).join(', ')})` : '';
+      const t =
+        u.threads && u.threads.length > 0
+          ? ` (${u.threads
+              .slice(0, 3)
+              .map((x) => `${x.name} ${x.cores.toFixed(2)}`)
+              .join(', ')})`
+          : '';
       return `${u.label} ${u.cores.toFixed(2)}${t}`;
     })
     .join(' · ');

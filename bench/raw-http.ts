@@ -130,7 +130,10 @@ export function rawLoadRow(r: RawLoadResult, row: Pick<Row, 'name' | 'scenario' 
     opsPerSec: r.ok / (r.elapsedMs / 1000),
     latency: percentilesOf(r.hist),
     errors: r.errors + non2xx,
-    errorDetail: Object.entries(r.non2xx).map(([s, n]) => `${s} x${n}`).concat(r.errors ? [`connection errors x${r.errors}`] : []).join(', '),
+    errorDetail: Object.entries(r.non2xx)
+      .map(([s, n]) => `${s} x${n}`)
+      .concat(r.errors ? [`connection errors x${r.errors}`] : [])
+      .join(', '),
     durationS: r.elapsedMs / 1000,
     cpu: row.cpu,
     notes: row.notes,
@@ -269,21 +272,23 @@ export class RawHttpPool {
         result.errors += this.errors - errorsBefore;
         resolve(result);
       };
-      const onDone = (conn: Conn): Done => (status, dueAt) => {
-        const now = performance.now();
-        answered++;
-        if (status >= 200 && status < 400) {
-          result.ok++;
-          result.hist.recordMs(now - dueAt);
-        } else if (status >= 400) {
-          result.non2xx[status] = (result.non2xx[status] ?? 0) + 1;
-        }
-        if (conn.open) {
-          if (head < waiting.length) conn.send(makeRequest(), waiting[head++], dones.get(conn)!);
-          else idle.push(conn);
-        }
-        if (answered >= total) finish();
-      };
+      const onDone =
+        (conn: Conn): Done =>
+        (status, dueAt) => {
+          const now = performance.now();
+          answered++;
+          if (status >= 200 && status < 400) {
+            result.ok++;
+            result.hist.recordMs(now - dueAt);
+          } else if (status >= 400) {
+            result.non2xx[status] = (result.non2xx[status] ?? 0) + 1;
+          }
+          if (conn.open) {
+            if (head < waiting.length) conn.send(makeRequest(), waiting[head++], dones.get(conn)!);
+            else idle.push(conn);
+          }
+          if (answered >= total) finish();
+        };
       const dones = new Map<Conn, Done>(this.conns.map((c) => [c, onDone(c)]));
       const ticker = setInterval(() => onTick?.(result, sent), 250);
       let timer: NodeJS.Timeout;
@@ -308,10 +313,11 @@ export class RawHttpPool {
         }
         if (sent < total) timer = setTimeout(pump, 1);
         // Stop waiting for stragglers a while after the schedule ends (they count as errors).
-        else timer = setTimeout(() => {
-          result.errors += total - answered;
-          finish();
-        }, 30_000);
+        else
+          timer = setTimeout(() => {
+            result.errors += total - answered;
+            finish();
+          }, 30_000);
       };
       pump();
       if (total === 0) finish();
@@ -329,6 +335,9 @@ export function getRequest(host: string, path: string): Buffer {
 }
 
 export function putRequest(host: string, path: string, body: Buffer): Buffer {
-  const head = Buffer.from(`PUT ${path} HTTP/1.1\r\nHost: ${host}\r\nContent-Type: application/octet-stream\r\nContent-Length: ${body.length}\r\n\r\n`, 'latin1');
+  const head = Buffer.from(
+    `PUT ${path} HTTP/1.1\r\nHost: ${host}\r\nContent-Type: application/octet-stream\r\nContent-Length: ${body.length}\r\n\r\n`,
+    'latin1',
+  );
   return Buffer.concat([head, body]);
 }

@@ -67,7 +67,9 @@ async function main(): Promise<void> {
       const conn = await mysql.createConnection({ uri: urls[shard] });
       const mine = keys.filter((k) => map.shardOf(k) === shard);
       for (let i = 0; i < mine.length; i += 2000) {
-        await conn.query('INSERT INTO kv (k, v, version, expires_at, slot) VALUES ?', [mine.slice(i, i + 2000).map((k, j) => [k, value, i + j + 1, null, slotOf(k)])]);
+        await conn.query('INSERT INTO kv (k, v, version, expires_at, slot) VALUES ?', [
+          mine.slice(i, i + 2000).map((k, j) => [k, value, i + j + 1, null, slotOf(k)]),
+        ]);
       }
       await conn.query('UPDATE kv_seq SET next_version = ? WHERE id = 1', [ROWS + 1]);
       await conn.end();
@@ -112,18 +114,23 @@ async function main(): Promise<void> {
       await set.addShard(urls[2]);
       await set.publishPeers();
       const plan = planRebalance(await set.slotRows(), [...set.members.keys()], new Set(), SLOTS_PER_MOVE);
-      progress = await runUnits(set, plan, () => {
-        if (current) {
-          current.to = performance.now();
-          units.push(current);
-          current = null;
-        }
-      }, {
-        beforeStep: (step, lo, hi) => {
-          if (step === 1 || current === null) current = { from: performance.now(), to: 0, lo, hi };
+      progress = await runUnits(
+        set,
+        plan,
+        () => {
+          if (current) {
+            current.to = performance.now();
+            units.push(current);
+            current = null;
+          }
         },
-        onPause: (_ms, _lo, _hi, p) => void parts.push(p),
-      });
+        {
+          beforeStep: (step, lo, hi) => {
+            if (step === 1 || current === null) current = { from: performance.now(), to: 0, lo, hi };
+          },
+          onPause: (_ms, _lo, _hi, p) => void parts.push(p),
+        },
+      );
     } finally {
       await set.close();
     }
@@ -150,17 +157,35 @@ async function main(): Promise<void> {
       rowsPerSecond: Math.round(progress!.rows / secs),
       pauseMs: { p50: +pct(progress!.pauses, 0.5).toFixed(1), p99: +pct(progress!.pauses, 0.99).toFixed(1), max: +Math.max(...progress!.pauses).toFixed(1) },
       pauseParts_p50: {
-        fence: +pct(parts.map((p) => p.fenceMs), 0.5).toFixed(1),
-        catchUp: +pct(parts.map((p) => p.catchUpMs), 0.5).toFixed(1),
-        flip: +pct(parts.map((p) => p.flipMs), 0.5).toFixed(1),
+        fence: +pct(
+          parts.map((p) => p.fenceMs),
+          0.5,
+        ).toFixed(1),
+        catchUp: +pct(
+          parts.map((p) => p.catchUpMs),
+          0.5,
+        ).toFixed(1),
+        flip: +pct(
+          parts.map((p) => p.flipMs),
+          0.5,
+        ).toFixed(1),
       },
       steadyOpsPerSec: Math.round(steadyRate),
       duringOpsPerSec: Math.round(duringRate),
       throughputRatio: +(duringRate / steadyRate).toFixed(2),
       p99Ms: {
-        steady: +pct(steady.map((s) => s.ms), 0.99).toFixed(1),
-        duringOtherSlots: +pct(others.map((s) => s.ms), 0.99).toFixed(1),
-        duringMovingSlots: +pct(moving.map((s) => s.ms), 0.99).toFixed(1),
+        steady: +pct(
+          steady.map((s) => s.ms),
+          0.99,
+        ).toFixed(1),
+        duringOtherSlots: +pct(
+          others.map((s) => s.ms),
+          0.99,
+        ).toFixed(1),
+        duringMovingSlots: +pct(
+          moving.map((s) => s.ms),
+          0.99,
+        ).toFixed(1),
       },
       opsOnMovingSlots: moving.length,
       errors,
@@ -171,7 +196,19 @@ async function main(): Promise<void> {
     const measuredAt = new Date().toISOString();
     fs.writeFileSync(
       path.join(evidence, `M11-${measuredAt.replace(/[:.]/g, '-')}.json`),
-      JSON.stringify({ id: 'M11', what: 'rebalance 2 -> 3 shards under load (bench/rebalance.ts)', measuredAt, node: process.version, host: `${os.cpus().length} cores`, loadAverage: os.loadavg(), result }, null, 1) + '\n',
+      JSON.stringify(
+        {
+          id: 'M11',
+          what: 'rebalance 2 -> 3 shards under load (bench/rebalance.ts)',
+          measuredAt,
+          node: process.version,
+          host: `${os.cpus().length} cores`,
+          loadAverage: os.loadavg(),
+          result,
+        },
+        null,
+        1,
+      ) + '\n',
     );
     for (const a of agents) a.destroy();
   } finally {

@@ -123,7 +123,11 @@ export function renderTable(rows: Row[]): string {
   );
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
   const numeric = [false, false, true, true, true, true, true, false, false];
-  const line = (cells: string[]) => cells.map((c, i) => pad(c, widths[i], numeric[i])).join('  ').trimEnd();
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => pad(c, widths[i], numeric[i]))
+      .join('  ')
+      .trimEnd();
   const out = [line(head), widths.map((w) => '-'.repeat(w)).join('  ')];
   for (const b of body) out.push(line(b));
   const notes: string[] = [];
@@ -175,7 +179,9 @@ function barChart(
     for (let d = lo; d <= Math.ceil(hi); d++) {
       const x = left + scale(10 ** d);
       if (10 ** d > max) break;
-      parts.push(`<line x1="${x.toFixed(1)}" y1="${top}" x2="${x.toFixed(1)}" y2="${height - 24}" stroke="#ddd"/><text x="${x.toFixed(1)}" y="${height - 12}" text-anchor="middle" fill="#666">${(10 ** d).toLocaleString('en-US', { maximumFractionDigits: 3 })}</text>`);
+      parts.push(
+        `<line x1="${x.toFixed(1)}" y1="${top}" x2="${x.toFixed(1)}" y2="${height - 24}" stroke="#ddd"/><text x="${x.toFixed(1)}" y="${height - 12}" text-anchor="middle" fill="#666">${(10 ** d).toLocaleString('en-US', { maximumFractionDigits: 3 })}</text>`,
+      );
     }
   }
   labels.forEach((label, i) => {
@@ -185,7 +191,9 @@ function barChart(
       const v = s.values[i];
       const w = scale(v);
       const by = y + j * 18;
-      parts.push(`<rect x="${left}" y="${by}" width="${w.toFixed(1)}" height="14" fill="${s.colors?.[i] ?? s.color}"><title>${esc(label)} ${esc(s.name)}: ${Number.isFinite(v) ? v.toFixed(3) : '-'} ${unit}</title></rect>`);
+      parts.push(
+        `<rect x="${left}" y="${by}" width="${w.toFixed(1)}" height="14" fill="${s.colors?.[i] ?? s.color}"><title>${esc(label)} ${esc(s.name)}: ${Number.isFinite(v) ? v.toFixed(3) : '-'} ${unit}</title></rect>`,
+      );
       parts.push(`<text x="${left + w + 4}" y="${by + 11}">${Number.isFinite(v) ? (unit === 'ops/s' ? fmtOps(v) : fmtMs(v)) : '-'}</text>`);
     });
   });
@@ -215,8 +223,12 @@ function lineChart(title: string, series: Array<{ name: string; color: string; p
     `<text x="${width - right}" y="${height - 12}" text-anchor="end" fill="#666">${xMax.toFixed(0)} s</text><text x="${left}" y="${height - 12}" fill="#666">seconds since the load started; rows left in MySQL</text>`,
   ];
   series.forEach((s, i) => {
-    parts.push(`<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${s.points.map((p) => `${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join(' ')}"/>`);
-    parts.push(`<rect x="${left + 20 + i * 160}" y="28" width="10" height="10" fill="${s.color}"/><text x="${left + 34 + i * 160}" y="37">${esc(s.name)}</text>`);
+    parts.push(
+      `<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${s.points.map((p) => `${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join(' ')}"/>`,
+    );
+    parts.push(
+      `<rect x="${left + 20 + i * 160}" y="28" width="10" height="10" fill="${s.color}"/><text x="${left + 34 + i * 160}" y="37">${esc(s.name)}</text>`,
+    );
   });
   parts.push('</svg>');
   return parts.join('\n');
@@ -243,14 +255,23 @@ export function renderHtml(report: Report): string {
 <tr><th>target</th><td>${esc(info.target)}</td></tr>
 <tr><th>options</th><td><code>${esc(JSON.stringify(info.options))}</code></td></tr>
 </table>
-${barChart('Throughput (blue: HTTP, green: WebSocket)', 'ops/s', tput.map((r) => r.name), [
-    { name: 'ops/s', color: '#3b78c2', values: tput.map((r) => r.opsPerSec), colors: tput.map((r) => (r.api === 'ws' ? '#4a9a5a' : '#3b78c2')) },
-  ])}
-${barChart('Latency', 'ms', lat.map((r) => r.name), [
+${barChart(
+  'Throughput (blue: HTTP, green: WebSocket)',
+  'ops/s',
+  tput.map((r) => r.name),
+  [{ name: 'ops/s', color: '#3b78c2', values: tput.map((r) => r.opsPerSec), colors: tput.map((r) => (r.api === 'ws' ? '#4a9a5a' : '#3b78c2')) }],
+)}
+${barChart(
+  'Latency',
+  'ms',
+  lat.map((r) => r.name),
+  [
     { name: 'p50', color: '#7fb77e', values: lat.map((r) => r.latency!.p50) },
     { name: 'p99', color: '#e0a030', values: lat.map((r) => r.latency!.p99) },
     { name: 'p99.9', color: '#c0504d', values: lat.map((r) => r.latency!.p999) },
-  ], true)}
+  ],
+  true,
+)}
 ${deletion.length > 0 ? lineChart('Physical deletion of expired rows', deletion) : ''}
 <h2>Table</h2>
 <pre>${esc(table)}</pre>
@@ -258,7 +279,10 @@ ${deletion.length > 0 ? lineChart('Physical deletion of expired rows', deletion)
 <pre>${esc(
     live
       .filter((r) => r.cpu.length > 0)
-      .map((r) => `${r.name}\n${r.cpu.map((u) => `  ${u.label}: ${Number.isFinite(u.cores) ? u.cores.toFixed(2) : '-'}${u.threads ? '  [' + u.threads.map((t) => `${t.name} ${t.cores.toFixed(2)}`).join(', ') + ']' : ''}`).join('\n')}`)
+      .map(
+        (r) =>
+          `${r.name}\n${r.cpu.map((u) => `  ${u.label}: ${Number.isFinite(u.cores) ? u.cores.toFixed(2) : '-'}${u.threads ? '  [' + u.threads.map((t) => `${t.name} ${t.cores.toFixed(2)}`).join(', ') + ']' : ''}`).join('\n')}`,
+      )
       .join('\n'),
   )}</pre>
 <h2>Log</h2>
@@ -275,7 +299,15 @@ ${deletion.length > 0 ? lineChart('Physical deletion of expired rows', deletion)
 export function summarize(report: Report): object {
   const round = (x: number, digits = 1): number | null => (Number.isFinite(x) ? Number(x.toFixed(digits)) : null);
   return {
-    info: { startedAt: report.info.startedAt, gitCommit: report.info.gitCommit, cpus: report.info.cpus, memoryGiB: report.info.memoryGiB, node: report.info.node, target: report.info.target, options: report.info.options },
+    info: {
+      startedAt: report.info.startedAt,
+      gitCommit: report.info.gitCommit,
+      cpus: report.info.cpus,
+      memoryGiB: report.info.memoryGiB,
+      node: report.info.node,
+      target: report.info.target,
+      options: report.info.options,
+    },
     rows: report.rows.map((r) =>
       r.skipped !== undefined
         ? { name: r.name, skipped: r.skipped }

@@ -53,10 +53,14 @@ function reexecWithMoreFiles(): boolean {
   const lim = nofileLimits();
   if (lim === null || process.env[REEXEC_ENV] === '1' || lim[0] >= lim[1]) return false;
   const target = lim[1] === Infinity ? 1_048_576 : lim[1];
-  const child = spawn('/bin/sh', ['-c', `ulimit -n ${target} 2>/dev/null; exec "$@"`, 'sh', process.execPath, ...process.execArgv, __filename, ...process.argv.slice(2)], {
-    stdio: 'inherit',
-    env: { ...process.env, [REEXEC_ENV]: '1' },
-  });
+  const child = spawn(
+    '/bin/sh',
+    ['-c', `ulimit -n ${target} 2>/dev/null; exec "$@"`, 'sh', process.execPath, ...process.execArgv, __filename, ...process.argv.slice(2)],
+    {
+      stdio: 'inherit',
+      env: { ...process.env, [REEXEC_ENV]: '1' },
+    },
+  );
   for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => child.kill(sig));
   child.on('exit', (code, signal) => process.exit(code ?? (signal ? 128 + (os.constants.signals[signal] ?? 0) : 1)));
   return true;
@@ -178,7 +182,9 @@ async function main(): Promise<number> {
       base = main.base;
       gatewayPid = main.pid;
       redisPort = main.redisPort;
-      note(`store ready at ${base} (pid ${main.pid}, batching on) in ${((performance.now() - t) / 1000).toFixed(1)} s; shards ${embeddedShardUrls().join(', ')}`);
+      note(
+        `store ready at ${base} (pid ${main.pid}, batching on) in ${((performance.now() - t) / 1000).toFixed(1)} s; shards ${embeddedShardUrls().join(', ')}`,
+      );
       shardUrls = embeddedShardUrls();
       sql = await ShardSql.connect(shardUrls);
       if (!opts.keepData) {
@@ -200,7 +206,9 @@ async function main(): Promise<number> {
     const ctx = newContext(opts, { base, redisPort, ablationBase, gatewayPid, ablationPid, shardUrls, watched, sql });
 
     const background = await backgroundBusyCores(2000);
-    note(`machine busy before load: ${background.toFixed(2)} of ${CORES} cores${background > 0.25 ? ' -- NOT idle (something else is running): results will be noisy' : ''}`);
+    note(
+      `machine busy before load: ${background.toFixed(2)} of ${CORES} cores${background > 0.25 ? ' -- NOT idle (something else is running): results will be noisy' : ''}`,
+    );
 
     // Fixed order: the expiry scenario leaves millions of rows behind, so it goes last.
     const order = ALL_SCENARIOS.filter((s) => opts.scenarios.includes(s));
@@ -224,7 +232,10 @@ async function main(): Promise<number> {
           list.push(r);
           byName.set(r.name, list);
           if (r.skipped !== undefined) note(`${r.name}: skipped: ${r.skipped}`);
-          else note(`${r.name}: ${Math.round(r.opsPerSec).toLocaleString('en-US')} ops/s, p99 ${r.latency ? r.latency.p99.toFixed(3) + ' ms' : '-'}, errors ${r.errors}; CPU ${describeCpu(r.cpu)}`);
+          else
+            note(
+              `${r.name}: ${Math.round(r.opsPerSec).toLocaleString('en-US')} ops/s, p99 ${r.latency ? r.latency.p99.toFixed(3) + ' ms' : '-'}, errors ${r.errors}; CPU ${describeCpu(r.cpu)}`,
+            );
         }
         if (got.some((r) => r.skipped !== undefined && r.skipped.startsWith('failed'))) break;
       }

@@ -148,12 +148,26 @@ function tuningEnv(): Record<string, string> {
  * and renamed for an older build (envFor); a setting that build does not know is left out, and a
  * Redis port it cannot take is reported as none.
  */
-export function spawnGateway(name: string, kv: Record<string, string>, port: number, redisPort: number | null = null, build: Build = ownBuild(), logDir = path.join(DATA_DIR, 'logs')): GatewayProcess {
+export function spawnGateway(
+  name: string,
+  kv: Record<string, string>,
+  port: number,
+  redisPort: number | null = null,
+  build: Build = ownBuild(),
+  logDir = path.join(DATA_DIR, 'logs'),
+): GatewayProcess {
   fs.mkdirSync(logDir, { recursive: true });
   const logFile = path.join(logDir, `${name}.log`);
   const fd = fs.openSync(logFile, 'a');
   const argv = SETPRIV ? [SETPRIV, '--pdeathsig', 'TERM', process.execPath, build.cli] : [process.execPath, build.cli];
-  const { env, dropped } = envFor(build, { ...tuningEnv(), ...kv, KVSQL_PORT: String(port), KVSQL_REDIS_PORT: redisPort === null ? 'off' : String(redisPort), KVSQL_HOST: '127.0.0.1', KVSQL_LOG_LEVEL: 'warn' });
+  const { env, dropped } = envFor(build, {
+    ...tuningEnv(),
+    ...kv,
+    KVSQL_PORT: String(port),
+    KVSQL_REDIS_PORT: redisPort === null ? 'off' : String(redisPort),
+    KVSQL_HOST: '127.0.0.1',
+    KVSQL_LOG_LEVEL: 'warn',
+  });
   const child = spawn(argv[0], argv.slice(1), { env: cleanEnv(env), stdio: ['ignore', fd, fd], cwd: build.root });
   fs.closeSync(fd);
   const scheme = kv.KVSQL_TLS_CERT_FILE ? 'https' : 'http';

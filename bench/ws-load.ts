@@ -166,10 +166,11 @@ export function wsOpenLoop(
       while (sent < due) one(t0 + (sent++ * 1000) / ratePerSec);
       if (sent < total) timer = setTimeout(pump, 1);
       // Stragglers still unanswered 30 s after the schedule ends count as errors.
-      else timer = setTimeout(() => {
-        tally.errors += total - answered;
-        finish();
-      }, 30_000);
+      else
+        timer = setTimeout(() => {
+          tally.errors += total - answered;
+          finish();
+        }, 30_000);
     };
     if (total === 0 || clients.length === 0) finish();
     else pump();

@@ -23,7 +23,7 @@ export interface CommandHelp {
 
 /** What every admin command (slots, shards, rebalance, slot) accepts besides its arguments. */
 const ADMIN_OPTIONS = [
-  'It reaches the shards with the server\'s settings: KVSQL_SHARDS / --shards=... for external shards,',
+  "It reaches the shards with the server's settings: KVSQL_SHARDS / --shards=... for external shards,",
   'else the embedded shards on 127.0.0.1 (--embedded-shards, --embedded-base-port, --replicas), which',
   'run only while `kvsql` runs. KVSQL_MYSQL_TLS applies as for the gateways.',
 ];
@@ -44,7 +44,12 @@ export const COMMANDS: readonly CommandHelp[] = [
     ],
   },
   { words: ['token', 'list'], usage: 'token list [--file=PATH]', summary: 'list the tokens: ids, names, rights (never secrets)', details: TOKEN_FILE },
-  { words: ['token', 'revoke'], usage: 'token revoke (--name=NAME | --id=ID) [--file=PATH]', summary: 'remove a token from the token file', details: TOKEN_FILE },
+  {
+    words: ['token', 'revoke'],
+    usage: 'token revoke (--name=NAME | --id=ID) [--file=PATH]',
+    summary: 'remove a token from the token file',
+    details: TOKEN_FILE,
+  },
   {
     words: ['slots', 'status'],
     usage: 'slots status',
@@ -55,13 +60,17 @@ export const COMMANDS: readonly CommandHelp[] = [
     words: ['slots', 'move'],
     usage: 'slots move <lo>[-<hi>] <shard> [--slots-per-move=N]',
     summary: 'move a slot range to a shard (or finish an interrupted move)',
-    details: ['Slots are 0-16383; <shard> is a shard index (kvsql slots status lists them). N defaults to 64.', 'Safe to interrupt and run again: it resumes where the shards\' rows say it stopped.', ...ADMIN_OPTIONS],
+    details: [
+      'Slots are 0-16383; <shard> is a shard index (kvsql slots status lists them). N defaults to 64.',
+      "Safe to interrupt and run again: it resumes where the shards' rows say it stopped.",
+      ...ADMIN_OPTIONS,
+    ],
   },
   {
     words: ['shards', 'add'],
     usage: 'shards add <url> [--no-rebalance] [--slots-per-move=N]',
     summary: 'join an empty database to the store, then rebalance onto it',
-    details: ['<url>: mysql://user:pass@host:3306/db, or a Galera group\'s node URLs joined by |.', ...ADMIN_OPTIONS],
+    details: ["<url>: mysql://user:pass@host:3306/db, or a Galera group's node URLs joined by |.", ...ADMIN_OPTIONS],
   },
   {
     words: ['shards', 'drain'],
@@ -79,7 +88,11 @@ export const COMMANDS: readonly CommandHelp[] = [
     words: ['slot'],
     usage: 'slot <key> [--hex]',
     summary: 'the slot of a key (CRC16 mod 16384) and the shard that serves it',
-    details: ['<key> is the key as UTF-8 text, or with --hex its bytes in hex. The slot needs nothing; the shard is', 'read from the store\'s slot map.', ...ADMIN_OPTIONS],
+    details: [
+      '<key> is the key as UTF-8 text, or with --hex its bytes in hex. The slot needs nothing; the shard is',
+      "read from the store's slot map.",
+      ...ADMIN_OPTIONS,
+    ],
   },
   {
     words: ['backup'],
@@ -88,17 +101,20 @@ export const COMMANDS: readonly CommandHelp[] = [
     details: [
       'One snapshot transaction per shard (START TRANSACTION WITH CONSISTENT SNAPSHOT), streamed while the',
       'store serves; refused while a slot move runs or was left unfinished (it holds the mover lock, so none',
-      'starts meanwhile). Each shard\'s binlog position is recorded when its server keeps a binlog (the',
+      "starts meanwhile). Each shard's binlog position is recorded when its server keeps a binlog (the",
       'embedded shards do). backup.json, the manifest, is written last: a backup killed mid-way has none,',
-      'and restore and verify refuse it. Prints the backup\'s directory on stdout.',
+      "and restore and verify refuse it. Prints the backup's directory on stdout.",
       ...ADMIN_OPTIONS,
     ],
   },
   {
     words: ['backup', 'verify'],
     usage: 'backup verify DIR [--scratch]',
-    summary: 'check a backup: manifest, every file\'s size and sha256, every row',
-    details: ['DIR: a backup, or a directory of them (the newest complete one). --scratch also restores it into a', 'throwaway local MariaDB and compares the row counts.'],
+    summary: "check a backup: manifest, every file's size and sha256, every row",
+    details: [
+      'DIR: a backup, or a directory of them (the newest complete one). --scratch also restores it into a',
+      'throwaway local MariaDB and compares the row counts.',
+    ],
   },
   { words: ['backup', 'list'], usage: 'backup list DIR', summary: 'the backups in DIR, newest first, and the incomplete ones', details: [] },
   {
@@ -110,7 +126,7 @@ export const COMMANDS: readonly CommandHelp[] = [
       '(KVSQL_SHARDS, one empty database per backed-up shard, in shard order), else the embedded shards under',
       '--data-dir, started by this command and stopped when it is done (no kvsql may run on that data dir).',
       'Every target must be empty; stop the gateways first. TIME: ISO 8601 with a zone (2026-12-07T18:00:05Z)',
-      'or unix ms; binlog times have 1 s resolution, so the restore holds the commits before TIME\'s second.',
+      "or unix ms; binlog times have 1 s resolution, so the restore holds the commits before TIME's second.",
       'ARCHIVE: a directory kept by kvsql binlog archive. Take a new backup after a restore.',
       ...ADMIN_OPTIONS,
     ],
@@ -118,7 +134,7 @@ export const COMMANDS: readonly CommandHelp[] = [
   {
     words: ['binlog', 'archive'],
     usage: 'binlog archive --to ARCHIVE [--every=SECONDS]',
-    summary: 'copy each shard server\'s closed binlog files into ARCHIVE (once, or every SECONDS)',
+    summary: "copy each shard server's closed binlog files into ARCHIVE (once, or every SECONDS)",
     details: [
       'Each pass closes the current binlog file (FLUSH BINARY LOGS) and copies every closed file not yet there,',
       'over the replication protocol (mariadb-binlog --read-from-remote-server: the user needs REPLICATION SLAVE).',
@@ -126,7 +142,7 @@ export const COMMANDS: readonly CommandHelp[] = [
       ...ADMIN_OPTIONS,
     ],
   },
-  { words: ['help'], usage: 'help [<command> [<subcommand>]]', summary: 'this help, or a command\'s (as does <command> --help)', details: [] },
+  { words: ['help'], usage: 'help [<command> [<subcommand>]]', summary: "this help, or a command's (as does <command> --help)", details: [] },
 ];
 
 /** The command groups, in the order of the table: token, slots, shards, rebalance, slot, backup, restore, binlog, help. */
@@ -182,5 +198,8 @@ export function helpFor(words: readonly string[]): string | null {
 }
 
 function commandText(c: CommandHelp): string {
-  return [`usage: kvsql ${c.usage}`, '', c.summary[0].toUpperCase() + c.summary.slice(1) + '.', ...(c.details.length > 0 ? ['', ...c.details] : [])].join('\n') + '\n';
+  return (
+    [`usage: kvsql ${c.usage}`, '', c.summary[0].toUpperCase() + c.summary.slice(1) + '.', ...(c.details.length > 0 ? ['', ...c.details] : [])].join('\n') +
+    '\n'
+  );
 }

@@ -43,12 +43,19 @@ async function main(): Promise<void> {
   const first = process.argv[2];
   if (answerHelp(process.argv.slice(2))) return;
   if (first !== undefined && !first.startsWith('-') && !COMMAND_GROUPS.has(first)) {
-    process.stderr.write(`kvsql: unknown command "${first}" (commands: ${[...COMMAND_GROUPS].join(', ')}; kvsql --help lists them, and the server's --name=value settings)\n`);
+    process.stderr.write(
+      `kvsql: unknown command "${first}" (commands: ${[...COMMAND_GROUPS].join(', ')}; kvsql --help lists them, and the server's --name=value settings)\n`,
+    );
     process.exitCode = 2;
     return;
   }
   if (first === 'token') {
-    process.exitCode = tokenCommand(process.argv.slice(3), process.env, (s) => process.stdout.write(s), (s) => process.stderr.write(s));
+    process.exitCode = tokenCommand(
+      process.argv.slice(3),
+      process.env,
+      (s) => process.stdout.write(s),
+      (s) => process.stderr.write(s),
+    );
     return;
   }
   if (first !== undefined && (ADMIN_COMMANDS.has(first) || BACKUP_COMMANDS.has(first))) {
@@ -158,7 +165,9 @@ async function main(): Promise<void> {
   };
   if (joined.length > 0) {
     log.info({ joined }, 'rebalancing slots onto the new embedded shards in the background (kvsql slots status shows progress)');
-    rebalanceInBackground(urls, log, () => void server.pool.refreshMap()).catch((err) => log.error({ err: (err as Error).message }, 'background rebalance stopped; run `kvsql rebalance` to finish it'));
+    rebalanceInBackground(urls, log, () => void server.pool.refreshMap()).catch((err) =>
+      log.error({ err: (err as Error).message }, 'background rebalance stopped; run `kvsql rebalance` to finish it'),
+    );
   }
   reload = () => {
     log.info({ signal: 'SIGHUP' }, 'reloading tokens and TLS certificate');

@@ -60,20 +60,25 @@ export function tokenCommand(args: string[], env: NodeJS.ProcessEnv, out: (s: st
       const file = fileOf(a, env);
       const name = one(a, 'name');
       if (name === undefined) throw new UsageError('--name is required');
-      const rights = (one(a, 'rights') ?? '').split(',').map((r) => r.trim()).filter((r) => r !== '') as Right[];
+      const rights = (one(a, 'rights') ?? '')
+        .split(',')
+        .map((r) => r.trim())
+        .filter((r) => r !== '') as Right[];
       if (rights.length === 0) throw new UsageError('--rights is required (read, write, admin; comma-separated)');
       // The arguments are checked here, by name, before the file is read: a mistake in them is a
       // usage error (exit 2), not a fault of the token file.
       for (const r of rights) if (!RIGHTS.includes(r)) throw new UsageError(`--rights: unknown right "${r.slice(0, 20)}" (read, write, admin)`);
       for (const hex of a.get('prefix-hex') ?? []) {
-        if (!/^(?:[0-9a-fA-F]{2})+$/.test(hex)) throw new UsageError(`--prefix-hex "${hex.slice(0, 40)}" is not hex bytes (an even number of 0-9 a-f digits, e.g. 00ff)`);
+        if (!/^(?:[0-9a-fA-F]{2})+$/.test(hex))
+          throw new UsageError(`--prefix-hex "${hex.slice(0, 40)}" is not hex bytes (an even number of 0-9 a-f digits, e.g. 00ff)`);
       }
       const prefixes: GrantJson['prefixes'] = [...(a.get('prefix') ?? []), ...(a.get('prefix-hex') ?? []).map((hex) => ({ hex }))];
       if (prefixes.length === 0 && rights.some((r) => r !== 'admin')) {
         throw new UsageError(`--rights ${rights.join(',')} needs at least one --prefix or --prefix-hex (--prefix "" for every key)`);
       }
       const existing = parseTokenFile(readFile(file)); // refuse to append to a file that would not load
-      if (existing.some((t) => t.name === name)) throw new UsageError(`a token named "${name}" exists already in ${file}; revoke it first or pick another name`);
+      if (existing.some((t) => t.name === name))
+        throw new UsageError(`a token named "${name}" exists already in ${file}; revoke it first or pick another name`);
       let id: string;
       do id = randomBytes(4).toString('hex');
       while (existing.some((t) => t.id === id));
@@ -90,7 +95,9 @@ export function tokenCommand(args: string[], env: NodeJS.ProcessEnv, out: (s: st
       const before = readFile(file);
       appendFileSync(file, (before.length > 0 && !before.endsWith('\n') ? '\n' : '') + line + '\n', { mode: 0o600 });
       out(token + '\n');
-      err(`token "${name}" (id ${id}) added to ${file}. It is shown only this once; the file keeps its SHA-256.\nRunning gateways load it on SIGHUP: kill -HUP <pid>\n`);
+      err(
+        `token "${name}" (id ${id}) added to ${file}. It is shown only this once; the file keeps its SHA-256.\nRunning gateways load it on SIGHUP: kill -HUP <pid>\n`,
+      );
       return 0;
     }
     if (sub === 'list') {

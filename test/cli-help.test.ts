@@ -19,7 +19,8 @@ before(async () => {
 test('kvsql --help lists every command and subcommand, and a flag never runs into its variable', async () => {
   const r = await runCli(['--help'], env);
   assert.equal(r.code, 0, r.out);
-  for (const c of COMMANDS) assert.match(r.out, new RegExp(`^  ${c.words.join(' ')} +${c.summary.replace(/[()]/g, '\\$&')}$`, 'm'), `--help lists "${c.words.join(' ')}"`);
+  for (const c of COMMANDS)
+    assert.match(r.out, new RegExp(`^  ${c.words.join(' ')} +${c.summary.replace(/[()]/g, '\\$&')}$`, 'm'), `--help lists "${c.words.join(' ')}"`);
   for (const g of ['token', 'slots', 'shards', 'rebalance', 'slot', 'help']) assert.ok(COMMAND_GROUPS.has(g), g);
   const settings = r.out.split('\n').filter((l) => /^ {2}--[a-z-]+=<value>/.test(l));
   assert.ok(settings.length > 30, 'the settings are listed too');
@@ -38,7 +39,11 @@ test('kvsql help is kvsql --help; kvsql help help answers too', async () => {
 test('every command and subcommand answers --help, -h and kvsql help <words> with its usage, exit 0', async () => {
   for (const c of COMMANDS.filter((x) => x.words[0] !== 'help')) {
     const usage = new RegExp(`^usage: kvsql ${c.usage.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\n`);
-    for (const args of [[...c.words, '--help'], [...c.words, '-h'], ['help', ...c.words]]) {
+    for (const args of [
+      [...c.words, '--help'],
+      [...c.words, '-h'],
+      ['help', ...c.words],
+    ]) {
       const r = await runCli(args, env);
       assert.equal(r.code, 0, `kvsql ${args.join(' ')}: ${r.out}`);
       assert.match(r.out, usage, `kvsql ${args.join(' ')}`);
@@ -56,7 +61,10 @@ test('every command and subcommand answers --help, -h and kvsql help <words> wit
 
 test('a command group answers --help with each of its subcommands', async () => {
   for (const group of ['token', 'slots', 'shards']) {
-    for (const args of [[group, '--help'], ['help', group]]) {
+    for (const args of [
+      [group, '--help'],
+      ['help', group],
+    ]) {
       const r = await runCli(args, env);
       assert.equal(r.code, 0, `kvsql ${args.join(' ')}: ${r.out}`);
       for (const c of COMMANDS.filter((x) => x.words[0] === group)) assert.ok(r.out.includes(`kvsql ${c.usage}\n`), `kvsql ${args.join(' ')} shows ${c.usage}`);
@@ -65,7 +73,11 @@ test('a command group answers --help with each of its subcommands', async () => 
 });
 
 test('an unknown command or subcommand is a usage error (exit 2) that lists the commands', async () => {
-  for (const args of [['help', 'nosuch'], ['slots', 'nosuch', '--help'], ['help', 'token', 'nosuch']]) {
+  for (const args of [
+    ['help', 'nosuch'],
+    ['slots', 'nosuch', '--help'],
+    ['help', 'token', 'nosuch'],
+  ]) {
     const r = await runCli(args, env);
     assert.equal(r.code, 2, `kvsql ${args.join(' ')}: ${r.out}`);
     assert.match(r.out, /no command ".*nosuch"; the commands are:\n {2}kvsql token create/);

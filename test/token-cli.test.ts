@@ -17,7 +17,12 @@ after(() => fs.rmSync(dir, { recursive: true, force: true }));
 function run(...args: string[]): { code: number; out: string; err: string } {
   let out = '';
   let err = '';
-  const code = tokenCommand(args, {}, (s) => (out += s), (s) => (err += s));
+  const code = tokenCommand(
+    args,
+    {},
+    (s) => (out += s),
+    (s) => (err += s),
+  );
   return { code, out, err };
 }
 
@@ -47,7 +52,7 @@ test('a bad argument to token create is named, exit 2, and nothing is written', 
   assert.match(ok.out, /^kvsql_[0-9a-f]{8}_/);
 });
 
-test('a token file that does not load is still the file\'s fault (exit 1)', () => {
+test("a token file that does not load is still the file's fault (exit 1)", () => {
   const file = path.join(dir, 'broken.jsonl');
   fs.writeFileSync(file, '{"id":"zz"}\n');
   const r = run('create', `--file=${file}`, '--name', 'x', '--rights', 'admin');

@@ -140,11 +140,16 @@ async function main(): Promise<void> {
     const archived = await archiveBinlogs(urls, archive);
     let binlogBytes = 0;
     for (const sh of manifest.shards) {
-      for (const f of archived.get(sh.serverKey)!.files) if (f.name >= sh.binlog!.file) binlogBytes += f.bytes - (f.name === sh.binlog!.file ? sh.binlog!.position : 0);
+      for (const f of archived.get(sh.serverKey)!.files)
+        if (f.name >= sh.binlog!.file) binlogBytes += f.bytes - (f.name === sh.binlog!.file ? sh.binlog!.position : 0);
     }
     const pitrTargets = await emptyDatabases('pitr');
     let replayMs = 0;
-    await restoreBackup(dir, pitrTargets, { at: T, binlogs: archive, log: (msg) => (/replayed the binlogs .* in (\d+) ms/.exec(msg) ? (replayMs = Number(/in (\d+) ms/.exec(msg)![1])) : undefined) });
+    await restoreBackup(dir, pitrTargets, {
+      at: T,
+      binlogs: archive,
+      log: (msg) => (/replayed the binlogs .* in (\d+) ms/.exec(msg) ? (replayMs = Number(/in (\d+) ms/.exec(msg)![1])) : undefined),
+    });
     const c0 = await mysql.createConnection(pitrTargets[0]);
     const [pitrRows] = await c0.query<RowDataPacket[]>('SELECT COUNT(*) AS n FROM kv');
     await c0.end();
@@ -160,8 +165,22 @@ async function main(): Promise<void> {
       'kv.ibd MB/s (both)': number | null;
     }
     const rows: Row[] = [
-      { what: 'kvsql backup, 2 shards in parallel', ms: backupMs, 'MB of k+v': Number(logical.toFixed(1)), 'k+v MB/s': perSec(logical * 1e6, backupMs), 'MB written': Number((backupBytes / 1e6).toFixed(1)), 'kv.ibd MB/s (both)': perSec(2 * kvFile, backupMs) },
-      { what: 'kvsql restore, 2 shards in parallel', ms: restoreMs, 'MB of k+v': Number(logical.toFixed(1)), 'k+v MB/s': perSec(logical * 1e6, restoreMs), 'MB written': null, 'kv.ibd MB/s (both)': perSec(2 * kvFile, restoreMs) },
+      {
+        what: 'kvsql backup, 2 shards in parallel',
+        ms: backupMs,
+        'MB of k+v': Number(logical.toFixed(1)),
+        'k+v MB/s': perSec(logical * 1e6, backupMs),
+        'MB written': Number((backupBytes / 1e6).toFixed(1)),
+        'kv.ibd MB/s (both)': perSec(2 * kvFile, backupMs),
+      },
+      {
+        what: 'kvsql restore, 2 shards in parallel',
+        ms: restoreMs,
+        'MB of k+v': Number(logical.toFixed(1)),
+        'k+v MB/s': perSec(logical * 1e6, restoreMs),
+        'MB written': null,
+        'kv.ibd MB/s (both)': perSec(2 * kvFile, restoreMs),
+      },
     ];
     rows.push({
       what: `binlog replay (PITR) of ${rowsPerShard / 2} rows per shard, 2 shards in parallel`,
@@ -175,9 +194,30 @@ async function main(): Promise<void> {
       const half = logical / 2;
       const restore = physical.copyBackMs + physical.startMs;
       rows.push(
-        { what: 'mariadb-backup --backup, 1 server', ms: physical.backupMs, 'MB of k+v': Number(half.toFixed(1)), 'k+v MB/s': perSec(half * 1e6, physical.backupMs), 'MB written': Number((physical.bytesCopied / 1e6).toFixed(1)), 'kv.ibd MB/s (both)': perSec(kvFile, physical.backupMs) },
-        { what: 'mariadb-backup --prepare', ms: physical.prepareMs, 'MB of k+v': Number(half.toFixed(1)), 'k+v MB/s': perSec(half * 1e6, physical.prepareMs), 'MB written': null, 'kv.ibd MB/s (both)': perSec(kvFile, physical.prepareMs) },
-        { what: 'mariadb-backup --copy-back + server start', ms: restore, 'MB of k+v': Number(half.toFixed(1)), 'k+v MB/s': perSec(half * 1e6, restore), 'MB written': null, 'kv.ibd MB/s (both)': perSec(kvFile, restore) },
+        {
+          what: 'mariadb-backup --backup, 1 server',
+          ms: physical.backupMs,
+          'MB of k+v': Number(half.toFixed(1)),
+          'k+v MB/s': perSec(half * 1e6, physical.backupMs),
+          'MB written': Number((physical.bytesCopied / 1e6).toFixed(1)),
+          'kv.ibd MB/s (both)': perSec(kvFile, physical.backupMs),
+        },
+        {
+          what: 'mariadb-backup --prepare',
+          ms: physical.prepareMs,
+          'MB of k+v': Number(half.toFixed(1)),
+          'k+v MB/s': perSec(half * 1e6, physical.prepareMs),
+          'MB written': null,
+          'kv.ibd MB/s (both)': perSec(kvFile, physical.prepareMs),
+        },
+        {
+          what: 'mariadb-backup --copy-back + server start',
+          ms: restore,
+          'MB of k+v': Number(half.toFixed(1)),
+          'k+v MB/s': perSec(half * 1e6, restore),
+          'MB written': null,
+          'kv.ibd MB/s (both)': perSec(kvFile, restore),
+        },
       );
     }
     fs.mkdirSync(EVIDENCE_DIR, { recursive: true });

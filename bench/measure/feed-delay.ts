@@ -59,7 +59,9 @@ async function main(): Promise<void> {
   const until = Date.now() + 5000;
   while (putDelays.length < acked && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
   const puts = [...putDelays].sort((a, b) => a - b);
-  console.log(`F1 puts: ${acked} acked at ${rate}/s for ${seconds} s, ${puts.length} put events; delay at->arrival p50 ${pct(puts, 0.5)} ms, p99 ${pct(puts, 0.99)} ms, max ${puts[puts.length - 1]} ms`);
+  console.log(
+    `F1 puts: ${acked} acked at ${rate}/s for ${seconds} s, ${puts.length} put events; delay at->arrival p50 ${pct(puts, 0.5)} ms, p99 ${pct(puts, 0.99)} ms, max ${puts[puts.length - 1]} ms`,
+  );
 
   // 2. Expiring keys, TTLs spread over 2 s.
   const batch: Array<Promise<unknown>> = [];
@@ -72,7 +74,9 @@ async function main(): Promise<void> {
   const until2 = Date.now() + 60_000;
   while (expiredDelays.length < expiring && Date.now() < until2) await new Promise((r) => setTimeout(r, 100));
   const exp = [...expiredDelays].sort((a, b) => a - b);
-  console.log(`F1 expiry: ${expiring} keys, ${exp.length} expired events; delay expiresAt->arrival p50 ${pct(exp, 0.5)} ms, p99 ${pct(exp, 0.99)} ms, max ${exp[exp.length - 1]} ms`);
+  console.log(
+    `F1 expiry: ${expiring} keys, ${exp.length} expired events; delay expiresAt->arrival p50 ${pct(exp, 0.5)} ms, p99 ${pct(exp, 0.99)} ms, max ${exp[exp.length - 1]} ms`,
+  );
   console.log(`F1 total events ${events}`);
   const out = {
     id: 'F1',

@@ -77,7 +77,9 @@ async function main(): Promise<void> {
   await writer.put('warm', 'v');
   gc();
   const before = process.memoryUsage();
-  const kid = fork(__filename, ['--child', `--port=${store.port}`, `--watchers=${watchers}`, `--sockets=${sockets}`], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const kid = fork(__filename, ['--child', `--port=${store.port}`, `--watchers=${watchers}`, `--sockets=${sockets}`], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
   const next = (): Promise<Record<string, number>> => new Promise((resolve) => kid.once('message', (m) => resolve(m as Record<string, number>)));
   const opened = Date.now();
   await next();
@@ -85,7 +87,9 @@ async function main(): Promise<void> {
   gc();
   const after = process.memoryUsage();
   const perWatcher = (k: 'heapUsed' | 'rss' | 'external') => Math.round((after[k] - before[k]) / watchers);
-  console.log(`W3 ${watchers} watches on ${sockets} sockets open in ${openMs} ms; gateway process per watcher: heap ${perWatcher('heapUsed')} B, external ${perWatcher('external')} B, rss ${perWatcher('rss')} B`);
+  console.log(
+    `W3 ${watchers} watches on ${sockets} sockets open in ${openMs} ms; gateway process per watcher: heap ${perWatcher('heapUsed')} B, external ${perWatcher('external')} B, rss ${perWatcher('rss')} B`,
+  );
   const perTick = Math.max(1, Math.round(rate / 100));
   let acked = 0;
   const t0 = Date.now();

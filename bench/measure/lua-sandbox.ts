@@ -41,7 +41,13 @@ async function main(): Promise<void> {
   const key = [Buffer.from('lock:1')];
   const tok = [Buffer.from('tok-abc')];
   const cases: Record<string, [() => void, number]> = {
-    redlockReleaseHit: [() => { m.set('lock:1', tok[0]!); runner.run(REDLOCK, key, tok, call, false); }, 20000],
+    redlockReleaseHit: [
+      () => {
+        m.set('lock:1', tok[0]!);
+        runner.run(REDLOCK, key, tok, call, false);
+      },
+      20000,
+    ],
     redlockReleaseMiss: [() => runner.run(REDLOCK, key, tok, call, false), 20000],
     rateLimiterFlexible: [() => runner.run(RLF, [Buffer.from('rl:1')], [Buffer.from('1'), Buffer.from('60')], call, false), 20000],
     loop1000Calls: [() => runner.run('for i=1,1000 do redis.call("get",KEYS[1]) end return 1', key, [], call, false), 300],

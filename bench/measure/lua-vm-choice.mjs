@@ -27,13 +27,25 @@ function makeStore() {
     const cmd = args[0].toString().toLowerCase();
     const k = args[1]?.toString();
     switch (cmd) {
-      case 'get': return m.get(k) ?? null;
-      case 'set': if (args.length > 3 && args[args.length - 1].toString() === 'NX' && m.has(k)) return null; m.set(k, args[2]); return 'OK';
-      case 'del': return m.delete(k) ? 1 : 0;
-      case 'incrby': { const v = Number(m.get(k) ?? 0) + Number(args[2].toString()); m.set(k, Buffer.from(String(v))); return v; }
-      case 'pttl': return m.has(k) ? 60000 : -2;
-      case 'expire': return 1;
-      default: return null;
+      case 'get':
+        return m.get(k) ?? null;
+      case 'set':
+        if (args.length > 3 && args[args.length - 1].toString() === 'NX' && m.has(k)) return null;
+        m.set(k, args[2]);
+        return 'OK';
+      case 'del':
+        return m.delete(k) ? 1 : 0;
+      case 'incrby': {
+        const v = Number(m.get(k) ?? 0) + Number(args[2].toString());
+        m.set(k, Buffer.from(String(v)));
+        return v;
+      }
+      case 'pttl':
+        return m.has(k) ? 60000 : -2;
+      case 'expire':
+        return 1;
+      default:
+        return null;
     }
   };
 }
@@ -46,28 +58,40 @@ async function wasmoonAdapter(kind) {
     const t0 = performance.now();
     const f = new LuaFactory();
     const api = await f.getLuaModule();
-    mod = api.module; v51 = false;
+    mod = api.module;
+    v51 = false;
     return build(mod, v51, performance.now() - t0);
   } else {
     const W = await import('wasmoon-lua5.1');
     const t0 = performance.now();
     const api = await W.LuaApi.initialize();
-    mod = api.module; v51 = true;
+    mod = api.module;
+    v51 = true;
     return build(mod, v51, performance.now() - t0);
   }
 }
 
 function build(m, v51, moduleMs) {
   const REG = v51 ? -10000 : -1001000;
-  let scratch = m._malloc(65536), scratchCap = 65536;
+  let scratch = m._malloc(65536),
+    scratchCap = 65536;
   const lenPtr = m._malloc(8);
   const enc = new TextEncoder();
   function putBytes(buf) {
-    if (buf.length > scratchCap) { m._free(scratch); scratchCap = buf.length * 2; scratch = m._malloc(scratchCap); }
+    if (buf.length > scratchCap) {
+      m._free(scratch);
+      scratchCap = buf.length * 2;
+      scratch = m._malloc(scratchCap);
+    }
     m.HEAPU8.set(buf, scratch);
     return scratch;
   }
-  function cstr(s) { const b = enc.encode(s + '\0'); const p = m._malloc(b.length); m.HEAPU8.set(b, p); return p; }
+  function cstr(s) {
+    const b = enc.encode(s + '\0');
+    const p = m._malloc(b.length);
+    m.HEAPU8.set(b, p);
+    return p;
+  }
   const nameCall = cstr('__call');
   const nameChunk = cstr('@user_script');
   const pcall = v51 ? (L, a, r, e) => m._lua_pcall(L, a, r, e) : (L, a, r, e) => m._lua_pcallk(L, a, r, e, 0, 0);
@@ -78,7 +102,9 @@ function build(m, v51, moduleMs) {
     const n = m.HEAPU32[lenPtr >> 2];
     return Buffer.from(m.HEAPU8.subarray(p, p + n));
   }
-  function pushBuf(L, b) { m._lua_pushlstring(L, putBytes(b), b.length); }
+  function pushBuf(L, b) {
+    m._lua_pushlstring(L, putBytes(b), b.length);
+  }
   let store;
   const callFn = m.addFunction((L) => {
     const n = m._lua_gettop(L);
@@ -87,8 +113,11 @@ function build(m, v51, moduleMs) {
     const r = store(args);
     if (r === null) m._lua_pushboolean(L, 0);
     else if (typeof r === 'number') m._lua_pushnumber(L, r);
-    else if (typeof r === 'string') { m._lua_createtable(L, 0, 1); pushBuf(L, Buffer.from(r)); m._lua_setfield(L, -2, cstr('ok')); }
-    else pushBuf(L, r);
+    else if (typeof r === 'string') {
+      m._lua_createtable(L, 0, 1);
+      pushBuf(L, Buffer.from(r));
+      m._lua_setfield(L, -2, cstr('ok'));
+    } else pushBuf(L, r);
     return 1;
   }, 'ii');
   const prelude = 'redis = { call = __call } ';
@@ -98,11 +127,13 @@ function build(m, v51, moduleMs) {
     m._lua_pushcclosure(L, callFn, 0);
     setglobal(L, nameCall);
     const b = Buffer.from(prelude);
-    load(L, putBytes(b), b.length); pcall(L, 0, 0, 0);
+    load(L, putBytes(b), b.length);
+    pcall(L, 0, 0, 0);
     return L;
   }
   const refs = new Map();
-  cstr_KEYS = cstr('KEYS'); cstr_ARGV = cstr('ARGV');
+  cstr_KEYS = cstr('KEYS');
+  cstr_ARGV = cstr('ARGV');
   return {
     moduleMs,
     gcKB: m._lua_gc ? (L) => m._lua_gc(L, 3, 0) : undefined,
@@ -115,13 +146,20 @@ function build(m, v51, moduleMs) {
       if (ref === undefined) {
         const b = Buffer.from(body);
         if (load(L, putBytes(b), b.length) !== 0) throw new Error(toBuf(L, -1).toString());
-        ref = m._luaL_ref(L, REG); refs.set(body, ref);
+        ref = m._luaL_ref(L, REG);
+        refs.set(body, ref);
       }
       m._lua_createtable(L, keys.length, 0);
-      for (let i = 0; i < keys.length; i++) { pushBuf(L, keys[i]); m._lua_rawseti(L, -2, v51 ? i + 1 : BigInt(i + 1)); }
+      for (let i = 0; i < keys.length; i++) {
+        pushBuf(L, keys[i]);
+        m._lua_rawseti(L, -2, v51 ? i + 1 : BigInt(i + 1));
+      }
       setglobal(L, cstr_KEYS);
       m._lua_createtable(L, argv.length, 0);
-      for (let i = 0; i < argv.length; i++) { pushBuf(L, argv[i]); m._lua_rawseti(L, -2, v51 ? i + 1 : BigInt(i + 1)); }
+      for (let i = 0; i < argv.length; i++) {
+        pushBuf(L, argv[i]);
+        m._lua_rawseti(L, -2, v51 ? i + 1 : BigInt(i + 1));
+      }
       setglobal(L, cstr_ARGV);
       m._lua_rawgeti(L, REG, v51 ? ref : BigInt(ref));
       if (pcall(L, 0, 1, 0) !== 0) throw new Error(toBuf(L, -1).toString());
@@ -150,18 +188,25 @@ function fengariAdapter() {
     const r = store(args);
     if (r === null) lua.lua_pushboolean(L, 0);
     else if (typeof r === 'number') lua.lua_pushnumber(L, r);
-    else if (typeof r === 'string') { lua.lua_createtable(L, 0, 1); lua.lua_pushstring(L, to_luastring(r)); lua.lua_setfield(L, -2, to_luastring('ok')); }
-    else lua.lua_pushlstring(L, new Uint8Array(r.buffer, r.byteOffset, r.length), r.length);
+    else if (typeof r === 'string') {
+      lua.lua_createtable(L, 0, 1);
+      lua.lua_pushstring(L, to_luastring(r));
+      lua.lua_setfield(L, -2, to_luastring('ok'));
+    } else lua.lua_pushlstring(L, new Uint8Array(r.buffer, r.byteOffset, r.length), r.length);
     return 1;
   };
-  const K = to_luastring('KEYS'), A = to_luastring('ARGV'), C = to_luastring('__call'), chunk = to_luastring('@user_script');
+  const K = to_luastring('KEYS'),
+    A = to_luastring('ARGV'),
+    C = to_luastring('__call'),
+    chunk = to_luastring('@user_script');
   const refs = new Map();
   return {
     moduleMs,
     newState() {
       const L = lauxlib.luaL_newstate();
       lualib.luaL_openlibs(L);
-      lua.lua_pushjsfunction(L, callFn); lua.lua_setglobal(L, C);
+      lua.lua_pushjsfunction(L, callFn);
+      lua.lua_setglobal(L, C);
       lauxlib.luaL_dostring(L, to_luastring('redis = { call = __call }'));
       return L;
     },
@@ -172,13 +217,20 @@ function fengariAdapter() {
       let ref = refs.get(body);
       if (ref === undefined) {
         if (lauxlib.luaL_loadbuffer(L, to_luastring(body), null, chunk) !== 0) throw new Error(lua.lua_tojsstring(L, -1));
-        ref = lauxlib.luaL_ref(L, lua.LUA_REGISTRYINDEX); refs.set(body, ref);
+        ref = lauxlib.luaL_ref(L, lua.LUA_REGISTRYINDEX);
+        refs.set(body, ref);
       }
       lua.lua_createtable(L, keys.length, 0);
-      for (let i = 0; i < keys.length; i++) { lua.lua_pushlstring(L, keys[i], keys[i].length); lua.lua_rawseti(L, -2, i + 1); }
+      for (let i = 0; i < keys.length; i++) {
+        lua.lua_pushlstring(L, keys[i], keys[i].length);
+        lua.lua_rawseti(L, -2, i + 1);
+      }
       lua.lua_setglobal(L, K);
       lua.lua_createtable(L, argv.length, 0);
-      for (let i = 0; i < argv.length; i++) { lua.lua_pushlstring(L, argv[i], argv[i].length); lua.lua_rawseti(L, -2, i + 1); }
+      for (let i = 0; i < argv.length; i++) {
+        lua.lua_pushlstring(L, argv[i], argv[i].length);
+        lua.lua_rawseti(L, -2, i + 1);
+      }
       lua.lua_setglobal(L, A);
       lua.lua_rawgeti(L, lua.LUA_REGISTRYINDEX, ref);
       if (lua.lua_pcall(L, 0, 1, 0) !== 0) throw new Error(lua.lua_tojsstring(L, -1));
@@ -190,7 +242,10 @@ function fengariAdapter() {
   };
 }
 
-function median(a) { const s = [...a].sort((x, y) => x - y); return s[s.length >> 1]; }
+function median(a) {
+  const s = [...a].sort((x, y) => x - y);
+  return s[s.length >> 1];
+}
 
 async function main() {
   const which = process.argv[2];
@@ -203,14 +258,23 @@ async function main() {
   const out = { vm: which, coldModuleMs: +coldMs.toFixed(2) };
   // state create (sync), median of 20
   const creates = [];
-  for (let i = 0; i < 20; i++) { const s = performance.now(); const L = ad.newState(); creates.push(performance.now() - s); ad.close(L); }
+  for (let i = 0; i < 20; i++) {
+    const s = performance.now();
+    const L = ad.newState();
+    creates.push(performance.now() - s);
+    ad.close(L);
+  }
   out.newStateUs = +(median(creates) * 1000).toFixed(1);
   const L = ad.newState();
   if (ad.gcKB) out.freshStateLuaKB = ad.gcKB(L);
   const store = makeStore();
-  const key = [Buffer.from('lock:1')], tok = [Buffer.from('tok-abc')];
+  const key = [Buffer.from('lock:1')],
+    tok = [Buffer.from('tok-abc')];
   const cases = {
-    redlockUnlockHit: () => { store([Buffer.from('set'), key[0], tok[0]]); return ad.run(L, REDLOCK, key, tok, store); },
+    redlockUnlockHit: () => {
+      store([Buffer.from('set'), key[0], tok[0]]);
+      return ad.run(L, REDLOCK, key, tok, store);
+    },
     redlockUnlockMiss: () => ad.run(L, REDLOCK, key, [Buffer.from('other')], store),
     rateLimiterFlexible: () => ad.run(L, RLF, [Buffer.from('rl:1')], [Buffer.from('1'), Buffer.from('60')], store),
     loop1000Calls: () => ad.run(L, LOOP, key, tok, store),
@@ -230,12 +294,14 @@ async function main() {
   out.perCallCrossingUs = +((out.loop1000CallsUs - out.pureLoop1000Us) / 1000).toFixed(3);
   // memory per VM: 50 states in the same module
   global.gc?.();
-  const m0 = process.memoryUsage(); const h0 = ad.heapBytes();
+  const m0 = process.memoryUsage();
+  const h0 = ad.heapBytes();
   const states = [];
   for (let i = 0; i < 50; i++) states.push(ad.newState());
   global.gc?.();
-  const m1 = process.memoryUsage(); const h1 = ad.heapBytes();
-  out.perStateKB = +(((m1.heapUsed - m0.heapUsed) + (m1.arrayBuffers - m0.arrayBuffers) + (h1 - h0)) / 50 / 1024).toFixed(1);
+  const m1 = process.memoryUsage();
+  const h1 = ad.heapBytes();
+  out.perStateKB = +((m1.heapUsed - m0.heapUsed + (m1.arrayBuffers - m0.arrayBuffers) + (h1 - h0)) / 50 / 1024).toFixed(1);
   out.wasmHeapMB = +(ad.heapBytes() / 1048576).toFixed(1);
   out.rssMB = +(process.memoryUsage().rss / 1048576).toFixed(1);
   console.log(JSON.stringify(out));

@@ -40,7 +40,10 @@ runScript(async () => {
         const t0 = performance.now();
         for (let i = 0; i < iterations; i++) await run();
         const cpu = process.cpuUsage(cpu0);
-        const r = { wallUsPerKey: Number((((performance.now() - t0) * 1000) / iterations / n).toFixed(2)), clientCpuUsPerKey: Number(((cpu.user + cpu.system) / iterations / n).toFixed(2)) };
+        const r = {
+          wallUsPerKey: Number((((performance.now() - t0) * 1000) / iterations / n).toFixed(2)),
+          clientCpuUsPerKey: Number(((cpu.user + cpu.system) / iterations / n).toFixed(2)),
+        };
         results[`${mode}: ${name}`] = r;
         console.log(`${mode.padEnd(8)} ${name.padEnd(34)} ${r.wallUsPerKey} µs/key wall, ${r.clientCpuUsPerKey} µs/key client CPU`);
       }

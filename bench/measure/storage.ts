@@ -50,7 +50,12 @@ function makeRows(n: number, valueBytes: number, ttl: boolean, sorted: boolean):
   const rows: Row[] = [];
   const due = Date.now() + 86_400_000;
   for (let i = 0; i < n; i++) {
-    rows.push([Buffer.from(crypto.randomBytes(KEY_BYTES / 2).toString("hex")), crypto.randomBytes(valueBytes), i + 1, ttl ? due + crypto.randomInt(86_400_000) : null]);
+    rows.push([
+      Buffer.from(crypto.randomBytes(KEY_BYTES / 2).toString('hex')),
+      crypto.randomBytes(valueBytes),
+      i + 1,
+      ttl ? due + crypto.randomInt(86_400_000) : null,
+    ]);
   }
   if (sorted) rows.sort((a, b) => Buffer.compare(a[0], b[0]));
   return rows;
@@ -199,7 +204,7 @@ async function m7(): Promise<void> {
       if (got.length < page) break;
       const last = got[got.length - 1];
       // Rows sharing the page's last expires_at: page through them by key, as the expirer does.
-      for (let tail = last.k; ; ) {
+      for (let tail = last.k; ;) {
         const ties = await store.scanDueTies(last.expires_at, tail, page);
         for (const r of ties) wheel.add(r.k, r.expires_at);
         if (ties.length < page) break;

@@ -83,7 +83,15 @@ export async function runConcurrency(ctx: BenchContext, runLabel: string): Promi
       const c = new LoadgenChild(i);
       children.push(c);
       const share = Math.min(opts.connectionsPerProcess, wsN - i * opts.connectionsPerProcess);
-      c.send({ type: 'start', base: ctx.base, connections: share, keys: opts.keys, keyPrefix: KEY_PREFIX, valueSize: opts.valueSize, readRatio: opts.readRatio });
+      c.send({
+        type: 'start',
+        base: ctx.base,
+        connections: share,
+        keys: opts.keys,
+        keyPrefix: KEY_PREFIX,
+        valueSize: opts.valueSize,
+        readRatio: opts.readRatio,
+      });
     }
     const openedAll = Promise.all(children.map((c) => c.next('opened')));
     let httpOpened = 0;
@@ -98,7 +106,9 @@ export async function runConcurrency(ctx: BenchContext, runLabel: string): Promi
       pool = await RawHttpPool.open(ctx.base, httpN, { batch: 200, onProgress: (n) => (httpOpened = n) });
       const wsOpen = opened.reduce((a, m) => a + m.opened, 0);
       const wsFailed = opened.reduce((a, m) => a + m.failed, 0);
-      log(`concurrency: ${fmtInt(wsOpen)} WebSockets open (${wsFailed} failed${wsFailed ? `: ${opened.find((m) => m.error)?.error}` : ''}), ${fmtInt(pool.size)} HTTP connections open${pool.errors ? ` (${pool.errors} failed: ${pool.lastError})` : ''}`);
+      log(
+        `concurrency: ${fmtInt(wsOpen)} WebSockets open (${wsFailed} failed${wsFailed ? `: ${opened.find((m) => m.error)?.error}` : ''}), ${fmtInt(pool.size)} HTTP connections open${pool.errors ? ` (${pool.errors} failed: ${pool.lastError})` : ''}`,
+      );
     } finally {
       clearInterval(showOpen);
       clearProgress();
@@ -120,7 +130,9 @@ export async function runConcurrency(ctx: BenchContext, runLabel: string): Promi
       const results = Promise.all(children.map((c) => c.next('result')));
       for (const c of children) c.send({ type: 'go', durationMs });
       const http = pool!.closedLoop(durationMs, mixedReq, (r) => {
-        progress(`${runLabel}concurrency: ${((performance.now() - t0) / 1000).toFixed(1)}/${opts.duration}s  http ${fmtInt(r.ok / ((performance.now() - t0) / 1000))} ops/s`);
+        progress(
+          `${runLabel}concurrency: ${((performance.now() - t0) / 1000).toFixed(1)}/${opts.duration}s  http ${fmtInt(r.ok / ((performance.now() - t0) / 1000))} ops/s`,
+        );
         if (pid) rssLoaded = Math.max(Number.isFinite(rssLoaded) ? rssLoaded : 0, rssBytes(pid));
       });
       return { ws: await results, http: await http };
@@ -133,7 +145,14 @@ export async function runConcurrency(ctx: BenchContext, runLabel: string): Promi
     const rssNote =
       `gateway RSS ${(rssBefore / MiB).toFixed(0)} MiB before, ${(rssOpen / MiB).toFixed(0)} MiB with ${fmtInt(conns)} connections open (idle), ` +
       `${(rssLoaded / MiB).toFixed(0)} MiB peak under load: ${(perConn(rssLoaded) / 1024).toFixed(1)} KiB per connection (${(perConn(rssOpen) / 1024).toFixed(1)} KiB idle)`;
-    const memExtra = { rssBeforeBytes: rssBefore, rssOpenBytes: rssOpen, rssLoadedBytes: rssLoaded, rssPerConnectionBytes: perConn(rssLoaded), rssPerIdleConnectionBytes: perConn(rssOpen), connections: conns };
+    const memExtra = {
+      rssBeforeBytes: rssBefore,
+      rssOpenBytes: rssOpen,
+      rssLoadedBytes: rssLoaded,
+      rssPerConnectionBytes: perConn(rssLoaded),
+      rssPerIdleConnectionBytes: perConn(rssOpen),
+      connections: conns,
+    };
 
     if (wsN > 0) {
       const hist = new LatencyHistogram();
@@ -169,7 +188,10 @@ export async function runConcurrency(ctx: BenchContext, runLabel: string): Promi
         name: `concurrency http (${fmtInt(pool.size)} conns)`,
         scenario: 'concurrency',
         cpu: window.cpu,
-        notes: [`${fmtInt(pool.size)} HTTP keep-alive connections, 1 request in flight each, same mix${wsN > 0 ? ', at the same time as the WebSockets' : ''}`, rssNote],
+        notes: [
+          `${fmtInt(pool.size)} HTTP keep-alive connections, 1 request in flight each, same mix${wsN > 0 ? ', at the same time as the WebSockets' : ''}`,
+          rssNote,
+        ],
         extra: memExtra,
       }),
     );

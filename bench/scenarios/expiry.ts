@@ -191,15 +191,23 @@ async function storm(ctx: BenchContext, runLabel: string): Promise<Row[]> {
     const tb = performance.now();
     const { value: base, window: baseWindow } = await measured(ctx, ctx.base, () =>
       pool.openLoop(rate, opts.duration * 1000, getReq, (t, sent) =>
-        progress(`${runLabel}expiry storm: baseline GET @ ${fmtInt(rate)}/s ${((performance.now() - tb) / 1000).toFixed(1)}/${opts.duration}s sent ${fmtInt(sent)} ok ${fmtInt(t.ok)}`),
+        progress(
+          `${runLabel}expiry storm: baseline GET @ ${fmtInt(rate)}/s ${((performance.now() - tb) / 1000).toFixed(1)}/${opts.duration}s sent ${fmtInt(sent)} ok ${fmtInt(t.ok)}`,
+        ),
       ),
     );
     clearProgress();
     // The same GET load, measured twice (without and during the storm): one row shape.
     const getLoadRow = (name: string, r: typeof base, cpu: typeof baseWindow.cpu, note: string): Row =>
       rawLoadRow(r, { name, scenario: 'expiry', cpu, notes: [note], extra: { rate } });
-    rows.push(getLoadRow('expiry storm: GET baseline (no storm)', base, baseWindow.cpu,
-      `open-loop GET at ${fmtInt(rate)}/s (${Math.round(opts.loadFraction * 100)}% of http-get peak ${fmtInt(peak)})`));
+    rows.push(
+      getLoadRow(
+        'expiry storm: GET baseline (no storm)',
+        base,
+        baseWindow.cpu,
+        `open-loop GET at ${fmtInt(rate)}/s (${Math.round(opts.loadFraction * 100)}% of http-get peak ${fmtInt(peak)})`,
+      ),
+    );
 
     // 2. Load the storm: every key due at T. T leaves room for the load at the last measured
     //    bulk rate, plus margin; keys sent after T (a slow load) get 1 ms and are counted late.
@@ -225,7 +233,9 @@ async function storm(ctx: BenchContext, runLabel: string): Promise<Row[]> {
       label: `${runLabel}expiry storm: loading ${fmtInt(n)} keys due at T`,
       status: () => `T in ${((dueAt - Date.now()) / 1000).toFixed(0)} s`,
     });
-    log(`expiry storm: loaded ${fmtInt(load.loaded)} keys in ${load.elapsedS.toFixed(1)} s; ${late ? `${fmtInt(late)} sent after T` : `T in ${((dueAt - Date.now()) / 1000).toFixed(1)} s`}`);
+    log(
+      `expiry storm: loaded ${fmtInt(load.loaded)} keys in ${load.elapsedS.toFixed(1)} s; ${late ? `${fmtInt(late)} sent after T` : `T in ${((dueAt - Date.now()) / 1000).toFixed(1)} s`}`,
+    );
     while (Date.now() < dueAt) {
       progress(`${runLabel}expiry storm: ${fmtInt(load.loaded)} keys loaded, storm in ${((dueAt - Date.now()) / 1000).toFixed(1)} s`);
       await sleep(Math.min(100, Math.max(1, dueAt - Date.now())));
@@ -254,7 +264,9 @@ async function storm(ctx: BenchContext, runLabel: string): Promise<Row[]> {
         opts.expiryTimeout * 1000,
         getReq,
         (t, sent) =>
-          progress(`${runLabel}expiry storm: T+${((Date.now() - dueAt) / 1000).toFixed(1)} s, ${poller.available ? `${fmtInt(poller.latest)} rows left` : ''} GET sent ${fmtInt(sent)} ok ${fmtInt(t.ok)}`),
+          progress(
+            `${runLabel}expiry storm: T+${((Date.now() - dueAt) / 1000).toFixed(1)} s, ${poller.available ? `${fmtInt(poller.latest)} rows left` : ''} GET sent ${fmtInt(sent)} ok ${fmtInt(t.ok)}`,
+          ),
         () => {
           if (poller.available ? poller.zeroSince(dueAt) : Date.now() > dueAt + opts.duration * 1000) {
             goneAt ??= Date.now();
@@ -279,7 +291,9 @@ async function storm(ctx: BenchContext, runLabel: string): Promise<Row[]> {
       opsPerSec: Number.isFinite(goneS) ? n / Math.max(goneS, 0.001) : NaN,
       latency: lag.lat,
       errors: load.failed + (Number.isFinite(left) ? left : 0),
-      errorDetail: [load.failed ? `${load.failed} puts failed (${load.lastError})` : '', left > 0 ? `${left} rows never deleted` : ''].filter(Boolean).join(', '),
+      errorDetail: [load.failed ? `${load.failed} puts failed (${load.lastError})` : '', left > 0 ? `${left} rows never deleted` : '']
+        .filter(Boolean)
+        .join(', '),
       durationS: Number.isFinite(goneS) ? goneS : during.elapsedMs / 1000,
       cpu: window.cpu,
       notes: [
@@ -330,7 +344,9 @@ async function memory(ctx: BenchContext, runLabel: string): Promise<Row> {
     opsPerSec: load.rate,
     latency: null,
     errors: load.failed + Math.max(0, added),
-    errorDetail: [load.failed ? `${load.failed} puts failed (${load.lastError})` : '', added > 0 ? `the wheel grew by ${added} keys` : ''].filter(Boolean).join(', '),
+    errorDetail: [load.failed ? `${load.failed} puts failed (${load.lastError})` : '', added > 0 ? `the wheel grew by ${added} keys` : '']
+      .filter(Boolean)
+      .join(', '),
     durationS: load.elapsedS,
     cpu: [],
     notes: [

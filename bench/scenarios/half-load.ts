@@ -34,10 +34,18 @@ async function wsPutRow(ctx: BenchContext, runLabel: string): Promise<Row> {
   try {
     const t0 = performance.now();
     const { value: r, window } = await measured(ctx, ctx.base, () =>
-      wsOpenLoop(clients, rate, opts.duration * 1000, { mix: 'put', keys: opts.keys, keyPrefix: KEY_PREFIX, value: ctx.value, readRatio: 0, missIsError: false }, (t, sent) => {
-        const el = (performance.now() - t0) / 1000;
-        progress(`${runLabel}half-load ws-put @ ${fmtInt(rate)}/s: ${el.toFixed(1)}/${opts.duration}s sent ${fmtInt(sent)} ok ${fmtInt(t.ok)} errors ${fmtInt(t.errors)}`);
-      }),
+      wsOpenLoop(
+        clients,
+        rate,
+        opts.duration * 1000,
+        { mix: 'put', keys: opts.keys, keyPrefix: KEY_PREFIX, value: ctx.value, readRatio: 0, missIsError: false },
+        (t, sent) => {
+          const el = (performance.now() - t0) / 1000;
+          progress(
+            `${runLabel}half-load ws-put @ ${fmtInt(rate)}/s: ${el.toFixed(1)}/${opts.duration}s sent ${fmtInt(sent)} ok ${fmtInt(t.ok)} errors ${fmtInt(t.errors)}`,
+          );
+        },
+      ),
     );
     clearProgress();
     return {

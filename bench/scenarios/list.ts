@@ -15,7 +15,19 @@ import type { Row } from '../result';
 const PAGE = 1000;
 
 function row(name: string, api: Row['api'], keys: number, seconds: number, cpu: Row['cpu'], notes: string[]): Row {
-  return { name, scenario: 'list', api, opsPerSec: keys / seconds, latency: null, errors: 0, errorDetail: '', durationS: seconds, cpu, notes, extra: { keys, pageSize: PAGE } };
+  return {
+    name,
+    scenario: 'list',
+    api,
+    opsPerSec: keys / seconds,
+    latency: null,
+    errors: 0,
+    errorDetail: '',
+    durationS: seconds,
+    cpu,
+    notes,
+    extra: { keys, pageSize: PAGE },
+  };
 }
 
 export async function runListScenario(ctx: BenchContext, label: string): Promise<Row[]> {

@@ -33,7 +33,9 @@ export async function runOverload(ctx: BenchContext, runLabel: string): Promise<
   let peak: number;
   try {
     const seconds = Math.min(opts.duration, 5);
-    const r = await calib.closedLoop(seconds * 1000, putOf, (t) => progress(`${runLabel}overload: calibrating PUT ${opts.overloadValueSize} B peak, ok ${fmtInt(t.ok)}`));
+    const r = await calib.closedLoop(seconds * 1000, putOf, (t) =>
+      progress(`${runLabel}overload: calibrating PUT ${opts.overloadValueSize} B peak, ok ${fmtInt(t.ok)}`),
+    );
     clearProgress();
     peak = r.ok / (r.elapsedMs / 1000);
     log(`overload: PUT ${opts.overloadValueSize} B peak ${fmtInt(peak)} ops/s closed loop (${CALIBRATION_CONNECTIONS} connections)`);
@@ -68,17 +70,23 @@ export async function runOverload(ctx: BenchContext, runLabel: string): Promise<
       pool.openLoop(rate, opts.duration * 1000, putOf, (t, sent) => {
         const el = (performance.now() - t0) / 1000;
         const refused = t.non2xx[503] ?? 0;
-        progress(`${runLabel}overload PUT @ ${fmtInt(rate)}/s: ${el.toFixed(1)}/${opts.duration}s sent ${fmtInt(sent)} ok ${fmtInt(t.ok)} 503 ${fmtInt(refused)}`);
+        progress(
+          `${runLabel}overload PUT @ ${fmtInt(rate)}/s: ${el.toFixed(1)}/${opts.duration}s sent ${fmtInt(sent)} ok ${fmtInt(t.ok)} 503 ${fmtInt(refused)}`,
+        );
       }),
     );
     const pr = await probeRun;
     clearProgress();
     const refused = r.non2xx[503] ?? 0;
-    const other = Object.entries(r.non2xx).filter(([s]) => s !== '503').reduce((a, [, n]) => a + n, 0);
+    const other = Object.entries(r.non2xx)
+      .filter(([s]) => s !== '503')
+      .reduce((a, [, n]) => a + n, 0);
     const answered = r.ok + refused + other;
     const lat = percentilesOf(r.hist);
     const probeLat = percentilesOf(pr.hist.count > 0 ? pr.hist : new LatencyHistogram());
-    const rssNote = pid ? `gateway RSS ${(rssBefore / MiB).toFixed(0)} MiB before, max ${(rssMax / MiB).toFixed(0)} MiB during` : 'gateway RSS not measured (no pid)';
+    const rssNote = pid
+      ? `gateway RSS ${(rssBefore / MiB).toFixed(0)} MiB before, max ${(rssMax / MiB).toFixed(0)} MiB during`
+      : 'gateway RSS not measured (no pid)';
     return [
       {
         name: `overload: http-put ${Math.round(opts.overloadValueSize / 1024)} KiB @ ${opts.overloadFactor}x peak (open loop)`,

@@ -48,7 +48,25 @@ function parseCsv(text: string): BenchLine[] {
 }
 
 async function redisBenchmark(bin: string, port: number, tests: string, clients: number, pipeline: number, n: number, valueSize: number): Promise<BenchLine[]> {
-  const args = ['-h', '127.0.0.1', '-p', String(port), '-t', tests, '-n', String(n), '-c', String(clients), '-r', String(KEYSPACE), '-d', String(valueSize), '-P', String(pipeline), '--csv'];
+  const args = [
+    '-h',
+    '127.0.0.1',
+    '-p',
+    String(port),
+    '-t',
+    tests,
+    '-n',
+    String(n),
+    '-c',
+    String(clients),
+    '-r',
+    String(KEYSPACE),
+    '-d',
+    String(valueSize),
+    '-P',
+    String(pipeline),
+    '--csv',
+  ];
   const { stdout } = await promisify(execFile)(bin, args, { maxBuffer: 16 * 1024 * 1024, timeout: 600_000 });
   const lines = parseCsv(stdout);
   if (lines.length < tests.split(',').length) throw new Error(`redis-benchmark printed no results: ${stdout.slice(0, 300)}`);
@@ -72,7 +90,23 @@ async function customBenchmark(bin: string, port: number, test: string, clients:
     const cli = which('redis-cli')!;
     const { stdout } = await promisify(execFile)(cli, ['-p', String(port), 'SCRIPT', 'LOAD', BENCH_SCRIPT]);
     const sha = stdout.trim();
-    const args = ['-h', '127.0.0.1', '-p', String(port), '-n', String(n), '-c', String(clients), '-r', String(KEYSPACE), '--csv', 'EVALSHA', sha, '1', 'bench:script:__rand_int__'];
+    const args = [
+      '-h',
+      '127.0.0.1',
+      '-p',
+      String(port),
+      '-n',
+      String(n),
+      '-c',
+      String(clients),
+      '-r',
+      String(KEYSPACE),
+      '--csv',
+      'EVALSHA',
+      sha,
+      '1',
+      'bench:script:__rand_int__',
+    ];
     const out = await promisify(execFile)(bin, args, { maxBuffer: 16 * 1024 * 1024, timeout: 600_000 });
     const lines = parseCsv(out.stdout);
     if (lines.length === 0) throw new Error(`redis-benchmark EVALSHA printed no results: ${out.stdout.slice(0, 300)}`);
@@ -114,9 +148,30 @@ function splitTests(list: string): { builtIn: string; custom: string[] } {
 async function startRedis(bin: string, fsync: 'everysec' | 'always'): Promise<{ port: number; stop(): Promise<void> }> {
   const port = await freePort();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvsql-bench-redis-'));
-  const child: ChildProcess = spawn(bin, ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--appendfsync', fsync, '--save', '', '--daemonize', 'no', '--logfile', ''], {
-    stdio: 'ignore',
-  });
+  const child: ChildProcess = spawn(
+    bin,
+    [
+      '--port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--dir',
+      dir,
+      '--appendonly',
+      'yes',
+      '--appendfsync',
+      fsync,
+      '--save',
+      '',
+      '--daemonize',
+      'no',
+      '--logfile',
+      '',
+    ],
+    {
+      stdio: 'ignore',
+    },
+  );
   const stop = async () => {
     if (child.exitCode === null) {
       child.kill('SIGTERM');
@@ -163,13 +218,18 @@ export async function runRedisScenario(ctx: BenchContext, label: string): Promis
   for (const p of tests.builtIn === '' ? [] : [1, 16]) {
     const suffix = p === 1 ? '' : ` -P ${p}`;
     progress(`${label}redis-benchmark -t ${tests.builtIn}${suffix} against kvsql...`, true);
-    const { value: lines, window } = await measured(ctx, ctx.base, () => redisBenchmark(bench, ctx.redisPort!, tests.builtIn, ctx.opts.redisClients, p, requestsFor(ctx.opts.duration, p > 1), size));
+    const { value: lines, window } = await measured(ctx, ctx.base, () =>
+      redisBenchmark(bench, ctx.redisPort!, tests.builtIn, ctx.opts.redisClients, p, requestsFor(ctx.opts.duration, p > 1), size),
+    );
     const note = batchNote(window);
-    for (const l of lines) rows.push(row(`redis ${l.test.toLowerCase()}${suffix} (kvsql)`, '-', l, note ? [note] : [], window.cpu, { pipeline: p, clients: ctx.opts.redisClients }));
+    for (const l of lines)
+      rows.push(row(`redis ${l.test.toLowerCase()}${suffix} (kvsql)`, '-', l, note ? [note] : [], window.cpu, { pipeline: p, clients: ctx.opts.redisClients }));
   }
   for (const t of tests.custom) {
     progress(`${label}${t} against kvsql...`, true);
-    const { value: l, window } = await measured(ctx, ctx.base, () => customBenchmark(bench, ctx.redisPort!, t, ctx.opts.redisClients, requestsFor(ctx.opts.duration, false) / 2, ctx.opts.duration));
+    const { value: l, window } = await measured(ctx, ctx.base, () =>
+      customBenchmark(bench, ctx.redisPort!, t, ctx.opts.redisClients, requestsFor(ctx.opts.duration, false) / 2, ctx.opts.duration),
+    );
     const note = batchNote(window);
     rows.push(row(`redis ${l.test.toLowerCase()} (kvsql)`, '-', l, note ? [note] : [], window.cpu, { pipeline: 1, clients: ctx.opts.redisClients }));
   }
@@ -185,7 +245,8 @@ export async function runRedisScenario(ctx: BenchContext, label: string): Promis
         const suffix = p === 1 ? '' : ` -P ${p}`;
         progress(`${label}redis-benchmark -t ${tests.builtIn}${suffix} against redis-server (appendfsync ${fsync})...`, true);
         const lines = await redisBenchmark(bench, redis.port, tests.builtIn, ctx.opts.redisClients, p, requestsFor(ctx.opts.duration, p > 1) * 2, size);
-        for (const l of lines) rows.push(row(`redis ${l.test.toLowerCase()}${suffix} (redis-server aof ${fsync})`, '-', l, [], [], { pipeline: p, clients: ctx.opts.redisClients }));
+        for (const l of lines)
+          rows.push(row(`redis ${l.test.toLowerCase()}${suffix} (redis-server aof ${fsync})`, '-', l, [], [], { pipeline: p, clients: ctx.opts.redisClients }));
       }
       for (const t of tests.custom) {
         progress(`${label}${t} against redis-server (appendfsync ${fsync})...`, true);

@@ -48,7 +48,11 @@ async function ensureGateways(ctx: BenchContext, gateways: GatewayProcess[]): Pr
   const token = formatToken(idBytes, randomBytes(32));
   const tokenFile = path.join(dir, 'tokens.jsonl');
   const grants = [{ rights: ['read' as const, 'write' as const], prefixes: ['bench:', KEY_PREFIX] }];
-  fs.writeFileSync(tokenFile, tokenLine(idBytes.toString('hex'), 'bench', createHash('sha256').update(token).digest('hex'), grants, new Date().toISOString()) + '\n', { mode: 0o600 });
+  fs.writeFileSync(
+    tokenFile,
+    tokenLine(idBytes.toString('hex'), 'bench', createHash('sha256').update(token).digest('hex'), grants, new Date().toISOString()) + '\n',
+    { mode: 0o600 },
+  );
   const common = { KVSQL_SHARDS: embeddedShardUrls().join(','), KVSQL_EXPIRY: 'false' };
   const auth = { KVSQL_AUTH_FILE: tokenFile };
   const tls = { KVSQL_TLS_CERT_FILE: cert.certFile, KVSQL_TLS_KEY_FILE: cert.keyFile };
@@ -92,18 +96,46 @@ async function oneRow(ctx: BenchContext, v: Variant, load: 'http-get' | 'http-pu
     });
     const cpu = meter.stop();
     clearProgress();
-    return { name, scenario: 'security', api: 'http', opsPerSec: r.ok / r.elapsedS, latency: percentilesOf(r.hist), errors: r.errors, errorDetail: r.errorDetail, durationS: r.elapsedS, cpu, notes: [], extra: { variant: v.name } };
+    return {
+      name,
+      scenario: 'security',
+      api: 'http',
+      opsPerSec: r.ok / r.elapsedS,
+      latency: percentilesOf(r.hist),
+      errors: r.errors,
+      errorDetail: r.errorDetail,
+      durationS: r.elapsedS,
+      cpu,
+      notes: [],
+      extra: { variant: v.name },
+    };
   }
   const clients = await openClients(v.base, opts.wsConnections, opts.depth, { token: v.token, ca: v.ca });
   try {
     const t0 = performance.now();
     meter.start();
-    const r = await wsClosedLoop(clients, opts.depth, opts.duration * 1000, { mix: load.slice(3) as WsMix, keys: opts.keys, keyPrefix: KEY_PREFIX, value: ctx.value, readRatio: opts.readRatio, missIsError: true }, (t) =>
-      tick(t.ok, t.errors, (performance.now() - t0) / 1000),
+    const r = await wsClosedLoop(
+      clients,
+      opts.depth,
+      opts.duration * 1000,
+      { mix: load.slice(3) as WsMix, keys: opts.keys, keyPrefix: KEY_PREFIX, value: ctx.value, readRatio: opts.readRatio, missIsError: true },
+      (t) => tick(t.ok, t.errors, (performance.now() - t0) / 1000),
     );
     const cpu = meter.stop();
     clearProgress();
-    return { name, scenario: 'security', api: 'ws', opsPerSec: r.ok / r.elapsedS, latency: percentilesOf(r.hist), errors: r.errors + r.misses, errorDetail: r.errorDetail, durationS: r.elapsedS, cpu, notes: [], extra: { variant: v.name } };
+    return {
+      name,
+      scenario: 'security',
+      api: 'ws',
+      opsPerSec: r.ok / r.elapsedS,
+      latency: percentilesOf(r.hist),
+      errors: r.errors + r.misses,
+      errorDetail: r.errorDetail,
+      durationS: r.elapsedS,
+      cpu,
+      notes: [],
+      extra: { variant: v.name },
+    };
   } finally {
     await closeClients(clients);
   }

@@ -27,8 +27,7 @@ export async function httpRow(ctx: BenchContext, name: string, scenario: string,
       keyPrefix: KEY_PREFIX,
       value: ctx.value,
       readRatio: opts.readRatio,
-      onTick: (ok, errors, el) =>
-        progress(`${label}: ${el.toFixed(1)}/${opts.duration}s  ${fmtInt(ok / Math.max(el, 0.001))} ops/s  errors ${fmtInt(errors)}`),
+      onTick: (ok, errors, el) => progress(`${label}: ${el.toFixed(1)}/${opts.duration}s  ${fmtInt(ok / Math.max(el, 0.001))} ops/s  errors ${fmtInt(errors)}`),
     }),
   );
   clearProgress();
@@ -134,11 +133,13 @@ export async function runThroughput(ctx: BenchContext, scenario: string, runLabe
       const rows: Row[] = [];
       // The batching-on numbers this compares with: from the http-put / ws-put scenarios when
       // they are selected (they run first), else measured here, back to back with batching off.
-      if (!ctx.opts.scenarios.includes('http-put')) rows.push(await httpRow(ctx, 'http-put', 'http-put', ctx.base, 'put', L('ablation: http-put (batching on)')));
+      if (!ctx.opts.scenarios.includes('http-put'))
+        rows.push(await httpRow(ctx, 'http-put', 'http-put', ctx.base, 'put', L('ablation: http-put (batching on)')));
       rows.push(await httpRow(ctx, names[0], scenario, off, 'put', L('ablation: http-put (batching off)')));
       if (!ctx.opts.scenarios.includes('ws-put')) rows.push(await wsRow(ctx, 'ws-put', 'ws-put', ctx.base, 'put', L('ablation: ws-put (batching on)')));
       rows.push(await wsRow(ctx, names[1], scenario, off, 'put', L('ablation: ws-put (batching off)')));
-      if (!ctx.opts.scenarios.includes('http-get')) rows.push(await httpRow(ctx, 'http-get', 'http-get', ctx.base, 'get', L('ablation: http-get (batching on)')));
+      if (!ctx.opts.scenarios.includes('http-get'))
+        rows.push(await httpRow(ctx, 'http-get', 'http-get', ctx.base, 'get', L('ablation: http-get (batching on)')));
       rows.push(await httpRow(ctx, names[2], scenario, off, 'get', L('ablation: http-get (batching off)')));
       return rows;
     }

@@ -83,7 +83,9 @@ export async function runBackupCommand(argv: string[], env: NodeJS.ProcessEnv = 
     const { dir, manifest } = await takeBackup(adminUrls(config), path.resolve(to), { tls, log, progress: backupReporter(out) });
     const bytes = manifest.shards.reduce((n, s) => n + s.files.reduce((m, f) => m + f.bytes, 0), 0);
     const secs = (manifest.endedAt - manifest.startedAt) / 1000;
-    log(`backup ${manifest.id}: ${manifest.shards.length} shards, ${manifest.shards.reduce((n, s) => n + s.rows, 0)} rows, ${mb(bytes)} MB in ${secs.toFixed(1)} s (${(bytes / 1e6 / Math.max(secs, 0.001)).toFixed(1)} MB/s)`);
+    log(
+      `backup ${manifest.id}: ${manifest.shards.length} shards, ${manifest.shards.reduce((n, s) => n + s.rows, 0)} rows, ${mb(bytes)} MB in ${secs.toFixed(1)} s (${(bytes / 1e6 / Math.max(secs, 0.001)).toFixed(1)} MB/s)`,
+    );
     process.stdout.write(`${dir}\n`);
   } else if (cmd === 'backup' && sub === 'list') {
     if (arg === undefined) throw new UsageError(`backup list needs DIR\nusage:\n${USAGE}`);
@@ -102,7 +104,9 @@ export async function runBackupCommand(argv: string[], env: NodeJS.ProcessEnv = 
   } else if (cmd === 'backup' && sub === 'verify') {
     if (arg === undefined) throw new UsageError(`backup verify needs DIR\nusage:\n${USAGE}`);
     const { dir, manifest } = await verifyBackup(path.resolve(arg));
-    log(`${dir}: manifest, ${manifest.shards.reduce((n, s) => n + s.files.length, 0)} files (sizes, sha256) and ${manifest.shards.reduce((n, s) => n + s.rows, 0)} rows OK`);
+    log(
+      `${dir}: manifest, ${manifest.shards.reduce((n, s) => n + s.files.length, 0)} files (sizes, sha256) and ${manifest.shards.reduce((n, s) => n + s.rows, 0)} rows OK`,
+    );
     if (opts.has('scratch')) await scratchRestore(dir, log);
     process.stdout.write('ok\n');
   } else if (cmd === 'restore' && sub === undefined) {
@@ -125,7 +129,14 @@ export async function runBackupCommand(argv: string[], env: NodeJS.ProcessEnv = 
     } else {
       // Embedded: start the shards here (the data dir's lock refuses a running store), restore, stop.
       log(`starting ${shards} embedded shards under ${config.dataDir} to restore into`);
-      const cluster = await startEmbeddedCluster({ shards, dataDir: config.dataDir, basePort: config.embeddedBasePort, replicas: config.replicas, binlog: config.embeddedBinlog, log: () => undefined });
+      const cluster = await startEmbeddedCluster({
+        shards,
+        dataDir: config.dataDir,
+        basePort: config.embeddedBasePort,
+        replicas: config.replicas,
+        binlog: config.embeddedBinlog,
+        log: () => undefined,
+      });
       try {
         await restoreBackup(dir, cluster.urls, restoreOpts);
       } finally {

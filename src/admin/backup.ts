@@ -161,7 +161,10 @@ async function dumpShard(s: Snapshot, dir: string, onRows: (rows: number, bytes:
     let pageRows = 8; // grows at most 8x a page: a shard of 16 MiB values never reads a huge first page
     for (;;) {
       const [rows] = await s.conn.query<RowDataPacket[]>({
-        sql: after === null ? 'SELECT k, v, version, expires_at, slot FROM kv ORDER BY k LIMIT ?' : 'SELECT k, v, version, expires_at, slot FROM kv WHERE k > ? ORDER BY k LIMIT ?',
+        sql:
+          after === null
+            ? 'SELECT k, v, version, expires_at, slot FROM kv ORDER BY k LIMIT ?'
+            : 'SELECT k, v, version, expires_at, slot FROM kv WHERE k > ? ORDER BY k LIMIT ?',
         values: after === null ? [pageRows] : [after, pageRows],
         rowsAsArray: true,
       });
@@ -191,7 +194,10 @@ async function dumpShard(s: Snapshot, dir: string, onRows: (rows: number, bytes:
 /** A new backup directory under `parent`: its UTC start time, then random digits (never reused). */
 function newBackupDir(parent: string, startedAt: number): { id: string; dir: string } {
   fs.mkdirSync(parent, { recursive: true });
-  const id = `${new Date(startedAt).toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')}-${crypto.randomBytes(2).toString('hex')}`;
+  const id = `${new Date(startedAt)
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d+Z$/, 'Z')}-${crypto.randomBytes(2).toString('hex')}`;
   const dir = path.join(parent, id);
   fs.mkdirSync(dir);
   return { id, dir };
@@ -219,7 +225,9 @@ export async function takeBackup(urls: string[], parent: string, o: BackupOption
     const rows = await set.slotRows();
     const moving = rows.filter((r) => r.state !== SLOT_OWNED && r.state !== SLOT_MOVED);
     if (moving.length > 0) {
-      throw new Error(`${moving.length} slot rows are mid-move (e.g. slot ${moving[0].slot} on shard ${moving[0].shard}); finish the move first (kvsql rebalance), then back up`);
+      throw new Error(
+        `${moving.length} slot rows are mid-move (e.g. slot ${moving[0].slot} on shard ${moving[0].shard}); finish the move first (kvsql rebalance), then back up`,
+      );
     }
     const owner = currentOwners(rows);
     const ranges: Array<[number, number, number]> = [];
@@ -237,9 +245,18 @@ export async function takeBackup(urls: string[], parent: string, o: BackupOption
     for (const m of [...set.members.values()].sort((a, b) => a.index - b.index)) snapshots.push(await openSnapshot(m.index, m.url, o));
     for (const s of snapshots) {
       const b = s.info.binlog;
-      log(`shard ${s.index}: snapshot at ${new Date(s.info.snapshotAt).toISOString()} on ${s.info.node}/${s.info.database}${b ? `, binlog ${b.file}:${b.position}` : ', no binlog (no point-in-time recovery from this backup)'}`);
+      log(
+        `shard ${s.index}: snapshot at ${new Date(s.info.snapshotAt).toISOString()} on ${s.info.node}/${s.info.database}${b ? `, binlog ${b.file}:${b.position}` : ', no binlog (no point-in-time recovery from this backup)'}`,
+      );
     }
-    const progress: BackupProgress = { shards: snapshots.length, bytes: 0, estimatedBytes: snapshots.reduce((n, s) => n + s.estimatedBytes, 0), rows: 0, startedAt, done: false };
+    const progress: BackupProgress = {
+      shards: snapshots.length,
+      bytes: 0,
+      estimatedBytes: snapshots.reduce((n, s) => n + s.estimatedBytes, 0),
+      rows: 0,
+      startedAt,
+      done: false,
+    };
     const shards = await Promise.all(
       snapshots.map((s) =>
         dumpShard(s, dir, (r, b) => {

@@ -65,7 +65,11 @@ export function readArchiveIndex(dir: string): ArchiveIndex | null {
 }
 
 /** One archiving pass over every server of the store; what it copied, per server. */
-export async function archiveBinlogs(urls: string[], archive: string, o: AdminOptions & { log?: (msg: string) => void } = {}): Promise<Map<string, ArchiveIndex>> {
+export async function archiveBinlogs(
+  urls: string[],
+  archive: string,
+  o: AdminOptions & { log?: (msg: string) => void } = {},
+): Promise<Map<string, ArchiveIndex>> {
   const log = o.log ?? (() => undefined);
   const set = await ShardSet.open(urls, o);
   const nodes = new Map<string, string>();

@@ -49,8 +49,22 @@ export interface Progress {
 }
 
 /** Run the units in order, reporting progress; returns the pauses (ms) measured. */
-export async function runUnits(set: ShardSet, units: MoveUnit[], report: (p: Progress) => void, hooks: MoveHooks = {}, opts: MoveOptions = DEFAULT_MOVE_OPTIONS): Promise<Progress> {
-  const p: Progress = { unitsDone: 0, unitsTotal: units.length, slotsDone: 0, slotsTotal: units.reduce((n, u) => n + u.hi - u.lo + 1, 0), rows: 0, startedAt: Date.now(), pauses: [] };
+export async function runUnits(
+  set: ShardSet,
+  units: MoveUnit[],
+  report: (p: Progress) => void,
+  hooks: MoveHooks = {},
+  opts: MoveOptions = DEFAULT_MOVE_OPTIONS,
+): Promise<Progress> {
+  const p: Progress = {
+    unitsDone: 0,
+    unitsTotal: units.length,
+    slotsDone: 0,
+    slotsTotal: units.reduce((n, u) => n + u.hi - u.lo + 1, 0),
+    rows: 0,
+    startedAt: Date.now(),
+    pauses: [],
+  };
   const mover = new SlotMover(set, opts, {
     ...hooks,
     onRows: (n) => {
@@ -63,7 +77,15 @@ export async function runUnits(set: ShardSet, units: MoveUnit[], report: (p: Pro
     },
   });
   const store = (state: MoveProgress['state']) =>
-    set.writeProgress({ state, slotsTotal: p.slotsTotal, slotsDone: p.slotsDone, rowsCopied: p.rows, startedAt: p.startedAt, updatedAt: Date.now(), pauseP99Ms: pauseP99(p) });
+    set.writeProgress({
+      state,
+      slotsTotal: p.slotsTotal,
+      slotsDone: p.slotsDone,
+      rowsCopied: p.rows,
+      startedAt: p.startedAt,
+      updatedAt: Date.now(),
+      pauseP99Ms: pauseP99(p),
+    });
   let stored = Date.now();
   await store('running');
   let rows: SlotRow[] = await set.slotRows();
@@ -178,14 +200,28 @@ export function formatStatus(set: ShardSet, rows: SlotRow[]): string {
 }
 
 /** Driver codes that mean "nothing answered there as expected" (the connection, the login, the database). */
-const REACH_CODES = new Set(['ECONNREFUSED', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ECONNRESET', 'PROTOCOL_CONNECTION_LOST', 'ER_ACCESS_DENIED_ERROR', 'ER_BAD_DB_ERROR', 'ER_DBACCESS_DENIED_ERROR']);
+const REACH_CODES = new Set([
+  'ECONNREFUSED',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ECONNRESET',
+  'PROTOCOL_CONNECTION_LOST',
+  'ER_ACCESS_DENIED_ERROR',
+  'ER_BAD_DB_ERROR',
+  'ER_DBACCESS_DENIED_ERROR',
+]);
 
 /** What to check when the shards the command was given cannot be read. */
 export function reachHint(config: Readonly<Config>): string {
   if (config.shards.length > 0) {
     return 'Check that this MySQL server is up and reachable from here (host, port, firewall, user, password, database), and that KVSQL_SHARDS (or --shards=...) lists the same shard URLs as the gateways.';
   }
-  const ports = adminUrls(config).flatMap((e) => e.split('|')).map((u) => new URL(u).port);
+  const ports = adminUrls(config)
+    .flatMap((e) => e.split('|'))
+    .map((u) => new URL(u).port);
   return (
     `No shards are configured (KVSQL_SHARDS is empty), so this looked for the embedded shards on 127.0.0.1:${ports[0]}` +
     `${ports.length > 1 ? `-${ports[ports.length - 1]}` : ''}. They run only while \`kvsql\` (npm start) runs: start it first, with the same ` +
@@ -278,7 +314,9 @@ export async function runAdmin(argv: string[], env: NodeJS.ProcessEnv = process.
       const moving = rows.filter((r) => r.slot === slot && r.state !== SLOT_OWNED && r.state !== SLOT_MOVED);
       process.stdout.write(
         (member === undefined ? 'shard unknown (no member owns this slot: kvsql slots status)' : `shard ${owner}  ${redact(member.url)}`) +
-          (moving.length > 0 ? `  (being moved: ${moving.map((r) => `shard ${r.shard} ${STATE_NAMES[r.state]}`).join(', ')}; kvsql rebalance finishes it)` : '') +
+          (moving.length > 0
+            ? `  (being moved: ${moving.map((r) => `shard ${r.shard} ${STATE_NAMES[r.state]}`).join(', ')}; kvsql rebalance finishes it)`
+            : '') +
           '\n',
       );
     } else {

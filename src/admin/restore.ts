@@ -25,7 +25,17 @@ import { binlogTool, clientArgs, readArchiveIndex } from './binlog-archive';
 import { schemaStatements } from '../shard-actor/schema-migration';
 import { shardNodes } from '../config/config';
 import { ensureTool } from '../embedded/mysql-binary';
-import { BackupFormatError, decodeCell, readManifest, readRows, resolveBackupDir, sha256File, type Manifest, type ShardManifest, type TableDump } from './backup-format';
+import {
+  BackupFormatError,
+  decodeCell,
+  readManifest,
+  readRows,
+  resolveBackupDir,
+  sha256File,
+  type Manifest,
+  type ShardManifest,
+  type TableDump,
+} from './backup-format';
 
 export interface RestoreOptions extends AdminOptions {
   /** Point in time, unix ms: replay each shard's binlog up to (not including) this second. */
@@ -145,7 +155,10 @@ async function loadShard(t: Target, dir: string, o: RestoreOptions, progress: (r
       const one = `(${dump.columns.map(() => '?').join(', ')})`;
       for (let i = 0; i < dump.rows.length; i += INSERT_ROWS) {
         const chunk = dump.rows.slice(i, i + INSERT_ROWS);
-        await c.query(`INSERT INTO \`${name}\` (${cols}) VALUES ${chunk.map(() => one).join(', ')}`, chunk.flatMap((r) => r.map(decodeCell)));
+        await c.query(
+          `INSERT INTO \`${name}\` (${cols}) VALUES ${chunk.map(() => one).join(', ')}`,
+          chunk.flatMap((r) => r.map(decodeCell)),
+        );
       }
     }
     const busy: Array<Promise<void>> = [Promise.resolve(), Promise.resolve()];
@@ -196,7 +209,10 @@ function binlogFiles(s: ShardManifest, archive: string, at: number): string[] {
       `the archive of ${s.serverKey} covers commits up to ${new Date(index.coveredUntil).toISOString()}, before --at ${new Date(at).toISOString()}: run kvsql binlog archive again (the server must still be up), or choose an earlier time`,
     );
   }
-  const names = index.files.map((f) => f.name).filter((n) => n >= b.file).sort();
+  const names = index.files
+    .map((f) => f.name)
+    .filter((n) => n >= b.file)
+    .sort();
   if (names[0] !== b.file) throw new RestoreRefusedError(`${dir} lacks ${b.file}, where shard ${s.index}'s backup starts (purged before it was archived?)`);
   return names.map((n) => path.join(dir, n));
 }
@@ -253,14 +269,20 @@ export async function restoreBackup(from: string, targets: string[], o: RestoreO
   const dir = resolveBackupDir(from);
   const manifest = readManifest(dir);
   if (targets.length !== manifest.shards.length) {
-    throw new RestoreRefusedError(`the backup has ${manifest.shards.length} shards and ${targets.length} targets were given; restore into exactly ${manifest.shards.length} empty databases`);
+    throw new RestoreRefusedError(
+      `the backup has ${manifest.shards.length} shards and ${targets.length} targets were given; restore into exactly ${manifest.shards.length} empty databases`,
+    );
   }
   let files: string[][] = [];
   if (o.at !== undefined) {
     if (o.binlogs === undefined) throw new RestoreRefusedError('--at needs --binlogs=DIR, the binlog archive (kvsql binlog archive --to DIR)');
     for (const s of manifest.shards) {
-      if (s.binlog === null) throw new RestoreRefusedError(`shard ${s.index} kept no binlog when backed up: this backup cannot be rolled forward; restore it without --at`);
-      if (s.snapshotAt >= o.at) throw new RestoreRefusedError(`--at ${new Date(o.at).toISOString()} is before shard ${s.index}'s snapshot (${new Date(s.snapshotAt).toISOString()}): use an older backup`);
+      if (s.binlog === null)
+        throw new RestoreRefusedError(`shard ${s.index} kept no binlog when backed up: this backup cannot be rolled forward; restore it without --at`);
+      if (s.snapshotAt >= o.at)
+        throw new RestoreRefusedError(
+          `--at ${new Date(o.at).toISOString()} is before shard ${s.index}'s snapshot (${new Date(s.snapshotAt).toISOString()}): use an older backup`,
+        );
     }
     files = manifest.shards.map((s) => binlogFiles(s, o.binlogs!, o.at!));
   }

@@ -164,7 +164,8 @@ export class ShardSet {
     await Promise.all(
       [...this.members.values()].map(async (m) => {
         const [rows] = await m.pool.query<RowDataPacket[]>('SELECT slot, state, epoch, peer FROM kv_slots');
-        for (const r of rows) all.push({ shard: m.index, slot: Number(r.slot), state: Number(r.state), epoch: Number(r.epoch), peer: r.peer === null ? null : Number(r.peer) });
+        for (const r of rows)
+          all.push({ shard: m.index, slot: Number(r.slot), state: Number(r.state), epoch: Number(r.epoch), peer: r.peer === null ? null : Number(r.peer) });
       }),
     );
     return all;
@@ -174,9 +175,10 @@ export class ShardSet {
   async writeProgress(p: MoveProgress): Promise<void> {
     await Promise.all(
       [...this.members.values()].map((m) =>
-        m.pool.query('REPLACE INTO kv_move_progress (id, state, slots_total, slots_done, rows_copied, started_at, updated_at, pause_p99_ms) VALUES (1, ?, ?, ?, ?, ?, ?, ?)', [
-          p.state, p.slotsTotal, p.slotsDone, p.rowsCopied, p.startedAt, p.updatedAt, p.pauseP99Ms,
-        ]),
+        m.pool.query(
+          'REPLACE INTO kv_move_progress (id, state, slots_total, slots_done, rows_copied, started_at, updated_at, pause_p99_ms) VALUES (1, ?, ?, ?, ?, ?, ?, ?)',
+          [p.state, p.slotsTotal, p.slotsDone, p.rowsCopied, p.startedAt, p.updatedAt, p.pauseP99Ms],
+        ),
       ),
     );
   }
@@ -213,7 +215,11 @@ export class ShardSet {
           if (Number(count[0].n) > 0) throw new Error(`${redact(url)} has rows in kv but no kv_shard identity; refusing to add it`);
           index = Math.max(...this.members.keys()) + 1;
           // slots_seeded = 1 and slot_ranges '[]': it starts with no slots; moves give it some.
-          await conn.query('INSERT IGNORE INTO kv_shard (id, shard_index, shard_count, slot_ranges, created_at, slots_seeded) VALUES (1, ?, 0, ?, ?, 1)', [index, '[]', Date.now()]);
+          await conn.query('INSERT IGNORE INTO kv_shard (id, shard_index, shard_count, slot_ranges, created_at, slots_seeded) VALUES (1, ?, 0, ?, ?, 1)', [
+            index,
+            '[]',
+            Date.now(),
+          ]);
           const [again] = await conn.query<RowDataPacket[]>('SELECT shard_index FROM kv_shard WHERE id = 1');
           index = Number(again[0].shard_index);
         }

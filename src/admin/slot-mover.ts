@@ -83,7 +83,9 @@ export function situationOf(rows: SlotRow[], slot: number, wanted: number): Slot
   const moved = rows.filter((r) => r.state === SLOT_MOVED).sort((x, y) => y.epoch - x.epoch)[0];
   const importing = moved && rows.find((r) => r.shard === moved.peer && r.state === SLOT_IMPORTING && r.epoch === moved.epoch);
   if (!moved || !importing) {
-    throw new Error(`slot ${slot} has no owner in any reachable shard (${rows.map((r) => `shard ${r.shard}: ${STATE_NAMES[r.state]}`).join(', ') || 'no rows'}); is a shard down?`);
+    throw new Error(
+      `slot ${slot} has no owner in any reachable shard (${rows.map((r) => `shard ${r.shard}: ${STATE_NAMES[r.state]}`).join(', ') || 'no rows'}); is a shard down?`,
+    );
   }
   return { kind: 'flip', source: moved.shard, target: importing.shard };
 }
@@ -137,7 +139,13 @@ export class SlotMover {
       );
       await a.query('DELETE FROM kv_slot_changes WHERE slot BETWEEN ? AND ?', range);
       await step(2);
-      await expectAll(a, `UPDATE kv_slots SET state = ${SLOT_COPYING}, peer = ?, updated_at = ? WHERE slot BETWEEN ? AND ? AND state = ${SLOT_OWNED}`, [sit.target, Date.now(), lo, hi], n, 'start copying');
+      await expectAll(
+        a,
+        `UPDATE kv_slots SET state = ${SLOT_COPYING}, peer = ?, updated_at = ? WHERE slot BETWEEN ? AND ? AND state = ${SLOT_OWNED}`,
+        [sit.target, Date.now(), lo, hi],
+        n,
+        'start copying',
+      );
     } else {
       this.hooks.log?.(`slots ${lo}-${hi}: resuming (${sit.kind}) shard ${sit.source} -> shard ${sit.target} (epoch ${epoch})`);
     }
@@ -161,7 +169,13 @@ export class SlotMover {
     if (sit.kind !== 'flip') {
       pauseStart = performance.now();
       if (sit.kind !== 'final') {
-        await expectAll(a, `UPDATE kv_slots SET state = ${SLOT_FENCED}, updated_at = ? WHERE slot BETWEEN ? AND ? AND state = ${SLOT_COPYING}`, [Date.now(), lo, hi], n, 'fence');
+        await expectAll(
+          a,
+          `UPDATE kv_slots SET state = ${SLOT_FENCED}, updated_at = ? WHERE slot BETWEEN ? AND ? AND state = ${SLOT_COPYING}`,
+          [Date.now(), lo, hi],
+          n,
+          'fence',
+        );
       }
       tFence = performance.now();
       await step(6);
@@ -191,7 +205,8 @@ export class SlotMover {
         `UPDATE kv_slots SET state = ${SLOT_OWNED}, peer = NULL, updated_at = ? WHERE slot BETWEEN ? AND ? AND state = ${SLOT_IMPORTING}; ${BUMP_SLOTS_EPOCH}; COMMIT`,
       [seqAbove, Date.now(), lo, hi],
     );
-    if (res[2].affectedRows !== n) throw new Error(`take over: expected ${n} importing slot rows on shard ${sit.target}, changed ${res[2].affectedRows}; run the command again`);
+    if (res[2].affectedRows !== n)
+      throw new Error(`take over: expected ${n} importing slot rows on shard ${sit.target}, changed ${res[2].affectedRows}; run the command again`);
     if (pauseStart > 0) {
       const end = performance.now();
       this.hooks.onPause?.(end - pauseStart, lo, hi, { fenceMs: tFence - pauseStart, catchUpMs: tCatch - tFence, flipMs: end - tCatch });
@@ -239,7 +254,10 @@ export class SlotMover {
       if (log.length === 0) break;
       await applyChanges(b, log);
       // An entry bumped since we read it stays for the next round.
-      await a.query(`DELETE FROM kv_slot_changes WHERE ${log.map(() => '(slot = ? AND k = ? AND n = ?)').join(' OR ')}`, log.flatMap((r) => [r.slot, r.k, r.n]));
+      await a.query(
+        `DELETE FROM kv_slot_changes WHERE ${log.map(() => '(slot = ? AND k = ? AND n = ?)').join(' OR ')}`,
+        log.flatMap((r) => [r.slot, r.k, r.n]),
+      );
       this.hooks.onRows?.(log.length);
       total += log.length;
       if (log.length <= stopBelow) break;
@@ -341,13 +359,17 @@ async function transaction<T>(p: Pool, sql: string, params: unknown[]): Promise<
 async function expectAll(p: Pool, sql: string, params: unknown[], n: number, what: string): Promise<void> {
   const [res] = await p.query<ResultSetHeader>(sql, params);
   if (res.affectedRows !== n) {
-    throw new Error(`${what}: expected ${n} slot rows in the right state, changed ${res.affectedRows}; another mover, or a concurrent change? Run the command again.`);
+    throw new Error(
+      `${what}: expected ${n} slot rows in the right state, changed ${res.affectedRows}; another mover, or a concurrent change? Run the command again.`,
+    );
   }
 }
 
 async function requireSlotted(p: Pool, shard: number): Promise<void> {
   const [rows] = await p.query<RowDataPacket[]>('SELECT 1 FROM kv WHERE slot = ? LIMIT 1', [UNSLOTTED]);
   if (rows.length > 0) {
-    throw new Error(`shard ${shard} still has rows from before the slot column (a gateway fills them in pages after it starts); run the command again when that is done`);
+    throw new Error(
+      `shard ${shard} still has rows from before the slot column (a gateway fills them in pages after it starts); run the command again when that is done`,
+    );
   }
 }

@@ -403,10 +403,14 @@ export class KvClient {
       for (const c of req.compare ?? []) {
         size += this.check(OP_GET, c.key, null, 0, undefined);
         const version = 'version' in c ? c.version : c.exists ? -1 : 0;
-        if (!Number.isSafeInteger(version) || version < -1 || ('version' in c && version < 1)) throw new KvError('KV_ERR_BAD_REQUEST', 'a compare version must be a positive integer');
+        if (!Number.isSafeInteger(version) || version < -1 || ('version' in c && version < 1))
+          throw new KvError('KV_ERR_BAD_REQUEST', 'a compare version must be a positive integer');
         t.compares.push([c.key, version]);
       }
-      for (const [list, wire, decoded] of [[req.success ?? [], t.wire[0], t.success], [req.failure ?? [], t.wire[1], t.failure]] as const) {
+      for (const [list, wire, decoded] of [
+        [req.success ?? [], t.wire[0], t.success],
+        [req.failure ?? [], t.wire[1], t.failure],
+      ] as const) {
         for (const o of list) {
           const [code, value, ttlMs, opts] = txnOpFields(o);
           size += this.check(code, o.key, value, ttlMs, opts);
@@ -482,7 +486,13 @@ export class KvClient {
     }
   }
 
-  private issue(op: OpCode | typeof OP_SCAN, key: Key, value: Value | null, ttlMs: number, opts: PutOptions | DelOptions | IncrOptions | ListOptions | undefined): Promise<unknown> {
+  private issue(
+    op: OpCode | typeof OP_SCAN,
+    key: Key,
+    value: Value | null,
+    ttlMs: number,
+    opts: PutOptions | DelOptions | IncrOptions | ListOptions | undefined,
+  ): Promise<unknown> {
     if (this.closed) return Promise.reject(new KvClientError('KV_ERR_CLIENT_CLOSED', `${OP_NAMES[op]}: the client is closed`));
     let size: number;
     try {
@@ -500,7 +510,13 @@ export class KvClient {
   }
 
   /** The same checks as the server, with its messages; returns the op's encoded size bound. */
-  private check(op: OpCode | typeof OP_SCAN, key: Key, value: Value | null, ttlMs: number, opts: PutOptions | DelOptions | IncrOptions | ListOptions | undefined): number {
+  private check(
+    op: OpCode | typeof OP_SCAN,
+    key: Key,
+    value: Value | null,
+    ttlMs: number,
+    opts: PutOptions | DelOptions | IncrOptions | ListOptions | undefined,
+  ): number {
     const kb = keyBytes(key);
     if (op === OP_SCAN) {
       if (kb < 0) throw new KvError('KV_ERR_BAD_KEY', `prefix must be a string or Uint8Array, got ${typeof key}`);
@@ -611,7 +627,11 @@ export class KvClient {
       // ops would only time out; fail them now (reconnecting goes on: the server's token file may
       // be reloaded, a proxy's route fixed).
       const refused = /Unexpected server response: (401|403|404|429)/.exec(err.message);
-      if (refused !== null) this.failQueued(REFUSALS[refused[1]], refused[1] === '404' ? `${err.message}: no WebSocket API at ${this.url} (kvsql serves it at /v1/ws)` : err.message);
+      if (refused !== null)
+        this.failQueued(
+          REFUSALS[refused[1]],
+          refused[1] === '404' ? `${err.message}: no WebSocket API at ${this.url} (kvsql serves it at /v1/ws)` : err.message,
+        );
     });
     ws.on('close', (code: number, reason: Buffer) => {
       if (ws !== this.socket) return;
@@ -812,7 +832,10 @@ function txnOpFields(o: TxnOp): [OpCode, Value | null, number, OpOptions] {
     case 'getdel':
       return [OP_GETDEL, null, 0, undefined];
     default:
-      throw new KvError('KV_ERR_UNKNOWN_OP', `txn op must be one of get, put, del, pexpire, persist, pttl, incr, incrByFloat, getdel; got ${JSON.stringify((o as { op?: unknown }).op)}`);
+      throw new KvError(
+        'KV_ERR_UNKNOWN_OP',
+        `txn op must be one of get, put, del, pexpire, persist, pttl, incr, incrByFloat, getdel; got ${JSON.stringify((o as { op?: unknown }).op)}`,
+      );
   }
 }
 

@@ -59,7 +59,12 @@ const WATCH_ID = 1;
 
 const packr = new Packr({ useRecords: false, moreTypes: false });
 
-export function openWatch(url: string, prefix: Uint8Array, opts: WatchOptions, security: { token?: string; ca?: string | Buffer | Array<string | Buffer> }): Watch {
+export function openWatch(
+  url: string,
+  prefix: Uint8Array,
+  opts: WatchOptions,
+  security: { token?: string; ca?: string | Buffer | Array<string | Buffer> },
+): Watch {
   const queue: WatchEvent[] = [];
   let head = 0;
   let cursor: string | null = opts.from !== undefined && opts.from !== 'now' ? opts.from : null;
@@ -116,7 +121,16 @@ export function openWatch(url: string, prefix: Uint8Array, opts: WatchOptions, s
           readyResolve(cursor);
         } else if (r[1] === 206) {
           const a = r as unknown[];
-          queue.push({ type: a[2] as WatchEvent['type'], key: Buffer.from(a[3] as Uint8Array), version: a[4] as number, at: a[5] as number, expiresAt: (a[6] as number | null) ?? null, cursor: a[7] as string, shard: a[8] as number, seq: a[9] as number });
+          queue.push({
+            type: a[2] as WatchEvent['type'],
+            key: Buffer.from(a[3] as Uint8Array),
+            version: a[4] as number,
+            at: a[5] as number,
+            expiresAt: (a[6] as number | null) ?? null,
+            cursor: a[7] as string,
+            shard: a[8] as number,
+            seq: a[9] as number,
+          });
         } else {
           const e = (r[2] ?? {}) as { code?: string; message?: string; cursor?: string };
           if (typeof e.cursor === 'string' && e.cursor.length > 0 && RESUMABLE.has(String(e.code))) {

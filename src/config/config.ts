@@ -84,13 +84,15 @@ export const MAX_SUPPORTED_VALUE_BYTES = 16 * 1024 * 1024;
 
 type Parser<T> = (raw: string, name: string) => T;
 
-const int = (min: number, max: number): Parser<number> => (raw, name) => {
-  const n = Number(raw);
-  if (!/^\d+$/.test(raw.trim()) || !Number.isSafeInteger(n) || n < min || n > max) {
-    throw new ConfigError(`${name} must be an integer in ${min}..${max}, got "${raw}"`);
-  }
-  return n;
-};
+const int =
+  (min: number, max: number): Parser<number> =>
+  (raw, name) => {
+    const n = Number(raw);
+    if (!/^\d+$/.test(raw.trim()) || !Number.isSafeInteger(n) || n < min || n > max) {
+      throw new ConfigError(`${name} must be an integer in ${min}..${max}, got "${raw}"`);
+    }
+    return n;
+  };
 const bool: Parser<boolean> = (raw, name) => {
   const v = raw.trim().toLowerCase();
   if (['1', 'true', 'yes', 'on'].includes(v)) return true;
@@ -100,7 +102,10 @@ const bool: Parser<boolean> = (raw, name) => {
 const str: Parser<string> = (raw) => raw;
 /** The node URLs of one shard entry: `mysql://a/db` or `mysql://a/db|mysql://b/db|mysql://c/db`. */
 export function shardNodes(entry: string): string[] {
-  return entry.split('|').map((s) => s.trim()).filter((s) => s.length > 0);
+  return entry
+    .split('|')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
 }
 
 /** A port, or off ("off", "false", "none", "no" or empty) to turn a listener off. */
@@ -128,7 +133,10 @@ const bufferLimit: Parser<readonly [number, number, number]> = (raw, name) => {
   return Object.freeze([memBytes(parts[0], name), memBytes(parts[1], name), seconds] as const);
 };
 const urls: Parser<string[]> = (raw, name) => {
-  const list = raw.split(',').map((s) => shardNodes(s).join('|')).filter((s) => s.length > 0);
+  const list = raw
+    .split(',')
+    .map((s) => shardNodes(s).join('|'))
+    .filter((s) => s.length > 0);
   for (const u of list.flatMap(shardNodes)) {
     let parsed: URL;
     try {
@@ -144,7 +152,8 @@ const urls: Parser<string[]> = (raw, name) => {
 const replicaCount: Parser<number> = (raw, name) => {
   const n = int(1, 7)(raw, name);
   // Two nodes cannot lose one and keep a majority (quorum): it buys no availability.
-  if (n !== 1 && n % 2 === 0) throw new ConfigError(`${name} must be 1 or an odd number (3, 5, 7): a Galera cluster of ${n} cannot keep a majority after losing half`);
+  if (n !== 1 && n % 2 === 0)
+    throw new ConfigError(`${name} must be 1 or an odd number (3, 5, 7): a Galera cluster of ${n} cannot keep a majority after losing half`);
   return n;
 };
 const host: Parser<string> = (raw, name) => {
@@ -171,47 +180,137 @@ export const SETTINGS = [
   s('host', 'KVSQL_HOST', host, '127.0.0.1', 'address to listen on'),
   s('port', 'KVSQL_PORT', int(0, 65535), 8080, 'HTTP/WebSocket port (0 picks a free one)'),
   s('redisPort', 'KVSQL_REDIS_PORT', portOrOff, 6380, 'Redis-protocol (RESP2/RESP3) port on the same host; "off" turns it off (0 picks a free one)'),
-  s('redisMaxInflight', 'KVSQL_REDIS_MAX_INFLIGHT', int(1, 1_000_000), 1024, 'ops in flight per Redis connection; past it the socket is not read until replies are written'),
-  s('redisNotifyKeyspaceEvents', 'KVSQL_REDIS_NOTIFY_KEYSPACE_EVENTS', notifyClasses, '', "Redis keyspace notifications at start, Redis's letters (e.g. KEA); '' = off; CONFIG SET changes it per gateway"),
-  s('redisPubsubBufferLimit', 'KVSQL_REDIS_PUBSUB_BUFFER_LIMIT', bufferLimit, Object.freeze([32 * 1024 * 1024, 8 * 1024 * 1024, 60] as const), 'a Redis subscriber is disconnected when its unsent output passes <hard>, or stays over <soft> longer than <seconds> (Redis client-output-buffer-limit pubsub)'),
+  s(
+    'redisMaxInflight',
+    'KVSQL_REDIS_MAX_INFLIGHT',
+    int(1, 1_000_000),
+    1024,
+    'ops in flight per Redis connection; past it the socket is not read until replies are written',
+  ),
+  s(
+    'redisNotifyKeyspaceEvents',
+    'KVSQL_REDIS_NOTIFY_KEYSPACE_EVENTS',
+    notifyClasses,
+    '',
+    "Redis keyspace notifications at start, Redis's letters (e.g. KEA); '' = off; CONFIG SET changes it per gateway",
+  ),
+  s(
+    'redisPubsubBufferLimit',
+    'KVSQL_REDIS_PUBSUB_BUFFER_LIMIT',
+    bufferLimit,
+    Object.freeze([32 * 1024 * 1024, 8 * 1024 * 1024, 60] as const),
+    'a Redis subscriber is disconnected when its unsent output passes <hard>, or stays over <soft> longer than <seconds> (Redis client-output-buffer-limit pubsub)',
+  ),
   s('dataDir', 'KVSQL_DATA_DIR', str, './data', 'where the embedded shards keep their data'),
-  s('shards', 'KVSQL_SHARDS', urls, [], 'comma-separated shards, each a mysql:// URL or a Galera cluster as `|`-separated node URLs; empty runs the embedded cluster'),
+  s(
+    'shards',
+    'KVSQL_SHARDS',
+    urls,
+    [],
+    'comma-separated shards, each a mysql:// URL or a Galera cluster as `|`-separated node URLs; empty runs the embedded cluster',
+  ),
   s('embeddedShards', 'KVSQL_EMBEDDED_SHARDS', int(1, 64), 2, 'number of embedded MySQL shards'),
   s('replicas', 'KVSQL_REPLICAS', replicaCount, 1, 'nodes per embedded shard: 1, or 3/5/7 for a Galera cluster per shard'),
   s('embeddedBasePort', 'KVSQL_EMBEDDED_BASE_PORT', int(1024, 65000), 13306, 'embedded shard i listens on base+i'),
-  s('embeddedBinlog', 'KVSQL_EMBEDDED_BINLOG', bool, true, 'embedded shards keep a binlog for point-in-time recovery (kvsql restore --at); false saves its write cost'),
+  s(
+    'embeddedBinlog',
+    'KVSQL_EMBEDDED_BINLOG',
+    bool,
+    true,
+    'embedded shards keep a binlog for point-in-time recovery (kvsql restore --at); false saves its write cost',
+  ),
   s('maxValueBytes', 'KVSQL_MAX_VALUE_BYTES', int(1, MAX_SUPPORTED_VALUE_BYTES), 1024 * 1024, 'largest value accepted'),
   s('batching', 'KVSQL_BATCHING', bool, true, 'gather ops into multi-row statements (false: one op per transaction)'),
   s('maxBatchOps', 'KVSQL_MAX_BATCH_OPS', int(1, 4096), 512, 'ops per batch'),
-  s('maxBatchBytes', 'KVSQL_MAX_BATCH_BYTES', int(1024, 64 * 1024 * 1024), 4 * 1024 * 1024, 'value bytes per write batch (sent hex-escaped: keep 2x under max_allowed_packet)'),
+  s(
+    'maxBatchBytes',
+    'KVSQL_MAX_BATCH_BYTES',
+    int(1024, 64 * 1024 * 1024),
+    4 * 1024 * 1024,
+    'value bytes per write batch (sent hex-escaped: keep 2x under max_allowed_packet)',
+  ),
   s('readsInFlight', 'KVSQL_READS_IN_FLIGHT', int(1, 64), 4, 'read batches in flight per shard'),
   s('writesInFlight', 'KVSQL_WRITES_IN_FLIGHT', int(1, 64), 4, 'write transactions in flight per shard'),
   s('queueLimit', 'KVSQL_QUEUE_LIMIT', int(1, 1_000_000), 50_000, 'ops outstanding per shard before 503'),
   s('queueBytes', 'KVSQL_QUEUE_BYTES', int(1024 * 1024, 64 * 1024 * 1024 * 1024), 256 * 1024 * 1024, 'value bytes of PUTs outstanding per shard before 503'),
   s('queryTimeoutMs', 'KVSQL_QUERY_TIMEOUT_MS', int(100, 600_000), 10_000, 'per-statement timeout (a timed-out connection is destroyed)'),
-  s('opDeadlineMs', 'KVSQL_OP_DEADLINE_MS', int(500, 600_000), 5000, 'every op is answered within this many ms of arriving, whatever MySQL does (503, or OUTCOME_UNKNOWN for a write whose COMMIT was sent)'),
+  s(
+    'opDeadlineMs',
+    'KVSQL_OP_DEADLINE_MS',
+    int(500, 600_000),
+    5000,
+    'every op is answered within this many ms of arriving, whatever MySQL does (503, or OUTCOME_UNKNOWN for a write whose COMMIT was sent)',
+  ),
   s('queueWaitMs', 'KVSQL_QUEUE_WAIT_MS', int(0, 600_000), 500, 'refuse an op (503) when its estimated queue wait on its shard is longer (0: no time bound)'),
   s('maxRetries', 'KVSQL_MAX_RETRIES', int(0, 20), 4, 'retries of a batch after deadlock, lock wait timeout or lost connection'),
   s('slotHoldMs', 'KVSQL_SLOT_HOLD_MS', int(10, 60_000), 5000, 'longest a write to a slot being moved (fenced) is held before a 503'),
   s('expiry', 'KVSQL_EXPIRY', bool, true, 'run the expirer (physical deletion of expired rows)'),
-  s('expiryTickMs', 'KVSQL_EXPIRY_TICK_MS', int(10, 10_000), 100, 'expiry wheel resolution and tick (the tick fires on slot boundaries; a key is reaped at most about one tick after it is due)'),
+  s(
+    'expiryTickMs',
+    'KVSQL_EXPIRY_TICK_MS',
+    int(10, 10_000),
+    100,
+    'expiry wheel resolution and tick (the tick fires on slot boundaries; a key is reaped at most about one tick after it is due)',
+  ),
   s('expiryHorizonMs', 'KVSQL_EXPIRY_HORIZON_MS', int(1000, 3_600_000), 60_000, 'how far ahead the wheel holds keys'),
   s('reapBatch', 'KVSQL_REAP_BATCH', int(1, 100_000), 2000, 'rows per overdue sweep page'),
   s('reapsInFlight', 'KVSQL_REAPS_IN_FLIGHT', int(1, 1_000_000), 4000, 'reaps in flight per shard (the expiry work budget)'),
   s('maxWheelKeys', 'KVSQL_MAX_WHEEL_KEYS', int(1000, 100_000_000), 2_000_000, 'keys the wheel may hold per shard'),
   s('expiryLockRetryMs', 'KVSQL_EXPIRY_LOCK_RETRY_MS', int(100, 600_000), 2000, 'how often the expirer lease is taken or renewed (it lasts 3x this)'),
   s('wsMaxInflight', 'KVSQL_WS_MAX_INFLIGHT', int(1, 1_000_000), 4096, 'ops in flight per WebSocket; past it, ops are answered KV_ERR_BUSY'),
-  s('feed', 'KVSQL_FEED', bool, true, 'change feed: every change also writes a kv_feed row in its transaction, and watchers (WebSocket watch, GET /v1/watch) are served; off: writes cost what they did without it, watch is refused'),
-  s('feedPollMs', 'KVSQL_FEED_POLL_MS', int(1, 10_000), 25, "how often a shard's feed is polled while this gateway has watchers (also right after this gateway's own commits)"),
-  s('feedRetentionMs', 'KVSQL_FEED_RETENTION_MS', int(1000, 366 * 24 * 3_600_000), 3_600_000, 'feed rows older than this are deleted (a cursor older than what is kept gets KV_ERR_CURSOR_EXPIRED)'),
+  s(
+    'feed',
+    'KVSQL_FEED',
+    bool,
+    true,
+    'change feed: every change also writes a kv_feed row in its transaction, and watchers (WebSocket watch, GET /v1/watch) are served; off: writes cost what they did without it, watch is refused',
+  ),
+  s(
+    'feedPollMs',
+    'KVSQL_FEED_POLL_MS',
+    int(1, 10_000),
+    25,
+    "how often a shard's feed is polled while this gateway has watchers (also right after this gateway's own commits)",
+  ),
+  s(
+    'feedRetentionMs',
+    'KVSQL_FEED_RETENTION_MS',
+    int(1000, 366 * 24 * 3_600_000),
+    3_600_000,
+    'feed rows older than this are deleted (a cursor older than what is kept gets KV_ERR_CURSOR_EXPIRED)',
+  ),
   s('feedMaxRows', 'KVSQL_FEED_MAX_ROWS', int(1000, 1_000_000_000), 1_000_000, 'feed rows kept per shard at most'),
-  s('feedMaxBytes', 'KVSQL_FEED_MAX_BYTES', int(1024 * 1024, 1024 * 1024 * 1024 * 1024), 256 * 1024 * 1024, 'feed bytes kept per shard at most (estimated from the newest rows: key length + 48 bytes a row)'),
-  s('feedWatcherBufferBytes', 'KVSQL_FEED_WATCHER_BUFFER_BYTES', int(64 * 1024, 1024 * 1024 * 1024), 4 * 1024 * 1024, 'a watcher with more than this many bytes of events unsent is cut off (KV_ERR_WATCH_TOO_SLOW, with its cursor)'),
+  s(
+    'feedMaxBytes',
+    'KVSQL_FEED_MAX_BYTES',
+    int(1024 * 1024, 1024 * 1024 * 1024 * 1024),
+    256 * 1024 * 1024,
+    'feed bytes kept per shard at most (estimated from the newest rows: key length + 48 bytes a row)',
+  ),
+  s(
+    'feedWatcherBufferBytes',
+    'KVSQL_FEED_WATCHER_BUFFER_BYTES',
+    int(64 * 1024, 1024 * 1024 * 1024),
+    4 * 1024 * 1024,
+    'a watcher with more than this many bytes of events unsent is cut off (KV_ERR_WATCH_TOO_SLOW, with its cursor)',
+  ),
   s('shutdownTimeoutMs', 'KVSQL_SHUTDOWN_TIMEOUT_MS', int(0, 600_000), 30_000, 'how long SIGTERM waits for in-flight work'),
   s('logLevel', 'KVSQL_LOG_LEVEL', level, 'info', 'pino log level'),
   s('authFile', 'KVSQL_AUTH_FILE', str, '', 'token file (one JSON line per token, see README); set = auth on, reloaded on SIGHUP'),
-  s('authFailuresPerMinute', 'KVSQL_AUTH_FAILURES_PER_MINUTE', int(1, 1_000_000), 60, 'failed token checks allowed per source address per minute (burst the same); past it 429'),
-  s('allowInsecure', 'KVSQL_ALLOW_INSECURE', bool, false, 'allow listening on a non-loopback address with auth off (anyone who reaches the port can read and write every key)'),
+  s(
+    'authFailuresPerMinute',
+    'KVSQL_AUTH_FAILURES_PER_MINUTE',
+    int(1, 1_000_000),
+    60,
+    'failed token checks allowed per source address per minute (burst the same); past it 429',
+  ),
+  s(
+    'allowInsecure',
+    'KVSQL_ALLOW_INSECURE',
+    bool,
+    false,
+    'allow listening on a non-loopback address with auth off (anyone who reaches the port can read and write every key)',
+  ),
   s('tlsCertFile', 'KVSQL_TLS_CERT_FILE', str, '', 'PEM certificate (chain) for HTTPS/WSS; with KVSQL_TLS_KEY_FILE turns TLS on; reloaded on SIGHUP'),
   s('tlsKeyFile', 'KVSQL_TLS_KEY_FILE', str, '', 'PEM private key for KVSQL_TLS_CERT_FILE'),
   s('mysqlTls', 'KVSQL_MYSQL_TLS', bool, false, 'actors connect to the MySQL shards over TLS'),
@@ -221,7 +320,7 @@ export const SETTINGS = [
 
 const BY_ENV = new Map<string, Setting<keyof Config>>(SETTINGS.map((x) => [x.env, x as Setting<keyof Config>]));
 const BY_FLAG = new Map<string, Setting<keyof Config>>(
-  SETTINGS.map((x) => [x.env.slice("KVSQL_".length).toLowerCase().replace(/_/g, '-'), x as Setting<keyof Config>]),
+  SETTINGS.map((x) => [x.env.slice('KVSQL_'.length).toLowerCase().replace(/_/g, '-'), x as Setting<keyof Config>]),
 );
 /** Env variables we read that are not settings. */
 const OTHER_ENV = new Set(['KVSQL_CONFIG']);
@@ -288,7 +387,10 @@ export function parseArgv(argv: string[]): ParsedArgv {
     } else if (BY_FLAG.has(m[1]) || m[1] === 'help' || m[1] === 'version') continue;
     throw new ConfigError(`unknown argument "${arg}" (flags are --name=value, e.g. --port=8080; see kvsql --help; known: ${[...BY_FLAG.keys()].join(', ')})`);
   }
-  const options: Record<string, { type: 'string' | 'boolean'; short?: string }> = { help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'v' } };
+  const options: Record<string, { type: 'string' | 'boolean'; short?: string }> = {
+    help: { type: 'boolean', short: 'h' },
+    version: { type: 'boolean', short: 'v' },
+  };
   for (const flag of BY_FLAG.keys()) options[flag] = { type: 'string' };
   let parsed: ReturnType<typeof parseArgs>;
   try {

@@ -28,7 +28,9 @@ export class DataDirInUseError extends Error {
     readonly dataDir: string,
     readonly pid: number,
   ) {
-    super(`data dir ${dataDir} in use by pid ${pid} (another kvsql store; lock file ${path.join(dataDir, LOCK_FILE)}). Stop that store, or give this one its own data dir (KVSQL_DATA_DIR / --data-dir)`);
+    super(
+      `data dir ${dataDir} in use by pid ${pid} (another kvsql store; lock file ${path.join(dataDir, LOCK_FILE)}). Stop that store, or give this one its own data dir (KVSQL_DATA_DIR / --data-dir)`,
+    );
   }
 }
 

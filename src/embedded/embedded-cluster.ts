@@ -198,17 +198,19 @@ async function startAll<T>(starters: Array<() => Promise<T>>, what: string, disp
 }
 
 function startLocalShards(binary: MysqlBinary, opts: EmbeddedClusterOptions): Promise<LocalMysqld[]> {
-  const starters = Array.from({ length: opts.shards }, (_, i) => () =>
-    startLocalMysqld({
-      dataDir: path.join(opts.dataDir, `shard-${i}`),
-      port: opts.basePort === 0 ? 0 : embeddedSqlPort(opts.basePort, i, 0, 1),
-      database: EMBEDDED_DATABASE,
-      log: (msg) => opts.log(`shard-${i}: ${msg}`),
-      binary,
-      autoRestart: true, // crash recovery: see LocalMysqldProcess.onExit
-      // Point-in-time recovery replays it (admin/restore.ts); its write cost is in DESIGN.md §8.
-      extraArgs: opts.binlog === false ? [] : binlogArgs(binary),
-    }),
+  const starters = Array.from(
+    { length: opts.shards },
+    (_, i) => () =>
+      startLocalMysqld({
+        dataDir: path.join(opts.dataDir, `shard-${i}`),
+        port: opts.basePort === 0 ? 0 : embeddedSqlPort(opts.basePort, i, 0, 1),
+        database: EMBEDDED_DATABASE,
+        log: (msg) => opts.log(`shard-${i}: ${msg}`),
+        binary,
+        autoRestart: true, // crash recovery: see LocalMysqldProcess.onExit
+        // Point-in-time recovery replays it (admin/restore.ts); its write cost is in DESIGN.md §8.
+        extraArgs: opts.binlog === false ? [] : binlogArgs(binary),
+      }),
   );
   return startAll(starters, 'local MySQL shards', (s) => s.stop());
 }
@@ -225,18 +227,20 @@ async function startGaleraShards(opts: EmbeddedClusterOptions, replicas: number)
   opts.log(`each shard a Galera cluster of ${replicas} nodes (${provider}); data under ${path.resolve(opts.dataDir)}`);
   const lock = await claimLocal(opts, replicas);
   const groups = await startAll(
-    Array.from({ length: opts.shards }, (_, i) => () =>
-      startGaleraShard({
-        shard: i,
-        replicas,
-        dir: path.join(opts.dataDir, `shard-${i}`),
-        sqlBase: opts.basePort === 0 ? 0 : embeddedSqlPort(opts.basePort, i, 0, replicas),
-        galeraBase: opts.basePort === 0 ? 0 : opts.basePort + 1000 + 3 * i * replicas,
-        database: EMBEDDED_DATABASE,
-        binary,
-        provider,
-        log: (msg) => opts.log(`shard-${i}: ${msg}`),
-      }),
+    Array.from(
+      { length: opts.shards },
+      (_, i) => () =>
+        startGaleraShard({
+          shard: i,
+          replicas,
+          dir: path.join(opts.dataDir, `shard-${i}`),
+          sqlBase: opts.basePort === 0 ? 0 : embeddedSqlPort(opts.basePort, i, 0, replicas),
+          galeraBase: opts.basePort === 0 ? 0 : opts.basePort + 1000 + 3 * i * replicas,
+          database: EMBEDDED_DATABASE,
+          binary,
+          provider,
+          log: (msg) => opts.log(`shard-${i}: ${msg}`),
+        }),
     ),
     'Galera shards',
     (g) => g.stop(),
@@ -279,7 +283,10 @@ async function refuseBusyPorts(opts: EmbeddedClusterOptions, replicas: number): 
   const busy: number[] = [];
   for (const port of ports) if (!(await isPortFree(port))) busy.push(port);
   if (busy.length === 0) return;
-  const range = replicas > 1 ? `${opts.basePort}..${opts.basePort + opts.shards * replicas - 1} for SQL and from ${opts.basePort + 1000} for Galera` : `${opts.basePort}..${opts.basePort + opts.shards - 1}`;
+  const range =
+    replicas > 1
+      ? `${opts.basePort}..${opts.basePort + opts.shards * replicas - 1} for SQL and from ${opts.basePort + 1000} for Galera`
+      : `${opts.basePort}..${opts.basePort + opts.shards - 1}`;
   throw new Error(
     `embedded MySQL port${busy.length > 1 ? 's' : ''} ${busy.join(', ')} on 127.0.0.1 ${busy.length > 1 ? 'are' : 'is'} in use by another process. ` +
       `Stop it, or move the embedded shards to free ports with --embedded-base-port=N (KVSQL_EMBEDDED_BASE_PORT; now ${opts.basePort}, using ${range})`,

@@ -128,7 +128,10 @@ export function readGrastate(dataDir: string): GrastateInfo | null {
 function setSafeToBootstrap(dataDir: string): void {
   const file = path.join(dataDir, 'grastate.dat');
   const text = fs.readFileSync(file, 'utf8');
-  fs.writeFileSync(file, /^safe_to_bootstrap:/m.test(text) ? text.replace(/^safe_to_bootstrap:.*$/m, 'safe_to_bootstrap: 1') : `${text.trimEnd()}\nsafe_to_bootstrap: 1\n`);
+  fs.writeFileSync(
+    file,
+    /^safe_to_bootstrap:/m.test(text) ? text.replace(/^safe_to_bootstrap:.*$/m, 'safe_to_bootstrap: 1') : `${text.trimEnd()}\nsafe_to_bootstrap: 1\n`,
+  );
 }
 
 const asRoot = (): boolean => process.getuid?.() === 0;
@@ -252,9 +255,10 @@ export class GaleraNode {
     let child: ChildProcess;
     try {
       const args = this.args(bootstrap);
-      child = SETPRIV !== undefined
-        ? spawn(SETPRIV, ['--pdeathsig', 'KILL', '--', this.cluster.binary.server, ...args], { stdio: ['ignore', outFd, outFd], env })
-        : spawn(this.cluster.binary.server, args, { stdio: ['ignore', outFd, outFd], env });
+      child =
+        SETPRIV !== undefined
+          ? spawn(SETPRIV, ['--pdeathsig', 'KILL', '--', this.cluster.binary.server, ...args], { stdio: ['ignore', outFd, outFd], env })
+          : spawn(this.cluster.binary.server, args, { stdio: ['ignore', outFd, outFd], env });
     } finally {
       fs.closeSync(outFd);
     }
@@ -281,7 +285,9 @@ export class GaleraNode {
       try {
         const conn = await mysql.createConnection({ socketPath: socketPathFor(this.dataDir), user: 'root', connectTimeout: 2000 });
         await conn.end();
-        this.log(`node-${this.index} pid ${child.pid} accepting SQL on 127.0.0.1:${this.ports.sql}${bootstrap ? ' (bootstrapped a new cluster)' : ''} in ${Date.now() - started} ms`);
+        this.log(
+          `node-${this.index} pid ${child.pid} accepting SQL on 127.0.0.1:${this.ports.sql}${bootstrap ? ' (bootstrapped a new cluster)' : ''} in ${Date.now() - started} ms`,
+        );
         return;
       } catch (err) {
         lastError = (err as Error).message;
@@ -322,7 +328,10 @@ export class GaleraNode {
     try {
       const conn = await mysql.createConnection({ socketPath: socketPathFor(this.dataDir), user: 'root', connectTimeout: 2000 });
       try {
-        const [rows] = await conn.query<mysql.RowDataPacket[]>({ sql: "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_local_state', 'wsrep_ready')", timeout: 2000 });
+        const [rows] = await conn.query<mysql.RowDataPacket[]>({
+          sql: "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_local_state', 'wsrep_ready')",
+          timeout: 2000,
+        });
         const v = new Map(rows.map((r) => [String(r.Variable_name).toLowerCase(), String(r.Value)]));
         return v.get('wsrep_ready') === 'ON' ? Number(v.get('wsrep_local_state') ?? 0) : 0;
       } finally {
@@ -346,7 +355,11 @@ export class GaleraNode {
       if (Date.now() > deadline) throw new Error(`galera node-${this.index} not Synced after ${timeoutMs} ms; see ${path.join(this.dataDir, 'error.log')}`);
       if (state !== WSREP_DONOR) donorSince = 0;
       else if (donorSince === 0) donorSince = Date.now();
-      else if (Date.now() - donorSince > STUCK_DONOR_MS && peers.length > 0 && (await Promise.all(peers.map((p) => p.localState()))).every((x) => x === WSREP_SYNCED)) {
+      else if (
+        Date.now() - donorSince > STUCK_DONOR_MS &&
+        peers.length > 0 &&
+        (await Promise.all(peers.map((p) => p.localState()))).every((x) => x === WSREP_SYNCED)
+      ) {
         this.log(`node-${this.index} stayed Donor/Desynced for ${STUCK_DONOR_MS} ms with no state transfer to finish; restarting it`);
         await this.stop();
         await this.start(false);
@@ -429,7 +442,10 @@ export class GaleraNode {
     });
     const text = fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8') : '';
     const m = /Recovered position:\s*[0-9a-f-]+:(-?\d+)/i.exec(text);
-    if (m === null) this.log(`node-${this.index}: mariadbd --wsrep-recover found no position (exit ${code}): ${(output.trim() || tailOf(logFile)).split('\n').slice(-3).join(' | ') || '(no output)'}`);
+    if (m === null)
+      this.log(
+        `node-${this.index}: mariadbd --wsrep-recover found no position (exit ${code}): ${(output.trim() || tailOf(logFile)).split('\n').slice(-3).join(' | ') || '(no output)'}`,
+      );
     return m ? Number(m[1]) : -1;
   }
 }
@@ -484,25 +500,34 @@ export async function startGaleraShard(opts: GaleraShardOptions): Promise<Galera
     // Settled, not Promise.all: a joiner still retrying when another has given up would start a
     // server after the cleanup below has stopped the nodes.
     const joins = await Promise.allSettled(
-      nodes.filter((n) => n !== boot).map(async (n) => {
-        if (!isInitialised(n.dataDir)) await initialiseDataDir(opts.binary, n.dataDir, opts.log);
-        // The rsync SST script sometimes fails to start its receiver on a busy machine ("Failed
-        // to read 'ready <addr>'"), which aborts the joiner; a new attempt succeeds.
-        for (let attempt = 1; ; attempt++) {
-          try {
-            await n.start(false);
-            return;
-          } catch (err) {
-            if (attempt >= JOIN_ATTEMPTS) throw err;
-            opts.log(`node-${n.index} failed to join (attempt ${attempt}): ${(err as Error).message.split('\n')[0]}; retrying`);
-            await sleep(REJOIN_DELAY_MS);
+      nodes
+        .filter((n) => n !== boot)
+        .map(async (n) => {
+          if (!isInitialised(n.dataDir)) await initialiseDataDir(opts.binary, n.dataDir, opts.log);
+          // The rsync SST script sometimes fails to start its receiver on a busy machine ("Failed
+          // to read 'ready <addr>'"), which aborts the joiner; a new attempt succeeds.
+          for (let attempt = 1; ; attempt++) {
+            try {
+              await n.start(false);
+              return;
+            } catch (err) {
+              if (attempt >= JOIN_ATTEMPTS) throw err;
+              opts.log(`node-${n.index} failed to join (attempt ${attempt}): ${(err as Error).message.split('\n')[0]}; retrying`);
+              await sleep(REJOIN_DELAY_MS);
+            }
           }
-        }
-      }),
+        }),
     );
     const failed = joins.find((j): j is PromiseRejectedResult => j.status === 'rejected');
     if (failed !== undefined) throw failed.reason;
-    await Promise.all(nodes.map((n) => n.waitSynced(JOIN_TIMEOUT_MS, nodes.filter((p) => p !== n))));
+    await Promise.all(
+      nodes.map((n) =>
+        n.waitSynced(
+          JOIN_TIMEOUT_MS,
+          nodes.filter((p) => p !== n),
+        ),
+      ),
+    );
   } catch (err) {
     await Promise.allSettled(nodes.map((n) => n.stop()));
     throw err;
@@ -543,7 +568,7 @@ async function createCluster(nodes: GaleraNode[], opts: GaleraShardOptions): Pro
 async function chooseBootstrapNode(nodes: GaleraNode[], log: (msg: string) => void): Promise<GaleraNode> {
   const states = nodes.map((n) => ({ n, g: readGrastate(n.dataDir) }));
   const safe = states.filter((s) => s.g?.safeToBootstrap);
-  if (safe.length > 0) return safe.reduce((a, b) => ((b.g!.seqno > a.g!.seqno) ? b : a)).n;
+  if (safe.length > 0) return safe.reduce((a, b) => (b.g!.seqno > a.g!.seqno ? b : a)).n;
   const positions = await Promise.all(
     states.map(async (s) => {
       if (!isInitialised(s.n.dataDir)) return -2;

@@ -314,7 +314,9 @@ export async function refuseForeignServer(pidFile: string): Promise<void> {
   const deadline = Date.now() + ORPHAN_WAIT_MS;
   while (foreign() && Date.now() < deadline) await sleep(100);
   if (foreign()) {
-    throw new Error(`${path.dirname(pidFile)} is in use by a MySQL server this store did not start (pid ${pid}, per ${pidFile}); stop it (kill ${pid}) and start again`);
+    throw new Error(
+      `${path.dirname(pidFile)} is in use by a MySQL server this store did not start (pid ${pid}, per ${pidFile}); stop it (kill ${pid}) and start again`,
+    );
   }
 }
 
@@ -543,7 +545,8 @@ class LocalMysqldProcess implements LocalMysqld {
       if (this.running()) await this.terminate('SIGKILL');
       else removeOutsideFiles(this.dataDir); // exited by itself: terminate() had nothing to clean
       const output = childOutputSince(errorLog, errorLogFrom, outFile, outFrom);
-      if (BIND_FAILED.test(output)) throw new MysqldPortInUseError(this.portNumber, `${path.basename(this.binary.server)} (data ${this.dataDir}) ${failure}\n${output}`);
+      if (BIND_FAILED.test(output))
+        throw new MysqldPortInUseError(this.portNumber, `${path.basename(this.binary.server)} (data ${this.dataDir}) ${failure}\n${output}`);
       throw new Error(`${path.basename(this.binary.server)} on port ${this.portNumber} (data ${this.dataDir}): ${failure}\n${output}`);
     }
     await this.prepare(socket);
@@ -563,7 +566,9 @@ class LocalMysqldProcess implements LocalMysqld {
     this.upSince = 0;
     const delay = RESTART_BACKOFF_MS[Math.min(this.restartAttempt, RESTART_BACKOFF_MS.length - 1)];
     this.restartAttempt++;
-    this.log(`${path.basename(this.binary.server)} pid ${child.pid} exited unexpectedly (code ${code}, signal ${signal}); restarting in ${delay} ms (attempt ${this.restartAttempt})`);
+    this.log(
+      `${path.basename(this.binary.server)} pid ${child.pid} exited unexpectedly (code ${code}, signal ${signal}); restarting in ${delay} ms (attempt ${this.restartAttempt})`,
+    );
     this.scheduleRestart(delay);
   }
 
@@ -675,7 +680,17 @@ export async function startLocalMysqld(opts: LocalMysqldOptions): Promise<LocalM
   // Absolute: the server is told this path and its pid/socket paths are derived from it.
   const dataDir = path.resolve(opts.dataDir);
   fs.mkdirSync(dataDir, { recursive: true });
-  const server = new LocalMysqldProcess(binary, dataDir, opts.port, opts.database, opts.bufferPoolMb ?? 256, log, opts.extraArgs, opts.autoRestart ?? false, opts.tls);
+  const server = new LocalMysqldProcess(
+    binary,
+    dataDir,
+    opts.port,
+    opts.database,
+    opts.bufferPoolMb ?? 256,
+    log,
+    opts.extraArgs,
+    opts.autoRestart ?? false,
+    opts.tls,
+  );
   await server.start(opts.port === 0);
   return server;
 }

@@ -228,7 +228,13 @@ export async function ensureTool(names: readonly string[], pkg: string, log: (ms
 }
 
 /** Where distributions put Galera 4's provider library (Debian/Ubuntu first). */
-const GALERA_PROVIDERS = ['/usr/lib/galera/libgalera_smm.so', '/usr/lib/libgalera_smm.so', '/usr/lib/galera-4/libgalera_smm.so', '/usr/lib64/galera-4/libgalera_smm.so', '/usr/lib64/galera/libgalera_smm.so'];
+const GALERA_PROVIDERS = [
+  '/usr/lib/galera/libgalera_smm.so',
+  '/usr/lib/libgalera_smm.so',
+  '/usr/lib/galera-4/libgalera_smm.so',
+  '/usr/lib64/galera-4/libgalera_smm.so',
+  '/usr/lib64/galera/libgalera_smm.so',
+];
 
 /** The Galera provider and rsync (its state transfer), or null when either is missing. */
 export function findGalera(): { provider: string; rsync: string } | null {
@@ -275,7 +281,11 @@ function dockerEndpoints(): DockerEndpoint[] {
       return [];
     }
   }
-  const sockets = ['/var/run/docker.sock', path.join(os.homedir(), '.docker', 'run', 'docker.sock'), path.join(os.homedir(), '.docker', 'desktop', 'docker.sock')];
+  const sockets = [
+    '/var/run/docker.sock',
+    path.join(os.homedir(), '.docker', 'run', 'docker.sock'),
+    path.join(os.homedir(), '.docker', 'desktop', 'docker.sock'),
+  ];
   if (process.env.XDG_RUNTIME_DIR) sockets.push(path.join(process.env.XDG_RUNTIME_DIR, 'docker.sock'));
   // Missing socket files are filtered here so the common "no Docker" case costs no I/O wait at all.
   return sockets.filter((s) => fs.existsSync(s)).map((socketPath) => ({ socketPath }));
@@ -294,13 +304,10 @@ function pingEndpoint(ep: DockerEndpoint, timeoutMs: number): Promise<boolean> {
       sock.once('error', () => done(false));
       return;
     }
-    const req = http.get(
-      { socketPath: ep.socketPath, host: ep.host, port: ep.port, path: '/_ping', timeout: timeoutMs, agent: false },
-      (res) => {
-        res.resume();
-        resolve(res.statusCode === 200);
-      },
-    );
+    const req = http.get({ socketPath: ep.socketPath, host: ep.host, port: ep.port, path: '/_ping', timeout: timeoutMs, agent: false }, (res) => {
+      res.resume();
+      resolve(res.statusCode === 200);
+    });
     req.once('timeout', () => req.destroy());
     req.once('error', () => resolve(false));
   });

@@ -188,7 +188,10 @@ export class Auth {
       return this.refuseBlocked(wait);
     }
     // The token itself is never logged: a mistyped secret is still (almost) a secret.
-    throw new KvError('KV_ERR_UNAUTHORIZED', reason === 'missing' ? 'a token is required: send Authorization: Bearer <token>' : 'the token is not valid (malformed, unknown or revoked)');
+    throw new KvError(
+      'KV_ERR_UNAUTHORIZED',
+      reason === 'missing' ? 'a token is required: send Authorization: Bearer <token>' : 'the token is not valid (malformed, unknown or revoked)',
+    );
   }
 
   private refuseBlocked(waitMs: number): never {

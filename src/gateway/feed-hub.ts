@@ -22,7 +22,18 @@
  * by id > pos loses nothing. Memory: the ring is bounded (RING_ROWS per shard); a watcher holds
  * only its positions; a slow sink is the door's to cut off (FeedSink.backlogged and unsubscribe).
  */
-import { decodeCursor, encodeCursor, FEED_CREATED, FEED_KIND, FEED_REDIS_EVENTS, FEED_WITH_TTL, FEED_TYPE_NAMES, type CursorPositions, type FeedRow, type FeedType } from '../protocol/feed';
+import {
+  decodeCursor,
+  encodeCursor,
+  FEED_CREATED,
+  FEED_KIND,
+  FEED_REDIS_EVENTS,
+  FEED_WITH_TTL,
+  FEED_TYPE_NAMES,
+  type CursorPositions,
+  type FeedRow,
+  type FeedType,
+} from '../protocol/feed';
 import { KvError, toErrorData, type ErrorData } from '../protocol/errors';
 import type { FeedListener, ShardPool } from './shard-pool';
 import { Packr } from 'msgpackr';
@@ -253,7 +264,12 @@ export class FeedHub implements FeedListener {
       const timer = setTimeout(() => {
         const i = f.waiters.indexOf(done);
         if (i >= 0) f.waiters.splice(i, 1);
-        reject(new KvError('KV_ERR_SHARD_UNAVAILABLE', `shard ${f.index}'s change feed did not start within ${START_TIMEOUT_MS} ms (shard down?); resume from the cursor`));
+        reject(
+          new KvError(
+            'KV_ERR_SHARD_UNAVAILABLE',
+            `shard ${f.index}'s change feed did not start within ${START_TIMEOUT_MS} ms (shard down?); resume from the cursor`,
+          ),
+        );
       }, START_TIMEOUT_MS);
       const done = (): void => {
         clearTimeout(timer);
@@ -288,7 +304,10 @@ export class FeedHub implements FeedListener {
       const page = await this.pool.feedRange(f.pos, p, upto, CATCHUP_ROWS);
       if (w.closed) return;
       if (p < page.trimmed) {
-        this.fail(w, { code: 'KV_ERR_CURSOR_EXPIRED', message: `the cursor's position ${p} on shard ${f.index} is older than the feed's retention (rows up to ${page.trimmed} were trimmed); start again from "now"` });
+        this.fail(w, {
+          code: 'KV_ERR_CURSOR_EXPIRED',
+          message: `the cursor's position ${p} on shard ${f.index} is older than the feed's retention (rows up to ${page.trimmed} were trimmed); start again from "now"`,
+        });
         return;
       }
       for (const r of page.rows) {
@@ -376,7 +395,18 @@ export class FeedHub implements FeedListener {
 function eventOf(r: FeedRow, shard: number): FeedEvent {
   const key = Buffer.from(r[1].buffer, r[1].byteOffset, r[1].byteLength);
   const kind = r[4] & FEED_KIND;
-  return { type: FEED_TYPE_NAMES[kind], event: FEED_REDIS_EVENTS[kind], created: (r[4] & FEED_CREATED) !== 0, ttl: (r[4] & FEED_WITH_TTL) !== 0, key, version: r[2], at: r[3], expiresAt: r[5], shard, id: r[0] };
+  return {
+    type: FEED_TYPE_NAMES[kind],
+    event: FEED_REDIS_EVENTS[kind],
+    created: (r[4] & FEED_CREATED) !== 0,
+    ttl: (r[4] & FEED_WITH_TTL) !== 0,
+    key,
+    version: r[2],
+    at: r[3],
+    expiresAt: r[5],
+    shard,
+    id: r[0],
+  };
 }
 
 function sleep(ms: number): Promise<void> {

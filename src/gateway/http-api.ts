@@ -144,7 +144,9 @@ class HttpCall implements ReplyTarget {
       // The key's current version, so a compare-and-set loop needs no extra GET; null: absent.
       const current = (r as PreconditionFailed)[2];
       if (current === null || current === undefined) return writeError(res, 'KV_ERR_PRECONDITION_FAILED', 'precondition failed: the key is absent');
-      return writeError(res, 'KV_ERR_PRECONDITION_FAILED', `precondition failed: the key's current version is ${current}`, () => res.writeHeader('ETag', `"${current}"`));
+      return writeError(res, 'KV_ERR_PRECONDITION_FAILED', `precondition failed: the key's current version is ${current}`, () =>
+        res.writeHeader('ETag', `"${current}"`),
+      );
     }
     switch (this.op) {
       case OP_GET: {
@@ -280,7 +282,8 @@ function listJson(p: ListPage): string {
   out += ']';
   if (p.values !== null) {
     out += ',"values":[';
-    for (let i = 0; i < p.values.length; i++) out += `${i > 0 ? ',' : ''}"${Buffer.from(p.values[i].buffer, p.values[i].byteOffset, p.values[i].byteLength).toString('base64')}"`;
+    for (let i = 0; i < p.values.length; i++)
+      out += `${i > 0 ? ',' : ''}"${Buffer.from(p.values[i].buffer, p.values[i].byteOffset, p.values[i].byteLength).toString('base64')}"`;
     out += `],"expiresAt":${JSON.stringify(p.expiresAt)}`;
   }
   return `${out},"next":${p.next === null ? 'null' : `"${keyText(p.next)}"`}}`;
@@ -304,7 +307,8 @@ function parseListQuery(raw: string, limits: Limits) {
     const eq = part.indexOf('=');
     const name = eq === -1 ? part : part.slice(0, eq);
     const text = eq === -1 ? '' : part.slice(eq + 1).replace(/\+/g, ' ');
-    if (!LIST_PARAMS.has(name)) throw new KvError('KV_ERR_BAD_REQUEST', `unknown query parameter "${name.slice(0, 40)}" (allowed: ${[...LIST_PARAMS].join(', ')})`);
+    if (!LIST_PARAMS.has(name))
+      throw new KvError('KV_ERR_BAD_REQUEST', `unknown query parameter "${name.slice(0, 40)}" (allowed: ${[...LIST_PARAMS].join(', ')})`);
     if (seen.has(name)) throw new KvError('KV_ERR_BAD_REQUEST', `query parameter "${name}" given twice`);
     seen.add(name);
     if (name === 'prefix') prefix = decodeKey(text, 0);
@@ -358,7 +362,10 @@ function parseQuery(raw: string, allowed: ReadonlySet<string>): Query {
     if (q.incr === null) throw new KvError('KV_ERR_BAD_REQUEST', 'incr query parameter is required (POST /v1/kv/{key}?incr=N)');
     const n = q.float ? parseFloatText(q.incr) : parseInt64(q.incr);
     if (n === null || (q.float && !Number.isFinite(n as number))) {
-      throw new KvError('KV_ERR_BAD_REQUEST', `incr must be ${q.float ? 'a finite decimal number' : 'a signed 64-bit integer'}, got "${q.incr.toString('latin1').slice(0, 40)}"`);
+      throw new KvError(
+        'KV_ERR_BAD_REQUEST',
+        `incr must be ${q.float ? 'a finite decimal number' : 'a signed 64-bit integer'}, got "${q.incr.toString('latin1').slice(0, 40)}"`,
+      );
     }
   }
   if (sawTtl && q.keepTtl) throw new KvError('KV_ERR_BAD_REQUEST', 'ttl and keepttl=true contradict each other; send one');
@@ -418,11 +425,18 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
     } catch (err) {
       const e = toErrorData(err);
       ctx.metrics.observe('http', OP_NAMES[op], statusOf(e.code), 0);
-      writeError(res, e.code, e.code === 'KV_ERR_INTERNAL' ? 'internal error' : e.message, undefined, req.getMethod() === 'head' ? HEAD : hasBody(req) ? CLOSE : undefined);
+      writeError(
+        res,
+        e.code,
+        e.code === 'KV_ERR_INTERNAL' ? 'internal error' : e.message,
+        undefined,
+        req.getMethod() === 'head' ? HEAD : hasBody(req) ? CLOSE : undefined,
+      );
     }
   };
 
-  const simple = (op: OpCode, prefix: number, params: ReadonlySet<string>, allowConditions: boolean) =>
+  const simple =
+    (op: OpCode, prefix: number, params: ReadonlySet<string>, allowConditions: boolean) =>
     (res: HttpResponse, req: HttpRequest): void =>
       guard(res, req, op, (who) => {
         const key = decodeKey(req.getUrl(), prefix);
@@ -532,13 +546,15 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
   );
 
   // Known routes, wrong method: 405 with Allow. Empty key: 400.
-  const notAllowed = (allow: string) => (res: HttpResponse, req: HttpRequest): void => {
-    if (refusedFraming(res, req)) return;
-    writeError(res, 'KV_ERR_METHOD_NOT_ALLOWED', `method not allowed; allowed: ${allow}`, () => res.writeHeader('Allow', allow), {
-      head: req.getMethod() === 'head',
-      close: hasBody(req),
-    });
-  };
+  const notAllowed =
+    (allow: string) =>
+    (res: HttpResponse, req: HttpRequest): void => {
+      if (refusedFraming(res, req)) return;
+      writeError(res, 'KV_ERR_METHOD_NOT_ALLOWED', `method not allowed; allowed: ${allow}`, () => res.writeHeader('Allow', allow), {
+        head: req.getMethod() === 'head',
+        close: hasBody(req),
+      });
+    };
   const emptyKey = (res: HttpResponse, req: HttpRequest): void => {
     if (!refusedFraming(res, req)) writeError(res, 'KV_ERR_BAD_KEY', 'key must not be empty', undefined, hasBody(req) ? CLOSE : undefined);
   };
@@ -566,4 +582,3 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
   app.any('/v1/ttl', notAllowed('GET, PUT, DELETE'));
   app.any('/v1/txn', notAllowed('POST'));
 }
-

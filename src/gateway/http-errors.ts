@@ -51,6 +51,7 @@ export function writeError(res: HttpResponse, code: ErrorCode | string, message:
   else if (status === 401) res.writeHeader('WWW-Authenticate', 'Bearer realm="kvsql"');
   extra?.();
   res.writeHeader('Content-Type', 'application/json');
-  if (opts?.head) res.endWithoutBody(); // (a HEAD request has no body to leave unread)
+  if (opts?.head)
+    res.endWithoutBody(); // (a HEAD request has no body to leave unread)
   else res.end(JSON.stringify({ error: { code, message } }), opts?.close);
 }

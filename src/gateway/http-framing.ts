@@ -36,7 +36,8 @@ function visitFramingHeader(name: string, value: string): void {
     if (!/^[0-9]+$/.test(value)) framingBad = `Content-Length must be a non-negative decimal integer, got "${value.slice(0, 40)}"`;
   } else if (name === 'transfer-encoding') {
     teLines++;
-    if (value.trim().toLowerCase() !== 'chunked') framingBad = `Transfer-Encoding must be "chunked" (no other coding is supported), got "${value.slice(0, 40)}"`;
+    if (value.trim().toLowerCase() !== 'chunked')
+      framingBad = `Transfer-Encoding must be "chunked" (no other coding is supported), got "${value.slice(0, 40)}"`;
   }
 }
 

@@ -44,7 +44,16 @@ import { ABSENT, EXISTS, MAX_TXN_OPS, type TxnCompare, type TxnDone, type TxnOp,
 import { parseFloatText, parseInt64 } from '../protocol/numbers';
 import { checkKey, checkValue, parseTtlSeconds, type Limits } from '../protocol/validate';
 
-const OPS: Record<string, OpCode> = { get: OP_GET, put: OP_PUT, del: OP_DEL, expire: OP_EXPIRE, persist: OP_PERSIST, ttl: OP_TTL, incr: OP_INCR, getdel: OP_GETDEL };
+const OPS: Record<string, OpCode> = {
+  get: OP_GET,
+  put: OP_PUT,
+  del: OP_DEL,
+  expire: OP_EXPIRE,
+  persist: OP_PERSIST,
+  ttl: OP_TTL,
+  incr: OP_INCR,
+  getdel: OP_GETDEL,
+};
 const FIELDS: Record<string, ReadonlySet<string>> = {
   put: new Set(['value', 'valueBase64', 'ttl', 'keepTtl']),
   expire: new Set(['ttl']),
@@ -63,7 +72,8 @@ export function parseTxnJson(body: Buffer, limits: Limits): TxnProgram {
     throw bad(`body is not JSON: ${(err as Error).message}`);
   }
   if (typeof j !== 'object' || j === null || Array.isArray(j)) throw bad('body must be a JSON object {"compare", "success", "failure"}');
-  for (const k of Object.keys(j)) if (k !== 'compare' && k !== 'success' && k !== 'failure') throw bad(`unknown field "${k.slice(0, 40)}" (allowed: compare, success, failure)`);
+  for (const k of Object.keys(j))
+    if (k !== 'compare' && k !== 'success' && k !== 'failure') throw bad(`unknown field "${k.slice(0, 40)}" (allowed: compare, success, failure)`);
   const o = j as Record<string, unknown>;
   const list = (name: string): unknown[] => {
     const v = o[name] ?? [];
@@ -113,7 +123,8 @@ function parseCompare(x: unknown, at: string, limits: Limits): TxnCompare {
     if (typeof o.exists !== 'boolean') throw bad(`${at}.exists must be true or false`);
     return [k, o.exists ? EXISTS : ABSENT];
   }
-  if (typeof o.version !== 'number' || !Number.isSafeInteger(o.version) || o.version < 1) throw bad(`${at}.version must be a positive integer (use exists: false for an absent key)`);
+  if (typeof o.version !== 'number' || !Number.isSafeInteger(o.version) || o.version < 1)
+    throw bad(`${at}.version must be a positive integer (use exists: false for an absent key)`);
   return [k, o.version];
 }
 
@@ -123,7 +134,8 @@ function parseOp(x: unknown, at: string, limits: Limits): TxnOp {
   const op = typeof name === 'string' ? OPS[name] : undefined;
   if (op === undefined) throw new KvError('KV_ERR_UNKNOWN_OP', `${at}.op must be one of ${Object.keys(OPS).join(', ')}`);
   const allowed = FIELDS[name as string] ?? NONE;
-  for (const f of Object.keys(o)) if (f !== 'op' && f !== 'key' && f !== 'keyBase64' && !allowed.has(f)) throw bad(`${at}: unknown field "${f.slice(0, 40)}" for ${name as string}`);
+  for (const f of Object.keys(o))
+    if (f !== 'op' && f !== 'key' && f !== 'keyBase64' && !allowed.has(f)) throw bad(`${at}: unknown field "${f.slice(0, 40)}" for ${name as string}`);
   const k = key(o, at, limits);
   const ttl = (): number => {
     if (o.ttl === undefined) return 0;

@@ -69,7 +69,12 @@ export class Metrics {
       '# HELP kvsql_port_frames_total Frames handed between the main thread and a shard actor, by direction.',
       '# TYPE kvsql_port_frames_total counter',
     ];
-    shards.forEach((h, i) => out.push(`kvsql_port_frames_total{shard="${i}",direction="to_actor"} ${h.framesSent}`, `kvsql_port_frames_total{shard="${i}",direction="from_actor"} ${h.replyFrames}`));
+    shards.forEach((h, i) =>
+      out.push(
+        `kvsql_port_frames_total{shard="${i}",direction="to_actor"} ${h.framesSent}`,
+        `kvsql_port_frames_total{shard="${i}",direction="from_actor"} ${h.replyFrames}`,
+      ),
+    );
     out.push('# HELP kvsql_port_ops_total Operations handed to a shard actor (in the to_actor frames).', '# TYPE kvsql_port_ops_total counter');
     shards.forEach((h, i) => out.push(`kvsql_port_ops_total{shard="${i}"} ${h.opsSent}`));
     return out.join('\n') + '\n';
@@ -79,7 +84,7 @@ export class Metrics {
   renderSlots(s: { epoch: number; moving: number; redirects: number; refreshes: number; progress: MoveProgress | null }): string {
     const out: string[] = [];
     const gauge = (name: string, help: string, v: number, type = 'gauge') => out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`, `${name} ${v}`);
-    gauge('kvsql_slot_map_epoch', 'Highest slot epoch in this gateway\'s map (grows by one per move of a slot).', s.epoch);
+    gauge('kvsql_slot_map_epoch', "Highest slot epoch in this gateway's map (grows by one per move of a slot).", s.epoch);
     gauge('kvsql_slots_moving', 'Slots in the middle of a move (copying, fenced or importing) at the last map refresh.', s.moving);
     gauge('kvsql_slot_redirects_total', 'Ops re-routed because a shard no longer owned their slot.', s.redirects, 'counter');
     gauge('kvsql_slot_map_refreshes_total', 'Slot map reads from the shards.', s.refreshes, 'counter');
@@ -158,9 +163,21 @@ export class Metrics {
         out.push(`${name}_count{shard="${s.shard}"} ${total(s)}`);
       }
     };
-    batchHist('kvsql_read_batch_size', 'read', (s) => s.readBatchSizes, (s) => s.readBatches, (s) => s.readBatchOps);
-    batchHist('kvsql_write_batch_size', 'write', (s) => s.writeBatchSizes, (s) => s.writeBatches, (s) => s.writeBatchOps);
-    gauge('kvsql_expiry_is_expirer', '1 when this gateway holds the shard\'s expirer role.', (s) => (s.expiry.isExpirer ? 1 : 0));
+    batchHist(
+      'kvsql_read_batch_size',
+      'read',
+      (s) => s.readBatchSizes,
+      (s) => s.readBatches,
+      (s) => s.readBatchOps,
+    );
+    batchHist(
+      'kvsql_write_batch_size',
+      'write',
+      (s) => s.writeBatchSizes,
+      (s) => s.writeBatches,
+      (s) => s.writeBatchOps,
+    );
+    gauge('kvsql_expiry_is_expirer', "1 when this gateway holds the shard's expirer role.", (s) => (s.expiry.isExpirer ? 1 : 0));
     counter('kvsql_expired_keys_total', 'Expired rows physically deleted by this gateway.', (s) => s.expiry.expired);
     gauge('kvsql_expiry_wheel_keys', 'Keys held in the expiry wheel.', (s) => s.expiry.wheelSize);
     gauge('kvsql_expiry_backlog', 'Keys known to be due and not yet deleted (due in wheel + reaps in flight + last full sweep page).', (s) => s.expiry.backlog);
@@ -224,8 +241,9 @@ function renderGroups(out: string[], stats: Array<ShardStats | null>): void {
   if (groups.length === 0) return;
   out.push('# HELP kvsql_shard_writer_node 1 for the node of the shard group this gateway writes through.');
   out.push('# TYPE kvsql_shard_writer_node gauge');
-  for (const s of groups) s.group.nodes.forEach((n, i) => out.push(`kvsql_shard_writer_node{shard="${s.shard}",node="${n.node}"} ${i === s.group.writer ? 1 : 0}`));
-  out.push('# HELP kvsql_shard_writer_switches_total Times this gateway moved a shard\'s writer to another node (reason in the log).');
+  for (const s of groups)
+    s.group.nodes.forEach((n, i) => out.push(`kvsql_shard_writer_node{shard="${s.shard}",node="${n.node}"} ${i === s.group.writer ? 1 : 0}`));
+  out.push("# HELP kvsql_shard_writer_switches_total Times this gateway moved a shard's writer to another node (reason in the log).");
   out.push('# TYPE kvsql_shard_writer_switches_total counter');
   for (const s of groups) out.push(`kvsql_shard_writer_switches_total{shard="${s.shard}"} ${s.group.switches}`);
   out.push('# HELP kvsql_galera_node_state 1 for the state each node was last seen in (synced, donor, joining, joined, non-primary, not-ready, down, hung).');
@@ -237,6 +255,10 @@ function renderGroups(out: string[], stats: Array<ShardStats | null>): void {
     for (const s of groups) for (const n of s.group.nodes) out.push(`${name}{shard="${s.shard}",node="${n.node}"} ${pick(n)}`);
   };
   perNode('kvsql_galera_cluster_size', 'wsrep_cluster_size as seen by the node (0 when it does not answer).', (n) => n.clusterSize);
-  perNode('kvsql_galera_flow_control_paused', 'wsrep_flow_control_paused: fraction of time replication was paused by flow control.', (n) => n.flowControlPaused);
+  perNode(
+    'kvsql_galera_flow_control_paused',
+    'wsrep_flow_control_paused: fraction of time replication was paused by flow control.',
+    (n) => n.flowControlPaused,
+  );
   perNode('kvsql_galera_recv_queue', 'wsrep_local_recv_queue: write-sets received by the node and not yet applied.', (n) => n.recvQueue);
 }

@@ -20,7 +20,9 @@ export class PortInUseError extends Error {
     setting: string,
     flag: string,
   ) {
-    super(`cannot listen on ${host}:${port} (${setting}): the port is in use by another process (another kvsql?). Stop it, or choose another port (${flag}=...)`);
+    super(
+      `cannot listen on ${host}:${port} (${setting}): the port is in use by another process (another kvsql?). Stop it, or choose another port (${flag}=...)`,
+    );
   }
 }
 
@@ -31,7 +33,9 @@ export function probePort(host: string, port: number, setting: string, flag: str
     const probe = net.createServer();
     probe.unref();
     probe.once('error', (err: NodeJS.ErrnoException) => {
-      reject(err.code === 'EADDRINUSE' ? new PortInUseError(host, port, setting, flag) : new Error(`cannot listen on ${host}:${port} (${setting}): ${err.message}`));
+      reject(
+        err.code === 'EADDRINUSE' ? new PortInUseError(host, port, setting, flag) : new Error(`cannot listen on ${host}:${port} (${setting}): ${err.message}`),
+      );
     });
     probe.listen({ host, port, exclusive: true }, () => probe.close(() => resolve()));
   });

@@ -162,7 +162,19 @@ export async function startServer(
       const health = pool.health();
       const down = health.filter((h) => !h.up);
       const answer = (stats: Array<ShardStats | null>): void => {
-        const groups = stats.flatMap((s) => (s?.group ? [{ shard: s.shard, writer: s.group.writer >= 0 ? s.group.nodes[s.group.writer].node : null, switches: s.group.switches, lastSwitch: s.group.lastSwitchReason || null, nodes: s.group.nodes }] : []));
+        const groups = stats.flatMap((s) =>
+          s?.group
+            ? [
+                {
+                  shard: s.shard,
+                  writer: s.group.writer >= 0 ? s.group.nodes[s.group.writer].node : null,
+                  switches: s.group.switches,
+                  lastSwitch: s.group.lastSwitchReason || null,
+                  nodes: s.group.nodes,
+                },
+              ]
+            : [],
+        );
         const body = {
           shards: health.length,
           up: health.length - down.length,
@@ -172,7 +184,10 @@ export async function startServer(
         if (closing) {
           writeError(res, 'KV_ERR_SHUTTING_DOWN', 'server is shutting down');
         } else if (down.length === health.length) {
-          res.writeStatus(statusLine(503)).writeHeader('Retry-After', String(retryAfterOf('KV_ERR_SHARD_UNAVAILABLE'))).writeHeader('Content-Type', 'application/json');
+          res
+            .writeStatus(statusLine(503))
+            .writeHeader('Retry-After', String(retryAfterOf('KV_ERR_SHARD_UNAVAILABLE')))
+            .writeHeader('Content-Type', 'application/json');
           res.end(JSON.stringify({ status: 'unavailable', ...body }));
         } else {
           res.writeHeader('Content-Type', 'application/json').end(JSON.stringify({ status: down.length > 0 ? 'degraded' : 'ready', ...body }));
@@ -198,7 +213,13 @@ export async function startServer(
         const body =
           metrics.render(stats, pool.queueDepths(), pool.rejected) +
           metrics.renderHandoffs(pool.handoffs()) +
-          metrics.renderSlots({ epoch: pool.epoch, moving: pool.movingSlots, redirects: pool.redirects, refreshes: pool.refreshes, progress: pool.moveProgress }) +
+          metrics.renderSlots({
+            epoch: pool.epoch,
+            moving: pool.movingSlots,
+            redirects: pool.redirects,
+            refreshes: pool.refreshes,
+            progress: pool.moveProgress,
+          }) +
           (auth === null ? '' : auth.renderMetrics());
         res.cork(() => res.writeHeader('Content-Type', METRICS_CONTENT_TYPE).end(body));
       });
@@ -207,7 +228,16 @@ export async function startServer(
       if (refusedFraming(res, req)) return;
       if (!admitted(res, req, true)) return;
       res.writeHeader('Content-Type', 'application/json');
-      res.end(JSON.stringify({ slots: SLOT_COUNT, hash: 'crc16-xmodem', shards: pool.shardCount, epoch: pool.epoch, moving: pool.movingSlots, ranges: pool.slotRanges() }));
+      res.end(
+        JSON.stringify({
+          slots: SLOT_COUNT,
+          hash: 'crc16-xmodem',
+          shards: pool.shardCount,
+          epoch: pool.epoch,
+          moving: pool.movingSlots,
+          ranges: pool.slotRanges(),
+        }),
+      );
     });
     app.any('/*', (res, req) => {
       if (refusedFraming(res, req)) return;
@@ -264,12 +294,17 @@ export async function startServer(
     } catch (err) {
       uws.us_listen_socket_close(listenSocket);
       await pool.stop(1000);
-      throw new Error(`cannot listen for Redis clients on ${config.host}:${config.redisPort} (KVSQL_REDIS_PORT; "off" turns it off): ${(err as Error).message}`);
+      throw new Error(
+        `cannot listen for Redis clients on ${config.host}:${config.redisPort} (KVSQL_REDIS_PORT; "off" turns it off): ${(err as Error).message}`,
+      );
     }
   }
   const redisPort = redis?.port ?? null;
   if (redis !== null) metrics.redisConnections = () => redis!.connections;
-  log.info({ host: config.host, port, redisPort, shards: shardUrls.length, batching: config.batching, auth: auth !== null, tls: tls !== null }, 'kvsql listening');
+  log.info(
+    { host: config.host, port, redisPort, shards: shardUrls.length, batching: config.batching, auth: auth !== null, tls: tls !== null },
+    'kvsql listening',
+  );
   if (tls !== null) log.info({ cert: tls.certFile, validTo: tls.validTo }, 'TLS on');
 
   let closed: Promise<void> | null = null;

@@ -256,7 +256,11 @@ export class ShardPool {
   private readonly ticker: NodeJS.Timeout;
   private readonly idleRefresh: NodeJS.Timeout;
 
-  private constructor(private readonly config: Readonly<Config>, urls: string[], private readonly log: PoolLogger) {
+  private constructor(
+    private readonly config: Readonly<Config>,
+    urls: string[],
+    private readonly log: PoolLogger,
+  ) {
     this.queueLimit = config.queueLimit;
     this.queueBytes = config.queueBytes;
     this.opDeadlineMs = config.opDeadlineMs;
@@ -297,7 +301,13 @@ export class ShardPool {
       const map = SlotMap.even(this.shards.length);
       await Promise.all(
         fresh.map(async (s) => {
-          const m = await this.control(s, (id) => ({ type: 'bootstrap', id, shard: s.index, shardCount: this.shards.length, slotRanges: map.rangesOf(s.index) }));
+          const m = await this.control(s, (id) => ({
+            type: 'bootstrap',
+            id,
+            shard: s.index,
+            shardCount: this.shards.length,
+            slotRanges: map.rangesOf(s.index),
+          }));
           if (m.type === 'bootstrapped' && m.error) {
             const err = new Error(m.error.message);
             (err as { code?: string }).code = m.error.code;
@@ -440,7 +450,7 @@ export class ShardPool {
     const out: Array<[number, number, number]> = [];
     const ownerOf = (slot: number) => {
       const h = this.route[slot];
-      return h === -1 ? -1 : this.shards[h].shardIndex ?? -1;
+      return h === -1 ? -1 : (this.shards[h].shardIndex ?? -1);
     };
     let start = 0;
     for (let s = 1; s <= SLOT_COUNT; s++) {
@@ -451,7 +461,6 @@ export class ShardPool {
     }
     return out;
   }
-
 
   /** Position (in the shard list) of the shard this gateway routes `key` to now; -1 = unknown. */
   shardOf(key: Uint8Array): number {
@@ -537,7 +546,8 @@ export class ShardPool {
               else resolve(m!);
             };
             const timer = setTimeout(
-              () => settle(null, { code: 'KV_ERR_SHARD_UNAVAILABLE', message: `shard ${s.index} gave no answer within the op deadline (${this.opDeadlineMs} ms)` }),
+              () =>
+                settle(null, { code: 'KV_ERR_SHARD_UNAVAILABLE', message: `shard ${s.index} gave no answer within the op deadline (${this.opDeadlineMs} ms)` }),
               Math.max(0, deadlineAt - Date.now()),
             );
             this.scanWaiters.set(id, { shard: s, settle });
@@ -572,7 +582,8 @@ export class ShardPool {
     return new Promise((resolve, reject) => {
       const id = this.nextControlId++;
       const timer = setTimeout(() => {
-        if (this.feedRangeWaiters.delete(id)) reject(new KvError('KV_ERR_SHARD_UNAVAILABLE', `shard ${shard} gave no answer within the op deadline (${this.opDeadlineMs} ms)`));
+        if (this.feedRangeWaiters.delete(id))
+          reject(new KvError('KV_ERR_SHARD_UNAVAILABLE', `shard ${shard} gave no answer within the op deadline (${this.opDeadlineMs} ms)`));
       }, this.opDeadlineMs);
       this.feedRangeWaiters.set(id, {
         shard: s,
@@ -592,7 +603,7 @@ export class ShardPool {
     if (h === -1) {
       this.rejected++;
       // No reachable shard reported this slot (its shard was down when the map was read).
-      target.deliver(errorReply(0, 'KV_ERR_SHARD_UNAVAILABLE', 'no reachable shard owns this key\'s slot'));
+      target.deliver(errorReply(0, 'KV_ERR_SHARD_UNAVAILABLE', "no reachable shard owns this key's slot"));
       void this.refreshMap();
       return;
     }
@@ -612,7 +623,13 @@ export class ShardPool {
       const waitMs = this.estimatedWaitMs(shard, now);
       if (waitMs > this.queueWaitMs) {
         this.rejected++;
-        target.deliver(errorReply(0, 'KV_ERR_OVERLOADED', `shard ${shard.index}: estimated queue wait ${waitMs === Infinity ? 'unbounded' : `${Math.round(waitMs)} ms`} exceeds ${this.queueWaitMs} ms`));
+        target.deliver(
+          errorReply(
+            0,
+            'KV_ERR_OVERLOADED',
+            `shard ${shard.index}: estimated queue wait ${waitMs === Infinity ? 'unbounded' : `${Math.round(waitMs)} ms`} exceeds ${this.queueWaitMs} ms`,
+          ),
+        );
         return;
       }
     }
@@ -696,7 +713,11 @@ export class ShardPool {
       else this.redirected.delete(id);
       e.target.deliver(
         s === null
-          ? errorReply(id, 'KV_ERR_SLOT_MOVING', `the slot of this key is moving and no shard took it within the op deadline (${this.opDeadlineMs} ms); the operation was not applied`)
+          ? errorReply(
+              id,
+              'KV_ERR_SLOT_MOVING',
+              `the slot of this key is moving and no shard took it within the op deadline (${this.opDeadlineMs} ms); the operation was not applied`,
+            )
           : this.deadlineReply(id, !isReadOp(e.req[1]), s.index),
       );
     }
@@ -948,10 +969,13 @@ export class ShardPool {
   private deadlineReply(id: number, write: boolean, shard: number | null): Reply {
     const where = shard === null ? 'the shard owning its slot' : `shard ${shard}`;
     return write
-      ? errorReply(id, 'KV_ERR_OUTCOME_UNKNOWN', `${where} gave no answer within the op deadline (${this.opDeadlineMs} ms); the write may or may not have been applied`)
+      ? errorReply(
+          id,
+          'KV_ERR_OUTCOME_UNKNOWN',
+          `${where} gave no answer within the op deadline (${this.opDeadlineMs} ms); the write may or may not have been applied`,
+        )
       : errorReply(id, 'KV_ERR_SHARD_UNAVAILABLE', `${where} gave no answer within the op deadline (${this.opDeadlineMs} ms)`);
   }
-
 
   private byShardIndex(index: number): ShardHandle | undefined {
     if (index < 0) return undefined;
@@ -981,7 +1005,6 @@ export class ShardPool {
     }
   }
 }
-
 
 /** Everything an actor needs, derived from the gateway's Config in this one place. */
 function actorConfig(config: Readonly<Config>, i: number, url: string): ActorConfig {

@@ -17,7 +17,10 @@ export function txnRoute(p: TxnProgram, shardOf: (key: Uint8Array) => number): U
   for (const k of keys) shards.add(shardOf(k));
   if (shards.has(-1)) throw new KvError('KV_ERR_SHARD_UNAVAILABLE', 'no reachable shard owns the slot of a key of this transaction');
   if (shards.size > 1) {
-    throw new KvError('KV_ERR_CROSS_SHARD', `the transaction's keys are served by shards ${[...shards].sort((a, b) => a - b).join(', ')}; kvsql runs a transaction atomically only within one shard`);
+    throw new KvError(
+      'KV_ERR_CROSS_SHARD',
+      `the transaction's keys are served by shards ${[...shards].sort((a, b) => a - b).join(', ')}; kvsql runs a transaction atomically only within one shard`,
+    );
   }
   return keys[0];
 }

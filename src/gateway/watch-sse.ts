@@ -38,9 +38,11 @@ function parseWatchQuery(raw: string): { prefix: Uint8Array; exact: boolean; fro
     const eq = part.indexOf('=');
     const name = eq === -1 ? part : part.slice(0, eq);
     const text = eq === -1 ? '' : part.slice(eq + 1).replace(/\+/g, ' ');
-    if (!WATCH_PARAMS.has(name)) throw new KvError('KV_ERR_BAD_REQUEST', `unknown query parameter "${name.slice(0, 40)}" (allowed: ${[...WATCH_PARAMS].join(', ')})`);
+    if (!WATCH_PARAMS.has(name))
+      throw new KvError('KV_ERR_BAD_REQUEST', `unknown query parameter "${name.slice(0, 40)}" (allowed: ${[...WATCH_PARAMS].join(', ')})`);
     if (name === 'prefix') prefix = decodeKey(text, 0);
-    else if (name === 'from') from = text; // base64url: nothing to unescape
+    else if (name === 'from')
+      from = text; // base64url: nothing to unescape
     else exact = text === '1' || text === 'true' || text === '';
   }
   if (prefix.length > 1024) throw new KvError('KV_ERR_KEY_TOO_LONG', `prefix is ${prefix.length} bytes, the limit is 1024`);
@@ -64,7 +66,10 @@ export function mountWatchSse(app: TemplatedApp, ctx: WsContext): void {
       if (ctx.feed === null) throw new KvError('KV_ERR_BAD_REQUEST', 'the change feed is off on this gateway (KVSQL_FEED=off)');
       if (who !== null && !mayList(who, q.prefix)) {
         ctx.auth!.forbid('http');
-        throw new KvError('KV_ERR_FORBIDDEN', `token "${who.name}" may not watch keys with prefix of ${q.prefix.length} bytes: watching needs a read grant on that prefix or a shorter one`);
+        throw new KvError(
+          'KV_ERR_FORBIDDEN',
+          `token "${who.name}" may not watch keys with prefix of ${q.prefix.length} bytes: watching needs a read grant on that prefix or a shorter one`,
+        );
       }
     } catch (err) {
       const e = toErrorData(err);
@@ -102,10 +107,14 @@ export function mountWatchSse(app: TemplatedApp, ctx: WsContext): void {
       onEvent(e: FeedEvent, cursor: string): void {
         if (done) return;
         if (backlog > limit) {
-          end(`event: error\ndata: ${JSON.stringify({ code: 'KV_ERR_WATCH_TOO_SLOW', message: `more than ${limit} bytes of events were waiting to be sent; resume from the cursor`, cursor })}\n\n`);
+          end(
+            `event: error\ndata: ${JSON.stringify({ code: 'KV_ERR_WATCH_TOO_SLOW', message: `more than ${limit} bytes of events were waiting to be sent; resume from the cursor`, cursor })}\n\n`,
+          );
           return;
         }
-        write(`id: ${cursor}\nevent: ${e.type}\ndata: {"key":"${keyText(e.key)}","version":${e.version},"at":${e.at},"expiresAt":${e.expiresAt},"shard":${e.shard},"seq":${e.id}}\n\n`);
+        write(
+          `id: ${cursor}\nevent: ${e.type}\ndata: {"key":"${keyText(e.key)}","version":${e.version},"at":${e.at},"expiresAt":${e.expiresAt},"shard":${e.shard},"seq":${e.id}}\n\n`,
+        );
       },
       onError(err: FeedError): void {
         end(`event: error\ndata: ${JSON.stringify({ code: err.code, message: err.message, cursor: err.cursor })}\n\n`);
@@ -115,7 +124,11 @@ export function mountWatchSse(app: TemplatedApp, ctx: WsContext): void {
       },
     };
     res.cork(() => {
-      res.writeStatus('200 OK').writeHeader('Content-Type', 'text/event-stream').writeHeader('Cache-Control', 'no-cache').writeHeader('X-Accel-Buffering', 'no');
+      res
+        .writeStatus('200 OK')
+        .writeHeader('Content-Type', 'text/event-stream')
+        .writeHeader('Cache-Control', 'no-cache')
+        .writeHeader('X-Accel-Buffering', 'no');
       res.write(': kvsql watch\n\n');
     });
     try {

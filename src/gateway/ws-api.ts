@@ -138,7 +138,10 @@ class WsConn implements RequestSink {
       for (const o of [...program[1], ...program[2]]) if (refused === null && denied(o[0], o[1], o[4])) refused = [o[0], o[4]];
       if (refused !== null) {
         ctx.auth!.forbid('ws');
-        return this.refuse(id, OP_TXN, { code: 'KV_ERR_FORBIDDEN', message: `token "${who.name}" has no ${rightFor(refused[0], refused[1])} right on a key of this transaction` });
+        return this.refuse(id, OP_TXN, {
+          code: 'KV_ERR_FORBIDDEN',
+          message: `token "${who.name}" has no ${rightFor(refused[0], refused[1])} right on a key of this transaction`,
+        });
       }
     }
     let first: Uint8Array | null;
@@ -197,7 +200,10 @@ class WsConn implements RequestSink {
     if (this.watches?.has(id)) return this.refuse(id, OP_WATCH, { code: 'KV_ERR_BAD_REQUEST', message: `a watch with id ${id} is open on this connection` });
     if (this.who !== null && !mayList(this.who, prefix)) {
       ctx.auth!.forbid('ws');
-      return this.refuse(id, OP_WATCH, { code: 'KV_ERR_FORBIDDEN', message: `token "${this.who.name}" may not watch keys with prefix of ${prefix.length} bytes: watching needs a read grant on that prefix or a shorter one` });
+      return this.refuse(id, OP_WATCH, {
+        code: 'KV_ERR_FORBIDDEN',
+        message: `token "${this.who.name}" may not watch keys with prefix of ${prefix.length} bytes: watching needs a read grant on that prefix or a shorter one`,
+      });
     }
     const limit = ctx.feedWatcherBufferBytes;
     // The sink's methods are called with the sink as `this`; they reach the connection through `conn`.
@@ -210,7 +216,11 @@ class WsConn implements RequestSink {
         if (conn.ws!.getBufferedAmount() > limit) {
           sub?.unsubscribe();
           conn.watches?.delete(id);
-          conn.pushCounted([id, statusOf('KV_ERR_WATCH_TOO_SLOW'), { code: 'KV_ERR_WATCH_TOO_SLOW', message: `more than ${limit} bytes of events were waiting to be sent; resume from the cursor`, cursor }]);
+          conn.pushCounted([
+            id,
+            statusOf('KV_ERR_WATCH_TOO_SLOW'),
+            { code: 'KV_ERR_WATCH_TOO_SLOW', message: `more than ${limit} bytes of events were waiting to be sent; resume from the cursor`, cursor },
+          ]);
           return;
         }
         conn.pushCounted([id, 206, e.type, e.key, e.version, e.at, e.expiresAt, cursor, e.shard, e.id] as unknown as WireReply);

@@ -77,7 +77,8 @@ export interface ListPage {
  */
 export function checkListRequest(prefix: Uint8Array, after: Uint8Array | null, limit: unknown, values: boolean, limits: Limits): ScanRequest {
   if (prefix.length > limits.maxKeyBytes) throw new KvError('KV_ERR_KEY_TOO_LONG', `prefix is ${prefix.length} bytes, the limit is ${limits.maxKeyBytes}`);
-  if (after !== null && after.length > limits.maxKeyBytes) throw new KvError('KV_ERR_KEY_TOO_LONG', `after is ${after.length} bytes, the limit is ${limits.maxKeyBytes}`);
+  if (after !== null && after.length > limits.maxKeyBytes)
+    throw new KvError('KV_ERR_KEY_TOO_LONG', `after is ${after.length} bytes, the limit is ${limits.maxKeyBytes}`);
   const n = limit === undefined ? DEFAULT_LIST_LIMIT : limit;
   if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > MAX_LIST_LIMIT) {
     throw new KvError('KV_ERR_BAD_REQUEST', `limit must be an integer in 1..${MAX_LIST_LIMIT}, got ${String(limit).slice(0, 40)}`);

@@ -64,21 +64,54 @@ export function scanMsgpack(b: Uint8Array, maxNesting: number = MAX_NESTING): st
       p++;
     } else {
       switch (t) {
-        case 0xc4: lenBytes = 1; break; // bin 8
-        case 0xc5: lenBytes = 2; break; // bin 16
-        case 0xc6: lenBytes = 4; break; // bin 32
-        case 0xd9: lenBytes = 1; isStr = true; break; // str 8
-        case 0xda: lenBytes = 2; isStr = true; break; // str 16
-        case 0xdb: lenBytes = 4; isStr = true; break; // str 32
-        case 0xcc: case 0xd0: skip = 1; break;
-        case 0xcd: case 0xd1: skip = 2; break;
-        case 0xca: case 0xce: case 0xd2: skip = 4; break;
-        case 0xcb: case 0xcf: case 0xd3: skip = 8; break;
-        case 0xdc: case 0xdd: case 0xde: case 0xdf: {
+        case 0xc4:
+          lenBytes = 1;
+          break; // bin 8
+        case 0xc5:
+          lenBytes = 2;
+          break; // bin 16
+        case 0xc6:
+          lenBytes = 4;
+          break; // bin 32
+        case 0xd9:
+          lenBytes = 1;
+          isStr = true;
+          break; // str 8
+        case 0xda:
+          lenBytes = 2;
+          isStr = true;
+          break; // str 16
+        case 0xdb:
+          lenBytes = 4;
+          isStr = true;
+          break; // str 32
+        case 0xcc:
+        case 0xd0:
+          skip = 1;
+          break;
+        case 0xcd:
+        case 0xd1:
+          skip = 2;
+          break;
+        case 0xca:
+        case 0xce:
+        case 0xd2:
+          skip = 4;
+          break;
+        case 0xcb:
+        case 0xcf:
+        case 0xd3:
+          skip = 8;
+          break;
+        case 0xdc:
+        case 0xdd:
+        case 0xde:
+        case 0xdf: {
           isMapHeader = t >= 0xde;
           const wide = t === 0xdd || t === 0xdf;
           const head = wide ? 5 : 3;
-          if (p + head > n) return `frame is truncated: the ${isMapHeader ? 'map' : 'array'} header at byte ${start} needs ${head} bytes, the frame ends at ${n}`;
+          if (p + head > n)
+            return `frame is truncated: the ${isMapHeader ? 'map' : 'array'} header at byte ${start} needs ${head} bytes, the frame ends at ${n}`;
           const count = wide ? b[p + 1] * 0x1000000 + ((b[p + 2] << 16) | (b[p + 3] << 8) | b[p + 4]) : (b[p + 1] << 8) | b[p + 2];
           items = isMapHeader ? count * 2 : count;
           p += head;
@@ -90,7 +123,8 @@ export function scanMsgpack(b: Uint8Array, maxNesting: number = MAX_NESTING): st
           return `msgpack ext type (${hex(t)}) at offset ${start} is not used by this protocol`;
       }
       if (lenBytes > 0) {
-        if (p + 1 + lenBytes > n) return `frame is truncated: the ${isStr ? 'str' : 'bin'} header at byte ${start} needs ${1 + lenBytes} bytes, the frame ends at ${n}`;
+        if (p + 1 + lenBytes > n)
+          return `frame is truncated: the ${isStr ? 'str' : 'bin'} header at byte ${start} needs ${1 + lenBytes} bytes, the frame ends at ${n}`;
         skip = lenBytes === 1 ? b[p + 1] : lenBytes === 2 ? (b[p + 1] << 8) | b[p + 2] : b[p + 1] * 0x1000000 + ((b[p + 2] << 16) | (b[p + 3] << 8) | b[p + 4]);
         p += 1 + lenBytes;
       } else if (items < 0) {
@@ -107,7 +141,8 @@ export function scanMsgpack(b: Uint8Array, maxNesting: number = MAX_NESTING): st
       scanStack[depth++] = items;
       continue;
     }
-    if (p + skip > n) return `frame is truncated: the ${isStr ? 'str' : lenBytes > 0 ? 'bin' : 'number'} at byte ${start} needs ${p + skip - start} bytes, the frame ends at ${n}`;
+    if (p + skip > n)
+      return `frame is truncated: the ${isStr ? 'str' : lenBytes > 0 ? 'bin' : 'number'} at byte ${start} needs ${p + skip - start} bytes, the frame ends at ${n}`;
     if (isStr && skip > 0 && !isUtf8(b.subarray(p, p + skip))) {
       return `str at byte ${start} is not valid UTF-8 (send bytes that are not UTF-8 as bin)`;
     }
@@ -147,5 +182,4 @@ export function describe(v: unknown): string {
 }
 
 /** A msgpack map as msgpackr decodes it (mapsAsObjects): a plain object. */
-export const isMap = (v: unknown): v is Record<string, unknown> =>
-  typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
+export const isMap = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);

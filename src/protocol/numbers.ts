@@ -38,7 +38,8 @@ export function parseFloatText(b: Uint8Array): number | null {
   return Number.isNaN(n) ? null : n;
 }
 
-export type IncrResult = { ok: true; value: Buffer } | { ok: false; code: 'KV_ERR_NOT_INTEGER' | 'KV_ERR_NOT_FLOAT' | 'KV_ERR_OVERFLOW' | 'KV_ERR_BAD_REQUEST'; message: string };
+export type IncrResult =
+  { ok: true; value: Buffer } | { ok: false; code: 'KV_ERR_NOT_INTEGER' | 'KV_ERR_NOT_FLOAT' | 'KV_ERR_OVERFLOW' | 'KV_ERR_BAD_REQUEST'; message: string };
 
 /** `current` (null: absent, counts as 0) plus `delta`, as the bytes to store. */
 export function increment(current: Uint8Array | null, delta: Uint8Array, float: boolean): IncrResult {

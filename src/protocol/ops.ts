@@ -115,15 +115,7 @@ export const FLAG_TTL_LT = 512;
  */
 export const FLAG_GET_OLD = 1024;
 
-export type Request = [
-  id: number,
-  op: OpCode,
-  key: Uint8Array,
-  value: Uint8Array | null,
-  ttlMs: number,
-  flags: number,
-  ifVersion: number,
-];
+export type Request = [id: number, op: OpCode, key: Uint8Array, value: Uint8Array | null, ttlMs: number, flags: number, ifVersion: number];
 
 /**
  * Replies, one named shape per op (the only place their positions are written down: build them
@@ -208,9 +200,21 @@ export const expireSet = (id: number, expiresAt: number): ExpireSet => [id, 200,
 export const persisted = (id: number, removed: boolean): Persisted => [id, 200, removed ? 1 : 0];
 export const ttlHit = (id: number, expiresAt: number | null, nowMs: number, version: number): TtlHit => [id, 200, expiresAt, nowMs, version];
 export const reaped = (id: number, deleted: boolean): ReapReply => [id, 200, deleted ? 1 : 0];
-export const incrDone = (id: number, created: boolean, value: Uint8Array, version: number, expiresAt: number | null): IncrDone => [id, created ? 201 : 200, value, version, expiresAt];
+export const incrDone = (id: number, created: boolean, value: Uint8Array, version: number, expiresAt: number | null): IncrDone => [
+  id,
+  created ? 201 : 200,
+  value,
+  version,
+  expiresAt,
+];
 export const txnDone = (id: number, succeeded: boolean, replies: Reply[]): TxnDone => [id, 200, succeeded ? 1 : 0, replies];
-export const appendDone = (id: number, created: boolean, version: number, expiresAt: number | null, length: number): AppendDone => [id, created ? 201 : 200, version, expiresAt, length];
+export const appendDone = (id: number, created: boolean, version: number, expiresAt: number | null, length: number): AppendDone => [
+  id,
+  created ? 201 : 200,
+  version,
+  expiresAt,
+  length,
+];
 
 /** An error as a reply, its status from the registry. */
 export function errorReply(id: number, code: ErrorCode, message: string): ErrorReply {

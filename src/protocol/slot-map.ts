@@ -96,7 +96,11 @@ export class SlotMap {
 
   /** Slots owned by one shard, as ranges (stored in that shard to detect a changed map). */
   rangesOf(shard: number): string {
-    return JSON.stringify(this.toRanges().filter((r) => r[2] === shard).map((r) => [r[0], r[1]]));
+    return JSON.stringify(
+      this.toRanges()
+        .filter((r) => r[2] === shard)
+        .map((r) => [r[0], r[1]]),
+    );
   }
 }
 
@@ -168,7 +172,10 @@ export function resolveOwners(shards: ShardOwnership[]): ResolvedMap {
     if (sh.shardIndex === null) continue;
     const r = sh.slots;
     for (let i = 0; i < r.length; i += 4) {
-      const slot = r[i], state = r[i + 1], e = r[i + 2], peer = r[i + 3];
+      const slot = r[i],
+        state = r[i + 1],
+        e = r[i + 2],
+        peer = r[i + 3];
       if (e > epoch) epoch = e;
       if (state === SLOT_COPYING || state === SLOT_FENCED || state === SLOT_IMPORTING) movingSet[slot] = 1;
       if (SERVED_STATES.includes(state)) {

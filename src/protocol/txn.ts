@@ -56,11 +56,13 @@ export function unpackTxn(bytes: Uint8Array): TxnProgram | string {
   const [compares, success, failure] = p as unknown[][];
   if (compares.length + success.length + failure.length > MAX_TXN_OPS) return `transaction has more than ${MAX_TXN_OPS} compares and ops`;
   for (const c of compares) {
-    if (!Array.isArray(c) || c.length !== 2 || !isBytes(c[0]) || !Number.isSafeInteger(c[1]) || (c[1] as number) < EXISTS) return 'a compare must be [key, version]';
+    if (!Array.isArray(c) || c.length !== 2 || !isBytes(c[0]) || !Number.isSafeInteger(c[1]) || (c[1] as number) < EXISTS)
+      return 'a compare must be [key, version]';
   }
   for (const o of [...success, ...failure]) {
-    if (!Array.isArray(o) || o.length !== 6 || !TXN_OPS.has(o[0] as number) || !isBytes(o[1]) || !(o[2] === null || isBytes(o[2]))) return 'an op must be [op, key, value|null, ttlMs, flags, ifVersion] with a transaction op';
-    if (!Number.isSafeInteger(o[3]) || !Number.isSafeInteger(o[4]) || !Number.isSafeInteger(o[5])) return 'an op\'s ttlMs, flags and ifVersion must be integers';
+    if (!Array.isArray(o) || o.length !== 6 || !TXN_OPS.has(o[0] as number) || !isBytes(o[1]) || !(o[2] === null || isBytes(o[2])))
+      return 'an op must be [op, key, value|null, ttlMs, flags, ifVersion] with a transaction op';
+    if (!Number.isSafeInteger(o[3]) || !Number.isSafeInteger(o[4]) || !Number.isSafeInteger(o[5])) return "an op's ttlMs, flags and ifVersion must be integers";
   }
   return p as TxnProgram;
 }
@@ -84,7 +86,16 @@ export function unpackEval(bytes: Uint8Array): EvalProgram | string {
   } catch (err) {
     return `script is not valid msgpack: ${(err as Error).message}`;
   }
-  if (!Array.isArray(p) || p.length !== 4 || !isBytes(p[0]) || !Array.isArray(p[1]) || !Array.isArray(p[2]) || !p[1].every(isBytes) || !p[2].every(isBytes) || (p[3] !== 0 && p[3] !== 1)) {
+  if (
+    !Array.isArray(p) ||
+    p.length !== 4 ||
+    !isBytes(p[0]) ||
+    !Array.isArray(p[1]) ||
+    !Array.isArray(p[2]) ||
+    !p[1].every(isBytes) ||
+    !p[2].every(isBytes) ||
+    (p[3] !== 0 && p[3] !== 1)
+  ) {
     return 'script must be [body, keys, argv, mayWrite]';
   }
   if (p[1].length > MAX_TXN_OPS) return `a script declares at most ${MAX_TXN_OPS} keys`;

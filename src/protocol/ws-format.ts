@@ -62,7 +62,14 @@ export type WireTtlHit = [id: number, status: 200, ttlMs: number | null, expires
 export type WireTtlReply = WireTtlHit | NotFound;
 export type WireTxnReply = [id: number, status: 200, succeeded: boolean, replies: WireReply[]];
 /** A page of keys; values and expiresAt only when asked for (else nil). */
-export type WireListReply = [id: number, status: 200, keys: Uint8Array[], next: Uint8Array | null, values: Uint8Array[] | null, expiresAt: Array<number | null> | null];
+export type WireListReply = [
+  id: number,
+  status: 200,
+  keys: Uint8Array[],
+  next: Uint8Array | null,
+  values: Uint8Array[] | null,
+  expiresAt: Array<number | null> | null,
+];
 
 /** The wire reply of each op the wire carries, when it is not a WireErrorReply. */
 export interface WireReplyOf {
@@ -173,7 +180,18 @@ export function readIncr(delta: unknown, given: unknown, out: OpFields): Uint8Ar
     }
   }
   const float = (out.flags & FLAG_FLOAT) !== 0;
-  const text = typeof delta === 'number' ? (float ? String(delta) : Number.isSafeInteger(delta) ? String(delta) : '') : typeof delta === 'bigint' ? String(delta) : typeof delta === 'string' ? delta : '';
+  const text =
+    typeof delta === 'number'
+      ? float
+        ? String(delta)
+        : Number.isSafeInteger(delta)
+          ? String(delta)
+          : ''
+      : typeof delta === 'bigint'
+        ? String(delta)
+        : typeof delta === 'string'
+          ? delta
+          : '';
   const bytes = Buffer.from(text, 'latin1');
   if (float ? parseFloatText(bytes) === null || !Number.isFinite(parseFloatText(bytes)!) : parseInt64(bytes) === null) {
     throw badRequest(`incr delta must be ${float ? 'a finite number' : 'a signed 64-bit integer (a string beyond 2^53)'}, got ${describe(delta)}`);

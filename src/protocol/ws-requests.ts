@@ -102,13 +102,15 @@ function parseTxn(r: unknown[], limits: Limits): TxnProgram {
   if (c.length + s.length + f.length > MAX_TXN_OPS) throw badRequest(`a transaction holds at most ${MAX_TXN_OPS} compares and ops`);
   const compares: TxnCompare[] = c.map((x, i) => {
     const key = Array.isArray(x) && x.length === 2 ? toBytes(x[0]) : null;
-    if (key === null || !Number.isSafeInteger(x[1]) || x[1] < EXISTS) throw badRequest(`compare ${i} must be [key, version] (version 0: absent, -1: exists), got ${describe(x)}`);
+    if (key === null || !Number.isSafeInteger(x[1]) || x[1] < EXISTS)
+      throw badRequest(`compare ${i} must be [key, version] (version 0: absent, -1: exists), got ${describe(x)}`);
     checkKey(key, limits);
     return [key, x[1] as number];
   });
   const ops = (list: unknown[], name: string): TxnOp[] =>
     list.map((x, i) => {
-      if (!Array.isArray(x) || !TXN_OPS.has(x[0] as number)) throw badRequest(`${name} op ${i} must be [op, key, ...args] with op one of 1 get, 2 put, 3 del, 4 expire, 5 persist, 6 ttl, 8 incr, 10 getdel`);
+      if (!Array.isArray(x) || !TXN_OPS.has(x[0] as number))
+        throw badRequest(`${name} op ${i} must be [op, key, ...args] with op one of 1 get, 2 put, 3 del, 4 expire, 5 persist, 6 ttl, 8 incr, 10 getdel`);
       const op = parseRequest([0, ...x], x[0], limits);
       return [op, cur.key, cur.value, cur.ttlMs, cur.flags, cur.ifVersion];
     });

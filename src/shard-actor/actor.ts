@@ -38,13 +38,36 @@
  * event-loop turn shares a batch) or at once when maxBatchOps are ready; while all batch slots are
  * busy, ready ops accumulate and the next batch is larger. With batching off every batch is one op.
  */
-import { errorReply, getHit, needsValue, notFound, OP_GET, OP_REAP, reapDeleted, replyOf, ttlHit, type OpCode, type Reply, type Request } from '../protocol/ops';
+import {
+  errorReply,
+  getHit,
+  needsValue,
+  notFound,
+  OP_GET,
+  OP_REAP,
+  reapDeleted,
+  replyOf,
+  ttlHit,
+  type OpCode,
+  type Reply,
+  type Request,
+} from '../protocol/ops';
 import { errLog, type ErrorData } from '../protocol/errors';
 import { BATCH_SIZE_BUCKETS, type ActorConfig, type ShardStats } from '../protocol/port-messages';
 import { classify, StoreError, toKvError } from './mysql-errors';
 import { KeyScheduler, type Chain } from './key-scheduler';
 import type { Batch, PendingOp } from './pending-op';
-import { MAX_REAP_KEYS, newTxControl, type LiveRow, type LockedRow, type RowMutations, type ShardIdentity, type ShardStore, type SlotStates, type TxControl } from './shard-store';
+import {
+  MAX_REAP_KEYS,
+  newTxControl,
+  type LiveRow,
+  type LockedRow,
+  type RowMutations,
+  type ShardIdentity,
+  type ShardStore,
+  type SlotStates,
+  type TxControl,
+} from './shard-store';
 import { SLOT_COPYING, SLOT_FENCED, SLOT_OWNED, slotOf, type ShardOwnership } from '../protocol/slot-map';
 import { Fifo } from './fifo';
 import { VersionAllocator, type Versions } from './version-allocator';
@@ -175,7 +198,12 @@ export class ShardActor {
    */
   scan(request: ScanRequest | null, answer: (a: ScanAnswer) => void): void {
     if (!this.up || this.stopping) {
-      answer({ error: { code: this.stopping ? 'KV_ERR_SHUTTING_DOWN' : 'KV_ERR_SHARD_UNAVAILABLE', message: `shard ${this.cfg.shard} is ${this.stopping ? 'stopping' : 'unavailable'}` } });
+      answer({
+        error: {
+          code: this.stopping ? 'KV_ERR_SHUTTING_DOWN' : 'KV_ERR_SHARD_UNAVAILABLE',
+          message: `shard ${this.cfg.shard} is ${this.stopping ? 'stopping' : 'unavailable'}`,
+        },
+      });
       return;
     }
     this.scans.submit(request, answer);
@@ -214,7 +242,13 @@ export class ShardActor {
     const now = this.localClock();
     for (const r of requests) {
       if (!this.up || this.stopping) {
-        this.outbox.push(errorReply(r[0], this.stopping ? 'KV_ERR_SHUTTING_DOWN' : 'KV_ERR_SHARD_UNAVAILABLE', `shard ${this.cfg.shard} is ${this.stopping ? 'stopping' : 'unavailable'}`));
+        this.outbox.push(
+          errorReply(
+            r[0],
+            this.stopping ? 'KV_ERR_SHUTTING_DOWN' : 'KV_ERR_SHARD_UNAVAILABLE',
+            `shard ${this.cfg.shard} is ${this.stopping ? 'stopping' : 'unavailable'}`,
+          ),
+        );
         continue;
       }
       if (this.scheduler.size >= HARD_QUEUE_LIMIT) {
@@ -398,7 +432,21 @@ export class ShardActor {
       this.expirer.onReapFailed(key);
       return;
     }
-    this.scheduler.submit({ id: this.nextReapId--, op: OP_REAP, key, keyStr: key.toString('latin1'), slot: slotOf(key), value: null, ttlMs: 0, flags: 0, ifVersion: 0, dueAt, deadline: Infinity, answered: false, batch: null });
+    this.scheduler.submit({
+      id: this.nextReapId--,
+      op: OP_REAP,
+      key,
+      keyStr: key.toString('latin1'),
+      slot: slotOf(key),
+      value: null,
+      ttlMs: 0,
+      flags: 0,
+      ifVersion: 0,
+      dueAt,
+      deadline: Infinity,
+      answered: false,
+      batch: null,
+    });
     this.requestFlush();
   }
 
@@ -423,12 +471,18 @@ export class ShardActor {
    * thread wake-ups and a MySQL round trip whatever its size); under heavy load every slot runs.
    */
   private flush(): void {
-    while (this.scheduler.readyReadCount > 0 && this.readsInFlight < this.cfg.readsInFlight &&
-        (this.readsInFlight === 0 || this.scheduler.readyReadCount >= this.parallelThreshold)) {
+    while (
+      this.scheduler.readyReadCount > 0 &&
+      this.readsInFlight < this.cfg.readsInFlight &&
+      (this.readsInFlight === 0 || this.scheduler.readyReadCount >= this.parallelThreshold)
+    ) {
       void this.runReads(this.scheduler.takeReads(this.maxBatchOps));
     }
-    while (this.scheduler.readyWriteCount > 0 && this.writesInFlight < this.cfg.writesInFlight &&
-        (this.writesInFlight === 0 || this.scheduler.readyWriteCount >= this.parallelThreshold)) {
+    while (
+      this.scheduler.readyWriteCount > 0 &&
+      this.writesInFlight < this.cfg.writesInFlight &&
+      (this.writesInFlight === 0 || this.scheduler.readyWriteCount >= this.parallelThreshold)
+    ) {
       void this.runWrites(this.scheduler.takeWrites(this.maxBatchOps, this.maxBatchBytes));
     }
     // Transactions (and scripts) hold disjoint keys: the ready ones share one MySQL transaction,
@@ -436,7 +490,8 @@ export class ShardActor {
     while (this.scheduler.readyTxnCount > 0 && this.writesInFlight < this.cfg.writesInFlight) {
       const txns: PendingOp[] = [];
       for (const t of this.scheduler.takeTxns(this.maxBatchOps)) {
-        if (t.answered) this.scheduler.txnDone(t); // answered while it waited: never applied
+        if (t.answered)
+          this.scheduler.txnDone(t); // answered while it waited: never applied
         else txns.push(t);
       }
       if (txns.length > 0) void this.runWrites([], txns);
@@ -477,7 +532,14 @@ export class ShardActor {
     const slots = [...slotSet];
     const b = this.begin('read', batch);
     // A read is idempotent: retried on anything but a fatal error.
-    const result = await this.race(b, this.withRetries(() => this.store.readLive(keys, slots, b.ctl), (err) => classify(err) !== 'fatal', b.ctl));
+    const result = await this.race(
+      b,
+      this.withRetries(
+        () => this.store.readLive(keys, slots, b.ctl),
+        (err) => classify(err) !== 'fatal',
+        b.ctl,
+      ),
+    );
     this.end(b);
     this.readsInFlight--;
     if (result === null) {
@@ -498,8 +560,7 @@ export class ShardActor {
           // frames of a few MiB so one batch never packs gigabytes into one buffer.
           this.outboxBytes += row.v.length;
           if (this.outboxBytes >= OUTBOX_FLUSH_BYTES) this.flushOutbox();
-        }
-        else this.answer(op, ttlHit(op.id, row.expires_at === null ? null : Number(row.expires_at), Number(row.now_ms), Number(row.version)));
+        } else this.answer(op, ttlHit(op.id, row.expires_at === null ? null : Number(row.expires_at), Number(row.now_ms), Number(row.version)));
       }
       if (refused !== undefined) this.refuse(refused);
     } else {
@@ -522,7 +583,10 @@ export class ShardActor {
     for (const c of chains) for (const op of c.ops) due.push({ key: op.key, dueAt: op.dueAt });
     // Only lock conflicts are retried here; anything else leaves the rows to a later sweep.
     const keys = chains.map((c) => c.key);
-    const result = await this.withRetries(() => (this.feedOn ? this.store.reapWithFeed(keys) : this.store.reap(keys)), (err) => classify(err) === 'retry');
+    const result = await this.withRetries(
+      () => (this.feedOn ? this.store.reapWithFeed(keys) : this.store.reap(keys)),
+      (err) => classify(err) === 'retry',
+    );
     if (result.ok && result.value > 0) this.feed?.kick();
     if (!result.ok) this.onStoreError(result.error);
     this.reapRunning = false;
@@ -692,7 +756,10 @@ export class ShardActor {
       inDoubt = lostDuringCommit(result.error, b.ctl);
       // A connection lost while COMMIT was in flight may or may not have committed.
       const e = inDoubt
-        ? { code: 'KV_ERR_OUTCOME_UNKNOWN' as const, message: `shard ${this.cfg.shard}: connection lost during commit; the write may or may not have been applied` }
+        ? {
+            code: 'KV_ERR_OUTCOME_UNKNOWN' as const,
+            message: `shard ${this.cfg.shard}: connection lost during commit; the write may or may not have been applied`,
+          }
         : toKvError(result.error, this.cfg.shard);
       for (const op of userOps) this.answer(op, errorReply(op.id, e.code, e.message));
     }
@@ -702,10 +769,14 @@ export class ShardActor {
     };
     if (inDoubt) {
       for (const op of userOps) op.value = null; // sent already; not needed again
-      this.settleThenRelease(() => {
-        reapsFailed();
-        release();
-      }, b.ctl, chains.length);
+      this.settleThenRelease(
+        () => {
+          reapsFailed();
+          release();
+        },
+        b.ctl,
+        chains.length,
+      );
     } else {
       if (result === null || !result.ok) reapsFailed();
       release();
@@ -732,7 +803,14 @@ export class ShardActor {
       } else if (slots.some((s) => refused.held.has(s))) {
         if (since !== undefined && now - since >= this.cfg.slotHoldMs) {
           this.heldSince.delete(t);
-          this.answer(t, errorReply(t.id, 'KV_ERR_SLOT_MOVING', `slot ${slots.find((s) => refused.held.has(s))} is being moved; it stayed fenced for ${this.cfg.slotHoldMs} ms`));
+          this.answer(
+            t,
+            errorReply(
+              t.id,
+              'KV_ERR_SLOT_MOVING',
+              `slot ${slots.find((s) => refused.held.has(s))} is being moved; it stayed fenced for ${this.cfg.slotHoldMs} ms`,
+            ),
+          );
           this.scheduler.txnDone(t);
         } else {
           if (since === undefined) this.heldSince.set(t, now);
@@ -824,7 +902,15 @@ export class ShardActor {
       this.admitted.shift();
       if (op.answered) continue;
       if (op.batch) this.abandon(op.batch, `no answer within the op deadline (${this.cfg.opDeadlineMs} ms)`);
-      else this.answer(op, errorReply(op.id, 'KV_ERR_SHARD_UNAVAILABLE', `shard ${this.cfg.shard}: not started within the op deadline (${this.cfg.opDeadlineMs} ms); the operation was not applied`));
+      else
+        this.answer(
+          op,
+          errorReply(
+            op.id,
+            'KV_ERR_SHARD_UNAVAILABLE',
+            `shard ${this.cfg.shard}: not started within the op deadline (${this.cfg.opDeadlineMs} ms); the operation was not applied`,
+          ),
+        );
     }
     this.flushOutbox();
     for (const b of this.running) {
@@ -1021,7 +1107,10 @@ export class ShardActor {
       for (let n = await this.store.fillSlots(FILL_SLOTS_PAGE); n > 0 && !this.stopping; n = await this.store.fillSlots(FILL_SLOTS_PAGE)) total += n;
       if (total > 0) this.log('info', 'filled the slot column of rows from an older version', { rows: total });
     } catch (err) {
-      this.log('warn', 'filling the slot column failed; it resumes at the next start', { code: (err as { code?: string })?.code, message: (err as Error)?.message });
+      this.log('warn', 'filling the slot column failed; it resumes at the next start', {
+        code: (err as { code?: string })?.code,
+        message: (err as Error)?.message,
+      });
     } finally {
       this.filling = false;
     }
@@ -1091,7 +1180,6 @@ function checkSlots(chains: Chain[], states: SlotStates): Array<[number, Buffer]
   if (refused !== undefined) throw refused;
   return changed;
 }
-
 
 /**
  * The refusal the gateway consumes (it never reaches a client as is): the third payload element,

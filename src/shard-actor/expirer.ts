@@ -81,8 +81,12 @@ export class Expirer {
     if (!this.loading && this.wheel.size < this.cfg.maxWheelKeys && this.coveredUpTo < now + this.cfg.horizonMs) {
       void this.load(now);
     }
-    if (!this.sweeping && this.wheel.dueCount === 0 && this.reaping.size < this.cfg.reapsInFlight / 2 &&
-        (this.sweepBacklog > 0 || now - this.lastSweep >= SWEEP_INTERVAL_MS)) {
+    if (
+      !this.sweeping &&
+      this.wheel.dueCount === 0 &&
+      this.reaping.size < this.cfg.reapsInFlight / 2 &&
+      (this.sweepBacklog > 0 || now - this.lastSweep >= SWEEP_INTERVAL_MS)
+    ) {
       void this.sweep(now);
     }
   }

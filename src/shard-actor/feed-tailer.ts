@@ -111,7 +111,11 @@ export class FeedTailer {
           return more;
         },
         (err: unknown) => {
-          if (this.failures++ === 0) this.log('warn', 'change feed poll failed; retrying every poll interval', { code: (err as { code?: string })?.code, message: (err as Error)?.message });
+          if (this.failures++ === 0)
+            this.log('warn', 'change feed poll failed; retrying every poll interval', {
+              code: (err as { code?: string })?.code,
+              message: (err as Error)?.message,
+            });
           return false;
         },
       )

@@ -51,9 +51,7 @@ export interface RedisError {
 /** Why a run failed. `script`: the script raised (Redis keeps writes made before it). */
 export type RunFailure = 'compile' | 'script' | 'timeout' | 'memory' | 'call-threw' | 'internal';
 
-export type RunResult =
-  | { ok: true; reply: RedisValue }
-  | { ok: false; reason: RunFailure; error: string; cause?: unknown };
+export type RunResult = { ok: true; reply: RedisValue } | { ok: false; reason: RunFailure; error: string; cause?: unknown };
 
 export type CallMode = 'call' | 'pcall';
 /** Runs one command for the script; must be synchronous. An error is a reply ({error}), not a throw. */
@@ -121,8 +119,7 @@ export const SCRIPT_ERRORS = {
 } as const;
 
 export const timeoutError = (ms: number): string => `ERR Script stopped: it ran past its time budget of ${ms} ms`;
-export const memoryError = (bytes: number): string =>
-  `ERR Script stopped: it needed more than its memory limit of ${bytes} bytes`;
+export const memoryError = (bytes: number): string => `ERR Script stopped: it needed more than its memory limit of ${bytes} bytes`;
 
 // ---------------------------------------------------------------------------------------------
 // The raw Lua C API of the wasm module
@@ -205,8 +202,7 @@ async function instantiate(): Promise<{ m: EmModule; x: LuaExports }> {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const { LuaApi } = require('wasmoon-lua5.1') as { LuaApi: { initialize(): Promise<{ module: EmModule }> } };
     // lib es2022 has no WebAssembly types; only `instantiate` is touched, and put back.
-    const wasm = (globalThis as unknown as { WebAssembly: { instantiate: (...a: unknown[]) => Promise<unknown> } })
-      .WebAssembly;
+    const wasm = (globalThis as unknown as { WebAssembly: { instantiate: (...a: unknown[]) => Promise<unknown> } }).WebAssembly;
     const original = wasm.instantiate;
     let captured: Record<string, unknown> | undefined;
     wasm.instantiate = async function (this: unknown, ...a: unknown[]) {
@@ -235,12 +231,44 @@ async function instantiate(): Promise<{ m: EmModule; x: LuaExports }> {
 }
 
 const EXPORT_NAMES = [
-  'malloc', 'free', 'realloc', 'lua_newstate', 'luaL_openlibs', 'lua_close', 'lua_atpanic', 'lua_gettop', 'lua_checkstack',
-  'lua_settop', 'lua_pushvalue', 'lua_insert', 'lua_type', 'lua_tolstring', 'lua_tonumber', 'lua_toboolean',
-  'lua_objlen', 'lua_pushnil', 'lua_pushnumber', 'lua_pushboolean', 'lua_pushlstring', 'lua_pushstring',
-  'lua_pushcclosure', 'lua_createtable', 'lua_rawgeti', 'lua_rawseti', 'lua_rawget', 'lua_getfield',
-  'lua_setfield', 'lua_setfenv', 'lua_next', 'lua_pcall', 'lua_error', 'lua_sethook', 'lua_gc',
-  'luaL_loadbuffer', 'luaL_ref', 'luaL_unref',
+  'malloc',
+  'free',
+  'realloc',
+  'lua_newstate',
+  'luaL_openlibs',
+  'lua_close',
+  'lua_atpanic',
+  'lua_gettop',
+  'lua_checkstack',
+  'lua_settop',
+  'lua_pushvalue',
+  'lua_insert',
+  'lua_type',
+  'lua_tolstring',
+  'lua_tonumber',
+  'lua_toboolean',
+  'lua_objlen',
+  'lua_pushnil',
+  'lua_pushnumber',
+  'lua_pushboolean',
+  'lua_pushlstring',
+  'lua_pushstring',
+  'lua_pushcclosure',
+  'lua_createtable',
+  'lua_rawgeti',
+  'lua_rawseti',
+  'lua_rawget',
+  'lua_getfield',
+  'lua_setfield',
+  'lua_setfenv',
+  'lua_next',
+  'lua_pcall',
+  'lua_error',
+  'lua_sethook',
+  'lua_gc',
+  'luaL_loadbuffer',
+  'luaL_ref',
+  'luaL_unref',
 ] as const;
 
 // ---------------------------------------------------------------------------------------------
@@ -313,7 +341,11 @@ function parseShebang(body: Buffer): { code: Buffer; flags: ScriptFlags } | { er
   if (body[0] !== 0x23 || body[1] !== 0x21) return { code: body, flags: NO_FLAGS };
   let nl = body.indexOf(0x0a);
   if (nl < 0) nl = body.length;
-  const parts = body.subarray(0, nl).toString('latin1').split(' ').filter((s) => s !== '');
+  const parts = body
+    .subarray(0, nl)
+    .toString('latin1')
+    .split(' ')
+    .filter((s) => s !== '');
   if (parts.length === 0) return { error: 'ERR Invalid engine in script shebang' };
   if (parts[0] !== '#!lua') return { error: `ERR Unexpected engine in script shebang: ${parts[0]}` };
   const flags: ScriptFlags = { ...NO_FLAGS };
@@ -340,10 +372,7 @@ interface CachedScript {
 
 type Abort = { reason: 'timeout' | 'memory' | 'call-threw'; cause?: unknown } | null;
 
-export async function createScriptRunner(
-  limits: ScriptLimits,
-  options: ScriptRunnerOptions = {},
-): Promise<ScriptRunner> {
+export async function createScriptRunner(limits: ScriptLimits, options: ScriptRunnerOptions = {}): Promise<ScriptRunner> {
   const { m, x } = await instantiate();
   return new LuaScriptRunner(m, x, limits, options);
 }
@@ -577,7 +606,7 @@ class LuaScriptRunner implements ScriptRunner {
     this.abort = null;
     x.lua_sethook(L, 0, 0, 0);
     if (status !== 0) {
-      const msg = status === 4 ? memoryError(this.limits.memoryBytes) : this.readString(L, -1) ?? 'unknown error';
+      const msg = status === 4 ? memoryError(this.limits.memoryBytes) : (this.readString(L, -1) ?? 'unknown error');
       x.lua_settop(L, 0);
       if (status === 4) return { error: msg };
       return { error: `ERR Error compiling script (new function): ${msg}` };
@@ -618,14 +647,7 @@ class LuaScriptRunner implements ScriptRunner {
     return this.execute(lower, s, keys, argv, call, readOnly);
   }
 
-  private execute(
-    sha: string,
-    s: CachedScript,
-    keys: Buffer[],
-    argv: Buffer[],
-    call: ScriptCall,
-    readOnly: boolean,
-  ): RunResult {
+  private execute(sha: string, s: CachedScript, keys: Buffer[], argv: Buffer[], call: ScriptCall, readOnly: boolean): RunResult {
     const { x } = this;
     const L = this.L;
     this.runs++;
@@ -701,7 +723,7 @@ class LuaScriptRunner implements ScriptRunner {
   private scriptError(L: number, sha: string, status: number): string {
     const { x } = this;
     if (x.lua_type(L, -1) !== T_TABLE) {
-      const msg = status === 4 ? 'not enough memory' : this.readString(L, -1) ?? 'execution failure';
+      const msg = status === 4 ? 'not enough memory' : (this.readString(L, -1) ?? 'execution failure');
       return sanitize(`ERR Error running script ${sha}, ${msg.slice(0, 100)}`);
     }
     x.lua_getfield(L, -1, this.name('err'));

@@ -74,10 +74,18 @@ port.on('message', (msg: ToActor) => {
       );
       break;
     case 'scan':
-      actor.scan(msg.request, (a) => post('page' in a ? { type: 'scanned', id: msg.id, page: a.page } : { type: 'scanned', id: msg.id, error: 'error' in a ? a.error : undefined }));
+      actor.scan(msg.request, (a) =>
+        post('page' in a ? { type: 'scanned', id: msg.id, page: a.page } : { type: 'scanned', id: msg.id, error: 'error' in a ? a.error : undefined }),
+      );
       break;
     case 'count':
-      actor.scan(null, (a) => post('count' in a ? { type: 'counted', id: msg.id, count: a.count, served: a.served } : { type: 'counted', id: msg.id, error: 'error' in a ? a.error : undefined }));
+      actor.scan(null, (a) =>
+        post(
+          'count' in a
+            ? { type: 'counted', id: msg.id, count: a.count, served: a.served }
+            : { type: 'counted', id: msg.id, error: 'error' in a ? a.error : undefined },
+        ),
+      );
       break;
     case 'feedWatch':
       actor.feed?.watch(msg.on);

@@ -188,7 +188,12 @@ export class NodeSelector {
     this.writer = to;
     if (from >= 0) this.switches++;
     this.lastSwitchReason = reason;
-    const data = { from: from < 0 ? null : this.status[from].node, to: to < 0 ? null : this.status[to].node, reason, nodes: this.status.map((s) => `${s.node}=${s.state}`).join(' ') };
+    const data = {
+      from: from < 0 ? null : this.status[from].node,
+      to: to < 0 ? null : this.status[to].node,
+      reason,
+      nodes: this.status.map((s) => `${s.node}=${s.state}`).join(' '),
+    };
     if (to < 0) this.log('error', 'no usable node in the shard group', data);
     else this.log(from < 0 ? 'info' : 'warn', from < 0 ? 'writer node chosen' : 'writer node switched', data);
     this.onSwitch(from, to, reason);

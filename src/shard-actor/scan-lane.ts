@@ -76,7 +76,13 @@ export class ScanLane {
       return;
     }
     const job: Job = { request, answer, done: false, ctl: newTxControl(), timer: null };
-    job.timer = setTimeout(() => this.finish(job, { error: { code: 'KV_ERR_SHARD_UNAVAILABLE', message: `shard ${this.shard}: the scan got no answer within the op deadline (${this.deadlineMs} ms)` } }), this.deadlineMs);
+    job.timer = setTimeout(
+      () =>
+        this.finish(job, {
+          error: { code: 'KV_ERR_SHARD_UNAVAILABLE', message: `shard ${this.shard}: the scan got no answer within the op deadline (${this.deadlineMs} ms)` },
+        }),
+      this.deadlineMs,
+    );
     job.timer.unref();
     this.waiting.push(job);
     this.next();
@@ -99,14 +105,16 @@ export class ScanLane {
       const job = this.waiting.shift()!; // at most MAX_WAITING: a shift is cheap here
       this.running++;
       this.active.add(job);
-      void this.run(job).then(
-        (a) => this.finish(job, a),
-        (err) => this.finish(job, { error: scanError(err, this.shard) }),
-      ).finally(() => {
-        this.running--;
-        this.active.delete(job);
-        this.slots.give();
-      });
+      void this.run(job)
+        .then(
+          (a) => this.finish(job, a),
+          (err) => this.finish(job, { error: scanError(err, this.shard) }),
+        )
+        .finally(() => {
+          this.running--;
+          this.active.delete(job);
+          this.slots.give();
+        });
     }
   }
 
@@ -137,7 +145,13 @@ export class ScanLane {
       return { count, served: this.bits(served) };
     }
     const { rows, served } = await this.store.scanRange(q, prefixEnd(q.prefix), job.ctl);
-    const page: ShardPage = { keys: [], values: q.values ? [] : null, expiresAt: q.values ? [] : null, upTo: rows.length === q.limit ? rows[rows.length - 1].k : null, served: this.bits(served) };
+    const page: ShardPage = {
+      keys: [],
+      values: q.values ? [] : null,
+      expiresAt: q.values ? [] : null,
+      upTo: rows.length === q.limit ? rows[rows.length - 1].k : null,
+      served: this.bits(served),
+    };
     if (!q.values) {
       for (const r of rows) if (served.slots.has(slotOf(r.k))) page.keys.push(r.k);
       return { page };
@@ -168,6 +182,7 @@ export class ScanLane {
 }
 
 function scanError(err: unknown, shard: number): ErrorData {
-  if ((err as { code?: unknown })?.code === 'KV_SERVED_SET_MOVING') return { code: 'KV_ERR_SLOT_MOVING', message: `shard ${shard}: slots are moving; retry the page` };
+  if ((err as { code?: unknown })?.code === 'KV_SERVED_SET_MOVING')
+    return { code: 'KV_ERR_SLOT_MOVING', message: `shard ${shard}: slots are moving; retry the page` };
   return toKvError(err, shard).toData();
 }

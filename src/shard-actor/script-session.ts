@@ -61,8 +61,27 @@ interface Planned {
 
 /** Commands a script may call that write (EVAL_RO refuses them; lua-sandbox asks). */
 export const SCRIPT_WRITE_COMMANDS: ReadonlySet<string> = new Set([
-  'set', 'setnx', 'setex', 'psetex', 'getset', 'del', 'unlink', 'incr', 'decr', 'incrby', 'decrby', 'incrbyfloat',
-  'append', 'getdel', 'getex', 'expire', 'pexpire', 'expireat', 'pexpireat', 'persist', 'mset',
+  'set',
+  'setnx',
+  'setex',
+  'psetex',
+  'getset',
+  'del',
+  'unlink',
+  'incr',
+  'decr',
+  'incrby',
+  'decrby',
+  'incrbyfloat',
+  'append',
+  'getdel',
+  'getex',
+  'expire',
+  'pexpire',
+  'expireat',
+  'pexpireat',
+  'persist',
+  'mset',
 ]);
 
 export class ScriptSession {
@@ -87,7 +106,9 @@ export class ScriptSession {
     if (!isPlanned(planned)) return planned;
     for (const o of planned.ops) {
       if (!this.declared.has(o.key.toString('latin1'))) {
-        return err(`ERR Script attempted to access key '${o.key.toString('utf8', 0, 64)}', which is not in its KEYS: kvsql runs a script on the shard of its declared keys only`);
+        return err(
+          `ERR Script attempted to access key '${o.key.toString('utf8', 0, 64)}', which is not in its KEYS: kvsql runs a script on the shard of its declared keys only`,
+        );
       }
     }
     const replies = planned.ops.map((o) => this.apply(o.op, o.key, o.value ?? null, o.ttlMs ?? 0, o.flags ?? 0));
@@ -109,7 +130,10 @@ export class ScriptSession {
 
   private plan(name: string, a: Buffer[]): Planned | RedisValue {
     const n = a.length;
-    const one = (op: OpCode, reply: Planned['reply'], value: Buffer | null = null, ttlMs = 0, flags = 0): Planned => ({ ops: [{ op, key: a[1], value, ttlMs, flags }], reply });
+    const one = (op: OpCode, reply: Planned['reply'], value: Buffer | null = null, ttlMs = 0, flags = 0): Planned => ({
+      ops: [{ op, key: a[1], value, ttlMs, flags }],
+      reply,
+    });
     const arity = (min: number, max = min): boolean => n >= min && n <= max;
     switch (name) {
       case 'get':
@@ -190,7 +214,9 @@ export class ScriptSession {
 
   /** SET key value [NX|XX] [GET] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL], parsed as the Redis door parses it (protocol/redis-options). */
   private set(a: Buffer[]): Planned | RedisValue {
-    const o = parseSetOptions(a, (unit, arg) => (unit === 'ex' || unit === 'px' ? ttlArg(arg, unit === 'ex' ? 1000 : 1, 'set') : this.atArg(arg, unit === 'exat' ? 1000 : 1, 'set')));
+    const o = parseSetOptions(a, (unit, arg) =>
+      unit === 'ex' || unit === 'px' ? ttlArg(arg, unit === 'ex' ? 1000 : 1, 'set') : this.atArg(arg, unit === 'exat' ? 1000 : 1, 'set'),
+    );
     if (isOptionError(o)) return o;
     const get = o.get;
     const flags = get ? o.flags | FLAG_GET_OLD : o.flags;

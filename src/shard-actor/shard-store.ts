@@ -158,14 +158,7 @@ export interface ShardStore {
    * copied away) are recorded in kv_slot_changes in the same transaction. `withValues`: the
    * locked rows carry their values (LockedRow.value).
    */
-  transact(
-    sortedKeys: Buffer[],
-    sortedSlots: number[],
-    decide: Decide,
-    ctl?: TxControl,
-    recheck?: Recheck,
-    withValues?: boolean,
-  ): Promise<void>;
+  transact(sortedKeys: Buffer[], sortedSlots: number[], decide: Decide, ctl?: TxControl, recheck?: Recheck, withValues?: boolean): Promise<void>;
   /**
    * After a connection was lost with its COMMIT in flight: true once the server has certainly
    * finished that transaction (committed or rolled back), i.e. its connection's thread is gone

@@ -31,7 +31,17 @@ function partsOf(template: string): string[] {
 // \x1a (Ctrl-Z) is one of the characters MySQL's own escaping turns into \Z: matching it is the point.
 // eslint-disable-next-line no-control-regex
 const ESCAPE = /[\0\b\t\n\r\x1a"'\\]/g;
-const ESCAPED: Record<string, string> = { '\0': '\\0', '\b': '\\b', '\t': '\\t', '\n': '\\n', '\r': '\\r', '\x1a': '\\Z', '"': '\\"', "'": "\\'", '\\': '\\\\' };
+const ESCAPED: Record<string, string> = {
+  '\0': '\\0',
+  '\b': '\\b',
+  '\t': '\\t',
+  '\n': '\\n',
+  '\r': '\\r',
+  '\x1a': '\\Z',
+  '"': '\\"',
+  "'": "\\'",
+  '\\': '\\\\',
+};
 
 /** One value as a SQL literal. */
 export function literal(v: unknown): string {

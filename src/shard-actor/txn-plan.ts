@@ -35,7 +35,18 @@ export function txnOp(id: number, program: TxnProgram, deadline: number): Pendin
     list.map((o, i) => {
       const k = keyOf(o[1]);
       if (o[0] === OP_GET || needsValue(o[0], o[4])) withValues = true;
-      return { id: i, op: o[0], key: k.key, keyStr: k.keyStr, slot: k.slot, value: o[2] === null ? null : asBuffer(o[2]), ttlMs: o[3], flags: o[4], ifVersion: o[5], dueAt: 0 };
+      return {
+        id: i,
+        op: o[0],
+        key: k.key,
+        keyStr: k.keyStr,
+        slot: k.slot,
+        value: o[2] === null ? null : asBuffer(o[2]),
+        ttlMs: o[3],
+        flags: o[4],
+        ifVersion: o[5],
+        dueAt: 0,
+      };
     });
   const success = sub(program[1]);
   const failure = sub(program[2]);
@@ -43,7 +54,22 @@ export function txnOp(id: number, program: TxnProgram, deadline: number): Pendin
   // A script with no key names none: it is never scheduled (the actor runs it at once).
   const first = keys[0] ?? { key: Buffer.alloc(0), keyStr: '', slot: 0 };
   const txn: TxnGroup = { compares, success, failure, keys, withValues, waiting: 0, held: [] };
-  return { id, op: OP_TXN, key: first.key, keyStr: first.keyStr, slot: first.slot, value: null, ttlMs: 0, flags: 0, ifVersion: 0, dueAt: 0, deadline, answered: false, batch: null, txn };
+  return {
+    id,
+    op: OP_TXN,
+    key: first.key,
+    keyStr: first.keyStr,
+    slot: first.slot,
+    value: null,
+    ttlMs: 0,
+    flags: 0,
+    ifVersion: 0,
+    dueAt: 0,
+    deadline,
+    answered: false,
+    batch: null,
+    txn,
+  };
 }
 
 /** A script's PendingOp (OP_EVAL): a transaction holding its declared keys, with values. */

@@ -60,7 +60,18 @@ import {
   type Reply,
 } from '../protocol/ops';
 import { increment } from '../protocol/numbers';
-import { FEED_APPEND, FEED_CREATED, FEED_WITH_TTL, FEED_DEL, FEED_EXPIRE, FEED_EXPIRED, FEED_INCR, FEED_INCR_FLOAT, FEED_PERSIST, FEED_PUT } from '../protocol/feed';
+import {
+  FEED_APPEND,
+  FEED_CREATED,
+  FEED_WITH_TTL,
+  FEED_DEL,
+  FEED_EXPIRE,
+  FEED_EXPIRED,
+  FEED_INCR,
+  FEED_INCR_FLOAT,
+  FEED_PERSIST,
+  FEED_PUT,
+} from '../protocol/feed';
 import type { Chain } from './key-scheduler';
 import type { PendingOp } from './pending-op';
 import type { FeedWrite, LockedRow, RowMutations } from './shard-store';
@@ -183,8 +194,16 @@ export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now:
           value = current = next;
           exists = true;
           lastPut = [value, version, expiresAt];
-          events?.push([chain.key, version, (op.op === OP_APPEND ? FEED_APPEND : (op.flags & FLAG_FLOAT) !== 0 ? FEED_INCR_FLOAT : FEED_INCR) | (live ? 0 : FEED_CREATED), expiresAt]);
-          plan.replies.push([op, op.op === OP_INCR ? incrDone(op.id, !live, next, version, expiresAt) : appendDone(op.id, !live, version, expiresAt, next.length)]);
+          events?.push([
+            chain.key,
+            version,
+            (op.op === OP_APPEND ? FEED_APPEND : (op.flags & FLAG_FLOAT) !== 0 ? FEED_INCR_FLOAT : FEED_INCR) | (live ? 0 : FEED_CREATED),
+            expiresAt,
+          ]);
+          plan.replies.push([
+            op,
+            op.op === OP_INCR ? incrDone(op.id, !live, next, version, expiresAt) : appendDone(op.id, !live, version, expiresAt, next.length),
+          ]);
           break;
         }
         case OP_GETDEL: {

@@ -52,7 +52,10 @@ test('a Galera shard is backed up from a non-writer node under load and restores
     const last = new URL(nodes[nodes.length - 1]);
     assert.equal(g.node, `${last.hostname}:${last.port}`, 'read from the last Synced node, not the writer');
     assert.equal(g.binlog, null, 'Galera nodes keep no binlog');
-    await assert.rejects(restoreBackup(dir, [await single.createDatabase(), await single.createDatabase()], { at: Date.now(), binlogs: work }), /kept no binlog/);
+    await assert.rejects(
+      restoreBackup(dir, [await single.createDatabase(), await single.createDatabase()], { at: Date.now(), binlogs: work }),
+      /kept no binlog/,
+    );
 
     const targets = [await single.createDatabase(), await single.createDatabase()];
     await restoreBackup(dir, targets);

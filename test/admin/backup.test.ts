@@ -151,7 +151,10 @@ test('a backup under load from two gateways restores every write acknowledged be
 
   await destroy(urls);
   const r = await restoreBackup(dir, urls);
-  assert.equal(r.rows, manifest.shards.reduce((n, s) => n + s.rows, 0));
+  assert.equal(
+    r.rows,
+    manifest.shards.reduce((n, s) => n + s.rows, 0),
+  );
 
   const g2 = await gateways(urls, 1);
   try {
@@ -251,9 +254,11 @@ test('a backup killed with SIGKILL is refused by verify and restore; the CLI bac
   const urls = await databases(2);
   const g = await gateways(urls, 1);
   const big = 'x'.repeat(8000);
-  await Promise.all(Array.from({ length: 8 }, async (_, w) => {
-    for (let i = w; i < 4000; i += 8) await put(g.clients[0], `big:${i}`, big);
-  }));
+  await Promise.all(
+    Array.from({ length: 8 }, async (_, w) => {
+      for (let i = w; i < 4000; i += 8) await put(g.clients[0], `big:${i}`, big);
+    }),
+  );
   await g.close();
   const env = cliEnv({ KVSQL_SHARDS: urls.join(',') });
   const parent = path.join(work, 'cli-backups');
@@ -292,7 +297,11 @@ test('a backup killed with SIGKILL is refused by verify and restore; the CLI bac
 
   // Into a new embedded data dir: the command starts the embedded shards, fills them, stops them.
   const embedded = path.join(work, 'embedded-data');
-  const restored = await runCli(['restore', '--from', parent], cliEnv({ KVSQL_DATA_DIR: embedded, KVSQL_EMBEDDED_BASE_PORT: String(await pickFreePort()) }), 180_000);
+  const restored = await runCli(
+    ['restore', '--from', parent],
+    cliEnv({ KVSQL_DATA_DIR: embedded, KVSQL_EMBEDDED_BASE_PORT: String(await pickFreePort()) }),
+    180_000,
+  );
   assert.equal(restored.code, 0, restored.out);
   assert.match(restored.out, /restored 4000 rows/);
   let total = 0;

@@ -71,7 +71,12 @@ test('kvsql slots status with the embedded store stopped says which ports it tri
   const port = await pickFreePort();
   const r = await runCli(['slots', 'status', `--embedded-base-port=${port}`], cliEnv({ KVSQL_EMBEDDED_SHARDS: '3' }));
   assert.equal(r.code, 1, r.out);
-  assert.match(r.out, new RegExp(`^kvsql: cannot read shard mysql://root@127\\.0\\.0\\.1:${port}/kvsql at 127\\.0\\.0\\.1:${port}: connect ECONNREFUSED 127\\.0\\.0\\.1:${port}\n`));
+  assert.match(
+    r.out,
+    new RegExp(
+      `^kvsql: cannot read shard mysql://root@127\\.0\\.0\\.1:${port}/kvsql at 127\\.0\\.0\\.1:${port}: connect ECONNREFUSED 127\\.0\\.0\\.1:${port}\n`,
+    ),
+  );
   assert.ok(r.out.includes(`looked for the embedded shards on 127.0.0.1:${port}-${port + 2}`), r.out);
   assert.match(r.out, /They run only while `kvsql` \(npm start\) runs: start it first/);
 });
@@ -81,6 +86,9 @@ test('kvsql slots status with an external shard down names the URL (no password)
   const r = await runCli(['slots', 'status'], cliEnv({ KVSQL_SHARDS: `mysql://kv:s3cret@127.0.0.1:${port}/kv` }));
   assert.equal(r.code, 1, r.out);
   assert.match(r.out, new RegExp(`^kvsql: cannot read shard mysql://kv:\\*\\*\\*@127\\.0\\.0\\.1:${port}/kv at 127\\.0\\.0\\.1:${port}: connect ECONNREFUSED`));
-  assert.match(r.out, /Check that this MySQL server is up and reachable from here .* and that KVSQL_SHARDS \(or --shards=\.\.\.\) lists the same shard URLs as the gateways\./);
+  assert.match(
+    r.out,
+    /Check that this MySQL server is up and reachable from here .* and that KVSQL_SHARDS \(or --shards=\.\.\.\) lists the same shard URLs as the gateways\./,
+  );
   assert.doesNotMatch(r.out, /s3cret/);
 });

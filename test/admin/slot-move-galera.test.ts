@@ -89,7 +89,10 @@ test('a Galera group added as a shard, slots rebalanced onto it and drained off 
     const nodes = await onEveryNode();
     for (const n of nodes) assert.equal(n.owned, 5461, `every node sees the group own a third of the slots: ${JSON.stringify(nodes)}`);
     assert.ok(nodes[0].rows > 100, `preloaded rows moved onto the group: ${JSON.stringify(nodes)}`);
-    assert.ok(nodes.every((n) => n.rows === nodes[0].rows), `the nodes agree: ${JSON.stringify(nodes)}`);
+    assert.ok(
+      nodes.every((n) => n.rows === nodes[0].rows),
+      `the nodes agree: ${JSON.stringify(nodes)}`,
+    );
     for (let i = 0; i < 600; i += 23) assert.equal((await c2.get(`g-${i}`)).text(), `v-${i}`);
     await moveAll(new Set([index]));
     await sleep(300);
@@ -99,7 +102,8 @@ test('a Galera group added as a shard, slots rebalanced onto it and drained off 
   assert.deepEqual(load.stats.violations, []);
   // A 503 says "not applied, retry": a Galera group under flow control may shed a little load
   // (KV_ERR_OVERLOADED) and a fenced range may outlast a hold. Nothing else, and no unknown outcome.
-  for (const code of Object.keys(load.stats.errorCodes)) assert.ok(code === 'KV_ERR_OVERLOADED' || code === 'KV_ERR_SLOT_MOVING', `errors during the moves: ${JSON.stringify(load.stats.errorCodes)}`);
+  for (const code of Object.keys(load.stats.errorCodes))
+    assert.ok(code === 'KV_ERR_OVERLOADED' || code === 'KV_ERR_SLOT_MOVING', `errors during the moves: ${JSON.stringify(load.stats.errorCodes)}`);
   assert.ok(load.stats.errors5xx * 100 <= load.stats.acked, `more than 1% of ops refused: ${JSON.stringify(load.stats)}`);
   assert.deepEqual(await load.verify(c1), []);
   assert.deepEqual(await load.verify(c2), []);

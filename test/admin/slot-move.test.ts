@@ -21,7 +21,6 @@ import { spawn } from 'node:child_process';
 import { CLI, cliEnv } from '../helpers/cli';
 import { sleep, waitFor } from '../helpers/wait';
 
-
 let store: TestStore;
 let second: Server;
 let c1: HttpClient;
@@ -105,7 +104,11 @@ test('add a third shard and rebalance under load from two gateways: nothing ackn
       assert.equal(index, 2);
       await set.publishPeers();
       const units = planRebalance(await set.slotRows(), [...set.members.keys()], new Set(), 512);
-      assert.equal(units.reduce((n, u) => n + u.hi - u.lo + 1, 0), 5461, 'a third of the slots move, no more');
+      assert.equal(
+        units.reduce((n, u) => n + u.hi - u.lo + 1, 0),
+        5461,
+        'a third of the slots move, no more',
+      );
       const p = await runUnits(set, units, noReport, {}, SMALL_PAGES);
       pauses = p.pauses;
       assert.ok(p.rows >= 500, `rows copied: ${p.rows}`);
@@ -126,15 +129,20 @@ test('add a third shard and rebalance under load from two gateways: nothing ackn
   assert.deepEqual(await load.verify(c2), []);
   for (const k of bulk.filter((_, i) => i % 10 === 0)) assert.equal((await c2.get(k)).text(), `v-${k}`);
   const counts = await checkShards([...store.urls, newUrl]);
-  assert.deepEqual([...counts.entries()].sort(), [[0, 5462], [1, 5461], [2, 5461]]);
+  assert.deepEqual([...counts.entries()].sort(), [
+    [0, 5462],
+    [1, 5461],
+    [2, 5461],
+  ]);
   assert.ok(pauses.length >= 11);
   const metrics = (await c1.request('GET', '/metrics')).text();
   assert.match(metrics, /^kvsql_slot_map_epoch 2$/m);
-  assert.match(metrics, /^kvsql_move_slots_total 5461$/m, 'the mover\'s progress reached /metrics');
+  assert.match(metrics, /^kvsql_move_slots_total 5461$/m, "the mover's progress reached /metrics");
   assert.ok(Number(/^kvsql_slot_redirects_total (\d+)$/m.exec(metrics)?.[1]) > 0, 'stale routes were redirected');
   // Expired keys: absent through both gateways, and their rows deleted on whichever shard.
   for (const k of shortLived.slice(0, 50)) assert.equal((await c1.get(k)).status, 404);
-  await waitFor(async () => {
+  await waitFor(
+    async () => {
       let left = 0;
       for (const url of [...store.urls, newUrl]) {
         const pool = openPool(url);
@@ -143,7 +151,9 @@ test('add a third shard and rebalance under load from two gateways: nothing ackn
         left += Number(r.n);
       }
       return left === 0;
-    }, { timeoutMs: 8000, intervalMs: 200, message: 'expired rows deleted on every shard' });
+    },
+    { timeoutMs: 8000, intervalMs: 200, message: 'expired rows deleted on every shard' },
+  );
 });
 
 test('a gateway started with the old shard list learns the new shard and serves its keys', async () => {
@@ -158,7 +168,10 @@ test('a gateway started with the old shard list learns the new shard and serves 
     assert.equal(put.status, 200);
     assert.equal((await c1.get(onNew[0])).text(), 'through-old-list');
     const slots = (await c3.request('GET', '/v1/slots')).json();
-    assert.ok(slots.ranges.some((r: number[]) => r[2] === 2), 'its map names shard 2');
+    assert.ok(
+      slots.ranges.some((r: number[]) => r[2] === 2),
+      'its map names shard 2',
+    );
   } finally {
     c3.close();
   }
@@ -173,9 +186,17 @@ test('the mover killed mid-copy and mid-fence: running it again finishes the mov
     await assert.rejects(
       withSet(store.urls, async (set) => {
         const units = planRebalance(await set.slotRows(), [...set.members.keys()], new Set([2]), 16384).filter((u) => u.source === 2);
-        await runUnits(set, units.slice(0, 1), noReport, { onRows: () => {
-          if (++pages === 2) throw new Error('simulated crash mid-copy');
-        } }, SMALL_PAGES);
+        await runUnits(
+          set,
+          units.slice(0, 1),
+          noReport,
+          {
+            onRows: () => {
+              if (++pages === 2) throw new Error('simulated crash mid-copy');
+            },
+          },
+          SMALL_PAGES,
+        );
       }),
       /mid-copy/,
     );
@@ -184,9 +205,17 @@ test('the mover killed mid-copy and mid-fence: running it again finishes the mov
       withSet(store.urls, async (set) => {
         const units = planRebalance(await set.slotRows(), [...set.members.keys()], new Set([2]), 16384);
         assert.ok(units[0].resume, 'the interrupted move comes first');
-        await runUnits(set, units.slice(0, 1), noReport, { beforeStep: (step) => {
-          if (step === 6) throw new Error('simulated crash mid-fence');
-        } }, SMALL_PAGES);
+        await runUnits(
+          set,
+          units.slice(0, 1),
+          noReport,
+          {
+            beforeStep: (step) => {
+              if (step === 6) throw new Error('simulated crash mid-fence');
+            },
+          },
+          SMALL_PAGES,
+        );
       }),
       /mid-fence/,
     );
@@ -204,7 +233,8 @@ test('the mover killed mid-copy and mid-fence: running it again finishes the mov
   // applied after the flip or 503 KV_ERR_SLOT_MOVING (then not counted as acknowledged). While
   // they are held, the shard's queue wait passes KVSQL_QUEUE_WAIT_MS and new ops may be refused
   // at admission (503 KV_ERR_OVERLOADED). Both are refusals: verify reads those keys back.
-  for (const code of Object.keys(load.stats.errorCodes)) assert.ok(['KV_ERR_SLOT_MOVING', 'KV_ERR_OVERLOADED'].includes(code), `${code}: ${load.stats.errorMessages[code]}`);
+  for (const code of Object.keys(load.stats.errorCodes))
+    assert.ok(['KV_ERR_SLOT_MOVING', 'KV_ERR_OVERLOADED'].includes(code), `${code}: ${load.stats.errorMessages[code]}`);
   assert.deepEqual(await load.verify(c1), []);
   assert.deepEqual(await load.verify(c2), []);
   const counts = await checkShards([...store.urls, newUrl]);
@@ -215,7 +245,10 @@ test('the mover killed mid-copy and mid-fence: running it again finishes the mov
 
 test('a gateway process killed and the MySQL server killed during moves: the moves finish when run again', async (t) => {
   // A gateway in its own process, with the old shard list, killed (SIGKILL) mid-move.
-  const child = spawn(process.execPath, [CLI], { env: cliEnv({ KVSQL_SHARDS: store.urls.join(','), KVSQL_PORT: '0', KVSQL_REDIS_PORT: 'off', KVSQL_LOG_LEVEL: 'info' }), stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI], {
+    env: cliEnv({ KVSQL_SHARDS: store.urls.join(','), KVSQL_PORT: '0', KVSQL_REDIS_PORT: 'off', KVSQL_LOG_LEVEL: 'info' }),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   t.after(() => void (child.exitCode === null && child.signalCode === null && child.kill('SIGKILL')));
   let out = '';
   child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
@@ -230,18 +263,32 @@ test('a gateway process killed and the MySQL server killed during moves: the mov
     await withSet(store.urls, async (set) => {
       const units = planRebalance(await set.slotRows(), [...set.members.keys()], new Set(), 256).slice(0, 4);
       let done = 0;
-      await runUnits(set, units, () => {
-        if (++done === 1) child.kill('SIGKILL');
-      }, {}, SMALL_PAGES);
+      await runUnits(
+        set,
+        units,
+        () => {
+          if (++done === 1) child.kill('SIGKILL');
+        },
+        {},
+        SMALL_PAGES,
+      );
     });
     // The MySQL server (every shard) dies in the middle of copying the next range.
     let pages = 0;
     await assert.rejects(
       withSet(store.urls, async (set) => {
         const units = planRebalance(await set.slotRows(), [...set.members.keys()], new Set(), 256).slice(0, 1);
-        await runUnits(set, units, noReport, { onRows: async () => {
-          if (++pages === 1) await store.mysql.kill();
-        } }, SMALL_PAGES);
+        await runUnits(
+          set,
+          units,
+          noReport,
+          {
+            onRows: async () => {
+              if (++pages === 1) await store.mysql.kill();
+            },
+          },
+          SMALL_PAGES,
+        );
       }),
     );
     await store.mysql.restart();
@@ -260,6 +307,10 @@ test('a gateway process killed and the MySQL server killed during moves: the mov
   assert.deepEqual(await load.verify(c1), []);
   assert.deepEqual(await load.verify(c2), []);
   const counts = await checkShards([...store.urls, newUrl]);
-  assert.deepEqual([...counts.entries()].sort(), [[0, 5462], [1, 5461], [2, 5461]]);
+  assert.deepEqual([...counts.entries()].sort(), [
+    [0, 5462],
+    [1, 5461],
+    [2, 5461],
+  ]);
   for (let i = 0; i < 1500; i += 37) assert.equal((await c2.get(`bulk-${i}`)).text(), `v-bulk-${i}`);
 });

@@ -71,7 +71,8 @@ export function checkKeyAnomalies(key: string, all: HistoryOp[]): Anomaly[] {
     else if (w.invoke > r.complete) flag('phantom', `read ${r.readValue} before its write was invoked`, r, w);
     else {
       readWrite.set(r, w);
-      if (w.outcome === 'ok' && w.version !== r.version) flag('version-mismatch', `read version ${r.version}, but the write was answered version ${w.version}`, r, w);
+      if (w.outcome === 'ok' && w.version !== r.version)
+        flag('version-mismatch', `read version ${r.version}, but the write was answered version ${w.version}`, r, w);
       const first = seenVersion.get(w);
       if (first === undefined) seenVersion.set(w, r);
       else if (first.version !== r.version) flag('version-mismatch', `two reads of one write saw versions ${first.version} and ${r.version}`, first, r, w);
@@ -164,8 +165,18 @@ export function checkKeyAnomalies(key: string, all: HistoryOp[]): Anomaly[] {
       if (gap.startsBeforeEndsAfter(Math.max(a.complete, b.complete), a.invoke) === null) flag(kind, message, a, b);
     }
   };
-  pairs(applied.filter((w) => w.created), mayDelete, 'create-not-exclusive', 'two writes created the key (201) and no delete could sit between them');
-  pairs(ops.filter((d) => d.kind === 'del' && d.outcome === 'ok' && d.found), mayWrite, 'delete-not-exclusive', 'two deletes found the key live (204) and no write could sit between them');
+  pairs(
+    applied.filter((w) => w.created),
+    mayDelete,
+    'create-not-exclusive',
+    'two writes created the key (201) and no delete could sit between them',
+  );
+  pairs(
+    ops.filter((d) => d.kind === 'del' && d.outcome === 'ok' && d.found),
+    mayWrite,
+    'delete-not-exclusive',
+    'two deletes found the key live (204) and no write could sit between them',
+  );
   return out;
 }
 

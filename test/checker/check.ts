@@ -67,7 +67,9 @@ export function describeReport(r: CheckReport, maxItems = 20): string {
       if (l.stuckAt) lines.push(`    ${describeOp(l.stuckAt)}`);
       if (l.prefix?.length) lines.push('  after the longest valid prefix ending with:', ...l.prefix.map((o) => `    ${describeOp(o)}`));
     } else if (l.linearizable === null) {
-      lines.push(`linearizability undecided key=${JSON.stringify(l.key)}: ${l.ops} ops, search too large (explored ${l.explored} states); named checks still ran`);
+      lines.push(
+        `linearizability undecided key=${JSON.stringify(l.key)}: ${l.ops} ops, search too large (explored ${l.explored} states); named checks still ran`,
+      );
     }
   }
   return lines.join('\n');

@@ -14,7 +14,16 @@ import { checkKeyLinearizable } from './linearizability';
 class H {
   readonly ops: HistoryOp[] = [];
   private add(kind: OpKind, at: [number, number], outcome: Outcome, fields: Partial<HistoryOp>): this {
-    this.ops.push({ id: this.ops.length, client: fields.client ?? this.ops.length, key: fields.key ?? 'k', kind, invoke: at[0], complete: at[1], outcome, ...fields });
+    this.ops.push({
+      id: this.ops.length,
+      client: fields.client ?? this.ops.length,
+      key: fields.key ?? 'k',
+      kind,
+      invoke: at[0],
+      complete: at[1],
+      outcome,
+      ...fields,
+    });
     return this;
   }
   put(value: string, at: [number, number], version: number, created: boolean, more: Partial<HistoryOp> = {}): this {
@@ -30,7 +39,12 @@ class H {
     return this.add('create', at, 'ok', version === null ? { value, found: false } : { value, found: true, version, created: true, ttl: false });
   }
   cas(value: string, ifVersion: number, at: [number, number], version: number | null): this {
-    return this.add('cas', at, 'ok', version === null ? { value, ifVersion, found: false } : { value, ifVersion, found: true, version, created: false, ttl: false });
+    return this.add(
+      'cas',
+      at,
+      'ok',
+      version === null ? { value, ifVersion, found: false } : { value, ifVersion, found: true, version, created: false, ttl: false },
+    );
   }
   get(at: [number, number], value: string | null, version?: number, more: Partial<HistoryOp> = {}): this {
     return this.add('get', at, 'ok', value === null ? { found: false, ...more } : { found: true, readValue: value, version, hasTtl: false, ...more });
@@ -52,7 +66,11 @@ function assertValid(h: H): void {
 /** The named check finds `kind`; the search agrees unless `linearizable` says the anomaly is a named-only one. */
 function assertFlags(h: H, kind: AnomalyKind | null, opts: { linearizable?: boolean } = {}): void {
   const r = checkHistory(h.ops);
-  if (kind !== null) assert.ok(r.anomalies.some((a) => a.kind === kind), `expected ${kind}, got:\n${describeReport(r) || '(nothing)'}`);
+  if (kind !== null)
+    assert.ok(
+      r.anomalies.some((a) => a.kind === kind),
+      `expected ${kind}, got:\n${describeReport(r) || '(nothing)'}`,
+    );
   assert.equal(r.linearizable, opts.linearizable === true ? 'yes' : 'no', describeReport(r));
   assert.ok(violationCount(r) > 0);
 }
@@ -207,7 +225,11 @@ test('keys are independent; a key too large for the budget is reported undecided
   for (let i = 0; i < 12; i++) h.putUnknown(`u${i}`, [i, i + 1], { key: 'big' });
   h.put('a', [20, 21], 1000, false, { key: 'big' });
   h.get([22, 23], null, undefined, { key: 'other' });
-  const r = checkKeyLinearizable('big', h.ops.filter((o) => o.key === 'big'), 3);
+  const r = checkKeyLinearizable(
+    'big',
+    h.ops.filter((o) => o.key === 'big'),
+    3,
+  );
   assert.equal(r.linearizable, null);
   const all = checkHistory(h.ops, { searchBudget: 3 });
   assert.equal(all.linearizable, 'partial');

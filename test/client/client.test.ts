@@ -137,7 +137,7 @@ test('errors from the server carry its code, status and message', async () => {
   assert.equal(await client.get('c-too-big'), null);
 });
 
-test('bad input is refused locally with the server\'s codes and messages; nothing is sent', async () => {
+test("bad input is refused locally with the server's codes and messages; nothing is sent", async () => {
   const cases: Array<[() => Promise<unknown>, string, RegExp]> = [
     [() => client.get(''), 'KV_ERR_BAD_KEY', /^get: key must not be empty$/],
     [() => client.get(new Uint8Array(0)), 'KV_ERR_BAD_KEY', /must not be empty/],
@@ -173,7 +173,12 @@ test('a wrong WebSocket path (404 at the upgrade) fails the ops at once, not at 
   const wrong = createClient(`ws://127.0.0.1:${store.port}/v1/wss`, { timeoutMs: 30_000 });
   after(() => wrong.close());
   const started = Date.now();
-  await rejectsWith(wrong.get('k'), 'KV_ERR_ROUTE_NOT_FOUND', /Unexpected server response: 404: no WebSocket API at ws:\/\/127\.0\.0\.1:\d+\/v1\/wss \(kvsql serves it at \/v1\/ws\)/, 404);
+  await rejectsWith(
+    wrong.get('k'),
+    'KV_ERR_ROUTE_NOT_FOUND',
+    /Unexpected server response: 404: no WebSocket API at ws:\/\/127\.0\.0\.1:\d+\/v1\/wss \(kvsql serves it at \/v1\/ws\)/,
+    404,
+  );
   assert.ok(Date.now() - started < 5000, `failed after ${Date.now() - started} ms`);
 });
 
@@ -196,10 +201,14 @@ test('pipelining: 10,000 ops on one connection, every result matched to its requ
   const mixed = await Promise.all(
     Array.from({ length: n }, (_, i) => {
       switch (i % 4) {
-        case 0: return client.del(key(i));
-        case 1: return client.pttl(key(i));
-        case 2: return client.get(`c-pipe-missing-${i}`);
-        default: return client.pexpire(key(i), 60_000);
+        case 0:
+          return client.del(key(i));
+        case 1:
+          return client.pttl(key(i));
+        case 2:
+          return client.get(`c-pipe-missing-${i}`);
+        default:
+          return client.pexpire(key(i), 60_000);
       }
     }),
   );

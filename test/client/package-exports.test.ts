@@ -26,7 +26,11 @@ test('require("kvsql/client") gives the client and loads nothing of the server',
 });
 
 test('import("kvsql/client") works from ESM; the types are where package.json says', async () => {
-  const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', "const c = await import('kvsql/client'); console.log(typeof c.createClient);"], { cwd: ROOT });
+  const { stdout } = await promisify(execFile)(
+    process.execPath,
+    ['--input-type=module', '-e', "const c = await import('kvsql/client'); console.log(typeof c.createClient);"],
+    { cwd: ROOT },
+  );
   assert.equal(stdout.trim(), 'function');
   const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
   assert.ok(fs.existsSync(path.join(ROOT, pkg.exports['./client'].types)));

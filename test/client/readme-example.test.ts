@@ -40,7 +40,7 @@ before(async () => {
 });
 after(() => store?.close());
 
-test('the README\'s client program runs from another project after npm install /path/to/kvsql, and prints what the README shows', async () => {
+test("the README's client program runs from another project after npm install /path/to/kvsql, and prints what the README shows", async () => {
   const app = section('Use it from your app');
   const [install, shown] = blocks(app, 'sh');
   assert.match(install, /^npm install \/path\/to\/kvsql /);
@@ -61,14 +61,22 @@ test('the README\'s client program runs from another project after npm install /
   assert.equal(await store.rowCount(), 0, 'the program deleted its key');
 });
 
-test('the README\'s client program type-checks as TypeScript (.mts, module node16) in that project', async () => {
+test("the README's client program type-checks as TypeScript (.mts, module node16) in that project", async () => {
   const [program] = blocks(section('Use it from your app'), 'js');
   assert.ok(fs.existsSync(path.join(dir, 'node_modules', 'kvsql')), 'installed by the previous test');
   fs.writeFileSync(path.join(dir, 'app.mts'), program);
   fs.writeFileSync(
     path.join(dir, 'tsconfig.json'),
     JSON.stringify({
-      compilerOptions: { module: 'node16', moduleResolution: 'node16', target: 'es2022', strict: true, noEmit: true, types: ['node'], typeRoots: [path.join(ROOT, 'node_modules', '@types')] },
+      compilerOptions: {
+        module: 'node16',
+        moduleResolution: 'node16',
+        target: 'es2022',
+        strict: true,
+        noEmit: true,
+        types: ['node'],
+        typeRoots: [path.join(ROOT, 'node_modules', '@types')],
+      },
       files: ['app.mts'],
     }),
   );

@@ -70,7 +70,11 @@ class ScriptedServer {
   }
 }
 
-const settle = <T>(p: Promise<T>) => p.then((v) => ({ ok: true as const, v }), (e: KvClientError) => ({ ok: false as const, e }));
+const settle = <T>(p: Promise<T>) =>
+  p.then(
+    (v) => ({ ok: true as const, v }),
+    (e: KvClientError) => ({ ok: false as const, e }),
+  );
 
 test('ops issued in one tick go out in one frame, queued until the connection opens; replies match by id in any order', async () => {
   const server = await ScriptedServer.start();
@@ -79,14 +83,22 @@ test('ops issued in one tick go out in one frame, queued until the connection op
   const calls = Array.from({ length: 10 }, (_, i) => client.get(`key-${i}`));
   await waitFor(() => server.frames.length === 1, { timeoutMs: 5000, intervalMs: 5, message: 'one frame' });
   const frame = server.frames[0];
-  assert.deepEqual(frame.map((r) => r.key), calls.map((_, i) => `key-${i}`));
+  assert.deepEqual(
+    frame.map((r) => r.key),
+    calls.map((_, i) => `key-${i}`),
+  );
   assert.equal(new Set(frame.map((r) => r.id)).size, 10, 'distinct ids');
   assert.ok(frame.every((r) => r.op === 1 && r.id > 0));
   // Answer in reverse, odd keys found.
-  server.reply(frame.slice().reverse().map((r): WireReply => {
-    const i = Number(r.key.slice(4));
-    return i % 2 === 1 ? [r.id, 200, Buffer.from(`value of ${r.key}`), i, null] : [r.id, 404];
-  }));
+  server.reply(
+    frame
+      .slice()
+      .reverse()
+      .map((r): WireReply => {
+        const i = Number(r.key.slice(4));
+        return i % 2 === 1 ? [r.id, 200, Buffer.from(`value of ${r.key}`), i, null] : [r.id, 404];
+      }),
+  );
   const results = await Promise.all(calls);
   results.forEach((r, i) => {
     if (i % 2 === 0) assert.equal(r, null);
@@ -112,7 +124,11 @@ test('at most maxInflight ops are on the wire; the rest wait in the client', asy
   await waitFor(() => server.requests.length === 10, { timeoutMs: 5000, intervalMs: 5, message: 'the rest' });
   server.reply(server.requests.slice(7).map((r): WireReply => [r.id, 204]));
   assert.deepEqual(await Promise.all(calls), [true, true, true, false, false, false, false, true, true, true]);
-  assert.deepEqual(server.requests.map((r) => r.key), calls.map((_, i) => `k${i}`), 'sent in issue order');
+  assert.deepEqual(
+    server.requests.map((r) => r.key),
+    calls.map((_, i) => `k${i}`),
+    'sent in issue order',
+  );
 });
 
 test('frames of several ops stay under maxFrameBytes; a bigger op goes alone', async () => {
@@ -179,7 +195,10 @@ test('a frame-level error from the server fails what is in flight (never resent)
     assert.ok(!r.ok);
     assert.equal(r.e.code, 'KV_ERR_CONNECTION_LOST');
     assert.equal(r.e.status, 500);
-    assert.match(r.e.message, /^put: the server rejected a frame: request 1 of the frame: nonsense with the operation in flight; it may or may not have been applied$/);
+    assert.match(
+      r.e.message,
+      /^put: the server rejected a frame: request 1 of the frame: nonsense with the operation in flight; it may or may not have been applied$/,
+    );
   }
   await waitFor(() => server.sockets.length === 2, { timeoutMs: 5000, intervalMs: 5, message: 'a new connection' });
   const later = client.get('k0');

@@ -21,7 +21,6 @@ import { CLI, cliEnv } from '../helpers/cli';
 import { checkExposure } from '../../src/gateway/auth';
 import { sleep, waitFor } from '../helpers/wait';
 
-
 function rejects(fn: () => unknown, mentions: string | RegExp): void {
   assert.throws(fn, (err: unknown) => {
     assert.ok(err instanceof ConfigError, `expected ConfigError, got ${String(err)}`);
@@ -188,7 +187,9 @@ function startCli(settings: Record<string, string>): Cli {
   let out = '';
   child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
   child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal })),
+  );
   return { child, output: () => out, exited };
 }
 
@@ -297,7 +298,11 @@ test('docs/kvsql.env is a configuration the gateway accepts, and docs/kvsql.serv
   }
   const config = resolveConfig([], env);
   assert.equal(config.host, '0.0.0.0');
-  assert.deepEqual(config.shards.map((s) => shardNodes(s).length), [3, 3], 'two Galera shards of 3 nodes');
+  assert.deepEqual(
+    config.shards.map((s) => shardNodes(s).length),
+    [3, 3],
+    'two Galera shards of 3 nodes',
+  );
   assert.ok(config.authFile !== '' && config.mysqlTls && config.tlsCertFile !== '', 'auth, TLS and MySQL TLS on');
   checkExposure(config, config.host, 'HTTP/WebSocket and Redis'); // a public address with auth on is allowed
 

@@ -45,8 +45,15 @@ test('kill -9 of an embedded mariadbd: the store restarts it and its keys serve 
   const during = await http.get('ar-0');
   assert.ok(during.status === 200 || during.status === 503, `${during.status}`);
 
-  await waitFor(() => cluster!.shards[0].pid > 0 && cluster!.shards[0].pid !== pid, { timeoutMs: 15_000, intervalMs: 50, message: 'mariadbd was not started again' });
-  assert.ok(logs.some((l) => /exited unexpectedly \(code null, signal SIGKILL\); restarting in \d+ ms/.test(l)), `no crash log line in:\n${logs.join('\n')}`);
+  await waitFor(() => cluster!.shards[0].pid > 0 && cluster!.shards[0].pid !== pid, {
+    timeoutMs: 15_000,
+    intervalMs: 50,
+    message: 'mariadbd was not started again',
+  });
+  assert.ok(
+    logs.some((l) => /exited unexpectedly \(code null, signal SIGKILL\); restarting in \d+ ms/.test(l)),
+    `no crash log line in:\n${logs.join('\n')}`,
+  );
   await waitFor(async () => (await http!.get('ar-0')).status === 200, { timeoutMs: 15_000, intervalMs: 100, message: 'keys never served again' });
   t.diagnostic(`serving again ${Date.now() - killedAt} ms after kill -9`);
   for (let i = 0; i < 20; i++) assert.equal((await http.get(`ar-${i}`)).text(), `v${i}`, 'acknowledged writes survived the crash');

@@ -38,7 +38,7 @@ async function storeEnv(dataDir: string, basePort: number): Promise<NodeJS.Proce
 
 const mysqldPid = (dataDir: string): number => Number(fs.readFileSync(path.join(dataDir, 'shard-0', 'mysqld.pid'), 'utf8').trim());
 
-test('a second store on a running store\'s data dir refuses at start, naming its pid, and kills nothing', async () => {
+test("a second store on a running store's data dir refuses at start, naming its pid, and kills nothing", async () => {
   const dataDir = tempDir();
   const basePort = await pickFreePort();
   const firstEnv = await storeEnv(dataDir, basePort);
@@ -54,7 +54,7 @@ test('a second store on a running store\'s data dir refuses at start, naming its
   assert.doesNotMatch(second.out, /stopping it|mariadbd pid \d+ ready/, 'it touched no server');
 
   assert.equal(mysqldPid(dataDir), serverPid);
-  assert.ok(isAlive(serverPid), 'the first store\'s mariadbd still runs');
+  assert.ok(isAlive(serverPid), "the first store's mariadbd still runs");
   assert.equal((await fetch(`http://127.0.0.1:${firstEnv.KVSQL_PORT}/readyz`)).status, 200);
   assert.doesNotMatch(first.output(), /exited unexpectedly/);
   assert.equal(JSON.parse(fs.readFileSync(path.join(dataDir, LOCK_FILE), 'utf8')).pid, first.pid);
@@ -94,7 +94,10 @@ test('a MySQL server this store did not start, running on the data dir, is left 
 test('one process cannot take a data dir twice (two clusters in one process); released, it can', () => {
   const dataDir = tempDir();
   const lock = lockDataDir(dataDir);
-  assert.throws(() => lockDataDir(dataDir), (err: Error & { code?: string; pid?: number }) => err.code === 'KVSQL_DATA_DIR_IN_USE' && err.pid === process.pid);
+  assert.throws(
+    () => lockDataDir(dataDir),
+    (err: Error & { code?: string; pid?: number }) => err.code === 'KVSQL_DATA_DIR_IN_USE' && err.pid === process.pid,
+  );
   lock.release();
   assert.equal(fs.existsSync(path.join(dataDir, LOCK_FILE)), false);
   lockDataDir(dataDir).release();

@@ -22,16 +22,30 @@ test('a busy embedded MySQL port: exit 1, the first and last line say which port
   after(() => holder.close());
   const base = (holder.address() as net.AddressInfo).port; // shard 0's port; shard 1's (base+1) may be free
 
-  const res = await runCli([], cliEnv({ KVSQL_DATA_DIR: dataDir, KVSQL_EMBEDDED_SHARDS: '2', KVSQL_EMBEDDED_BASE_PORT: String(base), KVSQL_PORT: String(await pickFreePort()), KVSQL_REDIS_PORT: 'off', KVSQL_LOG_LEVEL: 'info' }), 60_000);
+  const res = await runCli(
+    [],
+    cliEnv({
+      KVSQL_DATA_DIR: dataDir,
+      KVSQL_EMBEDDED_SHARDS: '2',
+      KVSQL_EMBEDDED_BASE_PORT: String(base),
+      KVSQL_PORT: String(await pickFreePort()),
+      KVSQL_REDIS_PORT: 'off',
+      KVSQL_LOG_LEVEL: 'info',
+    }),
+    60_000,
+  );
   assert.equal(res.code, 1, res.out.slice(-2000));
   // stderr: the logs are on stdout, as JSON lines, before it.
   const lines = res.err.trim().split('\n');
-  const said = new RegExp(`^kvsql: the embedded MySQL shards did not start: embedded MySQL ports? [0-9, ]*\\b${base}\\b.* in use by another process\\. Stop it, or move the embedded shards to free ports with --embedded-base-port=N`);
+  const said = new RegExp(
+    `^kvsql: the embedded MySQL shards did not start: embedded MySQL ports? [0-9, ]*\\b${base}\\b.* in use by another process\\. Stop it, or move the embedded shards to free ports with --embedded-base-port=N`,
+  );
   assert.match(lines[0], said, res.out);
   assert.match(lines[lines.length - 1], said, 'the last line says it too');
   assert.ok(lines.length <= 3, `a short message, not a page of server log:\n${res.err}`);
   assert.doesNotMatch(res.out, /mariadbd pid \d+ ready|initialised/, 'no server was started or initialised');
-  for (const shard of ['shard-0', 'shard-1']) assert.equal(fs.existsSync(tmpDirFor(path.join(dataDir, shard))), false, `${tmpDirFor(path.join(dataDir, shard))} left behind`);
+  for (const shard of ['shard-0', 'shard-1'])
+    assert.equal(fs.existsSync(tmpDirFor(path.join(dataDir, shard))), false, `${tmpDirFor(path.join(dataDir, shard))} left behind`);
 });
 
 /** A base port whose embedded ports (1 shard of 3 nodes: SQL base..base+2, Galera base+1000..base+1008) are free now. */
@@ -48,7 +62,14 @@ test('--replicas=3 from a checkout under a mode-700 directory serves; a second s
   const home = fs.mkdtempSync(path.join(os.tmpdir(), 'kvsql-home-')); // mode 700, like /root
   after(() => fs.rmSync(home, { recursive: true, force: true }));
   const dataDir = path.join(home, 'kvsql', 'data');
-  const settings = (port: number) => ({ KVSQL_DATA_DIR: dataDir, KVSQL_REPLICAS: '3', KVSQL_EMBEDDED_SHARDS: '1', KVSQL_PORT: String(port), KVSQL_REDIS_PORT: 'off', KVSQL_LOG_LEVEL: 'info' });
+  const settings = (port: number) => ({
+    KVSQL_DATA_DIR: dataDir,
+    KVSQL_REPLICAS: '3',
+    KVSQL_EMBEDDED_SHARDS: '1',
+    KVSQL_PORT: String(port),
+    KVSQL_REDIS_PORT: 'off',
+    KVSQL_LOG_LEVEL: 'info',
+  });
   const base = String(await freeGaleraBase());
   const port = await pickFreePort();
   const store = await startCliStore(cliEnv({ ...settings(port), KVSQL_EMBEDDED_BASE_PORT: base }), 300_000);

@@ -28,7 +28,10 @@ interface Running {
 
 async function startStore(settings: Record<string, string>): Promise<Running> {
   const port = await pickFreePort();
-  const child = spawn(process.execPath, [CLI], { env: cliEnv({ ...settings, KVSQL_PORT: String(port), KVSQL_REDIS_PORT: 'off', KVSQL_LOG_LEVEL: 'info' }), stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI], {
+    env: cliEnv({ ...settings, KVSQL_PORT: String(port), KVSQL_REDIS_PORT: 'off', KVSQL_LOG_LEVEL: 'info' }),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
   child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
@@ -84,7 +87,8 @@ test('embedded: 2 -> 3 shards by restarting with --embedded-shards=3, and back t
     await waitFor(async () => (await owners(store.client)).get(2) === 5461, {
       timeoutMs: 120_000,
       intervalMs: 500,
-      message: async () => `the new shard did not get its share: ${JSON.stringify([...(await owners(store.client)).entries()])}\n${store.output().slice(-3000)}`,
+      message: async () =>
+        `the new shard did not get its share: ${JSON.stringify([...(await owners(store.client)).entries()])}\n${store.output().slice(-3000)}`,
     });
     for (const [i, k] of keys.entries()) {
       const r = await store.client.get(k);
@@ -95,7 +99,11 @@ test('embedded: 2 -> 3 shards by restarting with --embedded-shards=3, and back t
     assert.equal(drained.code, 0, drained.out);
     // Served meanwhile, from the shards the keys moved back to (a redirect refreshes the map).
     for (const k of keys) assert.equal((await store.client.get(k)).text(), `v-${k}`);
-    await waitFor(async () => ((await owners(store.client)).get(2) ?? 0) === 0, { timeoutMs: 40_000, intervalMs: 500, message: 'the map shows the drained shard owning nothing' });
+    await waitFor(async () => ((await owners(store.client)).get(2) ?? 0) === 0, {
+      timeoutMs: 40_000,
+      intervalMs: 500,
+      message: 'the map shows the drained shard owning nothing',
+    });
   } finally {
     assert.equal(await store.stop(), 0, store.output().slice(-2000));
   }

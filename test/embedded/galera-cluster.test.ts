@@ -58,7 +58,11 @@ test('a Galera shard under a mode-700 directory starts, and a node with no data 
   fs.rmSync(node2, { recursive: true, force: true });
   shard = await start(dir);
   const rows = await onNode(shard.nodes[2].url, 'SELECT v FROM t WHERE k = 1');
-  assert.deepEqual(rows.map((r) => r.v), ['before the SST'], 'node-2 has the rows written before it lost its data');
+  assert.deepEqual(
+    rows.map((r) => r.v),
+    ['before the SST'],
+    'node-2 has the rows written before it lost its data',
+  );
   assert.match(fs.readFileSync(path.join(node2, 'error.log'), 'utf8'), /SST.*(complete|received)/i, 'node-2 joined by a state transfer');
   assert.equal(readGrastate(node2)?.uuid, readGrastate(path.join(dir, 'node-0'))?.uuid);
   await stop(shard);

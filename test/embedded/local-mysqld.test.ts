@@ -109,29 +109,33 @@ test('a port another process listens on: the start fails saying so, and leaves n
     assert.equal(err.message.split('\n')[0], `MySQL port 127.0.0.1:${port} is in use by another process`);
     return true;
   });
-  assert.equal(fs.existsSync(tmpDirFor(path.resolve(dir))), false, 'the server\'s --tmpdir was removed');
+  assert.equal(fs.existsSync(tmpDirFor(path.resolve(dir))), false, "the server's --tmpdir was removed");
 });
 
-test('a parent killed with SIGKILL does not leave its server running', { skip: !fs.existsSync('/usr/bin/setpriv') && !fs.existsSync('/bin/setpriv') }, async (t) => {
-  const dir = tempDir();
-  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const modulePath = path.join(__dirname, '../../src/embedded/local-mysqld.js');
-  const script =
-    `require(${JSON.stringify(modulePath)}).startLocalMysqld({ dataDir: ${JSON.stringify(dir)}, port: 0, database: 'kvsql', bufferPoolMb: 64 })` +
-    '.then((s) => { console.log(s.pid); setInterval(() => {}, 1000); }, (e) => { console.error(e); process.exit(1); });';
-  const parent = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
-  t.after(() => parent.kill('SIGKILL'));
-  const serverPid = await new Promise<number>((resolve, reject) => {
-    parent.stdout.once('data', (chunk: Buffer) => resolve(Number.parseInt(chunk.toString(), 10)));
-    parent.once('exit', (code) => reject(new Error(`parent exited with ${code} before starting the server`)));
-  });
-  assert.ok(processRunning(serverPid));
-  parent.kill('SIGKILL');
-  await waitFor(() => !processRunning(serverPid), { timeoutMs: 5000, intervalMs: 50, message: () => `server ${serverPid} outlived its parent` });
-  // The crashed dir is usable again, and this stop() clears what the crash left outside it.
-  const again = await startLocalMysqld({ dataDir: dir, port: 0, database: 'kvsql', bufferPoolMb: 64 });
-  await again.stop();
-});
+test(
+  'a parent killed with SIGKILL does not leave its server running',
+  { skip: !fs.existsSync('/usr/bin/setpriv') && !fs.existsSync('/bin/setpriv') },
+  async (t) => {
+    const dir = tempDir();
+    t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const modulePath = path.join(__dirname, '../../src/embedded/local-mysqld.js');
+    const script =
+      `require(${JSON.stringify(modulePath)}).startLocalMysqld({ dataDir: ${JSON.stringify(dir)}, port: 0, database: 'kvsql', bufferPoolMb: 64 })` +
+      '.then((s) => { console.log(s.pid); setInterval(() => {}, 1000); }, (e) => { console.error(e); process.exit(1); });';
+    const parent = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    t.after(() => parent.kill('SIGKILL'));
+    const serverPid = await new Promise<number>((resolve, reject) => {
+      parent.stdout.once('data', (chunk: Buffer) => resolve(Number.parseInt(chunk.toString(), 10)));
+      parent.once('exit', (code) => reject(new Error(`parent exited with ${code} before starting the server`)));
+    });
+    assert.ok(processRunning(serverPid));
+    parent.kill('SIGKILL');
+    await waitFor(() => !processRunning(serverPid), { timeoutMs: 5000, intervalMs: 50, message: () => `server ${serverPid} outlived its parent` });
+    // The crashed dir is usable again, and this stop() clears what the crash left outside it.
+    const again = await startLocalMysqld({ dataDir: dir, port: 0, database: 'kvsql', bufferPoolMb: 64 });
+    await again.stop();
+  },
+);
 
 test('startTestServer().createDatabase() gives each caller its own empty database', async (t) => {
   const testServer = await startTestServer();

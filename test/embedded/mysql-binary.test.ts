@@ -54,12 +54,26 @@ function policyRcD(): string | null {
 
 test('without root, apt is unavailable and aptInstall refuses', { skip: asRoot && 'runs as root' }, async () => {
   assert.equal(aptUnavailable(), 'not running as root');
-  await assert.rejects(aptInstall(['x'], () => false, () => {}), /cannot apt-get install x: not running as root/);
+  await assert.rejects(
+    aptInstall(
+      ['x'],
+      () => false,
+      () => {},
+    ),
+    /cannot apt-get install x: not running as root/,
+  );
 });
 
 test('an installed package runs no apt-get at all', { skip: !asRoot && 'needs root' }, async () => {
   const apt = fakeAptGet('present', 'exit 0');
-  assert.equal(await aptInstall(['x'], () => true, () => {}), true);
+  assert.equal(
+    await aptInstall(
+      ['x'],
+      () => true,
+      () => {},
+    ),
+    true,
+  );
   assert.deepEqual(apt.calls(), []);
 });
 
@@ -71,7 +85,10 @@ test('while another process holds the dpkg lock, the install waits and retries, 
   assert.equal(await aptInstall(['fakepkg'], apt.installed, (m) => logged.push(m), { lockRetryMs: 20 }), true);
   assert.deepEqual(apt.calls(), ['install noninteractive', 'install noninteractive', 'install noninteractive']);
   assert.equal(logged.filter((l) => /another process holds the apt\/dpkg lock; retrying/.test(l)).length, 2, logged.join('\n'));
-  assert.ok(logged.some((l) => l.startsWith('apt-get: E: Could not get lock')), 'apt-get output is logged line by line');
+  assert.ok(
+    logged.some((l) => l.startsWith('apt-get: E: Could not get lock')),
+    'apt-get output is logged line by line',
+  );
   assert.equal(policyRcD(), policy, 'policy-rc.d is left as it was');
 });
 
@@ -83,7 +100,10 @@ test('an install that does not provide the package updates the package lists and
   const logged: string[] = [];
   assert.equal(await aptInstall(['fakepkg'], apt.installed, (m) => logged.push(m)), true);
   assert.deepEqual(apt.calls(), ['install noninteractive', 'update noninteractive', 'install noninteractive']);
-  assert.ok(logged.some((l) => /apt-get install exited with 100; updating the package lists/.test(l)), logged.join('\n'));
+  assert.ok(
+    logged.some((l) => /apt-get install exited with 100; updating the package lists/.test(l)),
+    logged.join('\n'),
+  );
 });
 
 test('the probe decides, not the exit code: a failed postinst that leaves the binary is not retried', { skip: !asRoot && 'needs root' }, async () => {
@@ -99,5 +119,8 @@ test('a lock held longer than lockWaitMs gives up and says the package is not in
   const calls = apt.calls();
   assert.ok(calls.length >= 4, `retried: ${calls.join(', ')}`);
   assert.ok(calls.includes('update noninteractive'));
-  assert.ok(logged.some((l) => /apt-get install fakepkg exited with 100/.test(l)), logged.join('\n'));
+  assert.ok(
+    logged.some((l) => /apt-get install fakepkg exited with 100/.test(l)),
+    logged.join('\n'),
+  );
 });

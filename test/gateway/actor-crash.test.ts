@@ -94,7 +94,10 @@ test('/readyz: one shard down is 200 "degraded"; every shard down is 503', async
   assert.equal(one.status, 200);
   const body = (await one.json()) as { status: string; up: number; down: Array<{ shard: number }> };
   assert.equal(body.status, 'degraded');
-  assert.deepEqual(body.down.map((d) => d.shard), [0]);
+  assert.deepEqual(
+    body.down.map((d) => d.shard),
+    [0],
+  );
   await store.server.pool.workerOf(1).terminate();
   // Both actors are restarted a second after they died; until then nothing can be served.
   const all = await fetch(`${store.base}/readyz`);

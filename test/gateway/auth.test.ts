@@ -303,7 +303,12 @@ test('bad Authorization input gets a 4xx, never a 5xx, and the server keeps serv
     assert.ok(r.status === 401, `${JSON.stringify(h.slice(0, 30))}: ${r.status} ${r.text()}`);
   }
   // Control bytes (node's http refuses to send them): raw requests.
-  for (const h of ['Bearer kvsql_\u0001\u0002', `Bearer ${T.all.token.slice(0, 20)}\u0000${T.all.token.slice(21)}`, 'Bearer \u007f\u00ff', `Bearer ${T.all.token}\u000b`]) {
+  for (const h of [
+    'Bearer kvsql_\u0001\u0002',
+    `Bearer ${T.all.token.slice(0, 20)}\u0000${T.all.token.slice(21)}`,
+    'Bearer \u007f\u00ff',
+    `Bearer ${T.all.token}\u000b`,
+  ]) {
     const reply = await firstBytes(store.port, `GET /v1/kv/a/x HTTP/1.1\r\nHost: t\r\nAuthorization: ${h}\r\nConnection: close\r\n\r\n`);
     const status = /^HTTP\/1\.1 (\d{3})/.exec(reply)?.[1];
     // uWS answers nothing to a header with control bytes (its parser drops the request before any
@@ -345,7 +350,10 @@ test('failed token checks are rate-limited per source address (429 with Retry-Af
 
 test('secure by default: no auth means loopback only, unless KVSQL_ALLOW_INSECURE', async () => {
   const log = createLogger('silent');
-  await assert.rejects(startServer(configFrom({ redisPort: 0, host: '0.0.0.0', port: 0 }), store.urls, log), /auth off.*read, overwrite and delete every key.*KVSQL_ALLOW_INSECURE/s);
+  await assert.rejects(
+    startServer(configFrom({ redisPort: 0, host: '0.0.0.0', port: 0 }), store.urls, log),
+    /auth off.*read, overwrite and delete every key.*KVSQL_ALLOW_INSECURE/s,
+  );
   await assert.rejects(startServer(configFrom({ redisPort: 0, host: '::', port: 0 }), store.urls, log), /KVSQL_ALLOW_INSECURE/);
   const insecure = await startServer(configFrom({ redisPort: 0, host: '0.0.0.0', port: 0, allowInsecure: true, logLevel: 'silent' }), store.urls, log);
   await insecure.close();
@@ -357,7 +365,13 @@ test('kvsql token create prints the token once, writes only its hash; revoke rem
   const f = path.join(dir, 'cli-tokens.jsonl');
   let out = '';
   let err = '';
-  const run = (...args: string[]): number => tokenCommand(args, {}, (s) => (out += s), (s) => (err += s));
+  const run = (...args: string[]): number =>
+    tokenCommand(
+      args,
+      {},
+      (s) => (out += s),
+      (s) => (err += s),
+    );
   assert.equal(run('create', `--file=${f}`, '--name', 'svc-a', '--rights', 'read,write', '--prefix', 'a/', '--prefix-hex', '00ff'), 0, err);
   const token = out.trim();
   assert.match(token, /^kvsql_[0-9a-f]{8}_[A-Za-z0-9_-]{43}$/);
@@ -384,7 +398,10 @@ test('kvsql token create prints the token once, writes only its hash; revoke rem
 });
 
 test('the CLI: SIGHUP reloads the token file and the process keeps serving; 0.0.0.0 without auth exits 2', async (t) => {
-  const refused = spawn(process.execPath, [CLI], { env: cliEnv({ KVSQL_SHARDS: store.urls.join(','), KVSQL_HOST: '0.0.0.0', KVSQL_PORT: '0', KVSQL_REDIS_PORT: 'off' }), stdio: ['ignore', 'pipe', 'pipe'] });
+  const refused = spawn(process.execPath, [CLI], {
+    env: cliEnv({ KVSQL_SHARDS: store.urls.join(','), KVSQL_HOST: '0.0.0.0', KVSQL_PORT: '0', KVSQL_REDIS_PORT: 'off' }),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let refusedOut = '';
   refused.stderr!.on('data', (c: Buffer) => (refusedOut += c.toString()));
   const [code] = (await once(refused, 'exit')) as [number | null];
@@ -396,7 +413,10 @@ test('the CLI: SIGHUP reloads the token file and the process keeps serving; 0.0.
   const t2 = makeToken('two', [{ rights: ['read', 'write'], prefixes: ['h/'] }]);
   writeTokenFile(f, [t1]);
   const port = await pickFreePort();
-  const cli = spawn(process.execPath, [CLI], { env: cliEnv({ KVSQL_SHARDS: store.urls.join(','), KVSQL_PORT: String(port), KVSQL_REDIS_PORT: 'off', KVSQL_AUTH_FILE: f, KVSQL_LOG_LEVEL: 'warn' }), stdio: 'ignore' });
+  const cli = spawn(process.execPath, [CLI], {
+    env: cliEnv({ KVSQL_SHARDS: store.urls.join(','), KVSQL_PORT: String(port), KVSQL_REDIS_PORT: 'off', KVSQL_AUTH_FILE: f, KVSQL_LOG_LEVEL: 'warn' }),
+    stdio: 'ignore',
+  });
   t.after(() => {
     if (cli.exitCode === null && cli.signalCode === null) cli.kill('SIGKILL');
   });
@@ -407,7 +427,11 @@ test('the CLI: SIGHUP reloads the token file and the process keeps serving; 0.0.
   assert.equal((await c.put('h/1', 'v', '', bearer(t1))).status, 201);
   writeTokenFile(f, [t2]);
   cli.kill('SIGHUP');
-  await waitFor(async () => (await c.get('h/1', bearer(t2))).status === 200, { timeoutMs: 10_000, intervalMs: 50, message: 'the new token works after SIGHUP' });
+  await waitFor(async () => (await c.get('h/1', bearer(t2))).status === 200, {
+    timeoutMs: 10_000,
+    intervalMs: 50,
+    message: 'the new token works after SIGHUP',
+  });
   assert401(await c.get('h/1', bearer(t1)));
   assert.equal(cli.exitCode, null, 'SIGHUP does not stop the process');
   cli.kill('SIGTERM');

@@ -123,7 +123,7 @@ test('16 clients incrementing one counter with If-Match and retry on 412 lose no
   const versions = new Set<number>();
   await Promise.all(
     clients.map(async (c) => {
-      for (let done = 0; done < EACH; ) {
+      for (let done = 0; done < EACH;) {
         const got = await c.get('counter');
         assert.equal(got.status, 200);
         const n = Number(got.text());

@@ -60,7 +60,12 @@ test('HTTP incr keeps the TTL; errors are 4xx with codes and write nothing', asy
   assert.equal(notInt.status, 409);
   assert.equal(notInt.json.error.code, 'KV_ERR_NOT_INTEGER');
   assert.equal(await (await fetch(`${store.base}/v1/kv/h:text`)).text(), 'abc');
-  for (const [q, msg] of [['', /incr query parameter is required/], ['?incr=1.5', /incr must be a signed 64-bit integer/], ['?incr=x&float=1', /finite decimal number/], ['?incr=1&by=2', /unknown query parameter "by"/]] as const) {
+  for (const [q, msg] of [
+    ['', /incr query parameter is required/],
+    ['?incr=1.5', /incr must be a signed 64-bit integer/],
+    ['?incr=x&float=1', /finite decimal number/],
+    ['?incr=1&by=2', /unknown query parameter "by"/],
+  ] as const) {
     const bad = await post(store.base, `/v1/kv/h:bad${q}`);
     assert.equal(bad.status, 400, q);
     assert.equal(bad.json.error.code, 'KV_ERR_BAD_REQUEST');

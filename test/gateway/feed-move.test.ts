@@ -122,7 +122,10 @@ test('two gateways, a resume across them and a slot move: every acknowledged wri
   for (const c of [...writers, ...watchers]) await c.close();
 
   assert.ok(total > 100, `writes acknowledged: ${total}`);
-  for (const [name, events] of [['gateway 2 watcher', got2], ['watcher resumed across gateways', [...got1, ...resumed]]] as const) {
+  for (const [name, events] of [
+    ['gateway 2 watcher', got2],
+    ['watcher resumed across gateways', [...got1, ...resumed]],
+  ] as const) {
     const seen = versionsOf(events);
     for (const [k, versions] of acked) {
       for (const v of versions) assert.ok(seen.get(k)?.has(v), `${name}: ${k} version ${v} acknowledged but not in the feed`);

@@ -45,7 +45,8 @@ async function collect(it: AsyncIterableIterator<WatchEvent>, pred: (events: Wat
   const deadline = Date.now() + timeoutMs;
   while (!pred(events)) {
     const left = deadline - Date.now();
-    if (left <= 0) throw new Error(`timed out with ${events.length} events: ${JSON.stringify(events.slice(-5).map((e) => [e.type, e.key.toString(), e.version]))}`);
+    if (left <= 0)
+      throw new Error(`timed out with ${events.length} events: ${JSON.stringify(events.slice(-5).map((e) => [e.type, e.key.toString(), e.version]))}`);
     const r = await Promise.race([it.next(), new Promise<null>((resolve) => setTimeout(() => resolve(null), left))]);
     if (r === null) continue;
     if (r.done) break;
@@ -73,7 +74,10 @@ test('every kind of change appears in its key feed, in order, with its version',
     ['del', p.version],
   ]);
   const n = events.filter((e) => e.key.toString() === 'kinds:n');
-  assert.deepEqual(n.map((e) => [e.type, e.version]), [['put', i.version]]);
+  assert.deepEqual(
+    n.map((e) => [e.type, e.version]),
+    [['put', i.version]],
+  );
   assert.ok(events.every((e) => !e.key.toString().startsWith('other:')));
 });
 
@@ -102,7 +106,11 @@ test('concurrent writers: every acknowledged write is in the feed, in version or
   for (const e of events) seen.set(e.key.toString(), [...(seen.get(e.key.toString()) ?? []), e.version]);
   for (const [key, versions] of acked) {
     const got = seen.get(key) ?? [];
-    assert.deepEqual([...got].sort((a, b) => a - b), got, `${key}: events in version order`);
+    assert.deepEqual(
+      [...got].sort((a, b) => a - b),
+      got,
+      `${key}: events in version order`,
+    );
     assert.deepEqual(new Set(got), new Set(versions), `${key}: every acknowledged write appears`);
   }
   assert.equal(events.length, total, 'no event twice, none unapplied');
@@ -210,7 +218,10 @@ test('SSE: events with id = cursor, and Last-Event-ID resumes', async () => {
   const keysOf = (t: string) => [...t.matchAll(/event: put\ndata: (.*)\n/g)].map((m) => JSON.parse(m[1]).key as string);
   const text2 = await read({ 'Last-Event-ID': ids[0][1] }, (t) => ['sse:1', 'sse:2', 'sse:3'].every((k) => keysOf(t).includes(k)));
   const keys = keysOf(text2);
-  assert.ok(keys.every((k) => ['sse:0', 'sse:1', 'sse:2', 'sse:3'].includes(k)), keys.join());
+  assert.ok(
+    keys.every((k) => ['sse:0', 'sse:1', 'sse:2', 'sse:3'].includes(k)),
+    keys.join(),
+  );
 });
 
 test('a watcher that does not read is cut off with its cursor', async () => {
@@ -268,7 +279,10 @@ test('auth: a token may watch only prefixes it may read', async () => {
     await writer.put('priv:1', 'secret');
     await writer.put('pub:1', 'hello');
     const events = await collect(w, (e) => e.length >= 1);
-    assert.deepEqual(events.map((e) => e.key.toString()), ['pub:1']);
+    assert.deepEqual(
+      events.map((e) => e.key.toString()),
+      ['pub:1'],
+    );
     w.close();
     await reader.close();
     await writer.close();
@@ -287,14 +301,20 @@ test('retention: rows past the row bound and the time bound are trimmed in pages
     const conn = await mysql2.createConnection({ uri: small.urls[0] });
     try {
       const count = async () => {
-        const [[r]] = (await conn.query('SELECT COUNT(*) AS n, (SELECT upto FROM kv_feed_trim WHERE id = 1) AS upto FROM kv_feed')) as unknown as [[{ n: number; upto: number }]];
+        const [[r]] = (await conn.query('SELECT COUNT(*) AS n, (SELECT upto FROM kv_feed_trim WHERE id = 1) AS upto FROM kv_feed')) as unknown as [
+          [{ n: number; upto: number }],
+        ];
         return { n: Number(r.n), upto: Number(r.upto) };
       };
       let now = await count();
       await waitFor(async () => (now = await count()).n <= 1000, { timeoutMs: 15_000, intervalMs: 200, message: () => `rows kept: ${now.n}` });
       assert.ok(now.upto >= 2000, `trim mark: ${now.upto}`);
       // The time bound: nothing is written any more, so after 3 s everything goes.
-      await waitFor(async () => (now = await count()).n === 0, { timeoutMs: 15_000, intervalMs: 200, message: () => `rows left after the time bound: ${now.n}` });
+      await waitFor(async () => (now = await count()).n === 0, {
+        timeoutMs: 15_000,
+        intervalMs: 200,
+        message: () => `rows left after the time bound: ${now.n}`,
+      });
     } finally {
       await conn.end();
     }
@@ -345,7 +365,11 @@ test('Redis door: keyspace notifications come from the feed: writes of every doo
     await client.put(ws, 'x'); // the WebSocket door
     await client.incr(n, 1);
     await r.set(rk, 'y', 'PX', 150); // this door: set, then expire; later expired
-    await waitFor(() => got.includes(`__keyevent@0__:expired ${rk}`), { timeoutMs: 10_000, intervalMs: 50, message: () => `the expired event, got ${JSON.stringify(got)}` });
+    await waitFor(() => got.includes(`__keyevent@0__:expired ${rk}`), {
+      timeoutMs: 10_000,
+      intervalMs: 50,
+      message: () => `the expired event, got ${JSON.stringify(got)}`,
+    });
     assert.deepEqual(got, [
       `__keyevent@0__:set ${ws}`,
       `__keyevent@0__:incrby ${n}`,
@@ -360,13 +384,26 @@ test('Redis door: keyspace notifications come from the feed: writes of every doo
   }
 });
 
-test('a transaction\'s writes are in the feed, in op order per key', async () => {
+test("a transaction's writes are in the feed, in op order per key", async () => {
   const a = keyOnShard(0, 'tx:a');
   const n = keyOnShard(0, 'tx:n');
   const w = client.watch('tx:');
   await w.ready;
-  await client.txn({ success: [{ op: 'put', key: a, value: 'v' }, { op: 'incr', key: n, by: 2n }, { op: 'del', key: a }] });
+  await client.txn({
+    success: [
+      { op: 'put', key: a, value: 'v' },
+      { op: 'incr', key: n, by: 2n },
+      { op: 'del', key: a },
+    ],
+  });
   const events = await collect(w, (e) => e.length >= 3);
   w.close();
-  assert.deepEqual(events.map((e) => [e.type, e.key.toString()]), [['put', a], ['del', a], ['put', n]]);
+  assert.deepEqual(
+    events.map((e) => [e.type, e.key.toString()]),
+    [
+      ['put', a],
+      ['del', a],
+      ['put', n],
+    ],
+  );
 });

@@ -17,30 +17,49 @@ after(() => store?.close());
 
 test('partition of the writer node from the other two: it refuses service, the majority keeps serving, no split brain', async () => {
   await store.allSynced();
-  await waitFor(async () => (await store.writers()).every((w) => w >= 0), { timeoutMs: 20_000, intervalMs: 100, message: 'both gateways on one writer', ignoreErrors: true });
+  await waitFor(async () => (await store.writers()).every((w) => w >= 0), {
+    timeoutMs: 20_000,
+    intervalMs: 100,
+    message: 'both gateways on one writer',
+    ignoreErrors: true,
+  });
   const victim = await store.writerIndex(0);
   const node = store.galera.shard.nodes[victim];
   await node.isolate(true);
   try {
-    await waitFor(async () => {
-      const rows = await onNode<Array<{ Value: string }>>(node.url, "SHOW GLOBAL STATUS LIKE 'wsrep_cluster_status'");
-      return rows[0]?.Value !== 'Primary';
-    }, { timeoutMs: 20_000, intervalMs: 100, message: 'the isolated node leaves the Primary component', ignoreErrors: true });
+    await waitFor(
+      async () => {
+        const rows = await onNode<Array<{ Value: string }>>(node.url, "SHOW GLOBAL STATUS LIKE 'wsrep_cluster_status'");
+        return rows[0]?.Value !== 'Primary';
+      },
+      { timeoutMs: 20_000, intervalMs: 100, message: 'the isolated node leaves the Primary component', ignoreErrors: true },
+    );
     // The minority node refuses reads and writes: no split brain.
     await assert.rejects(onNode(node.url, "INSERT INTO kv (k, v, version) VALUES ('split-brain', 'x', 1)"), /WSREP|not yet prepared|Unknown command/i);
     await assert.rejects(onNode(node.url, 'SELECT COUNT(*) FROM kv'), /WSREP|not yet prepared|Unknown command/i);
     // The gateways move to the majority and keep serving.
-    await waitFor(async () => (await store.writers()).every((w) => w >= 0 && w !== victim), { timeoutMs: 20_000, intervalMs: 100, message: 'every gateway off the isolated node', ignoreErrors: true });
+    await waitFor(async () => (await store.writers()).every((w) => w >= 0 && w !== victim), {
+      timeoutMs: 20_000,
+      intervalMs: 100,
+      message: 'every gateway off the isolated node',
+      ignoreErrors: true,
+    });
     // The first op after the switch may still find the shard marked down (503 Retry-After,
     // until the next probe a second later): a client retries.
     const statuses: number[] = [];
-    await waitFor(async () => {
-      const put = await fetch(`${store.bases()[0]}/v1/kv/during-partition`, { method: 'PUT', body: 'majority' });
-      await put.arrayBuffer();
-      statuses.push(put.status);
-      return put.status === 200 || put.status === 201;
-    }, { timeoutMs: 15_000, intervalMs: 100, message: 'a write on the majority', ignoreErrors: true });
-    assert.ok(statuses.every((st) => st < 300 || st === 503), `only 503 before success: ${statuses}`);
+    await waitFor(
+      async () => {
+        const put = await fetch(`${store.bases()[0]}/v1/kv/during-partition`, { method: 'PUT', body: 'majority' });
+        await put.arrayBuffer();
+        statuses.push(put.status);
+        return put.status === 200 || put.status === 201;
+      },
+      { timeoutMs: 15_000, intervalMs: 100, message: 'a write on the majority', ignoreErrors: true },
+    );
+    assert.ok(
+      statuses.every((st) => st < 300 || st === 503),
+      `only 503 before success: ${statuses}`,
+    );
     const get = await fetch(`${store.bases()[1]}/v1/kv/during-partition`);
     assert.equal(await get.text(), 'majority');
   } finally {

@@ -36,8 +36,30 @@ async function expectRejected(status: number, code: string, requests: Array<[str
 }
 
 const BAD_TTLS = [
-  '0', '0.0', '000', '-1', '-0.5', 'NaN', 'nan', 'Infinity', '-Infinity', 'abc', '1e3', '1E3', '0x10', '1,5', '1.2.3', '+1', '%201', '1%20',
-  '', '.', '315360000.001', '315360001', '99999999999999999999999999', '1'.padEnd(400, '0'),
+  '0',
+  '0.0',
+  '000',
+  '-1',
+  '-0.5',
+  'NaN',
+  'nan',
+  'Infinity',
+  '-Infinity',
+  'abc',
+  '1e3',
+  '1E3',
+  '0x10',
+  '1,5',
+  '1.2.3',
+  '+1',
+  '%201',
+  '1%20',
+  '',
+  '.',
+  '315360000.001',
+  '315360001',
+  '99999999999999999999999999',
+  '1'.padEnd(400, '0'),
 ];
 
 test('an invalid ttl on PUT /v1/kv is 400 KV_ERR_BAD_TTL and writes nothing', async () => {
@@ -48,10 +70,7 @@ test('an invalid ttl on PUT /v1/kv is 400 KV_ERR_BAD_TTL and writes nothing', as
 });
 
 test('an invalid ttl on PUT /v1/ttl is 400 KV_ERR_BAD_TTL and changes no TTL', async () => {
-  await expectRejected(400, 'KV_ERR_BAD_TTL', [
-    ...BAD_TTLS.map((t): [string, string] => ['PUT', ttlPath('witness', `ttl=${t}`)]),
-    ['PUT', ttlPath('witness')],
-  ]);
+  await expectRejected(400, 'KV_ERR_BAD_TTL', [...BAD_TTLS.map((t): [string, string] => ['PUT', ttlPath('witness', `ttl=${t}`)]), ['PUT', ttlPath('witness')]]);
 });
 
 test('the largest ttl, 10 years, is accepted; one millisecond more is not', async () => {

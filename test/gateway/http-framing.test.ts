@@ -86,7 +86,10 @@ test('a smuggling attempt (a second request hidden behind the shorter Content-Le
     // A proxy honouring the longer line forwards value + SMUGGLED as one body; uWS takes the
     // shorter one, so SMUGGLED arrives as a pipelined request behind the refusal.
     const body = `abc${SMUGGLED}`;
-    for (const [first, second] of [[3, body.length], [body.length, 3]]) {
+    for (const [first, second] of [
+      [3, body.length],
+      [body.length, 3],
+    ]) {
       const raw = await rawRequest(store.port, `${route} HTTP/1.1\r\nHost: x\r\nContent-Length: ${first}\r\nContent-Length: ${second}\r\n\r\n${body}`);
       // At most the 400 (uWS drops a connection that pipelines behind a pending reply), never a second reply.
       const all = replies(raw);
@@ -127,7 +130,11 @@ test('Transfer-Encoding other than one "chunked" is refused: codings, duplicates
     await expectRefused(`${route} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity`, '', /Transfer-Encoding must be "chunked"/);
   }
   // An empty Content-Length slips past uWS's own CL+TE check: still refused.
-  await expectRefused('PUT /v1/kv/framed HTTP/1.1\r\nHost: x\r\nContent-Length:\r\nTransfer-Encoding: chunked', chunked, /Content-Length and Transfer-Encoding together/);
+  await expectRefused(
+    'PUT /v1/kv/framed HTTP/1.1\r\nHost: x\r\nContent-Length:\r\nTransfer-Encoding: chunked',
+    chunked,
+    /Content-Length and Transfer-Encoding together/,
+  );
   assert.equal(await store.rowCount(), before);
   assertError(await client.get('framed'), 404, 'KV_ERR_NOT_FOUND');
 });

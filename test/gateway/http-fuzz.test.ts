@@ -104,7 +104,12 @@ const ODD_KEYS = ['fz%2Fa', 'caf%C3%A9', '%00', '..%2F..', 'fz/deep/path', 'caf\
  */
 function genRequest(r: Rng): { bytes: Buffer; what: string } {
   const route = r.pick(['/v1/kv/', '/v1/kv/', '/v1/kv/', '/v1/ttl/', '/v1/ttl/', '/healthz', '/v1/slots', '/nowhere/', '/v1/kv']);
-  let method = route === '/v1/ttl/' ? r.pick(['GET', 'PUT', 'DELETE']) : route === '/v1/kv/' ? r.pick(['GET', 'PUT', 'PUT', 'DELETE']) : r.pick(['GET', 'PUT', 'DELETE', 'POST']);
+  let method =
+    route === '/v1/ttl/'
+      ? r.pick(['GET', 'PUT', 'DELETE'])
+      : route === '/v1/kv/'
+        ? r.pick(['GET', 'PUT', 'PUT', 'DELETE'])
+        : r.pick(['GET', 'PUT', 'DELETE', 'POST']);
   let key: Buffer = Buffer.from(route.endsWith('/') ? r.pick(['fz', 'fz-1', 'fz-2', ...ODD_KEYS]) : '', 'latin1');
   let query = route === '/v1/ttl/' && method === 'PUT' ? '?ttl=5' : method === 'PUT' && r.bool(0.3) ? r.pick(['?ttl=5', '?keepttl=true', '?ttl=0.25']) : '';
   let version = 'HTTP/1.1';
@@ -114,25 +119,64 @@ function genRequest(r: Rng): { bytes: Buffer; what: string } {
   let chunked = false;
   for (let m = r.pick([0, 1, 1, 1, 2, 2]); m > 0; m--) {
     switch (r.int(16)) {
-      case 0: key = Buffer.from(r.pick(BAD_KEYS), 'latin1'); break;
-      case 1: key = Buffer.concat([Buffer.from('fz-'), r.bytes(1 + r.int(6)).map((b) => (b < 0x21 ? 0x41 + (b % 26) : b))]); break; // raw bytes, often not UTF-8
-      case 2: query = r.pick(['?ttl=%zz', '?keepttl=maybe', '?ttl=1&keepttl=true', '?x=%', '?ttl=-1', '?ttl=0.0001', '?%ff=1', '?ttl=NaN', '?ttl']); break;
-      case 3: framing = [`Content-Length: ${body.length}`, `Content-Length: ${body.length + r.int(3)}`]; break;
-      case 4: framing = [`Content-Length: ${body.length}`, 'Transfer-Encoding: chunked']; chunked = true; break;
-      case 5: framing = [`Transfer-Encoding: ${r.pick(['chunked', 'gzip, chunked', 'identity', '', 'chunked, chunked', 'Chunked'])}`]; chunked = true; break;
-      case 6: framing = [`Content-Length: ${r.pick(['-1', 'abc', '', '1e3', ' 5', '0x10', '99999999999999999999'])}`]; break;
-      case 7: headers.push(Buffer.from(`X-Big: ${'b'.repeat(r.pick([100, 4096, 20_000, 150_000]))}`)); break;
-      case 8: headers.push(Buffer.concat([Buffer.from('X-Bytes: '), r.bytes(1 + r.int(20)).map((b) => (b < 0x20 && r.bool(0.9) ? 0x80 + b : b === 10 || b === 13 ? 0x80 : b))])); break;
-      case 9: for (let j = r.pick([5, 30, 60]); j > 0; j--) headers.push(Buffer.from(`X-Many-${j}: ${j}`)); break;
-      case 10: headers.push(Buffer.from(`If-None-Match: ${r.pick(['*', '"1"', 'garbage', ''])}`)); break;
-      case 11: headers.push(Buffer.from(r.pick(['X-Fold: a\r\n  b', 'Bad Name: x', ': empty', 'NoColon', 'X-A : 1', 'Expect: 100-continue', 'If-Match: garbage']))); break;
-      case 12: version = r.pick(['HTTP/1.0', 'HTTP/2.0', 'HTTP/1.1 extra', '', 'http/1.1']); break;
-      case 13: method = r.pick(['BREW', 'G\u00c9T', '', 'get', 'PATCH', 'OPTIONS', 'HEAD']); break;
-      case 14: body = r.bytes(r.int(40)); break; // a body the framing may not announce
-      default: headers.push(Buffer.from('X-Dup: 1'), Buffer.from('X-Dup: 2'));
+      case 0:
+        key = Buffer.from(r.pick(BAD_KEYS), 'latin1');
+        break;
+      case 1:
+        key = Buffer.concat([Buffer.from('fz-'), r.bytes(1 + r.int(6)).map((b) => (b < 0x21 ? 0x41 + (b % 26) : b))]);
+        break; // raw bytes, often not UTF-8
+      case 2:
+        query = r.pick(['?ttl=%zz', '?keepttl=maybe', '?ttl=1&keepttl=true', '?x=%', '?ttl=-1', '?ttl=0.0001', '?%ff=1', '?ttl=NaN', '?ttl']);
+        break;
+      case 3:
+        framing = [`Content-Length: ${body.length}`, `Content-Length: ${body.length + r.int(3)}`];
+        break;
+      case 4:
+        framing = [`Content-Length: ${body.length}`, 'Transfer-Encoding: chunked'];
+        chunked = true;
+        break;
+      case 5:
+        framing = [`Transfer-Encoding: ${r.pick(['chunked', 'gzip, chunked', 'identity', '', 'chunked, chunked', 'Chunked'])}`];
+        chunked = true;
+        break;
+      case 6:
+        framing = [`Content-Length: ${r.pick(['-1', 'abc', '', '1e3', ' 5', '0x10', '99999999999999999999'])}`];
+        break;
+      case 7:
+        headers.push(Buffer.from(`X-Big: ${'b'.repeat(r.pick([100, 4096, 20_000, 150_000]))}`));
+        break;
+      case 8:
+        headers.push(
+          Buffer.concat([Buffer.from('X-Bytes: '), r.bytes(1 + r.int(20)).map((b) => (b < 0x20 && r.bool(0.9) ? 0x80 + b : b === 10 || b === 13 ? 0x80 : b))]),
+        );
+        break;
+      case 9:
+        for (let j = r.pick([5, 30, 60]); j > 0; j--) headers.push(Buffer.from(`X-Many-${j}: ${j}`));
+        break;
+      case 10:
+        headers.push(Buffer.from(`If-None-Match: ${r.pick(['*', '"1"', 'garbage', ''])}`));
+        break;
+      case 11:
+        headers.push(Buffer.from(r.pick(['X-Fold: a\r\n  b', 'Bad Name: x', ': empty', 'NoColon', 'X-A : 1', 'Expect: 100-continue', 'If-Match: garbage'])));
+        break;
+      case 12:
+        version = r.pick(['HTTP/1.0', 'HTTP/2.0', 'HTTP/1.1 extra', '', 'http/1.1']);
+        break;
+      case 13:
+        method = r.pick(['BREW', 'G\u00c9T', '', 'get', 'PATCH', 'OPTIONS', 'HEAD']);
+        break;
+      case 14:
+        body = r.bytes(r.int(40));
+        break; // a body the framing may not announce
+      default:
+        headers.push(Buffer.from('X-Dup: 1'), Buffer.from('X-Dup: 2'));
     }
   }
-  const lines = [Buffer.concat([Buffer.from(`${method} ${route}`, 'latin1'), key, Buffer.from(`${query} ${version}`, 'latin1')]), ...headers, ...framing.map((f) => Buffer.from(f))];
+  const lines = [
+    Buffer.concat([Buffer.from(`${method} ${route}`, 'latin1'), key, Buffer.from(`${query} ${version}`, 'latin1')]),
+    ...headers,
+    ...framing.map((f) => Buffer.from(f)),
+  ];
   const payload = chunked && r.bool(0.7) ? Buffer.concat([Buffer.from(`${body.length.toString(16)}\r\n`), body, Buffer.from('\r\n0\r\n\r\n')]) : body;
   const bytes = Buffer.concat([Buffer.concat(lines.flatMap((l) => [l, Buffer.from('\r\n')])), Buffer.from('\r\n'), payload]);
   return { bytes, what: JSON.stringify(bytes.subarray(0, 160).toString('latin1')) };
@@ -193,7 +237,10 @@ test('what uWebSockets.js answers nothing to is pinned: silence, then a close by
   assert.equal(huge.data.length, 0);
   assert.notEqual(huge.end, 'timeout', 'a 300 KB header block must be dropped at once');
   // 48 header lines are served.
-  const lines48 = await exchange([Buffer.from(`GET /v1/kv/fz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n${Array.from({ length: 46 }, (_, i) => `X-${i}: 1\r\n`).join('')}\r\n`)], 5000);
+  const lines48 = await exchange(
+    [Buffer.from(`GET /v1/kv/fz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n${Array.from({ length: 46 }, (_, i) => `X-${i}: 1\r\n`).join('')}\r\n`)],
+    5000,
+  );
   assert.deepEqual(statuses(lines48.data, '48 header lines'), [404]);
   // And below that, a large header is served normally.
   const big = await exchange([Buffer.from(`GET /v1/kv/fz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: ${'b'.repeat(100_000)}\r\n\r\n`)], 5000);
@@ -274,7 +321,13 @@ function replyStatuses(frames: Array<{ opcode: number; payload: Buffer }>): numb
     .sort((a, b) => a[0] - b[0]);
 }
 
-const request = (id: number): Buffer => Buffer.from(packr.pack([[id, 2, 'fz-ws', 'v', { ifVersion: 0 }], [id + 1, 1, 'fz-ws']]));
+const request = (id: number): Buffer =>
+  Buffer.from(
+    packr.pack([
+      [id, 2, 'fz-ws', 'v', { ifVersion: 0 }],
+      [id + 1, 1, 'fz-ws'],
+    ]),
+  );
 
 test('WebSocket frames with reserved opcodes or bits, no mask, or broken fragmentation end in a clean close; valid fragmentation is served; nothing is written', async () => {
   const req = request(1);
@@ -313,18 +366,36 @@ test('WebSocket frames with reserved opcodes or bits, no mask, or broken fragmen
 
   // A new data frame inside a fragmented message (RFC 6455: fail the connection) is read by uWS
   // as the continuation: pinned, the two halves make one message and it is served.
-  const spliced = await exchange([HANDSHAKE, wsFrame({ opcode: 2, fin: false, payload: req.subarray(0, half) }), wsFrame({ opcode: 2, payload: req.subarray(half) })], 1500, true);
-  assert.deepEqual(replyStatuses(serverFrames(spliced.data, 'a new message inside a fragmented one')), [[1, 412], [2, 404]]);
+  const spliced = await exchange(
+    [HANDSHAKE, wsFrame({ opcode: 2, fin: false, payload: req.subarray(0, half) }), wsFrame({ opcode: 2, payload: req.subarray(half) })],
+    1500,
+    true,
+  );
+  assert.deepEqual(replyStatuses(serverFrames(spliced.data, 'a new message inside a fragmented one')), [
+    [1, 412],
+    [2, 404],
+  ]);
 
   // Valid fragmentation, with a ping between the fragments: served (a 412 and a 404), with a pong.
   const good = await exchange(
-    [HANDSHAKE, wsFrame({ opcode: 2, fin: false, payload: req.subarray(0, half) }), wsFrame({ opcode: 9, payload: Buffer.from('p') }), wsFrame({ opcode: 0, payload: req.subarray(half) })],
+    [
+      HANDSHAKE,
+      wsFrame({ opcode: 2, fin: false, payload: req.subarray(0, half) }),
+      wsFrame({ opcode: 9, payload: Buffer.from('p') }),
+      wsFrame({ opcode: 0, payload: req.subarray(half) }),
+    ],
     1500,
     true,
   );
   const frames = serverFrames(good.data, 'valid fragmentation');
-  assert.ok(frames.some((f) => f.opcode === 10), 'no pong');
-  assert.deepEqual(replyStatuses(frames), [[1, 412], [2, 404]]);
+  assert.ok(
+    frames.some((f) => f.opcode === 10),
+    'no pong',
+  );
+  assert.deepEqual(replyStatuses(frames), [
+    [1, 412],
+    [2, 404],
+  ]);
   assert.equal(await store.rowCount(), 0, 'a fuzzed frame wrote a row');
 });
 
@@ -338,7 +409,9 @@ test('seeded random WebSocket frames and bytes after the upgrade: never a crash,
       else {
         let payload = request(10 * i + 1);
         if (r.bool(0.5)) payload = Buffer.concat([payload.subarray(0, r.int(payload.length)), r.bytes(r.int(6))]);
-        frames.push(wsFrame({ opcode: r.pick([0, 1, 2, 2, 2, 8, 9, 10, 3, 11]), fin: r.bool(0.8), rsv: r.bool(0.1) ? 1 + r.int(7) : 0, mask: r.bool(0.9), payload }));
+        frames.push(
+          wsFrame({ opcode: r.pick([0, 1, 2, 2, 2, 8, 9, 10, 3, 11]), fin: r.bool(0.8), rsv: r.bool(0.1) ? 1 + r.int(7) : 0, mask: r.bool(0.9), payload }),
+        );
       }
     }
     return frames;
@@ -351,7 +424,8 @@ test('seeded random WebSocket frames and bytes after the upgrade: never a crash,
         assert.ok([1, 2, 8, 9, 10].includes(f.opcode), `${where}: opcode ${f.opcode}`);
         if (f.opcode === 8 && f.closeCode !== undefined) assert.notEqual(f.closeCode, 1011, where);
         if (f.opcode === 2) {
-          for (const reply of new Packr({ useRecords: false }).unpack(f.payload) as unknown[][]) assert.ok((reply[1] as number) < 500, `${where}: reply ${JSON.stringify(reply)}`);
+          for (const reply of new Packr({ useRecords: false }).unpack(f.payload) as unknown[][])
+            assert.ok((reply[1] as number) < 500, `${where}: reply ${JSON.stringify(reply)}`);
         }
       }
     });

@@ -124,7 +124,11 @@ test('bytes that are not UTF-8 sent unencoded are refused (400), not stored unde
   // different raw keys would otherwise collide on one stored key.
   const raw = await rawRequest(
     store.port,
-    Buffer.concat([Buffer.from('PUT /v1/kv/bin'), Buffer.from([0xff, 0xfe]), Buffer.from(' HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx')]),
+    Buffer.concat([
+      Buffer.from('PUT /v1/kv/bin'),
+      Buffer.from([0xff, 0xfe]),
+      Buffer.from(' HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx'),
+    ]),
   );
   assert.match(raw, /^HTTP\/1\.1 400 /);
   assert.match(raw, /KV_ERR_BAD_KEY/);
@@ -148,7 +152,7 @@ test('versions strictly increase per key and are never reused after DELETE and r
   for (let i = 1; i < seen.length; i++) assert.ok(seen[i] > seen[i - 1], `versions not strictly increasing: ${seen.join(', ')}`);
 });
 
-test('a second gateway on the same shards continues above the first one\'s versions, and back', async () => {
+test("a second gateway on the same shards continues above the first one's versions, and back", async () => {
   const key = 'kv/two-gateways';
   const first = etagVersion(await http.put(key, 'from-1'));
   const other = await store.startAnotherGateway();

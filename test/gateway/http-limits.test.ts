@@ -28,7 +28,9 @@ function putChunked(port: number, path: string, parts: Buffer[]): Promise<{ stat
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
     });
     // The server may answer 413 and close before the whole body is sent.
-    req.on('error', (err) => ((err as NodeJS.ErrnoException).code === 'EPIPE' || (err as NodeJS.ErrnoException).code === 'ECONNRESET' ? undefined : reject(err)));
+    req.on('error', (err) =>
+      (err as NodeJS.ErrnoException).code === 'EPIPE' || (err as NodeJS.ErrnoException).code === 'ECONNRESET' ? undefined : reject(err),
+    );
     for (const p of parts) req.write(p);
     req.end();
   });

@@ -177,11 +177,14 @@ test('close(): a request in flight is answered, a new one on an open connection 
 
     // In flight: headers and half the body sent; the handler has run, the body is not complete.
     const inflight = new Promise<{ status: number; body: string }>((resolve, reject) => {
-      const req = http.request({ host: '127.0.0.1', port: gateway.port, method: 'PUT', path: kvPath('close/inflight'), agent, headers: { 'content-length': '10' } }, (res) => {
-        let body = '';
-        res.on('data', (c: Buffer) => (body += c.toString()));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-      });
+      const req = http.request(
+        { host: '127.0.0.1', port: gateway.port, method: 'PUT', path: kvPath('close/inflight'), agent, headers: { 'content-length': '10' } },
+        (res) => {
+          let body = '';
+          res.on('data', (c: Buffer) => (body += c.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        },
+      );
       req.on('error', reject);
       req.write('01234');
       setTimeout(() => req.end('56789'), 400);

@@ -62,7 +62,11 @@ test('SIGSTOP with writes and reads in flight: all answered by the deadline, 503
   process.kill(store.mysql.pid, 'SIGCONT');
   stopped = false;
   const t2 = Date.now();
-  await waitFor(async () => (await http.request('GET', '/readyz')).status === 200, { timeoutMs: 10_000, intervalMs: 50, message: 'shard did not come back by itself' });
+  await waitFor(async () => (await http.request('GET', '/readyz')).status === 200, {
+    timeoutMs: 10_000,
+    intervalMs: 50,
+    message: 'shard did not come back by itself',
+  });
   const recovered = Date.now() - t2;
   await waitFor(async () => (await http.get('h0')).status === 200, { timeoutMs: 10_000, intervalMs: 50 });
   t.diagnostic(`ready again ${recovered} ms after SIGCONT`);

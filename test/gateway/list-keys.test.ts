@@ -36,7 +36,8 @@ const live = new Set<string>();
 
 const keyText = (k: string): string => {
   let out = '';
-  for (const b of Buffer.from(k, 'latin1')) out += /[A-Za-z0-9\-._~/:@]/.test(String.fromCharCode(b)) ? String.fromCharCode(b) : `%${b.toString(16).toUpperCase().padStart(2, '0')}`;
+  for (const b of Buffer.from(k, 'latin1'))
+    out += /[A-Za-z0-9\-._~/:@]/.test(String.fromCharCode(b)) ? String.fromCharCode(b) : `%${b.toString(16).toUpperCase().padStart(2, '0')}`;
   return out;
 };
 /** A listed key's text back to its bytes (as a latin1 string): %XX is a byte, the rest ASCII. */
@@ -129,8 +130,14 @@ test('HTTP: keys as path text (%XX but unreserved, /, :, @), usable as `after` a
   assert.deepEqual(body.keys, withPrefix('ls/bin/').map(keyText));
   assert.deepEqual(body.keys.slice(0, 2), ['ls/bin/%00', 'ls/bin/%00%00']);
   assert.ok(body.keys.includes('ls/bin/%20%09%2B%26%3D%25%3F%23'));
-  assert.deepEqual(body.values.map((v) => Buffer.from(v, 'base64').toString()), body.keys.map(() => 'bin'));
-  assert.deepEqual(body.expiresAt, body.keys.map(() => null));
+  assert.deepEqual(
+    body.values.map((v) => Buffer.from(v, 'base64').toString()),
+    body.keys.map(() => 'bin'),
+  );
+  assert.deepEqual(
+    body.expiresAt,
+    body.keys.map(() => null),
+  );
   assert.equal(body.next, null);
   for (const k of body.keys) assert.equal((await http.request('GET', `/v1/kv/${k}`)).text(), 'bin', k);
   const after = (await http.request('GET', `/v1/kv?prefix=ls/bin/&after=${body.keys[2]}`)).json();
@@ -164,7 +171,10 @@ test('HTTP: bad input is a 4xx JSON error', async () => {
 
 test('WebSocket: the client lists pages and iterates every key; values and TTLs; bad options are refused', async () => {
   const page = await client.list({ prefix: 'ls/a/', limit: 10 });
-  assert.deepEqual(page.items.map((i) => i.key.toString()), withPrefix('ls/a/').slice(0, 10));
+  assert.deepEqual(
+    page.items.map((i) => i.key.toString()),
+    withPrefix('ls/a/').slice(0, 10),
+  );
   assert.equal(page.next!.toString(), withPrefix('ls/a/')[9]);
   const all: string[] = [];
   for await (const item of client.listAll({ prefix: 'ls/', limit: 13 })) all.push(item.key.toString('latin1'));
@@ -188,13 +198,22 @@ test('WebSocket: the client lists pages and iterates every key; values and TTLs;
       if (byId.size === 3) resolve();
     }),
   );
-  ws.send(pack([[1, 12, 'ls/', { limit: 5000 }], [2, 12, 'ls/', { sort: 'desc' }], [3, 12, 'ls/a/', { limit: 2, after: 'ls/a/000' }]]));
+  ws.send(
+    pack([
+      [1, 12, 'ls/', { limit: 5000 }],
+      [2, 12, 'ls/', { sort: 'desc' }],
+      [3, 12, 'ls/a/', { limit: 2, after: 'ls/a/000' }],
+    ]),
+  );
   await replies;
   ws.close();
   assert.equal(byId.get(1)![1], 400);
   assert.equal((byId.get(1)![2] as { code: string }).code, 'KV_ERR_BAD_REQUEST');
   assert.equal(byId.get(2)![1], 400);
-  assert.deepEqual((byId.get(3)![2] as Buffer[]).map((k) => Buffer.from(k).toString()), ['ls/a/001', 'ls/a/002']);
+  assert.deepEqual(
+    (byId.get(3)![2] as Buffer[]).map((k) => Buffer.from(k).toString()),
+    ['ls/a/001', 'ls/a/002'],
+  );
 });
 
 test('Redis: ioredis scanStream unchanged, SCAN cursors, MATCH, COUNT, TYPE', async () => {
@@ -218,7 +237,10 @@ test('Redis: ioredis scanStream unchanged, SCAN cursors, MATCH, COUNT, TYPE', as
     calls++;
   } while (cursor !== '0');
   assert.ok(calls > 3);
-  assert.deepEqual(all, withPrefix('ls/').map((k) => Buffer.from(k, 'latin1').toString()));
+  assert.deepEqual(
+    all,
+    withPrefix('ls/').map((k) => Buffer.from(k, 'latin1').toString()),
+  );
   const matched = (await redis.call('SCAN', '0', 'MATCH', 'ls/b/?', 'COUNT', '1000')) as [string, string[]];
   assert.deepEqual(sorted(matched[1]), sorted(withPrefix('ls/b/').filter((k) => k.length === 'ls/b/0'.length)));
   assert.deepEqual(await redis.call('SCAN', '0', 'TYPE', 'hash'), ['0', []]);
@@ -242,7 +264,15 @@ test('Redis: KEYS, DBSIZE (expired rows not counted), RANDOMKEY, and the COMMAND
   for (let i = 0; i < 10; i++) picked.add((await redis.randomkey())!);
   for (const k of picked) assert.ok((await http.request('GET', `/v1/kv/${pct(Buffer.from(k).toString('latin1'))}`)).status === 200, k);
   const info = (await redis.call('COMMAND', 'INFO', 'scan', 'keys', 'dbsize', 'randomkey')) as Array<[string, number]>;
-  assert.deepEqual(info.map((e) => [e[0], e[1]]), [['scan', -2], ['keys', 2], ['dbsize', 1], ['randomkey', 1]]);
+  assert.deepEqual(
+    info.map((e) => [e[0], e[1]]),
+    [
+      ['scan', -2],
+      ['keys', 2],
+      ['dbsize', 1],
+      ['randomkey', 1],
+    ],
+  );
   await assert.rejects(redis.call('DBSIZE', 'x'), /wrong number of arguments/);
 });
 
@@ -337,7 +367,10 @@ test('token rights: a listing needs a read grant on its prefix (or a shorter one
     assertError(await c.request('GET', '/v1/kv?prefix=a/'), 401, 'KV_ERR_UNAUTHORIZED');
     assert.equal((await c.request('GET', '/v1/kv', { headers: bearer(all) })).json().keys.length, 3);
     // WebSocket.
-    assert.deepEqual((await wsA.list({ prefix: 'a/' })).items.map((i) => i.key.toString()), ['a/1', 'a/2']);
+    assert.deepEqual(
+      (await wsA.list({ prefix: 'a/' })).items.map((i) => i.key.toString()),
+      ['a/1', 'a/2'],
+    );
     await assert.rejects(wsA.list({ prefix: 'b/' }), { code: 'KV_ERR_FORBIDDEN' });
     await assert.rejects(wsA.list(), { code: 'KV_ERR_FORBIDDEN' });
     // Redis: MATCH's literal prefix is what is checked.

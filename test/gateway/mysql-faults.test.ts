@@ -84,7 +84,11 @@ async function heal(client = http): Promise<number> {
   const t0 = Date.now();
   for (const c of new Set([client, http])) {
     const k = keyOn(0, 'heal');
-    await waitFor(async () => (await c.put(k, 'ok')).status === 201 || (await c.get(k)).status === 200, { timeoutMs: 15_000, intervalMs: 100, message: 'shard 0 did not recover by itself' });
+    await waitFor(async () => (await c.put(k, 'ok')).status === 201 || (await c.get(k)).status === 200, {
+      timeoutMs: 15_000,
+      intervalMs: 100,
+      message: 'shard 0 did not recover by itself',
+    });
     await waitFor(async () => (await c.request('GET', '/readyz')).status === 200, { timeoutMs: 15_000, intervalMs: 100, message: '/readyz did not recover' });
   }
   return Date.now() - t0;
@@ -183,7 +187,11 @@ test('black hole: ops in flight answered within the deadline, new ones 503 at on
   assert.ok(Math.max(...shard1) < DEADLINE_MS / 2, `shard 1 slowed down by shard 0's hang: ${shard1.join(',')} ms`);
   // Shard 0 is found down; its keys get 503 at once.
   // One of two shards down: /readyz stays 200 and says "degraded", naming it.
-  await waitFor(async () => (await http.request('GET', '/readyz')).json().status === 'degraded', { timeoutMs: 5000, intervalMs: 50, message: '/readyz never reported shard 0 down' });
+  await waitFor(async () => (await http.request('GET', '/readyz')).json().status === 'degraded', {
+    timeoutMs: 5000,
+    intervalMs: 50,
+    message: '/readyz never reported shard 0 down',
+  });
   const { r, ms } = await timed(http.get(k0));
   assert.equal(r.status, 503);
   assert.ok(ms < 500, `a known-down shard answers at once, took ${ms} ms`);
@@ -237,9 +245,11 @@ test('time bound: while the shard hangs, new ops are refused at once once the ba
     // hang, well before the probe marks the shard down (~4 s; then SHARD_UNAVAILABLE answers
     // first). From 200 clients on a quiet machine the measured rate was high enough to lose that race.
     const end = Date.now() + 1500;
-    await Promise.all(keys.slice(0, 16).map(async (k) => {
-      while (Date.now() < end) await burst.get(k);
-    }));
+    await Promise.all(
+      keys.slice(0, 16).map(async (k) => {
+        while (Date.now() < end) await burst.get(k);
+      }),
+    );
     assert.equal((await g.http.get(keys[0])).status, 404); // a warm socket: no connect during the test
     proxy.setMode({ kind: 'blackhole' });
     const t0 = Date.now();
@@ -251,9 +261,12 @@ test('time bound: while the shard hangs, new ops are refused at once once the ba
     const polls: Array<Promise<unknown>> = [];
     while (refused === undefined && Date.now() - t0 < 8000) {
       polls.push(
-        timed(g.http.get(keys[0])).then((one) => {
-          if (refused === undefined && one.r.status === 503 && code(one.r) === 'KV_ERR_OVERLOADED') refused = one;
-        }, () => undefined),
+        timed(g.http.get(keys[0])).then(
+          (one) => {
+            if (refused === undefined && one.r.status === 503 && code(one.r) === 'KV_ERR_OVERLOADED') refused = one;
+          },
+          () => undefined,
+        ),
       );
       await sleep(100);
     }

@@ -15,15 +15,24 @@ let mysql: TestServer;
 before(async () => (mysql = await startTestServer()));
 after(() => mysql?.stop());
 
-test('a second store on a running store\'s HTTP port exits non-zero at once, saying the port is in use', async () => {
+test("a second store on a running store's HTTP port exits non-zero at once, saying the port is in use", async () => {
   const shards = await mysql.createDatabase();
   const port = await pickFreePort();
-  const first = await startCliStore(cliEnv({ KVSQL_SHARDS: shards, KVSQL_PORT: String(port), KVSQL_REDIS_PORT: String(await pickFreePort()), KVSQL_LOG_LEVEL: 'info' }));
+  const first = await startCliStore(
+    cliEnv({ KVSQL_SHARDS: shards, KVSQL_PORT: String(port), KVSQL_REDIS_PORT: String(await pickFreePort()), KVSQL_LOG_LEVEL: 'info' }),
+  );
   after(() => first.stop());
 
-  const second = await runCli([], cliEnv({ KVSQL_SHARDS: shards, KVSQL_PORT: String(port), KVSQL_REDIS_PORT: String(await pickFreePort()), KVSQL_LOG_LEVEL: 'info' }), 30_000);
+  const second = await runCli(
+    [],
+    cliEnv({ KVSQL_SHARDS: shards, KVSQL_PORT: String(port), KVSQL_REDIS_PORT: String(await pickFreePort()), KVSQL_LOG_LEVEL: 'info' }),
+    30_000,
+  );
   assert.equal(second.code, 1, second.out.slice(-2000));
-  assert.match(second.out, new RegExp(`^kvsql: cannot listen on 127\\.0\\.0\\.1:${port} \\(KVSQL_PORT\\): the port is in use by another process.*--port=`, 'm'));
+  assert.match(
+    second.out,
+    new RegExp(`^kvsql: cannot listen on 127\\.0\\.0\\.1:${port} \\(KVSQL_PORT\\): the port is in use by another process.*--port=`, 'm'),
+  );
   assert.doesNotMatch(second.out, /kvsql listening/);
   assert.equal((await fetch(`http://127.0.0.1:${port}/readyz`)).status, 200);
   assert.equal(await first.stop(), 0);

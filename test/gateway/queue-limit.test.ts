@@ -29,7 +29,10 @@ test(`the ${LIMIT + 1}-th op outstanding on a shard gets 503 with Retry-After at
   after(() => lock.release());
 
   const writes = Array.from({ length: LIMIT }, (_, i) => client.put(held, `held ${i}`));
-  await waitFor(() => store.server.pool.queueDepths()[0] === LIMIT, { timeoutMs: 5000, message: () => `queue depth ${store.server.pool.queueDepths()[0]}, expected ${LIMIT}` });
+  await waitFor(() => store.server.pool.queueDepths()[0] === LIMIT, {
+    timeoutMs: 5000,
+    message: () => `queue depth ${store.server.pool.queueDepths()[0]}, expected ${LIMIT}`,
+  });
 
   const started = Date.now();
   const refusedPut = await client.put(other0, 'refused');

@@ -42,7 +42,15 @@ after(async () => {
 
 function client(opts: RedisOptions = {}, s: TestStore = store): Redis {
   // No ready check: it sends INFO, which gets NOAUTH before AUTH.
-  const c = new Redis({ port: s.server.redisPort!, host: '127.0.0.1', maxRetriesPerRequest: 0, retryStrategy: () => null, lazyConnect: true, enableReadyCheck: false, ...opts });
+  const c = new Redis({
+    port: s.server.redisPort!,
+    host: '127.0.0.1',
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+    lazyConnect: true,
+    enableReadyCheck: false,
+    ...opts,
+  });
   c.on('error', () => undefined);
   clients.push(c);
   return c;

@@ -41,7 +41,11 @@ test('node-redis: strings, TTLs, counters, and 500 commands pipelined in one tic
   const replies = await Promise.all(Array.from({ length: 500 }, (_, i) => client.incr(`nr:p${i % 5}`)));
   for (let k = 0; k < 5; k++) {
     const mine = replies.filter((_, i) => i % 5 === k);
-    assert.deepEqual(mine, Array.from({ length: 100 }, (_, j) => j + 1), 'per-key order within a pipeline');
+    assert.deepEqual(
+      mine,
+      Array.from({ length: 100 }, (_, j) => j + 1),
+      'per-key order within a pipeline',
+    );
   }
   assert.deepEqual(await client.mGet(['nr:p0', 'nr:none']), ['100', null]);
 });
@@ -59,13 +63,16 @@ test('connect-redis with express-session: get, set with TTL, touch, destroy, len
   const sessions = new RedisStore({ client, prefix: 'sess:' });
   const call = <T>(fn: (cb: (err: unknown, v?: T) => void) => void): Promise<T | undefined> =>
     new Promise((resolve, reject) => fn((err, v) => (err ? reject(err) : resolve(v))));
-  const sess = (user: string): SessionData => ({ cookie: { originalMaxAge: 60_000, expires: new Date(Date.now() + 60_000) } as SessionData['cookie'], user } as SessionData & { user: string });
+  const sess = (user: string): SessionData =>
+    ({ cookie: { originalMaxAge: 60_000, expires: new Date(Date.now() + 60_000) } as SessionData['cookie'], user }) as SessionData & { user: string };
   for (const id of ['a', 'b', 'c']) await call((cb) => sessions.set(id, sess(`user-${id}`), cb));
   const got = (await call<SessionData>((cb) => sessions.get('a', cb))) as SessionData & { user: string };
   assert.equal(got.user, 'user-a');
   const ttl = await client.ttl('sess:a');
   assert.ok(ttl > 50 && ttl <= 60, `the session's TTL follows its cookie, got ${ttl}`);
-  await call((cb) => sessions.touch('a', { cookie: { originalMaxAge: 120_000, expires: new Date(Date.now() + 120_000) } as SessionData['cookie'] } as SessionData, cb));
+  await call((cb) =>
+    sessions.touch('a', { cookie: { originalMaxAge: 120_000, expires: new Date(Date.now() + 120_000) } as SessionData['cookie'] } as SessionData, cb),
+  );
   assert.ok((await client.ttl('sess:a')) > 100, 'touch extends the TTL');
   assert.equal(await call<number>((cb) => sessions.length(cb)), 3);
   assert.deepEqual((await call<string[]>((cb) => sessions.ids(cb)))!.sort(), ['a', 'b', 'c']);

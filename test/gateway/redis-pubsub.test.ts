@@ -65,7 +65,11 @@ class Raw {
   }
   /** Waits for `text.length` bytes and checks them. */
   async expect(text: string, what = text): Promise<void> {
-    await waitFor(() => this.buf.length >= text.length || this.closed, { timeoutMs: 5000, intervalMs: 10, message: () => `${JSON.stringify(what)}; got ${JSON.stringify(this.buf.toString('latin1'))}` });
+    await waitFor(() => this.buf.length >= text.length || this.closed, {
+      timeoutMs: 5000,
+      intervalMs: 10,
+      message: () => `${JSON.stringify(what)}; got ${JSON.stringify(this.buf.toString('latin1'))}`,
+    });
     const got = this.buf.subarray(0, text.length).toString('latin1');
     this.buf = this.buf.subarray(text.length);
     assert.equal(got, text);
@@ -177,7 +181,11 @@ test('PUBSUB CHANNELS, NUMSUB (integers), NUMPAT (unique patterns), HELP, unknow
   a.disconnect();
   b.disconnect();
   // A closed connection's subscriptions go with it.
-  await waitFor(async () => ((await r.pubsub('NUMPAT')) as unknown as number) === before, { timeoutMs: 5000, intervalMs: 20, message: 'NUMPAT back to its count before' });
+  await waitFor(async () => ((await r.pubsub('NUMPAT')) as unknown as number) === before, {
+    timeoutMs: 5000,
+    intervalMs: 20,
+    message: 'NUMPAT back to its count before',
+  });
   assert.equal(await r.pubsub('NUMPAT'), before);
   assert.deepEqual(await r.pubsub('NUMSUB', 'intro:1'), ['intro:1', 0]);
 });
@@ -416,7 +424,7 @@ test('keyspace notifications: classes mask events (KEg, E$, En), exact channels 
   }
 });
 
-test('the KeyspaceSource seam: a source (the future change feed) reports expired and other gateways\' writes', async () => {
+test("the KeyspaceSource seam: a source (the future change feed) reports expired and other gateways' writes", async () => {
   // A stand-in for the change feed: the gateway takes its events instead of the interim source.
   const listeners = new Set<(e: KeyspaceEvent) => void>();
   const feed: KeyspaceSource = {

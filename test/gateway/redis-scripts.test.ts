@@ -38,7 +38,14 @@ test('EVAL: Redis’s conversions both ways, KEYS and ARGV, writes applied', asy
   assert.equal(await redis.eval('return redis.call("set", KEYS[1], ARGV[1])', 1, k, 'v1'), 'OK');
   assert.equal(await redis.eval('return redis.call("get", KEYS[1])', 1, k), 'v1');
   assert.equal(await redis.eval('return redis.call("get", KEYS[1]) == false', 1, onShard0('s:conv:none:', 1)[0]), 1, 'a missing key is false in Lua');
-  assert.deepEqual(await redis.eval('local a = redis.call("incrby", KEYS[1], 5); local b = redis.call("incr", KEYS[1]); return {a, b, redis.call("strlen", KEYS[1])}', 1, onShard0('s:conv:n:', 1)[0]), [5, 6, 1]);
+  assert.deepEqual(
+    await redis.eval(
+      'local a = redis.call("incrby", KEYS[1], 5); local b = redis.call("incr", KEYS[1]); return {a, b, redis.call("strlen", KEYS[1])}',
+      1,
+      onShard0('s:conv:n:', 1)[0],
+    ),
+    [5, 6, 1],
+  );
   // pcall hands the error to the script as a table; returned, it is the script's error reply.
   assert.equal(await redis.eval('local e = redis.pcall("incr", KEYS[1]); return e.err', 1, k), 'ERR value is not an integer or out of range');
   await assert.rejects(redis.eval('return redis.pcall("incr", KEYS[1])', 1, k), /^ReplyError: ERR value is not an integer/);
@@ -85,9 +92,11 @@ test('a script over its time budget is stopped and leaves nothing; a script that
 test('a counter script from two gateways loses no increment', async () => {
   const [k] = onShard0('s:count:', 1);
   const lua = 'local v = tonumber(redis.call("get", KEYS[1]) or "0"); redis.call("set", KEYS[1], v + 1); return v + 1';
-  await Promise.all([redis, second].map(async (r) => {
-    for (let i = 0; i < 100; i++) await r.eval(lua, 1, k);
-  }));
+  await Promise.all(
+    [redis, second].map(async (r) => {
+      for (let i = 0; i < 100; i++) await r.eval(lua, 1, k);
+    }),
+  );
   assert.equal(await redis.get(k), '200');
 });
 
@@ -112,8 +121,14 @@ test('rate-limiter-flexible RateLimiterRedis: points counted across two gateways
   const two = new RateLimiterRedis({ storeClient: second, ...opts });
   const results = [];
   for (let i = 0; i < 5; i++) results.push(await (i % 2 === 0 ? one : two).consume('user1'));
-  assert.deepEqual(results.map((r) => r.remainingPoints), [4, 3, 2, 1, 0]);
-  await assert.rejects((async () => one.consume('user1'))(), (r: { remainingPoints?: number; msBeforeNext?: number }) => r.remainingPoints === 0 && r.msBeforeNext! > 0);
+  assert.deepEqual(
+    results.map((r) => r.remainingPoints),
+    [4, 3, 2, 1, 0],
+  );
+  await assert.rejects(
+    (async () => one.consume('user1'))(),
+    (r: { remainingPoints?: number; msBeforeNext?: number }) => r.remainingPoints === 0 && r.msBeforeNext! > 0,
+  );
   const fresh = await two.consume('user2');
   assert.equal(fresh.remainingPoints, 4);
   assert.ok(fresh.msBeforeNext > 59_000 && fresh.msBeforeNext <= 60_000);

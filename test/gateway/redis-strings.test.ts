@@ -151,7 +151,14 @@ test('EXPIRE NX/XX/GT/LT, EXPIREAT, PEXPIREAT, EXPIRETIME, SET EXAT/PXAT', async
 
 test('COMMAND knows the new commands, with their arity', async () => {
   const info = (await redis.call('COMMAND', 'INFO', 'incr', 'expire', 'getex')) as Array<[string, number]>;
-  assert.deepEqual(info.map((e) => [e[0], e[1]]), [['incr', 2], ['expire', -3], ['getex', -2]]);
+  assert.deepEqual(
+    info.map((e) => [e[0], e[1]]),
+    [
+      ['incr', 2],
+      ['expire', -3],
+      ['getex', -2],
+    ],
+  );
 });
 
 test('INCR through two gateways at once: no increment lost, every reply a distinct count', async () => {
@@ -187,11 +194,18 @@ test('APPEND and GETDEL racing through two gateways: every append kept, GETDEL a
   await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 === 0 ? redis : second).append('race:log', `${String(i).padStart(2, '0')},`)));
   const log = (await redis.get('race:log'))!;
   assert.equal(log.length, 40 * 3);
-  assert.deepEqual(log.split(',').filter(Boolean).sort(), Array.from({ length: 40 }, (_, i) => String(i).padStart(2, '0')));
+  assert.deepEqual(
+    log.split(',').filter(Boolean).sort(),
+    Array.from({ length: 40 }, (_, i) => String(i).padStart(2, '0')),
+  );
   for (let i = 0; i < 20; i++) await redis.set(`race:gd${i}`, String(i));
   const got = await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 === 0 ? redis : second).getdel(`race:gd${i % 20}`)));
   for (let i = 0; i < 20; i++) {
     const mine = [got[i], got[i + 20]];
-    assert.deepEqual(mine.filter((v) => v !== null), [String(i)], `key ${i}: exactly one GETDEL got the value`);
+    assert.deepEqual(
+      mine.filter((v) => v !== null),
+      [String(i)],
+      `key ${i}: exactly one GETDEL got the value`,
+    );
   }
 });

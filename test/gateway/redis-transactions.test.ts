@@ -39,7 +39,15 @@ after(async () => {
 test('MULTI/EXEC answers every queued command in order, reads seeing the writes before them', async () => {
   const [a, b] = onShard0('t:basic:', 2);
   const res = await redis.multi().set(a, '1').incr(a).get(a).del(b).set(b, 'x', 'EX', 100).ttl(b).ping().exec();
-  assert.deepEqual(res, [[null, 'OK'], [null, 2], [null, '2'], [null, 0], [null, 'OK'], [null, 100], [null, 'PONG']]);
+  assert.deepEqual(res, [
+    [null, 'OK'],
+    [null, 2],
+    [null, '2'],
+    [null, 0],
+    [null, 'OK'],
+    [null, 100],
+    [null, 'PONG'],
+  ]);
   assert.equal(await second.get(a), '2');
 });
 
@@ -160,7 +168,10 @@ test('WATCH as optimistic locking: no update lost between two gateways (node-red
     for (let attempt = 0; ; attempt++) {
       await r.watch(k);
       const v = Number(await r.get(k));
-      const res = await r.multi().set(k, String(v + 1)).exec();
+      const res = await r
+        .multi()
+        .set(k, String(v + 1))
+        .exec();
       if (res !== null) return attempt;
     }
   };
@@ -170,7 +181,10 @@ test('WATCH as optimistic locking: no update lost between two gateways (node-red
         // A dedicated connection (this loop is its only user), as node-redis's README shows.
         await nr.watch(k);
         const v = Number(await nr.get(k));
-        await nr.multi().set(k, String(v + 1)).exec();
+        await nr
+          .multi()
+          .set(k, String(v + 1))
+          .exec();
         return attempt;
       } catch (err) {
         if (!(err instanceof WatchError)) throw err;
@@ -181,9 +195,11 @@ test('WATCH as optimistic locking: no update lost between two gateways (node-red
   const loops = [redis, second].map(async (r) => {
     for (let i = 0; i < per; i++) await ioInc(r);
   });
-  loops.push((async () => {
-    for (let i = 0; i < per; i++) await nrInc();
-  })());
+  loops.push(
+    (async () => {
+      for (let i = 0; i < per; i++) await nrInc();
+    })(),
+  );
   await Promise.all(loops);
   await nr.quit();
   assert.equal(await redis.get(k), String(3 * per));

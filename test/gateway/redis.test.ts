@@ -30,7 +30,6 @@ after(async () => {
   await store?.close();
 });
 
-
 /** A raw connection: send bytes, read until `until` says the reply text is complete. */
 class Raw {
   readonly sock: Socket;
@@ -330,7 +329,10 @@ test('503s become -TRYAGAIN with the kvsql code; the connection keeps serving', 
   const errors = res!.filter(([e]) => e !== null).map(([e]) => (e as Error).message);
   assert.ok(errors.length > 0, 'some SETs were refused');
   for (const m of errors) assert.match(m, /^TRYAGAIN KV_ERR_OVERLOADED shard \d/);
-  assert.ok(res!.some(([e, v]) => e === null && v === 'OK'), 'some SETs were applied');
+  assert.ok(
+    res!.some(([e, v]) => e === null && v === 'OK'),
+    'some SETs were applied',
+  );
   assert.equal(await r.ping(), 'PONG');
 });
 

@@ -53,7 +53,11 @@ interface Reply {
   socket: TLSSocket;
 }
 
-function httpsRequest(method: string, p: string, opts: { agent?: https.Agent | false; ca?: string; body?: string; headers?: Record<string, string> } = {}): Promise<Reply> {
+function httpsRequest(
+  method: string,
+  p: string,
+  opts: { agent?: https.Agent | false; ca?: string; body?: string; headers?: Record<string, string> } = {},
+): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const req = https.request(
       { host: '127.0.0.1', port: store.port, method, path: p, ca: opts.ca ?? ca.pem, agent: opts.agent, headers: opts.headers ?? bearer(tok) },
@@ -160,7 +164,10 @@ test('actors connect to MySQL over TLS, verifying the server certificate by defa
   const urlFor = await tlsOnlyUser();
   const dbs = [await tlsMysql.createDatabase(), await tlsMysql.createDatabase()].map((u) => urlFor(new URL(u).pathname.slice(1)));
   // The server enforces it: this user cannot log in without TLS.
-  await assert.rejects(mysql.createConnection({ uri: dbs[0] }).then((c) => c.end()), /Access denied|SSL|secure/i);
+  await assert.rejects(
+    mysql.createConnection({ uri: dbs[0] }).then((c) => c.end()),
+    /Access denied|SSL|secure/i,
+  );
   const log = createLogger('silent');
   const base = { port: 0, redisPort: 0, logLevel: 'silent' };
 
@@ -181,7 +188,11 @@ test('actors connect to MySQL over TLS, verifying the server certificate by defa
   let gw: Server | null = null;
   try {
     gw = await startServer(configFrom({ ...base, mysqlTls: true, mysqlTlsCaFile: ca.certFile }), dbs, log);
-    assert.deepEqual(gw.pool.health().filter((h) => !h.up), [], 'every shard up over TLS');
+    assert.deepEqual(
+      gw.pool.health().filter((h) => !h.up),
+      [],
+      'every shard up over TLS',
+    );
     const c = createClient(`ws://127.0.0.1:${gw.port}/v1/ws`);
     try {
       for (let i = 0; i < 20; i++) await c.put(`m${i}`, `v${i}`);

@@ -31,7 +31,11 @@ after(async () => {
 });
 
 async function txn(body: unknown, at = base): Promise<{ status: number; json: any }> {
-  const r = await fetch(`${at}/v1/txn`, { method: 'POST', body: typeof body === 'string' ? body : JSON.stringify(body), headers: { 'Content-Type': 'application/json' } });
+  const r = await fetch(`${at}/v1/txn`, {
+    method: 'POST',
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+    headers: { 'Content-Type': 'application/json' },
+  });
   return { status: r.status, json: await r.json() };
 }
 const b64 = (s: string) => Buffer.from(s).toString('base64');
@@ -66,19 +70,29 @@ test('HTTP: compares choose the list; every op answers as its own route does', a
   assert.equal(cas.json.succeeded, true);
   const stale = await txn({ compare: [{ key: a, version: put.version }], success: [{ op: 'put', key: a, value: 'four' }] });
   assert.deepEqual(stale.json, { succeeded: false, results: [] });
-  assert.equal((await (await fetch(`${base}/v1/kv/${a}`)).text()), 'three');
+  assert.equal(await (await fetch(`${base}/v1/kv/${a}`)).text(), 'three');
 });
 
 test('HTTP: an op’s error is its own result; keys on two shards and bad bodies are refused whole', async () => {
   const [a, b] = onShard0('h:txnerr:', 2);
   await fetch(`${base}/v1/kv/${a}`, { method: 'PUT', body: 'text' });
-  const r = await txn({ success: [{ op: 'incr', key: a }, { op: 'put', key: b, value: 'ok' }] });
+  const r = await txn({
+    success: [
+      { op: 'incr', key: a },
+      { op: 'put', key: b, value: 'ok' },
+    ],
+  });
   assert.equal(r.status, 200);
   assert.equal(r.json.results[0].status, 409);
   assert.equal(r.json.results[0].error.code, 'KV_ERR_NOT_INTEGER');
   assert.equal(r.json.results[1].status, 201);
   const far = onShard1('h:txnerr:far:');
-  const cross = await txn({ success: [{ op: 'put', key: a, value: 'x' }, { op: 'put', key: far, value: 'y' }] });
+  const cross = await txn({
+    success: [
+      { op: 'put', key: a, value: 'x' },
+      { op: 'put', key: far, value: 'y' },
+    ],
+  });
   assert.equal(cross.status, 400);
   assert.equal(cross.json.error.code, 'KV_ERR_CROSS_SHARD');
   assert.equal((await fetch(`${base}/v1/kv/${far}`)).status, 404, 'nothing written');
@@ -102,7 +116,15 @@ test('HTTP: an op’s error is its own result; keys on two shards and bad bodies
 
 test('WebSocket client: txn() with compares, per-op results and errors, and CROSS_SHARD', async () => {
   const [a, n] = onShard0('w:txn:', 2);
-  const created = await client.txn({ compare: [{ key: a, exists: false }], success: [{ op: 'put', key: a, value: 'v1' }, { op: 'incr', key: n, by: 2n }, { op: 'get', key: a }, { op: 'pttl', key: a }] });
+  const created = await client.txn({
+    compare: [{ key: a, exists: false }],
+    success: [
+      { op: 'put', key: a, value: 'v1' },
+      { op: 'incr', key: n, by: 2n },
+      { op: 'get', key: a },
+      { op: 'pttl', key: a },
+    ],
+  });
   assert.equal(created.succeeded, true);
   const [put, incr, get, ttl] = created.results as [any, any, any, any];
   assert.equal(put.created, true);
@@ -114,10 +136,23 @@ test('WebSocket client: txn() with compares, per-op results and errors, and CROS
   const gone = await client.txn({ compare: [{ key: a, exists: true }], success: [{ op: 'get', key: a }], failure: [{ op: 'get', key: a }] });
   assert.deepEqual(gone, { succeeded: false, results: [null] });
   await client.put(a, 'text');
-  const mixed = await client.txn({ success: [{ op: 'incr', key: a }, { op: 'getdel', key: a }] });
+  const mixed = await client.txn({
+    success: [
+      { op: 'incr', key: a },
+      { op: 'getdel', key: a },
+    ],
+  });
   assert.ok(mixed.results[0] instanceof KvClientError && mixed.results[0].code === 'KV_ERR_NOT_INTEGER');
   assert.equal((mixed.results[1] as any).value.toString(), 'text');
-  await assert.rejects(client.txn({ success: [{ op: 'put', key: a, value: 'x' }, { op: 'put', key: onShard1('w:txn:far:'), value: 'y' }] }), (e: KvClientError) => e.code === 'KV_ERR_CROSS_SHARD');
+  await assert.rejects(
+    client.txn({
+      success: [
+        { op: 'put', key: a, value: 'x' },
+        { op: 'put', key: onShard1('w:txn:far:'), value: 'y' },
+      ],
+    }),
+    (e: KvClientError) => e.code === 'KV_ERR_CROSS_SHARD',
+  );
   await assert.rejects(client.txn({ success: [{ op: 'nope' as 'get', key: a }] }), (e: KvClientError) => e.code === 'KV_ERR_UNKNOWN_OP');
 });
 
@@ -142,10 +177,18 @@ test('compare-and-swap through two gateways and both doors loses no update', asy
   };
   const per = 25;
   await Promise.all([
-    (async () => { for (let i = 0; i < per; i++) await viaWs(client); })(),
-    (async () => { for (let i = 0; i < per; i++) await viaWs(client2); })(),
-    (async () => { for (let i = 0; i < per; i++) await viaHttp(base); })(),
-    (async () => { for (let i = 0; i < per; i++) await viaHttp(secondBase); })(),
+    (async () => {
+      for (let i = 0; i < per; i++) await viaWs(client);
+    })(),
+    (async () => {
+      for (let i = 0; i < per; i++) await viaWs(client2);
+    })(),
+    (async () => {
+      for (let i = 0; i < per; i++) await viaHttp(base);
+    })(),
+    (async () => {
+      for (let i = 0; i < per; i++) await viaHttp(secondBase);
+    })(),
   ]);
   assert.equal((await client.get(k))!.value.toString(), String(4 * per));
 });

@@ -149,7 +149,12 @@ test('every op replies in its wire shape, and bad requests get their own errors 
   assert.ok(Math.abs((put1[3] as number) - Date.now() - 60_000) < 5_000, 'expiresAt is about now + ttl');
   assert.deepEqual(first.get(2)!.slice(1, 2), [201]);
   assert.equal(first.get(2)![3], null, 'no ttl: expiresAt null');
-  assertError(first.get(3), 400, 'KV_ERR_UNKNOWN_OP', /op must be one of 1 get, 2 put, 3 del, 4 expire, 5 persist, 6 ttl, 8 incr, 10 getdel, 12 list, 13 txn, 15 watch, 16 unwatch; got int 9/);
+  assertError(
+    first.get(3),
+    400,
+    'KV_ERR_UNKNOWN_OP',
+    /op must be one of 1 get, 2 put, 3 del, 4 expire, 5 persist, 6 ttl, 8 incr, 10 getdel, 12 list, 13 txn, 15 watch, 16 unwatch; got int 9/,
+  );
   assertError(first.get(4), 400, 'KV_ERR_BAD_TTL', /ttl must be positive, got int 0/);
   assertError(first.get(5), 414, 'KV_ERR_KEY_TOO_LONG', /key is 1025 bytes, the limit is 1024/);
   assertError(first.get(6), 400, 'KV_ERR_BAD_KEY', /key must not be empty/);

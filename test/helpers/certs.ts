@@ -37,7 +37,8 @@ async function ensureOpenssl(): Promise<void> {
   if (!hasOpenssl()) {
     const unavailable = aptUnavailable();
     if (unavailable !== null) throw new Error(`the TLS tests need the openssl command: apt-get install openssl (${unavailable})`);
-    if (!(await aptInstall(['openssl'], hasOpenssl, (msg) => console.error(`certs: ${msg}`)))) throw new Error('apt-get install openssl did not provide the openssl command');
+    if (!(await aptInstall(['openssl'], hasOpenssl, (msg) => console.error(`certs: ${msg}`))))
+      throw new Error('apt-get install openssl did not provide the openssl command');
   }
   opensslChecked = true;
 }
@@ -52,7 +53,23 @@ export async function makeCa(dir: string, name = 'kvsql test CA'): Promise<TestC
   const keyFile = path.join(dir, `${name.replace(/\W/g, '_')}.key`);
   const certFile = path.join(dir, `${name.replace(/\W/g, '_')}.pem`);
   openssl(['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', keyFile]);
-  openssl(['req', '-x509', '-new', '-key', keyFile, '-out', certFile, '-days', '2', '-subj', `/CN=${name}`, '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
+  openssl([
+    'req',
+    '-x509',
+    '-new',
+    '-key',
+    keyFile,
+    '-out',
+    certFile,
+    '-days',
+    '2',
+    '-subj',
+    `/CN=${name}`,
+    '-addext',
+    'basicConstraints=critical,CA:TRUE',
+    '-addext',
+    'keyUsage=critical,keyCertSign,cRLSign',
+  ]);
   return { certFile, keyFile, pem: fs.readFileSync(certFile, 'utf8') };
 }
 

@@ -73,7 +73,12 @@ export async function startCliStore(env: NodeJS.ProcessEnv, readyTimeoutMs = 120
   await waitFor(
     async () => {
       if (code !== undefined) throw new Error(`kvsql exited (code ${code}) before it was ready:\n${out.slice(-3000)}`);
-      return (await fetch(`http://127.0.0.1:${env.KVSQL_PORT}/readyz`).then((r) => r.status, () => 0)) === 200;
+      return (
+        (await fetch(`http://127.0.0.1:${env.KVSQL_PORT}/readyz`).then(
+          (r) => r.status,
+          () => 0,
+        )) === 200
+      );
     },
     { timeoutMs: readyTimeoutMs, intervalMs: 200, message: () => `kvsql ready:\n${out.slice(-3000)}` },
   ).catch(async (err: unknown) => {

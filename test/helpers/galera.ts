@@ -30,7 +30,8 @@ export async function startTestGalera(replicas = 3): Promise<TestGalera> {
   const binary = await ensureMysqlBinary(log);
   const { provider } = await ensureGalera(log);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvsql-galera-'));
-  const start = () => startGaleraShard({ shard: 0, replicas, dir: path.join(dir, 'shard-0'), sqlBase: 0, galeraBase: 0, database: EMBEDDED_DATABASE, binary, provider, log });
+  const start = () =>
+    startGaleraShard({ shard: 0, replicas, dir: path.join(dir, 'shard-0'), sqlBase: 0, galeraBase: 0, database: EMBEDDED_DATABASE, binary, provider, log });
   const handle: TestGalera = {
     shard: await start(),
     get url() {

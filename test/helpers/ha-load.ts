@@ -23,7 +23,13 @@ export class HaStore {
   gateways: Server[] = [];
   constructor(
     readonly galera: TestGalera,
-    readonly config: Readonly<Config> = configFrom({ port: 0, redisPort: 0, logLevel: process.env.KVSQL_TEST_LOG_LEVEL ?? 'silent', expiryLockRetryMs: 500, expiryTickMs: 50 }),
+    readonly config: Readonly<Config> = configFrom({
+      port: 0,
+      redisPort: 0,
+      logLevel: process.env.KVSQL_TEST_LOG_LEVEL ?? 'silent',
+      expiryLockRetryMs: 500,
+      expiryTickMs: 50,
+    }),
   ) {}
 
   bases(): string[] {
@@ -61,7 +67,14 @@ export class HaStore {
 
   async allSynced(timeoutMs = 90_000): Promise<void> {
     const nodes = this.galera.shard.nodes;
-    await Promise.all(nodes.map((n) => n.waitSynced(timeoutMs, nodes.filter((p) => p !== n))));
+    await Promise.all(
+      nodes.map((n) =>
+        n.waitSynced(
+          timeoutMs,
+          nodes.filter((p) => p !== n),
+        ),
+      ),
+    );
   }
 }
 
@@ -212,17 +225,20 @@ export function startLoad(store: HaStore, rec: Record, opts: { workers: number; 
 export async function rowsOn(url: string, prefix: string): Promise<Map<string, number>> {
   // A causal read (wsrep_sync_wait) fails with ER_LOCK_WAIT_TIMEOUT while membership changes.
   let out = new Map<string, number>();
-  await waitFor(async () => {
-    out = await rowsOnce(url, prefix);
-    return true;
-  }, { timeoutMs: 60_000, intervalMs: 100, message: () => `rows on ${url}`, ignoreErrors: true });
+  await waitFor(
+    async () => {
+      out = await rowsOnce(url, prefix);
+      return true;
+    },
+    { timeoutMs: 60_000, intervalMs: 100, message: () => `rows on ${url}`, ignoreErrors: true },
+  );
   return out;
 }
 
 async function rowsOnce(url: string, prefix: string): Promise<Map<string, number>> {
-  const rows = await onNode<Array<{ k: Buffer; v: Buffer }>>(url, "SET SESSION wsrep_sync_wait = 1; SELECT k, v FROM kv WHERE k LIKE CONCAT(?, '-%')", [prefix]).then(
-    (r) => (r as unknown as unknown[][])[1] as Array<{ k: Buffer; v: Buffer }>,
-  );
+  const rows = await onNode<Array<{ k: Buffer; v: Buffer }>>(url, "SET SESSION wsrep_sync_wait = 1; SELECT k, v FROM kv WHERE k LIKE CONCAT(?, '-%')", [
+    prefix,
+  ]).then((r) => (r as unknown as unknown[][])[1] as Array<{ k: Buffer; v: Buffer }>);
   return new Map(rows.map((r) => [r.k.toString(), Number(r.v.toString())]));
 }
 
@@ -233,4 +249,3 @@ export function assertDurable(rec: Record, rows: Map<string, number>, where: str
     assert.ok(ok, `${where}: ${key} holds ${got}, acknowledged ${v}`);
   }
 }
-

@@ -45,7 +45,8 @@ export class KvLoad {
     private readonly keysPerWorker: number,
     private readonly prefix = 'load',
   ) {
-    for (let w = 0; w < workers; w++) for (let k = 0; k < keysPerWorker; k++) this.model.set(`${prefix}-${w}-${k}`, { value: null, ttl: false, version: 0, uncertain: false });
+    for (let w = 0; w < workers; w++)
+      for (let k = 0; k < keysPerWorker; k++) this.model.set(`${prefix}-${w}-${k}`, { value: null, ttl: false, version: 0, uncertain: false });
   }
 
   start(): void {

@@ -116,16 +116,20 @@ export async function startTestServer(opts: { tls?: MysqldTls } = {}): Promise<T
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvsql-test-'));
   try {
     const server = await startLocalMysqld({ dataDir, port: 0, database: 'kvsql', bufferPoolMb: 64, log: quietLog, tls: opts.tls });
-    return makeServer(() => server.url, {
-      canRestart: true,
-      async stop() {
-        // A crash test may leave it killed; stop() is then a no-op and the dir still goes.
-        await server.stop();
-        fs.rmSync(dataDir, { recursive: true, force: true });
+    return makeServer(
+      () => server.url,
+      {
+        canRestart: true,
+        async stop() {
+          // A crash test may leave it killed; stop() is then a no-op and the dir still goes.
+          await server.stop();
+          fs.rmSync(dataDir, { recursive: true, force: true });
+        },
+        kill: () => server.kill(),
+        restart: () => server.restart(),
       },
-      kill: () => server.kill(),
-      restart: () => server.restart(),
-    }, () => server.pid);
+      () => server.pid,
+    );
   } catch (err) {
     fs.rmSync(dataDir, { recursive: true, force: true });
     throw err;

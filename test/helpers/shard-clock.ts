@@ -50,9 +50,15 @@ export function checkRead(read: TimedRead, expiresAt: number, clock: ShardClock,
   const beganShard = read.began + clock.offset;
   const endedShard = read.ended + clock.offset;
   if (read.status === 200) {
-    assert.ok(beganShard - clock.error < expiresAt, `${what}: 200 for a read that began ${Math.round(beganShard - expiresAt)} ms after the expiry instant (shard clock, error ${clock.error} ms)`);
+    assert.ok(
+      beganShard - clock.error < expiresAt,
+      `${what}: 200 for a read that began ${Math.round(beganShard - expiresAt)} ms after the expiry instant (shard clock, error ${clock.error} ms)`,
+    );
   } else if (read.status === 404) {
-    assert.ok(endedShard + clock.error >= expiresAt, `${what}: 404 for a read that ended ${Math.round(expiresAt - endedShard)} ms before the expiry instant: deleted early`);
+    assert.ok(
+      endedShard + clock.error >= expiresAt,
+      `${what}: 404 for a read that ended ${Math.round(expiresAt - endedShard)} ms before the expiry instant: deleted early`,
+    );
   } else {
     assert.fail(`${what}: unexpected status ${read.status}`);
   }
@@ -63,7 +69,14 @@ export function checkRead(read: TimedRead, expiresAt: number, clock: ShardClock,
  * expiry instant, checking every read with checkRead; fails if the key is still there
  * `timeoutMs` after the instant. Returns the reads.
  */
-export async function watchExpiry(get: () => Promise<{ status: number }>, expiresAt: number, clock: ShardClock, what: string, timeoutMs = 3000, settleMs = 50): Promise<TimedRead[]> {
+export async function watchExpiry(
+  get: () => Promise<{ status: number }>,
+  expiresAt: number,
+  clock: ShardClock,
+  what: string,
+  timeoutMs = 3000,
+  settleMs = 50,
+): Promise<TimedRead[]> {
   const reads: TimedRead[] = [];
   const localExpiry = expiresAt - clock.offset;
   for (;;) {

@@ -81,15 +81,18 @@ class Lane {
 
   private arm(): void {
     if (this.timer !== null || this.queue.length === 0) return;
-    this.timer = setTimeout(() => {
-      this.timer = null;
-      const now = Date.now();
-      while (this.queue.length > 0 && this.queue[0].due <= now) {
-        const item = this.queue.shift()!;
-        if (this.proxy.mode.kind !== 'blackhole') this.write(item.buf);
-      }
-      this.arm();
-    }, Math.max(0, this.queue[0].due - Date.now()));
+    this.timer = setTimeout(
+      () => {
+        this.timer = null;
+        const now = Date.now();
+        while (this.queue.length > 0 && this.queue[0].due <= now) {
+          const item = this.queue.shift()!;
+          if (this.proxy.mode.kind !== 'blackhole') this.write(item.buf);
+        }
+        this.arm();
+      },
+      Math.max(0, this.queue[0].due - Date.now()),
+    );
   }
 
   private write(buf: Buffer): void {
@@ -139,7 +142,11 @@ class Pair {
       const packet = this.pending.subarray(start, start + 4 + len);
       start += 4 + len;
       const mode = this.proxy.mode;
-      if (mode.kind === 'reset-before-query' && packet[4] === COM_QUERY && packet.subarray(5, 5 + mode.startsWith.length).toString('latin1') === mode.startsWith) {
+      if (
+        mode.kind === 'reset-before-query' &&
+        packet[4] === COM_QUERY &&
+        packet.subarray(5, 5 + mode.startsWith.length).toString('latin1') === mode.startsWith
+      ) {
         this.proxy.stats.resetBeforeQuery++;
         const left = (mode.times ?? 1) - 1;
         this.proxy.setMode(left > 0 ? { ...mode, times: left } : { kind: 'pass' });

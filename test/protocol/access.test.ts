@@ -27,7 +27,15 @@ test('token shape: exact length and alphabet, the id is the 8 hex after the tag'
   const t = formatToken(Buffer.from([1, 2, 3, 4]), Buffer.alloc(32, 0xff));
   assert.equal(t.length, TOKEN_CHARS);
   assert.equal(tokenId(t), '01020304');
-  for (const bad of ['', t + 'a', t.slice(0, -1), t.replace('kvsql_', 'kvsqL_'), t.replace('01020304', '0102030G'), t.slice(0, -1) + '=', t.slice(0, -1) + '\u0000']) {
+  for (const bad of [
+    '',
+    t + 'a',
+    t.slice(0, -1),
+    t.replace('kvsql_', 'kvsqL_'),
+    t.replace('01020304', '0102030G'),
+    t.slice(0, -1) + '=',
+    t.slice(0, -1) + '\u0000',
+  ]) {
     assert.equal(tokenId(bad), null, JSON.stringify(bad));
   }
 });
@@ -55,8 +63,14 @@ test('token file: grants become byte prefixes per right; admin is separate', () 
     `# comment\n\n${line({ grants: [{ rights: ['read'], prefixes: ['a/'] }, { rights: ['read', 'write'], prefixes: ['b/', { hex: '00ff' }] }, { rights: ['admin'] }] })}\n`,
   );
   assert.equal(t.admin, true);
-  assert.deepEqual(t.read.map((p) => Buffer.from(p).toString('hex')), ['612f', '622f', '00ff']);
-  assert.deepEqual(t.write.map((p) => Buffer.from(p).toString('hex')), ['622f', '00ff']);
+  assert.deepEqual(
+    t.read.map((p) => Buffer.from(p).toString('hex')),
+    ['612f', '622f', '00ff'],
+  );
+  assert.deepEqual(
+    t.write.map((p) => Buffer.from(p).toString('hex')),
+    ['622f', '00ff'],
+  );
   assert.equal(Buffer.from(t.sha256).toString('hex'), HASH);
   const key = (s: string | number[]) => (typeof s === 'string' ? Buffer.from(s) : Buffer.from(s));
   assert.ok(mayAccess(t, OP_GET, key('a/x')));
@@ -68,7 +82,14 @@ test('token file: grants become byte prefixes per right; admin is separate', () 
   assert.ok(mayAccess(t, OP_PUT, key([0x00, 0xff, 0x01])));
   assert.ok(!mayAccess(t, OP_PUT, key([0x00])));
   // incr and getdel answer the value: they need read and write.
-  const w = parseTokenFile(`${line({ grants: [{ rights: ['write'], prefixes: ['w/'] }, { rights: ['read', 'write'], prefixes: ['rw/'] }] })}\n`)[0];
+  const w = parseTokenFile(
+    `${line({
+      grants: [
+        { rights: ['write'], prefixes: ['w/'] },
+        { rights: ['read', 'write'], prefixes: ['rw/'] },
+      ],
+    })}\n`,
+  )[0];
   for (const op of [OP_INCR, OP_GETDEL] as const) {
     assert.ok(!mayAccess(w, op, key('w/x')), `${op} with write only`);
     assert.ok(mayAccess(w, op, key('rw/x')), `${op} with read and write`);
@@ -96,9 +117,17 @@ test('token file errors name the line; nothing half-loaded', () => {
     [line({ grants: [{ rights: ['read'], prefixes: [] }] }), /at least one prefix/],
     [line({ grants: [{ rights: ['read'], prefixes: [{ hex: 'abc' }] }] }), /hex/],
     [line({ grants: [{ rights: ['read'], prefixes: [7] }] }), /a prefix is a string/],
-    [`${line({ grants: [{ rights: ['read'], prefixes: [''] }] })}\n${line({ grants: [{ rights: ['read'], prefixes: [''] }] })}`, /line 2: id 0a0b0c0d appears twice/],
+    [
+      `${line({ grants: [{ rights: ['read'], prefixes: [''] }] })}\n${line({ grants: [{ rights: ['read'], prefixes: [''] }] })}`,
+      /line 2: id 0a0b0c0d appears twice/,
+    ],
   ];
-  for (const [text, re] of cases) assert.throws(() => parseTokenFile(text), (e: Error) => e instanceof TokenFileError && re.test(e.message), text);
+  for (const [text, re] of cases)
+    assert.throws(
+      () => parseTokenFile(text),
+      (e: Error) => e instanceof TokenFileError && re.test(e.message),
+      text,
+    );
 });
 
 test('FailureLimiter: burst, block with a wait, refill, other addresses unaffected', () => {

@@ -26,7 +26,10 @@ test('Retry-After is sent with every 503 and 429, and with nothing else', () => 
 test('toErrorData keeps KvErrors and registered port data, and hides everything else', () => {
   assert.deepEqual(toErrorData(new KvError('KV_ERR_BAD_KEY', 'key must not be empty')), { code: 'KV_ERR_BAD_KEY', message: 'key must not be empty' });
   // An error that crossed a MessagePort is plain data; its code is matched, not its class.
-  assert.deepEqual(toErrorData({ code: 'KV_ERR_SHARD_UNAVAILABLE', message: 'shard 2 is down' }), { code: 'KV_ERR_SHARD_UNAVAILABLE', message: 'shard 2 is down' });
+  assert.deepEqual(toErrorData({ code: 'KV_ERR_SHARD_UNAVAILABLE', message: 'shard 2 is down' }), {
+    code: 'KV_ERR_SHARD_UNAVAILABLE',
+    message: 'shard 2 is down',
+  });
   const internal = { code: 'KV_ERR_INTERNAL', message: 'internal error' };
   assert.deepEqual(toErrorData(new Error('ECONNRESET at 10.0.0.7:3306')), internal);
   assert.deepEqual(toErrorData(Object.assign(new Error('secret detail'), { code: 'ER_ACCESS_DENIED_ERROR' })), internal);

@@ -11,7 +11,13 @@ import { SLOT_COUNT } from '../../src/protocol/slot-map';
 
 const b = (s: string): Buffer => Buffer.from(s, 'latin1');
 const all = servedBitmap(Array.from({ length: SLOT_COUNT }, (_, i) => i));
-const page = (keys: string[], upTo: string | null): ShardPage => ({ keys: keys.map(b), values: null, expiresAt: null, upTo: upTo === null ? null : b(upTo), served: all });
+const page = (keys: string[], upTo: string | null): ShardPage => ({
+  keys: keys.map(b),
+  values: null,
+  expiresAt: null,
+  upTo: upTo === null ? null : b(upTo),
+  served: all,
+});
 const text = (ks: Uint8Array[]): string[] => ks.map((k) => Buffer.from(k).toString('latin1'));
 
 test('prefixEnd: the least key above every key with the prefix; none for an empty or all-0xff prefix', () => {

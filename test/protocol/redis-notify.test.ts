@@ -45,7 +45,11 @@ test('events: feed changes map to Redis names and classes in Redis order', () =>
   const key = Buffer.from('k');
   const names = (e: Parameters<typeof redisEventsOf>[0]) => redisEventsOf(e).map(([c, n]) => `${c}:${n}`);
   assert.deepEqual(names({ type: 'put', key }), [`${NOTIFY_STRING}:set`]);
-  assert.deepEqual(names({ type: 'put', key, op: OP_PUT, created: true, ttl: true }), [`${NOTIFY_NEW}:new`, `${NOTIFY_STRING}:set`, `${NOTIFY_GENERIC}:expire`]);
+  assert.deepEqual(names({ type: 'put', key, op: OP_PUT, created: true, ttl: true }), [
+    `${NOTIFY_NEW}:new`,
+    `${NOTIFY_STRING}:set`,
+    `${NOTIFY_GENERIC}:expire`,
+  ]);
   assert.deepEqual(names({ type: 'put', key, op: OP_INCR }), [`${NOTIFY_STRING}:incrby`]);
   assert.deepEqual(names({ type: 'put', key, op: OP_INCR, flags: FLAG_FLOAT }), [`${NOTIFY_STRING}:incrbyfloat`]);
   assert.deepEqual(names({ type: 'put', key, op: OP_APPEND }), [`${NOTIFY_STRING}:append`]);

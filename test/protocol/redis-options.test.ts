@@ -17,14 +17,33 @@ const expiryOf = (unit: ExpiryUnit, arg: Buffer): number => {
 
 test('parseSetOptions: flags, GET, one time option', () => {
   assert.deepEqual(parseSetOptions(args('set', 'k', 'v'), expiryOf), { flags: 0, get: false, ttlMs: 0, expiry: false });
-  assert.deepEqual(parseSetOptions(args('set', 'k', 'v', 'nx', 'GET', 'EX', '10'), expiryOf), { flags: FLAG_IF_ABSENT, get: true, ttlMs: 10_000, expiry: true });
-  assert.deepEqual(parseSetOptions(args('set', 'k', 'v', 'XX', 'keepttl'), expiryOf), { flags: FLAG_IF_EXISTS | FLAG_KEEP_TTL, get: false, ttlMs: 0, expiry: true });
+  assert.deepEqual(parseSetOptions(args('set', 'k', 'v', 'nx', 'GET', 'EX', '10'), expiryOf), {
+    flags: FLAG_IF_ABSENT,
+    get: true,
+    ttlMs: 10_000,
+    expiry: true,
+  });
+  assert.deepEqual(parseSetOptions(args('set', 'k', 'v', 'XX', 'keepttl'), expiryOf), {
+    flags: FLAG_IF_EXISTS | FLAG_KEEP_TTL,
+    get: false,
+    ttlMs: 0,
+    expiry: true,
+  });
   assert.deepEqual(parseSetOptions(args('set', 'k', 'v', 'pxat', '5', 'get', 'get'), expiryOf), { flags: 0, get: true, ttlMs: 5, expiry: true });
   assert.deepEqual(times.at(-1), ['pxat', '5']);
 });
 
 test('parseSetOptions: a syntax error for conflicting, repeated, unknown or incomplete options', () => {
-  for (const bad of [['nx', 'xx'], ['xx', 'nx'], ['ex', '1', 'px', '5'], ['keepttl', 'ex', '1'], ['ex', '1', 'keepttl'], ['ex'], ['bogus'], ['nx', 'nx', 'xx']]) {
+  for (const bad of [
+    ['nx', 'xx'],
+    ['xx', 'nx'],
+    ['ex', '1', 'px', '5'],
+    ['keepttl', 'ex', '1'],
+    ['ex', '1', 'keepttl'],
+    ['ex'],
+    ['bogus'],
+    ['nx', 'nx', 'xx'],
+  ]) {
     assert.equal(parseSetOptions(args('set', 'k', 'v', ...bad), expiryOf), SYNTAX_ERROR, bad.join(' '));
   }
 });
@@ -41,7 +60,9 @@ test('parseExpireOptions: NX|XX|GT|LT and the combinations Redis refuses', () =>
   assert.equal(parseExpireOptions(args('expire', 'k', '10', 'nx'), 3), FLAG_TTL_NX);
   assert.equal(parseExpireOptions(args('expire', 'k', '10', 'XX', 'gt'), 3), FLAG_TTL_XX | FLAG_TTL_GT);
   assert.equal(parseExpireOptions(args('expire', 'k', '10', 'lt'), 3), FLAG_TTL_LT);
-  assert.deepEqual(parseExpireOptions(args('expire', 'k', '10', 'nx', 'xx'), 3), { error: 'ERR NX and XX, GT or LT options at the same time are not compatible' });
+  assert.deepEqual(parseExpireOptions(args('expire', 'k', '10', 'nx', 'xx'), 3), {
+    error: 'ERR NX and XX, GT or LT options at the same time are not compatible',
+  });
   assert.deepEqual(parseExpireOptions(args('expire', 'k', '10', 'gt', 'lt'), 3), { error: 'ERR GT and LT options at the same time are not compatible' });
   assert.deepEqual(parseExpireOptions(args('expire', 'k', '10', 'soon'), 3), { error: 'ERR Unsupported option soon' });
   // Not a prototype lookup: an inherited property name is an unknown option too.

@@ -65,12 +65,12 @@ test('a stream of requests parses whole, cut in two at every offset, and one byt
 
 test('random chunkings of a long stream give the same requests', () => {
   let seed = 7;
-  const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) % n);
+  const rnd = (n: number) => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) % n;
   const many = Buffer.concat(Array.from({ length: 50 }, () => STREAM));
   const expected = Array.from({ length: 50 }, () => EXPECTED).flat();
   for (let round = 0; round < 30; round++) {
     const chunks: Buffer[] = [];
-    for (let at = 0; at < many.length; ) {
+    for (let at = 0; at < many.length;) {
       const n = 1 + rnd(round % 2 === 0 ? 7 : 900);
       chunks.push(many.subarray(at, at + n));
       at += n;
@@ -104,7 +104,14 @@ test('a bulk over maxBulkBytes is skipped without buffering and flagged; the nex
       maxBuffered = Math.max(maxBuffered, p.buffered);
       for (let r = p.next(); r !== null; r = p.next()) out.push([r.map(String), p.oversized]);
     }
-    assert.deepEqual(out, [[['SET', 'k', ''], 10_000], [['GET', 'k'], 0]], `chunks of ${size}`);
+    assert.deepEqual(
+      out,
+      [
+        [['SET', 'k', ''], 10_000],
+        [['GET', 'k'], 0],
+      ],
+      `chunks of ${size}`,
+    );
     if (size < stream.length) assert.ok(maxBuffered <= Math.max(size, 64), `buffered ${maxBuffered} with chunks of ${size}`);
   }
 });
@@ -123,20 +130,27 @@ test('malformed requests are protocol errors, at whatever cut they arrive', () =
   for (const [text, re] of bad) {
     const bytes = Buffer.from(text);
     for (let cut = 0; cut <= bytes.length; cut++) {
-      assert.throws(() => parseAll([bytes.subarray(0, cut), bytes.subarray(cut)]), (err: unknown) => err instanceof RespProtocolError && re.test(err.message), `${JSON.stringify(text)} cut at ${cut}`);
+      assert.throws(
+        () => parseAll([bytes.subarray(0, cut), bytes.subarray(cut)]),
+        (err: unknown) => err instanceof RespProtocolError && re.test(err.message),
+        `${JSON.stringify(text)} cut at ${cut}`,
+      );
     }
   }
   // A line that never ends is refused once it passes 64 KiB, not buffered forever.
   assert.throws(() => parseAll([Buffer.alloc(70 * 1024, 0x61)]), /too big inline request/);
   assert.throws(() => parseAll([Buffer.concat([Buffer.from('*1\r\n$'), Buffer.alloc(70 * 1024, 0x31)])]), /too big bulk count string/);
   // A request whose arguments together pass maxRequestBytes.
-  const many = Buffer.concat([Buffer.from('*100\r\n'), ...Array.from({ length: 100 }, () => Buffer.concat([Buffer.from('$1000\r\n'), Buffer.alloc(1000, 0x62), Buffer.from('\r\n')]))]);
+  const many = Buffer.concat([
+    Buffer.from('*100\r\n'),
+    ...Array.from({ length: 100 }, () => Buffer.concat([Buffer.from('$1000\r\n'), Buffer.alloc(1000, 0x62), Buffer.from('\r\n')])),
+  ]);
   assert.throws(() => parseAll([many]), /request larger than/);
 });
 
 test('random garbage never throws anything but a protocol error', () => {
   let seed = 99;
-  const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) % n);
+  const rnd = (n: number) => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) % n;
   const alphabet = Buffer.from('*$\r\n0123456789-abc "\'\\x');
   for (let round = 0; round < 2000; round++) {
     const bytes = Buffer.from(Array.from({ length: 1 + rnd(60) }, () => alphabet[rnd(alphabet.length)]));
@@ -161,8 +175,14 @@ test('encoders: nil differs by protocol; maps are %n in RESP3 and flat arrays in
   assert.equal(nil(2), '$-1\r\n');
   assert.equal(nil(3), '_\r\n');
   assert.deepEqual(bulk(Buffer.from('hi')), Buffer.from('$2\r\nhi\r\n'));
-  const m = new RespMap([['a', 1], ['b', [new Simple('x'), null]]]);
+  const m = new RespMap([
+    ['a', 1],
+    ['b', [new Simple('x'), null]],
+  ]);
   assert.equal(encode(m, 3), '%2\r\n$1\r\na\r\n:1\r\n$1\r\nb\r\n*2\r\n+x\r\n_\r\n');
   assert.equal(encode(m, 2), '*4\r\n$1\r\na\r\n:1\r\n$1\r\nb\r\n*2\r\n+x\r\n$-1\r\n');
-  assert.deepEqual(encode(['é', Buffer.from([0, 255])], 2), Buffer.concat([Buffer.from('*2\r\n$2\r\né\r\n$2\r\n'), Buffer.from([0, 255]), Buffer.from('\r\n')]));
+  assert.deepEqual(
+    encode(['é', Buffer.from([0, 255])], 2),
+    Buffer.concat([Buffer.from('*2\r\n$2\r\né\r\n$2\r\n'), Buffer.from([0, 255]), Buffer.from('\r\n')]),
+  );
 });

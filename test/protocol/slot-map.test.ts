@@ -96,7 +96,7 @@ test('shardOf routes by slot and is the same for two maps built the same way', (
   assert.equal(SlotMap.even(2).shardOf(Buffer.from('bar')), 0);
 });
 
-test('fromRanges round-trips toRanges, and rangesOf lists one shard\'s slots', () => {
+test("fromRanges round-trips toRanges, and rangesOf lists one shard's slots", () => {
   const ranges: Array<[number, number, number]> = [
     [0, 99, 1],
     [100, 8000, 0],
@@ -106,14 +106,30 @@ test('fromRanges round-trips toRanges, and rangesOf lists one shard\'s slots', (
   assert.deepEqual(map.toRanges(), ranges);
   assert.equal(map.shardOfSlot(50), 1);
   assert.equal(map.shardOfSlot(100), 0);
-  assert.equal(map.rangesOf(1), JSON.stringify([[0, 99], [8001, 16383]]));
+  assert.equal(
+    map.rangesOf(1),
+    JSON.stringify([
+      [0, 99],
+      [8001, 16383],
+    ]),
+  );
   assert.equal(map.rangesOf(0), JSON.stringify([[100, 8000]]));
   assert.equal(SlotMap.fromRanges(SlotMap.even(5).toRanges(), 5).rangesOf(3), SlotMap.even(5).rangesOf(3));
 });
 
 test('maps that leave a slot without a shard, assign one twice, or name a bad shard are refused', () => {
   assert.throws(() => SlotMap.fromRanges([[0, 16382, 0]], 1), /slot 16383 has no shard/);
-  assert.throws(() => SlotMap.fromRanges([[0, 9000, 0], [9000, 16383, 1]], 2), /slot 9000 assigned twice/);
+  assert.throws(
+    () =>
+      SlotMap.fromRanges(
+        [
+          [0, 9000, 0],
+          [9000, 16383, 1],
+        ],
+        2,
+      ),
+    /slot 9000 assigned twice/,
+  );
   assert.throws(() => SlotMap.fromRanges([[0, 16383, 2]], 2), RangeError);
   assert.throws(() => SlotMap.fromRanges([[0, 16384, 0]], 1), RangeError);
   assert.throws(() => SlotMap.fromRanges([[10, 5, 0]], 1), RangeError);

@@ -75,8 +75,32 @@ test('parseTtlSeconds is exact for every millisecond written with three decimals
 
 test('parseTtlSeconds refuses what is not a positive decimal up to 10 years: 400 KV_ERR_BAD_TTL', () => {
   const bad = [
-    '', '0', '0.0', '000', '0.', '.0', '-1', '-0', '+1', ' 1', '1 ', '1e3', '1E-3', '0x10', '1,5', '1.2.3', '.', 'NaN', 'Infinity', '-Infinity',
-    'abc', '1s', '315360000.001', '315360001', '9'.repeat(30), '1'.padEnd(400, '0'),
+    '',
+    '0',
+    '0.0',
+    '000',
+    '0.',
+    '.0',
+    '-1',
+    '-0',
+    '+1',
+    ' 1',
+    '1 ',
+    '1e3',
+    '1E-3',
+    '0x10',
+    '1,5',
+    '1.2.3',
+    '.',
+    'NaN',
+    'Infinity',
+    '-Infinity',
+    'abc',
+    '1s',
+    '315360000.001',
+    '315360001',
+    '9'.repeat(30),
+    '1'.padEnd(400, '0'),
   ];
   for (const text of bad) refuses(() => parseTtlSeconds(text), 'KV_ERR_BAD_TTL', 400);
   // A long bad input is quoted, but only a bounded prefix of it.

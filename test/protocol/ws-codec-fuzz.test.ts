@@ -43,18 +43,30 @@ function decode(frame: Uint8Array): Call[] {
 
 function genScalar(r: Rng): unknown {
   switch (r.int(12)) {
-    case 0: return r.int(10);
-    case 1: return -r.int(1000);
-    case 2: return r.int(2 ** 31) * 2 ** r.int(30); // up to past 2^53
-    case 3: return r.next() * 1000;
-    case 4: return null;
-    case 5: return r.bool();
-    case 6: return r.bytes(r.int(40)).toString('latin1');
-    case 7: return r.bytes(r.int(40));
-    case 8: return 'é'.repeat(r.int(600));
-    case 9: return Buffer.alloc(r.pick([0, 1, 1024, 1025, 4096, 4097]), 1);
-    case 10: return BigInt(2) ** BigInt(63) - BigInt(r.int(3));
-    default: return r.pick(['', 'k', 'ttl', 'keepTtl', 'ifAbsent', 'ifVersion']);
+    case 0:
+      return r.int(10);
+    case 1:
+      return -r.int(1000);
+    case 2:
+      return r.int(2 ** 31) * 2 ** r.int(30); // up to past 2^53
+    case 3:
+      return r.next() * 1000;
+    case 4:
+      return null;
+    case 5:
+      return r.bool();
+    case 6:
+      return r.bytes(r.int(40)).toString('latin1');
+    case 7:
+      return r.bytes(r.int(40));
+    case 8:
+      return 'é'.repeat(r.int(600));
+    case 9:
+      return Buffer.alloc(r.pick([0, 1, 1024, 1025, 4096, 4097]), 1);
+    case 10:
+      return BigInt(2) ** BigInt(63) - BigInt(r.int(3));
+    default:
+      return r.pick(['', 'k', 'ttl', 'keepTtl', 'ifAbsent', 'ifVersion']);
   }
 }
 
@@ -77,7 +89,12 @@ function genRequest(r: Rng): unknown {
   if (r.bool(0.4)) {
     req.push(
       r.bool(0.6)
-        ? { ...(r.bool() ? { ttl: r.pick([1, 1500, 0, -1, 1.5, 2 ** 53, null]) } : {}), ...(r.bool() ? { ifVersion: r.pick([0, 7, -1, 2 ** 53]) } : {}), ...(r.bool(0.2) ? { keepTtl: r.bool() } : {}), ...(r.bool(0.2) ? { ifAbsent: r.bool() } : {}) }
+        ? {
+            ...(r.bool() ? { ttl: r.pick([1, 1500, 0, -1, 1.5, 2 ** 53, null]) } : {}),
+            ...(r.bool() ? { ifVersion: r.pick([0, 7, -1, 2 ** 53]) } : {}),
+            ...(r.bool(0.2) ? { keepTtl: r.bool() } : {}),
+            ...(r.bool(0.2) ? { ifAbsent: r.bool() } : {}),
+          }
         : genValue(r, 2),
     );
   }
@@ -102,17 +119,20 @@ const HUGE_HEADERS = [
 function mutate(r: Rng, b: Buffer): Buffer {
   const out = Buffer.from(b);
   switch (r.int(8)) {
-    case 0: { // flip bits
+    case 0: {
+      // flip bits
       for (let i = 1 + r.int(4); i > 0 && out.length > 0; i--) out[r.int(out.length)] ^= 1 << r.int(8);
       return out;
     }
     case 1: // truncate
       return out.subarray(0, r.int(out.length + 1));
-    case 2: { // insert random bytes
+    case 2: {
+      // insert random bytes
       const at = r.int(out.length + 1);
       return Buffer.concat([out.subarray(0, at), r.bytes(1 + r.int(8)), out.subarray(at)]);
     }
-    case 3: { // overwrite with a huge header
+    case 3: {
+      // overwrite with a huge header
       const h = Buffer.from(r.pick(HUGE_HEADERS));
       const at = r.int(out.length + 1);
       return Buffer.concat([out.subarray(0, at), h, out.subarray(Math.min(out.length, at + h.length))]);
@@ -121,7 +141,8 @@ function mutate(r: Rng, b: Buffer): Buffer {
       return Buffer.concat([out, r.bytes(1 + r.int(4))]);
     case 5: // deep nesting
       return Buffer.concat([Buffer.alloc(1 + r.int(12), 0x91), out]);
-    case 6: { // a random byte replaced by a type byte
+    case 6: {
+      // a random byte replaced by a type byte
       if (out.length > 0) out[r.int(out.length)] = r.pick([0xc1, 0xd4, 0xc7, 0xdd, 0xdf, 0xdb, 0xc6, 0xcf, 0xd3, 0xcb, 0x9f, 0x8f, 0xbf]);
       return out;
     }
@@ -168,7 +189,8 @@ function checkFrame(frame: Buffer, seed: number, index: number): number {
   for (let i = 0; i < calls.length; i++) {
     const c = calls[i];
     const el: unknown = ref[i];
-    if (c.kind === 'frame') assert.ok(c.message.startsWith(`request ${i} of the frame`), `${where}: answer ${i} is a frame error about something else: ${c.message}`);
+    if (c.kind === 'frame')
+      assert.ok(c.message.startsWith(`request ${i} of the frame`), `${where}: answer ${i} is a frame error about something else: ${c.message}`);
     else assert.equal(c.id, (el as unknown[])[0], `${where}: answer ${i} has id ${c.id}`);
   }
   return calls.length;

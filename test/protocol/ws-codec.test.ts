@@ -34,7 +34,16 @@ function decode(bytes: Uint8Array): Seen[] {
   const seen: Seen[] = [];
   const sink: RequestSink = {
     request: (id, op, key, value, ttlMs, flags, ifVersion) =>
-      seen.push({ kind: 'request', id, op, key: Buffer.from(key).toString('latin1'), value: value && Buffer.from(value).toString('latin1'), ttlMs, flags, ifVersion }),
+      seen.push({
+        kind: 'request',
+        id,
+        op,
+        key: Buffer.from(key).toString('latin1'),
+        value: value && Buffer.from(value).toString('latin1'),
+        ttlMs,
+        flags,
+        ifVersion,
+      }),
     list: (id, q) => seen.push({ kind: 'list', id, q }),
     txn: (id, p) => seen.push({ kind: 'txn', id, p }),
     reject: (id, op, err) => seen.push({ kind: 'reject', id, op, err }),
@@ -74,7 +83,16 @@ test('decodes every op, str and bin keys alike, with options', () => {
       [10, 6, 'é'],
     ]),
   );
-  const r = (id: number, op: number, key: string, value: string | null, ttlMs = 0, flags = 0, ifVersion = 0) => ({ kind: 'request', id, op, key, value, ttlMs, flags, ifVersion });
+  const r = (id: number, op: number, key: string, value: string | null, ttlMs = 0, flags = 0, ifVersion = 0) => ({
+    kind: 'request',
+    id,
+    op,
+    key,
+    value,
+    ttlMs,
+    flags,
+    ifVersion,
+  });
   assert.deepEqual(seen, [
     r(1, 1, 'k', null),
     r(2, 2, 'k', '\u0000\u00ff', 1500),
@@ -97,7 +115,11 @@ test('64-bit integer encodings (as Go writes them) are understood', () => {
 
 test('per-request validation errors carry the HTTP codes and precise messages', () => {
   const cases: Array<[unknown[], string, RegExp]> = [
-    [[1, 9, 'k'], 'KV_ERR_UNKNOWN_OP', /op must be one of 1 get, 2 put, 3 del, 4 expire, 5 persist, 6 ttl, 8 incr, 10 getdel, 12 list, 13 txn, 15 watch, 16 unwatch; got int 9/],
+    [
+      [1, 9, 'k'],
+      'KV_ERR_UNKNOWN_OP',
+      /op must be one of 1 get, 2 put, 3 del, 4 expire, 5 persist, 6 ttl, 8 incr, 10 getdel, 12 list, 13 txn, 15 watch, 16 unwatch; got int 9/,
+    ],
     [[1, 8, 'k'], 'KV_ERR_BAD_REQUEST', /op 8 takes \[id, 8, key, delta, options\?\]/],
     [[1, 8, 'k', 1.5], 'KV_ERR_BAD_REQUEST', /incr delta must be a signed 64-bit integer \(a string beyond 2\^53\), got float 1.5/],
     [[1, 8, 'k', '9223372036854775808'], 'KV_ERR_BAD_REQUEST', /incr delta must be a signed 64-bit integer/],
@@ -140,8 +162,16 @@ test('per-request validation errors carry the HTTP codes and precise messages', 
     assert.match(err.message, message, JSON.stringify(request).slice(0, 80));
   }
   // The op is reported for metrics when it is known, 0 when it is not.
-  const seen = decode(pack([[1, 9, 'k'], [2, 2, '', 'v']]));
-  assert.deepEqual(seen.map((s) => (s.kind === 'reject' ? s.op : -1)), [0, 2]);
+  const seen = decode(
+    pack([
+      [1, 9, 'k'],
+      [2, 2, '', 'v'],
+    ]),
+  );
+  assert.deepEqual(
+    seen.map((s) => (s.kind === 'reject' ? s.op : -1)),
+    [0, 2],
+  );
 });
 
 test('a bad request gets its own reply and the others in the frame still run', () => {
@@ -213,7 +243,10 @@ test('every truncation of the fixture frames is one clean frame error', () => {
     ),
   ];
   for (const frame of fixtures) {
-    assert.ok(decode(frame).every((s) => s.kind === 'request'), 'the whole frame is valid');
+    assert.ok(
+      decode(frame).every((s) => s.kind === 'request'),
+      'the whole frame is valid',
+    );
     for (let cut = 0; cut < frame.length; cut++) {
       const seen = decode(frame.subarray(0, cut));
       assert.equal(seen.length, 1, `cut at ${cut}: ${JSON.stringify(seen)}`);
@@ -225,8 +258,30 @@ test('every truncation of the fixture frames is one clean frame error', () => {
 
 test('MsgpackWriter writes integers as msgpack ints (64-bit above 2^32), never float', () => {
   const w = new MsgpackWriter(16); // small: exercises growth
-  const ints = [0, 1, 127, 128, 255, 256, 65535, 65536, 2 ** 32 - 1, 2 ** 32, 1_767_225_600_000, 2 ** 53 - 1,
-    -1, -32, -33, -128, -129, -32768, -32769, -(2 ** 31), -(2 ** 31) - 1, -(2 ** 53 - 1)];
+  const ints = [
+    0,
+    1,
+    127,
+    128,
+    255,
+    256,
+    65535,
+    65536,
+    2 ** 32 - 1,
+    2 ** 32,
+    1_767_225_600_000,
+    2 ** 53 - 1,
+    -1,
+    -32,
+    -33,
+    -128,
+    -129,
+    -32768,
+    -32769,
+    -(2 ** 31),
+    -(2 ** 31) - 1,
+    -(2 ** 53 - 1),
+  ];
   for (const n of ints) {
     w.reset();
     w.number(n);
@@ -241,7 +296,16 @@ test('MsgpackWriter writes integers as msgpack ints (64-bit above 2^32), never f
   w.reset();
   w.number(0.5);
   assert.equal(w.view()[0], 0xcb);
-  const value = { s: 'x'.repeat(70_000), short: 'é', b: Buffer.alloc(70_000, 1), small: Buffer.from([1]), a: Array.from({ length: 20 }, (_, i) => i), t: true, f: false, n: null };
+  const value = {
+    s: 'x'.repeat(70_000),
+    short: 'é',
+    b: Buffer.alloc(70_000, 1),
+    small: Buffer.from([1]),
+    a: Array.from({ length: 20 }, (_, i) => i),
+    t: true,
+    f: false,
+    n: null,
+  };
   w.reset();
   w.value(value);
   assert.deepEqual(unpackr.unpack(Buffer.from(w.view())), value);
@@ -312,7 +376,18 @@ test('client requests encode to frames the server decodes to the same requests',
 });
 
 test('decodeReplyFrame checks the envelope', () => {
-  assert.deepEqual(decodeReplyFrame(pack([[1, 204], [2, 404]])), [[1, 204], [2, 404]]);
+  assert.deepEqual(
+    decodeReplyFrame(
+      pack([
+        [1, 204],
+        [2, 404],
+      ]),
+    ),
+    [
+      [1, 204],
+      [2, 404],
+    ],
+  );
   assert.throws(() => decodeReplyFrame(pack({ a: 1 })), /reply frame must be a msgpack array, got map/);
   assert.throws(() => decodeReplyFrame(pack([[1]])), /reply 0 of the frame must be \[id, status, \.\.\.\], got array of 1/);
   assert.throws(() => decodeReplyFrame(pack([['1', 200]])), /reply 0/);
@@ -320,21 +395,73 @@ test('decodeReplyFrame checks the envelope', () => {
 });
 
 test('scanMsgpack accepts what msgpackr writes for every type the protocol uses', () => {
-  const values = [null, true, false, 0, -1, 2 ** 31, -(2 ** 40), 0.25, '', 'x'.repeat(40), 'y'.repeat(300), 'z'.repeat(70_000),
-    Buffer.alloc(0), Buffer.alloc(300), Buffer.alloc(70_000), [], Array.from({ length: 20 }, () => 1), Array.from({ length: 70_000 }, () => 1),
-    {}, Object.fromEntries(Array.from({ length: 20 }, (_, i) => [`k${i}`, i]))];
+  const values = [
+    null,
+    true,
+    false,
+    0,
+    -1,
+    2 ** 31,
+    -(2 ** 40),
+    0.25,
+    '',
+    'x'.repeat(40),
+    'y'.repeat(300),
+    'z'.repeat(70_000),
+    Buffer.alloc(0),
+    Buffer.alloc(300),
+    Buffer.alloc(70_000),
+    [],
+    Array.from({ length: 20 }, () => 1),
+    Array.from({ length: 70_000 }, () => 1),
+    {},
+    Object.fromEntries(Array.from({ length: 20 }, (_, i) => [`k${i}`, i])),
+  ];
   for (const v of values) assert.equal(scanMsgpack(pack([v])), null, JSON.stringify(v).slice(0, 40));
 });
 
 test('a transaction (op 13) decodes into compares and two op lists; a bad one is rejected whole', () => {
-  const seen = decode(pack([[1, 13, [['a', 7], ['b', 0]], [[2, 'a', 'v', { ttl: 1000 }], [8, 'n', '5'], [1, 'b']], [[6, 'a']]]]));
+  const seen = decode(
+    pack([
+      [
+        1,
+        13,
+        [
+          ['a', 7],
+          ['b', 0],
+        ],
+        [
+          [2, 'a', 'v', { ttl: 1000 }],
+          [8, 'n', '5'],
+          [1, 'b'],
+        ],
+        [[6, 'a']],
+      ],
+    ]),
+  );
   assert.equal(seen.length, 1);
   assert.equal(seen[0].kind, 'txn');
   const p = (seen[0] as { p: TxnProgram }).p;
   const text = (b: Uint8Array | null) => (b === null ? null : Buffer.from(b).toString());
-  assert.deepEqual(p[0].map(([k, v]) => [text(k), v]), [['a', 7], ['b', 0]]);
-  assert.deepEqual(p[1].map((o) => [o[0], text(o[1]), text(o[2]), o[3]]), [[2, 'a', 'v', 1000], [8, 'n', '5', 0], [1, 'b', null, 0]]);
-  assert.deepEqual(p[2].map((o) => [o[0], text(o[1])]), [[6, 'a']]);
+  assert.deepEqual(
+    p[0].map(([k, v]) => [text(k), v]),
+    [
+      ['a', 7],
+      ['b', 0],
+    ],
+  );
+  assert.deepEqual(
+    p[1].map((o) => [o[0], text(o[1]), text(o[2]), o[3]]),
+    [
+      [2, 'a', 'v', 1000],
+      [8, 'n', '5', 0],
+      [1, 'b', null, 0],
+    ],
+  );
+  assert.deepEqual(
+    p[2].map((o) => [o[0], text(o[1])]),
+    [[6, 'a']],
+  );
   assert.match(rejectOf([1, 13, [], [[12, 'a']], []]).message, /success op 0 must be \[op, key, \.\.\.args\]/);
   assert.match(rejectOf([1, 13, [['a', -2]], [], []]).message, /compare 0 must be \[key, version\]/);
   assert.match(rejectOf([1, 13, [], [[2, 'a']], []]).message, /op 2 takes/);

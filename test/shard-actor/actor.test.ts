@@ -156,7 +156,8 @@ class MemoryStore implements ShardStore {
       ctl.threadId = ++this.thread;
       ctl.connectedAt = 1;
       if (fault?.at === 'commit' && !fault.applied) throw fault.error;
-      for (const [k, v, version, expiresAt] of [...m.inserts, ...m.upserts, ...(fix?.upserts ?? [])]) this.rows.set(k.toString('latin1'), { v: Buffer.from(v), version, expiresAt });
+      for (const [k, v, version, expiresAt] of [...m.inserts, ...m.upserts, ...(fix?.upserts ?? [])])
+        this.rows.set(k.toString('latin1'), { v: Buffer.from(v), version, expiresAt });
       for (const [k, expiresAt] of m.ttlUpdates) this.rows.get(k.toString('latin1'))!.expiresAt = expiresAt;
       for (const k of m.deletes) this.rows.delete(k.toString('latin1'));
       if (fault?.at === 'commit') throw fault.error;
@@ -287,10 +288,17 @@ test('writes to one key apply in arrival order, one transaction at a time, while
   gate.open();
 
   const r = await Promise.all([first, second, del, third, other].map((id) => a.reply(id)));
-  assert.deepEqual(r.map((x) => x[1]), [201, 200, 204, 201, 201]);
+  assert.deepEqual(
+    r.map((x) => x[1]),
+    [201, 200, 204, 201, 201],
+  );
   const [v1, v2, , v3] = r.map((x) => x[2] as number);
   assert.ok(v1 < v2 && v2 < v3, `versions grow in arrival order: ${v1}, ${v2}, ${v3}`);
-  assert.deepEqual(a.order.filter((id) => id !== other), [first, second, del, third], 'answered in arrival order');
+  assert.deepEqual(
+    a.order.filter((id) => id !== other),
+    [first, second, del, third],
+    'answered in arrival order',
+  );
   const k = attemptsOn(store, 'k');
   assert.equal(k.length, 2, 'the three waiting writes ran as one chain');
   assert.ok(k[1].start > k[0].end, 'the second transaction on k started after the first ended');
@@ -351,7 +359,10 @@ test('a connection lost during COMMIT: OUTCOME_UNKNOWN, not retried, and the key
 
   const [later] = a.send([OP_PUT, 'k', 'v2']);
   await waitFor(() => store.settleCalls.length >= 2, { timeoutMs: 3000, intervalMs: 2, message: 'settle to be asked again' });
-  assert.ok(store.settleCalls.every((id) => id === thread), 'settle asks about the COMMIT in doubt');
+  assert.ok(
+    store.settleCalls.every((id) => id === thread),
+    'settle asks about the COMMIT in doubt',
+  );
   assert.equal(attemptsOn(store, 'k').length, 1, 'no later write to k starts while the COMMIT is in doubt');
   assert.equal(a.replies.has(later), false);
   store.settled = true;

@@ -70,7 +70,9 @@ test(`${N} keys expiring in one tick, raced by reads, keepTtl puts, TTL set and 
   const puts = await Promise.all(keys.map((k, i) => clients[i % clients.length].put(k.key, 'original', { ttl: TTL_MS })));
   puts.forEach((p, i) => (keys[i].expiresAt = p.expiresAt!));
   const spread = Math.max(...keys.map((k) => k.expiresAt)) - Math.min(...keys.map((k) => k.expiresAt));
-  t.diagnostic(`puts took ${Date.now() - putStarted} ms; expiry instants spread over ${spread} ms; clock offset ${clock.offset.toFixed(1)} +- ${clock.error.toFixed(1)} ms`);
+  t.diagnostic(
+    `puts took ${Date.now() - putStarted} ms; expiry instants spread over ${spread} ms; clock offset ${clock.offset.toFixed(1)} +- ${clock.error.toFixed(1)} ms`,
+  );
   const localExpiry = Math.min(...keys.map((k) => k.expiresAt)) - clock.offset;
 
   // Readers: back-to-back GETs on every key from 300 ms before the instant to 400 ms after.
@@ -99,7 +101,10 @@ test(`${N} keys expiring in one tick, raced by reads, keepTtl puts, TTL set and 
             assert.equal(got.expiresAt, k.expiresAt, `${k.key} (untouched): expiry changed`);
           } else if (k.group === 'keepttl' && got.expiresAt !== k.expiresAt) {
             // Not the original lifetime (checked above): only the keepTtl put's re-creation has another expiry.
-            assert.ok(got.expiresAt === null && got.value.toString() === 'kept', `${k.key} (keepttl): returned ${got.value.toString()} with expiresAt ${got.expiresAt}`);
+            assert.ok(
+              got.expiresAt === null && got.value.toString() === 'kept',
+              `${k.key} (keepttl): returned ${got.value.toString()} with expiresAt ${got.expiresAt}`,
+            );
             (k.recreatedReads ??= []).push({ ...read, appliedWhenRead: k.applied });
           }
         }),
@@ -147,8 +152,13 @@ test(`${N} keys expiring in one tick, raced by reads, keepTtl puts, TTL set and 
       const ended = Date.now();
       k.applied = applied;
       // "Applied to the live key" must have begun before the instant; "found it gone" must have ended after it.
-      if (applied) assert.ok(shardMs(began) - clock.error < k.expiresAt, `${k.key} (${k.group}): applied to a key ${shardMs(began) - k.expiresAt} ms after its expiry`);
-      else assert.ok(shardMs(ended) + clock.error >= k.expiresAt, `${k.key} (${k.group}): found the key gone ${k.expiresAt - shardMs(ended)} ms before its expiry`);
+      if (applied)
+        assert.ok(shardMs(began) - clock.error < k.expiresAt, `${k.key} (${k.group}): applied to a key ${shardMs(began) - k.expiresAt} ms after its expiry`);
+      else
+        assert.ok(
+          shardMs(ended) + clock.error >= k.expiresAt,
+          `${k.key} (${k.group}): found the key gone ${k.expiresAt - shardMs(ended)} ms before its expiry`,
+        );
     });
 
   await Promise.all([...readers, ...racers]);
@@ -162,11 +172,16 @@ test(`${N} keys expiring in one tick, raced by reads, keepTtl puts, TTL set and 
     for (const read of k.recreatedReads ?? []) {
       assert.equal(k.applied, false, `${k.key} (keepttl): a read returned the key without TTL although the keepTtl put kept the TTL`);
       assert.ok(read.ended >= k.racerBegan!, `${k.key} (keepttl): the re-created key was read before its put was issued`);
-      assert.ok(shardMs(read.ended) + clock.error >= k.expiresAt, `${k.key} (keepttl): re-created ${k.expiresAt - shardMs(read.ended)} ms before the expiry instant`);
+      assert.ok(
+        shardMs(read.ended) + clock.error >= k.expiresAt,
+        `${k.key} (keepttl): re-created ${k.expiresAt - shardMs(read.ended)} ms before the expiry instant`,
+      );
       if (read.appliedWhenRead === undefined) early++;
     }
   }
-  t.diagnostic(`${keys.reduce((n, k) => n + (k.recreatedReads?.length ?? 0), 0)} reads of re-created keepTtl keys, ${early} of them before their put's reply arrived`);
+  t.diagnostic(
+    `${keys.reduce((n, k) => n + (k.recreatedReads?.length ?? 0), 0)} reads of re-created keepTtl keys, ${early} of them before their put's reply arrived`,
+  );
   assert.ok(applied > 0 && applied < touched.length, `${applied} of ${touched.length} racing ops applied: the race did not straddle the instant`);
 
   // After the reaper's tick: the untouched are gone; every extended, cleared or rewritten key
@@ -174,7 +189,8 @@ test(`${N} keys expiring in one tick, raced by reads, keepTtl puts, TTL set and 
   await sleep(Math.max(0, localExpiry + 800 - Date.now()));
   for (const k of keys) {
     const got = await clients[0].get(k.key);
-    const survives = k.group === 'extend' ? k.applied : k.group === 'clear' ? k.applied : k.group === 'rewrite' ? true : k.group === 'keepttl' ? !k.applied : false;
+    const survives =
+      k.group === 'extend' ? k.applied : k.group === 'clear' ? k.applied : k.group === 'rewrite' ? true : k.group === 'keepttl' ? !k.applied : false;
     if (!survives) {
       assert.equal(got, null, `${k.key} (${k.group}) outlived its expiry`);
       continue;

@@ -111,10 +111,13 @@ test('after a restart, overdue keys are deleted and keys not yet due are kept', 
   const server = await startServer(cfg, urls, createLogger('silent'));
   t.after(() => server.close());
   for (const url of urls) {
-    await waitFor(async () => {
-      const rows = (await sql(url, "SELECT COUNT(*) AS n FROM kv WHERE k LIKE 'overdue-%'")) as Array<{ n: number }>;
-      return Number(rows[0].n) === 0;
-    }, { timeoutMs: 15_000, message: 'overdue rows deleted' });
+    await waitFor(
+      async () => {
+        const rows = (await sql(url, "SELECT COUNT(*) AS n FROM kv WHERE k LIKE 'overdue-%'")) as Array<{ n: number }>;
+        return Number(rows[0].n) === 0;
+      },
+      { timeoutMs: 15_000, message: 'overdue rows deleted' },
+    );
     const later = (await sql(url, "SELECT COUNT(*) AS n FROM kv WHERE k LIKE 'later-%'")) as Array<{ n: number }>;
     assert.equal(Number(later[0].n), 50, 'keys not yet due are kept');
   }

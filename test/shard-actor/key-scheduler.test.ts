@@ -15,7 +15,18 @@ import type { PendingOp } from '../../src/shard-actor/pending-op';
 let nextId = 1;
 function op(kind: OpCode, key: string, value: string | null = kind === OP_PUT ? 'v' : null): PendingOp {
   const k = Buffer.from(key);
-  return { id: nextId++, op: kind, key: k, keyStr: k.toString('latin1'), slot: 0, value: value === null ? null : Buffer.from(value), ttlMs: 0, flags: 0, ifVersion: 0, dueAt: 0 };
+  return {
+    id: nextId++,
+    op: kind,
+    key: k,
+    keyStr: k.toString('latin1'),
+    slot: 0,
+    value: value === null ? null : Buffer.from(value),
+    ttlMs: 0,
+    flags: 0,
+    ifVersion: 0,
+    dueAt: 0,
+  };
 }
 const get = (key: string) => op(OP_GET, key);
 const put = (key: string, value = 'v') => op(OP_PUT, key, value);
@@ -178,7 +189,10 @@ test('drainWaiting returns what has not started, keeps what runs, and leaves the
   waiting.forEach((o) => s.submit(o));
   assert.equal(s.size, 7);
   const drained = s.drainWaiting();
-  assert.deepEqual(ids(drained).sort((x, y) => x - y), ids(waiting).sort((x, y) => x - y));
+  assert.deepEqual(
+    ids(drained).sort((x, y) => x - y),
+    ids(waiting).sort((x, y) => x - y),
+  );
   assert.equal(s.size, 2);
   assert.equal(s.readyReadCount, 0);
   assert.equal(s.readyWriteCount, 0);
@@ -224,7 +238,11 @@ test('random workload: on each key every op that conflicts with an earlier one s
       }
     } else if (x < 0.75) {
       for (const c of s.takeWrites(1 + Math.floor(rand() * 5), Infinity)) {
-        assert.deepEqual(ids(c.ops), ids(c.ops).sort((p, q) => p - q), 'a chain holds its writes in arrival order');
+        assert.deepEqual(
+          ids(c.ops),
+          ids(c.ops).sort((p, q) => p - q),
+          'a chain holds its writes in arrival order',
+        );
         for (const o of c.ops) started.set(o.id, clock);
         clock++;
         runningChains.push(c);
@@ -293,7 +311,15 @@ test('random workload: on each key every op that conflicts with an earlier one s
 function txn(...keys: string[]): PendingOp {
   const t = op(OP_TXN as OpCode, keys[0]);
   const sorted = keys.map((k) => Buffer.from(k)).sort(Buffer.compare);
-  t.txn = { compares: [], success: [], failure: [], keys: sorted.map((key) => ({ key, keyStr: key.toString('latin1'), slot: 0 })), withValues: false, waiting: 0, held: [] };
+  t.txn = {
+    compares: [],
+    success: [],
+    failure: [],
+    keys: sorted.map((key) => ({ key, keyStr: key.toString('latin1'), slot: 0 })),
+    withValues: false,
+    waiting: 0,
+    held: [],
+  };
   return t;
 }
 

@@ -120,7 +120,7 @@ test('write transactions on disjoint keys that delete them never wait for each o
   t.after(() => first.release());
   await first.locked;
   const second = store.transact(b, slotsOf(b), () => ({ ...noMutations(), deletes: b }));
-  assert.equal(await finishesWithoutWaiting(url, second), 'done', 'deleting 20 keys waited for the row locks of another transaction\'s keys');
+  assert.equal(await finishesWithoutWaiting(url, second), 'done', "deleting 20 keys waited for the row locks of another transaction's keys");
   await second;
   first.release();
   await first.done;

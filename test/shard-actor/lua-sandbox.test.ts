@@ -164,8 +164,8 @@ test('status and error tables, redis.status_reply, redis.error_reply', () => {
 
 test('RESP3-shaped tables are flattened for RESP2: double, map, set', () => {
   assert.deepEqual(reply('return {double=3.5}'), B('3.5'));
-  assert.deepEqual(reply("return {map={a=1}}"), [B('a'), 1]);
-  assert.deepEqual(reply("return {set={x=true}}"), [B('x')]);
+  assert.deepEqual(reply('return {map={a=1}}'), [B('a'), 1]);
+  assert.deepEqual(reply('return {set={x=true}}'), [B('x')]);
 });
 
 test('a table that contains itself stops at the depth limit, not a stack overflow', () => {
@@ -224,7 +224,10 @@ test('bad arguments to redis.call: none, or not a string or number', () => {
 test('numbers passed to redis.call are formatted as %.17g', () => {
   const redis = memoryRedis();
   reply("redis.call('echo', 3) redis.call('echo', 0.1) redis.call('echo', 1e20) redis.call('echo', -2.5)", [], [], redis);
-  assert.deepEqual(redis.calls.map((c) => c[1]), ['3', '0.10000000000000001', '1e+20', '-2.5']);
+  assert.deepEqual(
+    redis.calls.map((c) => c[1]),
+    ['3', '0.10000000000000001', '1e+20', '-2.5'],
+  );
   assert.equal(formatG(1e16, 17), '10000000000000000');
   assert.equal(formatG(1e17, 17), '1e+17');
   assert.equal(formatG(0.0001, 17), '0.0001');
@@ -245,7 +248,7 @@ test('binary safety: 0x00 and 0xff survive KEYS, ARGV, call arguments, replies',
 // --- Errors ------------------------------------------------------------------------------------
 
 test('runtime and compile errors carry Redis 7 texts', () => {
-  const body = "local x = nil\nreturn x.field";
+  const body = 'local x = nil\nreturn x.field';
   assert.equal(failure(body).error, `ERR user_script:2: attempt to index local 'x' (a nil value) script: ${shaOf(body)}, on @user_script:2.`);
   assert.equal(failure("error('boom')").error, `ERR user_script:1: boom script: ${shaOf("error('boom')")}, on @user_script:1.`);
   assert.equal(failure("error({err='My Error'})").error, `My Error script: ${shaOf("error({err='My Error'})")}, on @user_script:1.`);
@@ -306,13 +309,17 @@ test('forbidden libraries and functions are absent; Redis 5.1 builtins are there
   }
   assert.equal(reply('return os.execute'), null); // Redis 7.2 keeps only os.clock
   assert.deepEqual(reply('return type(os.clock)'), B('function'));
-  assert.deepEqual(
-    reply('return {type(unpack), type(loadstring), type(getfenv), type(table.getn), type(string.gfind), _VERSION}'),
-    [B('function'), B('function'), B('function'), B('function'), B('function'), B('Lua 5.1')],
-  );
+  assert.deepEqual(reply('return {type(unpack), type(loadstring), type(getfenv), type(table.getn), type(string.gfind), _VERSION}'), [
+    B('function'),
+    B('function'),
+    B('function'),
+    B('function'),
+    B('function'),
+    B('Lua 5.1'),
+  ]);
   // Lua 5.1 number formatting, as Redis: no "5.0".
   assert.deepEqual(reply('return tostring(10/2) .. " " .. tostring(1/3)'), B('5 0.33333333333333'));
-  assert.deepEqual(reply("return loadstring(string.dump(function() end))"), null);
+  assert.deepEqual(reply('return loadstring(string.dump(function() end))'), null);
   assert.deepEqual(reply('local n = 0 for k in pairs(string) do n = n + 1 end return n > 10'), 1);
 });
 
@@ -343,11 +350,7 @@ test('redis.sha1hex, redis.log, redis.setresp, version', () => {
 // --- Limits ------------------------------------------------------------------------------------
 
 test('a script over its time budget is stopped, even if it pcalls; the runner is reusable', () => {
-  for (const body of [
-    'while true do end',
-    'while true do pcall(function() while true do end end) end',
-    "while true do redis.pcall('get', 'k') end",
-  ]) {
+  for (const body of ['while true do end', 'while true do pcall(function() while true do end end) end', "while true do redis.pcall('get', 'k') end"]) {
     const t0 = performance.now();
     const r = failure(body);
     const took = performance.now() - t0;
@@ -377,9 +380,15 @@ test('memory is bounded: a huge table or string fails cleanly; the runner is reu
 
 test('a call that throws aborts the run with the thrown error; the runner is reusable', () => {
   const cause = new Error('lost the transaction');
-  const r = runner.run("local ok = pcall(redis.call, 'get', 'x') redis.call('get', 'y') return 1", [], [], () => {
-    throw cause;
-  }, false);
+  const r = runner.run(
+    "local ok = pcall(redis.call, 'get', 'x') redis.call('get', 'y') return 1",
+    [],
+    [],
+    () => {
+      throw cause;
+    },
+    false,
+  );
   assert.ok(!r.ok);
   assert.equal(r.reason, 'call-threw');
   assert.equal(r.cause, cause);
@@ -416,8 +425,7 @@ test('script cache: lowercase sha, EVALSHA does not recompile, FLUSH, LRU bound'
 
 // --- Real libraries' scripts ---------------------------------------------------------------------
 
-const REDLOCK_RELEASE =
-  'if redis.call("get",KEYS[1]) == ARGV[1] then return redis.call("del",KEYS[1]) else return 0 end';
+const REDLOCK_RELEASE = 'if redis.call("get",KEYS[1]) == ARGV[1] then return redis.call("del",KEYS[1]) else return 0 end';
 
 const RATE_LIMITER_FLEXIBLE = `redis.call('set', KEYS[1], 0, 'EX', ARGV[2], 'NX') \
 local consumed = redis.call('incrby', KEYS[1], ARGV[1]) \

@@ -36,7 +36,10 @@ test('If-None-Match: * racing through two gateways creates each key exactly once
     const mine = results.filter((r) => r.key === key);
     const created = mine.filter((r) => r.status === 201);
     assert.equal(created.length, 1, `${key}: exactly one create, got ${mine.map((r) => r.status).join(',')}`);
-    assert.ok(mine.every((r) => r.status === 201 || r.status === 412), `${key}: only 201 or 412`);
+    assert.ok(
+      mine.every((r) => r.status === 201 || r.status === 412),
+      `${key}: only 201 or 412`,
+    );
     const stored = await (await fetch(`${store.base}/v1/kv/${key}`)).text();
     assert.equal(stored, created[0].body, `${key}: the stored value is the one whose create was acknowledged`);
   }
@@ -46,7 +49,13 @@ test('plain PUTs racing through two gateways: one 201, the rest 200, versions al
   const puts = [];
   for (let i = 0; i < 20; i++) {
     const base = i % 2 === 0 ? store.base : secondBase;
-    puts.push(fetch(`${base}/v1/kv/plain-race`, { method: 'PUT', body: String(i) }).then(async (r) => ({ status: r.status, etag: r.headers.get('etag'), _: await r.text() })));
+    puts.push(
+      fetch(`${base}/v1/kv/plain-race`, { method: 'PUT', body: String(i) }).then(async (r) => ({
+        status: r.status,
+        etag: r.headers.get('etag'),
+        _: await r.text(),
+      })),
+    );
   }
   const res = await Promise.all(puts);
   assert.equal(res.filter((r) => r.status === 201).length, 1);

@@ -33,7 +33,12 @@ test('a list of plain servers or dead ones has no writer: nothing is written to 
   const dead = `mysql://root@127.0.0.1:${await pickFreePort()}/x`;
   const urls = [await server.createDatabase(), await server.createDatabase(), dead];
   const switches: Array<[number, number, string]> = [];
-  const selector = new NodeSelector(urls, { probeIntervalMs: 100, probeTimeoutMs: 1000, failbackMs: 1000 }, (from, to, why) => switches.push([from, to, why]), () => undefined);
+  const selector = new NodeSelector(
+    urls,
+    { probeIntervalMs: 100, probeTimeoutMs: 1000, failbackMs: 1000 },
+    (from, to, why) => switches.push([from, to, why]),
+    () => undefined,
+  );
   t.after(() => selector.stop());
   await selector.refresh();
   const stats = selector.stats();

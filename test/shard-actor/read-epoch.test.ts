@@ -39,10 +39,13 @@ test('reads check the epoch row once the served set is known, and see every chan
   const first = await store.readLive([key], [slot]);
   assert.ok(first.served.has(slot));
   assert.equal(first.rows.length, 1);
-  await waitFor(async () => {
-    await store.readLive([key], [slot]);
-    return store.readPaths.epoch > 0;
-  }, { timeoutMs: 10_000, intervalMs: 100, message: 'reads through the epoch', ignoreErrors: true });
+  await waitFor(
+    async () => {
+      await store.readLive([key], [slot]);
+      return store.readPaths.epoch > 0;
+    },
+    { timeoutMs: 10_000, intervalMs: 100, message: 'reads through the epoch', ignoreErrors: true },
+  );
 
   // The slot moves away: the next read must not serve it (its row is still here until cleanup).
   await change(`UPDATE kv_slots SET state = ${SLOT_MOVED}, peer = 1 WHERE slot = ?`, [slot]);
@@ -62,10 +65,13 @@ test('reads check the epoch row once the served set is known, and see every chan
   await change('DELETE FROM kv_slots WHERE slot = ?', [slot]);
   assert.equal((await store.readLive([key], [slot])).served.has(slot), false);
   // Once the set is reloaded, reads go through the epoch again, and still refuse the slot.
-  await waitFor(async () => {
-    await store.readLive([key], [slot]);
-    return store.readPaths.epoch > fastBefore;
-  }, { timeoutMs: 10_000, intervalMs: 100, message: 'reads through the epoch again', ignoreErrors: true });
+  await waitFor(
+    async () => {
+      await store.readLive([key], [slot]);
+      return store.readPaths.epoch > fastBefore;
+    },
+    { timeoutMs: 10_000, intervalMs: 100, message: 'reads through the epoch again', ignoreErrors: true },
+  );
   assert.equal((await store.readLive([key], [slot])).served.has(slot), false);
 
   // Row triggers an earlier build created are dropped at init (they made the mover's range
@@ -74,6 +80,8 @@ test('reads check the epoch row once the served set is known, and see every chan
   const again = new MysqlShardStore({ url, poolSize: 2, queryTimeoutMs: 30_000 });
   after(() => again.close());
   await again.init();
-  const [n] = await conn.query<mysql2.RowDataPacket[]>("SELECT COUNT(*) AS n FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE() AND EVENT_OBJECT_TABLE = 'kv_slots'");
+  const [n] = await conn.query<mysql2.RowDataPacket[]>(
+    "SELECT COUNT(*) AS n FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE() AND EVENT_OBJECT_TABLE = 'kv_slots'",
+  );
   assert.equal(Number(n[0].n), 0);
 });

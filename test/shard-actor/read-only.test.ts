@@ -46,11 +46,18 @@ test('a read-only shard is reported down, refuses writes with 503 SHARD_UNAVAILA
   // with SUPER / READ ONLY ADMIN; the probe is what catches a failover for such a user.)
   await waitFor(async () => (await fetch(`${store.base}/readyz`)).status === 503, { timeoutMs: 8000, intervalMs: 100, message: 'readyz 503' });
   const readyz = (await (await fetch(`${store.base}/readyz`)).json()) as { down: Array<{ shard: number; error: { code: string } }> };
-  assert.deepEqual(readyz.down.map((d) => d.shard), [0]);
+  assert.deepEqual(
+    readyz.down.map((d) => d.shard),
+    [0],
+  );
   assert.equal(readyz.down[0].error.code, 'KV_ERR_SHARD_UNAVAILABLE');
   // While down, writes and reads are refused at once with 503 SHARD_UNAVAILABLE: never sent to
   // MySQL, so the outcome is known (not applied), and never a 500.
-  for (const [method, body] of [['PUT', 'v2'], ['GET', undefined], ['DELETE', undefined]] as const) {
+  for (const [method, body] of [
+    ['PUT', 'v2'],
+    ['GET', undefined],
+    ['DELETE', undefined],
+  ] as const) {
     const r = await fetch(`${store.base}/v1/kv/ro-key`, { method, body });
     assert.equal(r.status, 503, method);
     assert.equal(r.headers.get('retry-after'), '1');

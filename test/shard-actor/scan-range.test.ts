@@ -36,7 +36,13 @@ before(async () => {
     const k = `p${i % 5}:${String(i).padStart(5, '0')}`;
     const expired = i % 10 === 3;
     if (!expired && k.startsWith('p2:')) (slotOf(Buffer.from(k)) < 8192 ? served : notServed).push(k);
-    rows.push([Buffer.from(k), Buffer.alloc(i % 7 === 0 ? 2000 : 10, 0x76), i + 1, expired ? Date.now() - 60_000 : i % 4 === 0 ? Date.now() + 3_600_000 : null, slotOf(Buffer.from(k))]);
+    rows.push([
+      Buffer.from(k),
+      Buffer.alloc(i % 7 === 0 ? 2000 : 10, 0x76),
+      i + 1,
+      expired ? Date.now() - 60_000 : i % 4 === 0 ? Date.now() + 3_600_000 : null,
+      slotOf(Buffer.from(k)),
+    ]);
   }
   await conn.query('INSERT INTO kv (k, v, version, expires_at, slot) VALUES ?', [rows]);
   await conn.query('ANALYZE TABLE kv');
@@ -79,7 +85,9 @@ function lane(deadlineMs = 10_000): ScanLane {
   return l;
 }
 function scan(l: ScanLane, q: ScanRequest): Promise<ShardPage> {
-  return new Promise((resolve, reject) => l.submit(q, (a) => ('page' in a ? resolve(a.page) : reject(Object.assign(new Error('error' in a ? a.error.message : '?'), 'error' in a ? a.error : {})))));
+  return new Promise((resolve, reject) =>
+    l.submit(q, (a) => ('page' in a ? resolve(a.page) : reject(Object.assign(new Error('error' in a ? a.error.message : '?'), 'error' in a ? a.error : {})))),
+  );
 }
 const text = (ks: Uint8Array[]): string[] => ks.map((k) => Buffer.from(k).toString());
 
@@ -122,7 +130,8 @@ test('values: each live value and expiry; a page of large values stops at the by
   const bigKeys: string[] = [];
   for (let i = 0; bigKeys.length < 3; i++) if (slotOf(Buffer.from(`big:${i}`)) < 8192) bigKeys.push(`big:${i}`);
   bigKeys.sort();
-  for (const [i, k] of bigKeys.entries()) await conn.query('INSERT INTO kv (k, v, version, expires_at, slot) VALUES (?, ?, ?, NULL, ?)', [Buffer.from(k), big, 100_000 + i, slotOf(Buffer.from(k))]);
+  for (const [i, k] of bigKeys.entries())
+    await conn.query('INSERT INTO kv (k, v, version, expires_at, slot) VALUES (?, ?, ?, NULL, ?)', [Buffer.from(k), big, 100_000 + i, slotOf(Buffer.from(k))]);
   const q = await scan(l, { prefix: Buffer.from('big:'), after: null, limit: 10, values: true });
   assert.deepEqual(text(q.keys), bigKeys.slice(0, 1));
   assert.equal(q.values![0].length, big.length);
@@ -139,11 +148,15 @@ test('a slot moved away is not listed; the same rows are again once the served s
   const before = await scan(l, { prefix: Buffer.from(k), after: null, limit: 10, values: false });
   assert.deepEqual(text(before.keys), [k]);
   // As the mover's flip does: the slot moves away, and the epoch is bumped in the same transaction.
-  await conn.query('START TRANSACTION; UPDATE kv_slots SET state = 4, peer = 1 WHERE slot = ?; UPDATE kv_slots_epoch SET n = n + 1 WHERE id = 1; COMMIT', [slot]);
+  await conn.query('START TRANSACTION; UPDATE kv_slots SET state = 4, peer = 1 WHERE slot = ?; UPDATE kv_slots_epoch SET n = n + 1 WHERE id = 1; COMMIT', [
+    slot,
+  ]);
   const moved = await scan(l, { prefix: Buffer.from(k), after: null, limit: 10, values: false });
   assert.deepEqual(text(moved.keys), []);
   assert.equal((moved.served[slot >> 3] >> (slot & 7)) & 1, 0);
-  await conn.query('START TRANSACTION; UPDATE kv_slots SET state = 1, peer = NULL WHERE slot = ?; UPDATE kv_slots_epoch SET n = n + 1 WHERE id = 1; COMMIT', [slot]);
+  await conn.query('START TRANSACTION; UPDATE kv_slots SET state = 1, peer = NULL WHERE slot = ?; UPDATE kv_slots_epoch SET n = n + 1 WHERE id = 1; COMMIT', [
+    slot,
+  ]);
   const back = await scan(l, { prefix: Buffer.from(k), after: null, limit: 10, values: false });
   assert.deepEqual(text(back.keys), [k]);
 });
@@ -156,7 +169,7 @@ test('count: live keys of served slots (expired rows not yet reaped are not coun
   assert.equal(got, want);
 });
 
-test('a scan waits for one of the actor\'s read slots; one that gets none by its deadline is answered 503', async () => {
+test("a scan waits for one of the actor's read slots; one that gets none by its deadline is answered 503", async () => {
   let free = 0;
   const l: ScanLane = new ScanLane(store, 0, 300, {
     take: () => (free > 0 ? (free--, true) : false),

@@ -51,15 +51,23 @@ test('an old data dir is migrated online at start by two gateways at once, and s
     for (const url of urls) {
       const conn = await mysql.createConnection({ uri: url });
       try {
-        await waitFor(async () => {
+        await waitFor(
+          async () => {
             const [[r]] = await conn.query<RowDataPacket[]>('SELECT COUNT(*) AS n FROM kv WHERE slot = 65535');
             return Number(r.n) === 0;
-          }, { timeoutMs: 10_000, intervalMs: 100, message: 'every old row gets its slot' });
+          },
+          { timeoutMs: 10_000, intervalMs: 100, message: 'every old row gets its slot' },
+        );
         const [rows] = await conn.query<RowDataPacket[]>('SELECT k, slot FROM kv');
         for (const r of rows) assert.equal(r.slot, slotOf(r.k), `slot of ${r.k}`);
         const [idx] = await conn.query<RowDataPacket[]>("SHOW INDEX FROM kv WHERE Key_name = 'kv_slot'");
-        assert.deepEqual(idx.map((r) => r.Column_name), ['slot', 'k']);
-        const [[owned]] = await conn.query<RowDataPacket[]>('SELECT COUNT(*) AS n, MIN(slot) AS lo, MAX(slot) AS hi FROM kv_slots WHERE state = 1 AND epoch = 1');
+        assert.deepEqual(
+          idx.map((r) => r.Column_name),
+          ['slot', 'k'],
+        );
+        const [[owned]] = await conn.query<RowDataPacket[]>(
+          'SELECT COUNT(*) AS n, MIN(slot) AS lo, MAX(slot) AS hi FROM kv_slots WHERE state = 1 AND epoch = 1',
+        );
         assert.equal(Number(owned.n), SLOT_COUNT / 2);
       } finally {
         await conn.end();
@@ -69,7 +77,10 @@ test('an old data dir is migrated online at start by two gateways at once, and s
     const again = await startServer(config, urls, log);
     gateways.push(again);
     const slots = (await client.request('GET', '/v1/slots')).json();
-    assert.deepEqual(slots.ranges, [[0, 8191, 0], [8192, 16383, 1]]);
+    assert.deepEqual(slots.ranges, [
+      [0, 8191, 0],
+      [8192, 16383, 1],
+    ]);
     assert.equal(slots.epoch, 1);
   } finally {
     client.close();

@@ -16,14 +16,25 @@ const b = (s: string) => Buffer.from(s);
 const rows = (entries: Record<string, LockedRow>) => new Map(Object.entries(entries).map(([k, v]) => [b(k).toString('latin1'), v]));
 
 const program: TxnProgram = [
-  [[b('z'), 5], [b('a'), ABSENT]],
-  [[OP_PUT, b('m'), b('1'), 0, 0, 0], [OP_INCR, b('m'), b('2'), 0, 0, 0], [OP_GET, b('a'), null, 0, 0, 0], [OP_GET, b('m'), null, 0, 0, 0]],
+  [
+    [b('z'), 5],
+    [b('a'), ABSENT],
+  ],
+  [
+    [OP_PUT, b('m'), b('1'), 0, 0, 0],
+    [OP_INCR, b('m'), b('2'), 0, 0, 0],
+    [OP_GET, b('a'), null, 0, 0, 0],
+    [OP_GET, b('m'), null, 0, 0, 0],
+  ],
   [[OP_GET, b('z'), null, 0, 0, 0]],
 ];
 
 test('a transaction names each key once, in lock (byte) order; it fetches values when an op needs them', () => {
   const t = txnOp(9, program, 123);
-  assert.deepEqual(t.txn!.keys.map((k) => k.keyStr), ['a', 'm', 'z']);
+  assert.deepEqual(
+    t.txn!.keys.map((k) => k.keyStr),
+    ['a', 'm', 'z'],
+  );
   assert.equal(t.key.toString(), 'a');
   assert.equal(t.deadline, 123);
   assert.equal(t.txn!.withValues, true);
@@ -45,17 +56,29 @@ test('compares: exact version, absent (an expired row counts as absent), exists'
 test('the chosen ops run per key in program order; replies come back in program order', () => {
   const op = txnOp(4, program, 0);
   const chains = choose(op.txn!, true);
-  assert.deepEqual(chains.map((c) => [c.keyStr, c.ops.map((o) => o.id)]), [['a', [2]], ['m', [0, 1, 3]]]);
+  assert.deepEqual(
+    chains.map((c) => [c.keyStr, c.ops.map((o) => o.id)]),
+    [
+      ['a', [2]],
+      ['m', [0, 1, 3]],
+    ],
+  );
   const planned = planWrites(chains, rows({ a: { version: 1, expiresAt: null, value: b('x') } }), NOW, 100);
   const reply = txnReply(op, true, planned.replies);
   assert.equal(reply[0], 4);
   assert.equal(reply[2], 1);
-  assert.deepEqual(reply[3].map((r) => r.slice(1).map((x) => (x instanceof Uint8Array ? Buffer.from(x).toString() : x))), [
-    [201, 100, null],
-    [200, '3', 101, null],
-    [200, 'x', 1, null],
-    [200, '3', 101, null],
-  ]);
+  assert.deepEqual(
+    reply[3].map((r) => r.slice(1).map((x) => (x instanceof Uint8Array ? Buffer.from(x).toString() : x))),
+    [
+      [201, 100, null],
+      [200, '3', 101, null],
+      [200, 'x', 1, null],
+      [200, '3', 101, null],
+    ],
+  );
   const failed = choose(op.txn!, false);
-  assert.deepEqual(failed.map((c) => c.keyStr), ['z']);
+  assert.deepEqual(
+    failed.map((c) => c.keyStr),
+    ['z'],
+  );
 });

@@ -81,7 +81,10 @@ test('takes that arrive while a block is being reserved share one reservation an
   assert.equal(reservations.length, 1, 'the waiters re-checked the block the first one reserved');
   const issued = got.flatMap((v, i) => Array.from({ length: counts[i] }, (_, j) => v.first + j));
   assert.equal(new Set(issued).size, issued.length, 'a version was handed out twice');
-  assert.equal(issued.length, counts.reduce((a, b) => a + b));
+  assert.equal(
+    issued.length,
+    counts.reduce((a, b) => a + b),
+  );
   assert.ok(Math.max(...issued) < reservations[0][2] + 100);
 });
 

@@ -53,7 +53,13 @@ interface Delays {
 async function startActor(delay: Delays) {
   const real = new MysqlShardStore({ url, poolSize: 6, queryTimeoutMs: 10_000 });
   const store: ShardStore = Object.assign(Object.create(real) as ShardStore, {
-    transact: (keys: Buffer[], slots: number[], decide: Parameters<ShardStore['transact']>[2], ctl: Parameters<ShardStore['transact']>[3], recheck: Parameters<ShardStore['transact']>[4]) =>
+    transact: (
+      keys: Buffer[],
+      slots: number[],
+      decide: Parameters<ShardStore['transact']>[2],
+      ctl: Parameters<ShardStore['transact']>[3],
+      recheck: Parameters<ShardStore['transact']>[4],
+    ) =>
       real.transact(
         keys,
         slots,
@@ -132,7 +138,7 @@ test('a create whose key was created and deleted through another gateway meanwhi
   assert.ok((yNext[2] as number) > xVersion, `a write invoked after X's create was acknowledged got v${yNext[2]} < v${xVersion}`);
 });
 
-test('a key created and deleted again in one chain is ordered against another gateway\'s create', async () => {
+test("a key created and deleted again in one chain is ordered against another gateway's create", async () => {
   const x: Delays = {};
   const y: Delays = {};
   const gx = await startActor(x);

@@ -6,7 +6,31 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { FLAG_CLEAR_TTL, FLAG_FLOAT, FLAG_IF_ABSENT, FLAG_IF_EXISTS, FLAG_IF_VERSION, FLAG_KEEP_TTL, FLAG_TTL_GT, FLAG_TTL_LT, FLAG_TTL_NX, FLAG_TTL_XX, OP_APPEND, OP_DEL, OP_EXPIRE, OP_GET, OP_GETDEL, OP_GETEX, OP_INCR, OP_PERSIST, OP_PUT, OP_REAP, OP_SCAN, OP_TTL, type OpCode } from '../../src/protocol/ops';
+import {
+  FLAG_CLEAR_TTL,
+  FLAG_FLOAT,
+  FLAG_IF_ABSENT,
+  FLAG_IF_EXISTS,
+  FLAG_IF_VERSION,
+  FLAG_KEEP_TTL,
+  FLAG_TTL_GT,
+  FLAG_TTL_LT,
+  FLAG_TTL_NX,
+  FLAG_TTL_XX,
+  OP_APPEND,
+  OP_DEL,
+  OP_EXPIRE,
+  OP_GET,
+  OP_GETDEL,
+  OP_GETEX,
+  OP_INCR,
+  OP_PERSIST,
+  OP_PUT,
+  OP_REAP,
+  OP_SCAN,
+  OP_TTL,
+  type OpCode,
+} from '../../src/protocol/ops';
 import type { Chain } from '../../src/shard-actor/key-scheduler';
 import type { PendingOp } from '../../src/shard-actor/pending-op';
 import type { LockedRow, RowMutations } from '../../src/shard-actor/shard-store';
@@ -113,7 +137,14 @@ test('put without ttl clears the TTL; keepttl keeps it on a live key, and means 
 
 test('If-None-Match (IF_ABSENT): 412 on a live key without consuming a version or writing', () => {
   const p = plan(chain(op(OP_PUT, 'k', { flags: FLAG_IF_ABSENT }), op(OP_PUT, 'k')), rows({ k: LIVE(7) }));
-  assert.deepEqual(p.out, [[412, 7], [200, FIRST, null]], 'the 412 carries the current version; the next put gets the first version');
+  assert.deepEqual(
+    p.out,
+    [
+      [412, 7],
+      [200, FIRST, null],
+    ],
+    'the 412 carries the current version; the next put gets the first version',
+  );
   const only = plan(chain(op(OP_PUT, 'k', { flags: FLAG_IF_ABSENT })), rows({ k: LIVE(7) }));
   assert.ok(isEmpty(only.mutations));
 });
@@ -128,8 +159,15 @@ test('If-Match (IF_VERSION): the live version matches or 412', () => {
   assert.deepEqual(mismatch.out, [[412, 7]]);
   assert.deepEqual(mismatch.mutations.deletes, []);
   // Inside a chain the condition sees the version the previous op wrote.
-  const chained = plan(chain(op(OP_PUT, 'k'), op(OP_PUT, 'k', { flags: FLAG_IF_VERSION, ifVersion: FIRST }), op(OP_PUT, 'k', { flags: FLAG_IF_VERSION, ifVersion: FIRST })), locked);
-  assert.deepEqual(chained.out, [[200, FIRST, null], [200, FIRST + 1, null], [412, FIRST + 1]]);
+  const chained = plan(
+    chain(op(OP_PUT, 'k'), op(OP_PUT, 'k', { flags: FLAG_IF_VERSION, ifVersion: FIRST }), op(OP_PUT, 'k', { flags: FLAG_IF_VERSION, ifVersion: FIRST })),
+    locked,
+  );
+  assert.deepEqual(chained.out, [
+    [200, FIRST, null],
+    [200, FIRST + 1, null],
+    [412, FIRST + 1],
+  ]);
 });
 
 test('If-Match: * (IF_EXISTS): writes a live key, 412 with null on an absent or expired one', () => {
@@ -151,25 +189,40 @@ test('If-Match: * (IF_EXISTS): writes a live key, 412 with null on an absent or 
 test('delete: 204 and a DELETE for a live key; 404 for an absent one; an expired row is deleted but still 404', () => {
   const live = plan(chain(op(OP_DEL, 'k')), rows({ k: LIVE(7) }));
   assert.deepEqual(live.out, [[204]]);
-  assert.deepEqual(live.mutations.deletes.map((k) => k.toString()), ['k']);
+  assert.deepEqual(
+    live.mutations.deletes.map((k) => k.toString()),
+    ['k'],
+  );
   const absent = plan(chain(op(OP_DEL, 'k')));
   assert.deepEqual(absent.out, [[404]]);
   assert.ok(isEmpty(absent.mutations));
   const expired = plan(chain(op(OP_DEL, 'k')), rows({ k: EXPIRED(7) }));
   assert.deepEqual(expired.out, [[404]]);
-  assert.deepEqual(expired.mutations.deletes.map((k) => k.toString()), ['k']);
+  assert.deepEqual(
+    expired.mutations.deletes.map((k) => k.toString()),
+    ['k'],
+  );
 });
 
 test('expire sets now + ttl on a live key (a TTL update, no new version); persist clears it', () => {
   const e = plan(chain(op(OP_EXPIRE, 'k', { ttlMs: 300 })), rows({ k: LIVE(7) }));
   assert.deepEqual(e.out, [[200, NOW + 300]]);
   assert.deepEqual(valueWrites(e.mutations), []);
-  assert.deepEqual(e.mutations.ttlUpdates.map(([k, at]) => [k.toString(), at]), [['k', NOW + 300]]);
-  assert.deepEqual(e.expiries.map(([k, at]) => [k.toString(), at]), [['k', NOW + 300]]);
+  assert.deepEqual(
+    e.mutations.ttlUpdates.map(([k, at]) => [k.toString(), at]),
+    [['k', NOW + 300]],
+  );
+  assert.deepEqual(
+    e.expiries.map(([k, at]) => [k.toString(), at]),
+    [['k', NOW + 300]],
+  );
 
   const p = plan(chain(op(OP_PERSIST, 'k')), rows({ k: LIVE(7, NOW + 100) }));
   assert.deepEqual(p.out, [[200, 1]], '1: a TTL was removed');
-  assert.deepEqual(p.mutations.ttlUpdates.map(([k, at]) => [k.toString(), at]), [['k', null]]);
+  assert.deepEqual(
+    p.mutations.ttlUpdates.map(([k, at]) => [k.toString(), at]),
+    [['k', null]],
+  );
   assert.deepEqual(p.expiries, []);
   const nothingToClear = plan(chain(op(OP_PERSIST, 'k')), rows({ k: LIVE(7) }));
   assert.deepEqual(nothingToClear.out, [[200, 0]], '0: there was none');
@@ -180,16 +233,32 @@ test('expire sets now + ttl on a live key (a TTL update, no new version); persis
 
 test('a reap deletes only a row that is still expired now', () => {
   const reaped = planWrites([chain(op(OP_REAP, 'k'))], rows({ k: { version: 7, expiresAt: NOW - 50 } }), NOW, FIRST);
-  assert.deepEqual(reaped.replies.map(([, r]) => r.slice(1)), [[200, 1]]);
-  assert.deepEqual(reaped.mutations.deletes.map((k) => k.toString()), ['k']);
+  assert.deepEqual(
+    reaped.replies.map(([, r]) => r.slice(1)),
+    [[200, 1]],
+  );
+  assert.deepEqual(
+    reaped.mutations.deletes.map((k) => k.toString()),
+    ['k'],
+  );
   for (const row of [LIVE(7, NOW + 1), LIVE(7), undefined]) {
     const kept = planWrites([chain(op(OP_REAP, 'k'))], row ? rows({ k: row }) : rows({}), NOW, FIRST);
-    assert.deepEqual(kept.replies.map(([, r]) => r.slice(1)), [[200, 0]], `row ${JSON.stringify(row)}`);
+    assert.deepEqual(
+      kept.replies.map(([, r]) => r.slice(1)),
+      [[200, 0]],
+      `row ${JSON.stringify(row)}`,
+    );
     assert.ok(isEmpty(kept.mutations));
   }
   // A put earlier in the same chain revived the key: the reap keeps it.
   const revived = planWrites([chain(op(OP_PUT, 'k', { ttlMs: 1000 }), op(OP_REAP, 'k'))], rows({ k: EXPIRED(7) }), NOW, FIRST);
-  assert.deepEqual(revived.replies.map(([, r]) => r.slice(1)), [[201, FIRST, NOW + 1000], [200, 0]]);
+  assert.deepEqual(
+    revived.replies.map(([, r]) => r.slice(1)),
+    [
+      [201, FIRST, NOW + 1000],
+      [200, 0],
+    ],
+  );
   assert.equal(valueWrites(revived.mutations).length, 1);
 });
 
@@ -213,18 +282,34 @@ test('a chain folds into one mutation for its key', () => {
   // Created and deleted again on a key with no row: INSERT then DELETE, so the incarnation (whose
   // puts were answered with versions) is ordered against other gateways' creates (issue 8).
   const transient = planWrites([chain(op(OP_PUT, 'k'), op(OP_PUT, 'k'), op(OP_DEL, 'k'))], rows({}), NOW, FIRST);
-  assert.deepEqual(transient.replies.map(([, r]) => r.slice(1)), [[201, FIRST, null], [200, FIRST + 1, null], [204]]);
-  assert.deepEqual(transient.mutations.inserts.map((u) => [u[0].toString(), u[2]]), [['k', FIRST + 1]]);
-  assert.deepEqual(transient.mutations.deletes.map((k) => k.toString()), ['k']);
+  assert.deepEqual(
+    transient.replies.map(([, r]) => r.slice(1)),
+    [[201, FIRST, null], [200, FIRST + 1, null], [204]],
+  );
+  assert.deepEqual(
+    transient.mutations.inserts.map((u) => [u[0].toString(), u[2]]),
+    [['k', FIRST + 1]],
+  );
+  assert.deepEqual(
+    transient.mutations.deletes.map((k) => k.toString()),
+    ['k'],
+  );
   assert.deepEqual(transient.mutations.upserts, []);
   const p = planWrites([chain(op(OP_DEL, 'k'), op(OP_PUT, 'k', { value: 'again' }))], rows({ k: LIVE(7) }), NOW, FIRST);
-  assert.deepEqual(p.replies.map(([, r]) => r.slice(1)), [[204], [201, FIRST, null]], 'a put after a delete creates');
+  assert.deepEqual(
+    p.replies.map(([, r]) => r.slice(1)),
+    [[204], [201, FIRST, null]],
+    'a put after a delete creates',
+  );
   assert.equal(Buffer.from(valueWrites(p.mutations)[0][1]).toString(), 'again');
   const persisted = planWrites([chain(op(OP_PUT, 'k', { ttlMs: 100 }), op(OP_PERSIST, 'k'))], rows({}), NOW, FIRST);
   assert.equal(valueWrites(persisted.mutations)[0][3], null, 'the write carries the final expiry');
   assert.deepEqual(persisted.expiries, []);
   const last = planWrites([chain(op(OP_EXPIRE, 'k', { ttlMs: 100 }), op(OP_EXPIRE, 'k', { ttlMs: 200 }))], rows({ k: LIVE(7) }), NOW, FIRST);
-  assert.deepEqual(last.mutations.ttlUpdates.map(([, at]) => at), [NOW + 200]);
+  assert.deepEqual(
+    last.mutations.ttlUpdates.map(([, at]) => at),
+    [NOW + 200],
+  );
 });
 
 test('versions: only successful puts take one, consecutively in op order across chains', () => {
@@ -237,8 +322,19 @@ test('versions: only successful puts take one, consecutively in op order across 
   assert.deepEqual(versionDemand(chains, rows({ b: LIVE(3), c: LIVE(4) })), { count: 4, above: 4, createsKey: true }, 'a may be created: kv_seq is checked');
   assert.deepEqual(versionDemand(chains.slice(1), rows({ b: LIVE(3), c: LIVE(4) })), { count: 1, above: 4, createsKey: false }, 'b and c have rows');
   const p = planWrites(chains, rows({ b: LIVE(3), c: LIVE(4) }), NOW, FIRST);
-  assert.deepEqual(p.replies.map(([, r]) => r.slice(1)), [[201, FIRST, null], [412, FIRST], [200, FIRST + 1, null], [204], [201, FIRST + 2, null], [200, NOW + 5]]);
-  assert.deepEqual(valueWrites(p.mutations).map((u) => [u[0].toString(), u[2]]).sort(), [['a', FIRST + 1], ['b', FIRST + 2]]);
+  assert.deepEqual(
+    p.replies.map(([, r]) => r.slice(1)),
+    [[201, FIRST, null], [412, FIRST], [200, FIRST + 1, null], [204], [201, FIRST + 2, null], [200, NOW + 5]],
+  );
+  assert.deepEqual(
+    valueWrites(p.mutations)
+      .map((u) => [u[0].toString(), u[2]])
+      .sort(),
+    [
+      ['a', FIRST + 1],
+      ['b', FIRST + 2],
+    ],
+  );
 });
 
 test('an op that is not a write is answered 400 KV_ERR_UNKNOWN_OP, not applied', () => {
@@ -263,8 +359,17 @@ const text = (b: unknown): string => Buffer.from(b as Uint8Array).toString();
 
 test('incr: folds over the chain from the locked value, a new version each, TTL kept; absent starts at 0', () => {
   const p = plan(chain(op(OP_INCR, 'c', { value: '5' }), op(OP_INCR, 'c', { value: '-2' })), rows({ c: WITH(7, '10', NOW + 5000) }));
-  assert.deepEqual(p.out.map((r) => [r[0], text(r[1]), r[2], r[3]]), [[200, '15', FIRST, NOW + 5000], [200, '13', FIRST + 1, NOW + 5000]]);
-  assert.deepEqual(valueWrites(p.mutations).map((w) => [text(w[1]), w[2], w[3]]), [['13', FIRST + 1, NOW + 5000]]);
+  assert.deepEqual(
+    p.out.map((r) => [r[0], text(r[1]), r[2], r[3]]),
+    [
+      [200, '15', FIRST, NOW + 5000],
+      [200, '13', FIRST + 1, NOW + 5000],
+    ],
+  );
+  assert.deepEqual(
+    valueWrites(p.mutations).map((w) => [text(w[1]), w[2], w[3]]),
+    [['13', FIRST + 1, NOW + 5000]],
+  );
   const fresh = plan(chain(op(OP_INCR, 'n', { value: '3' })));
   assert.deepEqual([fresh.out[0][0], text(fresh.out[0][1])], [201, '3']);
   const expired = plan(chain(op(OP_INCR, 'e', { value: '3' })), rows({ e: { ...WITH(2, '100'), expiresAt: NOW - 1 } }));
@@ -275,7 +380,10 @@ test('incr: folds over the chain from the locked value, a new version each, TTL 
 test('incr errors answer the op and leave the chain as it was: the writes around it still apply', () => {
   const p = plan(chain(op(OP_PUT, 'c', { value: 'abc' }), op(OP_INCR, 'c'), op(OP_APPEND, 'c', { value: 'd' })), rows({ c: WITH(7, '1') }));
   assert.equal(p.out[1][1], 'KV_ERR_NOT_INTEGER');
-  assert.deepEqual(valueWrites(p.mutations).map((w) => text(w[1])), ['abcd']);
+  assert.deepEqual(
+    valueWrites(p.mutations).map((w) => text(w[1])),
+    ['abcd'],
+  );
   const over = plan(chain(op(OP_INCR, 'c', { value: '1' })), rows({ c: WITH(7, '9223372036854775807') }));
   assert.equal(over.out[0][1], 'KV_ERR_OVERFLOW');
   assert.ok(isEmpty(over.mutations));
@@ -292,10 +400,16 @@ test('append, getdel, getex: values from the lock; getex sets, clears or keeps t
   assert.equal(g.mutations.deletes.length, 1);
   const ex = plan(chain(op(OP_GETEX, 'x', { ttlMs: 1000 })), rows({ x: WITH(3, 'v') }));
   assert.deepEqual([ex.out[0][0], text(ex.out[0][1]), ex.out[0][3]], [200, 'v', NOW + 1000]);
-  assert.deepEqual(ex.mutations.ttlUpdates.map((u) => u[1]), [NOW + 1000]);
+  assert.deepEqual(
+    ex.mutations.ttlUpdates.map((u) => u[1]),
+    [NOW + 1000],
+  );
   const clear = plan(chain(op(OP_GETEX, 'x', { flags: FLAG_CLEAR_TTL })), rows({ x: WITH(3, 'v', NOW + 50) }));
   assert.equal(clear.out[0][3], null);
-  assert.deepEqual(clear.mutations.ttlUpdates.map((u) => u[1]), [null]);
+  assert.deepEqual(
+    clear.mutations.ttlUpdates.map((u) => u[1]),
+    [null],
+  );
   assert.deepEqual(plan(chain(op(OP_GETEX, 'x')), rows({})).out[0], [404]);
 });
 
@@ -317,7 +431,10 @@ test('expire NX/XX/GT/LT: decided on the locked TTL, 412 with the version when n
 
 test('reads inside a chain (a transaction) see the chain’s state so far and change nothing', () => {
   const locked = rows({ k: { version: 7, expiresAt: NOW + 1000, value: Buffer.from('old') } });
-  const p = plan(chain(op(OP_GET, 'k'), op(OP_TTL, 'k'), op(OP_PUT, 'k', { value: 'new' }), op(OP_GET, 'k'), op(OP_DEL, 'k'), op(OP_GET, 'k'), op(OP_TTL, 'k')), locked);
+  const p = plan(
+    chain(op(OP_GET, 'k'), op(OP_TTL, 'k'), op(OP_PUT, 'k', { value: 'new' }), op(OP_GET, 'k'), op(OP_DEL, 'k'), op(OP_GET, 'k'), op(OP_TTL, 'k')),
+    locked,
+  );
   assert.deepEqual(
     p.out.map((r) => r.map((x) => (x instanceof Uint8Array ? Buffer.from(x).toString() : x))),
     [[200, 'old', 7, NOW + 1000], [200, NOW + 1000, NOW, 7], [200, FIRST, null], [200, 'new', FIRST, null], [204], [404], [404]],

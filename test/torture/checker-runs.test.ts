@@ -29,7 +29,10 @@ after(() => cluster?.close());
 const seed = Number(process.env.KVSQL_TORTURE_SEED ?? Date.now() % 1e6);
 
 async function run(keyPrefix: string, faults: FaultKind[], opts: { durationMs?: number; keys?: number } = {}) {
-  const r = await runTorture({ durationMs: opts.durationMs ?? 10_000, seed, keys: opts.keys ?? 4, clients: 12, faults, faultIntervalMs: 3000, keyPrefix }, cluster);
+  const r = await runTorture(
+    { durationMs: opts.durationMs ?? 10_000, seed, keys: opts.keys ?? 4, clients: 12, faults, faultIntervalMs: 3000, keyPrefix },
+    cluster,
+  );
   console.log(r.summary);
   if (r.violations > 0) {
     // Kept for a post-mortem: `npm run torture -- --check=FILE` re-checks it.

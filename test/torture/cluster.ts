@@ -16,7 +16,6 @@ import { pickFreePort, startLocalMysqld, type LocalMysqld } from '../../src/embe
 import { CLI, cliEnv, runCli } from '../helpers/cli';
 import { sleep, waitFor } from '../helpers/wait';
 
-
 const READY_TIMEOUT_MS = 60_000;
 
 export interface GatewayProcess {
@@ -86,7 +85,13 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
     settled.forEach((r, i) => r.status === 'fulfilled' && (i < nShards ? shards : spares).push(r.value));
     for (const r of settled) if (r.status === 'rejected') throw r.reason;
     // No Redis door: two gateways on one host would both want its default port.
-    const env = cliEnv({ KVSQL_SHARDS: shards.map((s) => s.url).join(','), KVSQL_HOST: '127.0.0.1', KVSQL_LOG_LEVEL: 'warn', KVSQL_REDIS_PORT: 'off', ...opts.env });
+    const env = cliEnv({
+      KVSQL_SHARDS: shards.map((s) => s.url).join(','),
+      KVSQL_HOST: '127.0.0.1',
+      KVSQL_LOG_LEVEL: 'warn',
+      KVSQL_REDIS_PORT: 'off',
+      ...opts.env,
+    });
     for (let i = 0; i < (opts.gateways ?? 2); i++) gateways.push(new Gateway(i, await pickFreePort(), env, path.join(dir, `gateway-${i}.log`)));
     await Promise.all(gateways.map((g) => g.start()));
   } catch (err) {

@@ -6,7 +6,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { checkCounters, type CounterOp } from './counters';
 
-const incr = (value: number, invoke: number, complete: number, client = 0): CounterOp => ({ client, key: 'c', kind: 'incr', invoke, complete, outcome: 'ok', value });
+const incr = (value: number, invoke: number, complete: number, client = 0): CounterOp => ({
+  client,
+  key: 'c',
+  kind: 'incr',
+  invoke,
+  complete,
+  outcome: 'ok',
+  value,
+});
 const lost = (invoke: number, complete: number): CounterOp => ({ client: 9, key: 'c', kind: 'incr', invoke, complete, outcome: 'unknown' });
 const read = (value: number, invoke: number, complete: number): CounterOp => ({ client: 5, key: 'c', kind: 'get', invoke, complete, outcome: 'ok', value });
 const finals = (n: number) => new Map([['c', n]]);

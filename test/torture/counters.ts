@@ -43,7 +43,12 @@ export function startCounterWorkload(opts: { gateways: string[]; clients: number
   const keyOf = (i: number) => `${opts.keyPrefix ?? 'tc'}${i}`;
   let stopping = false;
   const ws = opts.gateways.map((b) => new KvClient(`${b.replace(/^http/, 'ws')}/v1/ws`, { timeoutMs, reconnectMinDelayMs: 50, reconnectMaxDelayMs: 1000 }));
-  const run = async (client: number, gateway: number, key: string, kind: CounterOp['kind']): Promise<Omit<CounterOp, 'client' | 'key' | 'kind' | 'invoke' | 'complete'>> => {
+  const run = async (
+    client: number,
+    gateway: number,
+    key: string,
+    kind: CounterOp['kind'],
+  ): Promise<Omit<CounterOp, 'client' | 'key' | 'kind' | 'invoke' | 'complete'>> => {
     if (client % 2 === 0) {
       const url = `${opts.gateways[gateway]}/v1/kv/${encodeURIComponent(key)}${kind === 'incr' ? '?incr=1' : ''}`;
       try {
@@ -135,7 +140,8 @@ export function checkCounters(history: CounterOp[], finals: Map<string, number>)
       if (o.value! < 1 || o.value! > final) out.push(`${key}: an increment answered ${o.value}, outside 1..${final} (the final value)`);
     }
     if (final < acked.length) out.push(`${key}: final value ${final} < ${acked.length} acknowledged increments: increments lost`);
-    if (final > acked.length + unknown) out.push(`${key}: final value ${final} > ${acked.length} acknowledged + ${unknown} unknown increments: increments invented`);
+    if (final > acked.length + unknown)
+      out.push(`${key}: final value ${final} > ${acked.length} acknowledged + ${unknown} unknown increments: increments invented`);
     // Real time: sorted by completion, the largest value acknowledged so far must be below the
     // value of any op that began after those completions.
     const done = [...acked].sort((a, b) => a.complete - b.complete);

@@ -10,7 +10,8 @@ import { checkHistory, describeReport, violationCount } from '../checker/check';
 import type { HistoryOp } from '../checker/history';
 import { FAULT_KINDS, runTorture, type FaultKind } from './torture';
 
-const USAGE = 'usage: npm run torture -- [--minutes=10] [--seed=N] [--keys=8] [--clients=16] [--faults=gw-kill,db-kill,db-stop,move|none] [--fault-interval-ms=5000] [--mix=full|put-del] [--history-out=FILE] [--check=FILE] [--quiet]';
+const USAGE =
+  'usage: npm run torture -- [--minutes=10] [--seed=N] [--keys=8] [--clients=16] [--faults=gw-kill,db-kill,db-stop,move|none] [--fault-interval-ms=5000] [--mix=full|put-del] [--history-out=FILE] [--check=FILE] [--quiet]';
 
 function parse(argv: string[]): Record<string, string> {
   const out: Record<string, string> = {};
@@ -20,7 +21,8 @@ function parse(argv: string[]): Record<string, string> {
     out[m[1]] = m[2] ?? 'true';
   }
   for (const k of Object.keys(out)) {
-    if (!['minutes', 'seed', 'keys', 'clients', 'faults', 'fault-interval-ms', 'mix', 'history-out', 'check', 'quiet', 'help'].includes(k)) throw new Error(`unknown option --${k}`);
+    if (!['minutes', 'seed', 'keys', 'clients', 'faults', 'fault-interval-ms', 'mix', 'history-out', 'check', 'quiet', 'help'].includes(k))
+      throw new Error(`unknown option --${k}`);
   }
   return out;
 }

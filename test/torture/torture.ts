@@ -109,7 +109,9 @@ export async function runTorture(opts: TortureOptions, shared?: Cluster): Promis
       `clients=${opts.clients} faults=${FAULT_KINDS.map((k) => `${k}:${faults[k]}`).join(',')} violations=${violations} linearizable=${report.linearizable} ` +
       `incr=${count('ok')}/${count('unknown')}/${count('fail')} counter-violations=${counterProblems.length} ` +
       `txn=${txnCount('ok')}/${txnCount('unknown')}/${txnCount('fail')} txn-reads=${(transfers?.history ?? []).filter((o) => o.kind === 'read' && o.outcome === 'ok').length} transfer-violations=${transferProblems.length}`;
-    const details = [describeReport(report), ...counterProblems.map((p) => `counter: ${p}`), ...transferProblems.map((p) => `transfer: ${p}`)].filter(Boolean).join('\n');
+    const details = [describeReport(report), ...counterProblems.map((p) => `counter: ${p}`), ...transferProblems.map((p) => `transfer: ${p}`)]
+      .filter(Boolean)
+      .join('\n');
     return { report, violations, faults, history: workload.history, counters: counters?.history ?? [], summary, details };
   } finally {
     if (shared === undefined) await cluster.close();

@@ -9,7 +9,14 @@ import { slotOf } from '../../src/protocol/slot-map';
 import { ACCOUNTS, checkTransfers, sameSlotKeys, START, type TransferOp } from './transfers';
 
 const read = (balances: number[] | null): TransferOp => ({ client: 1, kind: 'read', invoke: 0, complete: 1, outcome: 'ok', balances });
-const move = (from: number, to: number, amount: number, outcome: TransferOp['outcome'] = 'ok'): TransferOp => ({ client: 0, kind: 'transfer', invoke: 0, complete: 1, outcome, transfer: [from, to, amount] });
+const move = (from: number, to: number, amount: number, outcome: TransferOp['outcome'] = 'ok'): TransferOp => ({
+  client: 0,
+  kind: 'transfer',
+  invoke: 0,
+  complete: 1,
+  outcome,
+  transfer: [from, to, amount],
+});
 const even = new Array<number>(ACCOUNTS).fill(START);
 
 test('the accounts share one slot', () => {

@@ -68,7 +68,8 @@ export function startTransferWorkload(opts: { gateways: string[]; clients: numbe
     try {
       const res = await fetch(`${opts.gateways[gateway]}/v1/txn`, { method: 'POST', body: JSON.stringify(body), signal: AbortSignal.timeout(timeoutMs) });
       const json = (await res.json()) as any;
-      if (res.status >= 400) return { outcome: res.status < 500 ? 'fail' : outcomeOfError(json.error?.code), note: `http ${res.status} ${json.error?.code ?? ''}` };
+      if (res.status >= 400)
+        return { outcome: res.status < 500 ? 'fail' : outcomeOfError(json.error?.code), note: `http ${res.status} ${json.error?.code ?? ''}` };
       return { outcome: 'ok', json };
     } catch (err) {
       const code = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name;
@@ -116,7 +117,9 @@ export function startTransferWorkload(opts: { gateways: string[]; clients: numbe
     if (client % 2 === 0) {
       const r = await http(gateway, { success });
       if (r.outcome !== 'ok') return r;
-      const vals = (r.json.results as Array<{ status: number; value?: string }>).map((x) => (x.status === 200 ? Number(Buffer.from(x.value!, 'base64').toString()) : null));
+      const vals = (r.json.results as Array<{ status: number; value?: string }>).map((x) =>
+        x.status === 200 ? Number(Buffer.from(x.value!, 'base64').toString()) : null,
+      );
       return { outcome: 'ok', balances: vals.every((v) => v === null) ? null : (vals as number[]) };
     }
     try {
@@ -161,7 +164,8 @@ export function startTransferWorkload(opts: { gateways: string[]; clients: numbe
         for (;;) {
           const r = await read(1, g);
           if (r.outcome === 'ok') {
-            if (seen !== undefined && JSON.stringify(seen) !== JSON.stringify(r.balances)) throw new Error(`final reads of the accounts disagree between gateways: ${JSON.stringify(seen)} and ${JSON.stringify(r.balances)}`);
+            if (seen !== undefined && JSON.stringify(seen) !== JSON.stringify(r.balances))
+              throw new Error(`final reads of the accounts disagree between gateways: ${JSON.stringify(seen)} and ${JSON.stringify(r.balances)}`);
             seen = r.balances;
             break;
           }
@@ -183,7 +187,8 @@ export function checkTransfers(history: TransferOp[], finals: number[]): string[
   for (const r of history) {
     if (r.kind !== 'read' || r.outcome !== 'ok' || r.balances === null || r.balances === undefined) continue;
     if (r.balances.some((v) => v === null)) out.push(`a read saw some accounts but not others: ${JSON.stringify(r.balances)}`);
-    else if (sum(r.balances) !== total) out.push(`a read saw balances summing to ${sum(r.balances)}, not ${total}: a transfer half applied (${JSON.stringify(r.balances)})`);
+    else if (sum(r.balances) !== total)
+      out.push(`a read saw balances summing to ${sum(r.balances)}, not ${total}: a transfer half applied (${JSON.stringify(r.balances)})`);
   }
   if (finals.length > 0) {
     if (sum(finals) !== total) out.push(`final balances sum to ${sum(finals)}, not ${total}: ${JSON.stringify(finals)}`);

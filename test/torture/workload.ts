@@ -71,14 +71,25 @@ interface Transport {
   close(): Promise<void>;
 }
 
-
 export function startWorkload(opts: WorkloadOptions): Workload {
   const history: HistoryOp[] = [];
   const opTimeoutMs = opts.opTimeoutMs ?? 15_000;
   let nextId = 0;
   let stopping = false;
   const record = (client: number, req: Request, invoke: number, a: Answer): void => {
-    history.push({ id: nextId++, client, key: req.key, kind: req.kind, value: req.value, ifVersion: req.ifVersion, ttl: req.ttl, keepTtl: req.keepTtl, invoke, complete: performance.now(), ...a });
+    history.push({
+      id: nextId++,
+      client,
+      key: req.key,
+      kind: req.kind,
+      value: req.value,
+      ifVersion: req.ifVersion,
+      ttl: req.ttl,
+      keepTtl: req.keepTtl,
+      invoke,
+      complete: performance.now(),
+      ...a,
+    });
   };
 
   const clients: Array<Promise<void>> = [];
@@ -144,7 +155,11 @@ function choose(random: () => number, client: number, seq: number, opts: Workloa
   if (p < 0.35) return { kind: 'get', key };
   if (p < 0.59) {
     const q = random();
-    return q < 0.125 ? { kind: 'put', key, value, ttl: true } : q < 0.25 ? { kind: 'put', key, value, ttl: false, keepTtl: true } : { kind: 'put', key, value, ttl: false };
+    return q < 0.125
+      ? { kind: 'put', key, value, ttl: true }
+      : q < 0.25
+        ? { kind: 'put', key, value, ttl: false, keepTtl: true }
+        : { kind: 'put', key, value, ttl: false };
   }
   if (p < 0.69) {
     const v = lastVersion.get(key);
@@ -216,7 +231,14 @@ class HttpTransport implements Transport {
     }
     switch (req.kind) {
       case 'get':
-        return { outcome: 'ok', found: true, readValue: text, version: Number(res.headers.get('etag')!.replace(/"/g, '')), hasTtl: res.headers.get('x-expires-at') !== null, note };
+        return {
+          outcome: 'ok',
+          found: true,
+          readValue: text,
+          version: Number(res.headers.get('etag')!.replace(/"/g, '')),
+          hasTtl: res.headers.get('x-expires-at') !== null,
+          note,
+        };
       case 'put':
       case 'cas':
       case 'create':
@@ -242,7 +264,9 @@ class WsTransport implements Transport {
       switch (req.kind) {
         case 'get': {
           const r = await c.get(req.key);
-          return r === null ? { outcome: 'ok', found: false, note } : { outcome: 'ok', found: true, readValue: r.value.toString('utf8'), version: r.version, hasTtl: r.expiresAt !== null, note };
+          return r === null
+            ? { outcome: 'ok', found: false, note }
+            : { outcome: 'ok', found: true, readValue: r.value.toString('utf8'), version: r.version, hasTtl: r.expiresAt !== null, note };
         }
         case 'put':
         case 'cas':

@@ -106,4 +106,3 @@ export interface CommandRow<C> {
 
 /** A row as the families list theirs: [name, handler, arity, flags, first key, last key, step, multi?]. */
 export type RowTuple<C> = readonly [string, Handler<C>, number, readonly string[], number, number, number, ('control' | 'refused')?];
-

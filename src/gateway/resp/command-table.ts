@@ -31,11 +31,25 @@ const command = (c: Conn, args: Buffer[]): void => {
   if (sub === 'count') return c.reply(resp.integer(COMMANDS.length));
   if (sub === 'info') {
     const names = args.length > 2 ? args.slice(2).map(lc) : COMMANDS.map((e) => e.name);
-    return c.reply(resp.encode(names.map((n) => { const e = BY_NAME.get(n); return e ? commandInfo(e) : null; }), c.proto));
+    return c.reply(
+      resp.encode(
+        names.map((n) => {
+          const e = BY_NAME.get(n);
+          return e ? commandInfo(e) : null;
+        }),
+        c.proto,
+      ),
+    );
   }
   // redis-cli asks for docs to show hints; kvsql has none to give (an empty map is valid).
   if (sub === 'docs') return c.reply(resp.encode(new RespMap([]), c.proto));
-  if (sub === 'list') return c.reply(resp.encode(COMMANDS.map((e) => e.name), c.proto));
+  if (sub === 'list')
+    return c.reply(
+      resp.encode(
+        COMMANDS.map((e) => e.name),
+        c.proto,
+      ),
+    );
   c.reply(unknownSubcommand(args[1], 'COMMAND'));
 };
 

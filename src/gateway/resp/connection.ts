@@ -351,7 +351,11 @@ export class Conn implements RespSession, RespCall, TxnCall, PubsubCall, ScriptC
       checkKey(args[i], this.srv.limits);
       this.srv.guard.authorize(this, op, args[i]); // every key before any op: refused whole
     }
-    if (this.recording !== null) return this.record(kind, args.slice(1).map((k): TxnOp => [op, k, null, 0, 0, 0]));
+    if (this.recording !== null)
+      return this.record(
+        kind,
+        args.slice(1).map((k): TxnOp => [op, k, null, 0, 0, 0]),
+      );
     const cmd = this.keyed(kind);
     if (cmd === null) return;
     cmd.pending = args.length - 1;
@@ -393,7 +397,12 @@ export class Conn implements RespSession, RespCall, TxnCall, PubsubCall, ScriptC
       // A put that answers the value it replaced reads it too.
       if (((o.flags ?? 0) & FLAG_GET_OLD) !== 0) this.srv.guard.authorize(this, OP_GET, o.key);
     }
-    if (this.recording !== null) return this.record(Kind.Custom, specs.map((o): TxnOp => [o.op, o.key, o.value ?? null, o.ttlMs ?? 0, o.flags ?? 0, 0]), combine);
+    if (this.recording !== null)
+      return this.record(
+        Kind.Custom,
+        specs.map((o): TxnOp => [o.op, o.key, o.value ?? null, o.ttlMs ?? 0, o.flags ?? 0, 0]),
+        combine,
+      );
     const cmd = this.keyed(Kind.Custom);
     if (cmd === null) return;
     cmd.name = name;
@@ -413,5 +422,4 @@ export class Conn implements RespSession, RespCall, TxnCall, PubsubCall, ScriptC
       return old === null || old === undefined ? resp.nil(proto) : resp.bulk(old);
     });
   }
-
 }

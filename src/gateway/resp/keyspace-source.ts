@@ -61,7 +61,6 @@ export interface PublishBus {
   subscribe(onMessage: (channel: Buffer, message: Buffer, shard: boolean) => void): () => void;
 }
 
-
 /**
  * What feedKeyspaceSource needs of the change feed's hub: FeedHub.subscribe(opts, sink) of
  * gateway/feed-hub.ts, written structurally so this file and its tests need only this much of it.
@@ -123,7 +122,6 @@ function keyspaceEventOf(e: { type: KeyspaceEvent['type']; key: Buffer; event?: 
   const op = e.event === 'incrby' || e.event === 'incrbyfloat' ? OP_INCR : e.event === 'append' ? OP_APPEND : undefined;
   return { type: 'put', key: e.key, op, flags: e.event === 'incrbyfloat' ? FLAG_FLOAT : 0, created: e.created === true, ttl: e.ttl === true };
 }
-
 
 // ---------------------------------------------------------------------------------------------
 // The interim keyspace source
@@ -194,4 +192,3 @@ class Tap implements ReplyTarget {
     this.inner.deliver(r);
   }
 }
-

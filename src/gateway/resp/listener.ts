@@ -138,4 +138,3 @@ export async function startRespServer(ctx: RespContext): Promise<RespServer> {
     },
   };
 }
-

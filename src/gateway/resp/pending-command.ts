@@ -46,7 +46,23 @@ export const enum Kind {
 }
 
 /** Kind's name in metrics, by Kind. */
-export const KIND_NAMES: readonly string[] = ['get', 'set', 'del', 'exists', 'mget', 'expire', 'expire', 'ttl', 'pttl', 'persist', 'custom', 'scan', 'keys', 'dbsize', 'randomkey'];
+export const KIND_NAMES: readonly string[] = [
+  'get',
+  'set',
+  'del',
+  'exists',
+  'mget',
+  'expire',
+  'expire',
+  'ttl',
+  'pttl',
+  'persist',
+  'custom',
+  'scan',
+  'keys',
+  'dbsize',
+  'randomkey',
+];
 
 /** One request in a connection's reply queue. `out` is its encoded reply once known. */
 export class Command implements ReplyTarget {

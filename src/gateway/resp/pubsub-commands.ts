@@ -17,7 +17,17 @@ import { Subscriber } from './pubsub-hub';
 export type PubsubHandler = (c: PubsubCall, args: Buffer[]) => void;
 
 /** In RESP2 subscribed mode only these run (Redis's processCommand). */
-export const SUBSCRIBED_MODE_COMMANDS: ReadonlySet<string> = new Set(['ping', 'subscribe', 'ssubscribe', 'unsubscribe', 'sunsubscribe', 'psubscribe', 'punsubscribe', 'quit', 'reset']);
+export const SUBSCRIBED_MODE_COMMANDS: ReadonlySet<string> = new Set([
+  'ping',
+  'subscribe',
+  'ssubscribe',
+  'unsubscribe',
+  'sunsubscribe',
+  'psubscribe',
+  'punsubscribe',
+  'quit',
+  'reset',
+]);
 
 /** Commands whose name in errors includes the subcommand (Redis's fullname, e.g. `config|get`). */
 const CONTAINERS: ReadonlySet<string> = new Set(['client', 'command', 'config', 'pubsub']);
@@ -42,39 +52,43 @@ const EMPTY = Buffer.alloc(0);
 
 const concat = (parts: Buffer[]): Buffer => (parts.length === 1 ? parts[0] : Buffer.concat(parts));
 
-const subscribe = (shard: boolean): PubsubHandler => (c, a) => {
-  const hub = c.pubsub;
-  for (let i = 1; i < a.length; i++) hub.authorizeChannel(c, a[i]); // all before any: refused whole
-  const s = (c.sub ??= new Subscriber(c));
-  const parts: Buffer[] = [];
-  for (let i = 1; i < a.length; i++) {
-    hub.addChannel(s, a[i], shard);
-    parts.push(confirm(c.proto, shard ? 'ssubscribe' : 'subscribe', a[i], shard ? s.shardChannels.size : s.count));
-  }
-  c.reply(concat(parts));
-};
-
-const unsubscribe = (shard: boolean): PubsubHandler => (c, a) => {
-  const hub = c.pubsub;
-  const kind = shard ? 'sunsubscribe' : 'unsubscribe';
-  const s = c.sub;
-  const count = (): number => (s === null ? 0 : shard ? s.shardChannels.size : s.count);
-  const parts: Buffer[] = [];
-  if (a.length === 1) {
-    const all = s === null ? [] : [...(shard ? s.shardChannels : s.channels)];
-    for (const k of all) {
-      hub.removeChannel(s!, k, shard);
-      parts.push(confirm(c.proto, kind, Buffer.from(k, 'latin1'), count()));
-    }
-    if (all.length === 0) parts.push(confirm(c.proto, kind, null, count()));
-  } else {
+const subscribe =
+  (shard: boolean): PubsubHandler =>
+  (c, a) => {
+    const hub = c.pubsub;
+    for (let i = 1; i < a.length; i++) hub.authorizeChannel(c, a[i]); // all before any: refused whole
+    const s = (c.sub ??= new Subscriber(c));
+    const parts: Buffer[] = [];
     for (let i = 1; i < a.length; i++) {
-      if (s !== null) hub.removeChannel(s, a[i].toString('latin1'), shard);
-      parts.push(confirm(c.proto, kind, a[i], count()));
+      hub.addChannel(s, a[i], shard);
+      parts.push(confirm(c.proto, shard ? 'ssubscribe' : 'subscribe', a[i], shard ? s.shardChannels.size : s.count));
     }
-  }
-  c.reply(concat(parts));
-};
+    c.reply(concat(parts));
+  };
+
+const unsubscribe =
+  (shard: boolean): PubsubHandler =>
+  (c, a) => {
+    const hub = c.pubsub;
+    const kind = shard ? 'sunsubscribe' : 'unsubscribe';
+    const s = c.sub;
+    const count = (): number => (s === null ? 0 : shard ? s.shardChannels.size : s.count);
+    const parts: Buffer[] = [];
+    if (a.length === 1) {
+      const all = s === null ? [] : [...(shard ? s.shardChannels : s.channels)];
+      for (const k of all) {
+        hub.removeChannel(s!, k, shard);
+        parts.push(confirm(c.proto, kind, Buffer.from(k, 'latin1'), count()));
+      }
+      if (all.length === 0) parts.push(confirm(c.proto, kind, null, count()));
+    } else {
+      for (let i = 1; i < a.length; i++) {
+        if (s !== null) hub.removeChannel(s, a[i].toString('latin1'), shard);
+        parts.push(confirm(c.proto, kind, a[i], count()));
+      }
+    }
+    c.reply(concat(parts));
+  };
 
 const psubscribe: PubsubHandler = (c, a) => {
   const hub = c.pubsub;
@@ -109,11 +123,13 @@ const punsubscribe: PubsubHandler = (c, a) => {
   c.reply(concat(parts));
 };
 
-const publish = (shard: boolean): PubsubHandler => (c, a) => {
-  c.pubsub.authorizePublish(c, a[1]);
-  c.reply(resp.integer(c.pubsub.publish(a[1], a[2], shard, c)));
-  c.pubsub.sendDeferred();
-};
+const publish =
+  (shard: boolean): PubsubHandler =>
+  (c, a) => {
+    c.pubsub.authorizePublish(c, a[1]);
+    c.reply(resp.integer(c.pubsub.publish(a[1], a[2], shard, c)));
+    c.pubsub.sendDeferred();
+  };
 
 const PUBSUB_HELP = [
   'PUBSUB <subcommand> [<arg> [value] [opt] ...]. Subcommands are:',
@@ -136,7 +152,8 @@ const PUBSUB_HELP = [
 const pubsub: PubsubHandler = (c, a) => {
   const hub = c.pubsub;
   const sub = a[1].toString('latin1').toLowerCase();
-  const syntax = (): void => c.reply(resp.error(`ERR unknown subcommand or wrong number of arguments for '${a[1].toString('utf8', 0, 128)}'. Try PUBSUB HELP.`));
+  const syntax = (): void =>
+    c.reply(resp.error(`ERR unknown subcommand or wrong number of arguments for '${a[1].toString('utf8', 0, 128)}'. Try PUBSUB HELP.`));
   switch (sub) {
     case 'help':
       if (a.length !== 2) return syntax();
@@ -206,7 +223,6 @@ export const PUBSUB_COMMANDS: ReadonlyArray<RowTuple<PubsubCall>> = [
   ['reset', reset, 1, ['noscript', 'loading', 'stale', 'fast', 'no_auth', 'allow_busy'], 0, 0, 0, 'control'],
 ];
 
-
 // ---------------------------------------------------------------------------------------------
 // CONFIG SET notify-keyspace-events
 // ---------------------------------------------------------------------------------------------
@@ -226,7 +242,11 @@ export function configSet(c: PubsubCall, args: Buffer[]): void {
     if (seen.has(name)) return c.reply(resp.error(`ERR CONFIG SET failed (possibly related to argument '${name}') - duplicate parameter`));
     seen.add(name);
     if (name !== 'notify-keyspace-events') {
-      return c.reply(resp.error(`ERR CONFIG SET ${args[i].toString('utf8', 0, 64)} is not supported by kvsql (only notify-keyspace-events is); configure it with KVSQL_* settings`));
+      return c.reply(
+        resp.error(
+          `ERR CONFIG SET ${args[i].toString('utf8', 0, 64)} is not supported by kvsql (only notify-keyspace-events is); configure it with KVSQL_* settings`,
+        ),
+      );
     }
     flags = notifyFlagsOf(args[i + 1].toString('latin1'));
     if (flags === -1) return c.reply(resp.error(`ERR CONFIG SET failed (possibly related to argument '${name}') - ${BAD_NOTIFY_FLAGS}`));
@@ -235,4 +255,3 @@ export function configSet(c: PubsubCall, args: Buffer[]): void {
   hub.notifyFlags = flags!;
   c.reply(resp.OK);
 }
-

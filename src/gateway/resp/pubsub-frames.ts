@@ -38,4 +38,3 @@ export const pmessage = (proto: Proto, pattern: Uint8Array, channel: Uint8Array,
 /** `subscribe ch n`, `unsubscribe ch n` (ch null: the reply to UNSUBSCRIBE when subscribed to nothing). */
 export const confirm = (proto: Proto, kind: string, channel: Uint8Array | null, count: number): Buffer =>
   frame(HEAD3[proto] + BULK(kind), [channel], proto, `:${count}\r\n`);
-

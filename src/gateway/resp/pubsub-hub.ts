@@ -58,8 +58,6 @@ export interface PubsubLimit {
 /** Redis's default for the pubsub class: 32mb 8mb 60. */
 export const DEFAULT_PUBSUB_LIMIT: PubsubLimit = Object.freeze({ hardBytes: 32 * 1024 * 1024, softBytes: 8 * 1024 * 1024, softSeconds: 60 });
 
-
-
 /** One subscribed connection's subscriptions. */
 export class Subscriber {
   readonly channels = new Set<string>();
@@ -308,7 +306,10 @@ export class PubsubHub {
     }
     if (!cut) return;
     this.cutOff++;
-    this.log.warn({ client: c.remoteAddress, id: c.id, outputBytes: used, limit: this.limit }, 'redis subscriber closed: its output buffer passed the pubsub limit (client-output-buffer-limit)');
+    this.log.warn(
+      { client: c.remoteAddress, id: c.id, outputBytes: used, limit: this.limit },
+      'redis subscriber closed: its output buffer passed the pubsub limit (client-output-buffer-limit)',
+    );
     this.drop(s);
     c.kill('pubsub output buffer limit');
   }
@@ -365,4 +366,3 @@ export class PubsubHub {
     ];
   }
 }
-

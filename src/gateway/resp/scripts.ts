@@ -99,7 +99,13 @@ const script: ScriptHandler = (c, a) => {
       return c.reply(resp.bulkText(c.scripts.add(a[2])));
     case 'exists':
       if (a.length < 3) return c.reply(wrongArgs('script|exists'));
-      return c.reply(resp.arrayHeader(a.length - 2) + a.slice(2).map((s) => resp.integer(c.scripts.has(s.toString('latin1').toLowerCase()) ? 1 : 0)).join(''));
+      return c.reply(
+        resp.arrayHeader(a.length - 2) +
+          a
+            .slice(2)
+            .map((s) => resp.integer(c.scripts.has(s.toString('latin1').toLowerCase()) ? 1 : 0))
+            .join(''),
+      );
     case 'flush':
       if (a.length > 3) return c.reply(wrongArgs('script|flush'));
       c.scripts.flush();

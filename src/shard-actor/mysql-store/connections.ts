@@ -178,7 +178,8 @@ export class ShardConnections {
       }, timeoutMs);
       this.pool.getConnection().then(
         (conn) => {
-          if (settled) conn.release(); // the waiter gave up; the connection is healthy
+          if (settled)
+            conn.release(); // the waiter gave up; the connection is healthy
           else {
             settled = true;
             clearTimeout(timer);

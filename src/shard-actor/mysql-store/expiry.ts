@@ -32,7 +32,10 @@ export class StoreExpiry {
   async reapWithFeed(keys: Buffer[]): Promise<number> {
     const conn = await this.c.acquire();
     try {
-      const [res] = await conn.query<ResultSetHeader[]>({ sql: formatSql(STATEMENTS.reapFeedBatch.sql(keys.length), [...keys, ...keys]), timeout: this.c.timeout });
+      const [res] = await conn.query<ResultSetHeader[]>({
+        sql: formatSql(STATEMENTS.reapFeedBatch.sql(keys.length), [...keys, ...keys]),
+        timeout: this.c.timeout,
+      });
       conn.release();
       return res[5].affectedRows;
     } catch (err) {
@@ -84,9 +87,7 @@ export class StoreExpiry {
     // Best effort: a lease not released expires by itself after leaseMs.
     const pool = this.c.openWriterPool();
     if (!pool) return;
-    await pool
-      .query({ sql: STATEMENTS.releaseLease.sql, timeout: 2000 }, [this.leaseHolder])
-      .catch(() => undefined);
+    await pool.query({ sql: STATEMENTS.releaseLease.sql, timeout: 2000 }, [this.leaseHolder]).catch(() => undefined);
   }
 }
 

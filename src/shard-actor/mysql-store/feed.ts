@@ -20,7 +20,8 @@ const FEED_TRIM_SPAN = 10_000;
 
 function feedRows(rows: RowDataPacket[]): FeedRow[] {
   const out: FeedRow[] = [];
-  for (const r of rows) out.push([Number(r.id), r.k as Buffer, Number(r.version), Number(r.at), Number(r.type), r.expires_at === null ? null : Number(r.expires_at)]);
+  for (const r of rows)
+    out.push([Number(r.id), r.k as Buffer, Number(r.version), Number(r.at), Number(r.type), r.expires_at === null ? null : Number(r.expires_at)]);
   return out;
 }
 

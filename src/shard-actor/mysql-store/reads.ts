@@ -51,7 +51,8 @@ export class StoreReads {
     if (now - this.servedLoadedAt < SERVED_RELOAD_MS) return;
     this.servedLoadedAt = now;
     this.servedLoading = true;
-    this.c.query<RowDataPacket[]>(STATEMENTS.servedSlots.sql, undefined)
+    this.c
+      .query<RowDataPacket[]>(STATEMENTS.servedSlots.sql, undefined)
       .then((rows) => {
         const epoch = Number(rows[0]?.ep);
         const slots = new Set<number>();

@@ -114,7 +114,10 @@ export const STATEMENTS = {
       `AND (expires_at IS NULL OR expires_at > ${NOW_MS}) ORDER BY k LIMIT ?)`,
   ),
   /** The values of a scan's page: point reads of the keys chosen from scanRange's rows. */
-  scanValues: new Statements('scanValues', (n) => `SELECT k, v, expires_at FROM kv WHERE k IN (${placeholders(n, '?')}) AND (expires_at IS NULL OR expires_at > ${NOW_MS})`),
+  scanValues: new Statements(
+    'scanValues',
+    (n) => `SELECT k, v, expires_at FROM kv WHERE k IN (${placeholders(n, '?')}) AND (expires_at IS NULL OR expires_at > ${NOW_MS})`,
+  ),
   /**
    * DBSIZE: rows per slot from the kv_slot index alone (an index-only walk, no row reads), minus
    * the expired rows not yet reaped per slot (a kv_expires_at range, one row read each), with
@@ -143,7 +146,10 @@ export const STATEMENTS = {
       `INSERT INTO kv (k, v, version, expires_at, slot) VALUES ${placeholders(n, '(?,?,?,?,?)')} ` +
       'ON DUPLICATE KEY UPDATE v = VALUES(v), version = VALUES(version), expires_at = VALUES(expires_at), slot = VALUES(slot)',
   ),
-  logChanges: new Statements('logChanges', (n) => `INSERT INTO kv_slot_changes (slot, k, n) VALUES ${placeholders(n, '(?,?,1)')} ON DUPLICATE KEY UPDATE n = n + 1`),
+  logChanges: new Statements(
+    'logChanges',
+    (n) => `INSERT INTO kv_slot_changes (slot, k, n) VALUES ${placeholders(n, '(?,?,1)')} ON DUPLICATE KEY UPDATE n = n + 1`,
+  ),
   ttlBatch: new Statements(
     'ttlBatch',
     (n) => `UPDATE kv SET expires_at = CASE k ${new Array(n).fill('WHEN ? THEN ?').join(' ')} END WHERE k IN (${placeholders(n, '?')})`,
@@ -158,7 +164,8 @@ export const STATEMENTS = {
    */
   feedRenumber: new Statements(
     'feedRenumber',
-    (n) => `UPDATE kv_feed SET version = CASE version ${new Array(n).fill('WHEN ? THEN ?').join(' ')} END WHERE id >= ? AND version IN (${placeholders(n, '?')})`,
+    (n) =>
+      `UPDATE kv_feed SET version = CASE version ${new Array(n).fill('WHEN ? THEN ?').join(' ')} END WHERE id >= ? AND version IN (${placeholders(n, '?')})`,
   ),
   /**
    * The reap lane's delete with its feed rows, one transaction, one round trip. The expired rows
@@ -203,7 +210,10 @@ export const STATEMENTS = {
    * transaction that holds that id uncommitted; IGNORE then skips it if that one committed
    * (the real row stays), else the filler takes the id, which nobody can use any more.
    */
-  feedFill: new Statements('feedFill', (n) => `INSERT IGNORE INTO kv_feed (id, k, version, at, type, expires_at) VALUES ${placeholders(n, `(?, '', 0, 0, ${FEED_FILLER}, NULL)`)}`),
+  feedFill: new Statements(
+    'feedFill',
+    (n) => `INSERT IGNORE INTO kv_feed (id, k, version, at, type, expires_at) VALUES ${placeholders(n, `(?, '', 0, 0, ${FEED_FILLER}, NULL)`)}`,
+  ),
   /** Retention: the ends of the table, the average key of its newest rows, the oldest rows' times. */
   feedStats: fixed(
     'feedStats',

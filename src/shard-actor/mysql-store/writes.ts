@@ -68,7 +68,10 @@ export class StoreWrites {
     let broken = false;
     try {
       const [results] = await conn.query<RowDataPacket[][]>({
-        sql: formatSql((withValues ? STATEMENTS.lockBatchValues : STATEMENTS.lockBatch).sql(sortedKeys.length, sortedSlots.length), [...sortedSlots, ...sortedKeys]),
+        sql: formatSql((withValues ? STATEMENTS.lockBatchValues : STATEMENTS.lockBatch).sql(sortedKeys.length, sortedSlots.length), [
+          ...sortedSlots,
+          ...sortedKeys,
+        ]),
         timeout: this.c.timeout,
       });
       const slotStates: SlotStates = new Map();

@@ -115,7 +115,10 @@ test('the keyspace source is subscribed only while notifications are on and some
   emit!({ type: 'expired', key: Buffer.from('k') });
   assert.deepEqual(
     c.frames.map((f) => f.toString('latin1')),
-    ['*4\r\n$8\r\npmessage\r\n$1\r\n*\r\n$16\r\n__keyspace@0__:k\r\n$7\r\nexpired\r\n', '*4\r\n$8\r\npmessage\r\n$1\r\n*\r\n$22\r\n__keyevent@0__:expired\r\n$1\r\nk\r\n'],
+    [
+      '*4\r\n$8\r\npmessage\r\n$1\r\n*\r\n$16\r\n__keyspace@0__:k\r\n$7\r\nexpired\r\n',
+      '*4\r\n$8\r\npmessage\r\n$1\r\n*\r\n$22\r\n__keyevent@0__:expired\r\n$1\r\nk\r\n',
+    ],
   );
   hub.notifyFlags = 0;
   assert.equal(open, 0, 'notifications off');

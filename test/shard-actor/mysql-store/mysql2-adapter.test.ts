@@ -73,7 +73,12 @@ test('destroyHard closes the socket at once, takes the connection out of the poo
   const thread = conn.threadId;
   destroyHard(conn);
   assert.equal(sockets[0].destroyed, true, 'the socket was only half-closed');
-  await waitFor(async () => (await threadsAlive([thread])) === 0, { timeoutMs: 10_000, intervalMs: 100, message: 'the server drops the thread', ignoreErrors: true });
+  await waitFor(async () => (await threadsAlive([thread])) === 0, {
+    timeoutMs: 10_000,
+    intervalMs: 100,
+    message: 'the server drops the thread',
+    ignoreErrors: true,
+  });
   const next = await pool.getConnection();
   assert.notEqual(next.threadId, thread, 'the destroyed connection went back to the pool');
   assert.equal(sockets.length, 2);
@@ -90,16 +95,19 @@ test('destroyAllSockets fails the statements in flight at once, with the error g
     () => null,
     (err: unknown) => err,
   );
-  await waitFor(async () => {
-    const c = await mysql.createConnection({ uri: server.url('mysql') });
-    try {
-      const sql = "SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE ID = ? AND INFO LIKE 'SELECT SLEEP%'";
-      const [rows] = await c.query<RowDataPacket[]>(sql, [busy.threadId]);
-      return Number(rows[0].n) === 1;
-    } finally {
-      await c.end();
-    }
-  }, { timeoutMs: 10_000, intervalMs: 100, message: 'the statement runs', ignoreErrors: true });
+  await waitFor(
+    async () => {
+      const c = await mysql.createConnection({ uri: server.url('mysql') });
+      try {
+        const sql = "SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE ID = ? AND INFO LIKE 'SELECT SLEEP%'";
+        const [rows] = await c.query<RowDataPacket[]>(sql, [busy.threadId]);
+        return Number(rows[0].n) === 1;
+      } finally {
+        await c.end();
+      }
+    },
+    { timeoutMs: 10_000, intervalMs: 100, message: 'the statement runs', ignoreErrors: true },
+  );
   const cause = Object.assign(new Error('switched away'), { code: 'PROTOCOL_CONNECTION_LOST' });
   const cutAt = Date.now();
   destroyAllSockets(pool, cause);
@@ -110,5 +118,10 @@ test('destroyAllSockets fails the statements in flight at once, with the error g
   assert.equal(sockets.length, 2);
   for (const s of sockets) assert.equal(s.destroyed, true, 'a socket of the pool stayed open');
   // The server notices a closed client within SLEEP only every few seconds (MariaDB: 5 s).
-  await waitFor(async () => (await threadsAlive(threads)) === 0, { timeoutMs: 15_000, intervalMs: 100, message: 'the server drops both threads', ignoreErrors: true });
+  await waitFor(async () => (await threadsAlive(threads)) === 0, {
+    timeoutMs: 15_000,
+    intervalMs: 100,
+    message: 'the server drops both threads',
+    ignoreErrors: true,
+  });
 });
