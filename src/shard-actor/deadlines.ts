@@ -27,7 +27,7 @@
  */
 import { errorReply } from '../protocol/ops';
 import type { ActorState, Attempted } from './actor-state';
-import { Fifo } from './fifo';
+import { Fifo } from '../protocol/fifo';
 import type { Batch, PendingOp } from './pending-op';
 import { newTxControl } from './shard-store';
 
