@@ -32,7 +32,7 @@
  * what arrived before it, on every key.
  */
 import { isReadOp, OP_REAP, OP_TXN } from '../protocol/ops';
-import { Fifo } from './fifo';
+import { Fifo } from '../protocol/fifo';
 import type { PendingOp } from './pending-op';
 
 export interface Chain {

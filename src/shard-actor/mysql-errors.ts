@@ -6,7 +6,7 @@
  *   retry       the transaction was rolled back and can be decided again from fresh locks
  *               (ER_LOCK_DEADLOCK 1213, ER_LOCK_WAIT_TIMEOUT 1205, and ER_DUP_ENTRY 1062: another
  *               gateway created a key this batch saw absent; KV_VERSIONS_MOVED, raised by the
- *               actor when a create's versions had to be taken again, see actor.ts). On Galera a
+ *               actor when a create's versions had to be taken again, see write-path.ts). On Galera a
  *               certification conflict at COMMIT is ER_LOCK_DEADLOCK too: the transaction was
  *               not applied.
  *   connection  the connection or server is gone; the shard may be down
@@ -36,7 +36,7 @@ const STORE_ERRORS = {
   KV_SHARD_READ_ONLY: 'connection',
   /** The database was created as another shard (or with other slots) than this gateway says. */
   KV_SHARD_IDENTITY_MISMATCH: 'fatal',
-  /** A create's versions had to be taken again and a decision depended on them (actor.ts). */
+  /** A create's versions had to be taken again and a decision depended on them (write-path.ts). */
   KV_VERSIONS_MOVED: 'retry',
   /** A key-range scan's rows and the served set kept being read at different epochs (a move's flips). */
   KV_SERVED_SET_MOVING: 'retry',

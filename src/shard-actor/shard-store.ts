@@ -203,7 +203,7 @@ export type Decide = (locked: Map<string, LockedRow>, now: number, issuedBelow: 
 /**
  * Called when a transaction INSERTed rows (keys that had no row to lock), after the INSERT and
  * before COMMIT, with kv_seq's counter as committed then. Returns upserts to apply before COMMIT
- * (new versions for those rows), or null to commit as planned. See actor.ts, runWrites.
+ * (new versions for those rows), or null to commit as planned. See write-path.ts, WritePath.run.
  */
 export type Recheck = (issuedNow: number) => Promise<RecheckFix | null> | RecheckFix | null;
 

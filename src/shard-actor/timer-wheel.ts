@@ -13,7 +13,7 @@
  *   takeDue()           slots move to the due queue once their whole slot has elapsed
  */
 
-import { Fifo } from './fifo';
+import { Fifo } from '../protocol/fifo';
 
 export interface WheelEntry {
   key: Buffer;

@@ -16,7 +16,7 @@
  *
  * `take` returns the block's end with the versions: while kv_seq's counter still equals it, no
  * actor has reserved a newer block, so nobody has issued a version above these (every other
- * block lies below this one). The actor checks that after a create's INSERT (see actor.ts).
+ * block lies below this one). The actor checks that after a create's INSERT (see write-path.ts).
  */
 export interface Versions {
   /** First of the versions taken. */

@@ -1,6 +1,6 @@
 /**
  * Tests a shard whose MySQL dies, end to end: two shards on two separate MySQL servers behind one
- * gateway (src/gateway/server.ts, shard-pool, src/shard-actor/actor.ts health probing). Killing
+ * gateway (src/gateway/server.ts, shard-pool, src/shard-actor/health.ts probing). Killing
  * one server makes its keys answer 503 with Retry-After and /readyz "degraded" (still 200) naming the shard, while
  * the other shard's keys keep working; after a restart the shard comes back by itself, data intact.
  */

@@ -1,5 +1,6 @@
 /**
- * Tests src/shard-actor/actor.ts on its own, over an in-memory ShardStore (MemoryStore below),
+ * Tests src/shard-actor/actor.ts and the parts it wires (read-path, write-path, reap-lane,
+ * deadlines, health, slot-refusals) on their own, over an in-memory ShardStore (MemoryStore below),
  * for what is hard to reach through MySQL: per-key order while a transaction is held open, a read
  * beside a write, a store call that never answers, an in-doubt COMMIT, a fenced slot and a slot
  * owned elsewhere. The MySQL-facing behaviour of the real store is tested against a real server

@@ -1,10 +1,10 @@
 /**
- * Tests src/shard-actor/fifo.ts against a plain array model: order, take, drain, peek, and that
+ * Tests src/protocol/fifo.ts against a plain array model: order, take, drain, peek, and that
  * compaction (which copies the live tail down) never loses, repeats or reorders an item.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Fifo } from '../../src/shard-actor/fifo';
+import { Fifo } from '../../src/protocol/fifo';
 
 test('items come out in the order they went in, through shift, take and drain', () => {
   const q = new Fifo<number>();

@@ -1,6 +1,8 @@
 /**
- * Owns the FIFO the shard actor uses for every hot queue (ready reads, ready chains, each key's
- * waiting ops, the expiry wheel's due entries). Relies on nothing. Pure.
+ * Owns the one FIFO of every hot queue: the shard actor's (ready reads, ready chains, each key's
+ * waiting ops, the expiry wheel's due entries, admitted ops by deadline) and the gateway's (each
+ * shard's submit order, for the deadline backstop and the queue-wait bound). Relies on nothing.
+ * Pure.
  *
  * Consumed from a head index, never with Array.shift (which moves every remaining item):
  *
