@@ -146,6 +146,7 @@ export class Metrics {
     };
     gauge('kvsql_shard_up', '1 when the shard answers, 0 when it is down.', (s) => (s.up ? 1 : 0));
     gauge('kvsql_shard_actor_queued', 'Operations held by the shard actor (waiting, ready or running).', (s) => s.queued);
+    gauge('kvsql_shard_in_doubt_batches', 'Write batches whose COMMIT outcome is unknown and not yet settled; their keys are held.', (s) => s.inDoubt);
     counter('kvsql_shard_retries_total', 'Batches retried after deadlock, lock wait timeout or lost connection.', (s) => s.retries);
     const batchHist = (name: string, kind: string, pick: (s: ShardStats) => number[], total: (s: ShardStats) => number, ops: (s: ShardStats) => number) => {
       out.push(`# HELP ${name} Operations per ${kind} batch.`);

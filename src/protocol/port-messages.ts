@@ -26,6 +26,8 @@ export interface ShardStats {
   readBatchSizes: number[];
   writeBatchSizes: number[];
   retries: number;
+  /** Write batches whose COMMIT was in doubt and is not settled yet; their keys are held. */
+  inDoubt: number;
   expiry: ExpiryStats;
   /** Writer node and node health of a Galera shard group; null for a single server. */
   group: GroupStats | null;

@@ -284,6 +284,7 @@ export class ShardActor {
       readBatchSizes: s.stats.readBatchSizes.slice(),
       writeBatchSizes: s.stats.writeBatchSizes.slice(),
       retries: s.stats.retries,
+      inDoubt: this.writes.inDoubt,
       expiry: this.expirer.stats(),
       group: this.store.groupStats?.() ?? null,
     };

@@ -33,9 +33,11 @@ import { planWrites, versionDemand, type WritePlan } from './write-plan';
 
 /** Retry interval of settling an in-doubt COMMIT while the server cannot be asked. */
 const SETTLE_RETRY_MS = 500;
+/** While a settle keeps failing, one warning per this interval (the first failure is logged at once). */
+const SETTLE_WARN_EVERY_MS = 30_000;
 
 export class WritePath {
-  /** Write batches whose COMMIT outcome is being settled (their keys stay held). */
+  /** Write batches whose COMMIT outcome is being settled (their keys stay held): stats' `inDoubt`. */
   private settling = 0;
 
   constructor(
@@ -53,6 +55,11 @@ export class WritePath {
    * per key it names, no key shared; which of a transaction's op lists runs, or what a script
    * writes, is decided from the locked rows: txn-plan.ts, script-session.ts).
    */
+  /** Write batches whose in-doubt COMMIT is not settled yet (their keys are held meanwhile). */
+  get inDoubt(): number {
+    return this.settling;
+  }
+
   async run(taken: Chain[], txns: PendingOp[] = []): Promise<void> {
     const s = this.s;
     // Ops answered while they waited (deadline, shard down) were told "not applied": drop them.
@@ -254,19 +261,31 @@ export class WritePath {
     const s = this.s;
     this.settling++;
     const started = s.localClock();
+    let attempts = 0;
+    let warnedAt = -Infinity;
     const attempt = async (): Promise<void> => {
+      attempts++;
       let settled = false;
+      let why = 'the transaction is still running on the server';
       try {
         settled = await s.store.settle(ctl.threadId, ctl.connectedAt);
-      } catch {
-        settled = false;
+      } catch (err) {
+        why = (err as Error).message;
       }
       if (!settled) {
+        // Retried until the server answers: releasing the keys earlier would let a later write
+        // read rows this transaction may still change. Said, not swallowed: the keys stay held.
+        const now = s.localClock();
+        if (now - warnedAt >= SETTLE_WARN_EVERY_MS) {
+          warnedAt = now;
+          s.log('warn', 'in-doubt commit not settled yet; its keys stay held', { thread: ctl.threadId, keys, attempts, ms: now - started, why });
+        }
         if (!s.stopped) setTimeout(() => void attempt(), SETTLE_RETRY_MS).unref();
+        else this.settling--;
         return;
       }
       this.settling--;
-      s.log('info', 'in-doubt commit settled; its keys are free again', { thread: ctl.threadId, keys, ms: s.localClock() - started });
+      s.log('info', 'in-doubt commit settled; its keys are free again', { thread: ctl.threadId, keys, attempts, ms: s.localClock() - started });
       release();
       s.afterBatch();
     };

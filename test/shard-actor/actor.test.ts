@@ -366,8 +366,10 @@ test('a connection lost during COMMIT: OUTCOME_UNKNOWN, not retried, and the key
   );
   assert.equal(attemptsOn(store, 'k').length, 1, 'no later write to k starts while the COMMIT is in doubt');
   assert.equal(a.replies.has(later), false);
+  assert.equal(a.actor.statsSnapshot().inDoubt, 1, 'the unsettled batch is counted (kvsql_shard_in_doubt_batches)');
   store.settled = true;
   const l = await a.reply(later);
+  assert.equal(a.actor.statsSnapshot().inDoubt, 0, 'settled: no longer counted');
   assert.equal(l[1], 200, 'the in-doubt write had committed: the later put replaces it');
   assert.equal(store.rows.get('k')?.v.toString(), 'v2');
 });
