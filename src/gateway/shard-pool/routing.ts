@@ -40,6 +40,8 @@ export class SlotRouter {
   private progressTimer: NodeJS.Timeout | null = null;
   private refreshing: Promise<void> | null = null;
   private refreshAgain = false;
+  /** Why each shard (by position) last failed to report its ownership; cleared when it answers. */
+  private readonly ownershipErrors = new Map<number, string>();
   private readonly idleRefresh: NodeJS.Timeout;
 
   constructor(
@@ -83,8 +85,15 @@ export class SlotRouter {
     const seen: ShardOwnership[] = [];
     const ask = async (s: ShardHandle): Promise<void> => {
       if (s.exited || s.stopping) return;
-      const m = await this.control.control(s, (id) => ({ type: 'ownership', id })).catch(() => null);
-      if (m === null || m.type !== 'ownership' || m.ownership === undefined) return;
+      const m = await this.control.control(s, (id) => ({ type: 'ownership', id })).catch((err: Error) => err);
+      if (m instanceof Error || m.type !== 'ownership' || m.ownership === undefined) {
+        // Its slots keep their old routes. Logged once per distinct reason, not once per refresh.
+        const why = m instanceof Error ? m.message : m.type === 'ownership' && m.error ? m.error.message : 'no ownership in its answer';
+        if (this.ownershipErrors.get(s.index) !== why) this.log.warn({ shard: s.index, err: why }, 'slot map refresh: shard did not say which slots it owns');
+        this.ownershipErrors.set(s.index, why);
+        return;
+      }
+      if (this.ownershipErrors.delete(s.index)) this.log.info({ shard: s.index }, 'slot map refresh: shard answers again');
       s.shardIndex = m.ownership.shardIndex;
       seen.push(m.ownership);
     };
