@@ -16,9 +16,11 @@ import { expiryOption } from './string-commands';
 type Handler = (c: Conn, args: Buffer[]) => void;
 
 /** SET key value [NX|XX] [GET] [EX|PX|EXAT|PXAT t|KEEPTTL] (options: protocol/redis-options). */
+/** EXAT/PXAT made relative with this gateway's clock (string-commands.ts expiryOption); hoisted: SET is the hot command. */
+const setExpiry = (unit: Parameters<typeof expiryOption>[0], arg: Buffer) => expiryOption(unit, arg, 'set');
+
 const set: Handler = (c, args) => {
-  // EXAT/PXAT: made relative with this gateway's clock (string-commands.ts expiryOption).
-  const o = parseSetOptions(args, (unit, arg) => expiryOption(unit, arg, 'set'));
+  const o = parseSetOptions(args, setExpiry);
   if (isOptionError(o)) return c.reply(resp.error(o.error));
   const { flags, get, ttlMs } = o;
   if (o.expiry && ttlMs <= 0 && (flags & FLAG_KEEP_TTL) === 0) {
