@@ -175,7 +175,7 @@ interface Setting<K extends keyof Config> {
 
 const s = <K extends keyof Config>(key: K, env: string, parse: Parser<Config[K]>, def: Config[K], doc: string): Setting<K> => ({ key, env, parse, def, doc });
 
-/** Every setting. README's configuration table is generated from the same facts (keep in sync). */
+/** Every setting. README's configuration table states the same facts; keep them in sync by hand. */
 export const SETTINGS = [
   s('host', 'KVSQL_HOST', host, '127.0.0.1', 'address to listen on'),
   s('port', 'KVSQL_PORT', int(0, 65535), 8080, 'HTTP/WebSocket port (0 picks a free one)'),

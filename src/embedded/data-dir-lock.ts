@@ -6,7 +6,7 @@
  *   <dataDir>/kvsql.lock    {"pid": 1234, "started": "<ticks since boot, /proc/1234/stat field 22>"}
  *
  * Why: two stores on one data dir each took the other's mariadbd for a leftover, stopped it and
- * restarted their own, for as long as both ran (503 for ~70 s, seen in issue 19).
+ * restarted their own, for as long as both ran (503 for ~70 s when it happened).
  *
  * Taking it: create the file with O_EXCL (link of a complete temp file, so a reader never sees a
  * half-written lock). If it exists and its holder is alive, refuse; if the holder is dead (a

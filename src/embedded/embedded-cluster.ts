@@ -49,7 +49,7 @@ export interface MysqlContainer extends LocalMysqld {
 }
 
 // The subset of testcontainers we use, typed here so that this file compiles (and the local path
-// runs) when the optional dependency failed to install.
+// runs) where it is absent: it is a devDependency, so `npm ci --omit=dev` installs have none.
 interface TcStartedContainer {
   getHost(): string;
   getMappedPort(port: number): number;
@@ -113,7 +113,7 @@ const CONTAINER_STOP_GRACE_MS = 20_000;
  */
 export async function startMysqlContainer(opts: { database: string; bufferPoolMb?: number; log: (msg: string) => void }): Promise<MysqlContainer> {
   const tc = loadTestcontainers();
-  if (tc === null) throw new Error('testcontainers is not installed (it is an optional dependency); run `npm install testcontainers`');
+  if (tc === null) throw new Error('testcontainers is not installed (a devDependency: installs made with --omit=dev lack it); run `npm install testcontainers`');
   const started = Date.now();
   const container = await new tc.GenericContainer('mysql:8.4')
     .withEnvironment({ MYSQL_ALLOW_EMPTY_PASSWORD: 'yes', MYSQL_DATABASE: opts.database })

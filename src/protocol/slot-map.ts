@@ -9,9 +9,10 @@
  *   shard:  0               | 1                      (default map for 2 shards: contiguous ranges)
  *
  * Moving a slot between shards changes one entry; the map is a value (`SlotMap`) so it can be
- * persisted, compared and versioned. Its fingerprint is stored in every shard at first start, so a
- * gateway started with a different map refuses to serve instead of reading keys from the wrong
- * shard.
+ * persisted, compared and versioned. No gateway owns it: each shard records the slots it owns
+ * (kv_slots, an epoch per slot), gateways build their routes from those answers (resolveOwners),
+ * and an actor refuses an op on a slot its shard does not own (WRONG_SHARD), so a gateway with an
+ * old route is corrected, never served from the wrong shard.
  */
 
 export const SLOT_COUNT = 16384;

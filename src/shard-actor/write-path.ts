@@ -150,7 +150,7 @@ export class WritePath {
             // locked, so between that read and the INSERT another gateway may have created it
             // with a version from a newer block and deleted it again. Our INSERT then succeeds,
             // but with versions below that incarnation's: the key's versions would go backwards
-            // (issue 8). The INSERT now holds those keys; if any actor reserved a block after
+            // (they must only grow). The INSERT now holds those keys; if any actor reserved a block after
             // ours, take versions from a block reserved now (above all issued so far) instead.
             async (issuedNow) => {
               if (taken === null || issuedNow <= taken.blockEnd) return null;

@@ -312,7 +312,7 @@ export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now:
         // gateways' creates of the key like any other. INSERT (ER_DUP_ENTRY if another
         // gateway's row is there; the actor's version recheck), then DELETE in the same
         // transaction: nothing remains, but another gateway's concurrent create is ordered
-        // before or after it, never beside it with a lower version (issue 8).
+        // before or after it, never beside it with a lower version (a key's versions only grow).
         plan.mutations.inserts.push([chain.key, lastPut[0], lastPut[1], lastPut[2]]);
         plan.mutations.deletes.push(chain.key);
       }

@@ -1,7 +1,7 @@
 /**
  * Network faults between a shard actor and MySQL, end to end: shard 0's URL points at a TCP proxy
  * (test/helpers/tcp-proxy.ts) in front of a real MariaDB, shard 1 talks to the same server
- * directly. Asserts rule 5: an unknown outcome exactly when COMMIT was lost, every op answered
+ * directly. Asserts the fault contract: an unknown outcome exactly when COMMIT was lost, every op answered
  * within KVSQL_OP_DEADLINE_MS whatever the link does, 503 at once from the queue bounds while the
  * shard hangs, the other shard unaffected, bounded retries, and recovery by itself.
  */

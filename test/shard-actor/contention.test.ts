@@ -6,7 +6,7 @@
  * (test/helpers/seeded; replay with KVSQL_FUZZ_SEED).
  *   - One gateway: InnoDB reports no deadlock at all (its counter does not move): each shard's
  *     actor locks a transaction's rows in sorted key order, keeps concurrent transactions' and
- *     reaps' keys disjoint (rule 4), and every locking statement reaches only its own rows
+ *     reaps' keys disjoint (locks in one global order), and every locking statement reaches only its own rows
  *     (reaps forced onto the primary key, deletes one point statement per key; see
  *     lock-scope.test.ts, which pins the reap-vs-write deadlock this test once saw under load).
  *   - Two gateways on the same shards: their transactions may meet in InnoDB, but no deadlock or

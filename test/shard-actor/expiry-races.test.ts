@@ -95,7 +95,7 @@ test(`${N} keys expiring in one tick, raced by reads, keepTtl puts, TTL set and 
             return;
           }
           hits++;
-          // Rule 2, judged on the incarnation returned: a hit with a TTL began before that TTL ran out.
+          // Never an expired key, judged on the incarnation returned: a hit with a TTL began before that TTL ran out.
           if (got.expiresAt !== null) checkRead(read, got.expiresAt, clock, `${k.key} (${k.group}, expiresAt ${got.expiresAt})`);
           if (k.group === 'untouched') {
             assert.equal(got.expiresAt, k.expiresAt, `${k.key} (untouched): expiry changed`);

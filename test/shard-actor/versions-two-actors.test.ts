@@ -2,7 +2,7 @@
  * Versions with two actors on one shard (two gateways), in the window between a create's locking
  * read (the key absent, so nothing is locked under READ COMMITTED) and its INSERT: another
  * gateway creates the key with a version from a newer block and deletes it again. The INSERT then
- * succeeds; its version must still be above the other incarnation's (issue 8, "versions go
+ * succeeds; its version must still be above the other incarnation's ("versions go
  * backwards with two gateways"). The window is widened here by delaying one actor's decision.
  */
 import { test, before, after } from 'node:test';

@@ -280,7 +280,7 @@ test('a chain folds into one mutation for its key', () => {
     assert.ok(writes + m.ttlUpdates.length + m.deletes.length <= 1, `${name}: more than one mutation`);
   }
   // Created and deleted again on a key with no row: INSERT then DELETE, so the incarnation (whose
-  // puts were answered with versions) is ordered against other gateways' creates (issue 8).
+  // puts were answered with versions) is ordered against other gateways' creates (a key's versions only grow).
   const transient = planWrites([chain(op(OP_PUT, 'k'), op(OP_PUT, 'k'), op(OP_DEL, 'k'))], rows({}), NOW, FIRST);
   assert.deepEqual(
     transient.replies.map(([, r]) => r.slice(1)),

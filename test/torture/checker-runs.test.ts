@@ -1,7 +1,7 @@
 /**
  * Short checker runs on one store of real processes (a mariadbd per shard, two gateway processes
  * on the same shards), each on its own keys, each asserting zero violations:
- *   1. no faults: the regression test for "versions go backwards with two gateways" (issue 8);
+ *   1. no faults: the regression test for "versions go backwards with two gateways";
  *      any version lower than one acknowledged before is a violation, as is every other anomaly
  *   2. kill -9 of a gateway process with ops in flight, restarted on the same port
  *   3. kill -9 of a shard's mariadbd with writes in flight, restarted on the same data
