@@ -425,13 +425,7 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
     } catch (err) {
       const e = toErrorData(err);
       ctx.metrics.observe('http', OP_NAMES[op], statusOf(e.code), 0);
-      writeError(
-        res,
-        e.code,
-        e.code === 'KV_ERR_INTERNAL' ? 'internal error' : e.message,
-        undefined,
-        req.getMethod() === 'head' ? HEAD : hasBody(req) ? CLOSE : undefined,
-      );
+      writeError(res, e.code, e.message, undefined, req.getMethod() === 'head' ? HEAD : hasBody(req) ? CLOSE : undefined);
     }
   };
 

@@ -16,7 +16,7 @@
  * one result per op of the list that ran, each as that op's own route answers it (values base64,
  * as the listing gives them; an error as {"status", "error": {"code", "message"}}).
  */
-import { KvError } from '../protocol/errors';
+import { clientMessage, KvError } from '../protocol/errors';
 import {
   FLAG_FLOAT,
   FLAG_KEEP_TTL,
@@ -181,7 +181,7 @@ export function txnJson(done: TxnDone, ran: TxnOp[]): string {
 const b64 = (v: Uint8Array): string => Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('base64');
 
 function resultJson(op: OpCode, r: Reply): string {
-  if (isErrorReply(r)) return `{"status":${r[1]},"error":{"code":${JSON.stringify(r[2])},"message":${JSON.stringify(r[3])}}}`;
+  if (isErrorReply(r)) return `{"status":${r[1]},"error":{"code":${JSON.stringify(r[2])},"message":${JSON.stringify(clientMessage(r[2], r[3]))}}}`;
   const status = r[1];
   if (status === 404 || status === 204) return `{"status":${status}}`;
   if (status === 412) return `{"status":412,"version":${(r as PreconditionFailed)[2] ?? null}}`;

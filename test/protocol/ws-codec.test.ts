@@ -323,6 +323,12 @@ test('toWireReply reshapes actor replies in place', () => {
   assert.deepEqual(toWireReply(r([99, 200, 5000, 3800]), 7, 6), [7, 200, 1200, 5000]);
   assert.deepEqual(toWireReply(r([99, 200, 5000, 6000]), 7, 6), [7, 200, 0, 5000], 'an expiry in the past is 0 left');
   assert.deepEqual(toWireReply(r([99, 200, null, 3800]), 7, 6), [7, 200, null, null]);
+  // A 500's detail is the log's, not the client's (errors.ts clientMessage), as on HTTP and Redis.
+  assert.deepEqual(toWireReply(r([0, 500, 'KV_ERR_INTERNAL', 'shard 0: ER_NO_SUCH_TABLE', 1]), 7, 1), [
+    7,
+    500,
+    { code: 'KV_ERR_INTERNAL', message: 'internal error' },
+  ]);
   assert.deepEqual(toWireReply(r([0, 503, 'KV_ERR_OVERLOADED', 'shard 0 has 9 operations queued', 1]), 7, 2), [
     7,
     503,
