@@ -43,7 +43,8 @@ import { parseTxnJson, txnJson } from './http-txn';
 import { txnRoute } from './txn-route';
 import { checkKey, checkValue, parseTtlSeconds, parseVersionTag, type Limits } from '../protocol/validate';
 import { parseFloatText, parseInt64 } from '../protocol/numbers';
-import { listRefusal, mayAccess, mayList, rightFor, type TokenEntry } from '../protocol/access';
+import type { TokenEntry } from '../protocol/access';
+import { authorizeOp, listingRefusal, txnRefusal } from './door-policy';
 import { checkListRequest, type ListPage } from '../protocol/listing';
 import { listPage } from './key-lister';
 import type { Auth } from './auth';
@@ -65,13 +66,6 @@ export interface HttpContext {
   auth: Auth | null;
   /** The change feed's watchers; null when KVSQL_FEED is off. */
   feed: FeedHub | null;
-}
-
-/** Throws KV_ERR_FORBIDDEN unless `who` (null: auth off) may run `op` on `key`. */
-function authorize(ctx: HttpContext, who: TokenEntry | null, op: OpCode, key: Uint8Array, flags = 0): void {
-  if (who === null || mayAccess(who, op, key, flags)) return;
-  ctx.auth!.forbid('http');
-  throw new KvError('KV_ERR_FORBIDDEN', `token "${who.name}" has no ${rightFor(op, flags)} right on this key`);
 }
 
 /** POST /v1/txn's body limit: room for two values of the largest size, and at least 16 MiB. */
@@ -435,7 +429,7 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
       guard(res, req, op, (who) => {
         const key = decodeKey(req.getUrl(), prefix);
         checkKey(key, limits);
-        authorize(ctx, who, op, key);
+        authorizeOp(ctx.auth, 'http', who, op, key);
         const q = parseQuery(req.getQuery() ?? '', params);
         const c = allowConditions ? parseConditions(req, false) : { flags: 0, ifVersion: 0 };
         pool.submit(new HttpCall(ctx, res, op), op, key, null, q.ttlMs, c.flags, c.ifVersion);
@@ -460,7 +454,7 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
     guard(res, req, OP_PUT, (who) => {
       const key = decodeKey(req.getUrl(), KV);
       checkKey(key, limits);
-      authorize(ctx, who, OP_PUT, key);
+      authorizeOp(ctx.auth, 'http', who, OP_PUT, key);
       const q = parseQuery(req.getQuery() ?? '', PUT_PARAMS);
       const c = parseConditions(req, true);
       const flags = c.flags | (q.keepTtl ? FLAG_KEEP_TTL : 0);
@@ -494,7 +488,7 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
       if (hasBody(req)) throw new KvError('KV_ERR_BAD_REQUEST', 'POST /v1/kv/{key}?incr=N takes no body');
       const key = decodeKey(req.getUrl(), KV);
       checkKey(key, limits);
-      authorize(ctx, who, OP_INCR, key);
+      authorizeOp(ctx.auth, 'http', who, OP_INCR, key);
       const q = parseQuery(req.getQuery() ?? '', INCR_PARAMS);
       pool.submit(new HttpCall(ctx, res, OP_INCR), OP_INCR, key, q.incr, 0, q.float ? FLAG_FLOAT : 0, 0);
     }),
@@ -526,8 +520,8 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
         chunks = null;
         try {
           const program = parseTxnJson(body, limits);
-          for (const [k] of program[0]) authorize(ctx, who, OP_GET, k);
-          for (const o of [...program[1], ...program[2]]) authorize(ctx, who, o[0], o[1], o[4]);
+          const refused = txnRefusal(ctx.auth, 'http', who, program);
+          if (refused !== null) throw refused;
           const first = txnRoute(program, (k) => pool.shardOf(k));
           call.txn = program;
           if (first === null) call.deliver([0, 200, 1, []]);
@@ -557,10 +551,8 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
   app.get('/v1/kv', (res, req) =>
     guard(res, req, OP_SCAN, (who) => {
       const q = parseListQuery(req.getQuery() ?? '', limits);
-      if (who !== null && !mayList(who, q.prefix)) {
-        ctx.auth!.forbid('http');
-        throw new KvError('KV_ERR_FORBIDDEN', listRefusal(who, q.prefix));
-      }
+      const refused = listingRefusal(ctx.auth, 'http', who, q.prefix);
+      if (refused !== null) throw refused;
       const call = new HttpCall(ctx, res, OP_SCAN);
       listPage(pool, q).then(
         (p) => call.page(p),

@@ -13,6 +13,8 @@
  *   any 503                       -> TRYAGAIN <code> <message>
  *   a 500                         -> ERR <code> internal error    (protocol/errors clientMessage)
  *   the rest                      -> ERR <code> <message>
+ *
+ * and Redis's own texts for auth (NOAUTH, WRONGPASS), which clients key on.
  */
 import { clientMessage, statusOf, toErrorData } from '../../protocol/errors';
 import type { ErrorReply } from '../../protocol/ops';
@@ -31,6 +33,11 @@ export function errorText(code: string, message: string): string {
   if (status === 503) return `TRYAGAIN ${code} ${message}`;
   return `ERR ${code} ${clientMessage(code, message)}`;
 }
+
+/** Redis's reply to a command before AUTH (auth on). */
+export const NOAUTH = 'NOAUTH Authentication required.';
+/** Redis's reply to a bad password: here a token that is missing, malformed, unknown or revoked. */
+export const WRONGPASS = 'WRONGPASS invalid username-password pair or user is disabled.';
 
 /** A kvsql error by code as an error reply. */
 export const codeError = (code: string, message: string): string => resp.error(errorText(code, message));
