@@ -42,6 +42,7 @@ import { packTxn, type TxnProgram } from '../protocol/txn';
 import { parseTxnJson, txnJson } from './http-txn';
 import { txnRoute } from './txn-route';
 import { checkKey, checkValue, parseTtlSeconds, parseVersionTag, type Limits } from '../protocol/validate';
+import { checkPutRules, HTTP_PUT_NAMES } from '../protocol/put-rules';
 import { parseFloatText, parseInt64 } from '../protocol/numbers';
 import type { TokenEntry } from '../protocol/access';
 import { authorizeOp, listingRefusal, txnRefusal } from './door-policy';
@@ -362,7 +363,6 @@ function parseQuery(raw: string, allowed: ReadonlySet<string>): Query {
       );
     }
   }
-  if (sawTtl && q.keepTtl) throw new KvError('KV_ERR_BAD_REQUEST', 'ttl and keepttl=true contradict each other; send one');
   if (allowed.has('ttl') && allowed.size === 1 && !sawTtl) throw new KvError('KV_ERR_BAD_TTL', 'ttl query parameter is required');
   return q;
 }
@@ -458,6 +458,7 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
       const q = parseQuery(req.getQuery() ?? '', PUT_PARAMS);
       const c = parseConditions(req, true);
       const flags = c.flags | (q.keepTtl ? FLAG_KEEP_TTL : 0);
+      checkPutRules(q.ttlMs, flags, HTTP_PUT_NAMES);
       const declared = req.getHeader('content-length');
       if (declared !== '' && Number(declared) > limits.maxValueBytes) checkValue(Number(declared), limits);
       const call = new HttpCall(ctx, res, OP_PUT);

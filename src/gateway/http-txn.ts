@@ -43,6 +43,7 @@ import {
 import { ABSENT, EXISTS, MAX_TXN_OPS, type TxnCompare, type TxnDone, type TxnOp, type TxnProgram } from '../protocol/txn';
 import { parseFloatText, parseInt64 } from '../protocol/numbers';
 import { checkKey, checkValue, parseTtlSeconds, type Limits } from '../protocol/validate';
+import { checkPutRules, WS_PUT_NAMES } from '../protocol/put-rules';
 
 const OPS: Record<string, OpCode> = {
   get: OP_GET,
@@ -149,8 +150,9 @@ function parseOp(x: unknown, at: string, limits: Limits): TxnOp {
       checkValue(v.length, limits);
       if (o.keepTtl !== undefined && typeof o.keepTtl !== 'boolean') throw bad(`${at}.keepTtl must be true or false`);
       const ttlMs = ttl();
-      if (ttlMs > 0 && o.keepTtl === true) throw bad(`${at}: ttl and keepTtl exclude each other`);
-      return [OP_PUT, k, v, ttlMs, o.keepTtl === true ? FLAG_KEEP_TTL : 0, 0];
+      const flags = o.keepTtl === true ? FLAG_KEEP_TTL : 0;
+      checkPutRules(ttlMs, flags, WS_PUT_NAMES, `${at}: `);
+      return [OP_PUT, k, v, ttlMs, flags, 0];
     }
     case OP_EXPIRE: {
       const ttlMs = ttl();
