@@ -332,7 +332,7 @@ export class KvClient {
     return this.issue(OP_GET, key, null, 0, undefined) as Promise<GetResult | null>;
   }
 
-  /** Writes `value`. A failed ifAbsent/ifVersion condition rejects with KV_ERR_PRECONDITION_FAILED. */
+  /** Writes `value`. A failed ifAbsent/ifExists/ifVersion condition rejects with KV_ERR_PRECONDITION_FAILED. */
   put(key: Key, value: Value, opts?: PutOptions): Promise<PutResult> {
     return this.issue(OP_PUT, key, value, 0, opts) as Promise<PutResult>;
   }

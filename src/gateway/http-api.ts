@@ -42,8 +42,10 @@ import { packTxn, type TxnProgram } from '../protocol/txn';
 import { parseTxnJson, txnJson } from './http-txn';
 import { txnRoute } from './txn-route';
 import { checkKey, checkValue, parseTtlSeconds, parseVersionTag, type Limits } from '../protocol/validate';
+import { checkPutRules, HTTP_PUT_NAMES } from '../protocol/put-rules';
 import { parseFloatText, parseInt64 } from '../protocol/numbers';
-import { listRefusal, mayAccess, mayList, rightFor, type TokenEntry } from '../protocol/access';
+import type { TokenEntry } from '../protocol/access';
+import { authorizeOp, listingRefusal, txnRefusal } from './door-policy';
 import { checkListRequest, type ListPage } from '../protocol/listing';
 import { listPage } from './key-lister';
 import type { Auth } from './auth';
@@ -65,13 +67,6 @@ export interface HttpContext {
   auth: Auth | null;
   /** The change feed's watchers; null when KVSQL_FEED is off. */
   feed: FeedHub | null;
-}
-
-/** Throws KV_ERR_FORBIDDEN unless `who` (null: auth off) may run `op` on `key`. */
-function authorize(ctx: HttpContext, who: TokenEntry | null, op: OpCode, key: Uint8Array, flags = 0): void {
-  if (who === null || mayAccess(who, op, key, flags)) return;
-  ctx.auth!.forbid('http');
-  throw new KvError('KV_ERR_FORBIDDEN', `token "${who.name}" has no ${rightFor(op, flags)} right on this key`);
 }
 
 /** POST /v1/txn's body limit: room for two values of the largest size, and at least 16 MiB. */
@@ -368,7 +363,6 @@ function parseQuery(raw: string, allowed: ReadonlySet<string>): Query {
       );
     }
   }
-  if (sawTtl && q.keepTtl) throw new KvError('KV_ERR_BAD_REQUEST', 'ttl and keepttl=true contradict each other; send one');
   if (allowed.has('ttl') && allowed.size === 1 && !sawTtl) throw new KvError('KV_ERR_BAD_TTL', 'ttl query parameter is required');
   return q;
 }
@@ -425,13 +419,7 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
     } catch (err) {
       const e = toErrorData(err);
       ctx.metrics.observe('http', OP_NAMES[op], statusOf(e.code), 0);
-      writeError(
-        res,
-        e.code,
-        e.code === 'KV_ERR_INTERNAL' ? 'internal error' : e.message,
-        undefined,
-        req.getMethod() === 'head' ? HEAD : hasBody(req) ? CLOSE : undefined,
-      );
+      writeError(res, e.code, e.message, undefined, req.getMethod() === 'head' ? HEAD : hasBody(req) ? CLOSE : undefined);
     }
   };
 
@@ -441,7 +429,7 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
       guard(res, req, op, (who) => {
         const key = decodeKey(req.getUrl(), prefix);
         checkKey(key, limits);
-        authorize(ctx, who, op, key);
+        authorizeOp(ctx.auth, 'http', who, op, key);
         const q = parseQuery(req.getQuery() ?? '', params);
         const c = allowConditions ? parseConditions(req, false) : { flags: 0, ifVersion: 0 };
         pool.submit(new HttpCall(ctx, res, op), op, key, null, q.ttlMs, c.flags, c.ifVersion);
@@ -466,10 +454,11 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
     guard(res, req, OP_PUT, (who) => {
       const key = decodeKey(req.getUrl(), KV);
       checkKey(key, limits);
-      authorize(ctx, who, OP_PUT, key);
+      authorizeOp(ctx.auth, 'http', who, OP_PUT, key);
       const q = parseQuery(req.getQuery() ?? '', PUT_PARAMS);
       const c = parseConditions(req, true);
       const flags = c.flags | (q.keepTtl ? FLAG_KEEP_TTL : 0);
+      checkPutRules(q.ttlMs, flags, HTTP_PUT_NAMES);
       const declared = req.getHeader('content-length');
       if (declared !== '' && Number(declared) > limits.maxValueBytes) checkValue(Number(declared), limits);
       const call = new HttpCall(ctx, res, OP_PUT);
@@ -500,7 +489,7 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
       if (hasBody(req)) throw new KvError('KV_ERR_BAD_REQUEST', 'POST /v1/kv/{key}?incr=N takes no body');
       const key = decodeKey(req.getUrl(), KV);
       checkKey(key, limits);
-      authorize(ctx, who, OP_INCR, key);
+      authorizeOp(ctx.auth, 'http', who, OP_INCR, key);
       const q = parseQuery(req.getQuery() ?? '', INCR_PARAMS);
       pool.submit(new HttpCall(ctx, res, OP_INCR), OP_INCR, key, q.incr, 0, q.float ? FLAG_FLOAT : 0, 0);
     }),
@@ -532,8 +521,8 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
         chunks = null;
         try {
           const program = parseTxnJson(body, limits);
-          for (const [k] of program[0]) authorize(ctx, who, OP_GET, k);
-          for (const o of [...program[1], ...program[2]]) authorize(ctx, who, o[0], o[1], o[4]);
+          const refused = txnRefusal(ctx.auth, 'http', who, program);
+          if (refused !== null) throw refused;
           const first = txnRoute(program, (k) => pool.shardOf(k));
           call.txn = program;
           if (first === null) call.deliver([0, 200, 1, []]);
@@ -563,10 +552,8 @@ export function mountHttpApi(app: TemplatedApp, ctx: HttpContext): void {
   app.get('/v1/kv', (res, req) =>
     guard(res, req, OP_SCAN, (who) => {
       const q = parseListQuery(req.getQuery() ?? '', limits);
-      if (who !== null && !mayList(who, q.prefix)) {
-        ctx.auth!.forbid('http');
-        throw new KvError('KV_ERR_FORBIDDEN', listRefusal(who, q.prefix));
-      }
+      const refused = listingRefusal(ctx.auth, 'http', who, q.prefix);
+      if (refused !== null) throw refused;
       const call = new HttpCall(ctx, res, OP_SCAN);
       listPage(pool, q).then(
         (p) => call.page(p),

@@ -1,12 +1,12 @@
 /**
  * Owns how an error is written on HTTP: the status line, the headers the status calls for
  * (Retry-After from the registry's policy, WWW-Authenticate) and the JSON body
- * `{"error":{"code","message"}}`. Used by every HTTP route and the WebSocket upgrade. Relies on
+ * `{"error":{"code","message"}}`, the message as the registry lets a client see it (clientMessage). Used by every HTTP route and the WebSocket upgrade. Relies on
  * protocol/errors (status and Retry-After of each code) and uWebSockets.js. Must not decide which
  * error applies: callers pass the code.
  */
 import type { HttpResponse } from 'uWebSockets.js';
-import { retryAfterOf, statusOf, type ErrorCode } from '../protocol/errors';
+import { clientMessage, retryAfterOf, statusOf, type ErrorCode } from '../protocol/errors';
 
 const STATUS_TEXT: Record<number, string> = {
   200: '200 OK',
@@ -53,5 +53,5 @@ export function writeError(res: HttpResponse, code: ErrorCode | string, message:
   res.writeHeader('Content-Type', 'application/json');
   if (opts?.head)
     res.endWithoutBody(); // (a HEAD request has no body to leave unread)
-  else res.end(JSON.stringify({ error: { code, message } }), opts?.close);
+  else res.end(JSON.stringify({ error: { code, message: clientMessage(code, message) } }), opts?.close);
 }

@@ -16,7 +16,7 @@
  * one result per op of the list that ran, each as that op's own route answers it (values base64,
  * as the listing gives them; an error as {"status", "error": {"code", "message"}}).
  */
-import { KvError } from '../protocol/errors';
+import { clientMessage, KvError } from '../protocol/errors';
 import {
   FLAG_FLOAT,
   FLAG_KEEP_TTL,
@@ -43,6 +43,7 @@ import {
 import { ABSENT, EXISTS, MAX_TXN_OPS, type TxnCompare, type TxnDone, type TxnOp, type TxnProgram } from '../protocol/txn';
 import { parseFloatText, parseInt64 } from '../protocol/numbers';
 import { checkKey, checkValue, parseTtlSeconds, type Limits } from '../protocol/validate';
+import { checkPutRules, WS_PUT_NAMES } from '../protocol/put-rules';
 
 const OPS: Record<string, OpCode> = {
   get: OP_GET,
@@ -149,8 +150,9 @@ function parseOp(x: unknown, at: string, limits: Limits): TxnOp {
       checkValue(v.length, limits);
       if (o.keepTtl !== undefined && typeof o.keepTtl !== 'boolean') throw bad(`${at}.keepTtl must be true or false`);
       const ttlMs = ttl();
-      if (ttlMs > 0 && o.keepTtl === true) throw bad(`${at}: ttl and keepTtl exclude each other`);
-      return [OP_PUT, k, v, ttlMs, o.keepTtl === true ? FLAG_KEEP_TTL : 0, 0];
+      const flags = o.keepTtl === true ? FLAG_KEEP_TTL : 0;
+      checkPutRules(ttlMs, flags, WS_PUT_NAMES, `${at}: `);
+      return [OP_PUT, k, v, ttlMs, flags, 0];
     }
     case OP_EXPIRE: {
       const ttlMs = ttl();
@@ -181,7 +183,7 @@ export function txnJson(done: TxnDone, ran: TxnOp[]): string {
 const b64 = (v: Uint8Array): string => Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('base64');
 
 function resultJson(op: OpCode, r: Reply): string {
-  if (isErrorReply(r)) return `{"status":${r[1]},"error":{"code":${JSON.stringify(r[2])},"message":${JSON.stringify(r[3])}}}`;
+  if (isErrorReply(r)) return `{"status":${r[1]},"error":{"code":${JSON.stringify(r[2])},"message":${JSON.stringify(clientMessage(r[2], r[3]))}}}`;
   const status = r[1];
   if (status === 404 || status === 204) return `{"status":${status}}`;
   if (status === 412) return `{"status":412,"version":${(r as PreconditionFailed)[2] ?? null}}`;

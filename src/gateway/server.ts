@@ -37,6 +37,7 @@ import { loadUws } from './uws';
 import { mountWsApi, refreshTokens, type WsContext } from './ws-api';
 import { FeedHub } from './feed-hub';
 import { mountWatchSse } from './watch-sse';
+import { adminRefusal } from './door-policy';
 
 export interface Server {
   port: number;
@@ -108,9 +109,9 @@ export async function startServer(
     if (auth === null) return true;
     try {
       const who = auth.authenticateHttp(res, req);
-      if (needAdmin && !who.admin) {
-        auth.forbid('admin');
-        writeError(res, 'KV_ERR_FORBIDDEN', `token "${who.name}" has no admin right`);
+      const refused = needAdmin ? adminRefusal(auth, 'admin', who) : null;
+      if (refused !== null) {
+        writeError(res, refused.code, refused.message);
         return false;
       }
       return true;

@@ -16,7 +16,8 @@
  */
 import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
 import { KvError, statusOf, toErrorData } from '../protocol/errors';
-import { mayList, type TokenEntry } from '../protocol/access';
+import type { TokenEntry } from '../protocol/access';
+import { watchRefusal } from './door-policy';
 import { decodeKey, keyText } from './http-api';
 import type { FeedError, FeedEvent, Subscription } from './feed-hub';
 import { writeError } from './http-errors';
@@ -64,13 +65,8 @@ export function mountWatchSse(app: TemplatedApp, ctx: WsContext): void {
       const last = req.getHeader('last-event-id');
       if (last !== '') q.from = last;
       if (ctx.feed === null) throw new KvError('KV_ERR_BAD_REQUEST', 'the change feed is off on this gateway (KVSQL_FEED=off)');
-      if (who !== null && !mayList(who, q.prefix)) {
-        ctx.auth!.forbid('http');
-        throw new KvError(
-          'KV_ERR_FORBIDDEN',
-          `token "${who.name}" may not watch keys with prefix of ${q.prefix.length} bytes: watching needs a read grant on that prefix or a shorter one`,
-        );
-      }
+      const refused = watchRefusal(ctx.auth, 'http', who, q.prefix);
+      if (refused !== null) throw refused;
     } catch (err) {
       const e = toErrorData(err);
       ctx.metrics.observe('http', 'watch', statusOf(e.code), 0);

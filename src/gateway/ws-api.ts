@@ -23,10 +23,11 @@
  * uWS has no way to pause reading a WebSocket in this version, hence answers instead of pauses.
  */
 import type { HttpRequest, HttpResponse, TemplatedApp, us_socket_context_t, WebSocket } from 'uWebSockets.js';
-import { listRefusal, mayAccess, mayList, rightFor, wsProtocols, type TokenEntry } from '../protocol/access';
+import { wsProtocols, type TokenEntry } from '../protocol/access';
+import { listingRefusal, opRefusal, txnRefusal, watchRefusal } from './door-policy';
 import type { ScanRequest } from '../protocol/listing';
 import { ERRORS, statusOf, toErrorData, type ErrorData } from '../protocol/errors';
-import { isErrorReply, OP_GET, OP_NAMES, OP_SCAN, OP_TXN, OP_UNWATCH, OP_WATCH, type OpCode, type Reply, type TxnDone } from '../protocol/ops';
+import { isErrorReply, OP_NAMES, OP_SCAN, OP_TXN, OP_UNWATCH, OP_WATCH, type OpCode, type Reply, type TxnDone } from '../protocol/ops';
 import type { FeedError, FeedEvent, Subscription } from './feed-hub';
 import type { Limits } from '../protocol/validate';
 import type { WireListReply, WireReply } from '../protocol/ws-format';
@@ -112,10 +113,8 @@ class WsConn implements RequestSink {
     if (this.inflight >= ctx.maxInflight) return this.refuse(id, op, this.busyInflight);
     if (this.overBuffered) return this.refuse(id, op, BUSY_BUFFERED);
     // Rights per op: a token may read a prefix it may not write.
-    if (this.who !== null && !mayAccess(this.who, op, key)) {
-      ctx.auth!.forbid('ws');
-      return this.refuse(id, op, { code: 'KV_ERR_FORBIDDEN', message: `token "${this.who.name}" has no ${rightFor(op)} right on this key` });
-    }
+    const refused = opRefusal(ctx.auth, 'ws', this.who, op, key, flags);
+    if (refused !== null) return this.refuse(id, op, refused.toData());
     this.inflight++;
     ctx.inflight.n++;
     ctx.pool.submit(new WsOp(this, id, op), op, key, value, ttlMs, flags, ifVersion);
@@ -130,20 +129,8 @@ class WsConn implements RequestSink {
     if (ctx.closing()) return this.refuse(id, OP_TXN, SHUTTING_DOWN);
     if (this.inflight >= ctx.maxInflight) return this.refuse(id, OP_TXN, this.busyInflight);
     if (this.overBuffered) return this.refuse(id, OP_TXN, BUSY_BUFFERED);
-    const who = this.who;
-    if (who !== null) {
-      const denied = (op: OpCode, key: Uint8Array, flags: number): boolean => !mayAccess(who, op, key, flags);
-      let refused: [OpCode, number] | null = null;
-      for (const [k] of program[0]) if (refused === null && denied(OP_GET, k, 0)) refused = [OP_GET, 0];
-      for (const o of [...program[1], ...program[2]]) if (refused === null && denied(o[0], o[1], o[4])) refused = [o[0], o[4]];
-      if (refused !== null) {
-        ctx.auth!.forbid('ws');
-        return this.refuse(id, OP_TXN, {
-          code: 'KV_ERR_FORBIDDEN',
-          message: `token "${who.name}" has no ${rightFor(refused[0], refused[1])} right on a key of this transaction`,
-        });
-      }
-    }
+    const refused = txnRefusal(ctx.auth, 'ws', this.who, program);
+    if (refused !== null) return this.refuse(id, OP_TXN, refused.toData());
     let first: Uint8Array | null;
     try {
       first = txnRoute(program, (k) => ctx.pool.shardOf(k));
@@ -163,10 +150,8 @@ class WsConn implements RequestSink {
     if (ctx.closing()) return this.refuse(id, OP_SCAN, SHUTTING_DOWN);
     if (this.inflight >= ctx.maxInflight) return this.refuse(id, OP_SCAN, this.busyInflight);
     if (this.overBuffered) return this.refuse(id, OP_SCAN, BUSY_BUFFERED);
-    if (this.who !== null && !mayList(this.who, q.prefix)) {
-      ctx.auth!.forbid('ws');
-      return this.refuse(id, OP_SCAN, { code: 'KV_ERR_FORBIDDEN', message: listRefusal(this.who, q.prefix) });
-    }
+    const refused = listingRefusal(ctx.auth, 'ws', this.who, q.prefix);
+    if (refused !== null) return this.refuse(id, OP_SCAN, refused.toData());
     this.inflight++;
     ctx.inflight.n++;
     const started = performance.now();
@@ -198,13 +183,8 @@ class WsConn implements RequestSink {
     if (ctx.closing()) return this.refuse(id, OP_WATCH, SHUTTING_DOWN);
     if (ctx.feed === null) return this.refuse(id, OP_WATCH, { code: 'KV_ERR_BAD_REQUEST', message: 'the change feed is off on this gateway (KVSQL_FEED=off)' });
     if (this.watches?.has(id)) return this.refuse(id, OP_WATCH, { code: 'KV_ERR_BAD_REQUEST', message: `a watch with id ${id} is open on this connection` });
-    if (this.who !== null && !mayList(this.who, prefix)) {
-      ctx.auth!.forbid('ws');
-      return this.refuse(id, OP_WATCH, {
-        code: 'KV_ERR_FORBIDDEN',
-        message: `token "${this.who.name}" may not watch keys with prefix of ${prefix.length} bytes: watching needs a read grant on that prefix or a shorter one`,
-      });
-    }
+    const refused = watchRefusal(ctx.auth, 'ws', this.who, prefix);
+    if (refused !== null) return this.refuse(id, OP_WATCH, refused.toData());
     const limit = ctx.feedWatcherBufferBytes;
     // The sink's methods are called with the sink as `this`; they reach the connection through `conn`.
     // eslint-disable-next-line @typescript-eslint/no-this-alias

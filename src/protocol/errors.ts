@@ -108,6 +108,19 @@ export function retryAfterOf(code: string): number | null {
   return status === 503 ? RETRY_AFTER_SECONDS : status === 429 ? AUTH_RETRY_AFTER_SECONDS : null;
 }
 
+/** What a client is told instead of a hidden 500's message. */
+export const INTERNAL_MESSAGE = 'internal error';
+
+/**
+ * What a client may see of an error's message, the same on every door (HTTP, WebSocket, Redis):
+ * all of it, except for a 500 other than KV_ERR_OUTCOME_UNKNOWN (KV_ERR_INTERNAL, or a code not in
+ * the registry): a bug or a MySQL error kvsql has no code for, whose text is for the log only.
+ * KV_ERR_OUTCOME_UNKNOWN's message is what the client needs to act on, so it is shown.
+ */
+export function clientMessage(code: string, message: string): string {
+  return code === 'KV_ERR_OUTCOME_UNKNOWN' || statusOf(code) !== 500 ? message : INTERNAL_MESSAGE;
+}
+
 /**
  * The one mapper from anything thrown (or received as data) to an error's wire shape: a KvError,
  * or `{code, message}` data with a registered code (errors that crossed a MessagePort), keeps its
@@ -119,7 +132,7 @@ export function toErrorData(err: unknown): ErrorData {
   if (typeof code === 'string' && code in ERRORS) {
     return { code: code as ErrorCode, message: String((err as Error).message ?? code) };
   }
-  return { code: 'KV_ERR_INTERNAL', message: 'internal error' };
+  return { code: 'KV_ERR_INTERNAL', message: INTERNAL_MESSAGE };
 }
 
 /**

@@ -11,7 +11,7 @@
  * `id` is chosen by the sender and unique among its in-flight requests; replies come back in any
  * order and are matched on it.
  */
-import { RETRY_AFTER_SECONDS, statusOf, type ErrorCode } from './errors';
+import { ERRORS, RETRY_AFTER_SECONDS, statusOf, type ErrorCode } from './errors';
 
 export const OP_GET = 1;
 export const OP_PUT = 2;
@@ -138,6 +138,7 @@ export type Request = [id: number, op: OpCode, key: Uint8Array, value: Uint8Arra
  *   txn     200 [1 the compares held | 0 they did not, [replies of the ops that ran]]
  *   eval    200 [the script's reply as RESP2 bytes (an error reply when it failed)]
  *   any     4xx/5xx [code, message, retryAfter?]        (an error, see errors.ts)
+ *   any     503 ['KV_ERR_WRONG_SHARD', message, movedTo] (WrongShard: for the gateway, never a client)
  *
  * The arrays go over the MessagePort as they are (msgpack), so their layout is a wire format.
  */
@@ -171,6 +172,19 @@ export type AppendDone = [id: number, status: 200 | 201, version: number, expire
  * registry's policy (errors.ts retryAfterOf). The gateway's own errors may leave it out.
  */
 export type ErrorReply = [id: number, status: number, code: ErrorCode, message: string, retryAfter?: number];
+
+/**
+ * A shard's refusal of an op whose slot it does not own: its own shape, consumed by the gateway
+ * (shard-pool/redirects.ts re-routes it) and never written to a client as is. `movedTo` is the
+ * shard index of the slot's new owner as the refusing shard knows it (its own when it is taking
+ * the slot over), -1 when unknown. It has an error's layout so anything that is not the pool
+ * (a test, a log) still reads it as one.
+ */
+export type WrongShard = [id: number, status: typeof ERRORS.KV_ERR_WRONG_SHARD, code: 'KV_ERR_WRONG_SHARD', message: string, movedTo: number];
+
+export const wrongShard = (id: number, message: string, movedTo: number): WrongShard => [id, ERRORS.KV_ERR_WRONG_SHARD, 'KV_ERR_WRONG_SHARD', message, movedTo];
+
+export const isWrongShard = (r: Reply): r is WrongShard => r[2] === 'KV_ERR_WRONG_SHARD';
 
 /** The reply of each op, when it is not an ErrorReply. */
 export interface ReplyOf {

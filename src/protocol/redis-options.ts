@@ -1,7 +1,8 @@
 /**
  * Owns the option grammar of Redis's SET (NX|XX, GET, EX|PX|EXAT|PXAT|KEEPTTL) and of the EXPIRE
  * family (NX|XX|GT|LT): which words are options, which combine, and Redis's error texts for the
- * rest. Both the Redis door (gateway/resp) and scripts (shard-actor/script-session) parse with
+ * rest, including what a time argument may be (timeArgMs: one reading for SET EX, SETEX, GETEX,
+ * EXPIRE and the rest, on the door and in scripts). Both the Redis door (gateway/resp) and scripts (shard-actor/script-session) parse with
  * these, so a command reads the same from a client and from `redis.call`. Relies on ops (flags).
  * Pure: no I/O, no clock; must not decide what a time means (the caller's `expiryOf` does: the
  * door with its clock, a script with its transaction's `now`).
@@ -9,7 +10,7 @@
  * Errors are texts without RESP framing (`{ error: 'ERR ...' }`, the shape a script's reply takes);
  * the door frames them with resp.error.
  */
-import { FLAG_IF_ABSENT, FLAG_IF_EXISTS, FLAG_KEEP_TTL, FLAG_TTL_GT, FLAG_TTL_LT, FLAG_TTL_NX, FLAG_TTL_XX } from './ops';
+import { FLAG_IF_ABSENT, FLAG_IF_EXISTS, FLAG_KEEP_TTL, FLAG_TTL_GT, FLAG_TTL_LT, FLAG_TTL_NX, FLAG_TTL_XX, MAX_TTL_MS } from './ops';
 
 /** A refused option: the Redis error reply's text (its first word is the code: ERR, ...). */
 export interface OptionError {
@@ -18,6 +19,11 @@ export interface OptionError {
 
 export const SYNTAX_ERROR: OptionError = Object.freeze({ error: 'ERR syntax error' });
 export const NOT_INTEGER_ERROR: OptionError = Object.freeze({ error: 'ERR value is not an integer or out of range' });
+
+/** Redis's text for a time it cannot use (SET-family: not positive; any: past its signed 64-bit milliseconds). */
+export const expireTimeError = (cmd: string): OptionError => ({ error: `ERR invalid expire time in '${cmd}' command` });
+/** kvsql's limit, not Redis's (which has none short of 64-bit overflow): a TTL past 10 years. */
+export const TTL_TOO_LONG_ERROR: OptionError = Object.freeze({ error: `ERR KV_ERR_BAD_TTL ttl must be at most 10 years (${MAX_TTL_MS / 1000} s)` });
 
 export const isOptionError = (x: unknown): x is OptionError => typeof x === 'object' && x !== null && 'error' in x;
 
@@ -86,4 +92,41 @@ export function parseExpireOptions(args: Buffer[], from: number): number | Optio
   }
   if ((flags & FLAG_TTL_GT) !== 0 && (flags & FLAG_TTL_LT) !== 0) return { error: 'ERR GT and LT options at the same time are not compatible' };
   return flags;
+}
+
+/** Redis's integer syntax (string2ll): "0", or an optional "-" and up to 19 digits without a leading zero. */
+const INT_TEXT = /^(0|-?[1-9][0-9]{0,18})$/;
+const INT64_MIN = -(2n ** 63n);
+const INT64_MAX = 2n ** 63n - 1n;
+
+/**
+ * A time argument as a TTL in milliseconds, read as Redis 7 reads it, on the door and in scripts:
+ *
+ *   not an integer                                        ERR value is not an integer or out of range
+ *   `positive` (SET EX/PX/EXAT/PXAT, SETEX, GETEX) and <= 0  ERR invalid expire time in '<cmd>' command
+ *   t * unit (+ now when relative) past signed 64 bits    ERR invalid expire time in '<cmd>' command
+ *   a TTL over 10 years (kvsql's limit)                   ERR KV_ERR_BAD_TTL ttl must be at most 10 years
+ *
+ * An absolute time (EXAT, EXPIREAT, ...) is made relative to `nowMs`; the result may be <= 0 (a
+ * time already past, or a negative EXPIRE): the caller decides what that does. Allocates no
+ * BigInt unless the number is past 2^53 (then it is refused or already past).
+ */
+export function timeArgMs(arg: Buffer, unitMs: 1 | 1000, absolute: boolean, nowMs: number, cmd: string, positive: boolean): number | OptionError {
+  const s = arg.toString('latin1');
+  if (!INT_TEXT.test(s)) return NOT_INTEGER_ERROR;
+  const n = Number(s);
+  // |n| <= 2^53: n * 1000 + now stays far inside 64 bits, so only the 10-year limit can refuse it.
+  if (!Number.isSafeInteger(n)) return bigTimeArg(BigInt(s), unitMs, absolute, nowMs, cmd, positive);
+  if (positive && n <= 0) return expireTimeError(cmd);
+  const ms = absolute ? n * unitMs - nowMs : n * unitMs;
+  return ms > MAX_TTL_MS ? TTL_TOO_LONG_ERROR : ms;
+}
+
+/** timeArgMs past 2^53: Redis's overflow checks in BigInt; what passes is long past or over 10 years. */
+function bigTimeArg(t: bigint, unitMs: number, absolute: boolean, nowMs: number, cmd: string, positive: boolean): number | OptionError {
+  if (t < INT64_MIN || t > INT64_MAX) return NOT_INTEGER_ERROR;
+  if (positive && t <= 0n) return expireTimeError(cmd);
+  const when = t * BigInt(unitMs) + (absolute ? 0n : BigInt(nowMs));
+  if (when < INT64_MIN || when > INT64_MAX) return expireTimeError(cmd);
+  return t < 0n ? -1 : TTL_TOO_LONG_ERROR;
 }

@@ -11,6 +11,7 @@ import { KvError, type ErrorData } from './errors';
 import {
   FLAG_FLOAT,
   FLAG_IF_ABSENT,
+  FLAG_IF_EXISTS,
   FLAG_IF_VERSION,
   FLAG_KEEP_TTL,
   OP_DEL,
@@ -30,6 +31,7 @@ import {
 } from './ops';
 import { describe, isMap } from './msgpack-scan';
 import { parseFloatText, parseInt64 } from './numbers';
+import { checkPutRules, WS_PUT_NAMES } from './put-rules';
 import { checkTtlMs } from './validate';
 
 /** Replies that belong to no request (a frame that cannot be read) carry this id. */
@@ -120,8 +122,9 @@ function optionsMap(opts: unknown, out: OpFields, op: string): Record<string, un
 }
 
 /**
- * put options {ttl?, keepTtl?, ifAbsent?, ifVersion?} into `out`. A key whose value is nil counts
- * as absent. The same rules as HTTP: ttl and keepTtl contradict, so do ifAbsent and ifVersion.
+ * put options {ttl?, keepTtl?, ifAbsent?, ifExists?, ifVersion?} into `out`. A key whose value is
+ * nil counts as absent. The same rules as HTTP (put-rules.ts): ttl and keepTtl contradict, and at
+ * most one of ifAbsent, ifExists and ifVersion.
  */
 export function readPutOptions(given: unknown, out: OpFields): void {
   const opts = optionsMap(given, out, 'put');
@@ -139,16 +142,18 @@ export function readPutOptions(given: unknown, out: OpFields): void {
       case 'ifAbsent':
         if (readBool(v, 'ifAbsent')) out.flags |= FLAG_IF_ABSENT;
         break;
+      case 'ifExists':
+        if (readBool(v, 'ifExists')) out.flags |= FLAG_IF_EXISTS;
+        break;
       case 'ifVersion':
         out.ifVersion = readVersion(v);
         out.flags |= FLAG_IF_VERSION;
         break;
       default:
-        throw badRequest(`unknown put option "${name.slice(0, 40)}" (allowed: ttl, keepTtl, ifAbsent, ifVersion)`);
+        throw badRequest(`unknown put option "${name.slice(0, 40)}" (allowed: ttl, keepTtl, ifAbsent, ifExists, ifVersion)`);
     }
   }
-  if (out.ttlMs > 0 && (out.flags & FLAG_KEEP_TTL) !== 0) throw badRequest('ttl and keepTtl: true contradict each other; send one');
-  if ((out.flags & FLAG_IF_ABSENT) !== 0 && (out.flags & FLAG_IF_VERSION) !== 0) throw badRequest('send ifAbsent or ifVersion, not both');
+  checkPutRules(out.ttlMs, out.flags, WS_PUT_NAMES);
 }
 
 /** del options {ifVersion?} into `out`. */
@@ -243,6 +248,8 @@ export interface PutOptions {
   keepTtl?: boolean;
   /** Write only if the key is absent or expired. */
   ifAbsent?: boolean;
+  /** Write only if the key exists and is live (HTTP `If-Match: *`, Redis `SET ... XX`). */
+  ifExists?: boolean;
   /** Write only if the live key has this version. */
   ifVersion?: number;
 }

@@ -4,7 +4,7 @@
  * into frames. Relies on ops.ts, errors.ts, ws-format and msgpack-writer (not msgpackr, see
  * there). Pure: no I/O, no timers. Must not know about sockets or the pool.
  */
-import { statusOf, type ErrorData } from './errors';
+import { clientMessage, statusOf, type ErrorData } from './errors';
 import { isErrorReply, OP_PERSIST, OP_TTL, replyOf, ttlLeftMs, type OpCode, type Reply } from './ops';
 import { MsgpackWriter } from './msgpack-writer';
 import { FRAME_ERROR_ID, type WireErrorReply, type WireReply, type WireTtlHit, type WireTxnReply } from './ws-format';
@@ -12,7 +12,7 @@ import type { TxnDone, TxnOp } from './txn';
 
 /** An error the gateway answers itself (refused before any shard), as a wire reply. */
 export function wireErrorReply(id: number, err: ErrorData): WireErrorReply {
-  return [id, statusOf(err.code), { code: err.code, message: err.message }];
+  return [id, statusOf(err.code), { code: err.code, message: clientMessage(err.code, err.message) }];
 }
 
 export function frameErrorReply(message: string): WireErrorReply {
@@ -30,7 +30,7 @@ export function toWireReply(r: Reply, id: number, op: OpCode): WireReply {
   r[0] = id;
   const w = r as unknown[] as WireReply;
   if (isErrorReply(r)) {
-    w[2] = { code: r[2], message: String(r[3]) };
+    w[2] = { code: r[2], message: clientMessage(r[2], String(r[3])) };
     w.length = 3;
   } else if (r[1] >= 400) {
     w.length = 2; // 404, 412: no payload on this wire

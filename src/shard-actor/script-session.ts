@@ -19,7 +19,6 @@ import {
   FLAG_GET_OLD,
   FLAG_IF_ABSENT,
   isErrorReply,
-  MAX_TTL_MS,
   OP_APPEND,
   OP_DEL,
   OP_EXPIRE,
@@ -39,7 +38,7 @@ import {
   type TtlHit,
 } from '../protocol/ops';
 import { parseFloatText, parseInt64 } from '../protocol/numbers';
-import { isOptionError, NOT_INTEGER_ERROR, parseExpireOptions, parseSetOptions, type OptionError } from '../protocol/redis-options';
+import { isOptionError, NOT_INTEGER_ERROR, parseExpireOptions, parseSetOptions, timeArgMs, type OptionError } from '../protocol/redis-options';
 import type { Chain } from './key-scheduler';
 import type { PendingOp, TxnGroup } from './pending-op';
 import { SCRIPT_ERRORS, type RedisValue, type ScriptRunner } from './lua-sandbox';
@@ -163,7 +162,7 @@ export class ScriptSession {
       case 'setex':
       case 'psetex': {
         if (!arity(4)) return WRONG;
-        const t = ttlArg(a[2], name === 'setex' ? 1000 : 1, name);
+        const t = timeArgMs(a[2], name === 'setex' ? 1000 : 1, false, this.now, name, true);
         return typeof t === 'number' ? one(OP_PUT, () => OK, a[3], t) : t;
       }
       case 'incr':
@@ -215,7 +214,7 @@ export class ScriptSession {
   /** SET key value [NX|XX] [GET] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL], parsed as the Redis door parses it (protocol/redis-options). */
   private set(a: Buffer[]): Planned | RedisValue {
     const o = parseSetOptions(a, (unit, arg) =>
-      unit === 'ex' || unit === 'px' ? ttlArg(arg, unit === 'ex' ? 1000 : 1, 'set') : this.atArg(arg, unit === 'exat' ? 1000 : 1, 'set'),
+      unit === 'ex' || unit === 'px' ? timeArgMs(arg, unit === 'ex' ? 1000 : 1, false, this.now, 'set', true) : this.atArg(arg, unit === 'exat' ? 1000 : 1),
     );
     if (isOptionError(o)) return o;
     const get = o.get;
@@ -230,25 +229,18 @@ export class ScriptSession {
   private expire(name: string, a: Buffer[]): Planned | RedisValue {
     const flags = parseExpireOptions(a, 3);
     if (typeof flags !== 'number') return flags;
-    const unit = name === 'expire' || name === 'expireat' ? 1000 : 1;
-    const absolute = name.endsWith('at');
-    const t = parseInt64(a[2]);
-    if (t === null) return NOT_INTEGER;
-    const ms = absolute ? Number(t) * unit - this.now : Number(t) * unit;
+    const ms = timeArgMs(a[2], name === 'expire' || name === 'expireat' ? 1000 : 1, name.endsWith('at'), this.now, name, false);
+    if (typeof ms !== 'number') return ms;
     // A time already past deletes the key, as Redis does.
     if (ms <= 0) return { ops: [{ op: OP_DEL, key: a[1] }], reply: (r) => (r[0][1] === 204 ? 1 : 0) };
-    if (ms > MAX_TTL_MS) return err(`ERR invalid expire time in '${name}' command`);
     return { ops: [{ op: OP_EXPIRE, key: a[1], ttlMs: ms, flags }], reply: (r) => (r[0][1] === 200 ? 1 : 0) };
   }
 
-  private atArg(b: Buffer, unit: number, cmd: string): number | OptionError {
-    const t = parseInt64(b);
-    if (t === null) return NOT_INTEGER_ERROR;
-    if (t <= 0n) return { error: `ERR invalid expire time in '${cmd}' command` };
-    const ms = Number(t) * unit - this.now;
-    if (ms > MAX_TTL_MS) return { error: `ERR invalid expire time in '${cmd}' command` };
+  /** SET's EXAT/PXAT with the shard's clock (redis-options timeArgMs, as the door reads it). */
+  private atArg(b: Buffer, unit: 1 | 1000): number | OptionError {
+    const ms = timeArgMs(b, unit, true, this.now, 'set', true);
     // Already past: the smallest TTL, so the key is set and expires at once.
-    return Math.max(1, ms);
+    return typeof ms === 'number' ? Math.max(1, ms) : ms;
   }
 }
 
@@ -290,13 +282,6 @@ export function toResp2(v: RedisValue): Buffer {
 
 function isPlanned(x: Planned | RedisValue): x is Planned {
   return typeof x === 'object' && x !== null && !Buffer.isBuffer(x) && !Array.isArray(x) && 'ops' in x;
-}
-
-function ttlArg(b: Buffer, unit: number, cmd: string): number | OptionError {
-  const t = parseInt64(b);
-  if (t === null) return NOT_INTEGER_ERROR;
-  if (t <= 0n || Number(t) * unit > MAX_TTL_MS) return { error: `ERR invalid expire time in '${cmd}' command` };
-  return Number(t) * unit;
 }
 
 function pairs(a: Buffer[]): Array<[Buffer, Buffer]> {

@@ -12,7 +12,7 @@
  *                                               then 503 SLOT_MOVING
  *   anything else  SlotsRefused.wrong           503 WRONG_SHARD with the new owner (gateway re-routes)
  */
-import { errorReply, OP_REAP, type Reply } from '../protocol/ops';
+import { errorReply, OP_REAP, wrongShard } from '../protocol/ops';
 import { SLOT_COPYING, SLOT_FENCED, SLOT_OWNED } from '../protocol/slot-map';
 import type { ActorState } from './actor-state';
 import type { Expirer } from './expirer';
@@ -175,16 +175,9 @@ export class SlotRefusals {
     const slots = [...new Set(ops.map((o) => o.slot))];
     this.refusing = this.refusing.then(async () => {
       const hints = await this.s.store.movedTo(slots).catch(() => new Map<number, number>());
-      for (const op of ops) this.s.out.answer(op, wrongShard(op.id, this.s.shardIndex, op.slot, hints.get(op.slot) ?? -1));
+      const shard = this.s.shardIndex ?? '?';
+      for (const op of ops) this.s.out.answer(op, wrongShard(op.id, `shard ${shard} does not own slot ${op.slot}`, hints.get(op.slot) ?? -1));
       this.s.out.flush();
     });
   }
-}
-
-/**
- * The refusal the gateway consumes (it never reaches a client as is): the third payload element,
- * where other errors carry Retry-After, holds the new owner's shard index, or -1 if unknown.
- */
-function wrongShard(id: number, shardIndex: number | null, slot: number, movedTo: number): Reply {
-  return [id, 503, 'KV_ERR_WRONG_SHARD', `shard ${shardIndex ?? '?'} does not own slot ${slot}`, movedTo];
 }

@@ -133,3 +133,45 @@ test('rate-limiter-flexible RateLimiterRedis: points counted across two gateways
   assert.equal(fresh.remainingPoints, 4);
   assert.ok(fresh.msBeforeNext > 59_000 && fresh.msBeforeNext <= 60_000);
 });
+
+test('time arguments: the Redis door and redis.call give the same error texts (Redis’s, and kvsql’s 10-year limit)', async () => {
+  const [k] = onShard0('s:times:', 1);
+  await redis.set(k, 'v');
+  // The error redis.pcall hands the script, for the command with KEYS[1] as its first argument.
+  const script = 'local r = redis.pcall(ARGV[1], KEYS[1], unpack(ARGV, 2)); if type(r) == "table" and r.err then return r.err end; return "no error"';
+  const invalid = (cmd: string) => `ERR invalid expire time in '${cmd}' command`;
+  const notInteger = 'ERR value is not an integer or out of range';
+  const tooLong = /^ERR KV_ERR_BAD_TTL ttl must be at most 10 years/;
+  const cases: Array<[string[], string | RegExp]> = [
+    [['set', 'v', 'EX', '0'], invalid('set')],
+    [['set', 'v', 'PX', '-5'], invalid('set')],
+    [['set', 'v', 'EXAT', '0'], invalid('set')],
+    [['set', 'v', 'EX', 'soon'], notInteger],
+    [['set', 'v', 'EX', '9223372036854775807'], invalid('set')],
+    [['set', 'v', 'EX', '999999999999'], tooLong],
+    [['set', 'v', 'PXAT', '99999999999999999'], tooLong],
+    [['setex', '0', 'v'], invalid('setex')],
+    [['psetex', '1.5', 'v'], notInteger],
+    [['psetex', '999999999999999', 'v'], tooLong],
+    [['expire', 'abc'], notInteger],
+    [['expire', '9223372036854775807'], invalid('expire')],
+    [['pexpire', '9223372036854775807'], invalid('pexpire')],
+    [['expire', '999999999999'], tooLong],
+    [['pexpireat', '99999999999999999'], tooLong],
+    [['expire', 'abc', 'SOMETIMES'], 'ERR Unsupported option SOMETIMES'],
+  ];
+  for (const [args, want] of cases) {
+    const [cmd, ...rest] = args;
+    const door = await redis.call(cmd, k, ...rest).then(
+      () => 'no error',
+      (e: Error) => e.message,
+    );
+    const inScript = (await redis.eval(script, 1, k, cmd, ...rest)) as string;
+    const what = `${cmd} ${rest.join(' ')}`;
+    if (typeof want === 'string') assert.equal(door, want, `door: ${what}`);
+    else assert.match(door, want, `door: ${what}`);
+    assert.equal(inScript, door, `script: ${what}`);
+  }
+  assert.equal(await redis.get(k), 'v', 'nothing was written or expired');
+  assert.equal(await redis.ttl(k), -1);
+});

@@ -207,6 +207,29 @@ test('every op replies in its wire shape, and bad requests get their own errors 
   assert.deepEqual(third.get(25), [25, 404]);
 });
 
+test('put with ifExists writes only over a live key, as HTTP If-Match: * does (412 when absent)', async () => {
+  const s = await Raw.open(store.port);
+  after(() => s.close());
+  s.send([[1, 2, 'ws-xx', 'first', { ifExists: true }]]);
+  assert.deepEqual((await s.take(1)).get(1), [1, 412], 'absent: not written');
+  s.send([[2, 1, 'ws-xx']]);
+  assert.deepEqual((await s.take(1)).get(2), [2, 404]);
+  s.send([[3, 2, 'ws-xx', 'v1', { ttl: 60_000 }]]);
+  const created = (await s.take(1)).get(3)!;
+  assert.equal(created[1], 201);
+  s.send([
+    [4, 2, 'ws-xx', 'v2', { ifExists: true, keepTtl: true }],
+    [5, 1, 'ws-xx'],
+    [6, 2, 'ws-xx', 'v3', { ifExists: true, ifAbsent: true }],
+  ]);
+  const r = await s.take(3);
+  assert.equal(r.get(4)![1], 200, 'replaced');
+  assert.ok((r.get(4)![2] as number) > (created[2] as number), 'a new version');
+  assert.equal(r.get(4)![3], created[3], 'keepTtl kept the expiry');
+  assert.deepEqual(Buffer.from(r.get(5)![2] as Buffer).toString(), 'v2');
+  assertError(r.get(6), 400, 'KV_ERR_BAD_REQUEST', /^send ifAbsent or ifExists, not both$/);
+});
+
 test('frames that cannot be read are answered under id 0 and the connection keeps serving', async () => {
   const s = await Raw.open(store.port);
   after(() => s.close());

@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ERRORS, KvError, RETRY_AFTER_SECONDS, retryAfterOf, statusOf, toErrorData } from '../../src/protocol/errors';
+import { clientMessage, ERRORS, KvError, RETRY_AFTER_SECONDS, retryAfterOf, statusOf, toErrorData } from '../../src/protocol/errors';
 
 test('statusOf gives the registry status, and 500 for a code it does not know', () => {
   for (const [code, status] of Object.entries(ERRORS)) assert.equal(statusOf(code), status, code);
@@ -35,4 +35,14 @@ test('toErrorData keeps KvErrors and registered port data, and hides everything 
   assert.deepEqual(toErrorData(Object.assign(new Error('secret detail'), { code: 'ER_ACCESS_DENIED_ERROR' })), internal);
   assert.deepEqual(toErrorData(null), internal);
   assert.deepEqual(toErrorData('boom'), internal);
+});
+
+test('clientMessage: one rule on every door: a 500 shows "internal error", except an outcome the client must act on', () => {
+  assert.equal(clientMessage('KV_ERR_INTERNAL', 'shard 1: ER_NO_SUCH_TABLE'), 'internal error');
+  assert.equal(clientMessage('KV_ERR_FROM_A_NEWER_SERVER', 'detail'), 'internal error', 'a code not in the registry is a 500');
+  assert.equal(clientMessage('KV_ERR_OUTCOME_UNKNOWN', 'shard 0: the connection was lost during COMMIT'), 'shard 0: the connection was lost during COMMIT');
+  for (const code of Object.keys(ERRORS)) {
+    if (code === 'KV_ERR_INTERNAL') continue;
+    assert.equal(clientMessage(code, 'as sent'), 'as sent', code);
+  }
 });

@@ -4,8 +4,17 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { FLAG_IF_ABSENT, FLAG_IF_EXISTS, FLAG_KEEP_TTL, FLAG_TTL_GT, FLAG_TTL_LT, FLAG_TTL_NX, FLAG_TTL_XX } from '../../src/protocol/ops';
-import { isOptionError, parseExpireOptions, parseSetOptions, SYNTAX_ERROR, type ExpiryUnit } from '../../src/protocol/redis-options';
+import { FLAG_IF_ABSENT, FLAG_IF_EXISTS, FLAG_KEEP_TTL, FLAG_TTL_GT, FLAG_TTL_LT, FLAG_TTL_NX, FLAG_TTL_XX, MAX_TTL_MS } from '../../src/protocol/ops';
+import {
+  isOptionError,
+  NOT_INTEGER_ERROR,
+  parseExpireOptions,
+  parseSetOptions,
+  SYNTAX_ERROR,
+  timeArgMs,
+  TTL_TOO_LONG_ERROR,
+  type ExpiryUnit,
+} from '../../src/protocol/redis-options';
 
 const args = (...s: string[]) => s.map((x) => Buffer.from(x));
 /** A time parser that records what it was asked: seconds for EX/EXAT, ms otherwise. */
@@ -67,4 +76,31 @@ test('parseExpireOptions: NX|XX|GT|LT and the combinations Redis refuses', () =>
   assert.deepEqual(parseExpireOptions(args('expire', 'k', '10', 'soon'), 3), { error: 'ERR Unsupported option soon' });
   // Not a prototype lookup: an inherited property name is an unknown option too.
   assert.deepEqual(parseExpireOptions(args('expire', 'k', '10', 'constructor'), 3), { error: 'ERR Unsupported option constructor' });
+});
+
+test('timeArgMs: a time argument read as Redis 7 reads it, with kvsql’s 10-year limit', () => {
+  const now = 1_700_000_000_000;
+  const t = (arg: string, unit: 1 | 1000, absolute: boolean, positive: boolean) => timeArgMs(Buffer.from(arg), unit, absolute, now, 'cmd', positive);
+  const invalid = { error: "ERR invalid expire time in 'cmd' command" };
+  // SET EX/PX, SETEX: relative, positive.
+  assert.equal(t('10', 1000, false, true), 10_000);
+  assert.equal(t('1', 1, false, true), 1);
+  assert.deepEqual(t('0', 1000, false, true), invalid);
+  assert.deepEqual(t('-1', 1, false, true), invalid);
+  for (const bad of ['', '1.5', '+1', '01', ' 1', '1e3', '9223372036854775808', 'x']) assert.equal(t(bad, 1000, false, true), NOT_INTEGER_ERROR, bad);
+  assert.equal(t(String(MAX_TTL_MS), 1, false, true), MAX_TTL_MS);
+  assert.equal(t(String(MAX_TTL_MS + 1), 1, false, true), TTL_TOO_LONG_ERROR);
+  assert.deepEqual(t('9223372036854775', 1000, false, true), invalid, 'seconds past 64-bit milliseconds once now is added');
+  assert.deepEqual(t('9223372036854775807', 1, false, true), invalid);
+  assert.equal(t('9007199254740993', 1, true, true), TTL_TOO_LONG_ERROR, 'past 2^53 but inside 64 bits: too long');
+  // EXAT/PXAT: absolute, positive; already past is <= 0 (the caller decides).
+  assert.equal(t(String(now + 5000), 1, true, true), 5000);
+  assert.equal(t(String(now / 1000 - 1), 1000, true, true), -1000);
+  assert.deepEqual(t('0', 1000, true, true), invalid);
+  // EXPIRE family: a negative or past time is allowed (it deletes the key), overflow is not.
+  assert.equal(t('-5', 1000, false, false), -5000);
+  assert.equal(t('-9223372036854775', 1000, false, false), -1, 'far past, inside 64 bits');
+  assert.deepEqual(t('-9223372036854775807', 1000, false, false), invalid);
+  assert.deepEqual(t('9223372036854775807', 1, false, false), invalid, 'relative: ms + now overflows');
+  assert.equal(t('9223372036854775807', 1, true, false), TTL_TOO_LONG_ERROR, 'absolute ms: inside 64 bits, too long');
 });

@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Packr, Unpackr } from 'msgpackr';
 import type { ErrorData } from '../../src/protocol/errors';
-import { FLAG_IF_ABSENT, FLAG_IF_VERSION, FLAG_KEEP_TTL, MAX_TTL_MS, type Reply } from '../../src/protocol/ops';
+import { FLAG_IF_ABSENT, FLAG_IF_EXISTS, FLAG_IF_VERSION, FLAG_KEEP_TTL, MAX_TTL_MS, type Reply } from '../../src/protocol/ops';
 import { scanMsgpack } from '../../src/protocol/msgpack-scan';
 import { MsgpackWriter } from '../../src/protocol/msgpack-writer';
 import { decodeReplyFrame, encodeRequestFrame, type ClientRequest } from '../../src/protocol/ws-client-codec';
@@ -147,9 +147,12 @@ test('per-request validation errors carry the HTTP codes and precise messages', 
     [[1, 2, 'k', 'v', { ttl: MAX_TTL_MS + 1 }], 'KV_ERR_BAD_TTL', /at most 10 years/],
     [[1, 2, 'k', 'v', { ttl: 10, keepTtl: true }], 'KV_ERR_BAD_REQUEST', /ttl and keepTtl: true contradict/],
     [[1, 2, 'k', 'v', { ifAbsent: true, ifVersion: 3 }], 'KV_ERR_BAD_REQUEST', /send ifAbsent or ifVersion, not both/],
+    [[1, 2, 'k', 'v', { ifAbsent: true, ifExists: true }], 'KV_ERR_BAD_REQUEST', /^send ifAbsent or ifExists, not both$/],
+    [[1, 2, 'k', 'v', { ifExists: true, ifVersion: 3 }], 'KV_ERR_BAD_REQUEST', /^send ifExists or ifVersion, not both$/],
+    [[1, 2, 'k', 'v', { ifExists: 'yes' }], 'KV_ERR_BAD_REQUEST', /ifExists must be true or false, got str "yes"/],
     [[1, 2, 'k', 'v', { keepTtl: 1 }], 'KV_ERR_BAD_REQUEST', /keepTtl must be true or false, got int 1/],
     [[1, 2, 'k', 'v', { ifVersion: -1 }], 'KV_ERR_BAD_REQUEST', /ifVersion must be an integer in 0..2\^53-1, got int -1/],
-    [[1, 2, 'k', 'v', { ttlMs: 10 }], 'KV_ERR_BAD_REQUEST', /unknown put option "ttlMs" \(allowed: ttl, keepTtl, ifAbsent, ifVersion\)/],
+    [[1, 2, 'k', 'v', { ttlMs: 10 }], 'KV_ERR_BAD_REQUEST', /unknown put option "ttlMs" \(allowed: ttl, keepTtl, ifAbsent, ifExists, ifVersion\)/],
     [[1, 2, 'k', 'v', [10]], 'KV_ERR_BAD_REQUEST', /put options must be a map, got array of 1/],
     [[1, 3, 'k', { ttl: 5 }], 'KV_ERR_BAD_REQUEST', /unknown del option "ttl" \(allowed: ifVersion\)/],
     [[1, 3, 'k', 'x'], 'KV_ERR_BAD_REQUEST', /del options must be a map/],
@@ -323,6 +326,12 @@ test('toWireReply reshapes actor replies in place', () => {
   assert.deepEqual(toWireReply(r([99, 200, 5000, 3800]), 7, 6), [7, 200, 1200, 5000]);
   assert.deepEqual(toWireReply(r([99, 200, 5000, 6000]), 7, 6), [7, 200, 0, 5000], 'an expiry in the past is 0 left');
   assert.deepEqual(toWireReply(r([99, 200, null, 3800]), 7, 6), [7, 200, null, null]);
+  // A 500's detail is the log's, not the client's (errors.ts clientMessage), as on HTTP and Redis.
+  assert.deepEqual(toWireReply(r([0, 500, 'KV_ERR_INTERNAL', 'shard 0: ER_NO_SUCH_TABLE', 1]), 7, 1), [
+    7,
+    500,
+    { code: 'KV_ERR_INTERNAL', message: 'internal error' },
+  ]);
   assert.deepEqual(toWireReply(r([0, 503, 'KV_ERR_OVERLOADED', 'shard 0 has 9 operations queued', 1]), 7, 2), [
     7,
     503,
@@ -466,4 +475,18 @@ test('a transaction (op 13) decodes into compares and two op lists; a bad one is
   assert.match(rejectOf([1, 13, [['a', -2]], [], []]).message, /compare 0 must be \[key, version\]/);
   assert.match(rejectOf([1, 13, [], [[2, 'a']], []]).message, /op 2 takes/);
   assert.equal(rejectOf([1, 13, [], []]).code, 'KV_ERR_BAD_REQUEST');
+});
+
+test('put option ifExists (HTTP If-Match: *, Redis SET XX) decodes to FLAG_IF_EXISTS', () => {
+  const seen = decode(
+    pack([
+      [1, 2, 'k', 'v', { ifExists: true }],
+      [2, 2, 'k', 'v', { ifExists: true, keepTtl: true }],
+      [3, 2, 'k', 'v', { ifExists: false, ifVersion: 4 }],
+    ]),
+  );
+  assert.deepEqual(
+    seen.map((s) => (s.kind === 'request' ? s.flags : -1)),
+    [FLAG_IF_EXISTS, FLAG_IF_EXISTS | FLAG_KEEP_TTL, FLAG_IF_VERSION],
+  );
 });

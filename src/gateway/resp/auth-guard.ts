@@ -10,14 +10,13 @@
  * command is submitted (an MGET with one forbidden key is refused whole). After a token reload a
  * session's entry is looked up again on its next command: revoked means NOAUTH again.
  */
-import { mayAccess, rightFor, type TokenEntry } from '../../protocol/access';
+import { mayAccess, type TokenEntry } from '../../protocol/access';
 import { KvError, toErrorData } from '../../protocol/errors';
 import type { Auth } from '../auth';
+import { authorizeOp } from '../door-policy';
 import { NO_AUTH_COMMANDS } from './command-table';
+import { errorText, NOAUTH, WRONGPASS } from './errors';
 import type { RespGuard, RespSession } from './guard';
-
-const NOAUTH = 'NOAUTH Authentication required.';
-const WRONGPASS = 'WRONGPASS invalid username-password pair or user is disabled.';
 
 interface Held {
   entry: TokenEntry;
@@ -57,16 +56,13 @@ export function respAuthGuard(auth: Auth): RespGuard {
         held.delete(s);
         s.user = null;
         const e = toErrorData(err);
-        return e.code === 'KV_ERR_TOO_MANY_AUTH_FAILURES' ? `ERR ${e.message}` : WRONGPASS;
+        return e.code === 'KV_ERR_TOO_MANY_AUTH_FAILURES' ? errorText(e.code, e.message) : WRONGPASS;
       }
     },
     authorize: (s, op, key) => {
       const entry = current(s);
       if (entry === null) throw new KvError('KV_ERR_UNAUTHORIZED', 'authentication required');
-      if (!mayAccess(entry, op, key)) {
-        auth.forbid('redis');
-        throw new KvError('KV_ERR_FORBIDDEN', `token "${entry.name}" has no ${rightFor(op)} right on this key`);
-      }
+      authorizeOp(auth, 'redis', entry, op, key);
     },
     allows: (s, op, key) => {
       const entry = current(s);

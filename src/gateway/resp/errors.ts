@@ -11,10 +11,12 @@
  *   KV_ERR_FORBIDDEN / _UNAUTHORIZED -> NOPERM / NOAUTH <code> <message>
  *   counters (not integer, ...)   -> ERR <message>                (Redis's exact texts)
  *   any 503                       -> TRYAGAIN <code> <message>
- *   a 500                         -> ERR <code> internal error    (its message is not shown)
+ *   a 500                         -> ERR <code> internal error    (protocol/errors clientMessage)
  *   the rest                      -> ERR <code> <message>
+ *
+ * and Redis's own texts for auth (NOAUTH, WRONGPASS), which clients key on.
  */
-import { statusOf, toErrorData } from '../../protocol/errors';
+import { clientMessage, statusOf, toErrorData } from '../../protocol/errors';
 import type { ErrorReply } from '../../protocol/ops';
 import { NOT_INTEGER_ERROR, SYNTAX_ERROR } from '../../protocol/redis-options';
 import * as resp from '../../protocol/resp';
@@ -29,9 +31,13 @@ export function errorText(code: string, message: string): string {
   if (code === 'KV_ERR_NOT_INTEGER' || code === 'KV_ERR_NOT_FLOAT' || code === 'KV_ERR_OVERFLOW') return `ERR ${message}`;
   const status = statusOf(code);
   if (status === 503) return `TRYAGAIN ${code} ${message}`;
-  if (status >= 500) return `ERR ${code} ${status === 500 ? 'internal error' : message}`;
-  return `ERR ${code} ${message}`;
+  return `ERR ${code} ${clientMessage(code, message)}`;
 }
+
+/** Redis's reply to a command before AUTH (auth on). */
+export const NOAUTH = 'NOAUTH Authentication required.';
+/** Redis's reply to a bad password: here a token that is missing, malformed, unknown or revoked. */
+export const WRONGPASS = 'WRONGPASS invalid username-password pair or user is disabled.';
 
 /** A kvsql error by code as an error reply. */
 export const codeError = (code: string, message: string): string => resp.error(errorText(code, message));

@@ -18,7 +18,6 @@ import {
   FLAG_CLEAR_TTL,
   FLAG_FLOAT,
   FLAG_IF_ABSENT,
-  MAX_TTL_MS,
   OP_APPEND,
   OP_DEL,
   OP_EXPIRE,
@@ -31,7 +30,7 @@ import {
   replyOf,
 } from '../../protocol/ops';
 import { parseFloatText, parseInt64 } from '../../protocol/numbers';
-import { NOT_INTEGER_ERROR, parseExpireOptions, type ExpiryUnit, type OptionError } from '../../protocol/redis-options';
+import { parseExpireOptions, timeArgMs, type ExpiryUnit, type OptionError } from '../../protocol/redis-options';
 import * as resp from '../../protocol/resp';
 import { intArg, lc } from './args';
 import type { Combine, RespCall, RowTuple } from './command-api';
@@ -39,8 +38,6 @@ import { ERR_NOT_FLOAT, ERR_NOT_INTEGER, ERR_SYNTAX } from './errors';
 
 /** Called with the arity of its row already checked (dispatch.ts). */
 type Handler = (c: RespCall, args: Buffer[]) => void;
-
-const TTL_TOO_LONG: OptionError = { error: `ERR KV_ERR_BAD_TTL ttl must be at most 10 years (${MAX_TTL_MS / 1000} s)` };
 
 const OK: Combine = () => resp.OK;
 
@@ -98,15 +95,11 @@ const getdel: Handler = (c, a) => {
 
 /**
  * A TTL from EX/PX (relative) or EXAT/PXAT (absolute, turned relative with this gateway's clock).
- * Returns the milliseconds (<= 0: already past, for EXAT/PXAT), or an error reply.
+ * Returns the milliseconds (<= 0: already past, for EXAT/PXAT), or an error reply (Redis's texts,
+ * as scripts give them: redis-options timeArgMs).
  */
 export function expiryOption(opt: ExpiryUnit, arg: Buffer, cmd: string): number | OptionError {
-  const n = intArg(arg);
-  if (n === null) return NOT_INTEGER_ERROR;
-  if (n <= 0) return { error: `ERR invalid expire time in '${cmd}' command` };
-  const ms = opt === 'ex' ? n * 1000 : opt === 'px' ? n : opt === 'exat' ? n * 1000 - Date.now() : n - Date.now();
-  if (ms > MAX_TTL_MS) return TTL_TOO_LONG;
-  return ms;
+  return timeArgMs(arg, opt === 'ex' || opt === 'exat' ? 1000 : 1, opt === 'exat' || opt === 'pxat', Date.now(), cmd, true);
 }
 
 const getex: Handler = (c, a) => {
@@ -187,20 +180,19 @@ const time: Handler = (c) => {
 
 /** EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT: 1 when the TTL was set (or the key deleted), else 0. */
 const expire =
-  (name: string, unitMs: number, absolute: boolean): Handler =>
+  (name: string, unitMs: 1 | 1000, absolute: boolean): Handler =>
   (c, a) => {
-    const n = intArg(a[2]);
-    if (n === null) return c.reply(ERR_NOT_INTEGER);
+    // Redis's order: the options first, then the time (redis-options timeArgMs, as in scripts).
     const flags = parseExpireOptions(a, 3);
     if (typeof flags !== 'number') return c.reply(resp.error(flags.error));
-    const ms = absolute ? n * unitMs - Date.now() : n * unitMs;
+    const ms = timeArgMs(a[2], unitMs, absolute, Date.now(), name, false);
+    if (typeof ms !== 'number') return c.reply(resp.error(ms.error));
     if (ms <= 0) {
       // As in Redis, a time already past deletes the key (1 if it existed). With NX/XX/GT/LT the
       // condition would have to be decided on the row first: not supported.
       if (flags !== 0) return c.reply(resp.error(`ERR kvsql does not support ${name.toUpperCase()} with NX, XX, GT or LT and a time in the past`));
       return c.ops(name, [{ op: OP_DEL, key: a[1] }], (r) => resp.integer(r[0][1] === 204 ? 1 : 0));
     }
-    if (ms > MAX_TTL_MS) return c.reply(resp.error(TTL_TOO_LONG.error));
     c.ops(name, [{ op: OP_EXPIRE, key: a[1], ttlMs: ms, flags }], (r) => resp.integer(r[0][1] === 200 ? 1 : 0));
   };
 

@@ -19,7 +19,7 @@
  * is that command's reply; the others still apply, as in Redis. Commands with no keys (PING,
  * ECHO, TIME) are answered when queued and their replies placed in EXEC's array.
  */
-import { isErrorReply, OP_PUT, OP_TTL, OP_TXN, replyOf, type Reply, type TtlHit } from '../../protocol/ops';
+import { isErrorReply, OP_PUT, OP_TTL, OP_TXN, replyOf, type ErrorReply, type Reply, type TtlHit } from '../../protocol/ops';
 import { ABSENT, packTxn, type TxnCompare, type TxnDone, type TxnOp, type TxnProgram } from '../../protocol/txn';
 import * as resp from '../../protocol/resp';
 import type { Proto } from '../../protocol/resp';
@@ -89,11 +89,12 @@ const watch: TxnHandler = (c, a) => {
   st.watching = Promise.all([st.watching, read]).then(() => undefined);
   c.answerLater('watch', async () => {
     const replies = await read;
-    let error: string | null = null;
+    // The first key that could not be read answers WATCH as the registry says (a 503 is TRYAGAIN).
+    let error: ErrorReply | null = null;
     for (let i = 0; i < keys.length; i++) {
       const r = replies[i];
       if (isErrorReply(r)) {
-        error ??= r[3];
+        error ??= r;
         if (generation === st.generation) st.broken = true; // EXEC then answers nil: nothing can be vouched for
         continue;
       }
@@ -102,7 +103,7 @@ const watch: TxnHandler = (c, a) => {
       // A key watched twice keeps its first version: a write between the two WATCHes still counts.
       if (!st.watches.has(keyStr)) st.watches.set(keyStr, [keys[i], r[1] === 200 ? (replyOf(OP_TTL, r) as TtlHit)[4] : ABSENT]);
     }
-    return error === null ? resp.OK : resp.error(`TRYAGAIN ${error}`);
+    return error === null ? resp.OK : replyError(error);
   });
 };
 

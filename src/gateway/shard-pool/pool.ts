@@ -15,7 +15,7 @@
  *        here (backstop.ts)
  *   worker exit ─> every op it held answered (failShard), its keys 503, a new actor after 1 s
  */
-import { errorReply, isReadOp, type Reply, type Request } from '../../protocol/ops';
+import { errorReply, isReadOp, isWrongShard, type Reply, type Request } from '../../protocol/ops';
 import type { FromActor, ShardStats, ToActor } from '../../protocol/port-messages';
 import { slotOf, type MoveProgress } from '../../protocol/slot-map';
 import type { ErrorData } from '../../protocol/errors';
@@ -431,7 +431,7 @@ export class ShardPool {
       if (p === undefined) continue; // answered by the deadline backstop already
       s.completed++;
       this.release(s, r[0], p);
-      if (r[2] === 'KV_ERR_WRONG_SHARD') this.redirector.redirect(p.target, p.req, p.at, r, s);
+      if (isWrongShard(r)) this.redirector.redirect(p.target, p.req, p.at, r, s);
       else p.target.deliver(r);
     }
   }

@@ -13,7 +13,7 @@
  *   redirected: Map<id, {target, req, at, shard}>   until answered; shard null while it waits for
  *                                                    a refresh on no shard at all (backstop.ts)
  */
-import { errorReply, type Reply, type Request } from '../../protocol/ops';
+import { errorReply, type Request, type WrongShard } from '../../protocol/ops';
 import { slotOf } from '../../protocol/slot-map';
 import type { SlotRouter } from './routing';
 import type { ReplyTarget, ShardHandle } from './worker-handle';
@@ -57,7 +57,7 @@ export class Redirects {
    * The shard refused the request: its slot moved. Refresh the map, then route it again; from
    * the second redirect on, wait a little first (the flip between two shards takes milliseconds).
    */
-  redirect(target: ReplyTarget, req: Request, at: number, refusal: Reply, from: ShardHandle): void {
+  redirect(target: ReplyTarget, req: Request, at: number, refusal: WrongShard, from: ShardHandle): void {
     const id = req[0];
     const n = (this.redirectCount.get(req) ?? 0) + 1;
     const giveUp = (code: 'KV_ERR_SLOT_MOVING' | 'KV_ERR_SHARD_UNAVAILABLE', message: string): void => {
@@ -66,7 +66,7 @@ export class Redirects {
       target.deliver(errorReply(id, code, message));
     };
     if (n > MAX_REDIRECTS) {
-      giveUp('KV_ERR_SLOT_MOVING', `re-routed ${MAX_REDIRECTS} times: ${String(refusal[3])}`);
+      giveUp('KV_ERR_SLOT_MOVING', `re-routed ${MAX_REDIRECTS} times: ${refusal[3]}`);
       return;
     }
     this.redirectCount.set(req, n);
@@ -79,7 +79,7 @@ export class Redirects {
     };
     // The refusing shard moved the slot and named the new owner: go there now, and bring the
     // rest of the map up to date in the background (a wrong hint just costs another redirect).
-    const hint = typeof refusal[4] === 'number' ? this.router.byShardIndex(refusal[4]) : undefined;
+    const hint = refusal[4] === -1 ? undefined : this.router.byShardIndex(refusal[4]);
     const backoff = Math.min(500, 5 * 2 ** n);
     if (hint === from) {
       // It is taking the slot over (between the source's hand-off and its own take-over, a few
