@@ -113,7 +113,8 @@ const CONTAINER_STOP_GRACE_MS = 20_000;
  */
 export async function startMysqlContainer(opts: { database: string; bufferPoolMb?: number; log: (msg: string) => void }): Promise<MysqlContainer> {
   const tc = loadTestcontainers();
-  if (tc === null) throw new Error('testcontainers is not installed (a devDependency: installs made with --omit=dev lack it); run `npm install testcontainers`');
+  if (tc === null)
+    throw new Error('testcontainers is not installed (a devDependency: installs made with --omit=dev lack it); run `npm install testcontainers`');
   const started = Date.now();
   const container = await new tc.GenericContainer('mysql:8.4')
     .withEnvironment({ MYSQL_ALLOW_EMPTY_PASSWORD: 'yes', MYSQL_DATABASE: opts.database })
