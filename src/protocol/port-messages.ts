@@ -118,6 +118,8 @@ export interface ActorConfig {
   /** The actor answers every op within this many ms of receiving it (a little under KVSQL_OP_DEADLINE_MS). */
   opDeadlineMs: number;
   maxRetries: number;
+  /** KVSQL_MAX_VALUE_BYTES: a script's SETRANGE may not make a value longer. */
+  maxValueBytes: number;
   /** TLS to the shard (KVSQL_MYSQL_TLS); null = clear text. */
   tls: MysqlTls | null;
   /** The change feed (KVSQL_FEED*); absent: off. */

@@ -321,6 +321,10 @@ export class Conn implements RespSession, RespCall, TxnCall, PubsubCall, ScriptC
     return this.srv.scripts;
   }
 
+  get maxValueBytes(): number {
+    return this.srv.limits.maxValueBytes;
+  }
+
   answerLater(name: string, work: () => Promise<string | Buffer>): void {
     this.promised(Kind.Custom, work, name);
   }
@@ -400,7 +404,7 @@ export class Conn implements RespSession, RespCall, TxnCall, PubsubCall, ScriptC
     if (this.recording !== null)
       return this.record(
         Kind.Custom,
-        specs.map((o): TxnOp => [o.op, o.key, o.value ?? null, o.ttlMs ?? 0, o.flags ?? 0, 0]),
+        specs.map((o): TxnOp => [o.op, o.key, o.value ?? null, o.ttlMs ?? 0, o.flags ?? 0, o.ifVersion ?? 0]),
         combine,
       );
     const cmd = this.keyed(Kind.Custom);
@@ -411,7 +415,7 @@ export class Conn implements RespSession, RespCall, TxnCall, PubsubCall, ScriptC
     cmd.pending = specs.length;
     for (let i = 0; i < specs.length; i++) {
       const o = specs[i];
-      this.submit(new Part(cmd, i, o.op), o.op, o.key, o.value ?? null, o.ttlMs ?? 0, o.flags ?? 0, 0);
+      this.submit(new Part(cmd, i, o.op), o.op, o.key, o.value ?? null, o.ttlMs ?? 0, o.flags ?? 0, o.ifVersion ?? 0);
     }
   }
 
