@@ -66,6 +66,8 @@ export type ToActor =
   | { type: 'feedWatch'; on: boolean }
   /** A catch-up read of kv_feed ids in (after, upto]; answered by 'feedRange' with the same id. */
   | { type: 'feedRange'; id: number; after: number; upto: number; limit: number }
+  /** Redis WAIT on a Galera shard: nodes besides one that committed what the group had (replica-wait.ts); answered by 'waited'. */
+  | { type: 'wait'; id: number; replicas: number; timeoutMs: number }
   | { type: 'drain' }
   | { type: 'stop' };
 
@@ -88,6 +90,7 @@ export type FromActor =
    */
   | { type: 'feed'; rows: Uint8Array | null; low: number; start: { floor: number } | null }
   | { type: 'feedRange'; id: number; rows?: FeedRow[]; trimmed?: number; error?: ErrorData }
+  | { type: 'waited'; id: number; count?: number; error?: ErrorData }
   | { type: 'drained' }
   | { type: 'stopped' };
 
