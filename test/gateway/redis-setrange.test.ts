@@ -7,27 +7,21 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import Redis from 'ioredis';
+import type Redis from 'ioredis';
 import { onShard0 } from '../helpers/shard-keys';
-import { startTestStore, type TestStore } from '../helpers/store';
+import { startRedisPair, type RedisPair } from '../helpers/redis-pair';
 
 /** A small value limit, so the store's limit and Redis's 512 MiB are told apart cheaply. */
 const MAX_VALUE = 64 * 1024;
 
-let store: TestStore;
+let pair: RedisPair;
 let redis: Redis;
 let second: Redis;
 before(async () => {
-  store = await startTestStore({ shards: 2, config: { maxValueBytes: MAX_VALUE } });
-  const other = await store.startAnotherGateway();
-  redis = new Redis({ port: store.server.redisPort!, host: '127.0.0.1', maxRetriesPerRequest: 0 });
-  second = new Redis({ port: other.redisPort!, host: '127.0.0.1', maxRetriesPerRequest: 0 });
+  pair = await startRedisPair({ maxValueBytes: MAX_VALUE });
+  ({ redis, second } = pair);
 });
-after(async () => {
-  redis?.disconnect();
-  second?.disconnect();
-  await store?.close();
-});
+after(() => pair?.close());
 
 test('SETRANGE overwrites in place, zero-pads a new key and past the end, keeps the TTL', async () => {
   await redis.set('sr:a', 'Hello World', 'EX', 100);
