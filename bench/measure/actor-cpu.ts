@@ -109,6 +109,7 @@ const config: ActorConfig = {
   queryTimeoutMs: 10_000,
   opDeadlineMs: 4500,
   maxRetries: 4,
+  maxValueBytes: 1 << 20,
   tls: null,
   expiry: { enabled: false, tickMs: 100, horizonMs: 60_000, reapBatch: 100, reapsInFlight: 100, maxWheelKeys: 1000, lockRetryMs: 2000 },
 };

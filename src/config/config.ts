@@ -19,6 +19,8 @@ export interface Config {
   redisNotifyKeyspaceEvents: string;
   /** client-output-buffer-limit pubsub: [hard bytes, soft bytes, soft seconds]; 0 turns one off. */
   redisPubsubBufferLimit: readonly [number, number, number];
+  /** FLUSHDB and FLUSHALL are allowed on the Redis door (admin tokens only when auth is on). */
+  redisFlush: boolean;
   dataDir: string;
   /**
    * External shards, one entry per shard; empty means "run the embedded cluster". An entry is one
@@ -200,6 +202,13 @@ export const SETTINGS = [
     bufferLimit,
     Object.freeze([32 * 1024 * 1024, 8 * 1024 * 1024, 60] as const),
     'a Redis subscriber is disconnected when its unsent output passes <hard>, or stays over <soft> longer than <seconds> (Redis client-output-buffer-limit pubsub)',
+  ),
+  s(
+    'redisFlush',
+    'KVSQL_REDIS_FLUSH',
+    bool,
+    false,
+    'allow FLUSHDB and FLUSHALL on the Redis door (they delete every key of the store; with auth on, admin tokens only)',
   ),
   s('dataDir', 'KVSQL_DATA_DIR', str, './data', 'where the embedded shards keep their data'),
   s(

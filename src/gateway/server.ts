@@ -291,6 +291,7 @@ export async function startServer(
         // interim local one.
         keyspaceSource: opts.keyspaceSource ?? (feed !== null ? feedKeyspaceSource(feed, log) : undefined),
         publishBus: opts.publishBus,
+        flushEnabled: config.redisFlush,
       });
     } catch (err) {
       uws.us_listen_socket_close(listenSocket);

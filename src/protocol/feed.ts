@@ -20,10 +20,11 @@ export const FEED_DEL = 2;
 export const FEED_EXPIRE = 3;
 export const FEED_PERSIST = 4;
 export const FEED_EXPIRED = 5;
-/** Puts made by an increment, a float increment, an append (for Redis's event names). */
+/** Puts made by an increment, a float increment, an append, a setrange (for Redis's event names). */
 export const FEED_INCR = 6;
 export const FEED_INCR_FLOAT = 7;
 export const FEED_APPEND = 8;
+export const FEED_SETRANGE = 9;
 
 /** Bits on a put's type: the key did not exist (Redis's `new`); the op set a TTL (SET ... EX: `expire` too). */
 export const FEED_CREATED = 0x10;
@@ -33,9 +34,9 @@ export const FEED_KIND = 0x0f;
 
 export type FeedType = 'put' | 'del' | 'expire' | 'persist' | 'expired';
 /** kv_feed.type & FEED_KIND -> the event's type. */
-export const FEED_TYPE_NAMES: readonly FeedType[] = ['put', 'put', 'del', 'expire', 'persist', 'expired', 'put', 'put', 'put'];
+export const FEED_TYPE_NAMES: readonly FeedType[] = ['put', 'put', 'del', 'expire', 'persist', 'expired', 'put', 'put', 'put', 'put'];
 /** kv_feed.type & FEED_KIND -> Redis's keyspace-notification event name of the command that made it. */
-export const FEED_REDIS_EVENTS: readonly string[] = ['', 'set', 'del', 'expire', 'persist', 'expired', 'incrby', 'incrbyfloat', 'append'];
+export const FEED_REDIS_EVENTS: readonly string[] = ['', 'set', 'del', 'expire', 'persist', 'expired', 'incrby', 'incrbyfloat', 'append', 'setrange'];
 
 /** One kv_feed row across the MessagePort: [id, key, version, at, type, expiresAt]. */
 export type FeedRow = [id: number, key: Uint8Array, version: number, at: number, type: number, expiresAt: number | null];

@@ -28,6 +28,9 @@ export const OP_REAP = 7;
  *   append  value = the bytes to append
  *   getdel  delete, answering the value deleted
  *   getex   answer the value and set its TTL (ttlMs > 0), clear it (FLAG_CLEAR_TTL), or neither
+ *   setrange value = the bytes to write, ifVersion = the byte offset to write them at (setrange
+ *           has no version condition, so that position carries its one number; checked at the
+ *           edge by protocol/setrange); zero-padded past the end, TTL kept, as Redis's SETRANGE
  */
 export const OP_INCR = 8;
 export const OP_APPEND = 9;
@@ -53,7 +56,10 @@ export const OP_EVAL = 14;
 export const OP_WATCH = 15;
 export const OP_UNWATCH = 16;
 
-export type OpCode = 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9 | 10 | 11 | 13 | 14;
+/** Read-modify-write, like append: see above. */
+export const OP_SETRANGE = 17;
+
+export type OpCode = 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9 | 10 | 11 | 13 | 14 | 17;
 
 export const OP_NAMES: Record<number, string> = {
   [OP_GET]: 'get',
@@ -72,6 +78,7 @@ export const OP_NAMES: Record<number, string> = {
   [OP_EVAL]: 'eval',
   [OP_WATCH]: 'watch',
   [OP_UNWATCH]: 'unwatch',
+  [OP_SETRANGE]: 'setrange',
 };
 
 export function isReadOp(op: number): boolean {
@@ -80,7 +87,7 @@ export function isReadOp(op: number): boolean {
 
 /** Writes whose outcome depends on the key's current value: the locking read fetches it. */
 export function needsValue(op: number, flags: number): boolean {
-  return op === OP_INCR || op === OP_APPEND || op === OP_GETDEL || op === OP_GETEX || (op === OP_PUT && (flags & FLAG_GET_OLD) !== 0);
+  return op === OP_INCR || op === OP_APPEND || op === OP_SETRANGE || op === OP_GETDEL || op === OP_GETEX || (op === OP_PUT && (flags & FLAG_GET_OLD) !== 0);
 }
 
 /** Writes that answer with the key's value, so they need the right to read it as well. */
@@ -132,6 +139,8 @@ export type Request = [id: number, op: OpCode, key: Uint8Array, value: Uint8Arra
  *   reap    200 [1 deleted | 0 kept]
  *   incr    200 incremented / 201 created [value, version, expiresAt|null]
  *   append  200 appended / 201 created [version, expiresAt|null, length]
+ *   setrange as append; an empty value writes nothing: 200 [version, expiresAt|null, length] of the
+ *           live key as it is, 404 [] when it is absent (nothing created)
  *   getdel  200 [value, version, expiresAt|null] (the row deleted)   404 []
  *   getex   200 [value, version, expiresAt|null] (expiresAt as set)  404 []
  *   expire with FLAG_TTL_*: 412 [version] when the condition is not met
@@ -197,6 +206,7 @@ export interface ReplyOf {
   [OP_REAP]: ReapReply;
   [OP_INCR]: IncrDone;
   [OP_APPEND]: AppendDone;
+  [OP_SETRANGE]: AppendDone | NotFound;
   [OP_GETDEL]: GetReply;
   [OP_GETEX]: GetReply;
   [OP_TXN]: TxnDone;

@@ -68,6 +68,8 @@ export type ToActor =
   | { type: 'feedWatch'; on: boolean }
   /** A catch-up read of kv_feed ids in (after, upto]; answered by 'feedRange' with the same id. */
   | { type: 'feedRange'; id: number; after: number; upto: number; limit: number }
+  /** Redis WAIT on a Galera shard: nodes besides one that committed what the group had (replica-wait.ts); answered by 'waited'. */
+  | { type: 'wait'; id: number; replicas: number; timeoutMs: number }
   | { type: 'drain' }
   | { type: 'stop' };
 
@@ -90,6 +92,7 @@ export type FromActor =
    */
   | { type: 'feed'; rows: Uint8Array | null; low: number; start: { floor: number } | null }
   | { type: 'feedRange'; id: number; rows?: FeedRow[]; trimmed?: number; error?: ErrorData }
+  | { type: 'waited'; id: number; count?: number; error?: ErrorData }
   | { type: 'drained' }
   | { type: 'stopped' };
 
@@ -120,6 +123,8 @@ export interface ActorConfig {
   /** The actor answers every op within this many ms of receiving it (a little under KVSQL_OP_DEADLINE_MS). */
   opDeadlineMs: number;
   maxRetries: number;
+  /** KVSQL_MAX_VALUE_BYTES: a script's SETRANGE may not make a value longer. */
+  maxValueBytes: number;
   /** TLS to the shard (KVSQL_MYSQL_TLS); null = clear text. */
   tls: MysqlTls | null;
   /** The change feed (KVSQL_FEED*); absent: off. */

@@ -14,7 +14,7 @@
  * kvsql has strings only, so the classes that can fire are g, $, x and n; the others are accepted
  * (a client that sets `KEA` or `Kl` gets what Redis would give it for strings: nothing for l).
  */
-import { FLAG_FLOAT, OP_APPEND, OP_INCR, type OpCode } from './ops';
+import { FLAG_FLOAT, OP_APPEND, OP_INCR, OP_SETRANGE, type OpCode } from './ops';
 
 export const NOTIFY_KEYSPACE = 1 << 0; // K
 export const NOTIFY_KEYEVENT = 1 << 1; // E
@@ -102,7 +102,7 @@ export function notifying(flags: number): boolean {
 export interface KeyspaceEvent {
   type: 'put' | 'del' | 'expire' | 'persist' | 'expired';
   key: Uint8Array;
-  /** put only: the op that wrote the value (OP_INCR → incrby / incrbyfloat, OP_APPEND → append; else set). */
+  /** put only: the op that wrote the value (OP_INCR → incrby / incrbyfloat, OP_APPEND → append, OP_SETRANGE → setrange; else set). */
   op?: OpCode;
   /** put only: the op's flags (FLAG_FLOAT marks INCRBYFLOAT). */
   flags?: number;
@@ -120,6 +120,7 @@ const SET: RedisEvent = [NOTIFY_STRING, 'set'];
 const INCRBY: RedisEvent = [NOTIFY_STRING, 'incrby'];
 const INCRBYFLOAT: RedisEvent = [NOTIFY_STRING, 'incrbyfloat'];
 const APPEND: RedisEvent = [NOTIFY_STRING, 'append'];
+const SETRANGE: RedisEvent = [NOTIFY_STRING, 'setrange'];
 const EXPIRE: RedisEvent = [NOTIFY_GENERIC, 'expire'];
 const DEL: RedisEvent = [NOTIFY_GENERIC, 'del'];
 const PERSIST: RedisEvent = [NOTIFY_GENERIC, 'persist'];
@@ -133,13 +134,14 @@ const ONLY_EXPIRED = [EXPIRED];
  * The Redis notifications of one change, in Redis's order (a new key's `new` comes first, as
  * dbAdd fires it inside setKey; `set` then `expire` for SET ... EX). Commands map to changes as:
  * SET/SETNX/SETEX/GETSET put; INCR/DECR/INCRBY/DECRBY incrby; INCRBYFLOAT incrbyfloat; APPEND
- * append; DEL/UNLINK/GETDEL and an EXPIRE or GETEX in the past del; EXPIRE/GETEX EX expire;
+ * append; SETRANGE setrange; DEL/UNLINK/GETDEL and an EXPIRE or GETEX in the past del; EXPIRE/GETEX EX expire;
  * PERSIST/GETEX PERSIST persist; the expirer's deletion expired.
  */
 export function redisEventsOf(e: KeyspaceEvent): readonly RedisEvent[] {
   switch (e.type) {
     case 'put': {
-      const main = e.op === OP_INCR ? (((e.flags ?? 0) & FLAG_FLOAT) !== 0 ? INCRBYFLOAT : INCRBY) : e.op === OP_APPEND ? APPEND : SET;
+      const main =
+        e.op === OP_INCR ? (((e.flags ?? 0) & FLAG_FLOAT) !== 0 ? INCRBYFLOAT : INCRBY) : e.op === OP_APPEND ? APPEND : e.op === OP_SETRANGE ? SETRANGE : SET;
       if (e.created !== true && e.ttl !== true) return [main];
       const out: RedisEvent[] = [];
       if (e.created === true) out.push(NEW);

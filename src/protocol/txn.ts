@@ -17,7 +17,7 @@
  * Its reply is TxnDone: [id, 200, succeeded 1|0, replies of the ops that ran, in order].
  */
 import { Packr } from 'msgpackr';
-import { OP_APPEND, OP_DEL, OP_EXPIRE, OP_GET, OP_GETDEL, OP_GETEX, OP_INCR, OP_PERSIST, OP_PUT, OP_TTL, type OpCode } from './ops';
+import { OP_APPEND, OP_DEL, OP_EXPIRE, OP_GET, OP_GETDEL, OP_GETEX, OP_INCR, OP_PERSIST, OP_PUT, OP_SETRANGE, OP_TTL, type OpCode } from './ops';
 
 export { OP_TXN, txnDone, type TxnDone } from './ops';
 
@@ -30,7 +30,19 @@ export const ABSENT = 0;
 export const EXISTS = -1;
 
 /** Ops a transaction may hold. */
-export const TXN_OPS: ReadonlySet<number> = new Set([OP_GET, OP_PUT, OP_DEL, OP_EXPIRE, OP_PERSIST, OP_TTL, OP_INCR, OP_APPEND, OP_GETDEL, OP_GETEX]);
+export const TXN_OPS: ReadonlySet<number> = new Set([
+  OP_GET,
+  OP_PUT,
+  OP_DEL,
+  OP_EXPIRE,
+  OP_PERSIST,
+  OP_TTL,
+  OP_INCR,
+  OP_APPEND,
+  OP_SETRANGE,
+  OP_GETDEL,
+  OP_GETEX,
+]);
 
 /**
  * Most ops and compares in one transaction. Its rows are locked together for its whole run, and

@@ -249,7 +249,7 @@ export class ShardActor {
     const op = scriptOp(r[0], program, now + this.cfg.opDeadlineMs);
     if (op.txn!.keys.length === 0) {
       void this.scriptRunner().then((runner) => {
-        this.s.out.push([op.id, 200, runScript(runner, op.txn!.script!, new Set(), new Map(), this.now()).out]);
+        this.s.out.push([op.id, 200, runScript(runner, op.txn!.script!, new Set(), new Map(), this.now(), this.cfg.maxValueBytes).out]);
         this.s.out.flush();
       });
       return;

@@ -1,7 +1,7 @@
 /**
  * Owns the worker thread's entry point: builds the store and actor from workerData (config is
  * resolved once by the gateway; this thread never reads process.env) and wires the MessagePort.
- * Relies on ShardActor and MysqlShardStore.
+ * Relies on ShardActor, MysqlShardStore and, for a Galera group, ReplicaWait (Redis WAIT).
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { Packr } from 'msgpackr';
@@ -10,6 +10,7 @@ import type { Reply, Request } from '../protocol/ops';
 import { toErrorData } from '../protocol/errors';
 import { ShardActor } from './actor';
 import { MysqlShardStore } from './mysql-store/mysql-shard-store';
+import { ReplicaWait } from './replica-wait';
 
 const cfg = workerData as ActorConfig;
 const port = parentPort!;
@@ -51,6 +52,9 @@ const actor = new ShardActor(
     post({ type: 'feed', rows: bytes, low, start }, [bytes.buffer as ArrayBuffer]);
   },
 );
+
+/** WAIT's answers on a Galera group; a single server has no replica (the gateway answers 0). */
+const replicas = cfg.nodes.length > 1 ? new ReplicaWait(cfg.nodes) : null;
 
 port.on('message', (msg: ToActor) => {
   if (msg instanceof Uint8Array) {
@@ -96,11 +100,24 @@ port.on('message', (msg: ToActor) => {
         (err) => post({ type: 'feedRange', id: msg.id, error: { code: 'KV_ERR_SHARD_UNAVAILABLE', message: String((err as Error)?.message ?? err) } }),
       );
       break;
+    case 'wait':
+      if (replicas === null) post({ type: 'waited', id: msg.id, count: 0 });
+      else
+        replicas.wait(msg.replicas, msg.timeoutMs).then(
+          (count) => post({ type: 'waited', id: msg.id, count }),
+          (err) =>
+            post({
+              type: 'waited',
+              id: msg.id,
+              error: { code: 'KV_ERR_SHARD_UNAVAILABLE', message: `shard ${cfg.shard}: ${String((err as Error)?.message ?? err)}` },
+            }),
+        );
+      break;
     case 'drain':
       void actor.drain().then(() => post({ type: 'drained' }));
       break;
     case 'stop':
-      void actor.stop().finally(() => {
+      void Promise.all([actor.stop(), replicas?.stop()]).finally(() => {
         post({ type: 'stopped' });
         port.close();
       });

@@ -27,6 +27,7 @@ import {
   OP_INCR,
   OP_PERSIST,
   OP_PUT,
+  OP_SETRANGE,
   OP_TTL,
   ttlLeftMs,
   type GetHit,
@@ -39,6 +40,7 @@ import {
 } from '../protocol/ops';
 import { parseFloatText, parseInt64 } from '../protocol/numbers';
 import { isOptionError, NOT_INTEGER_ERROR, parseExpireOptions, parseSetOptions, timeArgMs, type OptionError } from '../protocol/redis-options';
+import { setRangeError } from '../protocol/setrange';
 import type { Chain } from './key-scheduler';
 import type { PendingOp, TxnGroup } from './pending-op';
 import { SCRIPT_ERRORS, type RedisValue, type ScriptRunner } from './lua-sandbox';
@@ -52,9 +54,9 @@ const OK: RedisValue = { status: 'OK' };
 const err = (text: string): RedisValue => ({ error: text });
 const NOT_INTEGER: RedisValue = NOT_INTEGER_ERROR;
 
-/** One command: its ops (each on one key) and how its reply is made from theirs. */
+/** One command: its ops (each on one key; ifVersion: setrange's offset) and how its reply is made from theirs. */
 interface Planned {
-  ops: Array<{ op: OpCode; key: Buffer; value?: Buffer | null; ttlMs?: number; flags?: number }>;
+  ops: Array<{ op: OpCode; key: Buffer; value?: Buffer | null; ttlMs?: number; flags?: number; ifVersion?: number }>;
   reply: (r: Reply[]) => RedisValue;
 }
 
@@ -73,6 +75,7 @@ export const SCRIPT_WRITE_COMMANDS: ReadonlySet<string> = new Set([
   'decrby',
   'incrbyfloat',
   'append',
+  'setrange',
   'getdel',
   'getex',
   'expire',
@@ -91,6 +94,8 @@ export class ScriptSession {
     private readonly declared: ReadonlySet<string>,
     private readonly locked: Map<string, LockedRow>,
     private readonly now: number,
+    /** KVSQL_MAX_VALUE_BYTES: SETRANGE may not make a value longer (as at the Redis door). */
+    private readonly maxValueBytes: number,
   ) {}
 
   /** The chains of every key the script wrote or read, in lock order, to plan for real. */
@@ -110,18 +115,18 @@ export class ScriptSession {
         );
       }
     }
-    const replies = planned.ops.map((o) => this.apply(o.op, o.key, o.value ?? null, o.ttlMs ?? 0, o.flags ?? 0));
+    const replies = planned.ops.map((o) => this.apply(o.op, o.key, o.value ?? null, o.ttlMs ?? 0, o.flags ?? 0, o.ifVersion ?? 0));
     const failed = replies.find(isErrorReply);
     if (failed !== undefined) return err(failed[3].startsWith('ERR ') ? failed[3] : `ERR ${failed[3]}`);
     return planned.reply(replies);
   };
 
   /** Append one op to its key's chain and decide it there, now. */
-  private apply(op: OpCode, key: Buffer, value: Buffer | null, ttlMs: number, flags: number): Reply {
+  private apply(op: OpCode, key: Buffer, value: Buffer | null, ttlMs: number, flags: number, ifVersion: number): Reply {
     const keyStr = key.toString('latin1');
     let chain = this.chains.get(keyStr);
     if (chain === undefined) this.chains.set(keyStr, (chain = { keyStr, key, slot: 0, ops: [] }));
-    const p: PendingOp = { id: this.nextId++, op, key, keyStr, slot: 0, value, ttlMs, flags, ifVersion: 0, dueAt: 0 };
+    const p: PendingOp = { id: this.nextId++, op, key, keyStr, slot: 0, value, ttlMs, flags, ifVersion, dueAt: 0 };
     chain.ops.push(p);
     const plan = planWrites([chain], this.locked, this.now, PLACEHOLDER_VERSION);
     return plan.replies[plan.replies.length - 1][1];
@@ -184,6 +189,19 @@ export class ScriptSession {
       }
       case 'append':
         return arity(3) ? one(OP_APPEND, (r) => (r[0] as unknown as [number, number, number, number | null, number])[4], a[2]) : WRONG;
+      case 'setrange': {
+        if (!arity(4)) return WRONG;
+        const offset = parseInt64(a[2]);
+        if (offset === null) return NOT_INTEGER;
+        const refused = setRangeError(offset, a[3].length, this.maxValueBytes);
+        if (refused !== null) return err('redis' in refused ? refused.redis : `ERR ${refused.code} ${refused.message}`);
+        // An empty value writes nothing (Redis): the length as it is.
+        if (a[3].length === 0) return one(OP_GET, (r) => (r[0][1] === 200 ? (r[0] as GetHit)[2].length : 0));
+        return {
+          ops: [{ op: OP_SETRANGE, key: a[1], value: a[3], ifVersion: Number(offset) }],
+          reply: (r) => (r[0] as unknown as [number, number, number, number | null, number])[4],
+        };
+      }
       case 'expire':
       case 'pexpire':
       case 'expireat':
@@ -257,8 +275,9 @@ export function runScript(
   declared: ReadonlySet<string>,
   locked: Map<string, LockedRow>,
   now: number,
+  maxValueBytes: number,
 ): { chains: Chain[]; out: Buffer } {
-  const session = new ScriptSession(declared, locked, now);
+  const session = new ScriptSession(declared, locked, now, maxValueBytes);
   const res = runner.run(script.body, script.keys, script.argv, session.call, !script.mayWrite);
   return { chains: res.ok || res.reason === 'script' ? session.result() : [], out: toResp2(res.ok ? res.reply : { error: res.error }) };
 }

@@ -123,7 +123,7 @@ export class WritePath {
                   let succeeded = true;
                   let scriptOut: Buffer | null = null;
                   if (script !== undefined) {
-                    const ran = runScript(await this.scriptRunner(), script, new Set(chainsOf.get(t)!.map((c) => c.keyStr)), locked, now);
+                    const ran = runScript(await this.scriptRunner(), script, new Set(chainsOf.get(t)!.map((c) => c.keyStr)), locked, now, s.cfg.maxValueBytes);
                     own = ran.chains;
                     scriptOut = ran.out;
                   } else {

@@ -51,6 +51,7 @@ import {
   OP_PERSIST,
   OP_PUT,
   OP_REAP,
+  OP_SETRANGE,
   OP_TTL,
   persisted,
   preconditionFailed,
@@ -60,6 +61,7 @@ import {
   type Reply,
 } from '../protocol/ops';
 import { increment } from '../protocol/numbers';
+import { setRange } from '../protocol/setrange';
 import {
   FEED_APPEND,
   FEED_CREATED,
@@ -71,6 +73,7 @@ import {
   FEED_INCR_FLOAT,
   FEED_PERSIST,
   FEED_PUT,
+  FEED_SETRANGE,
 } from '../protocol/feed';
 import type { Chain } from './key-scheduler';
 import type { PendingOp } from './pending-op';
@@ -100,8 +103,8 @@ export function versionDemand(chains: Chain[], locked: Map<string, LockedRow>): 
   return { count: versionsNeeded(chains), above: highestVersion(locked), createsKey: createsKey(chains, locked) };
 }
 
-/** Ops that write a new value, and so take a new version: put, incr, append. */
-const writesValue = (op: number): boolean => op === OP_PUT || op === OP_INCR || op === OP_APPEND;
+/** Ops that may write a new value, and so take a new version: put, incr, append, setrange. */
+const writesValue = (op: number): boolean => op === OP_PUT || op === OP_INCR || op === OP_APPEND || op === OP_SETRANGE;
 
 export function versionsNeeded(chains: Chain[]): number {
   let n = 0;
@@ -176,9 +179,15 @@ export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now:
           break;
         }
         case OP_INCR:
-        case OP_APPEND: {
-          // Both keep the TTL of a live key, as Redis; an absent (or expired) key starts empty.
+        case OP_APPEND:
+        case OP_SETRANGE: {
+          // All keep the TTL of a live key, as Redis; an absent (or expired) key starts empty.
           let next: Uint8Array;
+          if (op.op === OP_SETRANGE && op.value!.length === 0) {
+            // Redis writes nothing: the length as it is, and an absent key stays absent.
+            plan.replies.push([op, live ? appendDone(op.id, false, version, expiresAt, current!.length) : notFound(op.id)]);
+            break;
+          }
           if (op.op === OP_INCR) {
             const r = increment(live ? current : null, op.value!, (op.flags & FLAG_FLOAT) !== 0);
             if (!r.ok) {
@@ -186,6 +195,8 @@ export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now:
               break;
             }
             next = r.value;
+          } else if (op.op === OP_SETRANGE) {
+            next = setRange(live ? current : null, op.ifVersion, op.value!);
           } else {
             next = live && current !== null ? Buffer.concat([current, op.value!]) : op.value!;
           }
@@ -194,12 +205,7 @@ export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now:
           value = current = next;
           exists = true;
           lastPut = [value, version, expiresAt];
-          events?.push([
-            chain.key,
-            version,
-            (op.op === OP_APPEND ? FEED_APPEND : (op.flags & FLAG_FLOAT) !== 0 ? FEED_INCR_FLOAT : FEED_INCR) | (live ? 0 : FEED_CREATED),
-            expiresAt,
-          ]);
+          events?.push([chain.key, version, feedKind(op.op, op.flags) | (live ? 0 : FEED_CREATED), expiresAt]);
           plan.replies.push([
             op,
             op.op === OP_INCR ? incrDone(op.id, !live, next, version, expiresAt) : appendDone(op.id, !live, version, expiresAt, next.length),
@@ -328,6 +334,13 @@ export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now:
     }
   }
   return plan;
+}
+
+/** The feed's kind of a put made by a read-modify-write op (Redis's event name follows from it). */
+function feedKind(op: number, flags: number): number {
+  if (op === OP_APPEND) return FEED_APPEND;
+  if (op === OP_SETRANGE) return FEED_SETRANGE;
+  return (flags & FLAG_FLOAT) !== 0 ? FEED_INCR_FLOAT : FEED_INCR;
 }
 
 /** EXPIRE's NX/XX/GT/LT, as Redis: a key without a TTL counts as one that never expires. */

@@ -340,6 +340,8 @@ test('keyspace notifications: KEA gives __keyspace@0__ and __keyevent@0__ with R
     await r.incr('kn:n');
     await r.incrbyfloat('kn:n', '1.5');
     await r.append('kn:n', '0');
+    await r.setrange('kn:n', 0, '9');
+    await r.setrange('kn:n', 0, ''); // writes nothing: no event
     await r.del('kn:foo', 'kn:absent'); // one del: only the key that existed
     await r.getdel('kn:n');
     await r.set('kn:nx', '1', 'NX');
@@ -355,6 +357,7 @@ test('keyspace notifications: KEA gives __keyspace@0__ and __keyevent@0__ with R
       ['kn:n', 'incrby'],
       ['kn:n', 'incrbyfloat'],
       ['kn:n', 'append'],
+      ['kn:n', 'setrange'],
       ['kn:foo', 'del'],
       ['kn:n', 'del'],
       ['kn:nx', 'set'],

@@ -8,26 +8,20 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import Redis from 'ioredis';
+import type Redis from 'ioredis';
 import Redlock from 'redlock';
 import { RateLimiterRedis } from 'rate-limiter-flexible';
 import { onShard0, onShard1 } from '../helpers/shard-keys';
-import { startTestStore, type TestStore } from '../helpers/store';
+import { startRedisPair, type RedisPair } from '../helpers/redis-pair';
 
-let store: TestStore;
+let pair: RedisPair;
 let redis: Redis;
 let second: Redis;
 before(async () => {
-  store = await startTestStore({ shards: 2 });
-  const other = await store.startAnotherGateway();
-  redis = new Redis({ port: store.server.redisPort!, host: '127.0.0.1', maxRetriesPerRequest: 0 });
-  second = new Redis({ port: other.redisPort!, host: '127.0.0.1', maxRetriesPerRequest: 0 });
+  pair = await startRedisPair();
+  ({ redis, second } = pair);
 });
-after(async () => {
-  redis?.disconnect();
-  second?.disconnect();
-  await store?.close();
-});
+after(() => pair?.close());
 
 test('EVAL: Redis’s conversions both ways, KEYS and ARGV, writes applied', async () => {
   const [k] = onShard0('s:conv:', 1);

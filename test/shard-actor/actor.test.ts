@@ -228,6 +228,7 @@ const config = (over: Partial<ActorConfig> = {}): ActorConfig => ({
   queryTimeoutMs: 10_000,
   opDeadlineMs: 3000,
   maxRetries: 4,
+  maxValueBytes: 1024 * 1024,
   tls: null,
   expiry: { enabled: false, tickMs: 100, horizonMs: 60_000, reapBatch: 100, reapsInFlight: 100, maxWheelKeys: 1000, lockRetryMs: 2000 },
   ...over,

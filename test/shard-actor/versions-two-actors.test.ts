@@ -37,6 +37,7 @@ const config = (): ActorConfig => ({
   tls: null,
   nodes: [],
   maxRetries: 4,
+  maxValueBytes: 1024 * 1024,
   expiry: { enabled: false, tickMs: 100, horizonMs: 60_000, reapBatch: 100, reapsInFlight: 100, maxWheelKeys: 1000, lockRetryMs: 2000 },
 });
 

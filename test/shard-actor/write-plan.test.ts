@@ -28,6 +28,7 @@ import {
   OP_PUT,
   OP_REAP,
   OP_SCAN,
+  OP_SETRANGE,
   OP_TTL,
   type OpCode,
 } from '../../src/protocol/ops';
@@ -54,7 +55,7 @@ function op(kind: OpCode, key: string, o: OpOptions = {}): PendingOp {
     key: k,
     keyStr: k.toString('latin1'),
     slot: 0,
-    value: kind === OP_PUT || kind === OP_INCR || kind === OP_APPEND ? Buffer.from(o.value ?? (kind === OP_INCR ? '1' : 'v')) : null,
+    value: kind === OP_PUT || kind === OP_INCR || kind === OP_APPEND || kind === OP_SETRANGE ? Buffer.from(o.value ?? (kind === OP_INCR ? '1' : 'v')) : null,
     ttlMs: o.ttlMs ?? 0,
     flags: o.flags ?? 0,
     ifVersion: o.ifVersion ?? 0,
@@ -411,6 +412,29 @@ test('append, getdel, getex: values from the lock; getex sets, clears or keeps t
     [null],
   );
   assert.deepEqual(plan(chain(op(OP_GETEX, 'x')), rows({})).out[0], [404]);
+});
+
+test('setrange: overwrites in place, zero-pads past the end, keeps the TTL; an empty value writes nothing', () => {
+  const inPlace = plan(chain(op(OP_SETRANGE, 's', { value: 'ip', ifVersion: 1 })), rows({ s: WITH(3, 'hello', NOW + 100) }));
+  assert.deepEqual(inPlace.out[0], [200, FIRST, NOW + 100, 5]);
+  assert.deepEqual(
+    valueWrites(inPlace.mutations).map((w) => [text(w[1]), w[2], w[3]]),
+    [['hiplo', FIRST, NOW + 100]],
+  );
+  const padded = plan(chain(op(OP_SETRANGE, 's', { value: 'ab', ifVersion: 7 })), rows({ s: WITH(3, 'hello') }));
+  assert.deepEqual(padded.out[0], [200, FIRST, null, 9]);
+  assert.deepEqual(Buffer.from(valueWrites(padded.mutations)[0][1]), Buffer.from('hello\0\0ab', 'latin1'));
+  const fresh = plan(chain(op(OP_SETRANGE, 'n', { value: 'x', ifVersion: 2 })));
+  assert.deepEqual(fresh.out[0], [201, FIRST, null, 3]);
+  assert.deepEqual(Buffer.from(valueWrites(fresh.mutations)[0][1]), Buffer.from([0, 0, 0x78]));
+  const expired = plan(chain(op(OP_SETRANGE, 'e', { value: 'x' })), rows({ e: { ...WITH(2, 'old'), expiresAt: NOW - 1 } }));
+  assert.deepEqual(expired.out[0], [201, FIRST, null, 1], 'an expired value is absent: starts empty, no TTL');
+  const emptyLive = plan(chain(op(OP_SETRANGE, 's', { value: '', ifVersion: 100 })), rows({ s: WITH(3, 'hello', NOW + 100) }));
+  assert.deepEqual(emptyLive.out[0], [200, 3, NOW + 100, 5], 'the key as it is: same version');
+  assert.ok(isEmpty(emptyLive.mutations));
+  const emptyAbsent = plan(chain(op(OP_SETRANGE, 'n', { value: '' })));
+  assert.deepEqual(emptyAbsent.out[0], [404]);
+  assert.ok(isEmpty(emptyAbsent.mutations), 'nothing created');
 });
 
 test('expire NX/XX/GT/LT: decided on the locked TTL, 412 with the version when not met', () => {

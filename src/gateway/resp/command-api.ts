@@ -26,6 +26,8 @@ export interface OpSpec {
   value?: Buffer | null;
   ttlMs?: number;
   flags?: number;
+  /** The Request's number slot: OP_SETRANGE's offset (no door op here has a version condition). */
+  ifVersion?: number;
 }
 
 /** Builds a command's reply from its ops' replies (in spec order; none is an error). */
@@ -34,6 +36,8 @@ export type Combine = (replies: Reply[], proto: Proto) => string | Buffer;
 /** What a command handler may do with its connection. */
 export interface RespCall {
   readonly proto: Proto;
+  /** KVSQL_MAX_VALUE_BYTES: a value an op would make longer is refused at the door. */
+  readonly maxValueBytes: number;
   /** Answer without the shards. */
   reply(out: string | Buffer): void;
   /** Submit `specs` (each key checked and authorized first: refused whole), answer with `combine`; the first error wins. */

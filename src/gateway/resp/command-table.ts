@@ -8,7 +8,7 @@
  *
  *   family list (RowTuple)          ──> COMMANDS (rows, in COMMAND's order) ──> BY_NAME (dispatch)
  *   core, server, COMMAND, strings,                                       └──> COMMAND's replies
- *   transactions, scripts, keyspace, pub/sub                              └──> NO_AUTH_COMMANDS
+ *   transactions, scripts, keyspace, flush, WAIT, pub/sub                 └──> NO_AUTH_COMMANDS
  */
 import * as resp from '../../protocol/resp';
 import { RespMap, Simple, type RespValue } from '../../protocol/resp';
@@ -16,6 +16,7 @@ import { lc } from './args';
 import type { CommandRow, RowTuple } from './command-api';
 import type { Conn } from './connection';
 import { CORE_COMMANDS } from './core-commands';
+import { FLUSH_COMMANDS } from './flush-commands';
 import { unknownSubcommand } from './errors';
 import { KEYSPACE_COMMANDS } from './keyspace-commands';
 import { PUBSUB_COMMANDS } from './pubsub-commands';
@@ -23,6 +24,7 @@ import { SCRIPT_COMMANDS } from './scripts';
 import { SERVER_COMMANDS } from './server-commands';
 import { STRING_COMMANDS } from './string-commands';
 import { TXN_COMMANDS } from './transactions';
+import { WAIT_COMMANDS } from './wait-command';
 
 /** COMMAND [COUNT | INFO name... | DOCS | LIST]: the table as Redis 7 shows its own. */
 const command = (c: Conn, args: Buffer[]): void => {
@@ -67,6 +69,8 @@ export const COMMANDS: ReadonlyArray<CommandRow<Conn>> = [
   ...TXN_COMMANDS,
   ...SCRIPT_COMMANDS,
   ...KEYSPACE_COMMANDS,
+  ...FLUSH_COMMANDS,
+  ...WAIT_COMMANDS,
   ...PUBSUB_COMMANDS,
 ].map(toRow);
 

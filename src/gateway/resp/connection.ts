@@ -34,9 +34,10 @@
  */
 import type { Socket } from 'node:net';
 import { KvError, statusOf, toErrorData } from '../../protocol/errors';
-import { FLAG_GET_OLD, OP_GET, OP_PUT, type OpCode, type PreconditionFailed, type PutDone, type Reply } from '../../protocol/ops';
+import { FLAG_GET_OLD, isReadOp, OP_GET, OP_PUT, type OpCode, type PreconditionFailed, type PutDone, type Reply } from '../../protocol/ops';
 import * as resp from '../../protocol/resp';
 import { RespProtocolError, RespRequestParser, type Proto } from '../../protocol/resp';
+import { slotOf } from '../../protocol/slot-map';
 import type { TxnOp } from '../../protocol/txn';
 import { checkKey } from '../../protocol/validate';
 import type { Combine, OpSpec, PubsubCall, RespCall, ScriptCall, TxnCall } from './command-api';
@@ -87,6 +88,8 @@ export class Conn implements RespSession, RespCall, TxnCall, PubsubCall, ScriptC
   sub: Subscriber | null = null;
   /** Bytes of push frames queued and not yet written. */
   private pushQueued = 0;
+  /** The slot of the last write this connection submitted (-1: none yet): WAIT asks its shard. */
+  lastWriteSlot = -1;
 
   constructor(
     readonly socket: Socket,
@@ -176,6 +179,7 @@ export class Conn implements RespSession, RespCall, TxnCall, PubsubCall, ScriptC
 
   submit(target: Command | MgetPart | Part, op: OpCode, key: Buffer, value: Buffer | null, ttlMs: number, flags: number, ifVersion: number): void {
     if (target instanceof Command) target.op = op;
+    if (!isReadOp(op)) this.lastWriteSlot = slotOf(key);
     this.opsInFlight++;
     // Keyspace notifications from the interim source: only while they are on and someone listens.
     const tap = this.srv.pubsub.tap;
@@ -301,6 +305,7 @@ export class Conn implements RespSession, RespCall, TxnCall, PubsubCall, ScriptC
   }
 
   request(op: OpCode, key: Buffer, value: Buffer | null, flags: number): Promise<Reply> {
+    if (!isReadOp(op)) this.lastWriteSlot = slotOf(key);
     return new Promise((resolve) => this.srv.ctx.pool.submit({ op, deliver: resolve }, op, key, value, 0, flags, 0));
   }
 
@@ -319,6 +324,10 @@ export class Conn implements RespSession, RespCall, TxnCall, PubsubCall, ScriptC
 
   get scripts(): ScriptRegistry {
     return this.srv.scripts;
+  }
+
+  get maxValueBytes(): number {
+    return this.srv.limits.maxValueBytes;
   }
 
   answerLater(name: string, work: () => Promise<string | Buffer>): void {
@@ -400,7 +409,7 @@ export class Conn implements RespSession, RespCall, TxnCall, PubsubCall, ScriptC
     if (this.recording !== null)
       return this.record(
         Kind.Custom,
-        specs.map((o): TxnOp => [o.op, o.key, o.value ?? null, o.ttlMs ?? 0, o.flags ?? 0, 0]),
+        specs.map((o): TxnOp => [o.op, o.key, o.value ?? null, o.ttlMs ?? 0, o.flags ?? 0, o.ifVersion ?? 0]),
         combine,
       );
     const cmd = this.keyed(Kind.Custom);
@@ -411,7 +420,7 @@ export class Conn implements RespSession, RespCall, TxnCall, PubsubCall, ScriptC
     cmd.pending = specs.length;
     for (let i = 0; i < specs.length; i++) {
       const o = specs[i];
-      this.submit(new Part(cmd, i, o.op), o.op, o.key, o.value ?? null, o.ttlMs ?? 0, o.flags ?? 0, 0);
+      this.submit(new Part(cmd, i, o.op), o.op, o.key, o.value ?? null, o.ttlMs ?? 0, o.flags ?? 0, o.ifVersion ?? 0);
     }
   }
 

@@ -19,6 +19,7 @@ import {
   OP_INCR,
   OP_PERSIST,
   OP_PUT,
+  OP_SETRANGE,
   type OpCode,
   type Reply,
 } from '../../protocol/ops';
@@ -80,7 +81,7 @@ export interface FeedLike {
  * The change feed as the keyspace source: one watcher on every key from "now" while the hub wants
  * events. Fire-and-forget, as Redis: when the feed ends the watcher (an error, a slow-consumer
  * cut), it watches again from "now" after `retryMs`, and changes in between are not notified. A
- * put is Redis's `set` unless the feed names its event (incrby, incrbyfloat, append), with `new`
+ * put is Redis's `set` unless the feed names its event (incrby, incrbyfloat, append, setrange), with `new`
  * and SET ... EX's `expire` from the feed's `created` and `ttl` (keyspaceEventOf).
  */
 export function feedKeyspaceSource(feed: FeedLike, log: { warn(obj: object, msg: string): void }, retryMs = 1000): KeyspaceSource {
@@ -119,7 +120,7 @@ const EMPTY_KEY = new Uint8Array(0);
 /** A feed event (feed-hub.ts FeedEvent: its Redis event name, created, ttl) as a KeyspaceEvent. */
 function keyspaceEventOf(e: { type: KeyspaceEvent['type']; key: Buffer; event?: string; created?: boolean; ttl?: boolean }): KeyspaceEvent {
   if (e.type !== 'put' || e.event === undefined) return { type: e.type, key: e.key };
-  const op = e.event === 'incrby' || e.event === 'incrbyfloat' ? OP_INCR : e.event === 'append' ? OP_APPEND : undefined;
+  const op = e.event === 'incrby' || e.event === 'incrbyfloat' ? OP_INCR : e.event === 'append' ? OP_APPEND : e.event === 'setrange' ? OP_SETRANGE : undefined;
   return { type: 'put', key: e.key, op, flags: e.event === 'incrbyfloat' ? FLAG_FLOAT : 0, created: e.created === true, ttl: e.ttl === true };
 }
 
@@ -154,6 +155,7 @@ export class LocalKeyspaceSource implements KeyspaceSource {
       case OP_PUT:
       case OP_INCR:
       case OP_APPEND:
+      case OP_SETRANGE: // the door sends no empty setrange (a read): 200 and 201 wrote
         if (s === 200 || s === 201) e = { type: 'put', key, op, flags, created: s === 201, ttl: op === OP_PUT && ttlMs > 0 };
         break;
       case OP_DEL:

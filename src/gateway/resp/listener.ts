@@ -36,6 +36,8 @@ export interface RespContext extends HttpContext {
   keyspaceSource?: KeyspaceSource | null;
   /** How PUBLISH reaches other gateways; absent: this gateway only. */
   publishBus?: PublishBus | null;
+  /** FLUSHDB and FLUSHALL are allowed (KVSQL_REDIS_FLUSH; admin tokens only when auth is on). */
+  flushEnabled?: boolean;
 }
 
 export interface RespServer {

@@ -1,11 +1,11 @@
 /**
  * Owns the Redis door's string, counter and TTL commands past GET/SET/DEL (INCR family, APPEND,
- * GETDEL, GETEX, SETNX, SETEX, PSETEX, GETSET, STRLEN, GETRANGE, TYPE, TIME, EXPIRE with
+ * SETRANGE, GETDEL, GETEX, SETNX, SETEX, PSETEX, GETSET, STRLEN, GETRANGE, TYPE, TIME, EXPIRE with
  * NX/XX/GT/LT, EXPIREAT, EXPIRETIME), each as Redis 7 answers it, and the door's reading of a
  * time option (expiryOption). Relies on the connection's RespCall (command-api.ts: submit ops,
  * reply), protocol/ops, numbers, redis-options and resp. Must not touch sockets or the pool.
  *
- * Atomicity is per key, as the actor gives it: INCR, APPEND, GETDEL and GETEX are single ops
+ * Atomicity is per key, as the actor gives it: INCR, APPEND, SETRANGE, GETDEL and GETEX are single ops
  * decided in the actor's write transaction from the row it locked, so no increment is lost with
  * any number of gateways. MSET and MSETNX, all-or-nothing across keys, are transactions
  * (transactions.ts).
@@ -26,12 +26,15 @@ import {
   OP_GETEX,
   OP_INCR,
   OP_PUT,
+  OP_SETRANGE,
   OP_TTL,
   replyOf,
 } from '../../protocol/ops';
 import { parseFloatText, parseInt64 } from '../../protocol/numbers';
 import { parseExpireOptions, timeArgMs, type ExpiryUnit, type OptionError } from '../../protocol/redis-options';
 import * as resp from '../../protocol/resp';
+import { setRangeError } from '../../protocol/setrange';
+import { KvError } from '../../protocol/errors';
 import { intArg, lc } from './args';
 import type { Combine, RespCall, RowTuple } from './command-api';
 import { ERR_NOT_FLOAT, ERR_NOT_INTEGER, ERR_SYNTAX } from './errors';
@@ -89,6 +92,28 @@ const append: Handler = (c, a) => {
   c.ops('append', [{ op: OP_APPEND, key: a[1], value: a[2] }], (r) => resp.integer(replyOf(OP_APPEND, r[0])[4]));
 };
 
+/** The length of a GET's value (0: absent), as STRLEN answers it. */
+const lengthOf: Combine = (r) => {
+  const g = replyOf(OP_GET, r[0]);
+  return resp.integer(g[1] === 200 ? g[2].length : 0);
+};
+
+/**
+ * SETRANGE key offset value: one op decided on the locked row (zero-padded, TTL kept). An empty
+ * value writes nothing in Redis: here it is a read of the length (STRLEN), so the read right.
+ */
+const setrange: Handler = (c, a) => {
+  const offset = parseInt64(a[2]);
+  if (offset === null) return c.reply(ERR_NOT_INTEGER);
+  const refused = setRangeError(offset, a[3].length, c.maxValueBytes);
+  if (refused !== null) {
+    if ('redis' in refused) return c.reply(resp.error(refused.redis));
+    throw new KvError(refused.code, refused.message);
+  }
+  if (a[3].length === 0) return c.ops('setrange', [{ op: OP_GET, key: a[1] }], lengthOf);
+  c.ops('setrange', [{ op: OP_SETRANGE, key: a[1], value: a[3], ifVersion: Number(offset) }], (r) => resp.integer(replyOf(OP_APPEND, r[0])[4]));
+};
+
 const getdel: Handler = (c, a) => {
   c.ops('getdel', [{ op: OP_GETDEL, key: a[1] }], valueOrNil);
 };
@@ -137,12 +162,7 @@ const setex =
 
 const getset: Handler = (c, a) => c.setGet(a[1], a[2], 0, 0);
 
-const strlen: Handler = (c, a) => {
-  c.ops('strlen', [{ op: OP_GET, key: a[1] }], (r) => {
-    const g = replyOf(OP_GET, r[0]);
-    return resp.integer(g[1] === 200 ? g[2].length : 0);
-  });
-};
+const strlen: Handler = (c, a) => c.ops('strlen', [{ op: OP_GET, key: a[1] }], lengthOf);
 
 /** Redis's GETRANGE: inclusive offsets, negative ones from the end, clamped. */
 export function substr(v: Uint8Array, start: number, end: number): Uint8Array {
@@ -215,6 +235,7 @@ export const STRING_COMMANDS: ReadonlyArray<RowTuple<RespCall>> = [
   ['decrby', decrby, 3, ['write', 'denyoom', 'fast'], 1, 1, 1],
   ['incrbyfloat', incrbyfloat, 3, ['write', 'denyoom', 'fast'], 1, 1, 1],
   ['append', append, 3, ['write', 'denyoom', 'fast'], 1, 1, 1],
+  ['setrange', setrange, 4, ['write', 'denyoom'], 1, 1, 1],
   ['getdel', getdel, 2, ['write', 'fast'], 1, 1, 1],
   ['getex', getex, -2, ['write', 'fast'], 1, 1, 1],
   ['setnx', setnx, 3, ['write', 'denyoom', 'fast'], 1, 1, 1],

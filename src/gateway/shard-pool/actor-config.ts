@@ -27,6 +27,7 @@ export function actorConfig(config: Readonly<Config>, i: number, url: string): A
     queryTimeoutMs: config.queryTimeoutMs,
     opDeadlineMs: actorDeadlineMs(config.opDeadlineMs),
     maxRetries: config.maxRetries,
+    maxValueBytes: config.maxValueBytes,
     tls: mysqlTls(config),
     feed: config.feed
       ? { enabled: true, pollMs: config.feedPollMs, retentionMs: config.feedRetentionMs, maxRows: config.feedMaxRows, maxBytes: config.feedMaxBytes }

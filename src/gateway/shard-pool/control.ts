@@ -1,6 +1,7 @@
 /**
  * Owns the gateway's control calls to the shard actors, everything but ops: ownership and
- * bootstrap requests, stats, key-range scans and counts, change-feed catch-up reads; each answered
+ * bootstrap requests, stats, key-range scans and counts, change-feed catch-up reads, Redis WAIT's
+ * replica counts; each answered
  * once, by the actor's message with the same id, by its timeout, or by the actor's crash. Relies
  * on ShardHandle and protocol/port-messages. Must not route or admit ops.
  *
@@ -17,8 +18,9 @@ import type { ShardHandle } from './worker-handle';
 export type ControlReply = Extract<FromActor, { type: 'ownership' | 'bootstrapped' }>;
 type ScanReply = Extract<FromActor, { type: 'scanned' | 'counted' }>;
 type FeedRangeReply = Extract<FromActor, { type: 'feedRange' }>;
+type WaitedReply = Extract<FromActor, { type: 'waited' }>;
 /** The actor messages that settle a control call. */
-export type ControlMessage = ControlReply | ScanReply | FeedRangeReply | Extract<FromActor, { type: 'stats' }>;
+export type ControlMessage = ControlReply | ScanReply | FeedRangeReply | WaitedReply | Extract<FromActor, { type: 'stats' }>;
 
 /** How long the gateway waits for a shard's ownership rows or a new shard's actor. */
 const CONTROL_TIMEOUT_MS = 5000;
@@ -37,6 +39,8 @@ export class ControlCalls {
   private readonly scanWaiters = new Map<number, { shard: ShardHandle; settle: (m: ScanReply | null, error?: ErrorData) => void }>();
   /** Catch-up reads of the change feed in flight, by id. */
   private readonly feedRangeWaiters = new Map<number, { shard: ShardHandle; settle: (m: FeedRangeReply) => void }>();
+  /** WAITs in flight, by id. */
+  private readonly waitWaiters = new Map<number, { shard: ShardHandle; settle: (m: WaitedReply) => void }>();
   /** Ids of control requests to the actors (stats, scans, counts, feed reads): one sequence for all. */
   private nextControlId = 1;
   /** Scans and counts answered 503 here without reaching an actor (the pool's `rejected` adds them). */
@@ -68,6 +72,9 @@ export class ControlCalls {
         w?.settle(m);
         break;
       }
+      case 'waited':
+        this.waitWaiters.get(m.id)?.settle(m);
+        break;
       case 'stats':
         this.statsWaiters.get(m.id)?.(m.stats);
         this.statsWaiters.delete(m.id);
@@ -196,8 +203,36 @@ export class ControlCalls {
     });
   }
 
-  /** The shard's actor is gone: its scans and feed reads are answered 503 with `why`. */
+  /**
+   * Redis WAIT on shard `shard` (its position): how many nodes of its Galera group, besides the one
+   * written through, have committed what the group had committed (shard-actor/replica-wait.ts),
+   * once that reaches `replicas` or after `timeoutMs`. A single server has none: 0 at once.
+   */
+  waitReplicas(shard: number, replicas: number, timeoutMs: number): Promise<number> {
+    const s = this.shards[shard];
+    if (s === undefined || !s.up || s.exited) return Promise.reject(new KvError('KV_ERR_SHARD_UNAVAILABLE', `shard ${shard} is unavailable`));
+    if (s.cfg.nodes.length === 1) return Promise.resolve(0);
+    return new Promise((resolve, reject) => {
+      const id = this.nextControlId++;
+      const settle = (m: WaitedReply): void => {
+        if (!this.waitWaiters.delete(id)) return;
+        clearTimeout(timer);
+        if (m.error !== undefined) reject(new KvError(m.error.code, m.error.message));
+        else resolve(m.count!);
+      };
+      // The actor answers by timeoutMs (plus a status query); this only covers an actor that never does.
+      const timer = setTimeout(
+        () => settle({ type: 'waited', id, error: { code: 'KV_ERR_SHARD_UNAVAILABLE', message: `shard ${shard} did not answer WAIT in time` } }),
+        timeoutMs + CONTROL_TIMEOUT_MS,
+      );
+      this.waitWaiters.set(id, { shard: s, settle });
+      s.worker.postMessage({ type: 'wait', id, replicas, timeoutMs } satisfies ToActor);
+    });
+  }
+
+  /** The shard's actor is gone: its scans, feed reads and WAITs are answered 503 with `why`. */
   failShard(s: ShardHandle, why: string): void {
+    for (const [id, w] of [...this.waitWaiters]) if (w.shard === s) w.settle({ type: 'waited', id, error: { code: 'KV_ERR_SHARD_UNAVAILABLE', message: why } });
     for (const w of [...this.scanWaiters.values()]) if (w.shard === s) w.settle(null, { code: 'KV_ERR_SHARD_UNAVAILABLE', message: why });
     for (const [id, w] of [...this.feedRangeWaiters]) {
       if (w.shard !== s) continue;

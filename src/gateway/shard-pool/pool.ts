@@ -225,6 +225,16 @@ export class ShardPool {
     return this.control.feedRange(shard, after, upto, limit);
   }
 
+  /** Redis WAIT on one shard (control.ts): replicas that committed, 0 at once on a single server. */
+  waitReplicas(shard: number, replicas: number, timeoutMs: number): Promise<number> {
+    return this.control.waitReplicas(shard, replicas, timeoutMs);
+  }
+
+  /** The shard serving a slot by this gateway's map (-1: none reachable). */
+  shardOfSlot(slot: number): number {
+    return this.route[slot];
+  }
+
   stats(timeoutMs = 2000): Promise<Array<ShardStats | null>> {
     return this.control.stats(timeoutMs);
   }
@@ -357,6 +367,7 @@ export class ShardPool {
           case 'scanned':
           case 'counted':
           case 'feedRange':
+          case 'waited':
           case 'stats':
             this.control.onMessage(m);
             break;
