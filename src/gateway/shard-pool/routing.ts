@@ -168,7 +168,12 @@ export class SlotRouter {
     const rules = new Map<number, number[]>();
     for (const o of seen) if (o.shardIndex !== null && o.hashRule !== null) rules.set(o.hashRule, [...(rules.get(o.hashRule) ?? []), o.shardIndex]);
     let conflict: string | null = null;
-    const described = () => [...rules].map(([rule, shards]) => `shard ${shards.join(', ')}: ${HASH_RULE_NAMES[rule] ?? `rule ${rule}`}`).join('; ');
+    const described = () =>
+      [...rules]
+        .map(([rule, shards]) => [rule, shards.sort((a, b) => a - b)] as const)
+        .sort((a, b) => a[1][0] - b[1][0])
+        .map(([rule, shards]) => `shard ${shards.join(', ')}: ${HASH_RULE_NAMES[rule] ?? `rule ${rule}`}`)
+        .join('; ');
     if (rules.size > 1 || [...rules.keys()].some((r) => r !== HASH_TAGS && r !== HASH_WHOLE_KEY)) {
       conflict = `the shards do not record one key hashing rule (${described()}): finish \`kvsql hashtags enable\``;
     } else if (rules.size === 1) {
