@@ -9,11 +9,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import mysql from 'mysql2/promise';
-import Redis from 'ioredis';
 import { configFrom } from '../../src/config/config';
 import { createLogger, startServer, type Server } from '../../src/gateway/server';
 import { SlotMap, slotOf } from '../../src/protocol/slot-map';
 import { cliEnv, runCli } from '../helpers/cli';
+import { connectRedis } from '../helpers/ioredis';
 import { startTestServer, type TestServer } from '../helpers/mysql';
 
 let server: TestServer;
@@ -81,8 +81,7 @@ test('an old store is switched to hash tags offline: refused beside a gateway, t
   for (const k of [...tagged, ...plain]) await put(base, k, `v-${k}`, k.endsWith('f2') ? 3600 : undefined);
   const movers = tagged.filter((k) => map.shardOf(Buffer.from(k), false) !== map.shardOf(Buffer.from(k), true));
   assert.ok(movers.length > 5, 'some keys change shard');
-  const redis = new Redis({ port: gw.redisPort!, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0 });
-  await redis.connect();
+  const redis = await connectRedis(gw.redisPort!);
   await assert.rejects(redis.mset(...tagged.slice(0, 6).flatMap((k) => [k, 'x'])), /CROSSSLOT/, 'whole keys: one tag spans both shards');
   redis.disconnect();
   const before = new Map<string, string | null>();
@@ -137,8 +136,7 @@ test('an old store is switched to hash tags offline: refused beside a gateway, t
       assert.deepEqual([r.status, r.value, r.version], [200, `v-${k}`, before.get(k)], k);
     }
     assert.equal((await get(after, ghost)).status, 404);
-    const r2 = new Redis({ port: gw.redisPort!, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0 });
-    await r2.connect();
+    const r2 = await connectRedis(gw.redisPort!);
     try {
       assert.ok((await r2.ttl(tagged[2])) > 3500, 'the TTL moved with its row');
       assert.equal(await r2.mset(...tagged.slice(0, 6).flatMap((k) => [k, 'y'])), 'OK', 'one tag, one shard');

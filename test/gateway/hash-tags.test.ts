@@ -7,9 +7,10 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import Redis from 'ioredis';
+import type Redis from 'ioredis';
 import mysql from 'mysql2/promise';
 import { SlotMap, slotOf } from '../../src/protocol/slot-map';
+import { connectRedis } from '../helpers/ioredis';
 import { onShard0, onShard1 } from '../helpers/shard-keys';
 import { startTestStore, type TestStore } from '../helpers/store';
 
@@ -21,13 +22,8 @@ before(async () => {
   store = await startTestStore({ shards: 2 });
   const other = await store.startAnotherGateway();
   secondBase = `http://127.0.0.1:${other.port}`;
-  const connect = async (port: number): Promise<Redis> => {
-    const r = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0 });
-    await r.connect();
-    return r;
-  };
-  redis = await connect(store.server.redisPort!);
-  second = await connect(other.redisPort!);
+  redis = await connectRedis(store.server.redisPort!);
+  second = await connectRedis(other.redisPort!);
 });
 after(async () => {
   redis?.disconnect();
