@@ -8,7 +8,8 @@
 --   version     unique per shard, never reused: taken from kv_seq blocks (see version-allocator).
 --   expires_at  unix milliseconds on the shard's clock, NULL for no TTL. Indexed so the expirer
 --               finds due keys by range scan; NULLs sort first and are never scanned.
---   slot        CRC16(k) mod 16384, computed by the actor (MySQL has no CRC16). Indexed with k so
+--   slot        the key's slot under the store's rule (kv_shard.hash_rule: CRC16 of k, or of its
+--               {tag}) mod 16384, computed by the actor (MySQL has no CRC16). Indexed with k so
 --               a slot move pages one slot's rows in key order without scanning the table.
 --               65535 = not computed yet: a row written before this column existed; the actor
 --               fills those in pages at start (shard-actor/schema-migration.ts).
@@ -36,13 +37,18 @@ INSERT IGNORE INTO kv_seq (id, next_version) VALUES (1, 1);
 -- slots it was created with. Which slots it owns NOW is in kv_slots. slots_seeded = 1 once
 -- kv_slots was filled from slot_ranges (at creation, or once when a pre-kv_slots data dir is
 -- upgraded), so a shard that later moved every slot away is never re-seeded.
+-- hash_rule is the store's key -> slot rule (protocol/slot-map.ts), the same in every shard:
+-- 1 hash tags (stores created since), 0 the whole key (stores created before: the column's
+-- default when it is added), 2 switching (`kvsql hashtags enable` at work or interrupted). A
+-- gateway uses the rule its shards record and refuses to serve while they differ or switch.
 CREATE TABLE IF NOT EXISTS kv_shard (
   id TINYINT UNSIGNED NOT NULL PRIMARY KEY,
   shard_index INT NOT NULL,
   shard_count INT NOT NULL,
   slot_ranges MEDIUMTEXT NOT NULL,
   created_at BIGINT NOT NULL,
-  slots_seeded TINYINT UNSIGNED NOT NULL DEFAULT 0
+  slots_seeded TINYINT UNSIGNED NOT NULL DEFAULT 0,
+  hash_rule TINYINT UNSIGNED NOT NULL DEFAULT 0
 ) ENGINE=InnoDB;
 
 -- Slot ownership, where the data is (DESIGN.md §10). One row per slot this shard owns, or is

@@ -21,7 +21,7 @@ export interface CommandHelp {
   readonly details: readonly string[];
 }
 
-/** What every admin command (slots, shards, rebalance, slot) accepts besides its arguments. */
+/** What every admin command (slots, shards, rebalance, slot, hashtags) accepts besides its arguments. */
 const ADMIN_OPTIONS = [
   "It reaches the shards with the server's settings: KVSQL_SHARDS / --shards=... for external shards,",
   'else the embedded shards on 127.0.0.1 (--embedded-shards, --embedded-base-port, --replicas), which',
@@ -87,10 +87,33 @@ export const COMMANDS: readonly CommandHelp[] = [
   {
     words: ['slot'],
     usage: 'slot <key> [--hex]',
-    summary: 'the slot of a key (CRC16 mod 16384) and the shard that serves it',
+    summary: 'the slot of a key (CRC16 mod 16384, of its {tag} if it has one) and the shard that serves it',
     details: [
-      '<key> is the key as UTF-8 text, or with --hex its bytes in hex. The slot needs nothing; the shard is',
-      "read from the store's slot map.",
+      '<key> is the key as UTF-8 text, or with --hex its bytes in hex. The slot of a key without a {tag} needs',
+      "nothing; a tagged key's depends on the store's hashing rule (kvsql hashtags status), read from the",
+      "shards, like the shard, which is read from the store's slot map.",
+      ...ADMIN_OPTIONS,
+    ],
+  },
+  {
+    words: ['hashtags', 'status'],
+    usage: 'hashtags status',
+    summary: "each shard's key hashing rule: hash tags, whole key, or switching",
+    details: [
+      'Stores created by this version hash {tags} as Redis Cluster does; older ones hash whole keys until',
+      '`kvsql hashtags enable`.',
+      ...ADMIN_OPTIONS,
+    ],
+  },
+  {
+    words: ['hashtags', 'enable'],
+    usage: 'hashtags enable',
+    summary: 'switch a store that hashes whole keys to hash tags (offline: stop every gateway first)',
+    details: [
+      'Refused while any other session uses a shard database (a gateway: stop them all; run it as the',
+      "gateways' MySQL user, or one with PROCESS) and while a slot move is unfinished. It marks every shard",
+      "'switching' (gateways then refuse to start), moves the rows of braced keys whose slot changes to the",
+      'shard of their new slot, then records hash tags. Interrupted: run it again, then start the gateways.',
       ...ADMIN_OPTIONS,
     ],
   },

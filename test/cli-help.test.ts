@@ -84,7 +84,7 @@ test('an unknown command or subcommand is a usage error (exit 2) that lists the 
   }
   const r = await runCli(['nosuch'], env);
   assert.equal(r.code, 2, r.out);
-  assert.match(r.out, /unknown command "nosuch" \(commands: token, slots, shards, rebalance, slot, backup, restore, binlog, help;/);
+  assert.match(r.out, /unknown command "nosuch" \(commands: token, slots, shards, rebalance, slot, hashtags, backup, restore, binlog, help;/);
   // Refused before any shard is contacted: no connection error, the usage instead.
   const sub = await runCli(['slots', 'nosuch'], env);
   assert.equal(sub.code, 2, sub.out);

@@ -10,11 +10,13 @@
  *   kvsql shards drain <shard>            move every slot off a shard, then forget it
  *   kvsql rebalance                       even out the slots; finishes interrupted moves first
  *   kvsql slot <key> [--hex]              a key's slot, and the shard serving it
+ *   kvsql hashtags status|enable          the store's key hashing rule; switch to hash tags (offline)
  *
  * Every command that moves is safe to interrupt (Ctrl-C, kill -9, a MySQL server dying) and to
  * run again: it resumes each interrupted move where the shards' rows say it stopped.
  */
-import { SLOT_COUNT, STATE_NAMES, SLOT_OWNED, SLOT_MOVED, slotOf, type MoveProgress } from '../protocol/slot-map';
+import { HASH_RULE_NAMES, SLOT_COUNT, STATE_NAMES, SLOT_OWNED, SLOT_MOVED, slotOf, tagChangesSlot, type MoveProgress } from '../protocol/slot-map';
+import { enableHashTags } from './hash-tags';
 import { resolveConfig, type Config } from '../config/config';
 import { mysqlTls } from '../gateway/tls';
 import { EMBEDDED_DATABASE, embeddedSqlPort } from '../embedded/embedded-cluster';
@@ -24,7 +26,7 @@ import { DEFAULT_MOVE_OPTIONS, SlotMover, type MoveHooks, type MoveOptions } fro
 import { currentOwners, planRebalance, type MoveUnit } from './rebalance';
 import { COMMANDS, groupUsage } from '../cli-help';
 
-export const ADMIN_COMMANDS = new Set(['slots', 'shards', 'rebalance', 'slot']);
+export const ADMIN_COMMANDS = new Set(['slots', 'shards', 'rebalance', 'slot', 'hashtags']);
 
 const USAGE = [...ADMIN_COMMANDS].map((g) => groupUsage(g).replace(/^usage:\n/, '')).join('\n');
 
@@ -262,8 +264,9 @@ export async function runAdmin(argv: string[], env: NodeJS.ProcessEnv = process.
   let slotKey: Buffer | null = null;
   if (cmd === 'slot') {
     slotKey = keyArg(sub, hex);
-    // The slot needs no shard: it is printed even when the store cannot be reached.
-    process.stdout.write(`slot ${slotOf(slotKey)}\n`);
+    // A slot that does not depend on the store's hashing rule needs no shard: it is printed even
+    // when the store cannot be reached. A braced key's slot is printed once the rule is read.
+    if (!tagChangesSlot(slotKey)) process.stdout.write(`slot ${slotOf(slotKey)}\n`);
   }
   const set = await ShardSet.open(adminUrls(config), { tls: mysqlTls(config) }).catch((err: unknown) => {
     throw err instanceof ShardReachError && REACH_CODES.has(err.code ?? '') ? new Error(`${err.message}\n${reachHint(config)}`, { cause: err }) : err;
@@ -306,8 +309,20 @@ export async function runAdmin(argv: string[], env: NodeJS.ProcessEnv = process.
       out.write(`shard ${index} owns no slots; remove its URL from KVSQL_SHARDS (and restart gateways that list it) before deleting the database\n`);
     } else if (cmd === 'rebalance') {
       await rebalance(new Set());
+    } else if (cmd === 'hashtags' && sub === 'status') {
+      const rules = await set.hashRules();
+      for (const [index, rule] of [...rules].sort((a, b) => a[0] - b[0])) process.stdout.write(`shard ${index}  ${HASH_RULE_NAMES[rule] ?? `rule ${rule}`}\n`);
+    } else if (cmd === 'hashtags' && sub === 'enable') {
+      const r = await enableHashTags(set, (line) => out.write(`${line}\n`));
+      out.write(
+        r.already
+          ? 'the store hashes {tags} already\n'
+          : `hash tags on: ${r.examined} braced keys examined, ${r.moved} moved to another shard, ${r.reslotted} re-slotted in place, ` +
+              `${r.dropped} leftovers of earlier slot moves deleted; start the gateways\n`,
+      );
     } else if (cmd === 'slot' && slotKey !== null) {
-      const slot = slotOf(slotKey);
+      const slot = slotOf(slotKey, await set.hashTags());
+      if (tagChangesSlot(slotKey)) process.stdout.write(`slot ${slot}\n`);
       const rows = await set.slotRows();
       const owner = currentOwners(rows)[slot];
       const member = set.members.get(owner);

@@ -1,7 +1,7 @@
 /**
  * Owns the admin tools' connections to a store's shards: which databases are members (kv_shard),
- * which other shards they know (kv_peers), the slot rows of each (kv_slots), and the store-wide
- * mover lock. Relies on mysql2 and the schema the actors apply. Runs in the CLI process, never in
+ * which other shards they know (kv_peers), the slot rows of each (kv_slots), the store's key
+ * hashing rule (kv_shard.hash_rule), and the store-wide mover lock. Relies on mysql2 and the schema the actors apply. Runs in the CLI process, never in
  * a gateway: gateways only learn the results through kv_slots.
  *
  *   urls given ──> kv_shard.shard_index of each ──> kv_peers of each ──> every member, by index
@@ -14,7 +14,7 @@ import { onNewConnection } from '../shard-actor/mysql-store/mysql2-adapter';
 import { migrateSchema, schemaStatements } from '../shard-actor/schema-migration';
 import { STATUS_SQL, stateOf } from '../shard-actor/node-selector';
 import { shardNodes } from '../config/config';
-import type { MoveProgress } from '../protocol/slot-map';
+import { HASH_RULE_NAMES, HASH_TAGS, HASH_WHOLE_KEY, type MoveProgress } from '../protocol/slot-map';
 import type { MysqlTls } from '../protocol/port-messages';
 
 export interface Member {
@@ -32,6 +32,11 @@ export interface AdminOptions {
 }
 
 const connOptions = (node: string, o: AdminOptions) => ({ uri: node, connectTimeout: 3000, ssl: sslOption(o.tls, hostOf(node)) });
+
+/** One plain connection to a node, as the admin tools make them (TLS included). */
+export function openConnection(node: string, o: AdminOptions = {}): Promise<mysql.Connection> {
+  return mysql.createConnection(connOptions(node, o));
+}
 
 /**
  * The node of a shard entry the admin tools talk to. For a Galera group (`|`-joined URLs): the
@@ -88,13 +93,29 @@ export function openPool(node: string, o: AdminOptions = {}, galera = false): Po
 export class ShardSet {
   readonly members = new Map<number, Member>();
   private readonly lockConns: mysql.Connection[] = [];
+  /** Server thread ids of this set's own sessions, by node URL (told apart from gateways' sessions). */
+  private readonly threads = new Map<string, Set<number>>();
 
-  private constructor(private readonly opts: AdminOptions) {}
+  private constructor(readonly opts: AdminOptions) {}
 
   /** A pool on the entry's admin node. */
   private async openEntry(url: string): Promise<{ node: string; pool: Pool }> {
     const node = await adminNode(url, this.opts);
-    return { node, pool: openPool(node, this.opts, shardNodes(url).length > 1) };
+    const pool = openPool(node, this.opts, shardNodes(url).length > 1);
+    onNewConnection(pool, (conn) => this.ownThread(node, conn.threadId));
+    return { node, pool };
+  }
+
+  private ownThread(node: string, id: number | null): void {
+    if (id === null) return;
+    let ids = this.threads.get(node);
+    if (ids === undefined) this.threads.set(node, (ids = new Set()));
+    ids.add(id);
+  }
+
+  /** Thread ids of this set's own sessions on `node` (pools and mover locks). */
+  ownThreads(node: string): ReadonlySet<number> {
+    return this.threads.get(node) ?? new Set();
   }
 
   /** Connect to every member reachable from `urls` (directly or through kv_peers). */
@@ -153,6 +174,7 @@ export class ShardSet {
     for (const m of [...this.members.values()].sort((a, b) => a.index - b.index)) {
       const conn = await mysql.createConnection(connOptions(m.node, this.opts));
       this.lockConns.push(conn);
+      this.ownThread(m.node, conn.threadId);
       const [rows] = await conn.query<RowDataPacket[]>("SELECT GET_LOCK(CONCAT('kvsql-mover:', DATABASE()), 0) AS got");
       if (Number(rows[0].got) !== 1) throw new Error(`another mover is running on shard ${m.index} (kvsql slots status shows its progress)`);
     }
@@ -169,6 +191,30 @@ export class ShardSet {
       }),
     );
     return all;
+  }
+
+  /**
+   * Every member's kv_shard.hash_rule (HASH_*). A member whose kv_shard predates the column (no
+   * gateway of this version started on it yet) hashes whole keys, the column's default.
+   */
+  async hashRules(): Promise<Map<number, number>> {
+    const out = new Map<number, number>();
+    await Promise.all(
+      [...this.members.values()].map(async (m) => {
+        const [rows] = await m.pool.query<RowDataPacket[]>('SELECT * FROM kv_shard WHERE id = 1');
+        out.set(m.index, rows.length === 0 || rows[0].hash_rule === undefined ? HASH_WHOLE_KEY : Number(rows[0].hash_rule));
+      }),
+    );
+    return out;
+  }
+
+  /** The store hashes {tags} (true) or whole keys (false); throws while the members disagree or switch. */
+  async hashTags(): Promise<boolean> {
+    const rules = await this.hashRules();
+    const distinct = new Set(rules.values());
+    if (distinct.size === 1 && (distinct.has(HASH_TAGS) || distinct.has(HASH_WHOLE_KEY))) return distinct.has(HASH_TAGS);
+    const each = [...rules].map(([i, r]) => `shard ${i}: ${HASH_RULE_NAMES[r] ?? `rule ${r}`}`).join(', ');
+    throw new Error(`the shards do not record one key hashing rule (${each}); run \`kvsql hashtags enable\` to finish switching`);
   }
 
   /** Store the mover's progress on every member (gateways export it in /metrics). */
@@ -215,11 +261,12 @@ export class ShardSet {
           if (Number(count[0].n) > 0) throw new Error(`${redact(url)} has rows in kv but no kv_shard identity; refusing to add it`);
           index = Math.max(...this.members.keys()) + 1;
           // slots_seeded = 1 and slot_ranges '[]': it starts with no slots; moves give it some.
-          await conn.query('INSERT IGNORE INTO kv_shard (id, shard_index, shard_count, slot_ranges, created_at, slots_seeded) VALUES (1, ?, 0, ?, ?, 1)', [
-            index,
-            '[]',
-            Date.now(),
-          ]);
+          // hash_rule: the store's, so its actors compute the slots every other shard does.
+          const rule = (await this.hashTags()) ? HASH_TAGS : HASH_WHOLE_KEY;
+          await conn.query(
+            'INSERT IGNORE INTO kv_shard (id, shard_index, shard_count, slot_ranges, created_at, slots_seeded, hash_rule) VALUES (1, ?, 0, ?, ?, 1, ?)',
+            [index, '[]', Date.now(), rule],
+          );
           const [again] = await conn.query<RowDataPacket[]>('SELECT shard_index FROM kv_shard WHERE id = 1');
           index = Number(again[0].shard_index);
         }

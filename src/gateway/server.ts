@@ -233,6 +233,7 @@ export async function startServer(
         JSON.stringify({
           slots: SLOT_COUNT,
           hash: 'crc16-xmodem',
+          hashTags: pool.hashTags,
           shards: pool.shardCount,
           epoch: pool.epoch,
           moving: pool.movingSlots,

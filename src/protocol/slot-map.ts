@@ -1,9 +1,17 @@
 /**
  * Owns routing: key -> hash slot -> shard. Relies on nothing. Pure: no I/O.
  *
- * slot = CRC16/XMODEM(key bytes) mod 16384 — the same function and slot count as Redis Cluster
- * (without hash tags: kvsql has no multi-key operations, so co-location buys nothing), so any
- * client in any language can compute it. The slot map is an array of 16384 shard indexes:
+ * slot = CRC16/XMODEM(hashed bytes) mod 16384: the same function, slot count and hash tags as
+ * Redis Cluster, so any client in any language can compute it. Which bytes are hashed is a
+ * property of the store, recorded in every shard (kv_shard.hash_rule, DESIGN.md §4):
+ *
+ *   HASH_TAGS (stores created since hash tags):  if the key has a '{' and a '}' after it with at
+ *     least one byte between, only the bytes between the first '{' and the first '}' after it:
+ *       {user1000}.following -> "user1000"   foo{}{bar} -> whole key   foo{{bar}}zap -> "{bar"
+ *   HASH_WHOLE_KEY (stores created before):      the whole key. `kvsql hashtags enable` switches.
+ *
+ * So keys with one tag share a slot, hence a shard, and a transaction or script may name them
+ * all. The slot map is an array of 16384 shard indexes:
  *
  *   slot:   0 ........ 8191 | 8192 ....... 16383
  *   shard:  0               | 1                      (default map for 2 shards: contiguous ranges)
@@ -27,15 +35,55 @@ const CRC16_TABLE = (() => {
   return table;
 })();
 
-/** CRC16/XMODEM (poly 0x1021, init 0): crc16("123456789") === 0x31c3. */
-export function crc16(bytes: Uint8Array): number {
+/** CRC16/XMODEM (poly 0x1021, init 0) of bytes[start, end): crc16("123456789") === 0x31c3. */
+export function crc16(bytes: Uint8Array, start = 0, end = bytes.length): number {
   let crc = 0;
-  for (let i = 0; i < bytes.length; i++) crc = ((crc << 8) & 0xffff) ^ CRC16_TABLE[((crc >> 8) ^ bytes[i]) & 0xff];
+  for (let i = start; i < end; i++) crc = ((crc << 8) & 0xffff) ^ CRC16_TABLE[((crc >> 8) ^ bytes[i]) & 0xff];
   return crc;
 }
 
-export function slotOf(key: Uint8Array): number {
-  return crc16(key) & (SLOT_COUNT - 1);
+/** The hashing rule of a store, as kv_shard.hash_rule records it in every shard. */
+export const HASH_WHOLE_KEY = 0;
+export const HASH_TAGS = 1;
+/** `kvsql hashtags enable` is moving rows (or was interrupted): no gateway serves the store. */
+export const HASH_SWITCHING = 2;
+export const HASH_RULE_NAMES: Record<number, string> = { 0: 'whole key', 1: 'hash tags', 2: 'switching to hash tags' };
+
+const OPEN_BRACE = 0x7b;
+const CLOSE_BRACE = 0x7d;
+
+/**
+ * The key's slot. `hashTags`: the store's rule is HASH_TAGS (the default: new stores), else the
+ * whole key is hashed. Allocates nothing (no subarray) and reads a key without '{' once: it runs
+ * once per op in the gateway and in the actor.
+ *
+ *   key:  b0 b1 ... b(i-1) '{' t ... t '}' ...
+ *         └ CRC while no '{' ┘   └─ tag ─┘      a tag (>= 1 byte): CRC of the tag alone
+ *                                               no tag: the CRC goes on from '{' to the end
+ */
+export function slotOf(key: Uint8Array, hashTags = true): number {
+  const n = key.length;
+  let crc = 0;
+  let i = 0;
+  if (hashTags) {
+    for (; i < n; i++) {
+      const b = key[i];
+      if (b === OPEN_BRACE) break;
+      crc = ((crc << 8) & 0xffff) ^ CRC16_TABLE[((crc >> 8) ^ b) & 0xff];
+    }
+    if (i < n) {
+      let close = i + 1;
+      while (close < n && key[close] !== CLOSE_BRACE) close++;
+      if (close < n && close > i + 1) return crc16(key, i + 1, close) & (SLOT_COUNT - 1);
+    }
+  }
+  for (; i < n; i++) crc = ((crc << 8) & 0xffff) ^ CRC16_TABLE[((crc >> 8) ^ key[i]) & 0xff];
+  return crc & (SLOT_COUNT - 1);
+}
+
+/** True when the key's slot differs between the two rules (the rows `kvsql hashtags enable` moves). */
+export function tagChangesSlot(key: Uint8Array): boolean {
+  return slotOf(key, true) !== slotOf(key, false);
 }
 
 export class SlotMap {
@@ -78,8 +126,8 @@ export class SlotMap {
     return this.slots[slot];
   }
 
-  shardOf(key: Uint8Array): number {
-    return this.slots[slotOf(key)];
+  shardOf(key: Uint8Array, hashTags = true): number {
+    return this.slots[slotOf(key, hashTags)];
   }
 
   /** The map as `[[firstSlot, lastSlot, shard], ...]`, the form served at /v1/slots and stored. */
@@ -129,6 +177,8 @@ export const STATE_NAMES: Record<number, string> = { 1: 'owned', 2: 'copying', 3
 export interface ShardOwnership {
   /** kv_shard.shard_index, or null for a database not (yet) part of a store. */
   shardIndex: number | null;
+  /** kv_shard.hash_rule (HASH_*), or null for a database not (yet) part of a store. */
+  hashRule: number | null;
   /** Flattened [slot, state, epoch, peer (-1 none)] rows. */
   slots: number[];
   /** [shardIndex, url] of other shards this one has heard of. */

@@ -45,6 +45,11 @@ export class ActorState {
   lastOkAt = 0;
   /** This shard's index (kv_shard), known after init; null while the database is not a member. */
   shardIndex: number | null = null;
+  /**
+   * The store's hash rule (kv_shard.hash_rule), known after init or bootstrap: every slot this
+   * actor computes (ownership checks, the slot column) uses it, as every gateway's actors do.
+   */
+  hashTags = true;
   /** Read slots in use (read batches and scans) and user write slots in use. */
   readsInFlight = 0;
   writesInFlight = 0;

@@ -115,7 +115,7 @@ export class ShardActor {
     this.reads = new ReadPath(s, this.watch, refusals);
     this.writes = new WritePath(s, this.watch, refusals, versions, this.expirer, () => this.scriptRunner());
     this.reaps = new ReapLane(s, this.expirer);
-    this.scans = new ScanLane(store, cfg.shard, cfg.opDeadlineMs, {
+    this.scans = new ScanLane(store, cfg.shard, cfg.opDeadlineMs, () => s.hashTags, {
       take: () => {
         if (s.readsInFlight >= this.cfg.readsInFlight) return false;
         s.readsInFlight++;
@@ -203,7 +203,7 @@ export class ShardActor {
         op: r[1] as OpCode,
         key,
         keyStr: key.toString('latin1'),
-        slot: slotOf(key),
+        slot: slotOf(key, this.s.hashTags),
         value: r[3] === null ? null : asBuffer(r[3]),
         ttlMs: r[4],
         flags: r[5],
@@ -231,7 +231,7 @@ export class ShardActor {
       this.s.out.push(txnDone(r[0], true, []));
       return;
     }
-    const op = txnOp(r[0], program, now + this.cfg.opDeadlineMs);
+    const op = txnOp(r[0], program, now + this.cfg.opDeadlineMs, this.s.hashTags);
     this.watch.admit(op);
     this.scheduler.submit(op);
   }
@@ -246,7 +246,7 @@ export class ShardActor {
       this.s.out.push(errorReply(r[0], 'KV_ERR_BAD_REQUEST', program));
       return;
     }
-    const op = scriptOp(r[0], program, now + this.cfg.opDeadlineMs);
+    const op = scriptOp(r[0], program, now + this.cfg.opDeadlineMs, this.s.hashTags);
     if (op.txn!.keys.length === 0) {
       void this.scriptRunner().then((runner) => {
         this.s.out.push([op.id, 200, runScript(runner, op.txn!.script!, new Set(), new Map(), this.now(), this.cfg.maxValueBytes).out]);
@@ -314,8 +314,9 @@ export class ShardActor {
 
   /** First start of a store: this database becomes shard `identity.shard` with its slots. */
   async bootstrap(identity: ShardIdentity): Promise<void> {
-    await this.store.bootstrap(identity);
-    this.s.shardIndex = identity.shard;
+    const got = await this.store.bootstrap(identity);
+    this.s.shardIndex = got.shardIndex;
+    this.s.hashTags = got.hashTags;
   }
 
   ownership(): Promise<ShardOwnership> {

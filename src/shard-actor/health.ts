@@ -82,7 +82,9 @@ export class ShardHealth {
   }
 
   private async init(): Promise<void> {
-    this.s.shardIndex = await this.s.store.init();
+    const got = await this.s.store.init();
+    this.s.shardIndex = got.shardIndex;
+    this.s.hashTags = got.hashTags;
     this.initialized = true;
     await this.syncClock();
     void this.fillSlots();

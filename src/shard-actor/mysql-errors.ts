@@ -36,6 +36,8 @@ const STORE_ERRORS = {
   KV_SHARD_READ_ONLY: 'connection',
   /** The database was created as another shard (or with other slots) than this gateway says. */
   KV_SHARD_IDENTITY_MISMATCH: 'fatal',
+  /** kv_shard.hash_rule says `kvsql hashtags enable` is moving rows (or was interrupted). */
+  KV_HASH_RULE_SWITCHING: 'fatal',
   /** A create's versions had to be taken again and a decision depended on them (write-path.ts). */
   KV_VERSIONS_MOVED: 'retry',
   /** A key-range scan's rows and the served set kept being read at different epochs (a move's flips). */

@@ -55,7 +55,7 @@ export class ReapLane {
       op: OP_REAP,
       key,
       keyStr: key.toString('latin1'),
-      slot: slotOf(key),
+      slot: slotOf(key, s.hashTags),
       value: null,
       ttlMs: 0,
       flags: 0,

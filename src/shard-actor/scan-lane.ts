@@ -61,6 +61,8 @@ export class ScanLane {
     private readonly store: ShardStore,
     private readonly shard: number,
     private readonly deadlineMs: number,
+    /** The store's hash rule (ActorState.hashTags): a row counts only if its slot is served. */
+    private readonly hashTags: () => boolean,
     private readonly slots: ReadSlots,
   ) {}
 
@@ -153,7 +155,8 @@ export class ScanLane {
       served: this.bits(served),
     };
     if (!q.values) {
-      for (const r of rows) if (served.slots.has(slotOf(r.k))) page.keys.push(r.k);
+      const tags = this.hashTags();
+      for (const r of rows) if (served.slots.has(slotOf(r.k, tags))) page.keys.push(r.k);
       return { page };
     }
     // Values: take served rows while their bytes fit (at least one), then read those values.
@@ -165,7 +168,7 @@ export class ScanLane {
         page.upTo = rows[i - 1].k; // stopped early: everything up to the previous row is examined
         break;
       }
-      if (!served.slots.has(slotOf(r.k))) continue;
+      if (!served.slots.has(slotOf(r.k, this.hashTags()))) continue;
       chosen.push(r.k);
       bytes += r.len!;
     }

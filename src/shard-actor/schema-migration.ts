@@ -10,6 +10,7 @@
  *   kv.kv_slot index    ALTER TABLE ... ADD INDEX (slot, k), ALGORITHM=INPLACE, LOCK=NONE: built
  *                       online while reads and writes go on (takes time on a big table)
  *   kv_shard.slots_seeded, then kv_slots seeded from kv_shard.slot_ranges (once)
+ *   kv_shard.hash_rule  ADD COLUMN, DEFAULT 0 (= whole keys: the rule the old rows were stored by)
  *
  *   kv_slots_epoch      created by schema.sql; BUMP_SLOTS_EPOCH runs in every transaction that
  *                       changes which slots are served. Row triggers of an earlier build dropped.
@@ -76,6 +77,11 @@ export async function migrateSchema(conn: PoolConnection): Promise<string[]> {
   if (!(await hasColumn(conn, 'kv_shard', 'slots_seeded'))) {
     await alter(conn, 'ALTER TABLE kv_shard ADD COLUMN slots_seeded TINYINT UNSIGNED NOT NULL DEFAULT 0');
     done.push('kv_shard.slots_seeded');
+  }
+  if (!(await hasColumn(conn, 'kv_shard', 'hash_rule'))) {
+    // DEFAULT 0: a store created before hash tags keeps hashing whole keys (its rows' slots).
+    await alter(conn, 'ALTER TABLE kv_shard ADD COLUMN hash_rule TINYINT UNSIGNED NOT NULL DEFAULT 0');
+    done.push('kv_shard.hash_rule');
   }
   return done;
 }

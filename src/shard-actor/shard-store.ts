@@ -83,6 +83,14 @@ export interface ShardIdentity {
   slotRanges: string;
 }
 
+/** What init and bootstrap learn from kv_shard. */
+export interface ShardInit {
+  /** kv_shard.shard_index; null for a database not (yet) part of a store. */
+  shardIndex: number | null;
+  /** The store hashes {tags} (kv_shard.hash_rule = HASH_TAGS), else whole keys. */
+  hashTags: boolean;
+}
+
 /** The result of one read batch: live rows, and which of the asked slots this shard serves. */
 export interface ReadResult {
   rows: LiveRow[];
@@ -125,11 +133,12 @@ export type SlotStates = Map<number, number>;
 export interface ShardStore {
   /**
    * Applies the schema and its migrations; returns this shard's index, or null for a database
-   * that is not yet part of a store (the gateway then bootstraps it, or refuses).
+   * that is not yet part of a store (the gateway then bootstraps it, or refuses), and the store's
+   * hash rule. A store switching rules (`kvsql hashtags enable`) is refused (fatal).
    */
-  init(): Promise<number | null>;
+  init(): Promise<ShardInit>;
   /** First start of a store: record this shard's identity and seed its slots (idempotent). */
-  bootstrap(identity: ShardIdentity): Promise<void>;
+  bootstrap(identity: ShardIdentity): Promise<ShardInit>;
   /** This shard's kv_slots and kv_peers (the gateway builds the slot map from every shard's). */
   ownership(): Promise<ShardOwnership>;
   /**

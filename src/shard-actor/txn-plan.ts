@@ -20,13 +20,13 @@ import type { PendingOp, TxnGroup } from './pending-op';
 import type { LockedRow } from './shard-store';
 
 /** The transaction's PendingOp: `id` and `deadline` as for any op; its key is its first key. */
-export function txnOp(id: number, program: TxnProgram, deadline: number): PendingOp {
+export function txnOp(id: number, program: TxnProgram, deadline: number, hashTags: boolean): PendingOp {
   const byStr = new Map<string, { key: Buffer; keyStr: string; slot: number }>();
   const keyOf = (k: Uint8Array): { key: Buffer; keyStr: string; slot: number } => {
     const key = asBuffer(k);
     const keyStr = key.toString('latin1');
     let e = byStr.get(keyStr);
-    if (e === undefined) byStr.set(keyStr, (e = { key, keyStr, slot: slotOf(key) }));
+    if (e === undefined) byStr.set(keyStr, (e = { key, keyStr, slot: slotOf(key, hashTags) }));
     return e;
   };
   const compares: Array<[string, number]> = program[0].map((c) => [keyOf(c[0]).keyStr, c[1]]);
@@ -73,9 +73,9 @@ export function txnOp(id: number, program: TxnProgram, deadline: number): Pendin
 }
 
 /** A script's PendingOp (OP_EVAL): a transaction holding its declared keys, with values. */
-export function scriptOp(id: number, program: EvalProgram, deadline: number): PendingOp {
+export function scriptOp(id: number, program: EvalProgram, deadline: number, hashTags: boolean): PendingOp {
   const [body, keys, argv, mayWrite] = program;
-  const op = txnOp(id, [keys.map((k): [Uint8Array, number] => [k, EXISTS]), [], []], deadline);
+  const op = txnOp(id, [keys.map((k): [Uint8Array, number] => [k, EXISTS]), [], []], deadline, hashTags);
   const t = op.txn!;
   t.compares = []; // the keys only: nothing is compared
   t.withValues = true;

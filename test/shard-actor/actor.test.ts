@@ -12,7 +12,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { OP_DEL, OP_GET, OP_PUT, type OpCode, type Reply, type Request } from '../../src/protocol/ops';
 import type { ActorConfig } from '../../src/protocol/port-messages';
-import { SERVED_STATES, SLOT_FENCED, SLOT_MOVED, SLOT_OWNED, slotOf, type ShardOwnership } from '../../src/protocol/slot-map';
+import { HASH_TAGS, SERVED_STATES, SLOT_FENCED, SLOT_MOVED, SLOT_OWNED, slotOf, type ShardOwnership } from '../../src/protocol/slot-map';
 import { ShardActor } from '../../src/shard-actor/actor';
 import { StoreError } from '../../src/shard-actor/mysql-errors';
 import {
@@ -24,6 +24,7 @@ import {
   type LockedRow,
   type ReadResult,
   type ShardIdentity,
+  type ShardInit,
   type ShardStore,
   type SlotStates,
   type TxControl,
@@ -98,12 +99,14 @@ class MemoryStore implements ShardStore {
     if (ctl !== undefined) ctl.cut = null;
   }
 
-  async init(): Promise<number | null> {
-    return 0;
+  async init(): Promise<ShardInit> {
+    return { shardIndex: 0, hashTags: true };
   }
-  async bootstrap(_identity: ShardIdentity): Promise<void> {}
+  async bootstrap(identity: ShardIdentity): Promise<ShardInit> {
+    return { shardIndex: identity.shard, hashTags: true };
+  }
   async ownership(): Promise<ShardOwnership> {
-    return { shardIndex: 0, slots: [], peers: [], progress: null };
+    return { shardIndex: 0, hashRule: HASH_TAGS, slots: [], peers: [], progress: null };
   }
   async movedTo(slots: number[]): Promise<Map<number, number>> {
     return new Map(slots.filter((s) => this.moved.has(s)).map((s) => [s, this.moved.get(s)!]));

@@ -33,7 +33,7 @@ after(() => mysql?.stop());
 const noMutations = (): RowMutations => ({ inserts: [], upserts: [], ttlUpdates: [], deletes: [] });
 const key = (s: string): Buffer => Buffer.from(s);
 /** The sorted slots of `keys`, as the actor passes them with a write batch. */
-const slotsOf = (keys: Buffer[]): number[] => [...new Set(keys.map(slotOf))].sort((x, y) => x - y);
+const slotsOf = (keys: Buffer[]): number[] => [...new Set(keys.map((k) => slotOf(k)))].sort((x, y) => x - y);
 
 /** A fresh shard holding `rows` ([key, expires_at]), statistics up to date, and a store on it. */
 async function shard(rows: Array<[string, number | null]>): Promise<{ url: string; store: MysqlShardStore }> {

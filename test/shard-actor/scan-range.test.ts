@@ -74,7 +74,7 @@ test('EXPLAIN: every scanRange variant reads a primary-key range in order, witho
 /** A lane with the actor's part played by a counter of 4 read slots, checked never to go wrong. */
 function lane(deadlineMs = 10_000): ScanLane {
   let free = 4;
-  const l: ScanLane = new ScanLane(store, 0, deadlineMs, {
+  const l: ScanLane = new ScanLane(store, 0, deadlineMs, () => true, {
     take: () => (free > 0 ? (free--, true) : false),
     give: () => {
       free++;
@@ -171,7 +171,7 @@ test('count: live keys of served slots (expired rows not yet reaped are not coun
 
 test("a scan waits for one of the actor's read slots; one that gets none by its deadline is answered 503", async () => {
   let free = 0;
-  const l: ScanLane = new ScanLane(store, 0, 300, {
+  const l: ScanLane = new ScanLane(store, 0, 300, () => true, {
     take: () => (free > 0 ? (free--, true) : false),
     give: () => {
       free++;

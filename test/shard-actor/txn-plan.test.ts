@@ -30,7 +30,7 @@ const program: TxnProgram = [
 ];
 
 test('a transaction names each key once, in lock (byte) order; it fetches values when an op needs them', () => {
-  const t = txnOp(9, program, 123);
+  const t = txnOp(9, program, 123, true);
   assert.deepEqual(
     t.txn!.keys.map((k) => k.keyStr),
     ['a', 'm', 'z'],
@@ -38,23 +38,23 @@ test('a transaction names each key once, in lock (byte) order; it fetches values
   assert.equal(t.key.toString(), 'a');
   assert.equal(t.deadline, 123);
   assert.equal(t.txn!.withValues, true);
-  assert.equal(txnOp(1, [[], [[OP_PUT, b('k'), b('v'), 0, 0, 0]], []], 0).txn!.withValues, false);
+  assert.equal(txnOp(1, [[], [[OP_PUT, b('k'), b('v'), 0, 0, 0]], []], 0, true).txn!.withValues, false);
 });
 
 test('compares: exact version, absent (an expired row counts as absent), exists', () => {
-  const t = txnOp(1, program, 0).txn!;
+  const t = txnOp(1, program, 0, true).txn!;
   assert.equal(comparesHold(t, rows({ z: { version: 5, expiresAt: null } }), NOW), true);
   assert.equal(comparesHold(t, rows({ z: { version: 6, expiresAt: null } }), NOW), false, 'z moved on');
   assert.equal(comparesHold(t, rows({ z: { version: 5, expiresAt: NOW } }), NOW), false, 'z expired');
   assert.equal(comparesHold(t, rows({ z: { version: 5, expiresAt: null }, a: { version: 1, expiresAt: null } }), NOW), false, 'a exists');
   assert.equal(comparesHold(t, rows({ z: { version: 5, expiresAt: null }, a: { version: 1, expiresAt: NOW - 1 } }), NOW), true, 'a expired: absent');
-  const exists = txnOp(1, [[[b('e'), EXISTS]], [], []], 0).txn!;
+  const exists = txnOp(1, [[[b('e'), EXISTS]], [], []], 0, true).txn!;
   assert.equal(comparesHold(exists, rows({ e: { version: 77, expiresAt: null } }), NOW), true);
   assert.equal(comparesHold(exists, rows({}), NOW), false);
 });
 
 test('the chosen ops run per key in program order; replies come back in program order', () => {
-  const op = txnOp(4, program, 0);
+  const op = txnOp(4, program, 0, true);
   const chains = choose(op.txn!, true);
   assert.deepEqual(
     chains.map((c) => [c.keyStr, c.ops.map((o) => o.id)]),

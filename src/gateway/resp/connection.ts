@@ -37,7 +37,6 @@ import { KvError, statusOf, toErrorData } from '../../protocol/errors';
 import { FLAG_GET_OLD, isReadOp, OP_GET, OP_PUT, type OpCode, type PreconditionFailed, type PutDone, type Reply } from '../../protocol/ops';
 import * as resp from '../../protocol/resp';
 import { RespProtocolError, RespRequestParser, type Proto } from '../../protocol/resp';
-import { slotOf } from '../../protocol/slot-map';
 import type { TxnOp } from '../../protocol/txn';
 import { checkKey } from '../../protocol/validate';
 import type { Combine, OpSpec, PubsubCall, RespCall, ScriptCall, TxnCall } from './command-api';
@@ -179,7 +178,7 @@ export class Conn implements RespSession, RespCall, TxnCall, PubsubCall, ScriptC
 
   submit(target: Command | MgetPart | Part, op: OpCode, key: Buffer, value: Buffer | null, ttlMs: number, flags: number, ifVersion: number): void {
     if (target instanceof Command) target.op = op;
-    if (!isReadOp(op)) this.lastWriteSlot = slotOf(key);
+    if (!isReadOp(op)) this.lastWriteSlot = this.srv.ctx.pool.slotOf(key);
     this.opsInFlight++;
     // Keyspace notifications from the interim source: only while they are on and someone listens.
     const tap = this.srv.pubsub.tap;
@@ -305,7 +304,7 @@ export class Conn implements RespSession, RespCall, TxnCall, PubsubCall, ScriptC
   }
 
   request(op: OpCode, key: Buffer, value: Buffer | null, flags: number): Promise<Reply> {
-    if (!isReadOp(op)) this.lastWriteSlot = slotOf(key);
+    if (!isReadOp(op)) this.lastWriteSlot = this.srv.ctx.pool.slotOf(key);
     return new Promise((resolve) => this.srv.ctx.pool.submit({ op, deliver: resolve }, op, key, value, 0, flags, 0));
   }
 

@@ -17,7 +17,7 @@
  */
 import { errorReply, isReadOp, isWrongShard, type Reply, type Request } from '../../protocol/ops';
 import type { FromActor, ShardStats, ToActor } from '../../protocol/port-messages';
-import { slotOf, type MoveProgress } from '../../protocol/slot-map';
+import type { MoveProgress } from '../../protocol/slot-map';
 import type { ErrorData } from '../../protocol/errors';
 import type { FeedRow } from '../../protocol/feed';
 import type { ScanRequest, ShardPage } from '../../protocol/listing';
@@ -109,6 +109,8 @@ export class ShardPool {
       await Promise.all(pool.shards.map((s) => pool.wire(s)));
       await bootstrapIfNew(pool.shards, pool.control);
       await pool.refreshMap();
+      // Shards that disagree on how keys hash would have two gateways serve a key from two shards.
+      if (pool.router.hashRuleConflict !== null) throw new Error(`refusing to start: ${pool.router.hashRuleConflict}`);
     } catch (err) {
       for (const s of pool.shards) s.stopping = true; // an exit now is not a crash to respawn
       clearInterval(pool.ticker);
@@ -147,6 +149,11 @@ export class ShardPool {
     return this.redirector.count;
   }
   /** The newest mover progress any shard reported at the last refresh. */
+  /** The store hashes {tags} of keys (kv_shard.hash_rule), else whole keys. */
+  get hashTags(): boolean {
+    return this.router.hashTags;
+  }
+
   get moveProgress(): MoveProgress | null {
     return this.router.moveProgress;
   }
@@ -158,6 +165,11 @@ export class ShardPool {
   /** The routing table as `[[firstSlot, lastSlot, shardIndex], ...]` (-1: unknown). */
   slotRanges(): Array<[number, number, number]> {
     return this.router.slotRanges();
+  }
+
+  /** The slot of `key` under the store's hashing rule (whole key, or Redis Cluster hash tags). */
+  slotOf(key: Uint8Array): number {
+    return this.router.slotOf(key);
   }
 
   /** Position (in the shard list) of the shard this gateway routes `key` to now; -1 = unknown. */
@@ -241,7 +253,7 @@ export class ShardPool {
 
   /** Route one request. The target is answered exactly once, possibly synchronously. */
   submit(target: ReplyTarget, op: Request[1], key: Uint8Array, value: Uint8Array | null, ttlMs: number, flags: number, ifVersion: number): void {
-    const h = this.route[slotOf(key)];
+    const h = this.route[this.router.slotOf(key)];
     if (h === -1) {
       this.refused++;
       // No reachable shard reported this slot (its shard was down when the map was read).

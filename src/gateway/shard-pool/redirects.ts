@@ -14,7 +14,6 @@
  *                                                    a refresh on no shard at all (backstop.ts)
  */
 import { errorReply, type Request, type WrongShard } from '../../protocol/ops';
-import { slotOf } from '../../protocol/slot-map';
 import type { SlotRouter } from './routing';
 import type { ReplyTarget, ShardHandle } from './worker-handle';
 
@@ -92,14 +91,14 @@ export class Redirects {
       return;
     }
     if (n === 1 && hint !== undefined && hint.up && !hint.exited) {
-      this.router.route[slotOf(req[2])] = hint.index;
+      this.router.route[this.router.slotOf(req[2])] = hint.index;
       void this.router.refreshMap();
       send(hint);
       return;
     }
     const resend = (): void => {
       if (this.redirected.get(id) !== entry) return; // answered meanwhile (op deadline)
-      const h = this.router.route[slotOf(req[2])];
+      const h = this.router.route[this.router.slotOf(req[2])];
       const shard = h === -1 ? undefined : this.shards[h];
       if (shard === undefined || !shard.up || shard.exited) {
         giveUp(shard === undefined ? 'KV_ERR_SLOT_MOVING' : 'KV_ERR_SHARD_UNAVAILABLE', 'the shard that owns this key is unavailable');

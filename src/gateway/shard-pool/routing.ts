@@ -10,8 +10,13 @@
  *
  * The map is a cache: a stale one costs a redirect, never a wrong answer, because every shard
  * checks ownership in the statement that reads or writes the rows.
+ *
+ * The key -> slot rule (hash tags or whole keys) is the store's, read with the same rows
+ * (kv_shard.hash_rule): fixed at the first refresh that hears from a member, as each actor fixes
+ * its own at init. Shards that disagree (or are switching: `kvsql hashtags enable`) route
+ * nothing: the pool refuses to start, and a running gateway answers 503 until they agree again.
  */
-import { SLOT_COUNT, resolveOwners, slotOf, type MoveProgress, type ShardOwnership } from '../../protocol/slot-map';
+import { HASH_RULE_NAMES, HASH_TAGS, HASH_WHOLE_KEY, SLOT_COUNT, resolveOwners, slotOf, type MoveProgress, type ShardOwnership } from '../../protocol/slot-map';
 import type { ControlCalls } from './control';
 import type { PoolLogger } from './pool';
 import type { ShardHandle } from './worker-handle';
@@ -37,6 +42,11 @@ export class SlotRouter {
   refreshes = 0;
   /** The newest mover progress any shard reported at the last refresh. */
   moveProgress: MoveProgress | null = null;
+  /** The store hashes {tags} (kv_shard.hash_rule), else whole keys; known once `hashRuleKnown`. */
+  hashTags = true;
+  hashRuleKnown = false;
+  /** Why the shards' rules cannot be served (they differ, or are switching); null when they agree. */
+  hashRuleConflict: string | null = null;
   private progressTimer: NodeJS.Timeout | null = null;
   private refreshing: Promise<void> | null = null;
   private refreshAgain = false;
@@ -115,6 +125,10 @@ export class SlotRouter {
         }
       }
     }
+    if (!this.adoptHashRule(seen)) {
+      this.route.fill(-1); // keys could be read from the wrong shard: serve none (503)
+      return;
+    }
     const resolved = resolveOwners(seen);
     const byIndex = new Map<number, number>();
     for (const s of this.shards) if (s.shardIndex !== null) byIndex.set(s.shardIndex, s.index);
@@ -155,9 +169,45 @@ export class SlotRouter {
     return out;
   }
 
+  /**
+   * Check the rule every member reports; take it at the first sight. False (and
+   * `hashRuleConflict` says why) when they disagree, are switching, or differ from the rule taken.
+   */
+  private adoptHashRule(seen: ShardOwnership[]): boolean {
+    const rules = new Map<number, number[]>();
+    for (const o of seen) if (o.shardIndex !== null && o.hashRule !== null) rules.set(o.hashRule, [...(rules.get(o.hashRule) ?? []), o.shardIndex]);
+    let conflict: string | null = null;
+    const described = () =>
+      [...rules]
+        .map(([rule, shards]) => [rule, shards.sort((a, b) => a - b)] as const)
+        .sort((a, b) => a[1][0] - b[1][0])
+        .map(([rule, shards]) => `shard ${shards.join(', ')}: ${HASH_RULE_NAMES[rule] ?? `rule ${rule}`}`)
+        .join('; ');
+    if (rules.size > 1 || [...rules.keys()].some((r) => r !== HASH_TAGS && r !== HASH_WHOLE_KEY)) {
+      conflict = `the shards do not record one key hashing rule (${described()}): finish \`kvsql hashtags enable\``;
+    } else if (rules.size === 1) {
+      const tags = [...rules.keys()][0] === HASH_TAGS;
+      if (!this.hashRuleKnown) {
+        this.hashTags = tags;
+        this.hashRuleKnown = true;
+      } else if (tags !== this.hashTags) {
+        conflict = `the shards now record ${described()}, this gateway started with ${HASH_RULE_NAMES[this.hashTags ? HASH_TAGS : HASH_WHOLE_KEY]}: restart it`;
+      }
+    }
+    if (conflict !== null && conflict !== this.hashRuleConflict)
+      this.log.error({ reason: conflict }, 'refusing to route: shards disagree on the key hashing rule');
+    this.hashRuleConflict = conflict;
+    return conflict === null;
+  }
+
+  /** The key's slot under the store's rule. */
+  slotOf(key: Uint8Array): number {
+    return slotOf(key, this.hashTags);
+  }
+
   /** Position (in the shard list) of the shard this gateway routes `key` to now; -1 = unknown. */
   shardOf(key: Uint8Array): number {
-    return this.route[slotOf(key)];
+    return this.route[slotOf(key, this.hashTags)];
   }
 
   /** The shard whose kv_shard index is `index` (-1 or unknown: undefined). */

@@ -25,6 +25,7 @@ import type {
   Recheck,
   ScanResult,
   ShardIdentity,
+  ShardInit,
   ShardStore,
   TxControl,
 } from '../shard-store';
@@ -55,12 +56,16 @@ export class MysqlShardStore implements ShardStore {
     this.readPaths = this.reads.readPaths;
   }
 
-  init(): Promise<number | null> {
-    return this.owner.init();
+  async init(): Promise<ShardInit> {
+    const got = await this.owner.init();
+    this.writes.hashTags = got.hashTags;
+    return got;
   }
 
-  bootstrap(identity: ShardIdentity): Promise<void> {
-    return this.owner.bootstrap(identity);
+  async bootstrap(identity: ShardIdentity): Promise<ShardInit> {
+    const got = await this.owner.bootstrap(identity);
+    this.writes.hashTags = got.hashTags;
+    return got;
   }
 
   ownership(): Promise<ShardOwnership> {

@@ -18,6 +18,8 @@ import type { Pool, PoolConnection } from 'mysql2/promise';
 export interface NewConnection {
   /** The connection's socket: a TLSSocket when `ssl` is set. */
   readonly stream: unknown;
+  /** The server's id of its session (the handshake's connection id). */
+  readonly threadId: number | null;
   /** A statement before the connection is handed to anyone (session setup); callback style. */
   query(sql: string, cb: (err: Error | null) => void): void;
   destroy(): void;

@@ -9,7 +9,7 @@
  * the server (NOW_MS; session time zone +00:00), so gateways with skewed clocks still agree on
  * which keys are live.
  */
-import { SERVED_STATES, SLOT_IMPORTING, SLOT_MOVED } from '../../protocol/slot-map';
+import { HASH_TAGS, SERVED_STATES, SLOT_IMPORTING, SLOT_MOVED } from '../../protocol/slot-map';
 import { FEED_EXPIRED, FEED_FILLER } from '../../protocol/feed';
 import { UNSLOTTED } from '../schema-migration';
 
@@ -252,15 +252,15 @@ export const STATEMENTS = {
   // Setup and ownership.
   sessionSetup: fixed('sessionSetup', "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED; SET SESSION time_zone = '+00:00'"),
   galeraSyncWait: fixed('galeraSyncWait', 'SET SESSION wsrep_sync_wait = 1'),
-  shardRow: fixed('shardRow', 'SELECT shard_index, slots_seeded FROM kv_shard WHERE id = 1'),
+  shardRow: fixed('shardRow', 'SELECT shard_index, slots_seeded, hash_rule FROM kv_shard WHERE id = 1'),
   insertIdentity: fixed(
     'insertIdentity',
-    'INSERT IGNORE INTO kv_shard (id, shard_index, shard_count, slot_ranges, created_at, slots_seeded) VALUES (1, ?, ?, ?, ?, 0)',
+    `INSERT IGNORE INTO kv_shard (id, shard_index, shard_count, slot_ranges, created_at, slots_seeded, hash_rule) VALUES (1, ?, ?, ?, ?, 0, ${HASH_TAGS})`,
   ),
-  identity: fixed('identity', 'SELECT shard_index, shard_count, slot_ranges FROM kv_shard WHERE id = 1'),
+  identity: fixed('identity', 'SELECT shard_index, shard_count, slot_ranges, hash_rule FROM kv_shard WHERE id = 1'),
   ownership: fixed(
     'ownership',
-    'SELECT shard_index FROM kv_shard WHERE id = 1; SELECT slot, state, epoch, peer FROM kv_slots; SELECT shard_index, url FROM kv_peers; ' +
+    'SELECT shard_index, hash_rule FROM kv_shard WHERE id = 1; SELECT slot, state, epoch, peer FROM kv_slots; SELECT shard_index, url FROM kv_peers; ' +
       'SELECT state, slots_total, slots_done, rows_copied, started_at, updated_at, pause_p99_ms FROM kv_move_progress WHERE id = 1',
   ),
   /** Where refused slots went: the new owner of a moved slot, this shard itself for one it is taking over. */

@@ -29,9 +29,9 @@ import { connectedAtOf, destroyHard } from './mysql2-adapter';
 import { STATEMENTS } from './statements';
 
 /** The parameters of insertBatch / upsertBatch for `list`: key, value, version, expiry, slot per row. */
-function rowParams(list: RowMutations['upserts']): unknown[] {
+function rowParams(list: RowMutations['upserts'], hashTags: boolean): unknown[] {
   const params: unknown[] = [];
-  for (const u of list) params.push(u[0], u[1], u[2], u[3], slotOf(u[0]));
+  for (const u of list) params.push(u[0], u[1], u[2], u[3], slotOf(u[0], hashTags));
   return params;
 }
 
@@ -45,6 +45,9 @@ function feedParams(list: FeedWrite[], now: number): unknown[] {
 export class StoreWrites {
   /** Node of each COMMIT in flight, by `<threadId>:<connectedAt>` (settle must ask that node). */
   private readonly commitNode = new Map<string, number>();
+
+  /** The store's hash rule (kv_shard.hash_rule), set at init: the `slot` column is computed with it. */
+  hashTags = true;
 
   constructor(private readonly c: ShardConnections) {}
 
@@ -88,8 +91,8 @@ export class StoreWrites {
       const m = await decide(locked, now, issuedBelow, slotStates);
       // Each statement formatted on its own (sql-format caches per template), joined by ';'.
       let sql = '';
-      if (m.inserts.length > 0) sql += formatSql(STATEMENTS.insertBatch.sql(m.inserts.length), rowParams(m.inserts)) + ';';
-      if (m.upserts.length > 0) sql += formatSql(STATEMENTS.upsertBatch.sql(m.upserts.length), rowParams(m.upserts)) + ';';
+      if (m.inserts.length > 0) sql += formatSql(STATEMENTS.insertBatch.sql(m.inserts.length), rowParams(m.inserts, this.hashTags)) + ';';
+      if (m.upserts.length > 0) sql += formatSql(STATEMENTS.upsertBatch.sql(m.upserts.length), rowParams(m.upserts, this.hashTags)) + ';';
       if (m.ttlUpdates.length > 0) {
         const params: unknown[] = [];
         for (const t of m.ttlUpdates) params.push(t[0], t[1]);
@@ -108,7 +111,8 @@ export class StoreWrites {
         // Nothing is committed yet: an error here rolls back and may be retried.
         const [res] = await conn.query<RowDataPacket[][]>({ sql: sql + STATEMENTS.readSeq.sql(1), timeout: this.c.timeout });
         const fix = await recheck(Number(res[res.length - 1][0].next_version));
-        sql = fix !== null && fix.upserts.length > 0 ? formatSql(STATEMENTS.upsertBatch.sql(fix.upserts.length), rowParams(fix.upserts)) + ';' : '';
+        sql =
+          fix !== null && fix.upserts.length > 0 ? formatSql(STATEMENTS.upsertBatch.sql(fix.upserts.length), rowParams(fix.upserts, this.hashTags)) + ';' : '';
         if (fix !== null && feed !== undefined && feed.length > 0 && fix.feed !== undefined) {
           const firstId = (res[res.length - 2] as unknown as ResultSetHeader).insertId;
           const pairs: unknown[] = [];
