@@ -27,6 +27,7 @@ import {
   OP_INCR,
   OP_PERSIST,
   OP_PUT,
+  errorReply,
   OP_SETRANGE,
   OP_TTL,
   ttlLeftMs,
@@ -123,12 +124,15 @@ export class ScriptSession {
 
   /** Append one op to its key's chain and decide it there, now. */
   private apply(op: OpCode, key: Buffer, value: Buffer | null, ttlMs: number, flags: number, ifVersion: number): Reply {
+    // A value the script built was never seen by the door's size check: the same limit here.
+    if (op === OP_PUT && value !== null && value.length > this.maxValueBytes)
+      return errorReply(this.nextId++, 'KV_ERR_VALUE_TOO_LARGE', `a value of ${value.length} bytes, the limit is ${this.maxValueBytes}`);
     const keyStr = key.toString('latin1');
     let chain = this.chains.get(keyStr);
     if (chain === undefined) this.chains.set(keyStr, (chain = { keyStr, key, slot: 0, ops: [] }));
     const p: PendingOp = { id: this.nextId++, op, key, keyStr, slot: 0, value, ttlMs, flags, ifVersion, dueAt: 0 };
     chain.ops.push(p);
-    const plan = planWrites([chain], this.locked, this.now, PLACEHOLDER_VERSION);
+    const plan = planWrites([chain], this.locked, this.now, PLACEHOLDER_VERSION, false, this.maxValueBytes);
     return plan.replies[plan.replies.length - 1][1];
   }
 

@@ -141,7 +141,7 @@ export class WritePath {
               const demand = versionDemand(active, locked);
               taken = demand.count > 0 ? await this.versions.take(demand.count, demand.above, demand.createsKey ? issuedBelow : 0) : null;
               decided = { locked, now, needed: demand.count };
-              plan = planWrites(active, locked, now, taken?.first ?? 0, s.feedOn);
+              plan = planWrites(active, locked, now, taken?.first ?? 0, s.feedOn, s.cfg.maxValueBytes);
               if (changed !== undefined) plan.mutations.changed = changed;
               return plan.mutations;
             },
@@ -155,7 +155,7 @@ export class WritePath {
             async (issuedNow) => {
               if (taken === null || issuedNow <= taken.blockEnd) return null;
               const fresh = await this.versions.take(decided!.needed, issuedNow - 1);
-              const replanned = planWrites(active, decided!.locked, decided!.now, fresh.first, s.feedOn);
+              const replanned = planWrites(active, decided!.locked, decided!.now, fresh.first, s.feedOn, s.cfg.maxValueBytes);
               if (!sameRows(plan!.mutations, replanned.mutations)) throw versionsMoved();
               replanned.mutations.changed = plan!.mutations.changed;
               plan = replanned;

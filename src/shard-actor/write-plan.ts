@@ -132,7 +132,15 @@ export function highestVersion(locked: Map<string, LockedRow>): number {
  * key, in op order, plus an `expired` row before the first change of a row that was expired but
  * not yet reaped when locked (the change removes or overwrites it: the reaper never will).
  */
-export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now: number, firstVersion: number, feed = false): WritePlan {
+export function planWrites(
+  chains: Chain[],
+  locked: Map<string, LockedRow>,
+  now: number,
+  firstVersion: number,
+  feed = false,
+  /** KVSQL_MAX_VALUE_BYTES: an APPEND whose result would pass it is refused (its argument alone was checked at the edge). */
+  maxValueBytes = Infinity,
+): WritePlan {
   const plan: WritePlan = { mutations: { inserts: [], upserts: [], ttlUpdates: [], deletes: [] }, replies: [], expiries: [] };
   const events: FeedWrite[] | null = feed ? (plan.mutations.feed = []) : null;
   let nextVersion = firstVersion;
@@ -198,6 +206,15 @@ export function planWrites(chains: Chain[], locked: Map<string, LockedRow>, now:
           } else if (op.op === OP_SETRANGE) {
             next = setRange(live ? current : null, op.ifVersion, op.value!);
           } else {
+            const length = (live && current !== null ? current.length : 0) + op.value!.length;
+            if (length > maxValueBytes) {
+              // Only the actor knows the current length: the door checked the argument alone.
+              plan.replies.push([
+                op,
+                errorReply(op.id, 'KV_ERR_VALUE_TOO_LARGE', `APPEND would make a value of ${length} bytes, the limit is ${maxValueBytes}`),
+              ]);
+              break;
+            }
             next = live && current !== null ? Buffer.concat([current, op.value!]) : op.value!;
           }
           version = nextVersion++;

@@ -466,3 +466,15 @@ test('reads inside a chain (a transaction) see the chain’s state so far and ch
   const reads = plan(chain(op(OP_GET, 'k'), op(OP_TTL, 'k')), locked);
   assert.equal(valueWrites(reads.mutations).length + reads.mutations.deletes.length + reads.mutations.ttlUpdates.length, 0, 'reads alone write nothing');
 });
+
+test('an APPEND whose result would pass the value limit is refused, and the value stays as it was', () => {
+  const c = chain(op(OP_APPEND, 'a', { value: 'defg' }), op(OP_APPEND, 'a', { value: 'd' }));
+  const p = planWrites([c], rows({ a: WITH(3, 'abc') }), NOW, FIRST, false, 5);
+  const out = p.replies.map(([, r]) => r.slice(1));
+  assert.deepEqual(out[0].slice(0, 2), [413, 'KV_ERR_VALUE_TOO_LARGE'], '3 + 4 bytes > 5');
+  assert.deepEqual(out[1], [200, FIRST, null, 4], 'the next append still fits: 3 + 1 bytes');
+  assert.deepEqual(
+    valueWrites(p.mutations).map(([, v]) => Buffer.from(v).toString()),
+    ['abcd'],
+  );
+});
