@@ -6,17 +6,10 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import {
-  createScriptRunner,
-  formatG,
-  sha1hex,
-  SCRIPT_ERRORS,
-  timeoutError,
-  memoryError,
-  type RedisValue,
-  type ScriptCall,
-  type ScriptRunner,
-} from '../../src/shard-actor/lua-sandbox';
+import { SCRIPT_ERRORS, timeoutError, memoryError, type RedisValue, type ScriptCall, type ScriptRunner } from '../../src/shard-actor/lua-sandbox';
+import { createScriptRunner } from '../../src/shard-actor/lua-runner';
+import { sha1hex } from '../../src/shard-actor/lua-script-cache';
+import { formatG } from '../../src/shard-actor/lua-values';
 
 const B = (s: string): Buffer => Buffer.from(s);
 const MEMORY = 16 * 1024 * 1024;
