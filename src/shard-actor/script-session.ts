@@ -25,6 +25,7 @@ import {
   OP_EXPIRE,
   OP_GET,
   OP_GETDEL,
+  OP_GETEX,
   OP_INCR,
   OP_PERSIST,
   OP_PUT,
@@ -39,7 +40,7 @@ import {
   type TtlHit,
 } from '../protocol/ops';
 import { parseFloatText, parseInt64 } from '../protocol/numbers';
-import { isOptionError, NOT_INTEGER_ERROR, parseExpireOptions, parseSetOptions, type OptionError } from '../protocol/redis-options';
+import { isOptionError, NOT_INTEGER_ERROR, parseExpireOptions, parseGetexOptions, parseSetOptions, type OptionError } from '../protocol/redis-options';
 import type { Chain } from './key-scheduler';
 import type { PendingOp, TxnGroup } from './pending-op';
 import { SCRIPT_ERRORS, type RedisValue, type ScriptRunner } from './lua-sandbox';
@@ -140,6 +141,8 @@ export class ScriptSession {
         return arity(2) ? one(OP_GET, (r) => bulkOf(r[0])) : WRONG;
       case 'getdel':
         return arity(2) ? one(OP_GETDEL, (r) => bulkOf(r[0])) : WRONG;
+      case 'getex':
+        return n < 2 ? WRONG : this.getex(a);
       case 'strlen':
         return arity(2) ? one(OP_GET, (r) => (r[0][1] === 200 ? (r[0] as GetHit)[2].length : 0)) : WRONG;
       case 'exists':
@@ -224,6 +227,22 @@ export class ScriptSession {
       ops: [{ op: OP_PUT, key: a[1], value: a[2], ttlMs: o.ttlMs, flags }],
       reply: (r) => (get ? oldOf(r[0]) : r[0][1] === 412 ? null : OK),
     };
+  }
+
+  /** GETEX key [EX s|PX ms|EXAT s|PXAT ms|PERSIST], parsed as the Redis door parses it; EXAT/PXAT with the shard's clock. */
+  private getex(a: Buffer[]): Planned | RedisValue {
+    const o = parseGetexOptions(a, (unit, arg) => {
+      if (unit === 'ex' || unit === 'px') return ttlArg(arg, unit === 'ex' ? 1000 : 1, 'getex');
+      const t = parseInt64(arg);
+      if (t === null) return NOT_INTEGER_ERROR;
+      const ms = Number(t) * (unit === 'exat' ? 1000 : 1) - this.now;
+      return t <= 0n || ms > MAX_TTL_MS ? { error: `ERR invalid expire time in 'getex' command` } : ms;
+    });
+    if (isOptionError(o)) return o;
+    if (o.kind === 'get') return { ops: [{ op: OP_GET, key: a[1] }], reply: (r) => bulkOf(r[0]) };
+    // An absolute time already past: Redis deletes the key and answers the value it had.
+    if (o.kind === 'ttl' && o.ttlMs <= 0) return { ops: [{ op: OP_GETDEL, key: a[1] }], reply: (r) => bulkOf(r[0]) };
+    return { ops: [{ op: OP_GETEX, key: a[1], ttlMs: o.ttlMs, flags: o.flags }], reply: (r) => bulkOf(r[0]) };
   }
 
   /** EXPIRE/PEXPIRE key t [NX|XX|GT|LT], EXPIREAT/PEXPIREAT with the shard's clock. */

@@ -1,11 +1,11 @@
 /**
- * Tests src/protocol/redis-options.ts: SET's and EXPIRE's option grammar, shared by the Redis door
+ * Tests src/protocol/redis-options.ts: SET's, GETEX's and EXPIRE's option grammar, shared by the Redis door
  * and scripts, with Redis's error texts.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { FLAG_IF_ABSENT, FLAG_IF_EXISTS, FLAG_KEEP_TTL, FLAG_TTL_GT, FLAG_TTL_LT, FLAG_TTL_NX, FLAG_TTL_XX } from '../../src/protocol/ops';
-import { isOptionError, parseExpireOptions, parseSetOptions, SYNTAX_ERROR, type ExpiryUnit } from '../../src/protocol/redis-options';
+import { FLAG_CLEAR_TTL, FLAG_IF_ABSENT, FLAG_IF_EXISTS, FLAG_KEEP_TTL, FLAG_TTL_GT, FLAG_TTL_LT, FLAG_TTL_NX, FLAG_TTL_XX } from '../../src/protocol/ops';
+import { isOptionError, parseExpireOptions, parseGetexOptions, parseSetOptions, SYNTAX_ERROR, type ExpiryUnit } from '../../src/protocol/redis-options';
 
 const args = (...s: string[]) => s.map((x) => Buffer.from(x));
 /** A time parser that records what it was asked: seconds for EX/EXAT, ms otherwise. */
@@ -67,4 +67,20 @@ test('parseExpireOptions: NX|XX|GT|LT and the combinations Redis refuses', () =>
   assert.deepEqual(parseExpireOptions(args('expire', 'k', '10', 'soon'), 3), { error: 'ERR Unsupported option soon' });
   // Not a prototype lookup: an inherited property name is an unknown option too.
   assert.deepEqual(parseExpireOptions(args('expire', 'k', '10', 'constructor'), 3), { error: 'ERR Unsupported option constructor' });
+});
+
+test('parseGetexOptions: none, PERSIST, one time option; anything more is a syntax error', () => {
+  assert.deepEqual(parseGetexOptions(args('getex', 'k'), expiryOf), { kind: 'get', ttlMs: 0, flags: 0 });
+  assert.deepEqual(parseGetexOptions(args('getex', 'k', 'Persist'), expiryOf), { kind: 'persist', ttlMs: 0, flags: FLAG_CLEAR_TTL });
+  assert.deepEqual(parseGetexOptions(args('getex', 'k', 'ex', '10'), expiryOf), { kind: 'ttl', ttlMs: 10_000, flags: 0 });
+  assert.deepEqual(parseGetexOptions(args('getex', 'k', 'PXAT', '5'), expiryOf), { kind: 'ttl', ttlMs: 5, flags: 0 });
+  for (const bad of [['ex'], ['ex', '1', 'persist'], ['persist', 'persist'], ['keepttl'], ['px', '1', 'px', '2']]) {
+    assert.equal(parseGetexOptions(args('getex', 'k', ...bad), expiryOf), SYNTAX_ERROR, bad.join(' '));
+  }
+  const refused = { error: "ERR invalid expire time in 'getex' command" };
+  assert.equal(
+    parseGetexOptions(args('getex', 'k', 'ex', '0'), () => refused),
+    refused,
+    "the caller's refusal of a time is the answer",
+  );
 });
