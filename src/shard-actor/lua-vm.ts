@@ -16,8 +16,9 @@
  */
 
 import type { LuaHeap } from './lua-heap';
+import { LUA_LIBRARIES } from './lua-libraries';
 import { LUA_PRELUDE, PRELUDE_CHUNK } from './lua-prelude';
-import { LUA_MASKCOUNT, LUA_REGISTRYINDEX } from './lua-wasm';
+import { LUA_MASKCOUNT, LUA_MULTRET, LUA_REGISTRYINDEX, LUA_UPVALUE1, T_STRING } from './lua-wasm';
 
 /** Instructions between two deadline checks: ~0.3 ms of a tight loop on this machine. */
 const HOOK_COUNT = 10_000;
@@ -50,6 +51,7 @@ export class LuaVm {
   private readonly allocPtr: number;
   private readonly hookPtr: number;
   private readonly panicPtr: number;
+  private readonly trampolinePtr: number;
 
   constructor(
     private readonly h: LuaHeap,
@@ -58,6 +60,7 @@ export class LuaVm {
     this.allocPtr = h.m.addFunction(this.alloc, 'iiiii');
     this.hookPtr = h.m.addFunction(this.hook, 'vii');
     this.panicPtr = h.m.addFunction(this.panic, 'ii');
+    this.trampolinePtr = h.m.addFunction(this.trampoline, 'ii');
   }
 
   /** lua_Alloc: the only allocator of the state; refuses growth past the limit during a run. */
@@ -86,6 +89,34 @@ export class LuaVm {
 
   private readonly panic = (L: number): number => {
     throw new LuaPanic(this.h.readString(L, -1) ?? 'unprotected error in the Lua state');
+  };
+
+  /**
+   * A library function written in Lua (lua-libraries.ts), its upvalue, called as a C function is:
+   * its errors get the caller's position (luaL_where(1), as luaL_error) and a script's
+   * `return cjson.encode(x)` keeps the script's frame (Lua tail-calls only Lua functions).
+   */
+  private readonly trampoline = (L: number): number => {
+    const { x } = this.h;
+    const n = x.lua_gettop(L);
+    x.lua_pushvalue(L, LUA_UPVALUE1);
+    x.lua_insert(L, 1);
+    if (x.lua_pcall(L, n, LUA_MULTRET, 0) !== 0) {
+      if (x.lua_type(L, -1) === T_STRING) {
+        x.luaL_where(L, 1);
+        x.lua_insert(L, -2);
+        x.lua_concat(L, 2);
+      }
+      return x.lua_error(L);
+    }
+    return x.lua_gettop(L);
+  };
+
+  /** api.wrap(f): f as a closure of the trampoline. */
+  private readonly wrap = (L: number): number => {
+    this.h.x.lua_settop(L, 1);
+    this.h.x.lua_pushcclosure(L, this.trampolinePtr, 1);
+    return 1;
   };
 
   setAbort(a: NonNullable<Abort>): void {
@@ -129,7 +160,7 @@ export class LuaVm {
 
     // The C functions the prelude receives, in one table.
     x.lua_createtable(L, 0, 12);
-    for (const [name, f] of Object.entries(api.functions)) {
+    for (const [name, f] of [...Object.entries(api.functions), ['wrap', this.wrap] as const]) {
       const p = h.m.addFunction(f, 'ii');
       this.fnPtrs.push(p);
       x.lua_pushcclosure(L, p, 0);
@@ -141,7 +172,7 @@ export class LuaVm {
     x.lua_pushnumber(L, ((maj! & 0xff) << 16) | ((min! & 0xff) << 8) | (patch! & 0xff));
     x.lua_setfield(L, -2, h.name('version_num'));
 
-    const src = Buffer.from(LUA_PRELUDE);
+    const src = Buffer.from(LUA_LIBRARIES + LUA_PRELUDE); // one chunk: the error handler skips both
     if (x.luaL_loadbuffer(L, h.put(src), src.length, h.name(PRELUDE_CHUNK)) !== 0) {
       throw new Error(`prelude: ${h.readString(L, -1)}`);
     }
@@ -172,5 +203,6 @@ export class LuaVm {
     this.h.m.removeFunction(this.allocPtr);
     this.h.m.removeFunction(this.hookPtr);
     this.h.m.removeFunction(this.panicPtr);
+    this.h.m.removeFunction(this.trampolinePtr);
   }
 }

@@ -45,6 +45,8 @@ export interface LuaExports {
   luaL_loadbuffer(L: number, p: number, n: number, name: number): number;
   luaL_ref(L: number, t: number): number;
   luaL_unref(L: number, t: number, r: number): void;
+  luaL_where(L: number, level: number): void;
+  lua_concat(L: number, n: number): void;
 }
 
 export interface EmModule {
@@ -57,6 +59,9 @@ export interface EmModule {
 
 export const LUA_REGISTRYINDEX = -10000;
 export const LUA_GLOBALSINDEX = -10002;
+/** lua_upvalueindex(1). */
+export const LUA_UPVALUE1 = -10003;
+export const LUA_MULTRET = -1;
 export const T_NIL = 0;
 export const T_BOOLEAN = 1;
 export const T_NUMBER = 3;
@@ -145,4 +150,6 @@ const EXPORT_NAMES = [
   'luaL_loadbuffer',
   'luaL_ref',
   'luaL_unref',
+  'luaL_where',
+  'lua_concat',
 ] as const;

@@ -451,3 +451,156 @@ test('rate-limiter-flexible: consume counts within the window, then a new window
   assert.ok(!r.ok);
   assert.match(r.error, /^ERR value is not an integer or out of range script: [0-9a-f]{40}, on @user_script:1\.$/);
 });
+
+// --- cjson and bit, against real Redis 7 (tests/unit/scripting.tcl, and redis-server 7.0 EVAL) ----
+
+test('cjson.encode: arrays, objects, "{}" for an empty table, numbers as %.14g, escapes', () => {
+  assert.deepEqual(reply('return cjson.encode({})'), B('{}'));
+  assert.deepEqual(reply('return cjson.encode({1,2,nil,4})'), B('[1,2,null,4]'));
+  assert.deepEqual(reply('return cjson.encode({a={b={c={1,2,3}}}})'), B('{"a":{"b":{"c":[1,2,3]}}}'));
+  assert.deepEqual(
+    reply('return cjson.encode({1,2,[11]=3, [12]=1, [13]=1, [14]=1, [15]=1, [16]=1})'),
+    B('[1,2,null,null,null,null,null,null,null,null,3,1,1,1,1,1]'),
+  );
+  assert.deepEqual(reply('return cjson.encode({[1.5]=1})'), B('{"1.5":1}'));
+  assert.deepEqual(
+    reply('return cjson.encode({1.5, 1e20, 0.1, -0, 123456789012345678, 1/3, -0.000001})'),
+    B('[1.5,1e+20,0.1,-0,1.2345678901235e+17,0.33333333333333,-1e-06]'),
+  );
+  assert.deepEqual(reply('return cjson.encode(\'tab\\there\\nnew "q" \\\\ /\')'), B('"tab\\there\\nnew \\"q\\" \\\\ \\/"'));
+  assert.deepEqual(reply("return cjson.encode('\\1\\127')"), B('"\\u0001\\u007f"'));
+  assert.equal(reply("return #cjson.encode(string.rep('a', 100000))"), 100002);
+});
+
+test("cjson.encode errors: Redis's texts, with the script line (or none under pcall)", () => {
+  const sha = (body: string) => sha1hex(body);
+  const err = (body: string) => failure(body).error;
+  let body = 'return cjson.encode(function() end)';
+  assert.equal(err(body), `ERR user_script:1: Cannot serialise function: type not supported script: ${sha(body)}, on @user_script:1.`);
+  body = 'local t = {} t[20]=1 return cjson.encode(t)';
+  assert.equal(err(body), `ERR user_script:1: Cannot serialise table: excessively sparse array script: ${sha(body)}, on @user_script:1.`);
+  body = 'return cjson.encode({[true]=1})';
+  assert.equal(err(body), `ERR user_script:1: Cannot serialise boolean: table key must be a number or string script: ${sha(body)}, on @user_script:1.`);
+  body = 'return cjson.encode(0/0)';
+  assert.equal(err(body), `ERR user_script:1: Cannot serialise number: must not be NaN or Inf script: ${sha(body)}, on @user_script:1.`);
+  assert.deepEqual(reply('return {pcall(cjson.encode, function() end)}'), [null, B('Cannot serialise function: type not supported')]);
+});
+
+test("cjson.decode: values, cjson.null, escapes and surrogate pairs, Redis's parse errors", () => {
+  // scripting.tcl "JSON numeric decoding" and "JSON string decoding"
+  assert.deepEqual(reply('return table.concat(cjson.decode("[0.0, -5e3, -1, 0.3e-3, 1023.2, 0e10]"), " ")'), B('0 -5000 -1 0.0003 1023.2 0'));
+  assert.deepEqual(reply(`local decoded = cjson.decode('{"keya": "a", "keyb": "b"}') return {decoded.keya, decoded.keyb}`), [B('a'), B('b')]);
+  assert.deepEqual(reply("return {type(cjson.null), tostring(cjson.decode('null') == cjson.null), cjson.decode('[true,false,null,\"a\"]')}"), [
+    B('userdata'),
+    B('true'),
+    [1, null, null, B('a')],
+  ]);
+  assert.deepEqual(reply(`return cjson.decode('"\\\\t\\\\u0041\\\\/\\\\u00e9\\\\ud83d\\\\ude00"')`), B('\tA/é😀'));
+  assert.deepEqual(reply(`return cjson.encode(cjson.decode('{"a":[1,{"b":null}]}'))`), B('{"a":[1,{"b":null}]}'));
+  const cases: Array<[string, string]> = [
+    [`'[1,2'`, 'Expected comma or array end but found T_END at character 5'],
+    [`'{"a":1,}'`, 'Expected object key string but found T_OBJ_END at character 8'],
+    [`'tru'`, 'Expected value but found invalid token at character 1'],
+    [`'  [ 1 , 2 ] x'`, 'Expected the end but found invalid token at character 13'],
+    [`'{"a" 1}'`, 'Expected colon but found T_NUMBER at character 6'],
+    [`''`, 'Expected value but found T_END at character 1'],
+    [`'"abc'`, 'Expected value but found unexpected end of string at character 5'],
+    [`'[-]'`, 'Expected value but found invalid number at character 2'],
+    [`'"ab\\\\qc"'`, 'Expected value but found invalid escape code at character 4'],
+  ];
+  for (const [arg, text] of cases) {
+    const body = `return cjson.decode(${arg})`;
+    assert.equal(failure(body).error, `ERR user_script:1: ${text} script: ${sha1hex(body)}, on @user_script:1.`, arg);
+  }
+});
+
+test('cjson: scripting.tcl "JSON smoke test" (settings: max depth, invalid numbers, keep buffer)', () => {
+  const r = run(`
+    local some_map = { s1="Some string", n1=100, a1={"Some","String","Array"}, nil1=nil, b1=true, b2=false }
+    local encoded = cjson.encode(some_map)
+    local decoded = cjson.decode(encoded)
+    assert(table.concat(some_map) == table.concat(decoded))
+    cjson.encode_keep_buffer(false)
+    encoded = cjson.encode(some_map)
+    decoded = cjson.decode(encoded)
+    assert(table.concat(some_map) == table.concat(decoded))
+    local table1 = {one="one", [1]="one"}
+    encoded = cjson.encode(table1)
+    decoded = cjson.decode(encoded)
+    assert(decoded["one"] == table1["one"])
+    assert(decoded["1"] == table1[1])
+    local array1 = {[1]="one", [2]="two"}
+    encoded = cjson.encode(array1)
+    decoded = cjson.decode(encoded)
+    assert(table.concat(array1) == table.concat(decoded))
+    local invalid_map = {}
+    invalid_map[false] = "false"
+    local ok, encoded = pcall(cjson.encode, invalid_map)
+    assert(ok == false)
+    cjson.encode_max_depth(1)
+    ok, encoded = pcall(cjson.encode, some_map)
+    assert(ok == false)
+    cjson.decode_max_depth(1)
+    ok, decoded = pcall(cjson.decode, '{"obj": {"array": [1,2,3,4]}}')
+    assert(ok == false)
+    ok, encoded = pcall(cjson.encode, {num1=0/0})
+    assert(ok == false)
+    cjson.encode_invalid_numbers(true)
+    ok, encoded = pcall(cjson.encode, {num1=0/0})
+    assert(ok == true)
+    cjson.decode_max_depth(1000)
+    cjson.encode_max_depth(1000)
+    cjson.encode_invalid_numbers(false)
+    cjson.encode_keep_buffer(true)
+  `);
+  assert.ok(r.ok, JSON.stringify(r));
+});
+
+test('bit (LuaBitOp): 32-bit results as real Redis gives them', () => {
+  // scripting.tcl "Verify minimal bitop functionality" and "lua bit.tohex bug"
+  assert.equal(
+    reply('assert(bit.tobit(1) == 1); assert(bit.band(1) == 1); assert(bit.bxor(1,2) == 3); assert(bit.bor(1,2,4,8,16,32,64,128) == 255) return 1'),
+    1,
+  );
+  assert.deepEqual(reply('return bit.tohex(65535, -2147483648)'), B('0000FFFF'));
+  // The rest: redis-server 7.0's EVAL replies.
+  assert.deepEqual(
+    reply(
+      'return {bit.tohex(-1), bit.tohex(255,-4), bit.tobit(2^32+5), bit.tobit(1.5), bit.tobit(2.5), bit.bnot(0), bit.lshift(1,31), bit.rshift(-1,28), bit.arshift(-256,4), bit.rol(0x12345678,12), bit.ror(0x12345678,12), bit.bswap(0x12345678), bit.band(-1, 0xff, 0x0f), bit.bxor(5,3,1), bit.lshift(1,33), bit.tobit(-2^31-1)}',
+    ),
+    [B('ffffffff'), B('00FF'), 5, 2, 2, -1, -2147483648, 15, -16, 1164411171, 1736516421, 2018915346, 15, 7, 2, 2147483647],
+  );
+  assert.deepEqual(reply('return {bit.tobit(0xffffffff), bit.tobit(-1), bit.band(0xff00ff00, 0x0ff00ff0)}'), [-1, -1, 251662080]);
+  assert.deepEqual(
+    reply('return {bit.rshift(0x80000000, 31), bit.arshift(0x80000000, 31), bit.lshift(3, -1), bit.rol(1, -1), bit.ror(1, 1)}'),
+    [1, -1, -2147483648, -2147483648, -2147483648],
+  );
+  assert.deepEqual(reply('return {bit.tohex(1, 2), bit.tohex(0x12345678, 0), bit.tohex(-1, 3), bit.tohex(0x1234, 16)}'), [
+    B('01'),
+    B(''),
+    B('fff'),
+    B('00001234'),
+  ]);
+  assert.deepEqual(
+    reply('return {bit.bswap(-1), bit.bswap(1), bit.bnot(0x0f0f0f0f), bit.arshift(-256, 4), bit.arshift(256, 4)}'),
+    [-1, 16777216, -252645136, -16, 16],
+  );
+  assert.deepEqual(reply('return {bit.bor(1, 2^31), bit.bxor(-1, 0x7fffffff), bit.tobit("12")}'), [-2147483647, -2147483648, 12]);
+  const cases: Array<[string, string]> = [
+    ['bit.tobit()', "bad argument #1 to 'tobit' (number expected, got no value)"],
+    ["bit.tobit('x')", "bad argument #1 to 'tobit' (number expected, got string)"],
+    ['bit.band(1, nil)', "bad argument #2 to 'band' (number expected, got nil)"],
+    ['bit.lshift(1)', "bad argument #2 to 'lshift' (number expected, got no value)"],
+    ["bit.tohex(1, 'x')", "bad argument #2 to 'tohex' (number expected, got string)"],
+  ];
+  for (const [call, text] of cases) {
+    const body = `return ${call}`;
+    assert.equal(failure(body).error, `ERR user_script:1: ${text} script: ${sha1hex(body)}, on @user_script:1.`, call);
+  }
+});
+
+test('cjson and bit are read-only, as Redis 7', () => {
+  for (const body of ['cjson.encode = function() return 1 end', 'bit.lshift = function() return 1 end']) {
+    assert.match(failure(body).error, /Attempt to modify a readonly table/);
+  }
+});
