@@ -206,7 +206,7 @@ local function handler(err)
 end
 
 -- Libraries become read-only proxies; redis too. Strings' methods go through the proxy.
-for _, name in raw_ipairs({ 'string', 'math', 'table', 'coroutine', 'os', 'cjson', 'bit' }) do
+for _, name in raw_ipairs({ 'string', 'math', 'table', 'coroutine', 'os', 'cjson', 'cmsgpack', 'bit' }) do
   if type(rawget(G, name)) == 'table' then rawset(G, name, readonly(rawget(G, name))) end
 end
 rawset(G, 'redis', readonly(redis))

@@ -17,6 +17,7 @@
  *   ├─ lua-shebang.ts       `#!lua flags=...` → ScriptFlags
  *   ├─ lua-script-cache.ts  sha1 → compiled function (LRU)
  *   ├─ lua-vm.ts            the lua_State, its allocator (memory bound), hook (time budget), abort
+ *   │   ├─ lua-libraries.ts cjson, cmsgpack, bit (in Lua, through the VM's C trampoline)
  *   │   └─ lua-prelude.ts   the Lua half: sandbox, read-only globals, redis.error_reply, ...
  *   ├─ lua-redis-api.ts     redis.call/pcall/sha1hex/setresp/log, math.random
  *   ├─ lua-values.ts        Redis ⇄ Lua conversions, Lua number → argument

@@ -1,9 +1,11 @@
 /**
  * Owns one Lua VM's lifecycle and budget: the lua_State (made with the prelude run in it, closed,
  * or replaced after a panic), the allocator that bounds its heap, the count hook that checks the
- * time budget, and the abort that stops a run. Relies on `lua-wasm.ts` (raw API), `LuaHeap`
- * (bytes in and out) and `lua-prelude.ts` (the Lua half of the sandbox). Never compiles or runs a
- * script itself, never decides a reply: `lua-runner.ts` brackets each run with the budget below.
+ * time budget, the abort that stops a run, and the C trampoline through which the Lua-written
+ * libraries are called. Relies on `lua-wasm.ts` (raw API), `LuaHeap` (bytes in and out),
+ * `lua-libraries.ts` (cjson, cmsgpack, bit) and `lua-prelude.ts` (the Lua half of the sandbox).
+ * Never compiles or runs a script itself, never decides a reply: `lua-runner.ts` brackets each run
+ * with the budget below.
  *
  *   budget off ──startBudget(deadline)──► on: hook every HOOK_COUNT instructions checks the clock,
  *       ▲                                     the allocator refuses growth past memoryBytes

@@ -599,8 +599,113 @@ test('bit (LuaBitOp): 32-bit results as real Redis gives them', () => {
   }
 });
 
-test('cjson and bit are read-only, as Redis 7', () => {
-  for (const body of ['cjson.encode = function() return 1 end', 'bit.lshift = function() return 1 end']) {
+const HEX = 'local function hex(e) local h = "" for i = 1, #e do h = h .. string.format("%02x", string.byte(e, i)) end return h end ';
+
+test('cmsgpack.pack: the bytes real Redis gives (scripting.tcl, and redis-server 7.0 replies)', () => {
+  assert.deepEqual(reply(HEX + 'return hex(cmsgpack.pack(0.1))'), B('cb3fb999999999999a'));
+  assert.deepEqual(reply(HEX + 'return hex(cmsgpack.pack(-1099511627776))'), B('d3ffffff0000000000'));
+  const values =
+    "1, -1, 127, 128, 255, 256, 65535, 65536, 2^32-1, 2^32, 2^53, -32, -33, -128, -129, -32768, -32769, -2^31, -2^31-1, -2^53, 1.5, -0.25, 1e300, 1/0, -1/0, 3.14159, true, false, 'abc', string.rep('x', 40), {}, {a=1}";
+  assert.deepEqual(
+    reply(HEX + `local t = {${values}} local out = {} for i = 1, #t do out[i] = hex(cmsgpack.pack(t[i])) end return out`),
+    '01 ff 7f cc80 ccff cd0100 cdffff ce00010000 ceffffffff cf0000000100000000 cf0020000000000000 e0 d0df d080 d1ff7f d18000 d2ffff7fff d280000000 d3ffffffff7fffffff d3ffe0000000000000 ca3fc00000 cabe800000 cb7e37e43c8800759c ca7f800000 caff800000 cb400921f9f01b866e c3 c2 a3616263 D928X40 90 81a16101'
+      .split(' ')
+      .map((h) => B(h === 'D928X40' ? `d928${'78'.repeat(40)}` : h)),
+  );
+  assert.deepEqual(reply(HEX + "return hex(string.sub(cmsgpack.pack(string.rep('y', 300)), 1, 4))"), B('da012c79'));
+});
+
+test('cmsgpack: circular references encode to a depth of 16 (scripting.tcl)', () => {
+  assert.deepEqual(
+    reply(
+      HEX +
+        `local a = {x=nil,y=5} local b = {x=a} a['x'] = b
+         local encoded = cmsgpack.pack(a) local re = cmsgpack.unpack(encoded)
+         assert(re.x.x.x.x.x.x.x.x.x.x.x.x.x.x.y == re.y) assert(re.x.x.x.x.x.x.x.x.x.x.x.x.x.x.x)
+         assert(re.x.x.x.x.x.x.x.x.x.x.x.x.x.x.x.x == nil)
+         return {hex(encoded), re.x.x.x.x.x.x.x.x.y == re.y, re.y == 5}`,
+    ),
+    [
+      B('82a17905a17881a17882a17905a17881a17882a17905a17881a17882a17905a17881a17882a17905a17881a17882a17905a17881a17882a17905a17881a17882a17905a17881a178c0'),
+      1,
+      1,
+    ],
+  );
+});
+
+test('cmsgpack.unpack, unpack_one, unpack_limit and their errors, as Redis', () => {
+  assert.deepEqual(
+    reply(
+      "local e = cmsgpack.pack(1, 'two', {3, {four=4}}, nil, 5.5) local a, b, c, d, f = cmsgpack.unpack(e) return {a, b, c[1], c[2].four, tostring(d), tostring(f), select('#', cmsgpack.unpack(e))}",
+    ),
+    [1, B('two'), 3, 4, B('nil'), B('5.5'), 5],
+  );
+  assert.deepEqual(
+    reply(
+      "local e = cmsgpack.pack('a', 'bb', 'ccc') local o1, v1 = cmsgpack.unpack_one(e) local o2, v2 = cmsgpack.unpack_one(e, o1) local o3, v3 = cmsgpack.unpack_limit(e, 5, o2) return {o1, v1, o2, v2, o3, v3}",
+    ),
+    [2, B('a'), 5, B('bb'), -1, B('ccc')],
+  );
+  assert.deepEqual(
+    reply(
+      "return {cmsgpack.unpack('\\203\\127\\240\\0\\0\\0\\0\\0\\0') == math.huge, cmsgpack.unpack('\\202\\191\\192\\0\\0'), cmsgpack.unpack('\\207\\0\\0\\0\\1\\0\\0\\0\\0'), cmsgpack.unpack('\\211\\255\\255\\255\\255\\255\\255\\255\\254')}",
+    ),
+    [1, -1, 4294967296, -2],
+  );
+  const cases: Array<[string, string]> = [
+    ["cmsgpack.unpack('\\205\\1')", 'Missing bytes in input.'],
+    ["cmsgpack.unpack('\\193')", 'Bad data format in input.'],
+    ['cmsgpack.pack()', "bad argument #0 to 'pack' (MessagePack pack needs input.)"],
+    ["cmsgpack.unpack_one('abc', 10)", 'Start offset 10 greater than input length 3.'],
+  ];
+  for (const [call, text] of cases) {
+    const body = `return ${call}`;
+    assert.equal(failure(body).error, `ERR user_script:1: ${text} script: ${sha1hex(body)}, on @user_script:1.`, call);
+  }
+});
+
+test('cmsgpack: scripting.tcl "pack/unpack smoke test" (100,000 elements; the same encoded length as Redis)', async () => {
+  const big = await createScriptRunner({ timeBudgetMs: 30_000, memoryBytes: 256 * 1024 * 1024 });
+  after(() => big.close());
+  const r = big.run(SMOKE, [], [], memoryRedis().call, false);
+  assert.ok(r.ok, JSON.stringify(r));
+  assert.equal(r.reply, 1491977);
+});
+
+const SMOKE = `local str_lt_32 = string.rep("x", 30)
+local str_lt_255 = string.rep("x", 250)
+local str_lt_65535 = string.rep("x", 65530)
+local str_long = string.rep("x", 100000)
+local array_lt_15 = {1, 2, 3, 4, 5}
+local array_lt_65535 = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18}
+local array_big = {}
+for i=1, 100000 do array_big[i] = i end
+local map_lt_15 = {a=1, b=2}
+local map_big = {}
+for i=1, 100000 do map_big[tostring(i)] = i end
+local some_map = { s1=str_lt_32, s2=str_lt_255, s3=str_lt_65535, s4=str_long, d1=0.1, i1=1, i2=250, i3=65530, i4=100000, i5=2^40, i6=-1, i7=-120, i8=-32000, i9=-100000, i10=-3147483648, a1=array_lt_15, a2=array_lt_65535, a3=array_big, m1=map_lt_15, m2=map_big, b1=false, b2=true, n=nil }
+local encoded = cmsgpack.pack(some_map)
+local decoded = cmsgpack.unpack(encoded)
+assert(table.concat(some_map) == table.concat(decoded))
+local offset, decoded_one = cmsgpack.unpack_one(encoded, 0)
+assert(table.concat(some_map) == table.concat(decoded_one))
+assert(offset == -1)
+local encoded_multiple = cmsgpack.pack(str_lt_32, str_lt_255, str_lt_65535, str_long)
+local offset, obj = cmsgpack.unpack_limit(encoded_multiple, 1, 0)
+assert(obj == str_lt_32)
+offset, obj = cmsgpack.unpack_limit(encoded_multiple, 1, offset)
+assert(obj == str_lt_255)
+offset, obj = cmsgpack.unpack_limit(encoded_multiple, 1, offset)
+assert(obj == str_lt_65535)
+offset, obj = cmsgpack.unpack_limit(encoded_multiple, 1, offset)
+assert(obj == str_long)
+assert(offset == -1)
+assert(decoded.a3[100000] == 100000 and decoded.m2['777'] == 777 and decoded.i10 == -3147483648 and decoded.i5 == 2^40 and decoded.d1 == 0.1)
+return #encoded
+`;
+
+test('cjson, cmsgpack and bit are read-only, as Redis 7', () => {
+  for (const body of ['cjson.encode = function() return 1 end', 'cmsgpack.pack = function() return 1 end', 'bit.lshift = function() return 1 end']) {
     assert.match(failure(body).error, /Attempt to modify a readonly table/);
   }
 });
