@@ -452,6 +452,14 @@ test('rate-limiter-flexible: consume counts within the window, then a new window
   assert.match(r.error, /^ERR value is not an integer or out of range script: [0-9a-f]{40}, on @user_script:1\.$/);
 });
 
+/** Each `return <call>` fails with Redis 7's text for a library error raised on line 1. */
+function raisesAtLine1(cases: Array<[string, string]>): void {
+  for (const [call, text] of cases) {
+    const body = `return ${call}`;
+    assert.equal(failure(body).error, `ERR user_script:1: ${text} script: ${sha1hex(body)}, on @user_script:1.`, call);
+  }
+}
+
 // --- cjson and bit, against real Redis 7 (tests/unit/scripting.tcl, and redis-server 7.0 EVAL) ----
 
 test('cjson.encode: arrays, objects, "{}" for an empty table, numbers as %.14g, escapes', () => {
@@ -508,10 +516,7 @@ test("cjson.decode: values, cjson.null, escapes and surrogate pairs, Redis's par
     [`'[-]'`, 'Expected value but found invalid number at character 2'],
     [`'"ab\\\\qc"'`, 'Expected value but found invalid escape code at character 4'],
   ];
-  for (const [arg, text] of cases) {
-    const body = `return cjson.decode(${arg})`;
-    assert.equal(failure(body).error, `ERR user_script:1: ${text} script: ${sha1hex(body)}, on @user_script:1.`, arg);
-  }
+  raisesAtLine1(cases.map(([arg, text]) => [`cjson.decode(${arg})`, text]));
 });
 
 test('cjson: scripting.tcl "JSON smoke test" (settings: max depth, invalid numbers, keep buffer)', () => {
@@ -593,10 +598,7 @@ test('bit (LuaBitOp): 32-bit results as real Redis gives them', () => {
     ['bit.lshift(1)', "bad argument #2 to 'lshift' (number expected, got no value)"],
     ["bit.tohex(1, 'x')", "bad argument #2 to 'tohex' (number expected, got string)"],
   ];
-  for (const [call, text] of cases) {
-    const body = `return ${call}`;
-    assert.equal(failure(body).error, `ERR user_script:1: ${text} script: ${sha1hex(body)}, on @user_script:1.`, call);
-  }
+  raisesAtLine1(cases);
 });
 
 const HEX = 'local function hex(e) local h = "" for i = 1, #e do h = h .. string.format("%02x", string.byte(e, i)) end return h end ';
@@ -658,10 +660,7 @@ test('cmsgpack.unpack, unpack_one, unpack_limit and their errors, as Redis', () 
     ['cmsgpack.pack()', "bad argument #0 to 'pack' (MessagePack pack needs input.)"],
     ["cmsgpack.unpack_one('abc', 10)", 'Start offset 10 greater than input length 3.'],
   ];
-  for (const [call, text] of cases) {
-    const body = `return ${call}`;
-    assert.equal(failure(body).error, `ERR user_script:1: ${text} script: ${sha1hex(body)}, on @user_script:1.`, call);
-  }
+  raisesAtLine1(cases);
 });
 
 test('cmsgpack: scripting.tcl "pack/unpack smoke test" (100,000 elements; the same encoded length as Redis)', async () => {
