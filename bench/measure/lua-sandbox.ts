@@ -1,11 +1,12 @@
 /**
- * Per-run cost of the Lua sandbox (src/shard-actor/lua-sandbox.ts) on the scripts client libraries
+ * Per-run cost of the Lua sandbox (src/shard-actor/lua-runner.ts and the files beside it) on the scripts client libraries
  * send: redlock's release, rate-limiter-flexible's consume, and the cost of one redis.call
  * crossing. In-process, no database; `call` is a Map. Prints one JSON line (medians of 5 rounds).
  * Run: node dist/bench/measure/lua-sandbox.js
  */
 import { performance } from 'node:perf_hooks';
-import { createScriptRunner, type ScriptCall } from '../../src/shard-actor/lua-sandbox';
+import { createScriptRunner } from '../../src/shard-actor/lua-runner';
+import type { ScriptCall } from '../../src/shard-actor/lua-sandbox';
 
 const REDLOCK = 'if redis.call("get",KEYS[1]) == ARGV[1] then return redis.call("del",KEYS[1]) else return 0 end';
 const RLF = `redis.call('set', KEYS[1], 0, 'EX', ARGV[2], 'NX') \

@@ -1,8 +1,9 @@
 /**
- * Owns the option grammar of Redis's SET (NX|XX, GET, EX|PX|EXAT|PXAT|KEEPTTL) and of the EXPIRE
- * family (NX|XX|GT|LT): which words are options, which combine, and Redis's error texts for the
- * rest, including what a time argument may be (timeArgMs: one reading for SET EX, SETEX, GETEX,
- * EXPIRE and the rest, on the door and in scripts). Both the Redis door (gateway/resp) and scripts (shard-actor/script-session) parse with
+ * Owns the option grammar of Redis's SET (NX|XX, GET, EX|PX|EXAT|PXAT|KEEPTTL), of GETEX
+ * (EX|PX|EXAT|PXAT|PERSIST) and of the EXPIRE family (NX|XX|GT|LT): which words are options, which
+ * combine, and Redis's error texts for the rest, including what a time argument may be (timeArgMs:
+ * one reading for SET EX, SETEX, GETEX, EXPIRE and the rest, on the door and in scripts). Both the
+ * Redis door (gateway/resp) and scripts (shard-actor/script-session) parse with
  * these, so a command reads the same from a client and from `redis.call`. Relies on ops (flags).
  * Pure: no I/O, no clock; must not decide what a time means (the caller's `expiryOf` does: the
  * door with its clock, a script with its transaction's `now`).
@@ -10,7 +11,7 @@
  * Errors are texts without RESP framing (`{ error: 'ERR ...' }`, the shape a script's reply takes);
  * the door frames them with resp.error.
  */
-import { FLAG_IF_ABSENT, FLAG_IF_EXISTS, FLAG_KEEP_TTL, FLAG_TTL_GT, FLAG_TTL_LT, FLAG_TTL_NX, FLAG_TTL_XX, MAX_TTL_MS } from './ops';
+import { FLAG_CLEAR_TTL, FLAG_IF_ABSENT, FLAG_IF_EXISTS, FLAG_KEEP_TTL, FLAG_TTL_GT, FLAG_TTL_LT, FLAG_TTL_NX, FLAG_TTL_XX, MAX_TTL_MS } from './ops';
 
 /** A refused option: the Redis error reply's text (its first word is the code: ERR, ...). */
 export interface OptionError {
@@ -74,6 +75,35 @@ export function parseSetOptions(args: Buffer[], expiryOf: ExpiryOf): SetOptions 
     } else return SYNTAX_ERROR;
   }
   return { flags, get, ttlMs, expiry };
+}
+
+/** GETEX key [options]: what the option asks for. */
+export interface GetexOptions {
+  /** No option (a plain GET), PERSIST, or a new TTL (EX/PX/EXAT/PXAT). */
+  kind: 'get' | 'persist' | 'ttl';
+  /** What `expiryOf` made of EX/PX/EXAT/PXAT (<= 0: an absolute time already past); 0 otherwise. */
+  ttlMs: number;
+  /** FLAG_CLEAR_TTL for PERSIST, else 0. */
+  flags: number;
+}
+
+/** GETEX's options, `args[2..]`: at most one of EX|PX|EXAT|PXAT time, PERSIST; anything else is a syntax error. */
+export function parseGetexOptions(args: Buffer[], expiryOf: ExpiryOf): GetexOptions | OptionError {
+  const o: GetexOptions = { kind: 'get', ttlMs: 0, flags: 0 };
+  for (let i = 2; i < args.length; i++) {
+    if (o.kind !== 'get') return SYNTAX_ERROR;
+    const opt = args[i].toString('latin1').toLowerCase();
+    if (opt === 'persist') {
+      o.kind = 'persist';
+      o.flags = FLAG_CLEAR_TTL;
+    } else if ((opt === 'ex' || opt === 'px' || opt === 'exat' || opt === 'pxat') && i + 1 < args.length) {
+      const t = expiryOf(opt, args[++i]);
+      if (typeof t !== 'number') return t;
+      o.kind = 'ttl';
+      o.ttlMs = t;
+    } else return SYNTAX_ERROR;
+  }
+  return o;
 }
 
 /** EXPIRE/PEXPIRE/EXPIREAT/PEXPIREAT's NX|XX|GT|LT, `args[from..]`, as flags, with Redis's errors for incompatible ones. */

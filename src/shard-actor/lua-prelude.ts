@@ -1,7 +1,7 @@
 /**
  * Owns the Lua half of the script sandbox: the text run once in each fresh Lua state, with every
  * standard library still open, that turns it into the environment Redis 7 gives `EVAL` scripts.
- * Relies on the JS half (`lua-sandbox.ts`) passing its C functions in one table. Touches nothing
+ * Relies on the JS half (`lua-vm.ts`, `lua-redis-api.ts`) passing its C functions in one table. Touches nothing
  * outside the Lua state. Pure data: no I/O.
  *
  * Lua 5.1 (as Redis) has no read-only tables, which Redis 7 patches into its Lua. The same promise
@@ -206,7 +206,7 @@ local function handler(err)
 end
 
 -- Libraries become read-only proxies; redis too. Strings' methods go through the proxy.
-for _, name in raw_ipairs({ 'string', 'math', 'table', 'coroutine', 'os', 'cjson', 'bit' }) do
+for _, name in raw_ipairs({ 'string', 'math', 'table', 'coroutine', 'os', 'cjson', 'cmsgpack', 'bit' }) do
   if type(rawget(G, name)) == 'table' then rawset(G, name, readonly(rawget(G, name))) end
 end
 rawset(G, 'redis', readonly(redis))

@@ -18,12 +18,14 @@ import {
   FLAG_FLOAT,
   FLAG_GET_OLD,
   FLAG_IF_ABSENT,
+  FLAG_KEEP_TTL,
   isErrorReply,
   OP_APPEND,
   OP_DEL,
   OP_EXPIRE,
   OP_GET,
   OP_GETDEL,
+  OP_GETEX,
   OP_INCR,
   OP_PERSIST,
   OP_PUT,
@@ -40,7 +42,15 @@ import {
   type TtlHit,
 } from '../protocol/ops';
 import { parseFloatText, parseInt64 } from '../protocol/numbers';
-import { isOptionError, NOT_INTEGER_ERROR, parseExpireOptions, parseSetOptions, timeArgMs, type OptionError } from '../protocol/redis-options';
+import {
+  isOptionError,
+  NOT_INTEGER_ERROR,
+  parseExpireOptions,
+  parseGetexOptions,
+  parseSetOptions,
+  timeArgMs,
+  type OptionError,
+} from '../protocol/redis-options';
 import { setRangeError } from '../protocol/setrange';
 import type { Chain } from './key-scheduler';
 import type { PendingOp, TxnGroup } from './pending-op';
@@ -148,6 +158,8 @@ export class ScriptSession {
         return arity(2) ? one(OP_GET, (r) => bulkOf(r[0])) : WRONG;
       case 'getdel':
         return arity(2) ? one(OP_GETDEL, (r) => bulkOf(r[0])) : WRONG;
+      case 'getex':
+        return n < 2 ? WRONG : this.getex(a);
       case 'strlen':
         return arity(2) ? one(OP_GET, (r) => (r[0][1] === 200 ? (r[0] as GetHit)[2].length : 0)) : WRONG;
       case 'exists':
@@ -240,11 +252,30 @@ export class ScriptSession {
     );
     if (isOptionError(o)) return o;
     const get = o.get;
+    if (o.expiry && o.ttlMs <= 0 && (o.flags & FLAG_KEEP_TTL) === 0) {
+      // An absolute time already past: set and expired at once, i.e. deleted (as the Redis door
+      // does); never stored with a TTL, which a read could see before it ran out.
+      if (get || o.flags !== 0) return err('ERR kvsql does not support SET with NX, XX or GET and an EXAT/PXAT in the past');
+      return { ops: [{ op: OP_DEL, key: a[1] }], reply: () => OK };
+    }
     const flags = get ? o.flags | FLAG_GET_OLD : o.flags;
     return {
       ops: [{ op: OP_PUT, key: a[1], value: a[2], ttlMs: o.ttlMs, flags }],
       reply: (r) => (get ? oldOf(r[0]) : r[0][1] === 412 ? null : OK),
     };
+  }
+
+  /** GETEX key [EX s|PX ms|EXAT s|PXAT ms|PERSIST], parsed as the Redis door parses it; EXAT/PXAT with the shard's clock. */
+  private getex(a: Buffer[]): Planned | RedisValue {
+    // EX/PX: relative, positive; EXAT/PXAT: absolute with the shard's clock, <= 0 when already past.
+    const o = parseGetexOptions(a, (unit, arg) =>
+      timeArgMs(arg, unit === 'ex' || unit === 'exat' ? 1000 : 1, unit === 'exat' || unit === 'pxat', this.now, 'getex', true),
+    );
+    if (isOptionError(o)) return o;
+    if (o.kind === 'get') return { ops: [{ op: OP_GET, key: a[1] }], reply: (r) => bulkOf(r[0]) };
+    // An absolute time already past: Redis deletes the key and answers the value it had.
+    if (o.kind === 'ttl' && o.ttlMs <= 0) return { ops: [{ op: OP_GETDEL, key: a[1] }], reply: (r) => bulkOf(r[0]) };
+    return { ops: [{ op: OP_GETEX, key: a[1], ttlMs: o.ttlMs, flags: o.flags }], reply: (r) => bulkOf(r[0]) };
   }
 
   /** EXPIRE/PEXPIRE key t [NX|XX|GT|LT], EXPIREAT/PEXPIREAT with the shard's clock. */
@@ -261,8 +292,8 @@ export class ScriptSession {
   /** SET's EXAT/PXAT with the shard's clock (redis-options timeArgMs, as the door reads it). */
   private atArg(b: Buffer, unit: 1 | 1000): number | OptionError {
     const ms = timeArgMs(b, unit, true, this.now, 'set', true);
-    // Already past: the smallest TTL, so the key is set and expires at once.
-    return typeof ms === 'number' ? Math.max(1, ms) : ms;
+    // Already past: <= 0, and set() deletes the key.
+    return ms;
   }
 }
 

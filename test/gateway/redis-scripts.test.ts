@@ -83,6 +83,39 @@ test('a script over its time budget is stopped and leaves nothing; a script that
   assert.equal(await redis.eval('return redis.call("get", KEYS[1])', 1, k), 'kept');
 });
 
+test('GETEX from a script: EX, PERSIST, PXAT, an EXAT already past deletes and answers the value; EVAL_RO refuses it', async () => {
+  const [k] = onShard0('s:getex:', 1);
+  await redis.set(k, 'v');
+  const getex = (...opts: Array<string | number>) => redis.eval(`return redis.call('getex', KEYS[1], unpack(ARGV))`, 1, k, ...opts);
+  assert.equal(await getex('EX', 100), 'v');
+  assert.ok((await redis.pttl(k)) > 90_000);
+  assert.equal(await getex('PERSIST'), 'v');
+  assert.equal(await redis.pttl(k), -1);
+  assert.equal(await getex('PXAT', Date.now() + 50_000), 'v');
+  assert.ok((await redis.pttl(k)) > 40_000);
+  assert.equal(await getex(), 'v', 'no option: a plain GET');
+  await assert.rejects(getex('EX', 10, 'PERSIST'), /ERR syntax error/);
+  await assert.rejects(getex('EX', 'x'), /ERR value is not an integer or out of range/);
+  await assert.rejects(getex('EX', 0), /ERR invalid expire time in 'getex' command/);
+  await assert.rejects(redis.call('EVAL_RO', "return redis.call('getex', KEYS[1], 'PERSIST')", 1, k), /Write commands are not allowed from read-only scripts/);
+  assert.equal(await getex('EXAT', 1), 'v');
+  assert.equal(await redis.exists(k), 0);
+  assert.equal(await getex('EX', 10), null, 'a missing key');
+});
+
+test('SET with an EXAT already past from a script deletes the key, as the door does; with GET or NX it is refused', async () => {
+  const [k] = onShard0('s:setpast:', 1);
+  await redis.set(k, 'old');
+  const set = (...opts: Array<string | number>) => redis.eval(`return redis.call('set', KEYS[1], 'new', unpack(ARGV))`, 1, k, ...opts);
+  await assert.rejects(set('EXAT', 1, 'GET'), /ERR kvsql does not support SET with NX, XX or GET and an EXAT\/PXAT in the past/);
+  assert.equal(await redis.get(k), 'old', 'refused: nothing written');
+  assert.equal(await set('PXAT', Date.now() - 1000), 'OK');
+  assert.equal(await redis.exists(k), 0, 'set and expired at once: never stored with a TTL');
+  await redis.set(k, 'door');
+  assert.equal(await redis.set(k, 'x', 'EXAT', 1), 'OK');
+  assert.equal(await redis.exists(k), 0, 'the door answers the same');
+});
+
 test('a counter script from two gateways loses no increment', async () => {
   const [k] = onShard0('s:count:', 1);
   const lua = 'local v = tonumber(redis.call("get", KEYS[1]) or "0"); redis.call("set", KEYS[1], v + 1); return v + 1';

@@ -1,14 +1,25 @@
 /**
- * Tests src/protocol/redis-options.ts: SET's and EXPIRE's option grammar, shared by the Redis door
+ * Tests src/protocol/redis-options.ts: SET's, GETEX's and EXPIRE's option grammar, shared by the Redis door
  * and scripts, with Redis's error texts.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { FLAG_IF_ABSENT, FLAG_IF_EXISTS, FLAG_KEEP_TTL, FLAG_TTL_GT, FLAG_TTL_LT, FLAG_TTL_NX, FLAG_TTL_XX, MAX_TTL_MS } from '../../src/protocol/ops';
+import {
+  FLAG_CLEAR_TTL,
+  FLAG_IF_ABSENT,
+  FLAG_IF_EXISTS,
+  FLAG_KEEP_TTL,
+  FLAG_TTL_GT,
+  FLAG_TTL_LT,
+  FLAG_TTL_NX,
+  FLAG_TTL_XX,
+  MAX_TTL_MS,
+} from '../../src/protocol/ops';
 import {
   isOptionError,
   NOT_INTEGER_ERROR,
   parseExpireOptions,
+  parseGetexOptions,
   parseSetOptions,
   SYNTAX_ERROR,
   timeArgMs,
@@ -103,4 +114,20 @@ test('timeArgMs: a time argument read as Redis 7 reads it, with kvsql’s 10-yea
   assert.deepEqual(t('-9223372036854775807', 1000, false, false), invalid);
   assert.deepEqual(t('9223372036854775807', 1, false, false), invalid, 'relative: ms + now overflows');
   assert.equal(t('9223372036854775807', 1, true, false), TTL_TOO_LONG_ERROR, 'absolute ms: inside 64 bits, too long');
+});
+
+test('parseGetexOptions: none, PERSIST, one time option; anything more is a syntax error', () => {
+  assert.deepEqual(parseGetexOptions(args('getex', 'k'), expiryOf), { kind: 'get', ttlMs: 0, flags: 0 });
+  assert.deepEqual(parseGetexOptions(args('getex', 'k', 'Persist'), expiryOf), { kind: 'persist', ttlMs: 0, flags: FLAG_CLEAR_TTL });
+  assert.deepEqual(parseGetexOptions(args('getex', 'k', 'ex', '10'), expiryOf), { kind: 'ttl', ttlMs: 10_000, flags: 0 });
+  assert.deepEqual(parseGetexOptions(args('getex', 'k', 'PXAT', '5'), expiryOf), { kind: 'ttl', ttlMs: 5, flags: 0 });
+  for (const bad of [['ex'], ['ex', '1', 'persist'], ['persist', 'persist'], ['keepttl'], ['px', '1', 'px', '2']]) {
+    assert.equal(parseGetexOptions(args('getex', 'k', ...bad), expiryOf), SYNTAX_ERROR, bad.join(' '));
+  }
+  const refused = { error: "ERR invalid expire time in 'getex' command" };
+  assert.equal(
+    parseGetexOptions(args('getex', 'k', 'ex', '0'), () => refused),
+    refused,
+    "the caller's refusal of a time is the answer",
+  );
 });

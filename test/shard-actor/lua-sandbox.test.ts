@@ -6,17 +6,10 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import {
-  createScriptRunner,
-  formatG,
-  sha1hex,
-  SCRIPT_ERRORS,
-  timeoutError,
-  memoryError,
-  type RedisValue,
-  type ScriptCall,
-  type ScriptRunner,
-} from '../../src/shard-actor/lua-sandbox';
+import { SCRIPT_ERRORS, timeoutError, memoryError, type RedisValue, type ScriptCall, type ScriptRunner } from '../../src/shard-actor/lua-sandbox';
+import { createScriptRunner } from '../../src/shard-actor/lua-runner';
+import { sha1hex } from '../../src/shard-actor/lua-script-cache';
+import { formatG } from '../../src/shard-actor/lua-values';
 
 const B = (s: string): Buffer => Buffer.from(s);
 const MEMORY = 16 * 1024 * 1024;
@@ -457,4 +450,261 @@ test('rate-limiter-flexible: consume counts within the window, then a new window
   const r = run("redis.call('set', KEYS[1], 'abc') return redis.call('incrby', KEYS[1], 1)", ['n'], [], redis);
   assert.ok(!r.ok);
   assert.match(r.error, /^ERR value is not an integer or out of range script: [0-9a-f]{40}, on @user_script:1\.$/);
+});
+
+/** Each `return <call>` fails with Redis 7's text for a library error raised on line 1. */
+function raisesAtLine1(cases: Array<[string, string]>): void {
+  for (const [call, text] of cases) {
+    const body = `return ${call}`;
+    assert.equal(failure(body).error, `ERR user_script:1: ${text} script: ${sha1hex(body)}, on @user_script:1.`, call);
+  }
+}
+
+// --- cjson and bit, against real Redis 7 (tests/unit/scripting.tcl, and redis-server 7.0 EVAL) ----
+
+test('cjson.encode: arrays, objects, "{}" for an empty table, numbers as %.14g, escapes', () => {
+  assert.deepEqual(reply('return cjson.encode({})'), B('{}'));
+  assert.deepEqual(reply('return cjson.encode({1,2,nil,4})'), B('[1,2,null,4]'));
+  assert.deepEqual(reply('return cjson.encode({a={b={c={1,2,3}}}})'), B('{"a":{"b":{"c":[1,2,3]}}}'));
+  assert.deepEqual(
+    reply('return cjson.encode({1,2,[11]=3, [12]=1, [13]=1, [14]=1, [15]=1, [16]=1})'),
+    B('[1,2,null,null,null,null,null,null,null,null,3,1,1,1,1,1]'),
+  );
+  assert.deepEqual(reply('return cjson.encode({[1.5]=1})'), B('{"1.5":1}'));
+  assert.deepEqual(
+    reply('return cjson.encode({1.5, 1e20, 0.1, -0, 123456789012345678, 1/3, -0.000001})'),
+    B('[1.5,1e+20,0.1,-0,1.2345678901235e+17,0.33333333333333,-1e-06]'),
+  );
+  assert.deepEqual(reply('return cjson.encode(\'tab\\there\\nnew "q" \\\\ /\')'), B('"tab\\there\\nnew \\"q\\" \\\\ \\/"'));
+  assert.deepEqual(reply("return cjson.encode('\\1\\127')"), B('"\\u0001\\u007f"'));
+  assert.equal(reply("return #cjson.encode(string.rep('a', 100000))"), 100002);
+});
+
+test("cjson.encode errors: Redis's texts, with the script line (or none under pcall)", () => {
+  const sha = (body: string) => sha1hex(body);
+  const err = (body: string) => failure(body).error;
+  let body = 'return cjson.encode(function() end)';
+  assert.equal(err(body), `ERR user_script:1: Cannot serialise function: type not supported script: ${sha(body)}, on @user_script:1.`);
+  body = 'local t = {} t[20]=1 return cjson.encode(t)';
+  assert.equal(err(body), `ERR user_script:1: Cannot serialise table: excessively sparse array script: ${sha(body)}, on @user_script:1.`);
+  body = 'return cjson.encode({[true]=1})';
+  assert.equal(err(body), `ERR user_script:1: Cannot serialise boolean: table key must be a number or string script: ${sha(body)}, on @user_script:1.`);
+  body = 'return cjson.encode(0/0)';
+  assert.equal(err(body), `ERR user_script:1: Cannot serialise number: must not be NaN or Inf script: ${sha(body)}, on @user_script:1.`);
+  assert.deepEqual(reply('return {pcall(cjson.encode, function() end)}'), [null, B('Cannot serialise function: type not supported')]);
+});
+
+test("cjson.decode: values, cjson.null, escapes and surrogate pairs, Redis's parse errors", () => {
+  // scripting.tcl "JSON numeric decoding" and "JSON string decoding"
+  assert.deepEqual(reply('return table.concat(cjson.decode("[0.0, -5e3, -1, 0.3e-3, 1023.2, 0e10]"), " ")'), B('0 -5000 -1 0.0003 1023.2 0'));
+  assert.deepEqual(reply(`local decoded = cjson.decode('{"keya": "a", "keyb": "b"}') return {decoded.keya, decoded.keyb}`), [B('a'), B('b')]);
+  assert.deepEqual(reply("return {type(cjson.null), tostring(cjson.decode('null') == cjson.null), cjson.decode('[true,false,null,\"a\"]')}"), [
+    B('userdata'),
+    B('true'),
+    [1, null, null, B('a')],
+  ]);
+  assert.deepEqual(reply(`return cjson.decode('"\\\\t\\\\u0041\\\\/\\\\u00e9\\\\ud83d\\\\ude00"')`), B('\tA/é😀'));
+  assert.deepEqual(reply(`return cjson.encode(cjson.decode('{"a":[1,{"b":null}]}'))`), B('{"a":[1,{"b":null}]}'));
+  const cases: Array<[string, string]> = [
+    [`'[1,2'`, 'Expected comma or array end but found T_END at character 5'],
+    [`'{"a":1,}'`, 'Expected object key string but found T_OBJ_END at character 8'],
+    [`'tru'`, 'Expected value but found invalid token at character 1'],
+    [`'  [ 1 , 2 ] x'`, 'Expected the end but found invalid token at character 13'],
+    [`'{"a" 1}'`, 'Expected colon but found T_NUMBER at character 6'],
+    [`''`, 'Expected value but found T_END at character 1'],
+    [`'"abc'`, 'Expected value but found unexpected end of string at character 5'],
+    [`'[-]'`, 'Expected value but found invalid number at character 2'],
+    [`'"ab\\\\qc"'`, 'Expected value but found invalid escape code at character 4'],
+  ];
+  raisesAtLine1(cases.map(([arg, text]) => [`cjson.decode(${arg})`, text]));
+});
+
+test('cjson: scripting.tcl "JSON smoke test" (settings: max depth, invalid numbers, keep buffer)', () => {
+  const r = run(`
+    local some_map = { s1="Some string", n1=100, a1={"Some","String","Array"}, nil1=nil, b1=true, b2=false }
+    local encoded = cjson.encode(some_map)
+    local decoded = cjson.decode(encoded)
+    assert(table.concat(some_map) == table.concat(decoded))
+    cjson.encode_keep_buffer(false)
+    encoded = cjson.encode(some_map)
+    decoded = cjson.decode(encoded)
+    assert(table.concat(some_map) == table.concat(decoded))
+    local table1 = {one="one", [1]="one"}
+    encoded = cjson.encode(table1)
+    decoded = cjson.decode(encoded)
+    assert(decoded["one"] == table1["one"])
+    assert(decoded["1"] == table1[1])
+    local array1 = {[1]="one", [2]="two"}
+    encoded = cjson.encode(array1)
+    decoded = cjson.decode(encoded)
+    assert(table.concat(array1) == table.concat(decoded))
+    local invalid_map = {}
+    invalid_map[false] = "false"
+    local ok, encoded = pcall(cjson.encode, invalid_map)
+    assert(ok == false)
+    cjson.encode_max_depth(1)
+    ok, encoded = pcall(cjson.encode, some_map)
+    assert(ok == false)
+    cjson.decode_max_depth(1)
+    ok, decoded = pcall(cjson.decode, '{"obj": {"array": [1,2,3,4]}}')
+    assert(ok == false)
+    ok, encoded = pcall(cjson.encode, {num1=0/0})
+    assert(ok == false)
+    cjson.encode_invalid_numbers(true)
+    ok, encoded = pcall(cjson.encode, {num1=0/0})
+    assert(ok == true)
+    cjson.decode_max_depth(1000)
+    cjson.encode_max_depth(1000)
+    cjson.encode_invalid_numbers(false)
+    cjson.encode_keep_buffer(true)
+  `);
+  assert.ok(r.ok, JSON.stringify(r));
+});
+
+test('bit (LuaBitOp): 32-bit results as real Redis gives them', () => {
+  // scripting.tcl "Verify minimal bitop functionality" and "lua bit.tohex bug"
+  assert.equal(
+    reply('assert(bit.tobit(1) == 1); assert(bit.band(1) == 1); assert(bit.bxor(1,2) == 3); assert(bit.bor(1,2,4,8,16,32,64,128) == 255) return 1'),
+    1,
+  );
+  assert.deepEqual(reply('return bit.tohex(65535, -2147483648)'), B('0000FFFF'));
+  // The rest: redis-server 7.0's EVAL replies.
+  assert.deepEqual(
+    reply(
+      'return {bit.tohex(-1), bit.tohex(255,-4), bit.tobit(2^32+5), bit.tobit(1.5), bit.tobit(2.5), bit.bnot(0), bit.lshift(1,31), bit.rshift(-1,28), bit.arshift(-256,4), bit.rol(0x12345678,12), bit.ror(0x12345678,12), bit.bswap(0x12345678), bit.band(-1, 0xff, 0x0f), bit.bxor(5,3,1), bit.lshift(1,33), bit.tobit(-2^31-1)}',
+    ),
+    [B('ffffffff'), B('00FF'), 5, 2, 2, -1, -2147483648, 15, -16, 1164411171, 1736516421, 2018915346, 15, 7, 2, 2147483647],
+  );
+  assert.deepEqual(reply('return {bit.tobit(0xffffffff), bit.tobit(-1), bit.band(0xff00ff00, 0x0ff00ff0)}'), [-1, -1, 251662080]);
+  assert.deepEqual(
+    reply('return {bit.rshift(0x80000000, 31), bit.arshift(0x80000000, 31), bit.lshift(3, -1), bit.rol(1, -1), bit.ror(1, 1)}'),
+    [1, -1, -2147483648, -2147483648, -2147483648],
+  );
+  assert.deepEqual(reply('return {bit.tohex(1, 2), bit.tohex(0x12345678, 0), bit.tohex(-1, 3), bit.tohex(0x1234, 16)}'), [
+    B('01'),
+    B(''),
+    B('fff'),
+    B('00001234'),
+  ]);
+  assert.deepEqual(
+    reply('return {bit.bswap(-1), bit.bswap(1), bit.bnot(0x0f0f0f0f), bit.arshift(-256, 4), bit.arshift(256, 4)}'),
+    [-1, 16777216, -252645136, -16, 16],
+  );
+  assert.deepEqual(reply('return {bit.bor(1, 2^31), bit.bxor(-1, 0x7fffffff), bit.tobit("12")}'), [-2147483647, -2147483648, 12]);
+  const cases: Array<[string, string]> = [
+    ['bit.tobit()', "bad argument #1 to 'tobit' (number expected, got no value)"],
+    ["bit.tobit('x')", "bad argument #1 to 'tobit' (number expected, got string)"],
+    ['bit.band(1, nil)', "bad argument #2 to 'band' (number expected, got nil)"],
+    ['bit.lshift(1)', "bad argument #2 to 'lshift' (number expected, got no value)"],
+    ["bit.tohex(1, 'x')", "bad argument #2 to 'tohex' (number expected, got string)"],
+  ];
+  raisesAtLine1(cases);
+});
+
+const HEX = 'local function hex(e) local h = "" for i = 1, #e do h = h .. string.format("%02x", string.byte(e, i)) end return h end ';
+
+test('cmsgpack.pack: the bytes real Redis gives (scripting.tcl, and redis-server 7.0 replies)', () => {
+  assert.deepEqual(reply(HEX + 'return hex(cmsgpack.pack(0.1))'), B('cb3fb999999999999a'));
+  assert.deepEqual(reply(HEX + 'return hex(cmsgpack.pack(-1099511627776))'), B('d3ffffff0000000000'));
+  const values =
+    "1, -1, 127, 128, 255, 256, 65535, 65536, 2^32-1, 2^32, 2^53, -32, -33, -128, -129, -32768, -32769, -2^31, -2^31-1, -2^53, 1.5, -0.25, 1e300, 1/0, -1/0, 3.14159, true, false, 'abc', string.rep('x', 40), {}, {a=1}";
+  assert.deepEqual(
+    reply(HEX + `local t = {${values}} local out = {} for i = 1, #t do out[i] = hex(cmsgpack.pack(t[i])) end return out`),
+    '01 ff 7f cc80 ccff cd0100 cdffff ce00010000 ceffffffff cf0000000100000000 cf0020000000000000 e0 d0df d080 d1ff7f d18000 d2ffff7fff d280000000 d3ffffffff7fffffff d3ffe0000000000000 ca3fc00000 cabe800000 cb7e37e43c8800759c ca7f800000 caff800000 cb400921f9f01b866e c3 c2 a3616263 D928X40 90 81a16101'
+      .split(' ')
+      .map((h) => B(h === 'D928X40' ? `d928${'78'.repeat(40)}` : h)),
+  );
+  assert.deepEqual(reply(HEX + "return hex(string.sub(cmsgpack.pack(string.rep('y', 300)), 1, 4))"), B('da012c79'));
+});
+
+test('cmsgpack: circular references encode to a depth of 16 (scripting.tcl)', () => {
+  assert.deepEqual(
+    reply(
+      HEX +
+        `local a = {x=nil,y=5} local b = {x=a} a['x'] = b
+         local encoded = cmsgpack.pack(a) local re = cmsgpack.unpack(encoded)
+         assert(re.x.x.x.x.x.x.x.x.x.x.x.x.x.x.y == re.y) assert(re.x.x.x.x.x.x.x.x.x.x.x.x.x.x.x)
+         assert(re.x.x.x.x.x.x.x.x.x.x.x.x.x.x.x.x == nil)
+         return {hex(encoded), re.x.x.x.x.x.x.x.x.y == re.y, re.y == 5}`,
+    ),
+    [
+      B('82a17905a17881a17882a17905a17881a17882a17905a17881a17882a17905a17881a17882a17905a17881a17882a17905a17881a17882a17905a17881a17882a17905a17881a178c0'),
+      1,
+      1,
+    ],
+  );
+});
+
+test('cmsgpack.unpack, unpack_one, unpack_limit and their errors, as Redis', () => {
+  assert.deepEqual(
+    reply(
+      "local e = cmsgpack.pack(1, 'two', {3, {four=4}}, nil, 5.5) local a, b, c, d, f = cmsgpack.unpack(e) return {a, b, c[1], c[2].four, tostring(d), tostring(f), select('#', cmsgpack.unpack(e))}",
+    ),
+    [1, B('two'), 3, 4, B('nil'), B('5.5'), 5],
+  );
+  assert.deepEqual(
+    reply(
+      "local e = cmsgpack.pack('a', 'bb', 'ccc') local o1, v1 = cmsgpack.unpack_one(e) local o2, v2 = cmsgpack.unpack_one(e, o1) local o3, v3 = cmsgpack.unpack_limit(e, 5, o2) return {o1, v1, o2, v2, o3, v3}",
+    ),
+    [2, B('a'), 5, B('bb'), -1, B('ccc')],
+  );
+  assert.deepEqual(
+    reply(
+      "return {cmsgpack.unpack('\\203\\127\\240\\0\\0\\0\\0\\0\\0') == math.huge, cmsgpack.unpack('\\202\\191\\192\\0\\0'), cmsgpack.unpack('\\207\\0\\0\\0\\1\\0\\0\\0\\0'), cmsgpack.unpack('\\211\\255\\255\\255\\255\\255\\255\\255\\254')}",
+    ),
+    [1, -1, 4294967296, -2],
+  );
+  const cases: Array<[string, string]> = [
+    ["cmsgpack.unpack('\\205\\1')", 'Missing bytes in input.'],
+    ["cmsgpack.unpack('\\193')", 'Bad data format in input.'],
+    ['cmsgpack.pack()', "bad argument #0 to 'pack' (MessagePack pack needs input.)"],
+    ["cmsgpack.unpack_one('abc', 10)", 'Start offset 10 greater than input length 3.'],
+  ];
+  raisesAtLine1(cases);
+});
+
+test('cmsgpack: scripting.tcl "pack/unpack smoke test" (100,000 elements; the same encoded length as Redis)', async () => {
+  const big = await createScriptRunner({ timeBudgetMs: 30_000, memoryBytes: 256 * 1024 * 1024 });
+  after(() => big.close());
+  const r = big.run(SMOKE, [], [], memoryRedis().call, false);
+  assert.ok(r.ok, JSON.stringify(r));
+  assert.equal(r.reply, 1491977);
+});
+
+const SMOKE = `local str_lt_32 = string.rep("x", 30)
+local str_lt_255 = string.rep("x", 250)
+local str_lt_65535 = string.rep("x", 65530)
+local str_long = string.rep("x", 100000)
+local array_lt_15 = {1, 2, 3, 4, 5}
+local array_lt_65535 = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18}
+local array_big = {}
+for i=1, 100000 do array_big[i] = i end
+local map_lt_15 = {a=1, b=2}
+local map_big = {}
+for i=1, 100000 do map_big[tostring(i)] = i end
+local some_map = { s1=str_lt_32, s2=str_lt_255, s3=str_lt_65535, s4=str_long, d1=0.1, i1=1, i2=250, i3=65530, i4=100000, i5=2^40, i6=-1, i7=-120, i8=-32000, i9=-100000, i10=-3147483648, a1=array_lt_15, a2=array_lt_65535, a3=array_big, m1=map_lt_15, m2=map_big, b1=false, b2=true, n=nil }
+local encoded = cmsgpack.pack(some_map)
+local decoded = cmsgpack.unpack(encoded)
+assert(table.concat(some_map) == table.concat(decoded))
+local offset, decoded_one = cmsgpack.unpack_one(encoded, 0)
+assert(table.concat(some_map) == table.concat(decoded_one))
+assert(offset == -1)
+local encoded_multiple = cmsgpack.pack(str_lt_32, str_lt_255, str_lt_65535, str_long)
+local offset, obj = cmsgpack.unpack_limit(encoded_multiple, 1, 0)
+assert(obj == str_lt_32)
+offset, obj = cmsgpack.unpack_limit(encoded_multiple, 1, offset)
+assert(obj == str_lt_255)
+offset, obj = cmsgpack.unpack_limit(encoded_multiple, 1, offset)
+assert(obj == str_lt_65535)
+offset, obj = cmsgpack.unpack_limit(encoded_multiple, 1, offset)
+assert(obj == str_long)
+assert(offset == -1)
+assert(decoded.a3[100000] == 100000 and decoded.m2['777'] == 777 and decoded.i10 == -3147483648 and decoded.i5 == 2^40 and decoded.d1 == 0.1)
+return #encoded
+`;
+
+test('cjson, cmsgpack and bit are read-only, as Redis 7', () => {
+  for (const body of ['cjson.encode = function() return 1 end', 'cmsgpack.pack = function() return 1 end', 'bit.lshift = function() return 1 end']) {
+    assert.match(failure(body).error, /Attempt to modify a readonly table/);
+  }
 });

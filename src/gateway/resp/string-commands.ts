@@ -15,7 +15,6 @@
  * the expiry by that skew.
  */
 import {
-  FLAG_CLEAR_TTL,
   FLAG_FLOAT,
   FLAG_IF_ABSENT,
   OP_APPEND,
@@ -31,13 +30,13 @@ import {
   replyOf,
 } from '../../protocol/ops';
 import { parseFloatText, parseInt64 } from '../../protocol/numbers';
-import { parseExpireOptions, timeArgMs, type ExpiryUnit, type OptionError } from '../../protocol/redis-options';
+import { isOptionError, parseExpireOptions, parseGetexOptions, timeArgMs, type ExpiryUnit, type OptionError } from '../../protocol/redis-options';
 import * as resp from '../../protocol/resp';
 import { setRangeError } from '../../protocol/setrange';
 import { KvError } from '../../protocol/errors';
-import { intArg, lc } from './args';
+import { intArg } from './args';
 import type { Combine, RespCall, RowTuple } from './command-api';
-import { ERR_NOT_FLOAT, ERR_NOT_INTEGER, ERR_SYNTAX } from './errors';
+import { ERR_NOT_FLOAT, ERR_NOT_INTEGER } from './errors';
 
 /** Called with the arity of its row already checked (dispatch.ts). */
 type Handler = (c: RespCall, args: Buffer[]) => void;
@@ -128,24 +127,12 @@ export function expiryOption(opt: ExpiryUnit, arg: Buffer, cmd: string): number 
 }
 
 const getex: Handler = (c, a) => {
-  let ttlMs = 0;
-  let flags = 0;
-  let seen = false;
-  for (let i = 2; i < a.length; i++) {
-    const opt = lc(a[i]);
-    if (seen) return c.reply(ERR_SYNTAX);
-    seen = true;
-    if (opt === 'persist') flags = FLAG_CLEAR_TTL;
-    else if ((opt === 'ex' || opt === 'px' || opt === 'exat' || opt === 'pxat') && i + 1 < a.length) {
-      const t = expiryOption(opt, a[++i], 'getex');
-      if (typeof t !== 'number') return c.reply(resp.error(t.error));
-      // An absolute time already past: Redis deletes the key and answers the value it had.
-      if (t <= 0) return c.ops('getex', [{ op: OP_GETDEL, key: a[1] }], valueOrNil);
-      ttlMs = t;
-    } else return c.reply(ERR_SYNTAX);
-  }
-  if (!seen) return c.ops('getex', [{ op: OP_GET, key: a[1] }], valueOrNil);
-  c.ops('getex', [{ op: OP_GETEX, key: a[1], ttlMs, flags }], valueOrNil);
+  const o = parseGetexOptions(a, (unit, arg) => expiryOption(unit, arg, 'getex'));
+  if (isOptionError(o)) return c.reply(resp.error(o.error));
+  if (o.kind === 'get') return c.ops('getex', [{ op: OP_GET, key: a[1] }], valueOrNil);
+  // An absolute time already past: Redis deletes the key and answers the value it had.
+  if (o.kind === 'ttl' && o.ttlMs <= 0) return c.ops('getex', [{ op: OP_GETDEL, key: a[1] }], valueOrNil);
+  c.ops('getex', [{ op: OP_GETEX, key: a[1], ttlMs: o.ttlMs, flags: o.flags }], valueOrNil);
 };
 
 const setnx: Handler = (c, a) => {
