@@ -284,7 +284,9 @@ export class ScriptSession {
     if (typeof flags !== 'number') return flags;
     const ms = timeArgMs(a[2], name === 'expire' || name === 'expireat' ? 1000 : 1, name.endsWith('at'), this.now, name, false);
     if (typeof ms !== 'number') return ms;
-    // A time already past deletes the key, as Redis does.
+    // A time already past deletes the key, as Redis does; with NX/XX/GT/LT refused, as the door
+    // refuses it (the delete would have to be conditional on the key's TTL).
+    if (ms <= 0 && flags !== 0) return err(`ERR kvsql does not support ${name.toUpperCase()} with NX, XX, GT or LT and a time in the past`);
     if (ms <= 0) return { ops: [{ op: OP_DEL, key: a[1] }], reply: (r) => (r[0][1] === 204 ? 1 : 0) };
     return { ops: [{ op: OP_EXPIRE, key: a[1], ttlMs: ms, flags }], reply: (r) => (r[0][1] === 200 ? 1 : 0) };
   }

@@ -114,6 +114,12 @@ test('SET with an EXAT already past from a script deletes the key, as the door d
   await redis.set(k, 'door');
   assert.equal(await redis.set(k, 'x', 'EXAT', 1), 'OK');
   assert.equal(await redis.exists(k), 0, 'the door answers the same');
+  // EXPIRE with a time past and a condition: refused by both, the key kept.
+  await redis.set(k, 'kept', 'PX', 60_000);
+  const refusedPast = /ERR kvsql does not support EXPIRE with NX, XX, GT or LT and a time in the past/;
+  await assert.rejects(redis.eval(`return redis.call('expire', KEYS[1], -1, 'NX')`, 1, k), refusedPast);
+  await assert.rejects(redis.call('EXPIRE', k, -1, 'NX'), refusedPast);
+  assert.equal(await redis.get(k), 'kept');
 });
 
 test('a counter script from two gateways loses no increment', async () => {
