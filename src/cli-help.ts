@@ -110,8 +110,8 @@ export const COMMANDS: readonly CommandHelp[] = [
     usage: 'hashtags enable',
     summary: 'switch a store that hashes whole keys to hash tags (offline: stop every gateway first)',
     details: [
-      'Refused while any other session uses a shard database (a gateway: stop them all; run it as the',
-      "gateways' MySQL user, or one with PROCESS) and while a slot move is unfinished. It marks every shard",
+      'Refused while any other session uses a shard database (a gateway: stop them all), without the',
+      'PROCESS privilege (other sessions would be invisible) and while a slot move is unfinished. It marks every shard',
       "'switching' (gateways then refuse to start), moves the rows of braced keys whose slot changes to the",
       'shard of their new slot, then records hash tags. Interrupted: run it again, then start the gateways.',
       ...ADMIN_OPTIONS,

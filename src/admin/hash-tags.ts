@@ -66,6 +66,10 @@ export async function enableHashTags(set: ShardSet, say: (line: string) => void 
     if (Number(rows[0].n) > 0)
       throw new Error(`shard ${m.index} has rows whose slot is not filled yet: start a gateway once (it fills them), stop it, then run this again`);
   }
+  // The check for running gateways below reads PROCESSLIST, which shows other users' sessions
+  // only with the PROCESS privilege: without it, a gateway could go unseen and keep routing by
+  // whole keys while rows move. Refuse rather than trust an empty list.
+  await assertSeesAllSessions(set);
   // From here, a gateway that starts refuses the store; one already running is found below.
   await setRules(set, () => HASH_SWITCHING);
   const sessions = await foreignSessions(set);
@@ -117,6 +121,26 @@ async function setRules(set: ShardSet, rule: (index: number) => number): Promise
  * command's own; waits up to SESSIONS_GONE_MS for them to leave (a gateway just stopped). Without
  * the PROCESS privilege a user sees only its own sessions: run it as the gateways' user.
  */
+/** Throws unless this user holds PROCESS (or all privileges) on every node: see enableHashTags. */
+async function assertSeesAllSessions(set: ShardSet): Promise<void> {
+  for (const m of set.members.values()) {
+    for (const node of shardNodes(m.url)) {
+      const conn = await openConnection(node, set.opts);
+      try {
+        const [rows] = await conn.query<RowDataPacket[]>('SHOW GRANTS');
+        const global = rows.map((r) => String(Object.values(r)[0])).filter((g) => / ON \*\.\* TO /.test(g));
+        if (!global.some((g) => /^GRANT (ALL PRIVILEGES|.*\bPROCESS\b)/.test(g)))
+          throw new Error(
+            `shard ${m.index} ${redact(node)}: this MySQL user lacks the PROCESS privilege, so it cannot see whether a gateway is still connected; ` +
+              'run this as a user that has it (root, or GRANT PROCESS ON *.* TO the user). Nothing was changed.',
+          );
+      } finally {
+        await conn.end().catch(() => conn.destroy());
+      }
+    }
+  }
+}
+
 export async function foreignSessions(set: ShardSet): Promise<ForeignSession[]> {
   const deadline = Date.now() + SESSIONS_GONE_MS;
   for (;;) {

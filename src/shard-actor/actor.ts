@@ -249,10 +249,15 @@ export class ShardActor {
     }
     const op = scriptOp(r[0], program, now + this.cfg.opDeadlineMs, this.s.hashTags);
     if (op.txn!.keys.length === 0) {
-      void this.scriptRunner().then((runner) => {
-        this.s.out.push([op.id, 200, runScript(runner, op.txn!.script!, new Set(), new Map(), this.now(), this.cfg.maxValueBytes).out]);
-        this.s.out.flush();
-      });
+      void this.scriptRunner()
+        .then((runner) => {
+          this.s.out.push([op.id, 200, runScript(runner, op.txn!.script!, new Set(), new Map(), this.now(), this.cfg.maxValueBytes).out]);
+        })
+        .catch((err: Error) => {
+          // The VM could not load or run: answered, never left to the gateway's backstop.
+          this.s.out.push(errorReply(op.id, 'KV_ERR_INTERNAL', `script failed: ${err.message}`));
+        })
+        .finally(() => this.s.out.flush());
       return;
     }
     this.watch.admit(op);

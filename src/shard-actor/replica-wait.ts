@@ -52,7 +52,11 @@ export class ReplicaWait {
     if (target < 0) throw new Error(`no node of the shard group answered (${this.urls.length} nodes)`);
     const reached = new Set<number>();
     for (let i = 0; i < first.length; i++) if (first[i] >= target) reached.add(i);
-    const answer = (): number => Math.max(0, reached.size - 1);
+    // The target is right only if the node written through answered: it holds the write, so the
+    // highest answer is at or past it. A node that did not answer may be that node, and then the
+    // others can all be behind the write: count one fewer for each node missing, never early.
+    const missing = first.filter((n) => n < 0).length;
+    const answer = (): number => Math.max(0, reached.size - 1 - missing);
     if (answer() >= want || this.clock() >= deadline || reached.size === this.urls.length) return answer();
     return new Promise((resolve) => {
       let done = false;

@@ -70,6 +70,23 @@ async function rowsOf(keys: string[]): Promise<Map<string, Array<[number, number
   return out;
 }
 
+test('a MySQL user without PROCESS cannot switch: it could not see a running gateway, so nothing changes', async () => {
+  const dbs = urls.map((u) => new URL(u).pathname.slice(1));
+  await query(0, "CREATE USER IF NOT EXISTS 'kvsql_noproc'@'127.0.0.1' IDENTIFIED BY 'pw'");
+  await query(0, "CREATE USER IF NOT EXISTS 'kvsql_noproc'@'localhost' IDENTIFIED BY 'pw'");
+  for (const host of ['127.0.0.1', 'localhost']) for (const db of dbs) await query(0, `GRANT ALL PRIVILEGES ON \`${db}\`.* TO 'kvsql_noproc'@'${host}'`);
+  const asUser = urls.map((u) => {
+    const url = new URL(u);
+    url.username = 'kvsql_noproc';
+    url.password = 'pw';
+    return url.toString();
+  });
+  const refused = await runCli(['hashtags', 'enable'], cliEnv({ KVSQL_SHARDS: asUser.join(',') }));
+  assert.equal(refused.code, 1, refused.out);
+  assert.match(refused.out, /lacks the PROCESS privilege.*Nothing was changed/);
+  assert.deepEqual(await rules(), [0, 0]);
+});
+
 test('an old store is switched to hash tags offline: refused beside a gateway, then every key kept and co-located', async () => {
   let gw: Server | null = await startServer(config, urls, log);
   const base = `http://127.0.0.1:${gw.port}`;

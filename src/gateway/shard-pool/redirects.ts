@@ -68,6 +68,11 @@ export class Redirects {
       giveUp('KV_ERR_SLOT_MOVING', `re-routed ${MAX_REDIRECTS} times: ${refusal[3]}`);
       return;
     }
+    if (this.router.hashRuleConflict !== null) {
+      // The shards disagree on how keys hash (or are switching): no route may be trusted, a hint neither.
+      giveUp('KV_ERR_SHARD_UNAVAILABLE', `the shards disagree on how keys hash: ${this.router.hashRuleConflict}`);
+      return;
+    }
     this.redirectCount.set(req, n);
     this.count++;
     const entry: Redirected = { target, req, at, shard: null };
