@@ -20,6 +20,14 @@ export interface OptionError {
 
 export const SYNTAX_ERROR: OptionError = Object.freeze({ error: 'ERR syntax error' });
 export const NOT_INTEGER_ERROR: OptionError = Object.freeze({ error: 'ERR value is not an integer or out of range' });
+/**
+ * kvsql's refusals where Redis would act on a time already past under a condition (the delete
+ * would have to be conditional on the key's state): the same text from the door and from scripts.
+ */
+export const SET_PAST_WITH_CONDITION: OptionError = Object.freeze({ error: 'ERR kvsql does not support SET with NX, XX or GET and an EXAT/PXAT in the past' });
+export const expirePastWithCondition = (name: string): OptionError => ({
+  error: `ERR kvsql does not support ${name.toUpperCase()} with NX, XX, GT or LT and a time in the past`,
+});
 
 /** Redis's text for a time it cannot use (SET-family: not positive; any: past its signed 64-bit milliseconds). */
 export const expireTimeError = (cmd: string): OptionError => ({ error: `ERR invalid expire time in '${cmd}' command` });

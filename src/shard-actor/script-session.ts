@@ -43,11 +43,13 @@ import {
 } from '../protocol/ops';
 import { parseFloatText, parseInt64 } from '../protocol/numbers';
 import {
+  expirePastWithCondition,
   isOptionError,
   NOT_INTEGER_ERROR,
   parseExpireOptions,
   parseGetexOptions,
   parseSetOptions,
+  SET_PAST_WITH_CONDITION,
   timeArgMs,
   type OptionError,
 } from '../protocol/redis-options';
@@ -255,7 +257,7 @@ export class ScriptSession {
     if (o.expiry && o.ttlMs <= 0 && (o.flags & FLAG_KEEP_TTL) === 0) {
       // An absolute time already past: set and expired at once, i.e. deleted (as the Redis door
       // does); never stored with a TTL, which a read could see before it ran out.
-      if (get || o.flags !== 0) return err('ERR kvsql does not support SET with NX, XX or GET and an EXAT/PXAT in the past');
+      if (get || o.flags !== 0) return SET_PAST_WITH_CONDITION;
       return { ops: [{ op: OP_DEL, key: a[1] }], reply: () => OK };
     }
     const flags = get ? o.flags | FLAG_GET_OLD : o.flags;
@@ -286,7 +288,7 @@ export class ScriptSession {
     if (typeof ms !== 'number') return ms;
     // A time already past deletes the key, as Redis does; with NX/XX/GT/LT refused, as the door
     // refuses it (the delete would have to be conditional on the key's TTL).
-    if (ms <= 0 && flags !== 0) return err(`ERR kvsql does not support ${name.toUpperCase()} with NX, XX, GT or LT and a time in the past`);
+    if (ms <= 0 && flags !== 0) return expirePastWithCondition(name);
     if (ms <= 0) return { ops: [{ op: OP_DEL, key: a[1] }], reply: (r) => (r[0][1] === 204 ? 1 : 0) };
     return { ops: [{ op: OP_EXPIRE, key: a[1], ttlMs: ms, flags }], reply: (r) => (r[0][1] === 200 ? 1 : 0) };
   }

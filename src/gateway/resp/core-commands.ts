@@ -6,7 +6,7 @@
  * the guard directly: the connection checks and authorizes every key before anything is submitted.
  */
 import { FLAG_KEEP_TTL, OP_DEL, OP_GET, OP_PERSIST, OP_PUT, OP_TTL } from '../../protocol/ops';
-import { isOptionError, parseSetOptions } from '../../protocol/redis-options';
+import { isOptionError, parseSetOptions, SET_PAST_WITH_CONDITION } from '../../protocol/redis-options';
 import * as resp from '../../protocol/resp';
 import type { RowTuple } from './command-api';
 import type { Conn } from './connection';
@@ -25,7 +25,7 @@ const set: Handler = (c, args) => {
   const { flags, get, ttlMs } = o;
   if (o.expiry && ttlMs <= 0 && (flags & FLAG_KEEP_TTL) === 0) {
     // An absolute time already past: the key would be set and expire at once, so it is deleted.
-    if (get || flags !== 0) return c.reply(resp.error('ERR kvsql does not support SET with NX, XX or GET and an EXAT/PXAT in the past'));
+    if (get || flags !== 0) return c.reply(resp.error(SET_PAST_WITH_CONDITION.error));
     return c.ops('set', [{ op: OP_DEL, key: args[1] }], () => resp.OK);
   }
   if (get) return c.setGet(args[1], args[2], ttlMs, flags);

@@ -30,7 +30,15 @@ import {
   replyOf,
 } from '../../protocol/ops';
 import { parseFloatText, parseInt64 } from '../../protocol/numbers';
-import { isOptionError, parseExpireOptions, parseGetexOptions, timeArgMs, type ExpiryUnit, type OptionError } from '../../protocol/redis-options';
+import {
+  expirePastWithCondition,
+  isOptionError,
+  parseExpireOptions,
+  parseGetexOptions,
+  timeArgMs,
+  type ExpiryUnit,
+  type OptionError,
+} from '../../protocol/redis-options';
 import * as resp from '../../protocol/resp';
 import { setRangeError } from '../../protocol/setrange';
 import { KvError } from '../../protocol/errors';
@@ -197,7 +205,7 @@ const expire =
     if (ms <= 0) {
       // As in Redis, a time already past deletes the key (1 if it existed). With NX/XX/GT/LT the
       // condition would have to be decided on the row first: not supported.
-      if (flags !== 0) return c.reply(resp.error(`ERR kvsql does not support ${name.toUpperCase()} with NX, XX, GT or LT and a time in the past`));
+      if (flags !== 0) return c.reply(resp.error(expirePastWithCondition(name).error));
       return c.ops(name, [{ op: OP_DEL, key: a[1] }], (r) => resp.integer(r[0][1] === 204 ? 1 : 0));
     }
     c.ops(name, [{ op: OP_EXPIRE, key: a[1], ttlMs: ms, flags }], (r) => resp.integer(r[0][1] === 200 ? 1 : 0));

@@ -58,15 +58,8 @@ async function concurrentFirstStart(shards: ShardHandle[], members: ShardHandle[
   for (const s of members) {
     if (s.shardIndex !== s.index) return false;
     // A member that cannot say what it owns leaves the question open: say so, not "added by hand".
-    const m = await control
-      .control(s, (id) => ({ type: 'ownership', id }))
-      .catch((err: Error) => {
-        throw new Error(`shard URL #${s.index} holds a store but did not say which slots it owns (${err.message}); start again once it answers`);
-      });
-    if (m.type !== 'ownership' || m.ownership === undefined) {
-      const why = m.type === 'ownership' && m.error ? m.error.message : 'no ownership in its answer';
-      throw new Error(`shard URL #${s.index} holds a store but did not say which slots it owns (${why}); start again once it answers`);
-    }
+    const m = await control.ownership(s);
+    if ('why' in m) throw new Error(`shard URL #${s.index} holds a store but did not say which slots it owns (${m.why}); start again once it answers`);
     const rows = m.ownership.slots; // flattened [slot, state, epoch, peer]
     if (rows.length === 0) continue; // identity written, slots not yet seeded: mid-bootstrap
     const mine = new Set<number>();

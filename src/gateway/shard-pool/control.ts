@@ -13,6 +13,7 @@ import { KvError, type ErrorData } from '../../protocol/errors';
 import type { FeedRow } from '../../protocol/feed';
 import type { ScanRequest, ShardPage } from '../../protocol/listing';
 import type { FromActor, ShardStats, ToActor } from '../../protocol/port-messages';
+import type { ShardOwnership } from '../../protocol/slot-map';
 import type { ShardHandle } from './worker-handle';
 
 export type ControlReply = Extract<FromActor, { type: 'ownership' | 'bootstrapped' }>;
@@ -96,6 +97,17 @@ export class ControlCalls {
       });
       s.worker.postMessage(build(id));
     });
+  }
+
+  /**
+   * A shard's kv_slots and kv_peers, or why it could not say (timeout, its store's error): the
+   * one way the router and the first start ask, so both report the same reason.
+   */
+  async ownership(s: ShardHandle): Promise<{ ownership: ShardOwnership } | { why: string }> {
+    const m = await this.control(s, (id) => ({ type: 'ownership', id })).catch((err: Error) => err);
+    if (m instanceof Error) return { why: m.message };
+    if (m.type === 'ownership' && m.ownership !== undefined) return { ownership: m.ownership };
+    return { why: m.type === 'ownership' && m.error ? m.error.message : 'no ownership in its answer' };
   }
 
   async stats(timeoutMs: number): Promise<Array<ShardStats | null>> {

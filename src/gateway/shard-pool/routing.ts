@@ -95,12 +95,12 @@ export class SlotRouter {
     const seen: ShardOwnership[] = [];
     const ask = async (s: ShardHandle): Promise<void> => {
       if (s.exited || s.stopping) return;
-      const m = await this.control.control(s, (id) => ({ type: 'ownership', id })).catch((err: Error) => err);
-      if (m instanceof Error || m.type !== 'ownership' || m.ownership === undefined) {
+      const m = await this.control.ownership(s);
+      if ('why' in m) {
         // Its slots keep their old routes. Logged once per distinct reason, not once per refresh.
-        const why = m instanceof Error ? m.message : m.type === 'ownership' && m.error ? m.error.message : 'no ownership in its answer';
-        if (this.ownershipErrors.get(s.index) !== why) this.log.warn({ shard: s.index, err: why }, 'slot map refresh: shard did not say which slots it owns');
-        this.ownershipErrors.set(s.index, why);
+        if (this.ownershipErrors.get(s.index) !== m.why)
+          this.log.warn({ shard: s.index, err: m.why }, 'slot map refresh: shard did not say which slots it owns');
+        this.ownershipErrors.set(s.index, m.why);
         return;
       }
       if (this.ownershipErrors.delete(s.index)) this.log.info({ shard: s.index }, 'slot map refresh: shard answers again');
